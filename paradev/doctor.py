@@ -1,0 +1,92 @@
+"""Health checks (``doctor``) and a clean restart of the state (``reset``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from paradev import plan as plan_mod
+from paradev.errors import PlanError, StateError
+from paradev.git import Git, Repository, git_version, worktree_list
+from paradev.plan import Plan
+from paradev.state import State, StateStore
+from paradev.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the doctor's report."""
+
+    ok: bool
+    text: str
+
+
+def reset(store: StateStore) -> tuple[Path | None, State | None]:
+    """Clear the state. Returns where a corrupt file was moved, and the state that was dropped."""
+    try:
+        dropped: State | None = store.read()
+    except StateError:
+        dropped = None
+    aside = store.reset()
+    return aside, dropped
+
+
+def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:
+    """Check git, the plan, the state and the worktrees; with ``repair`` fix what is safe to fix."""
+    version = ".".join(map(str, git_version()))
+    findings = [Finding(True, f"git {version} (>= 2.38 required)")]
+    findings += _check_state(StateStore(repo.common_dir), repair)
+    findings += _check_stale_worktrees(repo.git, repair)
+    try:
+        plan = plan_mod.load(plan_path, repo.main_root)
+    except PlanError as exc:
+        findings.append(Finding(False, f"plan: {exc}"))
+        return findings
+    findings.append(Finding(True, f"plan {plan_path}: valid, {sum(1 for _ in plan.tasks())} tasks"))
+    findings += _check_agent_worktrees(repo, plan, repair)
+    return findings
+
+
+def _check_state(store: StateStore, repair: bool) -> list[Finding]:
+    try:
+        state = store.read()
+    except StateError as exc:
+        if not repair:
+            return [Finding(False, str(exc))]
+        aside = store.quarantine_if_corrupt()
+        return [Finding(True, f"state: corrupt file moved aside to {aside}; starting empty")]
+    found = [Finding(True, f"state {store.path}: readable, {len(state.tasks)} task records")]
+    if state.train:
+        found.append(
+            Finding(True, "a merge train is in progress: 'paradev merge --continue' or '--abort'")
+        )
+    return found
+
+
+def _check_stale_worktrees(git: Git, repair: bool) -> list[Finding]:
+    stale = [r.path for r in worktree_list(git) if r.prunable]
+    if not stale:
+        return [Finding(True, "worktree records: none stale")]
+    if repair:
+        git.run("worktree", "prune")
+        return [Finding(True, f"worktree records: pruned {len(stale)} stale: {', '.join(stale)}")]
+    return [
+        Finding(False, f"stale worktree record for {path} (run 'paradev doctor --repair')")
+        for path in stale
+    ]
+
+
+def _check_agent_worktrees(repo: Repository, plan: Plan, repair: bool) -> list[Finding]:
+    ws = Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))
+    missing = [a for a in range(1, plan.agent_count + 1) if not (ws.worktree(a) / ".git").exists()]
+    if not missing:
+        return [Finding(True, f"worktrees: all {plan.agent_count} agents present")]
+    if repair:
+        from paradev.worktrees import setup
+
+        setup(ws)
+        return [Finding(True, f"worktrees: recreated agents {', '.join(map(str, missing))}")]
+    return [
+        Finding(False, f"agent {a}: no worktree at {ws.worktree(a)} (run 'paradev setup')")
+        for a in missing
+    ]

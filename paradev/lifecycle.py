@@ -1,0 +1,232 @@
+"""The task lifecycle: assign -> start -> complete, and the status report.
+
+Which task an agent works on comes from the plan (its order) and the state
+(each task's status); per-agent totals are derived, never stored twice.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from paradev import plan as plan_mod
+from paradev.errors import PreconditionError
+from paradev.git import Git, ahead_behind, changed_paths, dirty_paths
+from paradev.plan import Task
+from paradev.state import (
+    ASSIGNED,
+    COMPLETED,
+    DONE_STATUSES,
+    IN_PROGRESS,
+    OPEN_STATUSES,
+    State,
+    TaskRecord,
+    now,
+)
+from paradev.workspace import Workspace
+
+
+def parse_hours(text: str | float) -> float:
+    """Hours from the command line: a finite number >= 0."""
+    try:
+        hours = float(text)
+    except (TypeError, ValueError):
+        raise PreconditionError(f"hours must be a number, got {text!r}") from None
+    if not math.isfinite(hours) or hours < 0:
+        raise PreconditionError(f"hours must be a finite number >= 0, got {text!r}")
+    return hours
+
+
+def parse_int(text: str | int, what: str) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise PreconditionError(f"{what} must be a whole number, got {text!r}") from None
+    if value <= 0:
+        raise PreconditionError(f"{what} must be > 0, got {text!r}")
+    return value
+
+
+def current_task(ws: Workspace, state: State, agent: int) -> Task | None:
+    """The agent's task in progress, if any."""
+    return next((t for t in ws.tasks_of(agent) if state.status(t.issue) == IN_PROGRESS), None)
+
+
+def next_task(ws: Workspace, state: State, agent: int) -> Task | None:
+    """The agent's first planned or assigned task, in plan order."""
+    return next((t for t in ws.tasks_of(agent) if state.status(t.issue) in OPEN_STATUSES), None)
+
+
+def assign(
+    ws: Workspace, agent: int, issue: int, title: str, hours: float, batch: str | None = None
+) -> Task:
+    """Add the task to plan.toml (layout kept) and mark it assigned."""
+    ws.check_agent(agent)
+    with ws.store.update() as state:
+        existing = ws.plan.task(issue)
+        if existing is None:
+            plan = plan_mod.add_task(
+                ws.plan.path,
+                ws.repo.main_root,
+                agent=agent,
+                issue=issue,
+                title=title,
+                hours=hours,
+                batch=batch,
+            )
+            task = plan.task(issue)
+            assert task is not None  # just added
+        elif existing.agent != agent:
+            raise PreconditionError(
+                f"issue #{issue} is already planned for agent {existing.agent}; "
+                "edit plan.toml to move it"
+            )
+        else:
+            task = existing
+        record = state.task(issue, agent)
+        if record.status not in OPEN_STATUSES:
+            raise PreconditionError(f"issue #{issue} is already {record.status}")
+        record.status, record.assigned_at = ASSIGNED, now()
+    return task
+
+
+def start(ws: Workspace, agent: int) -> tuple[Task, TaskRecord]:
+    """Mark the agent's next task in progress and record the base commit it starts from."""
+    ws.check_agent(agent)
+    ws.agent_git(agent)  # the worktree must exist
+    with ws.store.update() as state:
+        busy = current_task(ws, state, agent)
+        if busy is not None:
+            raise PreconditionError(
+                f"agent {agent} is already working on #{busy.issue}; "
+                f"run 'paradev complete {agent}' first"
+            )
+        task = next_task(ws, state, agent)
+        if task is None:
+            raise PreconditionError(f"agent {agent} has no planned or assigned task left")
+        record = state.task(task.issue, agent)
+        record.status, record.started_at = IN_PROGRESS, now()
+        record.assigned_at = record.assigned_at or record.started_at
+        record.base_commit = ws.git.rev(ws.plan.base)
+        record.error = None
+    return task, record
+
+
+@dataclass(frozen=True)
+class Completion:
+    task: Task
+    record: TaskRecord
+    uncommitted: list[str]
+
+
+def complete(ws: Workspace, agent: int) -> Completion:
+    """Mark the task in progress completed, with files from the branch's real diff."""
+    ws.check_agent(agent)
+    agent_git = ws.agent_git(agent)
+    with ws.store.update() as state:
+        task = current_task(ws, state, agent)
+        if task is None:
+            raise PreconditionError(
+                f"agent {agent} has no task in progress; run 'paradev start {agent}'"
+            )
+        record = state.task(task.issue, agent)
+        branch = ws.branch(agent)
+        record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
+        record.head_commit = ws.git.rev(branch)
+        record.status, record.completed_at = COMPLETED, now()
+        uncommitted = dirty_paths(agent_git.cwd)
+    return Completion(task=task, record=record, uncommitted=uncommitted)
+
+
+# -- status --------------------------------------------------------------------------
+
+
+def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "issue": task.issue,
+        "title": task.title,
+        "hours": task.hours,
+        "batch": task.batch,
+        "status": record.status if record else "planned",
+    }
+    if record:
+        for key in ("started_at", "completed_at", "merged_at", "base_commit", "head_commit", "log"):
+            if getattr(record, key):
+                data[key] = getattr(record, key)
+        if record.files_modified:
+            data["files_modified"] = record.files_modified
+    return data
+
+
+def _branch_facts(ws: Workspace, agent: int) -> dict[str, Any]:
+    """Ahead/behind base and dirtiness: the git work of status, run per agent in parallel."""
+    git: Git = ws.git
+    branch = ws.branch(agent)
+    path = ws.worktree(agent)
+    exists = (path / ".git").exists()
+    facts: dict[str, Any] = {"exists": exists, "ahead": None, "behind": None, "dirty": None}
+    if git.rev(f"refs/heads/{branch}") is not None:
+        facts["ahead"], facts["behind"] = ahead_behind(git, ws.plan.base, branch)
+    if exists:
+        facts["dirty"] = bool(dirty_paths(path))
+    return facts
+
+
+def status(ws: Workspace) -> dict[str, Any]:
+    """The status report as JSON-ready data (the design's stable keys)."""
+    state = ws.store.read()
+    agents = range(1, ws.plan.agent_count + 1)
+    with ThreadPoolExecutor(max_workers=min(8, ws.plan.agent_count)) as pool:
+        facts = dict(zip(agents, pool.map(lambda a: _branch_facts(ws, a), agents), strict=True))
+    report: dict[str, Any] = {}
+    for agent in agents:
+        tasks = ws.tasks_of(agent)
+        current = current_task(ws, state, agent)
+        done = [t for t in tasks if state.status(t.issue) in DONE_STATUSES]
+        report[str(agent)] = {
+            "branch": ws.branch(agent),
+            "worktree": str(ws.worktree(agent)),
+            "current_task": _task_json(current, state.tasks.get(current.issue))
+            if current
+            else None,
+            "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
+            "total_hours": sum(t.hours for t in done),
+            "tasks": [_task_json(t, state.tasks.get(t.issue)) for t in tasks],
+            **facts[agent],
+        }
+    return {
+        "base": ws.plan.base,
+        "agents": report,
+        "merge_order": state.merge_order,
+        "train": state.train,
+    }
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """The human view of ``status``."""
+    lines = [f"paradev status (base: {report['base']})", ""]
+    for agent, info in report["agents"].items():
+        if info["ahead"] is None:
+            position = "branch missing"
+        else:
+            position = f"{info['ahead']} ahead, {info['behind']} behind"
+        tree = "missing" if not info["exists"] else ("dirty" if info["dirty"] else "clean")
+        lines.append(f"Agent {agent}  {info['branch']}  ({position}; worktree {tree})")
+        lines.append(f"  worktree: {info['worktree']}")
+        current = info["current_task"]
+        if current:
+            lines.append(
+                f"  current:  #{current['issue']} {current['title']} ({current['hours']:g}h)"
+            )
+        else:
+            lines.append("  current:  none")
+        done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
+        lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
+    if report["merge_order"]:
+        lines.append("")
+        lines.append("merge order: " + " -> ".join(str(a) for a in report["merge_order"]))
+    if report["train"]:
+        lines.append(f"merge train in progress: {report['train'].get('status', 'running')}")
+    return "\n".join(lines)

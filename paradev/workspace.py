@@ -1,0 +1,61 @@
+"""The things every command needs at once: the repository, its plan and its state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from paradev import plan as plan_mod
+from paradev.errors import PreconditionError
+from paradev.git import Git, Repository, discover
+from paradev.plan import Plan, Task
+from paradev.state import StateStore
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A repository with its validated plan and its shared state store."""
+
+    repo: Repository
+    plan: Plan
+    store: StateStore
+
+    @property
+    def git(self) -> Git:
+        return self.repo.git
+
+    def branch(self, agent: int) -> str:
+        return self.plan.branch(agent)
+
+    def worktree(self, agent: int) -> Path:
+        return self.plan.worktree(agent, self.repo.main_root)
+
+    def agent_git(self, agent: int) -> Git:
+        """git inside the agent's work tree; a clear error when it does not exist."""
+        path = self.worktree(agent)
+        if not (path / ".git").exists():
+            raise PreconditionError(
+                f"agent {agent} has no worktree at {path}; run 'paradev setup' first"
+            )
+        return Git(path)
+
+    def check_agent(self, agent: int) -> None:
+        if not 1 <= agent <= self.plan.agent_count:
+            raise PreconditionError(
+                f"unknown agent {agent}: the plan has agents 1..{self.plan.agent_count}"
+            )
+
+    def base_ref(self) -> str:
+        """The ref new work starts from: the remote's base when a remote is configured."""
+        return f"{self.plan.remote}/{self.plan.base}" if self.plan.remote else self.plan.base
+
+    def tasks_of(self, agent: int) -> list[Task]:
+        return self.plan.tasks_for(agent)
+
+
+def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Workspace:
+    """Discover the repository from ``cwd`` (any of its work trees) and load its plan."""
+    repo = discover(cwd)
+    path = plan_mod.find_plan(repo.main_root, plan_path)
+    plan = plan_mod.load(path, repo.main_root)
+    return Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))

@@ -1,0 +1,120 @@
+"""Create and repair the agents' work trees and branches.
+
+``setup`` first decides what to do for every agent and refuses before
+changing anything if one agent cannot be set up, so a refused run leaves the
+repository as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from paradev.errors import PreconditionError
+from paradev.git import Worktree, worktree_list
+from paradev.state import AgentRecord
+from paradev.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Step:
+    """What setup does (or found done) for one agent."""
+
+    agent: int
+    branch: str
+    worktree: Path
+    action: str  # "exists" | "add" (existing branch) | "create" (new branch)
+
+    def describe(self) -> str:
+        verbs = {
+            "exists": "ok",
+            "add": "added worktree for existing branch",
+            "create": "created branch and worktree",
+        }
+        return f"agent {self.agent}: {verbs[self.action]} {self.branch} at {self.worktree}"
+
+
+def _real(path: str | Path) -> str:
+    return os.path.realpath(path)
+
+
+def setup(ws: Workspace, agents: int | None = None) -> list[Step]:
+    """Create or repair the worktrees of agents 1..``agents`` (default: all). Idempotent."""
+    count = ws.plan.agent_count if agents is None else agents
+    if not 1 <= count <= ws.plan.agent_count:
+        raise PreconditionError(
+            f"--agents {count}: the plan has agents 1..{ws.plan.agent_count}; "
+            "raise agents.count in plan.toml to add agents"
+        )
+    git = ws.git
+    if ws.plan.remote:
+        git.run("fetch", "--quiet", "--", ws.plan.remote)
+    start = ws.base_ref()
+    if git.rev(start) is None:
+        raise PreconditionError(
+            f"base {start!r} does not exist; create it or set project.base in plan.toml"
+        )
+    git.run("worktree", "prune")
+    steps = _plan_steps(ws, count, worktree_list(git))
+    for step in steps:
+        _apply(ws, step, start)
+    with ws.store.update() as state:
+        for step in steps:
+            state.agents[step.agent] = AgentRecord(
+                agent=step.agent, branch=step.branch, worktree=str(step.worktree)
+            )
+    return steps
+
+
+def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step]:
+    by_path = {_real(r.path): r for r in records}
+    by_branch = {r.branch: r for r in records if r.branch}
+    steps: list[Step] = []
+    problems: list[str] = []
+    for agent in range(1, count + 1):
+        branch, path = ws.branch(agent), ws.worktree(agent)
+        record = by_path.get(_real(path))
+        if record is not None:
+            if record.branch != branch:
+                problems.append(
+                    f"{path} is a worktree on {record.branch or 'a detached HEAD'}, not {branch}; "
+                    f"check out {branch} there or remove it with 'git worktree remove'"
+                )
+            steps.append(Step(agent, branch, path, "exists"))
+            continue
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            problems.append(
+                f"{path} exists and is not agent {agent}'s worktree; "
+                "move it away or change project.worktrees"
+            )
+        elif branch in by_branch:
+            problems.append(
+                f"branch {branch} is checked out in {by_branch[branch].path}; "
+                "switch that worktree to another branch first"
+            )
+        exists = ws.git.rev(f"refs/heads/{branch}") is not None
+        steps.append(Step(agent, branch, path, "add" if exists else "create"))
+    if problems:
+        raise PreconditionError("; ".join(problems))
+    return steps
+
+
+def _apply(ws: Workspace, step: Step, start: str) -> None:
+    if step.action == "exists":
+        return
+    step.worktree.parent.mkdir(parents=True, exist_ok=True)
+    if step.action == "add":
+        ws.git.run("worktree", "add", "--quiet", "--", str(step.worktree), step.branch)
+    else:
+        ws.git.run(
+            "worktree",
+            "add",
+            "--quiet",
+            "--no-track",
+            "-b",
+            step.branch,
+            "--",
+            str(step.worktree),
+            start,
+        )
