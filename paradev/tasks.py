@@ -20,6 +20,7 @@ from invoke.tasks import Task, task
 from paradev.errors import EXIT_INTERRUPTED, ParadevError
 
 if TYPE_CHECKING:
+    from paradev.hooks import HookResult
     from paradev.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +57,12 @@ def emit_json(data: Any) -> None:
 
 def warn(message: str) -> None:
     print(f"paradev: warning: {message}", file=sys.stderr)
+
+
+def report_hook(result: HookResult | None) -> None:
+    """A failing hook is a warning, never an error."""
+    if result is not None and not result.ok:
+        warn(result.describe())
 
 
 def _workspace() -> Workspace:
@@ -107,20 +114,25 @@ def assign(c: Context, agent: str, issue: str, title: str, hours: str, batch: st
 @command(positional=["agent"], help={"agent": "agent number"})
 def start(c: Context, agent: str) -> None:
     """Start the agent's next planned or assigned task and record the base commit."""
+    from paradev.hooks import run_hook
     from paradev.lifecycle import parse_int
     from paradev.lifecycle import start as start_task
 
-    task_, record = start_task(_workspace(), parse_int(agent, "AGENT"))
+    ws = _workspace()
+    task_, record = start_task(ws, parse_int(agent, "AGENT"))
     print(f"agent {task_.agent} started #{task_.issue} {task_.title} (base {record.base_commit})")
+    report_hook(run_hook(ws, "on_start", task_, record))
 
 
 @command(positional=["agent"], help={"agent": "agent number"})
 def complete(c: Context, agent: str) -> None:
     """Mark the agent's task completed; files come from the branch's real diff."""
+    from paradev.hooks import run_hook
     from paradev.lifecycle import complete as complete_task
     from paradev.lifecycle import parse_int
 
-    done = complete_task(_workspace(), parse_int(agent, "AGENT"))
+    ws = _workspace()
+    done = complete_task(ws, parse_int(agent, "AGENT"))
     files = done.record.files_modified
     print(f"agent {done.task.agent} completed #{done.task.issue} ({len(files)} files changed)")
     for path in files:
@@ -130,6 +142,7 @@ def complete(c: Context, agent: str) -> None:
             f"{len(done.uncommitted)} uncommitted path(s) in the worktree are not counted: "
             + ", ".join(done.uncommitted)
         )
+    report_hook(run_hook(ws, "on_complete", done.task, done.record))
 
 
 @command(help={"json": "print JSON (stable keys) instead of the table"})

@@ -1,0 +1,102 @@
+"""Hooks (``[hooks]`` in plan.toml) and the task environment shared with agent commands.
+
+Task data reaches hooks and agents only through environment variables, never
+through a command line, so a title such as ``$(rm -rf ~)`` stays inert text.
+A failing hook is reported to the caller, never raised: hooks are side
+effects (comment on the tracker, notify a chat) and must not stop a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from paradev.git import git_env
+from paradev.plan import Task
+from paradev.state import TaskRecord
+from paradev.workspace import Workspace
+
+HOOK_TIMEOUT = 300.0
+EVENTS = ("on_start", "on_complete", "on_merge")
+
+
+def task_env(
+    ws: Workspace, task: Task, record: TaskRecord | None = None, **extra: str
+) -> dict[str, str]:
+    """The PARADEV_* variables describing ``task`` (plus ``extra``, upper-cased)."""
+    env = {
+        "PARADEV_AGENT": str(task.agent),
+        "PARADEV_ISSUE": str(task.issue),
+        "PARADEV_TITLE": task.title,
+        "PARADEV_HOURS": f"{task.hours:g}",
+        "PARADEV_BATCH": task.batch,
+        "PARADEV_BRANCH": ws.branch(task.agent),
+        "PARADEV_WORKTREE": str(ws.worktree(task.agent)),
+        "PARADEV_BASE": ws.plan.base,
+    }
+    if record is not None:
+        env["PARADEV_STATUS"] = record.status
+        env["PARADEV_FILES"] = "\n".join(record.files_modified)
+        for key in ("base_commit", "head_commit", "merged_commit", "log"):
+            value = getattr(record, key)
+            if value:
+                env[f"PARADEV_{key.upper()}"] = str(value)
+    env.update({f"PARADEV_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+@dataclass(frozen=True)
+class HookResult:
+    event: str
+    command: str
+    returncode: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        last = self.output.strip().splitlines()[-1:] or [""]
+        return f"hook {self.event} ({self.command!r}) exited {self.returncode}: {last[0]}"
+
+
+def run_hook(
+    ws: Workspace,
+    event: str,
+    task: Task,
+    record: TaskRecord | None = None,
+    **extra: str,
+) -> HookResult | None:
+    """Run hook ``event`` if configured (None otherwise), in the agent's worktree when it exists.
+
+    The command is the user's own shell line from plan.toml; the task data is
+    only in the environment.
+    """
+    command = ws.plan.hook(event)
+    if not command.strip():
+        return None
+    worktree = ws.worktree(task.agent)
+    cwd: Path = worktree if worktree.is_dir() else ws.repo.main_root
+    env = {**git_env(), **task_env(ws, task, record, event=event, **extra)}
+    env.pop("LC_ALL", None)  # the hook runs in the user's locale, not git's parsing one
+    if "LC_ALL" in os.environ:
+        env["LC_ALL"] = os.environ["LC_ALL"]
+    try:
+        proc = subprocess.run(
+            command,
+            shell=True,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HOOK_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return HookResult(event, command, -1, f"timed out after {HOOK_TIMEOUT:.0f}s")
+    except OSError as exc:
+        return HookResult(event, command, -1, str(exc))
+    return HookResult(event, command, proc.returncode, proc.stdout + proc.stderr)
