@@ -92,8 +92,8 @@ def assign(
     return task
 
 
-def start(ws: Workspace, agent: int) -> tuple[Task, TaskRecord]:
-    """Mark the agent's next task in progress and record the base commit it starts from."""
+def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, TaskRecord]:
+    """Mark the agent's next task (or ``issue``) in progress and record its base commit."""
     ws.check_agent(agent)
     ws.agent_git(agent)  # the worktree must exist
     with ws.store.update() as state:
@@ -103,9 +103,14 @@ def start(ws: Workspace, agent: int) -> tuple[Task, TaskRecord]:
                 f"agent {agent} is already working on #{busy.issue}; "
                 f"run 'paradev complete {agent}' first"
             )
-        task = next_task(ws, state, agent)
+        task = next_task(ws, state, agent) if issue is None else ws.plan.task(issue)
         if task is None:
             raise PreconditionError(f"agent {agent} has no planned or assigned task left")
+        if task.agent != agent or state.status(task.issue) not in OPEN_STATUSES:
+            raise PreconditionError(
+                f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
+                f"agent {agent} cannot start it"
+            )
         record = state.task(task.issue, agent)
         record.status, record.started_at = IN_PROGRESS, now()
         record.assigned_at = record.assigned_at or record.started_at
