@@ -19,6 +19,7 @@ from paradev.state import (
     ASSIGNED,
     COMPLETED,
     DONE_STATUSES,
+    FAILED,
     IN_PROGRESS,
     OPEN_STATUSES,
     State,
@@ -106,7 +107,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
         task = next_task(ws, state, agent) if issue is None else ws.plan.task(issue)
         if task is None:
             raise PreconditionError(f"agent {agent} has no planned or assigned task left")
-        if task.agent != agent or state.status(task.issue) not in OPEN_STATUSES:
+        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, FAILED):
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
