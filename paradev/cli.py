@@ -8,15 +8,18 @@ commands into that flag before invoke parses them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
 
 from paradev import __version__
+from paradev.errors import EXIT_USAGE
 from paradev.tasks import ns
 
 # command -> flag that collects its bare (positional) words
-REST_FLAGS: dict[str, str] = {}
+REST_FLAGS: dict[str, str] = {"check": "path", "run-batch": "batch"}
 
 
 def rewrite_rest(argv: list[str], rest_flags: dict[str, str] = REST_FLAGS) -> list[str]:
@@ -43,6 +46,17 @@ def rewrite_rest(argv: list[str], rest_flags: dict[str, str] = REST_FLAGS) -> li
     return out
 
 
+def help_first(argv: list[str]) -> list[str]:
+    """``paradev assign --help`` -> ``paradev --help assign``.
+
+    invoke would take ``--help`` as the value of the first positional argument
+    and then complain about the missing others.
+    """
+    if len(argv) > 2 and argv[1] in ns.task_names and any(a in ("--help", "-h") for a in argv[2:]):
+        return [argv[0], "--help", argv[1]]
+    return argv
+
+
 def _defaults(task: object) -> dict[str, object]:
     import inspect
 
@@ -54,6 +68,8 @@ def _defaults(task: object) -> dict[str, object]:
 
 
 class ParadevProgram(Program):
+    """invoke's Program with paradev's exit codes: a command line it cannot parse exits 2."""
+
     def run(self, argv: str | list[str] | None = None, exit: bool = True) -> None:
         import shlex
         import sys
@@ -62,7 +78,24 @@ class ParadevProgram(Program):
             argv = list(sys.argv)
         elif isinstance(argv, str):
             argv = shlex.split(argv)
-        super().run(rewrite_rest(list(argv)), exit=exit)
+        super().run(rewrite_rest(help_first(list(argv))), exit=exit)
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        with _usage_errors():
+            super().parse_core(argv)
+
+    def parse_tasks(self) -> None:
+        with _usage_errors():
+            super().parse_tasks()
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """invoke reports a bad command line with exit 1; paradev's contract says 2 (bad input)."""
+    try:
+        yield
+    except ParseError as err:
+        raise Exit(f"paradev: {err} (see 'paradev --help')", code=EXIT_USAGE) from None
 
 
 program = ParadevProgram(namespace=ns, version=__version__, name="paradev", binary="paradev")

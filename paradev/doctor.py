@@ -19,6 +19,7 @@ class Finding:
 
     ok: bool
     text: str
+    blocking: bool = False  # every other command refuses to run until this is fixed
 
 
 def reset(store: StateStore) -> tuple[Path | None, State | None]:
@@ -52,7 +53,7 @@ def _check_state(store: StateStore, repair: bool) -> list[Finding]:
         state = store.read()
     except StateError as exc:
         if not repair:
-            return [Finding(False, str(exc))]
+            return [Finding(False, str(exc), blocking=True)]
         aside = store.quarantine_if_corrupt()
         return [Finding(True, f"state: corrupt file moved aside to {aside}; starting empty")]
     found = [Finding(True, f"state {store.path}: readable, {len(state.tasks)} task records")]

@@ -9,6 +9,7 @@ effects (comment on the tracker, notify a chat) and must not stop a batch.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,19 +85,29 @@ def run_hook(
     env.pop("LC_ALL", None)  # the hook runs in the user's locale, not git's parsing one
     if "LC_ALL" in os.environ:
         env["LC_ALL"] = os.environ["LC_ALL"]
+    return _run_shell(event, command, cwd, env)
+
+
+def _run_shell(event: str, command: str, cwd: Path, env: dict[str, str]) -> HookResult:
+    """Run the hook in its own process group, so a timeout stops its children too."""
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             command,
             shell=True,
             cwd=cwd,
             env=env,
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=HOOK_TIMEOUT,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return HookResult(event, command, -1, f"timed out after {HOOK_TIMEOUT:.0f}s")
     except OSError as exc:
         return HookResult(event, command, -1, str(exc))
-    return HookResult(event, command, proc.returncode, proc.stdout + proc.stderr)
+    try:
+        output, _ = proc.communicate(timeout=HOOK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return HookResult(event, command, -1, f"timed out after {HOOK_TIMEOUT:g}s")
+    return HookResult(event, command, proc.returncode, output)

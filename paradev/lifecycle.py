@@ -63,11 +63,21 @@ def next_task(ws: Workspace, state: State, agent: int) -> Task | None:
 def assign(
     ws: Workspace, agent: int, issue: int, title: str, hours: float, batch: str | None = None
 ) -> Task:
-    """Add the task to plan.toml (layout kept) and mark it assigned."""
+    """Add the task to plan.toml (layout kept) and mark it assigned.
+
+    The plan is read again under the state lock, so concurrent ``assign`` runs
+    never lose each other's tasks. An issue already in the plan for this
+    agent is only marked assigned.
+    """
     ws.check_agent(agent)
     with ws.store.update() as state:
-        existing = ws.plan.task(issue)
-        if existing is None:
+        if state.status(issue) not in OPEN_STATUSES:
+            raise PreconditionError(
+                f"issue #{issue} is already {state.status(issue)}; nothing to assign"
+            )
+        plan = plan_mod.load(ws.plan.path, ws.repo.main_root)
+        task = plan.task(issue)
+        if task is None:
             plan = plan_mod.add_task(
                 ws.plan.path,
                 ws.repo.main_root,
@@ -79,16 +89,12 @@ def assign(
             )
             task = plan.task(issue)
             assert task is not None  # just added
-        elif existing.agent != agent:
+        elif task.agent != agent:
             raise PreconditionError(
-                f"issue #{issue} is already planned for agent {existing.agent}; "
-                "edit plan.toml to move it"
+                f"issue #{issue} is already planned for agent {task.agent}; "
+                "edit plan.toml to move it, or pick another issue number"
             )
-        else:
-            task = existing
         record = state.task(issue, agent)
-        if record.status not in OPEN_STATUSES:
-            raise PreconditionError(f"issue #{issue} is already {record.status}")
         record.status, record.assigned_at = ASSIGNED, now()
     return task
 
@@ -105,8 +111,14 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
                 f"run 'paradev complete {agent}' first"
             )
         task = next_task(ws, state, agent) if issue is None else ws.plan.task(issue)
+        if task is None and issue is not None:
+            raise PreconditionError(
+                f"issue #{issue} is not in the plan; add it with 'paradev assign'"
+            )
         if task is None:
-            raise PreconditionError(f"agent {agent} has no planned or assigned task left")
+            raise PreconditionError(
+                f"agent {agent} has no planned or assigned task left; add one with 'paradev assign'"
+            )
         if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, FAILED):
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
@@ -142,7 +154,7 @@ def complete(ws: Workspace, agent: int) -> Completion:
         record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
         record.head_commit = ws.git.rev(branch)
         record.status, record.completed_at = COMPLETED, now()
-        uncommitted = dirty_paths(agent_git.cwd)
+        uncommitted = sorted(dirty_paths(agent_git.cwd))
     return Completion(task=task, record=record, uncommitted=uncommitted)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 
 import tomlkit
 from tomlkit.exceptions import ParseError, TOMLKitError
+from tomlkit.items import AoT
+from tomlkit.toml_document import TOMLDocument
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
@@ -120,6 +123,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "on_start": Key("", _string),
         "on_complete": Key("", _string),
         "on_merge": Key("", _string),
+    },
+    "estimate": {  # figures for `paradev estimate` only
+        "overhead": Key(0.5, _non_negative),  # coordination hours per batch
+        "input_tokens": Key(2_000_000, _non_negative),  # per task
+        "output_tokens": Key(50_000, _non_negative),  # per task
+        "input_price": Key(3.0, _non_negative),  # per million input tokens
+        "output_price": Key(15.0, _non_negative),  # per million output tokens
+        "currency": Key("USD", _string),
     },
 }
 
@@ -270,32 +281,34 @@ def load(path: Path, main_root: Path | None = None) -> Plan:
 
 
 def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
+    """Validate ``text``: every problem is reported at once in one PlanError.
+
+    A setting with a wrong type is replaced by its default for the checks
+    across keys, and the checks that need it are skipped, so one mistake
+    never reports follow-on problems.
+    """
     data = _parse_toml(text, path)
     problems: list[str] = []
-    settings = _read_settings(data, problems)
-    batches = _read_batches(data.get("batches", []), problems)
-    if not problems:
-        plan = Plan(path=path, settings=settings, batches=batches)
-        _check_plan(plan, main_root, problems)
+    bad: set[str] = set()  # "section.key" of settings whose value is unusable
+    settings = _read_settings(data, problems, bad)
+    located: list[Located] = []
+    batches = _read_batches(data.get("batches", []), problems, located)
+    plan = Plan(path=path, settings=settings, batches=batches)
+    _check_settings(plan, main_root, bad, problems)
+    _check_batches(plan, located, _issue_numbers(data), bad, problems)
     if problems:
         raise PlanError(_report(path, problems))
     return plan
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:
-    try:
-        doc = tomlkit.parse(text)
-    except ParseError as exc:
-        raise PlanError(f"{path}:{exc.line}:{exc.col}: TOML syntax error: {_reason(exc)}") from None
-    except TOMLKitError as exc:
-        raise PlanError(f"{path}: TOML error: {exc}") from None
-    unwrapped: dict[str, Any] = doc.unwrap()
+    unwrapped: dict[str, Any] = _parse_document(text, path).unwrap()
     return unwrapped
 
 
 def _reason(exc: ParseError) -> str:
-    message = str(exc)
-    return message.split(" at line ", maxsplit=1)[0] if " at line " in message else message
+    message = str(exc).split(" at line ", maxsplit=1)[0]
+    return message.replace("'\x00'", "end of file")
 
 
 def _report(path: Path, problems: list[str]) -> str:
@@ -305,16 +318,23 @@ def _report(path: Path, problems: list[str]) -> str:
     return f"{path}: {len(problems)} problems:\n{lines}"
 
 
-def _unknown_keys(table: dict[str, Any], known: Iterator[str] | list[str], where: str) -> list[str]:
-    allowed = set(known)
-    return [
-        f"{where}{key}: unknown key (expected one of: {', '.join(sorted(allowed))})"
-        for key in table
-        if key not in allowed
-    ]
+def _unknown_keys(table: dict[str, Any], known: list[str], where: str) -> list[str]:
+    return [f"{where}{key}: {_unknown(key, known)}" for key in table if key not in known]
 
 
-def _read_settings(data: dict[str, Any], problems: list[str]) -> dict[str, dict[str, Any]]:
+def _unknown(key: str, known: list[str]) -> str:
+    """'unknown key', with the likely intended key when it is a typo."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (expected one of: {', '.join(sorted(known))})"
+
+
+def _read_settings(
+    data: dict[str, Any], problems: list[str], bad: set[str]
+) -> dict[str, dict[str, Any]]:
     problems += _unknown_keys(data, [*SCHEMA, "batches"], "")
     settings: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():
@@ -329,12 +349,23 @@ def _read_settings(data: dict[str, Any], problems: list[str]) -> dict[str, dict[
             expected = spec.check(value)
             if expected:
                 problems.append(f"{section}.{key}: expected {expected}, got {value!r}")
+                bad.add(f"{section}.{key}")
+                value = spec.default
             values[key] = value
         settings[section] = values
     return settings
 
 
-def _read_batches(raw: Any, problems: list[str]) -> tuple[Batch, ...]:
+@dataclass(frozen=True)
+class Located:
+    """A valid task with where it is in the file, for the messages of the checks across tasks."""
+
+    task: Task
+    batch_index: int
+    where: str
+
+
+def _read_batches(raw: Any, problems: list[str], located: list[Located]) -> tuple[Batch, ...]:
     if not isinstance(raw, list) or not all(isinstance(b, dict) for b in raw):
         problems.append("batches: expected an array of tables ([[batches]])")
         return ()
@@ -350,11 +381,12 @@ def _read_batches(raw: Any, problems: list[str]) -> tuple[Batch, ...]:
         if not isinstance(tasks_raw, list) or not all(isinstance(t, dict) for t in tasks_raw):
             problems.append(f"{where}.tasks: expected an array of tables ([[batches.tasks]])")
             tasks_raw = []
-        tasks = [
-            task
-            for i, t in enumerate(tasks_raw)
-            if (task := _read_task(t, name, f"{where}.tasks[{i}]", problems))
-        ]
+        tasks = []
+        for i, table_ in enumerate(tasks_raw):
+            task = _read_task(table_, name, f"{where}.tasks[{i}]", problems)
+            if task is not None:
+                tasks.append(task)
+                located.append(Located(task, index, f"{where}.tasks[{i}]"))
         batches.append(Batch(name=name, tasks=tuple(tasks)))
     return tuple(batches)
 
@@ -390,57 +422,66 @@ def _read_task(table: dict[str, Any], batch: str, where: str, problems: list[str
     )
 
 
-def _check_plan(plan: Plan, main_root: Path | None, problems: list[str]) -> None:
-    """Checks across keys: names, ranges, duplicates, dependencies, the worktree root."""
-    if not is_valid_branch_name(plan.base):
+def _issue_numbers(data: dict[str, Any]) -> set[int]:
+    """Every issue number written in the plan, also in tasks that are otherwise invalid."""
+    batches = data.get("batches")
+    tables = [b for b in batches if isinstance(b, dict)] if isinstance(batches, list) else []
+    tasks = [t for b in tables if isinstance(b.get("tasks"), list) for t in b["tasks"]]
+    return {t["issue"] for t in tasks if isinstance(t, dict) and isinstance(t.get("issue"), int)}
+
+
+def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems: list[str]) -> None:
+    """Checks of the settings' values: branch names, remote name, the worktree root."""
+    if "project.base" not in bad and not is_valid_branch_name(plan.base):
         problems.append(f"project.base: {plan.base!r} is not a valid branch name")
-    if not is_valid_branch_name(plan.branch(1)):
+    if "project.branch_prefix" not in bad and not is_valid_branch_name(plan.branch(1)):
         problems.append(
             f"project.branch_prefix: {plan.branch(1)!r} would not be a valid branch name"
         )
     if plan.remote and not is_valid_branch_name(plan.remote):
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
-    if main_root is not None:
+    if main_root is not None and "project.worktrees" not in bad:
         root = plan.worktree_root(main_root)
         if root == main_root or main_root in root.parents:
             problems.append(
                 f"project.worktrees: {root} is inside the repository; "
                 "use a folder outside it, e.g. '../{repo}-worktrees'"
             )
-    _check_batches(plan, problems)
 
 
-def _check_batches(plan: Plan, problems: list[str]) -> None:
+def _check_batches(
+    plan: Plan, located: list[Located], written: set[int], bad: set[str], problems: list[str]
+) -> None:
+    """Checks across tasks: batch names, agent range, duplicates, dependencies, cycles."""
     seen_batches: set[str] = set()
-    position: dict[int, int] = {}  # issue -> batch index
     for index, batch in enumerate(plan.batches):
         if batch.name in seen_batches:
             problems.append(f"batches[{index}].name: duplicate batch name {batch.name!r}")
         seen_batches.add(batch.name)
-        for i, task in enumerate(batch.tasks):
-            where = f"batches[{index}].tasks[{i}]"
-            if task.agent > plan.agent_count:
+    position: dict[int, int] = {}  # issue -> batch index
+    for item in located:
+        task = item.task
+        if "agents.count" not in bad and task.agent > plan.agent_count:
+            problems.append(
+                f"{item.where}.agent: agent {task.agent} is outside 1..{plan.agent_count} "
+                "(raise agents.count or pick another agent)"
+            )
+        if task.issue in position:
+            problems.append(f"{item.where}.issue: issue #{task.issue} appears twice in the plan")
+        position.setdefault(task.issue, item.batch_index)
+    for item in located:
+        for dep in item.task.depends_on:
+            if dep not in written:
+                problems.append(f"{item.where}.depends_on: issue #{dep} is not in the plan")
+            elif position.get(dep, -1) > item.batch_index:
                 problems.append(
-                    f"{where}.agent: agent {task.agent} is outside 1..{plan.agent_count} "
-                    "(raise agents.count or pick another agent)"
+                    f"{item.where}.depends_on: issue #{dep} is in a later batch, "
+                    f"so #{item.task.issue} could never start"
                 )
-            if task.issue in position:
-                problems.append(f"{where}.issue: issue #{task.issue} appears twice in the plan")
-            position.setdefault(task.issue, index)
-    for index, batch in enumerate(plan.batches):
-        for i, task in enumerate(batch.tasks):
-            where = f"batches[{index}].tasks[{i}].depends_on"
-            for dep in task.depends_on:
-                if dep not in position:
-                    problems.append(f"{where}: issue #{dep} is not in the plan")
-                elif position[dep] > index:
-                    problems.append(
-                        f"{where}: issue #{dep} is in a later batch, "
-                        f"so #{task.issue} could never start"
-                    )
-    cycle = _find_cycle({t.issue: t.depends_on for t in plan.tasks()})
-    if cycle:
-        problems.append("depends_on: dependency cycle " + " -> ".join(f"#{i}" for i in cycle))
+    if len(position) == len(located):  # a cycle among duplicated numbers would mislead
+        cycle = _find_cycle({item.task.issue: item.task.depends_on for item in located})
+        if cycle:
+            problems.append("depends_on: dependency cycle " + " -> ".join(f"#{i}" for i in cycle))
 
 
 def _find_cycle(graph: dict[int, tuple[int, ...]]) -> list[int] | None:
@@ -466,6 +507,15 @@ def _find_cycle(graph: dict[int, tuple[int, ...]]) -> list[int] | None:
 
 # -- round-trip edits ----------------------------------------------------------------
 
+# A key no real plan uses: it marks where tomlkit put the new table, so the
+# text around it stays byte-identical and the new table is laid out like the others.
+_MARKER = "__paradev_insert_here__"
+_MARKED_TABLE = re.compile(
+    rf"^[ \t]*\[\[batches(?:\.tasks)?\]\][ \t]*\n[ \t]*{_MARKER} = true[ \t]*(?:\n|\Z)",
+    re.MULTILINE,
+)
+_DEFAULT_TASK_INDENT = "  "
+
 
 def add_task(
     path: Path,
@@ -479,11 +529,129 @@ def add_task(
 ) -> Plan:
     """Append a task to ``batch`` (default: the last batch) keeping every comment and layout.
 
-    The edited text is validated before it is written, so an invalid task
-    never reaches the file.
+    The file's text is only ever inserted into, never rewritten: every byte
+    outside the new task stays as it was. The edited text is validated before
+    it is written, so an invalid task never reaches the file.
     """
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    doc = tomlkit.parse(text)
+    fields: dict[str, Any] = {"agent": agent, "issue": issue, "title": title, "hours": float(hours)}
+    new_text = insert_task(text, path, fields, batch)
+    plan = parse(new_text, path, main_root)
+    write_atomic(path, new_text)
+    return plan
+
+
+def insert_task(text: str, path: Path, fields: dict[str, Any], batch: str | None) -> str:
+    """``text`` with a ``[[batches.tasks]]`` table holding ``fields`` added to ``batch``.
+
+    The new table gets the indentation of the existing tasks and blank lines
+    around it; the result is checked to mean exactly "the old plan plus this
+    task" (else tomlkit's own rendering is used).
+    """
+    if text and not text.endswith("\n"):  # tomlkit would glue a new table to a final comment
+        return _keep_missing_final_newline(insert_task(text + "\n", path, fields, batch), text)
+    doc = _parse_document(text, path)
+    expected = _with_task(doc.unwrap(), fields, batch)
+    batches = doc.get("batches")
+    if batches is None:
+        batches = tomlkit.aot()
+        doc.append("batches", batches)
+    if not isinstance(batches, AoT):
+        raise PlanError(f"{path}: batches must be written as [[batches]] tables to add a task")
+    indent = _task_indent(batches)
+    target = _find_batch_table(batches, batch)
+    marker = tomlkit.table()
+    marker[_MARKER] = True
+    if target is None:
+        batches.append(marker)
+        block = f"[[batches]]\nname = {_render(batch or 'batch-1')}\n" + _task_block(fields, indent)
+    else:
+        if "tasks" not in target:
+            target["tasks"] = tomlkit.aot()
+        target["tasks"].append(marker)
+        block = _task_block(fields, indent)
+    new_text = _replace_marker(tomlkit.dumps(doc), block)
+    if new_text is None or _meaning(new_text) != expected:
+        return _plain_insert(text, path, fields, batch)
+    return new_text
+
+
+def _meaning(text: str) -> dict[str, Any] | None:
+    """The plain data ``text`` holds, None when it does not parse."""
+    try:
+        data: dict[str, Any] = tomlkit.parse(text).unwrap()
+    except TOMLKitError:
+        return None
+    return data
+
+
+def _keep_missing_final_newline(new_text: str, original: str) -> str:
+    """Drop the final newline we added when the task went elsewhere than the end."""
+    last_line = original.rsplit("\n", 1)[-1]
+    return new_text[:-1] if new_text.endswith(last_line + "\n") else new_text
+
+
+def _parse_document(text: str, path: Path) -> TOMLDocument:
+    try:
+        return tomlkit.parse(text)
+    except ParseError as exc:
+        # tomlkit counts columns from 0; editors and compilers from 1
+        where = f"{path}:{exc.line}:{exc.col + 1}"
+        raise PlanError(f"{where}: TOML syntax error: {_reason(exc)}") from None
+    except TOMLKitError as exc:
+        raise PlanError(f"{path}: TOML error: {exc}") from None
+
+
+def _with_task(data: dict[str, Any], fields: dict[str, Any], batch: str | None) -> dict[str, Any]:
+    """The plain data ``data`` would hold once the task is added (the check on our text edit)."""
+    batches = data.setdefault("batches", [])
+    names = [b.get("name", f"batch-{i + 1}") for i, b in enumerate(batches)]
+    if batches and (batch is None or batch in names):
+        target = batches[-1] if batch is None else batches[names.index(batch)]
+        target.setdefault("tasks", []).append(dict(fields))
+    else:
+        batches.append({"name": batch or "batch-1", "tasks": [dict(fields)]})
+    return data
+
+
+def _render(value: Any) -> str:
+    return str(tomlkit.item(value).as_string())
+
+
+def _task_block(fields: dict[str, Any], indent: str) -> str:
+    lines = [f"{indent}[[batches.tasks]]"]
+    lines += [f"{indent}{key} = {_render(value)}" for key, value in fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _task_indent(batches: AoT) -> str:
+    """The indentation of the plan's existing task headers (two spaces in an empty plan)."""
+    for table in batches:
+        tasks = table.get("tasks")
+        if isinstance(tasks, AoT) and len(tasks):
+            indent = str(tasks[0].trivia.indent)
+            return indent if not indent.strip() else _DEFAULT_TASK_INDENT
+    return _DEFAULT_TASK_INDENT
+
+
+def _replace_marker(rendered: str, block: str) -> str | None:
+    """Put ``block`` where the marker table is, with a blank line before and after it."""
+    matches = list(_MARKED_TABLE.finditer(rendered))
+    if len(matches) != 1:
+        return None
+    before, after = rendered[: matches[0].start()], rendered[matches[0].end() :]
+    if before and not before.endswith("\n"):
+        before += "\n"
+    if before.strip() and not before.endswith("\n\n"):
+        before += "\n"
+    if after.strip() and not after.startswith("\n"):
+        block += "\n"
+    return before + block + after
+
+
+def _plain_insert(text: str, path: Path, fields: dict[str, Any], batch: str | None) -> str:
+    """tomlkit's own rendering of the added task: correct, if less tidy (unusual layouts)."""
+    doc = _parse_document(text, path)
     batches = doc.get("batches")
     if batches is None:
         batches = tomlkit.aot()
@@ -494,25 +662,21 @@ def add_task(
         target["name"] = batch or "batch-1"
         batches.append(target)
     entry = tomlkit.table()
-    entry["agent"] = agent
-    entry["issue"] = issue
-    entry["title"] = title
-    entry["hours"] = float(hours)
+    for key, value in fields.items():
+        entry[key] = value
     if "tasks" not in target:
         target["tasks"] = tomlkit.aot()
     target["tasks"].append(entry)
-    new_text = tomlkit.dumps(doc)
-    plan = parse(new_text, path, main_root)
-    write_atomic(path, new_text)
-    return plan
+    return tomlkit.dumps(doc)
 
 
 def _find_batch_table(batches: Any, name: str | None) -> Any:
+    """The batch named ``name`` (unnamed batches are ``batch-N``), the last one for None."""
     if not batches:
         return None
     if name is None:
         return batches[-1]
-    return next((b for b in batches if b.get("name") == name), None)
+    return next((b for i, b in enumerate(batches) if b.get("name", f"batch-{i + 1}") == name), None)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -139,13 +139,13 @@ class StateStore:
     def read(self) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return State()
         except OSError as exc:
             raise StateError(f"cannot read {self.path}: {exc}") from None
         try:
-            return State.from_json(json.loads(text))
+            return State.from_json(json.loads(raw.decode("utf-8")))
         except (ValueError, TypeError, KeyError) as exc:
             raise StateError(
                 f"state file {self.path} is corrupt ({exc}); "

@@ -47,7 +47,9 @@ class Workspace:
 
     def base_ref(self) -> str:
         """The ref new work starts from: the remote's base when a remote is configured."""
-        return f"{self.plan.remote}/{self.plan.base}" if self.plan.remote else self.plan.base
+        if self.plan.remote:
+            return f"refs/remotes/{self.plan.remote}/{self.plan.base}"
+        return self.plan.base
 
     def tasks_of(self, agent: int) -> list[Task]:
         return self.plan.tasks_for(agent)

@@ -2,7 +2,8 @@
 
 ``setup`` first decides what to do for every agent and refuses before
 changing anything if one agent cannot be set up, so a refused run leaves the
-repository as it was.
+repository as it was. Stale worktree records (their folder is gone) are
+ignored while deciding and pruned just before the changes.
 """
 
 from __future__ import annotations
@@ -48,22 +49,25 @@ def setup(ws: Workspace, agents: int | None = None) -> list[Step]:
             "raise agents.count in plan.toml to add agents"
         )
     git = ws.git
-    if ws.plan.remote:
-        git.run("fetch", "--quiet", "--", ws.plan.remote)
-    start = ws.base_ref()
-    if git.rev(start) is None:
-        raise PreconditionError(
-            f"base {start!r} does not exist; create it or set project.base in plan.toml"
-        )
-    git.run("worktree", "prune")
-    steps = _plan_steps(ws, count, worktree_list(git))
-    for step in steps:
-        _apply(ws, step, start)
-    with ws.store.update() as state:
-        for step in steps:
-            state.agents[step.agent] = AgentRecord(
-                agent=step.agent, branch=step.branch, worktree=str(step.worktree)
+    with ws.store.locked():
+        state = ws.store.read()  # a corrupt state stops us before anything changes
+        steps = _plan_steps(ws, count, [r for r in worktree_list(git) if not r.prunable])
+        if ws.plan.remote:
+            git.run("fetch", "--quiet", "--", ws.plan.remote)
+        start = ws.base_ref()
+        if any(step.action == "create" for step in steps) and git.rev(start) is None:
+            raise PreconditionError(
+                f"base {start!r} does not exist; create it or set project.base in plan.toml"
             )
+        git.run("worktree", "prune")
+        for step in steps:
+            _apply(ws, step, start)
+        records = {
+            step.agent: AgentRecord(step.agent, step.branch, str(step.worktree)) for step in steps
+        }
+        if any(state.agents.get(agent) != record for agent, record in records.items()):
+            state.agents.update(records)
+            ws.store.write(state)
     return steps
 
 

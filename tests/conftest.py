@@ -148,3 +148,25 @@ def set_up(repo: Path, cli: Callable[..., Result], worktrees: Path) -> Path:
     result = cli("setup")
     assert result.code == 0, result.err
     return worktrees
+
+
+@pytest.fixture
+def snapshot(repo: Path, worktrees: Path) -> Callable[[], dict[str, object]]:
+    """What a refused command must leave untouched: plan bytes, state, refs, worktrees, files."""
+
+    def take() -> dict[str, object]:
+        state_dir = repo / ".git" / "paradev"
+        return {
+            "plan": (repo / "plan.toml").read_bytes() if (repo / "plan.toml").exists() else None,
+            "state": {
+                p.name: p.read_bytes() for p in sorted(state_dir.glob("state.json*")) if p.is_file()
+            },
+            "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+            "worktrees": git(repo, "worktree", "list", "--porcelain"),
+            "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
+            "root": sorted(str(p.relative_to(worktrees)) for p in worktrees.rglob("*"))
+            if worktrees.exists()
+            else [],
+        }
+
+    return take

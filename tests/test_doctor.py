@@ -1,0 +1,127 @@
+"""doctor [--repair] and reset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from paradev.doctor import Finding, doctor, reset
+from paradev.git import discover
+from paradev.state import StateStore
+from tests.helpers import Result, agent_tree, git
+
+
+def test_a_healthy_repository(set_up: Path, repo: Path, cli: Callable[..., Result]) -> None:
+    result = cli("doctor")
+    assert result.code == 0, result.out + result.err
+    lines = result.out.splitlines()
+    assert lines[0].startswith("ok   git 2.") and lines[0].endswith("(>= 2.38 required)")
+    assert f"ok   state {repo / '.git/paradev/state.json'}: readable, 0 task records" in lines
+    assert "ok   worktree records: none stale" in lines
+    assert f"ok   plan {repo / 'plan.toml'}: valid, 4 tasks" in lines
+    assert "ok   worktrees: all 3 agents present" in lines
+    assert result.err == ""
+
+
+def test_doctor_finds_and_repairs_a_deleted_worktree(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    shutil.rmtree(agent_tree(set_up, 2))
+    found = cli("doctor")
+    assert found.code == 1
+    assert f"BAD  stale worktree record for {agent_tree(set_up, 2)}" in found.out
+    assert f"BAD  agent 2: no worktree at {agent_tree(set_up, 2)}" in found.out
+    assert found.err == "paradev: 2 problem(s) found; try 'paradev doctor --repair'\n"
+    assert "prunable" in git(
+        repo, "worktree", "list", "--porcelain"
+    )  # doctor alone changes nothing
+    repaired = cli("doctor", "--repair")
+    assert repaired.code == 0, repaired.out + repaired.err
+    assert "ok   worktree records: pruned 1 stale" in repaired.out
+    assert "ok   worktrees: recreated agents 2" in repaired.out
+    assert (agent_tree(set_up, 2) / ".git").is_file()
+    assert cli("doctor").code == 0
+
+
+def test_doctor_reports_an_invalid_plan(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    (repo / "plan.toml").write_text("[agents]\ncount = 0\n", encoding="utf-8")
+    result = cli("doctor")
+    assert result.code == 1
+    assert "BAD  plan: " in result.out and "agents.count: expected an integer > 0" in result.out
+
+
+def test_doctor_reports_a_missing_plan(repo: Path, cli: Callable[..., Result]) -> None:
+    (repo / "plan.toml").unlink()
+    result = cli("doctor")
+    assert result.code == 1
+    assert "not found; create it" in result.out
+
+
+def test_doctor_on_a_corrupt_state_prints_the_report_and_exits_2(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    (repo / ".git/paradev/state.json").write_text("nope", encoding="utf-8")
+    result = cli("doctor")
+    assert result.code == 2
+    assert "BAD  state file" in result.out and "ok   worktrees: all 3" in result.out
+    assert result.err.count("\n") == 1 and "is corrupt" in result.err
+
+
+def test_doctor_mentions_a_train_in_progress(set_up: Path, repo: Path) -> None:
+    store = StateStore(repo / ".git")
+    with store.update() as state:
+        state.train = {"status": "stopped"}
+    repo_info = discover(repo)
+    findings = doctor(repo_info, repo / "plan.toml", repair=False)
+    assert Finding(
+        True, "a merge train is in progress: 'paradev merge --continue' or '--abort'"
+    ) in (findings)
+
+
+def test_reset_clears_the_state_and_keeps_git_as_it_is(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0
+    refs = git(repo, "for-each-ref")
+    trees = git(repo, "worktree", "list", "--porcelain")
+    result = cli("reset")
+    assert result.code == 0
+    assert result.out == f"state cleared: {repo / '.git/paradev/state.json'}\n"
+    data = json.loads((repo / ".git/paradev/state.json").read_text())
+    assert data["tasks"] == {} and data["agents"] == {} and data["train"] is None
+    assert (git(repo, "for-each-ref"), git(repo, "worktree", "list", "--porcelain")) == (
+        refs,
+        trees,
+    )
+    assert cli("start", "1").out.startswith("agent 1 started #11")
+
+
+def test_reset_needs_no_plan_and_warns_about_a_train(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    store = StateStore(repo / ".git")
+    with store.update() as state:
+        state.train = {"status": "running"}
+    (repo / "plan.toml").unlink()
+    result = cli("reset")
+    assert result.code == 0
+    assert (
+        "a merge train was in progress; its journal is gone (git state is untouched)" in result.err
+    )
+    assert store.read().train is None
+
+
+def test_reset_returns_what_it_dropped(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.merge_order = [3]
+    aside, dropped = reset(store)
+    assert aside is None and dropped is not None and dropped.merge_order == [3]
+    store.path.write_text("{", encoding="utf-8")
+    aside, dropped = reset(store)
+    assert aside is not None and aside.read_text() == "{" and dropped is None
+    assert store.read().merge_order == []

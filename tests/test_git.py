@@ -1,0 +1,281 @@
+"""paradev.git (the part the foundation owns): discovery, versions, names, worktrees, diffs."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pytest_mock import MockerFixture
+
+from paradev import git as git_mod
+from paradev.errors import GitError, PreconditionError
+from paradev.git import (
+    Git,
+    ahead_behind,
+    changed_paths,
+    dirty_paths,
+    discover,
+    git_env,
+    is_valid_branch_name,
+    open_repo,
+    parse_version,
+    require_version,
+    worktree_list,
+)
+from tests.helpers import Result, agent_tree, commit, git, rev, write
+
+BRANCH_NAMES = [
+    "main",
+    "feature/x",
+    "parallel-dev/agent-1",
+    "a/b/c",
+    "x.y",
+    "x-",
+    "a/-b",
+    "a@b",
+    "a@",
+    "@a",
+    "@",
+    "a./b",
+    "a.lock.b",
+    "HEAD/x",
+    "x/HEAD",
+    "ü",
+    "漢字/枝",
+    "a{b}",
+    "a%b#c'd\"e|f<g>!",
+    "",
+    "a..b",
+    "a..",
+    "a b",
+    "a\tb",
+    "a\nb",
+    "a\x7fb",
+    "a\x01b",
+    "-x",
+    "-",
+    "HEAD",
+    "a@{1}",
+    "@{",
+    "a/",
+    "/a",
+    "a//b",
+    "a.lock",
+    "a/b.lock",
+    "a.lock/b",
+    ".a",
+    "a/.b",
+    "a.",
+    "a/b.",
+    "a/.",
+    "./a",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[",
+    "a\\b",
+]
+
+
+@pytest.mark.parametrize("name", BRANCH_NAMES)
+def test_branch_names_agree_with_git_check_ref_format(tmp_path: Path, name: str) -> None:
+    proc = subprocess.run(
+        ["git", "check-ref-format", "--branch", name],
+        cwd=tmp_path,  # outside any repository: no @{-N} expansion
+        capture_output=True,
+        env=git_env(),
+        check=False,
+    )
+    assert is_valid_branch_name(name) == (proc.returncode == 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("git version 2.39.5", (2, 39, 5)),
+        ("git version 2.38.0.windows.1", (2, 38, 0)),
+        ("git version 2.40.1 (Apple Git-143)", (2, 40, 1)),
+        ("git version 3.0", (3, 0, 0)),
+    ],
+)
+def test_parse_version(text: str, version: tuple[int, int, int]) -> None:
+    assert parse_version(text) == version
+
+
+def test_parse_version_rejects_garbage() -> None:
+    with pytest.raises(GitError, match="cannot read the git version"):
+        parse_version("no digits here")
+
+
+@pytest.mark.parametrize("version", [(2, 38, 0), (2, 39, 5), (3, 0, 0)])
+def test_new_enough_git_is_accepted(version: tuple[int, int, int]) -> None:
+    require_version(version)
+
+
+@pytest.mark.parametrize("version", [(2, 37, 9), (2, 20, 1), (1, 9, 0)])
+def test_old_git_is_refused_with_the_versions(version: tuple[int, int, int]) -> None:
+    have = ".".join(map(str, version))
+    with pytest.raises(
+        PreconditionError, match=rf"git {have} is too old: .* git >= 2\.38; upgrade"
+    ):
+        require_version(version)
+
+
+def test_the_real_git_is_new_enough() -> None:
+    require_version(git_mod.git_version())
+
+
+@pytest.mark.parametrize(
+    "command", [["setup"], ["status"], ["assign", "1", "5", "t", "1"], ["start", "1"], ["reset"]]
+)
+def test_every_command_refuses_git_older_than_2_38(
+    repo: Path,
+    cli: Callable[..., Result],
+    mocker: MockerFixture,
+    snapshot: Callable[[], dict[str, object]],
+    command: list[str],
+) -> None:
+    before = snapshot()
+    mocker.patch("paradev.git.parse_version", return_value=(2, 37, 1))
+    result = cli(*command)
+    assert result.code == 2
+    assert result.err == (
+        "paradev: git 2.37.1 is too old: paradev needs git >= 2.38; upgrade git\n"
+    )
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "command", [["setup"], ["status"], ["assign", "1", "5", "t", "1"], ["reset"], ["doctor"]]
+)
+def test_outside_a_repository_every_command_says_so(
+    tmp_path: Path, cli: Callable[..., Result], command: list[str]
+) -> None:
+    lonely = tmp_path / "not-a-repo"
+    lonely.mkdir()
+    result = cli(*command, cwd=lonely)
+    assert result.code == 2
+    assert result.err == (
+        f"paradev: {lonely} is not inside a git repository; cd into one or run git init\n"
+    )
+    assert list(lonely.iterdir()) == []
+
+
+def test_a_bare_repository_is_refused(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    with pytest.raises(PreconditionError, match="is a bare repository"):
+        discover(bare)
+
+
+def test_discover_from_a_subfolder_and_from_a_worktree(repo: Path, set_up: Path) -> None:
+    main = discover(repo / "src")
+    assert (main.toplevel, main.main_root, main.common_dir) == (repo, repo, repo / ".git")
+    assert main.name == "project"
+    inside = discover(agent_tree(set_up, 2) / "src")
+    assert inside.toplevel == agent_tree(set_up, 2)
+    assert (inside.main_root, inside.common_dir) == (repo, repo / ".git")
+
+
+def test_discover_with_a_separate_git_dir(tmp_path: Path) -> None:
+    work, store = tmp_path / "work", tmp_path / "store.git"
+    git(tmp_path, "init", "-q", "--separate-git-dir", str(store), str(work))
+    commit(work, {"a.txt": "a\n"})
+    found = discover(work)
+    assert (found.main_root, found.common_dir) == (work, store)
+
+
+def test_discover_ignores_git_dir_from_the_environment(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    git(tmp_path, "init", "-q", str(other))
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    assert discover(repo).main_root == repo
+    assert "GIT_DIR" not in git_env() and git_env({"X": "1"})["X"] == "1"
+
+
+def test_git_failures_are_one_line_git_errors(repo: Path) -> None:
+    with pytest.raises(GitError) as caught:
+        Git(repo).run("rev-parse", "--verify", "no-such-ref")
+    assert (
+        str(caught.value)
+        == "git rev-parse --verify no-such-ref failed: fatal: Needed a single revision"
+    )
+    assert Git(repo).run("rev-parse", "--verify", "nope", check=False).returncode != 0
+    assert not Git(repo).ok("merge-base", "--is-ancestor", "HEAD", "nope")
+
+
+def test_a_missing_git_binary_is_a_clear_error(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(repo / "nowhere"))
+    with pytest.raises(GitError, match="git is not installed or not on PATH"):
+        Git(repo).out("version")
+
+
+def test_rev_names_commits_only(repo: Path) -> None:
+    head = rev(repo, "HEAD")
+    assert Git(repo).rev("main") == head
+    assert Git(repo).rev("HEAD^{tree}") is None or Git(repo).rev("HEAD^{tree}") == head
+    assert Git(repo).rev("nope") is None
+    assert Git(repo).rev("--all") is None  # never taken as an option
+
+
+def test_open_repo_closes_gitpython(repo: Path) -> None:
+    with open_repo(repo) as handle:
+        assert handle.head.commit.hexsha == rev(repo, "HEAD")
+
+
+def test_worktree_list_reads_branches_detached_and_stale(repo: Path, tmp_path: Path) -> None:
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(tmp_path / "wt-a"))
+    git(repo, "worktree", "add", "-q", "--detach", str(tmp_path / "wt b"))
+    git(repo, "worktree", "add", "-q", "-b", "gone", str(tmp_path / "wt-c"))
+    git(repo, "worktree", "lock", str(tmp_path / "wt-a"))
+    subprocess.run(["rm", "-rf", str(tmp_path / "wt-c")], check=True)
+    records = {Path(r.path).name: r for r in worktree_list(Git(repo))}
+    assert set(records) == {"project", "wt-a", "wt b", "wt-c"}
+    assert records["project"].branch == "main" and records["project"].head == rev(repo, "HEAD")
+    assert records["wt-a"].branch == "feature" and records["wt-a"].locked
+    assert records["wt b"].branch is None
+    assert records["wt-c"].prunable and not records["wt-a"].prunable
+
+
+def test_ahead_behind_and_changed_paths_use_the_merge_base(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "work", str(tree))
+    commit(tree, {"src/new.py": "x\n", "src/util.py": "VALUE = 2\n"})
+    commit(tree, {"README.md": None})
+    commit(repo, {"later-on-main.txt": "m\n"})  # base moves on: not the branch's change
+    assert ahead_behind(Git(repo), "main", "work") == (2, 1)
+    assert changed_paths(Git(repo), "main", "work") == ["README.md", "src/new.py", "src/util.py"]
+
+
+def test_changed_paths_lists_both_sides_of_a_rename(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "work", str(tree))
+    git(tree, "mv", "src/util.py", "src/helpers.py")
+    git(tree, "commit", "-q", "-m", "rename")
+    assert changed_paths(Git(repo), "main", "work") == ["src/helpers.py", "src/util.py"]
+
+
+def test_dirty_paths_lists_every_kind_of_change(repo: Path) -> None:
+    assert dirty_paths(repo) == []
+    write(repo, {"src/app.py": "changed\n", "new dir/with space.txt": "u\n", "README.md": None})
+    git(repo, "mv", "src/util.py", "src/renamed.py")
+    write(repo, {".gitignore": "*.log\n", "debug.log": "ignored\n"})
+    assert sorted(dirty_paths(repo)) == [
+        ".gitignore",
+        "README.md",
+        "new dir/with space.txt",
+        "src/app.py",
+        "src/renamed.py",
+    ]
+
+
+def test_inside_the_git_dir_is_not_a_work_tree(repo: Path) -> None:
+    with pytest.raises(PreconditionError, match="is not inside a work tree"):
+        discover(repo / ".git")

@@ -1,0 +1,357 @@
+"""The task lifecycle through the commands: assign, start, complete, status."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from paradev.errors import PreconditionError
+from paradev.lifecycle import parse_hours, parse_int, render_status
+from paradev.state import StateStore
+from tests.conftest import PLAN
+from tests.helpers import Result, agent_tree, commit, git, rev, write
+
+Snapshot = Callable[[], dict[str, object]]
+
+
+def _state(repo: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((repo / ".git/paradev/state.json").read_text())
+    return data
+
+
+def _tasks(repo: Path) -> dict[int, dict[str, object]]:
+    plan = tomlkit.parse((repo / "plan.toml").read_text(encoding="utf-8")).unwrap()
+    return {t["issue"]: t for b in plan["batches"] for t in b.get("tasks", [])}
+
+
+# -- assign ----------------------------------------------------------------------------------
+
+
+def test_assign_adds_the_task_and_marks_it_assigned(repo: Path, cli: Callable[..., Result]) -> None:
+    result = cli("assign", "2", "30", "Write the docs", "1.25")
+    assert result.code == 0, result.err
+    assert result.out == "assigned #30 to agent 2 in batch 'second'\n"
+    assert _tasks(repo)[30] == {"agent": 2, "issue": 30, "title": "Write the docs", "hours": 1.25}
+    record = StateStore(repo / ".git").read().tasks[30]
+    assert (record.status, record.agent) == ("assigned", 2)
+    assert record.assigned_at is not None
+    assert (repo / "plan.toml").read_text(encoding="utf-8").startswith(PLAN)
+
+
+def test_assign_to_a_named_or_new_batch(repo: Path, cli: Callable[..., Result]) -> None:
+    assert cli("assign", "3", "31", "Early", "1", "--batch", "first").code == 0
+    assert cli("assign", "3", "32", "Later", "2", "--batch", "third").code == 0
+    plan = tomlkit.parse((repo / "plan.toml").read_text()).unwrap()
+    assert [b["name"] for b in plan["batches"]] == ["first", "second", "third"]
+    assert [t["issue"] for t in plan["batches"][0]["tasks"]] == [11, 12, 13, 31]
+    assert [t["issue"] for t in plan["batches"][2]["tasks"]] == [32]
+
+
+def test_assign_of_a_planned_task_only_marks_it(repo: Path, cli: Callable[..., Result]) -> None:
+    before = (repo / "plan.toml").read_bytes()
+    assert cli("assign", "1", "11", "Add the status command", "2").code == 0
+    assert (repo / "plan.toml").read_bytes() == before
+    assert StateStore(repo / ".git").read().tasks[11].status == "assigned"
+
+
+TITLES = [
+    'He said "stop"',
+    "it's $(touch pwned) and `touch pwned2` and ${HOME}",
+    "line one\nline two\r\nthree",
+    "tabs\tand \\backslashes\\ and 'quotes'",
+    "unicode: é ß 漢字 🎉 \u200b",
+    "; rm -rf / #",
+]
+
+
+@pytest.mark.parametrize("title", TITLES)
+def test_titles_are_stored_exactly_and_never_reach_a_shell(
+    repo: Path, cli: Callable[..., Result], title: str
+) -> None:
+    result = cli("assign", "1", "40", title, "1")
+    assert result.code == 0, result.err
+    assert _tasks(repo)[40]["title"] == title
+    status = cli("status", "--json").json()
+    listed = {t["issue"]: t["title"] for t in status["agents"]["1"]["tasks"]}
+    assert listed[40] == title
+    assert not list(repo.rglob("pwned*"))
+
+
+def test_a_title_reaches_hooks_only_through_the_environment(
+    repo: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    out = tmp_path / "hook-out.txt"
+    text = (repo / "plan.toml").read_text()
+    text = text.replace(
+        "[gate]", f'[hooks]\non_start = \'printf %s "$PARADEV_TITLE" > "{out}"\'\n\n[gate]'
+    )
+    (repo / "plan.toml").write_text(text)
+    assert cli("setup").code == 0
+    title = "evil $(touch pwned) `touch pwned2`"
+    assert cli("assign", "1", "5", title, "1", "--batch", "zero").code == 0
+    # agent 1's next task in plan order is #11; finish it first
+    assert cli("start", "1").code == 0 and cli("complete", "1").code == 0
+    assert cli("start", "1").code == 0 and cli("complete", "1").code == 0  # 21
+    assert cli("start", "1").code == 0
+    assert out.read_text() == title
+    assert not list(repo.parent.rglob("pwned*"))
+
+
+ASSIGN_ERRORS = [
+    (["x", "5", "t", "1"], r"AGENT must be a whole number, got 'x'"),
+    (["0", "5", "t", "1"], r"AGENT must be > 0, got '0'"),
+    (["4", "5", "t", "1"], r"unknown agent 4: the plan has agents 1\.\.3"),
+    (["1", "five", "t", "1"], r"ISSUE must be a whole number, got 'five'"),
+    (["1", "0", "t", "1"], r"ISSUE must be > 0"),
+    (["1", "5", "t", "abc"], r"hours must be a number, got 'abc'"),
+    (["1", "5", "t", ""], r"hours must be a number, got ''"),
+    (["1", "5", "t", "nan"], r"hours must be a finite number >= 0, got 'nan'"),
+    (["1", "5", "t", "NaN"], r"hours must be a finite number >= 0, got 'NaN'"),
+    (["1", "5", "t", "inf"], r"hours must be a finite number >= 0, got 'inf'"),
+    (["1", "5", "t", "1e999"], r"hours must be a finite number >= 0, got '1e999'"),
+    (["1", "5", "t", "--hours=-1"], r"hours must be a finite number >= 0, got '-1'"),
+    (["1", "5", "t", "--hours=-inf"], r"hours must be a finite number >= 0, got '-inf'"),
+    (["1", "5", "t", "-1"], r"hours must be a finite number >= 0, got '-1'"),
+    (["1", "5", " ", "1"], r"batches\[1\]\.tasks\[1\]\.title: expected a non-empty title"),
+    (["2", "11", "dup", "1"], r"issue #11 is already planned for agent 1"),
+    (["1", "5", "t"], r"did not receive required positional arguments: 'hours'"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), ASSIGN_ERRORS)
+def test_bad_assign_arguments_change_nothing(
+    repo: Path, cli: Callable[..., Result], snapshot: Snapshot, args: list[str], expected: str
+) -> None:
+    if args[-1].startswith("--hours="):
+        args = ["--agent", args[0], "--issue", args[1], "--title", args[2], args[3]]
+    before = snapshot()
+    result = cli("assign", *args)
+    assert result.code == 2, result
+    assert re.search(expected, result.err), result.err
+    assert result.err.startswith("paradev: ") and result.err.count("\n") == 1
+    assert snapshot() == before
+
+
+def test_assign_refuses_a_task_that_is_already_done(
+    set_up: Path, repo: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    assert cli("start", "1").code == 0
+    before = snapshot()
+    result = cli("assign", "1", "11", "Again", "1")
+    assert result.code == 2
+    assert result.err == "paradev: issue #11 is already in_progress; nothing to assign\n"
+    assert snapshot() == before
+
+
+def test_parse_helpers() -> None:
+    assert parse_hours("2.5") == 2.5 and parse_hours(0) == 0.0
+    assert parse_int("7", "N") == 7
+    with pytest.raises(PreconditionError):
+        parse_int("1.5", "N")
+
+
+# -- start / complete ------------------------------------------------------------------------
+
+
+def test_start_takes_the_next_task_in_plan_order_and_records_the_base(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    base = rev(repo, "main")
+    result = cli("start", "1")
+    assert result.code == 0, result.err
+    assert result.out == f"agent 1 started #11 Add the status command (base {base})\n"
+    record = StateStore(repo / ".git").read().tasks[11]
+    assert (record.status, record.base_commit) == ("in_progress", base)
+    assert record.started_at is not None and record.assigned_at == record.started_at
+    assert cli("complete", "1").code == 0
+    assert "started #21 Config command" in cli("start", "1").out
+
+
+def test_start_prefers_plan_order_over_assignment_order(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("assign", "2", "60", "Assigned later, planned later", "1").code == 0
+    assert cli("assign", "2", "12", "Add the init command", "1.5").code == 0
+    assert "started #12" in cli("start", "2").out
+
+
+def test_start_refuses_a_second_task_and_an_empty_queue(
+    set_up: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    assert cli("start", "3").code == 0
+    before = snapshot()
+    busy = cli("start", "3")
+    assert busy.code == 2
+    assert busy.err == (
+        "paradev: agent 3 is already working on #13; run 'paradev complete 3' first\n"
+    )
+    assert cli("complete", "3").code == 0
+    done = cli("start", "3")
+    assert done.code == 2
+    assert "agent 3 has no planned or assigned task left" in done.err
+    assert snapshot() != before  # (complete changed the state, start did not)
+
+
+def test_start_needs_the_worktree(repo: Path, cli: Callable[..., Result]) -> None:
+    result = cli("start", "1")
+    assert result.code == 2
+    assert "agent 1 has no worktree at" in result.err and "run 'paradev setup' first" in result.err
+
+
+def test_complete_counts_the_branch_diff_not_base_and_not_uncommitted(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    assert cli("start", "1").code == 0
+    commit(tree, {"src/status.py": "x\n", "src/util.py": "VALUE = 3\n"}, "status")
+    commit(tree, {"README.md": None}, "drop readme")
+    commit(repo, {"base-only.txt": "after branching\n"}, "base moves on")
+    write(tree, {"scratch.txt": "not committed\n", "src/app.py": "edited\n"})
+    result = cli("complete", "1")
+    assert result.code == 0, result.err
+    assert result.out == (
+        "agent 1 completed #11 (3 files changed)\n  README.md\n  src/status.py\n  src/util.py\n"
+    )
+    assert result.err == (
+        "paradev: warning: 2 uncommitted path(s) in the worktree are not counted: "
+        "scratch.txt, src/app.py\n"
+    )
+    record = StateStore(repo / ".git").read().tasks[11]
+    assert record.status == "completed"
+    assert record.files_modified == ["README.md", "src/status.py", "src/util.py"]
+    assert record.head_commit == rev(tree, "HEAD")
+    assert record.completed_at is not None
+
+
+def test_complete_without_a_task_in_progress(set_up: Path, cli: Callable[..., Result]) -> None:
+    result = cli("complete", "2")
+    assert result.code == 2
+    assert result.err == "paradev: agent 2 has no task in progress; run 'paradev start 2'\n"
+
+
+@pytest.mark.parametrize("command", ["start", "complete"])
+@pytest.mark.parametrize(("agent", "message"), [("4", "unknown agent 4"), ("a", "whole number")])
+def test_start_and_complete_check_the_agent(
+    set_up: Path, cli: Callable[..., Result], command: str, agent: str, message: str
+) -> None:
+    result = cli(command, agent)
+    assert result.code == 2 and message in result.err
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def test_status_json_has_the_design_keys_for_every_agent(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree1, tree2 = agent_tree(set_up, 1), agent_tree(set_up, 2)
+    assert cli("start", "1").code == 0
+    commit(tree1, {"a.py": "a\n"})
+    commit(tree1, {"b.py": "b\n"})
+    assert cli("complete", "1").code == 0
+    assert cli("start", "1").code == 0
+    assert cli("start", "2").code == 0
+    write(tree2, {"wip.py": "wip\n"})
+    commit(repo, {"main.txt": "main moves\n"})
+    data = cli("status", "--json").json()
+    assert set(data) >= {"agents", "merge_order", "train"}
+    assert list(data["agents"]) == ["1", "2", "3"]
+    for info in data["agents"].values():
+        assert set(info) >= {
+            "branch",
+            "worktree",
+            "current_task",
+            "completed_tasks",
+            "total_hours",
+            "ahead",
+            "behind",
+            "dirty",
+        }
+    one, two, three = (data["agents"][k] for k in ("1", "2", "3"))
+    assert one["branch"] == "parallel-dev/agent-1" and one["worktree"] == str(tree1)
+    assert one["current_task"]["issue"] == 21 and one["current_task"]["status"] == "in_progress"
+    assert [t["issue"] for t in one["completed_tasks"]] == [11]
+    assert one["completed_tasks"][0]["files_modified"] == ["a.py", "b.py"]
+    assert one["total_hours"] == 2.0
+    assert (one["ahead"], one["behind"], one["dirty"]) == (2, 1, False)
+    assert two["current_task"]["title"] == "Add the init command"
+    assert (two["ahead"], two["behind"], two["dirty"]) == (0, 1, True)
+    assert three["current_task"] is None and three["completed_tasks"] == []
+    assert three["total_hours"] == 0
+    assert data["merge_order"] == [] and data["train"] is None
+
+
+def test_status_sums_hours_of_completed_tasks(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    for _ in range(2):
+        assert cli("start", "1").code == 0
+        assert cli("complete", "1").code == 0
+    data = cli("status", "--json").json()
+    assert data["agents"]["1"]["total_hours"] == 4.0
+    assert [t["issue"] for t in data["agents"]["1"]["completed_tasks"]] == [11, 21]
+
+
+def test_status_works_for_five_agents_before_and_after_setup(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    (repo / "plan.toml").write_text("[agents]\ncount = 5\n", encoding="utf-8")
+    before = cli("status", "--json")
+    assert before.code == 0, before.err
+    assert list(before.json()["agents"]) == ["1", "2", "3", "4", "5"]
+    assert before.json()["agents"]["5"]["ahead"] is None
+    assert cli("setup").code == 0
+    after = cli("status", "--json").json()
+    assert all(a["ahead"] == 0 and a["dirty"] is False for a in after["agents"].values())
+    table = cli("status")
+    assert table.code == 0
+    assert table.out.count("Agent ") == 5
+
+
+def test_status_table_reads_well(set_up: Path, repo: Path, cli: Callable[..., Result]) -> None:
+    assert cli("start", "2").code == 0
+    write(agent_tree(set_up, 2), {"wip.txt": "x\n"})
+    out = cli("status").out
+    assert out.splitlines()[0] == "paradev status (base: main)"
+    assert "Agent 2  parallel-dev/agent-2  (0 ahead, 0 behind; worktree dirty)" in out
+    assert "  current:  #12 Add the init command (1.5h)" in out
+    assert "Agent 1  parallel-dev/agent-1  (0 ahead, 0 behind; worktree clean)" in out
+    assert "  done:     none  (total 0h)" in out
+
+
+def test_render_status_shows_missing_worktrees_order_and_train() -> None:
+    report = {
+        "base": "main",
+        "agents": {
+            "1": {
+                "branch": "b1",
+                "worktree": "/w/1",
+                "exists": False,
+                "ahead": None,
+                "behind": None,
+                "dirty": None,
+                "current_task": None,
+                "completed_tasks": [{"issue": 3}],
+                "total_hours": 1.5,
+            }
+        },
+        "merge_order": [2, 1],
+        "train": {"status": "stopped"},
+    }
+    text = render_status(report)
+    assert "Agent 1  b1  (branch missing; worktree missing)" in text
+    assert "  done:     #3  (total 1.5h)" in text
+    assert "merge order: 2 -> 1" in text
+    assert "merge train in progress: stopped" in text
+
+
+def test_status_runs_from_any_worktree(set_up: Path, cli: Callable[..., Result]) -> None:
+    result = cli("status", "--json", cwd=agent_tree(set_up, 3))
+    assert result.code == 0
+    assert result.json()["agents"]["3"]["worktree"] == str(agent_tree(set_up, 3))
+    assert git(agent_tree(set_up, 3), "status", "--porcelain") == ""

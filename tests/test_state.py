@@ -1,0 +1,283 @@
+"""Shared state: one locked, atomic JSON file in the git common dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import tomlkit
+from filelock import FileLock
+from pytest_mock import MockerFixture
+
+from paradev import state as state_mod
+from paradev.errors import StateError
+from paradev.state import AgentRecord, State, StateStore, TaskRecord
+from tests.helpers import Result, agent_tree
+
+PROCESSES = 20
+
+
+def test_an_absent_file_reads_as_empty_state(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    assert store.read() == State()
+    assert store.path == tmp_path / "paradev" / "state.json"
+
+
+def test_state_round_trips_through_json(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.agents[2] = AgentRecord(agent=2, branch="b2", worktree="/w/agent-2")
+        record = state.task(7, 2)
+        record.status, record.files_modified = "completed", ["a.py"]
+        state.merge_order = [2, 1]
+        state.train = {"status": "running"}
+        state.merge_history.append({"agent": 2})
+    again = store.read()
+    assert again.agents == {2: AgentRecord(2, "b2", "/w/agent-2")}
+    assert again.tasks[7] == TaskRecord(
+        issue=7, agent=2, status="completed", files_modified=["a.py"]
+    )
+    assert (again.merge_order, again.train, again.merge_history) == (
+        [2, 1],
+        {"status": "running"},
+        [{"agent": 2}],
+    )
+    assert again.updated_at is not None
+    assert json.loads(store.path.read_text())["tasks"]["7"]["status"] == "completed"
+
+
+def test_unknown_fields_from_a_newer_paradev_are_ignored(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.dir.mkdir()
+    store.path.write_text(
+        json.dumps({"version": 1, "tasks": {"3": {"issue": 3, "agent": 1, "new": 1}}})
+    )
+    assert store.read().tasks[3].status == "planned"
+
+
+def test_the_state_lives_in_the_common_dir_for_every_worktree(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "2", cwd=agent_tree(set_up, 2)).code == 0
+    assert (repo / ".git" / "paradev" / "state.json").is_file()
+    assert not list(set_up.rglob("state.json"))
+    data = cli("status", "--json", cwd=agent_tree(set_up, 3)).json()
+    assert data["agents"]["2"]["current_task"]["issue"] == 12
+    ignored = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "paradev" not in ignored.stdout
+
+
+def test_nothing_is_written_when_the_change_fails(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.merge_order = [1]
+    before = store.path.read_bytes()
+    with pytest.raises(RuntimeError), store.update() as state:
+        state.merge_order = [3]
+        raise RuntimeError("boom")
+    assert store.path.read_bytes() == before
+
+
+def test_a_crash_while_writing_keeps_the_old_file_and_no_temp_file(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.merge_order = [1]
+    before = store.path.read_bytes()
+    mocker.patch("paradev.state.os.replace", side_effect=OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"), store.update() as state:
+        state.merge_order = [2]
+    assert store.path.read_bytes() == before
+    assert sorted(p.name for p in store.dir.iterdir()) == ["state.json", "state.lock"]
+
+
+def test_writes_are_fsynced_before_the_rename(tmp_path: Path, mocker: MockerFixture) -> None:
+    calls: list[str] = []
+    mocker.patch("paradev.state.os.fsync", side_effect=lambda fd: calls.append("fsync"))
+    real_replace = os.replace
+    mocker.patch(
+        "paradev.state.os.replace",
+        side_effect=lambda a, b: (calls.append("replace"), real_replace(a, b))[1],
+    )
+    with StateStore(tmp_path).update() as state:
+        state.merge_order = [1]
+    assert calls == ["fsync", "replace"]
+
+
+def test_a_held_lock_times_out_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore(tmp_path)
+    store.dir.mkdir()
+    monkeypatch.setattr(state_mod, "LOCK_TIMEOUT", 0.2)
+    held = FileLock(str(store.lock_path))
+    with held, pytest.raises(StateError, match="another paradev holds"), store.update() as state:
+        state.merge_order = [9]
+    assert not store.path.exists()
+
+
+def test_the_lock_is_reentrant_in_one_process(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.locked(), store.update() as state:
+        state.merge_order = [4]
+    assert store.read().merge_order == [4]
+
+
+CORRUPT = {
+    "truncated": '{"version": 1, "tasks": {"1": {"issue": 1, "ag',
+    "empty": "",
+    "not-an-object": "[1, 2]",
+    "future-version": '{"version": 99}',
+    "bad-record": '{"version": 1, "tasks": {"1": 5}}',
+    "bad-key": '{"version": 1, "tasks": {"x": {"issue": 1, "agent": 1}}}',
+    "binary": "\udcff",
+}
+
+
+@pytest.mark.parametrize("text", CORRUPT.values(), ids=CORRUPT.keys())
+def test_a_corrupt_file_is_one_line_state_error(tmp_path: Path, text: str) -> None:
+    store = StateStore(tmp_path)
+    store.dir.mkdir()
+    store.path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(StateError) as caught:
+        store.read()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"state file {store.path} is corrupt")
+    assert message.endswith("run 'paradev doctor --repair' or 'paradev reset' to move it aside")
+
+
+def test_quarantine_moves_only_a_corrupt_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    assert store.quarantine_if_corrupt() is None
+    with store.update() as state:
+        state.merge_order = [1]
+    assert store.quarantine_if_corrupt() is None and store.read().merge_order == [1]
+    store.path.write_text("{oops")
+    aside = store.quarantine_if_corrupt()
+    assert aside is not None and aside.name.startswith("state.json.corrupt-")
+    assert aside.read_text() == "{oops" and not store.path.exists()
+
+
+# -- corrupt state through the commands ------------------------------------------------------
+
+
+def _corrupt(repo: Path) -> Path:
+    path = repo / ".git" / "paradev" / "state.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text('{"version": 1, "tasks": {', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["setup"],
+        ["status"],
+        ["status", "--json"],
+        ["assign", "1", "50", "New task", "1"],
+        ["start", "1"],
+        ["complete", "1"],
+        ["doctor"],
+    ],
+)
+def test_corrupt_state_stops_every_other_command(
+    set_up: Path,
+    repo: Path,
+    cli: Callable[..., Result],
+    snapshot: Callable[[], dict[str, object]],
+    command: list[str],
+) -> None:
+    path = _corrupt(repo)
+    before = snapshot()
+    result = cli(*command)
+    assert result.code == 2
+    assert result.err == (
+        f"paradev: state file {path} is corrupt (Expecting property name enclosed in double "
+        "quotes: line 1 column 26 (char 25)); run 'paradev doctor --repair' or 'paradev reset' "
+        "to move it aside\n"
+    )
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("command", [["reset"], ["doctor", "--repair"]])
+def test_reset_and_repair_move_a_corrupt_state_aside_and_go_on(
+    set_up: Path, repo: Path, cli: Callable[..., Result], command: list[str]
+) -> None:
+    path = _corrupt(repo)
+    result = cli(*command)
+    assert result.code == 0, result.err
+    (aside,) = path.parent.glob("state.json.corrupt-*")
+    assert aside.read_text(encoding="utf-8") == '{"version": 1, "tasks": {'
+    assert str(aside) in result.out
+    assert cli("status").code == 0
+    assert cli("start", "1").code == 0
+
+
+# -- no lost update under concurrency ----------------------------------------------------------
+
+
+def _spawn(cwd: Path, argv: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_concurrent_assigns_lose_no_update(repo: Path, cli: Callable[..., Result]) -> None:
+    issues = range(100, 100 + PROCESSES)
+    procs = [
+        _spawn(
+            repo,
+            [sys.executable, "-m", "paradev", "assign", str(1 + i % 3), str(i), f"task {i}", "1.5"],
+        )
+        for i in issues
+    ]
+    outcomes = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+    assert outcomes == [(0, "")] * PROCESSES
+    state = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+    assert {int(k) for k, v in state["tasks"].items() if v["status"] == "assigned"} == set(issues)
+    plan = tomlkit.parse((repo / "plan.toml").read_text()).unwrap()
+    in_plan = {t["issue"]: t for b in plan["batches"] for t in b["tasks"]}
+    assert set(issues) <= set(in_plan)
+    assert all(in_plan[i]["title"] == f"task {i}" for i in issues)
+    assert cli("status").code == 0
+
+
+SNIPPET = textwrap.dedent(
+    """\
+    import sys
+    from pathlib import Path
+    from paradev.state import StateStore
+
+    store = StateStore(Path(sys.argv[1]))
+    for n in range(int(sys.argv[3])):
+        with store.update() as state:
+            state.merge_history.append({"writer": int(sys.argv[2]), "n": n})
+    """
+)
+
+
+def test_concurrent_read_modify_writes_lose_nothing(tmp_path: Path) -> None:
+    rounds = 5
+    procs = [
+        _spawn(tmp_path, [sys.executable, "-c", SNIPPET, str(tmp_path), str(w), str(rounds)])
+        for w in range(PROCESSES)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * PROCESSES
+    history = StateStore(tmp_path).read().merge_history
+    assert sorted((h["writer"], h["n"]) for h in history) == [
+        (w, n) for w in range(PROCESSES) for n in range(rounds)
+    ]
