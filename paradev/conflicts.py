@@ -1,0 +1,839 @@
+"""Conflicts from the branches' real contents: what a real ``git merge`` would do, pair by pair.
+
+Every agent branch (or a snapshot of its work tree) is compared with every
+other and with base through ``git merge-tree --write-tree``, batched so one
+git process serves every pair; nothing is checked out or touched. A cheap
+prefilter on the changed path sets skips pairs that cannot conflict, results
+are cached by commit triple under the git common dir, and content-conflict
+hunks are read from the conflict markers of the merged blobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from paradev import git as gitmod
+from paradev.errors import PreconditionError
+from paradev.git import Git, MergeTree
+from paradev.workspace import Workspace
+
+CACHE_FILE = "conflicts-cache.json"
+CACHE_VERSION = 1
+CACHE_LIMIT = 20_000  # entries kept; the oldest go first
+SHOWN_LINES = 8  # lines of each side shown per hunk in the human view
+
+# merge-tree's stable message types -> the design's conflict type names.
+KIND_TYPES: dict[str, str] = {
+    "CONFLICT (contents)": "content",
+    "CONFLICT (binary)": "binary",
+    "CONFLICT (file/directory)": "file/directory",
+    "CONFLICT (distinct modes)": "mode",
+    "CONFLICT (modify/delete)": "modify/delete",
+    "CONFLICT (rename/rename)": "rename/rename",
+    "CONFLICT (rename involved in collision)": "rename/rename",
+    "CONFLICT (rename/delete)": "rename/delete",
+    "CONFLICT (directory rename suggested)": "file location",
+    "CONFLICT (file in way of directory rename)": "file/directory",
+    "CONFLICT(directory rename collision)": "rename/rename",
+    "CONFLICT(directory rename unclear split)": "file location",
+    "CONFLICT (submodule)": "submodule",
+}
+# When several messages name one path, the most specific type wins.
+TYPE_PRIORITY = (
+    "binary",
+    "file/directory",
+    "rename/rename",
+    "rename/delete",
+    "mode",
+    "modify/delete",
+    "file location",
+    "submodule",
+    "add/add",
+    "content",
+)
+TEXT_TYPES = ("content", "add/add")  # the types whose merged blob carries conflict markers
+
+
+# -- describing one merge ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hunk:
+    """One conflicting hunk: its line range in the merged file and both sides' lines."""
+
+    start: int  # 1-based line of the <<<<<<< marker
+    end: int  # 1-based line of the >>>>>>> marker
+    ours: tuple[str, ...] = ()
+    theirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One conflicted path of a merge, typed with the design's names."""
+
+    path: str
+    type: str
+    message: str
+    paths: tuple[str, ...] = ()  # every path the messages name (renames name several)
+    hunks: tuple[Hunk, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "type": self.type,
+            "message": self.message,
+            "paths": list(self.paths),
+            "hunks": [[h.start, h.end] for h in self.hunks],
+            "sides": [{"ours": list(h.ours), "theirs": list(h.theirs)} for h in self.hunks],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Conflict:
+        sides = data.get("sides") or [{} for _ in data["hunks"]]
+        hunks = tuple(
+            Hunk(start, end, tuple(side.get("ours", ())), tuple(side.get("theirs", ())))
+            for (start, end), side in zip(data["hunks"], sides, strict=True)
+        )
+        return cls(data["path"], data["type"], data["message"], tuple(data["paths"]), hunks)
+
+
+def conflict_type(kind: str, text: str) -> str:
+    """The design's type name for one merge-tree message (``kind`` is its stable type)."""
+    if kind == "CONFLICT (contents)" and text.startswith("CONFLICT (add/add)"):
+        return "add/add"
+    if kind in KIND_TYPES:
+        return KIND_TYPES[kind]
+    inner = kind.partition("(")[2].rstrip(")")
+    return inner or kind
+
+
+def parse_hunks(text: str) -> list[Hunk]:
+    """Conflict hunks from a merged file's markers (merge and diff3/zdiff3 styles)."""
+    hunks: list[Hunk] = []
+    start = 0
+    section = ""  # "", "ours", "base", "theirs"
+    ours: list[str] = []
+    theirs: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("<<<<<<<") and section == "":
+            start, section, ours, theirs = number, "ours", [], []
+        elif line.startswith("|||||||") and section == "ours":
+            section = "base"
+        elif line == "=======" and section in ("ours", "base"):
+            section = "theirs"
+        elif line.startswith(">>>>>>>") and section == "theirs":
+            hunks.append(Hunk(start, number, tuple(ours), tuple(theirs)))
+            section = ""
+        elif section == "ours":
+            ours.append(line)
+        elif section == "theirs":
+            theirs.append(line)
+    return hunks
+
+
+def describe_conflicts(git: Git, merge: MergeTree) -> list[Conflict]:
+    """The conflicts of one merge-tree result, with hunks read from the merged blobs.
+
+    This is the piece the merge train's dry run and conflict report reuse:
+    ``describe_conflicts(git, merge_trees(git, [(ours, theirs)])[0])``.
+    """
+    return describe_many(git, [merge])[0]
+
+
+def describe_many(git: Git, merges: Sequence[MergeTree]) -> list[list[Conflict]]:
+    """``describe_conflicts`` for many merges, reading every merged blob in one git process."""
+    described = [_group_messages(merge) for merge in merges]
+    wanted = [
+        (i, j, f"{merge.tree}:{conflict.path}")
+        for i, (merge, conflicts) in enumerate(zip(merges, described, strict=True))
+        for j, conflict in enumerate(conflicts)
+        if conflict.type in TEXT_TYPES and "\0" not in conflict.path
+    ]
+    blobs = gitmod.read_blobs(git, [spec for _, _, spec in wanted])
+    for (i, j, _), blob in zip(wanted, blobs, strict=True):
+        if blob is not None:
+            text = blob.decode("utf-8", errors="replace")
+            old = described[i][j]
+            described[i][j] = Conflict(
+                old.path, old.type, old.message, old.paths, tuple(parse_hunks(text))
+            )
+    return described
+
+
+def _group_messages(merge: MergeTree) -> list[Conflict]:
+    """One Conflict per path that a CONFLICT message names first, sorted by path."""
+    grouped: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
+    for message in merge.messages:
+        if not message.kind.startswith("CONFLICT") or not message.paths:
+            continue
+        kind = conflict_type(message.kind, message.text)
+        grouped.setdefault(message.paths[0], []).append((kind, message.text, message.paths))
+    for path in merge.conflicted_paths:  # a conflicted entry no message named: still report it
+        if not any(path in paths for items in grouped.values() for _, _, paths in items):
+            grouped[path] = [("content", f"CONFLICT: {path} is conflicted", (path,))]
+    conflicts: list[Conflict] = []
+    for path, items in sorted(grouped.items()):
+        kinds = [kind for kind, _, _ in items]
+        chosen = min(kinds, key=lambda k: TYPE_PRIORITY.index(k) if k in TYPE_PRIORITY else 99)
+        paths = tuple(dict.fromkeys(p for _, _, ps in items for p in ps))
+        texts = "\n".join(dict.fromkeys(text for _, text, _ in items))
+        conflicts.append(Conflict(path, chosen, texts, paths))
+    return conflicts
+
+
+# -- branches and snapshots ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A side's changed paths, and the directories the prefilter must compare too."""
+
+    paths: Mapping[str, str]  # path -> A/M/D/T (renames as delete + add)
+    dirs: frozenset[str] = frozenset()  # every parent directory of a changed path
+    added_dirs: frozenset[str] = frozenset()  # parents of added paths (directory renames)
+    gone_dirs: frozenset[str] = frozenset()  # parents of deleted paths (directory renames)
+
+    @classmethod
+    def of(cls, paths: Mapping[str, str]) -> Changes:
+        dirs: set[str] = set()
+        added: set[str] = set()
+        gone: set[str] = set()
+        for path, status in paths.items():
+            parents = _parents(path)
+            dirs.update(parents)
+            if status == "A":
+                added.update(parents)
+            elif status == "D":
+                gone.update(parents)
+        return cls(paths, frozenset(dirs), frozenset(added), frozenset(gone))
+
+    def union(self, other: Changes) -> Changes:
+        if not other.paths:
+            return self
+        return Changes.of({**other.paths, **self.paths})
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def may_conflict(left: Changes, right: Changes) -> bool:
+    """Whether a merge of these two sides could conflict at all (cheap, never misses one).
+
+    Same path changed on both sides; a file on one side where the other has a
+    directory (file/directory); or a path added into a directory the other
+    side emptied or renamed (directory rename detection).
+    """
+    lp, rp = left.paths.keys(), right.paths.keys()
+    return bool(
+        not lp.isdisjoint(rp)
+        or not left.dirs.isdisjoint(rp)
+        or not right.dirs.isdisjoint(lp)
+        or not left.gone_dirs.isdisjoint(right.added_dirs)
+        or not right.gone_dirs.isdisjoint(left.added_dirs)
+    )
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One agent's work as a commit: its branch head, or a snapshot of its work tree."""
+
+    agent: int
+    branch: str
+    head: str
+    fork: str  # where it left base (merge-base with base)
+    changes: Changes
+    commits: frozenset[str]  # commits not in base
+    uncommitted: bool = False
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(self.changes.paths)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.commits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "branch": self.branch,
+            "head": self.head,
+            "files": self.files,
+            "uncommitted": self.uncommitted,
+        }
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Where base is and the commit standing for each agent's work."""
+
+    base: str
+    base_ref: str
+    base_commit: str
+    heads: dict[int, tuple[str, str, bool]]  # agent -> (branch, commit, uncommitted)
+
+
+def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -> Heads:
+    """The base commit and every agent's head (remote-tracking or snapshot when asked)."""
+    git = ws.git
+    agents = range(1, ws.plan.agent_count + 1)
+    prefix = "refs/heads/"
+    if remote:
+        if not ws.plan.remote:
+            raise PreconditionError(
+                '--remote needs project.remote in plan.toml (e.g. remote = "origin")'
+            )
+        gitmod.fetch(git, ws.plan.remote)
+        prefix = f"refs/remotes/{ws.plan.remote}/"
+    base_refs = [f"{prefix}{ws.plan.base}", f"refs/heads/{ws.plan.base}"]
+    refs = gitmod.resolve_refs(git, [*base_refs, *(f"{prefix}{ws.branch(a)}" for a in agents)])
+    base_ref = next((ref for ref in base_refs if ref in refs), None)
+    if base_ref is None:
+        raise PreconditionError(f"base branch {ws.plan.base!r} does not exist")
+    heads: dict[int, tuple[str, str, bool]] = {}
+    for agent in agents:
+        head = refs.get(f"{prefix}{ws.branch(agent)}")
+        if head:
+            heads[agent] = (ws.branch(agent), head, False)
+    if uncommitted:
+        heads.update(_snapshots(ws, agents))
+    return Heads(ws.plan.base, base_ref, refs[base_ref], heads)
+
+
+def _snapshots(ws: Workspace, agents: Iterable[int]) -> dict[int, tuple[str, str, bool]]:
+    """A snapshot of every existing agent work tree, taken in parallel."""
+    present = [a for a in agents if (ws.worktree(a) / ".git").exists()]
+    if not present:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(present))) as pool:
+        shots = list(pool.map(lambda a: gitmod.snapshot_work(ws.worktree(a)), present))
+    return {
+        agent: (ws.branch(agent), snapshot, snapshot != head)
+        for agent, (head, snapshot) in zip(present, shots, strict=True)
+    }
+
+
+def load_branches(git: Git, heads: Heads) -> tuple[list[Branch], dict[str, Changes]]:
+    """Each agent's fork point, commits and changed paths; and base's changes since each fork.
+
+    One ``rev-list`` finds every branch's commits beyond base; one
+    ``diff-tree --stdin`` lists the changes of every branch and of base.
+    """
+    shas = sorted({commit for _, commit, _ in heads.heads.values()})
+    parents, boundary = gitmod.commits_beyond(git, heads.base_commit, shas)
+    owned = {
+        agent: _walk(commit, parents, boundary) for agent, (_, commit, _) in heads.heads.items()
+    }
+    forks: dict[int, str] = {}
+    for agent, (commits, reached) in owned.items():
+        head = heads.heads[agent][1]
+        if not commits:
+            forks[agent] = head
+        elif len(reached) == 1:
+            forks[agent] = next(iter(reached))
+        else:  # base merged into the branch: let git pick the best common ancestor
+            forks[agent] = gitmod.merge_base(git, heads.base_commit, head) or head
+    base_forks = sorted({f for f in forks.values() if f != heads.base_commit})
+    agents = sorted(heads.heads)
+    diffs = gitmod.diff_trees(
+        git,
+        [(forks[a], heads.heads[a][1]) for a in agents]
+        + [(fork, heads.base_commit) for fork in base_forks],
+    )
+    branches = [
+        Branch(
+            agent=agent,
+            branch=heads.heads[agent][0],
+            head=heads.heads[agent][1],
+            fork=forks[agent],
+            changes=Changes.of(diff),
+            commits=frozenset(owned[agent][0]),
+            uncommitted=heads.heads[agent][2],
+        )
+        for agent, diff in zip(agents, diffs, strict=False)
+    ]
+    base_changes = {
+        fork: Changes.of(diff) for fork, diff in zip(base_forks, diffs[len(agents) :], strict=True)
+    }
+    return branches, base_changes
+
+
+def _walk(
+    head: str, parents: Mapping[str, list[str]], boundary: set[str]
+) -> tuple[set[str], set[str]]:
+    """The commits of ``head`` beyond base, and the base commits they grow from."""
+    commits: set[str] = set()
+    reached: set[str] = set()
+    todo = [head]
+    while todo:
+        commit = todo.pop()
+        if commit in commits or commit in reached:
+            continue
+        if commit in parents:
+            commits.add(commit)
+            todo.extend(parents[commit])
+        elif commit in boundary or commit == head:
+            reached.add(commit)
+    return commits, reached
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PairReport:
+    agents: tuple[int, int]
+    overlap: list[str]
+    conflict: bool
+    conflicts: list[Conflict]
+    merged: bool  # whether a merge was computed (False: the prefilter proved it clean)
+
+    @property
+    def state(self) -> str:
+        return "CONFLICT" if self.conflict else ("overlap" if self.overlap else "clean")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agents": list(self.agents),
+            "overlap": self.overlap,
+            "conflict": self.conflict,
+            "conflicts": [c.to_json() for c in self.conflicts],
+        }
+
+
+@dataclass(frozen=True)
+class BaseReport:
+    agent: int
+    conflict: bool
+    conflicts: list[Conflict]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "conflict": self.conflict,
+            "conflicts": [c.to_json() for c in self.conflicts],
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    base: str
+    base_commit: str
+    branches: list[Branch]
+    pairs: list[PairReport]
+    against_base: list[BaseReport]
+    idle: list[int] = field(default_factory=list)  # agents with nothing beyond base
+
+    @property
+    def conflict_count(self) -> int:
+        return sum(p.conflict for p in self.pairs) + sum(b.conflict for b in self.against_base)
+
+    def pair(self, left: int, right: int) -> PairReport | None:
+        key = (min(left, right), max(left, right))
+        return next((p for p in self.pairs if p.agents == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "base_commit": self.base_commit,
+            "branches": [b.to_json() for b in self.branches],
+            "pairs": [p.to_json() for p in self.pairs],
+            "against_base": [b.to_json() for b in self.against_base],
+            "idle": self.idle,
+        }
+
+
+@dataclass
+class MergeCache:
+    """Described merges keyed by (base, left, right) commits, kept under the git common dir."""
+
+    path: Path | None
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirty: bool = False
+
+    @classmethod
+    def load(cls, path: Path | None) -> MergeCache:
+        if path is None:
+            return cls(None)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict):
+                return cls(path, data["entries"])
+        except (OSError, ValueError, AttributeError):
+            pass  # a missing or damaged cache is only a slower run
+        return cls(path)
+
+    @staticmethod
+    def key(base: str, left: str, right: str) -> str:
+        return f"{base}:{left}:{right}"
+
+    def get(self, key: str) -> list[Conflict] | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        return [Conflict.from_json(c) for c in entry["conflicts"]]
+
+    def put(self, key: str, conflicts: list[Conflict]) -> None:
+        self.entries[key] = {"conflicts": [c.to_json() for c in conflicts]}
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write atomically (temp file + rename); a failure only costs the next run time."""
+        if self.path is None or not self.dirty:
+            return
+        keep = dict(list(self.entries.items())[-CACHE_LIMIT:])
+        text = json.dumps({"version": CACHE_VERSION, "entries": keep}, separators=(",", ":"))
+        import tempfile
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix="conflicts.", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+def cache_path(ws: Workspace) -> Path:
+    return ws.repo.common_dir / "paradev" / CACHE_FILE
+
+
+def analyze(
+    ws: Workspace, uncommitted: bool = False, remote: bool = False, use_cache: bool = True
+) -> Report:
+    """Every pair of agents with work, and each against base: overlap and real conflicts."""
+    git = ws.git
+    heads = find_heads(ws, uncommitted=uncommitted, remote=remote)
+    loaded, base_changes = load_branches(git, heads)
+    branches = [b for b in loaded if b.has_work]
+    cache = MergeCache.load(cache_path(ws) if use_cache else None)
+    plans = _plan_merges(git, heads.base_commit, branches, base_changes)
+    results = _run_merges(git, heads.base_commit, plans, cache)
+    cache.save()
+    pairs = [_pair_report(a, b, results) for a, b in combinations(branches, 2)]
+    against = [
+        BaseReport(
+            b.agent,
+            bool(results.get((heads.base_commit, b.head))),
+            results.get((heads.base_commit, b.head), []),
+        )
+        for b in branches
+    ]
+    return Report(
+        base=heads.base,
+        base_commit=heads.base_commit,
+        branches=branches,
+        pairs=pairs,
+        against_base=against,
+        idle=[b.agent for b in loaded if not b.has_work],
+    )
+
+
+def _pair_report(
+    a: Branch, b: Branch, results: Mapping[tuple[str, str], list[Conflict]]
+) -> PairReport:
+    left, right = a.changes.paths.keys(), b.changes.paths.keys()
+    overlap = [] if left.isdisjoint(right) else sorted(left & right)
+    conflicts = results.get((a.head, b.head))
+    return PairReport(
+        (a.agent, b.agent), overlap, bool(conflicts), conflicts or [], conflicts is not None
+    )
+
+
+def _plan_merges(
+    git: Git, base_commit: str, branches: Sequence[Branch], base_changes: Mapping[str, Changes]
+) -> list[tuple[str, str]]:
+    """The (left, right) merges that could conflict: everything else is clean for sure."""
+    wanted: list[tuple[str, str]] = []
+    for branch in branches:
+        base_side = base_changes.get(branch.fork)
+        if base_side is not None and may_conflict(base_side, branch.changes):
+            wanted.append((base_commit, branch.head))
+    since = _fork_drift(git, branches)
+    for a, b in combinations(branches, 2):
+        if a.head == b.head:
+            continue
+        if not a.commits.isdisjoint(b.commits):  # shared commits: the merge base is elsewhere
+            wanted.append((a.head, b.head))
+            continue
+        left, right = a.changes, b.changes
+        if a.fork != b.fork:  # sides as seen from the forks' common ancestor
+            left = left.union(since.get((a.fork, b.fork), Changes({})))
+            right = right.union(since.get((b.fork, a.fork), Changes({})))
+        if may_conflict(left, right):
+            wanted.append((a.head, b.head))
+    return list(dict.fromkeys(wanted))
+
+
+def _fork_drift(git: Git, branches: Sequence[Branch]) -> dict[tuple[str, str], Changes]:
+    """For two forks f, g: what changed from their common ancestor to f (key (f, g))."""
+    forks = sorted({b.fork for b in branches})
+    if len(forks) < 2:
+        return {}
+    keys: list[tuple[str, str]] = []
+    diffs: list[tuple[str, str]] = []
+    for f, g in combinations(forks, 2):
+        ancestor = gitmod.merge_base(git, f, g)
+        for this, other in ((f, g), (g, f)):
+            if ancestor is None:
+                continue
+            keys.append((this, other))
+            diffs.append((ancestor, this))
+    return {
+        key: Changes.of(diff) for key, diff in zip(keys, gitmod.diff_trees(git, diffs), strict=True)
+    }
+
+
+def _run_merges(
+    git: Git, base_commit: str, plans: Sequence[tuple[str, str]], cache: MergeCache
+) -> dict[tuple[str, str], list[Conflict]]:
+    """Conflicts of each planned merge: cached ones read, the rest in one merge-tree process."""
+    results: dict[tuple[str, str], list[Conflict]] = {}
+    todo: list[tuple[str, str]] = []
+    for pair in plans:
+        cached = cache.get(MergeCache.key(base_commit, *pair))
+        if cached is None:
+            todo.append(pair)
+        else:
+            results[pair] = cached
+    merges = gitmod.merge_trees(git, todo)
+    for pair, conflicts in zip(todo, describe_many(git, merges), strict=True):
+        results[pair] = conflicts
+        cache.put(MergeCache.key(base_commit, *pair), conflicts)
+    return results
+
+
+# -- the human view ---------------------------------------------------------------------------
+
+MATRIX_LIMIT = 12  # more agents than this: list the pairs instead of a matrix
+
+
+def render(report: Report) -> str:
+    """The matrix of agents (clean / overlap / CONFLICT) and the details under it."""
+    lines = [
+        f"conflicts (base {report.base} @ {report.base_commit[:12]}; "
+        f"{len(report.branches)} agent(s) with work)"
+    ]
+    if report.idle:
+        lines.append("no work yet: " + ", ".join(f"agent {a}" for a in report.idle))
+    if not report.branches:
+        return "\n".join(lines)
+    lines.append("")
+    if len(report.branches) <= MATRIX_LIMIT:
+        lines += _matrix(report)
+    else:
+        lines += _pair_list(report)
+    details = _details(report)
+    if details:
+        lines += ["", *details]
+    lines += ["", _summary(report)]
+    return "\n".join(lines)
+
+
+def _matrix(report: Report) -> list[str]:
+    agents = [b.agent for b in report.branches]
+    width = 10
+    rows = ["".ljust(width) + "".join(f"agent {a}".ljust(width) for a in agents)]
+    for row in agents:
+        cells = []
+        for col in agents:
+            pair = report.pair(row, col) if row != col else None
+            cells.append((pair.state if pair else "-").ljust(width))
+        rows.append(f"agent {row}".ljust(width) + "".join(cells))
+    base_cells = ("CONFLICT" if b.conflict else "clean" for b in report.against_base)
+    rows.append("base".ljust(width) + "".join(c.ljust(width) for c in base_cells))
+    return [row.rstrip() for row in rows]
+
+
+def _pair_list(report: Report) -> list[str]:
+    noisy = [p for p in report.pairs if p.state != "clean"]
+    lines = [f"agents {p.agents[0]} x {p.agents[1]}: {p.state}" for p in noisy]
+    lines += [f"agent {b.agent} x base: CONFLICT" for b in report.against_base if b.conflict]
+    return lines or ["every pair is clean"]
+
+
+def _details(report: Report) -> list[str]:
+    lines: list[str] = []
+    for pair in report.pairs:
+        left, right = pair.agents
+        if pair.conflict:
+            lines.append(f"agent {left} x agent {right}: CONFLICT")
+            lines += _conflict_lines(pair.conflicts, f"agent {left}", f"agent {right}")
+            harmless = sorted(set(pair.overlap) - {c.path for c in pair.conflicts})
+            if harmless:
+                lines.append(f"  overlap without conflict: {', '.join(harmless)}")
+        elif pair.overlap:
+            lines.append(
+                f"agent {left} x agent {right}: overlap, merges cleanly: {', '.join(pair.overlap)}"
+            )
+    for against in report.against_base:
+        if against.conflict:
+            lines.append(f"agent {against.agent} x base ({report.base}): CONFLICT")
+            lines += _conflict_lines(against.conflicts, report.base, f"agent {against.agent}")
+    return lines
+
+
+def _conflict_lines(conflicts: Sequence[Conflict], ours: str, theirs: str) -> list[str]:
+    lines: list[str] = []
+    for conflict in conflicts:
+        ranges = ", ".join(f"lines {h.start}-{h.end}" for h in conflict.hunks)
+        lines.append(f"  {conflict.path}  {conflict.type}" + (f"  ({ranges})" if ranges else ""))
+        for text in conflict.message.splitlines():
+            lines.append(f"    {text}")
+        for hunk in conflict.hunks:
+            lines.append(f"    hunk {hunk.start}-{hunk.end}:")
+            lines += _side(ours, hunk.ours)
+            lines += _side(theirs, hunk.theirs)
+    return lines
+
+
+def _side(label: str, side: Sequence[str]) -> list[str]:
+    shown = [f"      {label}: {line}" for line in side[:SHOWN_LINES]]
+    if len(side) > SHOWN_LINES:
+        shown.append(f"      {label}: ... {len(side) - SHOWN_LINES} more line(s)")
+    return shown or [f"      {label}: (no lines)"]
+
+
+def _summary(report: Report) -> str:
+    conflicts = report.conflict_count
+    overlaps = sum(1 for p in report.pairs if p.overlap and not p.conflict)
+    return f"{conflicts} conflict(s), {overlaps} harmless overlap(s), {len(report.pairs)} pair(s)"
+
+
+# -- watching -------------------------------------------------------------------------------
+
+
+def snapshot_states(report: Report) -> dict[str, str]:
+    """A short state per pair and per agent against base: what --watch compares."""
+    states = {f"agent {b.agent}": b.head[:12] for b in report.branches}
+    for pair in report.pairs:
+        detail = ", ".join(c.path for c in pair.conflicts) or ", ".join(pair.overlap)
+        states[f"agents {pair.agents[0]} x {pair.agents[1]}"] = (
+            f"{pair.state} ({detail})" if detail else pair.state
+        )
+    for against in report.against_base:
+        paths = ", ".join(c.path for c in against.conflicts)
+        states[f"agent {against.agent} x base"] = f"CONFLICT ({paths})" if paths else "clean"
+    return states
+
+
+def changes_between(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """What --watch prints: entries that appeared, changed or went away."""
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if before is None:
+            lines.append(f"{key}: {after}")
+        elif after is None:
+            lines.append(f"{key}: gone (was {before})")
+        else:
+            lines.append(f"{key}: {before} -> {after}")
+    return lines
+
+
+def watch(
+    compute: Callable[[], Report],
+    emit: Callable[[str], None],
+    interval: float,
+    iterations: int | None = None,
+    sleep: Callable[[float], None] | None = None,
+    as_json: bool = False,
+) -> None:
+    """Re-check every ``interval`` seconds and emit only what changed (until interrupted).
+
+    ``iterations`` and ``sleep`` exist so tests can drive the loop.
+    """
+    pause = sleep or time.sleep
+    previous: dict[str, str] | None = None
+    done = 0
+    while iterations is None or done < iterations:
+        if done:
+            pause(interval)
+        report = compute()
+        states = snapshot_states(report)
+        if previous is None:
+            emit(json.dumps(report.to_json()) if as_json else render(report))
+        elif states != previous:
+            if as_json:
+                emit(json.dumps(report.to_json()))
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                emit("\n".join(f"[{stamp}] {line}" for line in changes_between(previous, states)))
+        previous = states
+        done += 1
+
+
+# -- check: is another agent changing these paths? -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An agent already changing a path: on its branch, in its work tree, or both."""
+
+    path: str
+    agent: int
+    where: str  # "branch", "worktree" or "branch+worktree"
+
+
+def repo_relative(ws: Workspace, raw: str, cwd: Path | None = None) -> str:
+    """A user's path (relative to where they stand, or absolute) as a repository path."""
+    here = (cwd or Path.cwd()).resolve()
+    full = Path(os.path.normpath(here / raw))
+    top = ws.repo.toplevel.resolve()
+    try:
+        relative = full.relative_to(top)
+    except ValueError:
+        raise PreconditionError(f"{raw} is outside the repository work tree {top}") from None
+    return relative.as_posix() if str(relative) != "." else ""
+
+
+def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> list[Claim]:
+    """Which agents (but ``exclude``) change any of ``paths``; a directory covers its files."""
+    heads = find_heads(ws)
+    branches, _ = load_branches(ws.git, heads)
+    agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]
+    committed = {b.agent: set(b.changes.paths) for b in branches if b.has_work}
+    dirty = _dirty(ws, agents)
+    found: list[Claim] = []
+    for path in paths:
+        for agent in agents:
+            places = [
+                name
+                for name, changed in (
+                    ("branch", committed.get(agent, set())),
+                    ("worktree", dirty.get(agent, set())),
+                )
+                if any(_covers(path, c) for c in changed)
+            ]
+            if places:
+                found.append(Claim(path, agent, "+".join(places)))
+    return found
+
+
+def _covers(query: str, changed: str) -> bool:
+    return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
+
+
+def _dirty(ws: Workspace, agents: Sequence[int]) -> dict[int, set[str]]:
+    present = [a for a in agents if (ws.worktree(a) / ".git").exists()]
+    if not present:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(present))) as pool:
+        found = pool.map(lambda a: set(gitmod.dirty_paths(ws.worktree(a))), present)
+        return dict(zip(present, found, strict=True))

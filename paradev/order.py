@@ -1,0 +1,269 @@
+"""The merge order: providers before consumers, and the fewest rebases that will hit a conflict.
+
+Agents land one at a time; each rebases onto base plus every agent landed
+before it. A rebase hits a conflict when its branch conflicts with base or
+with an agent landed earlier (the pairwise merges of ``paradev.conflicts``).
+Which agents hit one depends only on the *set* landed before each, so a
+dynamic program over subsets finds the exact minimum (up to ``EXACT_LIMIT``
+agents); beyond that a stated greedy heuristic is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from paradev.workspace import Workspace
+
+EXACT_LIMIT = 16  # 2^16 subsets x 16 agents: well under a second in Python
+HEURISTIC = (
+    "greedy: among agents whose providers have landed, first one that conflicts with no "
+    "landed agent, preferring the fewest conflicts with the agents still waiting"
+)
+
+
+@dataclass(frozen=True)
+class MergeOrder:
+    order: list[int]  # agent ids, first to land first
+    conflicting_rebases: int
+    reasons: dict[int, str]  # why each agent is where it is
+    exact: bool  # exact search (True) or the stated heuristic (False)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "order": self.order,
+            "conflicting_rebases": self.conflicting_rebases,
+            "reasons": {str(a): text for a, text in self.reasons.items()},
+            "exact": self.exact,
+        }
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What the search needs: agents, who conflicts with whom, dependencies, sizes."""
+
+    agents: list[int]
+    conflicts: Mapping[int, frozenset[int]]  # agent -> agents it conflicts with
+    base_conflicts: frozenset[int]  # agents whose branch conflicts with base itself
+    providers: Mapping[int, frozenset[int]]  # agent -> agents that must land before it
+    size: Mapping[int, int]  # files changed: the smaller change lands first on ties
+    dropped: list[str] = field(default_factory=list)  # dependency cycles that were ignored
+
+    def key(self, agent: int) -> tuple[int, int]:
+        return (self.size.get(agent, 0), agent)
+
+    def hits(self, agent: int, landed: set[int] | frozenset[int]) -> bool:
+        if agent in self.base_conflicts:
+            return True
+        return not self.conflicts.get(agent, frozenset()).isdisjoint(landed)
+
+
+def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> MergeOrder:
+    """Order ``agents`` (default: every agent with commits not in base) and save it in state.
+
+    Conflicts come from the real branch contents (``paradev.conflicts``);
+    ``depends_on`` makes the agent owning an issue land before the agent
+    owning a task that depends on it, when both are in the set.
+    """
+    from paradev.conflicts import analyze
+
+    report = analyze(ws)
+    chosen = sorted(set(agents)) if agents is not None else [b.agent for b in report.branches]
+    members = set(chosen)
+    conflicts: dict[int, set[int]] = {a: set() for a in chosen}
+    for pair in report.pairs:
+        left, right = pair.agents
+        if pair.conflict and left in members and right in members:
+            conflicts[left].add(right)
+            conflicts[right].add(left)
+    problem = Problem(
+        agents=chosen,
+        conflicts={a: frozenset(c) for a, c in conflicts.items()},
+        base_conflicts=frozenset(b.agent for b in report.against_base if b.conflict) & members,
+        providers=agent_providers(ws, members),
+        size={b.agent: len(b.files) for b in report.branches},
+    )
+    result = solve(problem)
+    with ws.store.update() as state:
+        state.merge_order = list(result.order)
+    return result
+
+
+def agent_providers(ws: Workspace, members: set[int]) -> dict[int, frozenset[int]]:
+    """agent -> agents owning an unmerged issue that one of its unmerged tasks depends on."""
+    from paradev.state import MERGED
+
+    state = ws.store.read()
+    providers: dict[int, set[int]] = {a: set() for a in members}
+    for task in ws.plan.tasks():
+        if task.agent not in members or state.status(task.issue) == MERGED:
+            continue
+        for issue in task.depends_on:
+            owner = ws.plan.task(issue)
+            if (
+                owner is not None
+                and owner.agent in members
+                and owner.agent != task.agent
+                and state.status(issue) != MERGED
+            ):
+                providers[task.agent].add(owner.agent)
+    return {a: frozenset(p) for a, p in providers.items()}
+
+
+def solve(problem: Problem) -> MergeOrder:
+    """The order with the fewest conflicting rebases; exact up to EXACT_LIMIT agents."""
+    problem = _without_cycles(problem)
+    if len(problem.agents) <= EXACT_LIMIT:
+        order = _exact(problem)
+        exact = True
+    else:
+        order = _greedy(problem)
+        exact = False
+    return _explain(problem, order, exact)
+
+
+def _without_cycles(problem: Problem) -> Problem:
+    """Drop dependencies between agents that depend on each other (no order satisfies them)."""
+    cyclic = [a for a in problem.agents if a in _reachable(problem.providers, a)]
+    if not cyclic:
+        return problem
+    blocked = set(cyclic)
+    providers = {
+        a: frozenset(p for p in ps if not (a in blocked and p in blocked))
+        for a, ps in problem.providers.items()
+    }
+    note = "dependency cycle between agents " + ", ".join(map(str, sorted(blocked))) + " ignored"
+    return Problem(
+        problem.agents,
+        problem.conflicts,
+        problem.base_conflicts,
+        providers,
+        problem.size,
+        [*problem.dropped, note],
+    )
+
+
+def _reachable(graph: Mapping[int, frozenset[int]], start: int) -> set[int]:
+    seen: set[int] = set()
+    todo = list(graph.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def _exact(problem: Problem) -> list[int]:
+    """Dynamic programming over the sets of landed agents (bit masks).
+
+    ``best[mask]`` is the fewest conflicting rebases needed to land the rest
+    once ``mask`` has landed. Rebuilding from the empty set, the first
+    optimal choice in (size, id) order is taken, which breaks ties as asked.
+    """
+    agents = sorted(problem.agents, key=problem.key)
+    n = len(agents)
+    bit = {a: 1 << i for i, a in enumerate(agents)}
+    conflict_mask = [sum(bit[c] for c in problem.conflicts.get(a, ()) if c in bit) for a in agents]
+    need = [sum(bit[p] for p in problem.providers.get(a, ()) if p in bit) for a in agents]
+    with_base = [a in problem.base_conflicts for a in agents]
+    full = (1 << n) - 1
+    infinity = n + 1
+    best = [infinity] * (full + 1)
+    best[full] = 0
+    for mask in range(full - 1, -1, -1):
+        value = infinity
+        for i in range(n):
+            if mask & (1 << i) or need[i] & ~mask:
+                continue
+            cost = best[mask | (1 << i)] + (with_base[i] or bool(conflict_mask[i] & mask))
+            value = min(value, cost)
+        best[mask] = value
+    order: list[int] = []
+    mask = 0
+    while mask != full:
+        for i in range(n):
+            if mask & (1 << i) or need[i] & ~mask:
+                continue
+            cost = best[mask | (1 << i)] + (with_base[i] or bool(conflict_mask[i] & mask))
+            if cost == best[mask]:
+                order.append(agents[i])
+                mask |= 1 << i
+                break
+    return order
+
+
+def _greedy(problem: Problem) -> list[int]:
+    """The stated heuristic (see HEURISTIC) for more agents than an exact search can take."""
+    waiting = set(problem.agents)
+    landed: set[int] = set()
+    order: list[int] = []
+    while waiting:
+        ready = [a for a in waiting if problem.providers.get(a, frozenset()) <= landed]
+        free = [a for a in ready if not problem.hits(a, landed)]
+        if free:
+            pick = min(
+                free,
+                key=lambda a: (
+                    len(problem.conflicts.get(a, frozenset()) & waiting),
+                    *problem.key(a),
+                ),
+            )
+        else:
+            pick = min(ready, key=problem.key)
+        order.append(pick)
+        landed.add(pick)
+        waiting.discard(pick)
+    return order
+
+
+def _explain(problem: Problem, order: list[int], exact: bool) -> MergeOrder:
+    reasons: dict[int, str] = {}
+    landed: set[int] = set()
+    hits = 0
+    for position, agent in enumerate(order, start=1):
+        parts = [f"lands {_ordinal(position)}"]
+        providers = sorted(problem.providers.get(agent, frozenset()))
+        if providers:
+            parts.append("after its provider(s) " + ", ".join(f"agent {p}" for p in providers))
+        blockers = sorted(problem.conflicts.get(agent, frozenset()) & landed)
+        if agent in problem.base_conflicts:
+            blockers_text = "base"
+            if blockers:
+                blockers_text += " and " + ", ".join(f"agent {b}" for b in blockers)
+            parts.append(f"its rebase will conflict with {blockers_text}")
+        elif blockers:
+            parts.append(
+                "its rebase will conflict with " + ", ".join(f"agent {b}" for b in blockers)
+            )
+        else:
+            parts.append("rebases cleanly")
+        parts.append(f"{problem.size.get(agent, 0)} file(s) changed")
+        if problem.hits(agent, landed):
+            hits += 1
+        landed.add(agent)
+        text = "; ".join(parts)
+        if not exact:
+            text += f" (heuristic: {HEURISTIC})"
+        if problem.dropped:
+            text += "; " + "; ".join(problem.dropped)
+        reasons[agent] = text
+    return MergeOrder(order=order, conflicting_rebases=hits, reasons=reasons, exact=exact)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def render(result: MergeOrder) -> str:
+    """The human view of ``merge-order``."""
+    if not result.order:
+        return "no agent has work to merge"
+    method = "exact search" if result.exact else "heuristic"
+    lines = [
+        "merge order: " + " -> ".join(str(a) for a in result.order),
+        f"{result.conflicting_rebases} conflicting rebase(s) ({method})",
+    ]
+    lines += [f"  agent {a}: {result.reasons[a]}" for a in result.order]
+    return "\n".join(lines)

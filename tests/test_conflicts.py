@@ -1,0 +1,472 @@
+"""Conflicts from real branch contents, checked against what a real ``git merge`` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pytest_mock import MockerFixture
+
+from paradev import conflicts as conf
+from paradev.conflicts import Changes, Report, analyze, may_conflict, parse_hunks
+from paradev.git import Git, merge_trees
+from paradev.workspace import Workspace, open_workspace
+from tests.conftest import APP
+from tests.helpers import Result, agent_tree, commit, git, write
+
+Files = dict[str, str | bytes | None]
+
+
+def ws_of(repo: Path) -> Workspace:
+    return open_workspace(repo)
+
+
+def real_merge(repo: Path, tmp: Path, ours: str, theirs: str) -> tuple[bool, set[str], str, Path]:
+    """Merge ``theirs`` into ``ours`` with a real ``git merge`` in a throwaway clone.
+
+    Returns (conflicted, unmerged paths, git's output, the clone).
+    """
+    clone = tmp / f"clone-{abs(hash((ours, theirs)))}"
+    git(tmp, "clone", "-q", "--no-checkout", str(repo), str(clone))
+    git(clone, "checkout", "-q", "--detach", ours)
+    proc = git(clone, "merge", "--no-edit", "--no-ff", theirs, check=False)
+    output = proc + git(clone, "status", "--porcelain", check=False)
+    unmerged = {line.split("\t", 1)[1] for line in git(clone, "ls-files", "-u").splitlines()}
+    merge_head = (clone / ".git" / "MERGE_HEAD").exists()
+    return merge_head and bool(unmerged), unmerged, output, clone
+
+
+def plain(paths: set[str]) -> set[str]:
+    """Paths without the ``~<side>`` suffix git adds when moving one aside (labels differ)."""
+    return {p.split("~", 1)[0] for p in paths}
+
+
+def kinds(text: str) -> list[str]:
+    return sorted(re.findall(r"^CONFLICT \(([^)]*)\)", text, flags=re.MULTILINE))
+
+
+def two_agents(set_up: Path, left: Files, right: Files) -> tuple[str, str]:
+    one = commit(agent_tree(set_up, 1), left, "agent 1 work")
+    two = commit(agent_tree(set_up, 2), right, "agent 2 work")
+    return one, two
+
+
+def merge_output(clone: Path, ours: str, theirs: str) -> str:
+    """What a real ``git merge`` prints (its CONFLICT lines), in ``clone``."""
+    import subprocess
+
+    from paradev.git import git_env
+
+    git(clone, "reset", "-q", "--hard", ours)
+    proc = subprocess.run(
+        ["git", "merge", "--no-edit", "--no-ff", theirs],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env=git_env(),
+        check=False,
+    )
+    return proc.stdout + proc.stderr
+
+
+EDITED = APP.replace("    return 5\n", "    return 'five'\n")
+EDITED_OTHER = APP.replace("    return 5\n", "    return 'FIVE'\n")
+SYMLINK = "symlink"  # marker: replace the path by a symlink
+
+CASES: dict[str, tuple[Files, Files]] = {
+    "content": ({"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER}),
+    "add/add": ({"src/new.py": "A = 1\n"}, {"src/new.py": "A = 2\n"}),
+    "modify/delete": ({"src/util.py": "VALUE = 2\n"}, {"src/util.py": None}),
+    "rename/rename": (
+        {"src/util.py": None, "src/a.py": "VALUE = 1\n"},
+        {"src/util.py": None, "src/b.py": "VALUE = 1\n"},
+    ),
+    "rename/delete": ({"src/util.py": None, "src/a.py": "VALUE = 1\n"}, {"src/util.py": None}),
+    "file/directory": ({"src/pkg": "a file\n"}, {"src/pkg/x.py": "X = 1\n"}),
+    "binary": ({"logo.bin": b"\x00\x01left\x00"}, {"logo.bin": b"\x00\x02right\x00"}),
+    "file location": (
+        {"tests/test_app.py": None, "checks/test_app.py": "def test_ok():\n    assert True\n"},
+        {"tests/test_new.py": "def test_new():\n    pass\n"},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_each_conflict_type_matches_a_real_merge(
+    set_up: Path, repo: Path, tmp_path: Path, kind: str
+) -> None:
+    left, right = CASES[kind]
+    one, two = two_agents(set_up, left, right)
+
+    report = analyze(ws_of(repo))
+
+    pair = report.pair(1, 2)
+    assert pair is not None and pair.merged
+    conflicted, unmerged, _, clone = real_merge(repo, tmp_path, one, two)
+    assert conflicted
+    assert pair.conflict is True
+    assert kind in {c.type for c in pair.conflicts}
+    named = {p for c in pair.conflicts for p in c.paths}
+    assert plain(unmerged) <= plain(named)  # every path git leaves unmerged is reported
+    assert kinds(merge_output(clone, one, two)) == kinds(
+        "\n".join(c.message for c in pair.conflicts)
+    )
+
+
+def test_mode_conflict_from_a_symlink_matches_a_real_merge(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    tree1 = agent_tree(set_up, 1)
+    (tree1 / "README.md").unlink()
+    os.symlink("src/util.py", tree1 / "README.md")
+    one = commit(tree1, {}, "README becomes a symlink")
+    two = commit(agent_tree(set_up, 2), {"README.md": "# changed\n"})
+
+    pair = analyze(ws_of(repo)).pair(1, 2)
+
+    conflicted, unmerged, _, clone = real_merge(repo, tmp_path, one, two)
+    assert pair is not None and conflicted and pair.conflict
+    assert [c.type for c in pair.conflicts] == ["mode"]
+    assert plain(unmerged) <= plain({p for c in pair.conflicts for p in c.paths})
+    assert kinds(merge_output(clone, one, two)) == kinds(pair.conflicts[0].message)
+
+
+HARMLESS: dict[str, tuple[Files, Files]] = {
+    "far-apart edits": (
+        {"src/app.py": APP.replace("    return 1\n", "    return 'one'\n")},
+        {"src/app.py": APP.replace("    return 18\n", "    return 'eighteen'\n")},
+    ),
+    "identical changes": ({"src/util.py": "VALUE = 3\n"}, {"src/util.py": "VALUE = 3\n"}),
+    "identical added files": ({"src/same.py": "S = 1\n"}, {"src/same.py": "S = 1\n"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HARMLESS))
+def test_harmless_overlap_is_overlap_without_conflict(
+    set_up: Path, repo: Path, tmp_path: Path, case: str
+) -> None:
+    left, right = HARMLESS[case]
+    one, two = two_agents(set_up, left, right)
+
+    pair = analyze(ws_of(repo)).pair(1, 2)
+
+    assert pair is not None
+    assert pair.overlap == sorted(set(left) & set(right))
+    assert pair.conflict is False and pair.conflicts == []
+    assert pair.merged  # it was really merged, not guessed
+    assert real_merge(repo, tmp_path, one, two)[0] is False
+
+
+def test_disjoint_pairs_are_never_merged_and_are_clean(set_up: Path, repo: Path) -> None:
+    two_agents(set_up, {"src/util.py": "VALUE = 9\n"}, {"README.md": "# other\n"})
+
+    report = analyze(ws_of(repo))
+
+    pair = report.pair(1, 2)
+    assert pair is not None
+    assert (pair.merged, pair.conflict, pair.overlap) == (False, False, [])
+    assert [b.agent for b in report.branches] == [1, 2]
+    assert report.idle == [3]
+
+
+def test_content_hunks_are_the_line_ranges_of_the_real_merge(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    left = APP.replace("    return 3\n", "    return 'three'\n").replace(
+        "    return 15\n", "    return 'fifteen'\n"
+    )
+    right = APP.replace("    return 3\n", "    return 'THREE'\n").replace(
+        "    return 15\n", "    return 'FIFTEEN'\n"
+    )
+    one, two = two_agents(set_up, {"src/app.py": left}, {"src/app.py": right})
+
+    pair = analyze(ws_of(repo)).pair(1, 2)
+
+    _, _, _, clone = real_merge(repo, tmp_path, one, two)
+    merged = (clone / "src/app.py").read_text(encoding="utf-8")
+    expected = parse_hunks(merged)
+    assert pair is not None
+    (found,) = pair.conflicts
+    assert [(h.start, h.end) for h in found.hunks] == [(h.start, h.end) for h in expected]
+    assert len(found.hunks) == 2
+    assert [h.ours for h in found.hunks] == [("    return 'three'",), ("    return 'fifteen'",)]
+    assert [h.theirs for h in found.hunks] == [("    return 'THREE'",), ("    return 'FIFTEEN'",)]
+
+
+def test_describe_conflicts_reuses_merge_tree_results(set_up: Path, repo: Path) -> None:
+    one, two = two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    gitrepo = Git(repo)
+
+    (merge,) = merge_trees(gitrepo, [(one, two)])
+    (found,) = conf.describe_conflicts(gitrepo, merge)
+
+    assert (found.path, found.type) == ("src/app.py", "content")
+    assert found.hunks[0].ours == ("    return 'five'",)
+    assert found.hunks[0].theirs == ("    return 'FIVE'",)
+
+
+def test_parse_hunks_handles_diff3_style_and_ignores_unfinished_markers() -> None:
+    text = "a\n<<<<<<< x\nours\n||||||| base\nold\n=======\ntheirs\n>>>>>>> y\nb\n<<<<<<< z\n"
+    (hunk,) = parse_hunks(text)
+    assert (hunk.start, hunk.end, hunk.ours, hunk.theirs) == (2, 8, ("ours",), ("theirs",))
+
+
+def test_against_base_matches_a_real_merge_into_base(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    head = commit(agent_tree(set_up, 1), {"src/util.py": "VALUE = 'agent'\n"})
+    commit(agent_tree(set_up, 2), {"README.md": "# two\n"})
+    base = commit(repo, {"src/util.py": "VALUE = 'base'\n"}, "base moved on")
+
+    report = analyze(ws_of(repo))
+
+    by_agent = {b.agent: b for b in report.against_base}
+    assert by_agent[1].conflict is True
+    assert [c.type for c in by_agent[1].conflicts] == ["content"]
+    assert by_agent[2].conflict is False
+    assert real_merge(repo, tmp_path, base, head)[0] is True
+
+
+def test_pairs_forked_from_different_base_commits_are_compared_from_their_merge_base(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    """Agent 2 forks later, after base changed util.py; agent 1 changed it from the old fork."""
+    one = commit(agent_tree(set_up, 1), {"src/util.py": "VALUE = 'one'\n"})
+    commit(repo, {"src/util.py": "VALUE = 'base'\n"}, "base moved on")
+    tree2 = agent_tree(set_up, 2)
+    git(tree2, "merge", "-q", "--ff-only", "main")
+    two = commit(tree2, {"README.md": "# two\n"})
+
+    pair = analyze(ws_of(repo)).pair(1, 2)
+
+    assert pair is not None and pair.overlap == []
+    assert pair.conflict is real_merge(repo, tmp_path, one, two)[0] is True
+
+
+def test_branches_sharing_commits_are_always_merged(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    tree1, tree2 = agent_tree(set_up, 1), agent_tree(set_up, 2)
+    commit(tree1, {"src/util.py": "VALUE = 2\n"})
+    git(tree2, "merge", "-q", "--ff-only", "parallel-dev/agent-1")
+    one = commit(tree1, {"src/util.py": "VALUE = 1\n"}, "revert on agent 1")
+    two = commit(tree2, {"src/util.py": "VALUE = 22\n"})
+
+    pair = analyze(ws_of(repo)).pair(1, 2)
+
+    assert pair is not None and pair.merged
+    assert pair.conflict is real_merge(repo, tmp_path, one, two)[0]
+
+
+def test_prefilter_catches_renames_file_directory_and_directory_renames() -> None:
+    renamed = Changes.of({"src/util.py": "D", "src/a.py": "A"})
+    assert may_conflict(renamed, Changes.of({"src/util.py": "M"}))  # rename vs modify
+    assert may_conflict(renamed, Changes.of({"src/a.py": "A"}))  # rename onto an added file
+    assert may_conflict(Changes.of({"src/pkg": "A"}), Changes.of({"src/pkg/x.py": "A"}))
+    assert may_conflict(Changes.of({"src/pkg/x.py": "A"}), Changes.of({"src/pkg": "A"}))
+    moved_dir = Changes.of({"tests/t.py": "D", "checks/t.py": "A"})
+    assert may_conflict(moved_dir, Changes.of({"tests/new.py": "A"}))
+    assert not may_conflict(Changes.of({"src/a.py": "M"}), Changes.of({"src/b.py": "M"}))
+    assert not may_conflict(Changes.of({"src/a.py": "D"}), Changes.of({"src/b.py": "M"}))
+
+
+def test_uncommitted_work_is_snapshotted_without_touching_the_worktree(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})
+    tree2 = agent_tree(set_up, 2)
+    write(tree2, {"src/app.py": EDITED_OTHER, "notes/new.txt": "untracked\n"})
+    (tree2 / ".gitignore").write_text("ignored.txt\n", encoding="utf-8")
+    write(tree2, {"ignored.txt": "never\n"})
+    index = Path(git(tree2, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    before = (index.read_bytes(), git(tree2, "status", "--porcelain=v1"))
+
+    committed = analyze(ws_of(repo))
+    snapshot = analyze(ws_of(repo), uncommitted=True)
+
+    assert committed.pair(1, 2) is None  # agent 2 has no commits
+    pair = snapshot.pair(1, 2)
+    assert pair is not None and pair.conflict
+    branch2 = next(b for b in snapshot.branches if b.agent == 2)
+    assert branch2.uncommitted is True
+    assert set(branch2.files) == {"src/app.py", "notes/new.txt", ".gitignore"}
+    assert (index.read_bytes(), git(tree2, "status", "--porcelain=v1")) == before
+    assert git(tree2, "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
+
+
+def test_the_cache_is_keyed_by_commits_under_the_common_dir(set_up: Path, repo: Path) -> None:
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    ws = ws_of(repo)
+    first = analyze(ws)
+    path = conf.cache_path(ws)
+    assert path.parent == repo / ".git" / "paradev"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    (key,) = data["entries"]
+    assert key.split(":") == [first.base_commit, first.branches[0].head, first.branches[1].head]
+    # An unchanged pair is read back, never recomputed: a doctored entry shows through.
+    data["entries"][key]["conflicts"][0]["message"] = "from the cache"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    pair = analyze(ws).pair(1, 2)
+
+    assert pair is not None and pair.conflicts[0].message == "from the cache"
+    assert analyze(ws, use_cache=False).pair(1, 2) == first.pair(1, 2)
+
+
+def test_a_damaged_cache_only_costs_time(set_up: Path, repo: Path) -> None:
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    ws = ws_of(repo)
+    conf.cache_path(ws).parent.mkdir(parents=True, exist_ok=True)
+    conf.cache_path(ws).write_text("{not json", encoding="utf-8")
+
+    pair = analyze(ws).pair(1, 2)
+
+    assert pair is not None and pair.conflict
+    assert json.loads(conf.cache_path(ws).read_text(encoding="utf-8"))["version"] == 1
+
+
+def test_remote_uses_the_remote_tracking_agent_branches(
+    set_up: Path, repo: Path, remote: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    plan = repo / "plan.toml"
+    plan.write_text(
+        plan.read_text(encoding="utf-8").replace(
+            'base = "main"\n', 'base = "main"\nremote = "origin"\n'
+        ),
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    git(tmp_path, "clone", "-q", str(remote), str(elsewhere))
+    for agent, content in ((1, EDITED), (2, EDITED_OTHER)):
+        git(elsewhere, "checkout", "-q", "-B", f"parallel-dev/agent-{agent}", "origin/main")
+        commit(elsewhere, {"src/app.py": content})
+        git(elsewhere, "push", "-q", "origin", f"parallel-dev/agent-{agent}")
+
+    local = cli("conflicts", "--json", "--check")
+    remote_run = cli("conflicts", "--json", "--check", "--remote")
+
+    assert local.code == 0 and local.json()["pairs"] == []
+    assert remote_run.code == 1, remote_run.err
+    (pair,) = remote_run.json()["pairs"]
+    assert pair["conflict"] is True and pair["agents"] == [1, 2]
+
+
+def test_remote_without_a_configured_remote_is_a_clear_error(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    result = cli("conflicts", "--remote")
+    assert result.code == 2
+    assert "project.remote" in result.err and "Traceback" not in result.err
+
+
+def test_cli_json_has_the_design_keys_and_check_exits_1(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    commit(agent_tree(set_up, 3), {"README.md": "# three\n"})
+
+    result = cli("conflicts", "--json")
+    checked = cli("conflicts", "--check")
+
+    assert result.code == 0
+    data = result.json()
+    assert {"base", "base_commit", "branches", "pairs", "against_base"} <= set(data)
+    assert data["base"] == "main"
+    assert [b["agent"] for b in data["branches"]] == [1, 2, 3]
+    assert set(data["branches"][0]) >= {"agent", "branch", "head", "files", "uncommitted"}
+    assert [p["agents"] for p in data["pairs"]] == [[1, 2], [1, 3], [2, 3]]
+    first = data["pairs"][0]
+    assert first["overlap"] == ["src/app.py"] and first["conflict"] is True
+    (conflict,) = first["conflicts"]
+    assert conflict["path"] == "src/app.py" and conflict["type"] == "content"
+    assert conflict["hunks"] == [[22, 26]] and conflict["message"]
+    assert data["against_base"] == [
+        {"agent": a, "conflict": False, "conflicts": []} for a in (1, 2, 3)
+    ]
+    assert checked.code == 1 and "1 real conflict" in checked.err
+    assert "CONFLICT" in checked.out and "agent 1 x agent 2: CONFLICT" in checked.out
+
+
+def test_cli_check_exits_0_without_conflicts_and_shows_harmless_overlap(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    two_agents(set_up, {"src/util.py": "VALUE = 3\n"}, {"src/util.py": "VALUE = 3\n"})
+
+    result = cli("conflicts", "--check")
+
+    assert result.code == 0, result.err
+    assert "overlap, merges cleanly: src/util.py" in result.out
+    assert "0 conflict(s), 1 harmless overlap(s)" in result.out
+
+
+def test_watch_prints_only_what_changed(set_up: Path, repo: Path) -> None:
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})
+    commit(agent_tree(set_up, 2), {"README.md": "# two\n"})
+    ws = ws_of(repo)
+    printed: list[str] = []
+    changes: list[Callable[[], object]] = [
+        lambda: None,  # nothing changes: nothing printed
+        lambda: commit(agent_tree(set_up, 2), {"src/app.py": EDITED_OTHER}),
+    ]
+
+    def sleep(_: float) -> None:
+        changes.pop(0)()
+
+    conf.watch(lambda: analyze(ws), printed.append, 0.0, iterations=3, sleep=sleep)
+
+    assert len(printed) == 2
+    assert printed[0].startswith("conflicts (base main")
+    assert "agents 1 x 2: clean -> CONFLICT (src/app.py)" in printed[1]
+    assert "agent 2 x base" not in printed[1]
+
+
+def test_watch_command_line_runs_until_interrupted(
+    set_up: Path, cli: Callable[..., Result], mocker: MockerFixture
+) -> None:
+    mocker.patch("time.sleep", side_effect=KeyboardInterrupt)  # Ctrl-C during the first wait
+    result = cli("conflicts", "--watch", "--interval", "1")
+    assert result.code == 130
+    assert result.out.startswith("conflicts (base main")
+
+
+def test_check_names_other_agents_changing_a_path(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    commit(agent_tree(set_up, 2), {"src/app.py": EDITED})
+    write(agent_tree(set_up, 3), {"src/app.py": EDITED_OTHER, "docs/new.md": "x\n"})
+
+    mine = cli("check", "src/app.py", "--agent", "1")
+    own = cli("check", "src/util.py", "--agent", "1")
+    directory = cli("check", "docs", "--agent", "2")
+    excluded = cli("check", "src/app.py", "--agent", "2")
+
+    assert mine.code == 1
+    assert "src/app.py: agent 2 (parallel-dev/agent-2, branch)" in mine.out
+    assert "src/app.py: agent 3 (parallel-dev/agent-3, worktree)" in mine.out
+    assert "agent(s) 2, 3" in mine.err
+    assert own.code == 0 and "no other agent" in own.out
+    assert directory.code == 1 and "agent 3" in directory.out
+    assert excluded.code == 1 and "agent 2 " not in excluded.out
+
+
+def test_check_takes_paths_relative_to_the_agent_worktree(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    commit(agent_tree(set_up, 2), {"src/app.py": EDITED})
+
+    result = cli("check", "app.py", "--agent", "1", cwd=agent_tree(set_up, 1) / "src")
+    outside = cli("check", "../../../elsewhere", cwd=agent_tree(set_up, 1))
+    missing = cli("check")
+
+    assert result.code == 1 and "src/app.py: agent 2" in result.out
+    assert outside.code == 2 and "outside the repository" in outside.err
+    assert missing.code == 2 and "name at least one path" in missing.err
+
+
+def test_render_lists_pairs_when_there_are_many_agents() -> None:
+    report = Report("main", "0" * 40, [], [], [])
+    assert "0 agent(s) with work" in conf.render(report)
