@@ -1,0 +1,1012 @@
+"""The merge train: land each agent's branch on base, one at a time, never leaving base broken.
+
+For every agent in merge order: keep its old head under a backup ref, rebase
+the branch onto base in the agent's own work tree, run the gate there (base +
+this work: the combined result), fast-forward base as a compare-and-swap,
+push when asked, mark the tasks merged and run the ``on_merge`` hook.
+
+Every step is written to the journal (``state.train``) before and after it
+runs, and every step first checks what git already shows, so after a crash or
+a stop ``merge --continue`` ends in the same refs as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from paradev import git as gitmod
+from paradev.errors import GitError, PreconditionError, Stopped
+from paradev.git import Git, MergeTree
+from paradev.state import COMPLETED, IN_PROGRESS, MERGED, TaskRecord, now
+from paradev.workspace import Workspace
+
+Output = Callable[[str], None]
+
+BACKUP_PREFIX = "refs/paradev/backup"
+KILL_GRACE = 5.0
+CONVENTIONAL = re.compile(
+    r"^(feat|fix|docs|style|refactor|perf|test|tests|build|ci|chore|revert)(\([^)]*\))?!?:\s*\S",
+    re.IGNORECASE,
+)
+
+# Steps of one landing, in order; each is journaled when it starts and when it is done.
+BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
+    "backup",
+    "rebase",
+    "squash",
+    "gate",
+    "advance",
+    "push",
+    "mark",
+    "hooks",
+)
+
+
+# -- the journal ---------------------------------------------------------------------
+
+
+class Train:
+    """A train in progress: its journal (``state.train``) and the workspace it runs in."""
+
+    def __init__(self, ws: Workspace, journal: dict[str, Any], out: Output) -> None:
+        self.ws = ws
+        self.journal = journal
+        self.out = out
+
+    @property
+    def id(self) -> str:
+        return str(self.journal["id"])
+
+    @property
+    def base(self) -> str:
+        return str(self.journal["base"])
+
+    @property
+    def queue(self) -> list[int]:
+        queue: list[int] = self.journal["queue"]
+        return queue
+
+    def agent(self, agent: int) -> dict[str, Any]:
+        """The journal entry of ``agent`` (created empty)."""
+        entry: dict[str, Any] = self.journal["agents"].setdefault(str(agent), {"done": []})
+        return entry
+
+    def save(self) -> None:
+        with self.ws.store.update() as state:
+            state.train = self.journal
+
+    def begin(self, agent: int, step: str, **facts: Any) -> None:
+        """Journal that ``step`` starts (with the facts needed to resume it)."""
+        entry = self.agent(agent)
+        entry["step"] = step
+        entry.update(facts)
+        self.save()
+
+    def finish(self, agent: int, step: str, *, flush: bool = True, **facts: Any) -> None:
+        """Journal that ``step`` is done.
+
+        ``flush=False`` for steps that git itself shows as done (a ref moved, a
+        branch contains base): the next write carries it, and a crash before
+        that only makes the resumed train check git again.
+        """
+        entry = self.agent(agent)
+        if step not in entry["done"]:
+            entry["done"].append(step)
+        entry.update(facts)
+        if flush:
+            self.save()
+
+    def is_done(self, agent: int, step: str) -> bool:
+        return step in self.agent(agent)["done"]
+
+    def stop(self, agent: int, reason: str, message: str) -> Stopped:
+        """Journal the stop and return the error to raise (exit 1)."""
+        self.journal["status"] = "stopped"
+        self.journal["stop"] = {"agent": agent, "reason": reason, "at": now()}
+        self.save()
+        return Stopped(message)
+
+    # -- facts from git --
+    def branch(self, agent: int) -> str:
+        return self.ws.branch(agent)
+
+    def worktree(self, agent: int) -> Path:
+        return self.ws.worktree(agent)
+
+    def head(self, agent: int) -> str:
+        return _rev(self.ws.git, f"refs/heads/{self.branch(agent)}")
+
+    def base_tip(self) -> str:
+        return _rev(self.ws.git, f"refs/heads/{self.base}")
+
+
+def _rev(git: Git, ref: str) -> str:
+    sha = git.rev(ref)
+    if sha is None:
+        raise PreconditionError(f"{ref} does not exist")
+    return sha
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def backup_ref(branch: str, train_id: str) -> str:
+    return f"{BACKUP_PREFIX}/{branch}/{train_id}"
+
+
+# -- choosing what lands -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Agents with completed, unmerged work, and why others are left out."""
+
+    agents: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+def select_agents(ws: Workspace) -> Selection:
+    """Agents whose tasks are completed (not merged) and whose branch has commits not in base."""
+    state = ws.store.read()
+    agents: list[int] = []
+    notes: list[str] = []
+    for agent in range(1, ws.plan.agent_count + 1):
+        tasks = ws.tasks_of(agent)
+        completed = [t for t in tasks if state.status(t.issue) == COMPLETED]
+        if not completed:
+            continue
+        busy = [t for t in tasks if state.status(t.issue) == IN_PROGRESS]
+        branch = ws.branch(agent)
+        if busy:
+            notes.append(f"agent {agent}: #{busy[0].issue} is still in progress; not landed")
+        elif ws.git.rev(f"refs/heads/{branch}") is None:
+            notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
+        elif gitmod.ahead_behind(ws.git, ws.plan.base, branch)[0] == 0:
+            notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
+        else:
+            agents.append(agent)
+    return Selection(agents, notes)
+
+
+def merge_order(ws: Workspace, agents: Sequence[int]) -> list[int]:
+    """The order of ``paradev merge-order`` restricted to ``agents``."""
+    from paradev.order import compute_merge_order
+
+    chosen = list(compute_merge_order(ws, list(agents)).order)
+    return [a for a in chosen if a in agents] + [a for a in agents if a not in chosen]
+
+
+# -- preconditions (checked before anything changes) ---------------------------------------
+
+
+def _base_holder(ws: Workspace, base: str) -> Path | None:
+    """The work tree where ``base`` is checked out, if any."""
+    for record in gitmod.worktree_list(ws.git):
+        if record.branch == base and not record.prunable:
+            return Path(record.path)
+    return None
+
+
+def _check_base_tree(ws: Workspace, base: str, holder: Path | None = None) -> None:
+    """Refuse when base is checked out with uncommitted changes to tracked files."""
+    holder = holder or _base_holder(ws, base)
+    if holder is None:
+        return
+    changes = gitmod.tracked_changes(holder)
+    if changes:
+        raise PreconditionError(
+            f"{base} is checked out in {holder} with uncommitted changes "
+            f"({', '.join(changes[:5])}); commit or stash them, then run paradev merge again"
+        )
+
+
+def _check_agent_tree(ws: Workspace, agent: int) -> None:
+    """The agent's work tree exists, has its branch checked out and no uncommitted changes."""
+    path = ws.agent_git(agent).cwd
+    branch = ws.branch(agent)
+    if gitmod.rebase_in_progress(path) is not None:
+        raise PreconditionError(
+            f"a rebase is in progress in {path} that this train did not start; "
+            f"finish it (git -C {path} rebase --continue) "
+            f"or abort it (git -C {path} rebase --abort)"
+        )
+    if gitmod.current_branch(path) != branch:
+        raise PreconditionError(f"{path} does not have {branch} checked out; check it out first")
+    changes = gitmod.tracked_changes(path)
+    if changes:
+        raise PreconditionError(
+            f"agent {agent}'s worktree {path} has uncommitted changes "
+            f"({', '.join(changes[:5])}); commit or stash them first"
+        )
+
+
+def _sync_with_remote(ws: Workspace, out: Output) -> None:
+    """Fetch the remote; fast-forward local base to it; refuse when they diverged."""
+    remote, base = ws.plan.remote, ws.plan.base
+    gitmod.fetch(ws.git, remote)
+    theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
+    ours = _rev(ws.git, f"refs/heads/{base}")
+    if theirs is None or gitmod.is_ancestor(ws.git, theirs, ours):
+        return
+    if not gitmod.is_ancestor(ws.git, ours, theirs):
+        raise PreconditionError(
+            f"{base} and {remote}/{base} have diverged; reconcile them "
+            f"(e.g. git pull --rebase {remote} {base}) and run paradev merge again"
+        )
+    move_base(ws, base, ours, theirs)
+    out(f"{base}: fast-forwarded to {remote}/{base} ({theirs[:12]})")
+
+
+def _resolve_push(ws: Workspace, push: bool | None) -> bool:
+    wanted = ws.plan.push if push is None else push
+    if wanted and not ws.plan.remote:
+        raise PreconditionError(
+            'pushing needs a remote: set project.remote in plan.toml (e.g. "origin")'
+        )
+    return wanted
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
+    """Start a train over every agent with completed, unmerged work (``paradev merge``)."""
+    if ws.store.read().train is not None:
+        raise PreconditionError(
+            "a merge train is already in progress; run paradev merge --continue, --skip or --abort"
+        )
+    pushing = _resolve_push(ws, push)
+    if ws.plan.remote:
+        _sync_with_remote(ws, out)
+    _check_base_tree(ws, ws.plan.base)
+    selection = select_agents(ws)
+    for note in selection.notes:
+        out(note)
+    if not selection.agents:
+        out("nothing to land")
+        return
+    for agent in selection.agents:
+        _check_agent_tree(ws, agent)
+    order = merge_order(ws, selection.agents)
+    journal: dict[str, Any] = {
+        "id": _stamp(),
+        "base": ws.plan.base,
+        "base_start": _rev(ws.git, f"refs/heads/{ws.plan.base}"),
+        "started_at": now(),
+        "status": "running",
+        "stop": None,
+        "order": order,
+        "queue": list(order),
+        "landed": [],
+        "skipped": [],
+        "push": pushing,
+        "gate": gate,
+        "agents": {},
+    }
+    with ws.store.update() as state:
+        if state.train is not None:
+            raise PreconditionError("another paradev merge started a train meanwhile")
+        state.train = journal
+    train = Train(ws, journal, out)
+    out(
+        f"merge train {train.id}: "
+        + " -> ".join(f"agent {a}" for a in order)
+        + f" onto {ws.plan.base}"
+    )
+    run(train)
+
+
+def load_train(ws: Workspace, out: Output) -> Train:
+    journal = ws.store.read().train
+    if journal is None:
+        raise PreconditionError("no merge train is in progress; run paradev merge")
+    return Train(ws, journal, out)
+
+
+def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
+    """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
+    train = load_train(ws, out)
+    if push is not None:
+        train.journal["push"] = _resolve_push(ws, push)
+    if not gate:
+        train.journal["gate"] = False
+    train.journal["status"] = "running"
+    train.journal["stop"] = None
+    train.save()
+    out(f"continuing merge train {train.id}")
+    run(train)
+
+
+def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
+    """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
+    train = load_train(ws, out)
+    if not train.queue:
+        raise PreconditionError("the train has no agent left to skip; run paradev merge --continue")
+    agent = train.queue[0]
+    if train.is_done(agent, ADVANCE):
+        raise PreconditionError(
+            f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
+        )
+    _abort_our_rebase(train, agent)
+    train.queue.pop(0)
+    train.journal["skipped"].append(agent)
+    train.save()
+    backup = train.agent(agent).get("backup")
+    out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
+    resume(ws, out, push=push, gate=gate)
+
+
+def abort(ws: Workspace, out: Output) -> None:
+    """``merge --abort``: undo the current agent's rebase, restore its branch, end the train.
+
+    What already landed stays: it passed its gate.
+    """
+    train = load_train(ws, out)
+    if train.queue:
+        agent = train.queue[0]
+        if train.is_done(agent, ADVANCE):  # it is on base already: finish its bookkeeping
+            land(train, agent)
+            train.queue.pop(0)
+        else:
+            _abort_our_rebase(train, agent)
+            _restore_branch(train, agent)
+    _end(train, "aborted")
+    out(f"merge train {train.id} aborted; landed: {_landed_text(train)}")
+
+
+def _landed_text(train: Train) -> str:
+    landed = train.journal["landed"]
+    return ", ".join(f"agent {e['agent']}" for e in landed) or "nothing"
+
+
+def _abort_our_rebase(train: Train, agent: int) -> None:
+    path = train.worktree(agent)
+    rebase = gitmod.rebase_in_progress(path)
+    if rebase is None:
+        return
+    if not _is_ours(train, agent, rebase):
+        raise PreconditionError(
+            f"the rebase in progress in {path} was not started by this train; "
+            f"paradev leaves it alone (git -C {path} rebase --abort if you want it gone)"
+        )
+    gitmod.rebase_abort(path)
+    train.out(f"agent {agent}: aborted the rebase paradev started in {path}")
+
+
+def _restore_branch(train: Train, agent: int) -> None:
+    """Put the branch back at its backed-up head (a no-op when it never moved)."""
+    entry = train.agent(agent)
+    old = entry.get("old_head")
+    if not old:
+        return
+    current = train.head(agent)
+    if current == old:
+        return
+    path = train.worktree(agent)
+    if gitmod.current_branch(path) == train.branch(agent):
+        gitmod.reset_keep(path, old)
+    else:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", old, current)
+    train.out(f"agent {agent}: {train.branch(agent)} restored to {old[:12]} from {entry['backup']}")
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def run(train: Train) -> None:
+    """Land every agent left in the queue, then close the train."""
+    _say_gate(train)
+    while train.queue:
+        agent = train.queue[0]
+        land(train, agent)
+        train.queue.pop(0)
+        train.save()
+    _end(train, "done")
+    train.out(f"merge train {train.id} done; landed: {_landed_text(train)}")
+
+
+def _say_gate(train: Train) -> None:
+    if not train.journal["gate"]:
+        train.out("gate: skipped (--no-gate)")
+    elif not _gate_command(train.ws):
+        train.out("gate: none configured (gate.command is empty); landing without a gate")
+
+
+def _gate_command(ws: Workspace) -> str | list[str]:
+    command = ws.plan.gate_command
+    if isinstance(command, str):
+        return command if command.strip() else ""
+    return command
+
+
+def land(train: Train, agent: int) -> None:
+    """Every step of landing one agent; each step skips what git shows is already done."""
+    step_backup(train, agent)
+    step_rebase(train, agent)
+    if train.ws.plan.squash:
+        step_squash(train, agent)
+    step_gate(train, agent)
+    step_advance(train, agent)
+    step_push(train, agent)
+    step_mark(train, agent)
+    step_hooks(train, agent)
+
+
+def _end(train: Train, status: str) -> None:
+    with train.ws.store.update() as state:
+        state.train = None
+        state.merge_history.append(
+            {
+                "id": train.id,
+                "status": status,
+                "base": train.base,
+                "started_at": train.journal.get("started_at"),
+                "finished_at": now(),
+                "order": train.journal.get("order", []),
+                "landed": train.journal["landed"],
+                "skipped": train.journal["skipped"],
+            }
+        )
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+def step_backup(train: Train, agent: int) -> None:
+    """Keep the branch's head under refs/paradev/backup/<branch>/<train id> before rewriting it."""
+    if train.is_done(agent, BACKUP):
+        return
+    entry = train.agent(agent)
+    if "old_head" not in entry:
+        head = train.head(agent)
+        train.begin(
+            agent,
+            BACKUP,
+            old_head=head,
+            backup=backup_ref(train.branch(agent), train.id),
+            remote_head=_lease(train, agent, head),
+        )
+    existing = train.ws.git.rev(entry["backup"])
+    if existing is None:
+        gitmod.update_ref(train.ws.git, entry["backup"], entry["old_head"], "")
+    elif existing != entry["old_head"]:
+        raise PreconditionError(f"{entry['backup']} exists and points elsewhere; remove it")
+    train.finish(agent, BACKUP, flush=False)
+
+
+def _lease(train: Train, agent: int, head: str) -> str | None:
+    """What the remote's copy of the branch may be overwritten from, None: do not push it.
+
+    Only a remote copy our branch already contains may be replaced: commits
+    someone else pushed there (after our fetch) are never overwritten.
+    """
+    remote, branch = train.ws.plan.remote, train.branch(agent)
+    tracking = train.ws.git.rev(f"refs/remotes/{remote}/{branch}") if remote else None
+    if tracking is None:
+        return None
+    if not gitmod.is_ancestor(train.ws.git, tracking, head):
+        train.out(f"agent {agent}: {remote}/{branch} has commits {branch} lacks; not pushing it")
+        return None
+    return tracking
+
+
+def _is_ours(train: Train, agent: int, rebase: gitmod.RebaseInProgress) -> bool:
+    entry = train.agent(agent)
+    return (
+        entry.get("step") == REBASE
+        and rebase.head_name == f"refs/heads/{train.branch(agent)}"
+        and rebase.onto == entry.get("onto")
+    )
+
+
+def step_rebase(train: Train, agent: int) -> None:
+    """Rebase the branch onto base in its own work tree; stop on a conflict."""
+    path = train.ws.agent_git(agent).cwd
+    rebase = gitmod.rebase_in_progress(path)
+    if rebase is not None:
+        if not _is_ours(train, agent, rebase):
+            raise PreconditionError(
+                f"a rebase is in progress in {path} that this train did not start; "
+                f"finish or abort it yourself, then run paradev merge --continue"
+            )
+        if gitmod.unmerged_paths(path) or not gitmod.rebase_continue(path):
+            _on_conflict(train, agent)
+    else:
+        base = train.base_tip()
+        if gitmod.is_ancestor(train.ws.git, base, train.head(agent)):
+            if not train.is_done(agent, REBASE):
+                train.finish(agent, REBASE, flush=False)
+            return
+        _check_agent_tree(train.ws, agent)
+        train.begin(agent, REBASE, onto=base)
+        if not gitmod.rebase(path, base):
+            _on_conflict(train, agent)
+    train.finish(agent, REBASE, flush=False, rebased=train.head(agent))
+    train.out(f"agent {agent}: rebased {train.branch(agent)} onto {train.base}")
+
+
+def _on_conflict(train: Train, agent: int) -> None:
+    """Hand the conflict back to the agent (on_conflict = "agent") or stop the train."""
+    path = train.worktree(agent)
+    report = conflict_report(train, agent)
+    if train.ws.plan.on_conflict == "agent":
+        from paradev.runner import hand_back_conflict
+
+        train.out(f"agent {agent}: rebase conflict; handing it back to the agent")
+        hand_back_conflict(train.ws, agent, report, notify=train.out)
+        resolved = gitmod.rebase_in_progress(path) is None and gitmod.is_ancestor(
+            train.ws.git, train.base_tip(), train.head(agent)
+        )
+        if resolved:
+            return
+    train.out(report)
+    raise train.stop(
+        agent,
+        "conflict",
+        f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
+        f"(rebase left in progress in {path})",
+    )
+
+
+def conflict_report(train: Train, agent: int) -> str:
+    """What conflicts (paths, hunks) and the exact next steps, for a human or an agent."""
+    path = train.worktree(agent)
+    paths = gitmod.unmerged_paths(path)
+    stopped_at = Git(path).run("log", "-1", "--format=%h %s", "REBASE_HEAD", "--", check=False)
+    lines = [
+        f"agent {agent}: rebasing {train.branch(agent)} onto {train.base} stopped on a conflict",
+    ]
+    if stopped_at.returncode == 0 and stopped_at.stdout.strip():
+        lines.append(f"  while applying {stopped_at.stdout.strip()}")
+    lines.append(f"  the rebase is left in progress in {path}")
+    lines.append("  conflicted files:")
+    for name in paths:
+        hunks = marker_hunks(path / name)
+        where = ", ".join(f"lines {a}-{b}" for a, b in hunks) if hunks else "whole file"
+        lines.append(f"    {name}: {where}")
+    quoted = " ".join(paths)
+    lines += [
+        "  next steps:",
+        f"    edit the files above in {path} and resolve the conflicts, then",
+        f"    git -C {path} add -- {quoted}",
+        f"    git -C {path} rebase --continue   (or let paradev finish it)",
+        "    paradev merge --continue",
+        "  or leave this agent out: paradev merge --skip",
+        "  or end the train (its branch restored): paradev merge --abort",
+    ]
+    return "\n".join(lines)
+
+
+def marker_hunks(file: Path) -> list[tuple[int, int]]:
+    """1-based line ranges of the conflict markers (<<<<<<< .. >>>>>>>) in a work tree file."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    hunks: list[tuple[int, int]] = []
+    start: int | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("<<<<<<<") and start is None:
+            start = number
+        elif line.startswith(">>>>>>>") and start is not None:
+            hunks.append((start, number))
+            start = None
+    return hunks
+
+
+def step_squash(train: Train, agent: int) -> None:
+    """Rewrite the rebased branch as one commit per task (conventional messages from the plan)."""
+    head = train.head(agent)
+    entry = train.agent(agent)
+    if entry.get("squashed") == head:
+        return
+    base = train.base_tip()
+    train.begin(agent, SQUASH)
+    squashed = build_squash(train, agent, base, head)
+    if squashed != head:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", squashed, head)
+    train.finish(agent, SQUASH, squashed=squashed)
+    train.out(f"agent {agent}: squashed into {squashed[:12]}")
+
+
+def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
+    state = train.ws.store.read()
+    return [
+        (task, state.tasks.get(task.issue))
+        for task in train.ws.tasks_of(agent)
+        if state.status(task.issue) == COMPLETED
+    ]
+
+
+def squash_message(title: str, issue: int) -> str:
+    """``feat: <title> (#<issue>)``; a conventional prefix already in the title wins."""
+    subject = title.strip()
+    if not CONVENTIONAL.match(subject):
+        subject = f"feat: {subject}"
+    return f"{subject} (#{issue})\n"
+
+
+def build_squash(train: Train, agent: int, base: str, head: str) -> str:
+    """One commit per task on top of ``base`` ending at ``head``'s tree.
+
+    Task boundaries come from each task's recorded head commit, matched to the
+    rebased commits by position; when they cannot be matched, the whole branch
+    becomes one commit naming every task.
+    """
+    git = train.ws.git
+    rebased = gitmod.commits_between(git, base, head)
+    tasks = _landing_tasks(train, agent)
+    if not rebased or not tasks:
+        return head
+    cuts = _task_cuts(train, agent, tasks, len(rebased))
+    parent = base
+    if cuts is None:
+        message = "".join(squash_message(t.title, t.issue) for t, _ in tasks[:1])
+        if len(tasks) > 1:
+            message += "\n" + "".join(f"- {squash_message(t.title, t.issue)}" for t, _ in tasks[1:])
+        return _squash_commit(git, rebased[-1], parent, message)
+    for (task, _), cut in zip(tasks, cuts, strict=True):
+        parent = _squash_commit(git, rebased[cut], parent, squash_message(task.title, task.issue))
+    return parent
+
+
+def _task_cuts(
+    train: Train, agent: int, tasks: list[tuple[Any, TaskRecord | None]], count: int
+) -> list[int] | None:
+    """Index (in the rebased commits) of each task's last commit, or None when unknown."""
+    if len(tasks) == 1:
+        return [count - 1]
+    git = train.ws.git
+    old_head = train.agent(agent).get("old_head", "")
+    old_base = gitmod.merge_base(git, train.base_tip(), old_head) if old_head else None
+    original = gitmod.commits_between(git, old_base, old_head) if old_base else []
+    if len(original) != count:
+        return None
+    cuts: list[int] = []
+    for _, record in tasks:
+        sha = record.head_commit if record else None
+        if sha not in original:
+            return None
+        cuts.append(original.index(sha))
+    cuts[-1] = count - 1  # commits after the last recorded head belong to the last task
+    return cuts if cuts == sorted(cuts) and len(set(cuts)) == len(cuts) else None
+
+
+def _squash_commit(git: Git, source: str, parent: str, message: str) -> str:
+    tree = git.out("rev-parse", f"{source}^{{tree}}")
+    return gitmod.commit_tree(git, tree, [parent], message, env=gitmod.commit_meta(git, source))
+
+
+# -- the gate ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateResult:
+    returncode: int | None  # None: killed on timeout
+    log: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def gate_log(train: Train, agent: int, attempt: int) -> Path:
+    folder = train.ws.repo.common_dir / "paradev" / "logs"
+    return folder / f"gate-{train.id}-agent-{agent}-{attempt}.log"
+
+
+def step_gate(train: Train, agent: int) -> None:
+    """Run the gate on the rebased branch (base + this work); stop if it fails."""
+    command = _gate_command(train.ws)
+    head = train.head(agent)
+    entry = train.agent(agent)
+    if not train.journal["gate"] or not command or entry.get("gate_passed") == head:
+        return
+    attempt = int(entry.get("gate_runs", 0)) + 1
+    log = gate_log(train, agent, attempt)
+    train.begin(agent, GATE, gate_runs=attempt, gate_head=head, gate_log=str(log))
+    train.out(f"agent {agent}: gate running ({log})")
+    env = gate_env(train, agent, log)
+    result = run_gate(command, train.worktree(agent), train.ws.plan.gate_timeout, log, env)
+    if not result.ok:
+        why = (
+            f"timed out after {train.ws.plan.gate_timeout:g}s"
+            if result.returncode is None
+            else f"exited {result.returncode}"
+        )
+        train.out(_tail(log))
+        raise train.stop(
+            agent,
+            "gate",
+            f"merge train stopped: the gate {why} for agent {agent} "
+            f"({train.base} unchanged); log: {log}. Commit a fix on {train.branch(agent)} "
+            "and run paradev merge --continue, or paradev merge --skip",
+        )
+    train.finish(agent, GATE, gate_passed=head)
+    train.out(f"agent {agent}: gate passed")
+
+
+def gate_env(train: Train, agent: int, log: Path) -> dict[str, str]:
+    env = gitmod.git_env()
+    env.pop("LC_ALL", None)
+    if "LC_ALL" in os.environ:
+        env["LC_ALL"] = os.environ["LC_ALL"]
+    env.update(
+        {
+            "PARADEV_AGENT": str(agent),
+            "PARADEV_BRANCH": train.branch(agent),
+            "PARADEV_BASE": train.base,
+            "PARADEV_WORKTREE": str(train.worktree(agent)),
+            "PARADEV_GATE_LOG": str(log),
+        }
+    )
+    return env
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_gate(
+    command: str | list[str], cwd: Path, timeout: float, log: Path, env: dict[str, str]
+) -> GateResult:
+    """Run the user's gate command with output streamed to ``log``; kill its group on timeout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        try:
+            proc = subprocess.Popen(
+                command,
+                shell=isinstance(command, str),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            handle.write(f"paradev: cannot run the gate: {exc}\n".encode())
+            return GateResult(127, log)
+        try:
+            return GateResult(proc.wait(timeout=timeout), log)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            handle.write(f"\nparadev: gate killed after {timeout:g}s\n".encode())
+            return GateResult(None, log)
+        except BaseException:
+            _kill_group(proc)
+            raise
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the gate's whole process group, SIGKILL it if it lingers."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# -- landing ----------------------------------------------------------------------------------
+
+
+def move_base(ws: Workspace, base: str, old: str, new: str, *, checked: bool = False) -> None:
+    """Fast-forward ``base`` from ``old`` to ``new``, with its checked-out work tree if any.
+
+    Not checked out: ``git update-ref`` compare-and-swap. Checked out (and clean):
+    ``git merge --ff-only`` there, which moves ref, index and files together and
+    refuses anything but a fast-forward (and untracked files it would overwrite).
+    ``checked``: the caller already knows ``new`` contains ``old``.
+    """
+    if not checked and not gitmod.is_ancestor(ws.git, old, new):
+        raise PreconditionError(f"{new[:12]} is not a fast-forward of {base} ({old[:12]})")
+    holder = _base_holder(ws, base)
+    if holder is None:
+        gitmod.update_ref(ws.git, f"refs/heads/{base}", new, old, f"paradev merge: {base}")
+        return
+    _check_base_tree(ws, base, holder)
+    gitmod.merge_ff_only(holder, new)
+
+
+def step_advance(train: Train, agent: int) -> None:
+    """Move base to the gated head, fast-forward only."""
+    if train.is_done(agent, ADVANCE):
+        return
+    new = train.head(agent)
+    entry = train.agent(agent)
+    current = train.base_tip()
+    if entry.get("advance_to") != new:
+        train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
+    if current != new:
+        if not gitmod.is_ancestor(train.ws.git, current, new):
+            raise train.stop(
+                agent,
+                "base-moved",
+                f"{train.base} moved while agent {agent} was being landed; "
+                "run paradev merge --continue to rebase and gate it again",
+            )
+        move_base(train.ws, train.base, current, new, checked=True)
+    train.finish(agent, ADVANCE, flush=False, landed=new)
+    train.out(f"agent {agent}: {train.base} -> {new[:12]}")
+
+
+def step_push(train: Train, agent: int) -> None:
+    """Push base (never forced) and the rewritten agent branch (with a lease)."""
+    if not train.journal["push"] or train.is_done(agent, PUSH):
+        return
+    entry = train.agent(agent)
+    git, remote = train.ws.git, train.ws.plan.remote
+    landed = entry["landed"]
+    train.begin(agent, PUSH)
+    try:
+        gitmod.push(git, remote, landed, train.base)
+    except GitError as err:
+        raise train.stop(
+            agent,
+            "push",
+            f"{remote} refused {train.base} at {landed[:12]} ({err}); it landed locally. "
+            f"Someone else pushed to {remote}/{train.base}: "
+            "reconcile, then paradev merge --continue",
+        ) from None
+    if entry.get("remote_head") is not None:
+        _push_agent_branch(train, agent, landed, entry["remote_head"])
+    train.finish(agent, PUSH, flush=False)
+    train.out(f"agent {agent}: pushed {train.base} to {remote}")
+
+
+def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:
+    git, remote, branch = train.ws.git, train.ws.plan.remote, train.branch(agent)
+    try:
+        gitmod.push(git, remote, head, branch, lease=lease)
+    except GitError as err:
+        if gitmod.remote_branch(git, remote, branch) != head:  # not a re-run of a done push
+            train.out(f"paradev: warning: {branch} not pushed to {remote}: {err}")
+
+
+def step_mark(train: Train, agent: int) -> None:
+    """Mark the agent's completed tasks merged (time, commit) in the same write as the journal."""
+    if train.is_done(agent, MARK):
+        return
+    entry = train.agent(agent)
+    landed = entry["landed"]
+    entry["step"] = MARK
+    entry["done"].append(MARK)
+    with train.ws.store.update() as state:
+        issues: list[int] = []
+        for task in train.ws.tasks_of(agent):
+            record = state.tasks.get(task.issue)
+            if record is not None and record.status == COMPLETED:
+                record.status, record.merged_at, record.merged_commit = MERGED, now(), landed
+                issues.append(task.issue)
+        entry["issues"] = issues
+        train.journal["landed"].append({"agent": agent, "commit": landed, "issues": issues})
+        state.train = train.journal
+    merged = ", ".join(f"#{i}" for i in issues) or "no tasks"
+    train.out(f"agent {agent}: landed {merged} at {landed[:12]}")
+
+
+def step_hooks(train: Train, agent: int) -> None:
+    """Run on_merge for each task just merged; a failing hook is only a warning."""
+    if train.is_done(agent, HOOKS):
+        return
+    from paradev.hooks import run_hook
+
+    if not train.ws.plan.hook("on_merge").strip():
+        train.finish(agent, HOOKS, flush=False)  # nothing to run: the queue write carries it
+        return
+    train.begin(agent, HOOKS)
+    entry = train.agent(agent)
+    state = train.ws.store.read()
+    for issue in entry.get("issues", []):
+        task = train.ws.plan.task(issue)
+        if task is None:
+            continue
+        result = run_hook(
+            train.ws, "on_merge", task, state.tasks.get(issue), commit=entry["landed"]
+        )
+        if result is not None and not result.ok:
+            train.out(f"paradev: warning: {result.describe()}")
+    train.finish(agent, HOOKS)
+
+
+# -- dry run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DryStep:
+    """What the train would do with one agent."""
+
+    agent: int
+    outcome: str  # "land" | "conflict" | "not reached"
+    commits: int = 0
+    stopped_at: str | None = None  # the commit whose replay conflicts
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.outcome == "land":
+            return f"agent {self.agent}: would land ({self.commits} commit(s) rebased cleanly)"
+        if self.outcome == "conflict":
+            where = "; ".join(_conflict_text(c) for c in self.conflicts) or "conflict"
+            return (
+                f"agent {self.agent}: the rebase would stop at {str(self.stopped_at)[:12]}: {where}"
+                " -> the train stops here"
+            )
+        return f"agent {self.agent}: not reached (the train stops before it)"
+
+
+def _conflict_text(conflict: dict[str, Any]) -> str:
+    lines = ", ".join(f"lines {a}-{b}" for a, b in conflict.get("hunks", []))
+    return f"{conflict['path']} ({conflict['type']}{', ' + lines if lines else ''})"
+
+
+def dry_run(ws: Workspace, out: Output) -> list[DryStep]:
+    """Simulate the train with chained merge-tree/commit-tree; no ref or work tree changes.
+
+    Each commit a rebase would replay is merged as a cherry-pick: a synthetic
+    commit with the simulated base's tree and the replayed commit's parent makes
+    that parent the merge base, exactly as ``git rebase`` does.
+    """
+    selection = select_agents(ws)
+    for note in selection.notes:
+        out(note)
+    if not selection.agents:
+        out("nothing to land")
+        return []
+    order = merge_order(ws, selection.agents)
+    git = ws.git
+    simulated = _rev(git, f"refs/heads/{ws.plan.base}")
+    steps: list[DryStep] = []
+    stopped = False
+    for agent in order:
+        if stopped:
+            steps.append(DryStep(agent, "not reached"))
+            continue
+        step, simulated = _simulate_agent(ws, agent, simulated)
+        stopped = step.outcome == "conflict"
+        steps.append(step)
+    out("dry run (nothing changed; the gate is not run):")
+    for step in steps:
+        out("  " + step.describe())
+    return steps
+
+
+def _simulate_agent(ws: Workspace, agent: int, simulated: str) -> tuple[DryStep, str]:
+    git = ws.git
+    head = _rev(git, f"refs/heads/{ws.branch(agent)}")
+    commits = gitmod.commits_between(git, simulated, head)
+    for commit in commits:
+        parent = git.rev(f"{commit}^")
+        if parent is None:
+            continue
+        tree = git.out("rev-parse", f"{simulated}^{{tree}}")
+        probe = gitmod.commit_tree(git, tree, [parent], "paradev dry run: simulated base\n")
+        merge = gitmod.merge_trees(git, [(probe, commit)])[0]
+        if not merge.clean:
+            return DryStep(agent, "conflict", len(commits), commit, describe(git, merge)), simulated
+        simulated = gitmod.commit_tree(git, merge.tree, [simulated], f"paradev dry run: {commit}\n")
+    return DryStep(agent, "land", len(commits)), simulated
+
+
+def describe(git: Git, merge: MergeTree) -> list[dict[str, Any]]:
+    """Conflicts of a merge as path/type/message/hunks (from paradev.conflicts)."""
+    from paradev.conflicts import describe_conflicts
+
+    return [c.to_json() for c in describe_conflicts(git, merge)]

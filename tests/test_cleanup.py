@@ -1,0 +1,128 @@
+"""cleanup: remove merged, clean worktrees; keep every unmerged commit and change when forced."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import Result, agent_tree, commit, git, rev, write
+
+Cli = Callable[..., Result]
+
+
+def work(cli: Cli, worktrees: Path, agent: int, files: dict[str, str | bytes | None]) -> str:
+    assert cli("start", str(agent)).code == 0
+    head = commit(agent_tree(worktrees, agent), files, f"agent {agent} work")
+    assert cli("complete", str(agent)).code == 0
+    return head
+
+
+def worktree_paths(repo: Path) -> list[str]:
+    out = git(repo, "worktree", "list", "--porcelain")
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")]
+
+
+def backup_refs(repo: Path) -> dict[str, str]:
+    out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/paradev/backup")
+    return dict(line.split(" ") for line in out.splitlines())
+
+
+def state_agents(repo: Path) -> Any:
+    return json.loads((repo / ".git" / "paradev" / "state.json").read_text())["agents"]
+
+
+def test_merged_clean_worktrees_are_removed(repo: Path, set_up: Path, cli: Cli) -> None:
+    work(cli, set_up, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 0
+
+    result = cli("cleanup")
+
+    assert result.code == 0, result.err
+    assert worktree_paths(repo) == [str(repo)]
+    for agent in (1, 2, 3):
+        assert not agent_tree(set_up, agent).exists()
+        assert git(repo, "branch", "--list", f"parallel-dev/agent-{agent}") != ""  # kept
+    assert state_agents(repo) == {}
+
+
+def test_delete_branches_never_touches_base(repo: Path, set_up: Path, cli: Cli) -> None:
+    work(cli, set_up, 2, {"two.py": "2\n"})
+    assert cli("merge").code == 0
+
+    result = cli("cleanup", "--delete-branches")
+
+    assert result.code == 0, result.err
+    assert git(repo, "branch", "--list", "parallel-dev/*") == ""
+    assert rev(repo, "main")
+    assert (repo / "two.py").exists()
+
+
+def test_dirty_and_unmerged_worktrees_are_refused(repo: Path, set_up: Path, cli: Cli) -> None:
+    work(cli, set_up, 1, {"one.py": "1\n"})  # unmerged
+    write(agent_tree(set_up, 2), {"scratch.py": "wip\n"})  # dirty (untracked counts)
+
+    result = cli("cleanup", "--delete-branches")
+
+    assert result.code == 1
+    assert "agent 1" in result.out and "1 commit(s) not in main" in result.out
+    assert "agent 2" in result.out and "scratch.py" in result.out
+    assert "3 worktree" not in result.err and "2 worktree(s) kept" in result.err
+    assert agent_tree(set_up, 1).is_dir() and agent_tree(set_up, 2).is_dir()
+    assert not agent_tree(set_up, 3).exists()  # the clean, merged one went
+    assert git(repo, "branch", "--list", "parallel-dev/agent-1") != ""
+
+
+def test_force_keeps_unmerged_commits_and_uncommitted_work(
+    repo: Path, set_up: Path, cli: Cli
+) -> None:
+    head = work(cli, set_up, 1, {"one.py": "1\n"})
+    write(agent_tree(set_up, 1), {"one.py": "edited\n", "new.py": "untracked\n"})
+    index_before = git(agent_tree(set_up, 1), "diff", "--cached", "--name-only")
+
+    result = cli("cleanup", "--force", "--delete-branches")
+
+    assert result.code == 0, result.err
+    assert index_before == ""
+    assert not agent_tree(set_up, 1).exists()
+    assert git(repo, "branch", "--list", "parallel-dev/agent-1") == ""
+    kept = backup_refs(repo)
+    commits = [ref for ref in kept if not ref.endswith("-uncommitted")]
+    snapshots = [ref for ref in kept if ref.endswith("-uncommitted")]
+    assert [kept[r] for r in commits] == [head]
+    assert len(snapshots) == 1
+    assert git(repo, "show", f"{snapshots[0]}:one.py") == "edited"
+    assert git(repo, "show", f"{snapshots[0]}:new.py") == "untracked"
+    assert rev(repo, f"{snapshots[0]}^") == head
+
+
+def test_branch_checked_out_elsewhere_is_not_deleted(
+    repo: Path, set_up: Path, cli: Cli, tmp_path: Path
+) -> None:
+    git(repo, "worktree", "remove", str(agent_tree(set_up, 3)))
+    elsewhere = tmp_path / "elsewhere"
+    git(repo, "worktree", "add", "-q", str(elsewhere), "parallel-dev/agent-3")
+
+    result = cli("cleanup", "--delete-branches")
+
+    assert result.code == 1
+    assert f"checked out in {elsewhere}" in result.out
+    assert git(repo, "branch", "--list", "parallel-dev/agent-3") != ""
+    assert elsewhere.is_dir()
+
+
+def test_task_in_progress_blocks_cleanup(set_up: Path, cli: Cli) -> None:
+    assert cli("start", "3").code == 0
+
+    result = cli("cleanup")
+
+    assert result.code == 1
+    assert "task(s) in progress: #13" in result.out
+    assert agent_tree(set_up, 3).is_dir()
+
+
+def test_nothing_to_clean(repo: Path, cli: Cli) -> None:
+    result = cli("cleanup")
+    assert result.code == 0
+    assert "nothing to clean up" in result.out

@@ -1,0 +1,786 @@
+"""The merge train on real repositories: landing, stops, resume, crashes, remote, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_mock import MockerFixture
+
+from paradev import git as paradev_git
+from paradev import train as train_mod
+from paradev.state import StateStore
+from paradev.workspace import open_workspace
+from tests.conftest import PLAN
+from tests.helpers import Result, agent_tree, commit, git, rev, write
+
+Cli = Callable[..., Result]
+
+# Content a conflict test edits: one line both agents change differently.
+UTIL = "VALUE = 1\n"
+
+
+def configure(repo: Path, **settings: Any) -> None:
+    """Commit a plan.toml whose [gate]/[merge]/[project] sections carry ``settings``."""
+    gate = settings.pop("gate", "")
+    timeout = settings.pop("timeout", 60)
+    remote = settings.pop("remote", "")
+    merge = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    text = PLAN.replace('base = "main"\n', f'base = "main"\nremote = {json.dumps(remote)}\n')
+    text = text.replace(
+        '[gate]\ncommand = ""\n',
+        f"[gate]\ncommand = {json.dumps(gate)}\ntimeout = {timeout}\n\n[merge]\n{merge}",
+    )
+    commit(repo, {"plan.toml": text}, "configure the plan")
+    if "origin" in git(repo, "remote").split():
+        git(repo, "push", "-q", "origin", "main")
+
+
+@pytest.fixture
+def setup_with(repo: Path, cli: Cli, worktrees: Path) -> Callable[..., Path]:
+    """Configure the plan, then set up the agent worktrees."""
+
+    def run(**settings: Any) -> Path:
+        configure(repo, **settings)
+        result = cli("setup")
+        assert result.code == 0, result.err
+        return worktrees
+
+    return run
+
+
+def work(cli: Cli, worktrees: Path, agent: int, files: dict[str, str | None], n: int = 1) -> str:
+    """The agent starts its next task, commits ``files`` (in ``n`` commits), completes it."""
+    assert cli("start", str(agent)).code == 0
+    tree = agent_tree(worktrees, agent)
+    head = ""
+    items = list(files.items())
+    for index in range(n):
+        part: dict[str, str | bytes | None] = dict(items[index::n])
+        head = commit(tree, part or {f"note-{agent}-{index}.txt": f"{index}\n"}, f"work {index}")
+    result = cli("complete", str(agent))
+    assert result.code == 0, result.err
+    return head
+
+
+def all_commits(repo: Path) -> set[str]:
+    return set(git(repo, "rev-list", "--all").split())
+
+
+def kept(repo: Path) -> set[str]:
+    """Commits reachable from a branch or a paradev backup ref."""
+    return set(git(repo, "rev-list", "--branches", "--glob=refs/paradev/*").split())
+
+
+def state_of(repo: Path) -> Any:
+    return json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+
+
+def refs(repo: Path, pattern: str = "refs/heads") -> dict[str, str]:
+    out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", pattern)
+    return dict(line.split(" ") for line in out.splitlines())
+
+
+def backups(repo: Path) -> dict[str, str]:
+    """Backup refs by branch (the train id part dropped), for comparing two runs."""
+    return {name.rsplit("/", 1)[0]: sha for name, sha in refs(repo, "refs/paradev/backup").items()}
+
+
+# -- landing -----------------------------------------------------------------------------------
+
+
+def test_merge_lands_every_completed_agent(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    heads = {a: work(cli, trees, a, {f"feature_{a}.py": f"X = {a}\n"}) for a in (1, 2, 3)}
+    before = all_commits(repo)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "gate: none configured" in result.out
+    main = rev(repo, "main")
+    for agent in (1, 2, 3):
+        assert git(repo, "merge-base", "--is-ancestor", f"parallel-dev/agent-{agent}", "main") == ""
+        assert (repo / f"feature_{agent}.py").exists()  # the main work tree followed
+        backup = [r for r in refs(repo, "refs/paradev/backup") if f"agent-{agent}/" in r]
+        assert len(backup) == 1
+        assert rev(repo, backup[0]) == heads[agent]
+    assert git(repo, "status", "--porcelain") == ""
+    state = state_of(repo)
+    assert state["train"] is None
+    assert state["merge_history"][-1]["status"] == "done"
+    landed = {e["agent"]: e["commit"] for e in state["merge_history"][-1]["landed"]}
+    assert landed[state["merge_history"][-1]["order"][-1]] == main
+    for issue, agent in ((11, 1), (12, 2), (13, 3)):
+        record = state["tasks"][str(issue)]
+        assert record["status"] == "merged"
+        assert record["merged_commit"] == landed[agent]
+        assert record["merged_at"]
+    assert before <= kept(repo)
+
+
+def test_merge_with_nothing_to_land(setup_with: Any, cli: Cli) -> None:
+    setup_with()
+    result = cli("merge")
+    assert result.code == 0
+    assert "nothing to land" in result.out
+
+
+def test_agent_with_task_in_progress_is_not_landed(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    assert cli("start", "1").code == 0  # agent 1 now works on #21
+    commit(agent_tree(trees, 1), {"more.py": "m\n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "agent 1: #21 is still in progress; not landed" in result.out
+    assert not (repo / "one.py").exists()
+    assert (repo / "two.py").exists()
+    assert state_of(repo)["tasks"]["11"]["status"] == "completed"
+
+
+def test_on_merge_hook_gets_the_task_data(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    out = repo.parent / "hook.txt"
+    plan = (repo / "plan.toml").read_text()
+    hook = f'echo "$PARADEV_ISSUE $PARADEV_COMMIT $PARADEV_STATUS" >> {out}'
+    commit(repo, {"plan.toml": plan + f"\n[hooks]\non_merge = {json.dumps(hook)}\n"}, "hook")
+    work(cli, trees, 2, {"two.py": "2\n"})
+
+    assert cli("merge").code == 0
+
+    assert out.read_text() == f"12 {rev(repo, 'main')} merged\n"
+
+
+# -- refusals (exit 2, nothing changed) ----------------------------------------------------------
+
+
+def test_dirty_agent_worktree_is_refused(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    write(agent_tree(trees, 1), {"one.py": "changed\n"})
+    main = rev(repo, "main")
+
+    result = cli("merge")
+
+    assert result.code == 2
+    assert "uncommitted changes" in result.err and "one.py" in result.err
+    assert rev(repo, "main") == main
+    assert state_of(repo)["train"] is None
+
+
+def test_dirty_main_worktree_is_refused_but_untracked_files_are_not(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    write(repo, {"README.md": "local edit\n"})
+    assert cli("merge").code == 2
+    assert state_of(repo)["train"] is None
+
+    git(repo, "checkout", "--", "README.md")
+    write(repo, {"scratch.txt": "untracked\n"})
+    result = cli("merge")
+    assert result.code == 0, result.err
+    assert (repo / "one.py").exists()
+    assert (repo / "scratch.txt").read_text() == "untracked\n"
+
+
+def test_base_not_checked_out_moves_by_compare_and_swap(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    git(repo, "checkout", "-q", "--detach")
+    work(cli, trees, 1, {"one.py": "1\n"})
+
+    assert cli("merge").code == 0
+
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")
+    assert not (repo / "one.py").exists()  # the detached main work tree is left alone
+
+
+# -- conflicts ---------------------------------------------------------------------------------
+
+
+def conflicting(cli: Cli, trees: Path) -> None:
+    """Agents 1 and 2 change the same line; agent 3 changes something else."""
+    work(cli, trees, 1, {"src/util.py": "VALUE = 'one'\n"})
+    work(cli, trees, 2, {"src/util.py": "VALUE = 'two'\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+
+
+def stopped_agent(repo: Path) -> int:
+    return int(state_of(repo)["train"]["stop"]["agent"])
+
+
+def test_conflict_stops_with_report_and_continue_finishes(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    before = all_commits(repo)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    agent = stopped_agent(repo)
+    tree = agent_tree(trees, agent)
+    assert (tree / ".git").exists()
+    assert git(tree, "status").startswith("interactive rebase in progress")
+    assert "src/util.py: lines 1-5" in result.out
+    assert f"git -C {tree} add -- src/util.py" in result.out
+    assert "paradev merge --continue" in result.out
+    main_at_stop = rev(repo, "main")
+    assert before <= kept(repo) | all_commits(repo)
+
+    write(tree, {"src/util.py": "VALUE = 'both'\n"})
+    git(tree, "add", "src/util.py")
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert (repo / "src/util.py").read_text() == "VALUE = 'both'\n"
+    assert (repo / "three.py").exists()
+    assert git(repo, "merge-base", "--is-ancestor", main_at_stop, "main") == ""
+    assert state_of(repo)["train"] is None
+    assert before <= kept(repo)
+
+
+def test_continue_with_the_conflict_unresolved_stops_again(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    assert cli("merge").code == 1
+    main = rev(repo, "main")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 1
+    assert rev(repo, "main") == main
+    assert "src/util.py" in result.out
+
+
+def test_abort_restores_the_branch_and_ends_the_train(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    heads = {a: rev(repo, f"parallel-dev/agent-{a}") for a in (1, 2, 3)}
+    before = all_commits(repo)
+    assert cli("merge").code == 1
+    agent = stopped_agent(repo)
+    landed = rev(repo, "main")
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(trees, agent)
+    assert "rebase in progress" not in git(tree, "status")
+    assert rev(repo, f"parallel-dev/agent-{agent}") == heads[agent]
+    assert rev(repo, "main") == landed  # what landed stays
+    state = state_of(repo)
+    assert state["train"] is None
+    assert state["merge_history"][-1]["status"] == "aborted"
+    assert before <= kept(repo)
+    assert cli("merge", "--continue").code == 2  # no train any more
+
+
+def test_abort_leaves_a_rebase_paradev_did_not_start(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    assert cli("merge").code == 1
+    agent = stopped_agent(repo)
+    tree = agent_tree(trees, agent)
+    git(tree, "rebase", "--abort")
+    # the user starts a rebase of their own there
+    git(tree, "rebase", "-q", "--exec", "false", "HEAD~1", check=False)
+    assert "rebase in progress" in git(tree, "status")
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 2
+    assert "not started by this train" in result.err
+    assert "rebase in progress" in git(tree, "status")
+
+
+def test_skip_leaves_the_conflicting_agent_out(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    assert cli("merge").code == 1
+    agent = stopped_agent(repo)
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    assert "rebase in progress" not in git(agent_tree(trees, agent), "status")
+    assert (repo / "three.py").exists()
+    history = state_of(repo)["merge_history"][-1]
+    assert history["skipped"] == [agent]
+    assert state_of(repo)["tasks"][str(10 + agent)]["status"] == "completed"
+
+
+# -- the gate ----------------------------------------------------------------------------------
+
+# Passes for each branch alone, fails when both features are present.
+GATE_BOTH = "! { test -f feature_a.py && test -f feature_b.py; }"
+
+
+def test_gate_runs_on_the_combined_result(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with(gate=GATE_BOTH)
+    work(cli, trees, 1, {"feature_a.py": "a\n"})
+    work(cli, trees, 2, {"feature_b.py": "b\n"})
+    for agent in (1, 2):  # each passes the gate alone
+        assert os.system(f"cd {agent_tree(trees, agent)} && {GATE_BOTH}") == 0
+    before = all_commits(repo)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert "gate exited 1" in result.err
+    first, second = state_of(repo)["train"]["order"]
+    assert rev(repo, "main") == rev(repo, f"parallel-dev/agent-{first}")  # only a passing state
+    assert stopped_agent(repo) == second
+    log = Path(state_of(repo)["train"]["agents"][str(second)]["gate_log"])
+    assert str(log) in result.err
+    assert log.is_file() and log.parent == repo / ".git" / "paradev" / "logs"
+    assert before <= kept(repo)
+
+    # a fix committed on the branch, then --continue re-runs the gate
+    fixed = "feature_b.py" if second == 1 else "feature_a.py"
+    commit(agent_tree(trees, second), {fixed: None}, "drop the clash")
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert rev(repo, "main") == rev(repo, f"parallel-dev/agent-{second}")
+    assert before <= kept(repo)
+
+
+def test_abort_after_a_gate_failure_restores_the_rebased_branch(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(gate=GATE_BOTH)
+    heads = {1: work(cli, trees, 1, {"feature_a.py": "a\n"})}
+    heads[2] = work(cli, trees, 2, {"feature_b.py": "b\n"})
+    assert cli("merge").code == 1
+    second = stopped_agent(repo)
+    assert rev(repo, f"parallel-dev/agent-{second}") != heads[second]  # rebased
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 0, result.err
+    assert rev(repo, f"parallel-dev/agent-{second}") == heads[second]
+    assert git(agent_tree(trees, second), "status", "--porcelain") == ""
+    assert state_of(repo)["train"] is None
+
+
+def test_gate_failure_then_skip(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with(gate=GATE_BOTH)
+    work(cli, trees, 1, {"feature_a.py": "a\n"})
+    work(cli, trees, 2, {"feature_b.py": "b\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    assert cli("merge").code == 1
+    main = rev(repo, "main")
+    skipped = stopped_agent(repo)
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    assert git(repo, "merge-base", "--is-ancestor", main, "main") == ""
+    assert state_of(repo)["tasks"][str(10 + skipped)]["status"] == "completed"
+    files = git(repo, "ls-files")
+    assert not ("feature_a.py" in files and "feature_b.py" in files)
+
+
+def test_no_gate_flag_skips_the_gate(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with(gate="false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    result = cli("merge", "--no-gate")
+    assert result.code == 0, result.err
+    assert "gate: skipped (--no-gate)" in result.out
+    assert (repo / "one.py").exists()
+
+
+def test_gate_argv_list_and_environment(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with(gate=["sh", "-c", 'test "$PARADEV_AGENT" = 2 && test -f two.py'])
+    work(cli, trees, 2, {"two.py": "2\n"})
+    result = cli("merge")
+    assert result.code == 0, result.err
+    assert "gate passed" in result.out
+
+
+def test_gate_timeout_kills_the_whole_process_group(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    trees = setup_with(gate=f"sleep 60 & echo $! > {pidfile}; wait", timeout=1)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    main = rev(repo, "main")
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert "timed out after 1s" in result.err
+    assert rev(repo, "main") == main
+    assert gone(int(pidfile.read_text()))
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    for _ in range(100):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- squash ------------------------------------------------------------------------------------
+
+
+def test_squash_lands_each_task_as_one_conventional_commit(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(squash=True)
+    work(cli, trees, 1, {"a1.py": "1\n", "a2.py": "2\n"}, n=2)
+    work(cli, trees, 1, {"c1.py": "1\n", "c2.py": "2\n", "c3.py": "3\n"}, n=3)  # #21
+    before = all_commits(repo)
+    start = rev(repo, "main")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    log = git(repo, "log", "--format=%s", f"{start}..main").splitlines()
+    assert log == ["feat: Config command (#21)", "feat: Add the status command (#11)"]
+    assert git(repo, "show", "--name-only", "--format=", "main~1").split() == ["a1.py", "a2.py"]
+    assert before <= kept(repo)
+
+
+def test_squash_keeps_a_conventional_prefix() -> None:
+    assert train_mod.squash_message("fix(cli): crash on empty plan", 7) == (
+        "fix(cli): crash on empty plan (#7)\n"
+    )
+    assert train_mod.squash_message("Add status", 3) == "feat: Add status (#3)\n"
+    assert train_mod.squash_message("fixture loader", 4) == "feat: fixture loader (#4)\n"
+
+
+def test_marker_hunks(tmp_path: Path) -> None:
+    file = tmp_path / "f.txt"
+    file.write_text("a\n<<<<<<< ours\nb\n=======\nc\n>>>>>>> theirs\nd\n<<<<<<< x\n>>>>>>> y\n")
+    assert train_mod.marker_hunks(file) == [(2, 6), (8, 9)]
+    assert train_mod.marker_hunks(tmp_path / "missing") == []
+
+
+# -- dry run -----------------------------------------------------------------------------------
+
+
+def test_dry_run_changes_nothing_and_predicts_the_stop(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    refs_before = refs(repo, "refs")
+    status_before = {a: git(agent_tree(trees, a), "status", "--porcelain") for a in (1, 2, 3)}
+    state_before = state_of(repo)["tasks"]
+
+    result = cli("merge", "--dry-run")
+
+    assert result.code == 0, result.err
+    assert refs(repo, "refs") == refs_before
+    assert {a: git(agent_tree(trees, a), "status", "--porcelain") for a in (1, 2, 3)} == (
+        status_before
+    )
+    assert state_of(repo)["tasks"] == state_before
+    assert state_of(repo)["train"] is None
+    predicted = [line for line in result.out.splitlines() if "the train stops here" in line]
+    assert len(predicted) == 1 and "src/util.py (content, lines 1-5)" in predicted[0]
+    predicted_agent = int(predicted[0].split()[1].rstrip(":"))
+
+    real = cli("merge")
+
+    assert real.code == 1
+    assert stopped_agent(repo) == predicted_agent
+    landed_lines = [line for line in result.out.splitlines() if "would land" in line]
+    assert len(state_of(repo)["train"]["landed"]) == len(landed_lines)
+
+
+def test_dry_run_replays_commits_one_by_one(repo: Path, setup_with: Any, cli: Cli) -> None:
+    """A branch that edits a line then reverts it conflicts mid-rebase; the dry run sees it."""
+    trees = setup_with()
+    work(cli, trees, 1, {"src/util.py": "VALUE = 'one'\n"})
+    assert cli("start", "2").code == 0
+    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'two'\n"})
+    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'one'\n"})
+    assert cli("complete", "2").code == 0
+
+    steps = train_mod.dry_run(open_workspace(), lambda _: None)
+
+    outcomes = {s.agent: s.outcome for s in steps}
+    assert sorted(outcomes.values()) == ["conflict", "land"]
+    real = cli("merge")
+    assert real.code == 1
+    assert outcomes[stopped_agent(repo)] == "conflict"
+
+
+# -- crashes -----------------------------------------------------------------------------------
+
+
+class Crash(BaseException):
+    """The process dying at an arbitrary point (nothing catches a BaseException here)."""
+
+
+FIXED_DATES = {
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000",
+}
+
+
+def crash_before(mocker: MockerFixture, name: str) -> None:
+    mocker.patch.object(train_mod, name, side_effect=Crash(name))
+
+
+def crash_after(mocker: MockerFixture, name: str) -> None:
+    real = getattr(train_mod, name)
+
+    def run_then_die(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise Crash(name)
+
+    mocker.patch.object(train_mod, name, side_effect=run_then_die)
+
+
+CRASHES = [
+    ("before", "step_backup"),
+    ("after", "step_backup"),
+    ("before", "step_rebase"),
+    ("after", "step_rebase"),
+    ("before", "run_gate"),  # killed during the gate: it never reported
+    ("after", "run_gate"),  # the gate passed but that was never journaled
+    ("before", "step_squash"),
+    ("before", "move_base"),
+    ("after", "move_base"),  # base moved, not journaled, not pushed
+    ("before", "step_push"),
+    ("after", "step_push"),
+    ("before", "step_mark"),
+    ("after", "step_mark"),
+    ("after", "step_hooks"),
+]
+
+
+def build_scenario(root: Path, template: Path, remote: bool) -> Path:
+    """A repository and its origin (which accepts leased rewrites of agent branches)."""
+    project = root / "project"
+    shutil.copytree(template, project, symlinks=True)
+    if remote:
+        bare = root / "origin.git"
+        git(root, "init", "-q", "--bare", str(bare))
+        git(project, "remote", "add", "origin", str(bare))
+        git(project, "push", "-q", "origin", "main")
+    return project
+
+
+@pytest.mark.parametrize(("when", "step"), CRASHES)
+def test_crash_then_continue_reaches_the_same_refs(
+    when: str,
+    step: str,
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in FIXED_DATES.items():
+        monkeypatch.setenv(name, value)
+    results: list[tuple[dict[str, str], dict[str, str], dict[str, str]]] = []
+    for run in ("clean", "crashed"):
+        project = build_scenario(tmp_path / run, template_repo, remote=True)
+        monkeypatch.chdir(project)
+        configure(project, gate="test -f src/app.py", squash=True, push=True, remote="origin")
+        assert cli("setup").code == 0
+        trees = project.parent / "project-worktrees"
+        work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)
+        work(cli, trees, 2, {"two.py": "2\n"})
+        work(cli, trees, 3, {"three.py": "3\n"})
+        for agent in (1, 2, 3):  # agent branches exist on origin: pushed with a lease
+            git(project, "push", "-q", "origin", f"parallel-dev/agent-{agent}")
+        before = all_commits(project)
+        if run == "crashed":
+            (crash_before if when == "before" else crash_after)(mocker, step)
+            with pytest.raises(Crash):
+                cli("merge")
+            mocker.stopall()
+            assert state_of(project)["train"] is not None
+            result = cli("merge", "--continue")
+        else:
+            result = cli("merge")
+        assert result.code == 0, result.err
+        assert state_of(project)["train"] is None
+        assert before <= kept(project)
+        assert "not pushed" not in result.out  # the agent branches went out with their lease
+        statuses = {k: v["status"] for k, v in state_of(project)["tasks"].items()}
+        assert statuses == {"11": "merged", "12": "merged", "13": "merged"}
+        results.append(
+            (refs(project), backups(project), refs(tmp_path / run / "origin.git", "refs/heads"))
+        )
+    assert results[0] == results[1]
+
+
+def test_interrupt_during_gate_exits_130_and_kills_the_gate(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with(gate="true")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    mocker.patch.object(train_mod, "run_gate", side_effect=KeyboardInterrupt)
+
+    result = cli("merge")
+
+    assert result.code == 130
+    assert state_of(repo)["train"]["agents"]["1"]["step"] == "gate"
+    mocker.stopall()
+    assert cli("merge", "--continue").code == 0
+    assert (repo / "one.py").exists()
+
+
+# -- remote ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_machine(remote: Path, tmp_path: Path) -> Path:
+    clone = tmp_path / "elsewhere"
+    git(tmp_path, "clone", "-q", str(remote), str(clone))
+    return clone
+
+
+def test_push_lands_on_origin_and_another_machine_sees_it(
+    repo: Path, remote: Path, other_machine: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(remote="origin", push=True)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    git(repo, "push", "-q", "origin", "parallel-dev/agent-1")
+    # meanwhile another machine pushes to main
+    git(other_machine, "pull", "-q", "--ff-only")
+    commit(other_machine, {"theirs.py": "t\n"}, "from elsewhere")
+    git(other_machine, "push", "-q", "origin", "main")
+    before = all_commits(repo)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert git(remote, "rev-parse", "main") == rev(repo, "main")
+    assert (repo / "theirs.py").exists()
+    # origin refuses every non-fast-forward, so the rebased agent branch stays as it was there
+    assert "parallel-dev/agent-1 not pushed to origin" in result.out
+    assert git(remote, "rev-parse", "parallel-dev/agent-1") == rev(
+        repo, "refs/remotes/origin/parallel-dev/agent-1"
+    )
+    assert git(remote, "branch", "--list", "parallel-dev/agent-2") == ""
+    git(other_machine, "pull", "-q", "--ff-only")
+    assert (other_machine / "one.py").exists() and (other_machine / "two.py").exists()
+    assert before <= kept(repo)
+
+
+def test_rewritten_agent_branch_is_pushed_with_a_lease(
+    repo: Path, remote: Path, setup_with: Any, cli: Cli
+) -> None:
+    git(remote, "config", "receive.denyNonFastForwards", "false")
+    trees = setup_with(remote="origin", push=True)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "base moves")
+    git(repo, "push", "-q", "origin", "main")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    git(repo, "push", "-q", "origin", "parallel-dev/agent-1")
+    old = rev(repo, "parallel-dev/agent-1")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    new = rev(repo, "parallel-dev/agent-1")
+    assert new != old  # it was rebased
+    assert git(remote, "rev-parse", "parallel-dev/agent-1") == new
+    assert git(remote, "rev-parse", "main") == new
+    assert old in kept(repo)
+
+
+def test_push_is_off_without_the_flag_and_no_push_wins(
+    repo: Path, remote: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(remote="origin", push=True)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    origin_main = git(remote, "rev-parse", "main")
+    assert cli("merge", "--no-push").code == 0
+    assert git(remote, "rev-parse", "main") == origin_main
+    assert cli("merge", "--push", "--no-push").code == 2
+
+
+def test_push_needs_a_remote(setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    result = cli("merge", "--push")
+    assert result.code == 2
+    assert "project.remote" in result.err
+
+
+def test_rejected_push_stops_and_continue_retries(
+    repo: Path,
+    remote: Path,
+    other_machine: Path,
+    setup_with: Any,
+    cli: Cli,
+    mocker: MockerFixture,
+) -> None:
+    trees = setup_with(remote="origin", push=True)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    real_push = paradev_git.push
+
+    def race(*args: Any, **kwargs: Any) -> None:
+        """Another machine pushes to main just before we do."""
+        git(other_machine, "pull", "-q", "--ff-only")
+        commit(other_machine, {"theirs.py": "t\n"}, "from elsewhere")
+        git(other_machine, "push", "-q", "origin", "main")
+        mocker.stopall()
+        real_push(*args, **kwargs)
+
+    mocker.patch.object(paradev_git, "push", side_effect=race)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert "refused main" in result.err
+    assert git(remote, "rev-parse", "main") == rev(other_machine, "main")  # never forced
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")  # landed locally
+    assert state_of(repo)["train"]["stop"]["reason"] == "push"
+
+
+def test_agent_branch_with_foreign_commits_on_origin_is_not_overwritten(
+    repo: Path, remote: Path, other_machine: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(remote="origin", push=True)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    git(repo, "push", "-q", "origin", "parallel-dev/agent-1")
+    git(other_machine, "fetch", "-q")
+    git(other_machine, "checkout", "-q", "parallel-dev/agent-1")
+    theirs = commit(other_machine, {"extra.py": "x\n"}, "pushed from elsewhere")
+    git(other_machine, "push", "-q", "origin", "parallel-dev/agent-1")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "not pushing it" in result.out
+    assert git(remote, "rev-parse", "parallel-dev/agent-1") == theirs
+
+
+def test_state_store_sees_no_train_after_a_clean_run(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 3, {"three.py": "3\n"})
+    assert cli("merge").code == 0
+    assert StateStore(repo / ".git").read().train is None
