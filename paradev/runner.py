@@ -1,0 +1,860 @@
+"""Launching agents: the batch to run, prompt files, logs, timeouts, live progress, hand-back.
+
+Agents start from the argv template ``agents.command`` whose placeholders are
+replaced argument by argument, never through a shell, so plan and issue text
+(a title such as ``$(rm -rf ~)``) reaches the agent verbatim. Each agent runs
+in its own process group, so a timeout or Ctrl-C stops everything it spawned.
+Everything is polled from one thread: state changes stay in order and a
+Ctrl-C always lands where the cleanup is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from paradev.errors import GitError, ParadevError, PreconditionError
+from paradev.git import (
+    changed_paths,
+    commit_all,
+    commit_subjects,
+    content_merged,
+    current_branch,
+    git_env,
+    is_ancestor,
+    reset_keep,
+    unfinished_operation,
+    update_ref,
+)
+from paradev.hooks import HookResult, run_hook, task_env
+from paradev.lifecycle import assign, complete, current_task, parse_int, start
+from paradev.plan import Batch, Task
+from paradev.state import (
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    MERGED,
+    PLANNED,
+    State,
+    TaskRecord,
+    now,
+)
+from paradev.train import squash_message
+from paradev.workspace import Workspace
+
+PLACEHOLDER = re.compile(r"\{(prompt_file|worktree|branch|agent|issue|title)\}")
+POLL_SECONDS = 0.1
+KILL_GRACE_SECONDS = 3.0
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class LaunchError(ParadevError):
+    """The agent command could not be started at all."""
+
+
+# -- choosing what to run -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BranchMove:
+    """An agent branch whose work is all in base, moved to base before its next task."""
+
+    agent: int
+    branch: str
+    old: str
+    new: str
+    backup: str | None  # set when old is not an ancestor of new (e.g. squash-merged)
+
+    def describe(self, base: str) -> str:
+        kept = f"; old head kept as {self.backup}" if self.backup else ""
+        return f"agent {self.agent}: move {self.branch} to {base} ({self.new[:12]}){kept}"
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What run-batch is about to do, decided before anything changes."""
+
+    batch: Batch
+    queues: dict[int, list[Task]]  # agent -> its tasks to run, in order
+    notes: list[str] = field(default_factory=list)  # tasks left out, and why
+    moves: list[BranchMove] = field(default_factory=list)
+
+
+def parse_agents(text: str, ws: Workspace) -> list[int] | None:
+    """``--agents 1,3`` -> [1, 3]; "" -> None (every agent)."""
+    if not text.strip():
+        return None
+    agents = [parse_int(part.strip(), "--agents") for part in text.split(",") if part.strip()]
+    for agent in agents:
+        ws.check_agent(agent)
+    return sorted(set(agents))
+
+
+def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = None) -> BatchRun:
+    """Choose the batch and its tasks and check every precondition; changes nothing."""
+    state = ws.store.read()
+    batch = choose_batch(ws, state, name)
+    require_unblocked(ws, state, batch)
+    queues, notes = queue_tasks(state, batch, agents)
+    problems: list[str] = []
+    for agent, tasks in queues.items():
+        problems += _agent_problems(ws, state, agent, tasks)
+    if ws.plan.instructions and not instructions_path(ws).is_file():
+        problems.append(f"agents.instructions: {instructions_path(ws)} does not exist")
+    moves: list[BranchMove] = []
+    if not problems:
+        for agent, tasks in queues.items():
+            try:
+                move = branch_move(ws, state, agent, tasks[0])
+            except PreconditionError as err:
+                problems.append(str(err))
+            else:
+                moves += [move] if move else []
+    if problems:
+        raise PreconditionError(f"cannot run batch {batch.name!r}: " + "; ".join(problems))
+    return BatchRun(batch=batch, queues=queues, notes=notes, moves=moves)
+
+
+def choose_batch(ws: Workspace, state: State, name: str | None) -> Batch:
+    """The named batch, else the first one with a task not merged yet."""
+    if name:
+        batch = ws.plan.batch(name)
+        if batch is None:
+            names = ", ".join(b.name for b in ws.plan.batches) or "none"
+            raise PreconditionError(f"no batch named {name!r} in the plan (batches: {names})")
+        return batch
+    for batch in ws.plan.batches:
+        if any(state.status(t.issue) != MERGED for t in batch.tasks):
+            return batch
+    raise PreconditionError(
+        "every batch of the plan is merged; add tasks to plan.toml or with 'paradev assign'"
+    )
+
+
+def require_unblocked(ws: Workspace, state: State, batch: Batch) -> None:
+    """Refuse, naming them, while tasks of earlier batches are not merged."""
+    needed = {dep: t.issue for t in batch.tasks for dep in t.depends_on}
+    blocking: list[str] = []
+    for earlier in ws.plan.batches[: ws.plan.batches.index(batch)]:
+        for task in earlier.tasks:
+            status = state.status(task.issue)
+            if status != MERGED:
+                why = f", needed by #{needed[task.issue]}" if task.issue in needed else ""
+                blocking.append(
+                    f"#{task.issue} {task.title!r} (batch {earlier.name!r}, "
+                    f"agent {task.agent}, {status}{why})"
+                )
+    if blocking:
+        raise PreconditionError(
+            f"batch {batch.name!r} cannot start until earlier work is merged: "
+            + "; ".join(blocking)
+            + ". Finish and land it first ('paradev run-batch', 'paradev merge')"
+        )
+
+
+def queue_tasks(
+    state: State, batch: Batch, agents: list[int] | None
+) -> tuple[dict[int, list[Task]], list[str]]:
+    """Each agent's tasks to run (a task already in progress first), and notes on the rest."""
+    queues: dict[int, list[Task]] = {}
+    notes: list[str] = []
+    for task in batch.tasks:
+        if agents is not None and task.agent not in agents:
+            continue
+        status = state.status(task.issue)
+        waiting = [d for d in task.depends_on if state.status(d) != MERGED]
+        if status in (COMPLETED, MERGED):
+            notes.append(f"#{task.issue} (agent {task.agent}) is already {status}")
+        elif waiting:
+            deps = ", ".join(f"#{d}" for d in waiting)
+            notes.append(f"#{task.issue} (agent {task.agent}) waits for {deps} to be merged")
+        else:
+            queues.setdefault(task.agent, []).append(task)
+    for tasks in queues.values():
+        tasks.sort(key=lambda t: state.status(t.issue) != IN_PROGRESS)
+    return dict(sorted(queues.items())), notes
+
+
+def _agent_problems(ws: Workspace, state: State, agent: int, tasks: list[Task]) -> list[str]:
+    worktree, branch = ws.worktree(agent), ws.branch(agent)
+    if not (worktree / ".git").exists():
+        return [f"agent {agent} has no worktree at {worktree}; run 'paradev setup'"]
+    problems = []
+    busy = current_task(ws, state, agent)
+    if busy is not None and busy not in tasks:
+        problems.append(
+            f"agent {agent} is working on #{busy.issue} of batch {busy.batch!r}; "
+            f"finish it with 'paradev complete {agent}'"
+        )
+    on = current_branch(worktree)
+    if on != branch:
+        problems.append(f"{worktree} is on {on or 'a detached HEAD'}, not {branch}")
+    operation = unfinished_operation(worktree)
+    if operation:
+        problems.append(
+            f"{worktree} has a {operation} in progress; finish it first "
+            "('paradev merge --continue' or '--abort' if the merge train started it)"
+        )
+    return problems
+
+
+def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchMove | None:
+    """Move a fully merged branch to base before a fresh task; refuse to drop unmerged commits.
+
+    A task that failed or is in progress keeps its branch: the commits are its own work.
+    """
+    if state.status(first.issue) in (IN_PROGRESS, FAILED):
+        return None
+    git, base, branch = ws.git, ws.plan.base, ws.branch(agent)
+    new, old = git.rev(f"refs/heads/{base}"), git.rev(f"refs/heads/{branch}")
+    if new is None or old is None:
+        missing = base if new is None else branch
+        raise PreconditionError(f"branch {missing} does not exist; run 'paradev setup'")
+    if old == new:
+        return None
+    if is_ancestor(git, old, new):
+        return BranchMove(agent, branch, old, new, backup=None)
+    if content_merged(git, new, old):
+        backup = f"refs/paradev/backup/{branch}/{_stamp()}"
+        return BranchMove(agent, branch, old, new, backup=backup)
+    extra = commit_subjects(git, new, old)
+    shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+    raise PreconditionError(
+        f"agent {agent}'s branch {branch} has {len(extra)} commit(s) not on {base} ({shown}); "
+        "land them first ('paradev merge') or move them to another branch"
+    )
+
+
+def describe(ws: Workspace, run: BatchRun, launch: bool) -> list[str]:
+    """What run-batch would do (``--dry-run``): moves, starts and the exact argv of each agent."""
+    import shlex
+
+    state = ws.store.read()
+    lines = [f"batch {run.batch.name!r}:"]
+    lines += [f"  {move.describe(ws.plan.base)}" for move in run.moves]
+    for agent, tasks in run.queues.items():
+        for task in tasks:
+            verb = "resume" if state.status(task.issue) == IN_PROGRESS else "start"
+            lines.append(f"  agent {agent}: {verb} #{task.issue} {task.title}")
+            if launch:
+                argv = agent_argv(ws, task, prompt_path(ws, task))
+                lines.append(f"    in {ws.worktree(agent)}: {shlex.join(argv)}")
+    return lines
+
+
+def apply_moves(ws: Workspace, moves: Sequence[BranchMove]) -> None:
+    for move in moves:
+        if move.backup:
+            update_ref(ws.git, move.backup, move.old, "", reason="paradev run-batch: backup")
+        reset_keep(ws.worktree(move.agent), move.new)
+
+
+def assign_planned(ws: Workspace, run: BatchRun) -> None:
+    """Mark every planned task of the run assigned (the plan already holds them)."""
+    state = ws.store.read()
+    for tasks in run.queues.values():
+        for task in tasks:
+            if state.status(task.issue) == PLANNED:
+                assign(ws, task.agent, task.issue, task.title, task.hours, task.batch)
+
+
+# -- prompts, logs, commands -------------------------------------------------------------
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def instructions_path(ws: Workspace) -> Path:
+    return ws.repo.main_root / ws.plan.instructions
+
+
+def prompt_path(ws: Workspace, task: Task) -> Path:
+    """Outside every worktree (in the git common dir), so it is never committed."""
+    return ws.store.dir / "prompts" / f"issue-{task.issue}.md"
+
+
+def log_path(ws: Workspace, name: str) -> Path:
+    return ws.store.dir / "logs" / f"{name}.log"
+
+
+def _bullets(items: Sequence[str], empty: str) -> list[str]:
+    return [f"- {item}" for item in items] if items else [f"- {empty}"]
+
+
+def _instructions(ws: Workspace) -> list[str]:
+    if not ws.plan.instructions:
+        return []
+    text = instructions_path(ws).read_text(encoding="utf-8", errors="replace")
+    return ["", f"## Project instructions ({ws.plan.instructions})", "", text.rstrip()]
+
+
+def _neighbours(ws: Workspace, task: Task) -> list[str]:
+    """The other agents of the batch: what they declare and what their branches changed."""
+    batch = ws.plan.batch(task.batch)
+    lines = []
+    for other in batch.tasks if batch else ():
+        if other.agent == task.agent:
+            continue
+        branch = ws.branch(other.agent)
+        changed = (
+            changed_paths(ws.git, ws.plan.base, branch)
+            if ws.git.rev(f"refs/heads/{branch}")
+            else []
+        )
+        declared = ", ".join(other.files) or "nothing declared"
+        line = f"agent {other.agent}: #{other.issue} {other.title} (declares: {declared}"
+        line += f"; already changed: {', '.join(changed)})" if changed else ")"
+        lines.append(line)
+    return lines
+
+
+def task_prompt(ws: Workspace, task: Task) -> str:
+    """The prompt file of one task: what to do, and what the other agents are touching."""
+    branch, worktree = ws.branch(task.agent), ws.worktree(task.agent)
+    lines = [
+        f"# Issue #{task.issue}: {task.title}",
+        "",
+        f"You are agent {task.agent} of batch {task.batch!r}, working in {worktree} "
+        f"on branch {branch} (based on {ws.plan.base}). Estimated effort: {task.hours:g}h.",
+        "",
+        "## Task",
+        "",
+        task.prompt.strip() or f"Implement issue #{task.issue}: {task.title}.",
+        "",
+        "## Files this task is expected to change",
+        "",
+        *_bullets(list(task.files), "not declared: keep the change focused"),
+        "",
+        "## Other agents in this batch: avoid touching their files",
+        "",
+        *_bullets(_neighbours(ws, task), "none: you are alone in this batch"),
+        *_instructions(ws),
+        "",
+        "## When you are done",
+        "",
+        f"Commit your work on {branch} and exit 0 (paradev commits whatever you leave "
+        "uncommitted); exit non-zero if you could not do the task. Do not switch branches, "
+        "rebase, merge or push: paradev lands the work.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def conflict_prompt(ws: Workspace, task: Task, report: str) -> str:
+    """The prompt that hands a stopped rebase back to the agent that owns the branch."""
+    branch, worktree = ws.branch(task.agent), ws.worktree(task.agent)
+    return "\n".join(
+        [
+            f"# Resolve a rebase conflict on {branch} (issue #{task.issue}: {task.title})",
+            "",
+            f"paradev's merge train is rebasing {branch} onto {ws.plan.base} in {worktree}, "
+            "and the rebase stopped on a conflict with work that already landed.",
+            "",
+            "## The conflict",
+            "",
+            report.rstrip(),
+            "",
+            "## What to do",
+            "",
+            "1. Edit each conflicted file so it keeps the intent of both sides, and remove "
+            "every conflict marker (<<<<<<<, |||||||, =======, >>>>>>>).",
+            "2. `git add <file>` for each resolved file.",
+            "3. `GIT_EDITOR=true git rebase --continue`; if the next commit stops too, "
+            "resolve it the same way.",
+            "4. Exit 0 once `git status` shows no rebase in progress; exit non-zero if you "
+            "cannot resolve it.",
+            "",
+            "Do not run `git rebase --abort`, reset, switch branches or push: paradev checks "
+            "the result, runs the gate and goes on with the train.",
+            "",
+        ]
+    )
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def expand_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Each argument with its ``{name}`` placeholders replaced; inserted text is not re-scanned."""
+    return [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
+
+
+def agent_argv(ws: Workspace, task: Task, prompt: Path) -> list[str]:
+    values = {
+        "prompt_file": str(prompt),
+        "worktree": str(ws.worktree(task.agent)),
+        "branch": ws.branch(task.agent),
+        "agent": str(task.agent),
+        "issue": str(task.issue),
+        "title": task.title,
+    }
+    return expand_argv(ws.plan.agent_command, values)
+
+
+def agent_env(ws: Workspace, task: Task, prompt: Path, log: Path, mode: str) -> dict[str, str]:
+    """The user's environment (in their locale) plus the PARADEV_* task variables."""
+    env = git_env(task_env(ws, task, prompt_file=str(prompt), log=str(log), mode=mode))
+    env.pop("LC_ALL", None)
+    if "LC_ALL" in os.environ:
+        env["LC_ALL"] = os.environ["LC_ALL"]
+    return env
+
+
+def launch(
+    ws: Workspace, task: Task, prompt: Path, log: Path, mode: str
+) -> subprocess.Popen[bytes]:
+    """Start the agent command in its worktree, in a new process group, output to ``log``."""
+    argv = agent_argv(ws, task, prompt)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"=== paradev {now()}: {mode} #{task.issue}: {argv!r}\n".encode())
+        out.flush()
+        try:
+            return subprocess.Popen(
+                argv,
+                cwd=ws.worktree(task.agent),
+                env=agent_env(ws, task, prompt, log, mode),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise LaunchError(f"cannot launch {argv[0]!r}: {exc.strerror or exc}") from None
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the agent and everything it spawned: SIGTERM, then SIGKILL after a grace period."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+    _signal_group(proc, signal.SIGKILL)  # children that outlived their leader
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def last_line(path: Path, limit: int = 4096) -> str:
+    """The last non-empty line of a log, without terminal escapes (for the live table)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - limit))
+            data = handle.read()
+    except OSError:
+        return ""
+    lines = (_CONTROL.sub("", line).strip() for line in data.decode(errors="replace").splitlines())
+    return next((line for line in reversed(list(lines)) if line), "")
+
+
+@contextmanager
+def ignoring_interrupts() -> Iterator[None]:
+    """A second Ctrl-C must not cut the cleanup of the first one short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- state changes around one task ---------------------------------------------------------
+
+
+def commit_message(task: Task) -> str:
+    """The merge train's conventional message for the task, saying who committed it."""
+    note = f"Left uncommitted by agent {task.agent}; committed by paradev run-batch."
+    return f"{squash_message(task.title, task.issue)}\n{note}\n"
+
+
+def begin(ws: Workspace, task: Task) -> tuple[TaskRecord, HookResult | None]:
+    """Start the task (unless already in progress) and run the on_start hook when it starts."""
+    state = ws.store.read()
+    if state.status(task.issue) == IN_PROGRESS:
+        return state.tasks[task.issue], None
+    _, record = start(ws, task.agent, task.issue)
+    return record, run_hook(ws, "on_start", task, record)
+
+
+def record_log(ws: Workspace, task: Task, log: Path) -> None:
+    with ws.store.update() as state:
+        state.task(task.issue, task.agent).log = str(log)
+
+
+def mark_failed(ws: Workspace, task: Task, error: str) -> None:
+    """Mark a task in progress failed with why; it can be started again by run-batch."""
+    with ws.store.update() as state:
+        record = state.task(task.issue, task.agent)
+        if record.status == IN_PROGRESS:
+            record.status, record.failed_at, record.error = FAILED, now(), error
+
+
+def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
+    """After an agent exited 0: commit its leftovers, complete the task from the real diff.
+
+    Raises PreconditionError when the worktree is not in a state to complete.
+    """
+    worktree, branch = ws.worktree(task.agent), ws.branch(task.agent)
+    operation = unfinished_operation(worktree)
+    if operation:
+        raise PreconditionError(f"the agent exited 0 but left a {operation} unfinished")
+    on = current_branch(worktree)
+    if on != branch:
+        raise PreconditionError(f"the agent left its worktree on {on or 'a detached HEAD'}")
+    try:
+        leftover = commit_all(worktree, commit_message(task))
+    except GitError as err:
+        raise PreconditionError(f"could not commit what the agent left: {err}") from None
+    done = complete(ws, task.agent)
+    detail = f"{len(done.record.files_modified)} file(s) changed"
+    if leftover:
+        detail += f", uncommitted work committed as {leftover[:12]}"
+    return detail, run_hook(ws, "on_complete", done.task, done.record)
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One agent's line in the live table."""
+
+    agent: int
+    issue: int
+    state: str
+    elapsed: float
+    last: str
+
+
+class Progress(Protocol):
+    def event(self, text: str) -> None: ...
+
+    def show(self, rows: list[Row]) -> None: ...
+
+
+class LineProgress:
+    """One line per event (not a terminal: logs, CI, tests)."""
+
+    def __init__(self, echo: Callable[[str], None] = print) -> None:
+        self.echo = echo
+
+    def event(self, text: str) -> None:
+        self.echo(text)
+
+    def show(self, rows: list[Row]) -> None:
+        """Nothing: without a terminal only events are printed."""
+
+
+class LiveProgress:
+    """A rich table refreshed in place on a terminal; events scroll above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console()
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+        self.live.start()
+
+    def event(self, text: str) -> None:
+        self.live.console.print(text, markup=False, highlight=False)
+
+    def show(self, rows: list[Row]) -> None:
+        from rich.table import Table
+
+        table = Table("agent", "issue", "state", "elapsed", "last log line", expand=False)
+        for row in rows:
+            table.add_row(
+                str(row.agent), f"#{row.issue}", row.state, f"{row.elapsed:.0f}s", row.last[-70:]
+            )
+        self.live.update(table)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+@contextmanager
+def progress_display(live: bool) -> Iterator[Progress]:
+    """The live table on a terminal, one line per event otherwise."""
+    if not live:
+        yield LineProgress()
+        return
+    display = LiveProgress()
+    try:
+        yield display
+    finally:
+        display.close()
+
+
+# -- running a batch --------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    task: Task
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one task of the run ended: completed, failed, or not started."""
+
+    task: Task
+    status: str
+    detail: str
+    log: Path | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task started without launching an agent (``--no-launch``)."""
+
+    task: Task
+    worktree: Path
+    branch: str
+    prompt: Path
+    queued: tuple[Task, ...]
+
+
+def start_only(ws: Workspace, run: BatchRun, progress: Progress) -> list[Started]:
+    """``--no-launch``: move branches, assign, start each agent's first task, write prompts."""
+    apply_moves(ws, run.moves)
+    assign_planned(ws, run)
+    started = []
+    for agent, tasks in run.queues.items():
+        task = tasks[0]
+        _, hook = begin(ws, task)
+        _report_hook(progress, hook)
+        prompt = write_text(prompt_path(ws, task), task_prompt(ws, task))
+        started.append(
+            Started(task, ws.worktree(agent), ws.branch(agent), prompt, tuple(tasks[1:]))
+        )
+    return started
+
+
+def run_batch(
+    ws: Workspace,
+    run: BatchRun,
+    progress: Progress,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Outcome]:
+    """Launch every agent of the batch at once, wait, and complete or fail each task."""
+    apply_moves(ws, run.moves)
+    assign_planned(ws, run)
+    return Supervisor(ws, run.queues, progress, clock).run()
+
+
+def _report_hook(progress: Progress, hook: HookResult | None) -> None:
+    if hook is not None and not hook.ok:
+        progress.event(f"warning: {hook.describe()}")
+
+
+def pause() -> None:
+    """Between two polls of the running agents."""
+    time.sleep(POLL_SECONDS)
+
+
+class Supervisor:
+    """Runs each agent's queue of tasks; all agents at once, each agent's tasks in order."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        queues: Mapping[int, Sequence[Task]],
+        progress: Progress,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ws = ws
+        self.progress = progress
+        self.clock = clock
+        self.pending = {agent: deque(tasks) for agent, tasks in queues.items()}
+        self.running: dict[int, Running] = {}
+        self.outcomes: list[Outcome] = []
+
+    def run(self) -> list[Outcome]:
+        try:
+            for agent in self.pending:
+                self._next(agent)
+            while self.running:
+                self._poll()
+                self.progress.show(self.rows())
+                pause()
+        except KeyboardInterrupt:
+            with ignoring_interrupts():
+                self._interrupt()
+            raise
+        return self.outcomes
+
+    def rows(self) -> list[Row]:
+        now_ = self.clock()
+        rows = [
+            Row(a, r.task.issue, "running", now_ - r.started, last_line(r.log))
+            for a, r in self.running.items()
+        ]
+        rows += [Row(o.task.agent, o.task.issue, o.status, 0.0, o.detail) for o in self.outcomes]
+        rows += [Row(a, t.issue, "queued", 0.0, "") for a, q in self.pending.items() for t in q]
+        return sorted(rows, key=lambda r: (r.agent, r.issue))
+
+    def _next(self, agent: int) -> None:
+        queue = self.pending[agent]
+        if not queue:
+            return
+        task = queue.popleft()
+        try:
+            self.running[agent] = self._launch(task)
+        except ParadevError as err:
+            mark_failed(self.ws, task, str(err))
+            self._done(task, FAILED, str(err), None)
+
+    def _launch(self, task: Task) -> Running:
+        _, hook = begin(self.ws, task)
+        _report_hook(self.progress, hook)
+        prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
+        log = log_path(self.ws, f"issue-{task.issue}")
+        record_log(self.ws, task, log)
+        proc = launch(self.ws, task, prompt, log, mode="task")
+        started = self.clock()
+        self.progress.event(
+            f"agent {task.agent}: started #{task.issue} {task.title} (pid {proc.pid}, log {log})"
+        )
+        return Running(task, proc, log, started, started + self.ws.plan.agent_timeout)
+
+    def _poll(self) -> None:
+        for agent, running in list(self.running.items()):
+            code = running.proc.poll()
+            if code is None and self.clock() >= running.deadline:
+                stop_group(running.proc)
+                del self.running[agent]
+                self._fail(running, f"timed out after {self.ws.plan.agent_timeout:g}s")
+            elif code is not None:
+                del self.running[agent]
+                self._exited(running, code)
+
+    def _exited(self, running: Running, code: int) -> None:
+        task = running.task
+        if code != 0:
+            self._fail(running, f"exit code {code}")
+            return
+        try:
+            detail, hook = finish_task(self.ws, task)
+        except ParadevError as err:
+            self._fail(running, str(err))
+            return
+        _report_hook(self.progress, hook)
+        elapsed = self.clock() - running.started
+        self._done(task, COMPLETED, f"{detail} in {elapsed:.1f}s", running.log)
+        self._next(task.agent)
+
+    def _fail(self, running: Running, error: str) -> None:
+        mark_failed(self.ws, running.task, f"{error}; see {running.log}")
+        self._done(running.task, FAILED, error, running.log)
+
+    def _done(self, task: Task, status: str, detail: str, log: Path | None) -> None:
+        self.outcomes.append(Outcome(task, status, detail, log))
+        where = f" (log {log})" if log and status == FAILED else ""
+        self.progress.event(f"agent {task.agent}: #{task.issue} {status}: {detail}{where}")
+        if status == FAILED:
+            self._skip_rest(task.agent, f"not started: #{task.issue} failed before it")
+
+    def _skip_rest(self, agent: int, why: str) -> None:
+        queue = self.pending[agent]
+        while queue:
+            task = queue.popleft()
+            self.outcomes.append(Outcome(task, "not started", why))
+            self.progress.event(f"agent {agent}: #{task.issue} {why}")
+
+    def _interrupt(self) -> None:
+        for agent, running in list(self.running.items()):
+            stop_group(running.proc)
+            del self.running[agent]
+            self._fail(running, "interrupted (Ctrl-C); 'paradev run-batch' starts it again")
+
+
+# -- handing a conflict back ------------------------------------------------------------------
+
+
+def hand_back_task(ws: Workspace, agent: int) -> Task:
+    """The task whose branch is being landed: completed, else in progress, else next unmerged."""
+    state = ws.store.read()
+    tasks = ws.tasks_of(agent)
+    for wanted in (COMPLETED, IN_PROGRESS):
+        found = [t for t in tasks if state.status(t.issue) == wanted]
+        if found:
+            return found[-1]
+    unmerged = [t for t in tasks if state.status(t.issue) != MERGED]
+    if unmerged or tasks:
+        return (unmerged or tasks)[0]
+    return Task(agent=agent, issue=0, title="resolve the rebase conflict", hours=0.0, batch="")
+
+
+def hand_back_conflict(
+    ws: Workspace,
+    agent: int,
+    report: str,
+    *,
+    notify: Callable[[str], None] = print,
+) -> bool:
+    """Launch the agent's command to resolve a stopped rebase; True when it exited 0.
+
+    The merge train checks the rebase itself afterwards; this only reports
+    whether the agent ran and said it succeeded.
+    """
+    if not ws.plan.agent_command:
+        notify("no agents.command in plan.toml: nobody to hand the conflict back to")
+        return False
+    task = hand_back_task(ws, agent)
+    stamp = _stamp()
+    prompt = write_text(
+        ws.store.dir / "prompts" / f"conflict-agent-{agent}-{stamp}.md",
+        conflict_prompt(ws, task, report),
+    )
+    log = log_path(ws, f"conflict-agent-{agent}")
+    try:
+        proc = launch(ws, task, prompt, log, mode="conflict")
+    except LaunchError as err:
+        notify(str(err))
+        return False
+    notify(f"handed the conflict back to agent {agent} (prompt {prompt}, log {log})")
+    code = wait_for(proc, ws.plan.agent_timeout)
+    if code is None:
+        notify(f"agent {agent} timed out after {ws.plan.agent_timeout:g}s and was stopped")
+        return False
+    notify(f"agent {agent} exited {code}")
+    return code == 0
+
+
+def wait_for(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The agent's exit code, or None after stopping it at the timeout; Ctrl-C stops it too."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        return None
+    except KeyboardInterrupt:
+        with ignoring_interrupts():
+            stop_group(proc)
+        raise

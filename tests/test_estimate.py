@@ -1,0 +1,126 @@
+"""estimate: sequential vs parallel hours with the critical path, overhead, savings and cost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from paradev import plan as plan_mod
+from paradev.errors import PlanError
+from paradev.estimate import estimate, render
+from tests.helpers import Result
+
+PLAN = """
+[agents]
+count = 2
+
+[estimate]
+overhead = 0.25
+input_tokens = 1000000
+output_tokens = 100000
+input_price = 2.0
+output_price = 10.0
+currency = "EUR"
+
+[[batches]]
+name = "a"
+  [[batches.tasks]]
+  agent = 2
+  issue = 3
+  title = "waits for #1, on another agent"
+  hours = 1.5
+  depends_on = [1]
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "first"
+  hours = 2.0
+  [[batches.tasks]]
+  agent = 1
+  issue = 2
+  title = "second, same agent"
+  hours = 1.0
+
+[[batches]]
+name = "b"
+  [[batches.tasks]]
+  agent = 1
+  issue = 4
+  title = "later"
+  hours = 1.0
+"""
+
+
+def parse(text: str) -> plan_mod.Plan:
+    return plan_mod.parse(text, Path("plan.toml"))
+
+
+def test_parallel_schedule_follows_agents_and_dependencies() -> None:
+    result = estimate(parse(PLAN))
+
+    first, second = result.batches
+    # agent 1: #1 0-2h, #2 2-3h; agent 2: #3 waits for #1, 2-3.5h
+    assert (first.name, first.hours, first.critical_path) == ("a", 3.5, [1, 3])
+    assert first.agents == {1: 3.0, 2: 1.5}
+    assert (second.hours, second.critical_path) == (1.0, [4])
+    assert result.sequential_hours == 5.5
+    assert result.overhead_hours == 0.5
+    assert result.parallel_hours == 5.0
+    assert result.saved_hours == 0.5
+    assert result.saved_percent == pytest.approx(100 * 0.5 / 5.5)
+    assert result.speedup == pytest.approx(1.1)
+
+
+def test_cost_uses_the_configured_tokens_and_prices() -> None:
+    cost = estimate(parse(PLAN)).cost
+    assert cost.tasks == 4
+    assert cost.input_tokens == 4_000_000
+    assert cost.output_tokens == 400_000
+    assert cost.total == 12.0  # 4M x 2/M + 0.4M x 10/M
+    assert cost.currency == "EUR"
+
+
+def test_an_empty_plan_saves_nothing() -> None:
+    result = estimate(parse("[agents]\ncount = 1\n"))
+    assert result.batches == []
+    assert (result.sequential_hours, result.parallel_hours, result.saved_percent) == (0, 0, 0)
+    assert result.speedup == 1.0
+
+
+def test_render_names_every_figure() -> None:
+    parsed = parse(PLAN)
+    text = render(estimate(parsed), parsed)
+    assert "#1 -> #3" in text
+    assert "sequential (one task at a time):" in text
+    assert "+0.5h" in text
+    assert "0.5h (9%, 1.10x faster)" in text
+    assert "12.00 EUR" in text
+
+
+def test_estimate_settings_are_validated() -> None:
+    with pytest.raises(PlanError) as caught:
+        parse("[estimate]\noverhead = -1\ninput_price = 'free'\nspeed = 2\n")
+    message = str(caught.value)
+    assert "estimate.overhead: expected a finite number >= 0" in message
+    assert "estimate.input_price: expected a finite number >= 0" in message
+    assert "estimate.speed: unknown key" in message
+
+
+def test_estimate_command_prints_json_with_stable_keys(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    result = cli("estimate", "--json")
+
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["sequential_hours"] == 6.5
+    assert data["parallel_hours"] == 5.0  # 2h + 2h + 2 x 0.5h overhead
+    assert data["saved_hours"] == 1.5
+    assert [b["critical_path"] for b in data["batches"]] == [[11], [21]]
+    assert data["batches"][0]["agents"] == {"1": 2.0, "2": 1.5, "3": 1.0}
+    assert set(data["cost"]) >= {"tasks", "total", "currency"}
+    human = cli("estimate")
+    assert human.code == 0
+    assert "time saved:" in human.out

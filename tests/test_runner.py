@@ -1,0 +1,513 @@
+"""run-batch and the conflict hand-back, with real processes as agents and real git repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+from pytest_mock import MockerFixture
+
+from paradev import runner
+from paradev.plan import Task
+from paradev.state import COMPLETED, FAILED, IN_PROGRESS, MERGED, PLANNED
+from paradev.workspace import open_workspace
+from tests.helpers import Result, agent_tree, commit, git, rev
+
+CliFn = Callable[..., Result]
+
+# A scripted agent: what it does depends on the issue (BEHAVIOUR, filled in per test).
+AGENT = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+BEHAVIOUR = json.loads(Path(sys.argv[1]).read_text())
+RECORD = Path(sys.argv[2])
+issue = os.environ["PARADEV_ISSUE"]
+env = {k: v for k, v in os.environ.items() if k.startswith("PARADEV_")}
+RECORD.mkdir(exist_ok=True)
+(RECORD / f"{issue}.json").write_text(json.dumps({"argv": sys.argv[3:], "env": env,
+                                                 "cwd": os.getcwd()}))
+action = BEHAVIOUR.get(issue, "commit")
+print(f"agent working on #{issue}", flush=True)
+if action == "commit":
+    Path(f"done-{issue}.txt").write_text(f"issue {issue}\n")
+    subprocess.run(["git", "add", "-A"], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
+elif action == "uncommitted":
+    Path(f"left-{issue}.txt").write_text("not committed\n")
+elif action == "fail":
+    print("boom: cannot do it", flush=True)
+    sys.exit(3)
+elif action == "hang":
+    child = subprocess.Popen(["sleep", "60"])
+    (RECORD / f"{issue}.child").write_text(str(child.pid))
+    time.sleep(60)
+elif action == "resolve":  # keep both sides of every conflict, then continue the rebase
+    unmerged = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    for name in unmerged:
+        lines = Path(name).read_text().splitlines(keepends=True)
+        markers = ("<<<<<<<", "=======", ">>>>>>>")
+        Path(name).write_text("".join(l for l in lines if not l.startswith(markers)))
+        subprocess.run(["git", "add", "--", name], check=True)
+    subprocess.run(["git", "rebase", "--continue"], check=True,
+                   env={**os.environ, "GIT_EDITOR": "true"})
+"""
+
+
+def configure(root: Path, **agents: Any) -> None:
+    """Set keys of [agents] (and hooks_*/merge_* keys of their sections) in plan.toml."""
+    path = root / "plan.toml"
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    for key, value in agents.items():
+        section, _, name = key.partition("__")
+        if name:
+            doc.setdefault(section, tomlkit.table())[name] = value
+        else:
+            doc["agents"][key] = value  # type: ignore[index]
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+
+
+@pytest.fixture
+def scripted(set_up: Path, repo: Path, tmp_path: Path) -> Callable[..., Path]:
+    """Point agents.command at the scripted agent; returns the folder where it records runs."""
+
+    def make(behaviour: dict[int, str] | None = None, timeout: float = 60, **extra: Any) -> Path:
+        script = tmp_path / "agent.py"
+        script.write_text(AGENT, encoding="utf-8")
+        spec = tmp_path / "behaviour.json"
+        spec.write_text(json.dumps({str(k): v for k, v in (behaviour or {}).items()}))
+        record = tmp_path / "record"
+        command = [sys.executable, str(script), str(spec), str(record)]
+        command += ["{prompt_file}", "{title}", "{issue}", "{branch}", "{agent}", "{worktree}"]
+        configure(repo, command=command, timeout=timeout, **extra)
+        return record
+
+    return make
+
+
+def state_of(repo: Path) -> Any:
+    return open_workspace(repo).store.read()
+
+
+def mark_merged(repo: Path, *issues: int) -> None:
+    ws = open_workspace(repo)
+    with ws.store.update() as state:
+        for issue in issues:
+            task = ws.plan.task(issue)
+            assert task is not None
+            state.task(issue, task.agent).status = MERGED
+
+
+# -- launching a batch -----------------------------------------------------------------------
+
+
+def test_run_batch_launches_every_agent_and_completes_their_tasks(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    record = scripted({12: "uncommitted"})
+
+    result = cli("run-batch")
+
+    assert result.code == 0, result.err
+    assert "3 completed, 0 not completed" in result.out
+    state = state_of(repo)
+    assert [state.status(i) for i in (11, 12, 13, 21)] == [COMPLETED] * 3 + [PLANNED]
+    assert state.tasks[11].files_modified == ["done-11.txt"]
+    assert state.tasks[12].files_modified == ["left-12.txt"]
+    # what the agent left uncommitted was committed with a conventional message
+    tree2 = agent_tree(worktrees, 2)
+    assert git(tree2, "log", "-1", "--format=%s") == "feat: Add the init command (#12)"
+    assert git(tree2, "status", "--porcelain") == ""
+    assert state.tasks[12].head_commit == rev(repo, "parallel-dev/agent-2")
+    # the agent ran in its worktree with the placeholders and PARADEV_* variables
+    seen = json.loads((record / "11.json").read_text())
+    prompt = Path(seen["argv"][0])
+    assert seen["argv"][1:] == [
+        "Add the status command",
+        "11",
+        "parallel-dev/agent-1",
+        "1",
+        str(agent_tree(worktrees, 1)),
+    ]
+    assert Path(seen["cwd"]) == agent_tree(worktrees, 1)
+    assert seen["env"]["PARADEV_PROMPT_FILE"] == str(prompt)
+    assert seen["env"]["PARADEV_TITLE"] == "Add the status command"
+    assert seen["env"]["PARADEV_BRANCH"] == "parallel-dev/agent-1"
+    assert seen["env"]["PARADEV_WORKTREE"] == str(agent_tree(worktrees, 1))
+    assert seen["env"]["PARADEV_AGENT"] == "1"
+    assert seen["env"]["PARADEV_MODE"] == "task"
+    # the prompt names the task and the other agents of the batch
+    text = prompt.read_text()
+    assert "# Issue #11: Add the status command" in text
+    assert "agent 2: #12 Add the init command" in text
+    assert "agent 3: #13 Add the health command" in text
+    # the log holds the agent's output, and the state points at it
+    log = Path(state.tasks[11].log)
+    assert log.is_relative_to(repo / ".git" / "paradev")
+    assert "agent working on #11" in log.read_text()
+
+
+def test_failing_agent_marks_its_task_failed_and_exits_1(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({12: "fail"})
+
+    result = cli("run-batch")
+
+    assert result.code == 1
+    assert "#12 (failed: exit code 3)" in result.err
+    state = state_of(repo)
+    assert state.status(12) == FAILED
+    assert state.status(11) == state.status(13) == COMPLETED
+    assert "exit code 3" in (state.tasks[12].error or "")
+    log = Path(state.tasks[12].log)
+    assert str(log) in (state.tasks[12].error or "")
+    assert "boom: cannot do it" in log.read_text()
+
+
+def test_failed_task_is_started_again_by_the_next_run(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({12: "fail"})
+    assert cli("run-batch").code == 1
+    scripted({})
+
+    result = cli("run-batch")
+
+    assert result.code == 0, result.err
+    assert "#11 (agent 1) is already completed" in result.out
+    assert "1 completed, 0 not completed" in result.out
+    assert state_of(repo).status(12) == COMPLETED
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" in status.read_text()  # a zombie is dead
+
+
+def test_timeout_stops_the_whole_process_group(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    record = scripted({11: "hang"}, timeout=1)
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 1
+    state = state_of(repo)
+    assert state.status(11) == FAILED
+    assert "timed out after 1s" in (state.tasks[11].error or "")
+    assert state.status(12) == PLANNED  # not in --agents
+    assert _gone(int((record / "11.child").read_text()))
+
+
+def test_title_that_looks_like_shell_arrives_verbatim(
+    scripted: Callable[..., Path], repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    record = scripted({})
+    title = "$(touch pwned) `touch pwned2`; rm -rf {worktree} \"' {title}"
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][0]["title"] = title  # type: ignore[index]
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    seen = json.loads((record / "11.json").read_text())
+    assert seen["argv"][1] == title  # {worktree} inside the title is not expanded either
+    assert seen["env"]["PARADEV_TITLE"] == title
+    assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_missing_agent_program_fails_the_task_cleanly(set_up: Path, repo: Path, cli: CliFn) -> None:
+    configure(repo, command=["no-such-agent-program-xyz", "{prompt_file}"])
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert "cannot launch 'no-such-agent-program-xyz'" in result.err
+    assert state_of(repo).status(12) == FAILED
+
+
+def test_ctrl_c_stops_every_agent_and_leaves_the_state_true(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn, mocker: MockerFixture
+) -> None:
+    record = scripted({11: "hang", 12: "hang"})
+    real_pause = runner.pause
+    polls = {"n": 0}
+
+    def pause_then_interrupt() -> None:
+        polls["n"] += 1
+        if all((record / f"{i}.child").exists() for i in (11, 12)) or polls["n"] > 300:
+            raise KeyboardInterrupt
+        real_pause()
+
+    mocker.patch.object(runner, "pause", pause_then_interrupt)
+
+    result = cli("run-batch", "--agents", "1,2")
+
+    assert result.code == 130
+    state = state_of(repo)
+    for issue in (11, 12):
+        assert state.status(issue) == FAILED
+        assert "interrupted" in (state.tasks[issue].error or "")
+        assert _gone(int((record / f"{issue}.child").read_text()))
+
+
+def test_hooks_run_with_task_data_and_a_failing_hook_is_not_fatal(
+    scripted: Callable[..., Path], repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    out = tmp_path / "hooks.txt"
+    scripted(
+        {},
+        hooks__on_start="exit 5",
+        hooks__on_complete=f'echo "$PARADEV_ISSUE $PARADEV_STATUS" >> {out}',
+    )
+
+    result = cli("run-batch")
+
+    assert result.code == 0, result.err
+    assert "hook on_start ('exit 5') exited 5" in result.out
+    assert sorted(out.read_text().splitlines()) == [
+        "11 completed",
+        "12 completed",
+        "13 completed",
+    ]
+
+
+# -- choosing the batch --------------------------------------------------------------------------
+
+
+def test_no_launch_starts_the_tasks_and_prints_where_to_work(
+    set_up: Path, repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][1]["files"] = ["src/init.py"]  # type: ignore[index]
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+    commit(agent_tree(worktrees, 3), {"src/health.py": "x = 1\n"})
+
+    result = cli("run-batch", "--agents", "1,2")
+
+    assert result.code == 0, result.err
+    assert "no agents.command" in result.out
+    assert f"worktree: {agent_tree(worktrees, 2)}" in result.out
+    assert "branch:   parallel-dev/agent-2" in result.out
+    state = state_of(repo)
+    assert [state.status(i) for i in (11, 12, 13)] == [IN_PROGRESS, IN_PROGRESS, PLANNED]
+    prompt = repo / ".git" / "paradev" / "prompts" / "issue-11.md"
+    assert f"prompt:   {prompt}" in result.out
+    text = prompt.read_text()
+    assert "agent 2: #12 Add the init command (declares: src/init.py)" in text
+    assert "agent 3: #13 Add the health command (declares: nothing declared; " in text
+    assert "already changed: src/health.py" in text
+
+
+def test_dry_run_changes_nothing(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({})
+    before = (repo / ".git" / "paradev" / "state.json").read_text()
+
+    result = cli("run-batch", "first", "--dry-run")
+
+    assert result.code == 0, result.err
+    assert "agent 1: start #11 Add the status command" in result.out
+    assert f"in {agent_tree(worktrees, 1)}:" in result.out
+    assert (repo / ".git" / "paradev" / "state.json").read_text() == before
+    assert not (repo / ".git" / "paradev" / "prompts").exists()
+
+
+def test_later_batch_is_refused_until_the_earlier_one_is_merged(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    result = cli("run-batch", "second")
+
+    assert result.code == 2
+    assert "cannot start until earlier work is merged" in result.err
+    assert "#11 'Add the status command' (batch 'first', agent 1, planned, needed by #21)" in (
+        result.err
+    )
+    assert "#13" in result.err
+    assert state_of(repo).status(21) == PLANNED
+
+
+def test_next_batch_moves_merged_branches_to_the_new_base(
+    set_up: Path, repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    commit(agent_tree(worktrees, 1), {"src/status.py": "s = 1\n"}, "status")
+    git(repo, "merge", "-q", "--ff-only", "parallel-dev/agent-1")
+    commit(repo, {"NEWS": "more\n"}, "later work on main")
+    mark_merged(repo, 11, 12, 13)
+
+    result = cli("run-batch", "--no-launch")  # picks "second": the first batch is merged
+
+    assert result.code == 0, result.err
+    assert "#21 Config command" in result.out
+    assert rev(repo, "parallel-dev/agent-1") == rev(repo, "main")
+    assert (agent_tree(worktrees, 1) / "NEWS").exists()
+    assert state_of(repo).status(21) == IN_PROGRESS
+
+
+def test_unmerged_commits_are_never_discarded(
+    set_up: Path, repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    head = commit(agent_tree(worktrees, 1), {"src/wip.py": "w = 1\n"}, "unlanded work")
+    mark_merged(repo, 11, 12, 13)
+
+    result = cli("run-batch")
+
+    assert result.code == 2
+    assert "has 1 commit(s) not on main" in result.err
+    assert "unlanded work" in result.err
+    assert rev(repo, "parallel-dev/agent-1") == head
+    assert state_of(repo).status(21) == PLANNED
+
+
+def test_squash_merged_branch_moves_with_a_backup_ref(
+    set_up: Path, repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    head = commit(agent_tree(worktrees, 1), {"src/status.py": "s = 1\n"}, "status")
+    commit(repo, {"src/status.py": "s = 1\n"}, "feat: status (#11)")  # as a squash would
+    mark_merged(repo, 11, 12, 13)
+
+    result = cli("run-batch", "--no-launch")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == rev(repo, "main")
+    backups = git(repo, "for-each-ref", "--format=%(objectname)", "refs/paradev/backup/")
+    assert head in backups.splitlines()
+
+
+def test_unknown_batch_and_bad_agents_are_usage_errors(set_up: Path, cli: CliFn) -> None:
+    missing = cli("run-batch", "nope")
+    assert missing.code == 2
+    assert "no batch named 'nope'" in missing.err
+    assert "first, second" in missing.err
+    bad = cli("run-batch", "--agents", "1,9")
+    assert bad.code == 2
+    assert "unknown agent 9" in bad.err
+
+
+def test_everything_completed_means_nothing_to_run(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({})
+    assert cli("run-batch").code == 0
+
+    again = cli("run-batch")
+
+    assert again.code == 0
+    assert "batch 'first': nothing to run" in again.out
+
+
+# -- small pieces --------------------------------------------------------------------------------
+
+
+def test_placeholders_are_replaced_per_argument_without_rescanning() -> None:
+    values = {"title": "{issue} $(x)", "issue": "7"}
+    argv = runner.expand_argv(["--t={title}", "{issue}", "{unknown}"], values)
+    assert argv == ["--t={issue} $(x)", "7", "{unknown}"]
+
+
+def test_commit_message_keeps_a_conventional_type() -> None:
+    task = Task(agent=1, issue=5, title="fix: crash on empty input", hours=1, batch="b")
+    assert runner.commit_message(task).startswith("fix: crash on empty input (#5)\n")
+    plain = Task(agent=1, issue=6, title="Add a flag", hours=1, batch="b")
+    assert runner.commit_message(plain).startswith("feat: Add a flag (#6)\n")
+
+
+def test_last_line_strips_terminal_escapes(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("first\n\x1b[32mgreen\x1b[0m line\n\n")
+    assert runner.last_line(log) == "green line"
+    assert runner.last_line(tmp_path / "missing.log") == ""
+
+
+# -- handing a conflict back ---------------------------------------------------------------------
+
+
+def _stopped_rebase(repo: Path, worktrees: Path) -> Path:
+    """Agent 1's branch and main both changed src/util.py; its rebase stops on the conflict."""
+    tree = agent_tree(worktrees, 1)
+    commit(tree, {"src/util.py": "VALUE = 3\n"}, "agent value")
+    commit(repo, {"src/util.py": "VALUE = 2\n"}, "main value")
+    git(tree, "rebase", "main", check=False)
+    assert (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").is_dir()
+    return tree
+
+
+def test_hand_back_lets_the_agent_resolve_the_rebase(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path
+) -> None:
+    record = scripted({11: "resolve"})
+    tree = _stopped_rebase(repo, worktrees)
+    ws = open_workspace(repo)
+
+    report = "CONFLICT (contents): src/util.py lines 1-1"
+    ok = runner.hand_back_conflict(ws, 1, report, notify=print)
+
+    assert ok is True
+    assert not (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").exists()
+    assert git(tree, "merge-base", "--is-ancestor", "main", "HEAD", check=False) == ""
+    assert (tree / "src/util.py").read_text() == "VALUE = 2\nVALUE = 3\n"
+    seen = json.loads((record / "11.json").read_text())
+    assert seen["env"]["PARADEV_MODE"] == "conflict"
+    prompt = Path(seen["env"]["PARADEV_PROMPT_FILE"]).read_text()
+    assert report in prompt
+    assert "git rebase --continue" in prompt
+    assert "Do not run `git rebase --abort`" in prompt
+
+
+def test_hand_back_reports_an_agent_that_fails(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path
+) -> None:
+    scripted({11: "fail"})
+    tree = _stopped_rebase(repo, worktrees)
+    notes: list[str] = []
+
+    ok = runner.hand_back_conflict(open_workspace(repo), 1, "report", notify=notes.append)
+
+    assert ok is False
+    assert notes[-1] == "agent 1 exited 3"
+    assert (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").is_dir()
+
+
+def test_hand_back_without_an_agent_command_returns_false(
+    set_up: Path, repo: Path, worktrees: Path
+) -> None:
+    notes: list[str] = []
+    ok = runner.hand_back_conflict(open_workspace(repo), 1, "report", notify=notes.append)
+    assert ok is False
+    assert "no agents.command" in notes[0]
+
+
+def test_merge_train_hands_a_conflict_to_the_agent_and_lands_both(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({11: "resolve", 12: "resolve"}, merge__on_conflict="agent")
+    git(repo, "commit", "-qam", "plan: agents resolve conflicts")
+    for agent, value in ((1, "VALUE = 3\n"), (2, "VALUE = 4\n")):
+        assert cli("start", str(agent)).code == 0
+        commit(agent_tree(worktrees, agent), {"src/util.py": value}, f"agent {agent}")
+        assert cli("complete", str(agent)).code == 0
+
+    result = cli("merge")
+
+    assert result.code == 0, result.out + result.err
+    assert "handed the conflict back" in result.out
+    util = git(repo, "show", "main:src/util.py")
+    assert "VALUE = 3" in util
+    assert "VALUE = 4" in util
+    state = state_of(repo)
+    assert state.status(11) == state.status(12) == MERGED
