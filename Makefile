@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint bench clean
+.PHONY: venv demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with paradev and its test tools
+
+demo: $(STAMP) ## the whole flow on a generated sample project, with scripted agents (./demo-run)
+	$(BIN)/python -m paradev.demo
 
 test: $(STAMP) ## run the whole test suite
 	$(BIN)/python -m pytest -n auto -q
@@ -23,6 +26,8 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 
 bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
 	$(BIN)/python bench/status.py
+	$(BIN)/python bench/conflicts.py
+	$(BIN)/python bench/merge.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

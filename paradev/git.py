@@ -162,22 +162,28 @@ def discover(cwd: Path | None = None) -> Repository:
         "rev-parse",
         "--path-format=absolute",
         "--is-bare-repository",
+        "--absolute-git-dir",
         "--git-common-dir",
         "--show-toplevel",
         check=False,
     )
     lines = proc.stdout.splitlines()
-    if proc.returncode != 0 or len(lines) < 2:
+    if not lines:
         raise PreconditionError(
             f"{where} is not inside a git repository; cd into one or run git init"
         )
-    if lines[0] == "true" or len(lines) < 3:
+    if lines[0] == "true":
         raise PreconditionError(f"{where} is a bare repository; run paradev in a work tree")
-    common_dir = Path(lines[1])
-    toplevel = Path(lines[2])
-    if common_dir.name == ".git":
+    if proc.returncode != 0 or len(lines) < 4:
+        raise PreconditionError(
+            f"{where} is not inside a work tree; cd into the repository's files"
+        )
+    git_dir, common_dir, toplevel = (Path(line) for line in lines[1:4])
+    if git_dir == common_dir:  # the main work tree itself
+        main_root = toplevel
+    elif common_dir.name == ".git":
         main_root = common_dir.parent
-    else:  # separate git dir: the first worktree record is the main work tree
+    else:  # a linked work tree of a separate git dir: git's first record is the main one
         main_root = Path(worktree_list(Git(toplevel))[0].path)
     return Repository(toplevel=toplevel, common_dir=common_dir, main_root=main_root)
 
@@ -225,8 +231,8 @@ _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
 def is_valid_branch_name(name: str) -> bool:
-    """git check-ref-format --branch rules, without spawning git for each name."""
-    if not name or name == "@" or name.startswith("-") or "@{" in name:
+    """``git check-ref-format --branch`` rules, without spawning git for each name."""
+    if not name or name == "HEAD" or name.startswith("-") or "@{" in name:
         return False
     if ".." in name or "//" in name or name.endswith(("/", ".")) or name.startswith("/"):
         return False
@@ -363,3 +369,424 @@ def parse_merge_tree_stdin(output: str, expected: int) -> list[MergeTree]:
             MergeTree(clean=False, tree=tree, stages=tuple(stages), messages=tuple(messages))
         )
     return results
+
+
+# -- merge train ---------------------------------------------------------------------
+
+
+def is_ancestor(git: Git, ancestor: str, descendant: str) -> bool:
+    """Whether every commit of ``ancestor`` is in ``descendant`` (a fast-forward is possible)."""
+    return git.ok("merge-base", "--is-ancestor", ancestor, descendant)
+
+
+def update_ref(git: Git, ref: str, new: str, old: str, reason: str = "paradev") -> None:
+    """Compare-and-swap ``ref`` from ``old`` to ``new`` ("" as ``old``: it must not exist)."""
+    proc = git.run("update-ref", "-m", reason, ref, new, old or "0" * 40, check=False)
+    if proc.returncode != 0:
+        raise GitError(
+            f"could not move {ref} to {new[:12]}: it changed meanwhile ({proc.stderr.strip()})"
+        )
+
+
+def delete_ref(git: Git, ref: str, old: str) -> None:
+    """Delete ``ref`` only if it still points at ``old``."""
+    git.run("update-ref", "-d", ref, old)
+
+
+def worktree_git_dir(worktree: Path) -> Path:
+    """The private git dir of a work tree: ``.git`` itself, or where its ``.git`` file points.
+
+    Read from the file system: the train asks this for every agent at every
+    step, and a git process per question costs more than the question.
+    """
+    dot = worktree / ".git"
+    if dot.is_dir():
+        return dot
+    try:
+        text = dot.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    if text.startswith("gitdir: "):
+        path = Path(text.removeprefix("gitdir: ").strip())
+        return path if path.is_absolute() else (worktree / path).resolve()
+    return Path(Git(worktree).out("rev-parse", "--absolute-git-dir"))
+
+
+def git_dir_path(worktree: Path, name: str) -> Path:
+    """``git rev-parse --git-path name`` of a work tree, as an absolute path."""
+    path = Path(Git(worktree).out("rev-parse", "--git-path", name))
+    return path if path.is_absolute() else worktree / path
+
+
+@dataclass(frozen=True)
+class RebaseInProgress:
+    """A rebase stopped in a work tree: the branch it rewrites and the commit it replays onto."""
+
+    head_name: str  # refs/heads/<branch>, or "detached HEAD"
+    onto: str
+
+
+def rebase_in_progress(worktree: Path) -> RebaseInProgress | None:
+    """The rebase in progress in ``worktree`` (merge or apply backend), or None."""
+    git_dir = worktree_git_dir(worktree)
+    for name in ("rebase-merge", "rebase-apply"):
+        folder = git_dir / name
+        if folder.is_dir():
+            head = folder / "head-name"
+            onto = folder / "onto"
+            return RebaseInProgress(
+                head_name=head.read_text(encoding="utf-8").strip() if head.exists() else "",
+                onto=onto.read_text(encoding="utf-8").strip() if onto.exists() else "",
+            )
+    return None
+
+
+def unmerged_paths(worktree: Path) -> list[str]:
+    """Paths with conflicts still unresolved in the index of ``worktree``."""
+    out = Git(worktree).out("diff", "--name-only", "-z", "--diff-filter=U", "--")
+    return sorted({p for p in out.split("\0") if p})
+
+
+def tracked_changes(worktree: Path) -> list[str]:
+    """Uncommitted changes to tracked files (untracked files do not count)."""
+    out = Git(worktree).run("status", "--porcelain=v1", "-z", "--untracked-files=no").stdout
+    paths: list[str] = []
+    entries = iter(out.split("\0"))
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":  # the original path of a rename follows
+            next(entries, None)
+    return paths
+
+
+def current_branch(worktree: Path) -> str | None:
+    """The branch checked out in ``worktree`` (short name), None when detached."""
+    try:
+        head = (worktree_git_dir(worktree) / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
+
+
+def rebase(worktree: Path, onto: str) -> bool:
+    """Rebase the branch checked out in ``worktree`` onto ``onto``; False when it stopped."""
+    proc = Git(worktree).run(
+        "-c", "rebase.autoStash=false", "rebase", "--no-update-refs", onto, check=False
+    )
+    if proc.returncode == 0:
+        return True
+    if rebase_in_progress(worktree) is None:
+        raise GitError(_failure_message(("rebase", onto), proc))
+    return False
+
+
+def rebase_continue(worktree: Path) -> bool:
+    """Go on with a resolved rebase; False when it stopped again (next commit conflicts)."""
+    proc = Git(worktree).run("rebase", "--continue", check=False)
+    if proc.returncode == 0:
+        return True
+    if rebase_in_progress(worktree) is None:
+        raise GitError(_failure_message(("rebase", "--continue"), proc))
+    return False
+
+
+def rebase_abort(worktree: Path) -> None:
+    Git(worktree).run("rebase", "--abort")
+
+
+def reset_keep(worktree: Path, commit: str) -> None:
+    """Point the checked-out branch at ``commit``; git refuses if local changes would be lost."""
+    Git(worktree).run("reset", "--quiet", "--keep", commit)
+
+
+def merge_ff_only(worktree: Path, commit: str) -> None:
+    """Fast-forward the branch checked out in ``worktree`` (ref, index and files) to ``commit``."""
+    Git(worktree).run("merge", "--quiet", "--ff-only", "--no-edit", commit)
+
+
+def commit_tree(
+    git: Git, tree: str, parents: Sequence[str], message: str, env: Mapping[str, str] | None = None
+) -> str:
+    """A commit object of ``tree`` with ``parents`` (no ref changes); the message goes via stdin."""
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    return git.run(*args, input=message, env=env).stdout.strip()
+
+
+def commit_meta(git: Git, commit: str) -> dict[str, str]:
+    """Author name, email and date of ``commit`` as GIT_AUTHOR_* variables."""
+    name, email, date = git.out(
+        "show", "-s", "--format=%an%x00%ae%x00%ad", "--date=raw", commit
+    ).split("\0")
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+
+
+def commits_between(git: Git, base: str, head: str) -> list[str]:
+    """Non-merge commits of ``head`` not in ``base``, oldest first (what a rebase replays)."""
+    out = git.out("rev-list", "--reverse", "--no-merges", f"{base}..{head}", "--")
+    return out.split()
+
+
+def merge_base(git: Git, left: str, right: str) -> str | None:
+    proc = git.run("merge-base", left, right, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def fetch(git: Git, remote: str) -> None:
+    git.run("fetch", "--quiet", "--", remote)
+
+
+def remote_branch(git: Git, remote: str, branch: str) -> str | None:
+    """What ``remote`` has for ``branch`` right now (ls-remote), None when absent."""
+    out = git.out("ls-remote", "--", remote, f"refs/heads/{branch}")
+    return out.split()[0] if out else None
+
+
+def push(git: Git, remote: str, commit: str, branch: str, lease: str | None = None) -> None:
+    """Push ``commit`` to ``remote``'s ``branch``: fast-forward only, or with a lease.
+
+    ``lease`` (the commit the remote is expected to hold, "" for none) turns on
+    ``--force-with-lease`` for that one ref; without it git refuses anything but
+    a fast-forward.
+    """
+    args = ["push", "--porcelain"]
+    if lease is not None:
+        args.append(f"--force-with-lease=refs/heads/{branch}:{lease}")
+    proc = git.run(*args, "--", remote, f"{commit}:refs/heads/{branch}", check=False)
+    if proc.returncode != 0:
+        rejected = [line.split("\t")[-1] for line in proc.stdout.splitlines() if line[:1] == "!"]
+        why = rejected[0] if rejected else _failure_message(("push", remote), proc)
+        raise GitError(f"{remote} rejected {branch}: {why}")
+
+
+def snapshot_worktree(worktree: Path, message: str) -> str | None:
+    """A commit of everything uncommitted in ``worktree`` (tracked and untracked, not ignored).
+
+    Built through a temporary index, so the work tree's own index and files are
+    never touched; None when there is nothing uncommitted.
+    """
+    import tempfile
+
+    git = Git(worktree)
+    head = git.rev("HEAD")
+    with tempfile.TemporaryDirectory(prefix="paradev-index-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        if head:
+            git.run("read-tree", head, env=env)
+        git.run("add", "-A", "--", ".", env=env)
+        tree = git.run("write-tree", env=env).stdout.strip()
+    if head and git.out("rev-parse", f"{head}^{{tree}}") == tree:
+        return None
+    return commit_tree(git, tree, [head] if head else [], message)
+
+
+def remove_worktree(git: Git, path: Path, force: bool = False) -> None:
+    args = ["worktree", "remove"]
+    if force:
+        args += ["--force", "--force"]
+    git.run(*args, "--", str(path))
+
+
+# -- runner ---
+
+
+def unfinished_operation(worktree: Path) -> str | None:
+    """The rebase, merge or cherry-pick an agent left unfinished in ``worktree``, if any."""
+    if rebase_in_progress(worktree) is not None:
+        return "rebase"
+    for marker, name in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick")):
+        if git_dir_path(worktree, marker).exists():
+            return name
+    return None
+
+
+def commit_all(worktree: Path, message: str) -> str | None:
+    """Commit everything left in ``worktree`` (tracked and untracked, not ignored).
+
+    Returns the new commit, or None when there was nothing to commit.
+    """
+    git = Git(worktree)
+    git.run("add", "--all", "--", ".")
+    if git.ok("diff", "--cached", "--quiet"):
+        return None
+    git.run("commit", "--quiet", "-m", message)
+    return git.out("rev-parse", "HEAD")
+
+
+def commit_subjects(git: Git, base: str, branch: str) -> list[str]:
+    """``<short sha> <subject>`` of every commit on ``branch`` that ``base`` lacks."""
+    return git.out("log", "--format=%h %s", f"{base}..{branch}", "--").splitlines()
+
+
+def content_merged(git: Git, base: str, branch: str) -> bool:
+    """Whether merging ``branch`` into ``base`` would change nothing (e.g. it was squash-merged)."""
+    result = merge_trees(git, [(base, branch)])[0]
+    return result.clean and result.tree == git.out("rev-parse", f"{base}^{{tree}}")
+
+
+# -- conflicts ---------------------------------------------------------------------
+
+# A snapshot commit of uncommitted work: fixed identity and dates make it
+# deterministic, so an unchanged work tree gives the same commit (and cache key).
+_SNAPSHOT_ENV = {
+    "GIT_AUTHOR_NAME": "paradev",
+    "GIT_AUTHOR_EMAIL": "paradev@localhost",
+    "GIT_AUTHOR_DATE": "1700000000 +0000",
+    "GIT_COMMITTER_NAME": "paradev",
+    "GIT_COMMITTER_EMAIL": "paradev@localhost",
+    "GIT_COMMITTER_DATE": "1700000000 +0000",
+}
+
+
+def diff_trees(git: Git, pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """``{path: status}`` changed from ``old`` to ``new`` for every (old, new) pair.
+
+    One ``git diff-tree --stdin`` process serves every pair. Renames are not
+    detected, so a rename shows as its old path deleted and its new path added.
+    """
+    if not pairs:
+        return []
+    text = "".join(f"{new} {old}\n" for old, new in pairs)  # "<commit> <parent>" lines
+    out = git.run(
+        "diff-tree",
+        "--stdin",
+        "--always",
+        "-r",
+        "--no-renames",
+        "--name-status",
+        "-z",
+        input=text,
+    ).stdout
+    return parse_diff_tree_stdin(out, len(pairs))
+
+
+def parse_diff_tree_stdin(output: str, expected: int) -> list[dict[str, str]]:
+    """Split ``diff-tree --stdin --always --name-status -z`` output into one dict per input line.
+
+    Each diff starts with the commit id; then status and path fields
+    alternate. A status is one letter, so a 40/64-hex field where a status
+    belongs starts the next diff.
+    """
+    results: list[dict[str, str]] = []
+    tokens = output.split("\0")
+    pos = 0
+    while pos < len(tokens) and tokens[pos]:
+        token = tokens[pos]
+        if len(token) > 1:  # a commit id: the next diff begins
+            results.append({})
+            pos += 1
+            continue
+        if not results or pos + 1 >= len(tokens):
+            raise GitError("unexpected git diff-tree output")
+        results[-1][tokens[pos + 1]] = token
+        pos += 2
+    if len(results) != expected:
+        raise GitError(f"git diff-tree returned {len(results)} diffs for {expected} inputs")
+    return results
+
+
+def commits_beyond(
+    git: Git, base: str, heads: Sequence[str]
+) -> tuple[dict[str, list[str]], set[str]]:
+    """Commits reachable from ``heads`` but not from ``base`` (id -> parents), and the boundary.
+
+    The boundary holds the commits of ``base`` those commits grow from: one
+    ``git rev-list`` for every branch at once.
+    """
+    if not heads:
+        return {}, set()
+    out = git.out("rev-list", "--boundary", "--parents", *heads, f"^{base}", "--")
+    parents: dict[str, list[str]] = {}
+    boundary: set[str] = set()
+    for line in out.splitlines():
+        if line.startswith("-"):
+            boundary.add(line[1:].split(" ")[0])
+        elif line:
+            commit, *rest = line.split(" ")
+            parents[commit] = rest
+    return parents, boundary
+
+
+def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
+    """Contents of ``<tree>:<path>``-style object names, one ``git cat-file --batch`` process.
+
+    None for a name that does not resolve to a blob.
+    """
+    if not specs:
+        return []
+    data = "".join(f"{spec}\0" for spec in specs).encode()
+    proc = subprocess.run(
+        ["git", "cat-file", "--batch", "-z"],
+        cwd=git.cwd,
+        input=data,
+        capture_output=True,
+        env=git_env(),
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git cat-file --batch failed: {proc.stderr.decode(errors='replace')}")
+    return _parse_cat_file_batch(proc.stdout, len(specs))
+
+
+def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
+    blobs: list[bytes | None] = []
+    pos = 0
+    while len(blobs) < expected:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split(b" ")
+        pos = end + 1
+        if len(header) != 3 or not header[2].isdigit():  # "<name> missing"
+            blobs.append(None)
+            continue
+        size = int(header[2])
+        body = out[pos : pos + size]
+        pos += size + 1  # the content is followed by a newline
+        blobs.append(body if header[1] == b"blob" else None)
+    return blobs
+
+
+def snapshot_work(worktree: Path) -> tuple[str, str]:
+    """(HEAD, snapshot): a commit of the work tree's tracked and untracked (not ignored) files.
+
+    Works on a copy of the work tree's index (``GIT_INDEX_FILE``), so the
+    agent's own index and files are never touched. The snapshot is HEAD
+    itself when nothing is uncommitted.
+    """
+    git = Git(worktree)
+    index, head, head_tree = git.out(
+        "rev-parse", "--path-format=absolute", "--git-path", "index", "HEAD", "HEAD^{tree}"
+    ).splitlines()
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="paradev-snapshot-") as tmp:
+        temp_index = Path(tmp) / "index"
+        if Path(index).exists():
+            shutil.copyfile(index, temp_index)
+        env = {"GIT_INDEX_FILE": str(temp_index)}
+        git.run("add", "--all", "--", ".", env=env)
+        tree = git.run("write-tree", env=env).stdout.strip()
+    if tree == head_tree:
+        return head, head
+    commit = git.run(
+        "commit-tree",
+        tree,
+        "-p",
+        head,
+        "-m",
+        "paradev snapshot of uncommitted work",
+        env=_SNAPSHOT_ENV,
+    ).stdout.strip()
+    return head, commit
+
+
+def resolve_refs(git: Git, refs: Sequence[str]) -> dict[str, str]:
+    """The commit each existing ref points at, one ``git for-each-ref`` for all of them."""
+    if not refs:
+        return {}
+    out = git.out("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs)
+    found = dict(line.split(" ", 1) for line in out.splitlines() if line)
+    return {ref: found[ref] for ref in refs if ref in found}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.parser.argument import Argument
 from invoke.tasks import Task, task
 
 from paradev.errors import EXIT_INTERRUPTED, ParadevError
@@ -41,11 +42,27 @@ def boundary(func: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
+class ParadevTask(Task[Any]):
+    """An invoke Task whose flag help survives parsing.
+
+    invoke's ``get_arguments`` pops each help string as it builds the flags,
+    so a second parse in one process (tests, ``--help`` after a run) would
+    show flags without help.
+    """
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        kept = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
+
+
 def command(**options: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
     """``@task`` with stable long flags only, wrapped in the error boundary."""
 
     def decorate(func: Callable[..., Any]) -> Task[Any]:
-        made: Task[Any] = task(auto_shortflags=False, **options)(boundary(func))
+        made: Task[Any] = task(klass=ParadevTask, auto_shortflags=False, **options)(boundary(func))
         return made
 
     return decorate
@@ -184,7 +201,7 @@ def doctor(c: Context, repair: bool = False) -> None:
     """Check git, the plan, the state and the worktrees (exit 1 when something is wrong)."""
     from paradev import plan as plan_mod
     from paradev.doctor import doctor as run_doctor
-    from paradev.errors import Stopped
+    from paradev.errors import StateError, Stopped
     from paradev.git import discover
 
     repo = discover()
@@ -192,10 +209,265 @@ def doctor(c: Context, repair: bool = False) -> None:
     for finding in findings:
         print(f"{'ok ' if finding.ok else 'BAD'}  {finding.text}")
     bad = [f for f in findings if not f.ok]
+    blocking = [f for f in bad if f.blocking]
+    if blocking:  # a corrupt state stops every command: exit 2 like them
+        raise StateError(blocking[0].text)
     if bad:
         raise Stopped(
             f"{len(bad)} problem(s) found" + ("" if repair else "; try 'paradev doctor --repair'")
         )
+
+
+# -- merge train (issue 4) ---------------------------------------------------------------
+
+
+@command(
+    help={
+        "dry_run": "simulate the whole train (merge-tree/commit-tree); change nothing",
+        "continue_": "resume a stopped or interrupted train where it was",
+        "abort": "end the train: abort paradev's rebase, restore that branch from its backup",
+        "skip": "leave the stopped agent out and go on with the others",
+        "push": "push base and the rewritten agent branches (default: merge.push)",
+        "no_push": "do not push, whatever merge.push says",
+        "no_gate": "land without running gate.command",
+    }
+)
+def merge(
+    c: Context,
+    dry_run: bool = False,
+    continue_: bool = False,
+    abort: bool = False,
+    skip: bool = False,
+    push: bool = False,
+    no_push: bool = False,
+    no_gate: bool = False,
+) -> None:
+    """Land every agent's completed work on base: rebase, gate, fast-forward, push."""
+    from paradev import train
+    from paradev.errors import PreconditionError
+
+    if sum((dry_run, continue_, abort, skip)) > 1:
+        raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
+    if push and no_push:
+        raise PreconditionError("use --push or --no-push, not both")
+    pushing = True if push else (False if no_push else None)
+    ws = _workspace()
+    if dry_run:
+        train.dry_run(ws, print)
+    elif abort:
+        train.abort(ws, print)
+    elif continue_:
+        train.resume(ws, print, push=pushing, gate=not no_gate)
+    elif skip:
+        train.skip(ws, print, push=pushing, gate=not no_gate)
+    else:
+        train.merge(ws, print, push=pushing, gate=not no_gate)
+
+
+@command(
+    help={
+        "force": "also remove dirty or unmerged worktrees (their work kept under backup refs)",
+        "delete_branches": "delete the agent branches too (never base, never one checked out)",
+    }
+)
+def cleanup(c: Context, force: bool = False, delete_branches: bool = False) -> None:
+    """Remove the worktrees of agents whose work is merged and whose trees are clean."""
+    from paradev.cleanup import cleanup as run_cleanup
+    from paradev.errors import Stopped
+
+    report = run_cleanup(_workspace(), force=force, delete_branches=delete_branches)
+    for line in report.lines():
+        print(line)
+    if report.refused:
+        raise Stopped(
+            f"{len(report.refused)} worktree(s) kept; see above, or use --force "
+            "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
+        )
+
+
+# -- run-batch, estimate, demo (issue 5) ---
+
+if TYPE_CHECKING:
+    from paradev.runner import BatchRun
+
+
+@command(
+    help={
+        "batch": "batch to run (default: the first batch not fully merged)",
+        "no_launch": "only assign and start; print each agent's worktree, branch and prompt file",
+        "dry_run": "say what would happen and change nothing",
+        "agents": "only these agents, comma-separated (e.g. 1,3)",
+    }
+)
+def run_batch(
+    c: Context, batch: str = "", no_launch: bool = False, dry_run: bool = False, agents: str = ""
+) -> None:
+    """Start a batch: assign and start its tasks, launch the agents at once, wait, complete."""
+    from paradev import runner
+
+    ws = _workspace()
+    run = runner.prepare(ws, batch or None, runner.parse_agents(agents, ws))
+    for note in run.notes:
+        print(f"skipped: {note}")
+    if not run.queues:
+        print(f"batch {run.batch.name!r}: nothing to run")
+        return
+    launch = bool(ws.plan.agent_command) and not no_launch
+    if dry_run:
+        print("\n".join(runner.describe(ws, run, launch)))
+    elif not launch:
+        _start_without_agents(ws, run)
+    else:
+        _launch_agents(ws, run)
+
+
+def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
+    from paradev import runner
+
+    if not ws.plan.agent_command:
+        print("no agents.command in plan.toml: starting the tasks for you to hand out")
+    for started in runner.start_only(ws, run, runner.LineProgress(warn)):
+        print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
+        print(f"  worktree: {started.worktree}")
+        print(f"  branch:   {started.branch}")
+        print(f"  prompt:   {started.prompt}")
+        if started.queued:
+            later = ", ".join(f"#{t.issue}" for t in started.queued)
+            print(f"  then:     {later} (after 'paradev complete {started.task.agent}')")
+
+
+def _launch_agents(ws: Workspace, run: BatchRun) -> None:
+    from paradev import runner
+    from paradev.errors import Stopped
+
+    with runner.progress_display(sys.stdout.isatty()) as progress:
+        outcomes = runner.run_batch(ws, run, progress)
+    failed = [o for o in outcomes if o.status != "completed"]
+    done = len(outcomes) - len(failed)
+    print(f"batch {run.batch.name!r}: {done} completed, {len(failed)} not completed")
+    if failed:
+        issues = ", ".join(f"#{o.task.issue} ({o.status}: {o.detail})" for o in failed)
+        raise Stopped(
+            f"{len(failed)} task(s) not completed: {issues}; "
+            "fix the cause and run 'paradev run-batch' again to restart them"
+        )
+
+
+@command(help={"json": "print JSON (stable keys) instead of the summary"})
+def estimate(c: Context, json: bool = False) -> None:
+    """Sequential vs parallel hours (critical path per batch), time saved and cost."""
+    from paradev.estimate import estimate as estimate_plan
+    from paradev.estimate import render
+
+    plan = _workspace().plan
+    result = estimate_plan(plan)
+    if json:
+        emit_json(result.to_json())
+    else:
+        print(render(result, plan))
+
+
+@command(help={"folder": "where to build the sample project (default: ./demo-run, recreated)"})
+def demo(c: Context, folder: str = "") -> None:
+    """Run the whole flow on a generated sample project with a scripted agent."""
+    from pathlib import Path
+
+    from paradev.demo import run_demo
+
+    run_demo(Path(folder) if folder else None)
+
+
+# -- conflicts (issue 3) -----------------------------------------------------------------
+
+
+@command(
+    help={
+        "json": "print JSON (stable keys) instead of the matrix",
+        "uncommitted": "include each worktree's uncommitted and untracked (not ignored) work",
+        "check": "exit 1 when any real conflict exists (for CI)",
+        "remote": "fetch project.remote and use its remote-tracking agent branches",
+        "watch": "re-check every --interval seconds and print only what changed (Ctrl-C ends)",
+        "interval": "seconds between checks with --watch (default 5)",
+    }
+)
+def conflicts(
+    c: Context,
+    json: bool = False,
+    uncommitted: bool = False,
+    check: bool = False,
+    remote: bool = False,
+    watch: bool = False,
+    interval: str = "5",
+) -> None:
+    """Pairwise and against-base conflicts from the branches' real contents."""
+    from paradev.conflicts import analyze, render
+    from paradev.conflicts import watch as watch_loop
+    from paradev.errors import PreconditionError, Stopped
+
+    ws = _workspace()
+    if watch:
+        try:
+            seconds = float(interval)
+        except ValueError:
+            raise PreconditionError(
+                f"--interval must be a number of seconds, not {interval!r}"
+            ) from None
+        watch_loop(
+            lambda: analyze(ws, uncommitted=uncommitted, remote=remote),
+            lambda text: print(text, flush=True),
+            max(seconds, 0.1),
+            as_json=json,
+        )
+        return
+    report = analyze(ws, uncommitted=uncommitted, remote=remote)
+    if json:  # compact: thousands of pairs, printed every few seconds
+        print(jsonlib.dumps(report.to_json(), separators=(",", ":")))
+    else:
+        print(render(report))
+    if check and report.conflict_count:
+        raise Stopped(f"{report.conflict_count} real conflict(s)")
+
+
+@command(
+    iterable=["path"],
+    help={
+        "path": "a path (file or directory) you are about to change; repeatable",
+        "agent": "your own agent number, left out of the check",
+    },
+)
+def check(c: Context, path: list[str] | None = None, agent: str = "") -> None:
+    """Exit 1 naming the agents whose branch or worktree already changes PATH."""
+    from paradev.conflicts import claims, repo_relative
+    from paradev.errors import PreconditionError, Stopped
+    from paradev.lifecycle import parse_int
+
+    if not path:
+        raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
+    ws = _workspace()
+    me = parse_int(agent, "--agent") if agent else None
+    if me is not None:
+        ws.check_agent(me)
+    found = claims(ws, [repo_relative(ws, p) for p in path], exclude=me)
+    if not found:
+        print("no other agent changes " + ", ".join(path))
+        return
+    for claim in found:
+        shown = claim.path or "."
+        print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
+    agents = sorted({claim.agent for claim in found})
+    raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
+
+
+@command(help={"json": "print JSON (stable keys) instead of text"})
+def merge_order(c: Context, json: bool = False) -> None:
+    """The landing order that respects depends_on with the fewest conflicting rebases."""
+    from paradev.order import compute_merge_order, render
+
+    result = compute_merge_order(_workspace())
+    if json:
+        emit_json(result.to_json())
+    else:
+        print(render(result))
 
 
 # Every @command above (and in later sections) becomes a task; no list to keep in sync.

@@ -1,0 +1,189 @@
+"""Merge order: exact search checked against brute force, dependencies, ties, real branches."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from itertools import permutations
+from pathlib import Path
+
+import pytest
+
+from paradev.order import EXACT_LIMIT, Problem, compute_merge_order, solve
+from paradev.workspace import open_workspace
+from tests.conftest import APP
+from tests.helpers import Result, agent_tree, commit
+
+
+def problem(
+    agents: list[int],
+    edges: list[tuple[int, int]] | None = None,
+    base: set[int] | None = None,
+    providers: dict[int, set[int]] | None = None,
+    size: dict[int, int] | None = None,
+) -> Problem:
+    conflicts: dict[int, set[int]] = {a: set() for a in agents}
+    for left, right in edges or []:
+        conflicts[left].add(right)
+        conflicts[right].add(left)
+    return Problem(
+        agents=agents,
+        conflicts={a: frozenset(c) for a, c in conflicts.items()},
+        base_conflicts=frozenset(base or ()),
+        providers={a: frozenset((providers or {}).get(a, ())) for a in agents},
+        size=size or {a: 1 for a in agents},
+    )
+
+
+def cost(p: Problem, order: tuple[int, ...] | list[int]) -> int:
+    landed: set[int] = set()
+    hits = 0
+    for agent in order:
+        hits += p.hits(agent, landed)
+        landed.add(agent)
+    return hits
+
+
+def respects(p: Problem, order: list[int]) -> bool:
+    seen: set[int] = set()
+    for agent in order:
+        if not p.providers.get(agent, frozenset()) <= seen:
+            return False
+        seen.add(agent)
+    return True
+
+
+def test_exact_search_matches_brute_force_on_random_graphs() -> None:
+    rng = random.Random(7)
+    for _ in range(60):
+        n = rng.randint(1, 6)
+        agents = list(range(1, n + 1))
+        edges = [(a, b) for a in agents for b in agents if a < b and rng.random() < 0.4]
+        providers = {b: {a} for a in agents for b in agents if a < b and rng.random() < 0.15}
+        p = problem(agents, edges, {a for a in agents if rng.random() < 0.2}, providers)
+        valid = [o for o in permutations(agents) if respects(p, list(o))]
+        result = solve(p)
+        assert result.exact
+        assert respects(p, result.order)
+        assert sorted(result.order) == agents
+        assert result.conflicting_rebases == cost(p, result.order) == min(cost(p, o) for o in valid)
+
+
+def test_the_conflict_free_agents_land_before_the_conflicting_ones() -> None:
+    # 1 conflicts with 2 and 3; landing 2 and 3 first costs one rebase (agent 1's).
+    result = solve(problem([1, 2, 3], [(1, 2), (1, 3)]))
+    assert result.order == [2, 3, 1]
+    assert result.conflicting_rebases == 1
+    assert "its rebase will conflict with agent 2, agent 3" in result.reasons[1]
+    assert "rebases cleanly" in result.reasons[2]
+
+
+def test_ties_go_to_the_smaller_change_then_the_lower_id() -> None:
+    result = solve(problem([1, 2, 3, 4], size={1: 5, 2: 1, 3: 5, 4: 1}))
+    assert result.order == [2, 4, 1, 3]
+    assert result.conflicting_rebases == 0
+
+
+def test_providers_land_before_consumers_even_when_it_costs_a_rebase() -> None:
+    # Without the dependency 2 -> 1 would be free; 1 must land first.
+    result = solve(problem([1, 2, 3], [(1, 3)], providers={2: {3}}, size={1: 1, 2: 1, 3: 9}))
+    assert result.order.index(3) < result.order.index(2)
+    assert result.conflicting_rebases == 1
+    assert "after its provider(s) agent 3" in result.reasons[2]
+
+
+def test_base_conflicts_count_wherever_the_agent_lands() -> None:
+    result = solve(problem([1, 2], base={2}))
+    assert result.conflicting_rebases == 1
+    assert "conflict with base" in result.reasons[2]
+
+
+def test_a_dependency_cycle_between_agents_is_ignored_and_said() -> None:
+    result = solve(problem([1, 2], providers={1: {2}, 2: {1}}))
+    assert sorted(result.order) == [1, 2]
+    assert "dependency cycle between agents 1, 2 ignored" in result.reasons[1]
+
+
+def test_beyond_the_exact_limit_the_stated_heuristic_is_used() -> None:
+    rng = random.Random(3)
+    agents = list(range(1, EXACT_LIMIT + 5))
+    edges = [(a, b) for a in agents for b in agents if a < b and rng.random() < 0.2]
+    providers = {5: {9}, 12: {3}}
+    p = problem(agents, edges, providers=providers)
+
+    result = solve(p)
+
+    assert result.exact is False
+    assert sorted(result.order) == agents and respects(p, result.order)
+    assert result.conflicting_rebases == cost(p, result.order)
+    assert all("heuristic: greedy" in text for text in result.reasons.values())
+
+
+def test_exact_search_handles_the_limit() -> None:
+    agents = list(range(1, EXACT_LIMIT + 1))
+    edges = [(a, a + 1) for a in agents[:-1]]  # a path: every other agent can land first
+    result = solve(problem(agents, edges))
+    assert result.exact is True
+    assert result.conflicting_rebases == EXACT_LIMIT // 2
+
+
+@pytest.fixture
+def three_agents(set_up: Path, repo: Path) -> Path:
+    """Agents 1 and 2 conflict on app.py; agent 3 changes more files, harmlessly."""
+    commit(agent_tree(set_up, 1), {"src/app.py": APP.replace("return 5\n", "return 'a'\n")})
+    commit(agent_tree(set_up, 2), {"src/app.py": APP.replace("return 5\n", "return 'b'\n")})
+    commit(agent_tree(set_up, 3), {"README.md": "# 3\n", "docs/x.md": "x\n"})
+    return repo
+
+
+def test_compute_merge_order_on_real_branches_saves_the_order(three_agents: Path) -> None:
+    ws = open_workspace(three_agents)
+
+    result = compute_merge_order(ws)
+
+    assert result.order == [1, 2, 3]  # ties: smaller change first, then id
+    assert result.conflicting_rebases == 1
+    assert ws.store.read().merge_order == [1, 2, 3]
+
+
+def test_depends_on_makes_the_provider_land_first(three_agents: Path) -> None:
+    plan = three_agents / "plan.toml"
+    text = plan.read_text(encoding="utf-8").replace("depends_on = [11]", "depends_on = [13]")
+    plan.write_text(text, encoding="utf-8")
+
+    result = compute_merge_order(open_workspace(three_agents))
+
+    assert result.order.index(3) < result.order.index(1)
+    assert result.conflicting_rebases == 1
+
+
+def test_agents_without_work_are_not_listed(
+    set_up: Path, cli: Callable[..., Result], repo: Path
+) -> None:
+    commit(agent_tree(set_up, 2), {"README.md": "# 2\n"})
+
+    result = cli("merge-order", "--json")
+
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data == {
+        "order": [2],
+        "conflicting_rebases": 0,
+        "reasons": {"2": data["reasons"]["2"]},
+        "exact": True,
+    }
+    assert "lands 1st" in data["reasons"]["2"]
+    status = cli("status", "--json").json()
+    assert status["merge_order"] == [2]
+
+
+def test_merge_order_human_view(three_agents: Path, cli: Callable[..., Result]) -> None:
+    result = cli("merge-order")
+    assert result.code == 0
+    assert result.out.startswith("merge order: 1 -> 2 -> 3")
+    assert "1 conflicting rebase(s) (exact search)" in result.out
+
+
+def test_no_work_at_all(set_up: Path, cli: Callable[..., Result]) -> None:
+    result = cli("merge-order")
+    assert result.code == 0 and "no agent has work to merge" in result.out
