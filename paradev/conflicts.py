@@ -393,6 +393,8 @@ def _walk(
 
 @dataclass(slots=True)
 class PairReport:
+    """Two agents: the paths both changed, and what a real merge of their work does."""
+
     agents: tuple[int, int]
     overlap: list[str]
     conflict: bool
@@ -414,6 +416,8 @@ class PairReport:
 
 @dataclass(frozen=True)
 class BaseReport:
+    """One agent's work merged into the current base."""
+
     agent: int
     conflict: bool
     conflicts: list[Conflict]
@@ -428,6 +432,8 @@ class BaseReport:
 
 @dataclass(frozen=True)
 class Report:
+    """Everything ``paradev conflicts`` prints; ``to_json`` gives the design's keys."""
+
     base: str
     base_commit: str
     branches: list[Branch]

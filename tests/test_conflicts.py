@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pytest_mock import MockerFixture
 
 from paradev import conflicts as conf
+from paradev import git as gitmod
 from paradev.conflicts import Changes, Report, analyze, may_conflict, parse_hunks
-from paradev.git import Git, merge_trees
+from paradev.git import Git, git_env, merge_trees
 from paradev.workspace import Workspace, open_workspace
 from tests.conftest import APP
 from tests.helpers import Result, agent_tree, commit, git, write
@@ -25,19 +28,31 @@ def ws_of(repo: Path) -> Workspace:
     return open_workspace(repo)
 
 
-def real_merge(repo: Path, tmp: Path, ours: str, theirs: str) -> tuple[bool, set[str], str, Path]:
-    """Merge ``theirs`` into ``ours`` with a real ``git merge`` in a throwaway clone.
+@dataclass(frozen=True)
+class RealMerge:
+    """What a real ``git merge`` of two commits did in a throwaway clone."""
 
-    Returns (conflicted, unmerged paths, git's output, the clone).
-    """
-    clone = tmp / f"clone-{abs(hash((ours, theirs)))}"
+    failed: bool
+    unmerged: set[str]
+    output: str  # what git printed (its CONFLICT lines)
+    clone: Path
+
+
+def real_merge(repo: Path, tmp: Path, ours: str, theirs: str) -> RealMerge:
+    """Merge ``theirs`` into ``ours`` with a real ``git merge`` in a throwaway clone."""
+    clone = tmp / f"clone-{ours[:8]}-{theirs[:8]}"
     git(tmp, "clone", "-q", "--no-checkout", str(repo), str(clone))
     git(clone, "checkout", "-q", "--detach", ours)
-    proc = git(clone, "merge", "--no-edit", "--no-ff", theirs, check=False)
-    output = proc + git(clone, "status", "--porcelain", check=False)
+    proc = subprocess.run(
+        ["git", "merge", "--no-edit", "--no-ff", theirs],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env=git_env(),
+        check=False,
+    )
     unmerged = {line.split("\t", 1)[1] for line in git(clone, "ls-files", "-u").splitlines()}
-    merge_head = (clone / ".git" / "MERGE_HEAD").exists()
-    return merge_head and bool(unmerged), unmerged, output, clone
+    return RealMerge(proc.returncode != 0, unmerged, proc.stdout + proc.stderr, clone)
 
 
 def plain(paths: set[str]) -> set[str]:
@@ -53,24 +68,6 @@ def two_agents(set_up: Path, left: Files, right: Files) -> tuple[str, str]:
     one = commit(agent_tree(set_up, 1), left, "agent 1 work")
     two = commit(agent_tree(set_up, 2), right, "agent 2 work")
     return one, two
-
-
-def merge_output(clone: Path, ours: str, theirs: str) -> str:
-    """What a real ``git merge`` prints (its CONFLICT lines), in ``clone``."""
-    import subprocess
-
-    from paradev.git import git_env
-
-    git(clone, "reset", "-q", "--hard", ours)
-    proc = subprocess.run(
-        ["git", "merge", "--no-edit", "--no-ff", theirs],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        env=git_env(),
-        check=False,
-    )
-    return proc.stdout + proc.stderr
 
 
 EDITED = APP.replace("    return 5\n", "    return 'five'\n")
@@ -106,15 +103,13 @@ def test_each_conflict_type_matches_a_real_merge(
 
     pair = report.pair(1, 2)
     assert pair is not None and pair.merged
-    conflicted, unmerged, _, clone = real_merge(repo, tmp_path, one, two)
-    assert conflicted
+    real = real_merge(repo, tmp_path, one, two)
+    assert real.failed and real.unmerged
     assert pair.conflict is True
     assert kind in {c.type for c in pair.conflicts}
     named = {p for c in pair.conflicts for p in c.paths}
-    assert plain(unmerged) <= plain(named)  # every path git leaves unmerged is reported
-    assert kinds(merge_output(clone, one, two)) == kinds(
-        "\n".join(c.message for c in pair.conflicts)
-    )
+    assert plain(real.unmerged) <= plain(named)  # every path git leaves unmerged is reported
+    assert kinds(real.output) == kinds("\n".join(c.message for c in pair.conflicts))
 
 
 def test_mode_conflict_from_a_symlink_matches_a_real_merge(
@@ -128,11 +123,11 @@ def test_mode_conflict_from_a_symlink_matches_a_real_merge(
 
     pair = analyze(ws_of(repo)).pair(1, 2)
 
-    conflicted, unmerged, _, clone = real_merge(repo, tmp_path, one, two)
-    assert pair is not None and conflicted and pair.conflict
+    real = real_merge(repo, tmp_path, one, two)
+    assert pair is not None and real.failed and pair.conflict
     assert [c.type for c in pair.conflicts] == ["mode"]
-    assert plain(unmerged) <= plain({p for c in pair.conflicts for p in c.paths})
-    assert kinds(merge_output(clone, one, two)) == kinds(pair.conflicts[0].message)
+    assert plain(real.unmerged) <= plain({p for c in pair.conflicts for p in c.paths})
+    assert kinds(real.output) == kinds(pair.conflicts[0].message)
 
 
 HARMLESS: dict[str, tuple[Files, Files]] = {
@@ -158,7 +153,8 @@ def test_harmless_overlap_is_overlap_without_conflict(
     assert pair.overlap == sorted(set(left) & set(right))
     assert pair.conflict is False and pair.conflicts == []
     assert pair.merged  # it was really merged, not guessed
-    assert real_merge(repo, tmp_path, one, two)[0] is False
+    real = real_merge(repo, tmp_path, one, two)
+    assert not real.failed and not real.unmerged
 
 
 def test_disjoint_pairs_are_never_merged_and_are_clean(set_up: Path, repo: Path) -> None:
@@ -186,8 +182,7 @@ def test_content_hunks_are_the_line_ranges_of_the_real_merge(
 
     pair = analyze(ws_of(repo)).pair(1, 2)
 
-    _, _, _, clone = real_merge(repo, tmp_path, one, two)
-    merged = (clone / "src/app.py").read_text(encoding="utf-8")
+    merged = (real_merge(repo, tmp_path, one, two).clone / "src/app.py").read_text(encoding="utf-8")
     expected = parse_hunks(merged)
     assert pair is not None
     (found,) = pair.conflicts
@@ -228,7 +223,7 @@ def test_against_base_matches_a_real_merge_into_base(
     assert by_agent[1].conflict is True
     assert [c.type for c in by_agent[1].conflicts] == ["content"]
     assert by_agent[2].conflict is False
-    assert real_merge(repo, tmp_path, base, head)[0] is True
+    assert real_merge(repo, tmp_path, base, head).failed
 
 
 def test_pairs_forked_from_different_base_commits_are_compared_from_their_merge_base(
@@ -244,7 +239,7 @@ def test_pairs_forked_from_different_base_commits_are_compared_from_their_merge_
     pair = analyze(ws_of(repo)).pair(1, 2)
 
     assert pair is not None and pair.overlap == []
-    assert pair.conflict is real_merge(repo, tmp_path, one, two)[0] is True
+    assert pair.conflict is real_merge(repo, tmp_path, one, two).failed is True
 
 
 def test_branches_sharing_commits_are_always_merged(
@@ -259,7 +254,7 @@ def test_branches_sharing_commits_are_always_merged(
     pair = analyze(ws_of(repo)).pair(1, 2)
 
     assert pair is not None and pair.merged
-    assert pair.conflict is real_merge(repo, tmp_path, one, two)[0]
+    assert pair.conflict is real_merge(repo, tmp_path, one, two).failed
 
 
 def test_prefilter_catches_renames_file_directory_and_directory_renames() -> None:
@@ -467,6 +462,52 @@ def test_check_takes_paths_relative_to_the_agent_worktree(
     assert missing.code == 2 and "name at least one path" in missing.err
 
 
-def test_render_lists_pairs_when_there_are_many_agents() -> None:
-    report = Report("main", "0" * 40, [], [], [])
-    assert "0 agent(s) with work" in conf.render(report)
+def test_render_lists_only_noisy_pairs_beyond_the_matrix_limit(set_up: Path, repo: Path) -> None:
+    plan = repo / "plan.toml"
+    plan.write_text(
+        plan.read_text(encoding="utf-8").replace("count = 3", "count = 14"), encoding="utf-8"
+    )
+    scratch = set_up / "scratch"
+    git(repo, "worktree", "add", "-q", "--detach", str(scratch), "main")
+    for agent in range(1, 15):  # committed work only: branch refs are enough
+        git(scratch, "checkout", "-q", "--detach", "main")
+        text = EDITED if agent == 1 else EDITED_OTHER if agent == 2 else f"# {agent}\n"
+        head = commit(scratch, {"src/app.py" if agent < 3 else f"docs/{agent}.md": text})
+        git(repo, "update-ref", f"refs/heads/parallel-dev/agent-{agent}", head)
+
+    text = conf.render(analyze(ws_of(repo)))
+
+    assert "14 agent(s) with work" in text
+    assert "agents 1 x 2: CONFLICT" in text
+    assert "agent 1    " not in text  # no matrix header
+    assert "1 conflict(s), 0 harmless overlap(s), 91 pair(s)" in text
+
+
+def test_a_bad_interval_is_a_usage_error(set_up: Path, cli: Callable[..., Result]) -> None:
+    result = cli("conflicts", "--watch", "--interval", "soon")
+    assert result.code == 2 and "--interval must be a number" in result.err
+
+
+def test_an_empty_report_renders() -> None:
+    report = Report("main", "0" * 40, [], [], [], idle=[1, 2])
+    text = conf.render(report)
+    assert "0 agent(s) with work" in text and "no work yet: agent 1, agent 2" in text
+
+
+def test_git_batches_diffs_blobs_and_commits_beyond_base(repo: Path) -> None:
+    gitrepo = Git(repo)
+    base = git(repo, "rev-parse", "HEAD")
+    commit(repo, {"A": "single-letter name\n", "src/util.py": None})
+    head = commit(repo, {"src/x y.py": "spaces\n"})
+
+    diffs = gitmod.diff_trees(gitrepo, [(base, head), (head, head), (head, base)])
+    blobs = gitmod.read_blobs(gitrepo, [f"{head}:A", f"{head}:missing", f"{head}:src"])
+    parents, boundary = gitmod.commits_beyond(gitrepo, base, [head])
+
+    assert diffs == [
+        {"A": "A", "src/util.py": "D", "src/x y.py": "A"},
+        {},
+        {"A": "D", "src/util.py": "A", "src/x y.py": "D"},
+    ]
+    assert blobs == [b"single-letter name\n", None, None]
+    assert len(parents) == 2 and boundary == {base}
