@@ -91,6 +91,30 @@ class BatchRun:
     moves: list[BranchMove] = field(default_factory=list)
 
 
+@contextmanager
+def batch_lock(ws: Workspace) -> Iterator[None]:
+    """One run-batch at a time per repository: a second one would launch the same tasks again.
+
+    The lock is released when the process ends, however it ends.
+    """
+    from filelock import FileLock, Timeout
+
+    ws.store.dir.mkdir(parents=True, exist_ok=True)
+    path = ws.store.dir / "run-batch.lock"
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise PreconditionError(
+            f"another 'paradev run-batch' is running in this repository ({path} is locked); "
+            "wait for it or stop it with Ctrl-C"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def parse_agents(text: str, ws: Workspace) -> list[int] | None:
     """``--agents 1,3`` -> [1, 3]; "" -> None (every agent)."""
     if not text.strip():

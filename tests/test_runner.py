@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,7 @@ def configure(root: Path, **agents: Any) -> None:
         if name:
             doc.setdefault(section, tomlkit.table())[name] = value
         else:
-            doc["agents"][key] = value  # type: ignore[index]
+            doc["agents"][key] = value
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
 
 
@@ -217,7 +218,7 @@ def test_title_that_looks_like_shell_arrives_verbatim(
     record = scripted({})
     title = "$(touch pwned) `touch pwned2`; rm -rf {worktree} \"' {title}"
     doc = tomlkit.parse((repo / "plan.toml").read_text())
-    doc["batches"][0]["tasks"][0]["title"] = title  # type: ignore[index]
+    doc["batches"][0]["tasks"][0]["title"] = title
     (repo / "plan.toml").write_text(tomlkit.dumps(doc))
 
     result = cli("run-batch", "--agents", "1")
@@ -293,7 +294,7 @@ def test_no_launch_starts_the_tasks_and_prints_where_to_work(
     set_up: Path, repo: Path, worktrees: Path, cli: CliFn
 ) -> None:
     doc = tomlkit.parse((repo / "plan.toml").read_text())
-    doc["batches"][0]["tasks"][1]["files"] = ["src/init.py"]  # type: ignore[index]
+    doc["batches"][0]["tasks"][1]["files"] = ["src/init.py"]
     (repo / "plan.toml").write_text(tomlkit.dumps(doc))
     commit(agent_tree(worktrees, 3), {"src/health.py": "x = 1\n"})
 
@@ -511,3 +512,51 @@ def test_merge_train_hands_a_conflict_to_the_agent_and_lands_both(
     assert "VALUE = 4" in util
     state = state_of(repo)
     assert state.status(11) == state.status(12) == MERGED
+
+
+def test_a_second_run_batch_is_refused_while_one_runs(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    lock = repo / ".git" / "paradev" / "run-batch.lock"
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib, filelock\n"
+            "with filelock.FileLock(sys.argv[1]):\n"
+            "    pathlib.Path(sys.argv[2]).touch()\n"
+            "    time.sleep(30)\n",
+            str(lock),
+            str(ready),
+        ]
+    )
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            runner.pause()
+
+        result = cli("run-batch", "--no-launch")
+
+        assert result.code == 2
+        assert "another 'paradev run-batch' is running" in result.err
+        assert state_of(repo).status(11) == PLANNED
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_prompt_carries_the_project_instructions(set_up: Path, repo: Path, cli: CliFn) -> None:
+    configure(repo, instructions="STANDARDS.md")
+    missing = cli("run-batch", "--no-launch")
+    assert missing.code == 2
+    assert "STANDARDS.md does not exist" in missing.err
+    assert state_of(repo).status(11) == PLANNED
+    (repo / "STANDARDS.md").write_text("Type hints everywhere.\n")
+
+    result = cli("run-batch", "--no-launch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    prompt = (repo / ".git" / "paradev" / "prompts" / "issue-11.md").read_text()
+    assert "## Project instructions (STANDARDS.md)" in prompt
+    assert "Type hints everywhere." in prompt
