@@ -13,7 +13,7 @@ from typing import Any
 
 from paradev import plan as plan_mod
 from paradev.errors import PreconditionError
-from paradev.git import Git, ahead_behind, changed_paths, dirty_paths
+from paradev.git import ahead_behind_if_any, changed_paths, dirty_paths
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -180,16 +180,15 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
 
 def _branch_facts(ws: Workspace, agent: int) -> dict[str, Any]:
     """Ahead/behind base and dirtiness: the git work of status, run per agent in parallel."""
-    git: Git = ws.git
-    branch = ws.branch(agent)
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
-    facts: dict[str, Any] = {"exists": exists, "ahead": None, "behind": None, "dirty": None}
-    if git.rev(f"refs/heads/{branch}") is not None:
-        facts["ahead"], facts["behind"] = ahead_behind(git, ws.plan.base, branch)
-    if exists:
-        facts["dirty"] = bool(dirty_paths(path))
-    return facts
+    counts = ahead_behind_if_any(ws.git, ws.plan.base, ws.branch(agent))
+    return {
+        "exists": exists,
+        "ahead": counts[0] if counts else None,
+        "behind": counts[1] if counts else None,
+        "dirty": bool(dirty_paths(path)) if exists else None,
+    }
 
 
 def status(ws: Workspace) -> dict[str, Any]:
@@ -236,7 +235,8 @@ def render_status(report: dict[str, Any]) -> str:
         current = info["current_task"]
         if current:
             lines.append(
-                f"  current:  #{current['issue']} {current['title']} ({current['hours']:g}h)"
+                f"  current:  #{current['issue']} {_one_line(current['title'])} "
+                f"({current['hours']:g}h)"
             )
         else:
             lines.append("  current:  none")
@@ -248,3 +248,8 @@ def render_status(report: dict[str, Any]) -> str:
     if report["train"]:
         lines.append(f"merge train in progress: {report['train'].get('status', 'running')}")
     return "\n".join(lines)
+
+
+def _one_line(title: str) -> str:
+    """A title as one line of the table (JSON keeps it exactly)."""
+    return title.replace("\r", "\\r").replace("\n", "\\n")

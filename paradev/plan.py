@@ -10,19 +10,17 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import tomlkit
-from tomlkit.exceptions import ParseError, TOMLKitError
-from tomlkit.items import AoT
-from tomlkit.toml_document import TOMLDocument
+from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
+
+if TYPE_CHECKING:
+    from tomlkit.items import AoT
+    from tomlkit.toml_document import TOMLDocument
 
 PLAN_FILE = "plan.toml"
 ON_CONFLICT_CHOICES = ("stop", "agent")
@@ -302,13 +300,32 @@ def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:
-    unwrapped: dict[str, Any] = _parse_document(text, path).unwrap()
-    return unwrapped
+    """Parse with the standard library: reading (status) never imports tomlkit, only edits do."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{path}:{_syntax_error(str(exc), text)}") from None
 
 
-def _reason(exc: ParseError) -> str:
-    message = str(exc).split(" at line ", maxsplit=1)[0]
-    return message.replace("'\x00'", "end of file")
+_POSITION = re.compile(
+    r"^(?P<reason>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
+)
+
+
+def _syntax_error(message: str, text: str) -> str:
+    """``Invalid value (at line 3, column 10)`` -> ``3:10: TOML syntax error: invalid value``."""
+    match = _POSITION.match(message)
+    if not match:
+        return f" TOML syntax error: {message}"
+    if match["line"]:
+        line, col = int(match["line"]), int(match["col"])
+    else:  # at the end of the document
+        lines = text.split("\n")
+        line, col = len(lines), len(lines[-1]) + 1
+    reason = match["reason"][:1].lower() + match["reason"][1:]
+    return f"{line}:{col}: TOML syntax error: {reason}"
 
 
 def _report(path: Path, problems: list[str]) -> str:
@@ -548,6 +565,9 @@ def insert_task(text: str, path: Path, fields: dict[str, Any], batch: str | None
     around it; the result is checked to mean exactly "the old plan plus this
     task" (else tomlkit's own rendering is used).
     """
+    import tomlkit
+    from tomlkit.items import AoT
+
     if text and not text.endswith("\n"):  # tomlkit would glue a new table to a final comment
         return _keep_missing_final_newline(insert_task(text + "\n", path, fields, batch), text)
     doc = _parse_document(text, path)
@@ -578,6 +598,9 @@ def insert_task(text: str, path: Path, fields: dict[str, Any], batch: str | None
 
 def _meaning(text: str) -> dict[str, Any] | None:
     """The plain data ``text`` holds, None when it does not parse."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         data: dict[str, Any] = tomlkit.parse(text).unwrap()
     except TOMLKitError:
@@ -592,12 +615,12 @@ def _keep_missing_final_newline(new_text: str, original: str) -> str:
 
 
 def _parse_document(text: str, path: Path) -> TOMLDocument:
+    """The file as a tomlkit document (comments and layout kept) for editing."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         return tomlkit.parse(text)
-    except ParseError as exc:
-        # tomlkit counts columns from 0; editors and compilers from 1
-        where = f"{path}:{exc.line}:{exc.col + 1}"
-        raise PlanError(f"{where}: TOML syntax error: {_reason(exc)}") from None
     except TOMLKitError as exc:
         raise PlanError(f"{path}: TOML error: {exc}") from None
 
@@ -615,6 +638,8 @@ def _with_task(data: dict[str, Any], fields: dict[str, Any], batch: str | None) 
 
 
 def _render(value: Any) -> str:
+    import tomlkit
+
     return str(tomlkit.item(value).as_string())
 
 
@@ -626,6 +651,8 @@ def _task_block(fields: dict[str, Any], indent: str) -> str:
 
 def _task_indent(batches: AoT) -> str:
     """The indentation of the plan's existing task headers (two spaces in an empty plan)."""
+    from tomlkit.items import AoT
+
     for table in batches:
         tasks = table.get("tasks")
         if isinstance(tasks, AoT) and len(tasks):
@@ -651,6 +678,8 @@ def _replace_marker(rendered: str, block: str) -> str | None:
 
 def _plain_insert(text: str, path: Path, fields: dict[str, Any], batch: str | None) -> str:
     """tomlkit's own rendering of the added task: correct, if less tidy (unusual layouts)."""
+    import tomlkit
+
     doc = _parse_document(text, path)
     batches = doc.get("batches")
     if batches is None:
@@ -680,7 +709,13 @@ def _find_batch_table(batches: Any, name: str | None) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, rename: never a truncated file."""
+    """Write via a temp file in the same folder, fsync, rename: never a truncated file.
+
+    A symlinked plan is written where the link points, so the link stays.
+    """
+    path = path.resolve()
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:

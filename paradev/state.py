@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -182,6 +181,8 @@ class StateStore:
 
     def write(self, state: State) -> None:
         """Atomically replace the file (temp file, fsync, rename). Callers hold the lock."""
+        import tempfile  # only writers need it: status never loads it
+
         state.updated_at = now()
         text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
         self.dir.mkdir(parents=True, exist_ok=True)

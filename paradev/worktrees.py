@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paradev.errors import PreconditionError
-from paradev.git import Worktree, worktree_list
-from paradev.state import AgentRecord
+from paradev.git import Worktree, local_branches, worktree_list
+from paradev.state import AgentRecord, State
 from paradev.workspace import Workspace
 
 
@@ -49,31 +49,46 @@ def setup(ws: Workspace, agents: int | None = None) -> list[Step]:
             "raise agents.count in plan.toml to add agents"
         )
     git = ws.git
+    ws.store.read()  # a corrupt state stops us before anything changes
+    _plan_steps(ws, count, _live_worktrees(ws))  # refuse before fetching
+    if ws.plan.remote:  # outside the lock: the network may be slow
+        git.run("fetch", "--quiet", "--", ws.plan.remote)
+    start = ws.base_ref()
     with ws.store.locked():
-        state = ws.store.read()  # a corrupt state stops us before anything changes
-        steps = _plan_steps(ws, count, [r for r in worktree_list(git) if not r.prunable])
-        if ws.plan.remote:
-            git.run("fetch", "--quiet", "--", ws.plan.remote)
-        start = ws.base_ref()
+        state = ws.store.read()
+        steps = _plan_steps(ws, count, _live_worktrees(ws))
         if any(step.action == "create" for step in steps) and git.rev(start) is None:
             raise PreconditionError(
                 f"base {start!r} does not exist; create it or set project.base in plan.toml"
             )
         git.run("worktree", "prune")
-        for step in steps:
-            _apply(ws, step, start)
-        records = {
-            step.agent: AgentRecord(step.agent, step.branch, str(step.worktree)) for step in steps
-        }
-        if any(state.agents.get(agent) != record for agent, record in records.items()):
-            state.agents.update(records)
-            ws.store.write(state)
+        done: list[Step] = []
+        try:
+            for step in steps:
+                _apply(ws, step, start)
+                done.append(step)
+        finally:  # the state records what exists, also when one agent failed
+            _record(ws, state, done)
     return steps
+
+
+def _record(ws: Workspace, state: State, steps: list[Step]) -> None:
+    """Save the agents' worktrees and branches in the state, unless nothing changed."""
+    records = {s.agent: AgentRecord(s.agent, s.branch, str(s.worktree)) for s in steps}
+    if any(state.agents.get(agent) != record for agent, record in records.items()):
+        state.agents.update(records)
+        ws.store.write(state)
+
+
+def _live_worktrees(ws: Workspace) -> list[Worktree]:
+    """git's worktree records, without the stale ones (their folder is gone; prune drops them)."""
+    return [r for r in worktree_list(ws.git) if not r.prunable]
 
 
 def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step]:
     by_path = {_real(r.path): r for r in records}
     by_branch = {r.branch: r for r in records if r.branch}
+    branches = set(local_branches(ws.git))
     steps: list[Step] = []
     problems: list[str] = []
     for agent in range(1, count + 1):
@@ -97,11 +112,24 @@ def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step
                 f"branch {branch} is checked out in {by_branch[branch].path}; "
                 "switch that worktree to another branch first"
             )
-        exists = ws.git.rev(f"refs/heads/{branch}") is not None
-        steps.append(Step(agent, branch, path, "add" if exists else "create"))
+        elif branch not in branches and (clash := _name_clash(branch, branches)):
+            problems.append(
+                f"branch {clash} exists, so git cannot also create {branch}; "
+                "change project.branch_prefix"
+            )
+        steps.append(Step(agent, branch, path, "add" if branch in branches else "create"))
     if problems:
         raise PreconditionError("; ".join(problems))
     return steps
+
+
+def _name_clash(branch: str, branches: set[str]) -> str | None:
+    """An existing branch that is a folder of ``branch`` (``a`` for ``a/b``), or inside it."""
+    parts = branch.split("/")
+    parents = ("/".join(parts[:i]) for i in range(1, len(parts)))
+    return next((p for p in parents if p in branches), None) or next(
+        (b for b in sorted(branches) if b.startswith(branch + "/")), None
+    )
 
 
 def _apply(ws: Workspace, step: Step, start: str) -> None:

@@ -14,6 +14,7 @@ from paradev.errors import GitError, PreconditionError
 from paradev.git import (
     Git,
     ahead_behind,
+    ahead_behind_if_any,
     changed_paths,
     dirty_paths,
     discover,
@@ -220,7 +221,7 @@ def test_a_missing_git_binary_is_a_clear_error(repo: Path, monkeypatch: pytest.M
 def test_rev_names_commits_only(repo: Path) -> None:
     head = rev(repo, "HEAD")
     assert Git(repo).rev("main") == head
-    assert Git(repo).rev("HEAD^{tree}") is None or Git(repo).rev("HEAD^{tree}") == head
+    assert Git(repo).rev("HEAD^{tree}") is None  # a tree is not a commit
     assert Git(repo).rev("nope") is None
     assert Git(repo).rev("--all") is None  # never taken as an option
 
@@ -251,6 +252,9 @@ def test_ahead_behind_and_changed_paths_use_the_merge_base(repo: Path, tmp_path:
     commit(tree, {"README.md": None})
     commit(repo, {"later-on-main.txt": "m\n"})  # base moves on: not the branch's change
     assert ahead_behind(Git(repo), "main", "work") == (2, 1)
+    assert ahead_behind_if_any(Git(repo), "main", "work") == (2, 1)
+    assert ahead_behind_if_any(Git(repo), "main", "missing") is None
+    assert ahead_behind_if_any(Git(repo), "missing", "work") is None
     assert changed_paths(Git(repo), "main", "work") == ["README.md", "src/new.py", "src/util.py"]
 
 
@@ -279,3 +283,12 @@ def test_dirty_paths_lists_every_kind_of_change(repo: Path) -> None:
 def test_inside_the_git_dir_is_not_a_work_tree(repo: Path) -> None:
     with pytest.raises(PreconditionError, match="is not inside a work tree"):
         discover(repo / ".git")
+
+
+def test_looking_at_a_worktree_takes_no_index_lock(repo: Path) -> None:
+    write(repo, {"src/app.py": "changed\n"})
+    (repo / ".git" / "index.lock").write_text("")  # an agent's git is busy in this tree
+    try:
+        assert dirty_paths(repo) == ["src/app.py"]
+    finally:
+        (repo / ".git" / "index.lock").unlink()

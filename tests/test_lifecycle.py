@@ -355,3 +355,12 @@ def test_status_runs_from_any_worktree(set_up: Path, cli: Callable[..., Result])
     assert result.code == 0
     assert result.json()["agents"]["3"]["worktree"] == str(agent_tree(set_up, 3))
     assert git(agent_tree(set_up, 3), "status", "--porcelain") == ""
+
+
+def test_status_table_keeps_a_multi_line_title_on_one_line(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("assign", "3", "70", "first\nsecond", "1", "--batch", "first").code == 0
+    assert cli("start", "3").code == 0 and cli("complete", "3").code == 0
+    assert cli("start", "3").code == 0
+    assert "  current:  #70 first\\nsecond (1h)" in cli("status").out

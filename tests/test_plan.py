@@ -59,7 +59,8 @@ def test_the_test_plan_reads_in_plan_order(tmp_path: Path) -> None:
     plan = parse(PLAN, tmp_path / "plan.toml", tmp_path / "project")
     assert [t.issue for t in plan.tasks()] == [11, 12, 13, 21]
     assert [t.issue for t in plan.tasks_for(1)] == [11, 21]
-    assert plan.task(21) is not None and plan.task(21).depends_on == (11,)  # type: ignore[union-attr]
+    later = plan.task(21)
+    assert later is not None and later.depends_on == (11,)
     assert plan.batch("second") is not None
     assert plan.task(99) is None
 
@@ -455,3 +456,23 @@ def test_plan_accessors_cover_sections(tmp_path: Path) -> None:
     plan: Plan = parse(PLAN, tmp_path / "plan.toml")
     assert plan.section("agents")["count"] == 3
     assert [b.name for b in plan.batches] == ["first", "second"]
+
+
+def test_add_task_writes_through_a_symlinked_plan(tmp_path: Path) -> None:
+    real = tmp_path / "shared" / "plan.toml"
+    real.parent.mkdir()
+    real.write_text(PLAN, encoding="utf-8")
+    link = tmp_path / "plan.toml"
+    link.symlink_to(real)
+    add_task(link, None, agent=1, issue=50, title="t", hours=1)
+    assert link.is_symlink()
+    assert "issue = 50" in real.read_text(encoding="utf-8")
+
+
+def test_a_wrong_setting_reports_no_follow_on_problems(tmp_path: Path) -> None:
+    text = PLAN.replace("count = 3", 'count = "3"')
+    with pytest.raises(PlanError) as caught:
+        parse(text, tmp_path / "plan.toml", tmp_path / "project")
+    assert str(caught.value) == (
+        f"{tmp_path / 'plan.toml'}: agents.count: expected an integer > 0, got '3'"
+    )

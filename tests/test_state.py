@@ -106,12 +106,18 @@ def test_a_crash_while_writing_keeps_the_old_file_and_no_temp_file(
 
 def test_writes_are_fsynced_before_the_rename(tmp_path: Path, mocker: MockerFixture) -> None:
     calls: list[str] = []
-    mocker.patch("paradev.state.os.fsync", side_effect=lambda fd: calls.append("fsync"))
-    real_replace = os.replace
-    mocker.patch(
-        "paradev.state.os.replace",
-        side_effect=lambda a, b: (calls.append("replace"), real_replace(a, b))[1],
-    )
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: Path) -> None:
+        calls.append("replace")
+        real_replace(src, dst)
+
+    mocker.patch("paradev.state.os.fsync", side_effect=fsync)
+    mocker.patch("paradev.state.os.replace", side_effect=replace)
     with StateStore(tmp_path).update() as state:
         state.merge_order = [1]
     assert calls == ["fsync", "replace"]

@@ -8,8 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
+from paradev import worktrees as worktrees_mod
 from paradev.state import StateStore
+from paradev.workspace import Workspace
+from paradev.worktrees import Step
 from tests.helpers import Result, agent_tree, commit, git, rev, write
 
 
@@ -273,3 +277,37 @@ def test_setup_follows_a_symlinked_worktree_root(
     _use_plan(repo, 2, f'[project]\nworktrees = "{tmp_path / "link-root"}"')
     assert cli("setup").code == 0
     assert cli("setup").out.count(": ok ") == 2  # the symlinked path is recognised as ours
+
+
+def test_setup_refuses_a_prefix_that_clashes_with_a_branch(
+    repo: Path, cli: Callable[..., Result], snapshot: Callable[[], dict[str, object]]
+) -> None:
+    git(repo, "branch", "parallel-dev")  # git cannot have both parallel-dev and parallel-dev/x
+    before = snapshot()
+    result = cli("setup")
+    assert result.code == 2
+    assert result.err.startswith(
+        "paradev: branch parallel-dev exists, so git cannot also create parallel-dev/agent-1; "
+        "change project.branch_prefix; "
+    )
+    assert result.err.count("\n") == 1
+    assert snapshot() == before
+
+
+def test_a_setup_that_fails_midway_records_what_it_made(
+    repo: Path, worktrees: Path, cli: Callable[..., Result], mocker: MockerFixture
+) -> None:
+    real_apply = worktrees_mod._apply
+
+    def apply(ws: Workspace, step: Step, start: str) -> None:
+        if step.agent == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during agent 2
+        real_apply(ws, step, start)
+
+    mocker.patch.object(worktrees_mod, "_apply", side_effect=apply)
+    assert cli("setup").code == 130
+    assert sorted(StateStore(repo / ".git").read().agents) == [1]
+    mocker.stopall()
+    assert cli("setup").code == 0
+    assert sorted(StateStore(repo / ".git").read().agents) == [1, 2, 3]
+    assert (agent_tree(worktrees, 2) / ".git").is_file()
