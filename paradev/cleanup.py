@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from paradev import git as gitmod
+from paradev.errors import PreconditionError
 from paradev.git import Worktree
 from paradev.state import IN_PROGRESS
 from paradev.train import BACKUP_PREFIX
@@ -82,10 +83,15 @@ def _facts(ws: Workspace, agent: int, records: dict[str, Worktree], busy: list[i
 
 def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False) -> CleanupReport:
     """Remove merged, clean agent worktrees; with ``force`` the rest too, after backing them up."""
+    state = ws.store.read()
+    if state.train is not None:
+        raise PreconditionError(
+            "a merge train is in progress; finish it (paradev merge --continue/--skip) "
+            "or end it (paradev merge --abort) before cleaning up"
+        )
     git = ws.git
     git.run("worktree", "prune")
     records = {os.path.realpath(r.path): r for r in gitmod.worktree_list(git)}
-    state = ws.store.read()
     report = CleanupReport()
     stamp = _stamp()
     removed_agents: list[int] = []

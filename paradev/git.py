@@ -243,11 +243,36 @@ def is_valid_branch_name(name: str) -> bool:
     )
 
 
+def local_branches(git: Git) -> list[str]:
+    """Every local branch (short names), in one git process."""
+    out = git.out("for-each-ref", "--format=%(refname)", "refs/heads/")
+    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line]
+
+
 def ahead_behind(git: Git, base: str, branch: str) -> tuple[int, int]:
     """Commits on ``branch`` not on ``base``, and on ``base`` not on ``branch``."""
     behind, ahead = git.out(
         "rev-list", "--left-right", "--count", f"{base}...{branch}", "--"
     ).split()
+    return int(ahead), int(behind)
+
+
+def ahead_behind_if_any(git: Git, base: str, branch: str) -> tuple[int, int] | None:
+    """``ahead_behind`` of the local ``branch``, None when it (or base) does not exist.
+
+    One git process where checking first would take two: status runs it for every agent.
+    """
+    proc = git.run(
+        "rev-list",
+        "--left-right",
+        "--count",
+        f"refs/heads/{base}...refs/heads/{branch}",
+        "--",
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    behind, ahead = proc.stdout.split()
     return int(ahead), int(behind)
 
 
@@ -258,8 +283,16 @@ def changed_paths(git: Git, base: str, head: str) -> list[str]:
 
 
 def dirty_paths(worktree: Path) -> list[str]:
-    """Uncommitted and untracked (not ignored) paths in a work tree."""
-    out = Git(worktree).run("status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    """Uncommitted and untracked (not ignored) paths in a work tree.
+
+    ``--no-optional-locks``: looking must never take the index lock an agent
+    working in that tree may need at the same moment.
+    """
+    out = (
+        Git(worktree)
+        .run("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
+        .stdout
+    )
     entries = out.split("\0")
     paths: list[str] = []
     skip_next = False

@@ -198,7 +198,10 @@ def reset(c: Context) -> None:
     }
 )
 def doctor(c: Context, repair: bool = False) -> None:
-    """Check git, the plan, the state and the worktrees (exit 1 when something is wrong)."""
+    """Check git, the plan, the state and the worktrees (exit 1 when something is wrong).
+
+    A corrupt state file exits 2, as every command but reset and doctor --repair does.
+    """
     from paradev import plan as plan_mod
     from paradev.doctor import doctor as run_doctor
     from paradev.errors import StateError, Stopped
@@ -306,19 +309,20 @@ def run_batch(
     from paradev import runner
 
     ws = _workspace()
-    run = runner.prepare(ws, batch or None, runner.parse_agents(agents, ws))
-    for note in run.notes:
-        print(f"skipped: {note}")
-    if not run.queues:
-        print(f"batch {run.batch.name!r}: nothing to run")
-        return
-    launch = bool(ws.plan.agent_command) and not no_launch
-    if dry_run:
-        print("\n".join(runner.describe(ws, run, launch)))
-    elif not launch:
-        _start_without_agents(ws, run)
-    else:
-        _launch_agents(ws, run)
+    with runner.batch_lock(ws):
+        run = runner.prepare(ws, batch or None, runner.parse_agents(agents, ws))
+        for note in run.notes:
+            print(f"skipped: {note}")
+        if not run.queues:
+            print(f"batch {run.batch.name!r}: nothing to run")
+            return
+        launch = bool(ws.plan.agent_command) and not no_launch
+        if dry_run:
+            print("\n".join(runner.describe(ws, run, launch)))
+        elif not launch:
+            _start_without_agents(ws, run)
+        else:
+            _launch_agents(ws, run)
 
 
 def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
@@ -326,7 +330,7 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
 
     if not ws.plan.agent_command:
         print("no agents.command in plan.toml: starting the tasks for you to hand out")
-    for started in runner.start_only(ws, run, runner.LineProgress(warn)):
+    for started in runner.start_only(ws, run, runner.LineProgress()):
         print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
         print(f"  worktree: {started.worktree}")
         print(f"  branch:   {started.branch}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
-from paradev.state import COMPLETED, IN_PROGRESS, MERGED, TaskRecord, now
+from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
 from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
@@ -83,12 +84,13 @@ class Train:
         with self.ws.store.update() as state:
             state.train = self.journal
 
-    def begin(self, agent: int, step: str, **facts: Any) -> None:
+    def begin(self, agent: int, step: str, *, flush: bool = True, **facts: Any) -> None:
         """Journal that ``step`` starts (with the facts needed to resume it)."""
         entry = self.agent(agent)
         entry["step"] = step
         entry.update(facts)
-        self.save()
+        if flush:
+            self.save()
 
     def finish(self, agent: int, step: str, *, flush: bool = True, **facts: Any) -> None:
         """Journal that ``step`` is done.
@@ -174,6 +176,39 @@ def select_agents(ws: Workspace) -> Selection:
             notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
         else:
             agents.append(agent)
+    return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
+
+
+def _missing_dependency(
+    ws: Workspace, state: State, agent: int, landing: set[int]
+) -> tuple[int, int] | None:
+    """(task, dependency) of ``agent`` whose dependency is neither merged nor landing with it."""
+    for task in ws.tasks_of(agent):
+        if state.status(task.issue) != COMPLETED:
+            continue
+        for dep in task.depends_on:
+            owner = ws.plan.task(dep)
+            landing_too = owner is not None and owner.agent in landing
+            if state.status(dep) != MERGED and not (landing_too and state.status(dep) == COMPLETED):
+                return task.issue, dep
+    return None
+
+
+def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) -> Selection:
+    """Leave out agents whose tasks depend on work that will not be on base before them."""
+    agents, notes = list(selection.agents), list(selection.notes)
+    changed = True
+    while changed:
+        changed = False
+        for agent in list(agents):
+            missing = _missing_dependency(ws, state, agent, set(agents))
+            if missing is not None:
+                agents.remove(agent)
+                notes.append(
+                    f"agent {agent}: #{missing[0]} depends on #{missing[1]}, "
+                    f"which is {state.status(missing[1])} and not landing; not landed"
+                )
+                changed = True
     return Selection(agents, notes)
 
 
@@ -290,6 +325,7 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         "skipped": [],
         "push": pushing,
         "gate": gate,
+        "squash": ws.plan.squash,  # fixed for the whole train, even if plan.toml changes
         "agents": {},
     }
     with ws.store.update() as state:
@@ -407,11 +443,28 @@ def run(train: Train) -> None:
     _say_gate(train)
     while train.queue:
         agent = train.queue[0]
+        if _skip_for_skipped_dependency(train, agent):
+            continue
         land(train, agent)
-        train.queue.pop(0)
-        train.save()
+        train.queue.pop(0)  # written with the next step; a resumed train finds it all done
     _end(train, "done")
     train.out(f"merge train {train.id} done; landed: {_landed_text(train)}")
+
+
+def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
+    """Leave ``agent`` out when work it depends on was skipped in this train."""
+    if train.agent(agent).get("old_head"):
+        return False  # already under way: --skip or --abort decide
+    state = train.ws.store.read()
+    landing = set(train.queue) | {e["agent"] for e in train.journal["landed"]}
+    missing = _missing_dependency(train.ws, state, agent, landing)
+    if missing is None:
+        return False
+    train.queue.pop(0)
+    train.journal["skipped"].append(agent)
+    train.save()
+    train.out(f"agent {agent}: skipped: #{missing[0]} depends on #{missing[1]}, which was skipped")
+    return True
 
 
 def _say_gate(train: Train) -> None:
@@ -432,7 +485,7 @@ def land(train: Train, agent: int) -> None:
     """Every step of landing one agent; each step skips what git shows is already done."""
     step_backup(train, agent)
     step_rebase(train, agent)
-    if train.ws.plan.squash:
+    if train.journal.get("squash", train.ws.plan.squash):
         step_squash(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
@@ -468,9 +521,10 @@ def step_backup(train: Train, agent: int) -> None:
     entry = train.agent(agent)
     if "old_head" not in entry:
         head = train.head(agent)
-        train.begin(
+        train.begin(  # written with the next step: until then nothing has changed
             agent,
             BACKUP,
+            flush=False,
             old_head=head,
             backup=backup_ref(train.branch(agent), train.id),
             remote_head=_lease(train, agent, head),
@@ -568,22 +622,40 @@ def conflict_report(train: Train, agent: int) -> str:
     if stopped_at.returncode == 0 and stopped_at.stdout.strip():
         lines.append(f"  while applying {stopped_at.stdout.strip()}")
     lines.append(f"  the rebase is left in progress in {path}")
-    lines.append("  conflicted files:")
+    lines.append(
+        f"  conflicted files (HEAD side: {train.base} as landed so far; other side: this agent):"
+    )
     for name in paths:
         hunks = marker_hunks(path / name)
         where = ", ".join(f"lines {a}-{b}" for a, b in hunks) if hunks else "whole file"
         lines.append(f"    {name}: {where}")
-    quoted = " ".join(paths)
+        lines += _hunk_excerpts(path / name, hunks)
+    tree = shlex.quote(str(path))
     lines += [
         "  next steps:",
         f"    edit the files above in {path} and resolve the conflicts, then",
-        f"    git -C {path} add -- {quoted}",
-        f"    git -C {path} rebase --continue   (or let paradev finish it)",
+        f"    git -C {tree} add -- {shlex.join(paths)}",
+        f"    git -C {tree} rebase --continue   (or let paradev finish it)",
         "    paradev merge --continue",
         "  or leave this agent out: paradev merge --skip",
         "  or end the train (its branch restored): paradev merge --abort",
     ]
     return "\n".join(lines)
+
+
+def _hunk_excerpts(file: Path, hunks: list[tuple[int, int]], most: int = 12) -> list[str]:
+    """The first lines of each conflict hunk, indented, so the report shows what clashes."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    shown: list[str] = []
+    for start, end in hunks:
+        chunk = text[start - 1 : min(end, start - 1 + most)]
+        shown += [f"      | {line}" for line in chunk]
+        if end - start + 1 > most:
+            shown.append(f"      | ... ({end - start + 1 - most} more lines)")
+    return shown
 
 
 def marker_hunks(file: Path) -> list[tuple[int, int]]:

@@ -126,3 +126,15 @@ def test_nothing_to_clean(repo: Path, cli: Cli) -> None:
     result = cli("cleanup")
     assert result.code == 0
     assert "nothing to clean up" in result.out
+
+
+def test_cleanup_waits_for_a_stopped_train(repo: Path, set_up: Path, cli: Cli) -> None:
+    work(cli, set_up, 1, {"src/util.py": "VALUE = 'one'\n"})
+    work(cli, set_up, 2, {"src/util.py": "VALUE = 'two'\n"})
+    assert cli("merge").code == 1
+
+    result = cli("cleanup", "--force")
+
+    assert result.code == 2
+    assert "merge train is in progress" in result.err
+    assert all(agent_tree(set_up, a).is_dir() for a in (1, 2, 3))

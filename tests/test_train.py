@@ -161,6 +161,46 @@ def test_on_merge_hook_gets_the_task_data(repo: Path, setup_with: Any, cli: Cli)
     assert out.read_text() == f"12 {rev(repo, 'main')} merged\n"
 
 
+def depend_12_on_11(repo: Path) -> None:
+    plan = (repo / "plan.toml").read_text()
+    plan = plan.replace("  issue = 12\n", "  issue = 12\n  depends_on = [11]\n")
+    commit(repo, {"plan.toml": plan}, "12 depends on 11")
+
+
+def test_agent_whose_dependency_is_not_merged_is_not_landed(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    depend_12_on_11(repo)
+    work(cli, trees, 2, {"two.py": "2\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "agent 2: #12 depends on #11, which is planned and not landing" in result.out
+    assert not (repo / "two.py").exists()
+    assert (repo / "three.py").exists()
+
+
+def test_skipping_a_provider_skips_its_dependents(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with(gate="! test -f bad.py")
+    depend_12_on_11(repo)
+    work(cli, trees, 1, {"bad.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    assert cli("merge").code == 1
+    assert stopped_agent(repo) == 1
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    assert "agent 2: skipped: #12 depends on #11, which was skipped" in result.out
+    assert (repo / "three.py").exists()
+    assert not (repo / "two.py").exists()
+    assert state_of(repo)["merge_history"][-1]["skipped"] == [1, 2]
+
+
 # -- refusals (exit 2, nothing changed) ----------------------------------------------------------
 
 
@@ -589,6 +629,46 @@ def build_scenario(root: Path, template: Path, remote: bool) -> Path:
     return project
 
 
+Outcome = tuple[dict[str, str], dict[str, str], dict[str, str]]
+
+# The uninterrupted run's refs, per template (one per xdist worker): computed once.
+_UNINTERRUPTED: dict[Path, Outcome] = {}
+
+
+def train_outcome(
+    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: tuple[str, str] | None
+) -> Outcome:
+    """Run the scenario's train (crashing at ``crash``, then --continue); return the refs."""
+    project = build_scenario(root, template, remote=True)
+    os.chdir(project)
+    configure(project, gate="test -f src/app.py", squash=True, push=True, remote="origin")
+    assert cli("setup").code == 0
+    trees = project.parent / "project-worktrees"
+    work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)
+    work(cli, trees, 2, {"two.py": "2\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    for agent in (1, 2, 3):  # agent branches exist on origin: pushed with a lease
+        git(project, "push", "-q", "origin", f"parallel-dev/agent-{agent}")
+    before = all_commits(project)
+    if crash is not None:
+        when, step = crash
+        (crash_before if when == "before" else crash_after)(mocker, step)
+        with pytest.raises(Crash):
+            cli("merge")
+        mocker.stopall()
+        assert state_of(project)["train"] is not None
+        result = cli("merge", "--continue")
+    else:
+        result = cli("merge")
+    assert result.code == 0, result.err
+    assert state_of(project)["train"] is None
+    assert before <= kept(project)
+    assert "not pushed" not in result.out  # the agent branches went out with their lease
+    statuses = {k: v["status"] for k, v in state_of(project)["tasks"].items()}
+    assert statuses == {"11": "merged", "12": "merged", "13": "merged"}
+    return refs(project), backups(project), refs(root / "origin.git", "refs/heads")
+
+
 @pytest.mark.parametrize(("when", "step"), CRASHES)
 def test_crash_then_continue_reaches_the_same_refs(
     when: str,
@@ -601,38 +681,14 @@ def test_crash_then_continue_reaches_the_same_refs(
 ) -> None:
     for name, value in FIXED_DATES.items():
         monkeypatch.setenv(name, value)
-    results: list[tuple[dict[str, str], dict[str, str], dict[str, str]]] = []
-    for run in ("clean", "crashed"):
-        project = build_scenario(tmp_path / run, template_repo, remote=True)
-        monkeypatch.chdir(project)
-        configure(project, gate="test -f src/app.py", squash=True, push=True, remote="origin")
-        assert cli("setup").code == 0
-        trees = project.parent / "project-worktrees"
-        work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)
-        work(cli, trees, 2, {"two.py": "2\n"})
-        work(cli, trees, 3, {"three.py": "3\n"})
-        for agent in (1, 2, 3):  # agent branches exist on origin: pushed with a lease
-            git(project, "push", "-q", "origin", f"parallel-dev/agent-{agent}")
-        before = all_commits(project)
-        if run == "crashed":
-            (crash_before if when == "before" else crash_after)(mocker, step)
-            with pytest.raises(Crash):
-                cli("merge")
-            mocker.stopall()
-            assert state_of(project)["train"] is not None
-            result = cli("merge", "--continue")
-        else:
-            result = cli("merge")
-        assert result.code == 0, result.err
-        assert state_of(project)["train"] is None
-        assert before <= kept(project)
-        assert "not pushed" not in result.out  # the agent branches went out with their lease
-        statuses = {k: v["status"] for k, v in state_of(project)["tasks"].items()}
-        assert statuses == {"11": "merged", "12": "merged", "13": "merged"}
-        results.append(
-            (refs(project), backups(project), refs(tmp_path / run / "origin.git", "refs/heads"))
+    monkeypatch.chdir(tmp_path)  # restored after the test; train_outcome moves into each repo
+    if template_repo not in _UNINTERRUPTED:
+        _UNINTERRUPTED[template_repo] = train_outcome(
+            tmp_path / "clean", template_repo, cli, mocker, None
         )
-    assert results[0] == results[1]
+    crashed = train_outcome(tmp_path / "crashed", template_repo, cli, mocker, (when, step))
+    assert crashed == _UNINTERRUPTED[template_repo]
+    assert len(crashed[0]) == 4 and len(crashed[1]) == 3  # main + 3 agents; 3 backups
 
 
 def test_interrupt_during_gate_exits_130_and_kills_the_gate(
