@@ -2,8 +2,10 @@
 
 The limit is what git alone needs for the train: per branch a backup ref, a
 rebase in the agent's worktree, the gate (``true``) and a fast-forward of the
-main work tree. paradev adds its journal (locked, fsynced state writes around
-every step), the merge order, the checks and the Python start-up.
+main work tree. paradev adds its journal (a locked, fsynced state write before
+each rebase and when tasks are marked merged), the merge order, the checks
+(clean trees, fast-forward, the branch still what the gate passed) and the
+Python start-up.
 
 Run: ``.venv/bin/python bench/merge.py [--branches N] [--repeat R]``.
 """

@@ -90,7 +90,7 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
             "or end it (paradev merge --abort) before cleaning up"
         )
     git = ws.git
-    git.run("worktree", "prune")
+    gitmod.prune_worktrees(git)
     records = {os.path.realpath(r.path): r for r in gitmod.worktree_list(git)}
     report = CleanupReport()
     stamp = _stamp()
@@ -131,6 +131,13 @@ def _back_up(ws: Workspace, facts: AgentFacts, stamp: str, report: CleanupReport
     if facts.unmerged and facts.head:
         gitmod.update_ref(ws.git, prefix, facts.head, "")
         report.backups.append(f"{prefix} ({facts.unmerged} unmerged commit(s) of {facts.branch})")
+    detached = (
+        facts.record.head if facts.record is not None and facts.record.branch is None else None
+    )
+    if detached and not gitmod.is_ancestor(ws.git, detached, f"refs/heads/{ws.plan.base}"):
+        # commits made on a detached HEAD live only in that work tree's HEAD and reflog
+        gitmod.update_ref(ws.git, f"{prefix}-detached", detached, "")
+        report.backups.append(f"{prefix}-detached (the detached HEAD of {facts.path})")
 
 
 def _delete_branch(ws: Workspace, facts: AgentFacts, report: CleanupReport) -> None:

@@ -102,4 +102,19 @@ program = ParadevProgram(namespace=ns, version=__version__, name="paradev", bina
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    _print_raw_bytes_of_undecodable_paths()
     program.run(list(argv) if argv is not None else None)
+
+
+def _print_raw_bytes_of_undecodable_paths() -> None:
+    """A path git gave as non-UTF-8 bytes is printed as those bytes, as ``ls`` would.
+
+    paradev reads git output with ``surrogateescape``; a strict stdout would
+    turn such a path into a traceback.
+    """
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="surrogateescape")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import plan as plan_mod
-from paradev.errors import PlanError, StateError
-from paradev.git import Git, Repository, git_version, worktree_list
+from paradev.errors import ParadevError, PlanError, StateError
+from paradev.git import Git, Repository, git_version, worktree_link_ok, worktree_list
 from paradev.plan import Plan
 from paradev.state import State, StateStore
 from paradev.workspace import Workspace
@@ -79,15 +79,36 @@ def _check_stale_worktrees(git: Git, repair: bool) -> list[Finding]:
 
 def _check_agent_worktrees(repo: Repository, plan: Plan, repair: bool) -> list[Finding]:
     ws = Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))
-    missing = [a for a in range(1, plan.agent_count + 1) if not (ws.worktree(a) / ".git").exists()]
+    missing = [a for a in range(1, plan.agent_count + 1) if not _usable(ws.worktree(a))]
     if not missing:
         return [Finding(True, f"worktrees: all {plan.agent_count} agents present")]
     if repair:
         from paradev.worktrees import setup
 
-        setup(ws)
-        return [Finding(True, f"worktrees: recreated agents {', '.join(map(str, missing))}")]
-    return [
-        Finding(False, f"agent {a}: no worktree at {ws.worktree(a)} (run 'paradev setup')")
-        for a in missing
-    ]
+        try:
+            setup(ws)
+        except ParadevError as exc:  # e.g. a folder in the way: a person must decide
+            return [Finding(False, f"worktrees: cannot repair: {exc}")]
+        return [Finding(True, f"worktrees: repaired agents {', '.join(map(str, missing))}")]
+    return [_missing_worktree(ws, a) for a in missing]
+
+
+def _usable(worktree: Path) -> bool:
+    return (worktree / ".git").exists() and worktree_link_ok(worktree)
+
+
+def _missing_worktree(ws: Workspace, agent: int) -> Finding:
+    """Missing or broken (setup recreates or repairs it), or a folder in its place (it refuses)."""
+    path = ws.worktree(agent)
+    if (path / ".git").exists():
+        return Finding(
+            False,
+            f"agent {agent}: the .git link of {path} is broken (run 'paradev doctor --repair')",
+        )
+    if path.exists():
+        return Finding(
+            False,
+            f"agent {agent}: {path} exists but is not a git worktree "
+            "(move it away, then run 'paradev setup')",
+        )
+    return Finding(False, f"agent {agent}: no worktree at {path} (run 'paradev setup')")

@@ -9,9 +9,11 @@ configured coordination overhead (conflicts, merge train, review).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from paradev.errors import PlanError
 from paradev.plan import Batch, Plan, Task
 
 
@@ -97,6 +99,12 @@ def estimate(plan: Plan) -> Estimate:
     overhead = float(settings["overhead"]) * len(batches)
     parallel = sum(b.hours for b in batches) + overhead
     saved = sequential - parallel
+    cost = _cost(plan, settings)
+    if not all(math.isfinite(x) for x in (sequential, parallel, cost.total)):
+        raise PlanError(
+            f"{plan.path}: the estimate does not add up to a finite number; "
+            "lower the [estimate] token and price figures"
+        )
     return Estimate(
         sequential_hours=sequential,
         parallel_hours=parallel,
@@ -105,7 +113,7 @@ def estimate(plan: Plan) -> Estimate:
         saved_percent=100.0 * saved / sequential if sequential else 0.0,
         speedup=sequential / parallel if parallel else 1.0,
         batches=batches,
-        cost=_cost(plan, settings),
+        cost=cost,
     )
 
 

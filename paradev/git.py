@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from git import Repo
 
 MIN_GIT_VERSION = (2, 38)
+
+# git output is bytes: a path or message that is not UTF-8 must not crash a
+# command, and a path read from git must reach git again unchanged.
+GIT_TEXT_ERRORS = "surrogateescape"
 
 # Variables that would make git act on another repository, index or tree.
 _REPO_ENV_VARS = (
@@ -69,7 +73,8 @@ class Git:
                 cwd=self.cwd,
                 input=input,
                 capture_output=True,
-                text=True,
+                encoding="utf-8",
+                errors=GIT_TEXT_ERRORS,
                 env=git_env(env),
                 check=False,
             )
@@ -98,9 +103,16 @@ class Git:
 
 
 def _failure_message(args: Sequence[str], proc: subprocess.CompletedProcess[str]) -> str:
-    detail = (proc.stderr or proc.stdout).strip().splitlines()
-    last = detail[-1] if detail else f"exit code {proc.returncode}"
-    return f"git {' '.join(args[:3])} failed: {last}"
+    """One line: the command (its first words) and git's own reason.
+
+    git's reason is its first ``fatal:``/``error:`` line: the last line is
+    often advice ("...and the repository exists.") that names nothing.
+    """
+    detail = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+    reasons = [line for line in detail if line.startswith(("fatal:", "error:"))]
+    reason = (reasons or detail or [f"exit code {proc.returncode}"])[0]
+    shown = " ".join(args[:4]) + (" ..." if len(args) > 4 else "")
+    return f"git {shown} failed: {reason}"
 
 
 @contextmanager
@@ -223,6 +235,25 @@ def worktree_list(git: Git) -> list[Worktree]:
             )
         )
     return records
+
+
+def worktree_link_ok(worktree: Path) -> bool:
+    """Whether git can open ``worktree`` (its ``.git`` file points at a live record)."""
+    return Git(worktree).ok("rev-parse", "--git-dir")
+
+
+def repair_worktree(git: Git, worktree: Path) -> None:
+    """Rewrite the links between a worktree and its record (``git worktree repair``).
+
+    git repairs and still exits 1 when it found the link broken, so success
+    is judged by whether the worktree opens afterwards. Files are never touched.
+    """
+    git.run("worktree", "repair", "--", str(worktree), check=False)
+    if not worktree_link_ok(worktree):
+        raise PreconditionError(
+            f"{worktree} is a broken worktree that 'git worktree repair' could not fix; "
+            "move it away and run 'paradev setup' again"
+        )
 
 
 # -- refs ----------------------------------------------------------------------
@@ -453,10 +484,16 @@ def git_dir_path(worktree: Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class RebaseInProgress:
-    """A rebase stopped in a work tree: the branch it rewrites and the commit it replays onto."""
+    """A rebase stopped in a work tree, as its own state files describe it.
 
-    head_name: str  # refs/heads/<branch>, or "detached HEAD"
+    ``head_name`` is the branch it rewrites (``refs/heads/<branch>``, or
+    "detached HEAD"), ``onto`` the commit it replays onto and ``orig_head`` the
+    branch's head when it started: together they tell whose rebase it is.
+    """
+
+    head_name: str
     onto: str
+    orig_head: str
 
 
 def rebase_in_progress(worktree: Path) -> RebaseInProgress | None:
@@ -465,13 +502,47 @@ def rebase_in_progress(worktree: Path) -> RebaseInProgress | None:
     for name in ("rebase-merge", "rebase-apply"):
         folder = git_dir / name
         if folder.is_dir():
-            head = folder / "head-name"
-            onto = folder / "onto"
             return RebaseInProgress(
-                head_name=head.read_text(encoding="utf-8").strip() if head.exists() else "",
-                onto=onto.read_text(encoding="utf-8").strip() if onto.exists() else "",
+                head_name=_state_file(folder / "head-name"),
+                onto=_state_file(folder / "onto"),
+                orig_head=_state_file(folder / "orig-head"),
             )
     return None
+
+
+def _state_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def branch_holder(repo: Repository, branch: str) -> Path | None:
+    """The work tree that has ``branch`` checked out, read from the HEAD files, or None.
+
+    The train asks before every move of base; reading a few small files costs
+    far less than ``git worktree list``. Work trees whose folder is gone
+    (prunable) do not count.
+    """
+    wanted = f"ref: refs/heads/{branch}"
+    if _state_file(repo.common_dir / "HEAD") == wanted:
+        return repo.main_root
+    linked = repo.common_dir / "worktrees"
+    for admin in sorted(linked.iterdir()) if linked.is_dir() else []:
+        if _state_file(admin / "HEAD") != wanted:
+            continue
+        recorded = _state_file(admin / "gitdir")  # absolute, or relative to admin
+        if recorded and (admin / recorded).exists():
+            return (admin / recorded).resolve().parent
+    return None
+
+
+def refs_not_merged(git: Git, refs: Sequence[str], base: str) -> set[str]:
+    """Those of ``refs`` with commits ``base`` lacks, in one ``git for-each-ref``."""
+    if not refs:
+        return set()
+    out = git.out("for-each-ref", f"--no-merged={base}", "--format=%(refname)", "--", *refs)
+    return set(out.splitlines()) & set(refs)
 
 
 def unmerged_paths(worktree: Path) -> list[str]:
@@ -525,6 +596,16 @@ def rebase_continue(worktree: Path) -> bool:
     return False
 
 
+def rebase_stopped_at(worktree: Path) -> str | None:
+    """``<short sha> <subject>`` of the commit a stopped rebase could not apply, if known."""
+    proc = Git(worktree).run("log", "-1", "--format=%h %s", "REBASE_HEAD", "--", check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def tree_of(git: Git, commit: str) -> str:
+    return git.out("rev-parse", f"{commit}^{{tree}}")
+
+
 def rebase_abort(worktree: Path) -> None:
     Git(worktree).run("rebase", "--abort")
 
@@ -565,7 +646,7 @@ def commits_between(git: Git, base: str, head: str) -> list[str]:
 
 def merge_base(git: Git, left: str, right: str) -> str | None:
     proc = git.run("merge-base", left, right, check=False)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def fetch(git: Git, remote: str) -> None:
@@ -611,9 +692,14 @@ def snapshot_worktree(worktree: Path, message: str) -> str | None:
             git.run("read-tree", head, env=env)
         git.run("add", "-A", "--", ".", env=env)
         tree = git.run("write-tree", env=env).stdout.strip()
-    if head and git.out("rev-parse", f"{head}^{{tree}}") == tree:
+    if head and tree_of(git, head) == tree:
         return None
     return commit_tree(git, tree, [head] if head else [], message)
+
+
+def prune_worktrees(git: Git) -> None:
+    """Forget the records of work trees whose folders are gone."""
+    git.run("worktree", "prune")
 
 
 def remove_worktree(git: Git, path: Path, force: bool = False) -> None:
@@ -823,3 +909,65 @@ def resolve_refs(git: Git, refs: Sequence[str]) -> dict[str, str]:
     out = git.out("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs)
     found = dict(line.split(" ", 1) for line in out.splitlines() if line)
     return {ref: found[ref] for ref in refs if ref in found}
+
+
+def merge_bases(git: Git, pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """Every best common ancestor (``merge-base --all``) of each pair; [] when unrelated.
+
+    ``merge-base`` answers one pair per process, so the processes run side by
+    side: many fork pairs then cost about as much as a few.
+    """
+    if not pairs:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(pair: tuple[str, str]) -> list[str]:
+        proc = git.run("merge-base", "--all", pair[0], pair[1], check=False)
+        return proc.stdout.split() if proc.returncode == 0 else []
+
+    with ThreadPoolExecutor(max_workers=min(8, len(pairs))) as pool:
+        return list(pool.map(ask, pairs))
+
+
+# What a merge's result depends on besides the commits: the git version and these settings
+# (conflict style moves hunk lines; rename and directory-rename settings change the outcome;
+# merge drivers and attributes files change how contents merge).
+_MERGE_SETTINGS = r"^(merge|diff)\.|^core\.(attributesfile|autocrlf|eol|ignorecase)$"
+
+
+def start_merge_settings(git: Git) -> Callable[[], str]:
+    """Start reading the merge settings; the call returns them with the git program's identity.
+
+    The git process runs while the caller reads refs and diffs. The program is
+    identified by its file (path, size, time) rather than a ``git version``
+    process: any upgrade or rebuild changes it.
+    """
+    child = _start(git, "config", "--null", "--get-regexp", _MERGE_SETTINGS)
+
+    def result() -> str:
+        return f"{_program_identity()}\0{child.communicate()[0]}"
+
+    return result
+
+
+def _program_identity() -> str:
+    import shutil
+
+    program = shutil.which("git") or "git"
+    try:
+        info = os.stat(program)
+    except OSError:
+        return program
+    return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _start(git: Git, *args: str) -> subprocess.Popen[str]:
+    """``git args`` running in the background, its stdout to be read with ``communicate``."""
+    return subprocess.Popen(
+        ["git", *args],
+        cwd=git.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=git_env(),
+    )

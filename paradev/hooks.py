@@ -99,11 +99,12 @@ def _run_shell(event: str, command: str, cwd: Path, env: dict[str, str]) -> Hook
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            encoding="utf-8",
+            errors="replace",  # a hook printing other bytes is still just a hook
             start_new_session=True,
         )
-    except OSError as exc:
-        return HookResult(event, command, -1, str(exc))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte no environment can hold
+        return HookResult(event, command, -1, f"cannot run: {exc}")
     try:
         output, _ = proc.communicate(timeout=HOOK_TIMEOUT)
     except subprocess.TimeoutExpired:

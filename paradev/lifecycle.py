@@ -7,13 +7,14 @@ Which task an agent works on comes from the plan (its order) and the state
 from __future__ import annotations
 
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from paradev import plan as plan_mod
-from paradev.errors import PreconditionError
-from paradev.git import ahead_behind_if_any, changed_paths, dirty_paths
+from paradev.errors import GitError, PreconditionError
+from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -28,19 +29,34 @@ from paradev.state import (
 )
 from paradev.workspace import Workspace
 
+_WHOLE = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(
+    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|inf|infinity)", re.I
+)
+
 
 def parse_hours(text: str | float) -> float:
-    """Hours from the command line: a finite number >= 0."""
+    """Hours from the command line: a finite number >= 0, written as plain decimal digits.
+
+    ``float`` alone would also take ``1_0`` (ten) or ``٣`` (Arabic three).
+    """
+    if isinstance(text, str) and not _DECIMAL.fullmatch(text.strip()):
+        raise PreconditionError(f"hours must be a number, got {text!r}")
     try:
         hours = float(text)
     except (TypeError, ValueError):
         raise PreconditionError(f"hours must be a number, got {text!r}") from None
     if not math.isfinite(hours) or hours < 0:
         raise PreconditionError(f"hours must be a finite number >= 0, got {text!r}")
-    return hours
+    if hours > plan_mod.MAX_HOURS:
+        raise PreconditionError(f"hours must be at most {plan_mod.MAX_HOURS}, got {text!r}")
+    return hours + 0.0  # -0 becomes 0
 
 
 def parse_int(text: str | int, what: str) -> int:
+    """A positive whole number from the command line, in plain ASCII digits."""
+    if isinstance(text, str) and not _WHOLE.fullmatch(text.strip()):
+        raise PreconditionError(f"{what} must be a whole number, got {text!r}")
     try:
         value = int(text)
     except (TypeError, ValueError):
@@ -48,6 +64,10 @@ def parse_int(text: str | int, what: str) -> int:
     if value <= 0:
         raise PreconditionError(f"{what} must be > 0, got {text!r}")
     return value
+
+
+def _same_task(task: Task, title: str, hours: float, batch: str | None) -> bool:
+    return task.title == title and task.hours == hours and batch in (None, task.batch)
 
 
 def current_task(ws: Workspace, state: State, agent: int) -> Task | None:
@@ -70,6 +90,10 @@ def assign(
     agent is only marked assigned.
     """
     ws.check_agent(agent)
+    if not title.strip():
+        raise PreconditionError("TITLE must not be empty; say what the task is")
+    if batch is not None and not batch.strip():
+        raise PreconditionError("--batch must name a batch, not only spaces")
     with ws.store.update() as state:
         if state.status(issue) not in OPEN_STATUSES:
             raise PreconditionError(
@@ -94,15 +118,38 @@ def assign(
                 f"issue #{issue} is already planned for agent {task.agent}; "
                 "edit plan.toml to move it, or pick another issue number"
             )
+        elif not _same_task(task, title, hours, batch):
+            raise PreconditionError(
+                f"issue #{issue} is already in the plan as {task.title!r} ({task.hours:g}h, "
+                f"batch {task.batch!r}); edit plan.toml to change it, or pick another issue number"
+            )
         record = state.task(issue, agent)
         record.status, record.assigned_at = ASSIGNED, now()
     return task
 
 
+def require_own_branch(ws: Workspace, agent: int) -> Git:
+    """git in the agent's worktree, which must have the agent's branch checked out.
+
+    Work committed on another branch would never be counted, merged or seen
+    by the conflict checks: say so before recording anything.
+    """
+    agent_git = ws.agent_git(agent)
+    branch = ws.branch(agent)
+    current = current_branch(agent_git.cwd)
+    if current != branch:
+        raise PreconditionError(
+            f"agent {agent}'s worktree {agent_git.cwd} is on {current or 'a detached HEAD'}, "
+            f"not {branch}; finish what is in progress there and run "
+            f"'git -C {agent_git.cwd} switch {branch}' first"
+        )
+    return agent_git
+
+
 def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, TaskRecord]:
     """Mark the agent's next task (or ``issue``) in progress and record its base commit."""
     ws.check_agent(agent)
-    ws.agent_git(agent)  # the worktree must exist
+    require_own_branch(ws, agent)
     with ws.store.update() as state:
         busy = current_task(ws, state, agent)
         if busy is not None:
@@ -142,7 +189,7 @@ class Completion:
 def complete(ws: Workspace, agent: int) -> Completion:
     """Mark the task in progress completed, with files from the branch's real diff."""
     ws.check_agent(agent)
-    agent_git = ws.agent_git(agent)
+    agent_git = require_own_branch(ws, agent)
     with ws.store.update() as state:
         task = current_task(ws, state, agent)
         if task is None:
@@ -183,11 +230,19 @@ def _branch_facts(ws: Workspace, agent: int) -> dict[str, Any]:
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
     counts = ahead_behind_if_any(ws.git, ws.plan.base, ws.branch(agent))
+    dirty: bool | None = None
+    broken = False
+    if exists:
+        try:
+            dirty = bool(dirty_paths(path))
+        except GitError:  # one broken worktree must not hide every other agent
+            broken = True
     return {
         "exists": exists,
+        "broken": broken,
         "ahead": counts[0] if counts else None,
         "behind": counts[1] if counts else None,
-        "dirty": bool(dirty_paths(path)) if exists else None,
+        "dirty": dirty,
     }
 
 
@@ -215,6 +270,7 @@ def status(ws: Workspace) -> dict[str, Any]:
         }
     return {
         "base": ws.plan.base,
+        "base_exists": ws.git.rev(f"refs/heads/{ws.plan.base}") is not None,
         "agents": report,
         "merge_order": state.merge_order,
         "train": state.train,
@@ -224,12 +280,19 @@ def status(ws: Workspace) -> dict[str, Any]:
 def render_status(report: dict[str, Any]) -> str:
     """The human view of ``status``."""
     lines = [f"paradev status (base: {report['base']})", ""]
+    if not report.get("base_exists", True):
+        lines[1:] = [
+            f"base branch {report['base']!r} does not exist: create it or set project.base",
+            "",
+        ]
     for agent, info in report["agents"].items():
         if info["ahead"] is None:
-            position = "branch missing"
+            position = "branch missing" if report.get("base_exists", True) else "no base to compare"
         else:
             position = f"{info['ahead']} ahead, {info['behind']} behind"
         tree = "missing" if not info["exists"] else ("dirty" if info["dirty"] else "clean")
+        if info.get("broken"):
+            tree = "broken (run 'paradev setup' to repair it)"
         lines.append(f"Agent {agent}  {info['branch']}  ({position}; worktree {tree})")
         lines.append(f"  worktree: {info['worktree']}")
         current = info["current_task"]

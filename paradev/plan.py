@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 PLAN_FILE = "plan.toml"
 ON_CONFLICT_CHOICES = ("stop", "agent")
 
+# The ``{name}`` placeholders run-batch fills in each argument of agents.command.
+AGENT_PLACEHOLDERS = ("prompt_file", "worktree", "branch", "agent", "issue", "title")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
 Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
 
 
@@ -48,6 +52,16 @@ def _non_negative(value: Any) -> str | None:
     if _is_number(value) and math.isfinite(value) and value >= 0:
         return None
     return "a finite number >= 0"
+
+
+MAX_HOURS = 100_000  # per task: beyond it totals lose meaning (and 1e308 + 1e308 is inf)
+
+
+def _hours(value: Any) -> str | None:
+    expected = _non_negative(value)
+    if expected is None and value > MAX_HOURS:
+        return f"a number of hours from 0 to {MAX_HOURS}"
+    return expected
 
 
 def _positive_number(value: Any) -> str | None:
@@ -145,7 +159,7 @@ TASK_CHECKS: dict[str, Check] = {
     "agent": _positive_int,
     "issue": _positive_int,
     "title": _string,
-    "hours": _non_negative,
+    "hours": _hours,
 }
 
 
@@ -237,6 +251,7 @@ class Plan:
     def worktree_root(self, main_root: Path) -> Path:
         """Where agent worktrees live: outside the repository, relative to its main work tree."""
         pattern = str(self.settings["project"]["worktrees"]).replace("{repo}", main_root.name)
+        pattern = os.path.expanduser(pattern)  # "~/worktrees/{repo}" means the home folder
         root = Path(os.path.normpath(main_root / pattern))
         return root
 
@@ -294,6 +309,11 @@ def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
     plan = Plan(path=path, settings=settings, batches=batches)
     _check_settings(plan, main_root, bad, problems)
     _check_batches(plan, located, _issue_numbers(data), bad, problems)
+    problems += [
+        f"{where}: contains a NUL character (\\u0000), which no command line or environment "
+        "variable can carry; remove it"
+        for where in _strings_with_nul(data, "")
+    ]
     if problems:
         raise PlanError(_report(path, problems))
     return plan
@@ -303,6 +323,11 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     """Parse with the standard library: reading (status) never imports tomlkit, only edits do."""
     import tomllib
 
+    if text.startswith("\ufeff"):
+        raise PlanError(
+            f"{path}:1:1: the file starts with a byte-order mark (BOM), which TOML does not "
+            "allow; save it as UTF-8 without BOM"
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -439,6 +464,23 @@ def _read_task(table: dict[str, Any], batch: str, where: str, problems: list[str
     )
 
 
+def _strings_with_nul(value: Any, where: str) -> Iterator[str]:
+    """The key path of every string (or key) in ``value`` that holds a NUL character."""
+    if isinstance(value, str):
+        if "\0" in value:
+            yield where or "(top level)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if "\0" in key:
+                yield path
+            else:
+                yield from _strings_with_nul(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings_with_nul(item, f"{where}[{index}]")
+
+
 def _issue_numbers(data: dict[str, Any]) -> set[int]:
     """Every issue number written in the plan, also in tasks that are otherwise invalid."""
     batches = data.get("batches")
@@ -455,6 +497,12 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
         problems.append(
             f"project.branch_prefix: {plan.branch(1)!r} would not be a valid branch name"
         )
+    if not bad & {"project.base", "project.branch_prefix", "agents.count"}:
+        clash = _branch_clash(plan)
+        if clash:
+            problems.append(clash)
+    if "agents.command" not in bad:
+        problems += _unknown_placeholders(plan.agent_command)
     if plan.remote and not is_valid_branch_name(plan.remote):
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
     if main_root is not None and "project.worktrees" not in bad:
@@ -464,6 +512,39 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
                 f"project.worktrees: {root} is inside the repository; "
                 "use a folder outside it, e.g. '../{repo}-worktrees'"
             )
+
+
+def _unknown_placeholders(command: list[str]) -> list[str]:
+    """``{prompt_fle}`` would reach the agent as literal text: a typo to report, not run."""
+    found = {name for arg in command for name in _PLACEHOLDER.findall(arg)}
+    return [
+        f"agents.command: unknown placeholder {{{name}}} (known: "
+        + ", ".join(f"{{{known}}}" for known in AGENT_PLACEHOLDERS)
+        + ")"
+        for name in sorted(found - set(AGENT_PLACEHOLDERS))
+    ]
+
+
+def _branch_clash(plan: Plan) -> str | None:
+    """An agent branch that is base itself, or that git cannot store beside base.
+
+    git keeps ``x`` and ``x/1`` as a file and a folder of the same name, so
+    one of them can never be created; an agent working on base itself would
+    land its work without any train.
+    """
+    for agent in range(1, plan.agent_count + 1):
+        branch = plan.branch(agent)
+        if branch == plan.base:
+            return (
+                f"project.branch_prefix: agent {agent}'s branch {branch!r} is the base branch; "
+                "pick another prefix or base"
+            )
+        if branch.startswith(plan.base + "/") or plan.base.startswith(branch + "/"):
+            return (
+                f"project.branch_prefix: agent {agent}'s branch {branch!r} cannot exist beside "
+                f"base {plan.base!r} (git cannot store both); pick another prefix"
+            )
+    return None
 
 
 def _check_batches(
@@ -550,9 +631,13 @@ def add_task(
     outside the new task stays as it was. The edited text is validated before
     it is written, so an invalid task never reaches the file.
     """
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    raw = path.read_bytes().decode("utf-8") if path.exists() else ""  # line endings as they are
+    crlf = "\r\n" in raw and raw.count("\n") == raw.count("\r\n")
+    text = raw.replace("\r\n", "\n") if crlf else raw
     fields: dict[str, Any] = {"agent": agent, "issue": issue, "title": title, "hours": float(hours)}
     new_text = insert_task(text, path, fields, batch)
+    if crlf:  # a Windows-edited plan keeps its CRLF line endings, the new task too
+        new_text = new_text.replace("\n", "\r\n")
     plan = parse(new_text, path, main_root)
     write_atomic(path, new_text)
     return plan
@@ -580,6 +665,7 @@ def insert_task(text: str, path: Path, fields: dict[str, Any], batch: str | None
         raise PlanError(f"{path}: batches must be written as [[batches]] tables to add a task")
     indent = _task_indent(batches)
     target = _find_batch_table(batches, batch)
+    _require_task_tables(target, path)
     marker = tomlkit.table()
     marker[_MARKER] = True
     if target is None:
@@ -697,6 +783,17 @@ def _plain_insert(text: str, path: Path, fields: dict[str, Any], batch: str | No
         target["tasks"] = tomlkit.aot()
     target["tasks"].append(entry)
     return tomlkit.dumps(doc)
+
+
+def _require_task_tables(target: Any, path: Path) -> None:
+    """A batch whose tasks are an inline array cannot take a ``[[batches.tasks]]`` table."""
+    from tomlkit.items import AoT
+
+    if target is not None and "tasks" in target and not isinstance(target["tasks"], AoT):
+        raise PlanError(
+            f"{path}: batch {target.get('name', '')!r} writes its tasks as an inline array; "
+            "write them as [[batches.tasks]] tables so paradev assign can add one"
+        )
 
 
 def _find_batch_table(batches: Any, name: str | None) -> Any:

@@ -120,6 +120,8 @@ def parse_agents(text: str, ws: Workspace) -> list[int] | None:
     if not text.strip():
         return None
     agents = [parse_int(part.strip(), "--agents") for part in text.split(",") if part.strip()]
+    if not agents:
+        raise PreconditionError(f"--agents needs agent numbers such as 1,3, got {text!r}")
     for agent in agents:
         ws.check_agent(agent)
     return sorted(set(agents))

@@ -8,11 +8,12 @@ hold an exclusive file lock for the whole read-modify-write.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,30 +101,168 @@ class State:
 
     @classmethod
     def from_json(cls, data: Any) -> State:
+        """Build the state from parsed JSON; ValueError names the first part of the wrong shape.
+
+        Every value is checked here, so a file that parses but holds the wrong
+        shape fails now, as one clear error, never later inside some command.
+        """
         if not isinstance(data, dict):
             raise ValueError("the top level is not an object")
         version = data.get("version", STATE_VERSION)
-        if version != STATE_VERSION:
-            raise ValueError(f"state version {version} is not supported (expected {STATE_VERSION})")
+        if type(version) is not int or version != STATE_VERSION:  # true == 1 in Python
+            raise ValueError(
+                f"state version {version!r} is not supported (expected {STATE_VERSION})"
+            )
+        train = data.get("train")
+        if train is not None:
+            _check_train(train)
         return cls(
             version=version,
-            agents={int(k): _record(AgentRecord, v) for k, v in data.get("agents", {}).items()},
-            tasks={int(k): _record(TaskRecord, v) for k, v in data.get("tasks", {}).items()},
-            merge_order=[int(a) for a in data.get("merge_order", [])],
-            train=data.get("train"),
-            merge_history=list(data.get("merge_history", [])),
-            updated_at=data.get("updated_at"),
+            agents=_records(AgentRecord, data.get("agents", {}), "agents", "agent"),
+            tasks=_records(TaskRecord, data.get("tasks", {}), "tasks", "issue"),
+            merge_order=_expect(data.get("merge_order", []), list[int], "merge_order"),
+            train=train,
+            merge_history=_expect(
+                data.get("merge_history", []), list[dict[str, Any]], "merge_history"
+            ),
+            updated_at=_expect(data.get("updated_at"), str | None, "updated_at"),
         )
 
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
+STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED)
 
-def _record(cls: type[R], raw: Any) -> R:
+# The journal keys the merge train reads without a default, with their types.
+TRAIN_KEYS: dict[str, Any] = {
+    "id": str,
+    "base": str,
+    "status": str,
+    "queue": list[int],
+    "landed": list[dict[str, Any]],
+    "skipped": list[int],
+    "agents": dict[str, Any],
+    "gate": bool,
+    "push": bool,
+}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether JSON ``value`` has the type ``hint`` (int, str, X | None, list[X], dict[K, V])."""
+    return _checker(hint)(value)
+
+
+@functools.cache
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """A fast predicate for ``hint``, built once per type (status reads every record)."""
+    import types
+    import typing
+
+    if hint is Any:
+        return lambda value: True
+    if hint is None or hint is type(None):
+        return lambda value: value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [_checker(arg) for arg in args]
+        return lambda value: any(check(value) for check in options)
+    if origin is list:
+        item = _checker(args[0])
+        return lambda value: isinstance(value, list) and all(item(v) for v in value)
+    if origin is dict:
+        entry = _checker(args[1])
+        return lambda value: isinstance(value, dict) and all(entry(v) for v in value.values())
+    if hint is int:
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return lambda value: isinstance(value, int | float) and not isinstance(value, bool)
+    return lambda value: isinstance(value, hint)
+
+
+def _expect(value: Any, hint: Any, where: str) -> Any:
+    if not _matches(value, hint):
+        raise ValueError(f"{where} is {_describe(value)}, expected {_type_name(hint)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_name(hint: Any) -> str:
+    import typing
+
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return {"str": "a string", "int": "an integer", "bool": "true or false"}.get(
+            hint.__name__, hint.__name__
+        )
+    return str(hint).replace("typing.", "").replace("NoneType", "null")
+
+
+def _records(cls: type[R], raw: Any, section: str, id_field: str) -> dict[int, R]:
+    """``{"<id>": {...}}`` -> ``{id: record}``, each key equal to the record's own id."""
     if not isinstance(raw, dict):
-        raise ValueError(f"a {cls.__name__} is not an object")
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in raw.items() if k in known})
+        raise ValueError(f"{section} is {_describe(raw)}, expected an object")
+    records: dict[int, R] = {}
+    for key, value in raw.items():
+        record = _record(cls, value, f"{section}.{key}")
+        if str(getattr(record, id_field)) != key:
+            raise ValueError(
+                f"{section}.{key}.{id_field} is {getattr(record, id_field)!r}, expected {key}"
+            )
+        records[int(key)] = record
+    return records
+
+
+_FIELD_SPECS: dict[str, tuple[tuple[str, Any, bool], ...]] = {}
+
+
+def _field_specs(cls: type[Any]) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type, required) of each field of a record class, resolved once per process."""
+    import typing
+
+    specs = _FIELD_SPECS.get(cls.__name__)
+    if specs is None:
+        hints = typing.get_type_hints(cls)
+        specs = _FIELD_SPECS[cls.__name__] = tuple(
+            (f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING)
+            for f in fields(cls)
+        )
+    return specs
+
+
+def _record(cls: type[R], raw: Any, where: str) -> R:
+    """One record with every field of the right type (unknown fields are ignored)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} is {_describe(raw)}, expected an object")
+    values: dict[str, Any] = {}
+    for name, hint, required in _field_specs(cls):
+        if name in raw:
+            values[name] = _expect(raw[name], hint, f"{where}.{name}")
+        elif required:
+            raise ValueError(f"{where}.{name} is missing")
+    if values.get("status", PLANNED) not in STATUSES:
+        raise ValueError(f"{where}.status is {values['status']!r}, expected one of {STATUSES}")
+    for name in ("agent", "issue"):
+        if name in values and values[name] < 1:
+            raise ValueError(f"{where}.{name} is {values[name]}, expected a number >= 1")
+    return cls(**values)
+
+
+def _check_train(train: Any) -> None:
+    """The merge journal holds every key the train reads, each of the right type."""
+    if not isinstance(train, dict):
+        raise ValueError(f"train is {_describe(train)}, expected an object or null")
+    for key, hint in TRAIN_KEYS.items():
+        if key not in train:
+            raise ValueError(f"train.{key} is missing")
+        _expect(train[key], hint, f"train.{key}")
+    for index, entry in enumerate(train["landed"]):
+        _expect(entry.get("agent"), int, f"train.landed[{index}].agent")
+    for key, entry in train["agents"].items():
+        _expect(entry, dict[str, Any], f"train.agents.{key}")
+        _expect(entry.get("done"), list[str], f"train.agents.{key}.done")
 
 
 class StateStore:
@@ -145,7 +284,7 @@ class StateStore:
             raise StateError(f"cannot read {self.path}: {exc}") from None
         try:
             return State.from_json(json.loads(raw.decode("utf-8")))
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise StateError(
                 f"state file {self.path} is corrupt ({exc}); "
                 "run 'paradev doctor --repair' or 'paradev reset' to move it aside"
@@ -156,16 +295,31 @@ class StateStore:
         """Hold the exclusive state lock (re-entrant in one process)."""
         from filelock import FileLock, Timeout
 
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         if self._lock is None:
             self._lock = FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT)
         try:
-            with self._lock:
-                yield
+            self._lock.acquire()
         except Timeout:
             raise StateError(
                 f"another paradev holds {self.lock_path} for over {LOCK_TIMEOUT:.0f}s; "
                 "wait for it to finish"
+            ) from None
+        except OSError as exc:  # e.g. a folder where the lock file belongs
+            raise StateError(
+                f"cannot lock {self.lock_path}: {exc.strerror or exc}; move it away"
+            ) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _make_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. a file named "paradev" in the git dir
+            raise StateError(
+                f"cannot create the state folder {self.dir}: {exc.strerror or exc}; move it away"
             ) from None
 
     @contextmanager
@@ -185,7 +339,7 @@ class StateStore:
 
         state.updated_at = now()
         text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         fd, tmp = tempfile.mkstemp(prefix="state.", suffix=".tmp", dir=self.dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

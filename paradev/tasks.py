@@ -404,22 +404,17 @@ def conflicts(
     interval: str = "5",
 ) -> None:
     """Pairwise and against-base conflicts from the branches' real contents."""
-    from paradev.conflicts import analyze, render
+    from paradev.conflicts import analyze, parse_interval, render
     from paradev.conflicts import watch as watch_loop
-    from paradev.errors import PreconditionError, Stopped
+    from paradev.errors import Stopped
 
+    seconds = parse_interval(interval) if watch else 0.0
     ws = _workspace()
     if watch:
-        try:
-            seconds = float(interval)
-        except ValueError:
-            raise PreconditionError(
-                f"--interval must be a number of seconds, not {interval!r}"
-            ) from None
         watch_loop(
             lambda: analyze(ws, uncommitted=uncommitted, remote=remote),
             lambda text: print(text, flush=True),
-            max(seconds, 0.1),
+            seconds,
             as_json=json,
         )
         return

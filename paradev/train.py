@@ -5,9 +5,17 @@ the branch onto base in the agent's own work tree, run the gate there (base +
 this work: the combined result), fast-forward base as a compare-and-swap,
 push when asked, mark the tasks merged and run the ``on_merge`` hook.
 
-Every step is written to the journal (``state.train``) before and after it
-runs, and every step first checks what git already shows, so after a crash or
-a stop ``merge --continue`` ends in the same refs as a run that never stopped.
+Every step notes in the journal (``state.train``) when it starts and ends, and
+first checks what git already shows, so after a crash or a stop
+``merge --continue`` ends in the same refs as a run that never stopped. The
+journal is written (locked, fsynced) only where git could not tell afterwards
+what happened: before a rebase (to recognise it as ours), before a squash
+moves the branch, when tasks are marked merged, after hooks ran, and at stops.
+Everything else rides along with the next write.
+
+Reading order: the journal (``Train``), choosing agents, preconditions, the
+entry points (``merge``, ``resume``, ``skip``, ``abort``), the loop (``run``,
+``land``), then each step in order, and the dry run.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +47,7 @@ CONVENTIONAL = re.compile(
     re.IGNORECASE,
 )
 
-# Steps of one landing, in order; each is journaled when it starts and when it is done.
+# Steps of one landing, in order; the journal notes when each starts and ends.
 BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "backup",
     "rebase",
@@ -84,21 +93,21 @@ class Train:
         with self.ws.store.update() as state:
             state.train = self.journal
 
-    def begin(self, agent: int, step: str, *, flush: bool = True, **facts: Any) -> None:
-        """Journal that ``step`` starts (with the facts needed to resume it)."""
+    def begin(self, agent: int, step: str, *, flush: bool = False, **facts: Any) -> None:
+        """Note that ``step`` starts, with the facts needed to resume it.
+
+        Kept in memory until the next write, unless ``flush``: only a step
+        whose effects git cannot show afterwards (a rebase we must recognise
+        as ours, a squash commit, hooks that ran) needs its own write.
+        """
         entry = self.agent(agent)
         entry["step"] = step
         entry.update(facts)
         if flush:
             self.save()
 
-    def finish(self, agent: int, step: str, *, flush: bool = True, **facts: Any) -> None:
-        """Journal that ``step`` is done.
-
-        ``flush=False`` for steps that git itself shows as done (a ref moved, a
-        branch contains base): the next write carries it, and a crash before
-        that only makes the resumed train check git again.
-        """
+    def finish(self, agent: int, step: str, *, flush: bool = False, **facts: Any) -> None:
+        """Note that ``step`` is done (written with the next write unless ``flush``)."""
         entry = self.agent(agent)
         if step not in entry["done"]:
             entry["done"].append(step)
@@ -118,7 +127,8 @@ class Train:
 
     # -- facts from git --
     def branch(self, agent: int) -> str:
-        return self.ws.branch(agent)
+        """The branch being landed: the one journaled at backup, even if plan.toml changed."""
+        return str(self.agent(agent).get("branch") or self.ws.branch(agent))
 
     def worktree(self, agent: int) -> Path:
         return self.ws.worktree(agent)
@@ -128,6 +138,15 @@ class Train:
 
     def base_tip(self) -> str:
         return _rev(self.ws.git, f"refs/heads/{self.base}")
+
+    def tips(self, agent: int) -> tuple[str, str]:
+        """(base, agent branch) commits, read together by one git process."""
+        base, branch = f"refs/heads/{self.base}", f"refs/heads/{self.branch(agent)}"
+        found = gitmod.resolve_refs(self.ws.git, [base, branch])
+        for ref in (base, branch):
+            if ref not in found:
+                raise PreconditionError(f"{ref} does not exist")
+        return found[base], found[branch]
 
 
 def _rev(git: Git, ref: str) -> str:
@@ -156,23 +175,30 @@ class Selection:
     notes: list[str] = field(default_factory=list)
 
 
-def select_agents(ws: Workspace) -> Selection:
-    """Agents whose tasks are completed (not merged) and whose branch has commits not in base."""
+def select_agents(ws: Workspace, base: str | None = None) -> Selection:
+    """Agents whose tasks are completed (not merged) and whose branch has commits not in base.
+
+    ``base``: the commit base will be at when the train starts (the remote's
+    tip when it is ahead), by default the local base branch.
+    """
     state = ws.store.read()
+    agents_all = range(1, ws.plan.agent_count + 1)
+    branches = {agent: f"refs/heads/{ws.branch(agent)}" for agent in agents_all}
+    existing = gitmod.resolve_refs(ws.git, list(branches.values()))
+    ahead = gitmod.refs_not_merged(ws.git, list(existing), base or f"refs/heads/{ws.plan.base}")
     agents: list[int] = []
     notes: list[str] = []
-    for agent in range(1, ws.plan.agent_count + 1):
+    for agent, ref in branches.items():
         tasks = ws.tasks_of(agent)
-        completed = [t for t in tasks if state.status(t.issue) == COMPLETED]
-        if not completed:
+        if not any(state.status(t.issue) == COMPLETED for t in tasks):
             continue
         busy = [t for t in tasks if state.status(t.issue) == IN_PROGRESS]
         branch = ws.branch(agent)
         if busy:
             notes.append(f"agent {agent}: #{busy[0].issue} is still in progress; not landed")
-        elif ws.git.rev(f"refs/heads/{branch}") is None:
+        elif ref not in existing:
             notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
-        elif gitmod.ahead_behind(ws.git, ws.plan.base, branch)[0] == 0:
+        elif ref not in ahead:
             notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
         else:
             agents.append(agent)
@@ -223,31 +249,32 @@ def merge_order(ws: Workspace, agents: Sequence[int]) -> list[int]:
 # -- preconditions (checked before anything changes) ---------------------------------------
 
 
-def _base_holder(ws: Workspace, base: str) -> Path | None:
-    """The work tree where ``base`` is checked out, if any."""
-    for record in gitmod.worktree_list(ws.git):
-        if record.branch == base and not record.prunable:
-            return Path(record.path)
-    return None
-
-
-def _check_base_tree(ws: Workspace, base: str, holder: Path | None = None) -> None:
-    """Refuse when base is checked out with uncommitted changes to tracked files."""
-    holder = holder or _base_holder(ws, base)
-    if holder is None:
-        return
-    changes = gitmod.tracked_changes(holder)
+def _refuse_uncommitted(path: Path, what: str, then: str) -> None:
+    """Exit 2 when ``path`` has uncommitted changes to tracked files (untracked do not count)."""
+    changes = gitmod.tracked_changes(path)
     if changes:
         raise PreconditionError(
-            f"{base} is checked out in {holder} with uncommitted changes "
-            f"({', '.join(changes[:5])}); commit or stash them, then run paradev merge again"
+            f"{what} has uncommitted changes ({', '.join(changes[:5])}); "
+            f"commit or stash them, then {then}"
         )
 
 
-def _check_agent_tree(ws: Workspace, agent: int) -> None:
-    """The agent's work tree exists, has its branch checked out and no uncommitted changes."""
+def _check_base_tree(
+    ws: Workspace, base: str, holder: Path | None = None, then: str = "run paradev merge again"
+) -> None:
+    """Refuse when base is checked out with uncommitted changes to tracked files."""
+    holder = holder or gitmod.branch_holder(ws.repo, base)
+    if holder is not None:
+        _refuse_uncommitted(holder, f"{base}, checked out in {holder},", then)
+
+
+def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:
+    """The agent's work tree, which must have ``branch`` checked out and no rebase under way.
+
+    ``git rebase`` rewrites whatever is checked out: a work tree switched to
+    another branch must never be rebased in its place.
+    """
     path = ws.agent_git(agent).cwd
-    branch = ws.branch(agent)
     if gitmod.rebase_in_progress(path) is not None:
         raise PreconditionError(
             f"a rebase is in progress in {path} that this train did not start; "
@@ -256,29 +283,33 @@ def _check_agent_tree(ws: Workspace, agent: int) -> None:
         )
     if gitmod.current_branch(path) != branch:
         raise PreconditionError(f"{path} does not have {branch} checked out; check it out first")
-    changes = gitmod.tracked_changes(path)
-    if changes:
-        raise PreconditionError(
-            f"agent {agent}'s worktree {path} has uncommitted changes "
-            f"({', '.join(changes[:5])}); commit or stash them first"
-        )
+    return path
 
 
-def _sync_with_remote(ws: Workspace, out: Output) -> None:
-    """Fetch the remote; fast-forward local base to it; refuse when they diverged."""
+def _check_agent_tree(ws: Workspace, agent: int) -> None:
+    """The agent's work tree has its branch checked out and no uncommitted changes."""
+    path = _check_agent_branch(ws, agent, ws.branch(agent))
+    _refuse_uncommitted(path, f"agent {agent}'s worktree {path}", "run paradev merge again")
+
+
+def _remote_base(ws: Workspace) -> str | None:
+    """Fetch; the remote's base when local base must fast-forward to it first, else None.
+
+    Refuses (exit 2) when they diverged. Nothing local moves here: the caller
+    fast-forwards only once every other check passed.
+    """
     remote, base = ws.plan.remote, ws.plan.base
     gitmod.fetch(ws.git, remote)
     theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
     ours = _rev(ws.git, f"refs/heads/{base}")
     if theirs is None or gitmod.is_ancestor(ws.git, theirs, ours):
-        return
+        return None
     if not gitmod.is_ancestor(ws.git, ours, theirs):
         raise PreconditionError(
             f"{base} and {remote}/{base} have diverged; reconcile them "
             f"(e.g. git pull --rebase {remote} {base}) and run paradev merge again"
         )
-    move_base(ws, base, ours, theirs)
-    out(f"{base}: fast-forwarded to {remote}/{base} ({theirs[:12]})")
+    return theirs
 
 
 def _resolve_push(ws: Workspace, push: bool | None) -> bool:
@@ -293,26 +324,71 @@ def _resolve_push(ws: Workspace, push: bool | None) -> bool:
 # -- entry points ---------------------------------------------------------------------------
 
 
-def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
-    """Start a train over every agent with completed, unmerged work (``paradev merge``)."""
-    if ws.store.read().train is not None:
+@contextmanager
+def _driving(ws: Workspace) -> Iterator[None]:
+    """Hold the train lock: two paradev processes driving one train would land an agent twice."""
+    from filelock import FileLock, Timeout
+
+    ws.store.dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(ws.store.dir / "train.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
         raise PreconditionError(
-            "a merge train is already in progress; run paradev merge --continue, --skip or --abort"
-        )
-    pushing = _resolve_push(ws, push)
-    if ws.plan.remote:
-        _sync_with_remote(ws, out)
-    _check_base_tree(ws, ws.plan.base)
-    selection = select_agents(ws)
-    for note in selection.notes:
-        out(note)
-    if not selection.agents:
-        out("nothing to land")
-        return
+            "another paradev merge is driving the merge train right now; wait for it to finish"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
+    """Start a train over every agent with completed, unmerged work (``paradev merge``).
+
+    Every refusal (exit 2) comes before the first change.
+    """
+    with _driving(ws):
+        if ws.store.read().train is not None:
+            raise PreconditionError(
+                "a merge train is already in progress; "
+                "run paradev merge --continue, --skip or --abort"
+            )
+        pushing = _resolve_push(ws, push)
+        selection = _checked_selection(ws, out)
+        if not selection.agents:
+            out("nothing to land")
+            return
+        journal = _new_journal(ws, merge_order(ws, selection.agents), pushing, gate)
+        with ws.store.update() as state:
+            if state.train is not None:
+                raise PreconditionError("another paradev merge started a train meanwhile")
+            state.train = journal
+        train = Train(ws, journal, out)
+        order = " -> ".join(f"agent {a}" for a in journal["order"])
+        out(f"merge train {train.id}: {order} onto {train.base}")
+        run(train)
+
+
+def _checked_selection(ws: Workspace, out: Output) -> Selection:
+    """Fetch, check base and every agent's tree, then bring base up to the remote."""
+    base = ws.plan.base
+    remote_tip = _remote_base(ws) if ws.plan.remote else None
+    _check_base_tree(ws, base)
+    selection = select_agents(ws, remote_tip)
     for agent in selection.agents:
         _check_agent_tree(ws, agent)
-    order = merge_order(ws, selection.agents)
-    journal: dict[str, Any] = {
+    if remote_tip is not None:  # every check passed: the first change
+        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), remote_tip)
+        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({remote_tip[:12]})")
+    for note in selection.notes:
+        out(note)
+    return selection
+
+
+def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dict[str, Any]:
+    """The journal of a new train: settings fixed for its whole run, even if plan.toml changes."""
+    return {
         "id": _stamp(),
         "base": ws.plan.base,
         "base_start": _rev(ws.git, f"refs/heads/{ws.plan.base}"),
@@ -323,22 +399,11 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         "queue": list(order),
         "landed": [],
         "skipped": [],
-        "push": pushing,
+        "push": push,
         "gate": gate,
-        "squash": ws.plan.squash,  # fixed for the whole train, even if plan.toml changes
+        "squash": ws.plan.squash,
         "agents": {},
     }
-    with ws.store.update() as state:
-        if state.train is not None:
-            raise PreconditionError("another paradev merge started a train meanwhile")
-        state.train = journal
-    train = Train(ws, journal, out)
-    out(
-        f"merge train {train.id}: "
-        + " -> ".join(f"agent {a}" for a in order)
-        + f" onto {ws.plan.base}"
-    )
-    run(train)
 
 
 def load_train(ws: Workspace, out: Output) -> Train:
@@ -350,35 +415,42 @@ def load_train(ws: Workspace, out: Output) -> Train:
 
 def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
-    train = load_train(ws, out)
+    with _driving(ws):
+        _go_on(load_train(ws, out), push, gate)
+
+
+def _go_on(train: Train, push: bool | None, gate: bool) -> None:
+    """Clear the stop, apply ``--push/--no-push/--no-gate`` and run the rest of the queue."""
     if push is not None:
-        train.journal["push"] = _resolve_push(ws, push)
+        train.journal["push"] = _resolve_push(train.ws, push)
     if not gate:
         train.journal["gate"] = False
     train.journal["status"] = "running"
     train.journal["stop"] = None
     train.save()
-    out(f"continuing merge train {train.id}")
+    train.out(f"continuing merge train {train.id}")
     run(train)
 
 
 def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
-    train = load_train(ws, out)
-    if not train.queue:
-        raise PreconditionError("the train has no agent left to skip; run paradev merge --continue")
-    agent = train.queue[0]
-    if train.is_done(agent, ADVANCE):
-        raise PreconditionError(
-            f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
-        )
-    _abort_our_rebase(train, agent)
-    train.queue.pop(0)
-    train.journal["skipped"].append(agent)
-    train.save()
-    backup = train.agent(agent).get("backup")
-    out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
-    resume(ws, out, push=push, gate=gate)
+    with _driving(ws):
+        train = load_train(ws, out)
+        if not train.queue:
+            raise PreconditionError(
+                "the train has no agent left to skip; run paradev merge --continue"
+            )
+        agent = train.queue[0]
+        if _has_landed(train, agent):
+            raise PreconditionError(
+                f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
+            )
+        _abort_our_rebase(train, agent)
+        train.queue.pop(0)
+        train.journal["skipped"].append(agent)
+        backup = train.agent(agent).get("backup")
+        out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
+        _go_on(train, push, gate)  # its write carries the skip
 
 
 def abort(ws: Workspace, out: Output) -> None:
@@ -386,17 +458,32 @@ def abort(ws: Workspace, out: Output) -> None:
 
     What already landed stays: it passed its gate.
     """
-    train = load_train(ws, out)
-    if train.queue:
-        agent = train.queue[0]
-        if train.is_done(agent, ADVANCE):  # it is on base already: finish its bookkeeping
-            land(train, agent)
-            train.queue.pop(0)
-        else:
-            _abort_our_rebase(train, agent)
-            _restore_branch(train, agent)
-    _end(train, "aborted")
-    out(f"merge train {train.id} aborted; landed: {_landed_text(train)}")
+    with _driving(ws):
+        train = load_train(ws, out)
+        if train.queue:
+            agent = train.queue[0]
+            if _has_landed(train, agent):
+                _finish_landed(train, agent)
+            else:
+                _abort_our_rebase(train, agent)
+                _restore_branch(train, agent)
+        _end(train, "aborted")
+        out(f"merge train {train.id} aborted; landed: {_landed_text(train)}")
+
+
+def _has_landed(train: Train, agent: int) -> bool:
+    """Whether base already holds the agent's branch (journaled, or moved just before a crash)."""
+    if train.is_done(agent, ADVANCE):
+        return True
+    base, head = train.tips(agent)
+    return gitmod.is_ancestor(train.ws.git, head, base)
+
+
+def _finish_landed(train: Train, agent: int) -> None:
+    """The bookkeeping of an agent already on base; a refused push only warns (abort must end)."""
+    step_advance(train, agent)
+    after_landing(train, agent, push_may_stop=False)
+    train.queue.pop(0)
 
 
 def _landed_text(train: Train) -> str:
@@ -419,20 +506,35 @@ def _abort_our_rebase(train: Train, agent: int) -> None:
 
 
 def _restore_branch(train: Train, agent: int) -> None:
-    """Put the branch back at its backed-up head (a no-op when it never moved)."""
+    """Put the branch back at its backed-up head (a no-op when it never moved).
+
+    The head it leaves is kept under ``<backup>-aborted`` first: it may hold a
+    fix committed after a gate failure, which exists nowhere else.
+    """
     entry = train.agent(agent)
     old = entry.get("old_head")
     if not old:
         return
-    current = train.head(agent)
+    base, current = train.tips(agent)
     if current == old:
         return
+    if not gitmod.is_ancestor(train.ws.git, current, base):
+        _keep_ref(train.ws.git, f"{entry['backup']}-aborted", current)
     path = train.worktree(agent)
     if gitmod.current_branch(path) == train.branch(agent):
         gitmod.reset_keep(path, old)
     else:
         gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", old, current)
     train.out(f"agent {agent}: {train.branch(agent)} restored to {old[:12]} from {entry['backup']}")
+
+
+def _keep_ref(git: Git, ref: str, commit: str) -> None:
+    """Create ``ref`` at ``commit``; fine when it is there already (a resumed step)."""
+    try:
+        gitmod.update_ref(git, ref, commit, "")
+    except GitError:
+        if git.rev(ref) != commit:
+            raise PreconditionError(f"{ref} exists and points elsewhere; remove it") from None
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -453,8 +555,8 @@ def run(train: Train) -> None:
 
 def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
     """Leave ``agent`` out when work it depends on was skipped in this train."""
-    if train.agent(agent).get("old_head"):
-        return False  # already under way: --skip or --abort decide
+    if not train.journal["skipped"] or train.agent(agent).get("old_head"):
+        return False  # nothing skipped: selection checked every dependency; under way: --skip
     state = train.ws.store.read()
     landing = set(train.queue) | {e["agent"] for e in train.journal["landed"]}
     missing = _missing_dependency(train.ws, state, agent, landing)
@@ -489,7 +591,17 @@ def land(train: Train, agent: int) -> None:
         step_squash(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
-    step_push(train, agent)
+    after_landing(train, agent)
+
+
+def after_landing(train: Train, agent: int, *, push_may_stop: bool = True) -> None:
+    """Push, mark the tasks merged, run the hooks: what follows base moving."""
+    try:
+        step_push(train, agent)
+    except Stopped as stop:
+        if push_may_stop:
+            raise
+        train.out(f"paradev: warning: {stop}")
     step_mark(train, agent)
     step_hooks(train, agent)
 
@@ -520,21 +632,18 @@ def step_backup(train: Train, agent: int) -> None:
         return
     entry = train.agent(agent)
     if "old_head" not in entry:
+        branch = train.branch(agent)
         head = train.head(agent)
         train.begin(  # written with the next step: until then nothing has changed
             agent,
             BACKUP,
-            flush=False,
+            branch=branch,
             old_head=head,
-            backup=backup_ref(train.branch(agent), train.id),
+            backup=backup_ref(branch, train.id),
             remote_head=_lease(train, agent, head),
         )
-    existing = train.ws.git.rev(entry["backup"])
-    if existing is None:
-        gitmod.update_ref(train.ws.git, entry["backup"], entry["old_head"], "")
-    elif existing != entry["old_head"]:
-        raise PreconditionError(f"{entry['backup']} exists and points elsewhere; remove it")
-    train.finish(agent, BACKUP, flush=False)
+    _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    train.finish(agent, BACKUP)
 
 
 def _lease(train: Train, agent: int, head: str) -> str | None:
@@ -554,11 +663,17 @@ def _lease(train: Train, agent: int, head: str) -> str | None:
 
 
 def _is_ours(train: Train, agent: int, rebase: gitmod.RebaseInProgress) -> bool:
+    """Whether the rebase in progress is the one this train journaled before starting it.
+
+    The journal holds the branch, the commit it started from and the onto
+    commit; git's own rebase state files must name the same three.
+    """
     entry = train.agent(agent)
     return (
         entry.get("step") == REBASE
         and rebase.head_name == f"refs/heads/{train.branch(agent)}"
         and rebase.onto == entry.get("onto")
+        and rebase.orig_head == entry.get("rebase_from")
     )
 
 
@@ -575,17 +690,28 @@ def step_rebase(train: Train, agent: int) -> None:
         if gitmod.unmerged_paths(path) or not gitmod.rebase_continue(path):
             _on_conflict(train, agent)
     else:
-        base = train.base_tip()
-        if gitmod.is_ancestor(train.ws.git, base, train.head(agent)):
-            if not train.is_done(agent, REBASE):
-                train.finish(agent, REBASE, flush=False)
+        base, head = train.tips(agent)
+        if gitmod.is_ancestor(train.ws.git, base, head):
+            train.finish(agent, REBASE)
             return
-        _check_agent_tree(train.ws, agent)
-        train.begin(agent, REBASE, onto=base)
-        if not gitmod.rebase(path, base):
-            _on_conflict(train, agent)
-    train.finish(agent, REBASE, flush=False, rebased=train.head(agent))
+        _check_agent_branch(train.ws, agent, train.branch(agent))
+        train.begin(agent, REBASE, flush=True, onto=base, rebase_from=head)
+        _start_rebase(train, agent, path, base)
+    train.finish(agent, REBASE)
     train.out(f"agent {agent}: rebased {train.branch(agent)} onto {train.base}")
+
+
+def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
+    """``git rebase onto`` there; git itself refuses a dirty tree, said here in plain words."""
+    try:
+        stopped = not gitmod.rebase(path, onto)
+    except GitError:
+        _refuse_uncommitted(
+            path, f"agent {agent}'s worktree {path}", "run paradev merge --continue"
+        )
+        raise
+    if stopped:
+        _on_conflict(train, agent)
 
 
 def _on_conflict(train: Train, agent: int) -> None:
@@ -615,12 +741,12 @@ def conflict_report(train: Train, agent: int) -> str:
     """What conflicts (paths, hunks) and the exact next steps, for a human or an agent."""
     path = train.worktree(agent)
     paths = gitmod.unmerged_paths(path)
-    stopped_at = Git(path).run("log", "-1", "--format=%h %s", "REBASE_HEAD", "--", check=False)
+    stopped_at = gitmod.rebase_stopped_at(path)
     lines = [
         f"agent {agent}: rebasing {train.branch(agent)} onto {train.base} stopped on a conflict",
     ]
-    if stopped_at.returncode == 0 and stopped_at.stdout.strip():
-        lines.append(f"  while applying {stopped_at.stdout.strip()}")
+    if stopped_at:
+        lines.append(f"  while applying {stopped_at}")
     lines.append(f"  the rebase is left in progress in {path}")
     lines.append(
         f"  conflicted files (HEAD side: {train.base} as landed so far; other side: this agent):"
@@ -676,17 +802,22 @@ def marker_hunks(file: Path) -> list[tuple[int, int]]:
 
 
 def step_squash(train: Train, agent: int) -> None:
-    """Rewrite the rebased branch as one commit per task (conventional messages from the plan)."""
-    head = train.head(agent)
+    """Rewrite the rebased branch as one commit per task (conventional messages from the plan).
+
+    The squashed commit is journaled before the branch moves to it, so a
+    resumed train recognises either side of the move and never squashes twice.
+    """
+    base, head = train.tips(agent)
     entry = train.agent(agent)
     if entry.get("squashed") == head:
         return
-    base = train.base_tip()
-    train.begin(agent, SQUASH)
-    squashed = build_squash(train, agent, base, head)
+    if entry.get("squash_from") != head:
+        squashed = build_squash(train, agent, base, head)
+        train.begin(agent, SQUASH, flush=True, squash_from=head, squashed=squashed)
+    squashed = entry["squashed"]
     if squashed != head:
         gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", squashed, head)
-    train.finish(agent, SQUASH, squashed=squashed)
+    train.finish(agent, SQUASH)
     train.out(f"agent {agent}: squashed into {squashed[:12]}")
 
 
@@ -754,7 +885,7 @@ def _task_cuts(
 
 
 def _squash_commit(git: Git, source: str, parent: str, message: str) -> str:
-    tree = git.out("rev-parse", f"{source}^{{tree}}")
+    tree = gitmod.tree_of(git, source)
     return gitmod.commit_tree(git, tree, [parent], message, env=gitmod.commit_meta(git, source))
 
 
@@ -777,34 +908,47 @@ def gate_log(train: Train, agent: int, attempt: int) -> Path:
 
 
 def step_gate(train: Train, agent: int) -> None:
-    """Run the gate on the rebased branch (base + this work); stop if it fails."""
-    command = _gate_command(train.ws)
-    head = train.head(agent)
+    """Run the gate on the rebased branch (base + this work); stop if it fails.
+
+    Neither its start nor its pass is written at once (the next write carries
+    them; an interrupt writes them): a crash only runs it once more, and not
+    even that when base already holds the head, for then it has landed.
+    """
+    base, head = train.tips(agent)
     entry = train.agent(agent)
-    if not train.journal["gate"] or not command or entry.get("gate_passed") == head:
+    command = _gate_command(train.ws)
+    if not train.journal["gate"] or not command or entry.get("gate_passed") == head or base == head:
+        entry["gated"] = head  # what advance may land
         return
     attempt = int(entry.get("gate_runs", 0)) + 1
     log = gate_log(train, agent, attempt)
     train.begin(agent, GATE, gate_runs=attempt, gate_head=head, gate_log=str(log))
     train.out(f"agent {agent}: gate running ({log})")
     env = gate_env(train, agent, log)
-    result = run_gate(command, train.worktree(agent), train.ws.plan.gate_timeout, log, env)
+    try:
+        result = run_gate(command, train.worktree(agent), train.ws.plan.gate_timeout, log, env)
+    except KeyboardInterrupt:
+        train.save()  # the user stopped it: say where
+        raise
     if not result.ok:
-        why = (
-            f"timed out after {train.ws.plan.gate_timeout:g}s"
-            if result.returncode is None
-            else f"exited {result.returncode}"
-        )
         train.out(_tail(log))
-        raise train.stop(
-            agent,
-            "gate",
-            f"merge train stopped: the gate {why} for agent {agent} "
-            f"({train.base} unchanged); log: {log}. Commit a fix on {train.branch(agent)} "
-            "and run paradev merge --continue, or paradev merge --skip",
-        )
-    train.finish(agent, GATE, gate_passed=head)
+        raise train.stop(agent, "gate", _gate_failure(train, agent, result))
+    train.finish(agent, GATE, gate_passed=head, gated=head)
     train.out(f"agent {agent}: gate passed")
+
+
+def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
+    timeout = train.ws.plan.gate_timeout
+    why = (
+        f"timed out after {timeout:g}s"
+        if result.returncode is None
+        else f"exited {result.returncode}"
+    )
+    return (
+        f"merge train stopped: the gate {why} for agent {agent} "
+        f"({train.base} unchanged); log: {result.log}. Commit a fix on {train.branch(agent)} "
+        "and run paradev merge --continue, or paradev merge --skip"
+    )
 
 
 def gate_env(train: Train, agent: int, log: Path) -> dict[str, str]:
@@ -880,48 +1024,75 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 # -- landing ----------------------------------------------------------------------------------
 
 
-def move_base(ws: Workspace, base: str, old: str, new: str, *, checked: bool = False) -> None:
+def move_base(
+    ws: Workspace,
+    base: str,
+    old: str,
+    new: str,
+    *,
+    checked: bool = False,
+    then: str = "run paradev merge again",
+) -> None:
     """Fast-forward ``base`` from ``old`` to ``new``, with its checked-out work tree if any.
 
     Not checked out: ``git update-ref`` compare-and-swap. Checked out (and clean):
     ``git merge --ff-only`` there, which moves ref, index and files together and
     refuses anything but a fast-forward (and untracked files it would overwrite).
-    ``checked``: the caller already knows ``new`` contains ``old``.
+    ``checked``: the caller already knows ``new`` contains ``old``; ``then``:
+    what to run once the user committed or stashed their changes to base's tree.
     """
     if not checked and not gitmod.is_ancestor(ws.git, old, new):
         raise PreconditionError(f"{new[:12]} is not a fast-forward of {base} ({old[:12]})")
-    holder = _base_holder(ws, base)
+    holder = gitmod.branch_holder(ws.repo, base)
     if holder is None:
         gitmod.update_ref(ws.git, f"refs/heads/{base}", new, old, f"paradev merge: {base}")
         return
-    _check_base_tree(ws, base, holder)
+    _check_base_tree(ws, base, holder, then)
     gitmod.merge_ff_only(holder, new)
 
 
 def step_advance(train: Train, agent: int) -> None:
-    """Move base to the gated head, fast-forward only."""
+    """Move base to the gated head, fast-forward only.
+
+    Not journaled before the move: a resumed train sees in git whether base
+    already holds the head (then only the journal is behind).
+    """
     if train.is_done(agent, ADVANCE):
         return
-    new = train.head(agent)
-    entry = train.agent(agent)
-    current = train.base_tip()
-    if entry.get("advance_to") != new:
-        train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
+    current, new = train.tips(agent)
     if current != new:
-        if not gitmod.is_ancestor(train.ws.git, current, new):
-            raise train.stop(
-                agent,
-                "base-moved",
-                f"{train.base} moved while agent {agent} was being landed; "
-                "run paradev merge --continue to rebase and gate it again",
-            )
-        move_base(train.ws, train.base, current, new, checked=True)
-    train.finish(agent, ADVANCE, flush=False, landed=new)
+        _check_still_landable(train, agent, current, new)
+        train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
+        move_base(
+            train.ws, train.base, current, new, checked=True, then="run paradev merge --continue"
+        )
+    train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
 
 
+def _check_still_landable(train: Train, agent: int, base: str, head: str) -> None:
+    """Stop when the branch moved after its gate, or base moved after the rebase."""
+    if head != train.agent(agent).get("gated"):
+        raise train.stop(
+            agent,
+            "branch-moved",
+            f"{train.branch(agent)} moved after its gate ran; "
+            "run paradev merge --continue to gate it again",
+        )
+    if not gitmod.is_ancestor(train.ws.git, base, head):
+        raise train.stop(
+            agent,
+            "base-moved",
+            f"{train.base} moved while agent {agent} was being landed; "
+            "run paradev merge --continue to rebase and gate it again",
+        )
+
+
 def step_push(train: Train, agent: int) -> None:
-    """Push base (never forced) and the rewritten agent branch (with a lease)."""
+    """Push base (never forced) and the rewritten agent branch (with a lease).
+
+    Journaled with the next step only: pushing the same commits again is a no-op.
+    """
     if not train.journal["push"] or train.is_done(agent, PUSH):
         return
     entry = train.agent(agent)
@@ -940,7 +1111,7 @@ def step_push(train: Train, agent: int) -> None:
         ) from None
     if entry.get("remote_head") is not None:
         _push_agent_branch(train, agent, landed, entry["remote_head"])
-    train.finish(agent, PUSH, flush=False)
+    train.finish(agent, PUSH)
     train.out(f"agent {agent}: pushed {train.base} to {remote}")
 
 
@@ -982,9 +1153,9 @@ def step_hooks(train: Train, agent: int) -> None:
     from paradev.hooks import run_hook
 
     if not train.ws.plan.hook("on_merge").strip():
-        train.finish(agent, HOOKS, flush=False)  # nothing to run: the queue write carries it
+        train.finish(agent, HOOKS)  # nothing to run: the queue write carries it
         return
-    train.begin(agent, HOOKS)
+    train.begin(agent, HOOKS)  # a crash before they end runs them again
     entry = train.agent(agent)
     state = train.ws.store.read()
     for issue in entry.get("issues", []):
@@ -996,7 +1167,7 @@ def step_hooks(train: Train, agent: int) -> None:
         )
         if result is not None and not result.ok:
             train.out(f"paradev: warning: {result.describe()}")
-    train.finish(agent, HOOKS)
+    train.finish(agent, HOOKS, flush=True)
 
 
 # -- dry run ----------------------------------------------------------------------------------
@@ -1068,7 +1239,7 @@ def _simulate_agent(ws: Workspace, agent: int, simulated: str) -> tuple[DryStep,
         parent = git.rev(f"{commit}^")
         if parent is None:
             continue
-        tree = git.out("rev-parse", f"{simulated}^{{tree}}")
+        tree = gitmod.tree_of(git, simulated)
         probe = gitmod.commit_tree(git, tree, [parent], "paradev dry run: simulated base\n")
         merge = gitmod.merge_trees(git, [(probe, commit)])[0]
         if not merge.clean:

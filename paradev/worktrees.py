@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paradev.errors import PreconditionError
-from paradev.git import Worktree, local_branches, worktree_list
+from paradev.git import (
+    Worktree,
+    local_branches,
+    repair_worktree,
+    worktree_link_ok,
+    worktree_list,
+)
 from paradev.state import AgentRecord, State
 from paradev.workspace import Workspace
 
@@ -25,11 +31,12 @@ class Step:
     agent: int
     branch: str
     worktree: Path
-    action: str  # "exists" | "add" (existing branch) | "create" (new branch)
+    action: str  # "exists" | "repair" (broken .git link) | "add" (existing branch) | "create"
 
     def describe(self) -> str:
         verbs = {
             "exists": "ok",
+            "repair": "repaired the broken .git link of",
             "add": "added worktree for existing branch",
             "create": "created branch and worktree",
         }
@@ -100,11 +107,17 @@ def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step
                     f"{path} is a worktree on {record.branch or 'a detached HEAD'}, not {branch}; "
                     f"check out {branch} there or remove it with 'git worktree remove'"
                 )
-            steps.append(Step(agent, branch, path, "exists"))
+            action = "exists" if worktree_link_ok(path) else "repair"
+            steps.append(Step(agent, branch, path, action))
             continue
         if path.exists() and not (path.is_dir() and not any(path.iterdir())):
             problems.append(
                 f"{path} exists and is not agent {agent}'s worktree; "
+                "move it away or change project.worktrees"
+            )
+        elif blocker := _blocked_parent(path):
+            problems.append(
+                f"{blocker} is not a folder, so no agent worktree can be created in it; "
                 "move it away or change project.worktrees"
             )
         elif branch in by_branch:
@@ -118,9 +131,17 @@ def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step
                 "change project.branch_prefix"
             )
         steps.append(Step(agent, branch, path, "add" if branch in branches else "create"))
-    if problems:
-        raise PreconditionError("; ".join(problems))
+    if problems:  # one blocked folder is said once, not once per agent
+        raise PreconditionError("; ".join(dict.fromkeys(problems)))
     return steps
+
+
+def _blocked_parent(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` when it is a file or a dangling symlink."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return None if parent.is_dir() else parent
+    return None
 
 
 def _name_clash(branch: str, branches: set[str]) -> str | None:
@@ -134,6 +155,9 @@ def _name_clash(branch: str, branches: set[str]) -> str | None:
 
 def _apply(ws: Workspace, step: Step, start: str) -> None:
     if step.action == "exists":
+        return
+    if step.action == "repair":
+        repair_worktree(ws.git, step.worktree)
         return
     step.worktree.parent.mkdir(parents=True, exist_ok=True)
     if step.action == "add":

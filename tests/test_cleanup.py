@@ -138,3 +138,15 @@ def test_cleanup_waits_for_a_stopped_train(repo: Path, set_up: Path, cli: Cli) -
     assert result.code == 2
     assert "merge train is in progress" in result.err
     assert all(agent_tree(set_up, a).is_dir() for a in (1, 2, 3))
+
+
+def test_force_keeps_commits_made_on_a_detached_head(repo: Path, set_up: Path, cli: Cli) -> None:
+    tree = agent_tree(set_up, 3)
+    git(tree, "checkout", "-q", "--detach")
+    lone = commit(tree, {"lone.py": "only here\n"}, "on a detached HEAD")
+
+    result = cli("cleanup", "--force")
+
+    assert result.code == 0, result.err
+    assert not tree.exists()
+    assert lone in backup_refs(repo).values()

@@ -121,3 +121,44 @@ def test_the_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "paradev"
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
     assert (proc.returncode, proc.stdout) == (0, f"paradev {__version__}\n")
+
+
+BAD_NAME = b"bad\xffname.txt"  # a file name that is not UTF-8 (legal on Linux)
+
+
+def _raw(cwd: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:
+    """``python -m paradev`` with a strict UTF-8 stdout, output kept as bytes."""
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "paradev", *args],
+        cwd=cwd,
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_path_that_is_not_utf8_is_printed_as_its_bytes_never_a_traceback(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    import os
+
+    tree = set_up / "agent-1"
+    assert cli("start", "1").code == 0
+    (Path(os.fsdecode(bytes(tree) + b"/" + BAD_NAME))).write_text("x\n")
+    subprocess.run(["git", "add", "-A"], cwd=tree, check=True)
+    subprocess.run(["git", "commit", "-qm", "bytes"], cwd=tree, check=True)
+    (Path(os.fsdecode(bytes(tree) + b"/un\xfetracked"))).write_text("y\n")
+
+    completed = _raw(repo, "complete", "1")
+    assert completed.returncode == 0, completed.stderr
+    assert b"  " + BAD_NAME + b"\n" in completed.stdout
+    assert b"un\xfetracked" in completed.stderr and b"Traceback" not in completed.stderr
+    for args in (("status",), ("status", "--json"), ("conflicts",), ("merge", "--dry-run")):
+        result = _raw(repo, *args)
+        assert (result.returncode, b"Traceback" in result.stderr) == (0, False), (args, result)
+    claimed = _raw(repo, "check", os.fsdecode(BAD_NAME))
+    assert claimed.returncode == 1, claimed.stderr
+    assert claimed.stdout.startswith(BAD_NAME + b": agent 1")

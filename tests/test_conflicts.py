@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -321,7 +323,9 @@ def test_a_damaged_cache_only_costs_time(set_up: Path, repo: Path) -> None:
     pair = analyze(ws).pair(1, 2)
 
     assert pair is not None and pair.conflict
-    assert json.loads(conf.cache_path(ws).read_text(encoding="utf-8"))["version"] == 1
+    assert (
+        json.loads(conf.cache_path(ws).read_text(encoding="utf-8"))["version"] == conf.CACHE_VERSION
+    )
 
 
 def test_remote_uses_the_remote_tracking_agent_branches(
@@ -483,9 +487,14 @@ def test_render_lists_only_noisy_pairs_beyond_the_matrix_limit(set_up: Path, rep
     assert "1 conflict(s), 0 harmless overlap(s), 91 pair(s)" in text
 
 
-def test_a_bad_interval_is_a_usage_error(set_up: Path, cli: Callable[..., Result]) -> None:
-    result = cli("conflicts", "--watch", "--interval", "soon")
+@pytest.mark.parametrize("interval", ["soon", "-1", "0", "nan", "inf"])
+def test_a_bad_interval_is_a_usage_error(
+    set_up: Path, cli: Callable[..., Result], interval: str
+) -> None:
+    """A negative or zero interval used to become a 0.1 s busy loop; nan crashed in sleep."""
+    result = cli("conflicts", "--watch", "--interval", interval)
     assert result.code == 2 and "--interval must be a number" in result.err
+    assert "Traceback" not in result.err
 
 
 def test_an_empty_report_renders() -> None:
@@ -511,3 +520,134 @@ def test_git_batches_diffs_blobs_and_commits_beyond_base(repo: Path) -> None:
     ]
     assert blobs == [b"single-letter name\n", None, None]
     assert len(parents) == 2 and boundary == {base}
+
+
+def test_directory_rename_seen_from_the_pair_merge_base_across_forks(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    """Base adds tests/new.py after agent 2 forked; agent 1 forks later and edits it.
+
+    From the pair's merge base agent 1 *adds* tests/new.py while agent 2 moved
+    tests/ away: git reports a file location conflict, which the prefilter must
+    not skip although agent 1's own diff only *modifies* that file.
+    """
+    tree2 = agent_tree(set_up, 2)
+    two = commit(
+        tree2,
+        {"tests/test_app.py": None, "checks/test_app.py": "def test_ok():\n    assert True\n"},
+        "move tests/ to checks/",
+    )
+    commit(repo, {"tests/new.py": "def test_new():\n    pass\n"}, "base adds a test")
+    tree1 = agent_tree(set_up, 1)
+    git(tree1, "merge", "-q", "--ff-only", "main")
+    one = commit(tree1, {"tests/new.py": "def test_new():\n    assert 1\n"})
+
+    pair = analyze(ws_of(repo)).pair(1, 2)
+
+    real = real_merge(repo, tmp_path, one, two)
+    assert real.failed
+    assert pair is not None and pair.merged and pair.conflict
+    assert kinds(real.output) == kinds("\n".join(c.message for c in pair.conflicts))
+
+
+def test_a_branch_that_merged_base_in_is_judged_from_its_real_merge_base(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    tree1 = agent_tree(set_up, 1)
+    commit(tree1, {"docs/one.md": "one\n"})
+    commit(repo, {"src/util.py": "VALUE = 'base'\n"}, "base moved on")
+    git(tree1, "merge", "-q", "--no-edit", "main")
+    one = commit(tree1, {"src/util.py": "VALUE = 'one'\n"})
+    two = commit(agent_tree(set_up, 2), {"src/util.py": "VALUE = 'two'\n"})
+
+    report = analyze(ws_of(repo))
+
+    pair = report.pair(1, 2)
+    assert pair is not None and pair.conflict is real_merge(repo, tmp_path, one, two).failed
+    by_agent = {b.agent: b for b in report.against_base}
+    assert by_agent[1].conflict is False  # base's change is already in agent 1's history
+    assert by_agent[2].conflict is True
+
+
+def test_colliding_pairs_is_may_conflict_for_every_pair() -> None:
+    """The index finds exactly the pairs a pairwise test would (random path sets)."""
+    rng = random.Random(3)
+    names = ["a", "a/b", "a/b/c", "a/d", "e", "e/f", "g/h", "g"]
+    for _ in range(200):
+        sides = {
+            key: Changes.of({p: rng.choice("AMDT") for p in rng.sample(names, rng.randint(0, 3))})
+            for key in range(rng.randint(1, 6))
+        }
+        expected = {
+            (i, j) for i, j in combinations(sorted(sides), 2) if may_conflict(sides[i], sides[j])
+        }
+        assert conf.colliding_pairs(sides) == expected
+
+
+def test_the_cache_follows_the_merge_settings(set_up: Path, repo: Path) -> None:
+    """merge.conflictStyle moves the hunk lines: a cached result must not outlive it."""
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    ws = ws_of(repo)
+    merge_style = analyze(ws).pair(1, 2)
+    git(repo, "config", "merge.conflictStyle", "diff3")
+
+    diff3_style = analyze(ws).pair(1, 2)
+
+    assert merge_style is not None and diff3_style is not None
+    assert [[h.start, h.end] for h in merge_style.conflicts[0].hunks] == [[22, 26]]
+    assert [[h.start, h.end] for h in diff3_style.conflicts[0].hunks] == [[22, 28]]
+
+
+def test_an_unchanged_run_does_not_rewrite_the_cache(set_up: Path, repo: Path) -> None:
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    ws = ws_of(repo)
+    analyze(ws)
+    before = conf.cache_path(ws).stat()
+
+    analyze(ws)
+
+    after = conf.cache_path(ws).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_branch_without_common_history_is_reported_not_fatal(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    """git merge-tree --stdin dies on the first unrelated pair: such pairs are never sent."""
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})
+    tree2 = agent_tree(set_up, 2)
+    git(tree2, "checkout", "-q", "--orphan", "parallel-dev/agent-2-new")
+    git(tree2, "rm", "-q", "-r", "--cached", ".")
+    orphan = commit(tree2, {"other.txt": "unrelated\n"}, "a history of its own")
+    git(repo, "update-ref", "refs/heads/parallel-dev/agent-2", orphan)
+    commit(agent_tree(set_up, 3), {"README.md": "# three\n"})
+
+    report = analyze(ws_of(repo))
+
+    refused = real_merge(repo, tmp_path, git(repo, "rev-parse", "main"), orphan)
+    assert refused.failed and "unrelated histories" in refused.output
+    for pair in (report.pair(1, 2), report.pair(2, 3)):
+        assert pair is not None and pair.conflict
+        assert [c.type for c in pair.conflicts] == ["unrelated histories"]
+    by_agent = {b.agent: b for b in report.against_base}
+    assert by_agent[2].conflict and not by_agent[1].conflict and not by_agent[3].conflict
+    pair13 = report.pair(1, 3)
+    assert pair13 is not None and not pair13.conflict
+
+
+def test_merges_split_across_processes_keep_their_order(
+    set_up: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, two = two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    three = commit(agent_tree(set_up, 3), {"src/util.py": "VALUE = 3\n"})
+    base = git(repo, "rev-parse", "main")
+    pairs = [(one, two), (one, three), (base, two), (two, one), (two, three)]
+    gitrepo = Git(repo)
+    alone = conf._merge_and_describe(gitrepo, pairs)
+    monkeypatch.setattr(conf, "MERGES_PER_PROCESS", 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+
+    split = conf._merge_and_describe(gitrepo, pairs)
+
+    assert split == alone
+    assert [bool(c) for c in split] == [True, False, False, True, False]

@@ -11,6 +11,7 @@ from paradev.doctor import Finding, doctor, reset
 from paradev.git import discover
 from paradev.state import StateStore
 from tests.helpers import Result, agent_tree, git
+from tests.test_state import journal
 
 
 def test_a_healthy_repository(set_up: Path, repo: Path, cli: Callable[..., Result]) -> None:
@@ -40,8 +41,47 @@ def test_doctor_finds_and_repairs_a_deleted_worktree(
     repaired = cli("doctor", "--repair")
     assert repaired.code == 0, repaired.out + repaired.err
     assert "ok   worktree records: pruned 1 stale" in repaired.out
-    assert "ok   worktrees: recreated agents 2" in repaired.out
+    assert "ok   worktrees: repaired agents 2" in repaired.out
     assert (agent_tree(set_up, 2) / ".git").is_file()
+    assert cli("doctor").code == 0
+
+
+def test_doctor_says_a_folder_replaced_a_worktree_and_repair_leaves_it_alone(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 2)
+    shutil.rmtree(tree)
+    tree.mkdir()
+    (tree / "mine.txt").write_text("precious\n", encoding="utf-8")
+    found = cli("doctor")
+    assert found.code == 1
+    assert (
+        f"BAD  agent 2: {tree} exists but is not a git worktree "
+        "(move it away, then run 'paradev setup')"
+    ) in found.out
+    repaired = cli("doctor", "--repair")
+    assert repaired.code == 1, repaired.err  # the findings printed, no error mid-way
+    assert "ok   worktree records: pruned 1 stale" in repaired.out
+    assert f"BAD  worktrees: cannot repair: {tree} exists and is not agent 2's worktree" in (
+        repaired.out
+    )
+    assert repaired.err == "paradev: 1 problem(s) found\n"
+    assert sorted(p.name for p in tree.iterdir()) == ["mine.txt"]
+
+
+def test_doctor_finds_and_repairs_a_broken_git_link(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 3)
+    (tree / "work.txt").write_text("uncommitted\n", encoding="utf-8")
+    (tree / ".git").write_text("gitdir: /nowhere\n", encoding="utf-8")
+    found = cli("doctor")
+    assert found.code == 1
+    assert f"BAD  agent 3: the .git link of {tree} is broken" in found.out
+    repaired = cli("doctor", "--repair")
+    assert repaired.code == 0, repaired.out + repaired.err
+    assert "ok   worktrees: repaired agents 3" in repaired.out
+    assert git(tree, "status", "--porcelain") == "?? work.txt"
     assert cli("doctor").code == 0
 
 
@@ -74,7 +114,7 @@ def test_doctor_on_a_corrupt_state_prints_the_report_and_exits_2(
 def test_doctor_mentions_a_train_in_progress(set_up: Path, repo: Path) -> None:
     store = StateStore(repo / ".git")
     with store.update() as state:
-        state.train = {"status": "stopped"}
+        state.train = journal("stopped")
     repo_info = discover(repo)
     findings = doctor(repo_info, repo / "plan.toml", repair=False)
     assert Finding(
@@ -105,7 +145,7 @@ def test_reset_needs_no_plan_and_warns_about_a_train(
 ) -> None:
     store = StateStore(repo / ".git")
     with store.update() as state:
-        state.train = {"status": "running"}
+        state.train = journal()
     (repo / "plan.toml").unlink()
     result = cli("reset")
     assert result.code == 0

@@ -108,6 +108,21 @@ def test_estimate_settings_are_validated() -> None:
     assert "estimate.speed: unknown key" in message
 
 
+def test_figures_too_large_to_add_up_are_a_plan_error_never_infinity_in_json(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    text = (repo / "plan.toml").read_text(encoding="utf-8")
+    (repo / "plan.toml").write_text(
+        "[estimate]\ninput_tokens = 1e308\ninput_price = 1e308\n" + text, encoding="utf-8"
+    )
+    result = cli("estimate", "--json")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"paradev: {repo / 'plan.toml'}: the estimate does not add up to a finite number; "
+        "lower the [estimate] token and price figures\n"
+    )
+
+
 def test_estimate_command_prints_json_with_stable_keys(
     repo: Path, cli: Callable[..., Result]
 ) -> None:

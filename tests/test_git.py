@@ -201,6 +201,16 @@ def test_discover_ignores_git_dir_from_the_environment(
     assert "GIT_DIR" not in git_env() and git_env({"X": "1"})["X"] == "1"
 
 
+def test_a_git_failure_names_gits_reason_not_its_closing_advice(repo: Path) -> None:
+    git(repo, "remote", "add", "origin", str(repo.parent / "missing.git"))
+    with pytest.raises(GitError) as caught:
+        Git(repo).run("fetch", "--quiet", "--", "origin")
+    assert str(caught.value) == (
+        "git fetch --quiet -- origin failed: fatal: "
+        f"'{repo.parent / 'missing.git'}' does not appear to be a git repository"
+    )
+
+
 def test_git_failures_are_one_line_git_errors(repo: Path) -> None:
     with pytest.raises(GitError) as caught:
         Git(repo).run("rev-parse", "--verify", "no-such-ref")
@@ -292,3 +302,13 @@ def test_looking_at_a_worktree_takes_no_index_lock(repo: Path) -> None:
         assert dirty_paths(repo) == ["src/app.py"]
     finally:
         (repo / ".git" / "index.lock").unlink()
+
+
+def test_git_output_that_is_not_utf8_reaches_git_again_unchanged(repo: Path) -> None:
+    import os
+
+    (Path(os.fsdecode(bytes(repo) + b"/caf\xe9.txt"))).write_text("latin-1 name\n")
+    name = Git(repo).out("ls-files", "--others", "-z").rstrip("\0")
+    assert name == os.fsdecode(b"caf\xe9.txt")
+    Git(repo).run("add", "--", name)
+    assert Git(repo).out("diff", "--cached", "--name-only", "-z").rstrip("\0") == name

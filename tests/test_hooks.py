@@ -88,6 +88,20 @@ def test_a_failing_hook_is_only_a_warning(
     assert StateStore(repo / ".git").read().tasks[11].status == "completed"
 
 
+def test_a_hook_printing_bytes_that_are_not_utf8_is_only_a_warning(
+    repo: Path, worktrees: Path, cli: Callable[..., Result]
+) -> None:
+    _hooks(repo, on_start="printf 'bad \\377\\376 bytes'; exit 3")
+    assert cli("setup").code == 0
+    result = cli("start", "1")
+    assert result.code == 0
+    assert result.err == (
+        "paradev: warning: hook on_start (\"printf 'bad \\\\377\\\\376 bytes'; exit 3\") "
+        "exited 3: bad \ufffd\ufffd bytes\n"
+    )
+    assert StateStore(repo / ".git").read().tasks[11].status == "in_progress"
+
+
 def test_hooks_never_see_a_git_dir_from_our_environment(
     set_up: Path, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

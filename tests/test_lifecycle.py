@@ -117,7 +117,25 @@ ASSIGN_ERRORS = [
     (["1", "5", "t", "--hours=-1"], r"hours must be a finite number >= 0, got '-1'"),
     (["1", "5", "t", "--hours=-inf"], r"hours must be a finite number >= 0, got '-inf'"),
     (["1", "5", "t", "-1"], r"hours must be a finite number >= 0, got '-1'"),
-    (["1", "5", " ", "1"], r"batches\[1\]\.tasks\[1\]\.title: expected a non-empty title"),
+    (["1", "5", "t", "1e308"], r"hours must be at most 100000, got '1e308'"),
+    (["1", "5", " ", "1"], r"TITLE must not be empty; say what the task is"),
+    (["1", "5", "", "1"], r"TITLE must not be empty"),
+    (["--batch", "  ", "1", "5", "t", "1"], r"--batch must name a batch, not only spaces"),
+    (["1_0", "5", "t", "1"], r"AGENT must be a whole number, got '1_0'"),
+    (["\u0661", "5", "t", "1"], r"AGENT must be a whole number"),
+    (["1", "5", "t", "1_0"], r"hours must be a number, got '1_0'"),
+    (["1", "5", "t", "0x10"], r"hours must be a number, got '0x10'"),
+    # an issue already in the plan: different values are refused, never silently dropped
+    (
+        ["1", "11", "Another title", "2"],
+        r"issue #11 is already in the plan as 'Add the status command' \(2h, batch 'first'\); "
+        r"edit plan.toml to change it",
+    ),
+    (["1", "11", "Add the status command", "5"], r"already in the plan as"),
+    (
+        ["--batch", "second", "1", "11", "Add the status command", "2"],
+        r"already in the plan as",
+    ),
     (["2", "11", "dup", "1"], r"issue #11 is already planned for agent 1"),
     (["1", "5", "t"], r"did not receive required positional arguments: 'hours'"),
 ]
@@ -150,6 +168,8 @@ def test_assign_refuses_a_task_that_is_already_done(
 
 def test_parse_helpers() -> None:
     assert parse_hours("2.5") == 2.5 and parse_hours(0) == 0.0
+    assert str(parse_hours("-0")) == "0.0" and parse_hours(" .5 ") == 0.5
+    assert parse_int(" 3 ", "N") == 3
     assert parse_int("7", "N") == 7
     with pytest.raises(PreconditionError):
         parse_int("1.5", "N")
@@ -364,3 +384,47 @@ def test_status_table_keeps_a_multi_line_title_on_one_line(
     assert cli("start", "3").code == 0 and cli("complete", "3").code == 0
     assert cli("start", "3").code == 0
     assert "  current:  #70 first\\nsecond (1h)" in cli("status").out
+
+
+def test_start_and_complete_refuse_a_worktree_on_another_branch(
+    set_up: Path, repo: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    tree = agent_tree(set_up, 1)
+    git(tree, "switch", "--quiet", "-c", "elsewhere")
+    before = snapshot()
+    result = cli("start", "1")
+    assert result.code == 2
+    assert result.err == (
+        f"paradev: agent 1's worktree {tree} is on elsewhere, not parallel-dev/agent-1; "
+        f"finish what is in progress there and run 'git -C {tree} switch parallel-dev/agent-1' "
+        "first\n"
+    )
+    assert snapshot() == before
+    git(tree, "switch", "--quiet", "parallel-dev/agent-1")
+    assert cli("start", "1").code == 0
+    git(tree, "switch", "--quiet", "--detach")
+    refused = cli("complete", "1")
+    assert refused.code == 2 and "is on a detached HEAD, not parallel-dev/agent-1" in refused.err
+    assert StateStore(repo / ".git").read().tasks[11].status == "in_progress"
+
+
+def test_status_shows_every_agent_when_one_worktree_is_broken(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    (agent_tree(set_up, 2) / ".git").write_text("gitdir: /nowhere\n", encoding="utf-8")
+    result = cli("status")
+    assert result.code == 0, result.err
+    assert "worktree broken (run 'paradev setup' to repair it)" in result.out
+    assert "Agent 3  parallel-dev/agent-3  (0 ahead, 0 behind; worktree clean)" in result.out
+    data = cli("status", "--json").json()["agents"]
+    assert (data["2"]["broken"], data["2"]["dirty"], data["3"]["broken"]) == (True, None, False)
+
+
+def test_status_says_when_base_itself_is_missing(repo: Path, cli: Callable[..., Result]) -> None:
+    text = (repo / "plan.toml").read_text(encoding="utf-8")
+    (repo / "plan.toml").write_text(text.replace('base = "main"', 'base = "dev"'))
+    result = cli("status")
+    assert result.code == 0, result.err
+    assert "base branch 'dev' does not exist: create it or set project.base" in result.out
+    assert "Agent 1  parallel-dev/agent-1  (no base to compare; worktree missing)" in result.out
+    assert cli("status", "--json").json()["base_exists"] is False

@@ -137,6 +137,7 @@ T0 = "batches[0].tasks[0]"
 BAD_PLANS: list[tuple[str, Callable[[str], str], str]] = [
     # syntax errors carry line and column
     ("syntax", _replace("count = 3", "count = = 3"), r"plan\.toml:6:\d+: TOML syntax error"),
+    ("syntax-bom", _prepend("\ufeff"), r"plan\.toml:1:1: the file starts with a byte-order mark"),
     ("syntax-unclosed", _append('[[batches]\nname = "x"\n'), r"plan\.toml:\d+:\d+: TOML syntax"),
     # unknown keys at every level
     ("unknown-top", _prepend("colour = 1\n"), r"colour: unknown key \(expected one of: .*project"),
@@ -175,6 +176,11 @@ BAD_PLANS: list[tuple[str, Callable[[str], str], str]] = [
     ("hours-negative", _replace(FIRST_HOURS, "hours = -1.0"), r"hours: expected a finite number"),
     ("hours-nan", _replace(FIRST_HOURS, "hours = nan"), r"hours: expected a finite number >= 0"),
     ("hours-inf", _replace(FIRST_HOURS, "hours = inf"), r"hours: expected a finite number >= 0"),
+    (
+        "hours-huge",
+        _replace(FIRST_HOURS, "hours = 1e308"),
+        r"hours: expected a number of hours from 0",
+    ),
     ("hours-text", _replace(FIRST_HOURS, 'hours = "two"'), r"hours: expected a finite number"),
     # issues and dependencies
     ("duplicate", _replace("issue = 13", "issue = 12"), r"issue #12 appears twice in the plan"),
@@ -198,6 +204,36 @@ BAD_PLANS: list[tuple[str, Callable[[str], str], str]] = [
     ("bad-prefix", _prepend('[project]\nbranch_prefix = "a b/"\n'), r"branch_prefix: 'a b/1'"),
     ("bad-prefix-lock", _prepend('[project]\nbranch_prefix = "x.lock/"\n'), r"branch_prefix"),
     ("bad-remote", _prepend('[project]\nremote = "my remote"\n'), r"project\.remote: 'my remote'"),
+    (
+        "unknown-placeholder",
+        _replace("count = 3", 'count = 3\ncommand = ["x", "{prompt_fle}", "{}"]'),
+        r"agents\.command: unknown placeholder \{prompt_fle\} \(known: \{prompt_file\}",
+    ),
+    (
+        "nul-title",
+        _replace('title = "Add the status command"', 'title = "a\\u0000b"'),
+        rf"{re.escape(T0)}\.title: contains a NUL character",
+    ),
+    (
+        "nul-hook",
+        _prepend('[hooks]\non_start = "echo \\u0000"\n'),
+        r"hooks\.on_start: contains a NUL character",
+    ),
+    (
+        "prefix-is-base",
+        _replace('base = "main"', 'base = "agent-2"\nbranch_prefix = "agent-"'),
+        r"agent 2's branch 'agent-2' is the base branch",
+    ),
+    (
+        "prefix-under-base",
+        _prepend('[project]\nbranch_prefix = "main/"\n'),
+        r"branch 'main/1' cannot exist beside base 'main'",
+    ),
+    (
+        "base-under-branch",
+        _replace('base = "main"', 'base = "a/3/b"\nbranch_prefix = "a/"'),
+        r"branch 'a/3' cannot exist beside base 'a/3/b'",
+    ),
     ("root-inside", _prepend('[project]\nworktrees = "wt"\n'), r"wt is inside the repository"),
     ("root-is-repo", _prepend('[project]\nworktrees = "."\n'), r"inside the repository"),
 ]
@@ -430,6 +466,34 @@ def test_insert_finds_unnamed_batches_by_their_default_name(tmp_path: Path) -> N
 def test_insert_into_inline_batches_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"\[\[batches\]\] tables"):
         insert_task("batches = []\n", tmp_path / "p.toml", {"agent": 1}, None)
+
+
+def test_an_inline_tasks_array_is_refused_with_what_to_change(
+    repo: Path, cli: Callable[..., Result], snapshot: Callable[[], dict[str, object]]
+) -> None:
+    text = '[[batches]]\nname = "a"\ntasks = [{agent = 1, issue = 1, title = "x", hours = 1}]\n'
+    (repo / "plan.toml").write_text(text, encoding="utf-8")
+    before = snapshot()
+    result = cli("assign", "1", "2", "y", "1")
+    assert result.code == 2
+    assert result.err == (
+        f"paradev: {repo / 'plan.toml'}: batch 'a' writes its tasks as an inline array; "
+        "write them as [[batches.tasks]] tables so paradev assign can add one\n"
+    )
+    assert snapshot() == before
+
+
+def test_a_crlf_plan_keeps_its_bytes_and_line_endings(tmp_path: Path) -> None:
+    path = tmp_path / "plan.toml"
+    original = PLAN.replace("\n", "\r\n").encode()
+    path.write_bytes(original)
+    add_task(path, None, agent=2, issue=42, title='say "hi"\nnow', hours=1)
+    written = path.read_bytes()
+    assert written.startswith(original)
+    added = written[len(original) :]
+    assert b"issue = 42\r\n" in added and added.count(b"\n") == added.count(b"\r\n")
+    task = load(path).task(42)
+    assert task is not None and task.title == 'say "hi"\nnow'
 
 
 def test_add_task_never_writes_an_invalid_plan(tmp_path: Path) -> None:

@@ -400,6 +400,17 @@ def test_unknown_batch_and_bad_agents_are_usage_errors(set_up: Path, cli: CliFn)
     assert "unknown agent 9" in bad.err
 
 
+@pytest.mark.parametrize("agents", [",", " , ", "1_0", "1;2"])
+def test_an_agents_list_without_numbers_is_refused_not_run_as_nobody(
+    set_up: Path, cli: CliFn, snapshot: Callable[[], dict[str, object]], agents: str
+) -> None:
+    before = snapshot()
+    result = cli("run-batch", "--no-launch", "--agents", agents)
+    assert result.code == 2 and result.err.count("\n") == 1, result
+    assert "--agents" in result.err
+    assert snapshot() == before
+
+
 def test_everything_completed_means_nothing_to_run(
     scripted: Callable[..., Path], repo: Path, cli: CliFn
 ) -> None:

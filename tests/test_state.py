@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,21 @@ from tests.helpers import Result, agent_tree
 PROCESSES = 20
 
 
+def journal(status: str = "running") -> dict[str, object]:
+    """A merge-train journal with every key the train reads (the shape ``read`` checks)."""
+    return {
+        "id": "20260101T000000Z",
+        "base": "main",
+        "status": status,
+        "queue": [1],
+        "landed": [],
+        "skipped": [],
+        "agents": {"1": {"done": ["backup"], "step": "rebase"}},
+        "gate": True,
+        "push": False,
+    }
+
+
 def test_an_absent_file_reads_as_empty_state(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     assert store.read() == State()
@@ -36,7 +52,7 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
         record = state.task(7, 2)
         record.status, record.files_modified = "completed", ["a.py"]
         state.merge_order = [2, 1]
-        state.train = {"status": "running"}
+        state.train = journal()
         state.merge_history.append({"agent": 2})
     again = store.read()
     assert again.agents == {2: AgentRecord(2, "b2", "/w/agent-2")}
@@ -45,7 +61,7 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
     )
     assert (again.merge_order, again.train, again.merge_history) == (
         [2, 1],
-        {"status": "running"},
+        journal(),
         [{"agent": 2}],
     )
     assert again.updated_at is not None
@@ -150,7 +166,75 @@ CORRUPT = {
     "bad-record": '{"version": 1, "tasks": {"1": 5}}',
     "bad-key": '{"version": 1, "tasks": {"x": {"issue": 1, "agent": 1}}}',
     "binary": "\udcff",
+    "deep": "[" * 100_000 + "]" * 100_000,
 }
+
+# Valid JSON of the wrong shape: each must fail in read(), never later inside a command.
+WRONG_SHAPE = {
+    "tasks-not-object": ({"tasks": 5}, "tasks is 5, expected an object"),
+    "tasks-list": ({"tasks": []}, "tasks is [], expected an object"),
+    "status-int": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "status": 3}}},
+        "tasks.1.status is 3, expected a string",
+    ),
+    "status-unknown": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "status": "weird"}}},
+        "tasks.1.status is 'weird', expected one of",
+    ),
+    "record-missing-issue": ({"tasks": {"1": {"status": 3}}}, "tasks.1.issue is missing"),
+    "issue-string": (
+        {"tasks": {"1": {"issue": "1", "agent": 1}}},
+        'tasks.1.issue is "1", expected an integer',
+    ),
+    "key-mismatch": ({"tasks": {"1": {"issue": 2, "agent": 1}}}, "tasks.1.issue is 2, expected 1"),
+    "agent-bool": (
+        {"tasks": {"1": {"issue": 1, "agent": True}}},
+        "tasks.1.agent is true, expected an integer",
+    ),
+    "agent-zero": ({"tasks": {"1": {"issue": 1, "agent": 0}}}, "tasks.1.agent is 0"),
+    "files-string": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "files_modified": "a.py"}}},
+        'tasks.1.files_modified is "a.py"',
+    ),
+    "timestamp-int": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "started_at": 5}}},
+        "tasks.1.started_at is 5",
+    ),
+    "agents-list": ({"agents": []}, "agents is [], expected an object"),
+    "agent-branch-int": (
+        {"agents": {"1": {"agent": 1, "branch": 5, "worktree": "/w"}}},
+        "agents.1.branch is 5, expected a string",
+    ),
+    "merge-order-string": ({"merge_order": "12"}, 'merge_order is "12"'),
+    "merge-order-null": ({"merge_order": None}, "merge_order is null"),
+    "train-int": ({"train": 5}, "train is 5, expected an object or null"),
+    "train-empty": ({"train": {}}, "train.id is missing"),
+    "train-queue": ({"train": {**journal(), "queue": "1"}}, 'train.queue is "1"'),
+    "train-agent-entry": (
+        {"train": {**journal(), "agents": {"1": {"done": 5}}}},
+        "train.agents.1.done is 5",
+    ),
+    "train-landed": ({"train": {**journal(), "landed": [{}]}}, "train.landed[0].agent is null"),
+    "history-int": ({"merge_history": 5}, "merge_history is 5"),
+    "history-items": ({"merge_history": [1]}, "merge_history is [1]"),
+    "version-string": ({"version": "1"}, "state version '1' is not supported"),
+    "version-bool": ({"version": True}, "state version True is not supported"),
+    "updated-at-int": ({"updated_at": 5}, "updated_at is 5"),
+}
+
+
+@pytest.mark.parametrize(("data", "reason"), WRONG_SHAPE.values(), ids=WRONG_SHAPE.keys())
+def test_valid_json_of_the_wrong_shape_is_one_line_state_error(
+    tmp_path: Path, data: object, reason: str
+) -> None:
+    store = StateStore(tmp_path)
+    store.dir.mkdir()
+    store.path.write_text(json.dumps(data))
+    with pytest.raises(StateError) as caught:
+        store.read()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"state file {store.path} is corrupt ({reason}")
 
 
 @pytest.mark.parametrize("text", CORRUPT.values(), ids=CORRUPT.keys())
@@ -164,6 +248,30 @@ def test_a_corrupt_file_is_one_line_state_error(tmp_path: Path, text: str) -> No
     assert "\n" not in message
     assert message.startswith(f"state file {store.path} is corrupt")
     assert message.endswith("run 'paradev doctor --repair' or 'paradev reset' to move it aside")
+
+
+def test_a_folder_where_the_lock_file_belongs_is_one_line_state_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.lock_path.mkdir(parents=True)
+    with pytest.raises(StateError) as caught, store.update():
+        pass
+    assert str(caught.value) == f"cannot lock {store.lock_path}: Is a directory; move it away"
+    assert not store.path.exists()
+
+
+@pytest.mark.parametrize("command", [["reset"], ["doctor", "--repair"], ["start", "1"]])
+def test_a_file_where_the_state_folder_belongs_is_one_line_error(
+    set_up: Path, repo: Path, cli: Callable[..., Result], command: list[str]
+) -> None:
+    folder = repo / ".git" / "paradev"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.write_text("not a folder\n", encoding="utf-8")
+    result = cli(*command)
+    assert result.code == 2
+    assert result.err.endswith(f"{folder}: File exists; move it away\n") or (
+        "Not a directory" in result.err
+    ), result.err
+    assert result.err.count("\n") == 1 and folder.read_text() == "not a folder\n"
 
 
 def test_quarantine_moves_only_a_corrupt_file(tmp_path: Path) -> None:
@@ -215,6 +323,41 @@ def test_corrupt_state_stops_every_other_command(
         f"paradev: state file {path} is corrupt (Expecting property name enclosed in double "
         "quotes: line 1 column 26 (char 25)); run 'paradev doctor --repair' or 'paradev reset' "
         "to move it aside\n"
+    )
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["start", "1"],
+        ["complete", "1"],
+        ["merge-order"],
+        ["merge"],
+        ["merge", "--dry-run"],
+        ["merge", "--continue"],
+        ["cleanup"],
+        ["run-batch", "--dry-run"],
+        ["doctor"],
+    ],
+)
+def test_a_wrong_shape_state_stops_every_command_with_one_line(
+    set_up: Path,
+    repo: Path,
+    cli: Callable[..., Result],
+    snapshot: Callable[[], dict[str, object]],
+    command: list[str],
+) -> None:
+    path = repo / ".git" / "paradev" / "state.json"
+    path.write_text('{"version": 1, "tasks": 5}', encoding="utf-8")
+    before = snapshot()
+    result = cli(*command)
+    assert (result.code, result.err) == (
+        2,
+        f"paradev: state file {path} is corrupt (tasks is 5, expected an object); "
+        "run 'paradev doctor --repair' or 'paradev reset' to move it aside\n",
     )
     assert snapshot() == before
 

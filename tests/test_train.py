@@ -412,6 +412,7 @@ def test_abort_after_a_gate_failure_restores_the_rebased_branch(
     assert cli("merge").code == 1
     second = stopped_agent(repo)
     assert rev(repo, f"parallel-dev/agent-{second}") != heads[second]  # rebased
+    fix = commit(agent_tree(trees, second), {"fix.py": "an attempt\n"}, "try a fix")
 
     result = cli("merge", "--abort")
 
@@ -419,6 +420,8 @@ def test_abort_after_a_gate_failure_restores_the_rebased_branch(
     assert rev(repo, f"parallel-dev/agent-{second}") == heads[second]
     assert git(agent_tree(trees, second), "status", "--porcelain") == ""
     assert state_of(repo)["train"] is None
+    assert fix in kept(repo)  # the attempted fix existed only on the rebased branch
+    assert [r for r in refs(repo, "refs/paradev/backup") if r.endswith("-aborted")]
 
 
 def test_gate_failure_then_skip(repo: Path, setup_with: Any, cli: Cli) -> None:
@@ -599,6 +602,21 @@ def crash_after(mocker: MockerFixture, name: str) -> None:
     mocker.patch.object(train_mod, name, side_effect=run_then_die)
 
 
+def crash_midway(mocker: MockerFixture, name: str) -> None:
+    """The process dies while git is rebasing: git's rebase state is left half done."""
+    assert name == "rebase"
+
+    def stop_after_the_first_pick(worktree: Path, onto: str) -> bool:
+        editor = {"GIT_SEQUENCE_EDITOR": "sed -i '1a break'"}
+        paradev_git.Git(worktree).run("rebase", "-i", "--no-update-refs", onto, env=editor)
+        assert paradev_git.rebase_in_progress(worktree) is not None
+        raise Crash(name)
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=stop_after_the_first_pick)
+
+
+INJECT = {"before": crash_before, "after": crash_after, "midway": crash_midway}
+
 CRASHES = [
     ("before", "step_backup"),
     ("after", "step_backup"),
@@ -606,13 +624,17 @@ CRASHES = [
     ("after", "step_rebase"),
     ("before", "run_gate"),  # killed during the gate: it never reported
     ("after", "run_gate"),  # the gate passed but that was never journaled
+    ("midway", "rebase"),  # git's rebase state files left behind; ours by the journal
     ("before", "step_squash"),
+    ("after", "step_squash"),
+    ("after", "step_gate"),  # passed, journaled only in memory
     ("before", "move_base"),
     ("after", "move_base"),  # base moved, not journaled, not pushed
     ("before", "step_push"),
     ("after", "step_push"),
     ("before", "step_mark"),
     ("after", "step_mark"),
+    ("before", "step_hooks"),
     ("after", "step_hooks"),
 ]
 
@@ -652,7 +674,7 @@ def train_outcome(
     before = all_commits(project)
     if crash is not None:
         when, step = crash
-        (crash_before if when == "before" else crash_after)(mocker, step)
+        INJECT[when](mocker, step)
         with pytest.raises(Crash):
             cli("merge")
         mocker.stopall()
@@ -840,3 +862,214 @@ def test_state_store_sees_no_train_after_a_clean_run(repo: Path, setup_with: Any
     work(cli, trees, 3, {"three.py": "3\n"})
     assert cli("merge").code == 0
     assert StateStore(repo / ".git").read().train is None
+
+
+# -- regressions found in review ----------------------------------------------------------------
+
+
+def squash_outcome(
+    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: bool
+) -> dict[str, str]:
+    """Land agent 1's two tasks squashed; with ``crash``, die right after the branch moved."""
+    project = build_scenario(root, template, remote=False)
+    os.chdir(project)
+    configure(project, squash=True)
+    assert cli("setup").code == 0
+    trees = project.parent / "project-worktrees"
+    git(project, "commit", "-q", "--allow-empty", "-m", "base moves: a real rebase")
+    work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)
+    work(cli, trees, 1, {"config.py": "c\n"})  # task 21, after task 11
+    if crash:
+        real = paradev_git.update_ref
+
+        def move_then_die(git_: Any, ref: str, *args: Any, **kwargs: Any) -> None:
+            real(git_, ref, *args, **kwargs)
+            if ref == "refs/heads/parallel-dev/agent-1":
+                raise Crash("squash moved the branch")
+
+        mocker.patch.object(paradev_git, "update_ref", side_effect=move_then_die)
+        with pytest.raises(Crash):
+            cli("merge")
+        mocker.stopall()
+        result = cli("merge", "--continue")
+    else:
+        result = cli("merge")
+    assert result.code == 0, result.err
+    subjects = git(project, "log", "--format=%s", "-2", "main").splitlines()
+    assert subjects == ["feat: Config command (#21)", "feat: Add the status command (#11)"]
+    return refs(project)
+
+
+def test_crash_right_after_the_squash_moved_the_branch_squashes_once(
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in FIXED_DATES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    clean = squash_outcome(tmp_path / "clean", template_repo, cli, mocker, crash=False)
+    crashed = squash_outcome(tmp_path / "crashed", template_repo, cli, mocker, crash=True)
+    assert crashed == clean
+
+
+def test_branch_moved_after_its_gate_is_not_landed_ungated(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with(gate="true")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    main = rev(repo, "main")
+    real_gate = train_mod.run_gate
+    late: list[str] = []
+
+    def gate_then_agent_commits(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+        """The agent, still running, commits while the gate finishes."""
+        result = real_gate(*args, **kwargs)
+        late.append(commit(agent_tree(trees, 1), {"late.py": "ungated\n"}, "late"))
+        return result
+
+    mocker.patch.object(train_mod, "run_gate", side_effect=gate_then_agent_commits)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert rev(repo, "main") == main
+    assert state_of(repo)["train"]["stop"]["reason"] == "branch-moved"
+    mocker.stopall()
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert "gate passed" in result.out  # gated again, with the late commit
+    assert rev(repo, "main") == late[0]
+
+
+def test_refusal_after_fetch_leaves_local_base_where_it_was(
+    repo: Path, remote: Path, other_machine: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(remote="origin")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    git(other_machine, "pull", "-q", "--ff-only")
+    commit(other_machine, {"theirs.py": "t\n"}, "from elsewhere")
+    git(other_machine, "push", "-q", "origin", "main")
+    write(agent_tree(trees, 1), {"one.py": "uncommitted\n"})
+    main = rev(repo, "main")
+
+    result = cli("merge")
+
+    assert result.code == 2
+    assert "uncommitted changes" in result.err
+    assert rev(repo, "main") == main  # refused before anything changed
+    assert not (repo / "theirs.py").exists()
+
+
+def test_abort_leaves_a_user_rebase_onto_the_same_commit(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    conflicting(cli, trees)
+    assert cli("merge").code == 1
+    agent = stopped_agent(repo)
+    tree = agent_tree(trees, agent)
+    git(tree, "rebase", "--abort")
+    commit(tree, {f"mine-{agent}.py": "x\n"}, "my own work first")
+    git(tree, "rebase", "-q", "main", check=False)  # same branch, same onto: the user's own
+    assert "rebase in progress" in git(tree, "status")
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 2
+    assert "not started by this train" in result.err
+    assert "rebase in progress" in git(tree, "status")
+
+
+def test_skip_refuses_an_agent_base_already_holds(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    crash_after(mocker, "move_base")  # base moved; the journal does not know yet
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 2
+    assert "already landed" in result.err
+    assert cli("merge", "--continue").code == 0
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+
+
+def test_agent_tree_dirtied_during_the_train_is_refused_in_plain_words(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with(gate="true")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    real_gate = train_mod.run_gate
+
+    def gate_while_agents_edit(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+        for agent in (1, 2):
+            write(agent_tree(trees, agent), {"README.md": "edited meanwhile\n"})
+        return real_gate(*args, **kwargs)
+
+    mocker.patch.object(train_mod, "run_gate", side_effect=gate_while_agents_edit)
+
+    result = cli("merge")
+
+    assert result.code == 2
+    assert "uncommitted changes (README.md)" in result.err
+    second = state_of(repo)["train"]["order"][1]
+    assert git(agent_tree(trees, second), "status", "--porcelain") == " M README.md"
+    assert "rebase in progress" not in git(agent_tree(trees, second), "status")
+
+
+def test_only_one_paradev_drives_the_train(repo: Path, setup_with: Any, cli: Cli) -> None:
+    from filelock import FileLock
+
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    main = rev(repo, "main")
+    (repo / ".git" / "paradev").mkdir(exist_ok=True)
+
+    with FileLock(str(repo / ".git" / "paradev" / "train.lock")):  # another paradev merge
+        result = cli("merge")
+
+    assert result.code == 2
+    assert "driving the merge train" in result.err
+    assert rev(repo, "main") == main and state_of(repo)["train"] is None
+    assert cli("merge").code == 0
+
+
+def test_abort_after_base_moved_keeps_the_landing_and_marks_it(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    head = work(cli, trees, 1, {"one.py": "1\n"})
+    crash_after(mocker, "move_base")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "main") == head
+    state = state_of(repo)
+    assert state["train"] is None
+    assert state["tasks"]["11"]["status"] == "merged"
+    assert state["merge_history"][-1]["landed"][0]["commit"] == head
+
+
+def test_branch_holder_reads_who_has_a_branch_checked_out(repo: Path, tmp_path: Path) -> None:
+    ws = open_workspace(repo)
+    assert paradev_git.branch_holder(ws.repo, "main") == repo
+    git(repo, "switch", "-q", "--detach")
+    git(repo, "worktree", "add", "-q", str(tmp_path / "elsewhere"), "main")
+    git(repo, "worktree", "add", "-q", "-b", "gone", str(tmp_path / "gone"))
+    shutil.rmtree(tmp_path / "gone")  # prunable: its folder is gone
+
+    assert paradev_git.branch_holder(ws.repo, "main") == (tmp_path / "elsewhere").resolve()
+    assert paradev_git.branch_holder(ws.repo, "gone") is None
+    assert paradev_git.branch_holder(ws.repo, "nobody") is None

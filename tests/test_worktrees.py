@@ -112,6 +112,44 @@ def test_setup_prunes_a_stale_record_and_recreates_the_folder(
     assert (tree / "feature.py").read_text() == "x = 1\n"
 
 
+def test_setup_repairs_a_broken_git_link_and_keeps_the_work(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 2)
+    work = commit(tree, {"feature.py": "x = 1\n"}, "agent 2 work")
+    (tree / "notes.txt").write_text("uncommitted\n", encoding="utf-8")
+    (tree / ".git").write_text("gitdir: /nowhere\n", encoding="utf-8")  # e.g. a copied folder
+    result = cli("setup")
+    assert result.code == 0, result.err
+    assert f"agent 2: repaired the broken .git link of parallel-dev/agent-2 at {tree}" in result.out
+    assert "agent 1: ok" in result.out and "agent 3: ok" in result.out
+    assert rev(tree, "HEAD") == work
+    assert git(tree, "status", "--porcelain") == "?? notes.txt"
+    assert "repaired" not in cli("setup").out  # idempotent once repaired
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling-symlink"])
+def test_setup_refuses_a_worktree_root_that_is_not_a_folder(
+    repo: Path,
+    worktrees: Path,
+    cli: Callable[..., Result],
+    snapshot: Callable[[], dict[str, object]],
+    kind: str,
+) -> None:
+    if kind == "file":
+        worktrees.write_text("not a folder\n", encoding="utf-8")
+    else:
+        worktrees.symlink_to(worktrees.parent / "gone" / "dir")
+    before = snapshot()
+    result = cli("setup")
+    assert result.code == 2
+    assert result.err == (
+        f"paradev: {worktrees} is not a folder, so no agent worktree can be created in it; "
+        "move it away or change project.worktrees\n"
+    )
+    assert snapshot() == before and git(repo, "branch", "--list", "parallel-dev/*") == ""
+
+
 def test_setup_reuses_an_existing_branch_with_commits(
     repo: Path, worktrees: Path, cli: Callable[..., Result]
 ) -> None:
@@ -226,6 +264,18 @@ def test_setup_with_a_custom_prefix_and_root(
     assert git(root / "project" / "agent-2", "branch", "--show-current") == "team/bot-2"
 
 
+def test_a_worktree_root_under_the_home_folder_is_expanded(
+    repo: Path, tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _use_plan(repo, 1, '[project]\nworktrees = "~/trees/{repo}"')
+    result = cli("setup")
+    assert result.code == 0, result.err
+    tree = tmp_path / "home" / "trees" / "project" / "agent-1"
+    assert git(tree, "branch", "--show-current") == "parallel-dev/agent-1"
+    assert not (repo / "~").exists()
+
+
 def test_setup_with_a_remote_bases_new_branches_on_the_remote_base(
     repo: Path, remote: Path, worktrees: Path, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
@@ -263,7 +313,9 @@ def test_setup_with_an_unreachable_remote_is_a_clear_error(
     before = snapshot()
     result = cli("setup")
     assert result.code == 2
-    assert result.err.startswith("paradev: git fetch --quiet -- failed: ")
+    assert result.err.startswith(
+        "paradev: git fetch --quiet -- origin failed: fatal: "
+    ) and result.err.endswith("does not appear to be a git repository\n")
     assert result.err.count("\n") == 1
     assert snapshot() == before
 
