@@ -13,6 +13,7 @@ Run: ``.venv/bin/python bench/merge.py [--branches N] [--repeat R]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -108,22 +109,46 @@ def plain_train(repo: Path, branches: int) -> None:
         git(repo, "merge", "-q", "--ff-only", branch)
 
 
+def run_train(repo: Path, branches: int, runner: str) -> float:
+    """Seconds ``runner`` takes for the train; checks every branch landed."""
+    start = time.perf_counter()
+    if runner == "paradev":
+        check(paradev(repo, "merge"))
+    elif runner == "dry-run":
+        check(paradev(repo, "merge", "--dry-run"))
+    else:
+        plain_train(repo, branches)
+    elapsed = time.perf_counter() - start
+    merged = git(repo, "rev-list", "--count", "main")
+    expected = 1 + 3 * branches if runner != "dry-run" else 1
+    if int(merged) != expected:
+        raise SystemExit(f"{runner}: main has {merged} commits, expected {expected}")
+    return elapsed
+
+
 def measure(branches: int, runner: str) -> float:
     with tempfile.TemporaryDirectory(prefix="paradev-bench-") as tmp:
+        return run_train(build(Path(tmp), branches), branches, runner)
+
+
+def git_processes(branches: int, runner: str) -> int:
+    """How many git commands ``runner`` starts itself (their own children not counted).
+
+    Counted from git's trace2 events: unlike seconds, a figure the load of a
+    shared machine cannot blur.
+    """
+    with tempfile.TemporaryDirectory(prefix="paradev-bench-") as tmp:
         repo = build(Path(tmp), branches)
-        start = time.perf_counter()
-        if runner == "paradev":
-            check(paradev(repo, "merge"))
-        elif runner == "dry-run":
-            check(paradev(repo, "merge", "--dry-run"))
-        else:
-            plain_train(repo, branches)
-        elapsed = time.perf_counter() - start
-        merged = git(repo, "rev-list", "--count", "main")
-        expected = 1 + 3 * branches if runner != "dry-run" else 1
-        if int(merged) != expected:
-            raise SystemExit(f"{runner}: main has {merged} commits, expected {expected}")
-        return elapsed
+        trace = Path(tmp) / "trace2.json"
+        ENV["GIT_TRACE2_EVENT"] = str(trace)
+        try:
+            run_train(repo, branches, runner)
+        finally:
+            del ENV["GIT_TRACE2_EVENT"]
+        events = (json.loads(line) for line in trace.read_text().splitlines())
+        # the train's own check of main is one more top-level git: not counted
+        started = sum(1 for e in events if e.get("event") == "start" and "/" not in e["sid"])
+        return started - 1
 
 
 def main() -> None:
@@ -132,14 +157,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("GIT_")})
-    results: dict[str, float] = {}
-    for runner in ("plain", "paradev", "dry-run"):
-        results[runner] = min(measure(args.branches, runner) for _ in range(args.repeat))
+    runners = ("plain", "paradev", "dry-run")
+    times: dict[str, list[float]] = {runner: [] for runner in runners}
+    for _ in range(args.repeat):  # interleaved, so a busy moment hits every runner alike
+        for runner in runners:
+            times[runner].append(measure(args.branches, runner))
+    best = {runner: min(found) for runner, found in times.items()}
+    counts = {runner: git_processes(args.branches, runner) for runner in ("plain", "paradev")}
     print(f"merge train of {args.branches} branches, trivial gate (best of {args.repeat}):")
-    print(f"  plain git script (the limit): {results['plain']:.2f}s")
-    print(f"  paradev merge:                {results['paradev']:.2f}s")
-    print(f"  ratio paradev / plain:        {results['paradev'] / results['plain']:.2f}x")
-    print(f"  paradev merge --dry-run:      {results['dry-run']:.2f}s")
+    for runner, label in (
+        ("plain", "plain git script (the limit):"),
+        ("paradev", "paradev merge:"),
+    ):
+        print(f"  {label:<29} {best[runner]:.2f}s  ({counts[runner]} git processes)")
+    print(f"  ratio paradev / plain:        {best['paradev'] / best['plain']:.2f}x")
+    print(f"  paradev merge --dry-run:      {best['dry-run']:.2f}s")
 
 
 if __name__ == "__main__":

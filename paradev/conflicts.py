@@ -1002,6 +1002,8 @@ class Claim(NamedTuple):
 
 def repo_relative(ws: Workspace, raw: str, cwd: Path | None = None) -> str:
     """A user's path (relative to where they stand, or absolute) as a repository path."""
+    if not raw.strip():
+        raise PreconditionError("an empty PATH names nothing; give a file or directory ('.' = all)")
     here = (cwd or Path.cwd()).resolve()
     full = Path(os.path.normpath(here / raw))
     top = ws.repo.toplevel.resolve()

@@ -324,17 +324,15 @@ def dirty_paths(worktree: Path) -> list[str]:
         .run("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
         .stdout
     )
-    entries = out.split("\0")
     paths: list[str] = []
-    skip_next = False
-    for entry in entries:
-        if skip_next:  # the original path of a rename
-            skip_next = False
-            continue
-        if len(entry) < 4:
-            continue
-        paths.append(entry[3:])
-        skip_next = entry[0] in "RC"
+    origin_follows = False
+    for entry in out.split("\0"):
+        if origin_follows:  # a rename's or copy's original path: changed too
+            origin_follows = False
+            paths.append(entry)
+        elif len(entry) >= 4:
+            paths.append(entry[3:])
+            origin_follows = entry[0] in "RC"
     return paths
 
 

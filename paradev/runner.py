@@ -99,15 +99,20 @@ def batch_lock(ws: Workspace) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    ws.store.dir.mkdir(parents=True, exist_ok=True)
+    ws.store.read()  # a corrupt state or state folder stops us before any lock file is made
     path = ws.store.dir / "run-batch.lock"
     lock = FileLock(str(path), timeout=0)
     try:
+        ws.store.dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         raise PreconditionError(
             f"another 'paradev run-batch' is running in this repository ({path} is locked); "
             "wait for it or stop it with Ctrl-C"
+        ) from None
+    except OSError as exc:  # e.g. a folder where the lock file belongs
+        raise PreconditionError(
+            f"cannot lock {path}: {exc.strerror or exc}; move it away"
         ) from None
     try:
         yield

@@ -460,10 +460,22 @@ def test_check_takes_paths_relative_to_the_agent_worktree(
     result = cli("check", "app.py", "--agent", "1", cwd=agent_tree(set_up, 1) / "src")
     outside = cli("check", "../../../elsewhere", cwd=agent_tree(set_up, 1))
     missing = cli("check")
+    empty = cli("check", "", cwd=agent_tree(set_up, 1))
 
     assert result.code == 1 and "src/app.py: agent 2" in result.out
     assert outside.code == 2 and "outside the repository" in outside.err
     assert missing.code == 2 and "name at least one path" in missing.err
+    assert empty.code == 2 and "an empty PATH names nothing" in empty.err
+
+
+def test_check_sees_the_old_path_of_a_rename_in_a_worktree(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    git(agent_tree(set_up, 2), "mv", "src/util.py", "src/values.py")
+
+    result = cli("check", "src/util.py", "--agent", "1")
+
+    assert result.code == 1 and "src/util.py: agent 2" in result.out
 
 
 def test_render_lists_only_noisy_pairs_beyond_the_matrix_limit(set_up: Path, repo: Path) -> None:

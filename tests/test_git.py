@@ -287,6 +287,7 @@ def test_dirty_paths_lists_every_kind_of_change(repo: Path) -> None:
         "new dir/with space.txt",
         "src/app.py",
         "src/renamed.py",
+        "src/util.py",  # a rename changes its original path too
     ]
 
 

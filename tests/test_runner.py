@@ -16,7 +16,7 @@ from pytest_mock import MockerFixture
 
 from paradev import runner
 from paradev.plan import Task
-from paradev.state import COMPLETED, FAILED, IN_PROGRESS, MERGED, PLANNED
+from paradev.state import COMPLETED, FAILED, IN_PROGRESS, MERGED, PLANNED, StateStore
 from paradev.workspace import open_workspace
 from tests.helpers import Result, agent_tree, commit, git, rev
 
@@ -398,6 +398,20 @@ def test_unknown_batch_and_bad_agents_are_usage_errors(set_up: Path, cli: CliFn)
     bad = cli("run-batch", "--agents", "1,9")
     assert bad.code == 2
     assert "unknown agent 9" in bad.err
+
+
+def test_a_folder_where_the_run_batch_lock_belongs_is_one_line(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    lock = repo / ".git" / "paradev" / "run-batch.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir(parents=True)
+    result = cli("run-batch", "--no-launch")
+    assert (result.code, result.err) == (
+        2,
+        f"paradev: cannot lock {lock}: Is a directory; move it away\n",
+    )
+    assert StateStore(repo / ".git").read().status(11) == PLANNED
 
 
 @pytest.mark.parametrize("agents", [",", " , ", "1_0", "1;2"])
