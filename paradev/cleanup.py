@@ -51,6 +51,7 @@ class AgentFacts:
     dirty: list[str]
     unmerged: int
     busy: list[int]
+    operation: str | None  # a rebase, merge or cherry-pick under way in the worktree
 
     def problems(self, base: str) -> list[str]:
         found: list[str] = []
@@ -78,7 +79,8 @@ def _facts(ws: Workspace, agent: int, records: dict[str, Worktree], busy: list[i
     head = ws.git.rev(f"refs/heads/{branch}")
     unmerged = gitmod.ahead_behind(ws.git, ws.plan.base, branch)[0] if head else 0
     dirty = gitmod.dirty_paths(path) if record is not None else []
-    return AgentFacts(agent, branch, path, record, head, dirty, unmerged, busy)
+    operation = gitmod.unfinished_operation(path) if record is not None else None
+    return AgentFacts(agent, branch, path, record, head, dirty, unmerged, busy, operation)
 
 
 def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False) -> CleanupReport:
@@ -101,6 +103,13 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
         if facts.record is None and not (delete_branches and facts.head):
             continue
         problems = facts.problems(ws.plan.base)
+        if facts.operation is not None:  # never end a rebase or merge someone else started
+            report.refused.append(
+                f"agent {agent} ({facts.path}): a {facts.operation} is in progress there; "
+                f"finish or abort it yourself (git -C {facts.path} {facts.operation} --abort), "
+                "even --force keeps it"
+            )
+            continue
         if problems and not force:
             report.refused.append(f"agent {agent} ({facts.path}): " + "; ".join(problems))
             continue

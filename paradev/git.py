@@ -313,15 +313,21 @@ def changed_paths(git: Git, base: str, head: str) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
-def dirty_paths(worktree: Path) -> list[str]:
-    """Uncommitted and untracked (not ignored) paths in a work tree.
+def dirty_paths(worktree: Path, *, untracked: bool = True) -> list[str]:
+    """Uncommitted paths in a work tree: tracked changes, plus untracked (not ignored) ones.
 
     ``--no-optional-locks``: looking must never take the index lock an agent
     working in that tree may need at the same moment.
     """
     out = (
         Git(worktree)
-        .run("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
+        .run(
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v1",
+            "-z",
+            f"--untracked-files={'all' if untracked else 'no'}",
+        )
         .stdout
     )
     paths: list[str] = []
@@ -547,20 +553,6 @@ def unmerged_paths(worktree: Path) -> list[str]:
     """Paths with conflicts still unresolved in the index of ``worktree``."""
     out = Git(worktree).out("diff", "--name-only", "-z", "--diff-filter=U", "--")
     return sorted({p for p in out.split("\0") if p})
-
-
-def tracked_changes(worktree: Path) -> list[str]:
-    """Uncommitted changes to tracked files (untracked files do not count)."""
-    out = Git(worktree).run("status", "--porcelain=v1", "-z", "--untracked-files=no").stdout
-    paths: list[str] = []
-    entries = iter(out.split("\0"))
-    for entry in entries:
-        if len(entry) < 4:
-            continue
-        paths.append(entry[3:])
-        if entry[0] in "RC":  # the original path of a rename follows
-            next(entries, None)
-    return paths
 
 
 def current_branch(worktree: Path) -> str | None:

@@ -249,9 +249,13 @@ def merge_order(ws: Workspace, agents: Sequence[int]) -> list[int]:
 # -- preconditions (checked before anything changes) ---------------------------------------
 
 
-def _refuse_uncommitted(path: Path, what: str, then: str) -> None:
-    """Exit 2 when ``path`` has uncommitted changes to tracked files (untracked do not count)."""
-    changes = gitmod.tracked_changes(path)
+def _refuse_uncommitted(path: Path, what: str, then: str, allowed: Sequence[str] = ()) -> None:
+    """Exit 2 when ``path`` has uncommitted changes to tracked files (untracked do not count).
+
+    ``allowed`` paths do not count (git itself still refuses a fast-forward
+    that would overwrite them).
+    """
+    changes = [p for p in gitmod.dirty_paths(path, untracked=False) if p not in allowed]
     if changes:
         raise PreconditionError(
             f"{what} has uncommitted changes ({', '.join(changes[:5])}); "
@@ -262,10 +266,27 @@ def _refuse_uncommitted(path: Path, what: str, then: str) -> None:
 def _check_base_tree(
     ws: Workspace, base: str, holder: Path | None = None, then: str = "run paradev merge again"
 ) -> None:
-    """Refuse when base is checked out with uncommitted changes to tracked files."""
+    """Refuse when base is checked out with a merge under way or changes to tracked files.
+
+    The plan file is paradev's own (``assign`` edits it), so its uncommitted
+    edits do not block the train.
+    """
     holder = holder or gitmod.branch_holder(ws.repo, base)
-    if holder is not None:
-        _refuse_uncommitted(holder, f"{base}, checked out in {holder},", then)
+    if holder is None:
+        return
+    operation = gitmod.unfinished_operation(holder)
+    if operation is not None:
+        raise PreconditionError(
+            f"a {operation} is in progress in {holder}, where {base} is checked out; "
+            f"finish it (git -C {holder} {operation} --continue) "
+            f"or abort it yourself (git -C {holder} {operation} --abort), "
+            f"then {then}"
+        )
+    plan = ws.plan.path.resolve()
+    own = (
+        [plan.relative_to(holder.resolve()).as_posix()] if holder.resolve() in plan.parents else []
+    )
+    _refuse_uncommitted(holder, f"{base}, checked out in {holder},", then, allowed=own)
 
 
 def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:

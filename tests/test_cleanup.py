@@ -150,3 +150,18 @@ def test_force_keeps_commits_made_on_a_detached_head(repo: Path, set_up: Path, c
     assert result.code == 0, result.err
     assert not tree.exists()
     assert lone in backup_refs(repo).values()
+
+
+def test_force_never_ends_a_rebase_the_user_started(repo: Path, set_up: Path, cli: Cli) -> None:
+    tree = agent_tree(set_up, 2)
+    commit(tree, {"a.py": "1\n"}, "first")
+    commit(tree, {"b.py": "2\n"}, "second")
+    git(tree, "-c", "sequence.editor=sed -i s/^pick/edit/", "rebase", "-q", "-i", "HEAD~2")
+    assert (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").is_dir()
+
+    result = cli("cleanup", "--force")
+
+    assert result.code == 1
+    assert "a rebase is in progress there" in result.out
+    assert tree.is_dir()
+    assert (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").is_dir()

@@ -235,6 +235,39 @@ def test_dirty_main_worktree_is_refused_but_untracked_files_are_not(
     assert (repo / "scratch.txt").read_text() == "untracked\n"
 
 
+def test_a_merge_under_way_in_the_main_worktree_is_named(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, {"README.md": "side\n"}, "side")
+    git(repo, "checkout", "-q", "main")
+    commit(repo, {"README.md": "main\n"}, "main")
+    git(repo, "merge", "-q", "side", check=False)  # stops on a conflict in README.md
+    main = rev(repo, "main")
+
+    result = cli("merge")
+
+    assert result.code == 2
+    assert "a merge is in progress" in result.err and "merge --abort" in result.err
+    assert (repo / ".git" / "MERGE_HEAD").exists()  # the user's merge is left alone
+    assert rev(repo, "main") == main
+
+
+def test_plan_edits_by_assign_do_not_block_the_train(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    assert cli("assign", "2", "99", "Later work", "1").code == 0
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == " M plan.toml"
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert (repo / "one.py").exists()
+    assert "Later work" in (repo / "plan.toml").read_text()  # the edit is kept
+
+
 def test_base_not_checked_out_moves_by_compare_and_swap(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:
