@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean ci-status ci-conflicts ci-merge
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,19 @@ bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/conflicts.py
 	$(BIN)/python bench/merge.py
+
+# CI-facing targets: run paradev on the repository REPO (default: this one).
+REPO     ?= .
+PARADEV  := $(abspath $(BIN))/paradev
+
+ci-status: $(STAMP) ## every agent's branch, tasks, ahead/behind (JSON) for REPO
+	cd $(REPO) && $(PARADEV) status --json
+
+ci-conflicts: $(STAMP) ## fail (exit 1) when two agent branches, or one and base, really conflict in REPO
+	cd $(REPO) && $(PARADEV) conflicts --check
+
+ci-merge: $(STAMP) ## run the merge train in REPO (exit 1 when it stops on a conflict or a failing gate)
+	cd $(REPO) && $(PARADEV) merge
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

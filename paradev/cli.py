@@ -8,10 +8,12 @@ commands into that flag before invoke parses them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from invoke.exceptions import Exit, ParseError
+from invoke.parser.argument import Argument
 from invoke.program import Program
 
 from paradev import __version__
@@ -72,13 +74,25 @@ class ParadevProgram(Program):
 
     def run(self, argv: str | list[str] | None = None, exit: bool = True) -> None:
         import shlex
-        import sys
 
         if argv is None:
             argv = list(sys.argv)
         elif isinstance(argv, str):
             argv = shlex.split(argv)
         super().run(rewrite_rest(help_first(list(argv))), exit=exit)
+
+    def core_args(self) -> list[Argument]:
+        """invoke's core flags, but bytecode caching stays as Python's own setting says.
+
+        invoke turns bytecode writing off unless ``--write-pyc`` is given; the
+        modules each command imports lazily would then be recompiled on every
+        run (tens of ms for ``paradev status``).
+        """
+        args: list[Argument] = super().core_args()
+        for arg in args:
+            if arg.name == "write-pyc":
+                arg.default = not sys.flags.dont_write_bytecode
+        return args
 
     def parse_core(self, argv: list[str] | None) -> None:
         with _usage_errors():

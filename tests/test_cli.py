@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -162,3 +163,21 @@ def test_a_path_that_is_not_utf8_is_printed_as_its_bytes_never_a_traceback(
     claimed = _raw(repo, "check", os.fsdecode(BAD_NAME))
     assert claimed.returncode == 1, claimed.stderr
     assert claimed.stdout.startswith(BAD_NAME + b": agent 1")
+
+
+def test_lazily_imported_modules_are_cached_as_bytecode(repo: Path, tmp_path: Path) -> None:
+    """invoke turns bytecode writing off; paradev keeps Python's own setting instead."""
+    cache = tmp_path / "pycache"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    proc = subprocess.run(
+        [sys.executable, "-m", "paradev", "status"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    compiled = {p.name.split(".")[0] for p in cache.rglob("*.pyc")}
+    assert {"lifecycle", "plan", "state"} <= compiled  # imported by the status task itself
