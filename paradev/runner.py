@@ -93,31 +93,15 @@ class BatchRun:
 
 @contextmanager
 def batch_lock(ws: Workspace) -> Iterator[None]:
-    """One run-batch at a time per repository: a second one would launch the same tasks again.
-
-    The lock is released when the process ends, however it ends.
-    """
-    from filelock import FileLock, Timeout
-
+    """One run-batch at a time per repository: a second one would launch the same tasks again."""
     ws.store.read()  # a corrupt state or state folder stops us before any lock file is made
-    path = ws.store.dir / "run-batch.lock"
-    lock = FileLock(str(path), timeout=0)
-    try:
-        ws.store.dir.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-    except Timeout:
-        raise PreconditionError(
-            f"another 'paradev run-batch' is running in this repository ({path} is locked); "
-            "wait for it or stop it with Ctrl-C"
-        ) from None
-    except OSError as exc:  # e.g. a folder where the lock file belongs
-        raise PreconditionError(
-            f"cannot lock {path}: {exc.strerror or exc}; move it away"
-        ) from None
-    try:
+    with ws.store.exclusive(
+        "run-batch.lock",
+        wait=0,
+        busy="another 'paradev run-batch' is running in this repository; "
+        "wait for it or stop it with Ctrl-C",
+    ):
         yield
-    finally:
-        lock.release()
 
 
 def parse_agents(text: str, ws: Workspace) -> list[int] | None:

@@ -272,7 +272,7 @@ class StateStore:
         self.dir = common_dir / "paradev"
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
-        self._lock: Any = None
+        self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
 
     def read(self) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt."""
@@ -292,27 +292,38 @@ class StateStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the exclusive state lock (re-entrant in one process)."""
+        """Hold the exclusive state lock (re-entrant in one process), waiting up to a minute."""
+        with self.exclusive(
+            "state.lock",
+            wait=LOCK_TIMEOUT,
+            busy=f"another paradev holds the state for over {LOCK_TIMEOUT:.0f}s; "
+            "wait for it to finish",
+        ):
+            yield
+
+    @contextmanager
+    def exclusive(self, name: str, *, wait: float, busy: str) -> Iterator[None]:
+        """Hold lock file ``name`` in the state folder; raise StateError(``busy``) after ``wait`` s.
+
+        The operating system releases it when the process ends, however it ends.
+        """
         from filelock import FileLock, Timeout
 
         self._make_dir()
-        if self._lock is None:
-            self._lock = FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT)
+        path = self.dir / name
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = FileLock(str(path), timeout=wait)
         try:
-            self._lock.acquire()
+            lock.acquire()
         except Timeout:
-            raise StateError(
-                f"another paradev holds {self.lock_path} for over {LOCK_TIMEOUT:.0f}s; "
-                "wait for it to finish"
-            ) from None
+            raise StateError(f"{busy} ({path} is locked)") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
-            raise StateError(
-                f"cannot lock {self.lock_path}: {exc.strerror or exc}; move it away"
-            ) from None
+            raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
         try:
             yield
         finally:
-            self._lock.release()
+            lock.release()
 
     def _make_dir(self) -> None:
         try:

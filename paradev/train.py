@@ -348,20 +348,12 @@ def _resolve_push(ws: Workspace, push: bool | None) -> bool:
 @contextmanager
 def _driving(ws: Workspace) -> Iterator[None]:
     """Hold the train lock: two paradev processes driving one train would land an agent twice."""
-    from filelock import FileLock, Timeout
-
-    ws.store.dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(ws.store.dir / "train.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise PreconditionError(
-            "another paradev merge is driving the merge train right now; wait for it to finish"
-        ) from None
-    try:
+    with ws.store.exclusive(
+        "train.lock",
+        wait=0,
+        busy="another paradev merge is driving the merge train right now; wait for it to finish",
+    ):
         yield
-    finally:
-        lock.release()
 
 
 def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
