@@ -10,6 +10,7 @@ each command and its output, and finally main's log.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,7 +28,11 @@ Echo = Callable[[str], None]
 
 MARKER = ".paradev-demo"
 PROJECT = "calc"
-EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "plan.toml"
+# The repository's top-level plan.toml; an installed wheel carries a copy inside the package.
+EXAMPLE_PLANS = (
+    Path(__file__).resolve().parent.parent / "plan.toml",
+    Path(__file__).resolve().parent / "example-plan.toml",
+)
 
 SAMPLE: dict[str, str] = {
     "README.md": "# calc\n\nA tiny calculator: the sample project of the paradev demo.\n",
@@ -93,10 +98,13 @@ def demo_plan(text: str) -> str:
 
 def create_sample(project: Path) -> None:
     """The sample project with its plan, committed on main with a local identity."""
-    if not EXAMPLE_PLAN.is_file():
-        raise PreconditionError(f"{EXAMPLE_PLAN} not found: run the demo from a paradev clone")
+    example = next((p for p in EXAMPLE_PLANS if p.is_file()), None)
+    if example is None:
+        raise PreconditionError(
+            f"the example plan is missing ({EXAMPLE_PLANS[0]}); run the demo from a paradev clone"
+        )
     project.mkdir(parents=True)
-    files = {**SAMPLE, "plan.toml": demo_plan(EXAMPLE_PLAN.read_text(encoding="utf-8"))}
+    files = {**SAMPLE, "plan.toml": demo_plan(example.read_text(encoding="utf-8"))}
     for name, text in files.items():
         path = project / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +145,11 @@ def run_step(project: Path, step: Step, echo: Echo) -> None:
 
 def run_demo(folder: Path | None = None, echo: Echo = print) -> Path:
     """Build the sample in ``folder`` (default ./demo-run) and run the whole flow; the project."""
+    if importlib.util.find_spec("pytest") is None:
+        raise PreconditionError(
+            "the demo's gate runs the sample's tests with pytest, which is not installed here; "
+            "use 'make demo' in a paradev clone, or pip install pytest"
+        )
     project = prepare_folder((folder or Path("demo-run")).resolve())
     echo(f"paradev demo: a sample project in {project}, three scripted agents, two batches")
     create_sample(project)

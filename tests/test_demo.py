@@ -70,7 +70,7 @@ def test_demo_command_reports_a_refusal_cleanly(tmp_path: Path, cli: Callable[..
 
 
 def test_the_example_plan_comments_every_key_and_validates() -> None:
-    text = demo.EXAMPLE_PLAN.read_text(encoding="utf-8")
+    text = demo.EXAMPLE_PLANS[0].read_text(encoding="utf-8")
     key = re.compile(r"^\s*[a-z_]+\s*=")
     uncommented = [line for line in text.splitlines() if key.match(line) and "#" not in line]
     assert uncommented == []
