@@ -60,7 +60,6 @@ class Step:
 
 STEPS = (
     Step("Set up one worktree and branch per agent", ("setup",)),
-    Step("What does working in parallel save?", ("estimate",)),
     Step("Run the first batch: every agent at once, each in its worktree", ("run-batch",)),
     Step("What would merging do? (real merges in memory; nothing touched)", ("conflicts",)),
     Step("The order with the fewest conflicting rebases", ("merge-order",)),
@@ -69,6 +68,7 @@ STEPS = (
     Step("Two agents appended to calc/core.py: a real conflict", ("conflicts",)),
     Step("The order", ("merge-order",)),
     Step("Land it: the conflict goes back to its agent, which resolves it", ("merge",)),
+    Step("What did working in parallel save?", ("estimate",)),
     Step("Where everything stands", ("status",)),
 )
 

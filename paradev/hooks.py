@@ -60,7 +60,7 @@ class HookResult:
         return self.returncode == 0
 
     def describe(self) -> str:
-        last = self.output.strip().splitlines()[-1:] or [""]
+        last = self.output.strip().splitlines()[-1:] or ["(no output)"]
         return f"hook {self.event} ({self.command!r}) exited {self.returncode}: {last[0]}"
 
 

@@ -59,16 +59,23 @@ class Problem:
 
 
 def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> MergeOrder:
-    """Order ``agents`` (default: every agent with commits not in base) and save it in state.
+    """Order ``agents`` and save the order in state.
 
-    Conflicts come from the real branch contents (``paradev.conflicts``);
-    ``depends_on`` makes the agent owning an issue land before the agent
-    owning a task that depends on it, when both are in the set.
+    By default the agents are those the merge train would land (completed,
+    unmerged work: ``train.select_agents``), so ``merge-order`` shows exactly
+    the order ``merge`` follows. Conflicts come from the real branch contents
+    (``paradev.conflicts``); ``depends_on`` makes the agent owning an issue
+    land before the agent owning a task that depends on it, when both are in
+    the set.
     """
     from paradev.conflicts import analyze
 
+    if agents is None:
+        from paradev.train import select_agents
+
+        agents = select_agents(ws).agents
     report = analyze(ws)
-    chosen = sorted(set(agents)) if agents is not None else [b.agent for b in report.branches]
+    chosen = sorted(set(agents))
     members = set(chosen)
     conflicts: dict[int, set[int]] = {a: set() for a in chosen}
     for pair in report.pairs:

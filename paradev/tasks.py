@@ -85,7 +85,9 @@ def report_hook(result: HookResult | None) -> None:
 def _workspace() -> Workspace:
     from paradev.workspace import open_workspace
 
-    return open_workspace()
+    ws = open_workspace()
+    ws.store.read()  # a corrupt state stops every command but reset and doctor, up front
+    return ws
 
 
 # -- foundation -----------------------------------------------------------------------

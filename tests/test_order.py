@@ -127,12 +127,21 @@ def test_exact_search_handles_the_limit() -> None:
     assert result.conflicting_rebases == EXACT_LIMIT // 2
 
 
+def completed(
+    cli: Callable[..., Result], worktrees: Path, agent: int, files: dict[str, str | bytes | None]
+) -> None:
+    """The agent starts its task, commits ``files`` and completes it: work the train would land."""
+    assert cli("start", str(agent)).code == 0
+    commit(agent_tree(worktrees, agent), files)
+    assert cli("complete", str(agent)).code == 0
+
+
 @pytest.fixture
-def three_agents(set_up: Path, repo: Path) -> Path:
+def three_agents(set_up: Path, repo: Path, cli: Callable[..., Result]) -> Path:
     """Agents 1 and 2 conflict on app.py; agent 3 changes more files, harmlessly."""
-    commit(agent_tree(set_up, 1), {"src/app.py": APP.replace("return 5\n", "return 'a'\n")})
-    commit(agent_tree(set_up, 2), {"src/app.py": APP.replace("return 5\n", "return 'b'\n")})
-    commit(agent_tree(set_up, 3), {"README.md": "# 3\n", "docs/x.md": "x\n"})
+    completed(cli, set_up, 1, {"src/app.py": APP.replace("return 5\n", "return 'a'\n")})
+    completed(cli, set_up, 2, {"src/app.py": APP.replace("return 5\n", "return 'b'\n")})
+    completed(cli, set_up, 3, {"README.md": "# 3\n", "docs/x.md": "x\n"})
     return repo
 
 
@@ -160,7 +169,8 @@ def test_depends_on_makes_the_provider_land_first(three_agents: Path) -> None:
 def test_agents_without_work_are_not_listed(
     set_up: Path, cli: Callable[..., Result], repo: Path
 ) -> None:
-    commit(agent_tree(set_up, 2), {"README.md": "# 2\n"})
+    completed(cli, set_up, 2, {"README.md": "# 2\n"})
+    commit(agent_tree(set_up, 3), {"docs/wip.md": "not completed\n"})  # no completed task
 
     result = cli("merge-order", "--json")
 

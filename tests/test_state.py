@@ -306,6 +306,13 @@ def _corrupt(repo: Path) -> Path:
         ["start", "1"],
         ["complete", "1"],
         ["doctor"],
+        ["conflicts", "--check"],
+        ["check", "src/app.py"],
+        ["merge-order"],
+        ["merge", "--dry-run"],
+        ["run-batch", "--no-launch"],
+        ["cleanup"],
+        ["estimate"],
     ],
 )
 def test_corrupt_state_stops_every_other_command(
