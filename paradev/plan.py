@@ -308,7 +308,7 @@ def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
     batches = _read_batches(data.get("batches", []), problems, located)
     plan = Plan(path=path, settings=settings, batches=batches)
     _check_settings(plan, main_root, bad, problems)
-    _check_batches(plan, located, _issue_numbers(data), bad, problems)
+    _check_batches(plan, located, _written_dependencies(data), bad, problems)
     problems += [
         f"{where}: contains a NUL character (\\u0000), which no command line or environment "
         "variable can carry; remove it"
@@ -481,12 +481,24 @@ def _strings_with_nul(value: Any, where: str) -> Iterator[str]:
             yield from _strings_with_nul(item, f"{where}[{index}]")
 
 
-def _issue_numbers(data: dict[str, Any]) -> set[int]:
-    """Every issue number written in the plan, also in tasks that are otherwise invalid."""
+def _written_dependencies(data: dict[str, Any]) -> dict[int, tuple[int, ...]]:
+    """Issue -> its well-typed depends_on, for every task written in the plan.
+
+    Tasks that are otherwise invalid count too, so one bad field never hides
+    a dependency cycle or makes a real issue look unknown.
+    """
     batches = data.get("batches")
     tables = [b for b in batches if isinstance(b, dict)] if isinstance(batches, list) else []
     tasks = [t for b in tables if isinstance(b.get("tasks"), list) for t in b["tasks"]]
-    return {t["issue"] for t in tasks if isinstance(t, dict) and isinstance(t.get("issue"), int)}
+    graph: dict[int, tuple[int, ...]] = {}
+    for task in tasks:
+        issue = task.get("issue") if isinstance(task, dict) else None
+        if isinstance(issue, int) and not isinstance(issue, bool):
+            deps = task.get("depends_on", [])
+            graph[issue] = (
+                tuple(d for d in deps if _positive_int(d) is None) if isinstance(deps, list) else ()
+            )
+    return graph
 
 
 def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems: list[str]) -> None:
@@ -548,7 +560,11 @@ def _branch_clash(plan: Plan) -> str | None:
 
 
 def _check_batches(
-    plan: Plan, located: list[Located], written: set[int], bad: set[str], problems: list[str]
+    plan: Plan,
+    located: list[Located],
+    written: dict[int, tuple[int, ...]],
+    bad: set[str],
+    problems: list[str],
 ) -> None:
     """Checks across tasks: batch names, agent range, duplicates, dependencies, cycles."""
     seen_batches: set[str] = set()
@@ -577,7 +593,7 @@ def _check_batches(
                     f"so #{item.task.issue} could never start"
                 )
     if len(position) == len(located):  # a cycle among duplicated numbers would mislead
-        cycle = _find_cycle({item.task.issue: item.task.depends_on for item in located})
+        cycle = _find_cycle(written)
         if cycle:
             problems.append("depends_on: dependency cycle " + " -> ".join(f"#{i}" for i in cycle))
 

@@ -540,3 +540,15 @@ def test_a_wrong_setting_reports_no_follow_on_problems(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"{tmp_path / 'plan.toml'}: agents.count: expected an integer > 0, got '3'"
     )
+
+
+def test_a_bad_field_never_hides_a_dependency_cycle(tmp_path: Path) -> None:
+    text = PLAN.replace(FIRST_HOURS, "hours = -1.0\ndepends_on = [12]", 1).replace(
+        "hours = 1.5", "hours = 1.5\ndepends_on = [11]", 1
+    )
+    with pytest.raises(PlanError) as caught:
+        parse(text, tmp_path / "plan.toml")
+    assert str(caught.value).splitlines()[1:] == [
+        "  - batches[0].tasks[0].hours: expected a finite number >= 0, got -1.0",
+        "  - depends_on: dependency cycle #11 -> #12 -> #11",
+    ]
