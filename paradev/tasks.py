@@ -114,7 +114,9 @@ def setup(c: Context, agents: str = "") -> None:
         "batch": "batch to add the task to (default: the last batch; created if missing)",
     },
 )
-def assign(c: Context, agent: str, issue: str, title: str, hours: str, batch: str = "") -> None:
+def assign(
+    c: Context, agent: str, issue: str, title: str, hours: str, batch: str | None = None
+) -> None:
     """Add a task to plan.toml (comments and layout kept) and mark it assigned."""
     from paradev.lifecycle import assign as assign_task
     from paradev.lifecycle import parse_hours, parse_int
@@ -125,7 +127,7 @@ def assign(c: Context, agent: str, issue: str, title: str, hours: str, batch: st
         parse_int(issue, "ISSUE"),
         title,
         parse_hours(hours),
-        batch or None,
+        batch,  # None when --batch is not given; "" is refused as an empty name
     )
     print(f"assigned #{task_.issue} to agent {task_.agent} in batch {task_.batch!r}")
 

@@ -121,6 +121,7 @@ ASSIGN_ERRORS = [
     (["1", "5", " ", "1"], r"TITLE must not be empty; say what the task is"),
     (["1", "5", "", "1"], r"TITLE must not be empty"),
     (["--batch", "  ", "1", "5", "t", "1"], r"--batch must name a batch, not only spaces"),
+    (["--batch", "", "1", "5", "t", "1"], r"--batch must name a batch"),
     (["1_0", "5", "t", "1"], r"AGENT must be a whole number, got '1_0'"),
     (["\u0661", "5", "t", "1"], r"AGENT must be a whole number"),
     (["1", "5", "t", "1_0"], r"hours must be a number, got '1_0'"),
