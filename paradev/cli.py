@@ -8,6 +8,8 @@ commands into that flag before invoke parses them.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +21,20 @@ from invoke.program import Program
 from paradev import __version__
 from paradev.errors import EXIT_USAGE
 from paradev.tasks import ns
+
+# invoke's core flags that mean something for paradev; the rest (--pty, --echo,
+# --prompt-for-sudo-password, ...) configure invoke's shell runner, which paradev never uses.
+CORE_SHOWN = {"help", "version", "list", "list-format", "list-depth", "complete", "debug"}
+CORE_SHOWN |= {"print-completion-script"}
+
+
+def _core_flag(column: str) -> str:
+    """The long name in a help column such as ``-h [STRING], --help[=STRING]``."""
+    match = re.search(r"--([\w-]+)", column)
+    return match.group(1) if match else ""
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 # command -> flag that collects its bare (positional) words
 REST_FLAGS: dict[str, str] = {"check": "path", "run-batch": "batch"}
@@ -94,6 +110,15 @@ class ParadevProgram(Program):
                 arg.default = not sys.flags.dont_write_bytecode
         return args
 
+    def print_help(self) -> None:
+        """invoke's help, without its flags for running shell commands (they do nothing here)."""
+        print(f"Usage: {self.binary} [--core-opts] <command> [--command-opts] ...")
+        print("\nCore options:\n")
+        self.print_columns(
+            [row for row in self.initial_context.help_tuples() if _core_flag(row[0]) in CORE_SHOWN]
+        )
+        self.list_tasks()
+
     def parse_core(self, argv: list[str] | None) -> None:
         with _usage_errors():
             super().parse_core(argv)
@@ -117,7 +142,12 @@ program = ParadevProgram(namespace=ns, version=__version__, name="paradev", bina
 
 def main(argv: Sequence[str] | None = None) -> None:
     _print_raw_bytes_of_undecodable_paths()
-    program.run(list(argv) if argv is not None else None)
+    try:
+        program.run(list(argv) if argv is not None else None)
+    except BrokenPipeError:
+        # The reader went away (``paradev status | head``): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _print_raw_bytes_of_undecodable_paths() -> None:

@@ -181,3 +181,26 @@ def test_lazily_imported_modules_are_cached_as_bytecode(repo: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     compiled = {p.name.split(".")[0] for p in cache.rglob("*.pyc")}
     assert {"lifecycle", "plan", "state"} <= compiled  # imported by the status task itself
+
+
+def test_help_shows_only_the_core_flags_that_mean_something_here(
+    cli: Callable[..., Result],
+) -> None:
+    out = cli("--help").out
+    assert "--version" in out and "--list" in out and "--complete" in out
+    for unused in ("--pty", "--echo", "--prompt-for-sudo-password", "--warn-only", "--hide"):
+        assert unused not in out
+    assert "setup" in out and "merge-order" in out  # the commands follow
+
+
+def test_a_reader_that_goes_away_ends_paradev_quietly(repo: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paradev", "--help"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `paradev --help | head -0`, before paradev writes anything
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""
