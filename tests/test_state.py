@@ -289,13 +289,25 @@ def test_quarantine_moves_only_a_corrupt_file(tmp_path: Path) -> None:
 # -- corrupt state through the commands ------------------------------------------------------
 
 
-def _corrupt(repo: Path) -> Path:
+def _damage(repo: Path, content: str = '{"version": 1, "tasks": {') -> Path:
+    """Write ``content`` (by default truncated JSON) as the state file; return its path."""
     path = repo / ".git" / "paradev" / "state.json"
     path.parent.mkdir(exist_ok=True)
-    path.write_text('{"version": 1, "tasks": {', encoding="utf-8")
+    path.write_text(content, encoding="utf-8")
     return path
 
 
+DAMAGE = [
+    pytest.param(
+        '{"version": 1, "tasks": {',
+        "Expecting property name enclosed in double quotes: line 1 column 26 (char 25)",
+        id="truncated",
+    ),
+    pytest.param('{"version": 1, "tasks": 5}', "tasks is 5, expected an object", id="wrong-shape"),
+]
+
+
+@pytest.mark.parametrize(("content", "reason"), DAMAGE)
 @pytest.mark.parametrize(
     "command",
     [
@@ -309,61 +321,30 @@ def _corrupt(repo: Path) -> Path:
         ["conflicts", "--check"],
         ["check", "src/app.py"],
         ["merge-order"],
+        ["merge"],
         ["merge", "--dry-run"],
+        ["merge", "--continue"],
         ["run-batch", "--no-launch"],
+        ["run-batch", "--dry-run"],
         ["cleanup"],
         ["estimate"],
     ],
 )
-def test_corrupt_state_stops_every_other_command(
+def test_a_damaged_state_stops_every_other_command_with_one_line(
     set_up: Path,
     repo: Path,
     cli: Callable[..., Result],
     snapshot: Callable[[], dict[str, object]],
     command: list[str],
+    content: str,
+    reason: str,
 ) -> None:
-    path = _corrupt(repo)
-    before = snapshot()
-    result = cli(*command)
-    assert result.code == 2
-    assert result.err == (
-        f"paradev: state file {path} is corrupt (Expecting property name enclosed in double "
-        "quotes: line 1 column 26 (char 25)); run 'paradev doctor --repair' or 'paradev reset' "
-        "to move it aside\n"
-    )
-    assert snapshot() == before
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["status"],
-        ["status", "--json"],
-        ["start", "1"],
-        ["complete", "1"],
-        ["merge-order"],
-        ["merge"],
-        ["merge", "--dry-run"],
-        ["merge", "--continue"],
-        ["cleanup"],
-        ["run-batch", "--dry-run"],
-        ["doctor"],
-    ],
-)
-def test_a_wrong_shape_state_stops_every_command_with_one_line(
-    set_up: Path,
-    repo: Path,
-    cli: Callable[..., Result],
-    snapshot: Callable[[], dict[str, object]],
-    command: list[str],
-) -> None:
-    path = repo / ".git" / "paradev" / "state.json"
-    path.write_text('{"version": 1, "tasks": 5}', encoding="utf-8")
+    path = _damage(repo, content)
     before = snapshot()
     result = cli(*command)
     assert (result.code, result.err) == (
         2,
-        f"paradev: state file {path} is corrupt (tasks is 5, expected an object); "
+        f"paradev: state file {path} is corrupt ({reason}); "
         "run 'paradev doctor --repair' or 'paradev reset' to move it aside\n",
     )
     assert snapshot() == before
@@ -373,7 +354,7 @@ def test_a_wrong_shape_state_stops_every_command_with_one_line(
 def test_reset_and_repair_move_a_corrupt_state_aside_and_go_on(
     set_up: Path, repo: Path, cli: Callable[..., Result], command: list[str]
 ) -> None:
-    path = _corrupt(repo)
+    path = _damage(repo)
     result = cli(*command)
     assert result.code == 0, result.err
     (aside,) = path.parent.glob("state.json.corrupt-*")

@@ -621,6 +621,14 @@ FIXED_DATES = {
 }
 
 
+@pytest.fixture
+def fixed_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixed commit dates, so two runs of the same train make the same commit ids; cwd tmp."""
+    for name, value in FIXED_DATES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # restored after the test; each run moves into its own repo
+
+
 def crash_before(mocker: MockerFixture, name: str) -> None:
     mocker.patch.object(train_mod, name, side_effect=Crash(name))
 
@@ -732,11 +740,8 @@ def test_crash_then_continue_reaches_the_same_refs(
     tmp_path: Path,
     cli: Cli,
     mocker: MockerFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    fixed_dates: None,
 ) -> None:
-    for name, value in FIXED_DATES.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)  # restored after the test; train_outcome moves into each repo
     if template_repo not in _UNINTERRUPTED:
         _UNINTERRUPTED[template_repo] = train_outcome(
             tmp_path / "clean", template_repo, cli, mocker, None
@@ -938,11 +943,8 @@ def test_crash_right_after_the_squash_moved_the_branch_squashes_once(
     tmp_path: Path,
     cli: Cli,
     mocker: MockerFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    fixed_dates: None,
 ) -> None:
-    for name, value in FIXED_DATES.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
     clean = squash_outcome(tmp_path / "clean", template_repo, cli, mocker, crash=False)
     crashed = squash_outcome(tmp_path / "crashed", template_repo, cli, mocker, crash=True)
     assert crashed == clean
