@@ -22,6 +22,7 @@ from paradev.state import (
     DONE_STATUSES,
     FAILED,
     IN_PROGRESS,
+    MERGED,
     OPEN_STATUSES,
     State,
     TaskRecord,
@@ -78,6 +79,18 @@ def current_task(ws: Workspace, state: State, agent: int) -> Task | None:
 def next_task(ws: Workspace, state: State, agent: int) -> Task | None:
     """The agent's first planned or assigned task, in plan order."""
     return next((t for t in ws.tasks_of(agent) if state.status(t.issue) in OPEN_STATUSES), None)
+
+
+def waiting_for_dependencies(state: State, task: Task) -> str | None:
+    """Why ``task`` cannot start yet: a depends_on issue has not landed (None when none).
+
+    start and run-batch both ask this, so they agree on what may start and say it alike.
+    """
+    waiting = [d for d in task.depends_on if state.status(d) != MERGED]
+    if not waiting:
+        return None
+    deps = ", ".join(f"#{d}" for d in waiting)
+    return f"#{task.issue} (agent {task.agent}) waits for {deps} to be merged"
 
 
 def assign(
@@ -170,6 +183,11 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
+            )
+        waiting = waiting_for_dependencies(state, task)
+        if waiting:
+            raise PreconditionError(
+                f"{waiting}; finish and land that work first ('paradev merge'), then start again"
             )
         record = state.task(task.issue, agent)
         record.status, record.started_at = IN_PROGRESS, now()

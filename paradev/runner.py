@@ -38,7 +38,14 @@ from paradev.git import (
     update_ref,
 )
 from paradev.hooks import HookResult, run_hook, task_env
-from paradev.lifecycle import assign, complete, current_task, parse_int, start
+from paradev.lifecycle import (
+    assign,
+    complete,
+    current_task,
+    parse_int,
+    start,
+    waiting_for_dependencies,
+)
 from paradev.plan import Batch, Task
 from paradev.state import (
     COMPLETED,
@@ -188,12 +195,11 @@ def queue_tasks(
         if agents is not None and task.agent not in agents:
             continue
         status = state.status(task.issue)
-        waiting = [d for d in task.depends_on if state.status(d) != MERGED]
+        waiting = waiting_for_dependencies(state, task)
         if status in (COMPLETED, MERGED):
             notes.append(f"#{task.issue} (agent {task.agent}) is already {status}")
         elif waiting:
-            deps = ", ".join(f"#{d}" for d in waiting)
-            notes.append(f"#{task.issue} (agent {task.agent}) waits for {deps} to be merged")
+            notes.append(waiting)
         else:
             queues.setdefault(task.agent, []).append(task)
     for tasks in queues.values():

@@ -33,6 +33,8 @@ def configure(repo: Path, **settings: Any) -> None:
     remote = settings.pop("remote", "")
     merge = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
     text = PLAN.replace('base = "main"\n', f'base = "main"\nremote = {json.dumps(remote)}\n')
+    # Agents here finish #11 and #21 before any landing: #21 must not wait for #11 to land.
+    text = text.replace("  depends_on = [11]\n", "")
     text = text.replace(
         '[gate]\ncommand = ""\n',
         f"[gate]\ncommand = {json.dumps(gate)}\ntimeout = {timeout}\n\n[merge]\n{merge}",
@@ -171,9 +173,9 @@ def test_agent_whose_dependency_is_not_merged_is_not_landed(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:
     trees = setup_with()
-    depend_12_on_11(repo)
     work(cli, trees, 2, {"two.py": "2\n"})
     work(cli, trees, 3, {"three.py": "3\n"})
+    depend_12_on_11(repo)  # added after #12 started: start refuses a task whose dependency waits
 
     result = cli("merge")
 
@@ -185,10 +187,10 @@ def test_agent_whose_dependency_is_not_merged_is_not_landed(
 
 def test_skipping_a_provider_skips_its_dependents(repo: Path, setup_with: Any, cli: Cli) -> None:
     trees = setup_with(gate="! test -f bad.py")
-    depend_12_on_11(repo)
     work(cli, trees, 1, {"bad.py": "1\n"})
     work(cli, trees, 2, {"two.py": "2\n"})
     work(cli, trees, 3, {"three.py": "3\n"})
+    depend_12_on_11(repo)  # added after #12 started: start refuses a task whose dependency waits
     assert cli("merge").code == 1
     assert stopped_agent(repo) == 1
 
