@@ -15,6 +15,7 @@ from typing import Any
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
+from paradev.limits import MAX_ISSUE, shown
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -57,13 +58,17 @@ def parse_hours(text: str | float) -> float:
 def parse_int(text: str | int, what: str) -> int:
     """A positive whole number from the command line, in plain ASCII digits."""
     if isinstance(text, str) and not _WHOLE.fullmatch(text.strip()):
-        raise PreconditionError(f"{what} must be a whole number, got {text!r}")
+        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}")
+    if isinstance(text, str) and len(text.strip().lstrip("-0")) > len(str(MAX_ISSUE)):
+        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {shown(text)}")
     try:
         value = int(text)
     except (TypeError, ValueError):
-        raise PreconditionError(f"{what} must be a whole number, got {text!r}") from None
+        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}") from None
     if value <= 0:
         raise PreconditionError(f"{what} must be > 0, got {text!r}")
+    if value > MAX_ISSUE:  # agents stop at 1,000 and issues at 10^9 (paradev.limits)
+        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {text!r}")
     return value
 
 

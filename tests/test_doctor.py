@@ -91,7 +91,10 @@ def test_doctor_reports_an_invalid_plan(
     (repo / "plan.toml").write_text("[agents]\ncount = 0\n", encoding="utf-8")
     result = cli("doctor")
     assert result.code == 1
-    assert "BAD  plan: " in result.out and "agents.count: expected an integer > 0" in result.out
+    assert (
+        "BAD  plan: " in result.out
+        and "agents.count: expected an integer from 1 to 1,000" in result.out
+    )
 
 
 def test_doctor_reports_a_missing_plan(repo: Path, cli: Callable[..., Result]) -> None:

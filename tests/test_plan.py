@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import tomlkit
 
 from paradev import plan as plan_mod
 from paradev.errors import PlanError
+from paradev.limits import MAX_PLAN_BYTES
 from paradev.plan import SCHEMA, Plan, add_task, insert_task, load, parse
 from tests.conftest import PLAN
 from tests.helpers import Result
@@ -153,12 +155,20 @@ BAD_PLANS: list[tuple[str, Callable[[str], str], str]] = [
         rf"{re.escape(T0)}\.hourz: unknown key \(did you mean 'hours'\?\)",
     ),
     # wrong types
-    ("type-count", _replace("count = 3", 'count = "3"'), r"agents\.count: expected an integer > 0"),
+    (
+        "type-count",
+        _replace("count = 3", 'count = "3"'),
+        r"agents\.count: expected an integer from 1 to 1,000",
+    ),
     ("type-base", _replace('base = "main"', "base = 1"), r"project\.base: expected a string"),
     ("type-section", _replace('[project]\nbase = "main"', "project = 5"), r"project: expected a"),
     ("type-hours", _replace(FIRST_HOURS, 'hours = "2"'), r"tasks\[0\]\.hours: expected a finite"),
     ("type-agent", _replace("agent = 1\n", "agent = 1.5\n"), r"tasks\[0\]\.agent: expected an int"),
-    ("type-issue", _replace("issue = 13", 'issue = "13"'), r"tasks\[2\]\.issue: expected an int"),
+    (
+        "type-issue",
+        _replace("issue = 13", 'issue = "13"'),
+        r"tasks\[2\]\.issue: expected an issue number from 1 to 1,000,000,000",
+    ),
     ("type-title", _replace('title = "Add the status command"', "title = 5"), r"\.title: expected"),
     ("type-files", _replace(FIRST_HOURS, FIRST_HOURS + '\nfiles = "a.py"'), r"\.files: expected"),
     ("type-deps", _replace("depends_on = [11]", 'depends_on = ["11"]'), r"\.depends_on: expected"),
@@ -324,7 +334,20 @@ def test_paradev_plan_points_at_another_file(
 def test_load_reports_an_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"
     path.write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(PlanError, match="cannot read"):
+    with pytest.raises(PlanError, match=r"byte 0 is not UTF-8 .*; save the file as UTF-8$"):
+        load(path)
+    path.unlink()
+    os.mkfifo(path)  # would block a plain read forever
+    with pytest.raises(
+        PlanError,
+        match=r"plan\.toml is not a regular file; a plan is a text file of at most 1 MB: check",
+    ):
+        load(path)
+    with pytest.raises(PlanError, match="/dev/zero is not a regular file"):
+        load(Path("/dev/zero"))  # endless
+    path.unlink()
+    path.write_text("# " + "x" * MAX_PLAN_BYTES + "\n")
+    with pytest.raises(PlanError, match=r"plan\.toml is larger than 1 MB, the limit; a plan is"):
         load(path)
 
 
@@ -538,7 +561,7 @@ def test_a_wrong_setting_reports_no_follow_on_problems(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as caught:
         parse(text, tmp_path / "plan.toml", tmp_path / "project")
     assert str(caught.value) == (
-        f"{tmp_path / 'plan.toml'}: agents.count: expected an integer > 0, got '3'"
+        f"{tmp_path / 'plan.toml'}: agents.count: expected an integer from 1 to 1,000, got '3'"
     )
 
 
