@@ -7,6 +7,7 @@ command tells the user everything to fix.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -309,7 +310,8 @@ def load(path: Path, main_root: Path | None = None) -> Plan:
         data = read_bounded(path, MAX_PLAN_BYTES, str(path))
     except FileNotFoundError:
         raise PlanError(
-            f"{path} not found; create it (see the example plan.toml) or set PARADEV_PLAN"
+            f"{path} not found; create one with 'paradev init' (the commented example) "
+            "or set PARADEV_PLAN"
         ) from None
     except LimitError as exc:
         raise PlanError(
@@ -349,8 +351,38 @@ def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
         for where in _strings_with_nul(data, "")
     ]
     if problems:
-        raise PlanError(_report(path, problems))
+        raise PlanError(_report(path, [_named(p, data) for p in problems]))
     return plan
+
+
+_TASK_PATH = re.compile(r"batches\[(\d+)\](?:\.tasks\[(\d+)\])?")
+
+
+def _named(problem: str, data: dict[str, Any]) -> str:
+    """``batches[1].tasks[1].hours: ...`` -> ``batch "features", task #105: batches[1]...``.
+
+    People know their batches by name and their tasks by issue number; the
+    key path stays for the exact place.
+    """
+    match = _TASK_PATH.match(problem)
+    batches = data.get("batches")
+    if not match or not isinstance(batches, list) or int(match[1]) >= len(batches):
+        return problem
+    batch = batches[int(match[1])]
+    name = batch.get("name") if isinstance(batch, dict) else None
+    label = f"batch {_quoted(name)}" if isinstance(name, str) else f"batch {int(match[1]) + 1}"
+    tasks = batch.get("tasks") if isinstance(batch, dict) else None
+    if match[2] is not None and isinstance(tasks, list) and int(match[2]) < len(tasks):
+        task = tasks[int(match[2])]
+        issue = task.get("issue") if isinstance(task, dict) else None
+        valid = _issue(issue) is None
+        label += f", task #{issue}" if valid else f", task {int(match[2]) + 1}"
+    return f"{label}: {problem}"
+
+
+def _quoted(name: str) -> str:
+    text = json.dumps(name, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:36] + '..."'
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:

@@ -296,11 +296,13 @@ def test_every_problem_is_reported_at_once(
     assert result.code == 2
     lines = result.err.splitlines()
     assert lines[0].endswith("plan.toml: 4 problems:")
-    assert sorted(line.split(":")[0].strip("- ") for line in lines[1:]) == [
-        "agents.bogus",
-        "batches[0].tasks[0].hours",
-        "batches[0].tasks[2].agent",
-        "batches[1].tasks[0].depends_on",
+    assert sorted(line.removeprefix("  - ").split(" (expected")[0] for line in lines[1:]) == [
+        "agents.bogus: unknown key",
+        'batch "first", task #11: batches[0].tasks[0].hours: expected a finite number >= 0, '
+        "got -2.0",
+        'batch "first", task #13: batches[0].tasks[2].agent: agent 9 is outside 1..3 '
+        "(raise agents.count or pick another agent)",
+        'batch "second", task #21: batches[1].tasks[0].depends_on: issue #404 is not in the plan',
     ]
     assert "Traceback" not in result.err
     assert snapshot() == before
@@ -315,7 +317,7 @@ def test_a_missing_plan_says_how_to_create_one(
     assert result.code == 2
     assert result.err == (
         f"paradev: {repo / 'plan.toml'} not found; "
-        "create it (see the example plan.toml) or set PARADEV_PLAN\n"
+        "create one with 'paradev init' (the commented example) or set PARADEV_PLAN\n"
     )
     assert snapshot() == before
 
@@ -572,6 +574,7 @@ def test_a_bad_field_never_hides_a_dependency_cycle(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as caught:
         parse(text, tmp_path / "plan.toml")
     assert str(caught.value).splitlines()[1:] == [
-        "  - batches[0].tasks[0].hours: expected a finite number >= 0, got -1.0",
+        '  - batch "first", task #11: batches[0].tasks[0].hours: expected a finite number >= 0, '
+        "got -1.0",
         "  - depends_on: dependency cycle #11 -> #12 -> #11",
     ]
