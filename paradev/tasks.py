@@ -220,8 +220,10 @@ def doctor(c: Context, repair: bool = False) -> None:
     if blocking:  # a corrupt state stops every command: exit 2 like them
         raise StateError(blocking[0].text)
     if bad:
+        repairable = not repair and any(f.repairable for f in bad)  # never a useless hint
         raise Stopped(
-            f"{len(bad)} problem(s) found" + ("" if repair else "; try 'paradev doctor --repair'")
+            f"{len(bad)} problem(s) found"
+            + ("; try 'paradev doctor --repair'" if repairable else "")
         )
 
 
@@ -471,6 +473,27 @@ def merge_order(c: Context, json: bool = False) -> None:
         emit_json(result.to_json())
     else:
         print(render(result))
+
+
+@command(
+    help={
+        "agents": "the plan's agent count (1..1000); the example's tasks are dealt to them",
+        "invoke": "write a tasks.py that exposes paradev's commands to 'invoke' instead",
+        "ci": "write a CI workflow instead: github",
+    }
+)
+def init(c: Context, agents: str = "", invoke: bool = False, ci: str = "") -> None:
+    """Write the commented example plan.toml (never over an existing file)."""
+    from paradev import plan as plan_mod
+    from paradev.git import discover
+    from paradev.init import init as run_init
+    from paradev.lifecycle import parse_int
+
+    repo = discover()
+    count = parse_int(agents, "--agents") if agents else None
+    plan_path = plan_mod.find_plan(repo.main_root)
+    for line in run_init(repo.main_root, plan_path, count, invoke, ci or None):
+        print(line)
 
 
 # Every @command above (and in later sections) becomes a task; no list to keep in sync.
