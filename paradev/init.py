@@ -45,6 +45,9 @@ def example_plan() -> str:
 def starter_plan(agents: int | None = None) -> str:
     """The example, made safe to start from: no demo agent, default timeouts, ``agents`` agents.
 
+    The demo's values (its scripted agent, two-minute timeouts, conflicts
+    handed to agents) would misbehave on a real project; the defaults do not.
+
     With fewer agents than the example's, its tasks are dealt round-robin to
     the agents there are; with more, the extra agents start without tasks.
     """
@@ -54,6 +57,7 @@ def starter_plan(agents: int | None = None) -> str:
     doc["agents"]["command"] = []  # the demo's scripted agent would edit a calculator
     doc["agents"]["timeout"] = SCHEMA["agents"]["timeout"].default
     doc["gate"]["timeout"] = SCHEMA["gate"]["timeout"].default
+    doc["merge"]["on_conflict"] = SCHEMA["merge"]["on_conflict"].default  # no agent to hand to
     if agents is not None:
         doc["agents"]["count"] = agents
         for batch in doc.get("batches", []):
@@ -182,7 +186,8 @@ def github_workflow(plan: Plan, source: str) -> str:
         "# On every push of an agent branch: real conflicts between the agent branches",
         "# (paradev conflicts --remote --check) and the gate. The merge train runs only",
         "# when started by hand (Actions > paradev > Run workflow); it is the only job",
-        "# that may write to the repository.",
+        "# that may write to the repository. It lands what paradev's state records as",
+        "# completed: a fresh clone records nothing until the state is shared with it.",
         "name: paradev",
         "",
         "on:",

@@ -42,6 +42,7 @@ def test_init_writes_the_commented_example_plan_ready_to_use(bare: Path, cli: Cl
     data = read_plan(bare)
     assert data["agents"]["command"] == []  # never the demo's scripted agent on a real project
     assert (data["agents"]["timeout"], data["gate"]["timeout"]) == (5400, 1800)
+    assert data["merge"]["on_conflict"] == "stop"  # no agent command to hand a conflict to
     assert [t["issue"] for b in data["batches"] for t in b["tasks"]] == [
         101,
         102,
