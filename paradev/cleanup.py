@@ -91,13 +91,16 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
             "a merge train is in progress; finish it (paradev merge --continue/--skip) "
             "or end it (paradev merge --abort) before cleaning up"
         )
+    agents = range(1, ws.plan.agent_count + 1)
+    for agent in agents:  # a symlinked agent folder stops us before anything is removed
+        ws.worktree(agent)
     git = ws.git
     gitmod.prune_worktrees(git)
     records = {os.path.realpath(r.path): r for r in gitmod.worktree_list(git)}
     report = CleanupReport()
     stamp = _stamp()
     removed_agents: list[int] = []
-    for agent in range(1, ws.plan.agent_count + 1):
+    for agent in agents:
         busy = [t.issue for t in ws.tasks_of(agent) if state.status(t.issue) == IN_PROGRESS]
         facts = _facts(ws, agent, records, busy)
         if facts.record is None and not (delete_branches and facts.head):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import plan as plan_mod
-from paradev.errors import ParadevError, PlanError, StateError
+from paradev.errors import ParadevError, PlanError, PreconditionError, StateError
 from paradev.git import Git, Repository, git_version, worktree_link_ok, worktree_list
 from paradev.plan import Plan
 from paradev.state import State, StateStore
@@ -79,7 +79,18 @@ def _check_stale_worktrees(git: Git, repair: bool) -> list[Finding]:
 
 def _check_agent_worktrees(repo: Repository, plan: Plan, repair: bool) -> list[Finding]:
     ws = Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))
-    missing = [a for a in range(1, plan.agent_count + 1) if not _usable(ws.worktree(a))]
+    linked: list[Finding] = []
+    missing: list[int] = []
+    for agent in range(1, plan.agent_count + 1):
+        try:
+            usable = _usable(ws.worktree(agent))
+        except PreconditionError as exc:  # a symlinked agent folder: a person must remove it
+            linked.append(Finding(False, str(exc)))
+            continue
+        if not usable:
+            missing.append(agent)
+    if linked:
+        return linked
     if not missing:
         return [Finding(True, f"worktrees: all {plan.agent_count} agents present")]
     if repair:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,10 @@ class Workspace:
         return self.plan.branch(agent)
 
     def worktree(self, agent: int) -> Path:
-        return self.plan.worktree(agent, self.repo.main_root)
+        """The agent's work tree folder; never a symbolic link (it could lead anywhere)."""
+        path = self.plan.worktree(agent, self.repo.main_root)
+        refuse_symlink(path, agent)
+        return path
 
     def agent_git(self, agent: int) -> Git:
         """git inside the agent's work tree; a clear error when it does not exist."""
@@ -53,6 +57,15 @@ class Workspace:
 
     def tasks_of(self, agent: int) -> list[Task]:
         return self.plan.tasks_for(agent)
+
+
+def refuse_symlink(path: Path, agent: int) -> None:
+    """A link planted at an agent's folder would make setup build, and cleanup delete, elsewhere."""
+    if path.is_symlink():
+        raise PreconditionError(
+            f"agent {agent}'s folder {path} is a symbolic link (to {os.readlink(path)}); "
+            f"paradev never follows it: remove the link (rm {path}) and run 'paradev setup'"
+        )
 
 
 def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Workspace:

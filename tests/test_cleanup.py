@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,24 @@ def test_force_never_ends_a_rebase_the_user_started(repo: Path, set_up: Path, cl
     assert "a rebase is in progress there" in result.out
     assert tree.is_dir()
     assert (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").is_dir()
+
+
+def test_cleanup_never_follows_a_symlinked_agent_folder_outside_the_root(
+    repo: Path, worktrees: Path, tmp_path: Path, cli: Cli
+) -> None:
+    (repo / "plan.toml").write_text("[agents]\ncount = 2\n", encoding="utf-8")
+    assert cli("setup", "--agents", "1").code == 0
+    outside = tmp_path / "outside"  # a worktree of agent 2's branch, outside the root
+    git(repo, "worktree", "add", "-q", "-b", "parallel-dev/agent-2", str(outside), "main")
+    write(outside, {"precious.txt": "kept\n"})
+    git(outside, "add", "precious.txt")
+    git(outside, "commit", "-q", "-m", "precious")
+    git(repo, "merge", "-q", "--ff-only", "parallel-dev/agent-2")  # merged: cleanup's candidate
+    os.symlink(outside, agent_tree(worktrees, 2))
+
+    result = cli("cleanup")
+
+    assert result.code == 2
+    assert f"{agent_tree(worktrees, 2)} is a symbolic link" in result.err
+    assert (outside / "precious.txt").read_text() == "kept\n"
+    assert agent_tree(worktrees, 1).is_dir()  # refused before anything was removed

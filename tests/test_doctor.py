@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -165,3 +166,16 @@ def test_reset_returns_what_it_dropped(tmp_path: Path) -> None:
     aside, dropped = reset(store)
     assert aside is not None and aside.read_text() == "{" and dropped is None
     assert store.read().merge_order == []
+
+
+def test_doctor_names_a_symlinked_agent_folder(
+    repo: Path, set_up: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    shutil.rmtree(agent_tree(set_up, 3))
+    os.symlink(tmp_path, agent_tree(set_up, 3))
+
+    result = cli("doctor", "--repair")
+
+    assert result.code == 1
+    assert f"BAD  agent 3's folder {agent_tree(set_up, 3)} is a symbolic link" in result.out
+    assert agent_tree(set_up, 3).is_symlink()  # repair never builds through the link

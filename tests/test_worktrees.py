@@ -363,3 +363,35 @@ def test_a_setup_that_fails_midway_records_what_it_made(
     assert cli("setup").code == 0
     assert sorted(StateStore(repo / ".git").read().agents) == [1, 2, 3]
     assert (agent_tree(worktrees, 2) / ".git").is_file()
+
+
+def test_setup_refuses_a_symlink_planted_at_an_agent_folder(
+    repo: Path, worktrees: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worktrees.mkdir()
+    os.symlink(elsewhere, agent_tree(worktrees, 2))
+    _use_plan(repo, 2)
+
+    result = cli("setup")
+
+    assert result.code == 2
+    assert f"{agent_tree(worktrees, 2)} is a symbolic link" in result.err
+    assert "remove the link" in result.err and result.err.count("\n") == 1
+    assert list(elsewhere.iterdir()) == []  # nothing was built outside the root
+    assert not agent_tree(worktrees, 1).exists()  # refused before anything changed
+
+
+def test_a_symlinked_root_that_resolves_inside_the_repository_is_refused(
+    repo: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    (repo / "build").mkdir()
+    os.symlink(repo / "build", tmp_path / "looks-outside")
+    _use_plan(repo, 2, f'[project]\nworktrees = "{tmp_path / "looks-outside"}"')
+
+    result = cli("setup")
+
+    assert result.code == 2
+    assert "is inside the repository" in result.err
+    assert list((repo / "build").iterdir()) == []
