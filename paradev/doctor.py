@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +23,62 @@ class Finding:
     blocking: bool = False  # every other command refuses to run until this is fixed
 
 
-def reset(store: StateStore) -> tuple[Path | None, State | None]:
-    """Clear the state. Returns where a corrupt file was moved, and the state that was dropped."""
+# The locks that mean a command is running right now, and who takes them
+# (``runner.batch_lock`` and the train's ``_driving``).
+RUNNING_LOCKS = {"train.lock": "paradev merge", "run-batch.lock": "paradev run-batch"}
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """What reset did: where the old state went, and what it held."""
+
+    aside: Path | None  # a corrupt file, moved aside
+    backup: Path | None  # a readable file, copied before it was cleared
+    dropped: State | None
+
+
+def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
+    """Clear the state, keeping the old file, once no train or batch is running.
+
+    Holding their locks for the whole reset means no merge or run-batch can
+    start and then write into records that are being cleared.
+    """
+    with ExitStack() as held:
+        for name, command in RUNNING_LOCKS.items():
+            _hold_unless_running(held, store, name, command)
+        with store.locked():
+            try:
+                dropped: State | None = store.read()
+            except StateError:
+                dropped = None
+            if dropped is not None and _has_records(dropped) and not yes:
+                raise PreconditionError(
+                    f"the state holds {len(dropped.tasks)} task and {len(dropped.agents)} agent "
+                    "record(s); re-run with --yes to clear it (a backup of it is kept)"
+                )
+            aside, backup = store.reset()
+    return ResetResult(aside, backup, dropped)
+
+
+def _hold_unless_running(held: ExitStack, store: StateStore, name: str, command: str) -> None:
+    """Take ``command``'s lock for the rest of ``held``; refuse, naming its pid, while it runs."""
+    busy = f"{command} is running"
     try:
-        dropped: State | None = store.read()
-    except StateError:
-        dropped = None
-    aside = store.reset()
-    return aside, dropped
+        held.enter_context(store.exclusive(name, wait=0, busy=busy))
+    except StateError as exc:
+        if not str(exc).startswith(busy):  # e.g. a folder where the lock file belongs
+            raise
+        pid = store.lock_owner(name)
+        raise PreconditionError(
+            f"'{command}' is running (pid {pid if pid else 'unknown'}); "
+            "wait for it to finish or stop it, then run reset again"
+        ) from None
+
+
+def _has_records(state: State) -> bool:
+    return bool(
+        state.tasks or state.agents or state.train or state.merge_history or state.merge_order
+    )
 
 
 def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:

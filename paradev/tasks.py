@@ -179,18 +179,20 @@ def status(c: Context, json: bool = False) -> None:
         print(render_status(report))
 
 
-@command()
-def reset(c: Context) -> None:
-    """Clear the shared state (a corrupt file is moved aside, never overwritten)."""
+@command(help={"yes": "clear a state that holds records (the old file is kept as a backup)"})
+def reset(c: Context, yes: bool = False) -> None:
+    """Clear the shared state; refused while a merge or run-batch runs; the old file is kept."""
     from paradev.doctor import reset as reset_state
     from paradev.git import discover
     from paradev.state import StateStore
 
     store = StateStore(discover().common_dir)
-    aside, dropped = reset_state(store)
-    if aside:
-        print(f"moved the corrupt state file aside to {aside}")
-    if dropped and dropped.train:
+    done = reset_state(store, yes=yes)
+    if done.aside:
+        print(f"moved the corrupt state file aside to {done.aside}")
+    if done.backup:
+        print(f"kept the old state as {done.backup}")
+    if done.dropped and done.dropped.train:
         warn("a merge train was in progress; its journal is gone (git state is untouched)")
     print(f"state cleared: {store.path}")
 
