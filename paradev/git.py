@@ -961,3 +961,27 @@ def _start(git: Git, *args: str) -> subprocess.Popen[str]:
         text=True,
         env=git_env(),
     )
+
+
+# -- landed work ---
+
+ISSUE_TRAILER = "Paradev-Issue"
+
+
+def landed_issues(git: Git, base: str) -> dict[int, tuple[str, str]]:
+    """issue -> (commit, committer date) of the newest commit on ``base`` with its trailer.
+
+    The train writes ``Paradev-Issue: N`` into what it lands, so git itself
+    remembers what landed even when the state is gone.
+    """
+    fmt = f"%H%x00%cI%x00%(trailers:key={ISSUE_TRAILER},valueonly,unfold,separator=%x2C)"
+    proc = git.run(
+        "log", f"--grep=^{ISSUE_TRAILER}:", "-i", f"--format={fmt}", base, "--", check=False
+    )
+    found: dict[int, tuple[str, str]] = {}
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        commit, date, values = line.split("\0", 2) if line.count("\0") == 2 else ("", "", "")
+        for value in values.split(","):
+            if value.strip().isdigit():
+                found.setdefault(int(value.strip()), (commit, date))
+    return found

@@ -268,14 +268,21 @@ def _check_train(train: Any) -> None:
 class StateStore:
     """Reads and changes ``<common_dir>/paradev/state.json``."""
 
-    def __init__(self, common_dir: Path) -> None:
+    def __init__(self, common_dir: Path, recognise: Callable[[State], None] | None = None) -> None:
         self.dir = common_dir / "paradev"
+        self.recognise = recognise  # adds what git knows and the file lacks (landed tasks)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
         self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
 
     def read(self) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt."""
+        state = self._read_file()
+        if self.recognise is not None:
+            self.recognise(state)
+        return state
+
+    def _read_file(self) -> State:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

@@ -258,3 +258,34 @@ def test_doctor_names_a_symlinked_agent_folder(
     assert result.code == 1
     assert f"BAD  agent 3's folder {agent_tree(set_up, 3)} is a symbolic link" in result.out
     assert agent_tree(set_up, 3).is_symlink()  # repair never builds through the link
+
+
+def test_after_a_reset_landed_tasks_are_recognised_from_git_and_never_run_again(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    landed = commit(repo, {"status.py": "done\n"}, "feat: status command\n\nParadev-Issue: 11")
+    commit(repo, {"other.py": "x\n"}, "fix: unrelated\n\nParadev-Issue: 99")  # not in the plan
+    assert cli("reset", "--yes").code == 0
+
+    status = cli("status", "--json").json()
+    run = cli("run-batch", "--no-launch")
+
+    assert status["agents"]["1"]["current_task"] is None
+    assert run.code == 0, run.err
+    assert "#11 (agent 1) is already merged" in run.out and "agent 1: #11" not in run.out
+    assert "agent 2: #12" in run.out and "agent 3: #13" in run.out
+    tasks = json.loads((repo / ".git/paradev/state.json").read_text())["tasks"]
+    assert tasks["11"]["status"] == "merged" and tasks["11"]["merged_commit"] == landed
+    assert "99" not in tasks
+    assert "agent 1" not in cli("merge", "--dry-run").out
+
+
+def test_a_task_with_a_record_keeps_it_whatever_git_says(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0
+    commit(repo, {"status.py": "done\n"}, "feat: status command\n\nParadev-Issue: 11")
+
+    status = cli("status", "--json").json()
+
+    assert status["agents"]["1"]["current_task"]["issue"] == 11
