@@ -277,12 +277,30 @@ def merge(
     help={
         "force": "also remove dirty or unmerged worktrees (their work kept under backup refs)",
         "delete_branches": "delete the agent branches too (never base, never one checked out)",
+        "backups": "list the backups paradev keeps (archives, old states, refs/paradev/backup)",
+        "older": "with --backups: remove the backups made more than DAYS days ago",
     }
 )
-def cleanup(c: Context, force: bool = False, delete_branches: bool = False) -> None:
+def cleanup(
+    c: Context,
+    force: bool = False,
+    delete_branches: bool = False,
+    backups: bool = False,
+    older: str = "",
+) -> None:
     """Remove the worktrees of agents whose work is merged and whose trees are clean."""
+    from paradev.errors import PreconditionError, Stopped
+
+    if older and not backups:
+        raise PreconditionError("--older prunes backups: use it with --backups")
+    if backups:
+        if force or delete_branches:
+            raise PreconditionError(
+                "--backups only lists and prunes: drop --force/--delete-branches"
+            )
+        _cleanup_backups(older)
+        return
     from paradev.cleanup import cleanup as run_cleanup
-    from paradev.errors import Stopped
 
     report = run_cleanup(_workspace(), force=force, delete_branches=delete_branches)
     for line in report.lines():
@@ -292,6 +310,35 @@ def cleanup(c: Context, force: bool = False, delete_branches: bool = False) -> N
             f"{len(report.refused)} worktree(s) kept; see above, or use --force "
             "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
         )
+
+
+def _cleanup_backups(older: str) -> None:
+    """``cleanup --backups [--older DAYS]``: list the backups, or prune the old ones."""
+    from paradev import backups as backups_mod
+    from paradev.errors import PreconditionError
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    repo = discover()
+    store = StateStore(repo.common_dir)
+    if not older:
+        found = backups_mod.list_backups(repo.git, store)
+        for backup in found:
+            print(backup.line())
+        print(f"{len(found)} backup(s)" + (" (prune with --older DAYS)" if found else ""))
+        return
+    try:
+        days = float(older)
+    except ValueError:
+        raise PreconditionError(
+            f"--older {older!r}: give a number of days, e.g. --older 30"
+        ) from None
+    removed, kept = backups_mod.prune_backups(repo.git, store, days)
+    for backup in removed:
+        print(f"removed {backup.line()}")
+    for backup in kept:
+        print(f"kept (a merge train in progress needs it) {backup.line()}")
+    print(f"removed {len(removed)} backup(s) older than {older} day(s)")
 
 
 # -- run-batch, estimate, demo (issue 5) ---
