@@ -28,6 +28,7 @@ from paradev.train import BACKUP_PREFIX
 # forgotten build folder never fills the git dir (and is never deleted unseen).
 ARCHIVE_CAP = 100 * 1024 * 1024
 
+MAX_DAYS = 36500
 _STAMP = re.compile(r"(\d{8}T\d{12}Z)")
 _STATE_BACKUPS = ("state.json.bak-*", "state.json.corrupt-*")
 
@@ -87,8 +88,10 @@ def list_backups(git: Git, store: StateStore) -> list[Backup]:
 
 def prune_backups(git: Git, store: StateStore, days: float) -> tuple[list[Backup], list[Backup]]:
     """Remove the backups made more than ``days`` ago; (removed, kept for a running train)."""
-    if not days >= 0:  # also refuses NaN
-        raise PreconditionError(f"--older {days}: give a number of days >= 0, e.g. --older 30")
+    if not 0 <= days <= MAX_DAYS:  # also refuses NaN and infinity
+        raise PreconditionError(
+            f"--older {days}: give a number of days from 0 to {MAX_DAYS}, e.g. --older 30"
+        )
     train = store.read().train
     live = f"/{train['id']}" if train else None
     cutoff = datetime.now(UTC) - timedelta(days=days)

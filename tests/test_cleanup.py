@@ -348,7 +348,7 @@ def test_backups_lists_and_prunes_by_age(repo: Path, set_up: Path, cli: Cli) -> 
     [
         (["--older", "3"], "--older prunes backups: use it with --backups"),
         (["--backups", "--older", "soon"], "--older 'soon': give a number of days"),
-        (["--backups", "--older", "-1"], "--older -1.0: give a number of days >= 0"),
+        (["--backups", "--older", "-1"], "--older -1.0: give a number of days from 0 to 36500"),
         (["--backups", "--force"], "--backups only lists and prunes"),
     ],
 )
