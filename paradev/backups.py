@@ -24,8 +24,8 @@ from paradev.git import Git
 from paradev.state import StateStore
 from paradev.train import BACKUP_PREFIX
 
-# Ignored files above this total are not archived: cleanup refuses instead, so a
-# forgotten build folder never fills the git dir (and is never deleted unseen).
+# Ignored files of one worktree above this total are not archived: cleanup refuses
+# instead, so a forgotten build folder never fills the git dir (nor is deleted unseen).
 ARCHIVE_CAP = 100 * 1024 * 1024
 
 MAX_DAYS = 36500

@@ -271,6 +271,7 @@ def test_after_a_reset_landed_tasks_are_recognised_from_git_and_never_run_again(
     run = cli("run-batch", "--no-launch")
 
     assert status["agents"]["1"]["current_task"] is None
+    assert [t["issue"] for t in status["agents"]["1"]["completed_tasks"]] == [11]
     assert run.code == 0, run.err
     assert "#11 (agent 1) is already merged" in run.out and "agent 1: #11" not in run.out
     assert "agent 2: #12" in run.out and "agent 3: #13" in run.out
