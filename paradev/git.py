@@ -969,7 +969,8 @@ ISSUE_TRAILER = "Paradev-Issue"
 
 
 def landed_issues(git: Git, base: str) -> dict[int, tuple[str, str]]:
-    """issue -> (commit, committer date) of the newest commit on ``base`` with its trailer.
+    """issue -> (commit, committer date) of the newest commit in ``base`` (a rev or range)
+    with its trailer.
 
     The train writes ``Paradev-Issue: N`` into what it lands, so git itself
     remembers what landed even when the state is gone.

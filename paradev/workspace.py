@@ -8,9 +8,10 @@ from pathlib import Path
 
 from paradev import plan as plan_mod
 from paradev.errors import PreconditionError
-from paradev.git import Git, Repository, discover, landed_issues
+from paradev.git import Git, Repository, discover
+from paradev.landed import LANDED_CACHE, LandedTasks
 from paradev.plan import Plan, Task
-from paradev.state import MERGED, State, StateStore, TaskRecord
+from paradev.state import StateStore
 
 
 @dataclass(frozen=True)
@@ -73,42 +74,6 @@ def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Wor
     repo = discover(cwd)
     path = plan_mod.find_plan(repo.main_root, plan_path)
     plan = plan_mod.load(path, repo.main_root)
-    store = StateStore(repo.common_dir, recognise=LandedTasks(repo.git, plan))
+    store = StateStore(repo.common_dir)
+    store.recognise = LandedTasks(repo.git, plan, store.dir / LANDED_CACHE)
     return Workspace(repo=repo, plan=plan, store=store)
-
-
-class LandedTasks:
-    """Marks as merged the plan's tasks that git shows landed but the state has no record of.
-
-    After a reset (or a lost state) the ``Paradev-Issue`` trailers on base say
-    what landed, so run-batch, status and merge never run it again; the next
-    write records it. A task with a record is left as the record says.
-    """
-
-    def __init__(self, git: Git, plan: Plan) -> None:
-        self.git, self.plan = git, plan
-        self._cache: tuple[str | None, dict[int, tuple[str, str]]] | None = None
-
-    def __call__(self, state: State) -> None:
-        unknown = [t for t in self.plan.tasks() if t.issue not in state.tasks]
-        if not unknown:
-            return
-        landed = self._landed()
-        for task in unknown:
-            if task.issue in landed:
-                commit, date = landed[task.issue]
-                state.tasks[task.issue] = TaskRecord(
-                    issue=task.issue,
-                    agent=task.agent,
-                    status=MERGED,
-                    merged_at=date,
-                    merged_commit=commit,
-                )
-
-    def _landed(self) -> dict[int, tuple[str, str]]:
-        """The landed issues, read once per base commit (a read per state read is too many)."""
-        ref = f"refs/heads/{self.plan.base}"
-        head = self.git.rev(ref)
-        if self._cache is None or self._cache[0] != head:
-            self._cache = (head, landed_issues(self.git, ref) if head else {})
-        return self._cache[1]
