@@ -54,7 +54,8 @@ def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
             if dropped is not None and _has_records(dropped) and not yes:
                 raise PreconditionError(
                     f"the state holds {len(dropped.tasks)} task and {len(dropped.agents)} agent "
-                    "record(s); re-run with --yes to clear it (a backup of it is kept)"
+                    "record(s); re-run with --yes ('paradev reset --yes') to clear it; "
+                    "the old file is kept as a backup"
                 )
             aside, backup = store.reset()
     return ResetResult(aside, backup, dropped)
