@@ -44,7 +44,8 @@ def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
     start and then write into records that are being cleared.
     """
     with ExitStack() as held:
-        for name, command in RUNNING_LOCKS.items():
+        for name in _command_locks(store):
+            command = RUNNING_LOCKS.get(name, f"the paradev command holding {name}")
             _hold_unless_running(held, store, name, command)
         with store.locked():
             try:
@@ -59,6 +60,12 @@ def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
                 )
             aside, backup = store.reset()
     return ResetResult(aside, backup, dropped)
+
+
+def _command_locks(store: StateStore) -> list[str]:
+    """Every lock a running command may hold (per-agent locks too), never the state's own."""
+    present = {p.name for p in store.dir.glob("*.lock")} if store.dir.is_dir() else set()
+    return sorted((present | set(RUNNING_LOCKS)) - {store.lock_path.name})
 
 
 def _hold_unless_running(held: ExitStack, store: StateStore, name: str, command: str) -> None:

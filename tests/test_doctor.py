@@ -290,3 +290,34 @@ def test_a_task_with_a_record_keeps_it_whatever_git_says(
     status = cli("status", "--json").json()
 
     assert status["agents"]["1"]["current_task"]["issue"] == 11
+
+
+def test_reset_refuses_while_any_command_lock_is_held(
+    repo: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    held = tmp_path / "held"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from paradev.state import StateStore\n"
+            "store = StateStore(pathlib.Path(sys.argv[1]))\n"
+            "with store.exclusive('agent-2.lock', wait=0, busy='busy'):\n"
+            "    pathlib.Path(sys.argv[2]).touch()\n"
+            "    time.sleep(60)\n",
+            str(repo / ".git"),
+            str(held),
+        ],
+        text=True,
+    )
+    try:
+        _wait_for(held, holder)
+        result = cli("reset", "--yes")
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert result.code == 2
+    assert f"holding agent-2.lock' is running (pid {holder.pid})" in result.err
+    assert cli("reset", "--yes").code == 0  # once it is gone, reset goes on
