@@ -395,3 +395,37 @@ def test_a_symlinked_root_that_resolves_inside_the_repository_is_refused(
     assert result.code == 2
     assert "is inside the repository" in result.err
     assert list((repo / "build").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["run-batch", "--no-launch"],
+        ["merge"],
+        ["conflicts", "--uncommitted"],
+        ["start", "2"],
+    ],
+)
+def test_every_command_refuses_a_symlinked_agent_folder(
+    repo: Path,
+    set_up: Path,
+    tmp_path: Path,
+    cli: Callable[..., Result],
+    snapshot: Callable[[], dict[str, object]],
+    command: list[str],
+) -> None:
+    if command[0] in ("merge", "conflicts"):  # they use the folder of an agent with work
+        assert cli("start", "2").code == 0
+        commit(agent_tree(set_up, 2), {"two.py": "2\n"})
+        assert cli("complete", "2").code == 0
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(agent_tree(set_up, 2), elsewhere)  # a real worktree, now outside the root
+    os.symlink(elsewhere, agent_tree(set_up, 2))
+    before = snapshot()
+
+    result = cli(*command)
+
+    assert result.code == 2, result.out
+    assert f"agent 2's folder {agent_tree(set_up, 2)} is a symbolic link" in result.err
+    assert snapshot() == before
