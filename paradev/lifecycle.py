@@ -27,6 +27,7 @@ from paradev.state import (
     TaskRecord,
     now,
 )
+from paradev.text import printable
 from paradev.workspace import Workspace
 
 _WHOLE = re.compile(r"-?[0-9]+")
@@ -298,7 +299,7 @@ def render_status(report: dict[str, Any]) -> str:
         current = info["current_task"]
         if current:
             lines.append(
-                f"  current:  #{current['issue']} {_one_line(current['title'])} "
+                f"  current:  #{current['issue']} {printable(current['title'])} "
                 f"({current['hours']:g}h)"
             )
         else:
@@ -311,8 +312,3 @@ def render_status(report: dict[str, Any]) -> str:
     if report["train"]:
         lines.append(f"merge train in progress: {report['train'].get('status', 'running')}")
     return "\n".join(lines)
-
-
-def _one_line(title: str) -> str:
-    """A title as one line of the table (JSON keeps it exactly)."""
-    return title.replace("\r", "\\r").replace("\n", "\\n")

@@ -50,6 +50,7 @@ from paradev.state import (
     TaskRecord,
     now,
 )
+from paradev.text import printable
 from paradev.train import squash_message
 from paradev.workspace import Workspace
 
@@ -261,10 +262,10 @@ def describe(ws: Workspace, run: BatchRun, launch: bool) -> list[str]:
     for agent, tasks in run.queues.items():
         for task in tasks:
             verb = "resume" if state.status(task.issue) == IN_PROGRESS else "start"
-            lines.append(f"  agent {agent}: {verb} #{task.issue} {task.title}")
+            lines.append(f"  agent {agent}: {verb} #{task.issue} {printable(task.title)}")
             if launch:
                 argv = agent_argv(ws, task, prompt_path(ws, task))
-                lines.append(f"    in {ws.worktree(agent)}: {shlex.join(argv)}")
+                lines.append(f"    in {ws.worktree(agent)}: {printable(shlex.join(argv))}")
     return lines
 
 
@@ -754,7 +755,8 @@ class Supervisor:
         proc = launch(self.ws, task, prompt, log, mode="task")
         started = self.clock()
         self.progress.event(
-            f"agent {task.agent}: started #{task.issue} {task.title} (pid {proc.pid}, log {log})"
+            f"agent {task.agent}: started #{task.issue} {printable(task.title)} "
+            f"(pid {proc.pid}, log {log})"
         )
         return Running(task, proc, log, started, started + self.ws.plan.agent_timeout)
 

@@ -19,6 +19,7 @@ from invoke.parser.argument import Argument
 from invoke.tasks import Task, task
 
 from paradev.errors import EXIT_INTERRUPTED, ParadevError
+from paradev.text import printable
 
 if TYPE_CHECKING:
     from paradev.hooks import HookResult
@@ -141,7 +142,8 @@ def start(c: Context, agent: str) -> None:
 
     ws = _workspace()
     task_, record = start_task(ws, parse_int(agent, "AGENT"))
-    print(f"agent {task_.agent} started #{task_.issue} {task_.title} (base {record.base_commit})")
+    title = printable(task_.title)
+    print(f"agent {task_.agent} started #{task_.issue} {title} (base {record.base_commit})")
     report_hook(run_hook(ws, "on_start", task_, record))
 
 
@@ -335,7 +337,7 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
     if not ws.plan.agent_command:
         print("no agents.command in plan.toml: starting the tasks for you to hand out")
     for started in runner.start_only(ws, run, runner.LineProgress()):
-        print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
+        print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
         print(f"  worktree: {started.worktree}")
         print(f"  branch:   {started.branch}")
         print(f"  prompt:   {started.prompt}")

@@ -36,6 +36,7 @@ from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
+from paradev.text import plain
 from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
@@ -845,7 +846,7 @@ def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | Non
 
 def squash_message(title: str, issue: int) -> str:
     """``feat: <title> (#<issue>)``; a conventional prefix already in the title wins."""
-    subject = title.strip()
+    subject = plain(title).strip()
     if not CONVENTIONAL.match(subject):
         subject = f"feat: {subject}"
     return f"{subject} (#{issue})\n"

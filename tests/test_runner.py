@@ -17,6 +17,7 @@ from pytest_mock import MockerFixture
 from paradev import runner
 from paradev.plan import Task
 from paradev.state import COMPLETED, FAILED, IN_PROGRESS, MERGED, PLANNED, StateStore
+from paradev.train import squash_message
 from paradev.workspace import open_workspace
 from tests.helpers import Result, agent_tree, commit, git, rev
 
@@ -42,6 +43,15 @@ if action == "commit":
     subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
 elif action == "uncommitted":
     Path(f"left-{issue}.txt").write_text("not committed\n")
+elif action == "edit":  # a tracked file changed and left uncommitted
+    Path("src/util.py").write_text(f"VALUE = {issue}\n")
+elif action == "scratch":  # real work in a declared file, plus notes nobody asked to land
+    Path("src").mkdir(exist_ok=True)
+    Path(f"src/feature_{issue}.py").write_text(f"X = {issue}\n")
+    Path("src/util.py").write_text(f"VALUE = {issue}\n")
+    Path("NOTES.md").write_text("scratch notes\n")
+    Path("tmp").mkdir(exist_ok=True)
+    Path("tmp/plan.txt").write_text("what I tried\n")
 elif action == "fail":
     print("boom: cannot do it", flush=True)
     sys.exit(3)
@@ -228,6 +238,41 @@ def test_title_that_looks_like_shell_arrives_verbatim(
     assert seen["argv"][1] == title  # {worktree} inside the title is not expanded either
     assert seen["env"]["PARADEV_TITLE"] == title
     assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_escape_sequences_in_a_title_are_printed_escaped_and_kept_out_of_commits(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({11: "edit"})
+    title = "\x1b[31mred\x1b]0;pwned\x07 status\x1b[0m"
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][0]["title"] = title
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+    dry = cli("run-batch", "--agents", "1", "--dry-run")
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    shown = "\\x1b[31mred\\x1b]0;pwned\\x07 status\\x1b[0m"
+    for out in (dry.out, result.out):
+        assert shown in out
+        assert "\x1b" not in out and "\x07" not in out
+    subject = git(agent_tree(worktrees, 1), "log", "-1", "--format=%s")
+    assert subject == "feat: red status (#11)"
+
+
+def test_no_launch_and_status_print_an_escaped_title(set_up: Path, repo: Path, cli: CliFn) -> None:
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][0]["title"] = "clear \x1b[2J\x1b[H screen\x9b"
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+    started = cli("run-batch", "--agents", "1", "--no-launch")
+    status = cli("status")
+
+    shown = "#11 clear \\x1b[2J\\x1b[H screen\\x9b"
+    for out in (started.out, status.out):
+        assert shown in out
+        assert "\x1b" not in out and "\x9b" not in out
 
 
 def test_missing_agent_program_fails_the_task_cleanly(set_up: Path, repo: Path, cli: CliFn) -> None:
@@ -451,6 +496,8 @@ def test_commit_message_keeps_a_conventional_type() -> None:
     assert runner.commit_message(task).startswith("fix: crash on empty input (#5)\n")
     plain = Task(agent=1, issue=6, title="Add a flag", hours=1, batch="b")
     assert runner.commit_message(plain).startswith("feat: Add a flag (#6)\n")
+    # the squash commits of the merge train strip escapes the same way
+    assert squash_message("fix: \x1b[1mbold\x1b[0m\nfix", 7) == "fix: bold fix (#7)\n"
 
 
 def test_last_line_strips_terminal_escapes(tmp_path: Path) -> None:
