@@ -177,6 +177,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
         record.assigned_at = record.assigned_at or record.started_at
         record.base_commit = ws.git.rev(ws.plan.base)
         record.error = None
+        record.left_uncommitted = []
     return task, record
 
 
@@ -203,6 +204,7 @@ def complete(ws: Workspace, agent: int) -> Completion:
         record.head_commit = ws.git.rev(branch)
         record.status, record.completed_at = COMPLETED, now()
         uncommitted = sorted(dirty_paths(agent_git.cwd))
+        record.left_uncommitted = uncommitted
     return Completion(task=task, record=record, uncommitted=uncommitted)
 
 
@@ -223,6 +225,8 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
                 data[key] = getattr(record, key)
         if record.files_modified:
             data["files_modified"] = record.files_modified
+        if record.left_uncommitted:
+            data["left_uncommitted"] = record.left_uncommitted
     return data
 
 
@@ -306,6 +310,12 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append("  current:  none")
         done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
         lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
+        lines += [
+            f"  left uncommitted by #{t['issue']}: "
+            + ", ".join(printable(p) for p in t["left_uncommitted"])
+            for t in info["completed_tasks"]
+            if t.get("left_uncommitted")
+        ]
     if report["merge_order"]:
         lines.append("")
         lines.append("merge order: " + " -> ".join(str(a) for a in report["merge_order"]))

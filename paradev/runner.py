@@ -27,7 +27,7 @@ from typing import Protocol
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
     changed_paths,
-    commit_all,
+    commit_leftovers,
     commit_subjects,
     content_merged,
     current_branch,
@@ -360,12 +360,29 @@ def task_prompt(ws: Workspace, task: Task) -> str:
         "",
         "## When you are done",
         "",
-        f"Commit your work on {branch} and exit 0 (paradev commits whatever you leave "
-        "uncommitted); exit non-zero if you could not do the task. Do not switch branches, "
-        "rebase, merge or push: paradev lands the work.",
+        f"Commit your own work on {branch} and exit 0; exit non-zero if you could not do "
+        f"the task. {_leftovers_rule(ws.plan.commit_leftovers, task)} Do not switch "
+        "branches, rebase, merge or push: paradev lands the work.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _leftovers_rule(mode: str, task: Task) -> str:
+    """What paradev does with what the agent leaves uncommitted (agents.commit_leftovers)."""
+    if mode == "all":
+        return "paradev commits everything you leave uncommitted, new files included."
+    if mode == "none":
+        return "paradev commits nothing for you: what you leave uncommitted does not land."
+    if not task.files:
+        return (
+            "paradev commits your changes to tracked files, but no new file you leave "
+            "uncommitted: commit every new file yourself, or it does not land."
+        )
+    return (
+        "paradev commits your changes to tracked files and new files matching the "
+        "expected files above; any other new file you leave uncommitted does not land."
+    )
 
 
 def conflict_prompt(ws: Workspace, task: Task, report: str) -> str:
@@ -538,15 +555,41 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
     on = current_branch(worktree)
     if on != branch:
         raise PreconditionError(f"the agent left its worktree on {on or 'a detached HEAD'}")
+    mode = ws.plan.commit_leftovers
     try:
-        leftover = commit_all(worktree, commit_message(task))
+        leftover, committed = (
+            commit_leftovers(worktree, commit_message(task), _new_files_to_commit(mode, task))
+            if mode != "none"
+            else (None, [])
+        )
     except GitError as err:
         raise PreconditionError(f"could not commit what the agent left: {err}") from None
     done = complete(ws, task.agent)
     detail = f"{len(done.record.files_modified)} file(s) changed"
     if leftover:
-        detail += f", uncommitted work committed as {leftover[:12]}"
+        detail += f", {len(committed)} left uncommitted were committed as {leftover[:12]}"
+    detail += _left_note(mode, task, done.record.left_uncommitted)
     return detail, run_hook(ws, "on_complete", done.task, done.record)
+
+
+def _new_files_to_commit(mode: str, task: Task) -> list[str] | None:
+    """Which new files a leftovers commit takes: all (None), or those the task declares."""
+    return None if mode == "all" else list(task.files)
+
+
+def _left_note(mode: str, task: Task, left: Sequence[str]) -> str:
+    """The completion line's account of what stays uncommitted in the worktree."""
+    if not left:
+        return ""
+    shown = ", ".join(printable(p) for p in left[:10])
+    shown += f" and {len(left) - 10} more" if len(left) > 10 else ""
+    if mode == "none":
+        why = "agents.commit_leftovers is 'none'"
+    elif not task.files:
+        why = "the task declares no files, so paradev commits no new file for it"
+    else:
+        why = "not in the task's declared files"
+    return f"; {len(left)} path(s) left uncommitted ({why}): {shown}"
 
 
 # -- progress --------------------------------------------------------------------------------

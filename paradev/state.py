@@ -59,6 +59,7 @@ class TaskRecord:
     files_modified: list[str] = field(default_factory=list)
     log: str | None = None
     error: str | None = None
+    left_uncommitted: list[str] = field(default_factory=list)  # what run-batch did not commit
 
 
 @dataclass

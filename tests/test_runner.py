@@ -41,8 +41,6 @@ if action == "commit":
     Path(f"done-{issue}.txt").write_text(f"issue {issue}\n")
     subprocess.run(["git", "add", "-A"], check=True)
     subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
-elif action == "uncommitted":
-    Path(f"left-{issue}.txt").write_text("not committed\n")
 elif action == "edit":  # a tracked file changed and left uncommitted
     Path("src/util.py").write_text(f"VALUE = {issue}\n")
 elif action == "scratch":  # real work in a declared file, plus notes nobody asked to land
@@ -122,7 +120,7 @@ def mark_merged(repo: Path, *issues: int) -> None:
 def test_run_batch_launches_every_agent_and_completes_their_tasks(
     scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
 ) -> None:
-    record = scripted({12: "uncommitted"})
+    record = scripted({12: "edit"})
 
     result = cli("run-batch")
 
@@ -131,7 +129,7 @@ def test_run_batch_launches_every_agent_and_completes_their_tasks(
     state = state_of(repo)
     assert [state.status(i) for i in (11, 12, 13, 21)] == [COMPLETED] * 3 + [PLANNED]
     assert state.tasks[11].files_modified == ["done-11.txt"]
-    assert state.tasks[12].files_modified == ["left-12.txt"]
+    assert state.tasks[12].files_modified == ["src/util.py"]
     # what the agent left uncommitted was committed with a conventional message
     tree2 = agent_tree(worktrees, 2)
     assert git(tree2, "log", "-1", "--format=%s") == "feat: Add the init command (#12)"
@@ -163,6 +161,115 @@ def test_run_batch_launches_every_agent_and_completes_their_tasks(
     log = Path(state.tasks[11].log)
     assert log.is_relative_to(repo / ".git" / "paradev")
     assert "agent working on #11" in log.read_text()
+
+
+# -- what an agent leaves uncommitted -------------------------------------------------------------
+
+
+def _declare_files(repo: Path, index: int, files: list[str]) -> None:
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][index]["files"] = files
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+
+def _committed_by_paradev(tree: Path) -> list[str]:
+    """The paths of the leftovers commit, as its message lists them."""
+    body = git(tree, "log", "-1", "--format=%b")
+    assert "committed by paradev run-batch" in body
+    return [line[2:] for line in body.splitlines() if line.startswith("- ")]
+
+
+def test_scratch_files_stay_in_place_and_only_declared_new_files_are_committed(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({12: "scratch"})
+    _declare_files(repo, 1, ["src/feature_*.py"])
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 2)
+    landed = git(tree, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert landed == ["src/feature_12.py", "src/util.py"]
+    assert _committed_by_paradev(tree) == ["src/feature_12.py", "src/util.py"]
+    # the notes are untouched, still untracked, and reported
+    assert (tree / "NOTES.md").read_text() == "scratch notes\n"
+    assert (tree / "tmp" / "plan.txt").read_text() == "what I tried\n"
+    assert git(tree, "status", "--porcelain", "--untracked-files=all").splitlines() == [
+        "?? NOTES.md",
+        "?? tmp/plan.txt",
+    ]
+    record = state_of(repo).tasks[12]
+    assert record.status == COMPLETED
+    assert record.files_modified == ["src/feature_12.py", "src/util.py"]
+    assert record.left_uncommitted == ["NOTES.md", "tmp/plan.txt"]
+    assert (
+        "2 path(s) left uncommitted (not in the task's declared files): NOTES.md, tmp/plan.txt"
+        in (result.out)
+    )
+    status = cli("status")
+    assert "left uncommitted by #12: NOTES.md, tmp/plan.txt" in status.out
+    assert cli("status", "--json").json()["agents"]["2"]["completed_tasks"][0][
+        "left_uncommitted"
+    ] == ["NOTES.md", "tmp/plan.txt"]
+
+
+def test_a_task_without_declared_files_gets_no_new_file_committed_and_is_told_so(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({12: "scratch"})
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 2)
+    assert _committed_by_paradev(tree) == ["src/util.py"]
+    left = ["NOTES.md", "src/feature_12.py", "tmp/plan.txt"]
+    assert state_of(repo).tasks[12].left_uncommitted == left
+    assert (
+        "3 path(s) left uncommitted (the task declares no files, so paradev commits no new "
+        "file for it): NOTES.md, src/feature_12.py, tmp/plan.txt"
+    ) in result.out
+    ws = open_workspace(repo)
+    task = ws.plan.task(12)
+    assert task is not None
+    assert (
+        "commit every new file yourself, or it does not land"
+        in runner.prompt_path(ws, task).read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "committed", "left"),
+    [
+        ("all", ["NOTES.md", "src/feature_12.py", "src/util.py", "tmp/plan.txt"], []),
+        ("none", [], ["NOTES.md", "src/feature_12.py", "src/util.py", "tmp/plan.txt"]),
+    ],
+)
+def test_commit_leftovers_all_and_none(
+    scripted: Callable[..., Path],
+    repo: Path,
+    worktrees: Path,
+    cli: CliFn,
+    mode: str,
+    committed: list[str],
+    left: list[str],
+) -> None:
+    scripted({12: "scratch"}, commit_leftovers=mode)
+    _declare_files(repo, 1, ["src/feature_*.py"])
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 2)
+    record = state_of(repo).tasks[12]
+    assert record.files_modified == committed
+    assert record.left_uncommitted == left
+    if committed:
+        assert _committed_by_paradev(tree) == committed
+    else:
+        assert rev(tree, "HEAD") == rev(repo, "main")
+        assert "agents.commit_leftovers is 'none'" in result.out
 
 
 def test_failing_agent_marks_its_task_failed_and_exits_1(
