@@ -20,9 +20,9 @@ from paradev.state import (
     ASSIGNED,
     COMPLETED,
     DONE_STATUSES,
-    FAILED,
     IN_PROGRESS,
     OPEN_STATUSES,
+    RESTARTABLE,
     State,
     TaskRecord,
     now,
@@ -167,7 +167,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(
                 f"agent {agent} has no planned or assigned task left; add one with 'paradev assign'"
             )
-        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, FAILED):
+        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, *RESTARTABLE):
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
@@ -310,6 +310,14 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append("  current:  none")
         done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
         lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
+        stopped = [
+            f"#{t['issue']} {t['status']}"
+            for t in info.get("tasks", [])
+            if t["status"] in RESTARTABLE
+        ]
+        if stopped:
+            again = "'paradev run-batch' starts them again"
+            lines.append(f"  stopped:  {', '.join(stopped)} ({again})")
         lines += [
             f"  left uncommitted by #{t['issue']}: "
             + ", ".join(printable(p) for p in t["left_uncommitted"])

@@ -29,16 +29,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def boundary(func: F) -> F:
-    """The one error boundary: a ParadevError becomes one line on stderr and its exit code."""
+    """The one error boundary: a ParadevError becomes one line on stderr and its exit code.
+
+    SIGTERM and SIGHUP end a command as Ctrl-C does: every process group it
+    started is stopped, and it exits 128 + the signal number.
+    """
 
     @functools.wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        from paradev import processes
+
         try:
-            return func(*args, **kwargs)
+            with processes.interruptible():
+                return func(*args, **kwargs)
         except ParadevError as err:
             raise Exit(f"paradev: {err}", code=err.exit_code) from None
-        except KeyboardInterrupt:
-            raise Exit("paradev: interrupted", code=EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as interrupt:
+            code = getattr(interrupt, "exit_code", EXIT_INTERRUPTED)
+            why = processes.describe(interrupt)
+            raise Exit(f"paradev: interrupted ({why})", code=code) from None
 
     return guarded  # type: ignore[return-value]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,12 +15,32 @@ import pytest
 import tomlkit
 from pytest_mock import MockerFixture
 
-from paradev import runner
+from paradev import processes, runner
 from paradev.plan import Task
-from paradev.state import COMPLETED, FAILED, IN_PROGRESS, MERGED, PLANNED, StateStore
+from paradev.state import (
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    INTERRUPTED,
+    MERGED,
+    PLANNED,
+    StateStore,
+)
 from paradev.train import squash_message
 from paradev.workspace import open_workspace
-from tests.helpers import Result, agent_tree, commit, git, rev
+from tests.helpers import (
+    STUBBORN,
+    Result,
+    agent_tree,
+    commit,
+    git,
+    gone,
+    rev,
+    signal_and_wait,
+    start_paradev,
+    stopped_together,
+    wait_for_file,
+)
 
 CliFn = Callable[..., Result]
 
@@ -305,15 +326,6 @@ def test_failed_task_is_started_again_by_the_next_run(
     assert state_of(repo).status(12) == COMPLETED
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "\nState:\tZ" in status.read_text()  # a zombie is dead
-
-
 def test_timeout_stops_the_whole_process_group(
     scripted: Callable[..., Path], repo: Path, cli: CliFn
 ) -> None:
@@ -326,7 +338,7 @@ def test_timeout_stops_the_whole_process_group(
     assert state.status(11) == FAILED
     assert "timed out after 1s" in (state.tasks[11].error or "")
     assert state.status(12) == PLANNED  # not in --agents
-    assert _gone(int((record / "11.child").read_text()))
+    assert gone(int((record / "11.child").read_text()))
 
 
 def test_title_that_looks_like_shell_arrives_verbatim(
@@ -413,9 +425,100 @@ def test_ctrl_c_stops_every_agent_and_leaves_the_state_true(
     assert result.code == 130
     state = state_of(repo)
     for issue in (11, 12):
-        assert state.status(issue) == FAILED
-        assert "interrupted" in (state.tasks[issue].error or "")
-        assert _gone(int((record / f"{issue}.child").read_text()))
+        assert state.status(issue) == INTERRUPTED
+        assert "interrupted (Ctrl-C)" in (state.tasks[issue].error or "")
+        assert gone(int((record / f"{issue}.child").read_text()))
+
+
+def _stubborn_agents(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """agents.command = a script that ignores SIGTERM, as does its child; (events, pid folder)."""
+    script, events, pids = tmp_path / "stubborn.py", tmp_path / "events", tmp_path / "pids"
+    script.write_text(STUBBORN)
+    pids.mkdir()
+    configure(
+        repo, command=[sys.executable, str(script), str(events), "{issue}", f"{pids}/{{issue}}"]
+    )
+    return events, pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_every_agent_at_once_and_record_them_interrupted(
+    set_up: Path, repo: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    events, pids = _stubborn_agents(repo, tmp_path)
+    paradev = start_paradev(repo, "run-batch")
+    agents = [int(p) for i in (11, 12, 13) for p in wait_for_file(pids / str(i), paradev).split()]
+
+    err, survivors = signal_and_wait(paradev, sig, agents)
+
+    assert survivors == []
+    assert paradev.returncode == 128 + sig
+    assert f"interrupted ({sig.name})" in err
+    assert "Traceback" not in err
+    assert stopped_together(events.read_text(), ["11", "12", "13"])
+    state = state_of(repo)
+    for issue in (11, 12, 13):
+        assert state.status(issue) == INTERRUPTED
+        assert f"interrupted ({sig.name})" in (state.tasks[issue].error or "")
+    assert "#11 interrupted" in run_status(repo)
+
+
+def run_status(repo: Path) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "paradev", "status"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_an_agent_left_running_by_a_killed_run_batch_is_never_started_twice(
+    scripted: Callable[..., Path], repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    _, pids = _stubborn_agents(repo, tmp_path)
+    configure(repo, timeout=10)  # a second copy (the bug) would be stopped, not hang the test
+    paradev = start_paradev(repo, "run-batch", "--agents", "1")
+    agent, child = (int(p) for p in wait_for_file(pids / "11", paradev).split())
+    paradev.kill()  # SIGKILL: no cleanup; the agent lives on in its own session
+    paradev.communicate()
+    try:
+        refused = cli("run-batch", "--agents", "1")
+
+        assert refused.code == 2
+        assert f"agent 1 launched by an earlier run-batch is still running #11 (pid {agent})" in (
+            refused.err
+        )
+        assert state_of(repo).status(11) == IN_PROGRESS
+        assert not gone(agent)
+    finally:
+        os.killpg(agent, signal.SIGKILL)
+    while not (gone(agent) and gone(child)):
+        runner.pause()
+    scripted({})
+
+    again = cli("run-batch", "--agents", "1")
+
+    assert again.code == 0, again.err
+    assert f"(pid {agent}) from an earlier run is gone; the task counts as interrupted" in again.out
+    assert state_of(repo).status(11) == COMPLETED
+
+
+def test_a_recorded_pid_reused_by_another_process_is_not_taken_for_the_agent(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({})
+    assert cli("run-batch", "--agents", "1", "--no-launch").code == 0
+    with open_workspace(repo).store.update() as state:  # as if the agent had this test's pid
+        record = state.tasks[11]
+        record.agent_pid = os.getpid()
+        record.agent_started = (processes.start_time(os.getpid()) or 0) + 1
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    assert f"(pid {os.getpid()}) from an earlier run is gone" in result.out
+    assert state_of(repo).status(11) == COMPLETED
 
 
 def test_hooks_run_with_task_data_and_a_failing_hook_is_not_fatal(
