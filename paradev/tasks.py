@@ -45,9 +45,10 @@ def boundary(func: F) -> F:
         except ParadevError as err:
             raise Exit(f"paradev: {err}", code=err.exit_code) from None
         except KeyboardInterrupt as interrupt:
-            code = getattr(interrupt, "exit_code", EXIT_INTERRUPTED)
-            why = processes.describe(interrupt)
-            raise Exit(f"paradev: interrupted ({why})", code=code) from None
+            if isinstance(interrupt, processes.Interrupted):
+                message = f"paradev: interrupted ({processes.describe(interrupt)})"
+                raise Exit(message, code=interrupt.exit_code) from None
+            raise Exit("paradev: interrupted", code=EXIT_INTERRUPTED) from None
 
     return guarded  # type: ignore[return-value]
 
