@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paradev import plan as plan_mod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
 from paradev.plan import Task
@@ -227,6 +228,9 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
             data["files_modified"] = record.files_modified
         if record.left_uncommitted:
             data["left_uncommitted"] = record.left_uncommitted
+        if record.status == IN_PROGRESS and record.agent_pid is not None:
+            data["agent_pid"] = record.agent_pid
+            data["agent_running"] = processes.alive(record.agent_pid, record.agent_started)
     return data
 
 
@@ -282,6 +286,15 @@ def status(ws: Workspace) -> dict[str, Any]:
     }
 
 
+def _agent_process(task: dict[str, Any]) -> str:
+    """Whether the agent run-batch launched for a task in progress still runs."""
+    if "agent_pid" not in task:
+        return ""
+    if task.get("agent_running"):
+        return f"; agent pid {task['agent_pid']} running"
+    return f"; agent pid {task['agent_pid']} gone: 'paradev run-batch' starts the task again"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human view of ``status``."""
     lines = [f"paradev status (base: {report['base']})", ""]
@@ -304,7 +317,7 @@ def render_status(report: dict[str, Any]) -> str:
         if current:
             lines.append(
                 f"  current:  #{current['issue']} {printable(current['title'])} "
-                f"({current['hours']:g}h)"
+                f"({current['hours']:g}h{_agent_process(current)})"
             )
         else:
             lines.append("  current:  none")

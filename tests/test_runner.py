@@ -490,11 +490,12 @@ def test_an_agent_left_running_by_a_killed_run_batch_is_never_started_twice(
             refused.err
         )
         assert state_of(repo).status(11) == IN_PROGRESS
-        assert not gone(agent)
+        assert f"(2h; agent pid {agent} running)" in cli("status").out
     finally:
         os.killpg(agent, signal.SIGKILL)
     while not (gone(agent) and gone(child)):
         runner.pause()
+    assert f"agent pid {agent} gone: 'paradev run-batch' starts the task again" in cli("status").out
     scripted({})
 
     again = cli("run-batch", "--agents", "1")
