@@ -27,6 +27,8 @@ CAUGHT = (signal.SIGTERM, signal.SIGHUP)  # handled like Ctrl-C (SIGINT)
 
 _running: dict[int, subprocess.Popen[Any]] = {}
 _guard = threading.Lock()
+_deferring = 0  # > 0: the main thread is between starting a process and registering it
+_pending: int | None = None  # a signal that arrived meanwhile
 
 
 class Interrupted(KeyboardInterrupt):
@@ -51,10 +53,28 @@ def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
 
     Raises what Popen raises (OSError, ValueError) with nothing registered.
     """
-    proc: subprocess.Popen[Any] = subprocess.Popen(*args, start_new_session=True, **kwargs)
-    with _guard:
-        _running[proc.pid] = proc
+    with _deferred():  # a signal now would leave a started process unregistered
+        proc: subprocess.Popen[Any] = subprocess.Popen(*args, start_new_session=True, **kwargs)
+        with _guard:
+            _running[proc.pid] = proc
     return proc
+
+
+@contextmanager
+def _deferred() -> Iterator[None]:
+    """Hold SIGTERM/SIGHUP back until the block ends, then raise Interrupted (main thread)."""
+    global _deferring, _pending  # noqa: PLW0603 - signal handlers can only reach module state
+    if not _in_main_thread():
+        yield
+        return
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            raise Interrupted(signum)
 
 
 def release(proc: subprocess.Popen[Any]) -> None:
@@ -96,6 +116,10 @@ def _signal_group(proc: subprocess.Popen[Any], sig: signal.Signals) -> None:
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
+    global _pending  # noqa: PLW0603 - signal handlers can only reach module state
+    if _deferring:
+        _pending = signum
+        return
     raise Interrupted(signum)
 
 

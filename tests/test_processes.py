@@ -9,8 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
 from paradev import processes
 from tests.helpers import (
@@ -112,3 +114,24 @@ def _set_gate(repo: Path, command: list[str]) -> None:
     doc = tomlkit.parse((repo / "plan.toml").read_text())
     doc["gate"]["command"] = command
     (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+
+def test_a_signal_while_a_process_starts_still_stops_it(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    real_popen = subprocess.Popen
+    started: list[int] = []
+
+    def popen_then_sigterm(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = real_popen(*args, **kwargs)
+        started.append(proc.pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives before paradev has registered it
+        return proc
+
+    mocker.patch.object(subprocess, "Popen", popen_then_sigterm)
+    with pytest.raises(processes.Interrupted), processes.interruptible():
+        processes.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+        time.sleep(30)
+
+    assert started and gone(started[0])
+    assert processes.running() == []
