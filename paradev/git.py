@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paradev.errors import GitError, PreconditionError
+from paradev.text import printable
 
 if TYPE_CHECKING:
     from git import Repo
@@ -712,17 +713,32 @@ def unfinished_operation(worktree: Path) -> str | None:
     return None
 
 
-def commit_all(worktree: Path, message: str) -> str | None:
-    """Commit everything left in ``worktree`` (tracked and untracked, not ignored).
+def commit_leftovers(
+    worktree: Path, message: str, new_files: Sequence[str] | None
+) -> tuple[str | None, list[str]]:
+    """Commit the tracked changes left in ``worktree`` plus the new files ``new_files`` matches.
 
-    Returns the new commit, or None when there was nothing to commit.
+    ``new_files`` are glob pathspecs (git's matching: ``*`` stays inside a
+    folder, ``**`` crosses them); None takes every untracked, not ignored file.
+    The message gets the committed paths as its last lines. Returns the new
+    commit (None when there was nothing to commit) and those paths.
     """
     git = Git(worktree)
-    git.run("add", "--all", "--", ".")
-    if git.ok("diff", "--cached", "--quiet"):
-        return None
-    git.run("commit", "--quiet", "-m", message)
-    return git.out("rev-parse", "HEAD")
+    git.run("add", "--update", "--", ".")
+    if new_files is None:
+        git.run("add", "--all", "--", ".")
+    elif new_files:
+        specs = [f":(glob){pattern}" for pattern in new_files]
+        matched = git.out("ls-files", "--others", "--exclude-standard", "-z", "--", *specs)
+        paths = [f":(literal){p}" for p in matched.split("\0") if p]
+        if paths:
+            git.run("add", "--", *paths)
+    staged = [p for p in git.out("diff", "--cached", "--name-only", "-z").split("\0") if p]
+    if not staged:
+        return None, []
+    listing = "".join(f"- {printable(path)}\n" for path in staged)
+    git.run("commit", "--quiet", "-F", "-", input=f"{message}\n{listing}")
+    return git.out("rev-parse", "HEAD"), staged
 
 
 def commit_subjects(git: Git, base: str, branch: str) -> list[str]:

@@ -23,7 +23,7 @@ from paradev.errors import StateError
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
 
-# Task lifecycle, in order. ``failed`` may go back to ``in_progress``.
+# Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "planned",
     "assigned",
@@ -32,8 +32,10 @@ PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "failed",
     "merged",
 )
+INTERRUPTED = "interrupted"  # its agent was stopped by a signal, or vanished with paradev
 OPEN_STATUSES = (PLANNED, ASSIGNED)
 DONE_STATUSES = (COMPLETED, MERGED)
+RESTARTABLE = (FAILED, INTERRUPTED)  # ended unfinished: run-batch starts it again
 
 
 def now() -> str:
@@ -59,6 +61,9 @@ class TaskRecord:
     files_modified: list[str] = field(default_factory=list)
     log: str | None = None
     error: str | None = None
+    left_uncommitted: list[str] = field(default_factory=list)  # what run-batch did not commit
+    agent_pid: int | None = None  # the launched agent: pid and start time (clock ticks since
+    agent_started: int | None = None  # boot) tell it apart from a later process with that pid
 
 
 @dataclass
@@ -131,7 +136,7 @@ class State:
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
-STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED)
+STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, INTERRUPTED, MERGED)
 
 # The journal keys the merge train reads without a default, with their types.
 TRAIN_KEYS: dict[str, Any] = {

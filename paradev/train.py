@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
+from paradev.text import plain
 from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
@@ -845,7 +846,7 @@ def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | Non
 
 def squash_message(title: str, issue: int) -> str:
     """``feat: <title> (#<issue>)``; a conventional prefix already in the title wins."""
-    subject = title.strip()
+    subject = plain(title).strip()
     if not CONVENTIONAL.match(subject):
         subject = f"feat: {subject}"
     return f"{subject} (#{issue})\n"
@@ -996,7 +997,7 @@ def run_gate(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
         try:
-            proc = subprocess.Popen(
+            proc = processes.spawn(
                 command,
                 shell=isinstance(command, str),
                 cwd=cwd,
@@ -1004,34 +1005,27 @@ def run_gate(
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         except OSError as exc:
             handle.write(f"paradev: cannot run the gate: {exc}\n".encode())
             return GateResult(127, log)
         try:
-            return GateResult(proc.wait(timeout=timeout), log)
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             handle.write(f"\nparadev: gate killed after {timeout:g}s\n".encode())
             return GateResult(None, log)
-        except BaseException:
-            _kill_group(proc)
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: every group paradev started stops
+            with processes.shielded():
+                processes.stop_all(KILL_GRACE)
             raise
+        processes.release(proc)
+        return GateResult(code, log)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the gate's whole process group, SIGKILL it if it lingers."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM the gate's whole process group, SIGKILL what is left after the grace period."""
+    processes.stop([proc], KILL_GRACE)
 
 
 # -- landing ----------------------------------------------------------------------------------
