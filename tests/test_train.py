@@ -1108,3 +1108,26 @@ def test_branch_holder_reads_who_has_a_branch_checked_out(repo: Path, tmp_path: 
     assert paradev_git.branch_holder(ws.repo, "main") == (tmp_path / "elsewhere").resolve()
     assert paradev_git.branch_holder(ws.repo, "gone") is None
     assert paradev_git.branch_holder(ws.repo, "nobody") is None
+
+
+# -- issue 8: the train's guarantees ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "value"), [("old_head", 5), ("gate_runs", [])])
+def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
+    repo: Path, setup_with: Any, cli: Cli, key: str, value: Any
+) -> None:
+    trees = setup_with(gate="false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 1  # the gate fails: the journal is left behind
+    path = repo / ".git" / "paradev" / "state.json"
+    data = json.loads(path.read_text())
+    data["train"]["agents"]["1"][key] = value
+    path.write_text(json.dumps(data))
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 2
+    assert f"train.agents.1.{key} is" in result.err
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
