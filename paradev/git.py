@@ -600,6 +600,90 @@ def rebase_abort(worktree: Path) -> None:
     Git(worktree).run("rebase", "--abort")
 
 
+def rebase_quit(worktree: Path) -> None:
+    """Forget a rebase git can no longer abort (half-written state); HEAD stays where it is."""
+    Git(worktree).run("rebase", "--quit")
+
+
+def rebase_position(worktree: Path) -> str | None:
+    """Where a rebase in ``worktree`` is: ``<pick number>:<commit it stopped at>``, None if none.
+
+    A rebase that stopped on a conflict keeps this until someone continues it;
+    a rebase killed between two picks shows another number (git counts the
+    next pick before it makes the commit), so the two cannot be mistaken.
+    """
+    folder = worktree_git_dir(worktree) / "rebase-merge"
+    if not folder.is_dir():
+        return None
+    stopped = _state_file(worktree_git_dir(worktree) / "REBASE_HEAD")
+    return f"{_state_file(folder / 'msgnum')}:{stopped}"
+
+
+def checkout_force(worktree: Path, branch: str, commit: str) -> None:
+    """Check ``branch`` out in ``worktree`` at ``commit``, discarding what a dead rebase left."""
+    Git(worktree).run("checkout", "--quiet", "--force", "--no-track", "-B", branch, commit)
+
+
+def rebase_onto(worktree: Path, onto: str, upstream: str) -> bool:
+    """Replay the checked-out branch's commits after ``upstream`` onto ``onto``; False: stopped."""
+    proc = Git(worktree).run(
+        "-c",
+        "rebase.autoStash=false",
+        "rebase",
+        "--no-update-refs",
+        "--onto",
+        onto,
+        upstream,
+        check=False,
+    )
+    return proc.returncode == 0 and rebase_in_progress(worktree) is None
+
+
+def added_lines(git: Git, base: str, head: str) -> dict[str, list[str]]:
+    """The lines ``head`` adds to ``base``, per path (from a zero-context diff)."""
+    out = git.out(
+        "diff",
+        "-U0",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--no-renames",
+        base,
+        head,
+        "--",
+    )
+    added: dict[str, list[str]] = {}
+    path = ""
+    for line in out.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].removeprefix("b/")
+        elif line.startswith("+") and path:
+            added.setdefault(path, []).append(line[1:])
+    return added
+
+
+def probe_merge(git: Git, tree_commit: str, parent: str, commit: str) -> MergeTree:
+    """Merge ``commit`` into ``tree_commit``'s tree with ``parent`` as the merge base.
+
+    A synthetic commit (``tree_commit``'s tree, ``parent`` as its only parent)
+    makes ``parent`` the merge base, as a cherry-pick or rebase does, on any
+    git >= 2.38 (``merge-tree --merge-base`` needs 2.40).
+    """
+    probe = commit_tree(git, tree_of(git, tree_commit), [parent], "paradev: merge probe\n")
+    return merge_trees(git, [(probe, commit)])[0]
+
+
+def tree_diff_paths(git: Git, left: str, right: str) -> list[str]:
+    """Paths whose content differs between two trees or commits."""
+    out = git.out("diff-tree", "-r", "-z", "--name-only", "--no-renames", left, right, "--")
+    return [p for p in out.split("\0") if p]
+
+
+def log_touching(git: Git, base: str, head: str, paths: Sequence[str]) -> list[str]:
+    """``<short sha> <subject>`` of the commits in ``base..head`` that change ``paths``."""
+    return git.out("log", "--format=%h %s", f"{base}..{head}", "--", *paths).splitlines()
+
+
 def reset_keep(worktree: Path, commit: str) -> None:
     """Point the checked-out branch at ``commit``; git refuses if local changes would be lost."""
     Git(worktree).run("reset", "--quiet", "--keep", commit)

@@ -25,6 +25,7 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "mark",
     "hooks",
 )
+CHECK, TRAILERS, WIP = "check", "trailers", "wip"
 
 
 # -- the journal ---------------------------------------------------------------------
@@ -416,7 +418,79 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "gate": gate,
         "squash": ws.plan.squash,
         "agents": {},
+        "driver": driver_record(),
     }
+
+
+# -- taking over after a crash -----------------------------------------------------------------
+
+
+def driver_record() -> dict[str, Any]:
+    """Who drives the train (pid, its start, since when): tells a later run what a crash left."""
+    return {"pid": os.getpid(), "start": _process_start(os.getpid()), "since": time.time()}
+
+
+def _process_start(pid: int) -> str | None:
+    """The start of process ``pid`` (clock ticks since boot, Linux), to see a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def driver_gone(driver: dict[str, Any] | None) -> bool:
+    """Whether the journaled driver is dead (an earlier call in this process counts as dead)."""
+    pid = (driver or {}).get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _process_start(pid) != (driver or {}).get("start")
+
+
+def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
+    """Remove the lock files a killed driver's git children left, with a note.
+
+    Only when the journaled driver is dead, only where this train works (the
+    agents' and base's git dirs, their branch refs, backup refs), and only
+    files made after that driver started: they can only be its children's.
+    """
+    driver = train.journal.get("driver")
+    if not driver or not driver_gone(driver):
+        return
+    since = float(driver.get("since", 0)) - 2  # file times can be coarse
+    for lock in _lock_files(train, agents):
+        try:
+            if lock.stat().st_mtime < since:
+                continue
+            lock.unlink()
+        except OSError:
+            continue
+        train.out(f"paradev: removed {lock}, left by the killed paradev (pid {driver.get('pid')})")
+
+
+def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
+    ws, common = train.ws, train.ws.repo.common_dir
+    trees = [train.worktree(a) for a in agents]
+    holder = gitmod.branch_holder(ws.repo, train.base)
+    dirs = [gitmod.worktree_git_dir(t) for t in trees + ([holder] if holder else []) if t.exists()]
+    names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
+    files = [folder / name for folder in dirs for name in names]
+    refs = [f"refs/heads/{train.base}", *(f"refs/heads/{train.branch(a)}" for a in agents)]
+    files += [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
+    backups = common / "refs" / "paradev"
+    return files + (sorted(backups.rglob("*.lock")) if backups.is_dir() else [])
+
+
+def take_over(train: Train) -> None:
+    """Clean up after a dead driver, then journal this process as the driver."""
+    remove_stale_locks(train, train.queue[:1])
+    train.journal["driver"] = driver_record()
 
 
 def load_train(ws: Workspace, out: Output) -> Train:
@@ -438,6 +512,7 @@ def _go_on(train: Train, push: bool | None, gate: bool) -> None:
         train.journal["push"] = _resolve_push(train.ws, push)
     if not gate:
         train.journal["gate"] = False
+    take_over(train)
     train.journal["status"] = "running"
     train.journal["stop"] = None
     train.save()
@@ -458,6 +533,7 @@ def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = T
             raise PreconditionError(
                 f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
             )
+        take_over(train)
         _abort_our_rebase(train, agent)
         train.queue.pop(0)
         train.journal["skipped"].append(agent)
@@ -473,6 +549,7 @@ def abort(ws: Workspace, out: Output) -> None:
     """
     with _driving(ws):
         train = load_train(ws, out)
+        take_over(train)
         if train.queue:
             agent = train.queue[0]
             if _has_landed(train, agent):
@@ -514,7 +591,7 @@ def _abort_our_rebase(train: Train, agent: int) -> None:
             f"the rebase in progress in {path} was not started by this train; "
             f"paradev leaves it alone (git -C {path} rebase --abort if you want it gone)"
         )
-    gitmod.rebase_abort(path)
+    drop_rebase(train, agent, path)
     train.out(f"agent {agent}: aborted the rebase paradev started in {path}")
 
 
@@ -602,6 +679,7 @@ def land(train: Train, agent: int) -> None:
     step_rebase(train, agent)
     if train.journal.get("squash", train.ws.plan.squash):
         step_squash(train, agent)
+    step_check(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
     after_landing(train, agent)
@@ -679,19 +757,26 @@ def _is_ours(train: Train, agent: int, rebase: gitmod.RebaseInProgress) -> bool:
     """Whether the rebase in progress is the one this train journaled before starting it.
 
     The journal holds the branch, the commit it started from and the onto
-    commit; git's own rebase state files must name the same three.
+    commit; git's own rebase state files must name the same three. A file a
+    killed git never wrote (empty here) contradicts nothing: that half-written
+    rebase is ours too, and is quit and redone.
     """
     entry = train.agent(agent)
-    return (
-        entry.get("step") == REBASE
-        and rebase.head_name == f"refs/heads/{train.branch(agent)}"
-        and rebase.onto == entry.get("onto")
-        and rebase.orig_head == entry.get("rebase_from")
+    expected = (f"refs/heads/{train.branch(agent)}", entry.get("onto"), entry.get("rebase_from"))
+    found = (rebase.head_name, rebase.onto, rebase.orig_head)
+    return entry.get("step") == REBASE and all(
+        f in ("", e) for f, e in zip(found, expected, strict=True)
     )
 
 
 def step_rebase(train: Train, agent: int) -> None:
-    """Rebase the branch onto base in its own work tree; stop on a conflict."""
+    """Rebase the branch onto base in its own work tree; stop on a conflict.
+
+    A rebase left in progress is continued only when it is the conflict stop
+    this train reported (journaled where it stopped); any other one of ours
+    was interrupted, so git's idea of what is done cannot be trusted: it is
+    thrown away and the rebase starts again from the journaled commit.
+    """
     path = train.ws.agent_git(agent).cwd
     rebase = gitmod.rebase_in_progress(path)
     if rebase is not None:
@@ -700,18 +785,66 @@ def step_rebase(train: Train, agent: int) -> None:
                 f"a rebase is in progress in {path} that this train did not start; "
                 f"finish or abort it yourself, then run paradev merge --continue"
             )
-        if gitmod.unmerged_paths(path) or not gitmod.rebase_continue(path):
-            _on_conflict(train, agent)
-    else:
+        if not _continue_reported_stop(train, agent, path):
+            _clear_rebase(train, agent, path)
+            rebase = None
+    if rebase is None:
         base, head = train.tips(agent)
         if gitmod.is_ancestor(train.ws.git, base, head):
             train.finish(agent, REBASE)
             return
         _check_agent_branch(train.ws, agent, train.branch(agent))
-        train.begin(agent, REBASE, flush=True, onto=base, rebase_from=head)
+        train.begin(agent, REBASE, flush=True, onto=base, rebase_from=head, conflict_at=None)
         _start_rebase(train, agent, path, base)
     train.finish(agent, REBASE)
     train.out(f"agent {agent}: rebased {train.branch(agent)} onto {train.base}")
+
+
+def drop_rebase(train: Train, agent: int, path: Path) -> str:
+    """Abort our rebase (``--quit`` when git cannot abort it); the branch back at its start.
+
+    Returns the start commit (journaled before the rebase began).
+    """
+    entry = train.agent(agent)
+    start = str(entry.get("rebase_from") or entry["old_head"])
+    remove_stale_locks(train, [agent])
+    try:
+        gitmod.rebase_abort(path)
+    except GitError:
+        gitmod.rebase_quit(path)
+    gitmod.checkout_force(path, train.branch(agent), start)
+    return start
+
+
+def _continue_reported_stop(train: Train, agent: int, path: Path) -> bool:
+    """Go on with the rebase when it is where this train reported a conflict; False otherwise.
+
+    A conflict nobody reported yet (git stopped again after someone ran
+    ``git rebase --continue``) is reported now rather than thrown away.
+    """
+    entry = train.agent(agent)
+    position = gitmod.rebase_position(path)
+    reported = position is not None and entry.get("conflict_at") == position
+    if not reported and not gitmod.unmerged_paths(path):
+        return False
+    if not reported or gitmod.unmerged_paths(path) or not gitmod.rebase_continue(path):
+        _on_conflict(train, agent)
+    return True
+
+
+def _clear_rebase(train: Train, agent: int, path: Path) -> None:
+    """Throw away an interrupted rebase of ours and put the branch back where it started.
+
+    ``git rebase --abort`` first; when git cannot abort (a half-written rebase
+    folder), ``--quit``. Either way the branch is checked out again at the
+    journaled start commit (its backup ref holds it too).
+    """
+    entry = train.agent(agent)
+    start = drop_rebase(train, agent, path)
+    train.out(
+        f"agent {agent}: the rebase in {path} was interrupted, not stopped on a conflict; "
+        f"starting it again from {start[:12]} (backup {entry.get('backup')})"
+    )
 
 
 def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
@@ -728,8 +861,17 @@ def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
 
 
 def _on_conflict(train: Train, agent: int) -> None:
-    """Hand the conflict back to the agent (on_conflict = "agent") or stop the train."""
+    """Hand the conflict back to the agent (on_conflict = "agent") or stop the train.
+
+    The conflicted paths are journaled (their resolution may differ from the
+    agent's change: the patch check allows that), and so is where the rebase
+    stopped: only that stop may later be continued.
+    """
     path = train.worktree(agent)
+    conflicted = gitmod.unmerged_paths(path)
+    if not conflicted:
+        _stop_without_conflict(train, agent, path)
+    _note_resolved(train, agent, conflicted)
     report = conflict_report(train, agent)
     if train.ws.plan.on_conflict == "agent":
         from paradev.runner import hand_back_conflict
@@ -742,11 +884,32 @@ def _on_conflict(train: Train, agent: int) -> None:
         if resolved:
             return
     train.out(report)
+    _note_resolved(train, agent, gitmod.unmerged_paths(path))
+    train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
     raise train.stop(
         agent,
         "conflict",
         f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
         f"(rebase left in progress in {path})",
+    )
+
+
+def _note_resolved(train: Train, agent: int, paths: Sequence[str]) -> None:
+    resolved: list[str] = train.agent(agent).setdefault("resolved", [])
+    resolved += [p for p in paths if p not in resolved]
+
+
+def _stop_without_conflict(train: Train, agent: int, path: Path) -> None:
+    """git stopped the rebase with nothing conflicted (e.g. a lock file): never call it a conflict.
+
+    Not journaled as a conflict stop, so ``--continue`` redoes the rebase.
+    """
+    raise train.stop(
+        agent,
+        "rebase",
+        f"merge train stopped: git stopped rebasing agent {agent}'s branch in {path} "
+        "without any conflicted file (an interrupted or blocked rebase); "
+        "run paradev merge --continue to start it again",
     )
 
 
@@ -900,6 +1063,116 @@ def _task_cuts(
 def _squash_commit(git: Git, source: str, parent: str, message: str) -> str:
     tree = gitmod.tree_of(git, source)
     return gitmod.commit_tree(git, tree, [parent], message, env=gitmod.commit_meta(git, source))
+
+
+# -- checking what would land -------------------------------------------------------------------
+
+MARKER_START, MARKER_MIDDLE, MARKER_END = "<<<<<<<", "=======", ">>>>>>>"
+
+
+def has_marker_block(lines: Sequence[str]) -> bool:
+    """Whether ``lines`` hold a whole conflict block: ``<<<<<<<``, ``=======``, ``>>>>>>>``.
+
+    A lone ``=======`` (a heading underline) or a stray marker is not a block.
+    """
+    wanted = 0
+    for line in lines:
+        text = line.rstrip("\r")
+        if wanted == 0 and _is_marker(text, MARKER_START):
+            wanted = 1
+        elif wanted == 1 and text == MARKER_MIDDLE:
+            wanted = 2
+        elif wanted == 2 and _is_marker(text, MARKER_END):
+            return True
+    return False
+
+
+def _is_marker(text: str, marker: str) -> bool:
+    return text == marker or text.startswith(marker + " ")
+
+
+def step_check(train: Train, agent: int) -> None:
+    """Before the gate: no unmerged entries, no conflict markers added, all of the agent's work.
+
+    Whatever resolved a conflict (the agent, a person, git), what lands is
+    checked here, so nothing half-resolved or missing ever reaches base.
+    """
+    base, head = train.tips(agent)
+    entry = train.agent(agent)
+    if entry.get("checked") == head:
+        return
+    marked = _unresolved_files(train, agent, base, head)
+    if marked and train.ws.plan.on_conflict == "agent":
+        marked = _hand_back_markers(train, agent, marked)
+        base, head = train.tips(agent)
+    if marked:
+        raise train.stop(agent, "markers", _markers_message(train, agent, marked))
+    missing = _missing_work(train, agent, base, head)
+    if missing:
+        raise train.stop(agent, "patch-check", missing)
+    train.finish(agent, CHECK, checked=head)
+
+
+def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[str]:
+    """Files unmerged in the agent's index, or with conflict markers the landing adds."""
+    unmerged = gitmod.unmerged_paths(train.worktree(agent))
+    added = gitmod.added_lines(train.ws.git, base, head)
+    marked = [path for path, lines in added.items() if has_marker_block(lines)]
+    return sorted(set(unmerged) | set(marked))
+
+
+def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
+    return (
+        f"merge train stopped: agent {agent}'s rebased branch still holds conflict markers "
+        f"or unmerged entries in: {', '.join(files)} ({train.base} unchanged). Resolve them "
+        f"in {train.worktree(agent)}, commit on {train.branch(agent)}, "
+        "then run paradev merge --continue (or paradev merge --skip)"
+    )
+
+
+def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
+    """Give the agent one chance to remove the markers it left; what is still unresolved after."""
+    from paradev.runner import hand_back_conflict
+
+    report = _markers_message(train, agent, files)
+    train.out(f"agent {agent}: conflict markers left in {', '.join(files)}; handing it back")
+    hand_back_conflict(train.ws, agent, report, notify=train.out)
+    if gitmod.rebase_in_progress(train.worktree(agent)) is not None:
+        return files
+    base, head = train.tips(agent)
+    return _unresolved_files(train, agent, base, head)
+
+
+def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
+    """What of the agent's combined change (fork point -> completed commit) the landing lacks.
+
+    The agent's change is merged once more into the landing, with the fork
+    point as merge base: every path where that changes anything (or
+    conflicts) is work the landing lost. Paths whose conflict was resolved
+    are the resolver's call; changes base already has merge to nothing, and
+    squashing changes no tree.
+    """
+    entry = train.agent(agent)
+    work = str(entry.get("rebase_from") or entry.get("old_head") or head)
+    git = train.ws.git
+    fork = gitmod.merge_base(git, base, work)
+    if fork is None or gitmod.is_ancestor(git, work, head):
+        return None
+    merge = gitmod.probe_merge(git, head, fork, work)
+    lost = set(merge.conflicted_paths)
+    lost |= set(gitmod.tree_diff_paths(git, gitmod.tree_of(git, head), merge.tree))
+    lost -= set(entry.get("resolved", []))
+    if not lost:
+        return None
+    paths = sorted(lost)
+    commits = gitmod.log_touching(git, fork, work, paths)
+    return (
+        f"merge train stopped: the landing of agent {agent} lacks part of its completed work "
+        f"({train.base} unchanged): paths {', '.join(paths)}; from commits "
+        f"{'; '.join(commits) or work[:12]}. Its work is kept at {entry.get('backup')}; "
+        "run paradev merge --abort to restore the branch, or fix the branch and "
+        "run paradev merge --continue"
+    )
 
 
 # -- the gate ---------------------------------------------------------------------------------
@@ -1252,9 +1525,7 @@ def _simulate_agent(ws: Workspace, agent: int, simulated: str) -> tuple[DryStep,
         parent = git.rev(f"{commit}^")
         if parent is None:
             continue
-        tree = gitmod.tree_of(git, simulated)
-        probe = gitmod.commit_tree(git, tree, [parent], "paradev dry run: simulated base\n")
-        merge = gitmod.merge_trees(git, [(probe, commit)])[0]
+        merge = gitmod.probe_merge(git, simulated, parent, commit)
         if not merge.clean:
             return DryStep(agent, "conflict", len(commits), commit, describe(git, merge)), simulated
         simulated = gitmod.commit_tree(git, merge.tree, [simulated], f"paradev dry run: {commit}\n")

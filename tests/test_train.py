@@ -1131,3 +1131,206 @@ def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
     assert f"train.agents.1.{key} is" in result.err
     assert "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def three_commits_behind_a_moved_base(repo: Path, cli: Cli, trees: Path) -> list[str]:
+    """Agent 1 completes three commits; base moves meanwhile, so landing needs a real rebase."""
+    work(cli, trees, 1, {"a.py": "a\n", "b.py": "b\n", "c.py": "c\n"}, n=3)
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    return git(agent_tree(trees, 1), "log", "--format=%s", "-3").splitlines()
+
+
+def _rebase_stopped_after_the_first_pick(worktree: Path, onto: str) -> Path:
+    editor = {"GIT_SEQUENCE_EDITOR": "sed -i '1a break'"}
+    paradev_git.Git(worktree).run("rebase", "-i", "--no-update-refs", onto, env=editor)
+    folder = paradev_git.worktree_git_dir(worktree) / "rebase-merge"
+    assert folder.is_dir()
+    return folder
+
+
+def kill_between_picks(mocker: MockerFixture) -> None:
+    """Die as git does when killed inside a pick: ``done`` and ``msgnum`` written, no commit."""
+
+    def rebase_then_die(worktree: Path, onto: str) -> bool:
+        folder = _rebase_stopped_after_the_first_pick(worktree, onto)
+        todo = (folder / "git-rebase-todo").read_text().splitlines(keepends=True)
+        index = next(i for i, line in enumerate(todo) if line.startswith("pick "))
+        with (folder / "done").open("a") as done:
+            done.write(todo.pop(index))
+        (folder / "git-rebase-todo").write_text("".join(todo))
+        number = int((folder / "msgnum").read_text()) + 1
+        (folder / "msgnum").write_text(f"{number}\n")
+        raise Crash("killed between picks")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=rebase_then_die)
+
+
+def test_a_rebase_killed_between_picks_is_redone_and_lands_every_commit(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    kill_between_picks(mocker)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "was interrupted, not stopped on a conflict" in result.out
+    landed = git(repo, "log", "--format=%s", "-4", "main").splitlines()
+    assert landed[:3] == subjects
+    for name in ("a.py", "b.py", "c.py", "base.py"):
+        assert (repo / name).exists(), name
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+
+
+def test_a_landing_that_lost_a_commit_is_stopped_by_the_patch_check(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    three_commits_behind_a_moved_base(repo, cli, trees)
+    lost = git(agent_tree(trees, 1), "log", "--format=%h", "-1", "HEAD~1")
+    main = rev(repo, "main")
+
+    def rebase_dropping_the_second_pick(worktree: Path, onto: str) -> bool:
+        editor = {"GIT_SEQUENCE_EDITOR": "sed -i '2d'"}  # git "forgets" one commit
+        paradev_git.Git(worktree).run("rebase", "-i", "--no-update-refs", onto, env=editor)
+        return True
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=rebase_dropping_the_second_pick)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert rev(repo, "main") == main
+    assert "lacks part of its completed work" in result.err
+    assert "paths b.py" in result.err
+    assert lost in result.err
+    assert state_of(repo)["tasks"]["11"]["status"] == "completed"
+
+
+def test_a_half_written_rebase_is_quit_and_redone(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+
+    def die_while_writing_the_rebase_state(worktree: Path, onto: str) -> bool:
+        folder = _rebase_stopped_after_the_first_pick(worktree, onto)
+        for name in ("head-name", "onto", "orig-head"):
+            (folder / name).unlink()
+        raise Crash("killed while git wrote its state")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=die_while_writing_the_rebase_state)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    tree = agent_tree(trees, 1)
+    assert paradev_git.rebase_in_progress(tree) is not None
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert paradev_git.rebase_in_progress(tree) is None
+
+
+def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    crash_midway(mocker, "rebase")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    tree = agent_tree(trees, 1)
+    index_lock = paradev_git.worktree_git_dir(tree) / "index.lock"
+    ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
+    index_lock.write_text("")  # what a killed git child leaves
+    ref_lock.write_text("")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"removed {index_lock}" in result.out
+    assert f"removed {ref_lock}" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+
+
+def test_a_lock_older_than_the_killed_run_is_left_alone(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    three_commits_behind_a_moved_base(repo, cli, trees)
+    crash_midway(mocker, "rebase")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
+    ref_lock.write_text("")
+    old = time.time() - 3600
+    os.utime(ref_lock, (old, old))  # someone else's, from before the train started
+
+    cli("merge", "--continue")
+
+    assert ref_lock.exists()
+
+
+# -- conflict markers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "block"),
+    [
+        (["<<<<<<< HEAD", "a", "=======", "b", ">>>>>>> 1234 msg"], True),
+        (["<<<<<<<", "=======", ">>>>>>>"], True),
+        (["Title", "=======", "text  "], False),
+        ([">>>>>>> x", "=======", "<<<<<<< y"], False),
+        (["<<<<<<< HEAD", "a", ">>>>>>> x"], False),
+    ],
+)
+def test_has_marker_block(lines: list[str], block: bool) -> None:
+    assert train_mod.has_marker_block(lines) is block
+
+
+def agent_command(repo: Path, script: Path) -> None:
+    """Give the plan an agent command: ``script`` run with the prompt file."""
+    plan = (repo / "plan.toml").read_text()
+    command = json.dumps([str(script), "{prompt_file}"])
+    plan = plan.replace("[agents]\ncount = 3\n", f"[agents]\ncount = 3\ncommand = {command}\n")
+    commit(repo, {"plan.toml": plan}, "agent command")
+
+
+def test_an_agent_that_commits_conflict_markers_lands_nothing(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    trees = setup_with(on_conflict="agent")
+    script = tmp_path / "careless-agent"
+    script.write_text("#!/bin/sh\ngit add -A && git rebase --continue\nexit 0\n")
+    script.chmod(0o755)
+    agent_command(repo, script)
+    conflicting(cli, trees)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    text = git(repo, "log", "-p", "main")
+    assert "<<<<<<<" not in text and ">>>>>>>" not in text
+    assert "still holds conflict markers or unmerged entries in: src/util.py" in result.err
+    assert "handing it back" in result.out  # the agent was told which files hold markers
+    assert state_of(repo)["train"]["stop"]["reason"] == "markers"
+
+
+def test_a_heading_underline_and_trailing_spaces_are_not_markers(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"NOTES.md": "Title\n=======\n\nline with trailing space  \n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert (repo / "NOTES.md").exists()
