@@ -8,6 +8,7 @@ hold an exclusive file lock for the whole read-modify-write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -371,6 +372,27 @@ class StateStore:
             yield
         finally:
             lock.release()
+
+    @contextmanager
+    def agent_lock(self, agent: int, holder: str) -> Iterator[None]:
+        """Hold agent ``agent`` for ``holder`` (e.g. "paradev merge"), refusing at once if taken.
+
+        run-batch and the merge train exclude each other per agent: one may
+        land agent 1 while the other runs agent 2, never both on one agent.
+        """
+        note = self.dir / f"agent-{agent}.holder"
+        try:
+            held_by = note.read_text(encoding="utf-8").strip() or "another paradev"
+        except OSError:
+            held_by = "another paradev"
+        with self.exclusive(
+            f"agent-{agent}.lock",
+            wait=0,
+            busy=f"agent {agent} is busy: {held_by} holds it; wait for it to finish",
+        ):
+            with contextlib.suppress(OSError):  # the note only improves the message
+                note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
+            yield
 
     def _make_dir(self) -> None:
         try:

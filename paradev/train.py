@@ -27,7 +27,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,9 +202,33 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
             notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
         elif ref not in ahead:
             notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
+        elif (lost := _completed_head_lost(ws, state, agent, existing[ref])) is not None:
+            notes.append(lost)
         else:
             agents.append(agent)
     return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
+
+
+def completed_head(ws: Workspace, state: State, agent: int) -> tuple[int, str] | None:
+    """(issue, head commit) of the agent's last completed task: exactly what the train lands."""
+    found = None
+    for task in ws.tasks_of(agent):
+        record = state.tasks.get(task.issue)
+        if record is not None and record.status == COMPLETED and record.head_commit:
+            found = (task.issue, record.head_commit)
+    return found
+
+
+def _completed_head_lost(ws: Workspace, state: State, agent: int, tip: str) -> str | None:
+    """Why the agent cannot land when its branch no longer holds its completed commit."""
+    completed = completed_head(ws, state, agent)
+    if completed is None or gitmod.is_ancestor(ws.git, completed[1], tip):
+        return None
+    issue, head = completed
+    return (
+        f"agent {agent}: {ws.branch(agent)} no longer holds #{issue}'s completed commit "
+        f"{head[:12]} (history rewritten?); not landed: run paradev complete {agent} again"
+    )
 
 
 def _missing_dependency(
@@ -358,19 +382,25 @@ def _driving(ws: Workspace) -> Iterator[None]:
         yield
 
 
+def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack) -> None:
+    """Hold every agent the train lands: run-batch must not run them meanwhile (else exit 2)."""
+    for agent in agents:
+        locks.enter_context(ws.store.agent_lock(agent, "paradev merge"))
+
+
 def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """Start a train over every agent with completed, unmerged work (``paradev merge``).
 
     Every refusal (exit 2) comes before the first change.
     """
-    with _driving(ws):
+    with _driving(ws), ExitStack() as locks:
         if ws.store.read().train is not None:
             raise PreconditionError(
                 "a merge train is already in progress; "
                 "run paradev merge --continue, --skip or --abort"
             )
         pushing = _resolve_push(ws, push)
-        selection = _checked_selection(ws, out)
+        selection = _checked_selection(ws, out, locks)
         if not selection.agents:
             out("nothing to land")
             return
@@ -385,12 +415,13 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         run(train)
 
 
-def _checked_selection(ws: Workspace, out: Output) -> Selection:
+def _checked_selection(ws: Workspace, out: Output, locks: ExitStack) -> Selection:
     """Fetch, check base and every agent's tree, then bring base up to the remote."""
     base = ws.plan.base
     remote_tip = _remote_base(ws) if ws.plan.remote else None
     _check_base_tree(ws, base)
     selection = select_agents(ws, remote_tip)
+    _lock_agents(ws, selection.agents, locks)
     for agent in selection.agents:
         _check_agent_tree(ws, agent)
     if remote_tip is not None:  # every check passed: the first change
@@ -502,8 +533,10 @@ def load_train(ws: Workspace, out: Output) -> Train:
 
 def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
-    with _driving(ws):
-        _go_on(load_train(ws, out), push, gate)
+    with _driving(ws), ExitStack() as locks:
+        train = load_train(ws, out)
+        _lock_agents(ws, train.queue, locks)
+        _go_on(train, push, gate)
 
 
 def _go_on(train: Train, push: bool | None, gate: bool) -> None:
@@ -522,8 +555,9 @@ def _go_on(train: Train, push: bool | None, gate: bool) -> None:
 
 def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
-    with _driving(ws):
+    with _driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
+        _lock_agents(ws, train.queue, locks)
         if not train.queue:
             raise PreconditionError(
                 "the train has no agent left to skip; run paradev merge --continue"
@@ -547,8 +581,9 @@ def abort(ws: Workspace, out: Output) -> None:
 
     What already landed stays: it passed its gate.
     """
-    with _driving(ws):
+    with _driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
+        _lock_agents(ws, train.queue[:1], locks)
         take_over(train)
         if train.queue:
             agent = train.queue[0]
@@ -686,7 +721,8 @@ def land(train: Train, agent: int) -> None:
 
 
 def after_landing(train: Train, agent: int, *, push_may_stop: bool = True) -> None:
-    """Push, mark the tasks merged, run the hooks: what follows base moving."""
+    """Work in progress back on the branch, push, mark merged, hooks: what follows base moving."""
+    step_wip(train, agent)
     try:
         step_push(train, agent)
     except Stopped as stop:
@@ -725,16 +761,70 @@ def step_backup(train: Train, agent: int) -> None:
     if "old_head" not in entry:
         branch = train.branch(agent)
         head = train.head(agent)
+        completed = completed_head(train.ws, train.ws.store.read(), agent)
+        candidate = completed[1] if completed else head
         train.begin(  # written with the next step: until then nothing has changed
             agent,
             BACKUP,
             branch=branch,
             old_head=head,
             backup=backup_ref(branch, train.id),
-            remote_head=_lease(train, agent, head),
+            remote_head=_lease(train, agent, candidate),
+            candidate=candidate,
+            wip=head if candidate != head else None,
         )
     _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    if entry.get("wip") and train.head(agent) == entry["wip"]:
+        _set_wip_aside(train, agent)
     train.finish(agent, BACKUP)
+
+
+def _set_wip_aside(train: Train, agent: int) -> None:
+    """Cut the branch back to the completed commit: later commits (work in progress) never land.
+
+    They are kept by the backup ref and put back on the branch once it landed.
+    """
+    entry = train.agent(agent)
+    path = _check_agent_branch(train.ws, agent, train.branch(agent))
+    train.save()  # the journal knows the cut before the branch moves
+    gitmod.reset_keep(path, entry["candidate"])
+    count = len(gitmod.commits_between(train.ws.git, entry["candidate"], entry["wip"]))
+    train.out(
+        f"agent {agent}: landing the completed commit {entry['candidate'][:12]}; "
+        f"{count} later commit(s) stay on {train.branch(agent)}, unlanded"
+    )
+
+
+def step_wip(train: Train, agent: int) -> None:
+    """Put the commits made after the completed one back on the branch, on top of what landed.
+
+    When they do not rebase cleanly, the branch keeps them as they were.
+    """
+    entry = train.agent(agent)
+    if not entry.get("wip") or train.is_done(agent, WIP):
+        return
+    path, wip, landed = train.worktree(agent), entry["wip"], entry["landed"]
+    train.begin(agent, WIP, flush=True)
+    if gitmod.rebase_in_progress(path) is not None:  # ours: a crash during this step
+        _abort_or_quit(path)
+    gitmod.checkout_force(path, train.branch(agent), wip)
+    if gitmod.rebase_onto(path, landed, entry["candidate"]):
+        where = f"rebased onto {landed[:12]}"
+    else:
+        _abort_or_quit(path)
+        gitmod.checkout_force(path, train.branch(agent), wip)
+        where = "kept as they were (they conflict with what landed; rebase them yourself)"
+    train.finish(agent, WIP)
+    train.out(
+        f"agent {agent}: the commits after the landed one stay on {train.branch(agent)}, {where}"
+    )
+
+
+def _abort_or_quit(path: Path) -> None:
+    try:
+        gitmod.rebase_abort(path)
+    except GitError:
+        gitmod.rebase_quit(path)
 
 
 def _lease(train: Train, agent: int, head: str) -> str | None:
@@ -808,10 +898,7 @@ def drop_rebase(train: Train, agent: int, path: Path) -> str:
     entry = train.agent(agent)
     start = str(entry.get("rebase_from") or entry["old_head"])
     remove_stale_locks(train, [agent])
-    try:
-        gitmod.rebase_abort(path)
-    except GitError:
-        gitmod.rebase_quit(path)
+    _abort_or_quit(path)
     gitmod.checkout_force(path, train.branch(agent), start)
     return start
 
@@ -1206,6 +1293,7 @@ def step_gate(train: Train, agent: int) -> None:
     if not train.journal["gate"] or not command or entry.get("gate_passed") == head or base == head:
         entry["gated"] = head  # what advance may land
         return
+    _require_only_the_candidate(train, agent, head)
     attempt = int(entry.get("gate_runs", 0)) + 1
     log = gate_log(train, agent, attempt)
     train.begin(agent, GATE, gate_runs=attempt, gate_head=head, gate_log=str(log))
@@ -1221,6 +1309,27 @@ def step_gate(train: Train, agent: int) -> None:
         raise train.stop(agent, "gate", _gate_failure(train, agent, result))
     train.finish(agent, GATE, gate_passed=head, gated=head)
     train.out(f"agent {agent}: gate passed")
+
+
+def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
+    """The gate runs in the agent's tree: refuse when it holds anything but ``head`` (exit 2).
+
+    Untracked files count too (ignored ones do not): the gate would test them
+    along with what lands. The agent is not running: the train holds its lock.
+    """
+    path = train.worktree(agent)
+    if gitmod.current_branch(path) != train.branch(agent):
+        raise PreconditionError(
+            f"the gate cannot run in {path}: it does not have {train.branch(agent)} "
+            f"({head[:12]}) checked out; check it out, then run paradev merge --continue"
+        )
+    dirty = gitmod.dirty_paths(path)
+    if dirty:
+        raise PreconditionError(
+            f"the gate cannot run in agent {agent}'s worktree {path}: it holds more than the "
+            f"commit to land ({', '.join(dirty[:5])}); commit, stash or remove them, "
+            "then run paradev merge --continue"
+        )
 
 
 def _gate_failure(train: Train, agent: int, result: GateResult) -> str:

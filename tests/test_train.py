@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -1334,3 +1336,110 @@ def test_a_heading_underline_and_trailing_spaces_are_not_markers(
 
     assert result.code == 0, result.err
     assert (repo / "NOTES.md").exists()
+
+
+# -- only completed work lands, and only where nothing else is --------------------------------
+
+
+def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    completed = work(cli, trees, 1, {"one.py": "1\n"})
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    wip = commit(agent_tree(trees, 1), {"wip.py": "half done\n"}, "wip")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert (repo / "one.py").exists()
+    assert not (repo / "wip.py").exists()
+    main = rev(repo, "main")
+    assert git(repo, "diff", "--stat", f"{completed}", "main", "--", "one.py") == ""
+    assert rev(repo, "parallel-dev/agent-1~1") == main  # the WIP commit, now on what landed
+    assert git(repo, "log", "-1", "--format=%s", "parallel-dev/agent-1") == "wip"
+    assert rev(repo, "refs/paradev/backup/parallel-dev/agent-1/" + backup_id(repo)) == wip
+    assert "stay on parallel-dev/agent-1, unlanded" in result.out
+
+
+def backup_id(repo: Path) -> str:
+    return next(iter(refs(repo, "refs/paradev/backup"))).rsplit("/", 1)[1]
+
+
+class Holder:
+    """A real process holding agent ``agent``'s lock, as a running ``paradev run-batch`` does."""
+
+    def __init__(self, repo: Path, agent: int, what: str) -> None:
+        code = (
+            "import sys; from pathlib import Path; from paradev.state import StateStore\n"
+            f"with StateStore(Path(sys.argv[1])).agent_lock({agent}, {what!r}):\n"
+            "    print('ready', flush=True); sys.stdin.read()\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(repo / ".git")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline() == "ready\n"
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def test_merge_refuses_an_agent_run_batch_holds(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    main = rev(repo, "main")
+    holder = Holder(repo, 1, "paradev run-batch")
+    try:
+        result = cli("merge")
+    finally:
+        holder.release()
+
+    assert result.code == 2
+    assert f"agent 1 is busy: paradev run-batch (pid {holder.proc.pid}) holds it" in result.err
+    assert rev(repo, "main") == main
+    assert state_of(repo)["train"] is None
+    assert cli("merge").code == 0  # once it is free
+
+
+def test_run_batch_refuses_an_agent_the_train_holds(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    setup_with()
+    script = tmp_path / "agent"
+    script.write_text("#!/bin/sh\necho work > work.txt && git add -A && git commit -qm work\n")
+    script.chmod(0o755)
+    agent_command(repo, script)
+    holder = Holder(repo, 2, "paradev merge")
+    try:
+        result = cli("run-batch")
+    finally:
+        holder.release()
+
+    assert result.code == 2
+    assert "agent 2 is busy: paradev merge" in result.err
+    assert state_of(repo)["tasks"].get("12", {}).get("status") in (None, "planned", "assigned")
+
+
+def test_the_gate_refuses_a_worktree_holding_more_than_the_candidate(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(gate="true")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    write(agent_tree(trees, 1), {"scratch.py": "not committed\n"})
+    main = rev(repo, "main")
+
+    result = cli("merge")
+
+    assert result.code == 2
+    assert "agent 1's worktree" in result.err and "scratch.py" in result.err
+    assert rev(repo, "main") == main
+    (agent_tree(trees, 1) / "scratch.py").unlink()
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert (repo / "one.py").exists()
