@@ -712,6 +712,41 @@ def commit_meta(git: Git, commit: str) -> dict[str, str]:
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
 
 
+def commit_identity(git: Git, commit: str) -> dict[str, str]:
+    """Author and committer (name, email, date) of ``commit``, as GIT_* variables.
+
+    A rewrite that keeps them makes the same commit every time it runs.
+    """
+    values = git.out(
+        "show", "-s", "--format=%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd", "--date=raw", commit
+    ).split("\0")
+    names = [
+        f"{who}_{what}" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL", "DATE")
+    ]
+    return {f"GIT_{name}": value for name, value in zip(names, values, strict=True)}
+
+
+def commit_message(git: Git, commit: str) -> str:
+    """The raw message of ``commit`` (what ``commit-tree`` takes back)."""
+    raw = git.run("cat-file", "commit", commit).stdout
+    return raw.split("\n\n", 1)[1] if "\n\n" in raw else ""
+
+
+def trailer_values(git: Git, message: str, key: str) -> list[str]:
+    """The values of trailer ``key`` in ``message``, as git parses trailers."""
+    out = git.run("interpret-trailers", "--parse", input=message).stdout
+    prefix = f"{key}: "
+    return [line[len(prefix) :].strip() for line in out.splitlines() if line.startswith(prefix)]
+
+
+def add_trailers(git: Git, message: str, key: str, values: Sequence[str]) -> str:
+    """``message`` with a ``key: value`` trailer for each of ``values`` it lacks."""
+    args = ["interpret-trailers", "--if-exists", "addIfDifferent"]
+    for value in values:
+        args += ["--trailer", f"{key}: {value}"]
+    return git.run(*args, input=message).stdout
+
+
 def commits_between(git: Git, base: str, head: str) -> list[str]:
     """Non-merge commits of ``head`` not in ``base``, oldest first (what a rebase replays)."""
     out = git.out("rev-list", "--reverse", "--no-merges", f"{base}..{head}", "--")

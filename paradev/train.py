@@ -60,6 +60,7 @@ BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "hooks",
 )
 CHECK, TRAILERS, WIP = "check", "trailers", "wip"
+ISSUE_TRAILER = "Paradev-Issue"  # every landed commit names its task's issue
 
 
 # -- the journal ---------------------------------------------------------------------
@@ -714,6 +715,8 @@ def land(train: Train, agent: int) -> None:
     step_rebase(train, agent)
     if train.journal.get("squash", train.ws.plan.squash):
         step_squash(train, agent)
+    else:
+        step_trailers(train, agent)
     step_check(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
@@ -1119,10 +1122,75 @@ def build_squash(train: Train, agent: int, base: str, head: str) -> str:
         message = "".join(squash_message(t.title, t.issue) for t, _ in tasks[:1])
         if len(tasks) > 1:
             message += "\n" + "".join(f"- {squash_message(t.title, t.issue)}" for t, _ in tasks[1:])
+        message += issue_trailers([t.issue for t, _ in tasks])
         return _squash_commit(git, rebased[-1], parent, message)
     for (task, _), cut in zip(tasks, cuts, strict=True):
-        parent = _squash_commit(git, rebased[cut], parent, squash_message(task.title, task.issue))
+        message = squash_message(task.title, task.issue) + issue_trailers([task.issue])
+        parent = _squash_commit(git, rebased[cut], parent, message)
     return parent
+
+
+def issue_trailers(issues: Sequence[int]) -> str:
+    """The trailer block naming ``issues``: ``reset`` recognises landed work by it."""
+    return "\n" + "".join(f"{ISSUE_TRAILER}: {issue}\n" for issue in issues)
+
+
+def step_trailers(train: Train, agent: int) -> None:
+    """Give every rebased commit a ``Paradev-Issue: N`` trailer naming its own task.
+
+    Rewritten with the same trees, authors, committers and dates, so a resumed
+    train makes the same commits; journaled before the branch moves, like a squash.
+    """
+    base, head = train.tips(agent)
+    entry = train.agent(agent)
+    if entry.get("trailered") == head:
+        return
+    if entry.get("trailers_from") != head:
+        rewritten = build_trailers(train, agent, base, head)
+        flush = rewritten != head
+        train.begin(agent, TRAILERS, flush=flush, trailers_from=head, trailered=rewritten)
+    rewritten = entry["trailered"]
+    if rewritten != head:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
+    train.finish(agent, TRAILERS)
+
+
+def build_trailers(train: Train, agent: int, base: str, head: str) -> str:
+    """``base..head`` again, each commit's message carrying its task's issue trailer."""
+    git = train.ws.git
+    rebased = gitmod.commits_between(git, base, head)
+    tasks = _landing_tasks(train, agent)
+    if not rebased or not tasks:
+        return head
+    parent, changed = base, False
+    for commit, issues in zip(
+        rebased, _issues_per_commit(train, agent, tasks, len(rebased)), strict=True
+    ):
+        message = gitmod.commit_message(git, commit)
+        have = gitmod.trailer_values(git, message, ISSUE_TRAILER)
+        wanted = [str(issue) for issue in issues]
+        if not changed and all(value in have for value in wanted):
+            parent = commit
+            continue
+        message = gitmod.add_trailers(git, message, ISSUE_TRAILER, wanted)
+        tree = gitmod.tree_of(git, commit)
+        env = gitmod.commit_identity(git, commit)
+        parent, changed = gitmod.commit_tree(git, tree, [parent], message, env=env), True
+    return parent
+
+
+def _issues_per_commit(
+    train: Train, agent: int, tasks: list[tuple[Any, TaskRecord | None]], count: int
+) -> list[list[int]]:
+    """The issue of each rebased commit's task; every landing issue when they cannot be told."""
+    cuts = _task_cuts(train, agent, tasks, count)
+    if cuts is None:
+        return [[task.issue for task, _ in tasks]] * count
+    owners = []
+    for index in range(count):
+        owner = next(k for k, cut in enumerate(cuts) if cut >= index)
+        owners.append([tasks[owner][0].issue])
+    return owners
 
 
 def _task_cuts(
@@ -1132,7 +1200,8 @@ def _task_cuts(
     if len(tasks) == 1:
         return [count - 1]
     git = train.ws.git
-    old_head = train.agent(agent).get("old_head", "")
+    entry = train.agent(agent)
+    old_head = entry.get("candidate") or entry.get("old_head", "")
     old_base = gitmod.merge_base(git, train.base_tip(), old_head) if old_head else None
     original = gitmod.commits_between(git, old_base, old_head) if old_base else []
     if len(original) != count:

@@ -978,7 +978,8 @@ def test_branch_moved_after_its_gate_is_not_landed_ungated(
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert "gate passed" in result.out  # gated again, with the late commit
-    assert rev(repo, "main") == late[0]
+    assert rev(repo, "main^{tree}") == rev(repo, f"{late[0]}^{{tree}}")
+    assert git(repo, "log", "-1", "--format=%s", "main") == "late"
 
 
 def test_refusal_after_fetch_leaves_local_base_where_it_was(
@@ -1092,11 +1093,12 @@ def test_abort_after_base_moved_keeps_the_landing_and_marks_it(
     result = cli("merge", "--abort")
 
     assert result.code == 0, result.err
-    assert rev(repo, "main") == head
+    assert rev(repo, "main^{tree}") == rev(repo, f"{head}^{{tree}}")  # head, with its trailer
+    assert issue_trailers(repo, "main") == ["11"]
     state = state_of(repo)
     assert state["train"] is None
     assert state["tasks"]["11"]["status"] == "merged"
-    assert state["merge_history"][-1]["landed"][0]["commit"] == head
+    assert state["merge_history"][-1]["landed"][0]["commit"] == rev(repo, "main")
 
 
 def test_branch_holder_reads_who_has_a_branch_checked_out(repo: Path, tmp_path: Path) -> None:
@@ -1443,3 +1445,39 @@ def test_the_gate_refuses_a_worktree_holding_more_than_the_candidate(
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert (repo / "one.py").exists()
+
+
+# -- Paradev-Issue trailers -----------------------------------------------------------------------
+
+
+def issue_trailers(repo: Path, rev_range: str) -> list[str]:
+    """The Paradev-Issue trailer values of each commit, newest first, as reset will read them."""
+    out = git(
+        repo, "log", "--format=%(trailers:key=Paradev-Issue,valueonly,separator=%x2C)", rev_range
+    )
+    return out.splitlines()
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_every_landed_commit_names_its_own_task_issue(
+    repo: Path, setup_with: Any, cli: Cli, squash: bool
+) -> None:
+    trees = setup_with(squash=squash)
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    start = rev(repo, "main")
+    work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)  # task 11
+    work(cli, trees, 1, {"config.py": "c\n"})  # task 21
+    work(cli, trees, 2, {"two.py": "2\n"})  # task 12
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    trailers = issue_trailers(repo, f"{start}..main")
+    expected = {"11", "21", "12"}
+    assert set(trailers) == expected
+    assert len(trailers) == (3 if squash else 4)
+    owner = {"one.py": "11", "one_b.py": "11", "config.py": "21", "two.py": "12"}
+    commits = git(repo, "log", "--format=%H", f"{start}..main").splitlines()
+    for sha, trailer in zip(commits, trailers, strict=True):
+        files = git(repo, "show", "--format=", "--name-only", sha).split()
+        assert {owner[f] for f in files} == {trailer}, (files, trailer)
