@@ -1073,18 +1073,37 @@ def step_squash(train: Train, agent: int) -> None:
     The squashed commit is journaled before the branch moves to it, so a
     resumed train recognises either side of the move and never squashes twice.
     """
+    squashed = _rewrite_branch(train, agent, SQUASH, ("squash_from", "squashed"), build_squash)
+    if squashed is not None:
+        train.out(f"agent {agent}: squashed into {squashed[:12]}")
+
+
+def _rewrite_branch(
+    train: Train,
+    agent: int,
+    step: str,
+    keys: tuple[str, str],
+    build: Callable[[Train, int, str, str], str],
+) -> str | None:
+    """Move the branch to ``build``'s rewrite of it; the new head, None when already done.
+
+    The rewrite is journaled (under ``keys``: from, to) before the branch
+    moves, so a resumed train recognises either side of the move and never
+    rewrites twice.
+    """
     base, head = train.tips(agent)
     entry = train.agent(agent)
-    if entry.get("squashed") == head:
-        return
-    if entry.get("squash_from") != head:
-        squashed = build_squash(train, agent, base, head)
-        train.begin(agent, SQUASH, flush=True, squash_from=head, squashed=squashed)
-    squashed = entry["squashed"]
-    if squashed != head:
-        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", squashed, head)
-    train.finish(agent, SQUASH)
-    train.out(f"agent {agent}: squashed into {squashed[:12]}")
+    source, target = keys
+    if entry.get(target) == head:
+        return None
+    if entry.get(source) != head:
+        rewritten = build(train, agent, base, head)
+        train.begin(agent, step, flush=rewritten != head, **{source: head, target: rewritten})
+    rewritten = entry[target]
+    if rewritten != head:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
+    train.finish(agent, step)
+    return str(rewritten)
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
@@ -1141,18 +1160,7 @@ def step_trailers(train: Train, agent: int) -> None:
     Rewritten with the same trees, authors, committers and dates, so a resumed
     train makes the same commits; journaled before the branch moves, like a squash.
     """
-    base, head = train.tips(agent)
-    entry = train.agent(agent)
-    if entry.get("trailered") == head:
-        return
-    if entry.get("trailers_from") != head:
-        rewritten = build_trailers(train, agent, base, head)
-        flush = rewritten != head
-        train.begin(agent, TRAILERS, flush=flush, trailers_from=head, trailered=rewritten)
-    rewritten = entry["trailered"]
-    if rewritten != head:
-        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
-    train.finish(agent, TRAILERS)
+    _rewrite_branch(train, agent, TRAILERS, ("trailers_from", "trailered"), build_trailers)
 
 
 def build_trailers(train: Train, agent: int, base: str, head: str) -> str:

@@ -670,6 +670,8 @@ CRASHES = [
     ("midway", "rebase"),  # git's rebase state files left behind; ours by the journal
     ("before", "step_squash"),
     ("after", "step_squash"),
+    ("before", "step_check"),
+    ("after", "step_check"),
     ("after", "step_gate"),  # passed, journaled only in memory
     ("before", "move_base"),
     ("after", "move_base"),  # base moved, not journaled, not pushed
@@ -696,22 +698,35 @@ def build_scenario(root: Path, template: Path, remote: bool) -> Path:
 
 Outcome = tuple[dict[str, str], dict[str, str], dict[str, str]]
 
-# The uninterrupted run's refs, per template (one per xdist worker): computed once.
-_UNINTERRUPTED: dict[Path, Outcome] = {}
+# The uninterrupted run's refs, per template and squash (one per xdist worker): computed once.
+_UNINTERRUPTED: dict[tuple[Path, bool], Outcome] = {}
 
 
 def train_outcome(
-    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: tuple[str, str] | None
+    root: Path,
+    template: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    crash: tuple[str, str] | None,
+    squash: bool = True,
 ) -> Outcome:
-    """Run the scenario's train (crashing at ``crash``, then --continue); return the refs."""
+    """Run the scenario's train (crashing at ``crash``, then --continue); return the refs.
+
+    Without ``squash`` agent 3 also has a commit after its completed one (work
+    in progress), and base moves first, so every agent is really rebased.
+    """
     project = build_scenario(root, template, remote=True)
     os.chdir(project)
-    configure(project, gate="test -f src/app.py", squash=True, push=True, remote="origin")
+    configure(project, gate="test -f src/app.py", squash=squash, push=True, remote="origin")
     assert cli("setup").code == 0
     trees = project.parent / "project-worktrees"
     work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)
     work(cli, trees, 2, {"two.py": "2\n"})
     work(cli, trees, 3, {"three.py": "3\n"})
+    if not squash:
+        commit(agent_tree(trees, 3), {"three_wip.py": "wip\n"}, "wip")
+        commit(project, {"base.py": "moved\n"}, "base moves")
+        git(project, "push", "-q", "origin", "main")
     for agent in (1, 2, 3):  # agent branches exist on origin: pushed with a lease
         git(project, "push", "-q", "origin", f"parallel-dev/agent-{agent}")
     before = all_commits(project)
@@ -744,13 +759,47 @@ def test_crash_then_continue_reaches_the_same_refs(
     mocker: MockerFixture,
     fixed_dates: None,
 ) -> None:
-    if template_repo not in _UNINTERRUPTED:
-        _UNINTERRUPTED[template_repo] = train_outcome(
+    if (template_repo, True) not in _UNINTERRUPTED:
+        _UNINTERRUPTED[template_repo, True] = train_outcome(
             tmp_path / "clean", template_repo, cli, mocker, None
         )
     crashed = train_outcome(tmp_path / "crashed", template_repo, cli, mocker, (when, step))
-    assert crashed == _UNINTERRUPTED[template_repo]
+    assert crashed == _UNINTERRUPTED[template_repo, True]
     assert len(crashed[0]) == 4 and len(crashed[1]) == 3  # main + 3 agents; 3 backups
+
+
+UNSQUASHED_CRASHES = [
+    ("midway", "rebase"),
+    ("before", "step_trailers"),
+    ("after", "step_trailers"),
+    ("before", "step_wip"),
+    ("after", "step_wip"),
+    ("before", "step_mark"),
+]
+
+
+@pytest.mark.parametrize(("when", "step"), UNSQUASHED_CRASHES)
+def test_crash_with_trailers_and_work_in_progress_reaches_the_same_refs(
+    when: str,
+    step: str,
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    fixed_dates: None,
+) -> None:
+    key = (template_repo, False)
+    if key not in _UNINTERRUPTED:
+        _UNINTERRUPTED[key] = train_outcome(
+            tmp_path / "clean", template_repo, cli, mocker, None, squash=False
+        )
+        project = tmp_path / "clean" / "project"
+        assert not (project / "three_wip.py").exists()
+        assert git(project, "log", "-1", "--format=%s", "parallel-dev/agent-3") == "wip"
+    crashed = train_outcome(
+        tmp_path / "crashed", template_repo, cli, mocker, (when, step), squash=False
+    )
+    assert crashed == _UNINTERRUPTED[key]
 
 
 def test_interrupt_during_gate_exits_130_and_kills_the_gate(
