@@ -1530,3 +1530,26 @@ def test_every_landed_commit_names_its_own_task_issue(
     for sha, trailer in zip(commits, trailers, strict=True):
         files = git(repo, "show", "--format=", "--name-only", sha).split()
         assert {owner[f] for f in files} == {trailer}, (files, trailer)
+
+
+def test_a_rebase_stopped_without_conflicts_is_not_called_a_conflict(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+
+    def stops_with_nothing_conflicted(worktree: Path, onto: str) -> bool:
+        _rebase_stopped_after_the_first_pick(worktree, onto)
+        return False  # git stopped, as on a blocked pick, with no file in conflict
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=stops_with_nothing_conflicted)
+    result = cli("merge")
+    mocker.stopall()
+
+    assert result.code == 1
+    assert "without any conflicted file" in result.err
+    assert "conflicted files" not in result.out
+    assert state_of(repo)["train"]["stop"]["reason"] == "rebase"
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
