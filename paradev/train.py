@@ -334,10 +334,28 @@ def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:
     return path
 
 
-def _check_agent_tree(ws: Workspace, agent: int) -> None:
-    """The agent's work tree has its branch checked out and no uncommitted changes."""
+def _check_agent_tree(ws: Workspace, agent: int, gating: bool) -> None:
+    """The agent's work tree has its branch checked out and no uncommitted changes.
+
+    When a gate will run there, untracked files count too (see ``refuse_extra_files``).
+    """
     path = _check_agent_branch(ws, agent, ws.branch(agent))
     _refuse_uncommitted(path, f"agent {agent}'s worktree {path}", "run paradev merge again")
+    if gating:
+        refuse_extra_files(path, agent, "run paradev merge again")
+
+
+def refuse_extra_files(path: Path, agent: int, then: str) -> None:
+    """Exit 2 when the agent's tree holds files beyond its commit (ignored ones aside).
+
+    The gate runs there: it would test them along with what lands.
+    """
+    dirty = gitmod.dirty_paths(path)
+    if dirty:
+        raise PreconditionError(
+            f"the gate cannot run in agent {agent}'s worktree {path}: it holds more than the "
+            f"commit to land ({', '.join(dirty[:5])}); commit, stash or remove them, then {then}"
+        )
 
 
 def _remote_base(ws: Workspace) -> str | None:
@@ -401,7 +419,7 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
                 "run paradev merge --continue, --skip or --abort"
             )
         pushing = _resolve_push(ws, push)
-        selection = _checked_selection(ws, out, locks)
+        selection = _checked_selection(ws, out, locks, gating=gate and bool(_gate_command(ws)))
         if not selection.agents:
             out("nothing to land")
             return
@@ -416,7 +434,7 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         run(train)
 
 
-def _checked_selection(ws: Workspace, out: Output, locks: ExitStack) -> Selection:
+def _checked_selection(ws: Workspace, out: Output, locks: ExitStack, gating: bool) -> Selection:
     """Fetch, check base and every agent's tree, then bring base up to the remote."""
     base = ws.plan.base
     remote_tip = _remote_base(ws) if ws.plan.remote else None
@@ -424,7 +442,7 @@ def _checked_selection(ws: Workspace, out: Output, locks: ExitStack) -> Selectio
     selection = select_agents(ws, remote_tip)
     _lock_agents(ws, selection.agents, locks)
     for agent in selection.agents:
-        _check_agent_tree(ws, agent)
+        _check_agent_tree(ws, agent, gating)
     if remote_tip is not None:  # every check passed: the first change
         move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), remote_tip)
         out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({remote_tip[:12]})")
@@ -1400,13 +1418,7 @@ def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
             f"the gate cannot run in {path}: it does not have {train.branch(agent)} "
             f"({head[:12]}) checked out; check it out, then run paradev merge --continue"
         )
-    dirty = gitmod.dirty_paths(path)
-    if dirty:
-        raise PreconditionError(
-            f"the gate cannot run in agent {agent}'s worktree {path}: it holds more than the "
-            f"commit to land ({', '.join(dirty[:5])}); commit, stash or remove them, "
-            "then run paradev merge --continue"
-        )
+    refuse_extra_files(path, agent, "run paradev merge --continue")
 
 
 def _gate_failure(train: Train, agent: int, result: GateResult) -> str:

@@ -1478,19 +1478,31 @@ def test_run_batch_refuses_an_agent_the_train_holds(
 
 
 def test_the_gate_refuses_a_worktree_holding_more_than_the_candidate(
-    repo: Path, setup_with: Any, cli: Cli
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
 ) -> None:
-    trees = setup_with(gate="true")
+    passes = tmp_path / "gate-passes"
+    trees = setup_with(gate=f"test -f {passes}")
     work(cli, trees, 1, {"one.py": "1\n"})
-    write(agent_tree(trees, 1), {"scratch.py": "not committed\n"})
     main = rev(repo, "main")
+    scratch = agent_tree(trees, 1) / "scratch.py"
+    scratch.write_text("not committed\n")
 
-    result = cli("merge")
+    refused = cli("merge")  # before anything changes
 
-    assert result.code == 2
-    assert "agent 1's worktree" in result.err and "scratch.py" in result.err
+    assert refused.code == 2
+    assert "agent 1's worktree" in refused.err and "scratch.py" in refused.err
+    assert state_of(repo)["train"] is None
+    scratch.unlink()
+    assert cli("merge").code == 1  # the gate fails: the train waits for a fix
+    scratch.write_text("not committed\n")
+    passes.write_text("")
+
+    refused = cli("merge", "--continue")  # the gate would test scratch.py too
+
+    assert refused.code == 2
+    assert "scratch.py" in refused.err
     assert rev(repo, "main") == main
-    (agent_tree(trees, 1) / "scratch.py").unlink()
+    scratch.unlink()
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert (repo / "one.py").exists()
