@@ -905,7 +905,9 @@ def step_rebase(train: Train, agent: int) -> None:
             train.finish(agent, REBASE)
             return
         _check_agent_branch(train.ws, agent, train.branch(agent))
-        train.begin(agent, REBASE, flush=True, onto=base, rebase_from=head, conflict_at=None)
+        train.begin(
+            agent, REBASE, flush=True, onto=base, rebase_from=head, conflict_at=None, resolved=[]
+        )
         _start_rebase(train, agent, path, base)
     train.finish(agent, REBASE)
     train.out(f"agent {agent}: rebased {train.branch(agent)} onto {train.base}")
@@ -1335,7 +1337,7 @@ def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
     squashing changes no tree.
     """
     entry = train.agent(agent)
-    work = str(entry.get("rebase_from") or entry.get("old_head") or head)
+    work = str(entry.get("rebase_from") or entry.get("candidate") or entry.get("old_head") or head)
     git = train.ws.git
     fork = gitmod.merge_base(git, base, work)
     if fork is None or gitmod.is_ancestor(git, work, head):

@@ -1392,12 +1392,14 @@ def test_a_heading_underline_and_trailing_spaces_are_not_markers(
 # -- only completed work lands, and only where nothing else is --------------------------------
 
 
+@pytest.mark.parametrize("base_moves", [True, False])
 def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
-    repo: Path, setup_with: Any, cli: Cli
+    repo: Path, setup_with: Any, cli: Cli, base_moves: bool
 ) -> None:
     trees = setup_with()
     completed = work(cli, trees, 1, {"one.py": "1\n"})
-    commit(repo, {"base.py": "moved\n"}, "base moves")
+    if base_moves:
+        commit(repo, {"base.py": "moved\n"}, "base moves")
     wip = commit(agent_tree(trees, 1), {"wip.py": "half done\n"}, "wip")
 
     result = cli("merge")
