@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
+from paradev import landing
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
@@ -60,7 +61,6 @@ BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "hooks",
 )
 CHECK, TRAILERS, WIP = "check", "trailers", "wip"
-ISSUE_TRAILER = "Paradev-Issue"  # every landed commit names its task's issue
 
 
 # -- the journal ---------------------------------------------------------------------
@@ -1161,17 +1161,12 @@ def build_squash(train: Train, agent: int, base: str, head: str) -> str:
         message = "".join(squash_message(t.title, t.issue) for t, _ in tasks[:1])
         if len(tasks) > 1:
             message += "\n" + "".join(f"- {squash_message(t.title, t.issue)}" for t, _ in tasks[1:])
-        message += issue_trailers([t.issue for t, _ in tasks])
+        message += landing.issue_trailers([t.issue for t, _ in tasks])
         return _squash_commit(git, rebased[-1], parent, message)
     for (task, _), cut in zip(tasks, cuts, strict=True):
-        message = squash_message(task.title, task.issue) + issue_trailers([task.issue])
+        message = squash_message(task.title, task.issue) + landing.issue_trailers([task.issue])
         parent = _squash_commit(git, rebased[cut], parent, message)
     return parent
-
-
-def issue_trailers(issues: Sequence[int]) -> str:
-    """The trailer block naming ``issues``: ``reset`` recognises landed work by it."""
-    return "\n" + "".join(f"{ISSUE_TRAILER}: {issue}\n" for issue in issues)
 
 
 def step_trailers(train: Train, agent: int) -> None:
@@ -1190,21 +1185,8 @@ def build_trailers(train: Train, agent: int, base: str, head: str) -> str:
     tasks = _landing_tasks(train, agent)
     if not rebased or not tasks:
         return head
-    parent, changed = base, False
-    for commit, issues in zip(
-        rebased, _issues_per_commit(train, agent, tasks, len(rebased)), strict=True
-    ):
-        message = gitmod.commit_message(git, commit)
-        have = gitmod.trailer_values(git, message, ISSUE_TRAILER)
-        wanted = [str(issue) for issue in issues]
-        if not changed and all(value in have for value in wanted):
-            parent = commit
-            continue
-        message = gitmod.add_trailers(git, message, ISSUE_TRAILER, wanted)
-        tree = gitmod.tree_of(git, commit)
-        env = gitmod.commit_identity(git, commit)
-        parent, changed = gitmod.commit_tree(git, tree, [parent], message, env=env), True
-    return parent
+    issues = _issues_per_commit(train, agent, tasks, len(rebased))
+    return landing.with_issue_trailers(git, base, rebased, issues)
 
 
 def _issues_per_commit(
@@ -1251,29 +1233,6 @@ def _squash_commit(git: Git, source: str, parent: str, message: str) -> str:
 
 # -- checking what would land -------------------------------------------------------------------
 
-MARKER_START, MARKER_MIDDLE, MARKER_END = "<<<<<<<", "=======", ">>>>>>>"
-
-
-def has_marker_block(lines: Sequence[str]) -> bool:
-    """Whether ``lines`` hold a whole conflict block: ``<<<<<<<``, ``=======``, ``>>>>>>>``.
-
-    A lone ``=======`` (a heading underline) or a stray marker is not a block.
-    """
-    wanted = 0
-    for line in lines:
-        text = line.rstrip("\r")
-        if wanted == 0 and _is_marker(text, MARKER_START):
-            wanted = 1
-        elif wanted == 1 and text == MARKER_MIDDLE:
-            wanted = 2
-        elif wanted == 2 and _is_marker(text, MARKER_END):
-            return True
-    return False
-
-
-def _is_marker(text: str, marker: str) -> bool:
-    return text == marker or text.startswith(marker + " ")
-
 
 def step_check(train: Train, agent: int) -> None:
     """Before the gate: no unmerged entries, no conflict markers added, all of the agent's work.
@@ -1300,9 +1259,7 @@ def step_check(train: Train, agent: int) -> None:
 def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[str]:
     """Files unmerged in the agent's index, or with conflict markers the landing adds."""
     unmerged = gitmod.unmerged_paths(train.worktree(agent))
-    added = gitmod.added_lines(train.ws.git, base, head)
-    marked = [path for path, lines in added.items() if has_marker_block(lines)]
-    return sorted(set(unmerged) | set(marked))
+    return sorted(set(unmerged) | set(landing.files_with_markers(train.ws.git, base, head)))
 
 
 def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
@@ -1328,32 +1285,20 @@ def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
 
 
 def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
-    """What of the agent's combined change (fork point -> completed commit) the landing lacks.
+    """What of the agent's completed work the landing lacks, said for the stop; None if nothing.
 
-    The agent's change is merged once more into the landing, with the fork
-    point as merge base: every path where that changes anything (or
-    conflicts) is work the landing lost. Paths whose conflict was resolved
-    are the resolver's call; changes base already has merge to nothing, and
-    squashing changes no tree.
+    The completed commit is the one the rebase started from (or, when no
+    rebase was needed, the completed commit itself).
     """
     entry = train.agent(agent)
     work = str(entry.get("rebase_from") or entry.get("candidate") or entry.get("old_head") or head)
-    git = train.ws.git
-    fork = gitmod.merge_base(git, base, work)
-    if fork is None or gitmod.is_ancestor(git, work, head):
+    missing = landing.missing_work(train.ws.git, base, head, work, entry.get("resolved", []))
+    if missing is None:
         return None
-    merge = gitmod.probe_merge(git, head, fork, work)
-    lost = set(merge.conflicted_paths)
-    lost |= set(gitmod.tree_diff_paths(git, gitmod.tree_of(git, head), merge.tree))
-    lost -= set(entry.get("resolved", []))
-    if not lost:
-        return None
-    paths = sorted(lost)
-    commits = gitmod.log_touching(git, fork, work, paths)
     return (
         f"merge train stopped: the landing of agent {agent} lacks part of its completed work "
-        f"({train.base} unchanged): paths {', '.join(paths)}; from commits "
-        f"{'; '.join(commits) or work[:12]}. Its work is kept at {entry.get('backup')}; "
+        f"({train.base} unchanged): paths {', '.join(missing.paths)}; from commits "
+        f"{'; '.join(missing.commits) or work[:12]}. Its work is kept at {entry.get('backup')}; "
         "run paradev merge --abort to restore the branch, or fix the branch and "
         "run paradev merge --continue"
     )

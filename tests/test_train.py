@@ -1335,20 +1335,6 @@ def test_a_lock_older_than_the_killed_run_is_left_alone(
 # -- conflict markers ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("lines", "block"),
-    [
-        (["<<<<<<< HEAD", "a", "=======", "b", ">>>>>>> 1234 msg"], True),
-        (["<<<<<<<", "=======", ">>>>>>>"], True),
-        (["Title", "=======", "text  "], False),
-        ([">>>>>>> x", "=======", "<<<<<<< y"], False),
-        (["<<<<<<< HEAD", "a", ">>>>>>> x"], False),
-    ],
-)
-def test_has_marker_block(lines: list[str], block: bool) -> None:
-    assert train_mod.has_marker_block(lines) is block
-
-
 def agent_command(repo: Path, script: Path) -> None:
     """Give the plan an agent command: ``script`` run with the prompt file."""
     plan = (repo / "plan.toml").read_text()
