@@ -302,6 +302,10 @@ def _check_train(train: Any) -> None:
     for key, hint in TRAIN_OPTIONAL.items():
         if key in train:
             _expect(train[key], hint, f"train.{key}")
+    driver = train.get("driver")
+    if driver is not None:
+        for key, hint in (("pid", int), ("since", float), ("start", str | None)):
+            _expect(driver.get(key), hint, f"train.driver.{key}")
     for index, entry in enumerate(train["landed"]):
         _expect(entry.get("agent"), int, f"train.landed[{index}].agent")
         _expect(entry.get("commit"), str, f"train.landed[{index}].commit")

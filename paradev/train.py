@@ -588,6 +588,8 @@ def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = T
             )
         take_over(train)
         _abort_our_rebase(train, agent)
+        if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
+            _restore_branch(train, agent)
         train.queue.pop(0)
         train.journal["skipped"].append(agent)
         backup = train.agent(agent).get("backup")

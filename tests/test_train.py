@@ -1401,6 +1401,21 @@ def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
     assert "stay on parallel-dev/agent-1, unlanded" in result.out
 
 
+def test_skip_puts_the_commits_set_aside_back_on_the_branch(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(gate="false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    wip = commit(agent_tree(trees, 1), {"wip.py": "half done\n"}, "wip")
+    assert cli("merge").code == 1  # the gate fails
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == wip
+    assert (agent_tree(trees, 1) / "wip.py").exists()
+
+
 def backup_id(repo: Path) -> str:
     return next(iter(refs(repo, "refs/paradev/backup"))).rsplit("/", 1)[1]
 
