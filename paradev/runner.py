@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -740,9 +740,12 @@ def run_batch(
 ) -> list[Outcome]:
     """Launch every agent of the batch at once, wait, and complete or fail each task."""
     mark_lost(ws, run, progress)
-    apply_moves(ws, run.moves)
-    assign_planned(ws, run)
-    return Supervisor(ws, run.queues, progress, clock).run()
+    with ExitStack() as locks:  # per agent: the merge train may land the others meanwhile
+        for agent in run.queues:
+            locks.enter_context(ws.store.agent_lock(agent, "paradev run-batch"))
+        apply_moves(ws, run.moves)
+        assign_planned(ws, run)
+        return Supervisor(ws, run.queues, progress, clock).run()
 
 
 def _report_hook(progress: Progress, hook: HookResult | None) -> None:

@@ -8,6 +8,7 @@ hold an exclusive file lock for the whole read-modify-write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -151,6 +152,46 @@ TRAIN_KEYS: dict[str, Any] = {
     "push": bool,
 }
 
+# Optional journal keys the train reads, with their types (a wrong type must not
+# surface later as a TypeError inside the train).
+TRAIN_OPTIONAL: dict[str, Any] = {
+    "order": list[int],
+    "squash": bool,
+    "stop": dict[str, Any] | None,
+    "base_start": str,
+    "started_at": str,
+    "driver": dict[str, Any] | None,
+}
+
+# Per-agent journal entries: every key the train reads, with its type.
+TRAIN_AGENT_KEYS: dict[str, Any] = {
+    "done": list[str],
+    "step": str,
+    "branch": str,
+    "old_head": str,
+    "backup": str,
+    "remote_head": str | None,
+    "candidate": str,
+    "wip": str | None,
+    "onto": str,
+    "rebase_from": str,
+    "conflict_at": str | None,
+    "resolved": list[str],
+    "squash_from": str,
+    "squashed": str,
+    "trailers_from": str,
+    "trailered": str,
+    "gate_runs": int,
+    "gate_head": str,
+    "gate_log": str,
+    "gate_passed": str,
+    "gated": str,
+    "advance_from": str,
+    "advance_to": str,
+    "landed": str,
+    "issues": list[int],
+}
+
 
 def _matches(value: Any, hint: Any) -> bool:
     """Whether JSON ``value`` has the type ``hint`` (int, str, X | None, list[X], dict[K, V])."""
@@ -263,11 +304,22 @@ def _check_train(train: Any) -> None:
         if key not in train:
             raise ValueError(f"train.{key} is missing")
         _expect(train[key], hint, f"train.{key}")
+    for key, hint in TRAIN_OPTIONAL.items():
+        if key in train:
+            _expect(train[key], hint, f"train.{key}")
+    driver = train.get("driver")
+    if driver is not None:
+        for key, hint in (("pid", int), ("since", float), ("start", str | None)):
+            _expect(driver.get(key), hint, f"train.driver.{key}")
     for index, entry in enumerate(train["landed"]):
         _expect(entry.get("agent"), int, f"train.landed[{index}].agent")
+        _expect(entry.get("commit"), str, f"train.landed[{index}].commit")
     for key, entry in train["agents"].items():
         _expect(entry, dict[str, Any], f"train.agents.{key}")
         _expect(entry.get("done"), list[str], f"train.agents.{key}.done")
+        for name, hint in TRAIN_AGENT_KEYS.items():
+            if name in entry:
+                _expect(entry[name], hint, f"train.agents.{key}.{name}")
 
 
 class StateStore:
@@ -350,6 +402,27 @@ class StateStore:
             return int(_owner_file(self.dir / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    @contextmanager
+    def agent_lock(self, agent: int, holder: str) -> Iterator[None]:
+        """Hold agent ``agent`` for ``holder`` (e.g. "paradev merge"), refusing at once if taken.
+
+        run-batch and the merge train exclude each other per agent: one may
+        land agent 1 while the other runs agent 2, never both on one agent.
+        """
+        note = self.dir / f"agent-{agent}.holder"
+        try:
+            held_by = note.read_text(encoding="utf-8").strip() or "another paradev"
+        except OSError:
+            held_by = "another paradev"
+        with self.exclusive(
+            f"agent-{agent}.lock",
+            wait=0,
+            busy=f"agent {agent} is busy: {held_by} holds it; wait for it to finish",
+        ):
+            with contextlib.suppress(OSError):  # the note only improves the message
+                note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
+            yield
 
     def _make_dir(self) -> None:
         try:
