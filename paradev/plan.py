@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 PLAN_FILE = "plan.toml"
 ON_CONFLICT_CHOICES = ("stop", "agent")
+COMMIT_LEFTOVERS_CHOICES = ("tracked", "all", "none")
 
 # The ``{name}`` placeholders run-batch fills in each argument of agents.command.
 AGENT_PLACEHOLDERS = ("prompt_file", "worktree", "branch", "agent", "issue", "title")
@@ -145,6 +146,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "command": Key([], _string_list),
         "timeout": Key(5400, _positive_number),
         "instructions": Key("", _string),
+        "commit_leftovers": Key("tracked", _choice(*COMMIT_LEFTOVERS_CHOICES)),
     },
     "gate": {
         "command": Key("", _command),
@@ -239,6 +241,11 @@ class Plan:
     @property
     def instructions(self) -> str:
         return str(self.settings["agents"]["instructions"])
+
+    @property
+    def commit_leftovers(self) -> str:
+        """What run-batch commits of what an agent leaves: "tracked", "all" or "none"."""
+        return str(self.settings["agents"]["commit_leftovers"])
 
     @property
     def gate_command(self) -> str | list[str]:
@@ -596,7 +603,8 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
     if main_root is not None and "project.worktrees" not in bad:
         root = plan.worktree_root(main_root)
-        if root == main_root or main_root in root.parents:
+        real_root, real_main = root.resolve(), main_root.resolve()  # symlinks followed
+        if real_root == real_main or real_main in real_root.parents:
             problems.append(
                 f"project.worktrees: {root} is inside the repository; "
                 "use a folder outside it, e.g. '../{repo}-worktrees'"

@@ -8,6 +8,7 @@ hold an exclusive file lock for the whole read-modify-write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -31,7 +32,7 @@ from paradev.limits import (
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
 
-# Task lifecycle, in order. ``failed`` may go back to ``in_progress``.
+# Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "planned",
     "assigned",
@@ -40,8 +41,10 @@ PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "failed",
     "merged",
 )
+INTERRUPTED = "interrupted"  # its agent was stopped by a signal, or vanished with paradev
 OPEN_STATUSES = (PLANNED, ASSIGNED)
 DONE_STATUSES = (COMPLETED, MERGED)
+RESTARTABLE = (FAILED, INTERRUPTED)  # ended unfinished: run-batch starts it again
 
 
 def now() -> str:
@@ -67,6 +70,9 @@ class TaskRecord:
     files_modified: list[str] = field(default_factory=list)
     log: str | None = None
     error: str | None = None
+    left_uncommitted: list[str] = field(default_factory=list)  # what run-batch did not commit
+    agent_pid: int | None = None  # the launched agent: pid and start time (clock ticks since
+    agent_started: int | None = None  # boot) tell it apart from a later process with that pid
 
 
 @dataclass
@@ -139,7 +145,7 @@ class State:
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
-STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED)
+STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, INTERRUPTED, MERGED)
 
 # The journal keys the merge train reads without a default, with their types.
 TRAIN_KEYS: dict[str, Any] = {
@@ -152,6 +158,46 @@ TRAIN_KEYS: dict[str, Any] = {
     "agents": dict[str, Any],
     "gate": bool,
     "push": bool,
+}
+
+# Optional journal keys the train reads, with their types (a wrong type must not
+# surface later as a TypeError inside the train).
+TRAIN_OPTIONAL: dict[str, Any] = {
+    "order": list[int],
+    "squash": bool,
+    "stop": dict[str, Any] | None,
+    "base_start": str,
+    "started_at": str,
+    "driver": dict[str, Any] | None,
+}
+
+# Per-agent journal entries: every key the train reads, with its type.
+TRAIN_AGENT_KEYS: dict[str, Any] = {
+    "done": list[str],
+    "step": str,
+    "branch": str,
+    "old_head": str,
+    "backup": str,
+    "remote_head": str | None,
+    "candidate": str,
+    "wip": str | None,
+    "onto": str,
+    "rebase_from": str,
+    "conflict_at": str | None,
+    "resolved": list[str],
+    "squash_from": str,
+    "squashed": str,
+    "trailers_from": str,
+    "trailered": str,
+    "gate_runs": int,
+    "gate_head": str,
+    "gate_log": str,
+    "gate_passed": str,
+    "gated": str,
+    "advance_from": str,
+    "advance_to": str,
+    "landed": str,
+    "issues": list[int],
 }
 
 
@@ -266,24 +312,42 @@ def _check_train(train: Any) -> None:
         if key not in train:
             raise ValueError(f"train.{key} is missing")
         _expect(train[key], hint, f"train.{key}")
+    for key, hint in TRAIN_OPTIONAL.items():
+        if key in train:
+            _expect(train[key], hint, f"train.{key}")
+    driver = train.get("driver")
+    if driver is not None:
+        for key, hint in (("pid", int), ("since", float), ("start", str | None)):
+            _expect(driver.get(key), hint, f"train.driver.{key}")
     for index, entry in enumerate(train["landed"]):
         _expect(entry.get("agent"), int, f"train.landed[{index}].agent")
+        _expect(entry.get("commit"), str, f"train.landed[{index}].commit")
     for key, entry in train["agents"].items():
         _expect(entry, dict[str, Any], f"train.agents.{key}")
         _expect(entry.get("done"), list[str], f"train.agents.{key}.done")
+        for name, hint in TRAIN_AGENT_KEYS.items():
+            if name in entry:
+                _expect(entry[name], hint, f"train.agents.{key}.{name}")
 
 
 class StateStore:
     """Reads and changes ``<common_dir>/paradev/state.json``."""
 
-    def __init__(self, common_dir: Path) -> None:
+    def __init__(self, common_dir: Path, recognise: Callable[[State], None] | None = None) -> None:
         self.dir = common_dir / "paradev"
+        self.recognise = recognise  # adds what git knows and the file lacks (landed tasks)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
         self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
 
     def read(self) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt."""
+        state = self._read_file()
+        if self.recognise is not None:
+            self.recognise(state)
+        return state
+
+    def _read_file(self) -> State:
         try:
             raw = read_bounded(self.path, MAX_STATE_BYTES, "the file")
         except FileNotFoundError:
@@ -315,14 +379,18 @@ class StateStore:
             wait=LOCK_TIMEOUT,
             busy=f"another paradev holds the state for over {LOCK_TIMEOUT:.0f}s; "
             "wait for it to finish",
+            note_owner=False,  # taken for every write: no extra file each time
         ):
             yield
 
     @contextmanager
-    def exclusive(self, name: str, *, wait: float, busy: str) -> Iterator[None]:
+    def exclusive(
+        self, name: str, *, wait: float, busy: str, note_owner: bool = True
+    ) -> Iterator[None]:
         """Hold lock file ``name`` in the state folder; raise StateError(``busy``) after ``wait`` s.
 
-        The operating system releases it when the process ends, however it ends.
+        The operating system releases it when the process ends, however it ends. With
+        ``note_owner`` the holder's pid goes to ``<name>.pid``, for refusals to name it.
         """
         from filelock import FileLock, Timeout
 
@@ -331,16 +399,47 @@ class StateStore:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = FileLock(str(path), timeout=wait)
+        first = not lock.is_locked
         try:
             lock.acquire()
         except Timeout:
             raise StateError(f"{busy} ({path} is locked)") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
             raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
+        if first and note_owner:  # reset names a running merge or run-batch by it
+            _owner_file(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
         try:
             yield
         finally:
             lock.release()
+
+    def lock_owner(self, name: str) -> int | None:
+        """The pid that last took lock file ``name`` (the holder, while it is held)."""
+        try:
+            return int(_owner_file(self.dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    @contextmanager
+    def agent_lock(self, agent: int, holder: str) -> Iterator[None]:
+        """Hold agent ``agent`` for ``holder`` (e.g. "paradev merge"), refusing at once if taken.
+
+        run-batch and the merge train exclude each other per agent: one may
+        land agent 1 while the other runs agent 2, never both on one agent.
+        """
+        note = self.dir / f"agent-{agent}.holder"
+        try:
+            held_by = note.read_text(encoding="utf-8").strip() or "another paradev"
+        except OSError:
+            held_by = "another paradev"
+        with self.exclusive(
+            f"agent-{agent}.lock",
+            wait=0,
+            busy=f"agent {agent} is busy: {held_by} holds it; wait for it to finish",
+        ):
+            with contextlib.suppress(OSError):  # the note only improves the message
+                note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
+            yield
 
     def _make_dir(self) -> None:
         try:
@@ -385,15 +484,31 @@ class StateStore:
             try:
                 self.read()
             except StateError:
-                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-                aside = self.path.with_name(f"state.json.corrupt-{stamp}")
+                aside = self.path.with_name(f"state.json.corrupt-{_stamp()}")
                 os.replace(self.path, aside)
                 return aside
         return None
 
-    def reset(self) -> Path | None:
-        """Start from an empty state; a corrupt file is moved aside, never overwritten."""
+    def reset(self) -> tuple[Path | None, Path | None]:
+        """Start from an empty state; the old file is kept, never overwritten.
+
+        Returns (where a corrupt file was moved, where a readable one was backed up).
+        """
         with self.locked():
             aside = self.quarantine_if_corrupt()
+            backup = None
+            if aside is None and self.path.exists():
+                import shutil  # only reset needs it
+
+                backup = self.path.with_name(f"state.json.bak-{_stamp()}")
+                shutil.copy2(self.path, backup)
             self.write(State())
-            return aside
+            return aside, backup
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _owner_file(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".pid")
