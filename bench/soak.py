@@ -58,19 +58,46 @@ NEXT_STEP = re.compile(r"\bparadev merge(?: --(?:continue|skip|abort))?")
 NO_TRAIN = "no merge train is in progress"
 
 APP = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(FUNCTIONS))
+CONFLICTING = (4, 5)  # with --conflict, their last commits both append to CHANGES.md
+
+# The agent command of --conflict: keeps both sides of every conflict, continues the rebase.
+RESOLVER = """\
+import os, subprocess, sys
+
+MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ", "||||||| ")
+for _ in range(20):
+    where = subprocess.run(["git", "rev-parse", "--git-path", "rebase-merge"],
+                           capture_output=True, text=True).stdout.strip()
+    if not os.path.isdir(where):
+        sys.exit(0)
+    unmerged = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"],
+                              capture_output=True, text=True).stdout.split()
+    for path in unmerged:
+        with open(path, encoding="utf-8") as f:
+            kept = [line for line in f if not line.startswith(MARKERS)]
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        subprocess.run(["git", "add", "--", path], check=True)
+    subprocess.run(["git", "rebase", "--continue"], env={**os.environ, "GIT_EDITOR": "true"},
+                   capture_output=True)
+sys.exit(1)
+"""
 
 
-def plan_text() -> str:
+def plan_text(resolver: Path | None = None) -> str:
+    """The plan; with ``resolver``, conflicts go back to the agent, whose command it is."""
     tasks = "".join(
         f'  [[batches.tasks]]\n  agent = {a}\n  issue = {10 + a}\n  title = "task {a}"\n'
         "  hours = 1.0\n"
         for a in range(1, AGENTS + 1)
     )
+    command = f"command = {json.dumps([sys.executable, str(resolver)])}\n" if resolver else ""
+    on_conflict = 'on_conflict = "agent"\n' if resolver else ""
     return (
         '[project]\nbase = "main"\nremote = "origin"\n\n'
-        f"[agents]\ncount = {AGENTS}\n\n"
+        f"[agents]\ncount = {AGENTS}\n{command}\n"
         f'[gate]\ncommand = "{GATE}"\ntimeout = 60\n\n'
-        "[merge]\npush = true\n\n"
+        f"[merge]\npush = true\n{on_conflict}\n"
         f'[[batches]]\nname = "soak"\n{tasks}'
     )
 
@@ -153,8 +180,13 @@ def edit_function(text: str, index: int, agent: int, step: int) -> str:
     return text.replace(old, f"def f{index}():\n    return {index} + {agent * 100 + step}\n")
 
 
-def agent_commit(tree: Path, env: dict[str, str], agent: int, step: int) -> str:
-    """Commit ``step`` of ``agent``: its own function of app.py, plus files of its own."""
+def agent_commit(
+    tree: Path, env: dict[str, str], agent: int, step: int, conflict: bool = False
+) -> str:
+    """Commit ``step`` of ``agent``: its own function of app.py, plus files of its own.
+
+    With ``conflict``, the last commits of the CONFLICTING agents append to CHANGES.md.
+    """
     app = tree / "src" / "app.py"
     app.write_text(
         edit_function(app.read_text(encoding="utf-8"), agent - 1 + AGENTS * step, agent, step),
@@ -165,19 +197,30 @@ def agent_commit(tree: Path, env: dict[str, str], agent: int, step: int) -> str:
         own.write_text(f"NAME = 'agent {agent}'\n", encoding="utf-8")
     elif step == 2:
         own.write_text(own.read_text(encoding="utf-8") + f"STEP = {step}\n", encoding="utf-8")
+    if conflict and agent in CONFLICTING and step == COMMITS - 1:
+        changes = tree / "CHANGES.md"
+        changes.write_text(changes.read_text(encoding="utf-8") + f"- agent {agent}\n")
     git(tree, env, "add", "-A")
     git(tree, env, "commit", "-q", "-m", f"agent {agent}: step {step}")
     return git(tree, env, "rev-parse", "HEAD")
 
 
-def build(root: Path, env: dict[str, str]) -> Scenario:
-    """The five-agent repository with every task completed, main pushed to a bare remote."""
+def build(root: Path, env: dict[str, str], conflict: bool = False) -> Scenario:
+    """The five-agent repository with every task completed, main pushed to a bare remote.
+
+    With ``conflict``, two agents' work conflicts and paradev hands the
+    conflict back to the agent (a script that keeps both sides).
+    """
     repo = root / "project"
     (repo / "src").mkdir(parents=True)
     git(root, env, "init", "-q", "-b", "main", str(repo))
     (repo / "src" / "app.py").write_text(APP, encoding="utf-8")
     (repo / "README.md").write_text("# soak\n", encoding="utf-8")
-    (repo / "plan.toml").write_text(plan_text(), encoding="utf-8")
+    (repo / "CHANGES.md").write_text("# changes\n", encoding="utf-8")
+    resolver = root / "resolve.py" if conflict else None
+    if resolver:
+        resolver.write_text(RESOLVER, encoding="utf-8")
+    (repo / "plan.toml").write_text(plan_text(resolver), encoding="utf-8")
     git(repo, env, "add", "-A")
     git(repo, env, "commit", "-q", "-m", "initial commit")
     bare = root / "origin.git"
@@ -191,7 +234,7 @@ def build(root: Path, env: dict[str, str]) -> Scenario:
     for agent in range(1, AGENTS + 1):
         paradev(repo, env, "start", str(agent))
         tree = root / "project-worktrees" / f"agent-{agent}"
-        commits[agent] = [agent_commit(tree, env, agent, step) for step in range(COMMITS)]
+        commits[agent] = [agent_commit(tree, env, agent, step, conflict) for step in range(COMMITS)]
         paradev(repo, env, "complete", str(agent))
         heads[agent] = commits[agent][-1]
     return Scenario(root, env, git(repo, env, "rev-parse", "main"), heads, commits)
@@ -464,9 +507,37 @@ def holds_change(scn: Scenario, target: str, head: str) -> bool:
         check=False,
     )
     tree = proc.stdout.split("\n", 1)[0].strip()
-    return proc.returncode == 0 and tree == git(
-        scn.repo, scn.env, "rev-parse", f"{target}^{{tree}}"
-    )
+    if proc.returncode == 0 and tree == git(scn.repo, scn.env, "rev-parse", f"{target}^{{tree}}"):
+        return True
+    return added_lines_there(scn, target, head)
+
+
+def added_lines_there(scn: Scenario, target: str, head: str) -> bool:
+    """Whether every line ``head`` adds since the fork is in the same file on ``target``.
+
+    The check for work that went through a conflict resolution keeping both
+    sides, where merging the agent's own version again would conflict.
+    """
+    added: dict[str, list[str]] = {}
+    path = ""
+    for line in git(scn.repo, scn.env, "diff", "--no-renames", "-U0", scn.fork, head).splitlines():
+        if line.startswith("+++ "):
+            path = line[6:] if line.startswith("+++ b/") else ""
+        elif line.startswith("+") and path:
+            added.setdefault(path, []).append(line[1:])
+    for name, lines in added.items():
+        show = subprocess.run(
+            ["git", "show", f"{target}:{name}"],
+            cwd=scn.repo,
+            env=scn.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        there = set(show.stdout.splitlines()) if show.returncode == 0 else set()
+        if not set(lines) <= there:
+            return False
+    return True
 
 
 def missing_commits(scn: Scenario, agent: int) -> str:
@@ -567,6 +638,7 @@ def soak(
     seed: int = 1,
     max_rounds: int = 60,
     max_kills: int = 3,
+    conflict: bool = False,
     paradev_path: str | None = None,
 ) -> Soak:
     """Play seeded rounds (seed, seed + 1, ...) until ``kills`` kill moments happened,
@@ -574,7 +646,7 @@ def soak(
     started = time.perf_counter()
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
-    scn = build(workdir / "soak", soak_env(home, paradev_path))
+    scn = build(workdir / "soak", soak_env(home, paradev_path), conflict)
     saved = workdir / "template"
     shutil.copytree(scn.root, saved, symlinks=True)
     begun, spans = time.perf_counter(), [0.0]
@@ -661,6 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rounds", type=int, default=60)
     parser.add_argument("--max-kills", type=int, default=3, help="kills per round, at most")
     parser.add_argument("--paradev", help="a checkout whose paradev package to soak")
+    parser.add_argument(
+        "--conflict",
+        action="store_true",
+        help="agents 4 and 5 conflict; on_conflict = agent, a script keeps both sides",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="paradev-soak-") as tmp:
         result = soak(
@@ -670,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_rounds=args.max_rounds,
             max_kills=args.max_kills,
+            conflict=args.conflict,
             paradev_path=args.paradev,
         )
     print(f"crash soak of a {AGENTS}-branch train, {COMMITS} commits each, seeds from {args.seed}:")
