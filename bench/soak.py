@@ -242,9 +242,33 @@ def build(root: Path, env: dict[str, str], conflict: bool = False) -> Scenario:
 
 def restore(saved: Path, scn: Scenario) -> None:
     """Put the built repository back where it was built (worktrees link to it by path)."""
+    reap_strays(scn.root)
     if scn.root.exists():
         shutil.rmtree(scn.root)
     shutil.copytree(saved, scn.root, symlinks=True)
+
+
+def reap_strays(root: Path) -> list[int]:
+    """SIGKILL what a killed paradev left running below ``root``; their pids.
+
+    Gates and agents run in process groups of their own, so killing
+    paradev's group leaves them to finish; one still running when its round
+    is over is ended here (found by its working directory, Linux only).
+    """
+    strays = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = (entry / "cwd").resolve(strict=True)
+        except OSError:
+            continue
+        if cwd.is_relative_to(root.resolve()) and int(entry.name) != os.getpid():
+            strays.append(int(entry.name))
+    for pid in strays:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return strays
 
 
 # -- one paradev process, maybe killed ---------------------------------------------------------
@@ -400,6 +424,7 @@ class Round:
     person: list[str] = field(default_factory=list)  # why a person would have been needed
     violations: list[str] = field(default_factory=list)
     not_landed: set[int] = field(default_factory=set)  # agents paradev reported as not landed
+    strays: int = 0  # gate or agent processes still running once the round was over
 
     @property
     def kills(self) -> list[Run]:
@@ -552,6 +577,7 @@ def missing_commits(scn: Scenario, agent: int) -> str:
 
 def finish_round(scn: Scenario, result: Round) -> Round:
     """Check the promises on what the round left; record every broken one."""
+    result.strays = len(reap_strays(scn.root))
     state = scn.state()
     finished = not result.person
     if state.get("train"):  # a stopped train: what it has not landed yet, status shows
@@ -622,6 +648,10 @@ class Soak:
         return sum(r.no_instruction for r in self.rounds)
 
     @property
+    def strays(self) -> int:
+        return sum(r.strays for r in self.rounds)
+
+    @property
     def needing_person(self) -> list[Round]:
         return [r for r in self.rounds if r.person]
 
@@ -680,6 +710,7 @@ def table(result: Soak, kills: int, rebase_kills: int, shown: int = 5) -> str:
         ("  in rounds", str(len({seed for seed, _ in result.violations})), "0"),
         ("uninterrupted train", f"{result.timing.train:.1f}s", ""),
         ("  its longest rebase", f"{result.timing.rebase * 1000:.0f}ms", ""),
+        ("gates/agents still running after their round", str(result.strays), ""),
         ("wall time", f"{result.seconds:.1f}s", ""),
     ]
     lines = [f"  {name:<44} {value:>8}  {want}".rstrip() for name, value, want in rows]

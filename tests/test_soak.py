@@ -27,6 +27,7 @@ def test_train_killed_at_seeded_moments_and_resumed_as_told_loses_nothing(
     assert not result.violations, figures
 
 
+@pytest.mark.slow
 def test_checks_see_work_missing_from_main_and_parse_the_next_step(tmp_path: Path) -> None:
     """The soak's own checks can fail: completed work that never landed is a violation."""
     home = tmp_path / "home"
