@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -714,6 +715,7 @@ def table(result: Soak, kills: int, rebase_kills: int, shown: int = 5) -> str:
         ("wall time", f"{result.seconds:.1f}s", ""),
     ]
     lines = [f"  {name:<44} {value:>8}  {want}".rstrip() for name, value, want in rows]
+    lines.extend(f"  {n:>3} x {cause}" for cause, n in causes(result).most_common())
     failing = [r for r in result.rounds if r.person or r.violations]
     for r in failing[:shown]:
         lines.append(f"seed {r.seed}:")
@@ -726,6 +728,21 @@ def table(result: Soak, kills: int, rebase_kills: int, shown: int = 5) -> str:
             f"{', '.join(str(r.seed) for r in failing[shown:])})"
         )
     return "\n".join(lines)
+
+
+def causes(result: Soak) -> Counter[str]:
+    """Why persons were needed and what broke, paths and numbers blurred, counted."""
+    found: Counter[str] = Counter()
+    for r in result.rounds:
+        for text in (*(f"person: {p}" for p in r.person), *(f"broke: {v}" for v in r.violations)):
+            found[blur(text)] += 1
+    return found
+
+
+def blur(text: str) -> str:
+    """``text`` without what differs between rounds: paths, agents, commits, subjects."""
+    text = re.sub(r"/\S+", "PATH", text)
+    return re.sub(r"\b(agent|agent-)\s?\d\b|\b[0-9a-f]{12,}\b|'[^']*'", "*", text)
 
 
 def history(r: Round) -> list[str]:
