@@ -340,7 +340,7 @@ def _picks(todo: Path) -> int:
 
 
 def _wait_for_moment(scn: Scenario, proc: subprocess.Popen[bytes], moment: Moment) -> bool:
-    """Sleep until the kill moment; False when paradev ended first."""
+    """Sleep until the kill moment; False when paradev ended first (TimeoutExpired: hung)."""
     deadline = time.monotonic() + PROCESS_TIMEOUT
     if moment.kind == "rebase":
         before = _rebase_marks(scn)
@@ -353,7 +353,7 @@ def _wait_for_moment(scn: Scenario, proc: subprocess.Popen[bytes], moment: Momen
             ):
                 break
             if time.monotonic() > deadline:
-                return True
+                raise subprocess.TimeoutExpired(proc.args, PROCESS_TIMEOUT)
             time.sleep(POLL)
     end = time.monotonic() + moment.delay
     while proc.poll() is None and time.monotonic() < end:
@@ -742,7 +742,7 @@ def causes(result: Soak) -> Counter[str]:
 def blur(text: str) -> str:
     """``text`` without what differs between rounds: paths, agents, commits, subjects."""
     text = re.sub(r"/\S+", "PATH", text)
-    return re.sub(r"\b(agent|agent-)\s?\d\b|\b[0-9a-f]{12,}\b|'[^']*'", "*", text)
+    return re.sub(r"'agent \d+: step \d+'|\bagent[- ]\d+\b|\b[0-9a-f]{12,}\b", "*", text)
 
 
 def history(r: Round) -> list[str]:
