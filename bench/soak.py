@@ -631,6 +631,7 @@ class Soak:
     rounds: list[Round]
     seconds: float
     timing: Timing
+    package: str = ""  # the paradev package soaked (its __init__.py)
 
     @property
     def kills(self) -> int:
@@ -677,7 +678,9 @@ def soak(
     started = time.perf_counter()
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
-    scn = build(workdir / "soak", soak_env(home, paradev_path), conflict)
+    env = soak_env(home, paradev_path)
+    package = checked([sys.executable, "-c", "import paradev; print(paradev.__file__)"], home, env)
+    scn = build(workdir / "soak", env, conflict)
     saved = workdir / "template"
     shutil.copytree(scn.root, saved, symlinks=True)
     begun, spans = time.perf_counter(), [0.0]
@@ -695,7 +698,7 @@ def soak(
             and Soak(rounds, 0, timing).rebase_kills >= rebase_kills
         ):
             break
-    return Soak(rounds, time.perf_counter() - started, timing)
+    return Soak(rounds, time.perf_counter() - started, timing, package)
 
 
 def table(result: Soak, kills: int, rebase_kills: int, shown: int = 5) -> str:
@@ -798,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
             conflict=args.conflict,
             paradev_path=args.paradev,
         )
-    print(f"crash soak of a {AGENTS}-branch train, {COMMITS} commits each, seeds from {args.seed}:")
+    print(f"crash soak of a {AGENTS}-branch train, {COMMITS} commits each, seeds from {args.seed}")
+    print(f"paradev: {result.package}{' (two agents conflict)' if args.conflict else ''}")
     print(table(result, args.kills, args.rebase_kills))
     reasons = failed(result, args.kills, args.rebase_kills)
     for reason in reasons:
