@@ -317,9 +317,14 @@ def _rebase_marks(scn: Scenario) -> dict[Path, tuple[int, int]]:
     return marks
 
 
-def describe_rebases(scn: Scenario) -> str:
-    """Where each rebase left in progress stands (pick n of m), and stale lock files."""
-    parts = []
+def describe_leftovers(scn: Scenario) -> str:
+    """Where each rebase left in progress stands (pick n of m), and git's lock files."""
+    parts = [
+        f"{lock.relative_to(scn.root)}"
+        for top in (scn.repo / ".git", scn.remote)
+        for lock in top.rglob("*.lock")
+        if "paradev" not in lock.relative_to(top).parts[:1] and lock.name != "index.lock"
+    ]
     for gitdir in scn.gitdirs():
         state = gitdir / "rebase-merge"
         if state.is_dir():
@@ -407,7 +412,7 @@ def run_paradev(
         run.killed = proc.returncode == -signal.SIGKILL and not run.hung
         run.code = None if run.killed or run.hung else proc.returncode
         if run.killed:
-            run.where = describe_rebases(scn)
+            run.where = describe_leftovers(scn)
             run.in_rebase = "rebase-merge" in run.where
         output.seek(0)
         run.out = output.read().decode("utf-8", "replace")
@@ -491,9 +496,13 @@ def play_round(scn: Scenario, seed: int, timing: Timing, max_kills: int = 3) -> 
         if run.code == 2 and NO_TRAIN in run.out and scn.state().get("train") is None:
             args = next_step(run.out) or ["merge"]  # killed before its train began, or after
             continue
-        result.not_landed = {int(a) for a in re.findall(r"\bagent (\d+)", run.out)}
         kind = "stopped (exit 1)" if run.code == 1 else f"exit {run.code}"
         result.person.append(f"paradev {' '.join(args)}: {kind}: {_last_line(run.out)}")
+        told = next_step(run.out)
+        if run.code == 1 and told:  # a stop this train never needs; does doing as told finish?
+            args = told
+            continue
+        result.not_landed = {int(a) for a in re.findall(r"\bagent (\d+)", run.out)}
         return finish_round(scn, result)
     result.person.append(f"still not finished after {len(result.runs)} runs (a loop)")
     return finish_round(scn, result)
@@ -615,7 +624,7 @@ def _check_finished(scn: Scenario, result: Round, state: dict[str, Any]) -> None
         result.violations.append(f"origin/main {remote[:12]} != main {local[:12]} (push is on)")
     if state.get("train") is not None:
         result.violations.append("the train finished (exit 0) but the state still holds it")
-    leftovers = describe_rebases(scn)
+    leftovers = describe_leftovers(scn)
     if leftovers:
         result.violations.append(f"finished, yet left behind: {leftovers}")
     tree = git(scn.repo, scn.env, "rev-parse", "main^{tree}")
