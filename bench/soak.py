@@ -497,7 +497,11 @@ def play_round(scn: Scenario, seed: int, timing: Timing, max_kills: int = 3) -> 
             args = next_step(run.out) or ["merge"]  # killed before its train began, or after
             continue
         kind = "stopped (exit 1)" if run.code == 1 else f"exit {run.code}"
-        result.person.append(f"paradev {' '.join(args)}: {kind}: {_last_line(run.out)}")
+        said = f"paradev {' '.join(args)}: {kind}: {_last_line(run.out)}"
+        if said in result.person:
+            result.person.append("doing as told stopped again the same way (a loop)")
+            return finish_round(scn, result)
+        result.person.append(said)
         told = next_step(run.out)
         if run.code == 1 and told:  # a stop this train never needs; does doing as told finish?
             args = told
