@@ -7,13 +7,16 @@ non-fast-forward pushes; a gate that sleeps a little, so kills land in every
 phase (backup, rebase, gate, fast-forward, push, marking). Each round copies
 that repository, starts ``paradev merge`` in its own process group and kills
 the whole group (git's own child too) with SIGKILL at a moment drawn from
-``random.Random(seed)``: either while a ``rebase-merge`` directory exists (a
-rebase under way) or after a random delay. Then it resumes ONLY as paradev
+``random.Random(seed)``: once git has begun pick N of a rebase (written it
+to ``rebase-merge/done``, the commit not yet made), at any time while a
+rebase runs, or at any time of the train. Then it resumes ONLY as paradev
 said: the ``paradev merge ...`` command its output names, or ``paradev merge
 --continue`` when it printed none (counted as "no instruction"), killing
-again as the seed says, until paradev exits 0 or stops (exit 1) for a reason
-it names. Every run that exited 2, printed a traceback, hung or looped, and
-every stop of this conflict-free train, is a round that needed a person.
+again as the seed says, until paradev exits 0 or stops (exit 1) naming no
+paradev command. Every run that exited 2, printed a traceback or hung, every
+stop of this train (an uninterrupted run never stops: its work lands
+cleanly, ``--conflict`` hands the one conflict to a resolving agent) and a
+stop that doing as told repeats, is a round that needed a person.
 
 Checked after each round (the promises of DESIGN.md):
 - every agent's change (its completed commits' combined diff) is on main, or
@@ -25,9 +28,12 @@ Checked after each round (the promises of DESIGN.md):
 - a finished train leaves the same main tree as an uninterrupted run, no
   train in the state, no rebase in progress and every task marked merged.
 
+The seeds fix the draws; the machine's load still moves what a delay hits.
+Rounds go on (seed, seed + 1, ...) until enough kill moments happened.
+
 Run: ``.venv/bin/python bench/soak.py [--kills 30] [--rebase-kills 10] [--seed 1]
-[--paradev PATH]`` (``--paradev`` puts another checkout's package first on
-PYTHONPATH). Exit 1 when a check failed, a round needed a person, or fewer
+[--conflict] [--paradev PATH]`` (``--paradev`` puts another checkout's package
+first on PYTHONPATH). Exit 1 when a check failed, a round needed a person, or fewer
 kill moments than asked for happened (then the soak proved nothing).
 """
 
@@ -757,7 +763,7 @@ def causes(result: Soak) -> Counter[str]:
 
 def blur(text: str) -> str:
     """``text`` without what differs between rounds: paths, agents, commits, subjects."""
-    text = re.sub(r"/\S+", "PATH", text)
+    text = re.sub(r"(project)?/\S+", "PATH", text)
     return re.sub(r"'agent \d+: step \d+'|\bagent[- ]\d+\b|\b[0-9a-f]{12,}\b", "*", text)
 
 
