@@ -435,7 +435,7 @@ class Round:
     no_instruction: int = 0  # resumes after which paradev had printed no next step
     person: list[str] = field(default_factory=list)  # why a person would have been needed
     violations: list[str] = field(default_factory=list)
-    not_landed: set[int] = field(default_factory=set)  # agents paradev reported as not landed
+    not_landed: set[int] = field(default_factory=set)  # agents a stop or refusal named
     strays: int = 0  # gate or agent processes still running once the round was over
 
     @property
@@ -502,6 +502,7 @@ def play_round(scn: Scenario, seed: int, timing: Timing, max_kills: int = 3) -> 
         if run.code == 2 and NO_TRAIN in run.out and scn.state().get("train") is None:
             args = next_step(run.out) or ["merge"]  # killed before its train began, or after
             continue
+        result.not_landed.update(int(a) for a in re.findall(r"\bagent (\d+)", run.out))
         kind = "stopped (exit 1)" if run.code == 1 else f"exit {run.code}"
         said = f"paradev {' '.join(args)}: {kind}: {_last_line(run.out)}"
         if said in result.person:
@@ -512,7 +513,6 @@ def play_round(scn: Scenario, seed: int, timing: Timing, max_kills: int = 3) -> 
         if run.code == 1 and told:  # a stop this train never needs; does doing as told finish?
             args = told
             continue
-        result.not_landed = {int(a) for a in re.findall(r"\bagent (\d+)", run.out)}
         return finish_round(scn, result)
     result.person.append(f"still not finished after {len(result.runs)} runs (a loop)")
     return finish_round(scn, result)
