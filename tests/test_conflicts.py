@@ -369,15 +369,25 @@ def test_cli_json_has_the_design_keys_and_check_exits_1(
     commit(agent_tree(set_up, 3), {"README.md": "# three\n"})
 
     result = cli("conflicts", "--json")
+    every = cli("conflicts", "--json", "--all-pairs")
     checked = cli("conflicts", "--check")
 
     assert result.code == 0
     data = result.json()
-    assert {"base", "base_commit", "branches", "pairs", "against_base"} <= set(data)
+    assert {"base", "base_commit", "branches", "pairs", "summary", "against_base"} <= set(data)
     assert data["base"] == "main"
     assert [b["agent"] for b in data["branches"]] == [1, 2, 3]
     assert set(data["branches"][0]) >= {"agent", "branch", "head", "files", "uncommitted"}
-    assert [p["agents"] for p in data["pairs"]] == [[1, 2], [1, 3], [2, 3]]
+    assert [p["agents"] for p in data["pairs"]] == [[1, 2]]  # the clean pairs are only counted
+    assert data["summary"] == {"clean": 2, "overlap": 0, "conflict": 1}
+    assert [p["agents"] for p in every.json()["pairs"]] == [[1, 2], [1, 3], [2, 3]]
+    assert every.json()["summary"] == data["summary"]
+    assert every.json()["pairs"][1] == {
+        "agents": [1, 3],
+        "overlap": [],
+        "conflict": False,
+        "conflicts": [],
+    }
     first = data["pairs"][0]
     assert first["overlap"] == ["src/app.py"] and first["conflict"] is True
     (conflict,) = first["conflicts"]
@@ -396,10 +406,15 @@ def test_cli_check_exits_0_without_conflicts_and_shows_harmless_overlap(
     two_agents(set_up, {"src/util.py": "VALUE = 3\n"}, {"src/util.py": "VALUE = 3\n"})
 
     result = cli("conflicts", "--check")
+    data = cli("conflicts", "--json").json()
 
     assert result.code == 0, result.err
     assert "overlap, merges cleanly: src/util.py" in result.out
     assert "0 conflict(s), 1 harmless overlap(s)" in result.out
+    assert data["summary"] == {"clean": 0, "overlap": 1, "conflict": 0}
+    assert [(p["agents"], p["overlap"], p["conflict"]) for p in data["pairs"]] == [
+        ([1, 2], ["src/util.py"], False)
+    ]
 
 
 def test_watch_prints_only_what_changed(set_up: Path, repo: Path) -> None:

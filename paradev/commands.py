@@ -1,0 +1,684 @@
+"""The one command table: every command described once, for both faces.
+
+``paradev NAME`` (``paradev.cli``, argparse) and ``invoke NAME``
+(``paradev.tasks``) are both built from ``COMMANDS``, so their commands and
+flags cannot drift apart. This module never imports invoke, and each
+command imports the core modules it needs when it runs, so a fast command
+(``check``, ``status``, ``conflicts``) loads only what it uses.
+
+Adding a command: write ``_name(**values)`` below (it receives every
+argument already converted, by its Python name) and add one ``Command`` to
+``COMMANDS``. invoke has no variadic or optional positionals: an argument
+declared with ``many(...)`` (``PATH...``) is the repeatable ``--path`` on
+invoke's side, and one declared with ``maybe(...)`` (``[BATCH]``) the
+optional ``--batch`` (see ``Arg.invoke_flag``).
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from paradev.errors import EXIT_INTERRUPTED, EXIT_USAGE, ParadevError, PreconditionError
+
+if TYPE_CHECKING:
+    from paradev.hooks import HookResult
+    from paradev.runner import BatchRun
+    from paradev.workspace import Workspace
+
+# -- argument types -----------------------------------------------------------------------
+
+
+def _text(text: str, label: str) -> str:
+    return text
+
+
+def _int(text: str, label: str) -> int:
+    from paradev.lifecycle import parse_int
+
+    return parse_int(text, label)
+
+
+def _hours(text: str, label: str) -> float:
+    from paradev.lifecycle import parse_hours
+
+    return parse_hours(text)
+
+
+def _seconds(text: str, label: str) -> float:
+    from paradev.conflicts import parse_interval
+
+    return parse_interval(text)
+
+
+@dataclass(frozen=True)
+class ArgType:
+    """How an argument is shown (``metavar``) and turned from text into a value."""
+
+    metavar: str
+    convert: Callable[[str, str], Any]  # (text, label shown in errors) -> value
+
+
+TEXT = ArgType("TEXT", _text)
+NAME = ArgType("NAME", _text)
+PATH = ArgType("PATH", _text)
+DIR = ArgType("DIR", _text)
+INT = ArgType("INT", _int)
+HOURS = ArgType("HOURS", _hours)
+SECONDS = ArgType("SECONDS", _seconds)
+AGENT_LIST = ArgType("LIST", _text)  # "1,3": checked against the plan by the command
+SHELL = ArgType("SHELL", _text)
+
+Position = Literal["", "one", "maybe", "many"]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: an on/off flag (``type`` None), an option, or a positional.
+
+    ``position``: "" an option (``--name VALUE``) or flag; "one" a required
+    positional; "maybe" an optional positional (``[NAME]``); "many" one or
+    more positionals (``NAME...``).
+    """
+
+    name: str  # the Python name; the flag is --name-with-dashes
+    help: str
+    type: ArgType | None = None
+    position: Position = ""
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.strip("_").replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        """How the argument is named in usage lines and error messages."""
+        return self.name.upper() if self.position else self.flag
+
+    @property
+    def invoke_flag(self) -> bool:
+        """invoke cannot take this positional: there it is the flag ``--name`` (repeatable)."""
+        return self.position in ("maybe", "many")
+
+    def convert(self, raw: Any) -> Any:
+        if self.type is None or raw is None:
+            return raw if raw is not None else ([] if self.position == "many" else None)
+        if self.choices and raw not in self.choices:
+            raise PreconditionError(
+                f"{self.label} must be one of {', '.join(self.choices)}, not {raw!r}"
+            )
+        if isinstance(raw, list):
+            return [self.type.convert(item, self.label) for item in raw]
+        return self.type.convert(raw, self.label)
+
+
+def flag(name: str, help: str) -> Arg:
+    return Arg(name, help)
+
+
+def option(name: str, type: ArgType, help: str) -> Arg:
+    return Arg(name, help, type)
+
+
+def one(name: str, type: ArgType, help: str, choices: tuple[str, ...] = ()) -> Arg:
+    return Arg(name, help, type, "one", choices)
+
+
+def maybe(name: str, type: ArgType, help: str) -> Arg:
+    return Arg(name, help, type, "maybe")
+
+
+def many(name: str, type: ArgType, help: str) -> Arg:
+    return Arg(name, help, type, "many")
+
+
+GROUPS = ("plan", "agents", "conflicts", "landing", "maintenance")
+BAD_INPUT = "bad input, plan or state error, or a precondition not met (nothing changed)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of both faces: what it is called, takes, does, and returns."""
+
+    name: str
+    group: str  # one of GROUPS
+    summary: str  # one line, shown in the command list
+    run: Callable[..., None]  # called with every argument, converted, by Python name
+    example: str  # one command line, without the leading "paradev "
+    args: tuple[Arg, ...] = ()
+    exits: Mapping[int, str] = field(default_factory=lambda: {0: "success"})
+    details: str = ""
+
+    def exit_codes(self) -> dict[int, str]:
+        """Every exit code the command can give; 2 and 130 hold for all of them."""
+        return {**self.exits, EXIT_USAGE: BAD_INPUT, EXIT_INTERRUPTED: "interrupted (Ctrl-C)"}
+
+    def usage(self) -> str:
+        """``assign AGENT ISSUE TITLE HOURS [--batch NAME]``."""
+        words = [self.name]
+        for arg in self.args:
+            if arg.position == "one":
+                words.append(arg.label)
+            elif arg.position == "maybe":
+                words.append(f"[{arg.label}]")
+            elif arg.position == "many":
+                words.append(f"{arg.label}...")
+        for arg in self.args:
+            if not arg.position:
+                words.append(f"[{arg.flag} {arg.type.metavar}]" if arg.type else f"[{arg.flag}]")
+        return " ".join(words)
+
+
+def call(command: Command, raw: Mapping[str, Any]) -> int:
+    """The one error boundary: run ``command`` and return its exit code.
+
+    A ParadevError becomes one line on stderr and its exit code; anything
+    else is a bug and keeps its traceback.
+    """
+    try:
+        values = {arg.name: arg.convert(raw.get(arg.name)) for arg in command.args}
+        command.run(**values)
+    except ParadevError as err:
+        print(f"paradev: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("paradev: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+# -- output helpers -------------------------------------------------------------------------
+
+
+def emit_json(data: Any) -> None:
+    print(jsonlib.dumps(data, indent=2))
+
+
+def warn(message: str) -> None:
+    print(f"paradev: warning: {message}", file=sys.stderr)
+
+
+def report_hook(result: HookResult | None) -> None:
+    """A failing hook is a warning, never an error."""
+    if result is not None and not result.ok:
+        warn(result.describe())
+
+
+def _workspace() -> Workspace:
+    from paradev.workspace import open_workspace
+
+    ws = open_workspace()
+    ws.store.read()  # a corrupt state stops every command but reset and doctor, up front
+    return ws
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+
+def _assign(agent: int, issue: int, title: str, hours: float, batch: str | None) -> None:
+    from paradev.lifecycle import assign
+
+    task = assign(_workspace(), agent, issue, title, hours, batch)
+    print(f"assigned #{task.issue} to agent {task.agent} in batch {task.batch!r}")
+
+
+def _estimate(json: bool) -> None:
+    from paradev.estimate import estimate, render
+
+    plan = _workspace().plan
+    result = estimate(plan)
+    if json:
+        emit_json(result.to_json())
+    else:
+        print(render(result, plan))
+
+
+# -- agents ----------------------------------------------------------------------------------
+
+
+def _setup(agents: int | None) -> None:
+    from paradev.worktrees import setup
+
+    for step in setup(_workspace(), agents):
+        print(step.describe())
+
+
+def _start(agent: int) -> None:
+    from paradev.hooks import run_hook
+    from paradev.lifecycle import start
+
+    ws = _workspace()
+    task, record = start(ws, agent)
+    print(f"agent {task.agent} started #{task.issue} {task.title} (base {record.base_commit})")
+    report_hook(run_hook(ws, "on_start", task, record))
+
+
+def _complete(agent: int) -> None:
+    from paradev.hooks import run_hook
+    from paradev.lifecycle import complete
+
+    ws = _workspace()
+    done = complete(ws, agent)
+    files = done.record.files_modified
+    print(f"agent {done.task.agent} completed #{done.task.issue} ({len(files)} files changed)")
+    for path in files:
+        print(f"  {path}")
+    if done.uncommitted:
+        warn(
+            f"{len(done.uncommitted)} uncommitted path(s) in the worktree are not counted: "
+            + ", ".join(done.uncommitted)
+        )
+    report_hook(run_hook(ws, "on_complete", done.task, done.record))
+
+
+def _status(json: bool) -> None:
+    from paradev.lifecycle import render_status, status
+
+    report = status(_workspace())
+    if json:
+        emit_json(report)
+    else:
+        print(render_status(report))
+
+
+def _run_batch(batch: str | None, no_launch: bool, dry_run: bool, agents: str | None) -> None:
+    from paradev import runner
+
+    ws = _workspace()
+    with runner.batch_lock(ws):
+        run = runner.prepare(ws, batch or None, runner.parse_agents(agents or "", ws))
+        for note in run.notes:
+            print(f"skipped: {note}")
+        if not run.queues:
+            print(f"batch {run.batch.name!r}: nothing to run")
+            return
+        launch = bool(ws.plan.agent_command) and not no_launch
+        if dry_run:
+            print("\n".join(runner.describe(ws, run, launch)))
+        elif not launch:
+            _start_without_agents(ws, run)
+        else:
+            _launch_agents(ws, run)
+
+
+def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
+    from paradev import runner
+
+    if not ws.plan.agent_command:
+        print("no agents.command in plan.toml: starting the tasks for you to hand out")
+    for started in runner.start_only(ws, run, runner.LineProgress()):
+        print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
+        print(f"  worktree: {started.worktree}")
+        print(f"  branch:   {started.branch}")
+        print(f"  prompt:   {started.prompt}")
+        if started.queued:
+            later = ", ".join(f"#{t.issue}" for t in started.queued)
+            print(f"  then:     {later} (after 'paradev complete {started.task.agent}')")
+
+
+def _launch_agents(ws: Workspace, run: BatchRun) -> None:
+    from paradev import runner
+    from paradev.errors import Stopped
+
+    with runner.progress_display(sys.stdout.isatty()) as progress:
+        outcomes = runner.run_batch(ws, run, progress)
+    failed = [o for o in outcomes if o.status != "completed"]
+    done = len(outcomes) - len(failed)
+    print(f"batch {run.batch.name!r}: {done} completed, {len(failed)} not completed")
+    if failed:
+        issues = ", ".join(f"#{o.task.issue} ({o.status}: {o.detail})" for o in failed)
+        raise Stopped(
+            f"{len(failed)} task(s) not completed: {issues}; "
+            "fix the cause and run 'paradev run-batch' again to restart them"
+        )
+
+
+# -- conflicts -------------------------------------------------------------------------------
+
+
+def _conflicts(
+    json: bool,
+    all_pairs: bool,
+    uncommitted: bool,
+    check: bool,
+    remote: bool,
+    watch: bool,
+    interval: float | None,
+) -> None:
+    from paradev.conflicts import analyze, render
+    from paradev.conflicts import watch as watch_loop
+    from paradev.errors import Stopped
+
+    ws = _workspace()
+    if watch:
+        watch_loop(
+            lambda: analyze(ws, uncommitted=uncommitted, remote=remote),
+            lambda text: print(text, flush=True),
+            5.0 if interval is None else interval,
+            as_json=json,
+            all_pairs=all_pairs,
+        )
+        return
+    report = analyze(ws, uncommitted=uncommitted, remote=remote)
+    if json:  # compact: hundreds of pairs, printed every few seconds
+        print(jsonlib.dumps(report.to_json(all_pairs=all_pairs), separators=(",", ":")))
+    else:
+        print(render(report))
+    if check and report.conflict_count:
+        raise Stopped(f"{report.conflict_count} real conflict(s)")
+
+
+def _check(path: list[str], agent: int | None) -> None:
+    from paradev.conflicts import claims, repo_relative
+    from paradev.errors import Stopped
+
+    if not path:
+        raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
+    ws = _workspace()
+    if agent is not None:
+        ws.check_agent(agent)
+    found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
+    if not found:
+        print("no other agent changes " + ", ".join(path))
+        return
+    for claim in found:
+        shown = claim.path or "."
+        print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
+    agents = sorted({claim.agent for claim in found})
+    raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
+
+
+# -- landing ---------------------------------------------------------------------------------
+
+
+def _merge_order(json: bool) -> None:
+    from paradev.order import compute_merge_order, render
+
+    result = compute_merge_order(_workspace())
+    if json:
+        emit_json(result.to_json())
+    else:
+        print(render(result))
+
+
+def _merge(
+    dry_run: bool,
+    continue_: bool,
+    abort: bool,
+    skip: bool,
+    push: bool,
+    no_push: bool,
+    no_gate: bool,
+) -> None:
+    from paradev import train
+
+    if sum((dry_run, continue_, abort, skip)) > 1:
+        raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
+    if push and no_push:
+        raise PreconditionError("use --push or --no-push, not both")
+    pushing = True if push else (False if no_push else None)
+    ws = _workspace()
+    if dry_run:
+        train.dry_run(ws, print)
+    elif abort:
+        train.abort(ws, print)
+    elif continue_:
+        train.resume(ws, print, push=pushing, gate=not no_gate)
+    elif skip:
+        train.skip(ws, print, push=pushing, gate=not no_gate)
+    else:
+        train.merge(ws, print, push=pushing, gate=not no_gate)
+
+
+def _cleanup(force: bool, delete_branches: bool) -> None:
+    from paradev.cleanup import cleanup
+    from paradev.errors import Stopped
+
+    report = cleanup(_workspace(), force=force, delete_branches=delete_branches)
+    for line in report.lines():
+        print(line)
+    if report.refused:
+        raise Stopped(
+            f"{len(report.refused)} worktree(s) kept; see above, or use --force "
+            "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
+        )
+
+
+# -- maintenance -----------------------------------------------------------------------------
+
+
+def _doctor(repair: bool) -> None:
+    from paradev import plan as plan_mod
+    from paradev.doctor import doctor
+    from paradev.errors import StateError, Stopped
+    from paradev.git import discover
+
+    repo = discover()
+    findings = doctor(repo, plan_mod.find_plan(repo.main_root), repair)
+    for finding in findings:
+        print(f"{'ok ' if finding.ok else 'BAD'}  {finding.text}")
+    bad = [f for f in findings if not f.ok]
+    blocking = [f for f in bad if f.blocking]
+    if blocking:  # a corrupt state stops every command: exit 2 like them
+        raise StateError(blocking[0].text)
+    if bad:
+        raise Stopped(
+            f"{len(bad)} problem(s) found" + ("" if repair else "; try 'paradev doctor --repair'")
+        )
+
+
+def _reset() -> None:
+    from paradev.doctor import reset
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    store = StateStore(discover().common_dir)
+    aside, dropped = reset(store)
+    if aside:
+        print(f"moved the corrupt state file aside to {aside}")
+    if dropped and dropped.train:
+        warn("a merge train was in progress; its journal is gone (git state is untouched)")
+    print(f"state cleared: {store.path}")
+
+
+def _demo(folder: str | None) -> None:
+    from pathlib import Path
+
+    from paradev.demo import run_demo
+
+    run_demo(Path(folder) if folder else None)
+
+
+def _completion(shell: str) -> None:
+    from paradev.completion import script
+
+    print(script(shell, COMMANDS), end="")
+
+
+# -- the table -------------------------------------------------------------------------------
+
+JSON = flag("json", "print JSON (stable keys) instead of text")
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "assign",
+        "plan",
+        "Add a task to plan.toml (comments and layout kept) and mark it assigned.",
+        _assign,
+        "assign 1 16 'Implement the status command' 2.5 --batch cli",
+        args=(
+            one("agent", INT, "agent number (1..agents.count)"),
+            one("issue", INT, "issue number, unique in the plan"),
+            one("title", TEXT, "task title, stored verbatim"),
+            one("hours", HOURS, "estimated hours (a number >= 0)"),
+            option("batch", NAME, "batch to add the task to (default: the last; created if new)"),
+        ),
+    ),
+    Command(
+        "estimate",
+        "plan",
+        "Sequential vs parallel hours (critical path per batch), time saved and cost.",
+        _estimate,
+        "estimate --json",
+        args=(JSON,),
+    ),
+    Command(
+        "setup",
+        "agents",
+        "Create or repair every agent's worktree and branch from base (idempotent).",
+        _setup,
+        "setup --agents 4",
+        args=(option("agents", INT, "set up agents 1..N only (default: agents.count)"),),
+    ),
+    Command(
+        "start",
+        "agents",
+        "Start the agent's next planned or assigned task and record the base commit.",
+        _start,
+        "start 2",
+        args=(one("agent", INT, "agent number"),),
+    ),
+    Command(
+        "complete",
+        "agents",
+        "Mark the agent's task completed; files come from the branch's real diff.",
+        _complete,
+        "complete 2",
+        args=(one("agent", INT, "agent number"),),
+    ),
+    Command(
+        "run-batch",
+        "agents",
+        "Start a batch: assign and start its tasks, launch the agents at once, wait, complete.",
+        _run_batch,
+        "run-batch cli-commands --agents 1,3",
+        args=(
+            maybe("batch", NAME, "batch to run (default: the first batch not fully merged)"),
+            flag("no_launch", "only assign and start; print each agent's worktree and prompt"),
+            flag("dry_run", "say what would happen and change nothing"),
+            option("agents", AGENT_LIST, "only these agents, comma-separated (e.g. 1,3)"),
+        ),
+        exits={0: "every task completed (or nothing to run)", 1: "a task did not complete"},
+    ),
+    Command(
+        "status",
+        "agents",
+        "Show every agent: branch, worktree, tasks, hours, ahead/behind, dirty.",
+        _status,
+        "status --json",
+        args=(JSON,),
+    ),
+    Command(
+        "conflicts",
+        "conflicts",
+        "Pairwise and against-base conflicts from the branches' real contents.",
+        _conflicts,
+        "conflicts --uncommitted --check",
+        args=(
+            flag("json", "print JSON: the pairs that overlap or conflict, and counts"),
+            flag("all_pairs", "with --json: list every pair, clean ones too"),
+            flag("uncommitted", "include each worktree's uncommitted and untracked work"),
+            flag("check", "exit 1 when any real conflict exists (for CI)"),
+            flag("remote", "fetch project.remote and use its remote-tracking agent branches"),
+            flag("watch", "re-check every --interval seconds, print what changed (Ctrl-C ends)"),
+            option("interval", SECONDS, "seconds between checks with --watch (default 5)"),
+        ),
+        exits={0: "done (with --check: no real conflict)", 1: "with --check: a real conflict"},
+    ),
+    Command(
+        "check",
+        "conflicts",
+        "Exit 1 naming the agents whose branch or worktree already changes PATH.",
+        _check,
+        "check src/cli.py docs/ --agent 2",
+        args=(
+            many("path", PATH, "a file or directory you are about to change"),
+            option("agent", INT, "your own agent number, left out of the check"),
+        ),
+        exits={0: "no other agent changes these paths", 1: "another agent does (named)"},
+        details="Run it before editing a file; uncommitted work in worktrees counts.",
+    ),
+    Command(
+        "merge-order",
+        "landing",
+        "The landing order that respects depends_on with the fewest conflicting rebases.",
+        _merge_order,
+        "merge-order --json",
+        args=(JSON,),
+    ),
+    Command(
+        "merge",
+        "landing",
+        "Land every agent's completed work on base: rebase, gate, fast-forward, push.",
+        _merge,
+        "merge --dry-run",
+        args=(
+            flag("dry_run", "simulate the whole train (merge-tree/commit-tree); change nothing"),
+            flag("continue_", "resume a stopped or interrupted train where it was"),
+            flag("abort", "end the train: abort paradev's rebase, restore that branch's backup"),
+            flag("skip", "leave the stopped agent out and go on with the others"),
+            flag("push", "push base and the rewritten agent branches (default: merge.push)"),
+            flag("no_push", "do not push, whatever merge.push says"),
+            flag("no_gate", "land without running gate.command"),
+        ),
+        exits={0: "everything landed", 1: "the train stopped (conflict or gate failure)"},
+    ),
+    Command(
+        "cleanup",
+        "landing",
+        "Remove the worktrees of agents whose work is merged and whose trees are clean.",
+        _cleanup,
+        "cleanup --delete-branches",
+        args=(
+            flag("force", "also remove dirty or unmerged worktrees (work kept under backup refs)"),
+            flag("delete_branches", "delete the agent branches too (never base or checked out)"),
+        ),
+        exits={0: "every eligible worktree removed", 1: "some worktrees were kept (listed)"},
+    ),
+    Command(
+        "doctor",
+        "maintenance",
+        "Check git, the plan, the state and the worktrees (exit 1 when something is wrong).",
+        _doctor,
+        "doctor --repair",
+        args=(
+            flag(
+                "repair",
+                "fix what is safe: prune stale worktree records, move a corrupt state aside, "
+                "recreate missing worktrees",
+            ),
+        ),
+        exits={0: "all healthy", 1: "problems found (listed)"},
+    ),
+    Command(
+        "reset",
+        "maintenance",
+        "Clear the shared state (a corrupt file is moved aside, never overwritten).",
+        _reset,
+        "reset",
+    ),
+    Command(
+        "demo",
+        "maintenance",
+        "Run the whole flow on a generated sample project with a scripted agent.",
+        _demo,
+        "demo --folder /tmp/paradev-demo",
+        args=(option("folder", DIR, "where to build the sample project (default: ./demo-run)"),),
+    ),
+    Command(
+        "completion",
+        "maintenance",
+        "Print a shell completion script (bash or zsh).",
+        _completion,
+        "completion bash > ~/.local/share/bash-completion/completions/paradev",
+        args=(one("shell", SHELL, "the shell: bash or zsh", choices=("bash", "zsh")),),
+        details="bash: source the output, or save it as completions/paradev. "
+        "zsh: save it as _paradev in a folder on $fpath.",
+    ),
+)
+
+BY_NAME: dict[str, Command] = {command.name: command for command in COMMANDS}
