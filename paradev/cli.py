@@ -30,6 +30,18 @@ class HelpShown(Exception):  # noqa: N818 - control flow, not a failure
     """argparse printed help (it would otherwise exit the process)."""
 
 
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter without its ``shutil`` import (and bz2, lzma): parsers build
+    one per argument, so every command would pay for it."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
+        except (ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=max(columns, 40) - 2)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports instead of exiting, so the one boundary decides the exit code.
 
@@ -81,7 +93,7 @@ def build_parser(command: Command) -> Parser:
         usage=f"paradev {command.usage()}",
         description=description,
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
         allow_abbrev=False,
     )
     for arg in command.args:

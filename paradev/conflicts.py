@@ -1034,7 +1034,7 @@ def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> l
     branches, _ = load_branches(ws.git, heads)
     agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]
     committed = {b.agent: set(b.changes.paths) for b in branches if b.has_work}
-    dirty = _dirty(ws, agents)
+    dirty = _dirty(ws, agents, paths)
     found: list[Claim] = []
     for path in paths:
         for agent in agents:
@@ -1055,7 +1055,10 @@ def _covers(query: str, changed: str) -> bool:
     return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
 
 
-def _dirty(ws: Workspace, agents: Sequence[int]) -> dict[int, set[str]]:
-    return {
-        agent: set(paths) for agent, paths in _in_worktrees(ws, agents, gitmod.dirty_paths).items()
-    }
+def _dirty(ws: Workspace, agents: Sequence[int], within: Sequence[str]) -> dict[int, set[str]]:
+    """Uncommitted paths below ``within`` in each agent's work tree."""
+
+    def look(tree: Path) -> list[str]:
+        return gitmod.dirty_paths(tree, within=within)
+
+    return {agent: set(paths) for agent, paths in _in_worktrees(ws, agents, look).items()}

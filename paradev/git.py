@@ -313,12 +313,15 @@ def changed_paths(git: Git, base: str, head: str) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
-def dirty_paths(worktree: Path, *, untracked: bool = True) -> list[str]:
+def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str] = ()) -> list[str]:
     """Uncommitted paths in a work tree: tracked changes, plus untracked (not ignored) ones.
 
+    ``within``: only below these repository paths ("" is the whole tree); git
+    then looks at those files alone, not at every file of a large tree.
     ``--no-optional-locks``: looking must never take the index lock an agent
     working in that tree may need at the same moment.
     """
+    limit = ["--", *(f":(top,literal){p}" if p else ":(top)" for p in within)] if within else []
     out = (
         Git(worktree)
         .run(
@@ -327,6 +330,7 @@ def dirty_paths(worktree: Path, *, untracked: bool = True) -> list[str]:
             "--porcelain=v1",
             "-z",
             f"--untracked-files={'all' if untracked else 'no'}",
+            *limit,
         )
         .stdout
     )

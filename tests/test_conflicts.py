@@ -483,6 +483,20 @@ def test_check_takes_paths_relative_to_the_agent_worktree(
     assert empty.code == 2 and "an empty PATH names nothing" in empty.err
 
 
+def test_check_looks_only_below_the_paths_asked_and_takes_them_literally(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    write(agent_tree(set_up, 3), {"src/aXb.py": "untracked\n", "docs/deep/er/x.md": "new\n"})
+
+    glob = cli("check", "src/a*b.py", "--agent", "1")
+    whole = cli("check", ".", "--agent", "1")
+    deep = cli("check", "docs/deep", "--agent", "1")
+
+    assert glob.code == 0, glob.out  # "*" is a character of the name, not a wildcard
+    assert whole.code == 1 and ".: agent 3 (parallel-dev/agent-3, worktree)" in whole.out
+    assert deep.code == 1 and "docs/deep: agent 3" in deep.out
+
+
 def test_check_sees_the_old_path_of_a_rename_in_a_worktree(
     set_up: Path, cli: Callable[..., Result]
 ) -> None:
