@@ -80,7 +80,7 @@ def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> M
     chosen = sorted(set(agents))
     members = set(chosen)
     conflicts: dict[int, set[int]] = {a: set() for a in chosen}
-    for pair in report.pairs:
+    for pair in report.examined:  # the others are clean
         left, right = pair.agents
         if pair.conflict and left in members and right in members:
             conflicts[left].add(right)

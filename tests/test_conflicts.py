@@ -538,6 +538,26 @@ def test_a_bad_interval_is_a_usage_error(
     assert "Traceback" not in result.err
 
 
+def test_only_examined_pairs_are_built_and_every_other_pair_is_clean(
+    set_up: Path, repo: Path
+) -> None:
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    commit(agent_tree(set_up, 3), {"README.md": "# three\n"})
+
+    report = analyze(ws_of(repo))
+
+    assert [p.agents for p in report.examined] == [(1, 2)]
+    assert [(p.agents, p.state, p.merged) for p in report.pairs] == [
+        ((1, 2), "CONFLICT", True),
+        ((1, 3), "clean", False),
+        ((2, 3), "clean", False),
+    ]
+    clean = report.pair(3, 1)
+    assert clean is not None and (clean.agents, clean.state) == ((1, 3), "clean")
+    assert report.summary() == {"clean": 2, "overlap": 0, "conflict": 1}
+    assert report.pair_count == 3 and report.conflict_count == 1
+
+
 def test_an_empty_report_renders() -> None:
     report = Report("main", "0" * 40, [], [], [], idle=[1, 2])
     text = conf.render(report)
