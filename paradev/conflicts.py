@@ -366,11 +366,8 @@ def _in_worktrees(ws: Workspace, agents: Iterable[int], look: Callable[[Path], T
     present = [a for a in agents if (ws.worktree(a) / ".git").exists()]
     if not present:
         return {}
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(8, len(present))) as pool:
-        found = pool.map(lambda agent: look(ws.worktree(agent)), present)
-        return dict(zip(present, found, strict=True))
+    found = gitmod.side_by_side(lambda agent: look(ws.worktree(agent)), present)
+    return dict(zip(present, found, strict=True))
 
 
 def load_branches(git: Git, heads: Heads) -> tuple[list[Branch], dict[str, Changes]]:

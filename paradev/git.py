@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev.errors import GitError, PreconditionError
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 if TYPE_CHECKING:
     from git import Repo
@@ -51,6 +54,41 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def side_by_side(work: Callable[[_T], _R], items: Sequence[_T], threads: int = 16) -> list[_R]:
+    """``work(item)`` for every item, run in threads (each git call is its own process).
+
+    Results come in the order of ``items``; the first exception is raised once
+    all threads are done. Plain threads: ``concurrent.futures`` would import
+    ``logging``, a few ms of every ``paradev status`` and ``check``.
+    """
+    import threading
+
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    todo = iter(enumerate(items))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not errors:
+            with lock:
+                job = next(todo, None)
+            if job is None:
+                return
+            try:
+                results[job[0]] = work(job[1])
+            except BaseException as exc:
+                errors.append(exc)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(min(threads, len(items)))]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 class Git:

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
-from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
+from paradev.git import (
+    Git,
+    ahead_behind_if_any,
+    changed_paths,
+    current_branch,
+    dirty_paths,
+    side_by_side,
+)
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -278,13 +284,15 @@ def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys)."""
     state = ws.store.read()
     agents = range(1, ws.plan.agent_count + 1)
-    with ThreadPoolExecutor(max_workers=min(16, ws.plan.agent_count)) as pool:
-        base = pool.submit(ws.git.rev, f"refs/heads/{ws.plan.base}")
-        facts = dict(zip(agents, pool.map(lambda a: _branch_facts(ws, a), agents), strict=True))
+    base_ref = f"refs/heads/{ws.plan.base}"
+    found: list[Any] = side_by_side(  # "agent" 0: whether base exists, asked alongside
+        lambda agent: _branch_facts(ws, agent) if agent else ws.git.rev(base_ref), [0, *agents]
+    )
+    facts: dict[int, dict[str, Any]] = dict(zip(agents, found[1:], strict=True))
     index = tasks_by_agent(ws)
     return {
         "base": ws.plan.base,
-        "base_exists": base.result() is not None,
+        "base_exists": found[0] is not None,
         "agents": {
             str(agent): _agent_json(ws, state, agent, index[agent], facts[agent])
             for agent in agents
