@@ -102,11 +102,38 @@ def build_parser(command: Command) -> Parser:
             nargs = {"one": None, "maybe": "?", "many": "*"}[arg.position]
             shown = f"{kind}: {arg.help}" if kind else arg.help
             parser.add_argument(arg.name, metavar=arg.label, nargs=nargs, help=shown)
+            if arg.invoke_flag:  # invoke's spelling works here too: --batch NAME, --path A
+                parser.add_argument(
+                    arg.flag,
+                    dest=_AS_FLAG + arg.name,
+                    metavar=kind,
+                    action="append" if arg.position == "many" else "store",
+                    help=f"the same as {arg.label}"
+                    + (" (repeatable)" if arg.position == "many" else ""),
+                )
         elif arg.type is None:
             parser.add_argument(arg.flag, dest=arg.name, action="store_true", help=arg.help)
         else:
             parser.add_argument(arg.flag, dest=arg.name, metavar=kind, help=arg.help)
     return parser
+
+
+_AS_FLAG = "flag:"  # dest prefix of a positional given as a flag (see build_parser)
+
+
+def merge_flag_forms(command: Command, values: dict[str, Any]) -> dict[str, Any]:
+    """``check A --path B`` -> path [A, B]; ``run-batch X --batch Y`` is refused (two batches)."""
+    for arg in command.args:
+        given = values.pop(_AS_FLAG + arg.name, None)
+        if given is None:
+            continue
+        if arg.position == "many":
+            values[arg.name] = [*(values.get(arg.name) or []), *given]
+        elif values.get(arg.name) is not None:
+            raise UsageError(f"give {arg.label} or {arg.flag}, not both")
+        else:
+            values[arg.name] = given
+    return values
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -152,7 +179,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         # Options may come between positionals; after "--" everything is positional.
         parse = parser.parse_args if "--" in argv else parser.parse_intermixed_args
-        values: dict[str, Any] = vars(parse(argv[1:]))
+        values = merge_flag_forms(command, vars(parse(argv[1:])))
     except HelpShown:
         return 0
     except UsageError as err:

@@ -11,7 +11,8 @@ argument already converted, by its Python name) and add one ``Command`` to
 ``COMMANDS``. invoke has no variadic or optional positionals: an argument
 declared with ``many(...)`` (``PATH...``) is the repeatable ``--path`` on
 invoke's side, and one declared with ``maybe(...)`` (``[BATCH]``) the
-optional ``--batch`` (see ``Arg.invoke_flag``).
+optional ``--batch`` (see ``Arg.invoke_flag``); ``paradev`` takes both
+spellings, so every flag works on both faces.
 """
 
 from __future__ import annotations

@@ -115,6 +115,21 @@ def test_positionals_take_dashed_values_and_intermixed_options(
     assert dashed.code == 0 and "no other agent changes -odd-name" in dashed.out
 
 
+def test_invokes_flag_spelling_of_positionals_works_too(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    named = cli("run-batch", "--batch", "first", "--dry-run")
+    assert named.code == 0 and named.out == cli("run-batch", "first", "--dry-run").out
+    commit(agent_tree(set_up, 1), {"src/app.py": "changed\n"})
+    both = cli("check", "README.md", "--path", "src/app.py", "--agent", "2")
+    assert both.code == 1 and both.out.startswith("src/app.py: agent 1")
+    twice = cli("run-batch", "first", "--batch", "second")
+    assert (twice.code, twice.err) == (
+        2,
+        "paradev: give BATCH or --batch, not both (see 'paradev run-batch --help')\n",
+    )
+
+
 def test_interrupt_exits_130(
     set_up: Path, cli: Callable[..., Result], mocker: MockerFixture
 ) -> None:
