@@ -28,6 +28,21 @@ def _takes_files(args: Sequence[Arg]) -> bool:
     return any(a.position and a.type and a.type.metavar in FILE_TYPES for a in args)
 
 
+def _flags(args: Sequence[Arg]) -> list[Arg]:
+    """The arguments given as flags, including ``--batch``/``--path`` for [BATCH]/PATH...."""
+    return [a for a in args if not a.position or a.invoke_flag]
+
+
+def _zsh_flag(arg: Arg) -> str:
+    """``--agent[help]:INT:`` (a value follows), ``*--path[help]:PATH:_files`` (repeatable)."""
+    text = arg.help.replace("[", "(").replace("]", ")")
+    spec = f"{'*' if arg.position == 'many' else ''}{arg.flag}[{text}]"
+    if arg.type is None:
+        return spec
+    action = "_files" if arg.type.metavar in FILE_TYPES else ""
+    return f"{spec}:{arg.type.metavar}:{action}"
+
+
 def _choices(args: Sequence[Arg]) -> list[str]:
     return [c for a in args if a.position for c in a.choices]
 
@@ -36,7 +51,7 @@ def bash(commands: Sequence[Command]) -> str:
     """``complete -F _paradev paradev``: command names, then each command's flags."""
     cases = []
     for command in commands:
-        words = " ".join(["--help", *(a.flag for a in command.args if not a.position)])
+        words = " ".join(["--help", *(a.flag for a in _flags(command.args))])
         words = " ".join([*_choices(command.args), words])
         files = ' COMPREPLY+=($(compgen -f -- "$cur"))' if _takes_files(command.args) else ""
         cases.append(
@@ -74,11 +89,7 @@ def zsh(commands: Sequence[Command]) -> str:
     ]
     cases = []
     for command in commands:
-        specs = [
-            _zsh_quote(f"{a.flag}[{a.help.replace('[', '(').replace(']', ')')}]")
-            for a in command.args
-            if not a.position
-        ]
+        specs = [_zsh_quote(_zsh_flag(a)) for a in _flags(command.args)]
         if _takes_files(command.args):
             specs.append("'*:file:_files'")
         elif _choices(command.args):

@@ -170,6 +170,7 @@ def test_bash_completion_offers_commands_flags_and_files(
     assert _complete(script, ["paradev", "sta"], tmp_path) == ["start", "status"]
     assert _complete(script, ["paradev", "merge"], tmp_path) == ["merge", "merge-order"]
     assert _complete(script, ["paradev", "conflicts", "--a"], tmp_path) == ["--all-pairs"]
+    assert _complete(script, ["paradev", "run-batch", "--b"], tmp_path) == ["--batch"]
     assert _complete(script, ["paradev", "check", "src/a"], tmp_path) == ["src/app.py"]
     assert _complete(script, ["paradev", "completion", ""], tmp_path)[:2] == ["--help", "bash"]
     every = _complete(script, ["paradev", ""], tmp_path)
@@ -183,6 +184,8 @@ def test_zsh_completion_describes_every_command(cli: Callable[..., Result]) -> N
         assert f"'{command.name}:{command.summary[:9]}" in out
         assert f"    {command.name}) _arguments" in out
     assert "'--all-pairs[with --json: list every pair, clean ones too]'" in out
+    assert "'--interval[seconds between checks with --watch (default 5)]:SECONDS:'" in out
+    assert "'*--path[a file or directory you are about to change]:PATH:_files'" in out
     zsh = shutil.which("zsh")
     if zsh:  # syntax check where zsh is installed
         proc = subprocess.run([zsh, "-n"], input=out, text=True, capture_output=True, check=False)
