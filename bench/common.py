@@ -50,14 +50,28 @@ def median_ms(
 
 def interleaved_medians(
     rows: dict[str, Sequence[str]], cwd: Path, env: dict[str, str], runs: int, ok: tuple[int, ...]
-) -> dict[str, float]:
-    """Median ms per command, the commands taking turns so machine load hits each alike."""
+) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, CPU ms) per command, the commands taking turns so load hits each alike.
+
+    CPU is user + system time of the command and every process it waited for
+    (git children too): on a busy machine it moves far less than wall time.
+    """
+    import resource
+
     for argv in rows.values():
         run(argv, cwd, env, ok)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in rows}
+    wall: dict[str, list[float]] = {name: [] for name in rows}
+    cpu: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(runs):
         for name, argv in rows.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             run(argv, cwd, env, ok)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
+            wall[name].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            cpu[name].append(used)
+    return {
+        name: (statistics.median(wall[name]) * 1000, statistics.median(cpu[name]) * 1000)
+        for name in rows
+    }
