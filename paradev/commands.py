@@ -55,6 +55,15 @@ def _seconds(text: str, label: str) -> float:
     return parse_interval(text)
 
 
+def _days(text: str, label: str) -> float:
+    try:
+        return float(text)  # the range is checked where the days are used
+    except ValueError:
+        raise PreconditionError(
+            f"{label} {text!r}: give a number of days, e.g. {label} 30"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ArgType:
     """How an argument is shown (``metavar``) and turned from text into a value."""
@@ -70,6 +79,7 @@ DIR = ArgType("DIR", _text)
 INT = ArgType("INT", _int)
 HOURS = ArgType("HOURS", _hours)
 SECONDS = ArgType("SECONDS", _seconds)
+DAYS = ArgType("DAYS", _days)
 AGENT_LIST = ArgType("LIST", _text)  # "1,3": checked against the plan by the command
 SHELL = ArgType("SHELL", _text)
 
@@ -435,9 +445,19 @@ def _merge(
         train.merge(ws, print, push=pushing, gate=not no_gate)
 
 
-def _cleanup(force: bool, delete_branches: bool) -> None:
-    from paradev.cleanup import cleanup
+def _cleanup(force: bool, delete_branches: bool, backups: bool, older: float | None) -> None:
     from paradev.errors import Stopped
+
+    if older is not None and not backups:
+        raise PreconditionError("--older prunes backups: use it with --backups")
+    if backups:
+        if force or delete_branches:
+            raise PreconditionError(
+                "--backups only lists and prunes: drop --force/--delete-branches"
+            )
+        _cleanup_backups(older)
+        return
+    from paradev.cleanup import cleanup
 
     report = cleanup(_workspace(), force=force, delete_branches=delete_branches)
     for line in report.lines():
@@ -447,6 +467,28 @@ def _cleanup(force: bool, delete_branches: bool) -> None:
             f"{len(report.refused)} worktree(s) kept; see above, or use --force "
             "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
         )
+
+
+def _cleanup_backups(older: float | None) -> None:
+    """``cleanup --backups [--older DAYS]``: list the backups, or prune the old ones."""
+    from paradev import backups as backups_mod
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    repo = discover()
+    store = StateStore(repo.common_dir)
+    if older is None:
+        found = backups_mod.list_backups(repo.git, store)
+        for backup in found:
+            print(backup.line())
+        print(f"{len(found)} backup(s)" + (" (prune with --older DAYS)" if found else ""))
+        return
+    removed, kept = backups_mod.prune_backups(repo.git, store, older)
+    for backup in removed:
+        print(f"removed {backup.line()}")
+    for backup in kept:
+        print(f"kept (a merge train in progress needs it) {backup.line()}")
+    print(f"removed {len(removed)} backup(s) older than {older:g} day(s)")
 
 
 # -- maintenance -----------------------------------------------------------------------------
@@ -472,16 +514,18 @@ def _doctor(repair: bool) -> None:
         )
 
 
-def _reset() -> None:
+def _reset(yes: bool) -> None:
     from paradev.doctor import reset
     from paradev.git import discover
     from paradev.state import StateStore
 
     store = StateStore(discover().common_dir)
-    aside, dropped = reset(store)
-    if aside:
-        print(f"moved the corrupt state file aside to {aside}")
-    if dropped and dropped.train:
+    done = reset(store, yes=yes)
+    if done.aside:
+        print(f"moved the corrupt state file aside to {done.aside}")
+    if done.backup:
+        print(f"kept the old state as {done.backup}")
+    if done.dropped and done.dropped.train:
         warn("a merge train was in progress; its journal is gone (git state is untouched)")
     print(f"state cleared: {store.path}")
 
@@ -637,6 +681,8 @@ COMMANDS: tuple[Command, ...] = (
         args=(
             flag("force", "also remove dirty or unmerged worktrees (work kept under backup refs)"),
             flag("delete_branches", "delete the agent branches too (never base or checked out)"),
+            flag("backups", "list the backups paradev keeps (archives, old states, backup refs)"),
+            option("older", DAYS, "with --backups: remove the backups made more than DAYS ago"),
         ),
         exits={0: "every eligible worktree removed", 1: "some worktrees were kept (listed)"},
     ),
@@ -658,9 +704,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "reset",
         "maintenance",
-        "Clear the shared state (a corrupt file is moved aside, never overwritten).",
+        "Clear the shared state; refused while a merge or run-batch runs; the old file is kept.",
         _reset,
-        "reset",
+        "reset --yes",
+        args=(flag("yes", "clear a state that holds records (the old file is kept as a backup)"),),
     ),
     Command(
         "demo",

@@ -45,7 +45,8 @@ def test_every_command_is_described(name: str) -> None:
         ("check", "check PATH... [--agent INT]"),
         ("run-batch", "run-batch [BATCH] [--no-launch] [--dry-run] [--agents LIST]"),
         ("status", "status [--json]"),
-        ("reset", "reset"),
+        ("reset", "reset [--yes]"),
+        ("completion", "completion SHELL"),
     ],
 )
 def test_usage_shows_positionals_and_typed_options(name: str, usage: str) -> None:

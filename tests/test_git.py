@@ -335,3 +335,16 @@ def test_side_by_side_keeps_the_order_and_raises_the_first_error() -> None:
 
     with pytest.raises(GitError, match="git failed for 7"):
         git_mod.side_by_side(fail, list(range(20)))
+
+
+def test_landed_issues_reads_the_newest_trailer_of_each_issue(repo: Path) -> None:
+    older = commit(repo, {"a.py": "1\n"}, "feat: a\n\nParadev-Issue: 5")
+    newer = commit(repo, {"a.py": "2\n"}, "fix: a again\n\nParadev-Issue: 5\nParadev-Issue: 6")
+    commit(repo, {"b.py": "1\n"}, "docs: b\n\nParadev-Issue: 7 is mentioned here\n\nnot a trailer")
+    commit(repo, {"c.py": "1\n"}, "docs: c\n\nParadev-Issue: seven")
+
+    landed = git_mod.landed_issues(git_mod.Git(repo), "refs/heads/main")
+
+    assert {issue: commit for issue, (commit, _) in landed.items()} == {5: newer, 6: newer}
+    assert older != newer
+    assert git_mod.landed_issues(git_mod.Git(repo), "refs/heads/missing") == {}
