@@ -6,9 +6,9 @@ flags cannot drift apart. This module never imports invoke, and each
 command imports the core modules it needs when it runs, so a fast command
 (``check``, ``status``, ``conflicts``) loads only what it uses.
 
-Adding a command: write ``_name(**values)`` below (it receives every
-argument already converted, by its Python name) and add one ``Command`` to
-``COMMANDS``. invoke has no variadic or optional positionals: an argument
+Adding a command: write its function in ``paradev.handlers`` (it receives
+every argument already converted, by its Python name) and add one
+``Command`` to ``COMMANDS`` below. invoke has no variadic or optional positionals: an argument
 declared with ``many(...)`` (``PATH...``) is the repeatable ``--path`` on
 invoke's side, and one declared with ``maybe(...)`` (``[BATCH]``) the
 optional ``--batch`` (see ``Arg.invoke_flag``); ``paradev`` takes both
@@ -17,18 +17,13 @@ spellings, so every flag works on both faces.
 
 from __future__ import annotations
 
-import json as jsonlib
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from paradev import handlers
 from paradev.errors import EXIT_INTERRUPTED, EXIT_USAGE, ParadevError, PreconditionError
-
-if TYPE_CHECKING:
-    from paradev.hooks import HookResult
-    from paradev.runner import BatchRun
-    from paradev.workspace import Workspace
 
 # -- argument types -----------------------------------------------------------------------
 
@@ -202,348 +197,6 @@ def call(command: Command, raw: Mapping[str, Any]) -> int:
     return 0
 
 
-# -- output helpers -------------------------------------------------------------------------
-
-
-def emit_json(data: Any) -> None:
-    print(jsonlib.dumps(data, indent=2))
-
-
-def warn(message: str) -> None:
-    print(f"paradev: warning: {message}", file=sys.stderr)
-
-
-def report_hook(result: HookResult | None) -> None:
-    """A failing hook is a warning, never an error."""
-    if result is not None and not result.ok:
-        warn(result.describe())
-
-
-def _workspace() -> Workspace:
-    from paradev.workspace import open_workspace
-
-    ws = open_workspace()
-    ws.store.read()  # a corrupt state stops every command but reset and doctor, up front
-    return ws
-
-
-# -- plan ------------------------------------------------------------------------------------
-
-
-def _assign(agent: int, issue: int, title: str, hours: float, batch: str | None) -> None:
-    from paradev.lifecycle import assign
-
-    task = assign(_workspace(), agent, issue, title, hours, batch)
-    print(f"assigned #{task.issue} to agent {task.agent} in batch {task.batch!r}")
-
-
-def _estimate(json: bool) -> None:
-    from paradev.estimate import estimate, render
-
-    plan = _workspace().plan
-    result = estimate(plan)
-    if json:
-        emit_json(result.to_json())
-    else:
-        print(render(result, plan))
-
-
-# -- agents ----------------------------------------------------------------------------------
-
-
-def _setup(agents: int | None) -> None:
-    from paradev.worktrees import setup
-
-    for step in setup(_workspace(), agents):
-        print(step.describe())
-
-
-def _start(agent: int) -> None:
-    from paradev.hooks import run_hook
-    from paradev.lifecycle import start
-
-    ws = _workspace()
-    task, record = start(ws, agent)
-    print(f"agent {task.agent} started #{task.issue} {task.title} (base {record.base_commit})")
-    report_hook(run_hook(ws, "on_start", task, record))
-
-
-def _complete(agent: int) -> None:
-    from paradev.hooks import run_hook
-    from paradev.lifecycle import complete
-
-    ws = _workspace()
-    done = complete(ws, agent)
-    files = done.record.files_modified
-    print(f"agent {done.task.agent} completed #{done.task.issue} ({len(files)} files changed)")
-    for path in files:
-        print(f"  {path}")
-    if done.uncommitted:
-        warn(
-            f"{len(done.uncommitted)} uncommitted path(s) in the worktree are not counted: "
-            + ", ".join(done.uncommitted)
-        )
-    report_hook(run_hook(ws, "on_complete", done.task, done.record))
-
-
-def _status(json: bool) -> None:
-    from paradev.lifecycle import render_status, status
-
-    report = status(_workspace())
-    if json:
-        emit_json(report)
-    else:
-        print(render_status(report))
-
-
-def _run_batch(batch: str | None, no_launch: bool, dry_run: bool, agents: str | None) -> None:
-    from paradev import runner
-
-    ws = _workspace()
-    with runner.batch_lock(ws):
-        run = runner.prepare(ws, batch or None, runner.parse_agents(agents or "", ws))
-        for note in run.notes:
-            print(f"skipped: {note}")
-        if not run.queues:
-            print(f"batch {run.batch.name!r}: nothing to run")
-            return
-        launch = bool(ws.plan.agent_command) and not no_launch
-        if dry_run:
-            print("\n".join(runner.describe(ws, run, launch)))
-        elif not launch:
-            _start_without_agents(ws, run)
-        else:
-            _launch_agents(ws, run)
-
-
-def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
-    from paradev import runner
-
-    if not ws.plan.agent_command:
-        print("no agents.command in plan.toml: starting the tasks for you to hand out")
-    for started in runner.start_only(ws, run, runner.LineProgress()):
-        print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
-        print(f"  worktree: {started.worktree}")
-        print(f"  branch:   {started.branch}")
-        print(f"  prompt:   {started.prompt}")
-        if started.queued:
-            later = ", ".join(f"#{t.issue}" for t in started.queued)
-            print(f"  then:     {later} (after 'paradev complete {started.task.agent}')")
-
-
-def _launch_agents(ws: Workspace, run: BatchRun) -> None:
-    from paradev import runner
-    from paradev.errors import Stopped
-
-    with runner.progress_display(sys.stdout.isatty()) as progress:
-        outcomes = runner.run_batch(ws, run, progress)
-    failed = [o for o in outcomes if o.status != "completed"]
-    done = len(outcomes) - len(failed)
-    print(f"batch {run.batch.name!r}: {done} completed, {len(failed)} not completed")
-    if failed:
-        issues = ", ".join(f"#{o.task.issue} ({o.status}: {o.detail})" for o in failed)
-        raise Stopped(
-            f"{len(failed)} task(s) not completed: {issues}; "
-            "fix the cause and run 'paradev run-batch' again to restart them"
-        )
-
-
-# -- conflicts -------------------------------------------------------------------------------
-
-
-def _conflicts(
-    json: bool,
-    all_pairs: bool,
-    uncommitted: bool,
-    check: bool,
-    remote: bool,
-    watch: bool,
-    interval: float | None,
-) -> None:
-    from paradev.conflicts import analyze, render
-    from paradev.conflicts import watch as watch_loop
-    from paradev.errors import Stopped
-
-    ws = _workspace()
-    if watch:
-        watch_loop(
-            lambda: analyze(ws, uncommitted=uncommitted, remote=remote),
-            lambda text: print(text, flush=True),
-            5.0 if interval is None else interval,
-            as_json=json,
-            all_pairs=all_pairs,
-        )
-        return
-    report = analyze(ws, uncommitted=uncommitted, remote=remote)
-    if json:  # compact: hundreds of pairs, printed every few seconds
-        print(jsonlib.dumps(report.to_json(all_pairs=all_pairs), separators=(",", ":")))
-    else:
-        print(render(report))
-    if check and report.conflict_count:
-        raise Stopped(f"{report.conflict_count} real conflict(s)")
-
-
-def _check(path: list[str], agent: int | None) -> None:
-    from paradev.conflicts import claims, repo_relative
-    from paradev.errors import Stopped
-
-    if not path:
-        raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
-    ws = _workspace()
-    if agent is not None:
-        ws.check_agent(agent)
-    found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
-    if not found:
-        print("no other agent changes " + ", ".join(path))
-        return
-    for claim in found:
-        shown = claim.path or "."
-        print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
-    agents = sorted({claim.agent for claim in found})
-    raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
-
-
-# -- landing ---------------------------------------------------------------------------------
-
-
-def _merge_order(json: bool) -> None:
-    from paradev.order import compute_merge_order, render
-
-    result = compute_merge_order(_workspace())
-    if json:
-        emit_json(result.to_json())
-    else:
-        print(render(result))
-
-
-def _merge(
-    dry_run: bool,
-    continue_: bool,
-    abort: bool,
-    skip: bool,
-    push: bool,
-    no_push: bool,
-    no_gate: bool,
-) -> None:
-    from paradev import train
-
-    if sum((dry_run, continue_, abort, skip)) > 1:
-        raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
-    if push and no_push:
-        raise PreconditionError("use --push or --no-push, not both")
-    pushing = True if push else (False if no_push else None)
-    ws = _workspace()
-    if dry_run:
-        train.dry_run(ws, print)
-    elif abort:
-        train.abort(ws, print)
-    elif continue_:
-        train.resume(ws, print, push=pushing, gate=not no_gate)
-    elif skip:
-        train.skip(ws, print, push=pushing, gate=not no_gate)
-    else:
-        train.merge(ws, print, push=pushing, gate=not no_gate)
-
-
-def _cleanup(force: bool, delete_branches: bool, backups: bool, older: float | None) -> None:
-    from paradev.errors import Stopped
-
-    if older is not None and not backups:
-        raise PreconditionError("--older prunes backups: use it with --backups")
-    if backups:
-        if force or delete_branches:
-            raise PreconditionError(
-                "--backups only lists and prunes: drop --force/--delete-branches"
-            )
-        _cleanup_backups(older)
-        return
-    from paradev.cleanup import cleanup
-
-    report = cleanup(_workspace(), force=force, delete_branches=delete_branches)
-    for line in report.lines():
-        print(line)
-    if report.refused:
-        raise Stopped(
-            f"{len(report.refused)} worktree(s) kept; see above, or use --force "
-            "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
-        )
-
-
-def _cleanup_backups(older: float | None) -> None:
-    """``cleanup --backups [--older DAYS]``: list the backups, or prune the old ones."""
-    from paradev import backups as backups_mod
-    from paradev.git import discover
-    from paradev.state import StateStore
-
-    repo = discover()
-    store = StateStore(repo.common_dir)
-    if older is None:
-        found = backups_mod.list_backups(repo.git, store)
-        for backup in found:
-            print(backup.line())
-        print(f"{len(found)} backup(s)" + (" (prune with --older DAYS)" if found else ""))
-        return
-    removed, kept = backups_mod.prune_backups(repo.git, store, older)
-    for backup in removed:
-        print(f"removed {backup.line()}")
-    for backup in kept:
-        print(f"kept (a merge train in progress needs it) {backup.line()}")
-    print(f"removed {len(removed)} backup(s) older than {older:g} day(s)")
-
-
-# -- maintenance -----------------------------------------------------------------------------
-
-
-def _doctor(repair: bool) -> None:
-    from paradev import plan as plan_mod
-    from paradev.doctor import doctor
-    from paradev.errors import StateError, Stopped
-    from paradev.git import discover
-
-    repo = discover()
-    findings = doctor(repo, plan_mod.find_plan(repo.main_root), repair)
-    for finding in findings:
-        print(f"{'ok ' if finding.ok else 'BAD'}  {finding.text}")
-    bad = [f for f in findings if not f.ok]
-    blocking = [f for f in bad if f.blocking]
-    if blocking:  # a corrupt state stops every command: exit 2 like them
-        raise StateError(blocking[0].text)
-    if bad:
-        raise Stopped(
-            f"{len(bad)} problem(s) found" + ("" if repair else "; try 'paradev doctor --repair'")
-        )
-
-
-def _reset(yes: bool) -> None:
-    from paradev.doctor import reset
-    from paradev.git import discover
-    from paradev.state import StateStore
-
-    store = StateStore(discover().common_dir)
-    done = reset(store, yes=yes)
-    if done.aside:
-        print(f"moved the corrupt state file aside to {done.aside}")
-    if done.backup:
-        print(f"kept the old state as {done.backup}")
-    if done.dropped and done.dropped.train:
-        warn("a merge train was in progress; its journal is gone (git state is untouched)")
-    print(f"state cleared: {store.path}")
-
-
-def _demo(folder: str | None) -> None:
-    from pathlib import Path
-
-    from paradev.demo import run_demo
-
-    run_demo(Path(folder) if folder else None)
-
-
-def _completion(shell: str) -> None:
-    from paradev.completion import script
-
-    print(script(shell, COMMANDS), end="")
-
-
 # -- the table -------------------------------------------------------------------------------
 
 JSON = flag("json", "print JSON (stable keys) instead of text")
@@ -553,7 +206,7 @@ COMMANDS: tuple[Command, ...] = (
         "assign",
         "plan",
         "Add a task to plan.toml (comments and layout kept) and mark it assigned.",
-        _assign,
+        handlers.assign,
         "assign 1 16 'Implement the status command' 2.5 --batch cli",
         args=(
             one("agent", INT, "agent number (1..agents.count)"),
@@ -567,7 +220,7 @@ COMMANDS: tuple[Command, ...] = (
         "estimate",
         "plan",
         "Sequential vs parallel hours (critical path per batch), time saved and cost.",
-        _estimate,
+        handlers.estimate,
         "estimate --json",
         args=(JSON,),
     ),
@@ -575,7 +228,7 @@ COMMANDS: tuple[Command, ...] = (
         "setup",
         "agents",
         "Create or repair every agent's worktree and branch from base (idempotent).",
-        _setup,
+        handlers.setup,
         "setup --agents 4",
         args=(option("agents", INT, "set up agents 1..N only (default: agents.count)"),),
     ),
@@ -583,7 +236,7 @@ COMMANDS: tuple[Command, ...] = (
         "start",
         "agents",
         "Start the agent's next planned or assigned task and record the base commit.",
-        _start,
+        handlers.start,
         "start 2",
         args=(one("agent", INT, "agent number"),),
     ),
@@ -591,7 +244,7 @@ COMMANDS: tuple[Command, ...] = (
         "complete",
         "agents",
         "Mark the agent's task completed; files come from the branch's real diff.",
-        _complete,
+        handlers.complete,
         "complete 2",
         args=(one("agent", INT, "agent number"),),
     ),
@@ -599,7 +252,7 @@ COMMANDS: tuple[Command, ...] = (
         "run-batch",
         "agents",
         "Start a batch: assign and start its tasks, launch the agents at once, wait, complete.",
-        _run_batch,
+        handlers.run_batch,
         "run-batch cli-commands --agents 1,3",
         args=(
             maybe("batch", NAME, "batch to run (default: the first batch not fully merged)"),
@@ -613,7 +266,7 @@ COMMANDS: tuple[Command, ...] = (
         "status",
         "agents",
         "Show every agent: branch, worktree, tasks, hours, ahead/behind, dirty.",
-        _status,
+        handlers.status,
         "status --json",
         args=(JSON,),
     ),
@@ -621,7 +274,7 @@ COMMANDS: tuple[Command, ...] = (
         "conflicts",
         "conflicts",
         "Pairwise and against-base conflicts from the branches' real contents.",
-        _conflicts,
+        handlers.conflicts,
         "conflicts --uncommitted --check",
         args=(
             flag("json", "print JSON: the pairs that overlap or conflict, and counts"),
@@ -638,7 +291,7 @@ COMMANDS: tuple[Command, ...] = (
         "check",
         "conflicts",
         "Exit 1 naming the agents whose branch or worktree already changes PATH.",
-        _check,
+        handlers.check,
         "check src/cli.py docs/ --agent 2",
         args=(
             many("path", PATH, "a file or directory you are about to change"),
@@ -651,7 +304,7 @@ COMMANDS: tuple[Command, ...] = (
         "merge-order",
         "landing",
         "The landing order that respects depends_on with the fewest conflicting rebases.",
-        _merge_order,
+        handlers.merge_order,
         "merge-order --json",
         args=(JSON,),
     ),
@@ -659,7 +312,7 @@ COMMANDS: tuple[Command, ...] = (
         "merge",
         "landing",
         "Land every agent's completed work on base: rebase, gate, fast-forward, push.",
-        _merge,
+        handlers.merge,
         "merge --dry-run",
         args=(
             flag("dry_run", "simulate the whole train (merge-tree/commit-tree); change nothing"),
@@ -676,7 +329,7 @@ COMMANDS: tuple[Command, ...] = (
         "cleanup",
         "landing",
         "Remove the worktrees of agents whose work is merged and whose trees are clean.",
-        _cleanup,
+        handlers.cleanup,
         "cleanup --delete-branches",
         args=(
             flag("force", "also remove dirty or unmerged worktrees (work kept under backup refs)"),
@@ -690,7 +343,7 @@ COMMANDS: tuple[Command, ...] = (
         "doctor",
         "maintenance",
         "Check git, the plan, the state and the worktrees (exit 1 when something is wrong).",
-        _doctor,
+        handlers.doctor,
         "doctor --repair",
         args=(
             flag(
@@ -705,7 +358,7 @@ COMMANDS: tuple[Command, ...] = (
         "reset",
         "maintenance",
         "Clear the shared state; refused while a merge or run-batch runs; the old file is kept.",
-        _reset,
+        handlers.reset,
         "reset --yes",
         args=(flag("yes", "clear a state that holds records (the old file is kept as a backup)"),),
     ),
@@ -713,7 +366,7 @@ COMMANDS: tuple[Command, ...] = (
         "demo",
         "maintenance",
         "Run the whole flow on a generated sample project with a scripted agent.",
-        _demo,
+        handlers.demo,
         "demo --folder /tmp/paradev-demo",
         args=(option("folder", DIR, "where to build the sample project (default: ./demo-run)"),),
     ),
@@ -721,7 +374,7 @@ COMMANDS: tuple[Command, ...] = (
         "completion",
         "maintenance",
         "Print a shell completion script (bash or zsh).",
-        _completion,
+        handlers.completion,
         "completion bash > ~/.local/share/bash-completion/completions/paradev",
         args=(one("shell", SHELL, "the shell: bash or zsh", choices=("bash", "zsh")),),
         details="bash: source the output, or save it as completions/paradev. "
