@@ -183,15 +183,23 @@ def call(command: Command, raw: Mapping[str, Any]) -> int:
     """The one error boundary: run ``command`` and return its exit code.
 
     A ParadevError becomes one line on stderr and its exit code; anything
-    else is a bug and keeps its traceback.
+    else is a bug and keeps its traceback. SIGTERM and SIGHUP end a command
+    as Ctrl-C does: every process group it started is stopped, and it exits
+    128 + the signal number.
     """
+    from paradev import processes
+
     try:
         values = {arg.name: arg.convert(raw.get(arg.name)) for arg in command.args}
-        command.run(**values)
+        with processes.interruptible():
+            command.run(**values)
     except ParadevError as err:
         print(f"paradev: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, processes.Interrupted):
+            print(f"paradev: interrupted ({processes.describe(interrupt)})", file=sys.stderr)
+            return interrupt.exit_code
         print("paradev: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

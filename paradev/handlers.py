@@ -79,10 +79,12 @@ def setup(agents: int | None) -> None:
 def start(agent: int) -> None:
     from paradev.hooks import run_hook
     from paradev.lifecycle import start as start_task
+    from paradev.text import printable
 
     ws = _workspace()
     task, record = start_task(ws, agent)
-    print(f"agent {task.agent} started #{task.issue} {task.title} (base {record.base_commit})")
+    title = printable(task.title)
+    print(f"agent {task.agent} started #{task.issue} {title} (base {record.base_commit})")
     report_hook(run_hook(ws, "on_start", task, record))
 
 
@@ -137,11 +139,12 @@ def run_batch(batch: str | None, no_launch: bool, dry_run: bool, agents: str | N
 
 def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
     from paradev import runner
+    from paradev.text import printable
 
     if not ws.plan.agent_command:
         print("no agents.command in plan.toml: starting the tasks for you to hand out")
     for started in runner.start_only(ws, run, runner.LineProgress()):
-        print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
+        print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
         print(f"  worktree: {started.worktree}")
         print(f"  branch:   {started.branch}")
         print(f"  prompt:   {started.prompt}")
