@@ -160,8 +160,14 @@ class Command:
     details: str = ""
 
     def exit_codes(self) -> dict[int, str]:
-        """Every exit code the command can give; 2 and 130 hold for all of them."""
-        return {**self.exits, EXIT_USAGE: BAD_INPUT, EXIT_INTERRUPTED: "interrupted (Ctrl-C)"}
+        """Every exit code the command can give; 2 and the signal codes hold for all of them."""
+        return {
+            **self.exits,
+            EXIT_USAGE: BAD_INPUT,
+            128 + 1: "stopped by SIGHUP (what it started is stopped too)",
+            EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+            128 + 15: "stopped by SIGTERM (what it started is stopped too)",
+        }
 
     def usage(self) -> str:
         """``assign AGENT ISSUE TITLE HOURS [--batch NAME]``."""
