@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from paradev import handlers
 from paradev.errors import EXIT_INTERRUPTED, EXIT_USAGE, ParadevError, PreconditionError
@@ -59,8 +59,9 @@ def _days(text: str, label: str) -> float:
         ) from None
 
 
-@dataclass(frozen=True)
-class ArgType:
+# NamedTuples rather than dataclasses: every command loads this table, and a dataclass
+# generates its methods with exec at import (a few ms of every start-up).
+class ArgType(NamedTuple):
     """How an argument is shown (``metavar``) and turned from text into a value."""
 
     metavar: str
@@ -81,8 +82,7 @@ SHELL = ArgType("SHELL", _text)
 Position = Literal["", "one", "maybe", "many"]
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(NamedTuple):
     """One argument: an on/off flag (``type`` None), an option, or a positional.
 
     ``position``: "" an option (``--name VALUE``) or flag; "one" a required
@@ -146,8 +146,7 @@ GROUPS = ("plan", "agents", "conflicts", "landing", "maintenance")
 BAD_INPUT = "bad input, plan or state error, or a precondition not met (nothing changed)"
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One command of both faces: what it is called, takes, does, and returns."""
 
     name: str
@@ -156,7 +155,7 @@ class Command:
     run: Callable[..., None]  # called with every argument, converted, by Python name
     example: str  # one command line, without the leading "paradev "
     args: tuple[Arg, ...] = ()
-    exits: Mapping[int, str] = field(default_factory=lambda: {0: "success"})
+    exits: Mapping[int, str] = MappingProxyType({0: "success"})
     details: str = ""
 
     def exit_codes(self) -> dict[int, str]:
