@@ -469,6 +469,7 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "squash": ws.plan.squash,
         "agents": {},
         "driver": driver_record(),
+        "drivers_since": time.time(),  # stale locks are looked for since then
     }
 
 
@@ -504,16 +505,18 @@ def driver_gone(driver: dict[str, Any] | None) -> bool:
 
 
 def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
-    """Remove the lock files a killed driver's git children left, with a note.
+    """Remove the lock files killed drivers' git children left, with a note.
 
-    Only when the journaled driver is dead, only where this train works (the
+    Only when the journaled driver is dead (every earlier one is too: each
+    took over from a dead one or ended), only where this train works (the
     agents' and base's git dirs, their branch refs, backup refs), and only
-    files made after that driver started: they can only be its children's.
+    files made since the train's first driver started: they can only be its
+    drivers' children's. The agents are not running: the train holds their locks.
     """
     driver = train.journal.get("driver")
     if not driver or not driver_gone(driver):
         return
-    since = float(driver.get("since", 0)) - 2  # file times can be coarse
+    since = float(train.journal.get("drivers_since", driver.get("since", 0))) - 2  # coarse times
     for lock in _lock_files(train, agents):
         try:
             if lock.stat().st_mtime < since:
@@ -525,12 +528,25 @@ def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
 
 
 def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
+    """Lock files a killed git child may have left where this train works.
+
+    In an agent's git dir (and its rebase folders) any ``*.lock`` is git's
+    (``CHERRY_PICK_HEAD.lock``, ``MERGE_MSG.lock``, ``REBASE_HEAD.lock``...:
+    a single one left makes every later rebase stop); base's work tree is the
+    user's, so only the locks of what the train moves there count.
+    """
     ws, common = train.ws, train.ws.repo.common_dir
-    trees = [train.worktree(a) for a in agents]
+    files: list[Path] = []
+    for tree in (train.worktree(a) for a in agents):
+        if tree.exists():
+            folder = gitmod.worktree_git_dir(tree)
+            for where in (folder, folder / "rebase-merge", folder / "rebase-apply"):
+                files += sorted(where.glob("*.lock")) if where.is_dir() else []
     holder = gitmod.branch_holder(ws.repo, train.base)
-    dirs = [gitmod.worktree_git_dir(t) for t in trees + ([holder] if holder else []) if t.exists()]
-    names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
-    files = [folder / name for folder in dirs for name in names]
+    if holder is not None and holder.exists():
+        folder = gitmod.worktree_git_dir(holder)
+        names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
+        files += [folder / name for name in names]
     refs = [f"refs/heads/{train.base}", *(f"refs/heads/{train.branch(a)}" for a in agents)]
     files += [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
     backups = common / "refs" / "paradev"

@@ -1290,15 +1290,23 @@ def test_a_half_written_rebase_is_quit_and_redone(
     assert paradev_git.rebase_in_progress(tree) is None
 
 
-def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
+def killed_midway_through_a_rebase(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
-) -> None:
+) -> tuple[Path, list[str]]:
+    """``paradev merge`` killed while git rebases agent 1's three commits: (trees, subjects)."""
     trees = setup_with()
     subjects = three_commits_behind_a_moved_base(repo, cli, trees)
     crash_midway(mocker, "rebase")
     with pytest.raises(Crash):
         cli("merge")
     mocker.stopall()
+    return trees, subjects
+
+
+def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
     tree = agent_tree(trees, 1)
     index_lock = paradev_git.worktree_git_dir(tree) / "index.lock"
     ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
@@ -1316,12 +1324,7 @@ def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
 def test_a_lock_older_than_the_killed_run_is_left_alone(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> None:
-    trees = setup_with()
-    three_commits_behind_a_moved_base(repo, cli, trees)
-    crash_midway(mocker, "rebase")
-    with pytest.raises(Crash):
-        cli("merge")
-    mocker.stopall()
+    killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
     ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
     ref_lock.write_text("")
     old = time.time() - 3600
@@ -1330,6 +1333,43 @@ def test_a_lock_older_than_the_killed_run_is_left_alone(
     cli("merge", "--continue")
 
     assert ref_lock.exists()
+
+
+@pytest.mark.parametrize("name", ["CHERRY_PICK_HEAD.lock", "MERGE_MSG.lock", "REBASE_HEAD.lock"])
+def test_any_git_lock_a_killed_run_left_in_the_agent_git_dir_is_removed(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, name: str
+) -> None:
+    trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
+    lock = paradev_git.worktree_git_dir(agent_tree(trees, 1)) / name
+    lock.write_text("")  # a git child killed inside a pick leaves it: every rebase then stops
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"removed {lock}" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert not list(paradev_git.worktree_git_dir(agent_tree(trees, 1)).rglob("*.lock"))
+
+
+def test_a_lock_left_before_a_later_run_took_over_is_still_removed(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
+    lock = paradev_git.worktree_git_dir(agent_tree(trees, 1)) / "index.lock"
+    lock.write_text("")  # left by the first run's git child
+    path = repo / ".git" / "paradev" / "state.json"
+    data = json.loads(path.read_text())
+    start = time.time() - 120  # the train began two minutes ago; its first run left the lock,
+    data["train"]["drivers_since"] = start  # then a second run took over and died too
+    data["train"]["driver"]["since"] = start + 60
+    path.write_text(json.dumps(data))
+    os.utime(lock, (start + 30, start + 30))
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"removed {lock}" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
 
 
 # -- conflict markers ----------------------------------------------------------------------------
