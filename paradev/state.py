@@ -191,6 +191,7 @@ TRAIN_AGENT_KEYS: dict[str, Any] = {
     "advance_to": str,
     "landed": str,
     "issues": list[int],
+    "resolver": dict[str, Any] | None,
 }
 
 

@@ -555,6 +555,8 @@ def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
 
 def take_over(train: Train) -> None:
     """Clean up after a dead driver, then journal this process as the driver."""
+    for agent in train.queue[:1]:
+        wait_for_resolver(train, agent)
     remove_stale_locks(train, train.queue[:1])
     train.journal["driver"] = driver_record()
 
@@ -1002,10 +1004,9 @@ def _on_conflict(train: Train, agent: int) -> None:
     _note_resolved(train, agent, conflicted)
     report = conflict_report(train, agent)
     if train.ws.plan.on_conflict == "agent":
-        from paradev.runner import hand_back_conflict
-
+        train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
         train.out(f"agent {agent}: rebase conflict; handing it back to the agent")
-        hand_back_conflict(train.ws, agent, report, notify=train.out)
+        hand_back(train, agent, report)
         resolved = gitmod.rebase_in_progress(path) is None and gitmod.is_ancestor(
             train.ws.git, train.base_tip(), train.head(agent)
         )
@@ -1020,6 +1021,48 @@ def _on_conflict(train: Train, agent: int) -> None:
         f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
         f"(rebase left in progress in {path})",
     )
+
+
+def hand_back(train: Train, agent: int, report: str) -> None:
+    """Let the agent resolve (``on_conflict = "agent"``), the journal written first.
+
+    The agent runs in its own process group: when this train is killed it goes
+    on, finishes the rebase, and the next run must find the resolution recorded
+    (the conflicted paths) and the agent journaled, to wait for it.
+    """
+    from paradev.runner import hand_back_conflict
+
+    def journal_resolver(proc: subprocess.Popen[bytes]) -> None:
+        start = processes.start_time(proc.pid)
+        train.agent(agent)["resolver"] = {"pid": proc.pid, "start": start}
+        train.save()
+
+    train.save()
+    hand_back_conflict(train.ws, agent, report, notify=train.out, on_launch=journal_resolver)
+    train.agent(agent)["resolver"] = None  # ended: written with the next write
+
+
+def wait_for_resolver(train: Train, agent: int) -> None:
+    """Wait for an agent a killed driver handed a conflict back to: its work is the resolution.
+
+    Until it ends, its git may hold locks and its rebase moves.
+    """
+    entry = train.journal["agents"].get(str(agent)) or {}
+    resolver = entry.get("resolver")
+    if not resolver:
+        return
+    pid, start = int(resolver["pid"]), resolver.get("start")
+    deadline = time.monotonic() + train.ws.plan.agent_timeout
+    if processes.alive(pid, start):
+        train.out(f"agent {agent} is still resolving the conflict handed back to it; waiting")
+    while processes.alive(pid, start):
+        if time.monotonic() > deadline:
+            raise PreconditionError(
+                f"agent {agent} (pid {pid}) is still resolving the conflict handed back to it; "
+                "wait for it or stop it, then run paradev merge --continue"
+            )
+        time.sleep(0.1)
+    entry["resolver"] = None
 
 
 def _note_resolved(train: Train, agent: int, paths: Sequence[str]) -> None:
@@ -1291,11 +1334,9 @@ def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
 
 def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
     """Give the agent one chance to remove the markers it left; what is still unresolved after."""
-    from paradev.runner import hand_back_conflict
-
     report = _markers_message(train, agent, files)
     train.out(f"agent {agent}: conflict markers left in {', '.join(files)}; handing it back")
-    hand_back_conflict(train.ws, agent, report, notify=train.out)
+    hand_back(train, agent, report)
     if gitmod.rebase_in_progress(train.worktree(agent)) is not None:
         return files
     base, head = train.tips(agent)

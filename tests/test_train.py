@@ -1403,6 +1403,75 @@ def test_an_agent_that_commits_conflict_markers_lands_nothing(
     assert state_of(repo)["train"]["stop"]["reason"] == "markers"
 
 
+RESOLVER = """#!/bin/sh
+# keeps both sides of the conflict, then finishes the rebase
+git diff --name-only --diff-filter=U | while read -r f; do
+  grep -v -e '^<<<<<<< ' -e '^=======$' -e '^>>>>>>> ' "$f" > "$f.tmp" && mv "$f.tmp" "$f"
+  git add -- "$f"
+done
+GIT_EDITOR=true git rebase --continue
+"""
+
+
+def resolving_agent(repo: Path, setup_with: Any, cli: Cli, script: Path, delay: float) -> Path:
+    """Agents 1 and 2 conflict; the agent command resolves after ``delay`` seconds."""
+    trees: Path = setup_with(on_conflict="agent")
+    script.write_text(RESOLVER.replace("\n", f"\nsleep {delay}\n", 1))
+    script.chmod(0o755)
+    agent_command(repo, script)
+    conflicting(cli, trees)
+    return trees
+
+
+def test_a_resolution_survives_the_driver_killed_while_the_agent_resolved(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    from paradev import runner
+
+    trees = resolving_agent(repo, setup_with, cli, tmp_path / "resolving-agent", 0)
+    real = runner.hand_back_conflict
+
+    def agent_resolves_but_paradev_dies(*args: Any, **kwargs: Any) -> bool:
+        real(*args, **kwargs)  # the agent (its own process group) finishes the rebase
+        raise Crash("paradev killed while the agent resolved")
+
+    mocker.patch.object(runner, "hand_back_conflict", side_effect=agent_resolves_but_paradev_dies)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    loser = int(state_of(repo)["train"]["queue"][0])
+    assert paradev_git.rebase_in_progress(agent_tree(trees, loser)) is None  # the agent finished
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    landed = (repo / "src" / "util.py").read_text()
+    assert "VALUE = 'one'" in landed and "VALUE = 'two'" in landed  # the agent's resolution
+    assert {t["status"] for t in state_of(repo)["tasks"].values()} == {"merged"}
+
+
+def test_a_resume_waits_for_the_agent_still_resolving_a_killed_driver_handed_back(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    from paradev import runner
+
+    trees = resolving_agent(repo, setup_with, cli, tmp_path / "slow-agent", 1.5)
+    mocker.patch.object(runner, "wait_for", side_effect=Crash("killed while the agent works"))
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    loser = int(state_of(repo)["train"]["queue"][0])
+    assert paradev_git.unmerged_paths(agent_tree(trees, loser))  # the agent is still at it
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"agent {loser} is still resolving the conflict handed back to it; waiting" in result.out
+    assert "handing it back" not in result.out  # never a second agent on the same rebase
+    landed = (repo / "src" / "util.py").read_text()
+    assert "VALUE = 'one'" in landed and "VALUE = 'two'" in landed
+
+
 def test_a_heading_underline_and_trailing_spaces_are_not_markers(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:
