@@ -1545,12 +1545,36 @@ def step_advance(train: Train, agent: int) -> None:
     current, new = train.tips(agent)
     if current != new:
         _check_still_landable(train, agent, current, new)
+        _undo_killed_fast_forward(train, current, new)
         train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
         move_base(
             train.ws, train.base, current, new, checked=True, then="run paradev merge --continue"
         )
     train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
+
+
+def _undo_killed_fast_forward(train: Train, current: str, new: str) -> None:
+    """Put back the files a killed ``git merge --ff-only`` of base already wrote.
+
+    Killed mid-way, it leaves base's work tree (and maybe index) partly at the
+    new commit while the branch is still at the old one: changed paths whose
+    files are exactly the new commit's. They hold nothing uncommitted, so they
+    go back to base's head and the fast-forward is done again; any other
+    change is the user's and still refuses the move.
+    """
+    holder = gitmod.branch_holder(train.ws.repo, train.base)
+    if holder is None or gitmod.unfinished_operation(holder) is not None:
+        return
+    moving = set(gitmod.changed_paths(train.ws.git, current, new))
+    dirty = [p for p in gitmod.dirty_paths(holder) if p in moving]
+    written = gitmod.paths_as_in(holder, new, dirty)
+    if written:
+        gitmod.restore_to_head(holder, written)
+        train.out(
+            f"paradev: {holder}: put back {len(written)} file(s) a killed fast-forward of "
+            f"{train.base} had already written ({', '.join(written[:5])})"
+        )
 
 
 def _check_still_landable(train: Train, agent: int, base: str, head: str) -> None:

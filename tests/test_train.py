@@ -1372,6 +1372,54 @@ def test_a_lock_left_before_a_later_run_took_over_is_still_removed(
     assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
 
 
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_fast_forward_of_base_killed_half_way_is_done_again(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, staged: bool
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"src/app.py": "changed\n", "new.py": "new\n"})
+    commit(repo, {"unrelated.py": "moved\n"}, "base moves")
+
+    def write_some_files_then_die(worktree: Path, commit: str) -> None:
+        git(worktree, "checkout", commit, "--", "new.py", "src/app.py")  # files and index
+        if not staged:  # killed before the index was written
+            git(worktree, "reset", "-q", "--", "new.py", "src/app.py")
+        (paradev_git.worktree_git_dir(worktree) / "index.lock").write_text("")
+        raise Crash("killed inside git merge --ff-only")
+
+    mocker.patch.object(paradev_git, "merge_ff_only", side_effect=write_some_files_then_die)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    (repo / "notes.txt").write_text("the user's own untracked file\n")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "a killed fast-forward of main had already written" in result.out
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")
+    assert git(repo, "status", "--porcelain") == "?? notes.txt"
+    assert (repo / "src" / "app.py").read_text() == "changed\n"
+
+
+def test_a_user_edit_in_base_tree_still_refuses_the_fast_forward(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"src/app.py": "changed\n"})
+    mocker.patch.object(paradev_git, "merge_ff_only", side_effect=Crash("killed"))
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    (repo / "src" / "app.py").write_text("the user's edit\n")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 2
+    assert "has uncommitted changes (src/app.py)" in result.err
+    assert (repo / "src" / "app.py").read_text() == "the user's edit\n"
+
+
 # -- conflict markers ----------------------------------------------------------------------------
 
 
