@@ -943,7 +943,24 @@ def drop_rebase(train: Train, agent: int, path: Path) -> str:
     remove_stale_locks(train, [agent])
     _abort_or_quit(path)
     gitmod.checkout_force(path, train.branch(agent), start)
+    if entry.get("onto"):
+        _remove_checkout_leftovers(train, path, str(entry["onto"]))
     return start
+
+
+def _remove_checkout_leftovers(train: Train, path: Path, onto: str) -> None:
+    """Delete untracked files a killed checkout of ``onto`` wrote (exactly ``onto``'s content).
+
+    The rebase would refuse to overwrite them; they hold nothing uncommitted.
+    """
+    written = gitmod.paths_as_in(path, onto, gitmod.dirty_paths(path))
+    for name in written:
+        (path / name).unlink(missing_ok=True)
+    if written:
+        train.out(
+            f"paradev: removed {len(written)} file(s) a killed checkout of {onto[:12]} left in "
+            f"{path} ({', '.join(written[:5])})"
+        )
 
 
 def _continue_reported_stop(train: Train, agent: int, path: Path) -> bool:

@@ -1290,6 +1290,34 @@ def test_a_half_written_rebase_is_quit_and_redone(
     assert paradev_git.rebase_in_progress(tree) is None
 
 
+def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_redone(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    tree = agent_tree(trees, 1)
+    start = rev(tree, "HEAD")
+
+    def killed_while_checking_out_onto(worktree: Path, onto: str) -> bool:
+        _rebase_stopped_after_the_first_pick(worktree, onto)
+        git(worktree, "reset", "-q", "--hard", start)  # HEAD not moved yet ...
+        write(worktree, {"base.py": "moved\n"})  # ... one file of onto already written
+        raise Crash("killed inside the rebase's checkout")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=killed_while_checking_out_onto)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    write(tree, {"notes.txt": "the agent's own untracked notes\n"})
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "a killed checkout of" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert (tree / "notes.txt").exists()
+
+
 def killed_midway_through_a_rebase(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> tuple[Path, list[str]]:
