@@ -169,6 +169,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "base_start": str,
     "started_at": str,
     "driver": dict[str, Any] | None,
+    "drivers_since": float,
 }
 
 # Per-agent journal entries: every key the train reads, with its type.
@@ -198,6 +199,7 @@ TRAIN_AGENT_KEYS: dict[str, Any] = {
     "advance_to": str,
     "landed": str,
     "issues": list[int],
+    "resolver": dict[str, Any] | None,
 }
 
 
