@@ -352,6 +352,9 @@ def task_prompt(ws: Workspace, task: Task) -> str:
         "",
         *_bullets(list(task.files), "not declared: keep the change focused"),
         "",
+        "Before you edit a file not listed above, run `paradev check PATH` in your worktree: "
+        "exit 1 names the other agents already changing it; then find another way.",
+        "",
         "## Other agents in this batch: avoid touching their files",
         "",
         *_bullets(_neighbours(ws, task), "none: you are alone in this batch"),

@@ -585,3 +585,13 @@ def test_prompt_carries_the_project_instructions(set_up: Path, repo: Path, cli: 
     prompt = (repo / ".git" / "paradev" / "prompts" / "issue-11.md").read_text()
     assert "## Project instructions (STANDARDS.md)" in prompt
     assert "Type hints everywhere." in prompt
+
+
+def test_prompt_tells_the_agent_to_check_before_editing_undeclared_files(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    result = cli("run-batch", "--no-launch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    prompt = (repo / ".git" / "paradev" / "prompts" / "issue-12.md").read_text()
+    assert "Before you edit a file not listed above, run `paradev check PATH`" in prompt
