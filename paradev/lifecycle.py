@@ -14,7 +14,16 @@ from typing import Any
 
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
-from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
+from paradev.git import (
+    Git,
+    ahead_behind_if_any,
+    changed_paths,
+    current_branch,
+    dirty_paths,
+    is_ancestor,
+    merge_base,
+    merge_ff_only,
+)
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -171,12 +180,38 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
             )
+        catch_up(ws, agent)
         record = state.task(task.issue, agent)
         record.status, record.started_at = IN_PROGRESS, now()
         record.assigned_at = record.assigned_at or record.started_at
-        record.base_commit = ws.git.rev(ws.plan.base)
+        record.base_commit = fork_point(ws, agent)
         record.error = None
     return task, record
+
+
+def catch_up(ws: Workspace, agent: int) -> str | None:
+    """Fast-forward an agent branch with no commits of its own to base; return the new tip.
+
+    A task (a retried one too) must start from today's base, not from where
+    an earlier run left the branch. The move is git's own fast-forward in the
+    agent's worktree (never a ref update under a checked-out branch), and only
+    when that worktree is clean: uncommitted work stays exactly where it is.
+    """
+    base = ws.git.rev(f"refs/heads/{ws.plan.base}")
+    tip = ws.git.rev(f"refs/heads/{ws.branch(agent)}")
+    if base is None or tip is None or tip == base or not is_ancestor(ws.git, tip, base):
+        return None
+    worktree = ws.worktree(agent)
+    if dirty_paths(worktree):
+        return None
+    merge_ff_only(worktree, base)
+    return base
+
+
+def fork_point(ws: Workspace, agent: int) -> str | None:
+    """Where the agent branch left base (their merge-base), not base's tip: the task's real base."""
+    base = f"refs/heads/{ws.plan.base}"
+    return merge_base(ws.git, base, f"refs/heads/{ws.branch(agent)}") or ws.git.rev(base)
 
 
 @dataclass(frozen=True)

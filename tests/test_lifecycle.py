@@ -193,6 +193,56 @@ def test_start_takes_the_next_task_in_plan_order_and_records_the_base(
     assert "started #21 Config command" in cli("start", "1").out
 
 
+def test_start_moves_a_branch_with_nothing_of_its_own_to_base(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    new_base = commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+
+    result = cli("start", "1")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == new_base
+    assert (tree / "later.txt").read_text() == "landed meanwhile\n"
+    assert git(tree, "status", "--porcelain") == ""
+    assert StateStore(repo / ".git").read().tasks[11].base_commit == new_base
+
+
+def test_start_leaves_a_dirty_worktree_where_it_is_and_records_its_fork_point(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    old_base = rev(repo, "main")
+    write(tree, {"src/util.py": "VALUE = 7\n", "notes.txt": "mine\n"})
+    commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+
+    result = cli("start", "1")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == old_base
+    assert (tree / "src/util.py").read_text() == "VALUE = 7\n"
+    assert (tree / "notes.txt").read_text() == "mine\n"
+    assert StateStore(repo / ".git").read().tasks[11].base_commit == old_base
+
+
+def test_start_records_the_fork_point_of_a_branch_with_its_own_commits(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    old_base = rev(repo, "main")
+    assert cli("start", "1").code == 0
+    head = commit(tree, {"src/status.py": "x\n"}, "status")
+    assert cli("complete", "1").code == 0
+    commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+
+    result = cli("start", "1")
+
+    assert result.code == 0, result.err
+    assert "started #21" in result.out
+    assert rev(repo, "parallel-dev/agent-1") == head
+    assert StateStore(repo / ".git").read().tasks[21].base_commit == old_base
+
+
 def test_start_prefers_plan_order_over_assignment_order(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:

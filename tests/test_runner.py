@@ -188,6 +188,22 @@ def test_failed_task_is_started_again_by_the_next_run(
     assert state_of(repo).status(12) == COMPLETED
 
 
+def test_a_retried_task_starts_on_the_current_base(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({11: "fail"})
+    assert cli("run-batch", "--agents", "1").code == 1
+    new_base = commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+    scripted({})
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 1)
+    assert git(tree, "rev-parse", "HEAD~1") == new_base
+    assert state_of(repo).tasks[11].base_commit == new_base
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
