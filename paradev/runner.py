@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from paradev import coverage
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
     changed_paths,
@@ -38,10 +39,11 @@ from paradev.git import (
     update_ref,
 )
 from paradev.hooks import HookResult, run_hook, task_env
-from paradev.lifecycle import assign, complete, current_task, parse_int, start
+from paradev.lifecycle import EmptyWorkError, assign, complete, current_task, parse_int, start
 from paradev.plan import Batch, Task
 from paradev.state import (
     COMPLETED,
+    DROPPED,
     FAILED,
     IN_PROGRESS,
     MERGED,
@@ -130,6 +132,10 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
     moves: list[BranchMove] = []
     if not problems:
         for agent, tasks in queues.items():
+            drops = coverage.pending_drops(ws, state, agent)
+            if drops:  # start() takes them off first, then moves the branch to base
+                problems += _held_drops(ws, state, drops)
+                continue
             try:
                 move = branch_move(ws, state, agent, tasks[0])
             except PreconditionError as err:
@@ -141,6 +147,16 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
     return BatchRun(batch=batch, queues=queues, notes=notes, moves=moves)
 
 
+def _held_drops(ws: Workspace, state: State, drops: Sequence[TaskRecord]) -> list[str]:
+    """Dropped tasks whose commits cannot come off their branch before the next task."""
+    held = []
+    for record in drops:
+        why = coverage.drop_obstacle(ws, state, record)
+        if why is not None:
+            held.append(coverage.held_drop(ws, record, why))
+    return held
+
+
 def choose_batch(ws: Workspace, state: State, name: str | None) -> Batch:
     """The named batch, else the first one with a task not merged yet."""
     if name:
@@ -150,7 +166,7 @@ def choose_batch(ws: Workspace, state: State, name: str | None) -> Batch:
             raise PreconditionError(f"no batch named {name!r} in the plan (batches: {names})")
         return batch
     for batch in ws.plan.batches:
-        if any(state.status(t.issue) != MERGED for t in batch.tasks):
+        if any(state.status(t.issue) not in (MERGED, DROPPED) for t in batch.tasks):
             return batch
     raise PreconditionError(
         "every batch of the plan is merged; add tasks to plan.toml or with 'paradev assign'"
@@ -164,7 +180,7 @@ def require_unblocked(ws: Workspace, state: State, batch: Batch) -> None:
     for earlier in ws.plan.batches[: ws.plan.batches.index(batch)]:
         for task in earlier.tasks:
             status = state.status(task.issue)
-            if status != MERGED:
+            if status not in (MERGED, DROPPED):
                 why = f", needed by #{needed[task.issue]}" if task.issue in needed else ""
                 blocking.append(
                     f"#{task.issue} {task.title!r} (batch {earlier.name!r}, "
@@ -189,7 +205,7 @@ def queue_tasks(
             continue
         status = state.status(task.issue)
         waiting = [d for d in task.depends_on if state.status(d) != MERGED]
-        if status in (COMPLETED, MERGED):
+        if status in (COMPLETED, MERGED, DROPPED):
             notes.append(f"#{task.issue} (agent {task.agent}) is already {status}")
         elif waiting:
             deps = ", ".join(f"#{d}" for d in waiting)
@@ -243,6 +259,9 @@ def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchM
     if content_merged(git, new, old):
         backup = f"refs/paradev/backup/{branch}/{_stamp()}"
         return BranchMove(agent, branch, old, new, backup=backup)
+    stray = coverage.stray_work(ws, state, agent)
+    if stray is not None:  # merge says the same about these commits
+        raise PreconditionError(stray.message)
     extra = commit_subjects(git, new, old)
     shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
     raise PreconditionError(
@@ -544,7 +563,14 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
         leftover = commit_all(worktree, commit_message(task))
     except GitError as err:
         raise PreconditionError(f"could not commit what the agent left: {err}") from None
-    done = complete(ws, task.agent)
+    try:
+        done = complete(ws, task.agent)
+    except EmptyWorkError:
+        raise PreconditionError(
+            f"the agent exited 0 without committing anything for #{task.issue}; run-batch "
+            f"tries it again, or 'paradev reopen {task.issue}' then 'paradev complete "
+            f"{task.agent} --empty' if it needed no change"
+        ) from None
     detail = f"{len(done.record.files_modified)} file(s) changed"
     if leftover:
         detail += f", uncommitted work committed as {leftover[:12]}"

@@ -32,6 +32,7 @@ PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "failed",
     "merged",
 )
+DROPPED = "dropped"  # never run it: run-batch and merge skip it; its commits go to a backup ref
 OPEN_STATUSES = (PLANNED, ASSIGNED)
 DONE_STATUSES = (COMPLETED, MERGED)
 
@@ -54,11 +55,14 @@ class TaskRecord:
     failed_at: str | None = None
     merged_at: str | None = None
     base_commit: str | None = None
+    start_commit: str | None = None  # the branch tip when the task started: its work begins here
     head_commit: str | None = None
     merged_commit: str | None = None
     files_modified: list[str] = field(default_factory=list)
     log: str | None = None
     error: str | None = None
+    dropped_at: str | None = None
+    backup_ref: str | None = None  # where a dropped task's commits are kept
 
 
 @dataclass
@@ -131,7 +135,7 @@ class State:
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
-STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED)
+STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED, DROPPED)
 
 # The journal keys the merge train reads without a default, with their types.
 TRAIN_KEYS: dict[str, Any] = {

@@ -145,15 +145,21 @@ def start(c: Context, agent: str) -> None:
     report_hook(run_hook(ws, "on_start", task_, record))
 
 
-@command(positional=["agent"], help={"agent": "agent number"})
-def complete(c: Context, agent: str) -> None:
+@command(
+    positional=["agent"],
+    help={
+        "agent": "agent number",
+        "empty": "complete it although the branch has no new commit (the task needed no change)",
+    },
+)
+def complete(c: Context, agent: str, empty: bool = False) -> None:
     """Mark the agent's task completed; files come from the branch's real diff."""
     from paradev.hooks import run_hook
     from paradev.lifecycle import complete as complete_task
     from paradev.lifecycle import parse_int
 
     ws = _workspace()
-    done = complete_task(ws, parse_int(agent, "AGENT"))
+    done = complete_task(ws, parse_int(agent, "AGENT"), empty=empty)
     files = done.record.files_modified
     print(f"agent {done.task.agent} completed #{done.task.issue} ({len(files)} files changed)")
     for path in files:
@@ -164,6 +170,33 @@ def complete(c: Context, agent: str) -> None:
             + ", ".join(done.uncommitted)
         )
     report_hook(run_hook(ws, "on_complete", done.task, done.record))
+
+
+@command(
+    positional=["issue"], help={"issue": "issue number of a completed, failed or dropped task"}
+)
+def reopen(c: Context, issue: str) -> None:
+    """Take a completed, failed or interrupted task back into work on its agent (branch kept)."""
+    from paradev.lifecycle import parse_int
+    from paradev.lifecycle import reopen as reopen_task
+
+    task_, _ = reopen_task(_workspace(), parse_int(issue, "ISSUE"))
+    print(f"agent {task_.agent} is working on #{task_.issue} {task_.title} again")
+
+
+@command(positional=["issue"], help={"issue": "issue number of the task never to run"})
+def drop(c: Context, issue: str) -> None:
+    """Never run the task: run-batch and merge skip it; its commits go to a backup ref."""
+    from paradev.lifecycle import drop as drop_task
+    from paradev.lifecycle import parse_int
+
+    done = drop_task(_workspace(), parse_int(issue, "ISSUE"))
+    print(f"dropped #{done.task_issue} (agent {done.agent})")
+    if done.backup:
+        where = "still on the branch" if done.held else "taken off the branch"
+        print(f"  {done.commits} commit(s) kept at {done.backup}; {where}")
+    if done.held:
+        warn(f"they come off before agent {done.agent}'s next task: {done.held}")
 
 
 @command(help={"json": "print JSON (stable keys) instead of the table"})

@@ -385,7 +385,7 @@ def test_unmerged_commits_are_never_discarded(
     result = cli("run-batch")
 
     assert result.code == 2
-    assert "has 1 commit(s) not on main" in result.err
+    assert "has 1 commit(s) no task covers" in result.err
     assert "unlanded work" in result.err
     assert rev(repo, "parallel-dev/agent-1") == head
     assert state_of(repo).status(21) == PLANNED
@@ -611,3 +611,34 @@ def test_prompt_tells_the_agent_to_check_before_editing_undeclared_files(
     assert result.code == 0, result.err
     prompt = (repo / ".git" / "paradev" / "prompts" / "issue-12.md").read_text()
     assert "Before you edit a file not listed above, run `paradev check PATH`" in prompt
+
+
+def test_run_batch_skips_a_dropped_task_and_a_batch_of_merged_and_dropped_is_done(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    assert cli("drop", "12").code == 0
+
+    first = cli("run-batch", "--no-launch")
+
+    assert first.code == 0, first.err
+    assert "skipped: #12 (agent 2) is already dropped" in first.out
+    assert state_of(repo).status(12) == "dropped"
+    assert [state_of(repo).status(i) for i in (11, 13)] == [IN_PROGRESS] * 2
+    mark_merged(repo, 11, 13)
+    second = cli("run-batch", "--no-launch")
+    assert second.code == 0, second.err
+    assert "agent 1: #21 Config command" in second.out
+
+
+def test_an_agent_that_commits_nothing_fails_its_task_with_the_way_out(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({11: "idle"})
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 1
+    error = state_of(repo).tasks[11].error or ""
+    assert state_of(repo).status(11) == FAILED
+    assert "the agent exited 0 without committing anything for #11" in error
+    assert "'paradev reopen 11' then 'paradev complete 1 --empty'" in error
