@@ -30,6 +30,7 @@ from paradev.state import (
     IN_PROGRESS,
     MERGED,
     PLANNED,
+    RESTARTABLE,
     State,
     TaskRecord,
 )
@@ -38,7 +39,7 @@ from paradev.workspace import Workspace
 # Statuses whose commits are all still to come or already elsewhere: no work on the branch.
 NO_WORK = (PLANNED, ASSIGNED, MERGED, DROPPED)
 # A task in these statuses owns every commit beyond the previous task's head (its work so far).
-OPEN_WORK = (IN_PROGRESS, "failed", "interrupted", "gate_failed")
+OPEN_WORK = (IN_PROGRESS, *RESTARTABLE, "gate_failed")  # gate_failed: when the train has it
 
 
 def stamp() -> str:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from paradev import coverage
+from paradev import coverage, processes
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
@@ -32,14 +32,15 @@ from paradev.state import (
     COMPLETED,
     DONE_STATUSES,
     DROPPED,
-    FAILED,
     IN_PROGRESS,
     MERGED,
     OPEN_STATUSES,
+    RESTARTABLE,
     State,
     TaskRecord,
     now,
 )
+from paradev.text import printable
 from paradev.workspace import Workspace
 
 _WHOLE = re.compile(r"-?[0-9]+")
@@ -179,7 +180,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(
                 f"agent {agent} has no planned or assigned task left; add one with 'paradev assign'"
             )
-        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, FAILED):
+        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, *RESTARTABLE):
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
@@ -194,6 +195,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
         record.base_commit = fork_point(ws, agent)
         record.start_commit = coverage.branch_tip(ws, agent)
         record.error = None
+        record.left_uncommitted = []
     return task, record
 
 
@@ -264,13 +266,14 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
         record.head_commit = head
         record.status, record.completed_at = COMPLETED, now()
         uncommitted = sorted(dirty_paths(agent_git.cwd))
+        record.left_uncommitted = uncommitted
     return Completion(task=task, record=record, uncommitted=uncommitted)
 
 
 # -- reopen and drop ------------------------------------------------------------------
 
 
-REOPENABLE = (COMPLETED, FAILED, "interrupted", "gate_failed")
+REOPENABLE = (COMPLETED, *RESTARTABLE, "gate_failed")  # gate_failed: when the train records it
 
 
 def _refuse_during_train(state: State, agent: int, what: str) -> None:
@@ -296,7 +299,7 @@ def reopen(ws: Workspace, issue: int) -> tuple[Task, TaskRecord]:
         )
     agent = task.agent
     require_own_branch(ws, agent)
-    with ws.store.update() as state:
+    with ws.store.agent_lock(agent, "paradev reopen"), ws.store.update() as state:
         status = state.status(issue)
         if status not in (*REOPENABLE, DROPPED):
             raise PreconditionError(_not_reopenable(issue, agent, status))
@@ -360,23 +363,14 @@ def drop(ws: Workspace, issue: int) -> Drop:
     """Never run the task; set its commits aside under a backup ref, off its agent's branch.
 
     Works for an issue that left the plan but has a record (a renamed issue):
-    its stranded work needs a way out too. Refused while run-batch runs, so no
-    agent is still writing the commits being moved.
+    its stranded work needs a way out too. Holds the agent, so no run-batch
+    agent is writing the commits being moved and no train is landing them.
     """
-    with ws.store.exclusive(
-        "run-batch.lock",
-        wait=0,
-        busy="'paradev run-batch' is running; wait for it or stop it, then drop",
-    ):
-        return _drop(ws, issue)
-
-
-def _drop(ws: Workspace, issue: int) -> Drop:
     task = ws.plan.task(issue)
-    with ws.store.update() as state:
-        owner = task if task is not None else state.tasks.get(issue)
-        if owner is None:
-            raise PreconditionError(f"issue #{issue} is neither in the plan nor in the state")
+    owner = task if task is not None else ws.store.read().tasks.get(issue)
+    if owner is None:
+        raise PreconditionError(f"issue #{issue} is neither in the plan nor in the state")
+    with ws.store.agent_lock(owner.agent, "paradev drop"), ws.store.update() as state:
         agent = owner.agent
         status = state.status(issue)
         if status == MERGED:
@@ -434,6 +428,11 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
                 data[key] = getattr(record, key)
         if record.files_modified:
             data["files_modified"] = record.files_modified
+        if record.left_uncommitted:
+            data["left_uncommitted"] = record.left_uncommitted
+        if record.status == IN_PROGRESS and record.agent_pid is not None:
+            data["agent_pid"] = record.agent_pid
+            data["agent_running"] = processes.alive(record.agent_pid, record.agent_started)
     return data
 
 
@@ -489,6 +488,15 @@ def status(ws: Workspace) -> dict[str, Any]:
     }
 
 
+def _agent_process(task: dict[str, Any]) -> str:
+    """Whether the agent run-batch launched for a task in progress still runs."""
+    if "agent_pid" not in task:
+        return ""
+    if task.get("agent_running"):
+        return f"; agent pid {task['agent_pid']} running"
+    return f"; agent pid {task['agent_pid']} gone: 'paradev run-batch' starts the task again"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human view of ``status``."""
     lines = [f"paradev status (base: {report['base']})", ""]
@@ -510,21 +518,30 @@ def render_status(report: dict[str, Any]) -> str:
         current = info["current_task"]
         if current:
             lines.append(
-                f"  current:  #{current['issue']} {_one_line(current['title'])} "
-                f"({current['hours']:g}h)"
+                f"  current:  #{current['issue']} {printable(current['title'])} "
+                f"({current['hours']:g}h{_agent_process(current)})"
             )
         else:
             lines.append("  current:  none")
         done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
         lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
+        stopped = [
+            f"#{t['issue']} {t['status']}"
+            for t in info.get("tasks", [])
+            if t["status"] in RESTARTABLE
+        ]
+        if stopped:
+            again = "'paradev run-batch' starts them again"
+            lines.append(f"  stopped:  {', '.join(stopped)} ({again})")
+        lines += [
+            f"  left uncommitted by #{t['issue']}: "
+            + ", ".join(printable(p) for p in t["left_uncommitted"])
+            for t in info["completed_tasks"]
+            if t.get("left_uncommitted")
+        ]
     if report["merge_order"]:
         lines.append("")
         lines.append("merge order: " + " -> ".join(str(a) for a in report["merge_order"]))
     if report["train"]:
         lines.append(f"merge train in progress: {report['train'].get('status', 'running')}")
     return "\n".join(lines)
-
-
-def _one_line(title: str) -> str:
-    """A title as one line of the table (JSON keeps it exactly)."""
-    return title.replace("\r", "\\r").replace("\n", "\\n")

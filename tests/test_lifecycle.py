@@ -659,3 +659,21 @@ def test_merged_work_cannot_be_dropped_or_reopened(
     assert dropped.code == reopened.code == 2
     assert "#13 is merged: its work is on base; revert it there" in dropped.err
     assert "#13 is merged: its work is on base; plan a new task" in reopened.err
+
+
+def test_drop_and_reopen_wait_for_a_command_holding_the_agent(
+    set_up: Path, repo: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    assert cli("start", "2").code == 0
+    commit(agent_tree(set_up, 2), {"init.py": "x\n"})
+    assert cli("complete", "2").code == 0
+    before = snapshot()
+
+    with StateStore(repo / ".git").agent_lock(2, "paradev run-batch"):
+        dropped = cli("drop", "12")
+        reopened = cli("reopen", "12")
+
+    assert dropped.code == reopened.code == 2
+    assert "agent 2 is busy: paradev run-batch" in dropped.err
+    assert "agent 2 is busy: paradev run-batch" in reopened.err
+    assert snapshot() == before
