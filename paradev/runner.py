@@ -254,6 +254,12 @@ def queue_tasks(
         elif waiting:
             deps = ", ".join(f"#{d}" for d in waiting)
             notes.append(f"#{task.issue} (agent {task.agent}) waits for {deps} to be merged")
+            notes += [
+                f"#{task.issue} depends on dropped #{d}: remove #{d} from its depends_on "
+                f"in plan.toml, or 'paradev reopen {d}'"
+                for d in waiting
+                if state.status(d) == DROPPED
+            ]
         else:
             queues.setdefault(task.agent, []).append(task)
     for tasks in queues.values():
@@ -322,6 +328,11 @@ def describe(ws: Workspace, run: BatchRun, launch: bool) -> list[str]:
     lines = [f"batch {run.batch.name!r}:"]
     lines += [f"  {move.describe(ws.plan.base)}" for move in run.moves]
     for agent, tasks in run.queues.items():
+        lines += [
+            f"  agent {agent}: take dropped #{r.issue}'s commits off {ws.branch(agent)} "
+            f"(kept at {r.backup_ref})"
+            for r in coverage.pending_drops(ws, state, agent)
+        ]
         for task in tasks:
             verb = "resume" if state.status(task.issue) == IN_PROGRESS else "start"
             lines.append(f"  agent {agent}: {verb} #{task.issue} {printable(task.title)}")

@@ -902,3 +902,34 @@ def test_an_agent_that_commits_nothing_fails_its_task_with_the_way_out(
     assert state_of(repo).status(11) == FAILED
     assert "the agent exited 0 without committing anything for #11" in error
     assert "'paradev reopen 11' then 'paradev complete 1 --empty'" in error
+
+
+def test_dry_run_says_a_dropped_tasks_commits_come_off_first(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    tree = agent_tree(set_up, 1)
+    assert cli("start", "1").code == 0
+    head = commit(tree, {"src/a.py": "a\n"}, "work")
+    assert cli("complete", "1").code == 0
+    (tree / "scratch.txt").write_text("busy\n")
+    assert cli("drop", "11").code == 0
+    (tree / "scratch.txt").unlink()
+    mark_merged(repo, 12, 13)
+    waiting = cli("run-batch", "--dry-run", "--agents", "1")
+    assert "skipped: #21 depends on dropped #11: remove #11 from its depends_on" in waiting.out
+    plan = repo / "plan.toml"
+    plan.write_text(plan.read_text(encoding="utf-8").replace("  depends_on = [11]\n", ""))
+
+    dry = cli("run-batch", "--dry-run", "--agents", "1")
+
+    assert dry.code == 0, dry.err
+    ref = state_of(repo).tasks[11].backup_ref
+    assert f"  agent 1: take dropped #11's commits off parallel-dev/agent-1 (kept at {ref})" in (
+        dry.out
+    )
+    assert "  agent 1: start #21 Config command" in dry.out
+    assert rev(repo, "parallel-dev/agent-1") == head
+    run = cli("run-batch", "--no-launch", "--agents", "1")
+    assert run.code == 0, run.err
+    assert rev(repo, "parallel-dev/agent-1") == rev(repo, "main")
+    assert state_of(repo).status(21) == IN_PROGRESS
