@@ -943,11 +943,13 @@ def hand_back_conflict(
     report: str,
     *,
     notify: Callable[[str], None] = print,
+    on_launch: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> bool:
     """Launch the agent's command to resolve a stopped rebase; True when it exited 0.
 
     The merge train checks the rebase itself afterwards; this only reports
-    whether the agent ran and said it succeeded.
+    whether the agent ran and said it succeeded. ``on_launch`` gets the
+    agent's process first (the train journals it: it outlives a killed train).
     """
     if not ws.plan.agent_command:
         notify("no agents.command in plan.toml: nobody to hand the conflict back to")
@@ -965,6 +967,8 @@ def hand_back_conflict(
         notify(str(err))
         return False
     notify(f"handed the conflict back to agent {agent} (prompt {prompt}, log {log})")
+    if on_launch is not None:
+        on_launch(proc)
     code = wait_for(proc, ws.plan.agent_timeout)
     if code is None:
         notify(f"agent {agent} timed out after {ws.plan.agent_timeout:g}s and was stopped")

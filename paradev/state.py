@@ -165,6 +165,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "base_start": str,
     "started_at": str,
     "driver": dict[str, Any] | None,
+    "drivers_since": float,
 }
 
 # Per-agent journal entries: every key the train reads, with its type.
@@ -194,6 +195,7 @@ TRAIN_AGENT_KEYS: dict[str, Any] = {
     "advance_to": str,
     "landed": str,
     "issues": list[int],
+    "resolver": dict[str, Any] | None,
 }
 
 
