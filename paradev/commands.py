@@ -263,7 +263,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "start",
         "agents",
-        "Start the agent's next planned or assigned task and record the base commit.",
+        "Start the agent's next planned or assigned task and record its fork point from base.",
         handlers.start,
         "start 2",
         args=(one("agent", INT, "agent number"),),
@@ -274,7 +274,28 @@ COMMANDS: tuple[Command, ...] = (
         "Mark the agent's task completed; files come from the branch's real diff.",
         handlers.complete,
         "complete 2",
-        args=(one("agent", INT, "agent number"),),
+        args=(
+            one("agent", INT, "agent number"),
+            flag("empty", "complete it although the branch has no new commit (no change needed)"),
+        ),
+    ),
+    Command(
+        "reopen",
+        "agents",
+        "Take a completed, failed, interrupted or dropped task back into work (branch kept).",
+        handlers.reopen,
+        "reopen 16",
+        args=(one("issue", INT, "issue number of the task"),),
+    ),
+    Command(
+        "drop",
+        "agents",
+        "Never run the task: run-batch and merge skip it; its commits go to a backup ref.",
+        handlers.drop,
+        "drop 16",
+        args=(one("issue", INT, "issue number of the task never to run"),),
+        details="The commits leave the agent branch at once when its worktree is clean, "
+        "else before the agent's next task; the backup ref is named.",
     ),
     Command(
         "run-batch",

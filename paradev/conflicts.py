@@ -1073,8 +1073,44 @@ def repo_relative(ws: Workspace, raw: str, cwd: Path | None = None) -> str:
     return relative.as_posix() if str(relative) != "." else ""
 
 
+def asking_agent(
+    ws: Workspace, explicit: int | None = None, env: Mapping[str, str] | None = None
+) -> int | None:
+    """The agent asking ``check``: ``--agent``, else ``PARADEV_AGENT``, else the worktree it is in.
+
+    An agent that runs ``paradev check`` in its own worktree must not find
+    itself: its own branch changes the very files it is about to edit.
+    """
+    if explicit is not None:
+        return explicit
+    named = (os.environ if env is None else env).get("PARADEV_AGENT", "").strip()
+    if named:
+        if not named.isascii() or not named.isdigit() or not 1 <= int(named) <= ws.plan.agent_count:
+            raise PreconditionError(
+                f"PARADEV_AGENT={named!r} is not an agent of the plan (1..{ws.plan.agent_count}); "
+                "unset it or pass --agent N"
+            )
+        return int(named)
+    return _worktree_agent(ws)
+
+
+def _worktree_agent(ws: Workspace) -> int | None:
+    """The agent whose worktree is the one paradev runs in, if it is one."""
+    here = ws.repo.toplevel.resolve()
+    root = ws.plan.worktree_root(ws.repo.main_root).resolve()
+    name = here.name.removeprefix("agent-")
+    if here.parent != root or name == here.name or not (name.isascii() and name.isdigit()):
+        return None
+    agent = int(name)
+    return agent if 1 <= agent <= ws.plan.agent_count else None
+
+
 def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> list[Claim]:
-    """Which agents (but ``exclude``) change any of ``paths``; a directory covers its files."""
+    """Which other agents change any of ``paths``; a directory covers its files.
+
+    The asking agent (``exclude``, else found by ``asking_agent``) is left out.
+    """
+    exclude = asking_agent(ws, exclude)
     heads = find_heads(ws)
     branches, _ = load_branches(ws.git, heads)
     agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]

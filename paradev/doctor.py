@@ -105,7 +105,24 @@ def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:
         return findings
     findings.append(Finding(True, f"plan {plan_path}: valid, {sum(1 for _ in plan.tasks())} tasks"))
     findings += _check_agent_worktrees(repo, plan, repair)
+    findings += _check_flow(repo, plan, repair)
     return findings
+
+
+def _check_flow(repo: Repository, plan: Plan, repair: bool) -> list[Finding]:
+    """Records, commits, agents and worktrees no task accounts for (``paradev.flowcheck``)."""
+    from paradev.flowcheck import flow_checks
+    from paradev.landed import LANDED_CACHE, LandedTasks
+
+    store = StateStore(repo.common_dir)
+    store.recognise = LandedTasks(repo.git, plan, store.dir / LANDED_CACHE)
+    try:
+        checks = flow_checks(Workspace(repo=repo, plan=plan, store=store), repair)
+    except StateError:  # a corrupt state: reported above
+        return []
+    except ParadevError as exc:  # e.g. a symlinked agent folder
+        return [Finding(False, f"tasks: cannot check: {exc}")]
+    return [Finding(check.ok, check.text) for check in checks]
 
 
 def _check_state(store: StateStore, repair: bool) -> list[Finding]:

@@ -942,6 +942,16 @@ def commit_subjects(git: Git, base: str, branch: str) -> list[str]:
     return git.out("log", "--format=%h %s", f"{base}..{branch}", "--").splitlines()
 
 
+def switch(worktree: Path, branch: str) -> None:
+    """Check ``branch`` out in ``worktree`` (git refuses to lose local changes)."""
+    Git(worktree).run("switch", "--quiet", branch)
+
+
+def commit_count(git: Git, spec: str) -> int:
+    """How many commits ``git rev-list`` lists for ``spec`` (e.g. ``a..b``)."""
+    return int(git.out("rev-list", "--count", spec, "--"))
+
+
 def content_merged(git: Git, base: str, branch: str) -> bool:
     """Whether merging ``branch`` into ``base`` would change nothing (e.g. it was squash-merged)."""
     result = merge_trees(git, [(base, branch)])[0]

@@ -88,12 +88,12 @@ def start(agent: int) -> None:
     report_hook(run_hook(ws, "on_start", task, record))
 
 
-def complete(agent: int) -> None:
+def complete(agent: int, empty: bool) -> None:
     from paradev.hooks import run_hook
     from paradev.lifecycle import complete as complete_task
 
     ws = _workspace()
-    done = complete_task(ws, agent)
+    done = complete_task(ws, agent, empty=empty)
     files = done.record.files_modified
     print(f"agent {done.task.agent} completed #{done.task.issue} ({len(files)} files changed)")
     for path in files:
@@ -104,6 +104,26 @@ def complete(agent: int) -> None:
             + ", ".join(done.uncommitted)
         )
     report_hook(run_hook(ws, "on_complete", done.task, done.record))
+
+
+def reopen(issue: int) -> None:
+    from paradev.lifecycle import reopen as reopen_task
+    from paradev.text import printable
+
+    task, _ = reopen_task(_workspace(), issue)
+    print(f"agent {task.agent} is working on #{task.issue} {printable(task.title)} again")
+
+
+def drop(issue: int) -> None:
+    from paradev.lifecycle import drop as drop_task
+
+    done = drop_task(_workspace(), issue)
+    print(f"dropped #{done.task_issue} (agent {done.agent})")
+    if done.backup:
+        where = "still on the branch" if done.held else "taken off the branch"
+        print(f"  {done.commits} commit(s) kept at {done.backup}; {where}")
+    if done.held:
+        warn(f"they come off before agent {done.agent}'s next task: {done.held}")
 
 
 def status(json: bool) -> None:

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from paradev import coverage, processes
 from paradev import plan as plan_mod
-from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
     Git,
@@ -20,7 +20,11 @@ from paradev.git import (
     changed_paths,
     current_branch,
     dirty_paths,
+    is_ancestor,
+    merge_base,
+    merge_ff_only,
     side_by_side,
+    update_ref,
 )
 from paradev.limits import MAX_ISSUE, shown
 from paradev.plan import Task
@@ -28,6 +32,7 @@ from paradev.state import (
     ASSIGNED,
     COMPLETED,
     DONE_STATUSES,
+    DROPPED,
     IN_PROGRESS,
     MERGED,
     OPEN_STATUSES,
@@ -202,13 +207,43 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(
                 f"{waiting}; finish and land that work first ('paradev merge'), then start again"
             )
+        held = coverage.settle_drops(ws, state, agent)
+        if held:
+            raise PreconditionError(f"cannot start #{task.issue}: {held[0]}")
+        catch_up(ws, agent)
         record = state.task(task.issue, agent)
         record.status, record.started_at = IN_PROGRESS, now()
         record.assigned_at = record.assigned_at or record.started_at
-        record.base_commit = ws.git.rev(ws.plan.base)
+        record.base_commit = fork_point(ws, agent)
+        record.start_commit = coverage.branch_tip(ws, agent)
         record.error = None
         record.left_uncommitted = []
     return task, record
+
+
+def catch_up(ws: Workspace, agent: int) -> str | None:
+    """Fast-forward an agent branch with no commits of its own to base; return the new tip.
+
+    A task (a retried one too) must start from today's base, not from where
+    an earlier run left the branch. The move is git's own fast-forward in the
+    agent's worktree (never a ref update under a checked-out branch), and only
+    when that worktree is clean: uncommitted work stays exactly where it is.
+    """
+    base = ws.git.rev(f"refs/heads/{ws.plan.base}")
+    tip = ws.git.rev(f"refs/heads/{ws.branch(agent)}")
+    if base is None or tip is None or tip == base or not is_ancestor(ws.git, tip, base):
+        return None
+    worktree = ws.worktree(agent)
+    if dirty_paths(worktree):
+        return None
+    merge_ff_only(worktree, base)
+    return base
+
+
+def fork_point(ws: Workspace, agent: int) -> str | None:
+    """Where the agent branch left base (their merge-base), not base's tip: the task's real base."""
+    base = f"refs/heads/{ws.plan.base}"
+    return merge_base(ws.git, base, f"refs/heads/{ws.branch(agent)}") or ws.git.rev(base)
 
 
 @dataclass(frozen=True)
@@ -218,8 +253,17 @@ class Completion:
     uncommitted: list[str]
 
 
-def complete(ws: Workspace, agent: int) -> Completion:
-    """Mark the task in progress completed, with files from the branch's real diff."""
+class EmptyWorkError(PreconditionError):
+    """``complete`` on a branch with no commit since the task started."""
+
+
+def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
+    """Mark the task in progress completed, with files from the branch's real diff.
+
+    A branch with no new commit is refused unless ``empty`` says the task
+    needed no change: a task marked done with nothing to land would be skipped
+    by run-batch and merge alike, for ever.
+    """
     ws.check_agent(agent)
     agent_git = require_own_branch(ws, agent)
     with ws.store.update() as state:
@@ -230,12 +274,163 @@ def complete(ws: Workspace, agent: int) -> Completion:
             )
         record = state.task(task.issue, agent)
         branch = ws.branch(agent)
+        head = coverage.branch_tip(ws, agent)
+        assert head is not None  # checked out in the agent's worktree
+        start = coverage.work_start(ws, state, record, head)
+        if start == head and not empty:
+            raise EmptyWorkError(
+                f"#{task.issue} has no commit on {branch} since it started ({head[:12]}); "
+                f"commit the work first, or run 'paradev complete {agent} --empty' "
+                "if the task needed no change"
+            )
+        record.start_commit = start
         record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
-        record.head_commit = ws.git.rev(branch)
+        record.head_commit = head
         record.status, record.completed_at = COMPLETED, now()
         uncommitted = sorted(dirty_paths(agent_git.cwd))
         record.left_uncommitted = uncommitted
     return Completion(task=task, record=record, uncommitted=uncommitted)
+
+
+# -- reopen and drop ------------------------------------------------------------------
+
+
+REOPENABLE = (COMPLETED, *RESTARTABLE, "gate_failed")  # gate_failed: when the train records it
+
+
+def _refuse_during_train(state: State, agent: int, what: str) -> None:
+    """A train in progress owns the branches it lands: no task of them changes under it."""
+    train = state.train
+    if train is not None and agent in train.get("queue", []):
+        raise PreconditionError(
+            f"a merge train is landing agent {agent}'s work; finish it first "
+            f"('paradev merge --continue' or '--abort'), then {what}"
+        )
+
+
+def reopen(ws: Workspace, issue: int) -> tuple[Task, TaskRecord]:
+    """Take a completed, failed or interrupted task back into work on its agent; keep its branch.
+
+    A dropped task comes back too while its commits are on the branch, or when
+    the branch still stands where its work began (they return from the backup).
+    """
+    task = ws.plan.task(issue)
+    if task is None:
+        raise PreconditionError(
+            f"issue #{issue} is not in the plan; put it back in plan.toml to reopen it"
+        )
+    agent = task.agent
+    require_own_branch(ws, agent)
+    with ws.store.agent_lock(agent, "paradev reopen"), ws.store.update() as state:
+        status = state.status(issue)
+        if status not in (*REOPENABLE, DROPPED):
+            raise PreconditionError(_not_reopenable(issue, agent, status))
+        _refuse_during_train(state, agent, f"reopen #{issue}")
+        busy = current_task(ws, state, agent)
+        if busy is not None:
+            raise PreconditionError(
+                f"agent {agent} is working on #{busy.issue}; complete it first "
+                f"('paradev complete {agent}'), then reopen #{issue}"
+            )
+        record = state.task(issue, agent)
+        if status == DROPPED:
+            _restore_dropped(ws, record)
+        record.status = IN_PROGRESS
+        record.started_at = record.started_at or now()
+        record.completed_at = record.failed_at = record.error = record.dropped_at = None
+        record.head_commit = None
+        record.files_modified = []
+    return task, record
+
+
+def _not_reopenable(issue: int, agent: int, status: str) -> str:
+    if status == MERGED:
+        return f"#{issue} is merged: its work is on base; plan a new task for more work on it"
+    if status == IN_PROGRESS:
+        return f"#{issue} is already in progress on agent {agent}"
+    if status in OPEN_STATUSES:
+        return f"#{issue} has not started ({status}); start it with 'paradev start {agent}'"
+    return f"#{issue} is {status}; only completed, failed, interrupted or dropped tasks reopen"
+
+
+def _restore_dropped(ws: Workspace, record: TaskRecord) -> None:
+    """Bring a dropped task's commits back onto its branch (a fast-forward to the backup)."""
+    if coverage.drop_on_branch(ws, record) or not record.backup_ref:
+        return
+    backup = ws.git.rev(record.backup_ref)
+    worktree = ws.worktree(record.agent)
+    tip = coverage.branch_tip(ws, record.agent)
+    if backup is None or tip != record.start_commit or dirty_paths(worktree):
+        kept = record.backup_ref
+        raise PreconditionError(
+            f"#{record.issue}'s commits are kept at {kept}, but {ws.branch(record.agent)} has "
+            f"moved on (or {worktree} has uncommitted changes); manual: 'git -C {worktree} "
+            f"cherry-pick {(record.start_commit or '')[:12]}..{kept}', then reopen #{record.issue}"
+        )
+    merge_ff_only(worktree, backup)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """What ``drop`` did with the task and its commits."""
+
+    task_issue: int
+    agent: int
+    commits: int  # commits of its work
+    backup: str | None  # the ref that keeps them
+    held: str | None  # why they are still on the branch (they go before the next task)
+
+
+def drop(ws: Workspace, issue: int) -> Drop:
+    """Never run the task; set its commits aside under a backup ref, off its agent's branch.
+
+    Works for an issue that left the plan but has a record (a renamed issue):
+    its stranded work needs a way out too. Holds the agent, so no run-batch
+    agent is writing the commits being moved and no train is landing them.
+    """
+    task = ws.plan.task(issue)
+    owner = task if task is not None else ws.store.read().tasks.get(issue)
+    if owner is None:
+        raise PreconditionError(f"issue #{issue} is neither in the plan nor in the state")
+    with ws.store.agent_lock(owner.agent, "paradev drop"), ws.store.update() as state:
+        agent = owner.agent
+        status = state.status(issue)
+        if status == MERGED:
+            raise PreconditionError(
+                f"#{issue} is merged: its work is on base; revert it there if it must go"
+            )
+        if status == DROPPED:
+            raise PreconditionError(f"#{issue} is already dropped; 'paradev reopen {issue}'")
+        _refuse_during_train(state, agent, f"drop #{issue}")
+        record = state.task(issue, agent)
+        commits, backup = _set_aside(ws, state, record)
+        record.status, record.dropped_at = DROPPED, now()
+        held = None
+        if coverage.drop_on_branch(ws, record):
+            held = coverage.drop_obstacle(ws, state, record)
+            if held is None:
+                coverage.take_off(ws, record)
+    return Drop(issue, agent, commits, backup, held)
+
+
+def _set_aside(ws: Workspace, state: State, record: TaskRecord) -> tuple[int, str | None]:
+    """Keep the task's commits under ``refs/paradev/backup/<branch>/dropped-<issue>-<time>``."""
+    if record.status in OPEN_STATUSES:
+        return 0, None
+    tip = coverage.branch_tip(ws, record.agent)
+    end = record.head_commit or tip
+    if end is None:
+        return 0, None
+    start = coverage.work_start(ws, state, record, end)
+    commits = coverage.count_commits(ws, start, end)
+    record.start_commit, record.head_commit = start or end, end
+    if not commits:
+        return 0, None
+    name = f"dropped-{record.issue}-{coverage.stamp()}"
+    backup = f"refs/paradev/backup/{ws.branch(record.agent)}/{name}"
+    update_ref(ws.git, backup, end, "", reason=f"paradev drop #{record.issue}")
+    record.backup_ref = backup
+    return commits, backup
 
 
 # -- status --------------------------------------------------------------------------

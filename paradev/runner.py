@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from paradev import processes
+from paradev import coverage, processes
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
     changed_paths,
@@ -30,6 +30,7 @@ from paradev.git import (
     commit_subjects,
     content_merged,
     current_branch,
+    dirty_paths,
     git_env,
     is_ancestor,
     reset_keep,
@@ -38,6 +39,7 @@ from paradev.git import (
 )
 from paradev.hooks import HookResult, run_hook, task_env
 from paradev.lifecycle import (
+    EmptyWorkError,
     assign,
     complete,
     current_task,
@@ -48,6 +50,7 @@ from paradev.lifecycle import (
 from paradev.plan import Batch, Task
 from paradev.state import (
     COMPLETED,
+    DROPPED,
     FAILED,
     IN_PROGRESS,
     INTERRUPTED,
@@ -141,6 +144,10 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
     moves: list[BranchMove] = []
     if not problems:
         for agent, tasks in queues.items():
+            drops = coverage.pending_drops(ws, state, agent)
+            if drops:  # start() takes them off first, then moves the branch to base
+                problems += _held_drops(ws, state, drops)
+                continue
             try:
                 move = branch_move(ws, state, agent, tasks[0])
             except PreconditionError as err:
@@ -192,6 +199,16 @@ def mark_lost(ws: Workspace, run: BatchRun, progress: Progress) -> None:
         progress.event(message)
 
 
+def _held_drops(ws: Workspace, state: State, drops: Sequence[TaskRecord]) -> list[str]:
+    """Dropped tasks whose commits cannot come off their branch before the next task."""
+    held = []
+    for record in drops:
+        why = coverage.drop_obstacle(ws, state, record)
+        if why is not None:
+            held.append(coverage.held_drop(ws, record, why))
+    return held
+
+
 def choose_batch(ws: Workspace, state: State, name: str | None) -> Batch:
     """The named batch, else the first one with a task not merged yet."""
     if name:
@@ -201,7 +218,7 @@ def choose_batch(ws: Workspace, state: State, name: str | None) -> Batch:
             raise PreconditionError(f"no batch named {name!r} in the plan (batches: {names})")
         return batch
     for batch in ws.plan.batches:
-        if any(state.status(t.issue) != MERGED for t in batch.tasks):
+        if any(state.status(t.issue) not in (MERGED, DROPPED) for t in batch.tasks):
             return batch
     raise PreconditionError(
         "every batch of the plan is merged; add tasks to plan.toml or with 'paradev assign'"
@@ -215,7 +232,7 @@ def require_unblocked(ws: Workspace, state: State, batch: Batch) -> None:
     for earlier in ws.plan.batches[: ws.plan.batches.index(batch)]:
         for task in earlier.tasks:
             status = state.status(task.issue)
-            if status != MERGED:
+            if status not in (MERGED, DROPPED):
                 why = f", needed by #{needed[task.issue]}" if task.issue in needed else ""
                 blocking.append(
                     f"#{task.issue} {task.title!r} (batch {earlier.name!r}, "
@@ -240,10 +257,16 @@ def queue_tasks(
             continue
         status = state.status(task.issue)
         waiting = waiting_for_dependencies(state, task)
-        if status in (COMPLETED, MERGED):
+        if status in (COMPLETED, MERGED, DROPPED):
             notes.append(f"#{task.issue} (agent {task.agent}) is already {status}")
         elif waiting:
             notes.append(waiting)
+            notes += [
+                f"#{task.issue} depends on dropped #{d}: remove #{d} from its depends_on "
+                f"in plan.toml, or 'paradev reopen {d}'"
+                for d in task.depends_on
+                if state.status(d) == DROPPED
+            ]
         else:
             queues.setdefault(task.agent, []).append(task)
     for tasks in queues.values():
@@ -293,6 +316,9 @@ def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchM
     if content_merged(git, new, old):
         backup = f"refs/paradev/backup/{branch}/{_stamp()}"
         return BranchMove(agent, branch, old, new, backup=backup)
+    stray = coverage.stray_work(ws, state, agent)
+    if stray is not None:  # merge says the same about these commits
+        raise PreconditionError(stray.message)
     extra = commit_subjects(git, new, old)
     shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
     raise PreconditionError(
@@ -309,6 +335,11 @@ def describe(ws: Workspace, run: BatchRun, launch: bool) -> list[str]:
     lines = [f"batch {run.batch.name!r}:"]
     lines += [f"  {move.describe(ws.plan.base)}" for move in run.moves]
     for agent, tasks in run.queues.items():
+        lines += [
+            f"  agent {agent}: take dropped #{r.issue}'s commits off {ws.branch(agent)} "
+            f"(kept at {r.backup_ref})"
+            for r in coverage.pending_drops(ws, state, agent)
+        ]
         for task in tasks:
             verb = "resume" if state.status(task.issue) == IN_PROGRESS else "start"
             lines.append(f"  agent {agent}: {verb} #{task.issue} {printable(task.title)}")
@@ -401,6 +432,9 @@ def task_prompt(ws: Workspace, task: Task) -> str:
         "## Files this task is expected to change",
         "",
         *_bullets(list(task.files), "not declared: keep the change focused"),
+        "",
+        "Before you edit a file not listed above, run `paradev check PATH` in your worktree: "
+        "exit 1 names the other agents already changing it; then find another way.",
         "",
         "## Other agents in this batch: avoid touching their files",
         "",
@@ -586,7 +620,16 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
         )
     except GitError as err:
         raise PreconditionError(f"could not commit what the agent left: {err}") from None
-    done = complete(ws, task.agent)
+    try:
+        done = complete(ws, task.agent)
+    except EmptyWorkError:
+        left = sorted(dirty_paths(worktree))
+        kept = f" ({len(left)} path(s) left uncommitted: {', '.join(left)})" if left else ""
+        raise PreconditionError(
+            f"the agent exited 0 without committing anything for #{task.issue}{kept}; "
+            f"run-batch tries it again, or 'paradev reopen {task.issue}' then "
+            f"'paradev complete {task.agent} --empty' if it needed no change"
+        ) from None
     detail = f"{len(done.record.files_modified)} file(s) changed"
     if leftover:
         detail += f", {len(committed)} left uncommitted were committed as {leftover[:12]}"

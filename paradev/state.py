@@ -42,6 +42,7 @@ PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "merged",
 )
 INTERRUPTED = "interrupted"  # its agent was stopped by a signal, or vanished with paradev
+DROPPED = "dropped"  # never run it: run-batch and merge skip it; its commits go to a backup ref
 OPEN_STATUSES = (PLANNED, ASSIGNED)
 DONE_STATUSES = (COMPLETED, MERGED)
 RESTARTABLE = (FAILED, INTERRUPTED)  # ended unfinished: run-batch starts it again
@@ -65,6 +66,7 @@ class TaskRecord:
     failed_at: str | None = None
     merged_at: str | None = None
     base_commit: str | None = None
+    start_commit: str | None = None  # the branch tip when the task started: its work begins here
     head_commit: str | None = None
     merged_commit: str | None = None
     files_modified: list[str] = field(default_factory=list)
@@ -73,6 +75,8 @@ class TaskRecord:
     left_uncommitted: list[str] = field(default_factory=list)  # what run-batch did not commit
     agent_pid: int | None = None  # the launched agent: pid and start time (clock ticks since
     agent_started: int | None = None  # boot) tell it apart from a later process with that pid
+    dropped_at: str | None = None
+    backup_ref: str | None = None  # where a dropped task's commits are kept
 
 
 @dataclass
@@ -145,7 +149,7 @@ class State:
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
-STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, INTERRUPTED, MERGED)
+STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, INTERRUPTED, MERGED, DROPPED)
 
 # The journal keys the merge train reads without a default, with their types.
 TRAIN_KEYS: dict[str, Any] = {

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from paradev import coverage, landing, processes
 from paradev import git as gitmod
-from paradev import landing, processes
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
@@ -193,11 +193,19 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
     notes: list[str] = []
     for agent, ref in branches.items():
         tasks = ws.tasks_of(agent)
-        if not any(state.status(t.issue) == COMPLETED for t in tasks):
+        landing = any(state.status(t.issue) == COMPLETED for t in tasks)
+        stray = (
+            coverage.stray_work(ws, state, agent, uncovered=not landing) if ref in ahead else None
+        )
+        if not landing:
+            if stray is not None:  # run-batch refuses with the same words
+                notes.append(f"{stray.message}; not landed")
             continue
         busy = [t for t in tasks if state.status(t.issue) == IN_PROGRESS]
         branch = ws.branch(agent)
-        if busy:
+        if stray is not None:  # dropped or unplanned work never lands with other work
+            notes.append(f"{stray.message}; not landed")
+        elif busy:
             notes.append(f"agent {agent}: #{busy[0].issue} is still in progress; not landed")
         elif ref not in existing:
             notes.append(f"agent {agent}: branch {branch} does not exist; not landed")

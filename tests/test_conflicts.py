@@ -7,6 +7,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
@@ -465,6 +466,68 @@ def test_check_names_other_agents_changing_a_path(
     assert own.code == 0 and "no other agent" in own.out
     assert directory.code == 1 and "agent 3" in directory.out
     assert excluded.code == 1 and "agent 2 " not in excluded.out
+
+
+def test_check_from_an_agent_worktree_leaves_that_agent_out(
+    set_up: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PARADEV_AGENT", raising=False)
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})
+    commit(agent_tree(set_up, 2), {"src/util.py": "VALUE = 2\n"})
+
+    alone = cli("check", "src/app.py", cwd=agent_tree(set_up, 1))
+    other = cli("check", "util.py", cwd=agent_tree(set_up, 1) / "src")
+    from_main = cli("check", "src/app.py", cwd=set_up.parent / "project")
+
+    assert alone.code == 0, alone.out
+    assert alone.out == "no other agent changes src/app.py\n"
+    assert other.code == 1 and other.out == (
+        "src/util.py: agent 2 (parallel-dev/agent-2, branch)\n"
+    )
+    assert from_main.code == 1 and "src/app.py: agent 1 " in from_main.out
+
+
+def test_check_knows_the_agent_from_paradev_agent_and_the_flag_wins(
+    set_up: Path, repo: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})
+    commit(agent_tree(set_up, 2), {"src/app.py": EDITED_OTHER})
+
+    monkeypatch.setenv("PARADEV_AGENT", "2")
+    from_env = cli("check", "src/app.py", cwd=agent_tree(set_up, 1))
+    flag_wins = cli("check", "src/app.py", "--agent", "1", cwd=repo)
+    monkeypatch.setenv("PARADEV_AGENT", "9")
+    unknown = cli("check", "src/app.py")
+    monkeypatch.setenv("PARADEV_AGENT", "two")
+    not_a_number = cli("check", "src/app.py")
+
+    assert from_env.code == 1 and "agent 1 " in from_env.out and "agent 2 " not in from_env.out
+    assert flag_wins.code == 1 and "agent 2 " in flag_wins.out and "agent 1 " not in flag_wins.out
+    assert unknown.code == 2 and unknown.err == (
+        "paradev: PARADEV_AGENT='9' is not an agent of the plan (1..3); "
+        "unset it or pass --agent N\n"
+    )
+    assert not_a_number.code == 2 and "PARADEV_AGENT='two'" in not_a_number.err
+
+
+def test_an_agent_process_checking_its_own_file_is_not_told_about_itself(
+    set_up: Path, repo: Path
+) -> None:
+    commit(agent_tree(set_up, 3), {"docs/mine.md": "mine\n"})
+    env = {k: v for k, v in os.environ.items() if k != "PARADEV_AGENT"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "paradev", "check", "docs/mine.md"],
+        cwd=agent_tree(set_up, 3),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        "no other agent changes docs/mine.md\n",
+        "",
+    )
 
 
 def test_check_takes_paths_relative_to_the_agent_worktree(

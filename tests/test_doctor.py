@@ -17,7 +17,7 @@ import pytest
 from paradev.doctor import Finding, doctor, reset
 from paradev.git import discover
 from paradev.state import StateStore
-from tests.helpers import Result, agent_tree, commit, git
+from tests.helpers import Result, agent_tree, commit, git, write
 from tests.test_state import journal
 
 
@@ -328,3 +328,102 @@ def test_reset_refuses_while_any_command_lock_is_held(
     assert result.code == 2
     assert f"holding agent-2.lock' is running (pid {holder.pid})" in result.err
     assert cli("reset", "--yes").code == 0  # once it is gone, reset goes on
+
+
+# -- the task flow: records, commits, agents and worktrees nothing accounts for ---------------
+
+
+def _bad(result: Result) -> list[str]:
+    return [line for line in result.out.splitlines() if line.startswith("BAD")]
+
+
+def test_doctor_removes_a_record_of_a_task_that_left_the_plan(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    plan = repo / "plan.toml"
+    before = plan.read_bytes()
+    assert cli("assign", "2", "77", "Short-lived idea", "1").code == 0
+    plan.write_bytes(before)  # the task leaves the plan; its record stays
+
+    found = cli("doctor")
+    repaired = cli("doctor", "--repair")
+    after = cli("doctor")
+
+    assert found.code == 1
+    assert _bad(found) == [
+        "BAD  state: #77 (assigned, agent 2) is not in the plan (repair: remove the record)"
+    ]
+    assert "ok   state: #77 (assigned, agent 2) is not in the plan: record removed" in repaired.out
+    assert 77 not in StateStore(repo / ".git").read().tasks
+    assert after.code == 0, after.out
+    assert "ok   tasks: every record, commit and worktree is accounted for" in after.out
+
+
+def test_doctor_switches_a_clean_worktree_back_to_its_branch(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 2)
+    git(tree, "switch", "-q", "-c", "elsewhere")
+    write(agent_tree(set_up, 3), {"README.md": "edited\n"})
+    git(agent_tree(set_up, 3), "switch", "-q", "-c", "other")
+
+    found = cli("doctor")
+    repaired = cli("doctor", "--repair")
+
+    assert found.code == 1
+    assert (
+        f"BAD  agent 2: {tree} is on elsewhere, not parallel-dev/agent-2 "
+        f"(repair: 'git -C {tree} switch parallel-dev/agent-2')"
+    ) in found.out
+    assert f"BAD  manual: agent 3: {agent_tree(set_up, 3)} is on other" in found.out
+    assert git(tree, "branch", "--show-current") == "parallel-dev/agent-2"
+    assert f"ok   agent 2: {tree} switched back to parallel-dev/agent-2" in repaired.out
+    assert git(agent_tree(set_up, 3), "branch", "--show-current") == "other"
+    assert (agent_tree(set_up, 3) / "README.md").read_text() == "edited\n"
+
+
+def test_doctor_names_agents_beyond_the_count(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    plan = repo / "plan.toml"
+    plan.write_text(
+        plan.read_text(encoding="utf-8").replace("count = 3", "count = 2", 1), encoding="utf-8"
+    )
+    text = plan.read_text(encoding="utf-8")
+    start = text.index("  [[batches.tasks]]\n  agent = 3")
+    plan.write_text(text[:start] + text[text.index('[[batches]]\nname = "second"') :])
+
+    found = cli("doctor")
+
+    assert found.code == 1
+    assert (
+        "BAD  manual: agent 3 is beyond agents.count (2): set agents.count = 3 in plan.toml "
+        "to keep it, or land what parallel-dev/agent-3 holds and remove it "
+        f"('git worktree remove {agent_tree(set_up, 3)}', then "
+        "'git branch -d parallel-dev/agent-3')"
+    ) in found.out
+
+
+def test_doctor_repair_takes_a_dropped_tasks_commits_off_once_the_worktree_is_clean(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    base = git(repo, "rev-parse", "main")
+    assert cli("start", "1").code == 0
+    commit(tree, {"a.py": "a\n"}, "work")
+    assert cli("complete", "1").code == 0
+    write(tree, {"scratch.txt": "x\n"})
+    assert cli("drop", "11").code == 0
+
+    dirty = cli("doctor", "--repair")
+    (tree / "scratch.txt").unlink()
+    found = cli("doctor")
+    repaired = cli("doctor", "--repair")
+
+    assert dirty.code == 1 and "BAD  manual: agent 1's branch" in dirty.out
+    assert "has uncommitted changes" in dirty.out
+    assert found.code == 1 and "(kept at refs/paradev/backup/" in found.out
+    assert "repair: take them off the branch" in found.out
+    assert repaired.code == 0, repaired.out
+    assert "ok   agent 1: dropped #11's commits taken off its branch" in repaired.out
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == base

@@ -12,7 +12,7 @@ import tomlkit
 
 from paradev.errors import PreconditionError
 from paradev.lifecycle import parse_hours, parse_int, render_status
-from paradev.state import StateStore
+from paradev.state import StateStore, TaskRecord
 from tests.conftest import PLAN
 from tests.helpers import Result, agent_tree, commit, git, rev, write
 
@@ -30,6 +30,13 @@ def _tasks(repo: Path) -> dict[int, dict[str, object]]:
 
 
 # -- assign ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_dependencies(repo: Path) -> None:
+    """#21 no longer waits for #11, so agent 1 may start it once #11 is done or dropped."""
+    plan = repo / "plan.toml"
+    plan.write_text(plan.read_text().replace("depends_on = [11]\n", ""))
 
 
 def test_assign_adds_the_task_and_marks_it_assigned(repo: Path, cli: Callable[..., Result]) -> None:
@@ -95,7 +102,7 @@ def test_a_title_reaches_hooks_only_through_the_environment(
     title = "evil $(touch pwned) `touch pwned2`"
     assert cli("assign", "3", "5", title, "1", "--batch", "zero").code == 0
     # agent 3's next task in plan order is #13; finish it first
-    assert cli("start", "3").code == 0 and cli("complete", "3").code == 0
+    assert cli("start", "3").code == 0 and cli("complete", "3", "--empty").code == 0
     assert cli("start", "3").code == 0
     assert out.read_text() == title
     assert not list(repo.parent.rglob("pwned*"))
@@ -230,6 +237,56 @@ def test_start_and_run_batch_give_the_same_reason_for_a_waiting_task(
     assert StateStore(repo / ".git").read().status(12) == "planned"
 
 
+def test_start_moves_a_branch_with_nothing_of_its_own_to_base(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    new_base = commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+
+    result = cli("start", "1")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == new_base
+    assert (tree / "later.txt").read_text() == "landed meanwhile\n"
+    assert git(tree, "status", "--porcelain") == ""
+    assert StateStore(repo / ".git").read().tasks[11].base_commit == new_base
+
+
+def test_start_leaves_a_dirty_worktree_where_it_is_and_records_its_fork_point(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    old_base = rev(repo, "main")
+    write(tree, {"src/util.py": "VALUE = 7\n", "notes.txt": "mine\n"})
+    commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+
+    result = cli("start", "1")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == old_base
+    assert (tree / "src/util.py").read_text() == "VALUE = 7\n"
+    assert (tree / "notes.txt").read_text() == "mine\n"
+    assert StateStore(repo / ".git").read().tasks[11].base_commit == old_base
+
+
+def test_start_records_the_fork_point_of_a_branch_with_its_own_commits(
+    set_up: Path, no_dependencies: None, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    old_base = rev(repo, "main")
+    assert cli("start", "1").code == 0
+    head = commit(tree, {"src/status.py": "x\n"}, "status")
+    assert cli("complete", "1").code == 0
+    commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+
+    result = cli("start", "1")
+
+    assert result.code == 0, result.err
+    assert "started #21" in result.out
+    assert rev(repo, "parallel-dev/agent-1") == head
+    assert StateStore(repo / ".git").read().tasks[21].base_commit == old_base
+
+
 def test_start_prefers_plan_order_over_assignment_order(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
@@ -248,7 +305,7 @@ def test_start_refuses_a_second_task_and_an_empty_queue(
     assert busy.err == (
         "paradev: agent 3 is already working on #13; run 'paradev complete 3' first\n"
     )
-    assert cli("complete", "3").code == 0
+    assert cli("complete", "3", "--empty").code == 0
     done = cli("start", "3")
     assert done.code == 2
     assert "agent 3 has no planned or assigned task left" in done.err
@@ -351,7 +408,7 @@ def test_status_sums_hours_of_completed_tasks(
     write(repo, {"plan.toml": PLAN.replace("  depends_on = [11]\n", "")})  # #21 may start now
     for _ in range(2):
         assert cli("start", "1").code == 0
-        assert cli("complete", "1").code == 0
+        assert cli("complete", "1", "--empty").code == 0
     data = cli("status", "--json").json()
     assert data["agents"]["1"]["total_hours"] == 4.0
     assert [t["issue"] for t in data["agents"]["1"]["completed_tasks"]] == [11, 21]
@@ -421,7 +478,7 @@ def test_status_table_keeps_a_multi_line_title_on_one_line(
     set_up: Path, cli: Callable[..., Result]
 ) -> None:
     assert cli("assign", "3", "70", "first\nsecond", "1", "--batch", "first").code == 0
-    assert cli("start", "3").code == 0 and cli("complete", "3").code == 0
+    assert cli("start", "3").code == 0 and cli("complete", "3", "--empty").code == 0
     assert cli("start", "3").code == 0
     assert "  current:  #70 first\\nsecond (1h)" in cli("status").out
 
@@ -468,3 +525,201 @@ def test_status_says_when_base_itself_is_missing(repo: Path, cli: Callable[..., 
     assert "base branch 'dev' does not exist: create it or set project.base" in result.out
     assert "Agent 1  parallel-dev/agent-1  (no base to compare; worktree missing)" in result.out
     assert cli("status", "--json").json()["base_exists"] is False
+
+
+# -- complete --empty, reopen, drop ----------------------------------------------------------
+
+
+def _record(repo: Path, issue: int) -> TaskRecord:
+    return StateStore(repo / ".git").read().tasks[issue]
+
+
+def test_complete_refuses_a_branch_without_a_new_commit(
+    set_up: Path, no_dependencies: None, repo: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    tree = agent_tree(set_up, 1)
+    assert cli("start", "1").code == 0
+    before = snapshot()
+
+    refused = cli("complete", "1")
+
+    assert refused.code == 2
+    assert refused.err == (
+        f"paradev: #11 has no commit on parallel-dev/agent-1 since it started "
+        f"({rev(repo, 'main')[:12]}); commit the work first, or run "
+        "'paradev complete 1 --empty' if the task needed no change\n"
+    )
+    assert snapshot() == before
+    head = commit(tree, {"src/status.py": "x\n"}, "status")
+    assert cli("complete", "1").code == 0
+    assert cli("start", "1").code == 0  # 21: the previous task's head is where it begins
+    assert cli("complete", "1").code == 2
+    meant = cli("complete", "1", "--empty")
+    assert meant.code == 0 and meant.out.startswith("agent 1 completed #21 (1 files changed)")
+    assert (_record(repo, 21).status, _record(repo, 21).head_commit) == ("completed", head)
+
+
+def test_reopen_takes_a_completed_task_back_into_work_and_keeps_its_branch(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    assert cli("start", "1").code == 0
+    head = commit(tree, {"src/status.py": "x\n"}, "status")
+    assert cli("complete", "1").code == 0
+
+    result = cli("reopen", "11")
+
+    assert result.code == 0, result.err
+    assert result.out == "agent 1 is working on #11 Add the status command again\n"
+    record = _record(repo, 11)
+    assert (record.status, record.head_commit, record.completed_at) == ("in_progress", None, None)
+    assert rev(repo, "parallel-dev/agent-1") == head
+    again = cli("complete", "1")  # its earlier commits are still its work
+    assert again.code == 0 and "(1 files changed)" in again.out
+    assert _record(repo, 11).head_commit == head
+
+
+def test_reopen_refusals_say_what_to_do(
+    set_up: Path, no_dependencies: None, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    assert cli("start", "1").code == 0
+    commit(agent_tree(set_up, 1), {"status.py": "x\n"})
+    assert cli("complete", "1").code == 0
+    assert cli("start", "1").code == 0
+    before = snapshot()
+
+    planned = cli("reopen", "13")
+    running = cli("reopen", "21")
+    busy = cli("reopen", "11")
+    unknown = cli("reopen", "99")
+
+    assert planned.code == running.code == busy.code == unknown.code == 2
+    assert "#13 has not started (planned); start it with 'paradev start 3'" in planned.err
+    assert "#21 is already in progress on agent 1" in running.err
+    assert "agent 1 is working on #21; complete it first" in busy.err
+    assert "issue #99 is not in the plan" in unknown.err
+    assert snapshot() == before
+
+
+def test_drop_sets_a_tasks_commits_aside_and_the_agent_goes_on_from_base(
+    set_up: Path, no_dependencies: None, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    base = rev(repo, "main")
+    assert cli("start", "1").code == 0
+    commit(tree, {"src/a.py": "a\n"}, "first")
+    head = commit(tree, {"src/b.py": "b\n"}, "second")
+    assert cli("complete", "1").code == 0
+
+    result = cli("drop", "11")
+
+    assert result.code == 0, result.err
+    backups = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/paradev/backup")
+    ref, kept = backups.split()
+    assert re.fullmatch(r"refs/paradev/backup/parallel-dev/agent-1/dropped-11-\d{8}T\d+Z", ref)
+    assert kept == head
+    assert result.out == (
+        f"dropped #11 (agent 1)\n  2 commit(s) kept at {ref}; taken off the branch\n"
+    )
+    assert rev(repo, "parallel-dev/agent-1") == base
+    assert not (tree / "src/a.py").exists() and git(tree, "status", "--porcelain") == ""
+    assert _record(repo, 11).status == "dropped"
+    assert "started #21" in cli("start", "1").out
+    assert _record(repo, 21).base_commit == base
+
+
+def test_drop_in_a_dirty_worktree_waits_and_the_next_start_takes_them_off(
+    set_up: Path, no_dependencies: None, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    base = rev(repo, "main")
+    assert cli("start", "1").code == 0
+    head = commit(tree, {"src/a.py": "a\n"}, "first")
+    assert cli("complete", "1").code == 0
+    write(tree, {"notes.txt": "mine\n"})
+
+    result = cli("drop", "11")
+
+    assert result.code == 0, result.err
+    assert "1 commit(s) kept at refs/paradev/backup/" in result.out
+    assert "still on the branch" in result.out
+    assert "uncommitted changes" in result.err
+    assert rev(repo, "parallel-dev/agent-1") == head
+    refused = cli("start", "1")
+    assert refused.code == 2
+    assert "still holds the commits of dropped #11" in refused.err
+    assert StateStore(repo / ".git").read().status(21) == "planned"
+    (tree / "notes.txt").unlink()
+    started = cli("start", "1")
+    assert started.code == 0, started.err
+    assert rev(repo, "parallel-dev/agent-1") == base
+    assert _record(repo, 21).status == "in_progress"
+
+
+def test_drop_of_a_planned_task_needs_no_backup_and_it_is_never_started(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    result = cli("drop", "13")
+
+    assert result.code == 0, result.err
+    assert result.out == "dropped #13 (agent 3)\n"
+    assert git(repo, "for-each-ref", "refs/paradev/backup") == ""
+    refused = cli("start", "3")
+    assert refused.code == 2 and "agent 3 has no planned or assigned task left" in refused.err
+    again = cli("drop", "13")
+    assert again.code == 2 and "#13 is already dropped" in again.err
+    unknown, word = cli("drop", "99"), cli("reopen", "x")
+    assert unknown.err == "paradev: issue #99 is neither in the plan nor in the state\n"
+    assert word.code == 2 and "ISSUE must be a whole number" in word.err
+
+
+def test_a_dropped_task_reopens_with_its_commits_back(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 2)
+    assert cli("start", "2").code == 0
+    head = commit(tree, {"init.py": "x\n"}, "init")
+    assert cli("complete", "2").code == 0
+    assert cli("drop", "12").code == 0
+
+    result = cli("reopen", "12")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-2") == head
+    assert (tree / "init.py").read_text() == "x\n"
+    assert _record(repo, 12).status == "in_progress"
+    assert cli("complete", "2").code == 0
+
+
+def test_merged_work_cannot_be_dropped_or_reopened(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "3").code == 0
+    commit(agent_tree(set_up, 3), {"health.py": "x\n"})
+    assert cli("complete", "3").code == 0
+    assert cli("merge").code == 0
+
+    dropped = cli("drop", "13")
+    reopened = cli("reopen", "13")
+
+    assert dropped.code == reopened.code == 2
+    assert "#13 is merged: its work is on base; revert it there" in dropped.err
+    assert "#13 is merged: its work is on base; plan a new task" in reopened.err
+
+
+def test_drop_and_reopen_wait_for_a_command_holding_the_agent(
+    set_up: Path, repo: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    assert cli("start", "2").code == 0
+    commit(agent_tree(set_up, 2), {"init.py": "x\n"})
+    assert cli("complete", "2").code == 0
+    before = snapshot()
+
+    with StateStore(repo / ".git").agent_lock(2, "paradev run-batch"):
+        dropped = cli("drop", "12")
+        reopened = cli("reopen", "12")
+
+    assert dropped.code == reopened.code == 2
+    assert "agent 2 is busy: paradev run-batch" in dropped.err
+    assert "agent 2 is busy: paradev run-batch" in reopened.err
+    assert snapshot() == before

@@ -281,16 +281,18 @@ def test_commit_leftovers_all_and_none(
 
     result = cli("run-batch", "--agents", "2")
 
-    assert result.code == 0, result.err
     tree = agent_tree(worktrees, 2)
     record = state_of(repo).tasks[12]
-    assert record.files_modified == committed
-    assert record.left_uncommitted == left
     if committed:
+        assert result.code == 0, result.err
+        assert record.files_modified == committed
+        assert record.left_uncommitted == left
         assert _committed_by_paradev(tree) == committed
-    else:
+    else:  # nothing committed: the task is not done (it would land nothing)
+        assert result.code == 1
         assert rev(tree, "HEAD") == rev(repo, "main")
-        assert "agents.commit_leftovers is 'none'" in result.out
+        assert record.status == FAILED
+        assert f"4 path(s) left uncommitted: {', '.join(left)}" in (record.error or "")
 
 
 def test_failing_agent_marks_its_task_failed_and_exits_1(
@@ -324,6 +326,22 @@ def test_failed_task_is_started_again_by_the_next_run(
     assert "#11 (agent 1) is already completed" in result.out
     assert "1 completed, 0 not completed" in result.out
     assert state_of(repo).status(12) == COMPLETED
+
+
+def test_a_retried_task_starts_on_the_current_base(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({11: "fail"})
+    assert cli("run-batch", "--agents", "1").code == 1
+    new_base = commit(repo, {"later.txt": "landed meanwhile\n"}, "base moves on")
+    scripted({})
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 1)
+    assert git(tree, "rev-parse", "HEAD~1") == new_base
+    assert state_of(repo).tasks[11].base_commit == new_base
 
 
 def test_timeout_stops_the_whole_process_group(
@@ -625,7 +643,7 @@ def test_unmerged_commits_are_never_discarded(
     result = cli("run-batch")
 
     assert result.code == 2
-    assert "has 1 commit(s) not on main" in result.err
+    assert "has 1 commit(s) no task covers" in result.err
     assert "unlanded work" in result.err
     assert rev(repo, "parallel-dev/agent-1") == head
     assert state_of(repo).status(21) == PLANNED
@@ -843,3 +861,75 @@ def test_prompt_carries_the_project_instructions(set_up: Path, repo: Path, cli: 
     prompt = (repo / ".git" / "paradev" / "prompts" / "issue-11.md").read_text()
     assert "## Project instructions (STANDARDS.md)" in prompt
     assert "Type hints everywhere." in prompt
+
+
+def test_prompt_tells_the_agent_to_check_before_editing_undeclared_files(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    result = cli("run-batch", "--no-launch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    prompt = (repo / ".git" / "paradev" / "prompts" / "issue-12.md").read_text()
+    assert "Before you edit a file not listed above, run `paradev check PATH`" in prompt
+
+
+def test_run_batch_skips_a_dropped_task_and_a_batch_of_merged_and_dropped_is_done(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    assert cli("drop", "12").code == 0
+
+    first = cli("run-batch", "--no-launch")
+
+    assert first.code == 0, first.err
+    assert "skipped: #12 (agent 2) is already dropped" in first.out
+    assert state_of(repo).status(12) == "dropped"
+    assert [state_of(repo).status(i) for i in (11, 13)] == [IN_PROGRESS] * 2
+    mark_merged(repo, 11, 13)
+    second = cli("run-batch", "--no-launch")
+    assert second.code == 0, second.err
+    assert "agent 1: #21 Config command" in second.out
+
+
+def test_an_agent_that_commits_nothing_fails_its_task_with_the_way_out(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({11: "idle"})
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 1
+    error = state_of(repo).tasks[11].error or ""
+    assert state_of(repo).status(11) == FAILED
+    assert "the agent exited 0 without committing anything for #11" in error
+    assert "'paradev reopen 11' then 'paradev complete 1 --empty'" in error
+
+
+def test_dry_run_says_a_dropped_tasks_commits_come_off_first(
+    set_up: Path, repo: Path, cli: CliFn
+) -> None:
+    tree = agent_tree(set_up, 1)
+    assert cli("start", "1").code == 0
+    head = commit(tree, {"src/a.py": "a\n"}, "work")
+    assert cli("complete", "1").code == 0
+    (tree / "scratch.txt").write_text("busy\n")
+    assert cli("drop", "11").code == 0
+    (tree / "scratch.txt").unlink()
+    mark_merged(repo, 12, 13)
+    waiting = cli("run-batch", "--dry-run", "--agents", "1")
+    assert "skipped: #21 depends on dropped #11: remove #11 from its depends_on" in waiting.out
+    plan = repo / "plan.toml"
+    plan.write_text(plan.read_text(encoding="utf-8").replace("  depends_on = [11]\n", ""))
+
+    dry = cli("run-batch", "--dry-run", "--agents", "1")
+
+    assert dry.code == 0, dry.err
+    ref = state_of(repo).tasks[11].backup_ref
+    assert f"  agent 1: take dropped #11's commits off parallel-dev/agent-1 (kept at {ref})" in (
+        dry.out
+    )
+    assert "  agent 1: start #21 Config command" in dry.out
+    assert rev(repo, "parallel-dev/agent-1") == head
+    run = cli("run-batch", "--no-launch", "--agents", "1")
+    assert run.code == 0, run.err
+    assert rev(repo, "parallel-dev/agent-1") == rev(repo, "main")
+    assert state_of(repo).status(21) == IN_PROGRESS

@@ -864,9 +864,9 @@ def test_rewritten_agent_branch_is_pushed_with_a_lease(
 ) -> None:
     git(remote, "config", "receive.denyNonFastForwards", "false")
     trees = setup_with(remote="origin", push=True)
-    git(repo, "commit", "-q", "--allow-empty", "-m", "base moves")
-    git(repo, "push", "-q", "origin", "main")
     work(cli, trees, 1, {"one.py": "1\n"})
+    git(repo, "commit", "-q", "--allow-empty", "-m", "base moves")  # after the task started
+    git(repo, "push", "-q", "origin", "main")
     git(repo, "push", "-q", "origin", "parallel-dev/agent-1")
     old = rev(repo, "parallel-dev/agent-1")
 
