@@ -396,6 +396,7 @@ def demo(c: Context, folder: str = "") -> None:
         "remote": "fetch project.remote and use its remote-tracking agent branches",
         "watch": "re-check every --interval seconds and print only what changed (Ctrl-C ends)",
         "interval": "seconds between checks with --watch (default 5)",
+        "format": "text (default), dot (Graphviz) or mermaid: the conflict graph",
     }
 )
 def conflicts(
@@ -406,12 +407,18 @@ def conflicts(
     remote: bool = False,
     watch: bool = False,
     interval: str = "5",
+    format: str = "text",
 ) -> None:
     """Pairwise and against-base conflicts from the branches' real contents."""
     from paradev.conflicts import analyze, parse_interval, render
     from paradev.conflicts import watch as watch_loop
-    from paradev.errors import Stopped
+    from paradev.errors import PreconditionError, Stopped
+    from paradev.report.graph import check_format, to_dot, to_mermaid
+    from paradev.snapshots import record_scan
 
+    shape = check_format(format)
+    if shape != "text" and (json or watch):
+        raise PreconditionError("--format draws one scan: use it without --json and --watch")
     seconds = parse_interval(interval) if watch else 0.0
     ws = _workspace()
     if watch:
@@ -423,7 +430,10 @@ def conflicts(
         )
         return
     report = analyze(ws, uncommitted=uncommitted, remote=remote)
-    if json:  # compact: thousands of pairs, printed every few seconds
+    record_scan(ws, report)  # the report shows conflicts as they were, too
+    if shape != "text":
+        print(to_dot(report) if shape == "dot" else to_mermaid(report))
+    elif json:  # compact: thousands of pairs, printed every few seconds
         print(jsonlib.dumps(report.to_json(), separators=(",", ":")))
     else:
         print(render(report))
@@ -471,6 +481,29 @@ def merge_order(c: Context, json: bool = False) -> None:
         emit_json(result.to_json())
     else:
         print(render(result))
+
+
+# -- report (issue 13) --------------------------------------------------------------------------
+
+
+@command(
+    help={
+        "output": "where to write the HTML file (default: <git common dir>/paradev/report.html)",
+        "open_": "open it in the default browser afterwards",
+    }
+)
+def report(c: Context, output: str = "", open_: bool = False) -> None:
+    """Write one self-contained HTML page: conflict heat map, timeline, merge train, estimate."""
+    from pathlib import Path
+
+    from paradev.report import write_report
+
+    path = write_report(_workspace(), Path(output) if output else None)
+    print(path)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
 
 
 # Every @command above (and in later sections) becomes a task; no list to keep in sync.
