@@ -133,6 +133,7 @@ def _train_heads(ws: Workspace, journal: dict[str, Any]) -> Heads | None:
 
 def note_stop(ws: Workspace, journal: dict[str, Any]) -> None:
     """At a train stop: keep the stop in the journal's list (a resume clears ``stop``)."""
+    journal["stop"]["at"] = precise_now()  # step times are to the millisecond too
     journal.setdefault("stops", []).append(dict(journal["stop"]))
     record_train(ws, journal)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
-from paradev.report import build_report, duration
+from paradev.report import build_report, duration, hours
 from paradev.report.data import conflict_matrix
 from paradev.snapshots import KEEP, remember
 from paradev.state import State
@@ -198,6 +198,7 @@ def test_duration_reads_well() -> None:
         "1m 15s",
         "1h 01m",
     ]
+    assert [hours(x) for x in (None, 2.5, 0.05)] == ["-", "2.50h", "3m 00s"]
 
 
 # -- conflicts --format -------------------------------------------------------------------------

@@ -95,8 +95,15 @@ def _environment() -> Any:
         lstrip_blocks=True,
     )
     env.filters["duration"] = duration
-    env.filters["hours"] = lambda value: "-" if value is None else f"{value:.2f}h"
+    env.filters["hours"] = hours
     return env
+
+
+def hours(value: float | None) -> str:
+    """Hours with two decimals; under six minutes, the duration itself (demo runs take seconds)."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}h" if value >= 0.1 else duration(value * 3600)
 
 
 def duration(seconds: float | None) -> str:
