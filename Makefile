@@ -28,6 +28,7 @@ bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/conflicts.py
 	$(BIN)/python bench/merge.py
+	$(BIN)/python bench/report.py
 
 # CI-facing targets: run paradev on the repository REPO (default: this one).
 REPO     ?= .
