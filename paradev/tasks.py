@@ -237,6 +237,7 @@ def doctor(c: Context, repair: bool = False) -> None:
         "push": "push base and the rewritten agent branches (default: merge.push)",
         "no_push": "do not push, whatever merge.push says",
         "no_gate": "land without running gate.command",
+        "json": "print the outcome as JSON (landed, skipped, stop); progress goes to stderr",
     }
 )
 def merge(
@@ -248,10 +249,12 @@ def merge(
     push: bool = False,
     no_push: bool = False,
     no_gate: bool = False,
+    json: bool = False,
 ) -> None:
     """Land every agent's completed work on base: rebase, gate, fast-forward, push."""
     from paradev import train
     from paradev.errors import PreconditionError
+    from paradev.report.machine import dry_run_json, merge_json
 
     if sum((dry_run, continue_, abort, skip)) > 1:
         raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
@@ -259,16 +262,32 @@ def merge(
         raise PreconditionError("use --push or --no-push, not both")
     pushing = True if push else (False if no_push else None)
     ws = _workspace()
-    if dry_run:
-        train.dry_run(ws, print)
-    elif abort:
-        train.abort(ws, print)
-    elif continue_:
-        train.resume(ws, print, push=pushing, gate=not no_gate)
-    elif skip:
-        train.skip(ws, print, push=pushing, gate=not no_gate)
-    else:
-        train.merge(ws, print, push=pushing, gate=not no_gate)
+    out = _to_stderr if json else print
+    history = len(ws.store.read().merge_history)
+    try:
+        if dry_run:
+            steps = train.dry_run(ws, out)
+            if json:
+                emit_json(dry_run_json(steps))
+            return
+        if abort:
+            train.abort(ws, out)
+        elif continue_:
+            train.resume(ws, out, push=pushing, gate=not no_gate)
+        elif skip:
+            train.skip(ws, out, push=pushing, gate=not no_gate)
+        else:
+            train.merge(ws, out, push=pushing, gate=not no_gate)
+    except ParadevError as err:
+        if json and err.exit_code == 1:  # stopped: say where, then exit 1
+            emit_json(merge_json(ws, history))
+        raise
+    if json:
+        emit_json(merge_json(ws, history))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @command(
@@ -446,9 +465,10 @@ def conflicts(
     help={
         "path": "a path (file or directory) you are about to change; repeatable",
         "agent": "your own agent number, left out of the check",
+        "json": "print JSON: every claim (path, agent, where) and the agents",
     },
 )
-def check(c: Context, path: list[str] | None = None, agent: str = "") -> None:
+def check(c: Context, path: list[str] | None = None, agent: str = "", json: bool = False) -> None:
     """Exit 1 naming the agents whose branch or worktree already changes PATH."""
     from paradev.conflicts import claims, repo_relative
     from paradev.errors import PreconditionError, Stopped
@@ -461,14 +481,19 @@ def check(c: Context, path: list[str] | None = None, agent: str = "") -> None:
     if me is not None:
         ws.check_agent(me)
     found = claims(ws, [repo_relative(ws, p) for p in path], exclude=me)
-    if not found:
+    if json:
+        from paradev.report.machine import check_json
+
+        emit_json(check_json(list(path), found))
+    elif not found:
         print("no other agent changes " + ", ".join(path))
-        return
-    for claim in found:
-        shown = claim.path or "."
-        print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
-    agents = sorted({claim.agent for claim in found})
-    raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
+    else:
+        for claim in found:
+            shown = claim.path or "."
+            print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
+    if found:
+        agents = sorted({claim.agent for claim in found})
+        raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
 
 
 @command(help={"json": "print JSON (stable keys) instead of text"})

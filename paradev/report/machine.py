@@ -1,0 +1,81 @@
+"""Machine-readable outcomes: ``merge --json`` and ``check --json``.
+
+Progress lines of a train go to stderr under ``--json``; stdout carries one
+JSON object, built from the state after the train ran, so a stopped,
+finished or resumed train all answer in the same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from paradev import git as gitmod
+from paradev.conflicts import Claim
+from paradev.train import DryStep, marker_hunks
+from paradev.workspace import Workspace
+
+
+def merge_json(ws: Workspace, history_before: int) -> dict[str, Any]:
+    """The train just run: landed, skipped, status and, when it stopped, why and where.
+
+    ``history_before`` is the length of merge_history before the command: a
+    longer one means the train ended (done or aborted) during it.
+    """
+    state = ws.store.read()
+    journal = state.train
+    if journal is None:
+        if len(state.merge_history) <= history_before:
+            return {"status": "nothing", "landed": [], "skipped": [], "stop": None}
+        journal = state.merge_history[-1]
+    stop = journal.get("stop") if journal.get("status") == "stopped" else None
+    return {
+        "id": journal.get("id"),
+        "status": journal.get("status"),
+        "base": journal.get("base"),
+        "order": journal.get("order", []),
+        "landed": journal.get("landed", []),
+        "skipped": journal.get("skipped", []),
+        "stop": _stop_json(ws, journal, stop) if stop else None,
+    }
+
+
+def _stop_json(ws: Workspace, journal: dict[str, Any], stop: dict[str, Any]) -> dict[str, Any]:
+    """Where the train stopped: the conflicted files and hunks, or the gate's exit and log."""
+    agent = int(stop["agent"])
+    entry = journal.get("agents", {}).get(str(agent), {})
+    files: list[str] = []
+    hunks: dict[str, list[list[int]]] = {}
+    if stop.get("reason") == "conflict":
+        tree = ws.worktree(agent)
+        if (tree / ".git").exists():
+            files = gitmod.unmerged_paths(tree)
+            hunks = {name: [list(h) for h in marker_hunks(tree / name)] for name in files}
+    gate = stop.get("reason") == "gate"
+    return {
+        "agent": agent,
+        "reason": stop.get("reason"),
+        "at": stop.get("at"),
+        "branch": entry.get("branch", ws.branch(agent)),
+        "worktree": str(ws.worktree(agent)),
+        "files": files,
+        "hunks": hunks,
+        "gate_exit": entry.get("gate_exit") if gate else None,
+        "gate_log": entry.get("gate_log") if gate else None,
+    }
+
+
+def dry_run_json(steps: list[DryStep]) -> dict[str, Any]:
+    return {"dry_run": True, "steps": [asdict(step) for step in steps]}
+
+
+def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
+    """``check --json``: per path asked, the agents already changing it."""
+    return {
+        "paths": paths,
+        "claimed": bool(claims),
+        "claims": [
+            {"path": claim.path, "agent": claim.agent, "where": claim.where} for claim in claims
+        ],
+        "agents": sorted({claim.agent for claim in claims}),
+    }
