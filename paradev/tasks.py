@@ -314,7 +314,7 @@ def cleanup(c: Context, force: bool = False, delete_branches: bool = False) -> N
 # -- run-batch, estimate, demo (issue 5) ---
 
 if TYPE_CHECKING:
-    from paradev.runner import BatchRun
+    from paradev.runner import BatchRun, Outcome
 
 
 @command(
@@ -323,10 +323,16 @@ if TYPE_CHECKING:
         "no_launch": "only assign and start; print each agent's worktree, branch and prompt file",
         "dry_run": "say what would happen and change nothing",
         "agents": "only these agents, comma-separated (e.g. 1,3)",
+        "json": "print one JSON object per event, one per line",
     }
 )
 def run_batch(
-    c: Context, batch: str = "", no_launch: bool = False, dry_run: bool = False, agents: str = ""
+    c: Context,
+    batch: str = "",
+    no_launch: bool = False,
+    dry_run: bool = False,
+    agents: str = "",
+    json: bool = False,
 ) -> None:
     """Start a batch: assign and start its tasks, launch the agents at once, wait, complete."""
     from paradev import runner
@@ -334,6 +340,9 @@ def run_batch(
     ws = _workspace()
     with runner.batch_lock(ws):
         run = runner.prepare(ws, batch or None, runner.parse_agents(agents, ws))
+        if json:
+            _run_batch_json(ws, run, bool(ws.plan.agent_command) and not no_launch, dry_run)
+            return
         for note in run.notes:
             print(f"skipped: {note}")
         if not run.queues:
@@ -346,6 +355,27 @@ def run_batch(
             _start_without_agents(ws, run)
         else:
             _launch_agents(ws, run)
+
+
+def _run_batch_json(ws: Workspace, run: BatchRun, launch: bool, dry_run: bool) -> None:
+    """run-batch --json: the same steps, each told as one JSON line."""
+    from paradev import runner
+    from paradev.report import machine
+
+    for note in run.notes:
+        machine.emit_event("skipped", text=note)
+    if not run.queues:
+        machine.emit_event("batch", batch=run.batch.name, completed=0, not_completed=0)
+    elif dry_run:
+        for line in runner.describe(ws, run, launch):
+            machine.emit_event("plan", text=line)
+    elif not launch:
+        for started in runner.start_only(ws, run, machine.JsonProgress()):
+            machine.started_event(started)
+    else:
+        outcomes = runner.run_batch(ws, run, machine.JsonProgress())
+        machine.outcome_events(run.batch.name, outcomes)
+        _raise_if_failed(outcomes)
 
 
 def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
@@ -365,13 +395,19 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
 
 def _launch_agents(ws: Workspace, run: BatchRun) -> None:
     from paradev import runner
-    from paradev.errors import Stopped
 
     with runner.progress_display(sys.stdout.isatty()) as progress:
         outcomes = runner.run_batch(ws, run, progress)
     failed = [o for o in outcomes if o.status != "completed"]
     done = len(outcomes) - len(failed)
     print(f"batch {run.batch.name!r}: {done} completed, {len(failed)} not completed")
+    _raise_if_failed(outcomes)
+
+
+def _raise_if_failed(outcomes: list[Outcome]) -> None:
+    from paradev.errors import Stopped
+
+    failed = [o for o in outcomes if o.status != "completed"]
     if failed:
         issues = ", ".join(f"#{o.task.issue} ({o.status}: {o.detail})" for o in failed)
         raise Stopped(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from tests import test_runner
 from tests.helpers import Result, agent_tree, commit, git, write
 from tests.test_report import stopped_train
 from tests.test_train import configure, work
@@ -99,3 +102,51 @@ def test_check_json(set_up: Path, cli: Cli) -> None:
     }
     assert free.code == 0
     assert free.json() == {"paths": ["src/util.py"], "claimed": False, "claims": [], "agents": []}
+
+
+def scripted_agents(repo: Path, tmp_path: Path, behaviour: dict[int, str]) -> None:
+    """agents.command: the runner tests' scripted agent (commits, fails, ...) per issue."""
+    script = tmp_path / "agent.py"
+    script.write_text(test_runner.AGENT, encoding="utf-8")
+    spec = tmp_path / "behaviour.json"
+    spec.write_text(json.dumps({str(k): v for k, v in behaviour.items()}))
+    command = [sys.executable, str(script), str(spec), str(tmp_path / "record")]
+    test_runner.configure(repo, command=command, timeout=60)
+
+
+def events(result: Result) -> list[dict[str, Any]]:
+    lines = result.out.splitlines()
+    return [json.loads(line) for line in lines]  # every line is one JSON object
+
+
+def test_run_batch_json_prints_one_event_per_line(
+    set_up: Path, repo: Path, cli: Cli, tmp_path: Path
+) -> None:
+    scripted_agents(repo, tmp_path, {12: "fail"})
+
+    result = cli("run-batch", "--json")
+
+    assert result.code == 1
+    seen = events(result)
+    assert all(isinstance(e["at"], str) for e in seen)
+    tasks = {e["issue"]: e for e in seen if e["event"] == "task"}
+    assert tasks[11]["status"] == "completed" and tasks[13]["status"] == "completed"
+    assert tasks[12]["status"] == "failed" and Path(tasks[12]["log"]).is_file()
+    assert seen[-1] == {**seen[-1], "event": "batch", "completed": 2, "not_completed": 1}
+    states = {(e["agent"], e["state"]) for e in seen if e["event"] == "state"}
+    assert {agent for agent, _ in states} == {1, 2, 3}
+    assert "#12" in result.err  # the failure is still said on stderr, exit 1
+
+
+def test_run_batch_json_without_launching_and_dry_run(set_up: Path, cli: Cli) -> None:
+    dry = cli("run-batch", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert {e["event"] for e in events(dry)} == {"plan"}
+
+    started = cli("run-batch", "--json")  # no agents.command: start the tasks only
+
+    assert started.code == 0, started.err
+    by_agent = {e["agent"]: e for e in events(started) if e["event"] == "started"}
+    assert sorted(by_agent) == [1, 2, 3]
+    assert by_agent[1]["issue"] == 11 and by_agent[1]["branch"] == "parallel-dev/agent-1"
+    assert Path(by_agent[1]["prompt"]).is_file()

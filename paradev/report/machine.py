@@ -1,4 +1,4 @@
-"""Machine-readable outcomes: ``merge --json`` and ``check --json``.
+"""Machine-readable outcomes: ``merge --json``, ``check --json`` and ``run-batch --json``.
 
 Progress lines of a train go to stderr under ``--json``; stdout carries one
 JSON object, built from the state after the train ran, so a stopped,
@@ -12,6 +12,8 @@ from typing import Any
 
 from paradev import git as gitmod
 from paradev.conflicts import Claim
+from paradev.runner import Outcome, Row, Started
+from paradev.snapshots import precise_now
 from paradev.train import DryStep, marker_hunks
 from paradev.workspace import Workspace
 
@@ -79,3 +81,60 @@ def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
         ],
         "agents": sorted({claim.agent for claim in claims}),
     }
+
+
+# -- run-batch --json: one JSON object per event, one per line -------------------------------
+
+
+def emit_event(event: str, **fields: Any) -> None:
+    """One event as one compact JSON line, flushed at once (readers follow it live)."""
+    import json
+    import sys
+
+    line = json.dumps({"event": event, "at": precise_now(), **fields}, separators=(",", ":"))
+    print(line, flush=True)
+    sys.stdout.flush()
+
+
+class JsonProgress:
+    """run-batch's progress as events: its messages, and each change of an agent's state."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, tuple[int, str]] = {}
+
+    def event(self, text: str) -> None:
+        emit_event("message", text=text)
+
+    def show(self, rows: list[Row]) -> None:
+        for row in rows:
+            if self.states.get(row.agent) != (row.issue, row.state):
+                self.states[row.agent] = (row.issue, row.state)
+                emit_event("state", agent=row.agent, issue=row.issue, state=row.state)
+
+
+def started_event(started: Started) -> None:
+    emit_event(
+        "started",
+        agent=started.task.agent,
+        issue=started.task.issue,
+        title=started.task.title,
+        worktree=str(started.worktree),
+        branch=started.branch,
+        prompt=str(started.prompt),
+        queued=[task.issue for task in started.queued],
+    )
+
+
+def outcome_events(batch: str, outcomes: list[Outcome]) -> None:
+    """Each task's end, then the batch's totals."""
+    for outcome in outcomes:
+        emit_event(
+            "task",
+            agent=outcome.task.agent,
+            issue=outcome.task.issue,
+            status=outcome.status,
+            detail=outcome.detail,
+            log=str(outcome.log) if outcome.log else None,
+        )
+    done = sum(1 for o in outcomes if o.status == "completed")
+    emit_event("batch", batch=batch, completed=done, not_completed=len(outcomes) - done)
