@@ -21,6 +21,8 @@ KEEP = 50  # snapshots kept in the state; older ones go
 HUNKS_KEPT = 5  # hunks kept per conflicted file
 LINES_KEPT = 8  # lines kept per side of a hunk
 LINE_WIDTH = 200  # characters kept per line
+PAIRS_KEPT = 300  # pairs kept per snapshot, conflicts first (every command reads the state)
+FILES_KEPT = 20  # overlapping files named per pair
 SAME = ("source", "train", "base", "agents", "pairs", "against_base")  # alike snapshots
 
 
@@ -37,15 +39,18 @@ def stamp_step(entry: dict[str, Any], step: str, edge: str) -> None:
 
 def conflict_snapshot(report: Report, source: str, train: str | None = None) -> dict[str, Any]:
     """The pairs that overlap or conflict, with files, types and trimmed hunks."""
+    colliding = sorted(
+        (pair for pair in report.pairs if pair.conflict or pair.overlap),
+        key=lambda pair: not pair.conflict,
+    )
     pairs = [
         {
             "agents": list(pair.agents),
             "outcome": "conflict" if pair.conflict else "overlap",
-            "overlap": list(pair.overlap),
-            "conflicts": [_small(c) for c in pair.conflicts],
+            "overlap": pair.overlap[:FILES_KEPT],
+            "conflicts": [_small(c) for c in pair.conflicts[:FILES_KEPT]],
         }
-        for pair in report.pairs
-        if pair.conflict or pair.overlap
+        for pair in colliding[:PAIRS_KEPT]
     ]
     against = [
         {"agent": b.agent, "conflicts": [_small(c) for c in b.conflicts]}
@@ -63,6 +68,7 @@ def conflict_snapshot(report: Report, source: str, train: str | None = None) -> 
         "agents": sorted(b.agent for b in report.branches),
         "pairs": pairs,
         "against_base": against,
+        "pairs_left_out": max(len(colliding) - PAIRS_KEPT, 0),
     }
 
 

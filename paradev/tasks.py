@@ -465,7 +465,7 @@ def conflicts(
     format: str = "text",
 ) -> None:
     """Pairwise and against-base conflicts from the branches' real contents."""
-    from paradev.conflicts import analyze, parse_interval, render
+    from paradev.conflicts import Report, analyze, parse_interval, render
     from paradev.conflicts import watch as watch_loop
     from paradev.errors import PreconditionError, Stopped
     from paradev.report.graph import check_format, to_dot, to_mermaid
@@ -476,16 +476,16 @@ def conflicts(
         raise PreconditionError("--format draws one scan: use it without --json and --watch")
     seconds = parse_interval(interval) if watch else 0.0
     ws = _workspace()
+
+    def scan() -> Report:
+        found = analyze(ws, uncommitted=uncommitted, remote=remote)
+        record_scan(ws, found)  # the report shows conflicts as they were, too
+        return found
+
     if watch:
-        watch_loop(
-            lambda: analyze(ws, uncommitted=uncommitted, remote=remote),
-            lambda text: print(text, flush=True),
-            seconds,
-            as_json=json,
-        )
+        watch_loop(scan, lambda text: print(text, flush=True), seconds, as_json=json)
         return
-    report = analyze(ws, uncommitted=uncommitted, remote=remote)
-    record_scan(ws, report)  # the report shows conflicts as they were, too
+    report = scan()
     if shape != "text":
         print(to_dot(report) if shape == "dot" else to_mermaid(report))
     elif json:  # compact: thousands of pairs, printed every few seconds

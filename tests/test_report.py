@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
+from paradev import snapshots
 from paradev.report import build_report, duration, hours
 from paradev.report.data import conflict_matrix
 from paradev.snapshots import KEEP, remember
@@ -150,6 +151,23 @@ def test_report_command_writes_the_file_and_opens_it(
     assert git(repo, "status", "--porcelain") == ""  # never inside a work tree
 
 
+def test_report_to_a_place_it_cannot_write_is_one_line(
+    repo: Path, cli: Cli, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+
+    under_file = cli("report", "--output", str(tmp_path / "a-file" / "r.html"))
+    onto_dir = cli("report", "--output", str(tmp_path / "a-dir"))
+
+    for result in (under_file, onto_dir):
+        assert result.code == 2
+        assert result.err.startswith("paradev: cannot write the report to ")
+        assert "--output FILE" in result.err and "Traceback" not in result.err
+    assert list((tmp_path / "a-dir").iterdir()) == []
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
 def test_report_of_a_fresh_repository_says_nothing_happened_yet(
     repo: Path, cli: Cli, tmp_path: Path
 ) -> None:
@@ -251,3 +269,28 @@ def test_conflicts_format_refuses_a_bad_name_and_json(repo: Path, cli: Cli) -> N
     assert bad.code == 2 and "--format must be one of text, dot, mermaid" in bad.err
     assert both.code == 2 and "without --json" in both.err
     assert "Traceback" not in bad.err + both.err
+
+
+def test_a_snapshot_keeps_conflicts_first_when_pairs_are_many(
+    repo: Path, cli: Cli, worktrees: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three_agents_colliding(repo, cli, worktrees)
+    monkeypatch.setattr(snapshots, "PAIRS_KEPT", 1)
+
+    assert cli("conflicts").code == 0
+
+    (snap,) = state_of(repo)["conflict_snapshots"]
+    assert [p["agents"] for p in snap["pairs"]] == [[1, 2]]
+    assert snap["pairs_left_out"] == 1
+
+
+def test_watch_records_what_it_sees(
+    repo: Path, cli: Cli, worktrees: Path, mocker: MockerFixture
+) -> None:
+    three_agents_colliding(repo, cli, worktrees)
+    mocker.patch("time.sleep", side_effect=KeyboardInterrupt)  # Ctrl-C during the first wait
+
+    assert cli("conflicts", "--watch", "--interval", "1").code == 130
+
+    (snap,) = state_of(repo)["conflict_snapshots"]
+    assert snap["source"] == "conflicts" and len(snap["pairs"]) == 2

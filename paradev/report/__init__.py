@@ -8,11 +8,13 @@ can hold anything.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
+from paradev.errors import PreconditionError
 from paradev.estimate import estimate
 from paradev.report.data import (
     TrainView,
@@ -61,10 +63,18 @@ def write_report(ws: Workspace, output: Path | None = None) -> Path:
     """Write the report (default: ``<git common dir>/paradev/report.html``); its path."""
     path = (output or default_output(ws)).resolve()
     html = build_report(ws)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise PreconditionError(
+            f"cannot write the report to {path}: {exc.strerror or exc}; "
+            "pick another place with --output FILE"
+        ) from None
     return path
 
 
