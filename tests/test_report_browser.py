@@ -8,6 +8,8 @@ logged no error, and saves a screenshot in its temporary folder.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,3 +133,23 @@ def test_demo_report_in_chromium(
     assert page.locator("tr.landing.landed").count() >= 3
     assert project.name in page.title()
     finish(watched, tmp_path / "demo.png")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_without_chromium_ci_fails_and_a_local_run_skips(
+    ci: str, outcome: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "CI": ci, "PARADEV_CHROMIUM": str(tmp_path / "no-chromium")}
+    test = f"{__file__}::test_demo_report_in_chromium"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rsf", "-n0", test],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert outcome in proc.stdout, proc.stdout
+    assert (proc.returncode == 0) == (ci != "true")
+    assert "no Chromium found (apt-get install chromium, or set PARADEV_CHROMIUM)" in proc.stdout
