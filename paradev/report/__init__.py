@@ -11,12 +11,13 @@ from __future__ import annotations
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.estimate import estimate
 from paradev.report.data import (
+    Landing,
     TrainView,
     actuals,
     conflict_matrix,
@@ -24,6 +25,9 @@ from paradev.report.data import (
     trains,
 )
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 REPORT_FILE = "report.html"
 
@@ -80,7 +84,7 @@ def write_report(ws: Workspace, output: Path | None = None) -> Path:
 
 def _add_stats(ws: Workspace, views: list[TrainView]) -> None:
     """Each landing's commits and diff stats: from the previous landing (or base) to its commit."""
-    wanted: list[tuple[Any, tuple[str, str]]] = []
+    wanted: list[tuple[Landing, tuple[str, str]]] = []
     for view in views:
         previous = view.base_start
         for landing in view.landings:
@@ -94,7 +98,7 @@ def _add_stats(ws: Workspace, views: list[TrainView]) -> None:
         landing.stats = stats
 
 
-def _environment() -> Any:
+def _environment() -> Environment:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
     env = Environment(

@@ -8,13 +8,14 @@ needs no script to draw.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from paradev.estimate import Estimate
+from paradev.git import RangeStats
 from paradev.plan import Plan, Task
 from paradev.state import State, TaskRecord
 
@@ -270,7 +271,9 @@ def _arrows(plan: Plan, bars: Mapping[int, Bar], critical: set[int]) -> list[Arr
     return arrows
 
 
-def _ticks(first: datetime, last: datetime, x_of: Any) -> list[tuple[float, str]]:
+def _ticks(
+    first: datetime, last: datetime, x_of: Callable[[datetime], float]
+) -> list[tuple[float, str]]:
     """About six round-numbered wall-clock ticks."""
     span = max((last - first).total_seconds(), 1.0)
     steps = (1, 5, 15, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
@@ -302,7 +305,7 @@ class Landing:
     gate_log: str
     gate_exit: int | None
     gate_tail: str
-    stats: Any = None  # git.RangeStats | None
+    stats: RangeStats | None = None  # filled in from git by the report
 
 
 @dataclass
