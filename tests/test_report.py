@@ -6,6 +6,7 @@ import html
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from pytest_mock import MockerFixture
 
 from paradev import snapshots
 from paradev.report import build_report, duration, hours
-from paradev.report.data import conflict_matrix
+from paradev.report.data import LEFT, WIDTH, conflict_matrix, timeline
 from paradev.snapshots import KEEP, remember
 from paradev.state import State
 from paradev.workspace import open_workspace
@@ -294,3 +295,36 @@ def test_watch_records_what_it_sees(
 
     (snap,) = state_of(repo)["conflict_snapshots"]
     assert snap["source"] == "conflicts" and len(snap["pairs"]) == 2
+
+
+def test_timeline_places_spans_dependency_arrows_and_the_critical_path(repo: Path) -> None:
+    plan = open_workspace(repo).plan
+    state = State()
+    spans = {
+        11: ("08:00", "09:00", "09:30"),
+        12: ("08:00", "08:30", None),
+        21: ("10:00", None, None),
+    }
+    for issue, (start, done, landed) in spans.items():
+        record = state.task(issue, 1 if issue != 12 else 2)
+        record.status = "merged" if landed else ("completed" if done else "in_progress")
+        record.started_at = f"2026-11-02T{start}:00+00:00"
+        record.completed_at = done and f"2026-11-02T{done}:00+00:00"
+        record.merged_at = landed and f"2026-11-02T{landed}:00+00:00"
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+
+    line = timeline(plan, state, [11, 21], now)
+
+    bars = {bar.issue: bar for bar in line.bars}
+    assert sorted(bars) == [11, 12, 21] and [t.issue for t in line.unstarted] == [13]
+    assert bars[11].x == bars[12].x == LEFT  # both started first
+    assert bars[21].x + bars[21].work_width == pytest.approx(LEFT + WIDTH)  # runs until now
+    assert bars[11].work_width == pytest.approx(WIDTH / 4)  # 1h of 4h
+    assert bars[11].land_width == pytest.approx(WIDTH / 8)
+    assert bars[12].y > bars[11].y == bars[21].y  # one lane per agent
+    assert bars[11].critical and bars[21].critical and not bars[12].critical
+    assert "(critical path)" in bars[11].label and "2h planned" in bars[11].label
+    (arrow,) = line.arrows
+    assert arrow.text == "#21 depends on #11" and arrow.critical
+    assert arrow.path.startswith(f"M{bars[11].end:.1f},")
+    assert [label for _, label in line.ticks] == ["08:00", "09:00", "10:00", "11:00", "12:00"]

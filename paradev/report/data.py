@@ -277,7 +277,7 @@ def _ticks(
     """About six round-numbered wall-clock ticks."""
     span = max((last - first).total_seconds(), 1.0)
     steps = (1, 5, 15, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
-    step = next((s for s in steps if span / s <= 8), 86400 * math.ceil(span / 86400 / 8))
+    step = next((s for s in steps if span / s <= 6), 86400 * math.ceil(span / 86400 / 6))
     tick = datetime.fromtimestamp(math.ceil(first.timestamp() / step) * step, UTC)
     shown = "%H:%M:%S" if step < 60 else ("%H:%M" if step < 86400 else "%Y-%m-%d")
     ticks = []
