@@ -1,20 +1,33 @@
 """Remove agent worktrees (and optionally branches) once their work is on base.
 
 A worktree goes only when its branch is fully merged into base and its tree
-is clean. ``--force`` removes the others too, but first keeps every unmerged
-commit and every uncommitted change under ``refs/paradev/backup/``, so nothing
-a user or an agent wrote is ever lost. Base, and any branch checked out in
-another work tree, is never deleted.
+is clean. ``--force`` removes the others too. Before any worktree goes, what
+git would not keep is kept and named: unmerged commits, uncommitted changes,
+edits hidden by ``--skip-worktree``/``--assume-unchanged`` and a staged
+version that differs from the files (commits under ``refs/paradev/backup/``),
+and ignored files (``.env``, ``build/``: a tar archive in the common git dir,
+up to ``ARCHIVE_CAP``). A nested repository, whose commits no backup could
+hold, stops cleanup. Every refusal that stops the command comes before the
+first change. Base, and any branch checked out in another work tree, is never
+deleted.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from paradev import git as gitmod
+from paradev.backups import (
+    ARCHIVE_CAP,
+    archive_dir,
+    human_size,
+    total_size,
+    write_archive,
+)
 from paradev.errors import PreconditionError
 from paradev.git import Worktree
 from paradev.state import IN_PROGRESS
@@ -32,9 +45,9 @@ class CleanupReport:
     refused: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        lines = [f"removed worktree {p}" for p in self.removed]
+        lines = [f"kept {b}" for b in self.backups]
+        lines += [f"removed worktree {p}" for p in self.removed]
         lines += [f"deleted branch {b}" for b in self.deleted]
-        lines += [f"kept {b}" for b in self.backups]
         lines += [f"refused: {r}" for r in self.refused]
         return lines or ["nothing to clean up"]
 
@@ -69,6 +82,16 @@ class AgentFacts:
         return found
 
 
+@dataclass(frozen=True)
+class Keep:
+    """What must be kept before one worktree goes, all decided before anything changes."""
+
+    facts: AgentFacts
+    worktree_commit: str | None  # the files as they are, hidden edits included
+    staged_commit: str | None  # the index, when it differs from HEAD and from the files
+    ignored: list[str]  # ignored files to archive (setup's own copies left out)
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -91,33 +114,34 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
             "a merge train is in progress; finish it (paradev merge --continue/--skip) "
             "or end it (paradev merge --abort) before cleaning up"
         )
+    agents = range(1, ws.plan.agent_count + 1)
+    for agent in agents:  # a symlinked agent folder stops us before anything is removed
+        ws.worktree(agent)
     git = ws.git
     gitmod.prune_worktrees(git)
     records = {os.path.realpath(r.path): r for r in gitmod.worktree_list(git)}
     report = CleanupReport()
-    stamp = _stamp()
-    removed_agents: list[int] = []
-    for agent in range(1, ws.plan.agent_count + 1):
+    chosen: list[AgentFacts] = []
+    for agent in agents:
         busy = [t.issue for t in ws.tasks_of(agent) if state.status(t.issue) == IN_PROGRESS]
         facts = _facts(ws, agent, records, busy)
         if facts.record is None and not (delete_branches and facts.head):
             continue
-        problems = facts.problems(ws.plan.base)
-        if facts.operation is not None:  # never end a rebase or merge someone else started
-            report.refused.append(
-                f"agent {agent} ({facts.path}): a {facts.operation} is in progress there; "
-                f"finish or abort it yourself (git -C {facts.path} {facts.operation} --abort), "
-                "even --force keeps it"
-            )
-            continue
-        if problems and not force:
-            report.refused.append(f"agent {agent} ({facts.path}): " + "; ".join(problems))
-            continue
-        _back_up(ws, facts, stamp, report)
+        refusal = _refusal(facts, ws.plan.base, force)
+        if refusal:
+            report.refused.append(f"agent {agent} ({facts.path}): {refusal}")
+        else:
+            chosen.append(facts)
+    keeps = [_decide_keep(ws, facts) for facts in chosen]  # may refuse: nothing changed yet
+    stamp = _stamp()
+    removed_agents: list[int] = []
+    for keep in keeps:
+        facts = keep.facts
+        _back_up(ws, keep, stamp, report)
         if facts.record is not None:
-            gitmod.remove_worktree(git, facts.path, force=bool(problems))
+            gitmod.remove_worktree(git, facts.path, force=bool(facts.problems(ws.plan.base)))
             report.removed.append(str(facts.path))
-            removed_agents.append(agent)
+            removed_agents.append(facts.agent)
         if delete_branches and facts.head:
             _delete_branch(ws, facts, report)
     if removed_agents:
@@ -127,26 +151,121 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
     return report
 
 
-def _back_up(ws: Workspace, facts: AgentFacts, stamp: str, report: CleanupReport) -> None:
-    """Keep unmerged commits and uncommitted changes under refs/paradev/backup/<branch>/."""
-    prefix = f"{BACKUP_PREFIX}/{facts.branch}/cleanup-{stamp}"
-    if facts.dirty:
-        snapshot = gitmod.snapshot_worktree(
-            facts.path, f"paradev cleanup: uncommitted work of agent {facts.agent}\n"
+def _refusal(facts: AgentFacts, base: str, force: bool) -> str | None:
+    """Why this agent's worktree stays (cleanup goes on with the others and exits 1)."""
+    if facts.operation is not None:  # never end a rebase or merge someone else started
+        return (
+            f"a {facts.operation} is in progress there; finish or abort it yourself "
+            f"(git -C {facts.path} {facts.operation} --abort), even --force keeps it"
         )
-        if snapshot:
-            gitmod.update_ref(ws.git, f"{prefix}-uncommitted", snapshot, "")
-            report.backups.append(f"{prefix}-uncommitted (uncommitted changes of {facts.path})")
+    if facts.record is not None and (conflicted := gitmod.unmerged_paths(facts.path)):
+        return (
+            f"unresolved conflicts in {', '.join(conflicted[:5])}; resolve them (git add) "
+            "first, even --force keeps it"
+        )
+    problems = facts.problems(base)
+    if problems and not force:
+        return "; ".join(problems)
+    return None
+
+
+def _decide_keep(ws: Workspace, facts: AgentFacts) -> Keep:
+    """What to keep of a worktree about to go; refuse (exit 2) what no backup can hold."""
+    if facts.record is None:
+        return Keep(facts, None, None, [])
+    path = facts.path
+    nested = nested_repositories(path)
+    if nested:
+        raise PreconditionError(
+            f"agent {facts.agent}: {nested[0]} is a git repository inside {path}; "
+            "its commits would be lost with the worktree: move it out of the worktree "
+            "(or push its commits and delete it), then run cleanup again"
+        )
+    ignored = [p for p in gitmod.ignored_files(path) if not _set_up_by_paradev(ws, p)]
+    size = total_size(path, ignored)
+    if size > ARCHIVE_CAP:
+        raise PreconditionError(
+            f"agent {facts.agent}: the ignored files in {path} take {human_size(size)}, over "
+            f"the {human_size(ARCHIVE_CAP)} that cleanup backs up ({_largest(path, ignored)}); "
+            "delete or move out what you do not need, then run cleanup again"
+        )
+    message = f"paradev cleanup: uncommitted work of agent {facts.agent} ({path})\n"
+    snapshot = gitmod.snapshot_worktree(path, message)
+    return Keep(facts, snapshot, _staged_commit(ws, facts, snapshot), ignored)
+
+
+def _staged_commit(ws: Workspace, facts: AgentFacts, snapshot: str | None) -> str | None:
+    """A commit of the index when what is staged is neither HEAD nor the files as they are."""
+    head = gitmod.Git(facts.path).rev("HEAD")
+    staged = gitmod.staged_tree(facts.path)
+    files = gitmod.tree_of(ws.git, snapshot) if snapshot else None
+    if head is None or staged in (gitmod.tree_of(ws.git, head), files):
+        return None
+    message = f"paradev cleanup: staged changes of agent {facts.agent} ({facts.path})\n"
+    return gitmod.commit_tree(ws.git, staged, [head], message)
+
+
+def nested_repositories(worktree: Path) -> list[Path]:
+    """Folders inside ``worktree`` holding their own ``.git`` (a clone, a submodule)."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(worktree):
+        here = Path(folder)
+        if here != worktree and (".git" in dirs or ".git" in files):
+            found.append(here)
+            dirs[:] = []  # its insides are its own
+            continue
+        dirs[:] = [d for d in dirs if d != ".git"]
+    return sorted(found)
+
+
+def _set_up_by_paradev(ws: Workspace, path: str) -> bool:
+    """Whether worktree set-up put ``path`` there (a copy of the main worktree's file).
+
+    Those need no backup: set-up makes them again. There is no ``[setup] copy``
+    yet, so nothing is exempt; when it comes, its globs go here.
+    """
+    copies: list[str] = []
+    return any(fnmatch.fnmatch(path, glob) or path.startswith(glob + "/") for glob in copies)
+
+
+def _largest(root: Path, paths: list[str]) -> str:
+    """The top-level entry holding the most bytes, to say what to clear first."""
+    sizes: dict[str, int] = {}
+    for path in paths:
+        top = path.split("/", 1)[0]
+        sizes[top] = sizes.get(top, 0) + os.lstat(root / path).st_size
+    top = max(sizes, key=lambda name: sizes[name])
+    return f"largest: {root / top} with {human_size(sizes[top])}"
+
+
+def _back_up(ws: Workspace, keep: Keep, stamp: str, report: CleanupReport) -> None:
+    """Keep commits and changes under refs/paradev/backup/<branch>/, ignored files in an archive."""
+    facts = keep.facts
+    prefix = f"{BACKUP_PREFIX}/{facts.branch}/cleanup-{stamp}"
+    kept = [
+        (keep.worktree_commit, "uncommitted", f"uncommitted and hidden edits of {facts.path}"),
+        (keep.staged_commit, "staged", f"staged changes of {facts.path}"),
+    ]
     if facts.unmerged and facts.head:
-        gitmod.update_ref(ws.git, prefix, facts.head, "")
-        report.backups.append(f"{prefix} ({facts.unmerged} unmerged commit(s) of {facts.branch})")
+        kept.append((facts.head, "", f"{facts.unmerged} unmerged commit(s) of {facts.branch}"))
     detached = (
         facts.record.head if facts.record is not None and facts.record.branch is None else None
     )
     if detached and not gitmod.is_ancestor(ws.git, detached, f"refs/heads/{ws.plan.base}"):
         # commits made on a detached HEAD live only in that work tree's HEAD and reflog
-        gitmod.update_ref(ws.git, f"{prefix}-detached", detached, "")
-        report.backups.append(f"{prefix}-detached (the detached HEAD of {facts.path})")
+        kept.append((detached, "detached", f"the detached HEAD of {facts.path}"))
+    for commit, suffix, what in kept:
+        if commit:
+            ref = f"{prefix}-{suffix}" if suffix else prefix
+            gitmod.update_ref(ws.git, ref, commit, "")
+            report.backups.append(f"{ref} ({what})")
+    if keep.ignored:
+        archive = archive_dir(ws.store) / f"cleanup-{stamp}-agent-{facts.agent}.tar.gz"
+        write_archive(facts.path, keep.ignored, archive)
+        size = human_size(total_size(facts.path, keep.ignored))
+        report.backups.append(
+            f"{archive} ({len(keep.ignored)} ignored file(s), {size}, of {facts.path})"
+        )
 
 
 def _delete_branch(ws: Workspace, facts: AgentFacts, report: CleanupReport) -> None:

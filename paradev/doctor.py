@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import plan as plan_mod
-from paradev.errors import ParadevError, PlanError, StateError
+from paradev.errors import ParadevError, PlanError, PreconditionError, StateError
 from paradev.git import Git, Repository, git_version, worktree_link_ok, worktree_list
 from paradev.plan import Plan
 from paradev.state import State, StateStore
@@ -22,14 +23,70 @@ class Finding:
     blocking: bool = False  # every other command refuses to run until this is fixed
 
 
-def reset(store: StateStore) -> tuple[Path | None, State | None]:
-    """Clear the state. Returns where a corrupt file was moved, and the state that was dropped."""
+# The locks that mean a command is running right now, and who takes them
+# (``runner.batch_lock`` and the train's ``_driving``).
+RUNNING_LOCKS = {"train.lock": "paradev merge", "run-batch.lock": "paradev run-batch"}
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """What reset did: where the old state went, and what it held."""
+
+    aside: Path | None  # a corrupt file, moved aside
+    backup: Path | None  # a readable file, copied before it was cleared
+    dropped: State | None
+
+
+def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
+    """Clear the state, keeping the old file, once no train or batch is running.
+
+    Holding their locks for the whole reset means no merge or run-batch can
+    start and then write into records that are being cleared.
+    """
+    with ExitStack() as held:
+        for name in _command_locks(store):
+            command = RUNNING_LOCKS.get(name, f"the paradev command holding {name}")
+            _hold_unless_running(held, store, name, command)
+        with store.locked():
+            try:
+                dropped: State | None = store.read()
+            except StateError:
+                dropped = None
+            if dropped is not None and _has_records(dropped) and not yes:
+                raise PreconditionError(
+                    f"the state holds {len(dropped.tasks)} task and {len(dropped.agents)} agent "
+                    "record(s); re-run with --yes ('paradev reset --yes') to clear it; "
+                    "the old file is kept as a backup"
+                )
+            aside, backup = store.reset()
+    return ResetResult(aside, backup, dropped)
+
+
+def _command_locks(store: StateStore) -> list[str]:
+    """Every lock a running command may hold (per-agent locks too), never the state's own."""
+    present = {p.name for p in store.dir.glob("*.lock")} if store.dir.is_dir() else set()
+    return sorted((present | set(RUNNING_LOCKS)) - {store.lock_path.name})
+
+
+def _hold_unless_running(held: ExitStack, store: StateStore, name: str, command: str) -> None:
+    """Take ``command``'s lock for the rest of ``held``; refuse, naming its pid, while it runs."""
+    busy = f"{command} is running"
     try:
-        dropped: State | None = store.read()
-    except StateError:
-        dropped = None
-    aside = store.reset()
-    return aside, dropped
+        held.enter_context(store.exclusive(name, wait=0, busy=busy))
+    except StateError as exc:
+        if not str(exc).startswith(busy):  # e.g. a folder where the lock file belongs
+            raise
+        pid = store.lock_owner(name)
+        raise PreconditionError(
+            f"'{command}' is running (pid {pid if pid else 'unknown'}); "
+            "wait for it to finish or stop it, then run reset again"
+        ) from None
+
+
+def _has_records(state: State) -> bool:
+    return bool(
+        state.tasks or state.agents or state.train or state.merge_history or state.merge_order
+    )
 
 
 def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:
@@ -79,7 +136,18 @@ def _check_stale_worktrees(git: Git, repair: bool) -> list[Finding]:
 
 def _check_agent_worktrees(repo: Repository, plan: Plan, repair: bool) -> list[Finding]:
     ws = Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))
-    missing = [a for a in range(1, plan.agent_count + 1) if not _usable(ws.worktree(a))]
+    linked: list[Finding] = []
+    missing: list[int] = []
+    for agent in range(1, plan.agent_count + 1):
+        try:
+            usable = _usable(ws.worktree(agent))
+        except PreconditionError as exc:  # a symlinked agent folder: a person must remove it
+            linked.append(Finding(False, str(exc)))
+            continue
+        if not usable:
+            missing.append(agent)
+    if linked:
+        return linked
     if not missing:
         return [Finding(True, f"worktrees: all {plan.agent_count} agents present")]
     if repair:

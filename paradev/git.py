@@ -963,6 +963,71 @@ def _start(git: Git, *args: str) -> subprocess.Popen[str]:
     )
 
 
+# -- landed work ---
+
+ISSUE_TRAILER = "Paradev-Issue"
+
+
+def landed_issues(git: Git, base: str) -> dict[int, tuple[str, str]]:
+    """issue -> (commit, committer date) of the newest commit in ``base`` (a rev or range)
+    with its trailer.
+
+    The train writes ``Paradev-Issue: N`` into what it lands, so git itself
+    remembers what landed even when the state is gone.
+    """
+    fmt = f"%H%x00%cI%x00%(trailers:key={ISSUE_TRAILER},valueonly,unfold,separator=%x2C)"
+    proc = git.run(
+        "log", f"--grep=^{ISSUE_TRAILER}:", "-i", f"--format={fmt}", base, "--", check=False
+    )
+    found: dict[int, tuple[str, str]] = {}
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        commit, date, values = line.split("\0", 2) if line.count("\0") == 2 else ("", "", "")
+        for value in values.split(","):
+            if value.strip().isdigit():
+                found.setdefault(int(value.strip()), (commit, date))
+    return found
+
+
+# -- cleanup backups ---
+
+
+def ignored_files(worktree: Path) -> list[str]:
+    """Every ignored file in ``worktree`` (``.env``, ``build/...``): git keeps no copy of them."""
+    out = Git(worktree).out(
+        "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", "."
+    )
+    return [p for p in out.split("\0") if p]
+
+
+def staged_tree(worktree: Path) -> str:
+    """The tree of ``worktree``'s index as staged, written from a copy (never touching it)."""
+    import shutil
+    import tempfile
+
+    git = Git(worktree)
+    index = Path(git.out("rev-parse", "--path-format=absolute", "--git-path", "index"))
+    with tempfile.TemporaryDirectory(prefix="paradev-index-") as tmp:
+        copy = Path(tmp) / "index"
+        if index.exists():
+            shutil.copyfile(index, copy)
+        return git.run("write-tree", env={"GIT_INDEX_FILE": str(copy)}).stdout.strip()
+
+
+def refs_under(git: Git, prefix: str) -> list[tuple[str, str, int]]:
+    """(ref, commit, committer time) of every ref below ``prefix``."""
+    out = git.out(
+        "for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)", prefix
+    )
+    found: list[tuple[str, str, int]] = []
+    for line in out.splitlines():
+        ref, commit, when = line.split("\0")
+        found.append((ref, commit, int(when or 0)))
+    return found
+
+
+# -- the report ---
+
+
 @dataclass(frozen=True)
 class RangeStats:
     """What a range of commits changed: the report's size of each landing."""

@@ -519,7 +519,8 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
     if main_root is not None and "project.worktrees" not in bad:
         root = plan.worktree_root(main_root)
-        if root == main_root or main_root in root.parents:
+        real_root, real_main = root.resolve(), main_root.resolve()  # symlinks followed
+        if real_root == real_main or real_main in real_root.parents:
             problems.append(
                 f"project.worktrees: {root} is inside the repository; "
                 "use a folder outside it, e.g. '../{repo}-worktrees'"

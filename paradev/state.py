@@ -272,14 +272,21 @@ def _check_train(train: Any) -> None:
 class StateStore:
     """Reads and changes ``<common_dir>/paradev/state.json``."""
 
-    def __init__(self, common_dir: Path) -> None:
+    def __init__(self, common_dir: Path, recognise: Callable[[State], None] | None = None) -> None:
         self.dir = common_dir / "paradev"
+        self.recognise = recognise  # adds what git knows and the file lacks (landed tasks)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
         self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
 
     def read(self) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt."""
+        state = self._read_file()
+        if self.recognise is not None:
+            self.recognise(state)
+        return state
+
+    def _read_file(self) -> State:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -302,14 +309,18 @@ class StateStore:
             wait=LOCK_TIMEOUT,
             busy=f"another paradev holds the state for over {LOCK_TIMEOUT:.0f}s; "
             "wait for it to finish",
+            note_owner=False,  # taken for every write: no extra file each time
         ):
             yield
 
     @contextmanager
-    def exclusive(self, name: str, *, wait: float, busy: str) -> Iterator[None]:
+    def exclusive(
+        self, name: str, *, wait: float, busy: str, note_owner: bool = True
+    ) -> Iterator[None]:
         """Hold lock file ``name`` in the state folder; raise StateError(``busy``) after ``wait`` s.
 
-        The operating system releases it when the process ends, however it ends.
+        The operating system releases it when the process ends, however it ends. With
+        ``note_owner`` the holder's pid goes to ``<name>.pid``, for refusals to name it.
         """
         from filelock import FileLock, Timeout
 
@@ -318,16 +329,26 @@ class StateStore:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = FileLock(str(path), timeout=wait)
+        first = not lock.is_locked
         try:
             lock.acquire()
         except Timeout:
             raise StateError(f"{busy} ({path} is locked)") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
             raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
+        if first and note_owner:  # reset names a running merge or run-batch by it
+            _owner_file(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
         try:
             yield
         finally:
             lock.release()
+
+    def lock_owner(self, name: str) -> int | None:
+        """The pid that last took lock file ``name`` (the holder, while it is held)."""
+        try:
+            return int(_owner_file(self.dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
 
     def _make_dir(self) -> None:
         try:
@@ -372,15 +393,31 @@ class StateStore:
             try:
                 self.read()
             except StateError:
-                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-                aside = self.path.with_name(f"state.json.corrupt-{stamp}")
+                aside = self.path.with_name(f"state.json.corrupt-{_stamp()}")
                 os.replace(self.path, aside)
                 return aside
         return None
 
-    def reset(self) -> Path | None:
-        """Start from an empty state; a corrupt file is moved aside, never overwritten."""
+    def reset(self) -> tuple[Path | None, Path | None]:
+        """Start from an empty state; the old file is kept, never overwritten.
+
+        Returns (where a corrupt file was moved, where a readable one was backed up).
+        """
         with self.locked():
             aside = self.quarantine_if_corrupt()
+            backup = None
+            if aside is None and self.path.exists():
+                import shutil  # only reset needs it
+
+                backup = self.path.with_name(f"state.json.bak-{_stamp()}")
+                shutil.copy2(self.path, backup)
             self.write(State())
-            return aside
+            return aside, backup
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _owner_file(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".pid")

@@ -179,18 +179,20 @@ def status(c: Context, json: bool = False) -> None:
         print(render_status(report))
 
 
-@command()
-def reset(c: Context) -> None:
-    """Clear the shared state (a corrupt file is moved aside, never overwritten)."""
+@command(help={"yes": "clear a state that holds records (the old file is kept as a backup)"})
+def reset(c: Context, yes: bool = False) -> None:
+    """Clear the shared state; refused while a merge or run-batch runs; the old file is kept."""
     from paradev.doctor import reset as reset_state
     from paradev.git import discover
     from paradev.state import StateStore
 
     store = StateStore(discover().common_dir)
-    aside, dropped = reset_state(store)
-    if aside:
-        print(f"moved the corrupt state file aside to {aside}")
-    if dropped and dropped.train:
+    done = reset_state(store, yes=yes)
+    if done.aside:
+        print(f"moved the corrupt state file aside to {done.aside}")
+    if done.backup:
+        print(f"kept the old state as {done.backup}")
+    if done.dropped and done.dropped.train:
         warn("a merge train was in progress; its journal is gone (git state is untouched)")
     print(f"state cleared: {store.path}")
 
@@ -294,12 +296,30 @@ def _to_stderr(line: str) -> None:
     help={
         "force": "also remove dirty or unmerged worktrees (their work kept under backup refs)",
         "delete_branches": "delete the agent branches too (never base, never one checked out)",
+        "backups": "list the backups paradev keeps (archives, old states, refs/paradev/backup)",
+        "older": "with --backups: remove the backups made more than DAYS days ago",
     }
 )
-def cleanup(c: Context, force: bool = False, delete_branches: bool = False) -> None:
+def cleanup(
+    c: Context,
+    force: bool = False,
+    delete_branches: bool = False,
+    backups: bool = False,
+    older: str = "",
+) -> None:
     """Remove the worktrees of agents whose work is merged and whose trees are clean."""
+    from paradev.errors import PreconditionError, Stopped
+
+    if older and not backups:
+        raise PreconditionError("--older prunes backups: use it with --backups")
+    if backups:
+        if force or delete_branches:
+            raise PreconditionError(
+                "--backups only lists and prunes: drop --force/--delete-branches"
+            )
+        _cleanup_backups(older)
+        return
     from paradev.cleanup import cleanup as run_cleanup
-    from paradev.errors import Stopped
 
     report = run_cleanup(_workspace(), force=force, delete_branches=delete_branches)
     for line in report.lines():
@@ -309,6 +329,35 @@ def cleanup(c: Context, force: bool = False, delete_branches: bool = False) -> N
             f"{len(report.refused)} worktree(s) kept; see above, or use --force "
             "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
         )
+
+
+def _cleanup_backups(older: str) -> None:
+    """``cleanup --backups [--older DAYS]``: list the backups, or prune the old ones."""
+    from paradev import backups as backups_mod
+    from paradev.errors import PreconditionError
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    repo = discover()
+    store = StateStore(repo.common_dir)
+    if not older:
+        found = backups_mod.list_backups(repo.git, store)
+        for backup in found:
+            print(backup.line())
+        print(f"{len(found)} backup(s)" + (" (prune with --older DAYS)" if found else ""))
+        return
+    try:
+        days = float(older)
+    except ValueError:
+        raise PreconditionError(
+            f"--older {older!r}: give a number of days, e.g. --older 30"
+        ) from None
+    removed, kept = backups_mod.prune_backups(repo.git, store, days)
+    for backup in removed:
+        print(f"removed {backup.line()}")
+    for backup in kept:
+        print(f"kept (a merge train in progress needs it) {backup.line()}")
+    print(f"removed {len(removed)} backup(s) older than {older} day(s)")
 
 
 # -- run-batch, estimate, demo (issue 5) ---

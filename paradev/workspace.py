@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import plan as plan_mod
 from paradev.errors import PreconditionError
 from paradev.git import Git, Repository, discover
+from paradev.landed import LANDED_CACHE, LandedTasks
 from paradev.plan import Plan, Task
 from paradev.state import StateStore
 
@@ -28,7 +30,10 @@ class Workspace:
         return self.plan.branch(agent)
 
     def worktree(self, agent: int) -> Path:
-        return self.plan.worktree(agent, self.repo.main_root)
+        """The agent's work tree folder; never a symbolic link (it could lead anywhere)."""
+        path = self.plan.worktree(agent, self.repo.main_root)
+        refuse_symlink(path, agent)
+        return path
 
     def agent_git(self, agent: int) -> Git:
         """git inside the agent's work tree; a clear error when it does not exist."""
@@ -55,9 +60,20 @@ class Workspace:
         return self.plan.tasks_for(agent)
 
 
+def refuse_symlink(path: Path, agent: int) -> None:
+    """A link planted at an agent's folder would make setup build, and cleanup delete, elsewhere."""
+    if path.is_symlink():
+        raise PreconditionError(
+            f"agent {agent}'s folder {path} is a symbolic link (to {os.readlink(path)}); "
+            f"paradev never follows it: remove the link (rm {path}) and run 'paradev setup'"
+        )
+
+
 def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Workspace:
     """Discover the repository from ``cwd`` (any of its work trees) and load its plan."""
     repo = discover(cwd)
     path = plan_mod.find_plan(repo.main_root, plan_path)
     plan = plan_mod.load(path, repo.main_root)
-    return Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))
+    store = StateStore(repo.common_dir)
+    store.recognise = LandedTasks(repo.git, plan, store.dir / LANDED_CACHE)
+    return Workspace(repo=repo, plan=plan, store=store)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from paradev.backups import ARCHIVE_CAP
 from tests.helpers import Result, agent_tree, commit, git, rev, write
 
 Cli = Callable[..., Result]
@@ -165,3 +170,193 @@ def test_force_never_ends_a_rebase_the_user_started(repo: Path, set_up: Path, cl
     assert "a rebase is in progress there" in result.out
     assert tree.is_dir()
     assert (Path(git(tree, "rev-parse", "--absolute-git-dir")) / "rebase-merge").is_dir()
+
+
+def test_cleanup_never_follows_a_symlinked_agent_folder_outside_the_root(
+    repo: Path, worktrees: Path, tmp_path: Path, cli: Cli
+) -> None:
+    (repo / "plan.toml").write_text("[agents]\ncount = 2\n", encoding="utf-8")
+    assert cli("setup", "--agents", "1").code == 0
+    outside = tmp_path / "outside"  # a worktree of agent 2's branch, outside the root
+    git(repo, "worktree", "add", "-q", "-b", "parallel-dev/agent-2", str(outside), "main")
+    write(outside, {"precious.txt": "kept\n"})
+    git(outside, "add", "precious.txt")
+    git(outside, "commit", "-q", "-m", "precious")
+    git(repo, "merge", "-q", "--ff-only", "parallel-dev/agent-2")  # merged: cleanup's candidate
+    os.symlink(outside, agent_tree(worktrees, 2))
+
+    result = cli("cleanup")
+
+    assert result.code == 2
+    assert f"{agent_tree(worktrees, 2)} is a symbolic link" in result.err
+    assert (outside / "precious.txt").read_text() == "kept\n"
+    assert agent_tree(worktrees, 1).is_dir()  # refused before anything was removed
+
+
+def _ignore(repo: Path, *patterns: str) -> None:
+    """Ignore ``patterns`` in every worktree (the common info/exclude), without a commit."""
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(exist_ok=True)
+    exclude.write_text("".join(f"{p}\n" for p in patterns), encoding="utf-8")
+
+
+def _archived(result: Result) -> dict[str, bytes]:
+    """The files inside the one archive cleanup names in its output."""
+    names = [w for w in result.out.split() if w.endswith(".tar.gz")]
+    assert len(names) == 1, result.out
+    with tarfile.open(names[0]) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def test_plain_cleanup_archives_ignored_files_before_the_worktree_goes(
+    repo: Path, set_up: Path, cli: Cli
+) -> None:
+    _ignore(repo, ".env", "build/")
+    tree = agent_tree(set_up, 2)
+    write(tree, {".env": "SECRET=1\n", "build/out.bin": b"\x00\x01binary"})
+
+    result = cli("cleanup")
+
+    assert result.code == 0, result.err
+    assert not tree.exists()
+    archive = repo / ".git" / "paradev" / "backups"
+    assert str(archive) in result.out and "2 ignored file(s)" in result.out
+    assert _archived(result) == {".env": b"SECRET=1\n", "build/out.bin": b"\x00\x01binary"}
+
+
+def test_ignored_files_over_the_cap_stop_cleanup_before_any_change(
+    repo: Path, set_up: Path, cli: Cli, snapshot: Callable[[], dict[str, object]]
+) -> None:
+    _ignore(repo, "build/")
+    big = agent_tree(set_up, 3) / "build" / "huge.bin"
+    big.parent.mkdir()
+    with big.open("wb") as handle:  # sparse: over the cap without using the disk
+        handle.truncate(ARCHIVE_CAP + 1)
+    before = snapshot()
+
+    result = cli("cleanup")
+
+    assert result.code == 2
+    assert "over the 100.0 MB that cleanup backs up" in result.err
+    assert f"largest: {agent_tree(set_up, 3) / 'build'}" in result.err
+    assert result.err.count("\n") == 1
+    assert snapshot() == before
+    assert big.stat().st_size == ARCHIVE_CAP + 1
+    assert all(agent_tree(set_up, a).is_dir() for a in (1, 2, 3))
+
+
+@pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged"])
+def test_plain_cleanup_keeps_edits_hidden_from_git_status(
+    repo: Path, set_up: Path, cli: Cli, flag: str
+) -> None:
+    tree = agent_tree(set_up, 1)
+    git(tree, "update-index", flag, "src/util.py")
+    write(tree, {"src/util.py": "VALUE = 'hidden edit'\n"})
+    assert git(tree, "status", "--porcelain") == ""  # git itself does not show it
+
+    result = cli("cleanup")
+
+    assert result.code == 0, result.err
+    assert not tree.exists()
+    [ref] = [r for r in backup_refs(repo) if r.endswith("-uncommitted")]
+    assert ref in result.out
+    assert git(repo, "show", f"{ref}:src/util.py") == "VALUE = 'hidden edit'"
+
+
+def test_force_keeps_a_staged_version_that_differs_from_the_files(
+    repo: Path, set_up: Path, cli: Cli
+) -> None:
+    tree = agent_tree(set_up, 1)
+    write(tree, {"src/util.py": "VALUE = 'staged'\n"})
+    git(tree, "add", "src/util.py")
+    write(tree, {"src/util.py": "VALUE = 'in the file'\n"})
+
+    result = cli("cleanup", "--force")
+
+    assert result.code == 0, result.err
+    assert not tree.exists()
+    refs = backup_refs(repo)
+    [staged] = [r for r in refs if r.endswith("-staged")]
+    [files] = [r for r in refs if r.endswith("-uncommitted")]
+    assert staged in result.out and files in result.out
+    assert git(repo, "show", f"{staged}:src/util.py") == "VALUE = 'staged'"
+    assert git(repo, "show", f"{files}:src/util.py") == "VALUE = 'in the file'"
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_nested_repository_stops_cleanup_even_with_force(
+    repo: Path,
+    set_up: Path,
+    cli: Cli,
+    snapshot: Callable[[], dict[str, object]],
+    ignored: bool,
+) -> None:
+    if ignored:
+        _ignore(repo, "vendor/")
+    nested = agent_tree(set_up, 2) / "vendor" / "lib"
+    nested.mkdir(parents=True)
+    git(nested, "init", "-q", "-b", "main")
+    own = commit(nested, {"lib.py": "mine\n"}, "a commit only this repository has")
+    before = snapshot()
+
+    result = cli("cleanup", "--force")
+
+    assert result.code == 2
+    assert f"{nested} is a git repository inside {agent_tree(set_up, 2)}" in result.err
+    assert "move it out of the worktree" in result.err and result.err.count("\n") == 1
+    assert snapshot() == before
+    assert rev(nested, "HEAD") == own
+
+
+def test_backups_lists_and_prunes_by_age(repo: Path, set_up: Path, cli: Cli) -> None:
+    _ignore(repo, ".env")
+    write(agent_tree(set_up, 1), {".env": "A=1\n", "wip.py": "wip\n"})
+    assert cli("cleanup", "--force").code == 0
+    assert cli("reset", "--yes").code == 0
+    old = "20200101T000000000000Z"
+    git(repo, "update-ref", f"refs/paradev/backup/parallel-dev/agent-9/{old}", "main")
+    old_archive = repo / ".git" / "paradev" / "backups" / f"cleanup-{old}-agent-9.tar.gz"
+    old_archive.write_bytes(b"old")
+    old_state = repo / ".git" / "paradev" / f"state.json.bak-{old}"
+    old_state.write_text("{}")
+
+    listed = cli("cleanup", "--backups")
+
+    assert listed.code == 0, listed.err
+    lines = listed.out.splitlines()
+    assert lines[-1] == "6 backup(s) (prune with --older DAYS)"
+    assert [line.split()[3] for line in lines[:3]] == ["archive", "state", "ref"]
+    assert all(line.startswith("2020-01-01 00:00 UTC") for line in lines[:3])
+    assert sum(" archive " in line for line in lines) == 2 and "-uncommitted" in listed.out
+
+    pruned = cli("cleanup", "--backups", "--older", "7")
+
+    assert pruned.code == 0, pruned.err
+    assert pruned.out.count("removed 2020-01-01") == 3
+    assert pruned.out.splitlines()[-1] == "removed 3 backup(s) older than 7 day(s)"
+    assert not old_archive.exists() and not old_state.exists()
+    assert "agent-9" not in " ".join(backup_refs(repo))
+    assert cli("cleanup", "--backups").out.splitlines()[-1].startswith("3 backup(s)")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--older", "3"], "--older prunes backups: use it with --backups"),
+        (["--backups", "--older", "soon"], "--older 'soon': give a number of days"),
+        (["--backups", "--older", "-1"], "--older -1.0: give a number of days from 0 to 36500"),
+        (["--backups", "--force"], "--backups only lists and prunes"),
+    ],
+)
+def test_bad_backup_flags_are_one_line_errors(
+    repo: Path, set_up: Path, cli: Cli, args: list[str], message: str
+) -> None:
+    git(repo, "update-ref", "refs/paradev/backup/x/20200101T000000000000Z", "main")
+    result = cli("cleanup", *args)
+    assert result.code == 2 and result.err.startswith(f"paradev: {message}")
+    assert result.err.count("\n") == 1
+    assert "refs/paradev/backup/x/20200101T000000000000Z" in backup_refs(repo)

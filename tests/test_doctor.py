@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from paradev.doctor import Finding, doctor, reset
 from paradev.git import discover
 from paradev.state import StateStore
-from tests.helpers import Result, agent_tree, git
+from tests.helpers import Result, agent_tree, commit, git
 from tests.test_state import journal
 
 
@@ -122,15 +129,20 @@ def test_doctor_mentions_a_train_in_progress(set_up: Path, repo: Path) -> None:
     ) in (findings)
 
 
-def test_reset_clears_the_state_and_keeps_git_as_it_is(
+def test_reset_clears_the_state_keeps_a_backup_and_keeps_git_as_it_is(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
     assert cli("start", "1").code == 0
+    old = (repo / ".git/paradev/state.json").read_text()
     refs = git(repo, "for-each-ref")
     trees = git(repo, "worktree", "list", "--porcelain")
-    result = cli("reset")
-    assert result.code == 0
-    assert result.out == f"state cleared: {repo / '.git/paradev/state.json'}\n"
+    result = cli("reset", "--yes")
+    assert result.code == 0, result.err
+    backups = list((repo / ".git/paradev").glob("state.json.bak-*"))
+    assert len(backups) == 1 and backups[0].read_text() == old
+    assert result.out == (
+        f"kept the old state as {backups[0]}\nstate cleared: {repo / '.git/paradev/state.json'}\n"
+    )
     data = json.loads((repo / ".git/paradev/state.json").read_text())
     assert data["tasks"] == {} and data["agents"] == {} and data["train"] is None
     assert (git(repo, "for-each-ref"), git(repo, "worktree", "list", "--porcelain")) == (
@@ -140,6 +152,24 @@ def test_reset_clears_the_state_and_keeps_git_as_it_is(
     assert cli("start", "1").out.startswith("agent 1 started #11")
 
 
+def test_reset_asks_for_yes_when_records_exist(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0
+    before = (repo / ".git/paradev/state.json").read_bytes()
+
+    result = cli("reset")
+
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "re-run with --yes" in result.err
+    assert (repo / ".git/paradev/state.json").read_bytes() == before
+    assert not list((repo / ".git/paradev").glob("state.json.bak-*"))
+
+
+def test_reset_of_an_empty_state_needs_no_yes(repo: Path, cli: Callable[..., Result]) -> None:
+    assert cli("reset").code == 0
+
+
 def test_reset_needs_no_plan_and_warns_about_a_train(
     repo: Path, cli: Callable[..., Result]
 ) -> None:
@@ -147,7 +177,7 @@ def test_reset_needs_no_plan_and_warns_about_a_train(
     with store.update() as state:
         state.train = journal()
     (repo / "plan.toml").unlink()
-    result = cli("reset")
+    result = cli("reset", "--yes")
     assert result.code == 0
     assert (
         "a merge train was in progress; its journal is gone (git state is untouched)" in result.err
@@ -159,9 +189,135 @@ def test_reset_returns_what_it_dropped(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     with store.update() as state:
         state.merge_order = [3]
-    aside, dropped = reset(store)
-    assert aside is None and dropped is not None and dropped.merge_order == [3]
+    done = reset(store, yes=True)
+    assert done.aside is None and done.dropped is not None and done.dropped.merge_order == [3]
+    assert done.backup is not None and json.loads(done.backup.read_text())["merge_order"] == [3]
     store.path.write_text("{", encoding="utf-8")
-    aside, dropped = reset(store)
-    assert aside is not None and aside.read_text() == "{" and dropped is None
+    done = reset(store)  # a corrupt file holds no records to confirm: it is moved aside
+    assert done.aside is not None and done.aside.read_text() == "{" and done.dropped is None
     assert store.read().merge_order == []
+
+
+def _hang_until_started(marker: Path) -> str:
+    """A shell command that says it started, then hangs (a gate or an agent that takes long)."""
+    return f"touch {marker} && sleep 60"
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("command", ["merge", "run-batch"])
+def test_reset_refuses_while_a_merge_or_run_batch_runs(
+    set_up: Path, repo: Path, tmp_path: Path, cli: Callable[..., Result], command: str
+) -> None:
+    started = tmp_path / "started"
+    hang = _hang_until_started(started)
+    plan = (repo / "plan.toml").read_text()
+    plan = plan.replace("[agents]", f"[agents]\ncommand = ['sh', '-c', {hang!r}]", 1)
+    plan = plan.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {hang!r}", 1)
+    (repo / "plan.toml").write_text(plan)
+    if command == "merge":
+        assert cli("start", "1").code == 0
+        commit(agent_tree(set_up, 1), {"one.py": "1\n"})
+        assert cli("complete", "1").code == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "paradev", command],
+        cwd=repo,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(started, process)
+        result = cli("reset", "--yes")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+    assert result.code == 2
+    assert f"'paradev {command}' is running (pid {process.pid})" in result.err
+    assert result.err.count("\n") == 1
+    assert not list((repo / ".git/paradev").glob("state.json.bak-*"))
+    assert json.loads((repo / ".git/paradev/state.json").read_bytes())["tasks"] != {}
+
+
+def test_doctor_names_a_symlinked_agent_folder(
+    repo: Path, set_up: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    shutil.rmtree(agent_tree(set_up, 3))
+    os.symlink(tmp_path, agent_tree(set_up, 3))
+
+    result = cli("doctor", "--repair")
+
+    assert result.code == 1
+    assert f"BAD  agent 3's folder {agent_tree(set_up, 3)} is a symbolic link" in result.out
+    assert agent_tree(set_up, 3).is_symlink()  # repair never builds through the link
+
+
+def test_after_a_reset_landed_tasks_are_recognised_from_git_and_never_run_again(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    landed = commit(repo, {"status.py": "done\n"}, "feat: status command\n\nParadev-Issue: 11")
+    commit(repo, {"other.py": "x\n"}, "fix: unrelated\n\nParadev-Issue: 99")  # not in the plan
+    assert cli("reset", "--yes").code == 0
+
+    status = cli("status", "--json").json()
+    run = cli("run-batch", "--no-launch")
+
+    assert status["agents"]["1"]["current_task"] is None
+    assert [t["issue"] for t in status["agents"]["1"]["completed_tasks"]] == [11]
+    assert run.code == 0, run.err
+    assert "#11 (agent 1) is already merged" in run.out and "agent 1: #11" not in run.out
+    assert "agent 2: #12" in run.out and "agent 3: #13" in run.out
+    tasks = json.loads((repo / ".git/paradev/state.json").read_text())["tasks"]
+    assert tasks["11"]["status"] == "merged" and tasks["11"]["merged_commit"] == landed
+    assert "99" not in tasks
+    assert "agent 1" not in cli("merge", "--dry-run").out
+
+
+def test_a_task_with_a_record_keeps_it_whatever_git_says(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0
+    commit(repo, {"status.py": "done\n"}, "feat: status command\n\nParadev-Issue: 11")
+
+    status = cli("status", "--json").json()
+
+    assert status["agents"]["1"]["current_task"]["issue"] == 11
+
+
+def test_reset_refuses_while_any_command_lock_is_held(
+    repo: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    held = tmp_path / "held"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from paradev.state import StateStore\n"
+            "store = StateStore(pathlib.Path(sys.argv[1]))\n"
+            "with store.exclusive('agent-2.lock', wait=0, busy='busy'):\n"
+            "    pathlib.Path(sys.argv[2]).touch()\n"
+            "    time.sleep(60)\n",
+            str(repo / ".git"),
+            str(held),
+        ],
+        text=True,
+    )
+    try:
+        _wait_for(held, holder)
+        result = cli("reset", "--yes")
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert result.code == 2
+    assert f"holding agent-2.lock' is running (pid {holder.pid})" in result.err
+    assert cli("reset", "--yes").code == 0  # once it is gone, reset goes on

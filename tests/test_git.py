@@ -313,3 +313,16 @@ def test_git_output_that_is_not_utf8_reaches_git_again_unchanged(repo: Path) -> 
     assert name == os.fsdecode(b"caf\xe9.txt")
     Git(repo).run("add", "--", name)
     assert Git(repo).out("diff", "--cached", "--name-only", "-z").rstrip("\0") == name
+
+
+def test_landed_issues_reads_the_newest_trailer_of_each_issue(repo: Path) -> None:
+    older = commit(repo, {"a.py": "1\n"}, "feat: a\n\nParadev-Issue: 5")
+    newer = commit(repo, {"a.py": "2\n"}, "fix: a again\n\nParadev-Issue: 5\nParadev-Issue: 6")
+    commit(repo, {"b.py": "1\n"}, "docs: b\n\nParadev-Issue: 7 is mentioned here\n\nnot a trailer")
+    commit(repo, {"c.py": "1\n"}, "docs: c\n\nParadev-Issue: seven")
+
+    landed = git_mod.landed_issues(git_mod.Git(repo), "refs/heads/main")
+
+    assert {issue: commit for issue, (commit, _) in landed.items()} == {5: newer, 6: newer}
+    assert older != newer
+    assert git_mod.landed_issues(git_mod.Git(repo), "refs/heads/missing") == {}

@@ -363,3 +363,69 @@ def test_a_setup_that_fails_midway_records_what_it_made(
     assert cli("setup").code == 0
     assert sorted(StateStore(repo / ".git").read().agents) == [1, 2, 3]
     assert (agent_tree(worktrees, 2) / ".git").is_file()
+
+
+def test_setup_refuses_a_symlink_planted_at_an_agent_folder(
+    repo: Path, worktrees: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worktrees.mkdir()
+    os.symlink(elsewhere, agent_tree(worktrees, 2))
+    _use_plan(repo, 2)
+
+    result = cli("setup")
+
+    assert result.code == 2
+    assert f"{agent_tree(worktrees, 2)} is a symbolic link" in result.err
+    assert "remove the link" in result.err and result.err.count("\n") == 1
+    assert list(elsewhere.iterdir()) == []  # nothing was built outside the root
+    assert not agent_tree(worktrees, 1).exists()  # refused before anything changed
+
+
+def test_a_symlinked_root_that_resolves_inside_the_repository_is_refused(
+    repo: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    (repo / "build").mkdir()
+    os.symlink(repo / "build", tmp_path / "looks-outside")
+    _use_plan(repo, 2, f'[project]\nworktrees = "{tmp_path / "looks-outside"}"')
+
+    result = cli("setup")
+
+    assert result.code == 2
+    assert "is inside the repository" in result.err
+    assert list((repo / "build").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["run-batch", "--no-launch"],
+        ["merge"],
+        ["conflicts", "--uncommitted"],
+        ["start", "2"],
+    ],
+)
+def test_every_command_refuses_a_symlinked_agent_folder(
+    repo: Path,
+    set_up: Path,
+    tmp_path: Path,
+    cli: Callable[..., Result],
+    snapshot: Callable[[], dict[str, object]],
+    command: list[str],
+) -> None:
+    if command[0] in ("merge", "conflicts"):  # they use the folder of an agent with work
+        assert cli("start", "2").code == 0
+        commit(agent_tree(set_up, 2), {"two.py": "2\n"})
+        assert cli("complete", "2").code == 0
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(agent_tree(set_up, 2), elsewhere)  # a real worktree, now outside the root
+    os.symlink(elsewhere, agent_tree(set_up, 2))
+    before = snapshot()
+
+    result = cli(*command)
+
+    assert result.code == 2, result.out
+    assert f"agent 2's folder {agent_tree(set_up, 2)} is a symbolic link" in result.err
+    assert snapshot() == before
