@@ -98,9 +98,9 @@ def remember(state: State, snapshot: dict[str, Any]) -> None:
     del kept[:-KEEP]
 
 
-def record_scan(ws: Workspace, report: Report) -> None:
-    """Keep what a ``conflicts`` scan found."""
-    snapshot = conflict_snapshot(report, "conflicts")
+def record_scan(ws: Workspace, report: Report, source: str = "conflicts") -> None:
+    """Keep what a scan found (by ``conflicts``, or by ``report`` for its "now")."""
+    snapshot = conflict_snapshot(report, source)
     with ws.store.update() as state:
         remember(state, snapshot)
 

@@ -108,10 +108,12 @@ def test_the_report_still_shows_conflicts_after_everything_landed(
     assert cli("merge", "--continue").code == 0
     assert "CONFLICT" not in cli("conflicts").out  # nothing collides any more
 
-    page = report_of(repo)
+    result = cli("report")
 
+    page = Path(result.out.strip()).read_text(encoding="utf-8")
     matrix = page.split('id="matrix"', 1)[1].split("</table>", 1)[0]
-    assert "CONFLICT" in matrix
+    assert "CONFLICT<small>now: no work</small>" in matrix  # the worst ever, and what is now
+    assert state_of(repo)["conflict_snapshots"][-1]["source"] == "report"
     history = state_of(repo)["merge_history"][-1]
     assert history["status"] == "done" and len(history["stops"]) == 1
     assert set(history["agents"]) == {"1", "2", "3"}
@@ -176,7 +178,7 @@ def test_report_of_a_fresh_repository_says_nothing_happened_yet(
 
     assert result.code == 0, result.err
     page = (tmp_path / "r.html").read_text()
-    assert "No conflict scan recorded yet" in page
+    assert "No agent branch has had work to compare yet (1 scan(s) recorded)" in page
     assert "No task has started yet" in page
     assert "No merge train has run yet" in page
 
@@ -201,12 +203,15 @@ def test_matrix_keeps_the_worst_outcome_ever_seen() -> None:
         {"at": "t2", "agents": [1, 2, 3], "pairs": [], "against_base": []},
     ]
 
-    matrix = conflict_matrix([1, 2, 3], snaps)
+    matrix = conflict_matrix([1, 2, 3, 4], snaps)
 
     assert matrix.cell(2, 1).outcome == "conflict"
     assert matrix.cell(1, 2).first_seen == "t1"
     assert matrix.cell(1, 3).outcome == "clean"
-    assert matrix.cell(1, "base").outcome == "none"
+    assert matrix.cell(1, "base").outcome == "clean"
+    assert matrix.cell(1, 2).now_label == "now: clean"
+    assert matrix.cell(1, 3).now_label == ""
+    assert matrix.cell(2, 4).outcome == "none"  # agent 4 never had work
 
 
 def test_duration_reads_well() -> None:

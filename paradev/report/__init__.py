@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paradev import git as gitmod
+from paradev.conflicts import analyze
 from paradev.errors import PreconditionError
 from paradev.estimate import estimate
 from paradev.report.data import (
@@ -24,6 +25,7 @@ from paradev.report.data import (
     timeline,
     trains,
 )
+from paradev.snapshots import record_scan
 from paradev.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -64,8 +66,13 @@ def build_report(ws: Workspace, moment: datetime | None = None) -> str:
 
 
 def write_report(ws: Workspace, output: Path | None = None) -> Path:
-    """Write the report (default: ``<git common dir>/paradev/report.html``); its path."""
+    """Scan the branches, then write the report (default: ``<git common dir>/paradev/report.html``).
+
+    The scan is recorded like any other, so the page shows what collides now
+    beside the worst ever seen.
+    """
     path = (output or default_output(ws)).resolve()
+    record_scan(ws, analyze(ws), "report")
     html = build_report(ws)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -20,6 +20,7 @@ from paradev.plan import Plan, Task
 from paradev.state import State, TaskRecord
 
 RANK = {"none": 0, "clean": 1, "overlap": 2, "conflict": 3}
+LABELS = {"none": "-", "clean": "clean", "overlap": "overlap", "conflict": "CONFLICT"}
 TAIL_LINES = 20  # lines of a gate log shown
 
 
@@ -37,12 +38,18 @@ class Cell:
     first_seen: str = ""
     last_seen: str = ""
     source: str = ""
+    now: str = "none"  # the outcome in the latest snapshot
+
+    @property
+    def now_label(self) -> str:
+        """``now: clean`` where the latest snapshot differs from the worst one."""
+        if self.now == self.outcome:
+            return ""
+        return "now: " + (LABELS[self.now] if self.now != "none" else "no work")
 
     @property
     def label(self) -> str:
-        return {"none": "-", "clean": "clean", "overlap": "overlap", "conflict": "CONFLICT"}[
-            self.outcome
-        ]
+        return LABELS[self.outcome]
 
     @property
     def has_details(self) -> bool:
@@ -71,32 +78,41 @@ def _key(left: int, right: int | str) -> str:
 
 
 def conflict_matrix(agents: list[int], snapshots: Sequence[dict[str, Any]]) -> Matrix:
-    """Per pair (and per agent against base) the worst outcome over every snapshot."""
+    """Per pair (and per agent against base) the worst outcome over every snapshot, and now."""
     cells: dict[str, Cell] = {}
     for snap in snapshots:
-        seen = list(snap.get("agents", []))
-        for left in seen:
-            for right in seen:
-                if left < right:
-                    _see(cells, Cell(_key(left, right), "clean"), snap)
-        for pair in snap.get("pairs", []):
-            left, right = pair["agents"]
-            found = Cell(
-                _key(left, right),
+        for found in _cells_of(snap):
+            _see(cells, found, snap)
+    latest = {cell.key: cell.outcome for cell in _cells_of(snapshots[-1])} if snapshots else {}
+    for cell in cells.values():
+        cell.now = latest.get(cell.key, "none")
+    return Matrix(agents, cells, list(snapshots))
+
+
+def _cells_of(snap: Mapping[str, Any]) -> list[Cell]:
+    """What one snapshot says of each pair; a later cell of the same key overrides (clean first)."""
+    seen = sorted(snap.get("agents", []))
+    found = [Cell(_key(a, b), "clean") for a in seen for b in seen if a < b]
+    found += [Cell(_key(a, "base"), "clean") for a in seen]
+    for pair in snap.get("pairs", []):
+        found.append(
+            Cell(
+                _key(*pair["agents"]),
                 pair["outcome"],
                 files=list(pair.get("overlap", [])),
                 conflicts=list(pair.get("conflicts", [])),
             )
-            _see(cells, found, snap)
-        for entry in snap.get("against_base", []):
-            found = Cell(
+        )
+    for entry in snap.get("against_base", []):
+        found.append(
+            Cell(
                 _key(entry["agent"], "base"),
                 "conflict",
                 files=[c["path"] for c in entry.get("conflicts", [])],
                 conflicts=list(entry.get("conflicts", [])),
             )
-            _see(cells, found, snap)
-    return Matrix(agents, cells, list(snapshots))
+        )
+    return found
 
 
 def _see(cells: dict[str, Cell], found: Cell, snap: Mapping[str, Any]) -> None:
