@@ -59,7 +59,6 @@ def build_report(ws: Workspace, moment: datetime | None = None) -> str:
         "timeline": timeline(plan, state, critical, when),
         "trains": views,
         "actuals": actuals(plan, state, result),
-        "titles": {task.issue: task.title for task in plan.tasks()},
     }
     html: str = _environment().get_template("report.html.j2").render(context)
     return html
