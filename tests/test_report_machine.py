@@ -86,6 +86,13 @@ def test_stopped_train_json_matches_the_state(repo: Path, cli: Cli, worktrees: P
     state = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
     assert again.json()["stop"]["agent"] == state["train"]["stop"]["agent"]
 
+    aborted = cli("merge", "--abort", "--json")
+
+    assert aborted.code == 0, aborted.err
+    data = aborted.json()
+    assert data["status"] == "aborted" and data["stop"] is None
+    assert [e["agent"] for e in data["landed"]] == [e["agent"] for e in state["train"]["landed"]]
+
 
 def test_check_json(set_up: Path, cli: Cli) -> None:
     commit(agent_tree(set_up, 2), {"src/app.py": "changed\n"})
