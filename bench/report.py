@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -201,6 +202,8 @@ def main() -> int:
         print(
             f"  render: {median:.3f}s in Chromium, median of {len(times)} (limit {RENDER_LIMIT}s)"
         )
+        load = os.getloadavg()[0]
+        print(f"  machine load average {load:.1f} on {os.cpu_count()} CPUs (figures are wall time)")
         return 0 if size <= SIZE_LIMIT and median <= RENDER_LIMIT else 1
 
 
