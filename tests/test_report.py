@@ -90,6 +90,7 @@ def test_report_shows_agents_issues_the_stop_and_escapes_titles(repo: Path, stop
         assert f"agent {agent}" in page
     for issue in (11, 12, 13, 21):
         assert f"#{issue}" in page
+    assert '<tr class="critical"><td>#11</td>' in page  # the critical path, said in words
     assert HOSTILE not in page
     assert html.escape(HOSTILE) in page
     assert 'data-pair="pair-1-2"' in page  # the conflicting cell is clickable

@@ -442,6 +442,7 @@ class TaskRow:
     actual: float | None
     cost: float | None
     tokens: str
+    critical: bool
 
 
 @dataclass
@@ -455,6 +456,8 @@ class Actuals:
 
 
 def actuals(plan: Plan, state: State, estimate: Estimate) -> Actuals:
+    """Per task: planned against actual hours and cost; the totals beside the estimate's."""
+    critical = {issue for batch in estimate.batches for issue in batch.critical_path}
     rows: list[TaskRow] = []
     starts: list[datetime] = []
     ends: list[datetime] = []
@@ -474,6 +477,7 @@ def actuals(plan: Plan, state: State, estimate: Estimate) -> Actuals:
                 actual=actual,
                 cost=_number(getattr(record, "cost_usd", None)),
                 tokens=_tokens(getattr(record, "tokens", None)),
+                critical=task.issue in critical,
             )
         )
     costs = [row.cost for row in rows if row.cost is not None]
