@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paradev.errors import GitError, PreconditionError
+from paradev.text import printable
 
 if TYPE_CHECKING:
     from git import Repo
@@ -600,6 +601,90 @@ def rebase_abort(worktree: Path) -> None:
     Git(worktree).run("rebase", "--abort")
 
 
+def rebase_quit(worktree: Path) -> None:
+    """Forget a rebase git can no longer abort (half-written state); HEAD stays where it is."""
+    Git(worktree).run("rebase", "--quit")
+
+
+def rebase_position(worktree: Path) -> str | None:
+    """Where a rebase in ``worktree`` is: ``<pick number>:<commit it stopped at>``, None if none.
+
+    A rebase that stopped on a conflict keeps this until someone continues it;
+    a rebase killed between two picks shows another number (git counts the
+    next pick before it makes the commit), so the two cannot be mistaken.
+    """
+    folder = worktree_git_dir(worktree) / "rebase-merge"
+    if not folder.is_dir():
+        return None
+    stopped = _state_file(worktree_git_dir(worktree) / "REBASE_HEAD")
+    return f"{_state_file(folder / 'msgnum')}:{stopped}"
+
+
+def checkout_force(worktree: Path, branch: str, commit: str) -> None:
+    """Check ``branch`` out in ``worktree`` at ``commit``, discarding what a dead rebase left."""
+    Git(worktree).run("checkout", "--quiet", "--force", "--no-track", "-B", branch, commit)
+
+
+def rebase_onto(worktree: Path, onto: str, upstream: str) -> bool:
+    """Replay the checked-out branch's commits after ``upstream`` onto ``onto``; False: stopped."""
+    proc = Git(worktree).run(
+        "-c",
+        "rebase.autoStash=false",
+        "rebase",
+        "--no-update-refs",
+        "--onto",
+        onto,
+        upstream,
+        check=False,
+    )
+    return proc.returncode == 0 and rebase_in_progress(worktree) is None
+
+
+def added_lines(git: Git, base: str, head: str) -> dict[str, list[str]]:
+    """The lines ``head`` adds to ``base``, per path (from a zero-context diff)."""
+    out = git.out(
+        "diff",
+        "-U0",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--no-renames",
+        base,
+        head,
+        "--",
+    )
+    added: dict[str, list[str]] = {}
+    path = ""
+    for line in out.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].removeprefix("b/")
+        elif line.startswith("+") and path:
+            added.setdefault(path, []).append(line[1:])
+    return added
+
+
+def probe_merge(git: Git, tree_commit: str, parent: str, commit: str) -> MergeTree:
+    """Merge ``commit`` into ``tree_commit``'s tree with ``parent`` as the merge base.
+
+    A synthetic commit (``tree_commit``'s tree, ``parent`` as its only parent)
+    makes ``parent`` the merge base, as a cherry-pick or rebase does, on any
+    git >= 2.38 (``merge-tree --merge-base`` needs 2.40).
+    """
+    probe = commit_tree(git, tree_of(git, tree_commit), [parent], "paradev: merge probe\n")
+    return merge_trees(git, [(probe, commit)])[0]
+
+
+def tree_diff_paths(git: Git, left: str, right: str) -> list[str]:
+    """Paths whose content differs between two trees or commits."""
+    out = git.out("diff-tree", "-r", "-z", "--name-only", "--no-renames", left, right, "--")
+    return [p for p in out.split("\0") if p]
+
+
+def log_touching(git: Git, base: str, head: str, paths: Sequence[str]) -> list[str]:
+    """``<short sha> <subject>`` of the commits in ``base..head`` that change ``paths``."""
+    return git.out("log", "--format=%h %s", f"{base}..{head}", "--", *paths).splitlines()
+
+
 def reset_keep(worktree: Path, commit: str) -> None:
     """Point the checked-out branch at ``commit``; git refuses if local changes would be lost."""
     Git(worktree).run("reset", "--quiet", "--keep", commit)
@@ -626,6 +711,41 @@ def commit_meta(git: Git, commit: str) -> dict[str, str]:
         "show", "-s", "--format=%an%x00%ae%x00%ad", "--date=raw", commit
     ).split("\0")
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+
+
+def commit_identity(git: Git, commit: str) -> dict[str, str]:
+    """Author and committer (name, email, date) of ``commit``, as GIT_* variables.
+
+    A rewrite that keeps them makes the same commit every time it runs.
+    """
+    values = git.out(
+        "show", "-s", "--format=%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd", "--date=raw", commit
+    ).split("\0")
+    names = [
+        f"{who}_{what}" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL", "DATE")
+    ]
+    return {f"GIT_{name}": value for name, value in zip(names, values, strict=True)}
+
+
+def commit_message(git: Git, commit: str) -> str:
+    """The raw message of ``commit`` (what ``commit-tree`` takes back)."""
+    raw = git.run("cat-file", "commit", commit).stdout
+    return raw.split("\n\n", 1)[1] if "\n\n" in raw else ""
+
+
+def trailer_values(git: Git, message: str, key: str) -> list[str]:
+    """The values of trailer ``key`` in ``message``, as git parses trailers."""
+    out = git.run("interpret-trailers", "--parse", input=message).stdout
+    prefix = f"{key}: "
+    return [line[len(prefix) :].strip() for line in out.splitlines() if line.startswith(prefix)]
+
+
+def add_trailers(git: Git, message: str, key: str, values: Sequence[str]) -> str:
+    """``message`` with a ``key: value`` trailer for each of ``values`` it lacks."""
+    args = ["interpret-trailers", "--if-exists", "addIfDifferent"]
+    for value in values:
+        args += ["--trailer", f"{key}: {value}"]
+    return git.run(*args, input=message).stdout
 
 
 def commits_between(git: Git, base: str, head: str) -> list[str]:
@@ -712,17 +832,32 @@ def unfinished_operation(worktree: Path) -> str | None:
     return None
 
 
-def commit_all(worktree: Path, message: str) -> str | None:
-    """Commit everything left in ``worktree`` (tracked and untracked, not ignored).
+def commit_leftovers(
+    worktree: Path, message: str, new_files: Sequence[str] | None
+) -> tuple[str | None, list[str]]:
+    """Commit the tracked changes left in ``worktree`` plus the new files ``new_files`` matches.
 
-    Returns the new commit, or None when there was nothing to commit.
+    ``new_files`` are glob pathspecs (git's matching: ``*`` stays inside a
+    folder, ``**`` crosses them); None takes every untracked, not ignored file.
+    The message gets the committed paths as its last lines. Returns the new
+    commit (None when there was nothing to commit) and those paths.
     """
     git = Git(worktree)
-    git.run("add", "--all", "--", ".")
-    if git.ok("diff", "--cached", "--quiet"):
-        return None
-    git.run("commit", "--quiet", "-m", message)
-    return git.out("rev-parse", "HEAD")
+    git.run("add", "--update", "--", ".")
+    if new_files is None:
+        git.run("add", "--all", "--", ".")
+    elif new_files:
+        specs = [f":(glob){pattern}" for pattern in new_files]
+        matched = git.out("ls-files", "--others", "--exclude-standard", "-z", "--", *specs)
+        paths = [f":(literal){p}" for p in matched.split("\0") if p]
+        if paths:
+            git.run("add", "--", *paths)
+    staged = [p for p in git.out("diff", "--cached", "--name-only", "-z").split("\0") if p]
+    if not staged:
+        return None, []
+    listing = "".join(f"- {printable(path)}\n" for path in staged)
+    git.run("commit", "--quiet", "-F", "-", input=f"{message}\n{listing}")
+    return git.out("rev-parse", "HEAD"), staged
 
 
 def commit_subjects(git: Git, base: str, branch: str) -> list[str]:

@@ -9,11 +9,11 @@ effects (comment on the tracker, notify a chat) and must not stop a batch.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from paradev import processes
 from paradev.git import git_env
 from paradev.plan import Task
 from paradev.state import TaskRecord
@@ -89,9 +89,13 @@ def run_hook(
 
 
 def _run_shell(event: str, command: str, cwd: Path, env: dict[str, str]) -> HookResult:
-    """Run the hook in its own process group, so a timeout stops its children too."""
+    """Run the hook in its own process group, so a timeout or a signal stops its children too.
+
+    On an interrupt the hook is left registered: the interrupt's cleanup stops
+    it together with every agent, in one grace period.
+    """
     try:
-        proc = subprocess.Popen(
+        proc = processes.spawn(
             command,
             shell=True,
             cwd=cwd,
@@ -101,14 +105,14 @@ def _run_shell(event: str, command: str, cwd: Path, env: dict[str, str]) -> Hook
             stderr=subprocess.STDOUT,
             encoding="utf-8",
             errors="replace",  # a hook printing other bytes is still just a hook
-            start_new_session=True,
         )
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte no environment can hold
         return HookResult(event, command, -1, f"cannot run: {exc}")
     try:
         output, _ = proc.communicate(timeout=HOOK_TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        processes.stop([proc])
         proc.communicate()
         return HookResult(event, command, -1, f"timed out after {HOOK_TIMEOUT:g}s")
+    processes.release(proc)
     return HookResult(event, command, proc.returncode, output)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paradev import plan as plan_mod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
 from paradev.plan import Task
@@ -20,13 +21,14 @@ from paradev.state import (
     ASSIGNED,
     COMPLETED,
     DONE_STATUSES,
-    FAILED,
     IN_PROGRESS,
     OPEN_STATUSES,
+    RESTARTABLE,
     State,
     TaskRecord,
     now,
 )
+from paradev.text import printable
 from paradev.workspace import Workspace
 
 _WHOLE = re.compile(r"-?[0-9]+")
@@ -166,7 +168,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(
                 f"agent {agent} has no planned or assigned task left; add one with 'paradev assign'"
             )
-        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, FAILED):
+        if task.agent != agent or state.status(task.issue) not in (*OPEN_STATUSES, *RESTARTABLE):
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
@@ -176,6 +178,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
         record.assigned_at = record.assigned_at or record.started_at
         record.base_commit = ws.git.rev(ws.plan.base)
         record.error = None
+        record.left_uncommitted = []
     return task, record
 
 
@@ -202,6 +205,7 @@ def complete(ws: Workspace, agent: int) -> Completion:
         record.head_commit = ws.git.rev(branch)
         record.status, record.completed_at = COMPLETED, now()
         uncommitted = sorted(dirty_paths(agent_git.cwd))
+        record.left_uncommitted = uncommitted
     return Completion(task=task, record=record, uncommitted=uncommitted)
 
 
@@ -222,6 +226,11 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
                 data[key] = getattr(record, key)
         if record.files_modified:
             data["files_modified"] = record.files_modified
+        if record.left_uncommitted:
+            data["left_uncommitted"] = record.left_uncommitted
+        if record.status == IN_PROGRESS and record.agent_pid is not None:
+            data["agent_pid"] = record.agent_pid
+            data["agent_running"] = processes.alive(record.agent_pid, record.agent_started)
     return data
 
 
@@ -277,6 +286,15 @@ def status(ws: Workspace) -> dict[str, Any]:
     }
 
 
+def _agent_process(task: dict[str, Any]) -> str:
+    """Whether the agent run-batch launched for a task in progress still runs."""
+    if "agent_pid" not in task:
+        return ""
+    if task.get("agent_running"):
+        return f"; agent pid {task['agent_pid']} running"
+    return f"; agent pid {task['agent_pid']} gone: 'paradev run-batch' starts the task again"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human view of ``status``."""
     lines = [f"paradev status (base: {report['base']})", ""]
@@ -298,21 +316,30 @@ def render_status(report: dict[str, Any]) -> str:
         current = info["current_task"]
         if current:
             lines.append(
-                f"  current:  #{current['issue']} {_one_line(current['title'])} "
-                f"({current['hours']:g}h)"
+                f"  current:  #{current['issue']} {printable(current['title'])} "
+                f"({current['hours']:g}h{_agent_process(current)})"
             )
         else:
             lines.append("  current:  none")
         done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
         lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
+        stopped = [
+            f"#{t['issue']} {t['status']}"
+            for t in info.get("tasks", [])
+            if t["status"] in RESTARTABLE
+        ]
+        if stopped:
+            again = "'paradev run-batch' starts them again"
+            lines.append(f"  stopped:  {', '.join(stopped)} ({again})")
+        lines += [
+            f"  left uncommitted by #{t['issue']}: "
+            + ", ".join(printable(p) for p in t["left_uncommitted"])
+            for t in info["completed_tasks"]
+            if t.get("left_uncommitted")
+        ]
     if report["merge_order"]:
         lines.append("")
         lines.append("merge order: " + " -> ".join(str(a) for a in report["merge_order"]))
     if report["train"]:
         lines.append(f"merge train in progress: {report['train'].get('status', 'running')}")
     return "\n".join(lines)
-
-
-def _one_line(title: str) -> str:
-    """A title as one line of the table (JSON keeps it exactly)."""
-    return title.replace("\r", "\\r").replace("\n", "\\n")

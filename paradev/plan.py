@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PLAN_FILE = "plan.toml"
 ON_CONFLICT_CHOICES = ("stop", "agent")
+COMMIT_LEFTOVERS_CHOICES = ("tracked", "all", "none")
 
 # The ``{name}`` placeholders run-batch fills in each argument of agents.command.
 AGENT_PLACEHOLDERS = ("prompt_file", "worktree", "branch", "agent", "issue", "title")
@@ -121,6 +122,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "command": Key([], _string_list),
         "timeout": Key(5400, _positive_number),
         "instructions": Key("", _string),
+        "commit_leftovers": Key("tracked", _choice(*COMMIT_LEFTOVERS_CHOICES)),
     },
     "gate": {
         "command": Key("", _command),
@@ -215,6 +217,11 @@ class Plan:
     @property
     def instructions(self) -> str:
         return str(self.settings["agents"]["instructions"])
+
+    @property
+    def commit_leftovers(self) -> str:
+        """What run-batch commits of what an agent leaves: "tracked", "all" or "none"."""
+        return str(self.settings["agents"]["commit_leftovers"])
 
     @property
     def gate_command(self) -> str | list[str]:

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from paradev import processes
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
     changed_paths,
-    commit_all,
+    commit_leftovers,
     commit_subjects,
     content_merged,
     current_branch,
@@ -44,18 +43,20 @@ from paradev.state import (
     COMPLETED,
     FAILED,
     IN_PROGRESS,
+    INTERRUPTED,
     MERGED,
     PLANNED,
+    RESTARTABLE,
     State,
     TaskRecord,
     now,
 )
+from paradev.text import printable
 from paradev.train import squash_message
 from paradev.workspace import Workspace
 
 PLACEHOLDER = re.compile(r"\{(prompt_file|worktree|branch|agent|issue|title)\}")
 POLL_SECONDS = 0.1
-KILL_GRACE_SECONDS = 3.0
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -89,6 +90,7 @@ class BatchRun:
     queues: dict[int, list[Task]]  # agent -> its tasks to run, in order
     notes: list[str] = field(default_factory=list)  # tasks left out, and why
     moves: list[BranchMove] = field(default_factory=list)
+    lost: list[tuple[Task, str]] = field(default_factory=list)  # agents gone with an earlier run
 
 
 @contextmanager
@@ -125,6 +127,8 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
     problems: list[str] = []
     for agent, tasks in queues.items():
         problems += _agent_problems(ws, state, agent, tasks)
+    running, lost = earlier_agents(state, queues)
+    problems += running
     if ws.plan.instructions and not instructions_path(ws).is_file():
         problems.append(f"agents.instructions: {instructions_path(ws)} does not exist")
     moves: list[BranchMove] = []
@@ -138,7 +142,47 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
                 moves += [move] if move else []
     if problems:
         raise PreconditionError(f"cannot run batch {batch.name!r}: " + "; ".join(problems))
-    return BatchRun(batch=batch, queues=queues, notes=notes, moves=moves)
+    return BatchRun(batch=batch, queues=queues, notes=notes, moves=moves, lost=lost)
+
+
+def earlier_agents(
+    state: State, queues: Mapping[int, Sequence[Task]]
+) -> tuple[list[str], list[tuple[Task, str]]]:
+    """Agents an earlier run launched for tasks still in progress: still running, or gone.
+
+    A running one is never started a second time in the same worktree. It is
+    the same process only if pid *and* start time match: pids are reused.
+    """
+    running: list[str] = []
+    lost: list[tuple[Task, str]] = []
+    for tasks in queues.values():
+        for task in tasks:
+            record = state.tasks.get(task.issue)
+            if record is None or record.status != IN_PROGRESS or record.agent_pid is None:
+                continue
+            pid = record.agent_pid
+            if processes.alive(pid, record.agent_started):
+                running.append(
+                    f"agent {task.agent} launched by an earlier run-batch is still running "
+                    f"#{task.issue} (pid {pid}); wait for it to end or stop it "
+                    f"(kill -TERM -- -{pid}), then run 'paradev run-batch' again"
+                )
+            else:
+                lost.append(
+                    (
+                        task,
+                        f"agent {task.agent}'s process for #{task.issue} (pid {pid}) from an "
+                        "earlier run is gone; the task counts as interrupted and starts again",
+                    )
+                )
+    return running, lost
+
+
+def mark_lost(ws: Workspace, run: BatchRun, progress: Progress) -> None:
+    """Record the tasks whose agent vanished with an earlier run as interrupted, and say so."""
+    for task, message in run.lost:
+        mark_failed(ws, task, message, INTERRUPTED)
+        progress.event(message)
 
 
 def choose_batch(ws: Workspace, state: State, name: str | None) -> Batch:
@@ -229,7 +273,7 @@ def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchM
 
     A task that failed or is in progress keeps its branch: the commits are its own work.
     """
-    if state.status(first.issue) in (IN_PROGRESS, FAILED):
+    if state.status(first.issue) in (IN_PROGRESS, *RESTARTABLE):
         return None
     git, base, branch = ws.git, ws.plan.base, ws.branch(agent)
     new, old = git.rev(f"refs/heads/{base}"), git.rev(f"refs/heads/{branch}")
@@ -261,10 +305,10 @@ def describe(ws: Workspace, run: BatchRun, launch: bool) -> list[str]:
     for agent, tasks in run.queues.items():
         for task in tasks:
             verb = "resume" if state.status(task.issue) == IN_PROGRESS else "start"
-            lines.append(f"  agent {agent}: {verb} #{task.issue} {task.title}")
+            lines.append(f"  agent {agent}: {verb} #{task.issue} {printable(task.title)}")
             if launch:
                 argv = agent_argv(ws, task, prompt_path(ws, task))
-                lines.append(f"    in {ws.worktree(agent)}: {shlex.join(argv)}")
+                lines.append(f"    in {ws.worktree(agent)}: {printable(shlex.join(argv))}")
     return lines
 
 
@@ -359,12 +403,29 @@ def task_prompt(ws: Workspace, task: Task) -> str:
         "",
         "## When you are done",
         "",
-        f"Commit your work on {branch} and exit 0 (paradev commits whatever you leave "
-        "uncommitted); exit non-zero if you could not do the task. Do not switch branches, "
-        "rebase, merge or push: paradev lands the work.",
+        f"Commit your own work on {branch} and exit 0; exit non-zero if you could not do "
+        f"the task. {_leftovers_rule(ws.plan.commit_leftovers, task)} Do not switch "
+        "branches, rebase, merge or push: paradev lands the work.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _leftovers_rule(mode: str, task: Task) -> str:
+    """What paradev does with what the agent leaves uncommitted (agents.commit_leftovers)."""
+    if mode == "all":
+        return "paradev commits everything you leave uncommitted, new files included."
+    if mode == "none":
+        return "paradev commits nothing for you: what you leave uncommitted does not land."
+    if not task.files:
+        return (
+            "paradev commits your changes to tracked files, but no new file you leave "
+            "uncommitted: commit every new file yourself, or it does not land."
+        )
+    return (
+        "paradev commits your changes to tracked files and new files matching the "
+        "expected files above; any other new file you leave uncommitted does not land."
+    )
 
 
 def conflict_prompt(ws: Workspace, task: Task, report: str) -> str:
@@ -440,33 +501,16 @@ def launch(
         out.write(f"=== paradev {now()}: {mode} #{task.issue}: {argv!r}\n".encode())
         out.flush()
         try:
-            return subprocess.Popen(
+            return processes.spawn(
                 argv,
                 cwd=ws.worktree(task.agent),
                 env=agent_env(ws, task, prompt, log, mode),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         except OSError as exc:
             raise LaunchError(f"cannot launch {argv[0]!r}: {exc.strerror or exc}") from None
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the agent and everything it spawned: SIGTERM, then SIGKILL after a grace period."""
-    _signal_group(proc, signal.SIGTERM)
-    try:
-        proc.wait(timeout=KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-    _signal_group(proc, signal.SIGKILL)  # children that outlived their leader
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def last_line(path: Path, limit: int = 4096) -> str:
@@ -479,19 +523,6 @@ def last_line(path: Path, limit: int = 4096) -> str:
         return ""
     lines = (_CONTROL.sub("", line).strip() for line in data.decode(errors="replace").splitlines())
     return next((line for line in reversed(list(lines)) if line), "")
-
-
-@contextmanager
-def ignoring_interrupts() -> Iterator[None]:
-    """A second Ctrl-C must not cut the cleanup of the first one short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # -- state changes around one task ---------------------------------------------------------
@@ -512,17 +543,20 @@ def begin(ws: Workspace, task: Task) -> tuple[TaskRecord, HookResult | None]:
     return record, run_hook(ws, "on_start", task, record)
 
 
-def record_log(ws: Workspace, task: Task, log: Path) -> None:
+def record_launch(ws: Workspace, task: Task, log: Path, pid: int) -> None:
+    """The log, and the agent's pid and start time: a later run must not start a second copy."""
     with ws.store.update() as state:
-        state.task(task.issue, task.agent).log = str(log)
+        record = state.task(task.issue, task.agent)
+        record.log = str(log)
+        record.agent_pid, record.agent_started = pid, processes.start_time(pid)
 
 
-def mark_failed(ws: Workspace, task: Task, error: str) -> None:
-    """Mark a task in progress failed with why; it can be started again by run-batch."""
+def mark_failed(ws: Workspace, task: Task, error: str, status: str = FAILED) -> None:
+    """Mark a task in progress failed (or interrupted) with why; run-batch starts it again."""
     with ws.store.update() as state:
         record = state.task(task.issue, task.agent)
         if record.status == IN_PROGRESS:
-            record.status, record.failed_at, record.error = FAILED, now(), error
+            record.status, record.failed_at, record.error = status, now(), error
 
 
 def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
@@ -537,15 +571,41 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
     on = current_branch(worktree)
     if on != branch:
         raise PreconditionError(f"the agent left its worktree on {on or 'a detached HEAD'}")
+    mode = ws.plan.commit_leftovers
     try:
-        leftover = commit_all(worktree, commit_message(task))
+        leftover, committed = (
+            commit_leftovers(worktree, commit_message(task), _new_files_to_commit(mode, task))
+            if mode != "none"
+            else (None, [])
+        )
     except GitError as err:
         raise PreconditionError(f"could not commit what the agent left: {err}") from None
     done = complete(ws, task.agent)
     detail = f"{len(done.record.files_modified)} file(s) changed"
     if leftover:
-        detail += f", uncommitted work committed as {leftover[:12]}"
+        detail += f", {len(committed)} left uncommitted were committed as {leftover[:12]}"
+    detail += _left_note(mode, task, done.record.left_uncommitted)
     return detail, run_hook(ws, "on_complete", done.task, done.record)
+
+
+def _new_files_to_commit(mode: str, task: Task) -> list[str] | None:
+    """Which new files a leftovers commit takes: all (None), or those the task declares."""
+    return None if mode == "all" else list(task.files)
+
+
+def _left_note(mode: str, task: Task, left: Sequence[str]) -> str:
+    """The completion line's account of what stays uncommitted in the worktree."""
+    if not left:
+        return ""
+    shown = ", ".join(printable(p) for p in left[:10])
+    shown += f" and {len(left) - 10} more" if len(left) > 10 else ""
+    if mode == "none":
+        why = "agents.commit_leftovers is 'none'"
+    elif not task.files:
+        why = "the task declares no files, so paradev commits no new file for it"
+    else:
+        why = "not in the task's declared files"
+    return f"; {len(left)} path(s) left uncommitted ({why}): {shown}"
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -657,6 +717,7 @@ class Started:
 
 def start_only(ws: Workspace, run: BatchRun, progress: Progress) -> list[Started]:
     """``--no-launch``: move branches, assign, start each agent's first task, write prompts."""
+    mark_lost(ws, run, progress)
     apply_moves(ws, run.moves)
     assign_planned(ws, run)
     started = []
@@ -678,9 +739,13 @@ def run_batch(
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Outcome]:
     """Launch every agent of the batch at once, wait, and complete or fail each task."""
-    apply_moves(ws, run.moves)
-    assign_planned(ws, run)
-    return Supervisor(ws, run.queues, progress, clock).run()
+    mark_lost(ws, run, progress)
+    with ExitStack() as locks:  # per agent: the merge train may land the others meanwhile
+        for agent in run.queues:
+            locks.enter_context(ws.store.agent_lock(agent, "paradev run-batch"))
+        apply_moves(ws, run.moves)
+        assign_planned(ws, run)
+        return Supervisor(ws, run.queues, progress, clock).run()
 
 
 def _report_hook(progress: Progress, hook: HookResult | None) -> None:
@@ -718,9 +783,9 @@ class Supervisor:
                 self._poll()
                 self.progress.show(self.rows())
                 pause()
-        except KeyboardInterrupt:
-            with ignoring_interrupts():
-                self._interrupt()
+        except KeyboardInterrupt as interrupt:
+            with processes.shielded():
+                self._interrupt(processes.describe(interrupt))
             raise
         return self.outcomes
 
@@ -750,11 +815,12 @@ class Supervisor:
         _report_hook(self.progress, hook)
         prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
         log = log_path(self.ws, f"issue-{task.issue}")
-        record_log(self.ws, task, log)
         proc = launch(self.ws, task, prompt, log, mode="task")
+        record_launch(self.ws, task, log, proc.pid)
         started = self.clock()
         self.progress.event(
-            f"agent {task.agent}: started #{task.issue} {task.title} (pid {proc.pid}, log {log})"
+            f"agent {task.agent}: started #{task.issue} {printable(task.title)} "
+            f"(pid {proc.pid}, log {log})"
         )
         return Running(task, proc, log, started, started + self.ws.plan.agent_timeout)
 
@@ -762,10 +828,11 @@ class Supervisor:
         for agent, running in list(self.running.items()):
             code = running.proc.poll()
             if code is None and self.clock() >= running.deadline:
-                stop_group(running.proc)
+                processes.stop([running.proc])
                 del self.running[agent]
                 self._fail(running, f"timed out after {self.ws.plan.agent_timeout:g}s")
             elif code is not None:
+                processes.release(running.proc)
                 del self.running[agent]
                 self._exited(running, code)
 
@@ -784,16 +851,16 @@ class Supervisor:
         self._done(task, COMPLETED, f"{detail} in {elapsed:.1f}s", running.log)
         self._next(task.agent)
 
-    def _fail(self, running: Running, error: str) -> None:
-        mark_failed(self.ws, running.task, f"{error}; see {running.log}")
-        self._done(running.task, FAILED, error, running.log)
+    def _fail(self, running: Running, error: str, status: str = FAILED) -> None:
+        mark_failed(self.ws, running.task, f"{error}; see {running.log}", status)
+        self._done(running.task, status, error, running.log)
 
     def _done(self, task: Task, status: str, detail: str, log: Path | None) -> None:
         self.outcomes.append(Outcome(task, status, detail, log))
-        where = f" (log {log})" if log and status == FAILED else ""
+        where = f" (log {log})" if log and status in RESTARTABLE else ""
         self.progress.event(f"agent {task.agent}: #{task.issue} {status}: {detail}{where}")
-        if status == FAILED:
-            self._skip_rest(task.agent, f"not started: #{task.issue} failed before it")
+        if status in RESTARTABLE:
+            self._skip_rest(task.agent, f"not started: #{task.issue} {status} before it")
 
     def _skip_rest(self, agent: int, why: str) -> None:
         queue = self.pending[agent]
@@ -802,11 +869,13 @@ class Supervisor:
             self.outcomes.append(Outcome(task, "not started", why))
             self.progress.event(f"agent {agent}: #{task.issue} {why}")
 
-    def _interrupt(self) -> None:
-        for agent, running in list(self.running.items()):
-            stop_group(running.proc)
-            del self.running[agent]
-            self._fail(running, "interrupted (Ctrl-C); 'paradev run-batch' starts it again")
+    def _interrupt(self, why: str) -> None:
+        """Stop every agent (and hook) at once, then record their tasks as interrupted."""
+        processes.stop_all()
+        stopped, self.running = self.running, {}
+        for running in stopped.values():
+            error = f"interrupted ({why}); 'paradev run-batch' starts it again"
+            self._fail(running, error, INTERRUPTED)
 
 
 # -- handing a conflict back ------------------------------------------------------------------
@@ -865,11 +934,13 @@ def hand_back_conflict(
 def wait_for(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     """The agent's exit code, or None after stopping it at the timeout; Ctrl-C stops it too."""
     try:
-        return proc.wait(timeout=timeout)
+        code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_group(proc)
+        processes.stop([proc])
         return None
     except KeyboardInterrupt:
-        with ignoring_interrupts():
-            stop_group(proc)
+        with processes.shielded():
+            processes.stop_all()
         raise
+    processes.release(proc)
+    return code

@@ -8,6 +8,7 @@ hold an exclusive file lock for the whole read-modify-write.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -23,7 +24,7 @@ from paradev.errors import StateError
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
 
-# Task lifecycle, in order. ``failed`` may go back to ``in_progress``.
+# Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "planned",
     "assigned",
@@ -32,8 +33,10 @@ PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
     "failed",
     "merged",
 )
+INTERRUPTED = "interrupted"  # its agent was stopped by a signal, or vanished with paradev
 OPEN_STATUSES = (PLANNED, ASSIGNED)
 DONE_STATUSES = (COMPLETED, MERGED)
+RESTARTABLE = (FAILED, INTERRUPTED)  # ended unfinished: run-batch starts it again
 
 
 def now() -> str:
@@ -59,6 +62,9 @@ class TaskRecord:
     files_modified: list[str] = field(default_factory=list)
     log: str | None = None
     error: str | None = None
+    left_uncommitted: list[str] = field(default_factory=list)  # what run-batch did not commit
+    agent_pid: int | None = None  # the launched agent: pid and start time (clock ticks since
+    agent_started: int | None = None  # boot) tell it apart from a later process with that pid
 
 
 @dataclass
@@ -135,7 +141,7 @@ class State:
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
-STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED)
+STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, INTERRUPTED, MERGED)
 
 # The journal keys the merge train reads without a default, with their types.
 TRAIN_KEYS: dict[str, Any] = {
@@ -148,6 +154,46 @@ TRAIN_KEYS: dict[str, Any] = {
     "agents": dict[str, Any],
     "gate": bool,
     "push": bool,
+}
+
+# Optional journal keys the train reads, with their types (a wrong type must not
+# surface later as a TypeError inside the train).
+TRAIN_OPTIONAL: dict[str, Any] = {
+    "order": list[int],
+    "squash": bool,
+    "stop": dict[str, Any] | None,
+    "base_start": str,
+    "started_at": str,
+    "driver": dict[str, Any] | None,
+}
+
+# Per-agent journal entries: every key the train reads, with its type.
+TRAIN_AGENT_KEYS: dict[str, Any] = {
+    "done": list[str],
+    "step": str,
+    "branch": str,
+    "old_head": str,
+    "backup": str,
+    "remote_head": str | None,
+    "candidate": str,
+    "wip": str | None,
+    "onto": str,
+    "rebase_from": str,
+    "conflict_at": str | None,
+    "resolved": list[str],
+    "squash_from": str,
+    "squashed": str,
+    "trailers_from": str,
+    "trailered": str,
+    "gate_runs": int,
+    "gate_head": str,
+    "gate_log": str,
+    "gate_passed": str,
+    "gated": str,
+    "advance_from": str,
+    "advance_to": str,
+    "landed": str,
+    "issues": list[int],
 }
 
 
@@ -262,11 +308,22 @@ def _check_train(train: Any) -> None:
         if key not in train:
             raise ValueError(f"train.{key} is missing")
         _expect(train[key], hint, f"train.{key}")
+    for key, hint in TRAIN_OPTIONAL.items():
+        if key in train:
+            _expect(train[key], hint, f"train.{key}")
+    driver = train.get("driver")
+    if driver is not None:
+        for key, hint in (("pid", int), ("since", float), ("start", str | None)):
+            _expect(driver.get(key), hint, f"train.driver.{key}")
     for index, entry in enumerate(train["landed"]):
         _expect(entry.get("agent"), int, f"train.landed[{index}].agent")
+        _expect(entry.get("commit"), str, f"train.landed[{index}].commit")
     for key, entry in train["agents"].items():
         _expect(entry, dict[str, Any], f"train.agents.{key}")
         _expect(entry.get("done"), list[str], f"train.agents.{key}.done")
+        for name, hint in TRAIN_AGENT_KEYS.items():
+            if name in entry:
+                _expect(entry[name], hint, f"train.agents.{key}.{name}")
 
 
 class StateStore:
@@ -349,6 +406,27 @@ class StateStore:
             return int(_owner_file(self.dir / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    @contextmanager
+    def agent_lock(self, agent: int, holder: str) -> Iterator[None]:
+        """Hold agent ``agent`` for ``holder`` (e.g. "paradev merge"), refusing at once if taken.
+
+        run-batch and the merge train exclude each other per agent: one may
+        land agent 1 while the other runs agent 2, never both on one agent.
+        """
+        note = self.dir / f"agent-{agent}.holder"
+        try:
+            held_by = note.read_text(encoding="utf-8").strip() or "another paradev"
+        except OSError:
+            held_by = "another paradev"
+        with self.exclusive(
+            f"agent-{agent}.lock",
+            wait=0,
+            busy=f"agent {agent} is busy: {held_by} holds it; wait for it to finish",
+        ):
+            with contextlib.suppress(OSError):  # the note only improves the message
+                note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
+            yield
 
     def _make_dir(self) -> None:
         try:

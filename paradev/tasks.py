@@ -19,6 +19,7 @@ from invoke.parser.argument import Argument
 from invoke.tasks import Task, task
 
 from paradev.errors import EXIT_INTERRUPTED, ParadevError
+from paradev.text import printable
 
 if TYPE_CHECKING:
     from paradev.hooks import HookResult
@@ -28,15 +29,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def boundary(func: F) -> F:
-    """The one error boundary: a ParadevError becomes one line on stderr and its exit code."""
+    """The one error boundary: a ParadevError becomes one line on stderr and its exit code.
+
+    SIGTERM and SIGHUP end a command as Ctrl-C does: every process group it
+    started is stopped, and it exits 128 + the signal number.
+    """
 
     @functools.wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        from paradev import processes
+
         try:
-            return func(*args, **kwargs)
+            with processes.interruptible():
+                return func(*args, **kwargs)
         except ParadevError as err:
             raise Exit(f"paradev: {err}", code=err.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, processes.Interrupted):
+                message = f"paradev: interrupted ({processes.describe(interrupt)})"
+                raise Exit(message, code=interrupt.exit_code) from None
             raise Exit("paradev: interrupted", code=EXIT_INTERRUPTED) from None
 
     return guarded  # type: ignore[return-value]
@@ -141,7 +152,8 @@ def start(c: Context, agent: str) -> None:
 
     ws = _workspace()
     task_, record = start_task(ws, parse_int(agent, "AGENT"))
-    print(f"agent {task_.agent} started #{task_.issue} {task_.title} (base {record.base_commit})")
+    title = printable(task_.title)
+    print(f"agent {task_.agent} started #{task_.issue} {title} (base {record.base_commit})")
     report_hook(run_hook(ws, "on_start", task_, record))
 
 
@@ -433,7 +445,7 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
     if not ws.plan.agent_command:
         print("no agents.command in plan.toml: starting the tasks for you to hand out")
     for started in runner.start_only(ws, run, runner.LineProgress()):
-        print(f"agent {started.task.agent}: #{started.task.issue} {started.task.title}")
+        print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
         print(f"  worktree: {started.worktree}")
         print(f"  branch:   {started.branch}")
         print(f"  prompt:   {started.prompt}")

@@ -23,20 +23,22 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
+from paradev import landing, processes
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
 from paradev.snapshots import note_stop, record_train, stamp_step, train_facts
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
+from paradev.text import plain
 from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
@@ -59,6 +61,7 @@ BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "mark",
     "hooks",
 )
+CHECK, TRAILERS, WIP = "check", "trailers", "wip"
 
 
 # -- the journal ---------------------------------------------------------------------
@@ -204,9 +207,33 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
             notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
         elif ref not in ahead:
             notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
+        elif (lost := _completed_head_lost(ws, state, agent, existing[ref])) is not None:
+            notes.append(lost)
         else:
             agents.append(agent)
     return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
+
+
+def completed_head(ws: Workspace, state: State, agent: int) -> tuple[int, str] | None:
+    """(issue, head commit) of the agent's last completed task: exactly what the train lands."""
+    found = None
+    for task in ws.tasks_of(agent):
+        record = state.tasks.get(task.issue)
+        if record is not None and record.status == COMPLETED and record.head_commit:
+            found = (task.issue, record.head_commit)
+    return found
+
+
+def _completed_head_lost(ws: Workspace, state: State, agent: int, tip: str) -> str | None:
+    """Why the agent cannot land when its branch no longer holds its completed commit."""
+    completed = completed_head(ws, state, agent)
+    if completed is None or gitmod.is_ancestor(ws.git, completed[1], tip):
+        return None
+    issue, head = completed
+    return (
+        f"agent {agent}: {ws.branch(agent)} no longer holds #{issue}'s completed commit "
+        f"{head[:12]} (history rewritten?); not landed: run paradev complete {agent} again"
+    )
 
 
 def _missing_dependency(
@@ -311,10 +338,28 @@ def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:
     return path
 
 
-def _check_agent_tree(ws: Workspace, agent: int) -> None:
-    """The agent's work tree has its branch checked out and no uncommitted changes."""
+def _check_agent_tree(ws: Workspace, agent: int, gating: bool) -> None:
+    """The agent's work tree has its branch checked out and no uncommitted changes.
+
+    When a gate will run there, untracked files count too (see ``refuse_extra_files``).
+    """
     path = _check_agent_branch(ws, agent, ws.branch(agent))
     _refuse_uncommitted(path, f"agent {agent}'s worktree {path}", "run paradev merge again")
+    if gating:
+        refuse_extra_files(path, agent, "run paradev merge again")
+
+
+def refuse_extra_files(path: Path, agent: int, then: str) -> None:
+    """Exit 2 when the agent's tree holds files beyond its commit (ignored ones aside).
+
+    The gate runs there: it would test them along with what lands.
+    """
+    dirty = gitmod.dirty_paths(path)
+    if dirty:
+        raise PreconditionError(
+            f"the gate cannot run in agent {agent}'s worktree {path}: it holds more than the "
+            f"commit to land ({', '.join(dirty[:5])}); commit, stash or remove them, then {then}"
+        )
 
 
 def _remote_base(ws: Workspace) -> str | None:
@@ -360,19 +405,25 @@ def _driving(ws: Workspace) -> Iterator[None]:
         yield
 
 
+def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack) -> None:
+    """Hold every agent the train lands: run-batch must not run them meanwhile (else exit 2)."""
+    for agent in agents:
+        locks.enter_context(ws.store.agent_lock(agent, "paradev merge"))
+
+
 def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """Start a train over every agent with completed, unmerged work (``paradev merge``).
 
     Every refusal (exit 2) comes before the first change.
     """
-    with _driving(ws):
+    with _driving(ws), ExitStack() as locks:
         if ws.store.read().train is not None:
             raise PreconditionError(
                 "a merge train is already in progress; "
                 "run paradev merge --continue, --skip or --abort"
             )
         pushing = _resolve_push(ws, push)
-        selection = _checked_selection(ws, out)
+        selection = _checked_selection(ws, out, locks, gating=gate and bool(_gate_command(ws)))
         if not selection.agents:
             out("nothing to land")
             return
@@ -387,14 +438,15 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         run(train)
 
 
-def _checked_selection(ws: Workspace, out: Output) -> Selection:
+def _checked_selection(ws: Workspace, out: Output, locks: ExitStack, gating: bool) -> Selection:
     """Fetch, check base and every agent's tree, then bring base up to the remote."""
     base = ws.plan.base
     remote_tip = _remote_base(ws) if ws.plan.remote else None
     _check_base_tree(ws, base)
     selection = select_agents(ws, remote_tip)
+    _lock_agents(ws, selection.agents, locks)
     for agent in selection.agents:
-        _check_agent_tree(ws, agent)
+        _check_agent_tree(ws, agent, gating)
     if remote_tip is not None:  # every check passed: the first change
         move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), remote_tip)
         out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({remote_tip[:12]})")
@@ -420,7 +472,79 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "gate": gate,
         "squash": ws.plan.squash,
         "agents": {},
+        "driver": driver_record(),
     }
+
+
+# -- taking over after a crash -----------------------------------------------------------------
+
+
+def driver_record() -> dict[str, Any]:
+    """Who drives the train (pid, its start, since when): tells a later run what a crash left."""
+    return {"pid": os.getpid(), "start": _process_start(os.getpid()), "since": time.time()}
+
+
+def _process_start(pid: int) -> str | None:
+    """The start of process ``pid`` (clock ticks since boot, Linux), to see a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def driver_gone(driver: dict[str, Any] | None) -> bool:
+    """Whether the journaled driver is dead (an earlier call in this process counts as dead)."""
+    pid = (driver or {}).get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _process_start(pid) != (driver or {}).get("start")
+
+
+def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
+    """Remove the lock files a killed driver's git children left, with a note.
+
+    Only when the journaled driver is dead, only where this train works (the
+    agents' and base's git dirs, their branch refs, backup refs), and only
+    files made after that driver started: they can only be its children's.
+    """
+    driver = train.journal.get("driver")
+    if not driver or not driver_gone(driver):
+        return
+    since = float(driver.get("since", 0)) - 2  # file times can be coarse
+    for lock in _lock_files(train, agents):
+        try:
+            if lock.stat().st_mtime < since:
+                continue
+            lock.unlink()
+        except OSError:
+            continue
+        train.out(f"paradev: removed {lock}, left by the killed paradev (pid {driver.get('pid')})")
+
+
+def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
+    ws, common = train.ws, train.ws.repo.common_dir
+    trees = [train.worktree(a) for a in agents]
+    holder = gitmod.branch_holder(ws.repo, train.base)
+    dirs = [gitmod.worktree_git_dir(t) for t in trees + ([holder] if holder else []) if t.exists()]
+    names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
+    files = [folder / name for folder in dirs for name in names]
+    refs = [f"refs/heads/{train.base}", *(f"refs/heads/{train.branch(a)}" for a in agents)]
+    files += [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
+    backups = common / "refs" / "paradev"
+    return files + (sorted(backups.rglob("*.lock")) if backups.is_dir() else [])
+
+
+def take_over(train: Train) -> None:
+    """Clean up after a dead driver, then journal this process as the driver."""
+    remove_stale_locks(train, train.queue[:1])
+    train.journal["driver"] = driver_record()
 
 
 def load_train(ws: Workspace, out: Output) -> Train:
@@ -432,8 +556,10 @@ def load_train(ws: Workspace, out: Output) -> Train:
 
 def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
-    with _driving(ws):
-        _go_on(load_train(ws, out), push, gate)
+    with _driving(ws), ExitStack() as locks:
+        train = load_train(ws, out)
+        _lock_agents(ws, train.queue, locks)
+        _go_on(train, push, gate)
 
 
 def _go_on(train: Train, push: bool | None, gate: bool) -> None:
@@ -442,6 +568,7 @@ def _go_on(train: Train, push: bool | None, gate: bool) -> None:
         train.journal["push"] = _resolve_push(train.ws, push)
     if not gate:
         train.journal["gate"] = False
+    take_over(train)
     train.journal["status"] = "running"
     train.journal["stop"] = None
     train.save()
@@ -451,8 +578,9 @@ def _go_on(train: Train, push: bool | None, gate: bool) -> None:
 
 def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
-    with _driving(ws):
+    with _driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
+        _lock_agents(ws, train.queue, locks)
         if not train.queue:
             raise PreconditionError(
                 "the train has no agent left to skip; run paradev merge --continue"
@@ -462,7 +590,10 @@ def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = T
             raise PreconditionError(
                 f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
             )
+        take_over(train)
         _abort_our_rebase(train, agent)
+        if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
+            _restore_branch(train, agent)
         train.queue.pop(0)
         train.journal["skipped"].append(agent)
         backup = train.agent(agent).get("backup")
@@ -475,8 +606,10 @@ def abort(ws: Workspace, out: Output) -> None:
 
     What already landed stays: it passed its gate.
     """
-    with _driving(ws):
+    with _driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
+        _lock_agents(ws, train.queue[:1], locks)
+        take_over(train)
         if train.queue:
             agent = train.queue[0]
             if _has_landed(train, agent):
@@ -518,7 +651,7 @@ def _abort_our_rebase(train: Train, agent: int) -> None:
             f"the rebase in progress in {path} was not started by this train; "
             f"paradev leaves it alone (git -C {path} rebase --abort if you want it gone)"
         )
-    gitmod.rebase_abort(path)
+    drop_rebase(train, agent, path)
     train.out(f"agent {agent}: aborted the rebase paradev started in {path}")
 
 
@@ -606,13 +739,17 @@ def land(train: Train, agent: int) -> None:
     step_rebase(train, agent)
     if train.journal.get("squash", train.ws.plan.squash):
         step_squash(train, agent)
+    else:
+        step_trailers(train, agent)
+    step_check(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
     after_landing(train, agent)
 
 
 def after_landing(train: Train, agent: int, *, push_may_stop: bool = True) -> None:
-    """Push, mark the tasks merged, run the hooks: what follows base moving."""
+    """Work in progress back on the branch, push, mark merged, hooks: what follows base moving."""
+    step_wip(train, agent)
     try:
         step_push(train, agent)
     except Stopped as stop:
@@ -653,16 +790,70 @@ def step_backup(train: Train, agent: int) -> None:
     if "old_head" not in entry:
         branch = train.branch(agent)
         head = train.head(agent)
+        completed = completed_head(train.ws, train.ws.store.read(), agent)
+        candidate = completed[1] if completed else head
         train.begin(  # written with the next step: until then nothing has changed
             agent,
             BACKUP,
             branch=branch,
             old_head=head,
             backup=backup_ref(branch, train.id),
-            remote_head=_lease(train, agent, head),
+            remote_head=_lease(train, agent, candidate),
+            candidate=candidate,
+            wip=head if candidate != head else None,
         )
     _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    if entry.get("wip") and train.head(agent) == entry["wip"]:
+        _set_wip_aside(train, agent)
     train.finish(agent, BACKUP)
+
+
+def _set_wip_aside(train: Train, agent: int) -> None:
+    """Cut the branch back to the completed commit: later commits (work in progress) never land.
+
+    They are kept by the backup ref and put back on the branch once it landed.
+    """
+    entry = train.agent(agent)
+    path = _check_agent_branch(train.ws, agent, train.branch(agent))
+    train.save()  # the journal knows the cut before the branch moves
+    gitmod.reset_keep(path, entry["candidate"])
+    count = len(gitmod.commits_between(train.ws.git, entry["candidate"], entry["wip"]))
+    train.out(
+        f"agent {agent}: landing the completed commit {entry['candidate'][:12]}; "
+        f"{count} later commit(s) stay on {train.branch(agent)}, unlanded"
+    )
+
+
+def step_wip(train: Train, agent: int) -> None:
+    """Put the commits made after the completed one back on the branch, on top of what landed.
+
+    When they do not rebase cleanly, the branch keeps them as they were.
+    """
+    entry = train.agent(agent)
+    if not entry.get("wip") or train.is_done(agent, WIP):
+        return
+    path, wip, landed = train.worktree(agent), entry["wip"], entry["landed"]
+    train.begin(agent, WIP, flush=True)
+    if gitmod.rebase_in_progress(path) is not None:  # ours: a crash during this step
+        _abort_or_quit(path)
+    gitmod.checkout_force(path, train.branch(agent), wip)
+    if gitmod.rebase_onto(path, landed, entry["candidate"]):
+        where = f"rebased onto {landed[:12]}"
+    else:
+        _abort_or_quit(path)
+        gitmod.checkout_force(path, train.branch(agent), wip)
+        where = "kept as they were (they conflict with what landed; rebase them yourself)"
+    train.finish(agent, WIP)
+    train.out(
+        f"agent {agent}: the commits after the landed one stay on {train.branch(agent)}, {where}"
+    )
+
+
+def _abort_or_quit(path: Path) -> None:
+    try:
+        gitmod.rebase_abort(path)
+    except GitError:
+        gitmod.rebase_quit(path)
 
 
 def _lease(train: Train, agent: int, head: str) -> str | None:
@@ -685,19 +876,26 @@ def _is_ours(train: Train, agent: int, rebase: gitmod.RebaseInProgress) -> bool:
     """Whether the rebase in progress is the one this train journaled before starting it.
 
     The journal holds the branch, the commit it started from and the onto
-    commit; git's own rebase state files must name the same three.
+    commit; git's own rebase state files must name the same three. A file a
+    killed git never wrote (empty here) contradicts nothing: that half-written
+    rebase is ours too, and is quit and redone.
     """
     entry = train.agent(agent)
-    return (
-        entry.get("step") == REBASE
-        and rebase.head_name == f"refs/heads/{train.branch(agent)}"
-        and rebase.onto == entry.get("onto")
-        and rebase.orig_head == entry.get("rebase_from")
+    expected = (f"refs/heads/{train.branch(agent)}", entry.get("onto"), entry.get("rebase_from"))
+    found = (rebase.head_name, rebase.onto, rebase.orig_head)
+    return entry.get("step") == REBASE and all(
+        f in ("", e) for f, e in zip(found, expected, strict=True)
     )
 
 
 def step_rebase(train: Train, agent: int) -> None:
-    """Rebase the branch onto base in its own work tree; stop on a conflict."""
+    """Rebase the branch onto base in its own work tree; stop on a conflict.
+
+    A rebase left in progress is continued only when it is the conflict stop
+    this train reported (journaled where it stopped); any other one of ours
+    was interrupted, so git's idea of what is done cannot be trusted: it is
+    thrown away and the rebase starts again from the journaled commit.
+    """
     path = train.ws.agent_git(agent).cwd
     rebase = gitmod.rebase_in_progress(path)
     if rebase is not None:
@@ -706,18 +904,65 @@ def step_rebase(train: Train, agent: int) -> None:
                 f"a rebase is in progress in {path} that this train did not start; "
                 f"finish or abort it yourself, then run paradev merge --continue"
             )
-        if gitmod.unmerged_paths(path) or not gitmod.rebase_continue(path):
-            _on_conflict(train, agent)
-    else:
+        if not _continue_reported_stop(train, agent, path):
+            _clear_rebase(train, agent, path)
+            rebase = None
+    if rebase is None:
         base, head = train.tips(agent)
         if gitmod.is_ancestor(train.ws.git, base, head):
             train.finish(agent, REBASE)
             return
         _check_agent_branch(train.ws, agent, train.branch(agent))
-        train.begin(agent, REBASE, flush=True, onto=base, rebase_from=head)
+        train.begin(
+            agent, REBASE, flush=True, onto=base, rebase_from=head, conflict_at=None, resolved=[]
+        )
         _start_rebase(train, agent, path, base)
     train.finish(agent, REBASE)
     train.out(f"agent {agent}: rebased {train.branch(agent)} onto {train.base}")
+
+
+def drop_rebase(train: Train, agent: int, path: Path) -> str:
+    """Abort our rebase (``--quit`` when git cannot abort it); the branch back at its start.
+
+    Returns the start commit (journaled before the rebase began).
+    """
+    entry = train.agent(agent)
+    start = str(entry.get("rebase_from") or entry["old_head"])
+    remove_stale_locks(train, [agent])
+    _abort_or_quit(path)
+    gitmod.checkout_force(path, train.branch(agent), start)
+    return start
+
+
+def _continue_reported_stop(train: Train, agent: int, path: Path) -> bool:
+    """Go on with the rebase when it is where this train reported a conflict; False otherwise.
+
+    A conflict nobody reported yet (git stopped again after someone ran
+    ``git rebase --continue``) is reported now rather than thrown away.
+    """
+    entry = train.agent(agent)
+    position = gitmod.rebase_position(path)
+    reported = position is not None and entry.get("conflict_at") == position
+    if not reported and not gitmod.unmerged_paths(path):
+        return False
+    if not reported or gitmod.unmerged_paths(path) or not gitmod.rebase_continue(path):
+        _on_conflict(train, agent)
+    return True
+
+
+def _clear_rebase(train: Train, agent: int, path: Path) -> None:
+    """Throw away an interrupted rebase of ours and put the branch back where it started.
+
+    ``git rebase --abort`` first; when git cannot abort (a half-written rebase
+    folder), ``--quit``. Either way the branch is checked out again at the
+    journaled start commit (its backup ref holds it too).
+    """
+    entry = train.agent(agent)
+    start = drop_rebase(train, agent, path)
+    train.out(
+        f"agent {agent}: the rebase in {path} was interrupted, not stopped on a conflict; "
+        f"starting it again from {start[:12]} (backup {entry.get('backup')})"
+    )
 
 
 def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
@@ -734,8 +979,17 @@ def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
 
 
 def _on_conflict(train: Train, agent: int) -> None:
-    """Hand the conflict back to the agent (on_conflict = "agent") or stop the train."""
+    """Hand the conflict back to the agent (on_conflict = "agent") or stop the train.
+
+    The conflicted paths are journaled (their resolution may differ from the
+    agent's change: the patch check allows that), and so is where the rebase
+    stopped: only that stop may later be continued.
+    """
     path = train.worktree(agent)
+    conflicted = gitmod.unmerged_paths(path)
+    if not conflicted:
+        _stop_without_conflict(train, agent, path)
+    _note_resolved(train, agent, conflicted)
     report = conflict_report(train, agent)
     if train.ws.plan.on_conflict == "agent":
         from paradev.runner import hand_back_conflict
@@ -748,11 +1002,32 @@ def _on_conflict(train: Train, agent: int) -> None:
         if resolved:
             return
     train.out(report)
+    _note_resolved(train, agent, gitmod.unmerged_paths(path))
+    train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
     raise train.stop(
         agent,
         "conflict",
         f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
         f"(rebase left in progress in {path})",
+    )
+
+
+def _note_resolved(train: Train, agent: int, paths: Sequence[str]) -> None:
+    resolved: list[str] = train.agent(agent).setdefault("resolved", [])
+    resolved += [p for p in paths if p not in resolved]
+
+
+def _stop_without_conflict(train: Train, agent: int, path: Path) -> None:
+    """git stopped the rebase with nothing conflicted (e.g. a lock file): never call it a conflict.
+
+    Not journaled as a conflict stop, so ``--continue`` redoes the rebase.
+    """
+    raise train.stop(
+        agent,
+        "rebase",
+        f"merge train stopped: git stopped rebasing agent {agent}'s branch in {path} "
+        "without any conflicted file (an interrupted or blocked rebase); "
+        "run paradev merge --continue to start it again",
     )
 
 
@@ -826,18 +1101,37 @@ def step_squash(train: Train, agent: int) -> None:
     The squashed commit is journaled before the branch moves to it, so a
     resumed train recognises either side of the move and never squashes twice.
     """
+    squashed = _rewrite_branch(train, agent, SQUASH, ("squash_from", "squashed"), build_squash)
+    if squashed is not None:
+        train.out(f"agent {agent}: squashed into {squashed[:12]}")
+
+
+def _rewrite_branch(
+    train: Train,
+    agent: int,
+    step: str,
+    keys: tuple[str, str],
+    build: Callable[[Train, int, str, str], str],
+) -> str | None:
+    """Move the branch to ``build``'s rewrite of it; the new head, None when already done.
+
+    The rewrite is journaled (under ``keys``: from, to) before the branch
+    moves, so a resumed train recognises either side of the move and never
+    rewrites twice.
+    """
     base, head = train.tips(agent)
     entry = train.agent(agent)
-    if entry.get("squashed") == head:
-        return
-    if entry.get("squash_from") != head:
-        squashed = build_squash(train, agent, base, head)
-        train.begin(agent, SQUASH, flush=True, squash_from=head, squashed=squashed)
-    squashed = entry["squashed"]
-    if squashed != head:
-        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", squashed, head)
-    train.finish(agent, SQUASH)
-    train.out(f"agent {agent}: squashed into {squashed[:12]}")
+    source, target = keys
+    if entry.get(target) == head:
+        return None
+    if entry.get(source) != head:
+        rewritten = build(train, agent, base, head)
+        train.begin(agent, step, flush=rewritten != head, **{source: head, target: rewritten})
+    rewritten = entry[target]
+    if rewritten != head:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
+    train.finish(agent, step)
+    return str(rewritten)
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
@@ -851,7 +1145,7 @@ def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | Non
 
 def squash_message(title: str, issue: int) -> str:
     """``feat: <title> (#<issue>)``; a conventional prefix already in the title wins."""
-    subject = title.strip()
+    subject = plain(title).strip()
     if not CONVENTIONAL.match(subject):
         subject = f"feat: {subject}"
     return f"{subject} (#{issue})\n"
@@ -875,10 +1169,46 @@ def build_squash(train: Train, agent: int, base: str, head: str) -> str:
         message = "".join(squash_message(t.title, t.issue) for t, _ in tasks[:1])
         if len(tasks) > 1:
             message += "\n" + "".join(f"- {squash_message(t.title, t.issue)}" for t, _ in tasks[1:])
+        message += landing.issue_trailers([t.issue for t, _ in tasks])
         return _squash_commit(git, rebased[-1], parent, message)
     for (task, _), cut in zip(tasks, cuts, strict=True):
-        parent = _squash_commit(git, rebased[cut], parent, squash_message(task.title, task.issue))
+        message = squash_message(task.title, task.issue) + landing.issue_trailers([task.issue])
+        parent = _squash_commit(git, rebased[cut], parent, message)
     return parent
+
+
+def step_trailers(train: Train, agent: int) -> None:
+    """Give every rebased commit a ``Paradev-Issue: N`` trailer naming its own task.
+
+    Rewritten with the same trees, authors, committers and dates, so a resumed
+    train makes the same commits; journaled before the branch moves, like a squash.
+    """
+    _rewrite_branch(train, agent, TRAILERS, ("trailers_from", "trailered"), build_trailers)
+
+
+def build_trailers(train: Train, agent: int, base: str, head: str) -> str:
+    """``base..head`` again, each commit's message carrying its task's issue trailer."""
+    git = train.ws.git
+    rebased = gitmod.commits_between(git, base, head)
+    tasks = _landing_tasks(train, agent)
+    if not rebased or not tasks:
+        return head
+    issues = _issues_per_commit(train, agent, tasks, len(rebased))
+    return landing.with_issue_trailers(git, base, rebased, issues)
+
+
+def _issues_per_commit(
+    train: Train, agent: int, tasks: list[tuple[Any, TaskRecord | None]], count: int
+) -> list[list[int]]:
+    """The issue of each rebased commit's task; every landing issue when they cannot be told."""
+    cuts = _task_cuts(train, agent, tasks, count)
+    if cuts is None:
+        return [[task.issue for task, _ in tasks]] * count
+    owners = []
+    for index in range(count):
+        owner = next(k for k, cut in enumerate(cuts) if cut >= index)
+        owners.append([tasks[owner][0].issue])
+    return owners
 
 
 def _task_cuts(
@@ -888,7 +1218,8 @@ def _task_cuts(
     if len(tasks) == 1:
         return [count - 1]
     git = train.ws.git
-    old_head = train.agent(agent).get("old_head", "")
+    entry = train.agent(agent)
+    old_head = entry.get("candidate") or entry.get("old_head", "")
     old_base = gitmod.merge_base(git, train.base_tip(), old_head) if old_head else None
     original = gitmod.commits_between(git, old_base, old_head) if old_base else []
     if len(original) != count:
@@ -906,6 +1237,79 @@ def _task_cuts(
 def _squash_commit(git: Git, source: str, parent: str, message: str) -> str:
     tree = gitmod.tree_of(git, source)
     return gitmod.commit_tree(git, tree, [parent], message, env=gitmod.commit_meta(git, source))
+
+
+# -- checking what would land -------------------------------------------------------------------
+
+
+def step_check(train: Train, agent: int) -> None:
+    """Before the gate: no unmerged entries, no conflict markers added, all of the agent's work.
+
+    Whatever resolved a conflict (the agent, a person, git), what lands is
+    checked here, so nothing half-resolved or missing ever reaches base.
+    """
+    base, head = train.tips(agent)
+    entry = train.agent(agent)
+    if entry.get("checked") == head:
+        return
+    marked = _unresolved_files(train, agent, base, head)
+    if marked and train.ws.plan.on_conflict == "agent":
+        marked = _hand_back_markers(train, agent, marked)
+        base, head = train.tips(agent)
+    if marked:
+        raise train.stop(agent, "markers", _markers_message(train, agent, marked))
+    missing = _missing_work(train, agent, base, head)
+    if missing:
+        raise train.stop(agent, "patch-check", missing)
+    train.finish(agent, CHECK, checked=head)
+
+
+def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[str]:
+    """Files unmerged in the agent's index, or with conflict markers the landing adds."""
+    unmerged = gitmod.unmerged_paths(train.worktree(agent))
+    return sorted(set(unmerged) | set(landing.files_with_markers(train.ws.git, base, head)))
+
+
+def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
+    return (
+        f"merge train stopped: agent {agent}'s rebased branch still holds conflict markers "
+        f"or unmerged entries in: {', '.join(files)} ({train.base} unchanged). Resolve them "
+        f"in {train.worktree(agent)}, commit on {train.branch(agent)}, "
+        "then run paradev merge --continue (or paradev merge --skip)"
+    )
+
+
+def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
+    """Give the agent one chance to remove the markers it left; what is still unresolved after."""
+    from paradev.runner import hand_back_conflict
+
+    report = _markers_message(train, agent, files)
+    train.out(f"agent {agent}: conflict markers left in {', '.join(files)}; handing it back")
+    hand_back_conflict(train.ws, agent, report, notify=train.out)
+    if gitmod.rebase_in_progress(train.worktree(agent)) is not None:
+        return files
+    base, head = train.tips(agent)
+    return _unresolved_files(train, agent, base, head)
+
+
+def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
+    """What of the agent's completed work the landing lacks, said for the stop; None if nothing.
+
+    The completed commit is the one the rebase started from (or, when no
+    rebase was needed, the completed commit itself).
+    """
+    entry = train.agent(agent)
+    work = str(entry.get("rebase_from") or entry.get("candidate") or entry.get("old_head") or head)
+    missing = landing.missing_work(train.ws.git, base, head, work, entry.get("resolved", []))
+    if missing is None:
+        return None
+    return (
+        f"merge train stopped: the landing of agent {agent} lacks part of its completed work "
+        f"({train.base} unchanged): paths {', '.join(missing.paths)}; from commits "
+        f"{'; '.join(missing.commits) or work[:12]}. Its work is kept at {entry.get('backup')}; "
+        "run paradev merge --abort to restore the branch, or fix the branch and "
+        "run paradev merge --continue"
+    )
 
 
 # -- the gate ---------------------------------------------------------------------------------
@@ -939,6 +1343,7 @@ def step_gate(train: Train, agent: int) -> None:
     if not train.journal["gate"] or not command or entry.get("gate_passed") == head or base == head:
         entry["gated"] = head  # what advance may land
         return
+    _require_only_the_candidate(train, agent, head)
     attempt = int(entry.get("gate_runs", 0)) + 1
     log = gate_log(train, agent, attempt)
     train.begin(agent, GATE, gate_runs=attempt, gate_head=head, gate_log=str(log))
@@ -955,6 +1360,21 @@ def step_gate(train: Train, agent: int) -> None:
         raise train.stop(agent, "gate", _gate_failure(train, agent, result))
     train.finish(agent, GATE, gate_passed=head, gated=head)
     train.out(f"agent {agent}: gate passed")
+
+
+def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
+    """The gate runs in the agent's tree: refuse when it holds anything but ``head`` (exit 2).
+
+    Untracked files count too (ignored ones do not): the gate would test them
+    along with what lands. The agent is not running: the train holds its lock.
+    """
+    path = train.worktree(agent)
+    if gitmod.current_branch(path) != train.branch(agent):
+        raise PreconditionError(
+            f"the gate cannot run in {path}: it does not have {train.branch(agent)} "
+            f"({head[:12]}) checked out; check it out, then run paradev merge --continue"
+        )
+    refuse_extra_files(path, agent, "run paradev merge --continue")
 
 
 def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
@@ -1003,7 +1423,7 @@ def run_gate(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
         try:
-            proc = subprocess.Popen(
+            proc = processes.spawn(
                 command,
                 shell=isinstance(command, str),
                 cwd=cwd,
@@ -1011,34 +1431,27 @@ def run_gate(
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         except OSError as exc:
             handle.write(f"paradev: cannot run the gate: {exc}\n".encode())
             return GateResult(127, log)
         try:
-            return GateResult(proc.wait(timeout=timeout), log)
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             handle.write(f"\nparadev: gate killed after {timeout:g}s\n".encode())
             return GateResult(None, log)
-        except BaseException:
-            _kill_group(proc)
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: every group paradev started stops
+            with processes.shielded():
+                processes.stop_all(KILL_GRACE)
             raise
+        processes.release(proc)
+        return GateResult(code, log)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the gate's whole process group, SIGKILL it if it lingers."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM the gate's whole process group, SIGKILL what is left after the grace period."""
+    processes.stop([proc], KILL_GRACE)
 
 
 # -- landing ----------------------------------------------------------------------------------
@@ -1259,9 +1672,7 @@ def _simulate_agent(ws: Workspace, agent: int, simulated: str) -> tuple[DryStep,
         parent = git.rev(f"{commit}^")
         if parent is None:
             continue
-        tree = gitmod.tree_of(git, simulated)
-        probe = gitmod.commit_tree(git, tree, [parent], "paradev dry run: simulated base\n")
-        merge = gitmod.merge_trees(git, [(probe, commit)])[0]
+        merge = gitmod.probe_merge(git, simulated, parent, commit)
         if not merge.clean:
             return DryStep(agent, "conflict", len(commits), commit, describe(git, merge)), simulated
         simulated = gitmod.commit_tree(git, merge.tree, [simulated], f"paradev dry run: {commit}\n")

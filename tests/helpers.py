@@ -80,3 +80,94 @@ def run_process(
         check=False,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+# A process that ignores SIGTERM, and so does the child it starts (same process group).
+# argv: EVENTS NAME PIDFILE. Appends "term NAME" to EVENTS when SIGTERM arrives and
+# "tick NAME" every 20 ms, so the order of events shows who was alive when.
+STUBBORN = r"""
+import os, signal, subprocess, sys, time
+events, name, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def note(text):
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{text} {name}\n".encode())
+    os.close(fd)
+
+signal.signal(signal.SIGTERM, lambda *_: note("term"))
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+with open(pidfile + ".tmp", "w") as out:
+    out.write(f"{os.getpid()} {child.pid}\n")
+os.replace(pidfile + ".tmp", pidfile)
+while True:
+    note("tick")
+    time.sleep(0.02)
+"""
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[Any] | None = None, limit: float = 60) -> str:
+    """The text of ``path`` once it exists (while ``proc`` runs), else an AssertionError."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert proc is None or proc.poll() is None, f"exited {proc.returncode} first"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its parent counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" in status.read_text()
+
+
+def stopped_together(events: str, names: list[str]) -> bool:
+    """Every one of ``names`` got SIGTERM, and each still ticked after the last SIGTERM arrived.
+
+    So all were signalled before any was killed: one shared grace period.
+    """
+    lines = events.splitlines()
+    terms = [i for i, line in enumerate(lines) if line.startswith("term ")]
+    if {lines[i].split()[1] for i in terms} != set(names):
+        return False
+    after = {line.split()[1] for line in lines[terms[-1] + 1 :] if line.startswith("tick ")}
+    return after == set(names)
+
+
+def start_paradev(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``paradev ARGS`` as a real process of its own, to send signals to."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "paradev", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def signal_and_wait(
+    proc: subprocess.Popen[str], sig: int, pids: list[int]
+) -> tuple[str, list[int]]:
+    """Send ``sig`` to ``proc``, wait for it: its stderr and which of ``pids`` outlived it.
+
+    Whatever happens, the process groups of ``pids`` are killed after: a test
+    leaves nothing running.
+    """
+    import contextlib
+    import signal
+
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+        return err, [pid for pid in pids if not gone(pid)]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +15,17 @@ from paradev import hooks
 from paradev.hooks import run_hook, task_env
 from paradev.state import StateStore
 from paradev.workspace import open_workspace
-from tests.helpers import Result, agent_tree, commit, rev
+from tests.helpers import (
+    STUBBORN,
+    Result,
+    agent_tree,
+    commit,
+    rev,
+    signal_and_wait,
+    start_paradev,
+    stopped_together,
+    wait_for_file,
+)
 
 
 def _hooks(repo: Path, **commands: str) -> None:
@@ -161,3 +174,27 @@ def test_task_env_adds_extra_values_upper_cased(repo: Path) -> None:
     assert env["PARADEV_COMMIT"] == "abc123" and env["PARADEV_LOG"] == "/tmp/x.log"
     assert env["PARADEV_HOURS"] == "2" and env["PARADEV_BATCH"] == "second"
     assert "PARADEV_STATUS" not in env
+
+
+def test_sigterm_stops_a_running_hook_together_with_the_running_agents(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    script, events, pids = tmp_path / "stubborn.py", tmp_path / "events", tmp_path / "pids"
+    script.write_text(STUBBORN)
+    pids.mkdir()
+    stubborn = shlex.join([sys.executable, str(script), str(events)])
+    # agent 1 runs and ignores SIGTERM; then agent 2's on_start hook hangs and ignores it too
+    _hooks(repo, on_start=f'[ "$PARADEV_ISSUE" != 12 ] || exec {stubborn} hook {pids}/hook')
+    text = (repo / "plan.toml").read_text()
+    command = f"command = {json.dumps([*shlex.split(stubborn), '{issue}', f'{pids}/{{issue}}'])}"
+    (repo / "plan.toml").write_text(text.replace("count = 3", f"count = 3\n{command}"))
+    paradev = start_paradev(repo, "run-batch", "--agents", "1,2")
+    started = [int(p) for name in ("11", "hook") for p in wait_for_file(pids / name).split()]
+
+    err, survivors = signal_and_wait(paradev, signal.SIGTERM, started)
+
+    assert survivors == []
+    assert paradev.returncode == 143, err
+    assert stopped_together(events.read_text(), ["11", "hook"])
+    state = StateStore(repo / ".git").read()
+    assert state.status(11) == "interrupted"

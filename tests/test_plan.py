@@ -164,6 +164,11 @@ BAD_PLANS: list[tuple[str, Callable[[str], str], str]] = [
     ("type-deps", _replace("depends_on = [11]", 'depends_on = ["11"]'), r"\.depends_on: expected"),
     ("type-squash", _prepend('[merge]\nsquash = "yes"\n'), r"merge\.squash: expected true or"),
     ("type-choice", _prepend('[merge]\non_conflict = "x"\n'), r"on_conflict: expected one of"),
+    (
+        "type-leftovers",
+        _replace("count = 3", 'count = 3\ncommit_leftovers = "some"'),
+        r"agents\.commit_leftovers: expected one of 'tracked', 'all', 'none'",
+    ),
     ("type-timeout", _replace('command = ""', "timeout = -5"), r"gate\.timeout: expected a finite"),
     ("type-command", _replace("count = 3", "count = 3\ncommand = 5"), r"agents\.command: expected"),
     ("type-tasks", _append('\n[[batches]]\nname = "3rd"\ntasks = 3\n'), r"\[2\]\.tasks: expected"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,11 +15,32 @@ import pytest
 import tomlkit
 from pytest_mock import MockerFixture
 
-from paradev import runner
+from paradev import processes, runner
 from paradev.plan import Task
-from paradev.state import COMPLETED, FAILED, IN_PROGRESS, MERGED, PLANNED, StateStore
+from paradev.state import (
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    INTERRUPTED,
+    MERGED,
+    PLANNED,
+    StateStore,
+)
+from paradev.train import squash_message
 from paradev.workspace import open_workspace
-from tests.helpers import Result, agent_tree, commit, git, rev
+from tests.helpers import (
+    STUBBORN,
+    Result,
+    agent_tree,
+    commit,
+    git,
+    gone,
+    rev,
+    signal_and_wait,
+    start_paradev,
+    stopped_together,
+    wait_for_file,
+)
 
 CliFn = Callable[..., Result]
 
@@ -40,8 +62,15 @@ if action == "commit":
     Path(f"done-{issue}.txt").write_text(f"issue {issue}\n")
     subprocess.run(["git", "add", "-A"], check=True)
     subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
-elif action == "uncommitted":
-    Path(f"left-{issue}.txt").write_text("not committed\n")
+elif action == "edit":  # a tracked file changed and left uncommitted
+    Path("src/util.py").write_text(f"VALUE = {issue}\n")
+elif action == "scratch":  # real work in a declared file, plus notes nobody asked to land
+    Path("src").mkdir(exist_ok=True)
+    Path(f"src/feature_{issue}.py").write_text(f"X = {issue}\n")
+    Path("src/util.py").write_text(f"VALUE = {issue}\n")
+    Path("NOTES.md").write_text("scratch notes\n")
+    Path("tmp").mkdir(exist_ok=True)
+    Path("tmp/plan.txt").write_text("what I tried\n")
 elif action == "fail":
     print("boom: cannot do it", flush=True)
     sys.exit(3)
@@ -112,7 +141,7 @@ def mark_merged(repo: Path, *issues: int) -> None:
 def test_run_batch_launches_every_agent_and_completes_their_tasks(
     scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
 ) -> None:
-    record = scripted({12: "uncommitted"})
+    record = scripted({12: "edit"})
 
     result = cli("run-batch")
 
@@ -121,7 +150,7 @@ def test_run_batch_launches_every_agent_and_completes_their_tasks(
     state = state_of(repo)
     assert [state.status(i) for i in (11, 12, 13, 21)] == [COMPLETED] * 3 + [PLANNED]
     assert state.tasks[11].files_modified == ["done-11.txt"]
-    assert state.tasks[12].files_modified == ["left-12.txt"]
+    assert state.tasks[12].files_modified == ["src/util.py"]
     # what the agent left uncommitted was committed with a conventional message
     tree2 = agent_tree(worktrees, 2)
     assert git(tree2, "log", "-1", "--format=%s") == "feat: Add the init command (#12)"
@@ -153,6 +182,115 @@ def test_run_batch_launches_every_agent_and_completes_their_tasks(
     log = Path(state.tasks[11].log)
     assert log.is_relative_to(repo / ".git" / "paradev")
     assert "agent working on #11" in log.read_text()
+
+
+# -- what an agent leaves uncommitted -------------------------------------------------------------
+
+
+def _declare_files(repo: Path, index: int, files: list[str]) -> None:
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][index]["files"] = files
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+
+def _committed_by_paradev(tree: Path) -> list[str]:
+    """The paths of the leftovers commit, as its message lists them."""
+    body = git(tree, "log", "-1", "--format=%b")
+    assert "committed by paradev run-batch" in body
+    return [line[2:] for line in body.splitlines() if line.startswith("- ")]
+
+
+def test_scratch_files_stay_in_place_and_only_declared_new_files_are_committed(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({12: "scratch"})
+    _declare_files(repo, 1, ["src/feature_*.py"])
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 2)
+    landed = git(tree, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert landed == ["src/feature_12.py", "src/util.py"]
+    assert _committed_by_paradev(tree) == ["src/feature_12.py", "src/util.py"]
+    # the notes are untouched, still untracked, and reported
+    assert (tree / "NOTES.md").read_text() == "scratch notes\n"
+    assert (tree / "tmp" / "plan.txt").read_text() == "what I tried\n"
+    assert git(tree, "status", "--porcelain", "--untracked-files=all").splitlines() == [
+        "?? NOTES.md",
+        "?? tmp/plan.txt",
+    ]
+    record = state_of(repo).tasks[12]
+    assert record.status == COMPLETED
+    assert record.files_modified == ["src/feature_12.py", "src/util.py"]
+    assert record.left_uncommitted == ["NOTES.md", "tmp/plan.txt"]
+    assert (
+        "2 path(s) left uncommitted (not in the task's declared files): NOTES.md, tmp/plan.txt"
+        in (result.out)
+    )
+    status = cli("status")
+    assert "left uncommitted by #12: NOTES.md, tmp/plan.txt" in status.out
+    assert cli("status", "--json").json()["agents"]["2"]["completed_tasks"][0][
+        "left_uncommitted"
+    ] == ["NOTES.md", "tmp/plan.txt"]
+
+
+def test_a_task_without_declared_files_gets_no_new_file_committed_and_is_told_so(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({12: "scratch"})
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 2)
+    assert _committed_by_paradev(tree) == ["src/util.py"]
+    left = ["NOTES.md", "src/feature_12.py", "tmp/plan.txt"]
+    assert state_of(repo).tasks[12].left_uncommitted == left
+    assert (
+        "3 path(s) left uncommitted (the task declares no files, so paradev commits no new "
+        "file for it): NOTES.md, src/feature_12.py, tmp/plan.txt"
+    ) in result.out
+    ws = open_workspace(repo)
+    task = ws.plan.task(12)
+    assert task is not None
+    assert (
+        "commit every new file yourself, or it does not land"
+        in runner.prompt_path(ws, task).read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "committed", "left"),
+    [
+        ("all", ["NOTES.md", "src/feature_12.py", "src/util.py", "tmp/plan.txt"], []),
+        ("none", [], ["NOTES.md", "src/feature_12.py", "src/util.py", "tmp/plan.txt"]),
+    ],
+)
+def test_commit_leftovers_all_and_none(
+    scripted: Callable[..., Path],
+    repo: Path,
+    worktrees: Path,
+    cli: CliFn,
+    mode: str,
+    committed: list[str],
+    left: list[str],
+) -> None:
+    scripted({12: "scratch"}, commit_leftovers=mode)
+    _declare_files(repo, 1, ["src/feature_*.py"])
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 0, result.err
+    tree = agent_tree(worktrees, 2)
+    record = state_of(repo).tasks[12]
+    assert record.files_modified == committed
+    assert record.left_uncommitted == left
+    if committed:
+        assert _committed_by_paradev(tree) == committed
+    else:
+        assert rev(tree, "HEAD") == rev(repo, "main")
+        assert "agents.commit_leftovers is 'none'" in result.out
 
 
 def test_failing_agent_marks_its_task_failed_and_exits_1(
@@ -188,15 +326,6 @@ def test_failed_task_is_started_again_by_the_next_run(
     assert state_of(repo).status(12) == COMPLETED
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "\nState:\tZ" in status.read_text()  # a zombie is dead
-
-
 def test_timeout_stops_the_whole_process_group(
     scripted: Callable[..., Path], repo: Path, cli: CliFn
 ) -> None:
@@ -209,7 +338,7 @@ def test_timeout_stops_the_whole_process_group(
     assert state.status(11) == FAILED
     assert "timed out after 1s" in (state.tasks[11].error or "")
     assert state.status(12) == PLANNED  # not in --agents
-    assert _gone(int((record / "11.child").read_text()))
+    assert gone(int((record / "11.child").read_text()))
 
 
 def test_title_that_looks_like_shell_arrives_verbatim(
@@ -228,6 +357,41 @@ def test_title_that_looks_like_shell_arrives_verbatim(
     assert seen["argv"][1] == title  # {worktree} inside the title is not expanded either
     assert seen["env"]["PARADEV_TITLE"] == title
     assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_escape_sequences_in_a_title_are_printed_escaped_and_kept_out_of_commits(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    scripted({11: "edit"})
+    title = "\x1b[31mred\x1b]0;pwned\x07 status\x1b[0m"
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][0]["title"] = title
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+    dry = cli("run-batch", "--agents", "1", "--dry-run")
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    shown = "\\x1b[31mred\\x1b]0;pwned\\x07 status\\x1b[0m"
+    for out in (dry.out, result.out):
+        assert shown in out
+        assert "\x1b" not in out and "\x07" not in out
+    subject = git(agent_tree(worktrees, 1), "log", "-1", "--format=%s")
+    assert subject == "feat: red status (#11)"
+
+
+def test_no_launch_and_status_print_an_escaped_title(set_up: Path, repo: Path, cli: CliFn) -> None:
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["batches"][0]["tasks"][0]["title"] = "clear \x1b[2J\x1b[H screen\x9b"
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+
+    started = cli("run-batch", "--agents", "1", "--no-launch")
+    status = cli("status")
+
+    shown = "#11 clear \\x1b[2J\\x1b[H screen\\x9b"
+    for out in (started.out, status.out):
+        assert shown in out
+        assert "\x1b" not in out and "\x9b" not in out
 
 
 def test_missing_agent_program_fails_the_task_cleanly(set_up: Path, repo: Path, cli: CliFn) -> None:
@@ -261,9 +425,101 @@ def test_ctrl_c_stops_every_agent_and_leaves_the_state_true(
     assert result.code == 130
     state = state_of(repo)
     for issue in (11, 12):
-        assert state.status(issue) == FAILED
-        assert "interrupted" in (state.tasks[issue].error or "")
-        assert _gone(int((record / f"{issue}.child").read_text()))
+        assert state.status(issue) == INTERRUPTED
+        assert "interrupted (Ctrl-C)" in (state.tasks[issue].error or "")
+        assert gone(int((record / f"{issue}.child").read_text()))
+
+
+def _stubborn_agents(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """agents.command = a script that ignores SIGTERM, as does its child; (events, pid folder)."""
+    script, events, pids = tmp_path / "stubborn.py", tmp_path / "events", tmp_path / "pids"
+    script.write_text(STUBBORN)
+    pids.mkdir()
+    configure(
+        repo, command=[sys.executable, str(script), str(events), "{issue}", f"{pids}/{{issue}}"]
+    )
+    return events, pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_every_agent_at_once_and_record_them_interrupted(
+    set_up: Path, repo: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    events, pids = _stubborn_agents(repo, tmp_path)
+    paradev = start_paradev(repo, "run-batch")
+    agents = [int(p) for i in (11, 12, 13) for p in wait_for_file(pids / str(i), paradev).split()]
+
+    err, survivors = signal_and_wait(paradev, sig, agents)
+
+    assert survivors == []
+    assert paradev.returncode == 128 + sig
+    assert f"interrupted ({sig.name})" in err
+    assert "Traceback" not in err
+    assert stopped_together(events.read_text(), ["11", "12", "13"])
+    state = state_of(repo)
+    for issue in (11, 12, 13):
+        assert state.status(issue) == INTERRUPTED
+        assert f"interrupted ({sig.name})" in (state.tasks[issue].error or "")
+    assert "#11 interrupted" in run_status(repo)
+
+
+def run_status(repo: Path) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "paradev", "status"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_an_agent_left_running_by_a_killed_run_batch_is_never_started_twice(
+    scripted: Callable[..., Path], repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    _, pids = _stubborn_agents(repo, tmp_path)
+    configure(repo, timeout=10)  # a second copy (the bug) would be stopped, not hang the test
+    paradev = start_paradev(repo, "run-batch", "--agents", "1")
+    agent, child = (int(p) for p in wait_for_file(pids / "11", paradev).split())
+    paradev.kill()  # SIGKILL: no cleanup; the agent lives on in its own session
+    paradev.communicate()
+    try:
+        refused = cli("run-batch", "--agents", "1")
+
+        assert refused.code == 2
+        assert f"agent 1 launched by an earlier run-batch is still running #11 (pid {agent})" in (
+            refused.err
+        )
+        assert state_of(repo).status(11) == IN_PROGRESS
+        assert f"(2h; agent pid {agent} running)" in cli("status").out
+    finally:
+        os.killpg(agent, signal.SIGKILL)
+    while not (gone(agent) and gone(child)):
+        runner.pause()
+    assert f"agent pid {agent} gone: 'paradev run-batch' starts the task again" in cli("status").out
+    scripted({})
+
+    again = cli("run-batch", "--agents", "1")
+
+    assert again.code == 0, again.err
+    assert f"(pid {agent}) from an earlier run is gone; the task counts as interrupted" in again.out
+    assert state_of(repo).status(11) == COMPLETED
+
+
+def test_a_recorded_pid_reused_by_another_process_is_not_taken_for_the_agent(
+    scripted: Callable[..., Path], repo: Path, cli: CliFn
+) -> None:
+    scripted({})
+    assert cli("run-batch", "--agents", "1", "--no-launch").code == 0
+    with open_workspace(repo).store.update() as state:  # as if the agent had this test's pid
+        record = state.tasks[11]
+        record.agent_pid = os.getpid()
+        record.agent_started = (processes.start_time(os.getpid()) or 0) + 1
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    assert f"(pid {os.getpid()}) from an earlier run is gone" in result.out
+    assert state_of(repo).status(11) == COMPLETED
 
 
 def test_hooks_run_with_task_data_and_a_failing_hook_is_not_fatal(
@@ -451,6 +707,8 @@ def test_commit_message_keeps_a_conventional_type() -> None:
     assert runner.commit_message(task).startswith("fix: crash on empty input (#5)\n")
     plain = Task(agent=1, issue=6, title="Add a flag", hours=1, batch="b")
     assert runner.commit_message(plain).startswith("feat: Add a flag (#6)\n")
+    # the squash commits of the merge train strip escapes the same way
+    assert squash_message("fix: \x1b[1mbold\x1b[0m\nfix", 7) == "fix: bold fix (#7)\n"
 
 
 def test_last_line_strips_terminal_escapes(tmp_path: Path) -> None:

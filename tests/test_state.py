@@ -215,6 +215,19 @@ WRONG_SHAPE = {
         "train.agents.1.done is 5",
     ),
     "train-landed": ({"train": {**journal(), "landed": [{}]}}, "train.landed[0].agent is null"),
+    "train-old-head-int": (
+        {"train": {**journal(), "agents": {"1": {"done": [], "old_head": 5}}}},
+        "train.agents.1.old_head is 5, expected a string",
+    ),
+    "train-gate-runs-list": (
+        {"train": {**journal(), "agents": {"1": {"done": [], "gate_runs": []}}}},
+        "train.agents.1.gate_runs is [], expected an integer",
+    ),
+    "train-order-string": ({"train": {**journal(), "order": "1"}}, 'train.order is "1"'),
+    "train-driver-since": (
+        {"train": {**journal(), "driver": {"pid": 1, "since": "soon", "start": None}}},
+        'train.driver.since is "soon"',
+    ),
     "history-int": ({"merge_history": 5}, "merge_history is 5"),
     "history-items": ({"merge_history": [1]}, "merge_history is [1]"),
     "version-string": ({"version": "1"}, "state version '1' is not supported"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -668,6 +670,8 @@ CRASHES = [
     ("midway", "rebase"),  # git's rebase state files left behind; ours by the journal
     ("before", "step_squash"),
     ("after", "step_squash"),
+    ("before", "step_check"),
+    ("after", "step_check"),
     ("after", "step_gate"),  # passed, journaled only in memory
     ("before", "move_base"),
     ("after", "move_base"),  # base moved, not journaled, not pushed
@@ -694,22 +698,35 @@ def build_scenario(root: Path, template: Path, remote: bool) -> Path:
 
 Outcome = tuple[dict[str, str], dict[str, str], dict[str, str]]
 
-# The uninterrupted run's refs, per template (one per xdist worker): computed once.
-_UNINTERRUPTED: dict[Path, Outcome] = {}
+# The uninterrupted run's refs, per template and squash (one per xdist worker): computed once.
+_UNINTERRUPTED: dict[tuple[Path, bool], Outcome] = {}
 
 
 def train_outcome(
-    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: tuple[str, str] | None
+    root: Path,
+    template: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    crash: tuple[str, str] | None,
+    squash: bool = True,
 ) -> Outcome:
-    """Run the scenario's train (crashing at ``crash``, then --continue); return the refs."""
+    """Run the scenario's train (crashing at ``crash``, then --continue); return the refs.
+
+    Without ``squash`` agent 3 also has a commit after its completed one (work
+    in progress), and base moves first, so every agent is really rebased.
+    """
     project = build_scenario(root, template, remote=True)
     os.chdir(project)
-    configure(project, gate="test -f src/app.py", squash=True, push=True, remote="origin")
+    configure(project, gate="test -f src/app.py", squash=squash, push=True, remote="origin")
     assert cli("setup").code == 0
     trees = project.parent / "project-worktrees"
     work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)
     work(cli, trees, 2, {"two.py": "2\n"})
     work(cli, trees, 3, {"three.py": "3\n"})
+    if not squash:
+        commit(agent_tree(trees, 3), {"three_wip.py": "wip\n"}, "wip")
+        commit(project, {"base.py": "moved\n"}, "base moves")
+        git(project, "push", "-q", "origin", "main")
     for agent in (1, 2, 3):  # agent branches exist on origin: pushed with a lease
         git(project, "push", "-q", "origin", f"parallel-dev/agent-{agent}")
     before = all_commits(project)
@@ -742,13 +759,47 @@ def test_crash_then_continue_reaches_the_same_refs(
     mocker: MockerFixture,
     fixed_dates: None,
 ) -> None:
-    if template_repo not in _UNINTERRUPTED:
-        _UNINTERRUPTED[template_repo] = train_outcome(
+    if (template_repo, True) not in _UNINTERRUPTED:
+        _UNINTERRUPTED[template_repo, True] = train_outcome(
             tmp_path / "clean", template_repo, cli, mocker, None
         )
     crashed = train_outcome(tmp_path / "crashed", template_repo, cli, mocker, (when, step))
-    assert crashed == _UNINTERRUPTED[template_repo]
+    assert crashed == _UNINTERRUPTED[template_repo, True]
     assert len(crashed[0]) == 4 and len(crashed[1]) == 3  # main + 3 agents; 3 backups
+
+
+UNSQUASHED_CRASHES = [
+    ("midway", "rebase"),
+    ("before", "step_trailers"),
+    ("after", "step_trailers"),
+    ("before", "step_wip"),
+    ("after", "step_wip"),
+    ("before", "step_mark"),
+]
+
+
+@pytest.mark.parametrize(("when", "step"), UNSQUASHED_CRASHES)
+def test_crash_with_trailers_and_work_in_progress_reaches_the_same_refs(
+    when: str,
+    step: str,
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    fixed_dates: None,
+) -> None:
+    key = (template_repo, False)
+    if key not in _UNINTERRUPTED:
+        _UNINTERRUPTED[key] = train_outcome(
+            tmp_path / "clean", template_repo, cli, mocker, None, squash=False
+        )
+        project = tmp_path / "clean" / "project"
+        assert not (project / "three_wip.py").exists()
+        assert git(project, "log", "-1", "--format=%s", "parallel-dev/agent-3") == "wip"
+    crashed = train_outcome(
+        tmp_path / "crashed", template_repo, cli, mocker, (when, step), squash=False
+    )
+    assert crashed == _UNINTERRUPTED[key]
 
 
 def test_interrupt_during_gate_exits_130_and_kills_the_gate(
@@ -976,7 +1027,8 @@ def test_branch_moved_after_its_gate_is_not_landed_ungated(
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert "gate passed" in result.out  # gated again, with the late commit
-    assert rev(repo, "main") == late[0]
+    assert rev(repo, "main^{tree}") == rev(repo, f"{late[0]}^{{tree}}")
+    assert git(repo, "log", "-1", "--format=%s", "main") == "late"
 
 
 def test_refusal_after_fetch_leaves_local_base_where_it_was(
@@ -1090,11 +1142,12 @@ def test_abort_after_base_moved_keeps_the_landing_and_marks_it(
     result = cli("merge", "--abort")
 
     assert result.code == 0, result.err
-    assert rev(repo, "main") == head
+    assert rev(repo, "main^{tree}") == rev(repo, f"{head}^{{tree}}")  # head, with its trailer
+    assert issue_trailers(repo, "main") == ["11"]
     state = state_of(repo)
     assert state["train"] is None
     assert state["tasks"]["11"]["status"] == "merged"
-    assert state["merge_history"][-1]["landed"][0]["commit"] == head
+    assert state["merge_history"][-1]["landed"][0]["commit"] == rev(repo, "main")
 
 
 def test_branch_holder_reads_who_has_a_branch_checked_out(repo: Path, tmp_path: Path) -> None:
@@ -1108,3 +1161,410 @@ def test_branch_holder_reads_who_has_a_branch_checked_out(repo: Path, tmp_path: 
     assert paradev_git.branch_holder(ws.repo, "main") == (tmp_path / "elsewhere").resolve()
     assert paradev_git.branch_holder(ws.repo, "gone") is None
     assert paradev_git.branch_holder(ws.repo, "nobody") is None
+
+
+# -- issue 8: the train's guarantees ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "value"), [("old_head", 5), ("gate_runs", [])])
+def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
+    repo: Path, setup_with: Any, cli: Cli, key: str, value: Any
+) -> None:
+    trees = setup_with(gate="false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 1  # the gate fails: the journal is left behind
+    path = repo / ".git" / "paradev" / "state.json"
+    data = json.loads(path.read_text())
+    data["train"]["agents"]["1"][key] = value
+    path.write_text(json.dumps(data))
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 2
+    assert f"train.agents.1.{key} is" in result.err
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def three_commits_behind_a_moved_base(repo: Path, cli: Cli, trees: Path) -> list[str]:
+    """Agent 1 completes three commits; base moves meanwhile, so landing needs a real rebase."""
+    work(cli, trees, 1, {"a.py": "a\n", "b.py": "b\n", "c.py": "c\n"}, n=3)
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    return git(agent_tree(trees, 1), "log", "--format=%s", "-3").splitlines()
+
+
+def _rebase_stopped_after_the_first_pick(worktree: Path, onto: str) -> Path:
+    editor = {"GIT_SEQUENCE_EDITOR": "sed -i '1a break'"}
+    paradev_git.Git(worktree).run("rebase", "-i", "--no-update-refs", onto, env=editor)
+    folder = paradev_git.worktree_git_dir(worktree) / "rebase-merge"
+    assert folder.is_dir()
+    return folder
+
+
+def kill_between_picks(mocker: MockerFixture) -> None:
+    """Die as git does when killed inside a pick: ``done`` and ``msgnum`` written, no commit."""
+
+    def rebase_then_die(worktree: Path, onto: str) -> bool:
+        folder = _rebase_stopped_after_the_first_pick(worktree, onto)
+        todo = (folder / "git-rebase-todo").read_text().splitlines(keepends=True)
+        index = next(i for i, line in enumerate(todo) if line.startswith("pick "))
+        with (folder / "done").open("a") as done:
+            done.write(todo.pop(index))
+        (folder / "git-rebase-todo").write_text("".join(todo))
+        number = int((folder / "msgnum").read_text()) + 1
+        (folder / "msgnum").write_text(f"{number}\n")
+        raise Crash("killed between picks")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=rebase_then_die)
+
+
+def test_a_rebase_killed_between_picks_is_redone_and_lands_every_commit(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    kill_between_picks(mocker)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "was interrupted, not stopped on a conflict" in result.out
+    landed = git(repo, "log", "--format=%s", "-4", "main").splitlines()
+    assert landed[:3] == subjects
+    for name in ("a.py", "b.py", "c.py", "base.py"):
+        assert (repo / name).exists(), name
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+
+
+def test_a_landing_that_lost_a_commit_is_stopped_by_the_patch_check(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    three_commits_behind_a_moved_base(repo, cli, trees)
+    lost = git(agent_tree(trees, 1), "log", "--format=%h", "-1", "HEAD~1")
+    main = rev(repo, "main")
+
+    def rebase_dropping_the_second_pick(worktree: Path, onto: str) -> bool:
+        editor = {"GIT_SEQUENCE_EDITOR": "sed -i '2d'"}  # git "forgets" one commit
+        paradev_git.Git(worktree).run("rebase", "-i", "--no-update-refs", onto, env=editor)
+        return True
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=rebase_dropping_the_second_pick)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert rev(repo, "main") == main
+    assert "lacks part of its completed work" in result.err
+    assert "paths b.py" in result.err
+    assert lost in result.err
+    assert state_of(repo)["tasks"]["11"]["status"] == "completed"
+
+
+def test_a_half_written_rebase_is_quit_and_redone(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+
+    def die_while_writing_the_rebase_state(worktree: Path, onto: str) -> bool:
+        folder = _rebase_stopped_after_the_first_pick(worktree, onto)
+        for name in ("head-name", "onto", "orig-head"):
+            (folder / name).unlink()
+        raise Crash("killed while git wrote its state")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=die_while_writing_the_rebase_state)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    tree = agent_tree(trees, 1)
+    assert paradev_git.rebase_in_progress(tree) is not None
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert paradev_git.rebase_in_progress(tree) is None
+
+
+def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    crash_midway(mocker, "rebase")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    tree = agent_tree(trees, 1)
+    index_lock = paradev_git.worktree_git_dir(tree) / "index.lock"
+    ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
+    index_lock.write_text("")  # what a killed git child leaves
+    ref_lock.write_text("")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"removed {index_lock}" in result.out
+    assert f"removed {ref_lock}" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+
+
+def test_a_lock_older_than_the_killed_run_is_left_alone(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    three_commits_behind_a_moved_base(repo, cli, trees)
+    crash_midway(mocker, "rebase")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
+    ref_lock.write_text("")
+    old = time.time() - 3600
+    os.utime(ref_lock, (old, old))  # someone else's, from before the train started
+
+    cli("merge", "--continue")
+
+    assert ref_lock.exists()
+
+
+# -- conflict markers ----------------------------------------------------------------------------
+
+
+def agent_command(repo: Path, script: Path) -> None:
+    """Give the plan an agent command: ``script`` run with the prompt file."""
+    plan = (repo / "plan.toml").read_text()
+    command = json.dumps([str(script), "{prompt_file}"])
+    plan = plan.replace("[agents]\ncount = 3\n", f"[agents]\ncount = 3\ncommand = {command}\n")
+    commit(repo, {"plan.toml": plan}, "agent command")
+
+
+def test_an_agent_that_commits_conflict_markers_lands_nothing(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    trees = setup_with(on_conflict="agent")
+    script = tmp_path / "careless-agent"
+    script.write_text("#!/bin/sh\ngit add -A && git rebase --continue\nexit 0\n")
+    script.chmod(0o755)
+    agent_command(repo, script)
+    conflicting(cli, trees)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    text = git(repo, "log", "-p", "main")
+    assert "<<<<<<<" not in text and ">>>>>>>" not in text
+    assert "still holds conflict markers or unmerged entries in: src/util.py" in result.err
+    assert "handing it back" in result.out  # the agent was told which files hold markers
+    assert state_of(repo)["train"]["stop"]["reason"] == "markers"
+
+
+def test_a_heading_underline_and_trailing_spaces_are_not_markers(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"NOTES.md": "Title\n=======\n\nline with trailing space  \n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert (repo / "NOTES.md").exists()
+
+
+# -- only completed work lands, and only where nothing else is --------------------------------
+
+
+@pytest.mark.parametrize("base_moves", [True, False])
+def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
+    repo: Path, setup_with: Any, cli: Cli, base_moves: bool
+) -> None:
+    trees = setup_with()
+    completed = work(cli, trees, 1, {"one.py": "1\n"})
+    if base_moves:
+        commit(repo, {"base.py": "moved\n"}, "base moves")
+    wip = commit(agent_tree(trees, 1), {"wip.py": "half done\n"}, "wip")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert (repo / "one.py").exists()
+    assert not (repo / "wip.py").exists()
+    main = rev(repo, "main")
+    assert git(repo, "diff", "--stat", f"{completed}", "main", "--", "one.py") == ""
+    assert rev(repo, "parallel-dev/agent-1~1") == main  # the WIP commit, now on what landed
+    assert git(repo, "log", "-1", "--format=%s", "parallel-dev/agent-1") == "wip"
+    assert rev(repo, "refs/paradev/backup/parallel-dev/agent-1/" + backup_id(repo)) == wip
+    assert "stay on parallel-dev/agent-1, unlanded" in result.out
+
+
+def test_skip_puts_the_commits_set_aside_back_on_the_branch(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(gate="false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    wip = commit(agent_tree(trees, 1), {"wip.py": "half done\n"}, "wip")
+    assert cli("merge").code == 1  # the gate fails
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "parallel-dev/agent-1") == wip
+    assert (agent_tree(trees, 1) / "wip.py").exists()
+
+
+def backup_id(repo: Path) -> str:
+    return next(iter(refs(repo, "refs/paradev/backup"))).rsplit("/", 1)[1]
+
+
+class Holder:
+    """A real process holding agent ``agent``'s lock, as a running ``paradev run-batch`` does."""
+
+    def __init__(self, repo: Path, agent: int, what: str) -> None:
+        code = (
+            "import sys; from pathlib import Path; from paradev.state import StateStore\n"
+            f"with StateStore(Path(sys.argv[1])).agent_lock({agent}, {what!r}):\n"
+            "    print('ready', flush=True); sys.stdin.read()\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(repo / ".git")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline() == "ready\n"
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def test_merge_refuses_an_agent_run_batch_holds(repo: Path, setup_with: Any, cli: Cli) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    main = rev(repo, "main")
+    holder = Holder(repo, 1, "paradev run-batch")
+    try:
+        result = cli("merge")
+    finally:
+        holder.release()
+
+    assert result.code == 2
+    assert f"agent 1 is busy: paradev run-batch (pid {holder.proc.pid}) holds it" in result.err
+    assert rev(repo, "main") == main
+    assert state_of(repo)["train"] is None
+    assert cli("merge").code == 0  # once it is free
+
+
+def test_run_batch_refuses_an_agent_the_train_holds(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    setup_with()
+    script = tmp_path / "agent"
+    script.write_text("#!/bin/sh\necho work > work.txt && git add -A && git commit -qm work\n")
+    script.chmod(0o755)
+    agent_command(repo, script)
+    holder = Holder(repo, 2, "paradev merge")
+    try:
+        result = cli("run-batch")
+    finally:
+        holder.release()
+
+    assert result.code == 2
+    assert "agent 2 is busy: paradev merge" in result.err
+    assert state_of(repo)["tasks"].get("12", {}).get("status") in (None, "planned", "assigned")
+
+
+def test_the_gate_refuses_a_worktree_holding_more_than_the_candidate(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    passes = tmp_path / "gate-passes"
+    trees = setup_with(gate=f"test -f {passes}")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    main = rev(repo, "main")
+    scratch = agent_tree(trees, 1) / "scratch.py"
+    scratch.write_text("not committed\n")
+
+    refused = cli("merge")  # before anything changes
+
+    assert refused.code == 2
+    assert "agent 1's worktree" in refused.err and "scratch.py" in refused.err
+    assert state_of(repo)["train"] is None
+    scratch.unlink()
+    assert cli("merge").code == 1  # the gate fails: the train waits for a fix
+    scratch.write_text("not committed\n")
+    passes.write_text("")
+
+    refused = cli("merge", "--continue")  # the gate would test scratch.py too
+
+    assert refused.code == 2
+    assert "scratch.py" in refused.err
+    assert rev(repo, "main") == main
+    scratch.unlink()
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert (repo / "one.py").exists()
+
+
+# -- Paradev-Issue trailers -----------------------------------------------------------------------
+
+
+def issue_trailers(repo: Path, rev_range: str) -> list[str]:
+    """The Paradev-Issue trailer values of each commit, newest first, as reset will read them."""
+    out = git(
+        repo, "log", "--format=%(trailers:key=Paradev-Issue,valueonly,separator=%x2C)", rev_range
+    )
+    return out.splitlines()
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_every_landed_commit_names_its_own_task_issue(
+    repo: Path, setup_with: Any, cli: Cli, squash: bool
+) -> None:
+    trees = setup_with(squash=squash)
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    start = rev(repo, "main")
+    work(cli, trees, 1, {"one.py": "1\n", "one_b.py": "b\n"}, n=2)  # task 11
+    work(cli, trees, 1, {"config.py": "c\n"})  # task 21
+    work(cli, trees, 2, {"two.py": "2\n"})  # task 12
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    trailers = issue_trailers(repo, f"{start}..main")
+    expected = {"11", "21", "12"}
+    assert set(trailers) == expected
+    assert len(trailers) == (3 if squash else 4)
+    owner = {"one.py": "11", "one_b.py": "11", "config.py": "21", "two.py": "12"}
+    commits = git(repo, "log", "--format=%H", f"{start}..main").splitlines()
+    for sha, trailer in zip(commits, trailers, strict=True):
+        files = git(repo, "show", "--format=", "--name-only", sha).split()
+        assert {owner[f] for f in files} == {trailer}, (files, trailer)
+
+
+def test_a_rebase_stopped_without_conflicts_is_not_called_a_conflict(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+
+    def stops_with_nothing_conflicted(worktree: Path, onto: str) -> bool:
+        _rebase_stopped_after_the_first_pick(worktree, onto)
+        return False  # git stopped, as on a blocked pick, with no file in conflict
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=stops_with_nothing_conflicted)
+    result = cli("merge")
+    mocker.stopall()
+
+    assert result.code == 1
+    assert "without any conflicted file" in result.err
+    assert "conflicted files" not in result.out
+    assert state_of(repo)["train"]["stop"]["reason"] == "rebase"
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects

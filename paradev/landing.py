@@ -1,0 +1,105 @@
+"""Checks on what a landing holds, and the trailers it carries: pure git, no train state.
+
+Before base moves, the merge train asks: does the landing add whole
+conflict-marker blocks, and does it hold all of the agent's completed work?
+Every landed commit names its task in a ``Paradev-Issue: N`` trailer, which
+``reset`` reads to recognise landed work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from paradev import git as gitmod
+from paradev.git import Git
+
+MARKER_START, MARKER_MIDDLE, MARKER_END = "<<<<<<<", "=======", ">>>>>>>"
+ISSUE_TRAILER = "Paradev-Issue"
+
+
+def has_marker_block(lines: Sequence[str]) -> bool:
+    """Whether ``lines`` hold a whole conflict block: ``<<<<<<<``, ``=======``, ``>>>>>>>``.
+
+    A lone ``=======`` (a heading underline) or a stray marker is not a block.
+    """
+    wanted = 0
+    for line in lines:
+        text = line.rstrip("\r")
+        if wanted == 0 and _is_marker(text, MARKER_START):
+            wanted = 1
+        elif wanted == 1 and text == MARKER_MIDDLE:
+            wanted = 2
+        elif wanted == 2 and _is_marker(text, MARKER_END):
+            return True
+    return False
+
+
+def _is_marker(text: str, marker: str) -> bool:
+    return text == marker or text.startswith(marker + " ")
+
+
+def files_with_markers(git: Git, base: str, head: str) -> list[str]:
+    """Paths to which ``head`` adds a whole conflict-marker block (relative to ``base``)."""
+    added = gitmod.added_lines(git, base, head)
+    return sorted(path for path, lines in added.items() if has_marker_block(lines))
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Work of the agent that a landing lacks: the paths, and the commits that changed them."""
+
+    paths: list[str]
+    commits: list[str]
+
+
+def missing_work(
+    git: Git, base: str, landing: str, work: str, resolved: Sequence[str] = ()
+) -> Missing | None:
+    """What of the change fork point -> ``work`` the ``landing`` (on ``base``) lacks, if anything.
+
+    The agent's combined change is merged once more into the landing, with
+    the fork point as merge base: every path where that changes anything (or
+    conflicts) is work the landing lost. Changes base already has merge to
+    nothing, squashing changes no tree, and ``resolved`` paths (a recorded
+    conflict resolution) are the resolver's call.
+    """
+    fork = gitmod.merge_base(git, base, work)
+    if fork is None or gitmod.is_ancestor(git, work, landing):
+        return None
+    merge = gitmod.probe_merge(git, landing, fork, work)
+    lost = set(merge.conflicted_paths)
+    lost |= set(gitmod.tree_diff_paths(git, gitmod.tree_of(git, landing), merge.tree))
+    lost -= set(resolved)
+    if not lost:
+        return None
+    paths = sorted(lost)
+    return Missing(paths, gitmod.log_touching(git, fork, work, paths))
+
+
+def issue_trailers(issues: Sequence[int]) -> str:
+    """The trailer block naming ``issues``, to end a commit message with."""
+    return "\n" + "".join(f"{ISSUE_TRAILER}: {issue}\n" for issue in issues)
+
+
+def with_issue_trailers(
+    git: Git, base: str, commits: Sequence[str], issues: Sequence[list[int]]
+) -> str:
+    """``commits`` (a chain on ``base``) again, each message carrying its ``issues`` trailers.
+
+    Same trees, authors, committers and dates: the same commits every time.
+    Commits that already carry them (and whose parents did not change) are kept.
+    """
+    parent, changed = base, False
+    for commit, wanted_issues in zip(commits, issues, strict=True):
+        message = gitmod.commit_message(git, commit)
+        have = gitmod.trailer_values(git, message, ISSUE_TRAILER)
+        wanted = [str(issue) for issue in wanted_issues]
+        if not changed and all(value in have for value in wanted):
+            parent = commit
+            continue
+        message = gitmod.add_trailers(git, message, ISSUE_TRAILER, wanted)
+        tree = gitmod.tree_of(git, commit)
+        env = gitmod.commit_identity(git, commit)
+        parent, changed = gitmod.commit_tree(git, tree, [parent], message, env=env), True
+    return parent

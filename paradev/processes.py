@@ -1,0 +1,198 @@
+"""Every process group paradev starts, and stopping them all at once.
+
+Agents, gates and hooks each run in a session of their own, so a signal sent
+to paradev never reaches them: paradev has to stop them itself, or they
+outlive it. They are registered here while they run. On Ctrl-C, SIGTERM or
+SIGHUP every registered group gets SIGTERM at the same moment, all share one
+grace period, and the survivors get SIGKILL: three agents that ignore SIGTERM
+cost one grace period, not three.
+
+Agents are recognised across runs by pid *and* start time (pids are reused).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+GRACE_SECONDS = 3.0
+CAUGHT = (signal.SIGTERM, signal.SIGHUP)  # handled like Ctrl-C (SIGINT)
+
+_running: dict[int, subprocess.Popen[Any]] = {}
+_guard = threading.Lock()
+_deferring = 0  # > 0: the main thread is between starting a process and registering it
+_pending: int | None = None  # a signal that arrived meanwhile
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C; paradev exits 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def describe(interrupt: KeyboardInterrupt) -> str:
+    """``SIGTERM``, ``SIGHUP`` or ``Ctrl-C``: what stopped paradev, for messages and records."""
+    return interrupt.args[0] if isinstance(interrupt, Interrupted) else "Ctrl-C"
+
+
+def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen`` in a new session (its own process group), registered until released.
+
+    Raises what Popen raises (OSError, ValueError) with nothing registered.
+    """
+    with _deferred():  # a signal now would leave a started process unregistered
+        proc: subprocess.Popen[Any] = subprocess.Popen(*args, start_new_session=True, **kwargs)
+        with _guard:
+            _running[proc.pid] = proc
+    return proc
+
+
+@contextmanager
+def _deferred() -> Iterator[None]:
+    """Hold SIGTERM/SIGHUP back until the block ends, then raise Interrupted (main thread)."""
+    global _deferring, _pending  # noqa: PLW0603 - signal handlers can only reach module state
+    if not _in_main_thread():
+        yield
+        return
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            raise Interrupted(signum)
+
+
+def release(proc: subprocess.Popen[Any]) -> None:
+    """Forget ``proc`` (it ended and was waited for)."""
+    with _guard:
+        _running.pop(proc.pid, None)
+
+
+def running() -> list[subprocess.Popen[Any]]:
+    """The groups started and not released yet."""
+    with _guard:
+        return list(_running.values())
+
+
+def stop(procs: Iterable[subprocess.Popen[Any]], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM every group at once, wait one shared ``grace``, SIGKILL what is left, reap."""
+    procs = list(procs)
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)  # survivors, and children that outlived their leader
+    for proc in procs:
+        proc.wait()
+        release(proc)
+
+
+def stop_all(grace: float = GRACE_SECONDS) -> None:
+    """Stop every group paradev started and still runs (an interrupt's cleanup)."""
+    stop(running(), grace)
+
+
+def _signal_group(proc: subprocess.Popen[Any], sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    global _pending  # noqa: PLW0603 - signal handlers can only reach module state
+    if _deferring:
+        _pending = signum
+        return
+    raise Interrupted(signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Interrupted, like Ctrl-C; leaving on one stops every group.
+
+    Signal handlers belong to the main thread; elsewhere this does nothing.
+    """
+    if not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in CAUGHT}
+    try:
+        yield
+    except KeyboardInterrupt:
+        with shielded():
+            stop_all()
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """A second Ctrl-C, SIGTERM or SIGHUP must not cut the cleanup of the first one short."""
+    if not _in_main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, *CAUGHT)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- recognising an agent across runs ---------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None without /proc or that process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    return fields if len(fields) > 19 else None
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), if known."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields and fields[19].isdigit() else None
+
+
+def alive(pid: int, started: int | None) -> bool:
+    """Whether process ``pid``, started at ``started`` (ticks), still runs and is no zombie."""
+    if pid < 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    fields = _stat(pid)
+    if fields is None:  # no /proc (or it just ended): the pid alone has to do
+        return started is None
+    return fields[0] not in ("Z", "X") and started in (None, start_time(pid))
