@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean ci-status ci-conflicts ci-merge
+.PHONY: venv demo test soak lint bench clean ci-status ci-conflicts ci-merge
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ venv: $(STAMP) ## create .venv with paradev and its test tools
 demo: $(STAMP) ## the whole flow on a generated sample project, with scripted agents (./demo-run)
 	$(BIN)/python -m paradev.demo
 
-test: $(STAMP) ## run the whole test suite
-	$(BIN)/python -m pytest -n auto -q
+test: $(STAMP) ## run the whole test suite but the slow crash soak (make soak)
+	$(BIN)/python -m pytest -n auto -q -m "not slow"
+
+soak: $(STAMP) ## the crash soak, bounded: SIGKILL the merge train at 12 moments, resume as told
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .
@@ -29,6 +32,7 @@ bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
 	$(BIN)/python bench/conflicts.py
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/report.py
+	$(BIN)/python bench/soak.py
 
 # CI-facing targets: run paradev on the repository REPO (default: this one).
 REPO     ?= .

@@ -63,9 +63,11 @@ def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
 
 
 def _command_locks(store: StateStore) -> list[str]:
-    """Every lock a running command may hold (per-agent locks too), never the state's own."""
+    """Every lock a running command may hold, the named commands' first (so a refusal names
+    the command, not one of the per-agent locks it also holds), never the state's own."""
     present = {p.name for p in store.dir.glob("*.lock")} if store.dir.is_dir() else set()
-    return sorted((present | set(RUNNING_LOCKS)) - {store.lock_path.name})
+    others = sorted(present - set(RUNNING_LOCKS) - {store.lock_path.name})
+    return [*RUNNING_LOCKS, *others]
 
 
 def _hold_unless_running(held: ExitStack, store: StateStore, name: str, command: str) -> None:
