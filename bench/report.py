@@ -164,15 +164,21 @@ def build(root: Path, agents: int, per_agent: int) -> Path:
     return repo
 
 
-def render_seconds(report: Path, repeat: int) -> list[float]:
-    """Navigation start to the load event, as Chromium's own timing reports it."""
+def render_seconds(report: Path, repeat: int) -> list[tuple[float, float]]:
+    """(wall, busy) per load: navigation start to the load event, as Chromium's own timing
+    reports it, and the renderer main thread's busy time (parse, style, layout, paint,
+    script) from the DevTools performance metrics, which a loaded machine inflates less."""
     found = []
     with chromium() as browser:
         for _ in range(repeat):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            devtools = page.context.new_cdp_session(page)
+            devtools.send("Performance.enable")
             page.goto(report.as_uri(), wait_until="load")
             timing = json.loads(page.evaluate("JSON.stringify(performance.timing)"))
-            found.append((timing["loadEventEnd"] - timing["navigationStart"]) / 1000)
+            metrics = devtools.send("Performance.getMetrics")["metrics"]
+            busy = next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+            found.append(((timing["loadEventEnd"] - timing["navigationStart"]) / 1000, busy))
             page.close()
     return found
 
@@ -198,13 +204,17 @@ def main() -> int:
             print(f"  render: not measured: {reason}")
             return 1
         times = render_seconds(report, args.repeat)
-        median = statistics.median(times)
-        print(
-            f"  render: {median:.3f}s in Chromium, median of {len(times)} (limit {RENDER_LIMIT}s)"
-        )
+        wall = statistics.median(t for t, _ in times)
+        busy = statistics.median(b for _, b in times)
         load = os.getloadavg()[0]
-        print(f"  machine load average {load:.1f} on {os.cpu_count()} CPUs (figures are wall time)")
-        return 0 if size <= SIZE_LIMIT and median <= RENDER_LIMIT else 1
+        print(
+            f"  render: {wall:.3f}s in Chromium, navigation to load event (limit {RENDER_LIMIT}s); "
+            f"main thread busy {busy:.3f}s up to the first paint after it; median of {len(times)}"
+        )
+        print(
+            f"  machine load average {load:.1f} on {os.cpu_count()} CPUs (wall time grows with it)"
+        )
+        return 0 if size <= SIZE_LIMIT and wall <= RENDER_LIMIT else 1
 
 
 if __name__ == "__main__":
