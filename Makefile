@@ -28,6 +28,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/mypy
 
 bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
+	$(BIN)/python bench/check.py
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/conflicts.py
 	$(BIN)/python bench/merge.py

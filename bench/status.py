@@ -1,12 +1,14 @@
-"""Benchmark: ``paradev status`` on a 3-agent repository next to its limits.
+"""Benchmark: ``paradev status`` next to the same git calls in a shell script.
 
-The limits are a bare ``python -c pass`` (interpreter start-up, which every
-paradev command pays) and ``git status`` (the git work a status needs, once);
-``python -c 'import invoke'`` shows the floor the CLI framework sets.
-Each command runs ``--runs`` times after one warm-up run; the median wall
-time is printed with its ratio to both limits.
+At 3, 10 and 50 agents (each a worktree of a 200-file project, some with
+commits, some with uncommitted work, base moved on) this times, side by
+side, ``python -c pass`` (interpreter start-up), a ``sh`` script making
+exactly the git calls ``paradev status`` makes (one after another, as a
+script would), ``paradev status`` and ``paradev status --json``. Commands
+take turns so machine load hits each alike; medians are printed with the
+ratio to the script. Target (issue 9): at most 1.5x the script at 10 agents.
 
-    python bench/status.py [--runs 15] [--importtime]
+    python bench/status.py [--runs 15] [--agents 3,10,50] [--importtime]
 
 ``--importtime`` also prints the slowest imports of one ``paradev status``
 run (``python -X importtime``), the place to look when the figure grows.
@@ -17,60 +19,30 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-AGENTS = 3
-PLAN = """\
-[project]
-base = "main"
+from common import child_env, interleaved_medians, paradev_argv, run
 
-[agents]
-count = 3
-
-[[batches]]
-name = "one"
-""" + "".join(
-    f"""
-  [[batches.tasks]]
-  agent = {1 + i % 3}
-  issue = {10 + i}
-  title = "Task {10 + i}"
-  hours = 1.5
-"""
-    for i in range(9)
-)
+TARGET = (10, 1.5)  # agents, allowed ratio to the shell script
 
 
-def child_env(home: Path) -> dict[str, str]:
-    """An isolated git identity; bytecode caching on, as in a normal install."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    config = home / "gitconfig"
-    config.write_text("[user]\n\tname = Bench\n\temail = bench@paradev.invalid\n")
-    env.update(HOME=str(home), GIT_CONFIG_GLOBAL=str(config), GIT_CONFIG_NOSYSTEM="1")
-    return env
+def plan_text(agents: int) -> str:
+    tasks = "".join(
+        f"\n  [[batches.tasks]]\n  agent = {1 + i % agents}\n  issue = {10 + i}\n"
+        f'  title = "Task {10 + i}"\n  hours = 1.5\n'
+        for i in range(3 * agents)
+    )
+    return (
+        f'[project]\nbase = "main"\n\n[agents]\ncount = {agents}\n\n'
+        f'[[batches]]\nname = "one"\n{tasks}'
+    )
 
 
-def run(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def paradev_argv() -> list[str]:
-    script = Path(sys.executable).parent / "paradev"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "paradev"]
-
-
-def build_repository(root: Path, env: dict[str, str]) -> Path:
-    """A small project, a 3-agent plan, worktrees set up, some work in every state."""
+def build_repository(root: Path, agents: int, env: dict[str, str]) -> Path:
+    """A small project, an N-agent plan, worktrees set up, some work in every state."""
     repo = root / "project"
     repo.mkdir()
     run(["git", "init", "-q", "-b", "main"], repo, env)
@@ -78,35 +50,50 @@ def build_repository(root: Path, env: dict[str, str]) -> Path:
         path = repo / "src" / f"pkg{i % 10}" / f"module{i}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"def f{j}():\n    return {j}\n\n" for j in range(30)))
-    (repo / "plan.toml").write_text(PLAN)
+    (repo / "plan.toml").write_text(plan_text(agents))
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "initial"], repo, env)
     paradev = paradev_argv()
     run([*paradev, "setup"], repo, env)
     trees = root / "project-worktrees"
-    for agent in range(1, AGENTS + 1):
+    for agent in range(1, agents + 1):
         run([*paradev, "start", str(agent)], repo, env)
         tree = trees / f"agent-{agent}"
-        for n in range(agent):
+        for n in range(agent % 3):
             (tree / "src" / f"agent{agent}_{n}.py").write_text(f"X = {n}\n")
             run(["git", "add", "-A"], tree, env)
             run(["git", "commit", "-q", "-m", f"work {n}"], tree, env)
+        if agent % 2:
+            (tree / "src" / "wip.py").write_text("uncommitted\n")
     run([*paradev, "complete", "1"], repo, env)
-    (trees / "agent-2" / "src" / "wip.py").write_text("uncommitted\n")
     (repo / "main-only.txt").write_text("base moves on\n")
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "base moves on"], repo, env)
     return repo
 
 
-def median_ms(argv: Sequence[str], cwd: Path, env: dict[str, str], runs: int) -> float:
-    run(argv, cwd, env)  # warm-up: page cache, bytecode
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run(argv, cwd, env)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+def shell_script(repo: Path, agents: int) -> Path:
+    """The git calls of ``paradev status``, one after another, in a shell script."""
+    lines = [
+        "set -e",
+        "git version >/dev/null",
+        "git rev-parse --path-format=absolute --is-bare-repository --absolute-git-dir "
+        "--git-common-dir --show-toplevel >/dev/null",
+        "git rev-parse --verify --quiet --end-of-options 'refs/heads/main^{commit}' >/dev/null",
+    ]
+    trees = repo.parent / "project-worktrees"
+    for agent in range(1, agents + 1):
+        lines.append(
+            "git rev-list --left-right --count "
+            f"refs/heads/main...refs/heads/parallel-dev/agent-{agent} -- >/dev/null"
+        )
+        lines.append(
+            f"git -C {trees / f'agent-{agent}'} --no-optional-locks status --porcelain=v1 -z "
+            "--untracked-files=all >/dev/null"
+        )
+    script = repo.parent / f"status-{agents}.sh"
+    script.write_text("\n".join(lines) + "\n")
+    return script
 
 
 def slowest_imports(cwd: Path, env: dict[str, str], count: int = 15) -> list[tuple[int, str]]:
@@ -130,32 +117,43 @@ def slowest_imports(cwd: Path, env: dict[str, str], count: int = 15) -> list[tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="timed runs per command")
+    parser.add_argument("--agents", default="3,10,50", help="comma-separated agent counts")
     parser.add_argument("--importtime", action="store_true", help="also show the slowest imports")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="paradev-bench-"))
-    try:
-        env = child_env(root)
-        repo = build_repository(root, env)
-        rows = [
-            ("python -c pass", [sys.executable, "-c", "pass"]),
-            ("git status", ["git", "status", "--porcelain"]),
-            ("python -c 'import invoke'", [sys.executable, "-c", "import invoke"]),
-            ("paradev status", [*paradev_argv(), "status"]),
-            ("paradev status --json", [*paradev_argv(), "status", "--json"]),
-        ]
-        figures = {name: median_ms(argv, repo, env, args.runs) for name, argv in rows}
-        python, git = figures["python -c pass"], figures["git status"]
-        print(f"paradev status on a {AGENTS}-agent repository: median of {args.runs} runs")
-        for name, ms in figures.items():
-            print(f"  {name:<27} {ms:7.1f} ms  {ms / python:5.1f}x python  {ms / git:6.1f}x git")
-        own = figures["paradev status"] - figures["python -c 'import invoke'"]
-        print(f"  paradev's own share (status minus the invoke floor): {own:.1f} ms")
-        if args.importtime:
-            print("\nslowest imports of one 'paradev status' (cumulative):")
-            for micros, name in slowest_imports(repo, env):
-                print(f"  {micros / 1000:7.1f} ms  {name}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    for agents in [int(n) for n in args.agents.split(",")]:
+        root = Path(tempfile.mkdtemp(prefix="paradev-bench-"))
+        try:
+            env = child_env(root)
+            repo = build_repository(root, agents, env)
+            script = shell_script(repo, agents)
+            rows = {
+                "python -c pass": [sys.executable, "-c", "pass"],
+                "the same git calls (sh script)": ["sh", str(script)],
+                "paradev status": [*paradev_argv(), "status"],
+                "paradev status --json": [*paradev_argv(), "status", "--json"],
+            }
+            figures = interleaved_medians(rows, repo, env, args.runs, ok=(0,))
+            shell, shell_cpu = figures["the same git calls (sh script)"]
+            print(
+                f"paradev status, {agents} agents: median of {args.runs} runs; "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
+            print(f"  {'':<32} {'wall':>10}  {'x script':>8}  {'CPU':>9}  {'x script':>8}")
+            for name, (ms, cpu) in figures.items():
+                print(
+                    f"  {name:<32} {ms:7.1f} ms  {ms / shell:7.2f}x  "
+                    f"{cpu:6.1f} ms  {cpu / shell_cpu:7.2f}x"
+                )
+            if agents == TARGET[0]:
+                ratio = figures["paradev status"][0] / shell
+                verdict = "met" if ratio <= TARGET[1] else "NOT met"
+                print(f"  target: <= {TARGET[1]}x the script -> {ratio:.2f}x: {verdict}")
+            if args.importtime:
+                print("  slowest imports of one 'paradev status' (cumulative):")
+                for micros, name in slowest_imports(repo, env):
+                    print(f"    {micros / 1000:7.1f} ms  {name}")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """``python -m paradev``: the same program as the console script."""
 
+import sys
+
 from paradev.cli import main
 
-main()
+sys.exit(main())

@@ -1,153 +1,203 @@
-"""The ``paradev`` console script: an invoke ``Program`` over ``paradev.tasks.ns``.
+"""The ``paradev`` console script: argparse over the command table; never imports invoke.
 
-invoke positionals are always required and take one value, so the commands
-whose contract has ``[BATCH]`` or ``PATH...`` declare a flag instead
-(``--batch``, ``--path``) and this program turns bare words after those
-commands into that flag before invoke parses them.
+Only the parser of the command being run is built, and the command imports
+only the core modules it needs, so ``paradev check`` starts about as fast as
+Python itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-
-from invoke.exceptions import Exit, ParseError
-from invoke.parser.argument import Argument
-from invoke.program import Program
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from paradev import __version__
+from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command, call
 from paradev.errors import EXIT_USAGE
-from paradev.tasks import ns
-
-# invoke's core flags that mean something for paradev; the rest (--pty, --echo,
-# --prompt-for-sudo-password, ...) configure invoke's shell runner, which paradev never uses.
-CORE_SHOWN = {"help", "version", "list", "list-format", "list-depth", "complete", "debug"}
-CORE_SHOWN |= {"print-completion-script"}
-
-
-def _core_flag(column: str) -> str:
-    """The long name in a help column such as ``-h [STRING], --help[=STRING]``."""
-    match = re.search(r"--([\w-]+)", column)
-    return match.group(1) if match else ""
-
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
-
-# command -> flag that collects its bare (positional) words
-REST_FLAGS: dict[str, str] = {"check": "path", "run-batch": "batch"}
+ABOUT = "Run several coding agents in parallel on one git repository and land their work."
 
 
-def rewrite_rest(argv: list[str], rest_flags: dict[str, str] = REST_FLAGS) -> list[str]:
-    """``paradev check a b --agent 2`` -> ``paradev check --path a --path b --agent 2``."""
-    if len(argv) < 2 or argv[1] not in rest_flags:
-        return argv
-    task = ns[argv[1]]
-    takes_value = {
-        f"--{name.replace('_', '-')}"
-        for name, default in _defaults(task).items()
-        if not isinstance(default, bool)
-    }
-    out = argv[:2]
-    words = iter(argv[2:])
-    for word in words:
-        if word == "--":  # everything after -- is bare words
-            out += [item for rest in words for item in (f"--{rest_flags[argv[1]]}", rest)]
-        elif word.startswith("-"):
-            out.append(word)
-            if word in takes_value and "=" not in word:
-                out.append(next(words, ""))
-        else:
-            out += [f"--{rest_flags[argv[1]]}", word]
-    return out
+class UsageError(Exception):
+    """A command line argparse cannot parse; shown as one line, exit 2."""
 
 
-def help_first(argv: list[str]) -> list[str]:
-    """``paradev assign --help`` -> ``paradev --help assign``.
+class HelpShown(Exception):  # noqa: N818 - control flow, not a failure
+    """argparse printed help (it would otherwise exit the process)."""
 
-    invoke would take ``--help`` as the value of the first positional argument
-    and then complain about the missing others.
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter without its ``shutil`` import (and bz2, lzma): parsers build
+    one per argument, so every command would pay for it."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
+        except (ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=max(columns, 40) - 2)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports instead of exiting, so the one boundary decides the exit code.
+
+    A word such as ``-1``, ``-.5`` or ``-inf`` is a (bad) value, never an option:
+    the command then says what is wrong with it.
     """
-    if len(argv) > 2 and argv[1] in ns.task_names and any(a in ("--help", "-h") for a in argv[2:]):
-        return [argv[0], "--help", argv[1]]
-    return argv
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise HelpShown
 
 
-def _defaults(task: object) -> dict[str, object]:
-    import inspect
-
-    body = getattr(task, "body", None)
-    if body is None:
-        return {}
-    params = list(inspect.signature(body).parameters.values())[1:]
-    return {p.name: p.default for p in params}
-
-
-class ParadevProgram(Program):
-    """invoke's Program with paradev's exit codes: a command line it cannot parse exits 2."""
-
-    def run(self, argv: str | list[str] | None = None, exit: bool = True) -> None:
-        import shlex
-
-        if argv is None:
-            argv = list(sys.argv)
-        elif isinstance(argv, str):
-            argv = shlex.split(argv)
-        super().run(rewrite_rest(help_first(list(argv))), exit=exit)
-
-    def core_args(self) -> list[Argument]:
-        """invoke's core flags, but bytecode caching stays as Python's own setting says.
-
-        invoke turns bytecode writing off unless ``--write-pyc`` is given; the
-        modules each command imports lazily would then be recompiled on every
-        run (tens of ms for ``paradev status``).
-        """
-        args: list[Argument] = super().core_args()
-        for arg in args:
-            if arg.name == "write-pyc":
-                arg.default = not sys.flags.dont_write_bytecode
-        return args
-
-    def print_help(self) -> None:
-        """invoke's help, without its flags for running shell commands (they do nothing here)."""
-        print(f"Usage: {self.binary} [--core-opts] <command> [--command-opts] ...")
-        print("\nCore options:\n")
-        self.print_columns(
-            [row for row in self.initial_context.help_tuples() if _core_flag(row[0]) in CORE_SHOWN]
-        )
-        self.list_tasks()
-
-    def parse_core(self, argv: list[str] | None) -> None:
-        with _usage_errors():
-            super().parse_core(argv)
-
-    def parse_tasks(self) -> None:
-        with _usage_errors():
-            super().parse_tasks()
+def top_help() -> str:
+    """``paradev --help``: the commands by group, one line each."""
+    width = max(len(c.name) for c in COMMANDS) + 2
+    lines = [
+        "usage: paradev COMMAND [ARGS...]",
+        "",
+        ABOUT,
+        "",
+    ]
+    for group in GROUPS:
+        lines.append(f"{group}:")
+        lines += [f"  {c.name:<{width}}{c.summary}" for c in COMMANDS if c.group == group]
+        lines.append("")
+    lines += [
+        "options:",
+        f"  {'-h, --help':<{width}}show this help; 'paradev COMMAND --help' for one command",
+        f"  {'--version':<{width}}print the version",
+    ]
+    return "\n".join(lines)
 
 
-@contextmanager
-def _usage_errors() -> Iterator[None]:
-    """invoke reports a bad command line with exit 1; paradev's contract says 2 (bad input)."""
+def build_parser(command: Command) -> Parser:
+    """The parser of one command: real usage, typed arguments, exit codes and an example."""
+    exits = "\n".join(f"  {code:<4}{text}" for code, text in sorted(command.exit_codes().items()))
+    epilog = f"exit codes:\n{exits}\n\nexample:\n  paradev {command.example}"
+    description = command.summary + (f"\n\n{command.details}" if command.details else "")
+    parser = Parser(
+        prog=f"paradev {command.name}",
+        usage=f"paradev {command.usage()}",
+        description=description,
+        epilog=epilog,
+        formatter_class=Formatter,
+        allow_abbrev=False,
+    )
+    for arg in command.args:
+        kind = arg.type.metavar if arg.type else ""
+        if arg.position:
+            nargs = {"one": None, "maybe": "?", "many": "*"}[arg.position]
+            shown = f"{kind}: {arg.help}" if kind else arg.help
+            parser.add_argument(arg.name, metavar=arg.label, nargs=nargs, help=shown)
+            if arg.invoke_flag:  # invoke's spelling works here too: --batch NAME, --path A
+                parser.add_argument(
+                    arg.flag,
+                    dest=_AS_FLAG + arg.name,
+                    metavar=kind,
+                    action="append" if arg.position == "many" else "store",
+                    help=f"the same as {arg.label}"
+                    + (" (repeatable)" if arg.position == "many" else ""),
+                )
+        elif arg.type is None:
+            parser.add_argument(arg.flag, dest=arg.name, action="store_true", help=arg.help)
+        else:
+            parser.add_argument(arg.flag, dest=arg.name, metavar=kind, help=arg.help)
+    return parser
+
+
+_AS_FLAG = "flag:"  # dest prefix of a positional given as a flag (see build_parser)
+
+
+def merge_flag_forms(command: Command, values: dict[str, Any]) -> dict[str, Any]:
+    """``check A --path B`` -> path [A, B]; ``run-batch X --batch Y`` is refused (two batches)."""
+    for arg in command.args:
+        given = values.pop(_AS_FLAG + arg.name, None)
+        if given is None:
+            continue
+        if arg.position == "many":
+            values[arg.name] = [*(values.get(arg.name) or []), *given]
+        elif values.get(arg.name) is not None:
+            raise UsageError(f"give {arg.label} or {arg.flag}, not both")
+        else:
+            values[arg.name] = given
+    return values
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'status'?)`` when ``word`` looks like a typo of one choice."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _usage_error(message: str, help_hint: str) -> int:
+    print(f"paradev: {message} (see '{help_hint}')", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _unknown_flags(message: str, command: Command) -> str:
+    """argparse's "unrecognized arguments: --jsn" with a suggestion for the first one."""
+    prefix = "unrecognized arguments: "
+    if not message.startswith(prefix):
+        return message
+    word = message[len(prefix) :].split(maxsplit=1)[0].split("=", maxsplit=1)[0]
+    if not word.startswith("-"):
+        return f"unexpected argument {word!r} for '{command.name}'"
+    flags = [a.flag for a in command.args if not a.position]
+    return f"unknown option {word!r} for '{command.name}'" + did_you_mean(word, flags)
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse ``argv`` (without the program name), run the command, return the exit code."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(top_help())
+        return 0
+    if argv[0] == "--version":
+        print(f"paradev {__version__}")
+        return 0
+    name = argv[0]
+    command = BY_NAME.get(name)
+    if command is None:
+        what = "option" if name.startswith("-") else "command"
+        hint = did_you_mean(name, [c.name for c in COMMANDS])
+        return _usage_error(f"unknown {what} {name!r}{hint}", "paradev --help")
+    parser = build_parser(command)
     try:
-        yield
-    except ParseError as err:
-        raise Exit(f"paradev: {err} (see 'paradev --help')", code=EXIT_USAGE) from None
+        # Options may come between positionals; after "--" everything is positional.
+        parse = parser.parse_args if "--" in argv else parser.parse_intermixed_args
+        values = merge_flag_forms(command, vars(parse(argv[1:])))
+    except HelpShown:
+        return 0
+    except UsageError as err:
+        return _usage_error(_unknown_flags(str(err), command), f"paradev {name} --help")
+    return call(command, values)
 
 
-program = ParadevProgram(namespace=ns, version=__version__, name="paradev", binary="paradev")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: ``paradev ARGS``; returns the exit code."""
     _print_raw_bytes_of_undecodable_paths()
     try:
-        program.run(list(argv) if argv is not None else None)
+        code = run(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (``paradev status | head``): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(EXIT_BROKEN_PIPE)
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 def _print_raw_bytes_of_undecodable_paths() -> None:
@@ -156,8 +206,6 @@ def _print_raw_bytes_of_undecodable_paths() -> None:
     paradev reads git output with ``surrogateescape``; a strict stdout would
     turn such a path into a traceback.
     """
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:

@@ -16,10 +16,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev.errors import GitError, PreconditionError
 from paradev.text import printable
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 if TYPE_CHECKING:
     from git import Repo
@@ -52,6 +55,41 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def side_by_side(work: Callable[[_T], _R], items: Sequence[_T], threads: int = 16) -> list[_R]:
+    """``work(item)`` for every item, run in threads (each git call is its own process).
+
+    Results come in the order of ``items``; the first exception is raised once
+    all threads are done. Plain threads: ``concurrent.futures`` would import
+    ``logging``, a few ms of every ``paradev status`` and ``check``.
+    """
+    import threading
+
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    todo = iter(enumerate(items))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not errors:
+            with lock:
+                job = next(todo, None)
+            if job is None:
+                return
+            try:
+                results[job[0]] = work(job[1])
+            except BaseException as exc:
+                errors.append(exc)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(min(threads, len(items)))]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 class Git:
@@ -314,12 +352,15 @@ def changed_paths(git: Git, base: str, head: str) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
-def dirty_paths(worktree: Path, *, untracked: bool = True) -> list[str]:
+def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str] = ()) -> list[str]:
     """Uncommitted paths in a work tree: tracked changes, plus untracked (not ignored) ones.
 
+    ``within``: only below these repository paths ("" is the whole tree); git
+    then looks at those files alone, not at every file of a large tree.
     ``--no-optional-locks``: looking must never take the index lock an agent
     working in that tree may need at the same moment.
     """
+    limit = ["--", *(f":(top,literal){p}" if p else ":(top)" for p in within)] if within else []
     out = (
         Git(worktree)
         .run(
@@ -328,6 +369,7 @@ def dirty_paths(worktree: Path, *, untracked: bool = True) -> list[str]:
             "--porcelain=v1",
             "-z",
             f"--untracked-files={'all' if untracked else 'no'}",
+            *limit,
         )
         .stdout
     )

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from paradev import plan as plan_mod
 from paradev import processes
 from paradev.errors import GitError, PreconditionError
-from paradev.git import Git, ahead_behind_if_any, changed_paths, current_branch, dirty_paths
+from paradev.git import (
+    Git,
+    ahead_behind_if_any,
+    changed_paths,
+    current_branch,
+    dirty_paths,
+    side_by_side,
+)
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -235,10 +241,13 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
 
 
 def _branch_facts(ws: Workspace, agent: int) -> dict[str, Any]:
-    """Ahead/behind base and dirtiness: the git work of status, run per agent in parallel."""
+    """Ahead/behind base and dirtiness: the git work of status, run per agent in parallel.
+
+    Each call runs in its own thread with its own ``Git``: nothing is shared but paths.
+    """
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
-    counts = ahead_behind_if_any(ws.git, ws.plan.base, ws.branch(agent))
+    counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent))
     dirty: bool | None = None
     broken = False
     if exists:
@@ -255,32 +264,48 @@ def _branch_facts(ws: Workspace, agent: int) -> dict[str, Any]:
     }
 
 
+def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
+    """agent -> its tasks in plan order, built in one pass (not one scan of the plan per agent)."""
+    index: dict[int, list[Task]] = {a: [] for a in range(1, ws.plan.agent_count + 1)}
+    for task in ws.plan.tasks():
+        index.setdefault(task.agent, []).append(task)
+    return index
+
+
+def _agent_json(
+    ws: Workspace, state: State, agent: int, tasks: list[Task], facts: dict[str, Any]
+) -> dict[str, Any]:
+    """One agent's entry of the status report."""
+    current = next((t for t in tasks if state.status(t.issue) == IN_PROGRESS), None)
+    done = [t for t in tasks if state.status(t.issue) in DONE_STATUSES]
+    return {
+        "branch": ws.branch(agent),
+        "worktree": str(ws.worktree(agent)),
+        "current_task": _task_json(current, state.tasks.get(current.issue)) if current else None,
+        "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
+        "total_hours": sum(t.hours for t in done),
+        "tasks": [_task_json(t, state.tasks.get(t.issue)) for t in tasks],
+        **facts,
+    }
+
+
 def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys)."""
     state = ws.store.read()
     agents = range(1, ws.plan.agent_count + 1)
-    with ThreadPoolExecutor(max_workers=min(8, ws.plan.agent_count)) as pool:
-        facts = dict(zip(agents, pool.map(lambda a: _branch_facts(ws, a), agents), strict=True))
-    report: dict[str, Any] = {}
-    for agent in agents:
-        tasks = ws.tasks_of(agent)
-        current = current_task(ws, state, agent)
-        done = [t for t in tasks if state.status(t.issue) in DONE_STATUSES]
-        report[str(agent)] = {
-            "branch": ws.branch(agent),
-            "worktree": str(ws.worktree(agent)),
-            "current_task": _task_json(current, state.tasks.get(current.issue))
-            if current
-            else None,
-            "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
-            "total_hours": sum(t.hours for t in done),
-            "tasks": [_task_json(t, state.tasks.get(t.issue)) for t in tasks],
-            **facts[agent],
-        }
+    base_ref = f"refs/heads/{ws.plan.base}"
+    found: list[Any] = side_by_side(  # "agent" 0: whether base exists, asked alongside
+        lambda agent: _branch_facts(ws, agent) if agent else ws.git.rev(base_ref), [0, *agents]
+    )
+    facts: dict[int, dict[str, Any]] = dict(zip(agents, found[1:], strict=True))
+    index = tasks_by_agent(ws)
     return {
         "base": ws.plan.base,
-        "base_exists": ws.git.rev(f"refs/heads/{ws.plan.base}") is not None,
-        "agents": report,
+        "base_exists": found[0] is not None,
+        "agents": {
+            str(agent): _agent_json(ws, state, agent, index[agent], facts[agent])
+            for agent in agents
+        },
         "merge_order": state.merge_order,
         "train": state.train,
     }

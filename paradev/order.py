@@ -4,14 +4,16 @@ Agents land one at a time; each rebases onto base plus every agent landed
 before it. A rebase hits a conflict when its branch conflicts with base or
 with an agent landed earlier (the pairwise merges of ``paradev.conflicts``).
 Which agents hit one depends only on the *set* landed before each, so a
-dynamic program over subsets finds the exact minimum (up to ``EXACT_LIMIT``
-agents); beyond that a stated greedy heuristic is used.
+dynamic program over subsets finds the exact minimum, one connected
+component of the conflict graph at a time (up to ``EXACT_LIMIT`` agents per
+component); beyond that a stated greedy heuristic is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from paradev.workspace import Workspace
 
@@ -78,7 +80,7 @@ def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> M
     chosen = sorted(set(agents))
     members = set(chosen)
     conflicts: dict[int, set[int]] = {a: set() for a in chosen}
-    for pair in report.pairs:
+    for pair in report.examined:  # the others are clean
         left, right = pair.agents
         if pair.conflict and left in members and right in members:
             conflicts[left].add(right)
@@ -91,8 +93,9 @@ def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> M
         size={b.agent: len(b.files) for b in report.branches},
     )
     result = solve(problem)
-    with ws.store.update() as state:
-        state.merge_order = list(result.order)
+    if ws.store.read().merge_order != result.order:  # unchanged: no lock, no write
+        with ws.store.update() as state:
+            state.merge_order = list(result.order)
     return result
 
 
@@ -118,15 +121,61 @@ def agent_providers(ws: Workspace, members: set[int]) -> dict[int, frozenset[int
 
 
 def solve(problem: Problem) -> MergeOrder:
-    """The order with the fewest conflicting rebases; exact up to EXACT_LIMIT agents."""
+    """The order with the fewest conflicting rebases.
+
+    Agents in different connected components of the conflict and dependency
+    graph never affect each other's rebases, so each component is solved on
+    its own: the order is exact while every component has at most
+    EXACT_LIMIT agents, however many agents there are in all.
+    """
     problem = _without_cycles(problem)
-    if len(problem.agents) <= EXACT_LIMIT:
-        order = _exact(problem)
-        exact = True
-    else:
-        order = _greedy(problem)
-        exact = False
-    return _explain(problem, order, exact)
+    orders = []
+    for part in components(problem):
+        sub = replace(problem, agents=part)
+        orders.append(_exact(sub) if len(part) <= EXACT_LIMIT else _greedy(sub))
+    exact = all(len(order) <= EXACT_LIMIT for order in orders)
+    return _explain(problem, _interleave(orders, problem.key), exact)
+
+
+def components(problem: Problem) -> list[list[int]]:
+    """The agents grouped by connected component of conflicts and dependencies."""
+    parent = {a: a for a in problem.agents}
+
+    def root(agent: int) -> int:
+        while parent[agent] != agent:
+            parent[agent] = parent[parent[agent]]
+            agent = parent[agent]
+        return agent
+
+    for agent in problem.agents:
+        linked = problem.conflicts.get(agent, frozenset()) | problem.providers.get(
+            agent, frozenset()
+        )
+        for other in linked:
+            if other in parent:
+                parent[root(other)] = root(agent)
+    groups: dict[int, list[int]] = {}
+    for agent in problem.agents:
+        groups.setdefault(root(agent), []).append(agent)
+    return list(groups.values())
+
+
+def _interleave(orders: list[list[int]], key: Callable[[int], tuple[int, int]]) -> list[int]:
+    """One order keeping each component's own order: the smallest next agent first.
+
+    Components are independent, so any interleaving costs the same; this one
+    keeps the (size, id) tie-break of a single search.
+    """
+    heads = [(key(order[0]), index, 0) for index, order in enumerate(orders) if order]
+    heapq.heapify(heads)
+    merged: list[int] = []
+    while heads:
+        _, index, position = heapq.heappop(heads)
+        merged.append(orders[index][position])
+        if position + 1 < len(orders[index]):
+            following = orders[index][position + 1]
+            heapq.heappush(heads, (key(following), index, position + 1))
+    return merged
 
 
 def _without_cycles(problem: Problem) -> Problem:

@@ -23,6 +23,7 @@ LINES_KEPT = 8  # lines kept per side of a hunk
 LINE_WIDTH = 200  # characters kept per line
 PAIRS_KEPT = 300  # pairs kept per snapshot, conflicts first (every command reads the state)
 FILES_KEPT = 20  # overlapping files named per pair
+REFRESH = 600  # seconds after which an unchanged scan still refreshes last_seen
 SAME = ("source", "train", "base", "agents", "pairs", "against_base")  # alike snapshots
 
 
@@ -40,8 +41,8 @@ def stamp_step(entry: dict[str, Any], step: str, edge: str) -> None:
 def conflict_snapshot(report: Report, source: str, train: str | None = None) -> dict[str, Any]:
     """The pairs that overlap or conflict, with files, types and trimmed hunks."""
     colliding = sorted(
-        (pair for pair in report.pairs if pair.conflict or pair.overlap),
-        key=lambda pair: not pair.conflict,
+        (pair for pair in report.examined if pair.conflict or pair.overlap),
+        key=lambda pair: (not pair.conflict, pair.agents),
     )
     pairs = [
         {
@@ -90,19 +91,36 @@ def _lines(lines: tuple[str, ...]) -> list[str]:
 def remember(state: State, snapshot: dict[str, Any]) -> None:
     """Add ``snapshot``; one alike to the last only refreshes its ``last_seen``."""
     kept = state.conflict_snapshots
-    last = kept[-1] if kept else None
-    if last is not None and all(last.get(k) == snapshot.get(k) for k in SAME):
-        last["last_seen"] = snapshot["at"]
+    if kept and _alike(kept[-1], snapshot):
+        kept[-1]["last_seen"] = snapshot["at"]
         return
     kept.append(snapshot)
     del kept[:-KEEP]
 
 
+def _alike(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(old.get(key) == new.get(key) for key in SAME)
+
+
 def record_scan(ws: Workspace, report: Report, source: str = "conflicts") -> None:
-    """Keep what a scan found (by ``conflicts``, or by ``report`` for its "now")."""
+    """Keep what a scan found (by ``conflicts``, or by ``report`` for its "now").
+
+    A scan alike to the last one, seen within ``REFRESH`` seconds, writes
+    nothing: repeated scans (CI, ``--watch``) stay free of the state lock.
+    """
     snapshot = conflict_snapshot(report, source)
+    kept = ws.store.read().conflict_snapshots
+    if kept and _alike(kept[-1], snapshot) and _seconds_since(kept[-1]["last_seen"]) < REFRESH:
+        return
     with ws.store.update() as state:
         remember(state, snapshot)
+
+
+def _seconds_since(stamp: Any) -> float:
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(str(stamp))).total_seconds()
+    except ValueError:
+        return float("inf")
 
 
 def record_train(ws: Workspace, journal: dict[str, Any]) -> None:

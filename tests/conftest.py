@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from paradev.cli import program
+from paradev.cli import main
 from tests.helpers import Result, commit, git
 
 PLAN = """\
@@ -131,11 +131,7 @@ def cli(
         if cwd is not None:
             monkeypatch.chdir(cwd)
         capsys.readouterr()
-        code = 0
-        try:
-            program.run(["paradev", *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = main(list(args))
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

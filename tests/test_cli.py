@@ -1,7 +1,8 @@
-"""The ``paradev`` program: exit codes, argv rewriting, and no traceback for a user mistake."""
+"""The ``paradev`` program: parsing, help, completion, exit codes, and what it imports."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,8 +14,8 @@ import pytest
 from pytest_mock import MockerFixture
 
 from paradev import __version__
-from paradev.cli import help_first, rewrite_rest
-from tests.helpers import Result, run_process
+from paradev.commands import BY_NAME, COMMANDS, GROUPS
+from tests.helpers import Result, agent_tree, commit, run_process
 
 
 def test_version(cli: Callable[..., Result]) -> None:
@@ -24,11 +25,19 @@ def test_version(cli: Callable[..., Result]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["bogus"], "No idea what 'bogus' is!"),
-        (["--bogus"], "No idea what '--bogus' is!"),
-        (["status", "--bogus"], "No idea what '--bogus' is!"),
-        (["assign", "1"], "'assign' did not receive required positional arguments"),
-        (["start"], "'start' did not receive required positional arguments: 'agent'"),
+        (["bogus"], "unknown command 'bogus' (see 'paradev --help')"),
+        (["statsu"], "unknown command 'statsu'; did you mean 'status'? (see 'paradev --help')"),
+        (["merge-ordr"], "did you mean 'merge-order'?"),
+        (["--bogus"], "unknown option '--bogus' (see 'paradev --help')"),
+        (["status", "--jsn"], "unknown option '--jsn' for 'status'; did you mean '--json'?"),
+        (
+            ["status", "extra"],
+            "unexpected argument 'extra' for 'status' (see 'paradev status --help')",
+        ),
+        (["assign", "1"], "the following arguments are required: ISSUE, TITLE, HOURS"),
+        (["start"], "the following arguments are required: AGENT"),
+        (["completion", "fish"], "SHELL must be one of bash, zsh, not 'fish'"),
+        (["status", "--js"], "unknown option '--js'"),  # no abbreviations: flags stay stable
     ],
 )
 def test_a_bad_command_line_exits_2_with_one_line(
@@ -36,47 +45,87 @@ def test_a_bad_command_line_exits_2_with_one_line(
 ) -> None:
     result = cli(*args)
     assert result.code == 2
-    assert result.err.startswith(f"paradev: {message}")
-    assert result.err.endswith("(see 'paradev --help')\n") and result.err.count("\n") == 1
+    assert result.err.startswith("paradev: ") and message in result.err, result.err
+    assert result.err.count("\n") == 1 and result.out == ""
 
 
-def test_help_after_a_command_with_positionals_shows_its_help(cli: Callable[..., Result]) -> None:
-    result = cli("assign", "--help")
-    assert result.code == 0
-    assert "Usage: paradev [--core-opts] assign" in result.out
-    assert "--title=STRING   task title, stored verbatim" in result.out
+def test_top_help_lists_the_commands_by_group_one_line_each(cli: Callable[..., Result]) -> None:
+    result = cli("--help")
+    assert result.code == 0 and cli().out == result.out
+    lines = result.out.splitlines()
+    assert lines[0] == "usage: paradev COMMAND [ARGS...]"
+    listed: dict[str, str] = {}
+    group = ""
+    for line in lines:
+        if line.endswith(":") and not line.startswith(" "):
+            group = line[:-1]
+        elif line.startswith("  ") and group in GROUPS:
+            name, summary = line.split(maxsplit=1)
+            listed[name] = group
+            assert summary == BY_NAME[name].summary
+    assert listed == {c.name: c.group for c in COMMANDS}
+    assert [line[:-1] for line in lines if line[:-1] in GROUPS] == list(GROUPS)
+    for boilerplate in ("--core-opts", "Subcommands", "--pty", "--echo", "invoke"):
+        assert boilerplate not in result.out
 
 
-def test_help_first_only_touches_task_help() -> None:
-    assert help_first(["paradev", "start", "-h"]) == ["paradev", "--help", "start"]
-    assert help_first(["paradev", "start", "1"]) == ["paradev", "start", "1"]
-    assert help_first(["paradev", "--help"]) == ["paradev", "--help"]
-    assert help_first(["paradev", "nosuch", "--help"]) == ["paradev", "nosuch", "--help"]
+def test_command_help_shows_usage_types_exit_codes_and_an_example(
+    cli: Callable[..., Result],
+) -> None:
+    out = cli("assign", "--help").out
+    assert out.startswith("usage: paradev assign AGENT ISSUE TITLE HOURS [--batch NAME]\n")
+    assert re.search(r"AGENT\s+INT: agent number", out)
+    assert re.search(r"HOURS\s+HOURS: estimated hours", out)
+    assert re.search(r"--batch NAME\s+batch to add the task to", out)
+    assert "exit codes:\n  0   success\n  2   bad input" in out
+    assert "example:\n  paradev assign 1 16 'Implement the status command' 2.5" in out
+    check = cli("check", "-h").out
+    assert check.startswith("usage: paradev check PATH... [--agent INT]")
+    assert "1   another agent does (named)" in check
+    assert "--interval SECONDS" in cli("conflicts", "--help").out
 
 
-def test_rewrite_rest_turns_bare_words_into_a_flag() -> None:
-    flags = {"assign": "title"}
-    assert rewrite_rest(["paradev", "assign", "a", "--batch", "b x", "c"], flags) == [
-        "paradev",
-        "assign",
-        "--title",
-        "a",
-        "--batch",
-        "b x",
-        "--title",
-        "c",
-    ]
-    assert rewrite_rest(["paradev", "assign", "--batch=b", "--", "-x", "y"], flags) == [
-        "paradev",
-        "assign",
-        "--batch=b",
-        "--title",
-        "-x",
-        "--title",
-        "y",
-    ]
-    assert rewrite_rest(["paradev", "status", "x"], flags) == ["paradev", "status", "x"]
-    assert rewrite_rest(["paradev"], flags) == ["paradev"]
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_every_command_shows_its_help(name: str, cli: Callable[..., Result]) -> None:
+    result = cli(name, "--help")
+    command = BY_NAME[name]
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"usage: paradev {command.usage()}\n")
+    for arg in command.args:
+        assert (arg.flag if not arg.position else arg.label) in result.out, (name, arg.name)
+    assert f"example:\n  paradev {command.example}" in result.out
+    for code in command.exit_codes():
+        assert f"\n  {code:<4}" in result.out
+
+
+def test_positionals_take_dashed_values_and_intermixed_options(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    negative = cli("assign", "1", "5", "t", "-2")
+    assert (negative.code, negative.err) == (
+        2,
+        "paradev: hours must be a finite number >= 0, got '-2'\n",
+    )
+    commit(agent_tree(set_up, 1), {"src/app.py": "changed\n"})
+    found = cli("check", "--agent", "2", "README.md", "src/app.py")
+    assert found.code == 1 and found.out.startswith("src/app.py: agent 1")
+    dashed = cli("check", "--", "-odd-name")
+    assert dashed.code == 0 and "no other agent changes -odd-name" in dashed.out
+
+
+def test_invokes_flag_spelling_of_positionals_works_too(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    named = cli("run-batch", "--batch", "first", "--dry-run")
+    assert named.code == 0 and named.out == cli("run-batch", "first", "--dry-run").out
+    commit(agent_tree(set_up, 1), {"src/app.py": "changed\n"})
+    both = cli("check", "README.md", "--path", "src/app.py", "--agent", "2")
+    assert both.code == 1 and both.out.startswith("src/app.py: agent 1")
+    twice = cli("run-batch", "first", "--batch", "second")
+    assert (twice.code, twice.err) == (
+        2,
+        "paradev: give BATCH or --batch, not both (see 'paradev run-batch --help')\n",
+    )
 
 
 def test_interrupt_exits_130(
@@ -85,6 +134,60 @@ def test_interrupt_exits_130(
     mocker.patch("paradev.lifecycle.status", side_effect=KeyboardInterrupt)
     result = cli("status")
     assert (result.code, result.err) == (130, "paradev: interrupted\n")
+
+
+# -- what the fast commands load -------------------------------------------------------------------
+
+HEAVY = ("invoke", "rich", "filelock", "tomlkit", "git")  # git: GitPython
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["check", "src/app.py"],
+        ["conflicts", "--json"],
+        ["merge-order"],
+        ["--help"],
+        ["check", "--help"],
+    ],
+)
+def test_fast_commands_never_import_invoke_rich_filelock_or_tomlkit(
+    set_up: Path, repo: Path, cli: Callable[..., Result], args: list[str]
+) -> None:
+    for agent, text in ((1, "one\n"), (2, "two\n")):
+        assert cli("start", str(agent)).code == 0
+        commit(agent_tree(set_up, agent), {"src/app.py": text})
+        assert cli("complete", str(agent)).code == 0
+    (agent_tree(set_up, 3) / "src" / "util.py").write_text("uncommitted\n")
+    if args[0] in ("merge-order", "conflicts"):  # the first run saves (under the lock)
+        assert cli(*args).code == 0  # the order, or the scan's snapshot; later ones only read
+    probe = (
+        "import sys\n"
+        "from paradev.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print('LOADED', code, ','.join(loaded), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=repo, capture_output=True, text=True, check=False
+    )
+    last = proc.stderr.splitlines()[-1]
+    assert last.split(" ")[0] == "LOADED", proc.stderr
+    _, code, loaded = ([*last.split(" "), ""])[:3]
+    assert code in ("0", "1") and loaded == "", (args, proc.stderr)
+    if args[0] == "merge-order":
+        state = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+        assert state["merge_order"] == [1, 2]
+
+
+def test_a_bad_command_line_in_a_real_process_has_no_traceback(repo: Path) -> None:
+    result = run_process(repo, "statsu")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "paradev: unknown command 'statsu'; did you mean 'status'? (see 'paradev --help')\n"
+    )
 
 
 # -- real processes: exit codes and no traceback -----------------------------------------------
@@ -103,7 +206,7 @@ def test_errors_in_a_real_process_have_no_traceback(repo: Path, tmp_path: Path) 
     _assert_clean_failure(run_process(lonely, "status"), "not inside a git repository")
     _assert_clean_failure(run_process(repo, "assign", "1", "5", "t", "nan"), "finite number")
     _assert_clean_failure(run_process(repo, "start", "9"), "unknown agent 9")
-    _assert_clean_failure(run_process(repo, "frobnicate"), "No idea what 'frobnicate' is")
+    _assert_clean_failure(run_process(repo, "frobnicate"), "unknown command 'frobnicate'")
     (repo / "plan.toml").write_text("[agents]\ncount = [\n", encoding="utf-8")
     _assert_clean_failure(run_process(repo, "setup"), r"plan\.toml:\d+:\d+: TOML syntax error")
     (repo / "plan.toml").write_text("", encoding="utf-8")
@@ -129,8 +232,6 @@ BAD_NAME = b"bad\xffname.txt"  # a file name that is not UTF-8 (legal on Linux)
 
 def _raw(cwd: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:
     """``python -m paradev`` with a strict UTF-8 stdout, output kept as bytes."""
-    import os
-
     return subprocess.run(
         [sys.executable, "-m", "paradev", *args],
         cwd=cwd,
@@ -144,8 +245,6 @@ def _raw(cwd: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:
 def test_a_path_that_is_not_utf8_is_printed_as_its_bytes_never_a_traceback(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
-    import os
-
     tree = set_up / "agent-1"
     assert cli("start", "1").code == 0
     (Path(os.fsdecode(bytes(tree) + b"/" + BAD_NAME))).write_text("x\n")
@@ -181,16 +280,6 @@ def test_lazily_imported_modules_are_cached_as_bytecode(repo: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     compiled = {p.name.split(".")[0] for p in cache.rglob("*.pyc")}
     assert {"lifecycle", "plan", "state"} <= compiled  # imported by the status task itself
-
-
-def test_help_shows_only_the_core_flags_that_mean_something_here(
-    cli: Callable[..., Result],
-) -> None:
-    out = cli("--help").out
-    assert "--version" in out and "--list" in out and "--complete" in out
-    for unused in ("--pty", "--echo", "--prompt-for-sudo-password", "--warn-only", "--hide"):
-        assert unused not in out
-    assert "setup" in out and "merge-order" in out  # the commands follow
 
 
 def test_a_reader_that_goes_away_ends_paradev_quietly(repo: Path) -> None:

@@ -369,15 +369,25 @@ def test_cli_json_has_the_design_keys_and_check_exits_1(
     commit(agent_tree(set_up, 3), {"README.md": "# three\n"})
 
     result = cli("conflicts", "--json")
+    every = cli("conflicts", "--json", "--all-pairs")
     checked = cli("conflicts", "--check")
 
     assert result.code == 0
     data = result.json()
-    assert {"base", "base_commit", "branches", "pairs", "against_base"} <= set(data)
+    assert {"base", "base_commit", "branches", "pairs", "summary", "against_base"} <= set(data)
     assert data["base"] == "main"
     assert [b["agent"] for b in data["branches"]] == [1, 2, 3]
     assert set(data["branches"][0]) >= {"agent", "branch", "head", "files", "uncommitted"}
-    assert [p["agents"] for p in data["pairs"]] == [[1, 2], [1, 3], [2, 3]]
+    assert [p["agents"] for p in data["pairs"]] == [[1, 2]]  # the clean pairs are only counted
+    assert data["summary"] == {"clean": 2, "overlap": 0, "conflict": 1}
+    assert [p["agents"] for p in every.json()["pairs"]] == [[1, 2], [1, 3], [2, 3]]
+    assert every.json()["summary"] == data["summary"]
+    assert every.json()["pairs"][1] == {
+        "agents": [1, 3],
+        "overlap": [],
+        "conflict": False,
+        "conflicts": [],
+    }
     first = data["pairs"][0]
     assert first["overlap"] == ["src/app.py"] and first["conflict"] is True
     (conflict,) = first["conflicts"]
@@ -396,10 +406,15 @@ def test_cli_check_exits_0_without_conflicts_and_shows_harmless_overlap(
     two_agents(set_up, {"src/util.py": "VALUE = 3\n"}, {"src/util.py": "VALUE = 3\n"})
 
     result = cli("conflicts", "--check")
+    data = cli("conflicts", "--json").json()
 
     assert result.code == 0, result.err
     assert "overlap, merges cleanly: src/util.py" in result.out
     assert "0 conflict(s), 1 harmless overlap(s)" in result.out
+    assert data["summary"] == {"clean": 0, "overlap": 1, "conflict": 0}
+    assert [(p["agents"], p["overlap"], p["conflict"]) for p in data["pairs"]] == [
+        ([1, 2], ["src/util.py"], False)
+    ]
 
 
 def test_watch_prints_only_what_changed(set_up: Path, repo: Path) -> None:
@@ -468,6 +483,20 @@ def test_check_takes_paths_relative_to_the_agent_worktree(
     assert empty.code == 2 and "an empty PATH names nothing" in empty.err
 
 
+def test_check_looks_only_below_the_paths_asked_and_takes_them_literally(
+    set_up: Path, cli: Callable[..., Result]
+) -> None:
+    write(agent_tree(set_up, 3), {"src/aXb.py": "untracked\n", "docs/deep/er/x.md": "new\n"})
+
+    glob = cli("check", "src/a*b.py", "--agent", "1")
+    whole = cli("check", ".", "--agent", "1")
+    deep = cli("check", "docs/deep", "--agent", "1")
+
+    assert glob.code == 0, glob.out  # "*" is a character of the name, not a wildcard
+    assert whole.code == 1 and ".: agent 3 (parallel-dev/agent-3, worktree)" in whole.out
+    assert deep.code == 1 and "docs/deep: agent 3" in deep.out
+
+
 def test_check_sees_the_old_path_of_a_rename_in_a_worktree(
     set_up: Path, cli: Callable[..., Result]
 ) -> None:
@@ -507,6 +536,26 @@ def test_a_bad_interval_is_a_usage_error(
     result = cli("conflicts", "--watch", "--interval", interval)
     assert result.code == 2 and "--interval must be a number" in result.err
     assert "Traceback" not in result.err
+
+
+def test_only_examined_pairs_are_built_and_every_other_pair_is_clean(
+    set_up: Path, repo: Path
+) -> None:
+    two_agents(set_up, {"src/app.py": EDITED}, {"src/app.py": EDITED_OTHER})
+    commit(agent_tree(set_up, 3), {"README.md": "# three\n"})
+
+    report = analyze(ws_of(repo))
+
+    assert [p.agents for p in report.examined] == [(1, 2)]
+    assert [(p.agents, p.state, p.merged) for p in report.pairs] == [
+        ((1, 2), "CONFLICT", True),
+        ((1, 3), "clean", False),
+        ((2, 3), "clean", False),
+    ]
+    clean = report.pair(3, 1)
+    assert clean is not None and (clean.agents, clean.state) == ((1, 3), "clean")
+    assert report.summary() == {"clean": 2, "overlap": 0, "conflict": 1}
+    assert report.pair_count == 3 and report.conflict_count == 1
 
 
 def test_an_empty_report_renders() -> None:

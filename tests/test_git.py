@@ -315,6 +315,28 @@ def test_git_output_that_is_not_utf8_reaches_git_again_unchanged(repo: Path) -> 
     assert Git(repo).out("diff", "--cached", "--name-only", "-z").rstrip("\0") == name
 
 
+def test_side_by_side_keeps_the_order_and_raises_the_first_error() -> None:
+    import threading
+
+    seen: set[int] = set()
+
+    def work(n: int) -> int:
+        seen.add(threading.get_ident())
+        return n * n
+
+    assert git_mod.side_by_side(work, list(range(40)), threads=4) == [n * n for n in range(40)]
+    assert 1 <= len(seen) <= 4
+    assert git_mod.side_by_side(work, []) == []
+
+    def fail(n: int) -> int:
+        if n == 7:
+            raise GitError("git failed for 7")
+        return n
+
+    with pytest.raises(GitError, match="git failed for 7"):
+        git_mod.side_by_side(fail, list(range(20)))
+
+
 def test_landed_issues_reads_the_newest_trailer_of_each_issue(repo: Path) -> None:
     older = commit(repo, {"a.py": "1\n"}, "feat: a\n\nParadev-Issue: 5")
     newer = commit(repo, {"a.py": "2\n"}, "fix: a again\n\nParadev-Issue: 5\nParadev-Issue: 6")

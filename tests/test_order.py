@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from itertools import permutations
+from itertools import combinations, permutations
 from pathlib import Path
 
 import pytest
@@ -60,13 +60,17 @@ def test_exact_search_matches_brute_force_on_random_graphs() -> None:
         agents = list(range(1, n + 1))
         edges = [(a, b) for a in agents for b in agents if a < b and rng.random() < 0.4]
         providers = {b: {a} for a in agents for b in agents if a < b and rng.random() < 0.15}
-        p = problem(agents, edges, {a for a in agents if rng.random() < 0.2}, providers)
-        valid = [o for o in permutations(agents) if respects(p, list(o))]
-        result = solve(p)
-        assert result.exact
-        assert respects(p, result.order)
-        assert sorted(result.order) == agents
-        assert result.conflicting_rebases == cost(p, result.order) == min(cost(p, o) for o in valid)
+        assert_optimal(problem(agents, edges, {a for a in agents if rng.random() < 0.2}, providers))
+
+
+def assert_optimal(p: Problem) -> None:
+    """solve() is exact, complete, respects dependencies and matches brute force."""
+    valid = [o for o in permutations(p.agents) if respects(p, list(o))]
+    result = solve(p)
+    assert result.exact
+    assert respects(p, result.order)
+    assert sorted(result.order) == p.agents
+    assert result.conflicting_rebases == cost(p, result.order) == min(cost(p, o) for o in valid)
 
 
 def test_the_conflict_free_agents_land_before_the_conflicting_ones() -> None:
@@ -125,6 +129,40 @@ def test_exact_search_handles_the_limit() -> None:
     result = solve(problem(agents, edges))
     assert result.exact is True
     assert result.conflicting_rebases == EXACT_LIMIT // 2
+
+
+def test_sparse_graphs_solved_per_component_match_brute_force() -> None:
+    rng = random.Random(11)
+    for _ in range(25):
+        n = rng.randint(4, 7)
+        agents = list(range(1, n + 1))
+        edges = [(a, b) for a in agents for b in agents if a < b and rng.random() < 0.15]
+        providers = {b: {a} for a in agents for b in agents if a < b and rng.random() < 0.05}
+        assert_optimal(problem(agents, edges, {a for a in agents if rng.random() < 0.2}, providers))
+
+
+def test_many_agents_in_small_components_stay_exact() -> None:
+    # 60 agents: 20 triangles of mutual conflicts; each costs exactly 2 conflicting rebases.
+    agents = list(range(1, 61))
+    edges = [
+        (a, b) for first in range(1, 61, 3) for a, b in combinations(range(first, first + 3), 2)
+    ]
+    providers = {4: {1}}  # links the first two triangles into one component of 6
+    p = problem(agents, edges, providers=providers)
+
+    result = solve(p)
+
+    assert result.exact is True
+    assert sorted(result.order) == agents and respects(p, result.order)
+    assert result.conflicting_rebases == cost(p, result.order) == 40
+    assert not any("heuristic" in text for text in result.reasons.values())
+
+
+def test_one_component_beyond_the_limit_still_uses_the_heuristic() -> None:
+    chain = list(range(1, EXACT_LIMIT + 2))  # one path of 17 agents
+    p = problem([*chain, 100], [(a, a + 1) for a in chain[:-1]])
+    result = solve(p)
+    assert result.exact is False and sorted(result.order) == [*chain, 100]
 
 
 def completed(

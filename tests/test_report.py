@@ -334,3 +334,14 @@ def test_timeline_places_spans_dependency_arrows_and_the_critical_path(repo: Pat
     assert arrow.text == "#21 depends on #11" and arrow.critical
     assert arrow.path.startswith(f"M{bars[11].end:.1f},")
     assert [label for _, label in line.ticks] == ["08:00", "09:00", "10:00", "11:00", "12:00"]
+
+
+def test_an_unchanged_scan_writes_nothing(repo: Path, cli: Cli, worktrees: Path) -> None:
+    three_agents_colliding(repo, cli, worktrees)
+    assert cli("conflicts").code == 0
+    state = repo / ".git" / "paradev" / "state.json"
+    before = state.read_bytes()
+
+    assert cli("conflicts", "--json").code == 0
+
+    assert state.read_bytes() == before  # no lock taken, nothing rewritten

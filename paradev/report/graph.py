@@ -8,22 +8,14 @@ character, so every label is quoted for its language.
 from __future__ import annotations
 
 from paradev.conflicts import PairReport, Report
-from paradev.errors import PreconditionError
 
-FORMATS = ("text", "dot", "mermaid")
 FILES_SHOWN = 5  # files named on an edge; more are counted
-
-
-def check_format(name: str) -> str:
-    if name not in FORMATS:
-        raise PreconditionError(f"--format must be one of {', '.join(FORMATS)}, not {name!r}")
-    return name
 
 
 def _edges(report: Report) -> list[tuple[PairReport, str, str]]:
     """(pair, kind, label) of every pair that conflicts or overlaps."""
     edges = []
-    for pair in report.pairs:
+    for pair in sorted(report.examined, key=lambda pair: pair.agents):
         if pair.conflict:
             files = [c.path for c in pair.conflicts]
             kind = "conflict"

@@ -1,0 +1,95 @@
+"""Benchmark: ``paradev check PATH`` next to ``python -c pass`` (the issue-9 target: +40 ms).
+
+A repository with 10,000 files and 10 agents, each with a worktree, a commit
+on its branch and uncommitted edits in its worktree (which ``check`` must
+still report: the script verifies the answer before timing it). Commands
+take turns so machine load hits each alike; medians are printed side by side.
+
+    python bench/check.py [--runs 21] [--files 10000] [--agents 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from common import child_env, interleaved_medians, paradev_argv, run
+
+TARGET_MS = 40.0
+
+
+def build(root: Path, files: int, agents: int, env: dict[str, str]) -> Path:
+    repo = root / "project"
+    repo.mkdir()
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    for i in range(files):
+        path = repo / "src" / f"pkg{i // 100:03d}" / f"mod{i:05d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"VALUE_{i} = {i}\n")
+    (repo / "plan.toml").write_text(
+        f'[project]\nbase = "main"\n\n[agents]\ncount = {agents}\n\n[[batches]]\nname = "b"\n'
+        + "".join(
+            f"  [[batches.tasks]]\n  agent = {a}\n  issue = {a}\n  title = 't{a}'\n  hours = 1.0\n"
+            for a in range(1, agents + 1)
+        )
+    )
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "initial"], repo, env)
+    run([*paradev_argv(), "setup"], repo, env)
+    for agent in range(1, agents + 1):
+        tree = root / "project-worktrees" / f"agent-{agent}"
+        committed = tree / "src" / f"pkg{agent:03d}" / f"mod{agent * 100:05d}.py"
+        committed.write_text("committed = True\n")
+        run(["git", "commit", "-qam", f"agent {agent}"], tree, env)
+        edited = tree / "src" / f"pkg{agent + 50:03d}" / f"mod{(agent + 50) * 100 + 1:05d}.py"
+        edited.write_text("uncommitted = True\n")  # only in the worktree
+        (tree / "src" / f"new_{agent}.py").write_text("untracked = True\n")
+    return repo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--agents", type=int, default=10)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="paradev-bench-"))
+    try:
+        env = child_env(root)
+        repo = build(root, args.files, args.agents, env)
+        paradev = paradev_argv()
+        dirty = "src/pkg055/mod05501.py"  # agent 5's uncommitted edit
+        answer = run([*paradev, "check", dirty, "--agent", "1"], repo, env, ok=(1,))
+        if not answer.stdout.startswith(f"{dirty}: agent 5") or "worktree" not in answer.stdout:
+            raise SystemExit(f"check missed the uncommitted edit: {answer.stdout!r}")
+        rows = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "paradev check (uncommitted hit)": [*paradev, "check", dirty, "--agent", "1"],
+            "paradev check (nothing found)": [*paradev, "check", "src/pkg099", "--agent", "1"],
+            "paradev check . (whole tree)": [*paradev, "check", ".", "--agent", "1"],
+        }
+        figures = interleaved_medians(rows, repo, env, args.runs, ok=(0, 1))
+        python, python_cpu = figures["python -c pass"]
+        print(
+            f"paradev check: {args.agents} agents, {args.files:,} files, uncommitted edits; "
+            f"median of {args.runs} runs; load average {os.getloadavg()[0]:.1f}"
+        )
+        print(f"  {'':<34} {'wall':>10}  {'vs python':>9}  {'CPU':>9}  {'vs python':>9}")
+        for name, (ms, cpu) in figures.items():
+            print(
+                f"  {name:<34} {ms:7.1f} ms  {ms - python:+7.1f}ms  "
+                f"{cpu:6.1f} ms  {cpu - python_cpu:+7.1f}ms"
+            )
+        over = figures["paradev check (uncommitted hit)"][0] - python
+        verdict = "met" if over <= TARGET_MS else "NOT met"
+        print(f"  target: <= {TARGET_MS:.0f} ms above python -c pass -> {over:.1f} ms: {verdict}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

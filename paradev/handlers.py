@@ -1,0 +1,459 @@
+"""What each command does: glue between parsed arguments and the core modules.
+
+Each function takes its command's arguments already converted (see the table
+in ``paradev.commands``), calls the core, and prints the result. Core modules
+are imported inside each function, so a command loads only what it needs;
+this module itself imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+from paradev.errors import PreconditionError
+
+if TYPE_CHECKING:
+    from paradev.conflicts import Report
+    from paradev.hooks import HookResult
+    from paradev.runner import BatchRun, Outcome
+    from paradev.workspace import Workspace
+
+# -- output helpers -------------------------------------------------------------------------
+
+
+def emit_json(data: Any) -> None:
+    print(jsonlib.dumps(data, indent=2))
+
+
+def warn(message: str) -> None:
+    print(f"paradev: warning: {message}", file=sys.stderr)
+
+
+def report_hook(result: HookResult | None) -> None:
+    """A failing hook is a warning, never an error."""
+    if result is not None and not result.ok:
+        warn(result.describe())
+
+
+def _workspace() -> Workspace:
+    from paradev.workspace import open_workspace
+
+    ws = open_workspace()
+    ws.store.read()  # a corrupt state stops every command but reset and doctor, up front
+    return ws
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+
+def assign(agent: int, issue: int, title: str, hours: float, batch: str | None) -> None:
+    from paradev.lifecycle import assign as assign_task
+
+    task = assign_task(_workspace(), agent, issue, title, hours, batch)
+    print(f"assigned #{task.issue} to agent {task.agent} in batch {task.batch!r}")
+
+
+def estimate(json: bool) -> None:
+    from paradev.estimate import estimate as estimate_plan
+    from paradev.estimate import render
+
+    plan = _workspace().plan
+    result = estimate_plan(plan)
+    if json:
+        emit_json(result.to_json())
+    else:
+        print(render(result, plan))
+
+
+# -- agents ----------------------------------------------------------------------------------
+
+
+def setup(agents: int | None) -> None:
+    from paradev.worktrees import setup as set_up
+
+    for step in set_up(_workspace(), agents):
+        print(step.describe())
+
+
+def start(agent: int) -> None:
+    from paradev.hooks import run_hook
+    from paradev.lifecycle import start as start_task
+    from paradev.text import printable
+
+    ws = _workspace()
+    task, record = start_task(ws, agent)
+    title = printable(task.title)
+    print(f"agent {task.agent} started #{task.issue} {title} (base {record.base_commit})")
+    report_hook(run_hook(ws, "on_start", task, record))
+
+
+def complete(agent: int) -> None:
+    from paradev.hooks import run_hook
+    from paradev.lifecycle import complete as complete_task
+
+    ws = _workspace()
+    done = complete_task(ws, agent)
+    files = done.record.files_modified
+    print(f"agent {done.task.agent} completed #{done.task.issue} ({len(files)} files changed)")
+    for path in files:
+        print(f"  {path}")
+    if done.uncommitted:
+        warn(
+            f"{len(done.uncommitted)} uncommitted path(s) in the worktree are not counted: "
+            + ", ".join(done.uncommitted)
+        )
+    report_hook(run_hook(ws, "on_complete", done.task, done.record))
+
+
+def status(json: bool) -> None:
+    from paradev.lifecycle import render_status
+    from paradev.lifecycle import status as status_report
+
+    report = status_report(_workspace())
+    if json:
+        emit_json(report)
+    else:
+        print(render_status(report))
+
+
+def run_batch(
+    batch: str | None, no_launch: bool, dry_run: bool, agents: str | None, json: bool
+) -> None:
+    from paradev import runner
+
+    ws = _workspace()
+    with runner.batch_lock(ws):
+        run = runner.prepare(ws, batch or None, runner.parse_agents(agents or "", ws))
+        if json:
+            _run_batch_json(ws, run, bool(ws.plan.agent_command) and not no_launch, dry_run)
+            return
+        for note in run.notes:
+            print(f"skipped: {note}")
+        if not run.queues:
+            print(f"batch {run.batch.name!r}: nothing to run")
+            return
+        launch = bool(ws.plan.agent_command) and not no_launch
+        if dry_run:
+            print("\n".join(runner.describe(ws, run, launch)))
+        elif not launch:
+            _start_without_agents(ws, run)
+        else:
+            _launch_agents(ws, run)
+
+
+def _run_batch_json(ws: Workspace, run: BatchRun, launch: bool, dry_run: bool) -> None:
+    """run-batch --json: the same steps, each told as one JSON line."""
+    from paradev import runner
+    from paradev.report import machine
+
+    for note in run.notes:
+        machine.emit_event("skipped", text=note)
+    if not run.queues:
+        machine.emit_event("batch", batch=run.batch.name, completed=0, not_completed=0)
+    elif dry_run:
+        for line in runner.describe(ws, run, launch):
+            machine.emit_event("plan", text=line)
+    elif not launch:
+        for started in runner.start_only(ws, run, machine.JsonProgress()):
+            machine.started_event(started)
+    else:
+        outcomes = runner.run_batch(ws, run, machine.JsonProgress())
+        machine.outcome_events(run.batch.name, outcomes)
+        _raise_if_failed(outcomes)
+
+
+def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
+    from paradev import runner
+    from paradev.text import printable
+
+    if not ws.plan.agent_command:
+        print("no agents.command in plan.toml: starting the tasks for you to hand out")
+    for started in runner.start_only(ws, run, runner.LineProgress()):
+        print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
+        print(f"  worktree: {started.worktree}")
+        print(f"  branch:   {started.branch}")
+        print(f"  prompt:   {started.prompt}")
+        if started.queued:
+            later = ", ".join(f"#{t.issue}" for t in started.queued)
+            print(f"  then:     {later} (after 'paradev complete {started.task.agent}')")
+
+
+def _launch_agents(ws: Workspace, run: BatchRun) -> None:
+    from paradev import runner
+
+    with runner.progress_display(sys.stdout.isatty()) as progress:
+        outcomes = runner.run_batch(ws, run, progress)
+    failed = [o for o in outcomes if o.status != "completed"]
+    done = len(outcomes) - len(failed)
+    print(f"batch {run.batch.name!r}: {done} completed, {len(failed)} not completed")
+    _raise_if_failed(outcomes)
+
+
+def _raise_if_failed(outcomes: list[Outcome]) -> None:
+    from paradev.errors import Stopped
+
+    failed = [o for o in outcomes if o.status != "completed"]
+    if failed:
+        issues = ", ".join(f"#{o.task.issue} ({o.status}: {o.detail})" for o in failed)
+        raise Stopped(
+            f"{len(failed)} task(s) not completed: {issues}; "
+            "fix the cause and run 'paradev run-batch' again to restart them"
+        )
+
+
+# -- conflicts -------------------------------------------------------------------------------
+
+
+def conflicts(
+    json: bool,
+    all_pairs: bool,
+    uncommitted: bool,
+    check: bool,
+    remote: bool,
+    watch: bool,
+    interval: float | None,
+    format: str | None,
+) -> None:
+    from paradev.conflicts import analyze, render
+    from paradev.conflicts import watch as watch_loop
+    from paradev.errors import Stopped
+    from paradev.snapshots import record_scan
+
+    shape = format or "text"
+    if shape != "text" and (json or watch):
+        raise PreconditionError("--format draws one scan: use it without --json and --watch")
+    ws = _workspace()
+
+    def scan() -> Report:
+        found = analyze(ws, uncommitted=uncommitted, remote=remote)
+        record_scan(ws, found)  # the report shows conflicts as they were, too
+        return found
+
+    if watch:
+        watch_loop(
+            scan,
+            lambda text: print(text, flush=True),
+            5.0 if interval is None else interval,
+            as_json=json,
+            all_pairs=all_pairs,
+        )
+        return
+    report = scan()
+    if shape != "text":
+        from paradev.report.graph import to_dot, to_mermaid
+
+        print(to_dot(report) if shape == "dot" else to_mermaid(report))
+    elif json:  # compact: hundreds of pairs, printed every few seconds
+        print(jsonlib.dumps(report.to_json(all_pairs=all_pairs), separators=(",", ":")))
+    else:
+        print(render(report))
+    if check and report.conflict_count:
+        raise Stopped(f"{report.conflict_count} real conflict(s)")
+
+
+def check(path: list[str], agent: int | None, json: bool) -> None:
+    from paradev.conflicts import claims, repo_relative
+    from paradev.errors import Stopped
+
+    if not path:
+        raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
+    ws = _workspace()
+    if agent is not None:
+        ws.check_agent(agent)
+    found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
+    if json:
+        from paradev.report.machine import check_json
+
+        emit_json(check_json(list(path), found))
+    elif not found:
+        print("no other agent changes " + ", ".join(path))
+    else:
+        for claim in found:
+            shown = claim.path or "."
+            print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
+    if found:
+        agents = sorted({claim.agent for claim in found})
+        raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
+
+
+# -- landing ---------------------------------------------------------------------------------
+
+
+def merge_order(json: bool) -> None:
+    from paradev.order import compute_merge_order, render
+
+    result = compute_merge_order(_workspace())
+    if json:
+        emit_json(result.to_json())
+    else:
+        print(render(result))
+
+
+def merge(
+    dry_run: bool,
+    continue_: bool,
+    abort: bool,
+    skip: bool,
+    push: bool,
+    no_push: bool,
+    no_gate: bool,
+    json: bool,
+) -> None:
+    from paradev import train
+    from paradev.errors import ParadevError
+
+    if sum((dry_run, continue_, abort, skip)) > 1:
+        raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
+    if push and no_push:
+        raise PreconditionError("use --push or --no-push, not both")
+    pushing = True if push else (False if no_push else None)
+    ws = _workspace()
+    out = _to_stderr if json else print
+    history = len(ws.store.read().merge_history)
+    try:
+        if dry_run:
+            steps = train.dry_run(ws, out)
+            if json:
+                from paradev.report.machine import dry_run_json
+
+                emit_json(dry_run_json(steps))
+            return
+        if abort:
+            train.abort(ws, out)
+        elif continue_:
+            train.resume(ws, out, push=pushing, gate=not no_gate)
+        elif skip:
+            train.skip(ws, out, push=pushing, gate=not no_gate)
+        else:
+            train.merge(ws, out, push=pushing, gate=not no_gate)
+    except ParadevError as err:
+        if json and err.exit_code == 1:  # stopped: say where, then exit 1
+            _emit_merge_json(ws, history)
+        raise
+    if json:
+        _emit_merge_json(ws, history)
+
+
+def _emit_merge_json(ws: Workspace, history: int) -> None:
+    from paradev.report.machine import merge_json
+
+    emit_json(merge_json(ws, history))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cleanup(force: bool, delete_branches: bool, backups: bool, older: float | None) -> None:
+    from paradev.errors import Stopped
+
+    if older is not None and not backups:
+        raise PreconditionError("--older prunes backups: use it with --backups")
+    if backups:
+        if force or delete_branches:
+            raise PreconditionError(
+                "--backups only lists and prunes: drop --force/--delete-branches"
+            )
+        _cleanup_backups(older)
+        return
+    from paradev.cleanup import cleanup as clean_up
+
+    report = clean_up(_workspace(), force=force, delete_branches=delete_branches)
+    for line in report.lines():
+        print(line)
+    if report.refused:
+        raise Stopped(
+            f"{len(report.refused)} worktree(s) kept; see above, or use --force "
+            "(unmerged and uncommitted work is kept under refs/paradev/backup/ first)"
+        )
+
+
+def _cleanup_backups(older: float | None) -> None:
+    """``cleanup --backups [--older DAYS]``: list the backups, or prune the old ones."""
+    from paradev import backups as backups_mod
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    repo = discover()
+    store = StateStore(repo.common_dir)
+    if older is None:
+        found = backups_mod.list_backups(repo.git, store)
+        for backup in found:
+            print(backup.line())
+        print(f"{len(found)} backup(s)" + (" (prune with --older DAYS)" if found else ""))
+        return
+    removed, kept = backups_mod.prune_backups(repo.git, store, older)
+    for backup in removed:
+        print(f"removed {backup.line()}")
+    for backup in kept:
+        print(f"kept (a merge train in progress needs it) {backup.line()}")
+    print(f"removed {len(removed)} backup(s) older than {older:g} day(s)")
+
+
+def report(output: str | None, open_: bool) -> None:
+    from pathlib import Path
+
+    from paradev.report import write_report
+
+    path = write_report(_workspace(), Path(output) if output else None)
+    print(path)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+
+
+# -- maintenance -----------------------------------------------------------------------------
+
+
+def doctor(repair: bool) -> None:
+    from paradev import plan as plan_mod
+    from paradev.doctor import doctor as run_doctor
+    from paradev.errors import StateError, Stopped
+    from paradev.git import discover
+
+    repo = discover()
+    findings = run_doctor(repo, plan_mod.find_plan(repo.main_root), repair)
+    for finding in findings:
+        print(f"{'ok ' if finding.ok else 'BAD'}  {finding.text}")
+    bad = [f for f in findings if not f.ok]
+    blocking = [f for f in bad if f.blocking]
+    if blocking:  # a corrupt state stops every command: exit 2 like them
+        raise StateError(blocking[0].text)
+    if bad:
+        raise Stopped(
+            f"{len(bad)} problem(s) found" + ("" if repair else "; try 'paradev doctor --repair'")
+        )
+
+
+def reset(yes: bool) -> None:
+    from paradev.doctor import reset as reset_state
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    store = StateStore(discover().common_dir)
+    done = reset_state(store, yes=yes)
+    if done.aside:
+        print(f"moved the corrupt state file aside to {done.aside}")
+    if done.backup:
+        print(f"kept the old state as {done.backup}")
+    if done.dropped and done.dropped.train:
+        warn("a merge train was in progress; its journal is gone (git state is untouched)")
+    print(f"state cleared: {store.path}")
+
+
+def demo(folder: str | None) -> None:
+    from pathlib import Path
+
+    from paradev.demo import run_demo
+
+    run_demo(Path(folder) if folder else None)
+
+
+def completion(shell: str) -> None:
+    from paradev.commands import COMMANDS
+    from paradev.completion import script
+
+    print(script(shell, COMMANDS), end="")
