@@ -217,6 +217,21 @@ JSON = flag("json", "print JSON (stable keys) instead of text")
 
 COMMANDS: tuple[Command, ...] = (
     Command(
+        "init",
+        "plan",
+        "Write the commented example plan.toml (with flags: a tasks.py, a CI workflow).",
+        handlers.init,
+        "init --agents 4",
+        args=(
+            option(
+                "agents", INT, "the plan's agent count (1..1000); the example's tasks go to them"
+            ),
+            flag("invoke", "write a tasks.py exposing paradev's commands to 'invoke' instead"),
+            option("ci", NAME, "write a CI workflow instead: github"),
+        ),
+        exits={0: "written (an existing file is never overwritten: exit 2)"},
+    ),
+    Command(
         "assign",
         "plan",
         "Add a task to plan.toml (comments and layout kept) and mark it assigned.",

@@ -21,6 +21,7 @@ class Finding:
     ok: bool
     text: str
     blocking: bool = False  # every other command refuses to run until this is fixed
+    repairable: bool = False  # ``doctor --repair`` fixes it (else the text says what will)
 
 
 # The locks that mean a command is running right now, and who takes them
@@ -131,7 +132,11 @@ def _check_stale_worktrees(git: Git, repair: bool) -> list[Finding]:
         git.run("worktree", "prune")
         return [Finding(True, f"worktree records: pruned {len(stale)} stale: {', '.join(stale)}")]
     return [
-        Finding(False, f"stale worktree record for {path} (run 'paradev doctor --repair')")
+        Finding(
+            False,
+            f"stale worktree record for {path} (run 'paradev doctor --repair')",
+            repairable=True,
+        )
         for path in stale
     ]
 
@@ -174,6 +179,7 @@ def _missing_worktree(ws: Workspace, agent: int) -> Finding:
         return Finding(
             False,
             f"agent {agent}: the .git link of {path} is broken (run 'paradev doctor --repair')",
+            repairable=True,
         )
     if path.exists():
         return Finding(
@@ -181,4 +187,6 @@ def _missing_worktree(ws: Workspace, agent: int) -> Finding:
             f"agent {agent}: {path} exists but is not a git worktree "
             "(move it away, then run 'paradev setup')",
         )
-    return Finding(False, f"agent {agent}: no worktree at {path} (run 'paradev setup')")
+    return Finding(
+        False, f"agent {agent}: no worktree at {path} (run 'paradev setup')", repairable=True
+    )

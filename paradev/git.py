@@ -732,6 +732,41 @@ def reset_keep(worktree: Path, commit: str) -> None:
     Git(worktree).run("reset", "--quiet", "--keep", commit)
 
 
+def paths_as_in(worktree: Path, commit: str, paths: Sequence[str]) -> list[str]:
+    """Those of ``paths`` whose work-tree file is exactly ``commit``'s (absent where it has none).
+
+    Such a file holds nothing that is not committed: putting it back loses nothing.
+    """
+    if not paths:
+        return []
+    git = Git(worktree)
+    blobs: dict[str, str] = {}
+    for entry in git.out("ls-tree", "-r", "-z", commit, "--", *paths).split("\0"):
+        if entry:
+            meta, path = entry.split("\t", 1)
+            blobs[path] = meta.split()[2]
+    files = [p for p in paths if (worktree / p).is_file() and not (worktree / p).is_symlink()]
+    hashes = dict(zip(files, git.out("hash-object", "--", *files).split(), strict=True))
+    return [
+        p
+        for p in paths
+        if (p in blobs and hashes.get(p) == blobs[p])
+        or (p not in blobs and not (worktree / p).exists() and not (worktree / p).is_symlink())
+    ]
+
+
+def restore_to_head(worktree: Path, paths: Sequence[str]) -> None:
+    """Index and files of ``paths`` back to HEAD (files HEAD lacks removed)."""
+    git = Git(worktree)
+    git.run("reset", "-q", "HEAD", "--", *paths, check=False)  # exits 1 when files still differ
+    known = set(git.out("ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths).split("\0"))
+    if tracked := [p for p in paths if p in known]:
+        git.run("checkout", "HEAD", "--", *tracked)
+    for path in paths:
+        if path not in known:
+            (worktree / path).unlink(missing_ok=True)
+
+
 def merge_ff_only(worktree: Path, commit: str) -> None:
     """Fast-forward the branch checked out in ``worktree`` (ref, index and files) to ``commit``."""
     Git(worktree).run("merge", "--quiet", "--ff-only", "--no-edit", commit)

@@ -408,6 +408,16 @@ def report(output: str | None, open_: bool) -> None:
 # -- maintenance -----------------------------------------------------------------------------
 
 
+def init(agents: int | None, invoke: bool, ci: str | None) -> None:
+    from paradev import plan as plan_mod
+    from paradev.git import discover
+    from paradev.init import init as run_init
+
+    repo = discover()
+    for line in run_init(repo.main_root, plan_mod.find_plan(repo.main_root), agents, invoke, ci):
+        print(line)
+
+
 def doctor(repair: bool) -> None:
     from paradev import plan as plan_mod
     from paradev.doctor import doctor as run_doctor
@@ -423,8 +433,10 @@ def doctor(repair: bool) -> None:
     if blocking:  # a corrupt state stops every command: exit 2 like them
         raise StateError(blocking[0].text)
     if bad:
+        repairable = not repair and any(f.repairable for f in bad)  # never a useless hint
         raise Stopped(
-            f"{len(bad)} problem(s) found" + ("" if repair else "; try 'paradev doctor --repair'")
+            f"{len(bad)} problem(s) found"
+            + ("; try 'paradev doctor --repair'" if repairable else "")
         )
 
 

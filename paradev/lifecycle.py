@@ -22,12 +22,14 @@ from paradev.git import (
     dirty_paths,
     side_by_side,
 )
+from paradev.limits import MAX_ISSUE, shown
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
     COMPLETED,
     DONE_STATUSES,
     IN_PROGRESS,
+    MERGED,
     OPEN_STATUSES,
     RESTARTABLE,
     State,
@@ -64,13 +66,17 @@ def parse_hours(text: str | float) -> float:
 def parse_int(text: str | int, what: str) -> int:
     """A positive whole number from the command line, in plain ASCII digits."""
     if isinstance(text, str) and not _WHOLE.fullmatch(text.strip()):
-        raise PreconditionError(f"{what} must be a whole number, got {text!r}")
+        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}")
+    if isinstance(text, str) and len(text.strip().lstrip("-0")) > len(str(MAX_ISSUE)):
+        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {shown(text)}")
     try:
         value = int(text)
     except (TypeError, ValueError):
-        raise PreconditionError(f"{what} must be a whole number, got {text!r}") from None
+        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}") from None
     if value <= 0:
         raise PreconditionError(f"{what} must be > 0, got {text!r}")
+    if value > MAX_ISSUE:  # agents stop at 1,000 and issues at 10^9 (paradev.limits)
+        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {text!r}")
     return value
 
 
@@ -86,6 +92,18 @@ def current_task(ws: Workspace, state: State, agent: int) -> Task | None:
 def next_task(ws: Workspace, state: State, agent: int) -> Task | None:
     """The agent's first planned or assigned task, in plan order."""
     return next((t for t in ws.tasks_of(agent) if state.status(t.issue) in OPEN_STATUSES), None)
+
+
+def waiting_for_dependencies(state: State, task: Task) -> str | None:
+    """Why ``task`` cannot start yet: a depends_on issue has not landed (None when none).
+
+    start and run-batch both ask this, so they agree on what may start and say it alike.
+    """
+    waiting = [d for d in task.depends_on if state.status(d) != MERGED]
+    if not waiting:
+        return None
+    deps = ", ".join(f"#{d}" for d in waiting)
+    return f"#{task.issue} (agent {task.agent}) waits for {deps} to be merged"
 
 
 def assign(
@@ -178,6 +196,11 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(
                 f"issue #{task.issue} is {state.status(task.issue)} for agent {task.agent}; "
                 f"agent {agent} cannot start it"
+            )
+        waiting = waiting_for_dependencies(state, task)
+        if waiting:
+            raise PreconditionError(
+                f"{waiting}; finish and land that work first ('paradev merge'), then start again"
             )
         record = state.task(task.issue, agent)
         record.status, record.started_at = IN_PROGRESS, now()

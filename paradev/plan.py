@@ -7,6 +7,7 @@ command tells the user everything to fix.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,6 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
+from paradev.limits import (
+    MAX_AGENTS,
+    MAX_ISSUE,
+    MAX_PLAN_BYTES,
+    LimitError,
+    check_text,
+    read_bounded,
+    shown,
+)
 
 if TYPE_CHECKING:
     from tomlkit.items import AoT
@@ -77,6 +87,20 @@ def _positive_int(value: Any) -> str | None:
     return "an integer > 0"
 
 
+def _int_up_to(limit: int, what: str) -> Check:
+    """A whole number from 1 to ``limit`` (see paradev.limits for why each bound exists)."""
+
+    def check(value: Any) -> str | None:
+        if _positive_int(value) is None and value <= limit:
+            return None
+        return f"{what} from 1 to {limit:,}"
+
+    return check
+
+
+_issue = _int_up_to(MAX_ISSUE, "an issue number")
+
+
 def _string_list(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return None
@@ -84,9 +108,9 @@ def _string_list(value: Any) -> str | None:
 
 
 def _int_list(value: Any) -> str | None:
-    if isinstance(value, list) and all(_positive_int(v) is None for v in value):
+    if isinstance(value, list) and all(_issue(v) is None for v in value):
         return None
-    return "a list of issue numbers"
+    return f"a list of issue numbers (each from 1 to {MAX_ISSUE:,})"
 
 
 def _command(value: Any) -> str | None:
@@ -118,7 +142,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "remote": Key("", _string),
     },
     "agents": {
-        "count": Key(3, _positive_int),
+        "count": Key(3, _int_up_to(MAX_AGENTS, "an integer")),
         "command": Key([], _string_list),
         "timeout": Key(5400, _positive_number),
         "instructions": Key("", _string),
@@ -159,7 +183,7 @@ TASK_SCHEMA: dict[str, Key | None] = {  # None: required
 }
 TASK_CHECKS: dict[str, Check] = {
     "agent": _positive_int,
-    "issue": _positive_int,
+    "issue": _issue,
     "title": _string,
     "hours": _hours,
 }
@@ -290,13 +314,25 @@ def find_plan(main_root: Path, explicit: str | None = None) -> Path:
 def load(path: Path, main_root: Path | None = None) -> Plan:
     """Read and validate ``path``; ``main_root`` enables the checks that need the repository."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_bounded(path, MAX_PLAN_BYTES, str(path))
     except FileNotFoundError:
         raise PlanError(
-            f"{path} not found; create it (see the example plan.toml) or set PARADEV_PLAN"
+            f"{path} not found; create one with 'paradev init' (the commented example) "
+            "or set PARADEV_PLAN"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read {path}: {exc}") from None
+    except LimitError as exc:
+        raise PlanError(
+            f"{exc}; a plan is a text file of at most {MAX_PLAN_BYTES // 1_000_000} MB: "
+            "check the path (or PARADEV_PLAN)"
+        ) from None
+    except OSError as exc:
+        raise PlanError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanError(
+            f"{path}: byte {exc.start} is not UTF-8 ({exc.reason}); save the file as UTF-8"
+        ) from None
     return parse(text, path, main_root)
 
 
@@ -322,8 +358,38 @@ def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
         for where in _strings_with_nul(data, "")
     ]
     if problems:
-        raise PlanError(_report(path, problems))
+        raise PlanError(_report(path, [_named(p, data) for p in problems]))
     return plan
+
+
+_TASK_PATH = re.compile(r"batches\[(\d+)\](?:\.tasks\[(\d+)\])?")
+
+
+def _named(problem: str, data: dict[str, Any]) -> str:
+    """``batches[1].tasks[1].hours: ...`` -> ``batch "features", task #105: batches[1]...``.
+
+    People know their batches by name and their tasks by issue number; the
+    key path stays for the exact place.
+    """
+    match = _TASK_PATH.match(problem)
+    batches = data.get("batches")
+    if not match or not isinstance(batches, list) or int(match[1]) >= len(batches):
+        return problem
+    batch = batches[int(match[1])]
+    name = batch.get("name") if isinstance(batch, dict) else None
+    label = f"batch {_quoted(name)}" if isinstance(name, str) else f"batch {int(match[1]) + 1}"
+    tasks = batch.get("tasks") if isinstance(batch, dict) else None
+    if match[2] is not None and isinstance(tasks, list) and int(match[2]) < len(tasks):
+        task = tasks[int(match[2])]
+        issue = task.get("issue") if isinstance(task, dict) else None
+        valid = _issue(issue) is None
+        label += f", task #{issue}" if valid else f", task {int(match[2]) + 1}"
+    return f"{label}: {problem}"
+
+
+def _quoted(name: str) -> str:
+    text = json.dumps(name, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:36] + '..."'
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:
@@ -335,6 +401,9 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
             f"{path}:1:1: the file starts with a byte-order mark (BOM), which TOML does not "
             "allow; save it as UTF-8 without BOM"
         )
+    beyond = check_text(text, toml=True)  # before tomllib can recurse or int() can refuse
+    if beyond:
+        raise PlanError(f"{path}:{beyond.where}: {beyond.what}; {beyond.fix}")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -368,14 +437,22 @@ def _report(path: Path, problems: list[str]) -> str:
 
 
 def _unknown_keys(table: dict[str, Any], known: list[str], where: str) -> list[str]:
-    return [f"{where}{key}: {_unknown(key, known)}" for key in table if key not in known]
+    return [f"{where}{_key_text(key)}: {_unknown(key, known)}" for key in table if key not in known]
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
+
+
+def _key_text(key: str) -> str:
+    """A key as a path part: quoted and cut when odd (a newline or 1 MB in a key name)."""
+    return key if _BARE_KEY.fullmatch(key) else shown(key)
 
 
 def _unknown(key: str, known: list[str]) -> str:
     """'unknown key', with the likely intended key when it is a typo."""
     from difflib import get_close_matches
 
-    close = get_close_matches(key, known, n=1)
+    close = get_close_matches(key[:100], known, n=1)
     if close:
         return f"unknown key (did you mean {close[0]!r}?)"
     return f"unknown key (expected one of: {', '.join(sorted(known))})"
@@ -397,7 +474,7 @@ def _read_settings(
             value = table.get(key, spec.default)
             expected = spec.check(value)
             if expected:
-                problems.append(f"{section}.{key}: expected {expected}, got {value!r}")
+                problems.append(f"{section}.{key}: expected {expected}, got {shown(value)}")
                 bad.add(f"{section}.{key}")
                 value = spec.default
             values[key] = value
@@ -424,7 +501,7 @@ def _read_batches(raw: Any, problems: list[str], located: list[Located]) -> tupl
         problems += _unknown_keys(table, ["name", "tasks"], f"{where}.")
         name = table.get("name", f"batch-{index + 1}")
         if not isinstance(name, str) or not name.strip():
-            problems.append(f"{where}.name: expected a non-empty string, got {name!r}")
+            problems.append(f"{where}.name: expected a non-empty string, got {shown(name)}")
             name = f"batch-{index + 1}"
         tasks_raw = table.get("tasks", [])
         if not isinstance(tasks_raw, list) or not all(isinstance(t, dict) for t in tasks_raw):
@@ -452,7 +529,7 @@ def _read_task(table: dict[str, Any], batch: str, where: str, problems: list[str
         check = spec.check if spec else TASK_CHECKS[key]
         expected = check(value)
         if expected:
-            problems.append(f"{where}.{key}: expected {expected}, got {value!r}")
+            problems.append(f"{where}.{key}: expected {expected}, got {shown(value)}")
         values[key] = value
     if len(problems) > before:
         return None
@@ -550,21 +627,30 @@ def _branch_clash(plan: Plan) -> str | None:
 
     git keeps ``x`` and ``x/1`` as a file and a folder of the same name, so
     one of them can never be created; an agent working on base itself would
-    land its work without any train.
+    land its work without any train. Worked out from the names alone, never
+    by walking every agent (``agents.count`` may be large).
     """
-    for agent in range(1, plan.agent_count + 1):
-        branch = plan.branch(agent)
-        if branch == plan.base:
-            return (
-                f"project.branch_prefix: agent {agent}'s branch {branch!r} is the base branch; "
-                "pick another prefix or base"
-            )
-        if branch.startswith(plan.base + "/") or plan.base.startswith(branch + "/"):
-            return (
-                f"project.branch_prefix: agent {agent}'s branch {branch!r} cannot exist beside "
-                f"base {plan.base!r} (git cannot store both); pick another prefix"
-            )
-    return None
+    base, prefix = plan.base, str(plan.settings["project"]["branch_prefix"])
+    if prefix.startswith(base + "/"):  # every agent branch lies under base
+        return _clash(1, plan.branch(1), base)
+    if not base.startswith(prefix):
+        return None
+    number = base[len(prefix) :].split("/", 1)[0]  # base is <prefix><number>[/...]?
+    if not re.fullmatch(r"[1-9][0-9]{0,9}", number) or int(number) > plan.agent_count:
+        return None
+    return _clash(int(number), plan.branch(int(number)), base)
+
+
+def _clash(agent: int, branch: str, base: str) -> str:
+    if branch == base:
+        return (
+            f"project.branch_prefix: agent {agent}'s branch {branch!r} is the base branch; "
+            "pick another prefix or base"
+        )
+    return (
+        f"project.branch_prefix: agent {agent}'s branch {branch!r} cannot exist beside "
+        f"base {base!r} (git cannot store both); pick another prefix"
+    )
 
 
 def _check_batches(

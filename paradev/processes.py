@@ -103,6 +103,23 @@ def stop(procs: Iterable[subprocess.Popen[Any]], grace: float = GRACE_SECONDS) -
     for proc in procs:
         proc.wait()
         release(proc)
+    _wait_until_gone(procs)
+
+
+def _wait_until_gone(procs: list[subprocess.Popen[Any]], limit: float = 2.0) -> None:
+    """Give SIGKILLed children (reparented, not ours to reap) a moment to leave their groups,
+    so that nothing paradev started is still alive when it returns or exits."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and any(_group_alive(proc) for proc in procs):
+        time.sleep(0.01)
+
+
+def _group_alive(proc: subprocess.Popen[Any]) -> bool:
+    try:
+        os.killpg(proc.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def stop_all(grace: float = GRACE_SECONDS) -> None:

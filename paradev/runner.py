@@ -37,7 +37,14 @@ from paradev.git import (
     update_ref,
 )
 from paradev.hooks import HookResult, run_hook, task_env
-from paradev.lifecycle import assign, complete, current_task, parse_int, start
+from paradev.lifecycle import (
+    assign,
+    complete,
+    current_task,
+    parse_int,
+    start,
+    waiting_for_dependencies,
+)
 from paradev.plan import Batch, Task
 from paradev.state import (
     COMPLETED,
@@ -232,12 +239,11 @@ def queue_tasks(
         if agents is not None and task.agent not in agents:
             continue
         status = state.status(task.issue)
-        waiting = [d for d in task.depends_on if state.status(d) != MERGED]
+        waiting = waiting_for_dependencies(state, task)
         if status in (COMPLETED, MERGED):
             notes.append(f"#{task.issue} (agent {task.agent}) is already {status}")
         elif waiting:
-            deps = ", ".join(f"#{d}" for d in waiting)
-            notes.append(f"#{task.issue} (agent {task.agent}) waits for {deps} to be merged")
+            notes.append(waiting)
         else:
             queues.setdefault(task.agent, []).append(task)
     for tasks in queues.values():
@@ -901,11 +907,13 @@ def hand_back_conflict(
     report: str,
     *,
     notify: Callable[[str], None] = print,
+    on_launch: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> bool:
     """Launch the agent's command to resolve a stopped rebase; True when it exited 0.
 
     The merge train checks the rebase itself afterwards; this only reports
-    whether the agent ran and said it succeeded.
+    whether the agent ran and said it succeeded. ``on_launch`` gets the
+    agent's process first (the train journals it: it outlives a killed train).
     """
     if not ws.plan.agent_command:
         notify("no agents.command in plan.toml: nobody to hand the conflict back to")
@@ -923,6 +931,8 @@ def hand_back_conflict(
         notify(str(err))
         return False
     notify(f"handed the conflict back to agent {agent} (prompt {prompt}, log {log})")
+    if on_launch is not None:
+        on_launch(proc)
     code = wait_for(proc, ws.plan.agent_timeout)
     if code is None:
         notify(f"agent {agent} timed out after {ws.plan.agent_timeout:g}s and was stopped")

@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from paradev.errors import StateError
+from paradev.limits import (
+    MAX_AGENTS,
+    MAX_ISSUE,
+    MAX_STATE_BYTES,
+    LimitError,
+    check_text,
+    read_bounded,
+)
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
@@ -165,6 +173,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "base_start": str,
     "started_at": str,
     "driver": dict[str, Any] | None,
+    "drivers_since": float,
 }
 
 # Per-agent journal entries: every key the train reads, with its type.
@@ -194,6 +203,7 @@ TRAIN_AGENT_KEYS: dict[str, Any] = {
     "advance_to": str,
     "landed": str,
     "issues": list[int],
+    "resolver": dict[str, Any] | None,
 }
 
 
@@ -294,9 +304,9 @@ def _record(cls: type[R], raw: Any, where: str) -> R:
             raise ValueError(f"{where}.{name} is missing")
     if values.get("status", PLANNED) not in STATUSES:
         raise ValueError(f"{where}.status is {values['status']!r}, expected one of {STATUSES}")
-    for name in ("agent", "issue"):
-        if name in values and values[name] < 1:
-            raise ValueError(f"{where}.{name} is {values[name]}, expected a number >= 1")
+    for name, limit in (("agent", MAX_AGENTS), ("issue", MAX_ISSUE)):
+        if name in values and not 1 <= values[name] <= limit:
+            raise ValueError(f"{where}.{name} is {values[name]}, expected 1 to {limit:,}")
     return cls(**values)
 
 
@@ -345,18 +355,27 @@ class StateStore:
 
     def _read_file(self) -> State:
         try:
-            raw = self.path.read_bytes()
+            raw = read_bounded(self.path, MAX_STATE_BYTES, "the file")
         except FileNotFoundError:
             return State()
+        except LimitError as exc:
+            raise self._corrupt(exc) from None
         except OSError as exc:
             raise StateError(f"cannot read {self.path}: {exc}") from None
         try:
-            return State.from_json(json.loads(raw.decode("utf-8")))
+            text = raw.decode("utf-8")
+            beyond = check_text(text, toml=False)  # before json can recurse or int() refuse
+            if beyond:
+                raise LimitError(f"{beyond.what} at line:column {beyond.where}")
+            return State.from_json(json.loads(text))
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise StateError(
-                f"state file {self.path} is corrupt ({exc}); "
-                "run 'paradev doctor --repair' or 'paradev reset' to move it aside"
-            ) from None
+            raise self._corrupt(exc) from None
+
+    def _corrupt(self, reason: Exception) -> StateError:
+        return StateError(
+            f"state file {self.path} is corrupt ({reason}); "
+            "run 'paradev doctor --repair' or 'paradev reset' to move it aside"
+        )
 
     @contextmanager
     def locked(self) -> Iterator[None]:

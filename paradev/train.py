@@ -473,6 +473,7 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "squash": ws.plan.squash,
         "agents": {},
         "driver": driver_record(),
+        "drivers_since": time.time(),  # stale locks are looked for since then
     }
 
 
@@ -508,16 +509,18 @@ def driver_gone(driver: dict[str, Any] | None) -> bool:
 
 
 def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
-    """Remove the lock files a killed driver's git children left, with a note.
+    """Remove the lock files killed drivers' git children left, with a note.
 
-    Only when the journaled driver is dead, only where this train works (the
+    Only when the journaled driver is dead (every earlier one is too: each
+    took over from a dead one or ended), only where this train works (the
     agents' and base's git dirs, their branch refs, backup refs), and only
-    files made after that driver started: they can only be its children's.
+    files made since the train's first driver started: they can only be its
+    drivers' children's. The agents are not running: the train holds their locks.
     """
     driver = train.journal.get("driver")
     if not driver or not driver_gone(driver):
         return
-    since = float(driver.get("since", 0)) - 2  # file times can be coarse
+    since = float(train.journal.get("drivers_since", driver.get("since", 0))) - 2  # coarse times
     for lock in _lock_files(train, agents):
         try:
             if lock.stat().st_mtime < since:
@@ -529,12 +532,25 @@ def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
 
 
 def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
+    """Lock files a killed git child may have left where this train works.
+
+    In an agent's git dir (and its rebase folders) any ``*.lock`` is git's
+    (``CHERRY_PICK_HEAD.lock``, ``MERGE_MSG.lock``, ``REBASE_HEAD.lock``...:
+    a single one left makes every later rebase stop); base's work tree is the
+    user's, so only the locks of what the train moves there count.
+    """
     ws, common = train.ws, train.ws.repo.common_dir
-    trees = [train.worktree(a) for a in agents]
+    files: list[Path] = []
+    for tree in (train.worktree(a) for a in agents):
+        if tree.exists():
+            folder = gitmod.worktree_git_dir(tree)
+            for where in (folder, folder / "rebase-merge", folder / "rebase-apply"):
+                files += sorted(where.glob("*.lock")) if where.is_dir() else []
     holder = gitmod.branch_holder(ws.repo, train.base)
-    dirs = [gitmod.worktree_git_dir(t) for t in trees + ([holder] if holder else []) if t.exists()]
-    names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
-    files = [folder / name for folder in dirs for name in names]
+    if holder is not None and holder.exists():
+        folder = gitmod.worktree_git_dir(holder)
+        names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
+        files += [folder / name for name in names]
     refs = [f"refs/heads/{train.base}", *(f"refs/heads/{train.branch(a)}" for a in agents)]
     files += [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
     backups = common / "refs" / "paradev"
@@ -543,6 +559,8 @@ def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
 
 def take_over(train: Train) -> None:
     """Clean up after a dead driver, then journal this process as the driver."""
+    for agent in train.queue[:1]:
+        wait_for_resolver(train, agent)
     remove_stale_locks(train, train.queue[:1])
     train.journal["driver"] = driver_record()
 
@@ -931,7 +949,24 @@ def drop_rebase(train: Train, agent: int, path: Path) -> str:
     remove_stale_locks(train, [agent])
     _abort_or_quit(path)
     gitmod.checkout_force(path, train.branch(agent), start)
+    if entry.get("onto"):
+        _remove_checkout_leftovers(train, path, str(entry["onto"]))
     return start
+
+
+def _remove_checkout_leftovers(train: Train, path: Path, onto: str) -> None:
+    """Delete untracked files a killed checkout of ``onto`` wrote (exactly ``onto``'s content).
+
+    The rebase would refuse to overwrite them; they hold nothing uncommitted.
+    """
+    written = gitmod.paths_as_in(path, onto, gitmod.dirty_paths(path))
+    for name in written:
+        (path / name).unlink(missing_ok=True)
+    if written:
+        train.out(
+            f"paradev: removed {len(written)} file(s) a killed checkout of {onto[:12]} left in "
+            f"{path} ({', '.join(written[:5])})"
+        )
 
 
 def _continue_reported_stop(train: Train, agent: int, path: Path) -> bool:
@@ -992,10 +1027,9 @@ def _on_conflict(train: Train, agent: int) -> None:
     _note_resolved(train, agent, conflicted)
     report = conflict_report(train, agent)
     if train.ws.plan.on_conflict == "agent":
-        from paradev.runner import hand_back_conflict
-
+        train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
         train.out(f"agent {agent}: rebase conflict; handing it back to the agent")
-        hand_back_conflict(train.ws, agent, report, notify=train.out)
+        hand_back(train, agent, report)
         resolved = gitmod.rebase_in_progress(path) is None and gitmod.is_ancestor(
             train.ws.git, train.base_tip(), train.head(agent)
         )
@@ -1010,6 +1044,48 @@ def _on_conflict(train: Train, agent: int) -> None:
         f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
         f"(rebase left in progress in {path})",
     )
+
+
+def hand_back(train: Train, agent: int, report: str) -> None:
+    """Let the agent resolve (``on_conflict = "agent"``), the journal written first.
+
+    The agent runs in its own process group: when this train is killed it goes
+    on, finishes the rebase, and the next run must find the resolution recorded
+    (the conflicted paths) and the agent journaled, to wait for it.
+    """
+    from paradev.runner import hand_back_conflict
+
+    def journal_resolver(proc: subprocess.Popen[bytes]) -> None:
+        start = processes.start_time(proc.pid)
+        train.agent(agent)["resolver"] = {"pid": proc.pid, "start": start}
+        train.save()
+
+    train.save()
+    hand_back_conflict(train.ws, agent, report, notify=train.out, on_launch=journal_resolver)
+    train.agent(agent)["resolver"] = None  # ended: written with the next write
+
+
+def wait_for_resolver(train: Train, agent: int) -> None:
+    """Wait for an agent a killed driver handed a conflict back to: its work is the resolution.
+
+    Until it ends, its git may hold locks and its rebase moves.
+    """
+    entry = train.journal["agents"].get(str(agent)) or {}
+    resolver = entry.get("resolver")
+    if not resolver:
+        return
+    pid, start = int(resolver["pid"]), resolver.get("start")
+    deadline = time.monotonic() + train.ws.plan.agent_timeout
+    if processes.alive(pid, start):
+        train.out(f"agent {agent} is still resolving the conflict handed back to it; waiting")
+    while processes.alive(pid, start):
+        if time.monotonic() > deadline:
+            raise PreconditionError(
+                f"agent {agent} (pid {pid}) is still resolving the conflict handed back to it; "
+                "wait for it or stop it, then run paradev merge --continue"
+            )
+        time.sleep(0.1)
+    entry["resolver"] = None
 
 
 def _note_resolved(train: Train, agent: int, paths: Sequence[str]) -> None:
@@ -1281,11 +1357,9 @@ def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
 
 def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
     """Give the agent one chance to remove the markers it left; what is still unresolved after."""
-    from paradev.runner import hand_back_conflict
-
     report = _markers_message(train, agent, files)
     train.out(f"agent {agent}: conflict markers left in {', '.join(files)}; handing it back")
-    hand_back_conflict(train.ws, agent, report, notify=train.out)
+    hand_back(train, agent, report)
     if gitmod.rebase_in_progress(train.worktree(agent)) is not None:
         return files
     base, head = train.tips(agent)
@@ -1495,12 +1569,36 @@ def step_advance(train: Train, agent: int) -> None:
     current, new = train.tips(agent)
     if current != new:
         _check_still_landable(train, agent, current, new)
+        _undo_killed_fast_forward(train, current, new)
         train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
         move_base(
             train.ws, train.base, current, new, checked=True, then="run paradev merge --continue"
         )
     train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
+
+
+def _undo_killed_fast_forward(train: Train, current: str, new: str) -> None:
+    """Put back the files a killed ``git merge --ff-only`` of base already wrote.
+
+    Killed mid-way, it leaves base's work tree (and maybe index) partly at the
+    new commit while the branch is still at the old one: changed paths whose
+    files are exactly the new commit's. They hold nothing uncommitted, so they
+    go back to base's head and the fast-forward is done again; any other
+    change is the user's and still refuses the move.
+    """
+    holder = gitmod.branch_holder(train.ws.repo, train.base)
+    if holder is None or gitmod.unfinished_operation(holder) is not None:
+        return
+    moving = set(gitmod.changed_paths(train.ws.git, current, new))
+    dirty = [p for p in gitmod.dirty_paths(holder) if p in moving]
+    written = gitmod.paths_as_in(holder, new, dirty)
+    if written:
+        gitmod.restore_to_head(holder, written)
+        train.out(
+            f"paradev: {holder}: put back {len(written)} file(s) a killed fast-forward of "
+            f"{train.base} had already written ({', '.join(written[:5])})"
+        )
 
 
 def _check_still_landable(train: Train, agent: int, base: str, head: str) -> None:

@@ -98,14 +98,21 @@ def test_doctor_reports_an_invalid_plan(
     (repo / "plan.toml").write_text("[agents]\ncount = 0\n", encoding="utf-8")
     result = cli("doctor")
     assert result.code == 1
-    assert "BAD  plan: " in result.out and "agents.count: expected an integer > 0" in result.out
+    assert (
+        "BAD  plan: " in result.out
+        and "agents.count: expected an integer from 1 to 1,000" in result.out
+    )
+    assert result.err == "paradev: 1 problem(s) found\n"  # only a person can fix a plan
 
 
 def test_doctor_reports_a_missing_plan(repo: Path, cli: Callable[..., Result]) -> None:
     (repo / "plan.toml").unlink()
     result = cli("doctor")
     assert result.code == 1
-    assert "not found; create it" in result.out
+    assert "not found; create one with 'paradev init'" in result.out
+    assert result.err == "paradev: 1 problem(s) found\n"  # --repair cannot write a plan
+    assert cli("init").code == 0
+    assert f"ok   plan {repo / 'plan.toml'}: valid, 6 tasks" in cli("doctor").out
 
 
 def test_doctor_on_a_corrupt_state_prints_the_report_and_exits_2(

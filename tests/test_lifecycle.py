@@ -93,11 +93,10 @@ def test_a_title_reaches_hooks_only_through_the_environment(
     (repo / "plan.toml").write_text(text)
     assert cli("setup").code == 0
     title = "evil $(touch pwned) `touch pwned2`"
-    assert cli("assign", "1", "5", title, "1", "--batch", "zero").code == 0
-    # agent 1's next task in plan order is #11; finish it first
-    assert cli("start", "1").code == 0 and cli("complete", "1").code == 0
-    assert cli("start", "1").code == 0 and cli("complete", "1").code == 0  # 21
-    assert cli("start", "1").code == 0
+    assert cli("assign", "3", "5", title, "1", "--batch", "zero").code == 0
+    # agent 3's next task in plan order is #13; finish it first
+    assert cli("start", "3").code == 0 and cli("complete", "3").code == 0
+    assert cli("start", "3").code == 0
     assert out.read_text() == title
     assert not list(repo.parent.rglob("pwned*"))
 
@@ -187,8 +186,48 @@ def test_start_takes_the_next_task_in_plan_order_and_records_the_base(
     record = StateStore(repo / ".git").read().tasks[11]
     assert (record.status, record.base_commit) == ("in_progress", base)
     assert record.started_at is not None and record.assigned_at == record.started_at
+    commit(agent_tree(set_up, 1), {"src/status.py": "STATUS = 1\n"}, "status")
     assert cli("complete", "1").code == 0
+    assert cli("merge").code == 0  # #21 depends on #11: it starts once #11 has landed
     assert "started #21 Config command" in cli("start", "1").out
+
+
+def test_start_refuses_a_task_whose_dependency_has_not_landed(
+    set_up: Path, repo: Path, cli: Callable[..., Result], snapshot: Snapshot
+) -> None:
+    assert cli("start", "1").code == 0
+    commit(agent_tree(set_up, 1), {"src/status.py": "STATUS = 1\n"}, "status")
+    assert cli("complete", "1").code == 0
+    before = snapshot()
+    refused = cli("start", "1")  # next is #21, which depends on #11: completed, not merged
+    assert refused.code == 2
+    assert refused.err == (
+        "paradev: #21 (agent 1) waits for #11 to be merged; "
+        "finish and land that work first ('paradev merge'), then start again\n"
+    )
+    assert snapshot() == before
+    assert cli("merge").code == 0
+    assert rev(repo, "main") == rev(agent_tree(set_up, 1), "HEAD")
+    started = cli("start", "1")
+    assert started.code == 0, started.err
+    assert "started #21 Config command" in started.out
+    assert StateStore(repo / ".git").read().tasks[21].status == "in_progress"
+
+
+def test_start_and_run_batch_give_the_same_reason_for_a_waiting_task(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    """A dependency inside one batch: run-batch skips the task, start refuses it, alike."""
+    plan = PLAN.replace("  issue = 12\n", "  issue = 12\n  depends_on = [11]\n")
+    commit(repo, {"plan.toml": plan}, "#12 waits for #11")
+    batch = cli("run-batch", "--no-launch", "--agents", "1,2")
+    assert batch.code == 0, batch.err
+    reason = "#12 (agent 2) waits for #11 to be merged"
+    assert f"skipped: {reason}\n" in batch.out
+    refused = cli("start", "2")
+    assert refused.code == 2
+    assert refused.err.startswith(f"paradev: {reason}; ")
+    assert StateStore(repo / ".git").read().status(12) == "planned"
 
 
 def test_start_prefers_plan_order_over_assignment_order(
@@ -269,6 +308,7 @@ def test_status_json_has_the_design_keys_for_every_agent(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
     tree1, tree2 = agent_tree(set_up, 1), agent_tree(set_up, 2)
+    write(repo, {"plan.toml": PLAN.replace("  depends_on = [11]\n", "")})  # #21 may start now
     assert cli("start", "1").code == 0
     commit(tree1, {"a.py": "a\n"})
     commit(tree1, {"b.py": "b\n"})
@@ -308,6 +348,7 @@ def test_status_json_has_the_design_keys_for_every_agent(
 def test_status_sums_hours_of_completed_tasks(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
+    write(repo, {"plan.toml": PLAN.replace("  depends_on = [11]\n", "")})  # #21 may start now
     for _ in range(2):
         assert cli("start", "1").code == 0
         assert cli("complete", "1").code == 0

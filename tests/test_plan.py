@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import tomlkit
 
 from paradev import plan as plan_mod
 from paradev.errors import PlanError
+from paradev.limits import MAX_PLAN_BYTES
 from paradev.plan import SCHEMA, Plan, add_task, insert_task, load, parse
 from tests.conftest import PLAN
 from tests.helpers import Result
@@ -153,12 +155,20 @@ BAD_PLANS: list[tuple[str, Callable[[str], str], str]] = [
         rf"{re.escape(T0)}\.hourz: unknown key \(did you mean 'hours'\?\)",
     ),
     # wrong types
-    ("type-count", _replace("count = 3", 'count = "3"'), r"agents\.count: expected an integer > 0"),
+    (
+        "type-count",
+        _replace("count = 3", 'count = "3"'),
+        r"agents\.count: expected an integer from 1 to 1,000",
+    ),
     ("type-base", _replace('base = "main"', "base = 1"), r"project\.base: expected a string"),
     ("type-section", _replace('[project]\nbase = "main"', "project = 5"), r"project: expected a"),
     ("type-hours", _replace(FIRST_HOURS, 'hours = "2"'), r"tasks\[0\]\.hours: expected a finite"),
     ("type-agent", _replace("agent = 1\n", "agent = 1.5\n"), r"tasks\[0\]\.agent: expected an int"),
-    ("type-issue", _replace("issue = 13", 'issue = "13"'), r"tasks\[2\]\.issue: expected an int"),
+    (
+        "type-issue",
+        _replace("issue = 13", 'issue = "13"'),
+        r"tasks\[2\]\.issue: expected an issue number from 1 to 1,000,000,000",
+    ),
     ("type-title", _replace('title = "Add the status command"', "title = 5"), r"\.title: expected"),
     ("type-files", _replace(FIRST_HOURS, FIRST_HOURS + '\nfiles = "a.py"'), r"\.files: expected"),
     ("type-deps", _replace("depends_on = [11]", 'depends_on = ["11"]'), r"\.depends_on: expected"),
@@ -291,11 +301,13 @@ def test_every_problem_is_reported_at_once(
     assert result.code == 2
     lines = result.err.splitlines()
     assert lines[0].endswith("plan.toml: 4 problems:")
-    assert sorted(line.split(":")[0].strip("- ") for line in lines[1:]) == [
-        "agents.bogus",
-        "batches[0].tasks[0].hours",
-        "batches[0].tasks[2].agent",
-        "batches[1].tasks[0].depends_on",
+    assert sorted(line.removeprefix("  - ").split(" (expected")[0] for line in lines[1:]) == [
+        "agents.bogus: unknown key",
+        'batch "first", task #11: batches[0].tasks[0].hours: expected a finite number >= 0, '
+        "got -2.0",
+        'batch "first", task #13: batches[0].tasks[2].agent: agent 9 is outside 1..3 '
+        "(raise agents.count or pick another agent)",
+        'batch "second", task #21: batches[1].tasks[0].depends_on: issue #404 is not in the plan',
     ]
     assert "Traceback" not in result.err
     assert snapshot() == before
@@ -310,7 +322,7 @@ def test_a_missing_plan_says_how_to_create_one(
     assert result.code == 2
     assert result.err == (
         f"paradev: {repo / 'plan.toml'} not found; "
-        "create it (see the example plan.toml) or set PARADEV_PLAN\n"
+        "create one with 'paradev init' (the commented example) or set PARADEV_PLAN\n"
     )
     assert snapshot() == before
 
@@ -329,7 +341,20 @@ def test_paradev_plan_points_at_another_file(
 def test_load_reports_an_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"
     path.write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(PlanError, match="cannot read"):
+    with pytest.raises(PlanError, match=r"byte 0 is not UTF-8 .*; save the file as UTF-8$"):
+        load(path)
+    path.unlink()
+    os.mkfifo(path)  # would block a plain read forever
+    with pytest.raises(
+        PlanError,
+        match=r"plan\.toml is not a regular file; a plan is a text file of at most 1 MB: check",
+    ):
+        load(path)
+    with pytest.raises(PlanError, match="/dev/zero is not a regular file"):
+        load(Path("/dev/zero"))  # endless
+    path.unlink()
+    path.write_text("# " + "x" * MAX_PLAN_BYTES + "\n")
+    with pytest.raises(PlanError, match=r"plan\.toml is larger than 1 MB, the limit; a plan is"):
         load(path)
 
 
@@ -543,7 +568,7 @@ def test_a_wrong_setting_reports_no_follow_on_problems(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as caught:
         parse(text, tmp_path / "plan.toml", tmp_path / "project")
     assert str(caught.value) == (
-        f"{tmp_path / 'plan.toml'}: agents.count: expected an integer > 0, got '3'"
+        f"{tmp_path / 'plan.toml'}: agents.count: expected an integer from 1 to 1,000, got '3'"
     )
 
 
@@ -554,6 +579,7 @@ def test_a_bad_field_never_hides_a_dependency_cycle(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as caught:
         parse(text, tmp_path / "plan.toml")
     assert str(caught.value).splitlines()[1:] == [
-        "  - batches[0].tasks[0].hours: expected a finite number >= 0, got -1.0",
+        '  - batch "first", task #11: batches[0].tasks[0].hours: expected a finite number >= 0, '
+        "got -1.0",
         "  - depends_on: dependency cycle #11 -> #12 -> #11",
     ]

@@ -35,6 +35,8 @@ def configure(repo: Path, **settings: Any) -> None:
     remote = settings.pop("remote", "")
     merge = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
     text = PLAN.replace('base = "main"\n', f'base = "main"\nremote = {json.dumps(remote)}\n')
+    # Agents here finish #11 and #21 before any landing: #21 must not wait for #11 to land.
+    text = text.replace("  depends_on = [11]\n", "")
     text = text.replace(
         '[gate]\ncommand = ""\n',
         f"[gate]\ncommand = {json.dumps(gate)}\ntimeout = {timeout}\n\n[merge]\n{merge}",
@@ -173,9 +175,9 @@ def test_agent_whose_dependency_is_not_merged_is_not_landed(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:
     trees = setup_with()
-    depend_12_on_11(repo)
     work(cli, trees, 2, {"two.py": "2\n"})
     work(cli, trees, 3, {"three.py": "3\n"})
+    depend_12_on_11(repo)  # added after #12 started: start refuses a task whose dependency waits
 
     result = cli("merge")
 
@@ -187,10 +189,10 @@ def test_agent_whose_dependency_is_not_merged_is_not_landed(
 
 def test_skipping_a_provider_skips_its_dependents(repo: Path, setup_with: Any, cli: Cli) -> None:
     trees = setup_with(gate="! test -f bad.py")
-    depend_12_on_11(repo)
     work(cli, trees, 1, {"bad.py": "1\n"})
     work(cli, trees, 2, {"two.py": "2\n"})
     work(cli, trees, 3, {"three.py": "3\n"})
+    depend_12_on_11(repo)  # added after #12 started: start refuses a task whose dependency waits
     assert cli("merge").code == 1
     assert stopped_agent(repo) == 1
 
@@ -1290,15 +1292,51 @@ def test_a_half_written_rebase_is_quit_and_redone(
     assert paradev_git.rebase_in_progress(tree) is None
 
 
-def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
+def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_redone(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> None:
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    tree = agent_tree(trees, 1)
+    start = rev(tree, "HEAD")
+
+    def killed_while_checking_out_onto(worktree: Path, onto: str) -> bool:
+        _rebase_stopped_after_the_first_pick(worktree, onto)
+        git(worktree, "reset", "-q", "--hard", start)  # HEAD not moved yet ...
+        write(worktree, {"base.py": "moved\n"})  # ... one file of onto already written
+        raise Crash("killed inside the rebase's checkout")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=killed_while_checking_out_onto)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    write(tree, {"notes.txt": "the agent's own untracked notes\n"})
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "a killed checkout of" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert (tree / "notes.txt").exists()
+
+
+def killed_midway_through_a_rebase(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> tuple[Path, list[str]]:
+    """``paradev merge`` killed while git rebases agent 1's three commits: (trees, subjects)."""
     trees = setup_with()
     subjects = three_commits_behind_a_moved_base(repo, cli, trees)
     crash_midway(mocker, "rebase")
     with pytest.raises(Crash):
         cli("merge")
     mocker.stopall()
+    return trees, subjects
+
+
+def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
     tree = agent_tree(trees, 1)
     index_lock = paradev_git.worktree_git_dir(tree) / "index.lock"
     ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
@@ -1316,12 +1354,7 @@ def test_stale_lock_files_of_a_killed_run_are_removed_with_a_note(
 def test_a_lock_older_than_the_killed_run_is_left_alone(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> None:
-    trees = setup_with()
-    three_commits_behind_a_moved_base(repo, cli, trees)
-    crash_midway(mocker, "rebase")
-    with pytest.raises(Crash):
-        cli("merge")
-    mocker.stopall()
+    killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
     ref_lock = repo / ".git" / "refs" / "heads" / "parallel-dev" / "agent-1.lock"
     ref_lock.write_text("")
     old = time.time() - 3600
@@ -1330,6 +1363,91 @@ def test_a_lock_older_than_the_killed_run_is_left_alone(
     cli("merge", "--continue")
 
     assert ref_lock.exists()
+
+
+@pytest.mark.parametrize("name", ["CHERRY_PICK_HEAD.lock", "MERGE_MSG.lock", "REBASE_HEAD.lock"])
+def test_any_git_lock_a_killed_run_left_in_the_agent_git_dir_is_removed(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, name: str
+) -> None:
+    trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
+    lock = paradev_git.worktree_git_dir(agent_tree(trees, 1)) / name
+    lock.write_text("")  # a git child killed inside a pick leaves it: every rebase then stops
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"removed {lock}" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert not list(paradev_git.worktree_git_dir(agent_tree(trees, 1)).rglob("*.lock"))
+
+
+def test_a_lock_left_before_a_later_run_took_over_is_still_removed(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
+    lock = paradev_git.worktree_git_dir(agent_tree(trees, 1)) / "index.lock"
+    lock.write_text("")  # left by the first run's git child
+    path = repo / ".git" / "paradev" / "state.json"
+    data = json.loads(path.read_text())
+    start = time.time() - 120  # the train began two minutes ago; its first run left the lock,
+    data["train"]["drivers_since"] = start  # then a second run took over and died too
+    data["train"]["driver"]["since"] = start + 60
+    path.write_text(json.dumps(data))
+    os.utime(lock, (start + 30, start + 30))
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"removed {lock}" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_fast_forward_of_base_killed_half_way_is_done_again(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, staged: bool
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"src/app.py": "changed\n", "new.py": "new\n"})
+    commit(repo, {"unrelated.py": "moved\n"}, "base moves")
+
+    def write_some_files_then_die(worktree: Path, commit: str) -> None:
+        git(worktree, "checkout", commit, "--", "new.py", "src/app.py")  # files and index
+        if not staged:  # killed before the index was written
+            git(worktree, "reset", "-q", "--", "new.py", "src/app.py")
+        (paradev_git.worktree_git_dir(worktree) / "index.lock").write_text("")
+        raise Crash("killed inside git merge --ff-only")
+
+    mocker.patch.object(paradev_git, "merge_ff_only", side_effect=write_some_files_then_die)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    (repo / "notes.txt").write_text("the user's own untracked file\n")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "a killed fast-forward of main had already written" in result.out
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")
+    assert git(repo, "status", "--porcelain") == "?? notes.txt"
+    assert (repo / "src" / "app.py").read_text() == "changed\n"
+
+
+def test_a_user_edit_in_base_tree_still_refuses_the_fast_forward(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"src/app.py": "changed\n"})
+    mocker.patch.object(paradev_git, "merge_ff_only", side_effect=Crash("killed"))
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    (repo / "src" / "app.py").write_text("the user's edit\n")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 2
+    assert "has uncommitted changes (src/app.py)" in result.err
+    assert (repo / "src" / "app.py").read_text() == "the user's edit\n"
 
 
 # -- conflict markers ----------------------------------------------------------------------------
@@ -1361,6 +1479,75 @@ def test_an_agent_that_commits_conflict_markers_lands_nothing(
     assert "still holds conflict markers or unmerged entries in: src/util.py" in result.err
     assert "handing it back" in result.out  # the agent was told which files hold markers
     assert state_of(repo)["train"]["stop"]["reason"] == "markers"
+
+
+RESOLVER = """#!/bin/sh
+# keeps both sides of the conflict, then finishes the rebase
+git diff --name-only --diff-filter=U | while read -r f; do
+  grep -v -e '^<<<<<<< ' -e '^=======$' -e '^>>>>>>> ' "$f" > "$f.tmp" && mv "$f.tmp" "$f"
+  git add -- "$f"
+done
+GIT_EDITOR=true git rebase --continue
+"""
+
+
+def resolving_agent(repo: Path, setup_with: Any, cli: Cli, script: Path, delay: float) -> Path:
+    """Agents 1 and 2 conflict; the agent command resolves after ``delay`` seconds."""
+    trees: Path = setup_with(on_conflict="agent")
+    script.write_text(RESOLVER.replace("\n", f"\nsleep {delay}\n", 1))
+    script.chmod(0o755)
+    agent_command(repo, script)
+    conflicting(cli, trees)
+    return trees
+
+
+def test_a_resolution_survives_the_driver_killed_while_the_agent_resolved(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    from paradev import runner
+
+    trees = resolving_agent(repo, setup_with, cli, tmp_path / "resolving-agent", 0)
+    real = runner.hand_back_conflict
+
+    def agent_resolves_but_paradev_dies(*args: Any, **kwargs: Any) -> bool:
+        real(*args, **kwargs)  # the agent (its own process group) finishes the rebase
+        raise Crash("paradev killed while the agent resolved")
+
+    mocker.patch.object(runner, "hand_back_conflict", side_effect=agent_resolves_but_paradev_dies)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    loser = int(state_of(repo)["train"]["queue"][0])
+    assert paradev_git.rebase_in_progress(agent_tree(trees, loser)) is None  # the agent finished
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    landed = (repo / "src" / "util.py").read_text()
+    assert "VALUE = 'one'" in landed and "VALUE = 'two'" in landed  # the agent's resolution
+    assert {t["status"] for t in state_of(repo)["tasks"].values()} == {"merged"}
+
+
+def test_a_resume_waits_for_the_agent_still_resolving_a_killed_driver_handed_back(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    from paradev import runner
+
+    trees = resolving_agent(repo, setup_with, cli, tmp_path / "slow-agent", 1.5)
+    mocker.patch.object(runner, "wait_for", side_effect=Crash("killed while the agent works"))
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    loser = int(state_of(repo)["train"]["queue"][0])
+    assert paradev_git.unmerged_paths(agent_tree(trees, loser))  # the agent is still at it
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert f"agent {loser} is still resolving the conflict handed back to it; waiting" in result.out
+    assert "handing it back" not in result.out  # never a second agent on the same rebase
+    landed = (repo / "src" / "util.py").read_text()
+    assert "VALUE = 'one'" in landed and "VALUE = 'two'" in landed
 
 
 def test_a_heading_underline_and_trailing_spaces_are_not_markers(
