@@ -78,6 +78,7 @@ SECONDS = ArgType("SECONDS", _seconds)
 DAYS = ArgType("DAYS", _days)
 AGENT_LIST = ArgType("LIST", _text)  # "1,3": checked against the plan by the command
 SHELL = ArgType("SHELL", _text)
+FORMAT = ArgType("FORMAT", _text)
 
 Position = Literal["", "one", "maybe", "many"]
 
@@ -308,6 +309,7 @@ COMMANDS: tuple[Command, ...] = (
             flag("no_launch", "only assign and start; print each agent's worktree and prompt"),
             flag("dry_run", "say what would happen and change nothing"),
             option("agents", AGENT_LIST, "only these agents, comma-separated (e.g. 1,3)"),
+            flag("json", "print one JSON object per event, one per line"),
         ),
         exits={0: "every task completed (or nothing to run)", 1: "a task did not complete"},
     ),
@@ -333,6 +335,12 @@ COMMANDS: tuple[Command, ...] = (
             flag("remote", "fetch project.remote and use its remote-tracking agent branches"),
             flag("watch", "re-check every --interval seconds, print what changed (Ctrl-C ends)"),
             option("interval", SECONDS, "seconds between checks with --watch (default 5)"),
+            Arg(
+                "format",
+                "text (default), dot (Graphviz) or mermaid: the conflict graph",
+                FORMAT,
+                choices=("text", "dot", "mermaid"),
+            ),
         ),
         exits={0: "done (with --check: no real conflict)", 1: "with --check: a real conflict"},
     ),
@@ -345,6 +353,7 @@ COMMANDS: tuple[Command, ...] = (
         args=(
             many("path", PATH, "a file or directory you are about to change"),
             option("agent", INT, "your own agent number, left out of the check"),
+            flag("json", "print JSON: every claim (path, agent, where) and the agents"),
         ),
         exits={0: "no other agent changes these paths", 1: "another agent does (named)"},
         details="Run it before editing a file; uncommitted work in worktrees counts.",
@@ -371,6 +380,7 @@ COMMANDS: tuple[Command, ...] = (
             flag("push", "push base and the rewritten agent branches (default: merge.push)"),
             flag("no_push", "do not push, whatever merge.push says"),
             flag("no_gate", "land without running gate.command"),
+            flag("json", "print the outcome as JSON (landed, skipped, stop); progress to stderr"),
         ),
         exits={0: "everything landed", 1: "the train stopped (conflict or gate failure)"},
     ),
@@ -387,6 +397,19 @@ COMMANDS: tuple[Command, ...] = (
             option("older", DAYS, "with --backups: remove the backups made more than DAYS ago"),
         ),
         exits={0: "every eligible worktree removed", 1: "some worktrees were kept (listed)"},
+    ),
+    Command(
+        "report",
+        "landing",
+        "Write one self-contained HTML page: conflict heat map, timeline, train, estimate.",
+        handlers.report,
+        "report --output report.html --open",
+        args=(
+            option("output", PATH, "the HTML file (default: <git common dir>/paradev/report.html)"),
+            flag("open_", "open it in the default browser afterwards"),
+        ),
+        details="Conflicts are shown as they were too: every conflicts scan and every "
+        "train keeps a snapshot in the state.",
     ),
     Command(
         "doctor",

@@ -635,12 +635,19 @@ def cache_path(ws: Workspace) -> Path:
 
 
 def analyze(
-    ws: Workspace, uncommitted: bool = False, remote: bool = False, use_cache: bool = True
+    ws: Workspace,
+    uncommitted: bool = False,
+    remote: bool = False,
+    use_cache: bool = True,
+    heads: Heads | None = None,
 ) -> Report:
-    """Every pair of agents with work, and each against base: overlap and real conflicts."""
+    """Every pair of agents with work, and each against base: overlap and real conflicts.
+
+    ``heads`` replaces the branches' current heads (the report's train snapshots).
+    """
     git = ws.git
     settings = gitmod.start_merge_settings(git) if use_cache else None
-    heads = find_heads(ws, uncommitted=uncommitted, remote=remote)
+    heads = heads or find_heads(ws, uncommitted=uncommitted, remote=remote)
     loaded, base_changes = load_branches(git, heads)
     branches = [b for b in loaded if b.has_work]
     plans, refused = _plan_merges(git, heads.base_commit, branches, base_changes)

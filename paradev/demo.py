@@ -71,6 +71,11 @@ STEPS = (
     Step("What did working in parallel save?", ("estimate",)),
     Step("Where everything stands", ("status",)),
 )
+REPORT = "report.html"  # written beside the sample project by the last step
+REPORT_STEP = Step(
+    "See it all on one page: conflicts as they were, timeline, merge train",
+    ("report", "--output", f"../{REPORT}"),
+)
 
 
 def prepare_folder(folder: Path) -> Path:
@@ -158,6 +163,8 @@ def run_demo(folder: Path | None = None, echo: Echo = print) -> Path:
     echo("\n## main's log\n$ git log --oneline --graph main")
     echo(Git(project).out("log", "--oneline", "--graph", "main"))
     echo(f"\nThe sample stays in {project}; its worktrees are next to it.")
+    run_step(project, REPORT_STEP, echo)
+    echo(f"\nThe report: {project.parent / REPORT}")
     return project
 
 

@@ -1245,3 +1245,43 @@ def refs_under(git: Git, prefix: str) -> list[tuple[str, str, int]]:
         ref, commit, when = line.split("\0")
         found.append((ref, commit, int(when or 0)))
     return found
+
+
+# -- the report ---
+
+
+@dataclass(frozen=True)
+class RangeStats:
+    """What a range of commits changed: the report's size of each landing."""
+
+    commits: int
+    files: int
+    insertions: int
+    deletions: int
+
+
+def range_stats(path: Path, ranges: Sequence[tuple[str, str]]) -> list[RangeStats | None]:
+    """``(old, new)`` -> the commits of ``old..new`` and their summed diff stats (GitPython).
+
+    None where a commit no longer exists (say a pruned backup).
+    """
+    from git import BadName, GitCommandError
+
+    stats: list[RangeStats | None] = []
+    with open_repo(path) as repo:
+        for old, new in ranges:
+            try:
+                commits = list(repo.iter_commits(f"{old}..{new}", max_count=500))
+                totals = [commit.stats for commit in commits]
+            except (BadName, ValueError, GitCommandError):
+                stats.append(None)
+                continue
+            stats.append(
+                RangeStats(
+                    commits=len(commits),
+                    files=len({name for s in totals for name in s.files}),
+                    insertions=sum(s.total["insertions"] for s in totals),
+                    deletions=sum(s.total["deletions"] for s in totals),
+                )
+            )
+    return stats

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from paradev.errors import PreconditionError
 
 if TYPE_CHECKING:
+    from paradev.conflicts import Report
     from paradev.hooks import HookResult
-    from paradev.runner import BatchRun
+    from paradev.runner import BatchRun, Outcome
     from paradev.workspace import Workspace
 
 # -- output helpers -------------------------------------------------------------------------
@@ -137,12 +138,17 @@ def status(json: bool) -> None:
         print(render_status(report))
 
 
-def run_batch(batch: str | None, no_launch: bool, dry_run: bool, agents: str | None) -> None:
+def run_batch(
+    batch: str | None, no_launch: bool, dry_run: bool, agents: str | None, json: bool
+) -> None:
     from paradev import runner
 
     ws = _workspace()
     with runner.batch_lock(ws):
         run = runner.prepare(ws, batch or None, runner.parse_agents(agents or "", ws))
+        if json:
+            _run_batch_json(ws, run, bool(ws.plan.agent_command) and not no_launch, dry_run)
+            return
         for note in run.notes:
             print(f"skipped: {note}")
         if not run.queues:
@@ -155,6 +161,27 @@ def run_batch(batch: str | None, no_launch: bool, dry_run: bool, agents: str | N
             _start_without_agents(ws, run)
         else:
             _launch_agents(ws, run)
+
+
+def _run_batch_json(ws: Workspace, run: BatchRun, launch: bool, dry_run: bool) -> None:
+    """run-batch --json: the same steps, each told as one JSON line."""
+    from paradev import runner
+    from paradev.report import machine
+
+    for note in run.notes:
+        machine.emit_event("skipped", text=note)
+    if not run.queues:
+        machine.emit_event("batch", batch=run.batch.name, completed=0, not_completed=0)
+    elif dry_run:
+        for line in runner.describe(ws, run, launch):
+            machine.emit_event("plan", text=line)
+    elif not launch:
+        for started in runner.start_only(ws, run, machine.JsonProgress()):
+            machine.started_event(started)
+    else:
+        outcomes = runner.run_batch(ws, run, machine.JsonProgress())
+        machine.outcome_events(run.batch.name, outcomes)
+        _raise_if_failed(outcomes)
 
 
 def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
@@ -175,13 +202,19 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
 
 def _launch_agents(ws: Workspace, run: BatchRun) -> None:
     from paradev import runner
-    from paradev.errors import Stopped
 
     with runner.progress_display(sys.stdout.isatty()) as progress:
         outcomes = runner.run_batch(ws, run, progress)
     failed = [o for o in outcomes if o.status != "completed"]
     done = len(outcomes) - len(failed)
     print(f"batch {run.batch.name!r}: {done} completed, {len(failed)} not completed")
+    _raise_if_failed(outcomes)
+
+
+def _raise_if_failed(outcomes: list[Outcome]) -> None:
+    from paradev.errors import Stopped
+
+    failed = [o for o in outcomes if o.status != "completed"]
     if failed:
         issues = ", ".join(f"#{o.task.issue} ({o.status}: {o.detail})" for o in failed)
         raise Stopped(
@@ -201,23 +234,38 @@ def conflicts(
     remote: bool,
     watch: bool,
     interval: float | None,
+    format: str | None,
 ) -> None:
     from paradev.conflicts import analyze, render
     from paradev.conflicts import watch as watch_loop
     from paradev.errors import Stopped
+    from paradev.snapshots import record_scan
 
+    shape = format or "text"
+    if shape != "text" and (json or watch):
+        raise PreconditionError("--format draws one scan: use it without --json and --watch")
     ws = _workspace()
+
+    def scan() -> Report:
+        found = analyze(ws, uncommitted=uncommitted, remote=remote)
+        record_scan(ws, found)  # the report shows conflicts as they were, too
+        return found
+
     if watch:
         watch_loop(
-            lambda: analyze(ws, uncommitted=uncommitted, remote=remote),
+            scan,
             lambda text: print(text, flush=True),
             5.0 if interval is None else interval,
             as_json=json,
             all_pairs=all_pairs,
         )
         return
-    report = analyze(ws, uncommitted=uncommitted, remote=remote)
-    if json:  # compact: hundreds of pairs, printed every few seconds
+    report = scan()
+    if shape != "text":
+        from paradev.report.graph import to_dot, to_mermaid
+
+        print(to_dot(report) if shape == "dot" else to_mermaid(report))
+    elif json:  # compact: hundreds of pairs, printed every few seconds
         print(jsonlib.dumps(report.to_json(all_pairs=all_pairs), separators=(",", ":")))
     else:
         print(render(report))
@@ -225,7 +273,7 @@ def conflicts(
         raise Stopped(f"{report.conflict_count} real conflict(s)")
 
 
-def check(path: list[str], agent: int | None) -> None:
+def check(path: list[str], agent: int | None, json: bool) -> None:
     from paradev.conflicts import claims, repo_relative
     from paradev.errors import Stopped
 
@@ -235,14 +283,19 @@ def check(path: list[str], agent: int | None) -> None:
     if agent is not None:
         ws.check_agent(agent)
     found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
-    if not found:
+    if json:
+        from paradev.report.machine import check_json
+
+        emit_json(check_json(list(path), found))
+    elif not found:
         print("no other agent changes " + ", ".join(path))
-        return
-    for claim in found:
-        shown = claim.path or "."
-        print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
-    agents = sorted({claim.agent for claim in found})
-    raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
+    else:
+        for claim in found:
+            shown = claim.path or "."
+            print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
+    if found:
+        agents = sorted({claim.agent for claim in found})
+        raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))
 
 
 # -- landing ---------------------------------------------------------------------------------
@@ -266,8 +319,10 @@ def merge(
     push: bool,
     no_push: bool,
     no_gate: bool,
+    json: bool,
 ) -> None:
     from paradev import train
+    from paradev.errors import ParadevError
 
     if sum((dry_run, continue_, abort, skip)) > 1:
         raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
@@ -275,16 +330,40 @@ def merge(
         raise PreconditionError("use --push or --no-push, not both")
     pushing = True if push else (False if no_push else None)
     ws = _workspace()
-    if dry_run:
-        train.dry_run(ws, print)
-    elif abort:
-        train.abort(ws, print)
-    elif continue_:
-        train.resume(ws, print, push=pushing, gate=not no_gate)
-    elif skip:
-        train.skip(ws, print, push=pushing, gate=not no_gate)
-    else:
-        train.merge(ws, print, push=pushing, gate=not no_gate)
+    out = _to_stderr if json else print
+    history = len(ws.store.read().merge_history)
+    try:
+        if dry_run:
+            steps = train.dry_run(ws, out)
+            if json:
+                from paradev.report.machine import dry_run_json
+
+                emit_json(dry_run_json(steps))
+            return
+        if abort:
+            train.abort(ws, out)
+        elif continue_:
+            train.resume(ws, out, push=pushing, gate=not no_gate)
+        elif skip:
+            train.skip(ws, out, push=pushing, gate=not no_gate)
+        else:
+            train.merge(ws, out, push=pushing, gate=not no_gate)
+    except ParadevError as err:
+        if json and err.exit_code == 1:  # stopped: say where, then exit 1
+            _emit_merge_json(ws, history)
+        raise
+    if json:
+        _emit_merge_json(ws, history)
+
+
+def _emit_merge_json(ws: Workspace, history: int) -> None:
+    from paradev.report.machine import merge_json
+
+    emit_json(merge_json(ws, history))
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def cleanup(force: bool, delete_branches: bool, backups: bool, older: float | None) -> None:
@@ -331,6 +410,19 @@ def _cleanup_backups(older: float | None) -> None:
     for backup in kept:
         print(f"kept (a merge train in progress needs it) {backup.line()}")
     print(f"removed {len(removed)} backup(s) older than {older:g} day(s)")
+
+
+def report(output: str | None, open_: bool) -> None:
+    from pathlib import Path
+
+    from paradev.report import write_report
+
+    path = write_report(_workspace(), Path(output) if output else None)
+    print(path)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
 
 
 # -- maintenance -----------------------------------------------------------------------------

@@ -98,6 +98,7 @@ class State:
     merge_order: list[int] = field(default_factory=list)
     train: dict[str, Any] | None = None
     merge_history: list[dict[str, Any]] = field(default_factory=list)
+    conflict_snapshots: list[dict[str, Any]] = field(default_factory=list)  # for the report
     updated_at: str | None = None
 
     def task(self, issue: int, agent: int) -> TaskRecord:
@@ -142,6 +143,9 @@ class State:
             train=train,
             merge_history=_expect(
                 data.get("merge_history", []), list[dict[str, Any]], "merge_history"
+            ),
+            conflict_snapshots=_expect(
+                data.get("conflict_snapshots", []), list[dict[str, Any]], "conflict_snapshots"
             ),
             updated_at=_expect(data.get("updated_at"), str | None, "updated_at"),
         )

@@ -36,6 +36,7 @@ from paradev import coverage, landing, processes
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
+from paradev.snapshots import note_stop, record_train, stamp_step, train_facts
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
 from paradev.text import plain
 from paradev.workspace import Workspace
@@ -106,6 +107,7 @@ class Train:
         entry = self.agent(agent)
         entry["step"] = step
         entry.update(facts)
+        stamp_step(entry, step, "start")
         if flush:
             self.save()
 
@@ -114,6 +116,7 @@ class Train:
         entry = self.agent(agent)
         if step not in entry["done"]:
             entry["done"].append(step)
+            stamp_step(entry, step, "end")
         entry.update(facts)
         if flush:
             self.save()
@@ -125,6 +128,7 @@ class Train:
         """Journal the stop and return the error to raise (exit 1)."""
         self.journal["status"] = "stopped"
         self.journal["stop"] = {"agent": agent, "reason": reason, "at": now()}
+        note_stop(self.ws, self.journal)  # for the report: what stopped and what collided
         self.save()
         return Stopped(message)
 
@@ -783,6 +787,7 @@ def after_landing(train: Train, agent: int, *, push_may_stop: bool = True) -> No
 
 
 def _end(train: Train, status: str) -> None:
+    record_train(train.ws, train.journal)
     with train.ws.store.update() as state:
         state.train = None
         state.merge_history.append(
@@ -795,6 +800,7 @@ def _end(train: Train, status: str) -> None:
                 "order": train.journal.get("order", []),
                 "landed": train.journal["landed"],
                 "skipped": train.journal["skipped"],
+                **train_facts(train.journal),
             }
         )
 
@@ -1431,6 +1437,7 @@ def step_gate(train: Train, agent: int) -> None:
         train.save()  # the user stopped it: say where
         raise
     if not result.ok:
+        entry["gate_exit"] = result.returncode
         train.out(_tail(log))
         raise train.stop(agent, "gate", _gate_failure(train, agent, result))
     train.finish(agent, GATE, gate_passed=head, gated=head)

@@ -42,8 +42,8 @@ def test_every_command_is_described(name: str) -> None:
     ("name", "usage"),
     [
         ("assign", "assign AGENT ISSUE TITLE HOURS [--batch NAME]"),
-        ("check", "check PATH... [--agent INT]"),
-        ("run-batch", "run-batch [BATCH] [--no-launch] [--dry-run] [--agents LIST]"),
+        ("check", "check PATH... [--agent INT] [--json]"),
+        ("run-batch", "run-batch [BATCH] [--no-launch] [--dry-run] [--agents LIST] [--json]"),
         ("status", "status [--json]"),
         ("reset", "reset [--yes]"),
         ("completion", "completion SHELL"),

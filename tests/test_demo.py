@@ -28,6 +28,9 @@ def test_the_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.Monkey
     for step in demo.STEPS:
         assert f"$ paradev {' '.join(step.args)}" in output
     assert "handed the conflict back to agent" in output
+    report = project.parent / demo.REPORT
+    assert lines[-1].strip() == f"The report: {report}"
+    assert "CONFLICT" in report.read_text(encoding="utf-8")  # what collided, after it all landed
     subjects = git(project, "log", "--format=%s", "main").splitlines()
     for issue in range(101, 107):
         assert any(s.endswith(f"(#{issue})") for s in subjects), issue
