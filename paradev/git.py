@@ -385,6 +385,12 @@ def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str]
     return paths
 
 
+def untracked_paths(worktree: Path) -> list[str]:
+    """Untracked, not ignored files of a work tree (each file, not just its folder)."""
+    out = Git(worktree).out("ls-files", "--others", "--exclude-standard", "-z")
+    return [p for p in out.split("\0") if p]
+
+
 # -- merge-tree ----------------------------------------------------------------------
 
 
@@ -732,10 +738,15 @@ def reset_keep(worktree: Path, commit: str) -> None:
     Git(worktree).run("reset", "--quiet", "--keep", commit)
 
 
-def paths_as_in(worktree: Path, commit: str, paths: Sequence[str]) -> list[str]:
+def paths_as_in(
+    worktree: Path, commit: str, paths: Sequence[str], *, cut_short: bool = False
+) -> list[str]:
     """Those of ``paths`` whose work-tree file is exactly ``commit``'s (absent where it has none).
 
-    Such a file holds nothing that is not committed: putting it back loses nothing.
+    Such a file holds nothing that is not committed: putting it back loses
+    nothing. ``cut_short``: a start of ``commit``'s file counts too (a killed
+    checkout writing it may stop anywhere, even at zero bytes); only for files
+    paradev's own checkout created, where nobody's edit can look like that.
     """
     if not paths:
         return []
@@ -747,12 +758,20 @@ def paths_as_in(worktree: Path, commit: str, paths: Sequence[str]) -> list[str]:
             blobs[path] = meta.split()[2]
     files = [p for p in paths if (worktree / p).is_file() and not (worktree / p).is_symlink()]
     hashes = dict(zip(files, git.out("hash-object", "--", *files).split(), strict=True))
+    cut = [p for p in files if cut_short and p in blobs and hashes[p] != blobs[p]]
+    starts = dict(zip(cut, read_blobs(git, [blobs[p] for p in cut]), strict=True))
     return [
         p
         for p in paths
         if (p in blobs and hashes.get(p) == blobs[p])
+        or _is_start_of(worktree / p, starts.get(p))
         or (p not in blobs and not (worktree / p).exists() and not (worktree / p).is_symlink())
     ]
+
+
+def _is_start_of(file: Path, blob: bytes | None) -> bool:
+    """Whether ``file`` holds the first bytes of ``blob`` (a write cut short)."""
+    return blob is not None and blob.startswith(file.read_bytes())
 
 
 def restore_to_head(worktree: Path, paths: Sequence[str]) -> None:

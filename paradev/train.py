@@ -963,11 +963,12 @@ def drop_rebase(train: Train, agent: int, path: Path) -> str:
 
 
 def _remove_checkout_leftovers(train: Train, path: Path, onto: str) -> None:
-    """Delete untracked files a killed checkout of ``onto`` wrote (exactly ``onto``'s content).
+    """Delete untracked files a killed checkout of ``onto`` wrote (all or part of its content).
 
     The rebase would refuse to overwrite them; they hold nothing uncommitted.
     """
-    written = gitmod.paths_as_in(path, onto, gitmod.dirty_paths(path))
+    untracked = gitmod.untracked_paths(path)
+    written = gitmod.paths_as_in(path, onto, untracked, cut_short=True)
     for name in written:
         (path / name).unlink(missing_ok=True)
     if written:

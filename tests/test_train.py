@@ -1292,8 +1292,9 @@ def test_a_half_written_rebase_is_quit_and_redone(
     assert paradev_git.rebase_in_progress(tree) is None
 
 
+@pytest.mark.parametrize("written", ["moved\n", "mo", ""], ids=["whole", "cut", "empty"])
 def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_redone(
-    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, written: str
 ) -> None:
     trees = setup_with()
     subjects = three_commits_behind_a_moved_base(repo, cli, trees)
@@ -1303,7 +1304,7 @@ def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_r
     def killed_while_checking_out_onto(worktree: Path, onto: str) -> bool:
         _rebase_stopped_after_the_first_pick(worktree, onto)
         git(worktree, "reset", "-q", "--hard", start)  # HEAD not moved yet ...
-        write(worktree, {"base.py": "moved\n"})  # ... one file of onto already written
+        write(worktree, {"base.py": written})  # ... one file of onto (partly) written
         raise Crash("killed inside the rebase's checkout")
 
     mocker.patch.object(paradev_git, "rebase", side_effect=killed_while_checking_out_onto)
