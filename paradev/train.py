@@ -1601,13 +1601,30 @@ def _undo_killed_fast_forward(train: Train, current: str, new: str) -> None:
         return
     moving = set(gitmod.changed_paths(train.ws.git, current, new))
     dirty = [p for p in gitmod.dirty_paths(holder) if p in moving]
-    written = gitmod.paths_as_in(holder, new, dirty)
+    written = gitmod.paths_as_in(holder, new, dirty, cut_short=True)
+    if set(written) - set(gitmod.paths_as_in(holder, new, written)):
+        _keep_cut_short_files(train, holder)
     if written:
         gitmod.restore_to_head(holder, written)
         train.out(
             f"paradev: {holder}: put back {len(written)} file(s) a killed fast-forward of "
             f"{train.base} had already written ({', '.join(written[:5])})"
         )
+
+
+def _keep_cut_short_files(train: Train, holder: Path) -> None:
+    """Commit base's work tree under a backup ref before files cut short are put back.
+
+    A file holding the first bytes of the new commit's is what a killed
+    checkout leaves, but it could also be someone's edit: kept, nothing is lost.
+    """
+    message = f"paradev merge: {holder} before putting back files a killed fast-forward cut short\n"
+    snapshot = gitmod.snapshot_worktree(holder, message)
+    if snapshot is not None:
+        ref = f"{BACKUP_PREFIX}/{train.base}/{train.id}-worktree-{snapshot[:12]}"
+        if train.ws.git.rev(ref) is None:
+            gitmod.update_ref(train.ws.git, ref, snapshot, "")
+        train.out(f"paradev: {holder}: its files as they were are kept in {ref}")
 
 
 def _check_still_landable(train: Train, agent: int, base: str, head: str) -> None:

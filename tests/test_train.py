@@ -1433,6 +1433,32 @@ def test_a_fast_forward_of_base_killed_half_way_is_done_again(
     assert (repo / "src" / "app.py").read_text() == "changed\n"
 
 
+def test_a_file_a_killed_fast_forward_cut_short_is_kept_then_put_back(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"src/app.py": "changed\n", "new.py": "new content\n"})
+    commit(repo, {"unrelated.py": "moved\n"}, "base moves")
+
+    def cut_a_file_short_then_die(worktree: Path, commit: str) -> None:
+        (worktree / "new.py").write_text("new con")  # unlinked, rewritten, killed mid-write
+        raise Crash("killed inside git merge --ff-only")
+
+    mocker.patch.object(paradev_git, "merge_ff_only", side_effect=cut_a_file_short_then_die)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")
+    assert git(repo, "status", "--porcelain") == ""
+    kept = git(repo, "for-each-ref", "--format=%(refname)", "refs/paradev/backup/main/")
+    assert kept and f"kept in {kept}" in result.out
+    assert git(repo, "show", f"{kept}:new.py") == "new con"
+
+
 def test_a_user_edit_in_base_tree_still_refuses_the_fast_forward(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> None:
