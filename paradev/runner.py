@@ -48,6 +48,7 @@ from paradev.lifecycle import (
     waiting_for_dependencies,
 )
 from paradev.plan import Batch, Task
+from paradev.prepare import prepare_worktree, with_port
 from paradev.state import (
     COMPLETED,
     DROPPED,
@@ -528,7 +529,7 @@ def agent_env(ws: Workspace, task: Task, prompt: Path, log: Path, mode: str) -> 
     env.pop("LC_ALL", None)
     if "LC_ALL" in os.environ:
         env["LC_ALL"] = os.environ["LC_ALL"]
-    return env
+    return with_port(env, ws.plan, task.agent)
 
 
 def launch(
@@ -772,6 +773,7 @@ def start_only(ws: Workspace, run: BatchRun, progress: Progress) -> list[Started
     started = []
     for agent, tasks in run.queues.items():
         task = tasks[0]
+        _prepare(ws, task, progress)
         _, hook = begin(ws, task)
         _report_hook(progress, hook)
         prompt = write_text(prompt_path(ws, task), task_prompt(ws, task))
@@ -795,6 +797,13 @@ def run_batch(
         apply_moves(ws, run.moves)
         assign_planned(ws, run)
         return Supervisor(ws, run.queues, progress, clock).run()
+
+
+def _prepare(ws: Workspace, task: Task, progress: Progress) -> None:
+    """[setup] before the agent works: the branch (its lockfiles) may have moved since."""
+    prepared = prepare_worktree(ws, ws.worktree(task.agent), task.agent)
+    if prepared.describe():
+        progress.event(f"agent {task.agent}: {prepared.describe()}")
 
 
 def _report_hook(progress: Progress, hook: HookResult | None) -> None:
@@ -862,6 +871,7 @@ class Supervisor:
     def _launch(self, task: Task) -> Running:
         _, hook = begin(self.ws, task)
         _report_hook(self.progress, hook)
+        _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
         prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
         log = log_path(self.ws, f"issue-{task.issue}")
         proc = launch(self.ws, task, prompt, log, mode="task")
