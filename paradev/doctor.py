@@ -197,7 +197,11 @@ def _check_setup(repo: Repository, plan: Plan) -> list[Finding]:
     found = []
     for agent in range(1, plan.agent_count + 1):
         path = ws.plan.worktree(agent, repo.main_root)
-        why = setup_outdated(ws, path, agent) if _usable(path) and not path.is_symlink() else None
+        try:
+            usable = _usable(path) and not path.is_symlink()  # a link is reported above
+            why = setup_outdated(ws, path, agent) if usable else None
+        except ParadevError as exc:  # a folder among the inputs, a port past the last one
+            why = str(exc)
         if why:
             found.append(
                 Finding(False, f"agent {agent}: setup out of date ({why}); run 'paradev setup'")

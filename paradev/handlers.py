@@ -97,13 +97,11 @@ def start(agent: int) -> None:
 
 def _prepare(ws: Workspace, agent: int) -> None:
     """Bring the agent's worktree up to date with [setup] before work starts in it."""
-    from paradev.prepare import prepare_worktree
+    from paradev.prepare import as_agent, prepare_worktree
 
     ws.check_agent(agent)
     ws.agent_git(agent)  # no worktree: the usual 'run paradev setup'
-    prepared = prepare_worktree(ws, ws.worktree(agent), agent)
-    if prepared.describe():
-        print(f"agent {agent}: {prepared.describe()}")
+    prepare_worktree(ws, ws.worktree(agent), agent, notify=as_agent(agent, print))
 
 
 def complete(agent: int, empty: bool) -> None:

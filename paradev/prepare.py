@@ -37,6 +37,8 @@ MAX_RECORD_BYTES = 1_000_000
 FICLONE = 0x40049409  # Linux ioctl: the new file shares the source's blocks (btrfs, XFS, ...)
 _CHUNK = 1 << 20
 
+Notify = Callable[[str], None]
+
 
 @dataclass(frozen=True)
 class SetupConfig:
@@ -113,16 +115,6 @@ class Prepared:
     why: str  # why it ran, or why not
     log: Path | None
 
-    def describe(self) -> str:
-        parts = []
-        if self.copied:
-            parts.append("copied " + ", ".join(self.copied))
-        if self.ran:
-            parts.append(f"setup command ran ({self.why}; log {self.log})")
-        elif self.why != "no setup command":
-            parts.append(f"setup {self.why}")
-        return "; ".join(parts)
-
 
 class SetupError(PreconditionError):
     """The setup command exited non-zero (or timed out) in a worktree: exit 2."""
@@ -140,19 +132,28 @@ class SetupError(PreconditionError):
 
 
 def prepare_worktree(
-    ws: Workspace, path: Path, number: int, *, log: Path | None = None
+    ws: Workspace,
+    path: Path,
+    number: int,
+    *,
+    log: Path | None = None,
+    notify: Notify | None = None,
 ) -> Prepared:
     """Copy the ``[setup] copy`` files into ``path`` and run the setup command when needed.
 
     ``number`` gives the worktree its PARADEV_PORT (see ``port_for``). Raises
     PreconditionError when a copy source is missing, tracked or outside the
     repository, and SetupError when the command fails; ``log`` defaults to
-    ``<common dir>/paradev/logs/setup-<folder name>.log``.
+    ``<common dir>/paradev/logs/setup-<folder name>.log``. ``notify`` hears
+    what was copied and, before it starts, why the command runs.
     """
+    say = notify or _quiet
     if not (path / ".git").exists():
         raise PreconditionError(f"{path} is not a git worktree; run 'paradev setup'")
     config = SetupConfig.of(ws.plan)
     copied = copy_files(ws.repo.main_root, path, config) if config.copy else ()
+    if copied:
+        say("copied " + ", ".join(copied))
     if not config.command:
         return Prepared(path, copied, False, "no setup command", None)
     log = log or setup_log(ws, path)
@@ -162,28 +163,36 @@ def prepare_worktree(
         why = why_outdated(read_record(record), wanted)
         if why is None:
             return Prepared(path, copied, False, "up to date", None)
-        record.unlink(missing_ok=True)  # a failed run must run again next time
+        write_record(record, {"exit": None})  # killed meanwhile: it runs again next time
+        say(f"running the setup command ({why}; log {log})")
         env = with_port(user_env({"PARADEV_WORKTREE": str(path)}), ws.plan, number)
         code = run_logged(config.command, path, env, log, config.timeout, why)
         if code != 0:
+            write_record(record, {"exit": code})
             raise SetupError(path, config.command, code, log)
-        write_record(record, fingerprint(ws.plan, path, number))  # inputs as the run left them
+        wanted = fingerprint(ws.plan, path, number)  # the inputs as the run left them
+        write_record(record, {**wanted, "exit": 0})
     return Prepared(path, copied, True, why, log)
 
 
-def prepare_agents(
-    ws: Workspace, agents: Iterable[int], notify: Callable[[str], None]
-) -> list[Prepared]:
+def prepare_agents(ws: Workspace, agents: Iterable[int], notify: Notify) -> list[Prepared]:
     """Prepare each agent's worktree in turn (``paradev setup``); stop at the first failure."""
     done = []
     for agent in agents:
-        if ws.plan.section("setup")["command"]:
-            notify(f"agent {agent}: preparing {ws.worktree(agent)}")
-        prepared = prepare_worktree(ws, ws.worktree(agent), agent)
-        if prepared.describe():
-            notify(f"agent {agent}: {prepared.describe()}")
+        prepared = prepare_worktree(ws, ws.worktree(agent), agent, notify=as_agent(agent, notify))
+        if prepared.why == "up to date":
+            notify(f"agent {agent}: setup up to date")
         done.append(prepared)
     return done
+
+
+def as_agent(agent: int, notify: Notify) -> Notify:
+    """``notify`` with each line said as agent ``agent``'s."""
+    return lambda text: notify(f"agent {agent}: {text}")
+
+
+def _quiet(text: str) -> None:
+    """Nobody listens."""
 
 
 def check_copy_sources(ws: Workspace) -> None:
@@ -243,6 +252,9 @@ def why_outdated(record: dict[str, Any] | None, wanted: dict[str, Any]) -> str |
     """Why the command must run (again), or None when its last run still holds."""
     if record is None:
         return "never ran in this worktree"
+    if record.get("exit", 0) != 0:
+        code = record.get("exit")
+        return "its last run did not finish" if code is None else f"its last run exited {code}"
     if record.get("command") != wanted["command"]:
         return "setup.command changed"
     if record.get("port") != wanted["port"]:
@@ -376,19 +388,28 @@ def _place(source: Path, dest: Path, dest_root: Path, link: bool) -> bool:
     if os.path.lexists(dest):
         return False
     _make_parent(dest, dest_root)
-    if source.is_symlink():
-        os.symlink(os.readlink(source), dest)
-        return True
-    if not source.is_dir():
-        place_file(source, dest, link)
-        return True
+    if source.is_dir() and not source.is_symlink():
+        _copy_tree(source, dest, link)
+    else:
+        _place_one(source, dest, link)
+    return True
+
+
+def _copy_tree(source: Path, dest: Path, link: bool) -> None:
+    """A new folder ``dest`` (ours, so no symlink inside it) with everything ``source`` holds."""
     for folder, dirs, files in os.walk(source):  # symlinked folders are copied as links
         here = Path(folder)
         target = dest / here.relative_to(source)
         target.mkdir(parents=True, exist_ok=True)
         for name in [*files, *(d for d in dirs if (here / d).is_symlink())]:
-            _place(here / name, target / name, dest_root, link)
-    return True
+            _place_one(here / name, target / name, link)
+
+
+def _place_one(source: Path, dest: Path, link: bool) -> None:
+    if source.is_symlink():  # a link stays a link: nothing is read through it
+        os.symlink(os.readlink(source), dest)
+    else:
+        place_file(source, dest, link)
 
 
 def _make_parent(dest: Path, dest_root: Path) -> None:

@@ -48,7 +48,7 @@ from paradev.lifecycle import (
     waiting_for_dependencies,
 )
 from paradev.plan import Batch, Task
-from paradev.prepare import prepare_worktree, with_port
+from paradev.prepare import as_agent, prepare_worktree, with_port
 from paradev.state import (
     COMPLETED,
     DROPPED,
@@ -770,10 +770,11 @@ def start_only(ws: Workspace, run: BatchRun, progress: Progress) -> list[Started
     mark_lost(ws, run, progress)
     apply_moves(ws, run.moves)
     assign_planned(ws, run)
+    for tasks in run.queues.values():  # all ready before any starts: a failure starts none
+        _prepare(ws, tasks[0], progress)
     started = []
     for agent, tasks in run.queues.items():
         task = tasks[0]
-        _prepare(ws, task, progress)
         _, hook = begin(ws, task)
         _report_hook(progress, hook)
         prompt = write_text(prompt_path(ws, task), task_prompt(ws, task))
@@ -801,9 +802,9 @@ def run_batch(
 
 def _prepare(ws: Workspace, task: Task, progress: Progress) -> None:
     """[setup] before the agent works: the branch (its lockfiles) may have moved since."""
-    prepared = prepare_worktree(ws, ws.worktree(task.agent), task.agent)
-    if prepared.describe():
-        progress.event(f"agent {task.agent}: {prepared.describe()}")
+    prepare_worktree(
+        ws, ws.worktree(task.agent), task.agent, notify=as_agent(task.agent, progress.event)
+    )
 
 
 def _report_hook(progress: Progress, hook: HookResult | None) -> None:

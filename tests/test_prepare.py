@@ -62,26 +62,28 @@ def ignoring(repo: Path) -> Path:
     return repo
 
 
-@pytest.fixture
-def setup_command(ignoring: Path, tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
-    """Configure the recording setup command (extra argv appended); returns a reader of runs."""
-    script = tmp_path / "setup.py"
-    script.write_text(SETUP, encoding="utf-8")
-    record, exit_file = tmp_path / "runs.jsonl", tmp_path / "exit"
+class SetupScript:
+    """The recording setup command, configured in a repository's plan."""
 
-    def configure(*extra: str, **keys: Any) -> list[dict[str, Any]]:
-        argv = [sys.executable, str(script), str(record), str(exit_file), *extra]
-        set_setup(ignoring, command=argv, inputs=["uv.lock"], **keys)
-        return runs()
+    def __init__(self, repo: Path, folder: Path) -> None:
+        self.repo, self.script = repo, folder / "setup.py"
+        self.script.write_text(SETUP, encoding="utf-8")
+        self.record, self.exit_file = folder / "runs.jsonl", folder / "exit"
 
-    def runs() -> list[dict[str, Any]]:
-        if not record.exists():
+    def __call__(self, *extra: str, **keys: Any) -> None:
+        """Set it as setup.command (``extra`` appended), inputs = ["uv.lock"], and ``keys``."""
+        argv = [sys.executable, str(self.script), str(self.record), str(self.exit_file), *extra]
+        set_setup(self.repo, command=argv, inputs=["uv.lock"], **keys)
+
+    def runs(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
             return []
-        return [json.loads(line) for line in record.read_text().splitlines()]
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
 
-    configure.runs = runs  # type: ignore[attr-defined]
-    configure.exit_file = exit_file  # type: ignore[attr-defined]
-    return configure
+
+@pytest.fixture
+def setup_command(ignoring: Path, tmp_path: Path) -> SetupScript:
+    return SetupScript(ignoring, tmp_path)
 
 
 def runs_in(runs: list[dict[str, Any]], tree: Path) -> int:
@@ -192,14 +194,14 @@ def test_a_symlinked_folder_in_the_worktree_never_leads_a_copy_outside(
 
 
 def test_the_setup_command_runs_once_per_worktree_and_again_only_when_inputs_change(
-    setup_command: Callable[..., Any], worktrees: Path, repo: Path, cli: CliFn
+    setup_command: SetupScript, worktrees: Path, repo: Path, cli: CliFn
 ) -> None:
     setup_command(port_base=8000, port_step=10)
 
     first = cli("setup")
 
     assert first.code == 0, first.err
-    runs = setup_command.runs()  # type: ignore[attr-defined]
+    runs = setup_command.runs()
     trees = [agent_tree(worktrees, a) for a in (1, 2, 3)]
     assert [runs_in(runs, t) for t in trees] == [1, 1, 1]
     for agent, tree in enumerate(trees, start=1):
@@ -215,33 +217,33 @@ def test_the_setup_command_runs_once_per_worktree_and_again_only_when_inputs_cha
 
     second = cli("setup")  # nothing changed: skipped
     assert second.code == 0, second.err
-    assert [runs_in(setup_command.runs(), t) for t in trees] == [1, 1, 1]  # type: ignore[attr-defined]
+    assert [runs_in(setup_command.runs(), t) for t in trees] == [1, 1, 1]
 
     commit(trees[0], {"uv.lock": "lock 2\n"}, "bump the lockfile")
     third = cli("setup")
     assert third.code == 0, third.err
-    assert "agent 1: setup command ran (changed: uv.lock" in third.out
-    assert [runs_in(setup_command.runs(), t) for t in trees] == [2, 1, 1]  # type: ignore[attr-defined]
+    assert "agent 1: running the setup command (changed: uv.lock" in third.out
+    assert [runs_in(setup_command.runs(), t) for t in trees] == [2, 1, 1]
 
 
 def test_argv_with_shell_metacharacters_arrives_intact(
-    setup_command: Callable[..., Any], worktrees: Path, cli: CliFn
+    setup_command: SetupScript, worktrees: Path, cli: CliFn
 ) -> None:
     weird = ["$(touch pwned)", "a;b && c", "*", "'q' \"d\"", "`id`", ""]
     setup_command(*weird)
 
     assert cli("setup", "--agents", "1").code == 0
 
-    (run,) = setup_command.runs()  # type: ignore[attr-defined]
+    (run,) = setup_command.runs()
     assert run["argv"] == weird
     assert not (agent_tree(worktrees, 1) / "pwned").exists()
 
 
 def test_a_failing_setup_command_is_exit_2_naming_worktree_log_and_code(
-    setup_command: Callable[..., Any], worktrees: Path, repo: Path, cli: CliFn
+    setup_command: SetupScript, worktrees: Path, repo: Path, cli: CliFn
 ) -> None:
     setup_command()
-    setup_command.exit_file.write_text("3")  # type: ignore[attr-defined]
+    setup_command.exit_file.write_text("3")
 
     result = cli("setup")
 
@@ -251,13 +253,14 @@ def test_a_failing_setup_command_is_exit_2_naming_worktree_log_and_code(
     assert f"exited 3 in {tree}; log: {log}" in result.err
     assert "Traceback" not in result.err
     assert f"setting up {tree}" in log.read_text()
-    assert not (worktree_git_dir(tree) / SETUP_RECORD).exists()
-    assert runs_in(setup_command.runs(), agent_tree(worktrees, 2)) == 0  # type: ignore[attr-defined]
+    assert json.loads((worktree_git_dir(tree) / SETUP_RECORD).read_text())["exit"] == 3
+    assert runs_in(setup_command.runs(), agent_tree(worktrees, 2)) == 0
 
-    setup_command.exit_file.unlink()  # type: ignore[attr-defined]
+    setup_command.exit_file.unlink()
     fixed = cli("setup")
     assert fixed.code == 0, fixed.err
-    assert runs_in(setup_command.runs(), tree) == 2  # type: ignore[attr-defined]
+    assert "agent 1: running the setup command (its last run exited 3" in fixed.out
+    assert runs_in(setup_command.runs(), tree) == 2
 
 
 def test_a_setup_command_that_hangs_is_stopped_at_its_timeout(
@@ -274,7 +277,7 @@ def test_a_setup_command_that_hangs_is_stopped_at_its_timeout(
 
 
 def test_a_changed_command_or_port_runs_it_again(
-    setup_command: Callable[..., Any], worktrees: Path, cli: CliFn
+    setup_command: SetupScript, worktrees: Path, cli: CliFn
 ) -> None:
     setup_command()
     assert cli("setup", "--agents", "1").code == 0
@@ -282,7 +285,7 @@ def test_a_changed_command_or_port_runs_it_again(
     assert "PARADEV_PORT changed" in cli("setup", "--agents", "1").out
     setup_command("--extra")
     assert "setup.command changed" in cli("setup", "--agents", "1").out
-    assert runs_in(setup_command.runs(), agent_tree(worktrees, 1)) == 3  # type: ignore[attr-defined]
+    assert runs_in(setup_command.runs(), agent_tree(worktrees, 1)) == 3
 
 
 # -- ports -----------------------------------------------------------------------------------
@@ -301,7 +304,7 @@ def test_port_numbers_for_agents_and_gate_slots(ignoring: Path) -> None:
 
 
 def test_a_gate_worktree_is_prepared_with_its_slot_port(
-    setup_command: Callable[..., Any], repo: Path, tmp_path: Path
+    setup_command: SetupScript, repo: Path, tmp_path: Path
 ) -> None:
     setup_command(port_base=7000, port_step=5)
     set_setup(repo, copy=[".env"])
@@ -312,7 +315,7 @@ def test_a_gate_worktree_is_prepared_with_its_slot_port(
 
     prepared = prepare_worktree(ws, gate, gate_number(ws.plan, 1), log=log)
 
-    (run,) = setup_command.runs()  # type: ignore[attr-defined]
+    (run,) = setup_command.runs()
     assert Path(run["cwd"]) == gate
     assert run["env"]["PARADEV_PORT"] == str(7000 + 4 * 5)
     assert (gate / ".env").read_text() == "SECRET=1\n"
@@ -320,7 +323,7 @@ def test_a_gate_worktree_is_prepared_with_its_slot_port(
     assert f"setting up {gate}" in log.read_text()
     again = prepare_worktree(ws, gate, gate_number(ws.plan, 1), log=log)
     assert (again.ran, again.why) == (False, "up to date")
-    setup_command.exit_file.write_text("4")  # type: ignore[attr-defined]
+    setup_command.exit_file.write_text("4")
     commit(gate, {"uv.lock": "lock 3\n"}, "gate candidate changes the lockfile")
     with pytest.raises(SetupError) as failed:
         prepare_worktree(ws, gate, gate_number(ws.plan, 1), log=log)
@@ -329,7 +332,7 @@ def test_a_gate_worktree_is_prepared_with_its_slot_port(
 
 
 def test_agents_and_gates_get_their_port_and_setup_runs_before_each_launch(
-    setup_command: Callable[..., Any], repo: Path, worktrees: Path, cli: CliFn, tmp_path: Path
+    setup_command: SetupScript, repo: Path, worktrees: Path, cli: CliFn, tmp_path: Path
 ) -> None:
     setup_command(port_base=8000, port_step=100)
     assert cli("setup").code == 0
@@ -356,12 +359,12 @@ def test_agents_and_gates_get_their_port_and_setup_runs_before_each_launch(
 
     assert result.code == 0, result.err
     assert [Path(f"{seen}-agent-{a}").read_text() for a in (1, 2, 3)] == ["8100", "8200", "8300"]
-    runs = setup_command.runs()  # type: ignore[attr-defined]
+    runs = setup_command.runs()
     assert [runs_in(runs, agent_tree(worktrees, a)) for a in (1, 2, 3)] == [2, 2, 2]
-    assert "agent 2: setup command ran (changed: uv.lock" in result.out
+    assert "agent 2: running the setup command (changed: uv.lock" in result.out
     again = cli("start", "1")  # nothing changed since: no third run
     assert again.code == 2  # agent 1 has its task completed, #21 waits for its dependency
-    assert runs_in(setup_command.runs(), agent_tree(worktrees, 1)) == 2  # type: ignore[attr-defined]
+    assert runs_in(setup_command.runs(), agent_tree(worktrees, 1)) == 2
     merged = cli("merge")
     assert merged.code == 0, merged.err
     assert [Path(f"{seen}-gate-{a}").read_text() for a in (1, 2, 3)] == ["8100", "8200", "8300"]
@@ -374,12 +377,12 @@ def configure_commands(repo: Path, agent: list[str]) -> None:
 
 
 def test_a_failing_setup_before_a_launch_fails_that_task_with_the_log(
-    setup_command: Callable[..., Any], repo: Path, worktrees: Path, cli: CliFn
+    setup_command: SetupScript, repo: Path, worktrees: Path, cli: CliFn
 ) -> None:
     setup_command()
     assert cli("setup").code == 0
     configure_commands(repo, [sys.executable, "-c", "raise SystemExit(0)"])
-    setup_command.exit_file.write_text("5")  # type: ignore[attr-defined]
+    setup_command.exit_file.write_text("5")
     commit(repo, {"uv.lock": "lock 9\n"}, "plan and lockfile")
 
     result = cli("run-batch")
@@ -394,7 +397,7 @@ def test_a_failing_setup_before_a_launch_fails_that_task_with_the_log(
 
 
 def test_start_prepares_the_worktree_first(
-    setup_command: Callable[..., Any], worktrees: Path, cli: CliFn
+    setup_command: SetupScript, worktrees: Path, cli: CliFn
 ) -> None:
     setup_command()
     assert cli("setup").code == 0
@@ -403,12 +406,12 @@ def test_start_prepares_the_worktree_first(
     result = cli("start", "3")
 
     assert result.code == 0, result.err
-    assert "agent 3: setup command ran (changed: uv.lock" in result.out
-    assert runs_in(setup_command.runs(), agent_tree(worktrees, 3)) == 2  # type: ignore[attr-defined]
+    assert "agent 3: running the setup command (changed: uv.lock" in result.out
+    assert runs_in(setup_command.runs(), agent_tree(worktrees, 3)) == 2
 
 
 def test_doctor_names_a_worktree_whose_setup_is_out_of_date(
-    setup_command: Callable[..., Any], worktrees: Path, cli: CliFn
+    setup_command: SetupScript, worktrees: Path, cli: CliFn
 ) -> None:
     setup_command(copy=[".env"])
     assert cli("setup").code == 0
@@ -422,3 +425,55 @@ def test_doctor_names_a_worktree_whose_setup_is_out_of_date(
     assert "agent 2: setup out of date (changed: uv.lock); run 'paradev setup'" in result.out
     assert "agent 3: setup out of date (.env not copied)" in result.out
     assert "agent 1: setup out of date" not in result.out
+
+
+def test_the_train_prepares_the_rebased_worktree_before_its_gate_and_stops_when_it_fails(
+    setup_command: SetupScript, repo: Path, worktrees: Path, cli: CliFn, tmp_path: Path
+) -> None:
+    setup_command()
+    doc = tomlkit.parse((repo / "plan.toml").read_text())
+    doc["gate"]["command"] = [sys.executable, "-c", "pass"]
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc))
+    git(repo, "commit", "-qam", "plan: a gate")
+    assert cli("setup").code == 0
+    for agent in (1, 2):
+        tree = agent_tree(worktrees, agent)
+        assert cli("start", str(agent)).code == 0
+        commit(tree, {f"feature_{agent}.py": "X = 1\n"}, f"feat: agent {agent}")
+        assert cli("complete", str(agent)).code == 0
+    commit(repo, {"uv.lock": "lock 2\n"}, "base moves its lockfile")  # the rebase brings it
+    setup_command.exit_file.write_text("6")
+    before = git(repo, "rev-parse", "main")
+
+    stopped = cli("merge")
+
+    tree1 = agent_tree(worktrees, 1)
+    assert stopped.code == 2
+    assert f"exited 6 in {tree1}" in stopped.err
+    assert "setup-agent-1.log" in stopped.err
+    assert git(repo, "rev-parse", "main") == before  # nothing landed without its setup
+    setup_command.exit_file.unlink()
+
+    resumed = cli("merge", "--continue")
+
+    assert resumed.code == 0, resumed.err
+    assert "agent 1: running the setup command (its last run exited 6" in resumed.out
+    assert (worktrees / "agent-1" / "feature_1.py").exists()
+    landed = git(repo, "log", "--format=%s", "main")
+    assert "feat: agent 1" in landed and "feat: agent 2" in landed
+
+
+def test_no_launch_prepares_every_worktree_before_starting_any_task(
+    setup_command: SetupScript, repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    setup_command()
+    assert cli("setup").code == 0
+    (worktree_git_dir(agent_tree(worktrees, 3)) / SETUP_RECORD).unlink()  # as if new
+    setup_command.exit_file.write_text("7")  # agents 1 and 2 are up to date: only 3 runs it
+
+    result = cli("run-batch", "--no-launch")
+
+    assert result.code == 2
+    assert "exited 7" in result.err
+    state = open_workspace(repo).store.read()
+    assert all(state.status(issue) != "in_progress" for issue in (11, 12, 13))
