@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,10 +57,10 @@ class SetupConfig:
     def of(cls, plan: Plan) -> SetupConfig:
         table = plan.section("setup")
         return cls(
-            copy=tuple(table["copy"]),
+            copy=tuple(os.path.normpath(entry) for entry in table["copy"]),  # "./x/" is "x"
             link=bool(table["link"]),
             command=tuple(table["command"]),
-            inputs=tuple(table["inputs"]),
+            inputs=tuple(os.path.normpath(entry) for entry in table["inputs"]),
             timeout=float(table["timeout"]),
             port_base=int(table["port_base"]),
             port_step=int(table["port_step"]),
@@ -158,9 +159,8 @@ def prepare_worktree(
         return Prepared(path, copied, False, "no setup command", None)
     log = log or setup_log(ws, path)
     record = worktree_git_dir(path) / SETUP_RECORD
-    wanted = fingerprint(ws.plan, path, number)
-    with _worktree_lock(record, path, config.timeout):
-        why = why_outdated(read_record(record), wanted)
+    with _worktree_lock(record, path, config.timeout):  # read after another run has finished
+        why = why_outdated(read_record(record), fingerprint(ws.plan, path, number))
         if why is None:
             return Prepared(path, copied, False, "up to date", None)
         write_record(record, {"exit": None})  # killed meanwhile: it runs again next time
@@ -232,19 +232,25 @@ def fingerprint(plan: Plan, path: Path, number: int) -> dict[str, Any]:
 
 
 def file_hash(path: Path) -> str | None:
-    """sha256 of a file's bytes; None when it does not exist (a lockfile not made yet)."""
+    """sha256 of a file's bytes; None when it does not exist (a lockfile not made yet).
+
+    Only a regular file is read: a folder, or a FIFO or device a branch put
+    there, is refused rather than read forever.
+    """
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise PreconditionError(
-            f"setup.inputs: {path} is a folder; list the files whose change needs a new setup "
-            "run (lockfiles such as uv.lock)"
-        ) from None
+            f"setup.inputs: {path} is not a regular file; list the files whose change "
+            "needs a new setup run (lockfiles such as uv.lock)"
+        )
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -369,7 +375,7 @@ def check_sources(main_root: Path, entries: Iterable[str]) -> None:
             problems.append(f"{entry!r} leads outside the repository {main_root}")
     present = [e for e in entries if os.path.lexists(main_root / e)]
     for path, tracked in visible_files(main_root, present):
-        entry = next(e for e in present if path == e or path.startswith(e.rstrip("/") + "/"))
+        entry = next((e for e in present if path == e or path.startswith(e + "/")), path)
         problems.append(
             f"{entry!r} holds {path!r}, which git "
             + ("tracks: every worktree has it already" if tracked else "does not ignore")

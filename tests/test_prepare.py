@@ -162,7 +162,7 @@ def test_tracked_and_unignored_copy_sources_are_refused(
     ignoring: Path, worktrees: Path, cli: CliFn
 ) -> None:
     (ignoring / "notes.txt").write_text("mine\n")
-    set_setup(ignoring, copy=["README.md", "notes.txt", ".env"])
+    set_setup(ignoring, copy=["./README.md", "notes.txt/", ".env"])
 
     result = cli("setup")
 
@@ -477,3 +477,21 @@ def test_no_launch_prepares_every_worktree_before_starting_any_task(
     assert "exited 7" in result.err
     state = open_workspace(repo).store.read()
     assert all(state.status(issue) != "in_progress" for issue in (11, 12, 13))
+
+
+def test_an_input_that_is_a_folder_or_a_device_is_refused_not_read(
+    setup_command: SetupScript, worktrees: Path, cli: CliFn
+) -> None:
+    setup_command()
+    assert cli("setup", "--agents", "1").code == 0
+    tree = agent_tree(worktrees, 1)
+    (tree / "uv.lock").unlink()
+    os.symlink("/dev/zero", tree / "uv.lock")  # read to its end, it would never end
+
+    result = cli("start", "1")
+
+    assert result.code == 2
+    assert f"setup.inputs: {tree / 'uv.lock'} is not a regular file" in result.err
+    (tree / "uv.lock").unlink()
+    (tree / "uv.lock").mkdir()
+    assert "is not a regular file" in cli("setup", "--agents", "1").err
