@@ -105,6 +105,7 @@ def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:
         return findings
     findings.append(Finding(True, f"plan {plan_path}: valid, {sum(1 for _ in plan.tasks())} tasks"))
     findings += _check_agent_worktrees(repo, plan, repair)
+    findings += _check_setup(repo, plan)
     findings += _check_flow(repo, plan, repair)
     return findings
 
@@ -183,6 +184,29 @@ def _check_agent_worktrees(repo: Repository, plan: Plan, repair: bool) -> list[F
             return [Finding(False, f"worktrees: cannot repair: {exc}")]
         return [Finding(True, f"worktrees: repaired agents {', '.join(map(str, missing))}")]
     return [_missing_worktree(ws, a) for a in missing]
+
+
+def _check_setup(repo: Repository, plan: Plan) -> list[Finding]:
+    """Agent worktrees whose [setup] copies or command are behind (``paradev setup`` fixes it)."""
+    from paradev.prepare import setup_outdated
+
+    setup = plan.section("setup")
+    if not setup["copy"] and not setup["command"]:
+        return []
+    ws = Workspace(repo=repo, plan=plan, store=StateStore(repo.common_dir))
+    found = []
+    for agent in range(1, plan.agent_count + 1):
+        path = ws.plan.worktree(agent, repo.main_root)
+        try:
+            usable = _usable(path) and not path.is_symlink()  # a link is reported above
+            why = setup_outdated(ws, path, agent) if usable else None
+        except ParadevError as exc:  # a folder among the inputs, a port past the last one
+            why = str(exc)
+        if why:
+            found.append(
+                Finding(False, f"agent {agent}: setup out of date ({why}); run 'paradev setup'")
+            )
+    return found or [Finding(True, "setup: every agent worktree up to date")]
 
 
 def _usable(worktree: Path) -> bool:

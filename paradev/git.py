@@ -57,6 +57,15 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def user_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``git_env`` for a user's own program (setup command, agent, gate): in the user's locale."""
+    env = git_env(extra)
+    env.pop("LC_ALL", None)
+    if "LC_ALL" in os.environ:
+        env["LC_ALL"] = os.environ["LC_ALL"]
+    return env
+
+
 def side_by_side(work: Callable[[_T], _R], items: Sequence[_T], threads: int = 16) -> list[_R]:
     """``work(item)`` for every item, run in threads (each git call is its own process).
 
@@ -1238,6 +1247,25 @@ def ignored_files(worktree: Path) -> list[str]:
         "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", "."
     )
     return [p for p in out.split("\0") if p]
+
+
+def visible_files(worktree: Path, paths: Sequence[str]) -> list[tuple[str, bool]]:
+    """The files under ``paths`` that git sees: (path, tracked) for tracked and for untracked,
+    not ignored ones. Paths are taken literally (no glob), in one git process."""
+    if not paths:
+        return []
+    out = Git(worktree).out(
+        "--literal-pathspecs",
+        "ls-files",
+        "-z",
+        "-t",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--",
+        *paths,
+    )
+    return [(entry[2:], entry[0] != "?") for entry in out.split("\0") if entry]
 
 
 def staged_tree(worktree: Path) -> str:

@@ -71,10 +71,15 @@ def estimate(json: bool) -> None:
 
 
 def setup(agents: int | None) -> None:
+    from paradev.prepare import check_copy_sources, prepare_agents
     from paradev.worktrees import setup as set_up
 
-    for step in set_up(_workspace(), agents):
+    ws = _workspace()
+    check_copy_sources(ws)  # a missing .env is refused before any worktree is made
+    steps = set_up(ws, agents)
+    for step in steps:
         print(step.describe())
+    prepare_agents(ws, [step.agent for step in steps], print)
 
 
 def start(agent: int) -> None:
@@ -83,10 +88,20 @@ def start(agent: int) -> None:
     from paradev.text import printable
 
     ws = _workspace()
+    _prepare(ws, agent)
     task, record = start_task(ws, agent)
     title = printable(task.title)
     print(f"agent {task.agent} started #{task.issue} {title} (base {record.base_commit})")
     report_hook(run_hook(ws, "on_start", task, record))
+
+
+def _prepare(ws: Workspace, agent: int) -> None:
+    """Bring the agent's worktree up to date with [setup] before work starts in it."""
+    from paradev.prepare import as_agent, prepare_worktree
+
+    ws.check_agent(agent)
+    ws.agent_git(agent)  # no worktree: the usual 'run paradev setup'
+    prepare_worktree(ws, ws.worktree(agent), agent, notify=as_agent(agent, print))
 
 
 def complete(agent: int, empty: bool) -> None:

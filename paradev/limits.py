@@ -21,6 +21,7 @@ MAX_PLAN_BYTES = 1_000_000  # plan.toml: 1 MB
 MAX_STATE_BYTES = 64_000_000  # state.json, merge journal included: 64 MB
 MAX_NESTING = 64  # arrays/tables/objects inside each other
 MAX_DIGITS = 64  # digits in one number as written
+MAX_PORT = 65535  # setup.port_base + n * port_step: the last TCP port
 
 
 class LimitError(ValueError):

@@ -22,6 +22,7 @@ from paradev.limits import (
     MAX_AGENTS,
     MAX_ISSUE,
     MAX_PLAN_BYTES,
+    MAX_PORT,
     LimitError,
     check_text,
     read_bounded,
@@ -119,6 +120,18 @@ def _command(value: Any) -> str | None:
     return "a string or a list of strings"
 
 
+def _argv(value: Any) -> str | None:
+    if _string_list(value) is None and (not value or value[0]):
+        return None
+    return 'an argv list such as ["uv", "sync"] (never a shell line; first item non-empty)'
+
+
+def _port_base(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PORT:
+        return None
+    return f"a port number from 1 to {MAX_PORT} (0: no PARADEV_PORT)"
+
+
 def _choice(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
@@ -156,6 +169,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "squash": Key(False, _boolean),
         "push": Key(False, _boolean),
         "on_conflict": Key("stop", _choice(*ON_CONFLICT_CHOICES)),
+    },
+    "setup": {  # making agent and gate worktrees ready to work (paradev.prepare)
+        "copy": Key([], _string_list),
+        "link": Key(False, _boolean),
+        "command": Key([], _argv),
+        "inputs": Key([], _string_list),
+        "timeout": Key(1800, _positive_number),
+        "port_base": Key(0, _port_base),
+        "port_step": Key(10, _int_up_to(MAX_PORT, "an integer")),
     },
     "hooks": {
         "on_start": Key("", _string),
@@ -599,6 +621,7 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
             problems.append(clash)
     if "agents.command" not in bad:
         problems += _unknown_placeholders(plan.agent_command)
+    problems += _setup_problems(plan, bad)
     if plan.remote and not is_valid_branch_name(plan.remote):
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
     if main_root is not None and "project.worktrees" not in bad:
@@ -609,6 +632,40 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
                 f"project.worktrees: {root} is inside the repository; "
                 "use a folder outside it, e.g. '../{repo}-worktrees'"
             )
+
+
+def _setup_problems(plan: Plan, bad: set[str]) -> list[str]:
+    """[setup] paths that would lead outside the repository, and ports past the last one."""
+    setup = plan.section("setup")
+    problems = [
+        f"setup.{key}[{index}]: {shown(path)} {why}"
+        for key in ("copy", "inputs")
+        if f"setup.{key}" not in bad
+        for index, path in enumerate(setup[key])
+        if (why := _repo_path_problem(path))
+    ]
+    if not bad & {"setup.port_base", "setup.port_step", "agents.count"} and setup["port_base"]:
+        last = setup["port_base"] + plan.agent_count * setup["port_step"]
+        if last > MAX_PORT:
+            problems.append(
+                f"setup.port_base: agent {plan.agent_count} would get port {last}, "
+                f"above {MAX_PORT}; lower port_base or port_step"
+            )
+    return problems
+
+
+def _repo_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a relative path inside the repository's work tree, or None."""
+    parts = path.replace("\\", "/").split("/")
+    if not path.strip():
+        return "is empty; write a path relative to the repository root, e.g. '.env'"
+    if path.startswith(("/", "~")) or re.match(r"[A-Za-z]:", path):
+        return "is not relative; write it relative to the repository root, e.g. '.env'"
+    if ".." in parts:
+        return "leads outside the repository ('..'); list paths inside it"
+    if next((p for p in parts if p not in ("", ".")), ".git") == ".git":
+        return "is the repository itself or its .git; list files inside the work tree"
+    return None
 
 
 def _unknown_placeholders(command: list[str]) -> list[str]:

@@ -48,6 +48,7 @@ from paradev.lifecycle import (
     waiting_for_dependencies,
 )
 from paradev.plan import Batch, Task
+from paradev.prepare import as_agent, prepare_worktree, with_port
 from paradev.state import (
     COMPLETED,
     DROPPED,
@@ -528,7 +529,7 @@ def agent_env(ws: Workspace, task: Task, prompt: Path, log: Path, mode: str) -> 
     env.pop("LC_ALL", None)
     if "LC_ALL" in os.environ:
         env["LC_ALL"] = os.environ["LC_ALL"]
-    return env
+    return with_port(env, ws.plan, task.agent)
 
 
 def launch(
@@ -769,6 +770,8 @@ def start_only(ws: Workspace, run: BatchRun, progress: Progress) -> list[Started
     mark_lost(ws, run, progress)
     apply_moves(ws, run.moves)
     assign_planned(ws, run)
+    for tasks in run.queues.values():  # all ready before any starts: a failure starts none
+        _prepare(ws, tasks[0], progress)
     started = []
     for agent, tasks in run.queues.items():
         task = tasks[0]
@@ -795,6 +798,13 @@ def run_batch(
         apply_moves(ws, run.moves)
         assign_planned(ws, run)
         return Supervisor(ws, run.queues, progress, clock).run()
+
+
+def _prepare(ws: Workspace, task: Task, progress: Progress) -> None:
+    """[setup] before the agent works: the branch (its lockfiles) may have moved since."""
+    prepare_worktree(
+        ws, ws.worktree(task.agent), task.agent, notify=as_agent(task.agent, progress.event)
+    )
 
 
 def _report_hook(progress: Progress, hook: HookResult | None) -> None:
@@ -862,6 +872,7 @@ class Supervisor:
     def _launch(self, task: Task) -> Running:
         _, hook = begin(self.ws, task)
         _report_hook(self.progress, hook)
+        _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
         prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
         log = log_path(self.ws, f"issue-{task.issue}")
         proc = launch(self.ws, task, prompt, log, mode="task")

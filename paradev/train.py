@@ -36,6 +36,7 @@ from paradev import coverage, landing, processes
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git, MergeTree
+from paradev.prepare import as_agent, prepare_worktree, with_port
 from paradev.snapshots import note_stop, record_train, stamp_step, train_facts
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
 from paradev.text import plain
@@ -1427,6 +1428,9 @@ def step_gate(train: Train, agent: int) -> None:
         entry["gated"] = head  # what advance may land
         return
     _require_only_the_candidate(train, agent, head)
+    prepare_worktree(  # the rebase may have changed its lockfiles
+        train.ws, train.worktree(agent), agent, notify=as_agent(agent, train.out)
+    )
     attempt = int(entry.get("gate_runs", 0)) + 1
     log = gate_log(train, agent, attempt)
     train.begin(agent, GATE, gate_runs=attempt, gate_head=head, gate_log=str(log))
@@ -1488,7 +1492,7 @@ def gate_env(train: Train, agent: int, log: Path) -> dict[str, str]:
             "PARADEV_GATE_LOG": str(log),
         }
     )
-    return env
+    return with_port(env, train.ws.plan, agent)
 
 
 def _tail(log: Path, lines: int = 20) -> str:

@@ -583,3 +583,52 @@ def test_a_bad_field_never_hides_a_dependency_cycle(tmp_path: Path) -> None:
         "got -1.0",
         "  - depends_on: dependency cycle #11 -> #12 -> #11",
     ]
+
+
+def test_setup_keys_read_and_their_mistakes_name_the_key_and_what_to_write(
+    tmp_path: Path,
+) -> None:
+    good = parse(
+        '[setup]\ncopy = [".env", "config/local.toml"]\nlink = true\n'
+        'command = ["uv", "sync"]\ninputs = ["uv.lock"]\nport_base = 8000\nport_step = 5\n',
+        tmp_path / "plan.toml",
+    )
+    assert good.section("setup")["command"] == ["uv", "sync"]
+    assert good.section("setup")["port_base"] == 8000
+    bad = (
+        "[agents]\ncount = 10\n[setup]\n"
+        'copy = ["../secrets", "/etc/passwd", ".git/config", "", "./.git"]\n'
+        'command = "uv sync"\ninputs = ["~/uv.lock"]\nport_base = 65000\nport_step = 100\n'
+        "link = 1\n"
+    )
+    with pytest.raises(PlanError) as caught:
+        parse(bad, tmp_path / "plan.toml", tmp_path / "project")
+    text = str(caught.value)
+    assert "9 problems" in text
+    assert "setup.copy[0]: '../secrets' leads outside the repository" in text
+    assert "setup.copy[1]: '/etc/passwd' is not relative" in text
+    assert "setup.copy[2]: '.git/config' is the repository itself or its .git" in text
+    assert "setup.copy[3]: '' is empty" in text
+    assert "setup.copy[4]: './.git' is the repository itself or its .git" in text
+    assert 'setup.command: expected an argv list such as ["uv", "sync"] (never a shell' in text
+    assert "setup.inputs[0]: '~/uv.lock' is not relative" in text
+    assert "setup.port_base: agent 10 would get port 66000, above 65535" in text
+    assert "setup.link: expected true or false" in text
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('command = [""]', "setup.command: expected an argv list"),
+        ("port_base = -1", "setup.port_base: expected a port number from 1 to 65535"),
+        ("port_step = 0", "setup.port_step: expected an integer from 1 to 65,535"),
+        ("timeout = 0", "setup.timeout: expected a finite number > 0"),
+        ("copy = [1]", "setup.copy: expected a list of strings"),
+        ("cpy = []", "setup.cpy: unknown key (did you mean 'copy'?)"),
+    ],
+)
+def test_setup_values_of_the_wrong_kind_are_refused(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    with pytest.raises(PlanError, match=re.escape(expected)):
+        parse(f"[setup]\n{line}\n", tmp_path / "plan.toml")
