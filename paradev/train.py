@@ -15,7 +15,7 @@ Everything else rides along with the next write.
 
 Reading order: the journal (``Train``), choosing agents, preconditions, the
 entry points (``merge``, ``resume``, ``skip``, ``abort``), the loop (``run``,
-``land``), then each step in order, and the dry run.
+``land``), then each step in order. The dry run is ``paradev.dryrun``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 from paradev import coverage, landing, processes
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError, Stopped
-from paradev.git import Git, MergeTree
+from paradev.git import Git
 from paradev.snapshots import note_stop, record_train, stamp_step, train_facts
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
 from paradev.text import plain
@@ -277,11 +277,11 @@ def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) 
     return Selection(agents, notes)
 
 
-def merge_order(ws: Workspace, agents: Sequence[int]) -> list[int]:
-    """The order of ``paradev merge-order`` restricted to ``agents``."""
+def merge_order(ws: Workspace, agents: Sequence[int], save: bool = True) -> list[int]:
+    """The order of ``paradev merge-order`` restricted to ``agents`` (kept in state if ``save``)."""
     from paradev.order import compute_merge_order
 
-    chosen = list(compute_merge_order(ws, list(agents)).order)
+    chosen = list(compute_merge_order(ws, list(agents), save).order)
     return [a for a in chosen if a in agents] + [a for a in agents if a not in chosen]
 
 
@@ -370,15 +370,19 @@ def refuse_extra_files(path: Path, agent: int, then: str) -> None:
         )
 
 
-def _remote_base(ws: Workspace) -> str | None:
+def _remote_base(ws: Workspace, peek: bool = False) -> str | None:
     """Fetch; the remote's base when local base must fast-forward to it first, else None.
 
     Refuses (exit 2) when they diverged. Nothing local moves here: the caller
-    fast-forwards only once every other check passed.
+    fast-forwards only once every other check passed. ``peek`` (the dry run):
+    ask the remote without writing any ref.
     """
     remote, base = ws.plan.remote, ws.plan.base
-    gitmod.fetch(ws.git, remote)
-    theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
+    if peek:
+        theirs = gitmod.peek_remote_branch(ws.git, remote, base)
+    else:
+        gitmod.fetch(ws.git, remote)
+        theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
     ours = _rev(ws.git, f"refs/heads/{base}")
     if theirs is None or gitmod.is_ancestor(ws.git, theirs, ours):
         return None
@@ -403,20 +407,54 @@ def _resolve_push(ws: Workspace, push: bool | None) -> bool:
 
 
 @contextmanager
-def _driving(ws: Workspace) -> Iterator[None]:
+def driving(ws: Workspace, note_owner: bool = True) -> Iterator[None]:
     """Hold the train lock: two paradev processes driving one train would land an agent twice."""
     with ws.store.exclusive(
         "train.lock",
         wait=0,
         busy="another paradev merge is driving the merge train right now; wait for it to finish",
+        note_owner=note_owner,
     ):
         yield
 
 
-def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack) -> None:
+def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack, note: bool = True) -> None:
     """Hold every agent the train lands: run-batch must not run them meanwhile (else exit 2)."""
     for agent in agents:
-        locks.enter_context(ws.store.agent_lock(agent, "paradev merge"))
+        locks.enter_context(ws.store.agent_lock(agent, "paradev merge", name_holder=note))
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before a train found: who lands, whether it pushes, the remote's base."""
+
+    selection: Selection
+    pushing: bool
+    gating: bool  # a gate will run in the agents' trees
+    remote_tip: str | None  # base must fast-forward to it first; None: base is current
+
+
+def preflight(
+    ws: Workspace, locks: ExitStack, *, push: bool | None, gate: bool, peek: bool = False
+) -> Preflight:
+    """Every check ``paradev merge`` makes before its first change (exit 2 when one fails).
+
+    The dry run calls it too (``peek``: the remote asked without writing
+    refs, no lock holder noted), so both refuse alike.
+    """
+    if ws.store.read().train is not None:
+        raise PreconditionError(
+            "a merge train is already in progress; run paradev merge --continue, --skip or --abort"
+        )
+    pushing = _resolve_push(ws, push)
+    remote_tip = _remote_base(ws, peek) if ws.plan.remote else None
+    _check_base_tree(ws, ws.plan.base)
+    selection = select_agents(ws, remote_tip)
+    _lock_agents(ws, selection.agents, locks, note=not peek)
+    gating = gate and bool(_gate_command(ws))
+    for agent in selection.agents:
+        _check_agent_tree(ws, agent, gating)
+    return Preflight(selection, pushing, gating, remote_tip)
 
 
 def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
@@ -424,18 +462,14 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
 
     Every refusal (exit 2) comes before the first change.
     """
-    with _driving(ws), ExitStack() as locks:
-        if ws.store.read().train is not None:
-            raise PreconditionError(
-                "a merge train is already in progress; "
-                "run paradev merge --continue, --skip or --abort"
-            )
-        pushing = _resolve_push(ws, push)
-        selection = _checked_selection(ws, out, locks, gating=gate and bool(_gate_command(ws)))
+    with driving(ws), ExitStack() as locks:
+        checked = preflight(ws, locks, push=push, gate=gate)
+        selection = checked.selection
+        _bring_base_up(ws, out, checked)
         if not selection.agents:
             out("nothing to land")
             return
-        journal = _new_journal(ws, merge_order(ws, selection.agents), pushing, gate)
+        journal = _new_journal(ws, merge_order(ws, selection.agents), checked.pushing, gate)
         with ws.store.update() as state:
             if state.train is not None:
                 raise PreconditionError("another paradev merge started a train meanwhile")
@@ -446,21 +480,14 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         run(train)
 
 
-def _checked_selection(ws: Workspace, out: Output, locks: ExitStack, gating: bool) -> Selection:
-    """Fetch, check base and every agent's tree, then bring base up to the remote."""
-    base = ws.plan.base
-    remote_tip = _remote_base(ws) if ws.plan.remote else None
-    _check_base_tree(ws, base)
-    selection = select_agents(ws, remote_tip)
-    _lock_agents(ws, selection.agents, locks)
-    for agent in selection.agents:
-        _check_agent_tree(ws, agent, gating)
-    if remote_tip is not None:  # every check passed: the first change
-        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), remote_tip)
-        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({remote_tip[:12]})")
-    for note in selection.notes:
+def _bring_base_up(ws: Workspace, out: Output, checked: Preflight) -> None:
+    """Every check passed: base fast-forwards to the remote (the first change); who is left out."""
+    base, tip = ws.plan.base, checked.remote_tip
+    if tip is not None:
+        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), tip)
+        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({tip[:12]})")
+    for note in checked.selection.notes:
         out(note)
-    return selection
 
 
 def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dict[str, Any]:
@@ -582,7 +609,7 @@ def load_train(ws: Workspace, out: Output) -> Train:
 
 def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
-    with _driving(ws), ExitStack() as locks:
+    with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         _lock_agents(ws, train.queue, locks)
         _go_on(train, push, gate)
@@ -604,7 +631,7 @@ def _go_on(train: Train, push: bool | None, gate: bool) -> None:
 
 def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
-    with _driving(ws), ExitStack() as locks:
+    with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         _lock_agents(ws, train.queue, locks)
         if not train.queue:
@@ -632,7 +659,7 @@ def abort(ws: Workspace, out: Output) -> None:
 
     What already landed stays: it passed its gate.
     """
-    with _driving(ws), ExitStack() as locks:
+    with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         _lock_agents(ws, train.queue[:1], locks)
         take_over(train)
@@ -1708,86 +1735,3 @@ def step_hooks(train: Train, agent: int) -> None:
         if result is not None and not result.ok:
             train.out(f"paradev: warning: {result.describe()}")
     train.finish(agent, HOOKS, flush=True)
-
-
-# -- dry run ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DryStep:
-    """What the train would do with one agent."""
-
-    agent: int
-    outcome: str  # "land" | "conflict" | "not reached"
-    commits: int = 0
-    stopped_at: str | None = None  # the commit whose replay conflicts
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
-
-    def describe(self) -> str:
-        if self.outcome == "land":
-            return f"agent {self.agent}: would land ({self.commits} commit(s) rebased cleanly)"
-        if self.outcome == "conflict":
-            where = "; ".join(_conflict_text(c) for c in self.conflicts) or "conflict"
-            return (
-                f"agent {self.agent}: the rebase would stop at {str(self.stopped_at)[:12]}: {where}"
-                " -> the train stops here"
-            )
-        return f"agent {self.agent}: not reached (the train stops before it)"
-
-
-def _conflict_text(conflict: dict[str, Any]) -> str:
-    lines = ", ".join(f"lines {a}-{b}" for a, b in conflict.get("hunks", []))
-    return f"{conflict['path']} ({conflict['type']}{', ' + lines if lines else ''})"
-
-
-def dry_run(ws: Workspace, out: Output) -> list[DryStep]:
-    """Simulate the train with chained merge-tree/commit-tree; no ref or work tree changes.
-
-    Each commit a rebase would replay is merged as a cherry-pick: a synthetic
-    commit with the simulated base's tree and the replayed commit's parent makes
-    that parent the merge base, exactly as ``git rebase`` does.
-    """
-    selection = select_agents(ws)
-    for note in selection.notes:
-        out(note)
-    if not selection.agents:
-        out("nothing to land")
-        return []
-    order = merge_order(ws, selection.agents)
-    git = ws.git
-    simulated = _rev(git, f"refs/heads/{ws.plan.base}")
-    steps: list[DryStep] = []
-    stopped = False
-    for agent in order:
-        if stopped:
-            steps.append(DryStep(agent, "not reached"))
-            continue
-        step, simulated = _simulate_agent(ws, agent, simulated)
-        stopped = step.outcome == "conflict"
-        steps.append(step)
-    out("dry run (nothing changed; the gate is not run):")
-    for step in steps:
-        out("  " + step.describe())
-    return steps
-
-
-def _simulate_agent(ws: Workspace, agent: int, simulated: str) -> tuple[DryStep, str]:
-    git = ws.git
-    head = _rev(git, f"refs/heads/{ws.branch(agent)}")
-    commits = gitmod.commits_between(git, simulated, head)
-    for commit in commits:
-        parent = git.rev(f"{commit}^")
-        if parent is None:
-            continue
-        merge = gitmod.probe_merge(git, simulated, parent, commit)
-        if not merge.clean:
-            return DryStep(agent, "conflict", len(commits), commit, describe(git, merge)), simulated
-        simulated = gitmod.commit_tree(git, merge.tree, [simulated], f"paradev dry run: {commit}\n")
-    return DryStep(agent, "land", len(commits)), simulated
-
-
-def describe(git: Git, merge: MergeTree) -> list[dict[str, Any]]:
-    """Conflicts of a merge as path/type/message/hunks (from paradev.conflicts)."""
-    from paradev.conflicts import describe_conflicts
-
-    return [c.to_json() for c in describe_conflicts(git, merge)]

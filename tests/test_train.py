@@ -561,57 +561,6 @@ def test_marker_hunks(tmp_path: Path) -> None:
     assert train_mod.marker_hunks(tmp_path / "missing") == []
 
 
-# -- dry run -----------------------------------------------------------------------------------
-
-
-def test_dry_run_changes_nothing_and_predicts_the_stop(
-    repo: Path, setup_with: Any, cli: Cli
-) -> None:
-    trees = setup_with()
-    conflicting(cli, trees)
-    refs_before = refs(repo, "refs")
-    status_before = {a: git(agent_tree(trees, a), "status", "--porcelain") for a in (1, 2, 3)}
-    state_before = state_of(repo)["tasks"]
-
-    result = cli("merge", "--dry-run")
-
-    assert result.code == 0, result.err
-    assert refs(repo, "refs") == refs_before
-    assert {a: git(agent_tree(trees, a), "status", "--porcelain") for a in (1, 2, 3)} == (
-        status_before
-    )
-    assert state_of(repo)["tasks"] == state_before
-    assert state_of(repo)["train"] is None
-    predicted = [line for line in result.out.splitlines() if "the train stops here" in line]
-    assert len(predicted) == 1 and "src/util.py (content, lines 1-5)" in predicted[0]
-    predicted_agent = int(predicted[0].split()[1].rstrip(":"))
-
-    real = cli("merge")
-
-    assert real.code == 1
-    assert stopped_agent(repo) == predicted_agent
-    landed_lines = [line for line in result.out.splitlines() if "would land" in line]
-    assert len(state_of(repo)["train"]["landed"]) == len(landed_lines)
-
-
-def test_dry_run_replays_commits_one_by_one(repo: Path, setup_with: Any, cli: Cli) -> None:
-    """A branch that edits a line then reverts it conflicts mid-rebase; the dry run sees it."""
-    trees = setup_with()
-    work(cli, trees, 1, {"src/util.py": "VALUE = 'one'\n"})
-    assert cli("start", "2").code == 0
-    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'two'\n"})
-    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'one'\n"})
-    assert cli("complete", "2").code == 0
-
-    steps = train_mod.dry_run(open_workspace(), lambda _: None)
-
-    outcomes = {s.agent: s.outcome for s in steps}
-    assert sorted(outcomes.values()) == ["conflict", "land"]
-    real = cli("merge")
-    assert real.code == 1
-    assert outcomes[stopped_agent(repo)] == "conflict"
-
-
 # -- crashes -----------------------------------------------------------------------------------
 
 
