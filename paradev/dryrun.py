@@ -10,10 +10,10 @@ landing lost), 2 where git would refuse (untracked files a checkout or the
 fast-forward of base would overwrite). Only objects are written: no ref, work
 tree, index, lock holder note or state changes. The gate is not run.
 
-Speed: a branch whose commits touch no path base changed since it forked is
-merged in one ``merge-tree`` (replaying its commits could give nothing else);
-the others are replayed commit by commit as ``git rebase`` does, two git
-processes per commit.
+Speed: replaying commit by commit (as ``git rebase`` does) takes two git
+processes per commit, so commits that touch no path base changed since the
+branch forked are merged together with the commit before them: a branch that
+touches none is one merge, and the result is still exactly the replay's.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Rebased:
     """A simulated rebase: the tree it ends with, or where it stops (``merge`` conflicted)."""
 
     tree: str
-    replayed: bool = False  # commit by commit (one merge needs no patch check)
+    dropped_merges: bool = False  # as git rebase does: what they alone held is lost
     stopped_at: str | None = None
     merge: MergeTree | None = None
 
@@ -137,6 +137,7 @@ class Simulation:
         self.ws = ws
         self.git: Git = ws.git
         self.base = _tip(ws.git, f"refs/heads/{ws.plan.base}")
+        self.tree = gitmod.tree_of(ws.git, self.base)
         self.holder = gitmod.branch_holder(ws.repo, ws.plan.base)
         self.holder_untracked = gitmod.untracked_paths(self.holder) if self.holder else []
         self.gating = gating
@@ -147,7 +148,7 @@ class Simulation:
         blocking = self._blocking_in_holder(self.base, new)
         if blocking:
             raise PreconditionError(blocking)
-        self.base = new
+        self.base, self.tree = new, gitmod.tree_of(self.git, new)
 
     def run(self, order: Sequence[int]) -> list[DryStep]:
         steps: list[DryStep] = []
@@ -176,13 +177,13 @@ class Simulation:
             conflicts = describe(self.git, rebased.merge)
             return DryStep(agent, outcome, len(commits), rebased.stopped_at, conflicts)
         landed = gitmod.commit_tree(self.git, rebased.tree, [self.base], "paradev: dry run\n")
-        checked = self._check(agent, head, landed, rebased.replayed)
+        checked = self._check(agent, head, landed, rebased.dropped_merges)
         if checked is not None:
             return checked
         blocking = self._blocking_in_holder(self.base, landed)
         if blocking:
             return DryStep(agent, BLOCKED, len(commits), detail=blocking)
-        self.base = landed
+        self.base, self.tree = landed, rebased.tree
         return DryStep(agent, LAND, len(commits))
 
     def _candidate(self, agent: int) -> str:
@@ -193,30 +194,21 @@ class Simulation:
     def _rebase(self, commits: list[BranchCommit], head: str) -> Rebased:
         """What rebasing ``head`` onto the simulated base gives, or the commit where it stops.
 
-        One merge when no commit touches a path base changed since the fork;
-        otherwise each commit is merged as a cherry-pick: a probe commit (the
-        tree so far, the commit's parent as its parent) makes that parent the
-        merge base, as ``git rebase`` does.
+        Each step is merged as a cherry-pick: a probe commit (the tree so far,
+        the step's parent as its parent) makes that parent the merge base, as
+        ``git rebase`` does for each commit.
         """
-        tree = gitmod.tree_of(self.git, self.base)
-        if not commits:
-            return Rebased(tree)
-        base_side = set(gitmod.changed_paths(self.git, head, self.base))
-        if not _needs_replay(commits, base_side):
-            merged = gitmod.merge_trees(self.git, [(self.base, head)])[0]
-            if merged.clean:
-                return Rebased(merged.tree)
-        for item in commits:
-            if len(item.parents) != 1:
-                continue  # git rebase drops merge commits; the patch check sees what they held
-            probe = gitmod.commit_tree(self.git, tree, [item.parents[0]], "paradev: probe\n")
-            merge = gitmod.merge_trees(self.git, [(probe, item.commit)])[0]
+        tree = self.tree
+        base_side = set(gitmod.changed_paths(self.git, head, self.base)) if commits else set()
+        for parent, first, last in replay_steps(commits, base_side):
+            probe = gitmod.commit_tree(self.git, tree, [parent], "paradev: probe\n")
+            merge = gitmod.merge_trees(self.git, [(probe, last)])[0]
             if not merge.clean:
-                return Rebased(tree, replayed=True, stopped_at=item.commit, merge=merge)
+                return Rebased(tree, stopped_at=first, merge=merge)
             tree = merge.tree
-        return Rebased(tree, replayed=True)
+        return Rebased(tree, dropped_merges=any(len(c.parents) != 1 for c in commits))
 
-    def _check(self, agent: int, head: str, landed: str, replayed: bool) -> DryStep | None:
+    def _check(self, agent: int, head: str, landed: str, dropped: bool) -> DryStep | None:
         """The train's check before the gate: no conflict markers added, none of the work lost."""
         marked = landing.files_with_markers(self.git, self.base, landed)
         if marked:
@@ -227,7 +219,8 @@ class Simulation:
                 paths=marked,
                 detail=f"its landing would add conflict markers in {', '.join(marked)}",
             )
-        missing = landing.missing_work(self.git, self.base, landed, head) if replayed else None
+        # the replay is exact but for merge commits: only then can work be missing
+        missing = landing.missing_work(self.git, self.base, landed, head) if dropped else None
         if missing is not None:
             return DryStep(
                 agent,
@@ -271,13 +264,26 @@ class Simulation:
         )
 
 
-def _needs_replay(commits: Sequence[BranchCommit], base_side: set[str]) -> bool:
-    """Whether one merge could differ from replaying ``commits`` one by one.
+def replay_steps(
+    commits: Sequence[BranchCommit], base_side: set[str]
+) -> list[tuple[str, str, str]]:
+    """(parent, first, last) merges that replay ``commits`` (merge commits dropped, as git does).
 
-    Not when no commit touches a path base changed (each replay then takes
-    base's side there and the commit's everywhere else) and none is a merge.
+    A commit touching no path of ``base_side`` (what base changed since the
+    fork) joins the step before it: the tree so far differs from its parent
+    only on those paths, so merging it with the others changes nothing. A
+    step that conflicts therefore conflicts at its first commit.
     """
-    return any(len(c.parents) != 1 or not base_side.isdisjoint(c.paths) for c in commits)
+    steps: list[tuple[str, str, str]] = []
+    for item in commits:
+        if len(item.parents) != 1:
+            continue
+        parent = item.parents[0]
+        if steps and steps[-1][2] == parent and base_side.isdisjoint(item.paths):
+            steps[-1] = (steps[-1][0], steps[-1][1], item.commit)
+        else:
+            steps.append((parent, item.commit, item.commit))
+    return steps
 
 
 def _colliding(untracked: Sequence[str], added: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from paradev import git as paradev_git
-from paradev.dryrun import dry_run
+from paradev.dryrun import dry_run, replay_steps
 from paradev.workspace import open_workspace
 from tests.helpers import Result, agent_tree, commit, git, rev
 from tests.test_train import (
@@ -401,7 +401,8 @@ def test_the_simulated_landing_is_the_real_tree(case: Callable[..., Case]) -> No
     app = (c.repo / "src" / "app.py").read_text()
     work(c.cli, c.trees, 1, {"src/app.py": "X = 1\n" + app})
     work(c.cli, c.trees, 2, {"two.py": "2\n", "three.py": "3\n"}, n=2)
-    work(c.cli, c.trees, 3, {"src/app.py": app.replace("return 19", "return 'nineteen'")})
+    late = app.replace("return 19", "return 'nineteen'")
+    work(c.cli, c.trees, 3, {"src/app.py": late, "own.py": "3\n", "src/util.py": "V = 3\n"}, n=3)
     ws = open_workspace()
     from paradev.dryrun import Simulation
     from paradev.train import merge_order, select_agents
@@ -412,6 +413,24 @@ def test_the_simulated_landing_is_the_real_tree(case: Callable[..., Case]) -> No
     assert [s.outcome for s in steps] == ["land"] * 3
     assert c.cli("merge").code == 0
     assert paradev_git.tree_of(ws.git, sim.base) == paradev_git.tree_of(ws.git, rev(c.repo, "main"))
+
+
+def test_commits_that_touch_nothing_base_changed_join_the_step_before(repo: Path) -> None:
+    fork = rev(repo, "HEAD")
+    own = commit(repo, {"own.py": "1\n"})
+    shared = commit(repo, {"src/util.py": "VALUE = 2\n"})
+    more = commit(repo, {"own.py": "2\n"})
+    again = commit(repo, {"own.py": "3\n"})
+    commits = paradev_git.branch_commits(paradev_git.Git(repo), fork, again)
+
+    assert [c.paths for c in commits] == [("own.py",), ("src/util.py",), ("own.py",), ("own.py",)]
+    assert replay_steps(commits, {"src/util.py"}) == [(fork, own, own), (own, shared, again)]
+    assert replay_steps(commits, set()) == [(fork, own, again)]
+    assert replay_steps(commits, {"own.py"}) == [
+        (fork, own, shared),  # src/util.py: nothing base changed
+        (shared, more, more),
+        (more, again, again),
+    ]
 
 
 def test_dry_run_json_carries_the_steps_and_exits_like_the_train(
