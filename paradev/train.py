@@ -470,6 +470,8 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
             out("nothing to land")
             return
         journal = _new_journal(ws, merge_order(ws, selection.agents), checked.pushing, gate)
+        journal["left_out"] = list(selection.notes)  # the summary names them again
+        _say_skipped_last_time(ws, journal["order"], out)
         with ws.store.update() as state:
             if state.train is not None:
                 raise PreconditionError("another paradev merge started a train meanwhile")
@@ -648,7 +650,10 @@ def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = T
         if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
             _restore_branch(train, agent)
         train.queue.pop(0)
-        train.journal["skipped"].append(agent)
+        stop = train.journal.get("stop") or {}
+        _note_skip(
+            train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
+        )
         backup = train.agent(agent).get("backup")
         out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
         _go_on(train, push, gate)  # its write carries the skip
@@ -671,7 +676,7 @@ def abort(ws: Workspace, out: Output) -> None:
                 _abort_our_rebase(train, agent)
                 _restore_branch(train, agent)
         _end(train, "aborted")
-        out(f"merge train {train.id} aborted; landed: {_landed_text(train)}")
+        out(summary(train, "aborted"))
 
 
 def _has_landed(train: Train, agent: int) -> bool:
@@ -691,7 +696,43 @@ def _finish_landed(train: Train, agent: int) -> None:
 
 def _landed_text(train: Train) -> str:
     landed = train.journal["landed"]
-    return ", ".join(f"agent {e['agent']}" for e in landed) or "nothing"
+    return ", ".join(f"agent {e['agent']}{_issues_text(e)}" for e in landed) or "nothing"
+
+
+def _issues_text(entry: dict[str, Any]) -> str:
+    issues = entry.get("issues") or []
+    return f" ({', '.join(f'#{i}' for i in issues)})" if issues else ""
+
+
+def _note_skip(train: Train, agent: int, why: str) -> None:
+    """Leave ``agent`` out of this train, with the reason the summary and the next train give."""
+    train.journal["skipped"].append(agent)
+    train.journal.setdefault("skip_reasons", {})[str(agent)] = why
+
+
+def summary(train: Train, status: str) -> str:
+    """The train's last words: what landed, what was skipped and why, what did not land and why."""
+    lines = [f"merge train {train.id} {status}; landed: {_landed_text(train)}"]
+    reasons = train.journal.get("skip_reasons", {})
+    for agent in train.journal["skipped"]:
+        why = reasons.get(str(agent), "skipped")
+        lines.append(
+            f"  skipped: agent {agent}: {why}; its branch keeps its commits, "
+            "and the next paradev merge tries it again"
+        )
+    lines += [f"  not landed: agent {a}: the train was {status} before it" for a in train.queue]
+    lines += [f"  not landed: {note}" for note in train.journal.get("left_out", [])]
+    return "\n".join(lines)
+
+
+def _say_skipped_last_time(ws: Workspace, order: Sequence[int], out: Output) -> None:
+    """Name the agents the last train skipped that this one tries again (never silently)."""
+    history = ws.store.read().merge_history
+    last = history[-1] if history else {}
+    reasons = last.get("skip_reasons") or {}
+    for agent in (a for a in last.get("skipped", []) if a in order):
+        why = reasons.get(str(agent), "skipped")
+        out(f"agent {agent}: skipped by the last train ({why}); trying it again")
 
 
 def _abort_our_rebase(train: Train, agent: int) -> None:
@@ -753,7 +794,7 @@ def run(train: Train) -> None:
         land(train, agent)
         train.queue.pop(0)  # written with the next step; a resumed train finds it all done
     _end(train, "done")
-    train.out(f"merge train {train.id} done; landed: {_landed_text(train)}")
+    train.out(summary(train, "done"))
 
 
 def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
@@ -766,9 +807,10 @@ def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
     if missing is None:
         return False
     train.queue.pop(0)
-    train.journal["skipped"].append(agent)
+    why = f"#{missing[0]} depends on #{missing[1]}, which was skipped"
+    _note_skip(train, agent, why)
     train.save()
-    train.out(f"agent {agent}: skipped: #{missing[0]} depends on #{missing[1]}, which was skipped")
+    train.out(f"agent {agent}: skipped: {why}")
     return True
 
 
@@ -827,6 +869,7 @@ def _end(train: Train, status: str) -> None:
                 "order": train.journal.get("order", []),
                 "landed": train.journal["landed"],
                 "skipped": train.journal["skipped"],
+                "skip_reasons": train.journal.get("skip_reasons", {}),
                 **train_facts(train.journal),
             }
         )
@@ -1061,11 +1104,12 @@ def _on_conflict(train: Train, agent: int) -> None:
     if not conflicted:
         _stop_without_conflict(train, agent, path)
     _note_resolved(train, agent, conflicted)
-    report = conflict_report(train, agent)
+    facts = conflict_facts(train, agent)
+    report = "\n".join([*facts, *_conflict_steps(train, agent)])
     if train.ws.plan.on_conflict == "agent":
         train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
         train.out(f"agent {agent}: rebase conflict; handing it back to the agent")
-        hand_back(train, agent, report)
+        hand_back(train, agent, "\n".join(facts))  # what to do: the agent's own prompt says
         resolved = gitmod.rebase_in_progress(path) is None and gitmod.is_ancestor(
             train.ws.git, train.base_tip(), train.head(agent)
         )
@@ -1143,8 +1187,8 @@ def _stop_without_conflict(train: Train, agent: int, path: Path) -> None:
     )
 
 
-def conflict_report(train: Train, agent: int) -> str:
-    """What conflicts (paths, hunks) and the exact next steps, for a human or an agent."""
+def conflict_facts(train: Train, agent: int) -> list[str]:
+    """What conflicts: paths, hunks and their first lines (all an agent resolving it is given)."""
     path = train.worktree(agent)
     paths = gitmod.unmerged_paths(path)
     stopped_at = gitmod.rebase_stopped_at(path)
@@ -1162,17 +1206,33 @@ def conflict_report(train: Train, agent: int) -> str:
         where = ", ".join(f"lines {a}-{b}" for a, b in hunks) if hunks else "whole file"
         lines.append(f"    {name}: {where}")
         lines += _hunk_excerpts(path / name, hunks)
+    return lines
+
+
+def _conflict_steps(train: Train, agent: int) -> list[str]:
+    path = train.worktree(agent)
     tree = shlex.quote(str(path))
-    lines += [
+    return next_steps(
+        [
+            f"edit the files above in {path} and resolve the conflicts, then",
+            f"git -C {tree} add -- {shlex.join(gitmod.unmerged_paths(path))}",
+            f"git -C {tree} rebase --continue   (or let paradev finish it)",
+        ]
+    )
+
+
+def next_steps(fix: Sequence[str]) -> list[str]:
+    """How a person goes on after a stop: fix then ``--continue``, or ``--skip``, or ``--abort``.
+
+    Never given to an agent: its hand-back prompt says what it alone should do.
+    """
+    return [
         "  next steps:",
-        f"    edit the files above in {path} and resolve the conflicts, then",
-        f"    git -C {tree} add -- {shlex.join(paths)}",
-        f"    git -C {tree} rebase --continue   (or let paradev finish it)",
+        *(f"    {line}" for line in fix),
         "    paradev merge --continue",
         "  or leave this agent out: paradev merge --skip",
         "  or end the train (its branch restored): paradev merge --abort",
     ]
-    return "\n".join(lines)
 
 
 def _hunk_excerpts(file: Path, hunks: list[tuple[int, int]], most: int = 12) -> list[str]:
@@ -1384,16 +1444,25 @@ def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[st
 
 def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
     return (
-        f"merge train stopped: agent {agent}'s rebased branch still holds conflict markers "
-        f"or unmerged entries in: {', '.join(files)} ({train.base} unchanged). Resolve them "
-        f"in {train.worktree(agent)}, commit on {train.branch(agent)}, "
+        f"merge train stopped: {_markers_facts(train, agent, files)} ({train.base} unchanged). "
+        f"Resolve them in {train.worktree(agent)}, commit on {train.branch(agent)}, "
         "then run paradev merge --continue (or paradev merge --skip)"
+    )
+
+
+def _markers_facts(train: Train, agent: int, files: Sequence[str]) -> str:
+    return (
+        f"agent {agent}'s rebased branch still holds conflict markers "
+        f"or unmerged entries in: {', '.join(files)}"
     )
 
 
 def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
     """Give the agent one chance to remove the markers it left; what is still unresolved after."""
-    report = _markers_message(train, agent, files)
+    report = (  # what to do, for the agent alone: no train commands
+        f"{_markers_facts(train, agent, files)}. Remove every conflict marker from these "
+        f"files in {train.worktree(agent)} and commit the result on {train.branch(agent)}."
+    )
     train.out(f"agent {agent}: conflict markers left in {', '.join(files)}; handing it back")
     hand_back(train, agent, report)
     if gitmod.rebase_in_progress(train.worktree(agent)) is not None:
@@ -1466,7 +1535,7 @@ def step_gate(train: Train, agent: int) -> None:
         raise
     if not result.ok:
         entry["gate_exit"] = result.returncode
-        train.out(_tail(log))
+        train.out(gate_report(train, agent, result))
         raise train.stop(agent, "gate", _gate_failure(train, agent, result))
     train.finish(agent, GATE, gate_passed=head, gated=head)
     train.out(f"agent {agent}: gate passed")
@@ -1487,13 +1556,30 @@ def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
     refuse_extra_files(path, agent, "run paradev merge --continue")
 
 
-def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
+def gate_report(train: Train, agent: int, result: GateResult, lines: int = 20) -> str:
+    """A failed gate for a person: the log's tail, then the next steps (as a conflict stop)."""
+    tail = _tail(result.log, lines).splitlines()
+    path, branch = train.worktree(agent), train.branch(agent)
+    report = [
+        f"agent {agent}: the gate {_gate_why(train, result)} on {train.base} + this agent's work",
+        f"  log: {result.log}" + (f" (last {len(tail)} lines):" if tail else " (empty)"),
+        *(f"      | {line}" for line in tail),
+        *next_steps([f"fix what the log shows in {path}, commit it on {branch}, then"]),
+    ]
+    return "\n".join(report)
+
+
+def _gate_why(train: Train, result: GateResult) -> str:
     timeout = train.ws.plan.gate_timeout
-    why = (
+    return (
         f"timed out after {timeout:g}s"
         if result.returncode is None
         else f"exited {result.returncode}"
     )
+
+
+def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
+    why = _gate_why(train, result)
     return (
         f"merge train stopped: the gate {why} for agent {agent} "
         f"({train.base} unchanged); log: {result.log}. Commit a fix on {train.branch(agent)} "

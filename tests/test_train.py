@@ -479,6 +479,61 @@ def test_gate_failure_then_skip(repo: Path, setup_with: Any, cli: Cli) -> None:
     assert not ("feature_a.py" in files and "feature_b.py" in files)
 
 
+def test_a_gate_failure_stop_prints_the_log_tail_and_next_steps(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(gate="for n in 1 2 3 4 5; do echo line-$n; done; echo the-failure; false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+
+    result = cli("merge")
+
+    assert result.code == 1
+    block = result.out[result.out.index("agent 1: the gate exited 1 on main + this agent's work") :]
+    lines = block.splitlines()
+    assert lines[1].startswith("  log: ") and lines[1].endswith("(last 6 lines):")
+    assert lines[2:8] == [f"      | line-{n}" for n in range(1, 6)] + ["      | the-failure"]
+    tree = agent_tree(trees, 1)
+    assert lines[8:] == [
+        "  next steps:",
+        f"    fix what the log shows in {tree}, commit it on parallel-dev/agent-1, then",
+        "    paradev merge --continue",
+        "  or leave this agent out: paradev merge --skip",
+        "  or end the train (its branch restored): paradev merge --abort",
+    ]
+
+
+def test_the_summary_names_skipped_and_not_landed_agents_and_why(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    assert cli("start", "1").code == 0  # #21: in progress, so agent 1 does not land
+    work(cli, trees, 2, {"src/util.py": "VALUE = 'two'\n"})
+    work(cli, trees, 3, {"src/util.py": "VALUE = 'three'\n"})
+    assert cli("merge").code == 1
+    skipped = stopped_agent(repo)
+    landed = 5 - skipped
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    summary = result.out[result.out.index("merge train ") :].splitlines()[-3:]
+    assert summary == [
+        f"merge train {state_of(repo)['merge_history'][-1]['id']} done; "
+        f"landed: agent {landed} (#1{landed})",
+        f"  skipped: agent {skipped}: left out with --skip after its conflict stop; "
+        "its branch keeps its commits, and the next paradev merge tries it again",
+        "  not landed: agent 1: #21 is still in progress; not landed",
+    ]
+
+    again = cli("merge")  # tried again, and said so
+
+    assert (
+        f"agent {skipped}: skipped by the last train "
+        "(left out with --skip after its conflict stop); trying it again"
+    ) in again.out
+
+
 def test_no_gate_flag_skips_the_gate(repo: Path, setup_with: Any, cli: Cli) -> None:
     trees = setup_with(gate="false")
     work(cli, trees, 1, {"one.py": "1\n"})
