@@ -415,7 +415,8 @@ def _neighbours(ws: Workspace, task: Task) -> list[str]:
             else []
         )
         shared = [f for f in [*other.files, *changed] if _is_own(f, task.files)]
-        declared = ", ".join(f for f in other.files if f not in shared) or "nothing else declared"
+        theirs = [f for f in other.files if f not in shared]
+        declared = ", ".join(theirs) or ("nothing else" if other.files else "nothing declared")
         line = f"agent {other.agent}: #{other.issue} {other.title} (declares: {declared}"
         if changed := [f for f in changed if f not in shared]:
             line += f"; already changed: {', '.join(changed)}"
