@@ -25,7 +25,7 @@ class Finding:
 
 
 # The locks that mean a command is running right now, and who takes them
-# (``runner.batch_lock`` and the train's ``_driving``).
+# (``runner.batch_lock`` and the train's ``driving``).
 RUNNING_LOCKS = {"train.lock": "paradev merge", "run-batch.lock": "paradev run-batch"}
 
 

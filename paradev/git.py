@@ -859,6 +859,55 @@ def commits_between(git: Git, base: str, head: str) -> list[str]:
     return out.split()
 
 
+@dataclass(frozen=True)
+class BranchCommit:
+    """One commit a rebase would replay: its parents and the paths it changes."""
+
+    commit: str
+    parents: tuple[str, ...]
+    paths: tuple[str, ...]
+
+
+def branch_commits(git: Git, base: str, head: str) -> list[BranchCommit]:
+    """Commits of ``head`` not in ``base``, oldest first, with parents and paths (one process).
+
+    Merge commits come with no paths (``git log`` shows none without ``-m``).
+    """
+    out = git.out(
+        "log",
+        "--reverse",
+        "--format=%x01%H %P",
+        "--name-only",
+        "--no-renames",
+        "-z",
+        f"{base}..{head}",
+        "--",
+    )
+    found: list[BranchCommit] = []
+    for chunk in out.split("\x01")[1:]:
+        header, _, rest = chunk.partition("\0")
+        commit, *parents = header.split()
+        paths = tuple(p for p in rest.lstrip("\n").split("\0") if p)
+        found.append(BranchCommit(commit, tuple(parents), paths))
+    return found
+
+
+def added_paths(git: Git, old: str, new: str) -> list[str]:
+    """Paths ``new`` has and ``old`` lacks: the files a checkout from ``old`` to ``new`` creates."""
+    out = git.out(
+        "diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=A", old, new
+    )
+    return [p for p in out.split("\0") if p]
+
+
+def peek_remote_branch(git: Git, remote: str, branch: str) -> str | None:
+    """``remote``'s ``branch`` commit, its objects fetched, no ref or FETCH_HEAD written."""
+    tip = remote_branch(git, remote, branch)
+    if tip is not None and not git.ok("cat-file", "-e", f"{tip}^{{commit}}"):
+        git.run("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote, tip)
+    return tip
+
+
 def merge_base(git: Git, left: str, right: str) -> str | None:
     proc = git.run("merge-base", left, right, check=False)
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from paradev.errors import PreconditionError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from paradev.conflicts import Report
     from paradev.hooks import HookResult
     from paradev.runner import BatchRun, Outcome
@@ -346,15 +348,11 @@ def merge(
     pushing = True if push else (False if no_push else None)
     ws = _workspace()
     out = _to_stderr if json else print
+    if dry_run:
+        _dry_run(ws, out, json, push=pushing, gate=not no_gate)
+        return
     history = len(ws.store.read().merge_history)
     try:
-        if dry_run:
-            steps = train.dry_run(ws, out)
-            if json:
-                from paradev.report.machine import dry_run_json
-
-                emit_json(dry_run_json(steps))
-            return
         if abort:
             train.abort(ws, out)
         elif continue_:
@@ -369,6 +367,21 @@ def merge(
         raise
     if json:
         _emit_merge_json(ws, history)
+
+
+def _dry_run(
+    ws: Workspace, out: Callable[[str], None], json: bool, push: bool | None, gate: bool
+) -> None:
+    """``merge --dry-run``: the steps shown (as JSON too), then the train's own exit."""
+    from paradev.dryrun import dry_run
+
+    result = dry_run(ws, out, push=push, gate=gate)
+    if json:
+        from paradev.report.machine import dry_run_json
+
+        emit_json(dry_run_json(result.steps))
+    if result.error is not None:
+        raise result.error
 
 
 def _emit_merge_json(ws: Workspace, history: int) -> None:

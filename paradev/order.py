@@ -60,12 +60,15 @@ class Problem:
         return not self.conflicts.get(agent, frozenset()).isdisjoint(landed)
 
 
-def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> MergeOrder:
+def compute_merge_order(
+    ws: Workspace, agents: Sequence[int] | None = None, save: bool = True
+) -> MergeOrder:
     """Order ``agents`` and save the order in state.
 
     By default the agents are those the merge train would land (completed,
     unmerged work: ``train.select_agents``), so ``merge-order`` shows exactly
-    the order ``merge`` follows. Conflicts come from the real branch contents
+    the order ``merge`` follows (``save=False``: the dry run, which writes
+    nothing). Conflicts come from the real branch contents
     (``paradev.conflicts``); ``depends_on`` makes the agent owning an issue
     land before the agent owning a task that depends on it, when both are in
     the set.
@@ -93,7 +96,7 @@ def compute_merge_order(ws: Workspace, agents: Sequence[int] | None = None) -> M
         size={b.agent: len(b.files) for b in report.branches},
     )
     result = solve(problem)
-    if ws.store.read().merge_order != result.order:  # unchanged: no lock, no write
+    if save and ws.store.read().merge_order != result.order:  # unchanged: no write
         with ws.store.update() as state:
             state.merge_order = list(result.order)
     return result

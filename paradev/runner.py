@@ -10,6 +10,7 @@ Ctrl-C always lands where the cleanup is.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import subprocess
@@ -398,7 +399,11 @@ def _instructions(ws: Workspace) -> list[str]:
 
 
 def _neighbours(ws: Workspace, task: Task) -> list[str]:
-    """The other agents of the batch: what they declare and what their branches changed."""
+    """The other agents of the batch: what they declare and what their branches changed.
+
+    The task's own declared files are never among what to avoid: where two
+    tasks declare the same files, they are named as shared instead.
+    """
     batch = ws.plan.batch(task.batch)
     lines = []
     for other in batch.tasks if batch else ():
@@ -410,11 +415,29 @@ def _neighbours(ws: Workspace, task: Task) -> list[str]:
             if ws.git.rev(f"refs/heads/{branch}")
             else []
         )
-        declared = ", ".join(other.files) or "nothing declared"
+        shared = [f for f in [*other.files, *changed] if _is_own(f, task.files)]
+        theirs = [f for f in other.files if f not in shared]
+        declared = ", ".join(theirs) or ("nothing else" if other.files else "nothing declared")
         line = f"agent {other.agent}: #{other.issue} {other.title} (declares: {declared}"
-        line += f"; already changed: {', '.join(changed)})" if changed else ")"
-        lines.append(line)
+        if changed := [f for f in changed if f not in shared]:
+            line += f"; already changed: {', '.join(changed)}"
+        if shared:
+            line += (
+                f"; overlapping your own files, yours to change: {', '.join(dict.fromkeys(shared))}"
+            )
+        lines.append(line + ")")
     return lines
+
+
+def _is_own(path: str, own: Sequence[str]) -> bool:
+    """Whether ``path`` (a file or a glob) and the task's declared ``own`` files overlap."""
+    return any(
+        path == glob
+        or fnmatch.fnmatchcase(path, glob)
+        or fnmatch.fnmatchcase(glob, path)
+        or path.startswith(glob.rstrip("/") + "/")
+        for glob in own
+    )
 
 
 def task_prompt(ws: Workspace, task: Task) -> str:
@@ -488,8 +511,8 @@ def conflict_prompt(ws: Workspace, task: Task, report: str) -> str:
             "1. Edit each conflicted file so it keeps the intent of both sides, and remove "
             "every conflict marker (<<<<<<<, |||||||, =======, >>>>>>>).",
             "2. `git add <file>` for each resolved file.",
-            "3. `GIT_EDITOR=true git rebase --continue`; if the next commit stops too, "
-            "resolve it the same way.",
+            "3. If a rebase is in progress: `GIT_EDITOR=true git rebase --continue`; if the "
+            f"next commit stops too, resolve it the same way. Otherwise commit on {branch}.",
             "4. Exit 0 once `git status` shows no rebase in progress; exit non-zero if you "
             "cannot resolve it.",
             "",

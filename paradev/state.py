@@ -431,11 +431,12 @@ class StateStore:
             return None
 
     @contextmanager
-    def agent_lock(self, agent: int, holder: str) -> Iterator[None]:
+    def agent_lock(self, agent: int, holder: str, name_holder: bool = True) -> Iterator[None]:
         """Hold agent ``agent`` for ``holder`` (e.g. "paradev merge"), refusing at once if taken.
 
         run-batch and the merge train exclude each other per agent: one may
         land agent 1 while the other runs agent 2, never both on one agent.
+        ``name_holder``: note the holder for others' refusals (a dry run leaves no trace).
         """
         note = self.dir / f"agent-{agent}.holder"
         try:
@@ -446,9 +447,11 @@ class StateStore:
             f"agent-{agent}.lock",
             wait=0,
             busy=f"agent {agent} is busy: {held_by} holds it; wait for it to finish",
+            note_owner=name_holder,
         ):
             with contextlib.suppress(OSError):  # the note only improves the message
-                note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
+                if name_holder:
+                    note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
             yield
 
     def _make_dir(self) -> None:

@@ -15,7 +15,7 @@ Everything else rides along with the next write.
 
 Reading order: the journal (``Train``), choosing agents, preconditions, the
 entry points (``merge``, ``resume``, ``skip``, ``abort``), the loop (``run``,
-``land``), then each step in order, and the dry run.
+``land``), then each step in order. The dry run is ``paradev.dryrun``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 from paradev import coverage, landing, processes
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError, Stopped
-from paradev.git import Git, MergeTree
+from paradev.git import Git
 from paradev.prepare import as_agent, prepare_worktree, with_port
 from paradev.snapshots import note_stop, record_train, stamp_step, train_facts
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
@@ -278,11 +278,11 @@ def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) 
     return Selection(agents, notes)
 
 
-def merge_order(ws: Workspace, agents: Sequence[int]) -> list[int]:
-    """The order of ``paradev merge-order`` restricted to ``agents``."""
+def merge_order(ws: Workspace, agents: Sequence[int], save: bool = True) -> list[int]:
+    """The order of ``paradev merge-order`` restricted to ``agents`` (kept in state if ``save``)."""
     from paradev.order import compute_merge_order
 
-    chosen = list(compute_merge_order(ws, list(agents)).order)
+    chosen = list(compute_merge_order(ws, list(agents), save).order)
     return [a for a in chosen if a in agents] + [a for a in agents if a not in chosen]
 
 
@@ -371,15 +371,19 @@ def refuse_extra_files(path: Path, agent: int, then: str) -> None:
         )
 
 
-def _remote_base(ws: Workspace) -> str | None:
+def _remote_base(ws: Workspace, peek: bool = False) -> str | None:
     """Fetch; the remote's base when local base must fast-forward to it first, else None.
 
     Refuses (exit 2) when they diverged. Nothing local moves here: the caller
-    fast-forwards only once every other check passed.
+    fast-forwards only once every other check passed. ``peek`` (the dry run):
+    ask the remote without writing any ref.
     """
     remote, base = ws.plan.remote, ws.plan.base
-    gitmod.fetch(ws.git, remote)
-    theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
+    if peek:
+        theirs = gitmod.peek_remote_branch(ws.git, remote, base)
+    else:
+        gitmod.fetch(ws.git, remote)
+        theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
     ours = _rev(ws.git, f"refs/heads/{base}")
     if theirs is None or gitmod.is_ancestor(ws.git, theirs, ours):
         return None
@@ -404,20 +408,54 @@ def _resolve_push(ws: Workspace, push: bool | None) -> bool:
 
 
 @contextmanager
-def _driving(ws: Workspace) -> Iterator[None]:
+def driving(ws: Workspace, note_owner: bool = True) -> Iterator[None]:
     """Hold the train lock: two paradev processes driving one train would land an agent twice."""
     with ws.store.exclusive(
         "train.lock",
         wait=0,
         busy="another paradev merge is driving the merge train right now; wait for it to finish",
+        note_owner=note_owner,
     ):
         yield
 
 
-def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack) -> None:
+def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack, note: bool = True) -> None:
     """Hold every agent the train lands: run-batch must not run them meanwhile (else exit 2)."""
     for agent in agents:
-        locks.enter_context(ws.store.agent_lock(agent, "paradev merge"))
+        locks.enter_context(ws.store.agent_lock(agent, "paradev merge", name_holder=note))
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before a train found: who lands, whether it pushes, the remote's base."""
+
+    selection: Selection
+    pushing: bool
+    gating: bool  # a gate will run in the agents' trees
+    remote_tip: str | None  # base must fast-forward to it first; None: base is current
+
+
+def preflight(
+    ws: Workspace, locks: ExitStack, *, push: bool | None, gate: bool, peek: bool = False
+) -> Preflight:
+    """Every check ``paradev merge`` makes before its first change (exit 2 when one fails).
+
+    The dry run calls it too (``peek``: the remote asked without writing
+    refs, no lock holder noted), so both refuse alike.
+    """
+    if ws.store.read().train is not None:
+        raise PreconditionError(
+            "a merge train is already in progress; run paradev merge --continue, --skip or --abort"
+        )
+    pushing = _resolve_push(ws, push)
+    remote_tip = _remote_base(ws, peek) if ws.plan.remote else None
+    _check_base_tree(ws, ws.plan.base)
+    selection = select_agents(ws, remote_tip)
+    _lock_agents(ws, selection.agents, locks, note=not peek)
+    gating = gate and bool(_gate_command(ws))
+    for agent in selection.agents:
+        _check_agent_tree(ws, agent, gating)
+    return Preflight(selection, pushing, gating, remote_tip)
 
 
 def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
@@ -425,18 +463,16 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
 
     Every refusal (exit 2) comes before the first change.
     """
-    with _driving(ws), ExitStack() as locks:
-        if ws.store.read().train is not None:
-            raise PreconditionError(
-                "a merge train is already in progress; "
-                "run paradev merge --continue, --skip or --abort"
-            )
-        pushing = _resolve_push(ws, push)
-        selection = _checked_selection(ws, out, locks, gating=gate and bool(_gate_command(ws)))
+    with driving(ws), ExitStack() as locks:
+        checked = preflight(ws, locks, push=push, gate=gate)
+        selection = checked.selection
+        _bring_base_up(ws, out, checked)
         if not selection.agents:
             out("nothing to land")
             return
-        journal = _new_journal(ws, merge_order(ws, selection.agents), pushing, gate)
+        journal = _new_journal(ws, merge_order(ws, selection.agents), checked.pushing, gate)
+        journal["left_out"] = list(selection.notes)  # the summary names them again
+        _say_skipped_last_time(ws, journal["order"], out)
         with ws.store.update() as state:
             if state.train is not None:
                 raise PreconditionError("another paradev merge started a train meanwhile")
@@ -447,21 +483,14 @@ def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = 
         run(train)
 
 
-def _checked_selection(ws: Workspace, out: Output, locks: ExitStack, gating: bool) -> Selection:
-    """Fetch, check base and every agent's tree, then bring base up to the remote."""
-    base = ws.plan.base
-    remote_tip = _remote_base(ws) if ws.plan.remote else None
-    _check_base_tree(ws, base)
-    selection = select_agents(ws, remote_tip)
-    _lock_agents(ws, selection.agents, locks)
-    for agent in selection.agents:
-        _check_agent_tree(ws, agent, gating)
-    if remote_tip is not None:  # every check passed: the first change
-        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), remote_tip)
-        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({remote_tip[:12]})")
-    for note in selection.notes:
+def _bring_base_up(ws: Workspace, out: Output, checked: Preflight) -> None:
+    """Every check passed: base fast-forwards to the remote (the first change); who is left out."""
+    base, tip = ws.plan.base, checked.remote_tip
+    if tip is not None:
+        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), tip)
+        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({tip[:12]})")
+    for note in checked.selection.notes:
         out(note)
-    return selection
 
 
 def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dict[str, Any]:
@@ -583,7 +612,7 @@ def load_train(ws: Workspace, out: Output) -> Train:
 
 def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
-    with _driving(ws), ExitStack() as locks:
+    with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         _lock_agents(ws, train.queue, locks)
         _go_on(train, push, gate)
@@ -605,7 +634,7 @@ def _go_on(train: Train, push: bool | None, gate: bool) -> None:
 
 def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
     """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
-    with _driving(ws), ExitStack() as locks:
+    with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         _lock_agents(ws, train.queue, locks)
         if not train.queue:
@@ -622,7 +651,10 @@ def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = T
         if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
             _restore_branch(train, agent)
         train.queue.pop(0)
-        train.journal["skipped"].append(agent)
+        stop = train.journal.get("stop") or {}
+        _note_skip(
+            train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
+        )
         backup = train.agent(agent).get("backup")
         out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
         _go_on(train, push, gate)  # its write carries the skip
@@ -633,7 +665,7 @@ def abort(ws: Workspace, out: Output) -> None:
 
     What already landed stays: it passed its gate.
     """
-    with _driving(ws), ExitStack() as locks:
+    with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         _lock_agents(ws, train.queue[:1], locks)
         take_over(train)
@@ -645,7 +677,7 @@ def abort(ws: Workspace, out: Output) -> None:
                 _abort_our_rebase(train, agent)
                 _restore_branch(train, agent)
         _end(train, "aborted")
-        out(f"merge train {train.id} aborted; landed: {_landed_text(train)}")
+        out(summary(train, "aborted"))
 
 
 def _has_landed(train: Train, agent: int) -> bool:
@@ -665,7 +697,43 @@ def _finish_landed(train: Train, agent: int) -> None:
 
 def _landed_text(train: Train) -> str:
     landed = train.journal["landed"]
-    return ", ".join(f"agent {e['agent']}" for e in landed) or "nothing"
+    return ", ".join(f"agent {e['agent']}{_issues_text(e)}" for e in landed) or "nothing"
+
+
+def _issues_text(entry: dict[str, Any]) -> str:
+    issues = entry.get("issues") or []
+    return f" ({', '.join(f'#{i}' for i in issues)})" if issues else ""
+
+
+def _note_skip(train: Train, agent: int, why: str) -> None:
+    """Leave ``agent`` out of this train, with the reason the summary and the next train give."""
+    train.journal["skipped"].append(agent)
+    train.journal.setdefault("skip_reasons", {})[str(agent)] = why
+
+
+def summary(train: Train, status: str) -> str:
+    """The train's last words: what landed, what was skipped and why, what did not land and why."""
+    lines = [f"merge train {train.id} {status}; landed: {_landed_text(train)}"]
+    reasons = train.journal.get("skip_reasons", {})
+    for agent in train.journal["skipped"]:
+        why = reasons.get(str(agent), "skipped")
+        lines.append(
+            f"  skipped: agent {agent}: {why}; its branch keeps its commits, "
+            "and the next paradev merge tries it again"
+        )
+    lines += [f"  not landed: agent {a}: the train was {status} before it" for a in train.queue]
+    lines += [f"  not landed: {note}" for note in train.journal.get("left_out", [])]
+    return "\n".join(lines)
+
+
+def _say_skipped_last_time(ws: Workspace, order: Sequence[int], out: Output) -> None:
+    """Name the agents the last train skipped that this one tries again (never silently)."""
+    history = ws.store.read().merge_history
+    last = history[-1] if history else {}
+    reasons = last.get("skip_reasons") or {}
+    for agent in (a for a in last.get("skipped", []) if a in order):
+        why = reasons.get(str(agent), "skipped")
+        out(f"agent {agent}: skipped by the last train ({why}); trying it again")
 
 
 def _abort_our_rebase(train: Train, agent: int) -> None:
@@ -727,7 +795,7 @@ def run(train: Train) -> None:
         land(train, agent)
         train.queue.pop(0)  # written with the next step; a resumed train finds it all done
     _end(train, "done")
-    train.out(f"merge train {train.id} done; landed: {_landed_text(train)}")
+    train.out(summary(train, "done"))
 
 
 def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
@@ -740,9 +808,10 @@ def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
     if missing is None:
         return False
     train.queue.pop(0)
-    train.journal["skipped"].append(agent)
+    why = f"#{missing[0]} depends on #{missing[1]}, which was skipped"
+    _note_skip(train, agent, why)
     train.save()
-    train.out(f"agent {agent}: skipped: #{missing[0]} depends on #{missing[1]}, which was skipped")
+    train.out(f"agent {agent}: skipped: {why}")
     return True
 
 
@@ -801,6 +870,7 @@ def _end(train: Train, status: str) -> None:
                 "order": train.journal.get("order", []),
                 "landed": train.journal["landed"],
                 "skipped": train.journal["skipped"],
+                "skip_reasons": train.journal.get("skip_reasons", {}),
                 **train_facts(train.journal),
             }
         )
@@ -1035,11 +1105,12 @@ def _on_conflict(train: Train, agent: int) -> None:
     if not conflicted:
         _stop_without_conflict(train, agent, path)
     _note_resolved(train, agent, conflicted)
-    report = conflict_report(train, agent)
+    facts = conflict_facts(train, agent)
+    report = "\n".join([*facts, *_conflict_steps(train, agent)])
     if train.ws.plan.on_conflict == "agent":
         train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
         train.out(f"agent {agent}: rebase conflict; handing it back to the agent")
-        hand_back(train, agent, report)
+        hand_back(train, agent, "\n".join(facts))  # what to do: the agent's own prompt says
         resolved = gitmod.rebase_in_progress(path) is None and gitmod.is_ancestor(
             train.ws.git, train.base_tip(), train.head(agent)
         )
@@ -1117,8 +1188,8 @@ def _stop_without_conflict(train: Train, agent: int, path: Path) -> None:
     )
 
 
-def conflict_report(train: Train, agent: int) -> str:
-    """What conflicts (paths, hunks) and the exact next steps, for a human or an agent."""
+def conflict_facts(train: Train, agent: int) -> list[str]:
+    """What conflicts: paths, hunks and their first lines (all an agent resolving it is given)."""
     path = train.worktree(agent)
     paths = gitmod.unmerged_paths(path)
     stopped_at = gitmod.rebase_stopped_at(path)
@@ -1136,17 +1207,33 @@ def conflict_report(train: Train, agent: int) -> str:
         where = ", ".join(f"lines {a}-{b}" for a, b in hunks) if hunks else "whole file"
         lines.append(f"    {name}: {where}")
         lines += _hunk_excerpts(path / name, hunks)
+    return lines
+
+
+def _conflict_steps(train: Train, agent: int) -> list[str]:
+    path = train.worktree(agent)
     tree = shlex.quote(str(path))
-    lines += [
+    return next_steps(
+        [
+            f"edit the files above in {path} and resolve the conflicts, then",
+            f"git -C {tree} add -- {shlex.join(gitmod.unmerged_paths(path))}",
+            f"git -C {tree} rebase --continue   (or let paradev finish it)",
+        ]
+    )
+
+
+def next_steps(fix: Sequence[str]) -> list[str]:
+    """How a person goes on after a stop: fix then ``--continue``, or ``--skip``, or ``--abort``.
+
+    Never given to an agent: its hand-back prompt says what it alone should do.
+    """
+    return [
         "  next steps:",
-        f"    edit the files above in {path} and resolve the conflicts, then",
-        f"    git -C {tree} add -- {shlex.join(paths)}",
-        f"    git -C {tree} rebase --continue   (or let paradev finish it)",
+        *(f"    {line}" for line in fix),
         "    paradev merge --continue",
         "  or leave this agent out: paradev merge --skip",
         "  or end the train (its branch restored): paradev merge --abort",
     ]
-    return "\n".join(lines)
 
 
 def _hunk_excerpts(file: Path, hunks: list[tuple[int, int]], most: int = 12) -> list[str]:
@@ -1358,16 +1445,25 @@ def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[st
 
 def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
     return (
-        f"merge train stopped: agent {agent}'s rebased branch still holds conflict markers "
-        f"or unmerged entries in: {', '.join(files)} ({train.base} unchanged). Resolve them "
-        f"in {train.worktree(agent)}, commit on {train.branch(agent)}, "
+        f"merge train stopped: {_markers_facts(train, agent, files)} ({train.base} unchanged). "
+        f"Resolve them in {train.worktree(agent)}, commit on {train.branch(agent)}, "
         "then run paradev merge --continue (or paradev merge --skip)"
+    )
+
+
+def _markers_facts(train: Train, agent: int, files: Sequence[str]) -> str:
+    return (
+        f"agent {agent}'s rebased branch still holds conflict markers "
+        f"or unmerged entries in: {', '.join(files)}"
     )
 
 
 def _hand_back_markers(train: Train, agent: int, files: list[str]) -> list[str]:
     """Give the agent one chance to remove the markers it left; what is still unresolved after."""
-    report = _markers_message(train, agent, files)
+    report = (  # what to do, for the agent alone: no train commands
+        f"{_markers_facts(train, agent, files)}. Remove every conflict marker from these "
+        f"files in {train.worktree(agent)} and commit the result on {train.branch(agent)}."
+    )
     train.out(f"agent {agent}: conflict markers left in {', '.join(files)}; handing it back")
     hand_back(train, agent, report)
     if gitmod.rebase_in_progress(train.worktree(agent)) is not None:
@@ -1443,7 +1539,7 @@ def step_gate(train: Train, agent: int) -> None:
         raise
     if not result.ok:
         entry["gate_exit"] = result.returncode
-        train.out(_tail(log))
+        train.out(gate_report(train, agent, result))
         raise train.stop(agent, "gate", _gate_failure(train, agent, result))
     train.finish(agent, GATE, gate_passed=head, gated=head)
     train.out(f"agent {agent}: gate passed")
@@ -1464,13 +1560,30 @@ def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
     refuse_extra_files(path, agent, "run paradev merge --continue")
 
 
-def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
+def gate_report(train: Train, agent: int, result: GateResult, lines: int = 20) -> str:
+    """A failed gate for a person: the log's tail, then the next steps (as a conflict stop)."""
+    tail = _tail(result.log, lines).splitlines()
+    path, branch = train.worktree(agent), train.branch(agent)
+    report = [
+        f"agent {agent}: the gate {_gate_why(train, result)} on {train.base} + this agent's work",
+        f"  log: {result.log}" + (f" (last {len(tail)} lines):" if tail else " (empty)"),
+        *(f"      | {line}" for line in tail),
+        *next_steps([f"fix what the log shows in {path}, commit it on {branch}, then"]),
+    ]
+    return "\n".join(report)
+
+
+def _gate_why(train: Train, result: GateResult) -> str:
     timeout = train.ws.plan.gate_timeout
-    why = (
+    return (
         f"timed out after {timeout:g}s"
         if result.returncode is None
         else f"exited {result.returncode}"
     )
+
+
+def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
+    why = _gate_why(train, result)
     return (
         f"merge train stopped: the gate {why} for agent {agent} "
         f"({train.base} unchanged); log: {result.log}. Commit a fix on {train.branch(agent)} "
@@ -1729,86 +1842,3 @@ def step_hooks(train: Train, agent: int) -> None:
         if result is not None and not result.ok:
             train.out(f"paradev: warning: {result.describe()}")
     train.finish(agent, HOOKS, flush=True)
-
-
-# -- dry run ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DryStep:
-    """What the train would do with one agent."""
-
-    agent: int
-    outcome: str  # "land" | "conflict" | "not reached"
-    commits: int = 0
-    stopped_at: str | None = None  # the commit whose replay conflicts
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
-
-    def describe(self) -> str:
-        if self.outcome == "land":
-            return f"agent {self.agent}: would land ({self.commits} commit(s) rebased cleanly)"
-        if self.outcome == "conflict":
-            where = "; ".join(_conflict_text(c) for c in self.conflicts) or "conflict"
-            return (
-                f"agent {self.agent}: the rebase would stop at {str(self.stopped_at)[:12]}: {where}"
-                " -> the train stops here"
-            )
-        return f"agent {self.agent}: not reached (the train stops before it)"
-
-
-def _conflict_text(conflict: dict[str, Any]) -> str:
-    lines = ", ".join(f"lines {a}-{b}" for a, b in conflict.get("hunks", []))
-    return f"{conflict['path']} ({conflict['type']}{', ' + lines if lines else ''})"
-
-
-def dry_run(ws: Workspace, out: Output) -> list[DryStep]:
-    """Simulate the train with chained merge-tree/commit-tree; no ref or work tree changes.
-
-    Each commit a rebase would replay is merged as a cherry-pick: a synthetic
-    commit with the simulated base's tree and the replayed commit's parent makes
-    that parent the merge base, exactly as ``git rebase`` does.
-    """
-    selection = select_agents(ws)
-    for note in selection.notes:
-        out(note)
-    if not selection.agents:
-        out("nothing to land")
-        return []
-    order = merge_order(ws, selection.agents)
-    git = ws.git
-    simulated = _rev(git, f"refs/heads/{ws.plan.base}")
-    steps: list[DryStep] = []
-    stopped = False
-    for agent in order:
-        if stopped:
-            steps.append(DryStep(agent, "not reached"))
-            continue
-        step, simulated = _simulate_agent(ws, agent, simulated)
-        stopped = step.outcome == "conflict"
-        steps.append(step)
-    out("dry run (nothing changed; the gate is not run):")
-    for step in steps:
-        out("  " + step.describe())
-    return steps
-
-
-def _simulate_agent(ws: Workspace, agent: int, simulated: str) -> tuple[DryStep, str]:
-    git = ws.git
-    head = _rev(git, f"refs/heads/{ws.branch(agent)}")
-    commits = gitmod.commits_between(git, simulated, head)
-    for commit in commits:
-        parent = git.rev(f"{commit}^")
-        if parent is None:
-            continue
-        merge = gitmod.probe_merge(git, simulated, parent, commit)
-        if not merge.clean:
-            return DryStep(agent, "conflict", len(commits), commit, describe(git, merge)), simulated
-        simulated = gitmod.commit_tree(git, merge.tree, [simulated], f"paradev dry run: {commit}\n")
-    return DryStep(agent, "land", len(commits)), simulated
-
-
-def describe(git: Git, merge: MergeTree) -> list[dict[str, Any]]:
-    """Conflicts of a merge as path/type/message/hunks (from paradev.conflicts)."""
-    from paradev.conflicts import describe_conflicts
-
-    return [c.to_json() for c in describe_conflicts(git, merge)]

@@ -815,6 +815,50 @@ def test_merge_train_hands_a_conflict_to_the_agent_and_lands_both(
     assert state.status(11) == state.status(12) == MERGED
 
 
+def test_the_conflict_handed_back_tells_the_agent_only_what_it_should_do(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    record = scripted({11: "resolve", 12: "resolve"}, merge__on_conflict="agent")
+    git(repo, "commit", "-qam", "plan: agents resolve conflicts")
+    for agent, value in ((1, "VALUE = 3\n"), (2, "VALUE = 4\n")):
+        assert cli("start", str(agent)).code == 0
+        commit(agent_tree(worktrees, agent), {"src/util.py": value}, f"agent {agent}")
+        assert cli("complete", str(agent)).code == 0
+
+    assert cli("merge").code == 0
+    runs = [json.loads(f.read_text()) for f in sorted(record.glob("1?.json"))]
+    handed = [r for r in runs if r["env"]["PARADEV_MODE"] == "conflict"]
+
+    assert len(handed) == 1
+    prompt = Path(handed[0]["env"]["PARADEV_PROMPT_FILE"]).read_text()
+    assert "src/util.py: lines 1-5" in prompt  # what conflicts
+    assert "git rebase --continue" in prompt  # what the agent does
+    for people in ("paradev merge --skip", "paradev merge --abort", "paradev merge --continue"):
+        assert people not in prompt
+
+
+def test_a_batch_prompt_never_tells_an_agent_to_avoid_its_own_files(repo: Path, cli: CliFn) -> None:
+    text = (repo / "plan.toml").read_text()
+    text = text.replace(
+        "  hours = 2.0\n", '  hours = 2.0\n  files = ["src/util.py", "src/a.py"]\n', 1
+    )
+    text = text.replace("  hours = 1.5\n", '  hours = 1.5\n  files = ["src/*.py", "b.py"]\n', 1)
+    commit(repo, {"plan.toml": text}, "overlapping tasks")
+    ws = open_workspace(repo)
+    task = ws.plan.task(11)
+    assert task is not None
+
+    prompt = runner.task_prompt(ws, task)
+
+    others = prompt.split("## Other agents in this batch: avoid touching their files")[1]
+    others = others.split("##")[0]
+    assert (
+        "- agent 2: #12 Add the init command (declares: b.py; "
+        "overlapping your own files, yours to change: src/*.py)"
+    ) in others
+    assert "src/util.py" not in others and "src/a.py" not in others
+
+
 def test_a_second_run_batch_is_refused_while_one_runs(
     set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
 ) -> None:

@@ -479,6 +479,61 @@ def test_gate_failure_then_skip(repo: Path, setup_with: Any, cli: Cli) -> None:
     assert not ("feature_a.py" in files and "feature_b.py" in files)
 
 
+def test_a_gate_failure_stop_prints_the_log_tail_and_next_steps(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with(gate="for n in 1 2 3 4 5; do echo line-$n; done; echo the-failure; false")
+    work(cli, trees, 1, {"one.py": "1\n"})
+
+    result = cli("merge")
+
+    assert result.code == 1
+    block = result.out[result.out.index("agent 1: the gate exited 1 on main + this agent's work") :]
+    lines = block.splitlines()
+    assert lines[1].startswith("  log: ") and lines[1].endswith("(last 6 lines):")
+    assert lines[2:8] == [f"      | line-{n}" for n in range(1, 6)] + ["      | the-failure"]
+    tree = agent_tree(trees, 1)
+    assert lines[8:] == [
+        "  next steps:",
+        f"    fix what the log shows in {tree}, commit it on parallel-dev/agent-1, then",
+        "    paradev merge --continue",
+        "  or leave this agent out: paradev merge --skip",
+        "  or end the train (its branch restored): paradev merge --abort",
+    ]
+
+
+def test_the_summary_names_skipped_and_not_landed_agents_and_why(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    assert cli("start", "1").code == 0  # #21: in progress, so agent 1 does not land
+    work(cli, trees, 2, {"src/util.py": "VALUE = 'two'\n"})
+    work(cli, trees, 3, {"src/util.py": "VALUE = 'three'\n"})
+    assert cli("merge").code == 1
+    skipped = stopped_agent(repo)
+    landed = 5 - skipped
+
+    result = cli("merge", "--skip")
+
+    assert result.code == 0, result.err
+    summary = result.out[result.out.index("merge train ") :].splitlines()[-3:]
+    assert summary == [
+        f"merge train {state_of(repo)['merge_history'][-1]['id']} done; "
+        f"landed: agent {landed} (#1{landed})",
+        f"  skipped: agent {skipped}: left out with --skip after its conflict stop; "
+        "its branch keeps its commits, and the next paradev merge tries it again",
+        "  not landed: agent 1: #21 is still in progress; not landed",
+    ]
+
+    again = cli("merge")  # tried again, and said so
+
+    assert (
+        f"agent {skipped}: skipped by the last train "
+        "(left out with --skip after its conflict stop); trying it again"
+    ) in again.out
+
+
 def test_no_gate_flag_skips_the_gate(repo: Path, setup_with: Any, cli: Cli) -> None:
     trees = setup_with(gate="false")
     work(cli, trees, 1, {"one.py": "1\n"})
@@ -559,57 +614,6 @@ def test_marker_hunks(tmp_path: Path) -> None:
     file.write_text("a\n<<<<<<< ours\nb\n=======\nc\n>>>>>>> theirs\nd\n<<<<<<< x\n>>>>>>> y\n")
     assert train_mod.marker_hunks(file) == [(2, 6), (8, 9)]
     assert train_mod.marker_hunks(tmp_path / "missing") == []
-
-
-# -- dry run -----------------------------------------------------------------------------------
-
-
-def test_dry_run_changes_nothing_and_predicts_the_stop(
-    repo: Path, setup_with: Any, cli: Cli
-) -> None:
-    trees = setup_with()
-    conflicting(cli, trees)
-    refs_before = refs(repo, "refs")
-    status_before = {a: git(agent_tree(trees, a), "status", "--porcelain") for a in (1, 2, 3)}
-    state_before = state_of(repo)["tasks"]
-
-    result = cli("merge", "--dry-run")
-
-    assert result.code == 0, result.err
-    assert refs(repo, "refs") == refs_before
-    assert {a: git(agent_tree(trees, a), "status", "--porcelain") for a in (1, 2, 3)} == (
-        status_before
-    )
-    assert state_of(repo)["tasks"] == state_before
-    assert state_of(repo)["train"] is None
-    predicted = [line for line in result.out.splitlines() if "the train stops here" in line]
-    assert len(predicted) == 1 and "src/util.py (content, lines 1-5)" in predicted[0]
-    predicted_agent = int(predicted[0].split()[1].rstrip(":"))
-
-    real = cli("merge")
-
-    assert real.code == 1
-    assert stopped_agent(repo) == predicted_agent
-    landed_lines = [line for line in result.out.splitlines() if "would land" in line]
-    assert len(state_of(repo)["train"]["landed"]) == len(landed_lines)
-
-
-def test_dry_run_replays_commits_one_by_one(repo: Path, setup_with: Any, cli: Cli) -> None:
-    """A branch that edits a line then reverts it conflicts mid-rebase; the dry run sees it."""
-    trees = setup_with()
-    work(cli, trees, 1, {"src/util.py": "VALUE = 'one'\n"})
-    assert cli("start", "2").code == 0
-    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'two'\n"})
-    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'one'\n"})
-    assert cli("complete", "2").code == 0
-
-    steps = train_mod.dry_run(open_workspace(), lambda _: None)
-
-    outcomes = {s.agent: s.outcome for s in steps}
-    assert sorted(outcomes.values()) == ["conflict", "land"]
-    real = cli("merge")
-    assert real.code == 1
-    assert outcomes[stopped_agent(repo)] == "conflict"
 
 
 # -- crashes -----------------------------------------------------------------------------------

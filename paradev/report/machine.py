@@ -12,9 +12,10 @@ from typing import Any
 
 from paradev import git as gitmod
 from paradev.conflicts import Claim
+from paradev.dryrun import DryStep
 from paradev.runner import Outcome, Row, Started
 from paradev.snapshots import precise_now
-from paradev.train import DryStep, marker_hunks
+from paradev.train import marker_hunks
 from paradev.workspace import Workspace
 
 
