@@ -388,6 +388,7 @@ def test_cli_json_has_the_design_keys_and_check_exits_1(
         "overlap": [],
         "conflict": False,
         "conflicts": [],
+        "issues": {"1": [], "3": []},  # work begun outside any task
     }
     first = data["pairs"][0]
     assert first["overlap"] == ["src/app.py"] and first["conflict"] is True
@@ -586,7 +587,7 @@ def test_render_lists_only_noisy_pairs_beyond_the_matrix_limit(set_up: Path, rep
     text = conf.render(analyze(ws_of(repo)))
 
     assert "14 agent(s) with work" in text
-    assert "agents 1 x 2: CONFLICT" in text
+    assert "agent 1 x agent 2: CONFLICT" in text
     assert "agent 1    " not in text  # no matrix header
     assert "1 conflict(s), 0 harmless overlap(s), 91 pair(s)" in text
 

@@ -218,6 +218,15 @@ def test_agents_without_work_are_not_listed(
         "order": [2],
         "conflicting_rebases": 0,
         "reasons": {"2": data["reasons"]["2"]},
+        "details": {
+            "2": {
+                "agent": 2,
+                "branch": "parallel-dev/agent-2",
+                "issues": [12],
+                "conflicts_with": [],
+                "conflicts_with_base": False,
+            }
+        },
         "exact": True,
     }
     assert "lands 1st" in data["reasons"]["2"]
