@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from paradev.state import StateStore
-from tests.conftest import PLAN
 from tests.helpers import (
     Result,
     agent_tree,
     commit,
     git,
+    plan_with,
     signal_and_wait,
     start_paradev,
     wait_for_file,
+    work,
     write,
 )
 
@@ -28,31 +29,6 @@ Cli = Callable[..., Result]
 FAILING = "import sys; print('boom: cannot do it', flush=True); sys.exit(3)"
 # An agent that writes its pid, then waits to be stopped.
 WAITING = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
-
-
-def plan_with(
-    repo: Path, *, agent: list[str] | None = None, gate: str = "", count: int = 3
-) -> None:
-    """plan.toml with ``agents.command``, a gate and a count; #21 waits for nothing."""
-    text = PLAN.replace("  depends_on = [11]\n", "").replace("count = 3", f"count = {count}")
-    if count < 3:  # agent 3's task leaves the plan with it
-        start = text.index("  [[batches.tasks]]\n  agent = 3")
-        text = text[:start] + text[text.index("[[batches]]", start) :]
-    text = text.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {json.dumps(gate)}")
-    if agent is not None:
-        text = text.replace(
-            f"count = {count}\n", f"count = {count}\ncommand = {json.dumps(agent)}\n"
-        )
-    commit(repo, {"plan.toml": text}, "configure the plan")
-
-
-def work(cli: Cli, worktrees: Path, agent: int, files: dict[str, str | bytes | None]) -> str:
-    """The agent starts its next task, commits ``files`` and completes it; the new head."""
-    assert cli("start", str(agent)).code == 0
-    head = commit(agent_tree(worktrees, agent), files, f"work of agent {agent}")
-    result = cli("complete", str(agent))
-    assert result.code == 0, result.err
-    return head
 
 
 def status(cli: Cli) -> tuple[str, Any]:
@@ -128,6 +104,26 @@ def test_merged_work_is_told_apart_from_completed_work_not_landed(
     assert "  done:     #11, #21  (total 4h)" in text
     assert "    merged:     #11" in text
     assert "    not landed: #21 (completed; 'paradev merge' lands it)" in text
+
+
+def test_a_dropped_task_shows_where_its_commits_are_kept(
+    set_up: Path, repo: Path, cli: Cli
+) -> None:
+    plan_with(repo)
+    work(cli, set_up, 3, {"three.py": "3\n"})
+    assert cli("drop", "13").code == 0
+
+    text, data = status(cli)
+
+    record = StateStore(repo / ".git").read().tasks[13]
+    (task,) = data["agents"]["3"]["tasks"]
+    assert (task["status"], task["backup_ref"], task["dropped_at"]) == (
+        "dropped",
+        record.backup_ref,
+        record.dropped_at,
+    )
+    assert "error" not in task and data["agents"]["3"]["state"] == "dropped"
+    assert f"  dropped:  #13 (its commits kept at {record.backup_ref})" in text
 
 
 # -- a stopped train -----------------------------------------------------------------------------
