@@ -491,7 +491,7 @@ def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]
         "behind": counts[1] if counts else None,
         "dirty": dirty,
         "untracked": len(untracked),
-        "checked_out": current_branch(path) if exists else None,
+        "checked_out": current_branch(path) if exists and not broken else None,
     }
     return facts, untracked
 

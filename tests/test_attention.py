@@ -301,3 +301,14 @@ def test_leftover_untracked_files_are_warned_about_only_when_no_task_runs(
 def test_a_clean_project_has_no_warnings(set_up: Path, cli: Cli) -> None:
     text, data = status(cli)
     assert data["warnings"] == [] and "warnings:" not in text
+
+
+def test_a_worktree_whose_git_link_is_not_text_is_broken_not_a_crash(
+    set_up: Path, cli: Cli
+) -> None:
+    (agent_tree(set_up, 2) / ".git").write_bytes(b"gitdir: \xff\xfe\n")
+
+    text, data = status(cli)
+
+    assert data["agents"]["2"]["broken"] is True and data["agents"]["2"]["checked_out"] is None
+    assert data["warnings"] == []
