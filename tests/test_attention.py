@@ -55,7 +55,7 @@ def test_a_failed_task_shows_its_reason_log_and_way_out(set_up: Path, repo: Path
     assert data["agents"]["2"]["state"] == "failed"
     assert f"  failed: #12 {record.error}" in text
     assert f"    log: {record.log}" in text
-    assert "    next: 'paradev run-batch' starts them again once the cause is fixed; " in text
+    assert "    next: 'paradev run-batch' starts it again once the cause is fixed; " in text
     assert "'paradev reopen 12'" in text and "'paradev drop 12'" in text
     others = [t for a in ("1", "3") for t in data["agents"][a]["tasks"]]
     assert not any("error" in t for t in others)
@@ -148,8 +148,8 @@ def test_a_train_stopped_by_its_gate_shows_agent_reason_log_and_next_step(
         [12],
     )
     assert stop["next"] == (
-        f"fix what the gate reports (log: {gate_log}) and commit on parallel-dev/agent-2, "
-        "then 'paradev merge --continue'; or 'paradev merge --skip' to land the others "
+        "fix what the gate log shows and commit the fix on parallel-dev/agent-2, then"
+        " 'paradev merge --continue'; or 'paradev merge --skip' to land the others "
         "without agent 2, or 'paradev merge --abort' to stop the train"
     )
     assert "stop" not in journal or "next" not in journal["stop"]  # the journal is unchanged
@@ -310,5 +310,6 @@ def test_a_worktree_whose_git_link_is_not_text_is_broken_not_a_crash(
 
     text, data = status(cli)
 
+    assert "worktree broken" in text
     assert data["agents"]["2"]["broken"] is True and data["agents"]["2"]["checked_out"] is None
     assert data["warnings"] == []
