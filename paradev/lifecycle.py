@@ -548,7 +548,8 @@ def status(ws: Workspace) -> dict[str, Any]:
         tips.get(refs[0]),
         {a: tips[ref] for a, ref in zip(state.merge_order, refs[1:], strict=True) if ref in tips},
     )
-    landing = bool(landing_candidates(state))  # nothing to order: no word of an old order
+    # Nothing left to order, or a train following its own queue: no word of an old order.
+    landing = bool(landing_candidates(state)) and state.train is None
     return {
         "base": ws.plan.base,
         "base_exists": refs[0] in tips,

@@ -155,6 +155,7 @@ def test_a_train_stopped_by_its_gate_shows_agent_reason_log_and_next_step(
     assert "stop" not in journal or "next" not in journal["stop"]  # the journal is unchanged
     assert "merge train stopped at agent 2 (#12): gate" in text
     assert f"  log:  {gate_log}" in text and f"  next: {stop['next']}" in text
+    assert data["merge_order_stale"] is None  # the train follows its own queue
 
 
 def test_a_train_stopped_by_a_conflict_says_where_to_resolve_it(
