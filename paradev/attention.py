@@ -60,6 +60,8 @@ def train_view(ws: Workspace, state: State) -> dict[str, Any] | None:
     stop = train.get("stop") if train else None
     if train is None or not isinstance(stop, dict) or train.get("status") != "stopped":
         return train
+    if type(stop.get("agent")) is not int:  # a hand-edited journal: show it as it is
+        return train
     return {**train, "stop": {**stop, **stop_advice(ws, state, train, stop)}}
 
 
@@ -67,7 +69,7 @@ def stop_advice(
     ws: Workspace, state: State, train: Mapping[str, Any], stop: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``next`` (what to do, then how to go on), ``log`` (a gate's) and the issues being landed."""
-    agent = int(stop.get("agent", 0))
+    agent: int = stop["agent"]
     entry = train.get("agents", {}).get(str(agent), {})
     issues = entry.get("issues") or [
         t.issue for t in ws.tasks_of(agent) if state.status(t.issue) == COMPLETED

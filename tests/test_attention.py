@@ -314,3 +314,20 @@ def test_a_worktree_whose_git_link_is_not_text_is_broken_not_a_crash(
     assert "worktree broken" in text
     assert data["agents"]["2"]["broken"] is True and data["agents"]["2"]["checked_out"] is None
     assert data["warnings"] == []
+
+
+def test_a_stop_record_without_an_agent_number_is_shown_as_it_is(
+    set_up: Path, repo: Path, cli: Cli
+) -> None:
+    plan_with(repo, gate="false")
+    work(cli, set_up, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 1
+    path = repo / ".git" / "paradev" / "state.json"
+    data = json.loads(path.read_text())
+    data["train"]["stop"]["agent"] = "one"  # hand-edited
+    path.write_text(json.dumps(data))
+
+    text, report = status(cli)
+
+    assert report["train"]["stop"] == data["train"]["stop"]
+    assert "merge train in progress: stopped" in text
