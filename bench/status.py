@@ -79,7 +79,7 @@ def shell_script(repo: Path, agents: int) -> Path:
         "git version >/dev/null",
         "git rev-parse --path-format=absolute --is-bare-repository --absolute-git-dir "
         "--git-common-dir --show-toplevel >/dev/null",
-        "git rev-parse --verify --quiet --end-of-options 'refs/heads/main^{commit}' >/dev/null",
+        "git for-each-ref '--format=%(refname) %(objectname)' -- refs/heads/main >/dev/null",
     ]
     trees = repo.parent / "project-worktrees"
     for agent in range(1, agents + 1):

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.git import Git, MergeTree
+from paradev.labels import IDLE, LABELS, WORKLESS, AgentLabel, agent_labels, who
 from paradev.workspace import Workspace
 
 CACHE_FILE = "conflicts-cache.json"
@@ -500,6 +501,8 @@ class Report:
     examined: list[PairReport]
     against_base: list[BaseReport]
     idle: list[int] = field(default_factory=list)  # agents with nothing beyond base
+    labels: dict[int, AgentLabel] = field(default_factory=dict)  # every agent's state word
+    tips: dict[int, str] = field(default_factory=dict)  # every agent's examined head
 
     @cached_property
     def _by_agents(self) -> dict[tuple[int, int], PairReport]:
@@ -548,11 +551,21 @@ class Report:
             "base": self.base,
             "base_commit": self.base_commit,
             "branches": [b.to_json() for b in self.branches],
-            "pairs": [p.to_json() for p in shown],
+            "pairs": [{**p.to_json(), "issues": self.pair_issues(p)} for p in shown],
             "summary": self.summary(),
             "against_base": [b.to_json() for b in self.against_base],
             "idle": self.idle,
+            "agents": {str(a): label.to_json() for a, label in self.labels.items()},
         }
+
+    def pair_issues(self, pair: PairReport) -> dict[str, list[int]]:
+        """agent -> the issues whose unlanded work the pair compares."""
+        return {str(a): self.labels[a].issues if a in self.labels else [] for a in pair.agents}
+
+    def who(self, agent: int) -> str:
+        """``agent 2 (#105, #107)``."""
+        label = self.labels.get(agent)
+        return who(agent, label.issues if label else ())
 
 
 @dataclass
@@ -674,6 +687,8 @@ def analyze(
         examined=examined,
         against_base=against,
         idle=[b.agent for b in loaded if not b.has_work],
+        labels=agent_labels(ws.plan, ws.store.read()),
+        tips={agent: commit for agent, (_, commit, _) in heads.heads.items()},
     )
 
 
@@ -888,8 +903,7 @@ def render(report: Report) -> str:
         f"conflicts (base {report.base} @ {report.base_commit[:12]}; "
         f"{len(report.branches)} agent(s) with work)"
     ]
-    if report.idle:
-        lines.append("no work yet: " + ", ".join(f"agent {a}" for a in report.idle))
+    lines += _agent_states(report)
     if not report.branches:
         return "\n".join(lines)
     lines.append("")
@@ -902,6 +916,31 @@ def render(report: Report) -> str:
         lines += ["", *details]
     lines += ["", _summary(report)]
     return "\n".join(lines)
+
+
+def _agent_states(report: Report) -> list[str]:
+    """Every agent grouped by state, with its issues: ``completed: agent 2 (#12)``.
+
+    Without labels (a report built by hand) the agents without work are only listed.
+    """
+    if not report.labels:
+        idle = ", ".join(f"agent {a}" for a in report.idle)
+        return [f"no work yet: {idle}"] if idle else []
+    with_work = {b.agent for b in report.branches}
+    groups: dict[str, list[str]] = {label: [] for label in LABELS}
+    for agent, label in sorted(report.labels.items()):
+        shown = report.who(agent)
+        if agent not in with_work and label.label not in WORKLESS:
+            shown += " [no commits]"
+        elif agent in with_work and label.label == IDLE:
+            shown += " [commits outside any task]"
+        groups[label.label].append(shown)
+    width = max(len(label) for label, found in groups.items() if found) + 2
+    return [
+        f"  {(label + ':').ljust(width)}{', '.join(found)}"
+        for label, found in groups.items()
+        if found
+    ]
 
 
 def _matrix(report: Report) -> list[str]:
@@ -921,8 +960,8 @@ def _matrix(report: Report) -> list[str]:
 
 def _pair_list(report: Report) -> list[str]:
     noisy = [p for p in report.examined if p.state != "clean"]
-    lines = [f"agents {p.agents[0]} x {p.agents[1]}: {p.state}" for p in noisy]
-    lines += [f"agent {b.agent} x base: CONFLICT" for b in report.against_base if b.conflict]
+    lines = [f"{report.who(p.agents[0])} x {report.who(p.agents[1])}: {p.state}" for p in noisy]
+    lines += [f"{report.who(b.agent)} x base: CONFLICT" for b in report.against_base if b.conflict]
     return lines or ["every pair is clean"]
 
 
@@ -930,19 +969,18 @@ def _details(report: Report) -> list[str]:
     lines: list[str] = []
     for pair in report.examined:
         left, right = pair.agents
+        names = f"{report.who(left)} x {report.who(right)}"
         if pair.conflict:
-            lines.append(f"agent {left} x agent {right}: CONFLICT")
+            lines.append(f"{names}: CONFLICT")
             lines += _conflict_lines(pair.conflicts, f"agent {left}", f"agent {right}")
             harmless = sorted(set(pair.overlap) - {c.path for c in pair.conflicts})
             if harmless:
                 lines.append(f"  overlap without conflict: {', '.join(harmless)}")
         elif pair.overlap:
-            lines.append(
-                f"agent {left} x agent {right}: overlap, merges cleanly: {', '.join(pair.overlap)}"
-            )
+            lines.append(f"{names}: overlap, merges cleanly: {', '.join(pair.overlap)}")
     for against in report.against_base:
         if against.conflict:
-            lines.append(f"agent {against.agent} x base ({report.base}): CONFLICT")
+            lines.append(f"{report.who(against.agent)} x base ({report.base}): CONFLICT")
             lines += _conflict_lines(against.conflicts, report.base, f"agent {against.agent}")
     return lines
 

@@ -119,9 +119,7 @@ def _pending_drops(ws: Workspace, state: State, agent: int, repair: bool) -> lis
 
 def _extra_agents(ws: Workspace, state: State, repair: bool) -> list[Check]:
     count = ws.plan.agent_count
-    root = ws.plan.worktree_root(ws.repo.main_root)
-    folders = _numbered(p.name for p in root.iterdir()) if root.is_dir() else set()
-    folders = {n for n in folders if (root / f"agent-{n}").is_dir()}
+    folders = agent_folders(ws)
     prefix = ws.plan.branch(1).removesuffix("1")
     branches = _numbered(
         "agent-" + b.removeprefix(prefix) for b in local_branches(ws.git) if b.startswith(prefix)
@@ -137,6 +135,13 @@ def _extra_agents(ws: Workspace, state: State, repair: bool) -> list[Check]:
         else:
             found.append(Check(False, f"state: {where} (repair: remove its record)"))
     return found
+
+
+def agent_folders(ws: Workspace) -> set[int]:
+    """The agent numbers with an ``agent-N`` folder under the worktree root (no git asked)."""
+    root = ws.plan.worktree_root(ws.repo.main_root)
+    folders = _numbered(p.name for p in root.iterdir()) if root.is_dir() else set()
+    return {n for n in folders if (root / f"agent-{n}").is_dir()}
 
 
 def _numbered(names: Iterable[str]) -> set[int]:

@@ -369,6 +369,19 @@ def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str]
     ``--no-optional-locks``: looking must never take the index lock an agent
     working in that tree may need at the same moment.
     """
+    return [path for _, path in _status_entries(worktree, untracked, within)]
+
+
+def dirty_and_untracked(worktree: Path) -> tuple[bool, list[str]]:
+    """(whether anything is uncommitted, the untracked paths): one ``git status`` for both."""
+    entries = _status_entries(worktree, True, ())
+    return bool(entries), [path for code, path in entries if code == "??"]
+
+
+def _status_entries(
+    worktree: Path, untracked: bool, within: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(two-letter status, path) of every uncommitted path; a rename's origin shares its code."""
     limit = ["--", *(f":(top,literal){p}" if p else ":(top)" for p in within)] if within else []
     out = (
         Git(worktree)
@@ -382,16 +395,16 @@ def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str]
         )
         .stdout
     )
-    paths: list[str] = []
-    origin_follows = False
+    entries: list[tuple[str, str]] = []
+    origin_of = ""
     for entry in out.split("\0"):
-        if origin_follows:  # a rename's or copy's original path: changed too
-            origin_follows = False
-            paths.append(entry)
+        if origin_of:  # a rename's or copy's original path: changed too
+            entries.append((origin_of, entry))
+            origin_of = ""
         elif len(entry) >= 4:
-            paths.append(entry[3:])
-            origin_follows = entry[0] in "RC"
-    return paths
+            entries.append((entry[:2], entry[3:]))
+            origin_of = entry[:2] if entry[0] in "RC" else ""
+    return entries
 
 
 def untracked_paths(worktree: Path) -> list[str]:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from paradev import coverage, processes
+from paradev import attention, coverage, processes
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
@@ -19,13 +19,16 @@ from paradev.git import (
     ahead_behind_if_any,
     changed_paths,
     current_branch,
+    dirty_and_untracked,
     dirty_paths,
     is_ancestor,
     merge_base,
     merge_ff_only,
+    resolve_refs,
     side_by_side,
     update_ref,
 )
+from paradev.labels import AgentLabel, agent_label, landing_candidates
 from paradev.limits import MAX_ISSUE, shown
 from paradev.plan import Task
 from paradev.state import (
@@ -436,6 +439,9 @@ def _set_aside(ws: Workspace, state: State, record: TaskRecord) -> tuple[int, st
 # -- status --------------------------------------------------------------------------
 
 
+_TIMES = ("started_at", "completed_at", "failed_at", "merged_at", "dropped_at")
+
+
 def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "issue": task.issue,
@@ -445,9 +451,12 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
         "status": record.status if record else "planned",
     }
     if record:
-        for key in ("started_at", "completed_at", "merged_at", "base_commit", "head_commit", "log"):
+        for key in (*_TIMES, "base_commit", "head_commit", "log", "backup_ref"):
             if getattr(record, key):
                 data[key] = getattr(record, key)
+        error = attention.task_error(record)
+        if error:
+            data["error"] = error
         if record.files_modified:
             data["files_modified"] = record.files_modified
         if record.left_uncommitted:
@@ -458,28 +467,33 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
     return data
 
 
-def _branch_facts(ws: Workspace, agent: int) -> dict[str, Any]:
-    """Ahead/behind base and dirtiness: the git work of status, run per agent in parallel.
+def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]:
+    """Ahead/behind base, dirtiness, untracked paths: the git work of status, per agent.
 
-    Each call runs in its own thread with its own ``Git``: nothing is shared but paths.
+    Run per agent in parallel, each call in its own thread with its own ``Git``:
+    nothing is shared but paths.
     """
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
     counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent))
     dirty: bool | None = None
+    untracked: list[str] = []
     broken = False
     if exists:
         try:
-            dirty = bool(dirty_paths(path))
+            dirty, untracked = dirty_and_untracked(path)
         except GitError:  # one broken worktree must not hide every other agent
             broken = True
-    return {
+    facts = {
         "exists": exists,
         "broken": broken,
         "ahead": counts[0] if counts else None,
         "behind": counts[1] if counts else None,
         "dirty": dirty,
+        "untracked": len(untracked),
+        "checked_out": current_branch(path) if exists and not broken else None,
     }
+    return facts, untracked
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
@@ -491,7 +505,12 @@ def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
 
 
 def _agent_json(
-    ws: Workspace, state: State, agent: int, tasks: list[Task], facts: dict[str, Any]
+    ws: Workspace,
+    state: State,
+    agent: int,
+    tasks: list[Task],
+    facts: dict[str, Any],
+    label: AgentLabel,
 ) -> dict[str, Any]:
     """One agent's entry of the status report."""
     current = next((t for t in tasks if state.status(t.issue) == IN_PROGRESS), None)
@@ -499,8 +518,11 @@ def _agent_json(
     return {
         "branch": ws.branch(agent),
         "worktree": str(ws.worktree(agent)),
+        "state": label.label,
         "current_task": _task_json(current, state.tasks.get(current.issue)) if current else None,
         "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
+        "merged_issues": [t.issue for t in done if state.status(t.issue) == MERGED],
+        "not_landed_issues": [t.issue for t in done if state.status(t.issue) == COMPLETED],
         "total_hours": sum(t.hours for t in done),
         "tasks": [_task_json(t, state.tasks.get(t.issue)) for t in tasks],
         **facts,
@@ -511,22 +533,43 @@ def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys)."""
     state = ws.store.read()
     agents = range(1, ws.plan.agent_count + 1)
-    base_ref = f"refs/heads/{ws.plan.base}"
-    found: list[Any] = side_by_side(  # "agent" 0: whether base exists, asked alongside
-        lambda agent: _branch_facts(ws, agent) if agent else ws.git.rev(base_ref), [0, *agents]
+    refs = _order_refs(ws, state)
+    found: list[Any] = side_by_side(  # "agent" 0: base and the ordered branches, asked alongside
+        lambda agent: _branch_facts(ws, agent) if agent else resolve_refs(ws.git, refs),
+        [0, *agents],
     )
-    facts: dict[int, dict[str, Any]] = dict(zip(agents, found[1:], strict=True))
+    facts: dict[int, dict[str, Any]] = {a: f for a, (f, _) in zip(agents, found[1:], strict=True)}
+    untracked = {a: paths for a, (_, paths) in zip(agents, found[1:], strict=True)}
+    tips: dict[str, str] = found[0]
     index = tasks_by_agent(ws)
+    labels = {agent: agent_label(state, index[agent]) for agent in agents}
+    stale = attention.order_staleness(
+        state,
+        tips.get(refs[0]),
+        {a: tips[ref] for a, ref in zip(state.merge_order, refs[1:], strict=True) if ref in tips},
+    )
+    # Nothing left to order, or a train following its own queue: no word of an old order.
+    landing = bool(landing_candidates(state)) and state.train is None
     return {
         "base": ws.plan.base,
-        "base_exists": found[0] is not None,
+        "base_exists": refs[0] in tips,
         "agents": {
-            str(agent): _agent_json(ws, state, agent, index[agent], facts[agent])
+            str(agent): _agent_json(ws, state, agent, index[agent], facts[agent], labels[agent])
             for agent in agents
         },
-        "merge_order": state.merge_order,
-        "train": state.train,
+        "merge_order": [] if stale else state.merge_order,
+        "merge_order_stale": stale if stale and landing else None,
+        "train": attention.train_view(ws, state),
+        "warnings": attention.warnings(ws, state, labels, facts, untracked),
     }
+
+
+def _order_refs(ws: Workspace, state: State) -> list[str]:
+    """Base, then the branch of each agent of the saved merge order: what its staleness needs."""
+    return [
+        f"refs/heads/{ws.plan.base}",
+        *(f"refs/heads/{ws.branch(a)}" for a in state.merge_order),
+    ]
 
 
 def _agent_process(task: dict[str, Any]) -> str:
@@ -547,42 +590,38 @@ def render_status(report: dict[str, Any]) -> str:
             "",
         ]
     for agent, info in report["agents"].items():
-        if info["ahead"] is None:
-            position = "branch missing" if report.get("base_exists", True) else "no base to compare"
-        else:
-            position = f"{info['ahead']} ahead, {info['behind']} behind"
-        tree = "missing" if not info["exists"] else ("dirty" if info["dirty"] else "clean")
-        if info.get("broken"):
-            tree = "broken (run 'paradev setup' to repair it)"
-        lines.append(f"Agent {agent}  {info['branch']}  ({position}; worktree {tree})")
-        lines.append(f"  worktree: {info['worktree']}")
-        current = info["current_task"]
-        if current:
-            lines.append(
-                f"  current:  #{current['issue']} {printable(current['title'])} "
-                f"({current['hours']:g}h{_agent_process(current)})"
-            )
-        else:
-            lines.append("  current:  none")
-        done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
-        lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
-        stopped = [
-            f"#{t['issue']} {t['status']}"
-            for t in info.get("tasks", [])
-            if t["status"] in RESTARTABLE
-        ]
-        if stopped:
-            again = "'paradev run-batch' starts them again"
-            lines.append(f"  stopped:  {', '.join(stopped)} ({again})")
-        lines += [
-            f"  left uncommitted by #{t['issue']}: "
-            + ", ".join(printable(p) for p in t["left_uncommitted"])
-            for t in info["completed_tasks"]
-            if t.get("left_uncommitted")
-        ]
-    if report["merge_order"]:
-        lines.append("")
-        lines.append("merge order: " + " -> ".join(str(a) for a in report["merge_order"]))
-    if report["train"]:
-        lines.append(f"merge train in progress: {report['train'].get('status', 'running')}")
-    return "\n".join(lines)
+        lines += _agent_lines(agent, info, report.get("base_exists", True))
+    return "\n".join(lines + attention.render(report))
+
+
+def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[str]:
+    if info["ahead"] is None:
+        position = "branch missing" if base_exists else "no base to compare"
+    else:
+        position = f"{info['ahead']} ahead, {info['behind']} behind"
+    tree = "missing" if not info["exists"] else ("dirty" if info["dirty"] else "clean")
+    if info.get("broken"):
+        tree = "broken (run 'paradev setup' to repair it)"
+    label = f"  {info['state']}" if info.get("state") else ""
+    lines = [
+        f"Agent {agent}  {info['branch']}  ({position}; worktree {tree}){label}",
+        f"  worktree: {info['worktree']}",
+    ]
+    current = info["current_task"]
+    if current:
+        lines.append(
+            f"  current:  #{current['issue']} {printable(current['title'])} "
+            f"({current['hours']:g}h{_agent_process(current)})"
+        )
+    else:
+        lines.append("  current:  none")
+    done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
+    lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
+    lines += attention.render_tasks(info)
+    lines += [
+        f"  left uncommitted by #{t['issue']}: "
+        + ", ".join(printable(p) for p in t["left_uncommitted"])
+        for t in info["completed_tasks"]
+        if t.get("left_uncommitted")
+    ]
+    return lines

@@ -14,8 +14,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, NamedTuple
 
+from paradev.labels import landing_candidates, who
+from paradev.state import COMPLETED, State
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from paradev.conflicts import Report
 
 EXACT_LIMIT = 16  # 2^16 subsets x 16 agents: well under a second in Python
 HEURISTIC = (
@@ -24,18 +30,33 @@ HEURISTIC = (
 )
 
 
+class Detail(NamedTuple):
+    """One agent of the order as data: what lands (branch, issues) and what it collides with."""
+
+    agent: int
+    branch: str
+    issues: list[int]  # its completed tasks: what the train lands
+    conflicts_with: list[int]  # agents of the order whose work conflicts with its own
+    conflicts_with_base: bool
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
 @dataclass(frozen=True)
 class MergeOrder:
     order: list[int]  # agent ids, first to land first
     conflicting_rebases: int
     reasons: dict[int, str]  # why each agent is where it is
     exact: bool  # exact search (True) or the stated heuristic (False)
+    details: dict[int, Detail] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
             "order": self.order,
             "conflicting_rebases": self.conflicting_rebases,
             "reasons": {str(a): text for a, text in self.reasons.items()},
+            "details": {str(a): self.details[a].to_json() for a in self.order if a in self.details},
             "exact": self.exact,
         }
 
@@ -95,11 +116,38 @@ def compute_merge_order(
         providers=agent_providers(ws, members),
         size={b.agent: len(b.files) for b in report.branches},
     )
-    result = solve(problem)
-    if save and ws.store.read().merge_order != result.order:  # unchanged: no write
-        with ws.store.update() as state:
-            state.merge_order = list(result.order)
+    state = ws.store.read()
+    result = replace(solve(problem), details=_details(ws, state, problem))
+    source = computed_from(report, state)
+    if save and (state.merge_order, state.merge_order_from) != (result.order, source):
+        with ws.store.update() as changed:  # unchanged: no write
+            changed.merge_order, changed.merge_order_from = list(result.order), source
     return result
+
+
+def computed_from(report: Report, state: State) -> dict[str, object]:
+    """What an order depends on: base and every agent branch as examined, and who may land.
+
+    ``status`` shows the saved order only while all of it still holds.
+    """
+    return {
+        "base": report.base_commit,
+        "tips": {str(agent): tip for agent, tip in sorted(report.tips.items())},
+        "completed": landing_candidates(state),
+    }
+
+
+def _details(ws: Workspace, state: State, problem: Problem) -> dict[int, Detail]:
+    return {
+        agent: Detail(
+            agent=agent,
+            branch=ws.branch(agent),
+            issues=[t.issue for t in ws.tasks_of(agent) if state.status(t.issue) == COMPLETED],
+            conflicts_with=sorted(problem.conflicts.get(agent, frozenset())),
+            conflicts_with_base=agent in problem.base_conflicts,
+        )
+        for agent in problem.agents
+    }
 
 
 def agent_providers(ws: Workspace, members: set[int]) -> dict[int, frozenset[int]]:
@@ -310,6 +358,11 @@ def _explain(problem: Problem, order: list[int], exact: bool) -> MergeOrder:
     return MergeOrder(order=order, conflicting_rebases=hits, reasons=reasons, exact=exact)
 
 
+def _issues(result: MergeOrder, agent: int) -> list[int]:
+    detail = result.details.get(agent)
+    return detail.issues if detail else []
+
+
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -324,5 +377,5 @@ def render(result: MergeOrder) -> str:
         "merge order: " + " -> ".join(str(a) for a in result.order),
         f"{result.conflicting_rebases} conflicting rebase(s) ({method})",
     ]
-    lines += [f"  agent {a}: {result.reasons[a]}" for a in result.order]
+    lines += [f"  {who(a, _issues(result, a))}: {result.reasons[a]}" for a in result.order]
     return "\n".join(lines)

@@ -96,6 +96,7 @@ class State:
     agents: dict[int, AgentRecord] = field(default_factory=dict)
     tasks: dict[int, TaskRecord] = field(default_factory=dict)
     merge_order: list[int] = field(default_factory=list)
+    merge_order_from: dict[str, Any] = field(default_factory=dict)  # what it was computed from
     train: dict[str, Any] | None = None
     merge_history: list[dict[str, Any]] = field(default_factory=list)
     conflict_snapshots: list[dict[str, Any]] = field(default_factory=list)  # for the report
@@ -140,6 +141,9 @@ class State:
             agents=_records(AgentRecord, data.get("agents", {}), "agents", "agent"),
             tasks=_records(TaskRecord, data.get("tasks", {}), "tasks", "issue"),
             merge_order=_expect(data.get("merge_order", []), list[int], "merge_order"),
+            merge_order_from=_expect(
+                data.get("merge_order_from", {}), dict[str, Any], "merge_order_from"
+            ),
             train=train,
             merge_history=_expect(
                 data.get("merge_history", []), list[dict[str, Any]], "merge_history"

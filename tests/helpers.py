@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,32 @@ def signal_and_wait(
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def plan_with(
+    repo: Path, *, agent: list[str] | None = None, gate: str = "", count: int = 3
+) -> None:
+    """Commit the tests' plan with ``agents.command``, a gate and a count; #21 waits for nothing."""
+    from tests.conftest import PLAN  # conftest imports this module
+
+    text = PLAN.replace("  depends_on = [11]\n", "").replace("count = 3", f"count = {count}")
+    if count < 3:  # agent 3's task leaves the plan with it
+        start = text.index("  [[batches.tasks]]\n  agent = 3")
+        text = text[:start] + text[text.index("[[batches]]", start) :]
+    text = text.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {json.dumps(gate)}")
+    if agent is not None:
+        text = text.replace(
+            f"count = {count}\n", f"count = {count}\ncommand = {json.dumps(agent)}\n"
+        )
+    commit(repo, {"plan.toml": text}, "configure the plan")
+
+
+def work(
+    cli: Callable[..., Result], worktrees: Path, agent: int, files: dict[str, str | bytes | None]
+) -> str:
+    """The agent starts its next task, commits ``files`` and completes it; the new head."""
+    assert cli("start", str(agent)).code == 0
+    head = commit(agent_tree(worktrees, agent), files, f"work of agent {agent}")
+    result = cli("complete", str(agent))
+    assert result.code == 0, result.err
+    return head

@@ -22,7 +22,7 @@ from paradev.conflicts import Changes, Report, analyze, may_conflict, parse_hunk
 from paradev.git import Git, git_env, merge_trees
 from paradev.workspace import Workspace, open_workspace
 from tests.conftest import APP
-from tests.helpers import Result, agent_tree, commit, git, write
+from tests.helpers import Result, agent_tree, commit, git, plan_with, work, write
 
 Files = dict[str, str | bytes | None]
 
@@ -388,6 +388,7 @@ def test_cli_json_has_the_design_keys_and_check_exits_1(
         "overlap": [],
         "conflict": False,
         "conflicts": [],
+        "issues": {"1": [], "3": []},  # work begun outside any task
     }
     first = data["pairs"][0]
     assert first["overlap"] == ["src/app.py"] and first["conflict"] is True
@@ -586,7 +587,7 @@ def test_render_lists_only_noisy_pairs_beyond_the_matrix_limit(set_up: Path, rep
     text = conf.render(analyze(ws_of(repo)))
 
     assert "14 agent(s) with work" in text
-    assert "agents 1 x 2: CONFLICT" in text
+    assert "agent 1 x agent 2: CONFLICT" in text
     assert "agent 1    " not in text  # no matrix header
     assert "1 conflict(s), 0 harmless overlap(s), 91 pair(s)" in text
 
@@ -775,3 +776,83 @@ def test_merges_split_across_processes_keep_their_order(
 
     assert split == alone
     assert [bool(c) for c in split] == [True, False, False, True, False]
+
+
+# -- agents named by state and issue -------------------------------------------------------------
+
+# An agent that commits EDITED_OTHER to src/app.py, then fails.
+COMMIT_THEN_FAIL = (
+    "import pathlib, subprocess, sys; "
+    "pathlib.Path('src/app.py').write_text(sys.argv[1]); "
+    "subprocess.run(['git', 'commit', '-qam', 'half done'], check=True); sys.exit(3)"
+)
+
+
+def test_agents_are_labelled_by_state_with_their_issues(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    plan_with(repo, agent=[sys.executable, "-c", COMMIT_THEN_FAIL, EDITED_OTHER], count=4)
+    work(cli, set_up, 3, {"three.py": "3\n"})
+    assert cli("merge").code == 0  # #13 lands: agent 3 has nothing beyond base
+    assert cli("run-batch", "--agents", "2").code == 1  # #12 commits, then fails
+    assert cli("start", "1").code == 0
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})  # #11 in progress
+
+    text = cli("conflicts")
+    data = cli("conflicts", "--json").json()
+
+    assert text.code == 0, text.err
+    assert "no work yet" not in text.out
+    assert (
+        "  working: agent 1 (#11)\n"
+        "  failed:  agent 2 (#12)\n"
+        "  merged:  agent 3 (#13)\n"
+        "  idle:    agent 4\n"
+    ) in text.out
+    assert "agent 1 (#11) x agent 2 (#12): CONFLICT" in text.out
+    assert data["agents"] == {
+        "1": {"state": "working", "issues": [11]},
+        "2": {"state": "failed", "issues": [12]},
+        "3": {"state": "merged", "issues": [13]},
+        "4": {"state": "idle", "issues": []},
+    }
+    assert data["idle"] == [3]  # the design's key: agents with nothing beyond base
+    (pair,) = data["pairs"]
+    assert pair["agents"] == [1, 2] and pair["issues"] == {"1": [11], "2": [12]}
+    assert data["summary"] == {"clean": 0, "overlap": 0, "conflict": 1}
+
+
+def test_agents_without_commits_say_so_beside_their_state(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0  # working, nothing committed yet
+    commit(agent_tree(set_up, 2), {"README.md": "# outside any task\n"})
+    commit(agent_tree(set_up, 3), {"src/util.py": "VALUE = 3\n"})
+    assert cli("start", "3").code == 0
+
+    result = cli("conflicts")
+
+    assert "  working: agent 1 (#11) [no commits], agent 3 (#13)\n" in result.out
+    assert "  idle:    agent 2 [commits outside any task]\n" in result.out
+
+
+def test_summary_counts_clean_overlapping_and_conflicting_pairs(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    plan_with(repo, count=4)
+    assert cli("setup").code == 0
+    two_agents(
+        set_up, {"src/app.py": EDITED, "src/util.py": "VALUE = 3\n"}, {"src/app.py": EDITED_OTHER}
+    )
+    commit(agent_tree(set_up, 3), {"src/util.py": "VALUE = 3\n"})  # same change as agent 1
+    commit(agent_tree(set_up, 4), {"docs/four.md": "4\n"})
+
+    data = cli("conflicts", "--json").json()
+
+    # 6 pairs: 1x2 conflict; 1x3 overlap only; 1x4, 2x3, 2x4, 3x4 clean
+    assert data["summary"] == {"clean": 4, "overlap": 1, "conflict": 1}
+    assert [(p["agents"], p["conflict"]) for p in data["pairs"]] == [
+        ([1, 2], True),
+        ([1, 3], False),
+    ]
+    assert all(p["issues"] == {str(a): [] for a in p["agents"]} for p in data["pairs"])

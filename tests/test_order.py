@@ -12,7 +12,7 @@ import pytest
 from paradev.order import EXACT_LIMIT, Problem, compute_merge_order, solve
 from paradev.workspace import open_workspace
 from tests.conftest import APP
-from tests.helpers import Result, agent_tree, commit
+from tests.helpers import Result, agent_tree, commit, rev
 
 
 def problem(
@@ -218,6 +218,15 @@ def test_agents_without_work_are_not_listed(
         "order": [2],
         "conflicting_rebases": 0,
         "reasons": {"2": data["reasons"]["2"]},
+        "details": {
+            "2": {
+                "agent": 2,
+                "branch": "parallel-dev/agent-2",
+                "issues": [12],
+                "conflicts_with": [],
+                "conflicts_with_base": False,
+            }
+        },
         "exact": True,
     }
     assert "lands 1st" in data["reasons"]["2"]
@@ -235,3 +244,56 @@ def test_merge_order_human_view(three_agents: Path, cli: Callable[..., Result]) 
 def test_no_work_at_all(set_up: Path, cli: Callable[..., Result]) -> None:
     result = cli("merge-order")
     assert result.code == 0 and "no agent has work to merge" in result.out
+
+
+def test_merge_order_json_details_name_branch_issues_and_conflicts(
+    three_agents: Path, cli: Callable[..., Result]
+) -> None:
+    commit(three_agents, {"src/app.py": APP.replace("return 5\n", "return 'base'\n")})
+
+    data = cli("merge-order", "--json").json()
+
+    assert data["order"] == [1, 2, 3] and data["conflicting_rebases"] == 2
+    assert set(data["reasons"]) == {"1", "2", "3"}  # prose, as before
+    assert all(isinstance(text, str) for text in data["reasons"].values())
+    assert data["details"] == {
+        "1": {
+            "agent": 1,
+            "branch": "parallel-dev/agent-1",
+            "issues": [11],
+            "conflicts_with": [2],
+            "conflicts_with_base": True,
+        },
+        "2": {
+            "agent": 2,
+            "branch": "parallel-dev/agent-2",
+            "issues": [12],
+            "conflicts_with": [1],
+            "conflicts_with_base": True,
+        },
+        "3": {
+            "agent": 3,
+            "branch": "parallel-dev/agent-3",
+            "issues": [13],
+            "conflicts_with": [],
+            "conflicts_with_base": False,
+        },
+    }
+
+
+def test_merge_order_human_view_names_the_issues(
+    three_agents: Path, cli: Callable[..., Result]
+) -> None:
+    out = cli("merge-order").out
+    assert "  agent 1 (#11): lands 1st; rebases cleanly" in out
+    assert "  agent 2 (#12): lands 2nd; its rebase will conflict with agent 1" in out
+
+
+def test_the_saved_order_records_what_it_was_computed_from(three_agents: Path) -> None:
+    ws = open_workspace(three_agents)
+
+    compute_merge_order(ws)
+
+    source = ws.store.read().merge_order_from
+    tips = {str(a): rev(three_agents, f"parallel-dev/agent-{a}") for a in (1, 2, 3)}
+    assert source == {"base": rev(three_agents, "main"), "tips": tips, "completed": [1, 2, 3]}
