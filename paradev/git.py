@@ -936,6 +936,24 @@ def remote_branch(git: Git, remote: str, branch: str) -> str | None:
     return out.split()[0] if out else None
 
 
+def local_remote_dir(git: Git, remote: str) -> Path | None:
+    """The git dir of ``remote`` when it is a repository on this machine (a path or file://).
+
+    A push to it runs git-receive-pack here, as our child: killed with us, it
+    can leave lock files in that repository.
+    """
+    proc = git.run("remote", "get-url", "--", remote, check=False)
+    url = proc.stdout.strip()
+    if proc.returncode != 0 or not url or ("://" in url and not url.startswith("file://")):
+        return None
+    place = Path(url.removeprefix("file://"))
+    place = place if place.is_absolute() else git.cwd / place
+    for folder in (place / ".git", place):
+        if (folder / "HEAD").is_file() and (folder / "refs").is_dir():
+            return folder
+    return None
+
+
 def push(git: Git, remote: str, commit: str, branch: str, lease: str | None = None) -> None:
     """Push ``commit`` to ``remote``'s ``branch``: fast-forward only, or with a lease.
 

@@ -575,7 +575,8 @@ def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
     In an agent's git dir (and its rebase folders) any ``*.lock`` is git's
     (``CHERRY_PICK_HEAD.lock``, ``MERGE_MSG.lock``, ``REBASE_HEAD.lock``...:
     a single one left makes every later rebase stop); base's work tree is the
-    user's, so only the locks of what the train moves there count.
+    user's, so only the locks of what the train moves there count; in a
+    remote on this machine, those of the refs the train pushes.
     """
     ws, common = train.ws, train.ws.repo.common_dir
     files: list[Path] = []
@@ -592,7 +593,11 @@ def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
     refs = [f"refs/heads/{train.base}", *(f"refs/heads/{train.branch(a)}" for a in agents)]
     files += [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
     backups = common / "refs" / "paradev"
-    return files + (sorted(backups.rglob("*.lock")) if backups.is_dir() else [])
+    files += sorted(backups.rglob("*.lock")) if backups.is_dir() else []
+    remote = gitmod.local_remote_dir(ws.git, ws.plan.remote) if ws.plan.remote else None
+    if remote is not None:  # a push's git-receive-pack, killed with its driver
+        files += [remote / f"{ref}.lock" for ref in ("HEAD", *refs)] + [remote / "packed-refs.lock"]
+    return files
 
 
 def take_over(train: Train) -> None:

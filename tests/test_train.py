@@ -903,6 +903,32 @@ def test_push_needs_a_remote(setup_with: Any, cli: Cli) -> None:
     assert "project.remote" in result.err
 
 
+def test_locks_a_killed_push_left_in_a_remote_on_this_machine_are_removed(
+    repo: Path, remote: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with(remote="origin", push=True)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    locks = [remote / "HEAD.lock", remote / "refs" / "heads" / "main.lock"]
+
+    def receive_pack_killed(*args: Any, **kwargs: Any) -> None:
+        for lock in locks:
+            lock.write_text("")
+        raise Crash("killed while git-receive-pack updated main")
+
+    mocker.patch.object(paradev_git, "push", side_effect=receive_pack_killed)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    (remote / "refs" / "heads" / "other.lock").write_text("")  # not a ref the train pushes
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert git(remote, "rev-parse", "main") == rev(repo, "main")
+    assert not any(lock.exists() for lock in locks)
+    assert (remote / "refs" / "heads" / "other.lock").exists()
+
+
 def test_rejected_push_stops_and_continue_retries(
     repo: Path,
     remote: Path,
