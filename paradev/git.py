@@ -908,6 +908,29 @@ def prune_worktrees(git: Git) -> None:
     git.run("worktree", "prune")
 
 
+def add_detached_worktree(git: Git, path: Path, commit: str) -> None:
+    """A work tree at ``path`` with ``commit`` checked out on a detached HEAD (no branch)."""
+    git.run("worktree", "add", "--quiet", "--detach", "--force", "--", str(path), commit)
+
+
+def checkout_detached(worktree: Path, commit: str) -> None:
+    """``commit`` on a detached HEAD, files forced; untracked files removed, ignored ones kept.
+
+    Only for paradev's own scratch work trees: whatever a previous run left goes.
+    """
+    tree = Git(worktree)
+    tree.run("checkout", "--quiet", "--detach", "--force", commit)
+    tree.run("clean", "-d", "--force", "--quiet")
+
+
+def committer_ident(git: Git) -> dict[str, str]:
+    """The committer git would use now (name, email, date) as GIT_COMMITTER_* variables."""
+    ident = git.out("var", "GIT_COMMITTER_IDENT")
+    name, _, rest = ident.partition(" <")
+    email, _, date = rest.partition("> ")
+    return {"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": date}
+
+
 def remove_worktree(git: Git, path: Path, force: bool = False) -> None:
     args = ["worktree", "remove"]
     if force:

@@ -1,0 +1,83 @@
+"""Gate worktrees: paradev's own scratch checkouts where the merge queue gates candidates.
+
+A candidate (base + several agents' rebased work) exists in no agent's
+worktree, so each gate slot is a detached work tree of its own under
+``<git common dir>/paradev/gates/slot-N``: kept between runs (what the
+project's setup built there stays), checked out afresh for each candidate
+(untracked files removed, ignored ones kept). Gates of one round run at
+once, each in its own process group; Ctrl-C or a signal stops every group.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from paradev import git as gitmod
+from paradev import processes
+from paradev.train import KILL_GRACE, GateResult, run_gate
+from paradev.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class GateJob:
+    """One gate run: the candidate commit, the agent it ends with, where its output goes."""
+
+    commit: str
+    agent: int
+    log: Path
+
+
+def slot_path(ws: Workspace, slot: int) -> Path:
+    return ws.repo.common_dir / "paradev" / "gates" / f"slot-{slot}"
+
+
+def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
+    """Gate slot ``slot`` with ``commit`` checked out (created on first use), ready to gate."""
+    path = slot_path(ws, slot)
+    if (path / ".git").exists() and gitmod.worktree_link_ok(path):
+        gitmod.checkout_detached(path, commit)
+    else:
+        if path.exists():  # a slot of ours that git no longer knows: rebuilt
+            shutil.rmtree(path)
+        gitmod.prune_worktrees(ws.git)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gitmod.add_detached_worktree(ws.git, path, commit)
+    prepare_slot(ws, path, slot)
+    return path
+
+
+def prepare_slot(ws: Workspace, path: Path, slot: int) -> None:
+    """Make the slot ready to work ([setup] copy/command/port), after every checkout.
+
+    LEAD: the single call site for issue 11's [setup]: plug in
+    ``paradev.prepare.prepare_worktree(ws, path, ws.plan.agent_count + slot)`` here.
+    """
+    del ws, path, slot
+
+
+def run_gates(
+    ws: Workspace,
+    jobs: Sequence[GateJob],
+    command: str | list[str],
+    env_for: Callable[[GateJob, Path], dict[str, str]],
+) -> list[GateResult]:
+    """Run the gate on every job at once, job i in slot i + 1; results in the order of ``jobs``.
+
+    Each gate is ``train.run_gate`` (its own process group, killed on its
+    timeout) in a thread of its own: sleeping gates overlap even on few cores.
+    """
+    paths = [ready_slot(ws, slot, job.commit) for slot, job in enumerate(jobs, start=1)]
+
+    def one(index: int) -> GateResult:
+        job, path = jobs[index], paths[index]
+        return run_gate(command, path, ws.plan.gate_timeout, job.log, env_for(job, path))
+
+    try:
+        return gitmod.side_by_side(one, range(len(jobs)), threads=len(jobs))
+    except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: every gate group stops with paradev
+        with processes.shielded():
+            processes.stop_all(KILL_GRACE)
+        raise
