@@ -711,14 +711,18 @@ def added_lines(git: Git, base: str, head: str) -> dict[str, list[str]]:
     return added
 
 
-def probe_merge(git: Git, tree_commit: str, parent: str, commit: str) -> MergeTree:
+def probe_merge(
+    git: Git, tree_commit: str, parent: str, commit: str, tree: str | None = None
+) -> MergeTree:
     """Merge ``commit`` into ``tree_commit``'s tree with ``parent`` as the merge base.
 
     A synthetic commit (``tree_commit``'s tree, ``parent`` as its only parent)
     makes ``parent`` the merge base, as a cherry-pick or rebase does, on any
-    git >= 2.38 (``merge-tree --merge-base`` needs 2.40).
+    git >= 2.38 (``merge-tree --merge-base`` needs 2.40). ``tree``: that tree,
+    when the caller knows it (one git process less).
     """
-    probe = commit_tree(git, tree_of(git, tree_commit), [parent], "paradev: merge probe\n")
+    tree = tree or tree_of(git, tree_commit)
+    probe = commit_tree(git, tree, [parent], "paradev: merge probe\n")
     return merge_trees(git, [(probe, commit)])[0]
 
 
@@ -1090,6 +1094,10 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
     """
     if not specs:
         return []
+    return _parse_cat_file_batch(_cat_file_batch(git, specs), len(specs))
+
+
+def _cat_file_batch(git: Git, specs: Sequence[str]) -> bytes:
     data = "".join(f"{spec}\0" for spec in specs).encode()
     proc = subprocess.run(
         ["git", "cat-file", "--batch", "-z"],
@@ -1101,10 +1109,44 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
     )
     if proc.returncode != 0:
         raise GitError(f"git cat-file --batch failed: {proc.stderr.decode(errors='replace')}")
-    return _parse_cat_file_batch(proc.stdout, len(specs))
+    return proc.stdout
 
 
-def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
+@dataclass(frozen=True)
+class CommitData:
+    """What replaying a commit needs: its parents, author (GIT_AUTHOR_* variables), message."""
+
+    parents: list[str]
+    author: dict[str, str]
+    message: str
+
+
+def read_commits(git: Git, commits: Sequence[str]) -> list[CommitData]:
+    """Parents, author and raw message of each of ``commits``, from one git process."""
+    raw = _parse_cat_file_batch(_cat_file_batch(git, commits), len(commits), b"commit")
+    found: list[CommitData] = []
+    for commit, body in zip(commits, raw, strict=True):
+        if body is None:
+            raise GitError(f"{commit} is not a commit")
+        head, _, message = body.decode("utf-8", errors=GIT_TEXT_ERRORS).partition("\n\n")
+        parents, author = [], {}
+        for line in head.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "parent":
+                parents.append(value)
+            elif key == "author":
+                name, _, rest = value.partition(" <")
+                email, _, date = rest.partition("> ")
+                author = {
+                    "GIT_AUTHOR_NAME": name,
+                    "GIT_AUTHOR_EMAIL": email,
+                    "GIT_AUTHOR_DATE": date,
+                }
+        found.append(CommitData(parents, author, message))
+    return found
+
+
+def _parse_cat_file_batch(out: bytes, expected: int, kind: bytes = b"blob") -> list[bytes | None]:
     blobs: list[bytes | None] = []
     pos = 0
     while len(blobs) < expected:
@@ -1117,7 +1159,7 @@ def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
         size = int(header[2])
         body = out[pos : pos + size]
         pos += size + 1  # the content is followed by a newline
-        blobs.append(body if header[1] == b"blob" else None)
+        blobs.append(body if header[1] == kind else None)
     return blobs
 
 

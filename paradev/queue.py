@@ -221,17 +221,31 @@ def _back_up(train: Train, agent: int) -> None:
 
 
 def build_chain(train: Train) -> Chain:
-    """Every candidate of the queue on today's base, up to the first agent that cannot join."""
+    """Every candidate of the queue on today's base, up to the first agent that cannot join.
+
+    Replays run one after the other (each builds on the one before); the
+    checks of what each would land run side by side. Both are memoized in
+    the journal per (agent, its work, what it goes onto).
+    """
     tip = train.base_tip()
     links: list[Link] = []
+    blocked: Blocked | None = None
     with _committer(train):
         for agent in train.queue:
             built = _link(train, agent, tip)
             if isinstance(built, Blocked):
-                return Chain(links, built)
+                blocked = built
+                break
             links.append(Link(agent, built))
             tip = built
-    return Chain(links)
+    onto = [train.base_tip(), *(link.commit for link in links)]
+    checks = gitmod.side_by_side(
+        lambda k: _check(train, links[k], onto[k]), range(len(links)), threads=4
+    )
+    for index, problem in enumerate(checks):
+        if problem is not None:
+            return Chain(links[:index], problem)
+    return Chain(links, blocked)
 
 
 def _link(train: Train, agent: int, onto: str) -> str | Blocked:
@@ -240,54 +254,80 @@ def _link(train: Train, agent: int, onto: str) -> str | Blocked:
     memo: dict[str, Any] = settings(train).setdefault("built", {})
     key = f"{agent}:{source}:{onto}"
     if key not in memo:
-        built = _build(train, agent, onto, source)
-        memo[key] = built if isinstance(built, str) else [built.reason, built.message]
-    found = memo[key]
-    return found if isinstance(found, str) else Blocked(agent, found[0], found[1])
-
-
-def _build(train: Train, agent: int, onto: str, source: str) -> str | Blocked:
-    """Replay, give each commit its task trailer (or squash), then check what would land."""
-    git = train.ws.git
-    replayed = replay(git, onto, source)
-    if replayed is None:
+        memo[key] = _build(train, agent, onto, source)
+    if memo[key] is None:
         return Blocked(
             agent,
             "conflict",
             f"agent {agent}'s work conflicts with {train.base} and the agents ahead of it",
         )
+    return str(memo[key])
+
+
+def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
+    """Replay with each commit's task trailer (or squashed afterwards); None on a conflict."""
+    git = train.ws.git
+    commits = gitmod.commits_between(git, onto, source)
     squash = train.journal.get("squash", train.ws.plan.squash)
-    build = trainmod.build_squash if squash else trainmod.build_trailers
-    head = build(train, agent, onto, replayed) if replayed != onto else replayed
-    marked = landing.files_with_markers(git, onto, head)
-    if marked:
-        return Blocked(agent, "markers", f"agent {agent}'s work adds conflict markers to {marked}")
-    missing = landing.missing_work(git, onto, head, source)
-    if missing is not None:
-        return Blocked(
-            agent, "patch-check", f"agent {agent}'s rebased work lacks {', '.join(missing.paths)}"
-        )
-    return head
+    tasks = trainmod._landing_tasks(train, agent)
+    issues = (
+        None
+        if squash or not tasks
+        else trainmod._issues_per_commit(train, agent, tasks, len(commits))
+    )
+    replayed = replay(git, onto, commits, issues)
+    if replayed is None or not squash or replayed == onto:
+        return replayed
+    return trainmod.build_squash(train, agent, onto, replayed)
 
 
-def replay(git: Git, onto: str, source: str) -> str | None:
-    """``source``'s commits not in ``onto`` replayed onto it as a rebase would; None: conflict.
+def _check(train: Train, link: Link, onto: str) -> Blocked | None:
+    """What the landing of ``link`` onto ``onto`` must not do: add markers, lose work (memoized)."""
+    memo: dict[str, Any] = settings(train).setdefault("checked", {})
+    if link.commit not in memo:
+        git, agent = train.ws.git, link.agent
+        source = str(train.agent(agent)["candidate"])
+        marked = landing.files_with_markers(git, onto, link.commit)
+        missing = None if marked else landing.missing_work(git, onto, link.commit, source)
+        if marked:
+            memo[link.commit] = [
+                "markers",
+                f"agent {agent}'s work adds conflict markers to {marked}",
+            ]
+        elif missing is not None:
+            paths = ", ".join(missing.paths)
+            memo[link.commit] = ["patch-check", f"agent {agent}'s rebased work lacks {paths}"]
+        else:
+            memo[link.commit] = None
+    found = memo[link.commit]
+    return None if found is None else Blocked(link.agent, found[0], found[1])
 
-    Commits that change nothing once replayed are dropped, as a rebase drops them.
+
+def replay(
+    git: Git, onto: str, commits: Sequence[str], issues: Sequence[list[int]] | None = None
+) -> str | None:
+    """``commits`` replayed onto ``onto`` as a rebase would (None: a conflict).
+
+    Commits that change nothing once replayed are dropped, as a rebase drops
+    them; with ``issues``, each commit's message gets its issue trailers.
     """
     tip, tip_tree = onto, gitmod.tree_of(git, onto)
-    for commit in gitmod.commits_between(git, onto, source):
-        parent = git.rev(f"{commit}^")
-        if parent is None:
+    for index, (commit, data) in enumerate(
+        zip(commits, gitmod.read_commits(git, commits), strict=True)
+    ):
+        if len(data.parents) != 1:
             return None
-        merge = gitmod.probe_merge(git, tip, parent, commit)
+        merge = gitmod.probe_merge(git, tip, data.parents[0], commit, tree=tip_tree)
         if not merge.clean:
             return None
         if merge.tree == tip_tree:
             continue
-        message = gitmod.commit_message(git, commit)
-        meta = gitmod.commit_meta(git, commit)
-        tip, tip_tree = gitmod.commit_tree(git, merge.tree, [tip], message, env=meta), merge.tree
+        message = data.message
+        if issues is not None:
+            wanted = [str(issue) for issue in issues[index]]
+            message = gitmod.add_trailers(git, message, landing.ISSUE_TRAILER, wanted)
+        tip = gitmod.commit_tree(git, merge.tree, [tip], message, env=data.author)
+        tip_tree = merge.tree
     return tip
 
 
