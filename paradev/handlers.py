@@ -335,6 +335,10 @@ def merge(
     try:
         if dry_run:
             steps = train.dry_run(ws, out)
+            if ws.plan.merge_queue:  # parallel/batch/eject: the candidates too
+                from paradev import queue
+
+                queue.dry_run(ws, out)
             if json:
                 from paradev.report.machine import dry_run_json
 

@@ -412,3 +412,48 @@ def test_crash_then_continue_reaches_the_same_refs(
     crashed = queue_outcome(tmp_path / "crashed", template_repo, cli, mocker, (module, name, when))
     assert crashed == _CLEAN[template_repo]
     assert crashed[1] == {"101": "merged", "102": "gate_failed", "103": "merged", "104": "merged"}
+
+
+# -- dry run and plan keys ---------------------------------------------------------------------
+
+
+def test_dry_run_shows_the_candidates_and_the_first_gate_round(
+    repo: Path, queue_repo: Any, cli: Cli, snapshot: Callable[[], dict[str, object]]
+) -> None:
+    files = {1: {"src/util.py": "VALUE = 2\n"}, 2: {"src/util.py": "VALUE = 3\n"}}
+    queue_repo(4, "true", files, batch=2, parallel=2, on_conflict="eject")
+    assert cli("merge-order").code == 0  # the order is recorded once (the serial dry run does)
+    before = snapshot()
+
+    result = cli("merge", "--dry-run")
+
+    assert result.code == 0, result.err
+    assert snapshot() == before
+    assert "merge queue (dry run, nothing changed): parallel 2, batch 2" in result.out
+    assert "candidate 3: main + agents" in result.out
+    assert "conflicts with main and the agents ahead of it -> set aside" in result.out
+    assert "first gate round: candidate(s) 2, 3 at once" in result.out
+    assert gate_runs(repo) == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("parallel = 0", "merge.parallel: expected an integer from 1 to 32, got 0"),
+        ("batch = 1.5", "merge.batch: expected an integer from 1 to 256"),
+        ('on_gate_failure = "skip"', "merge.on_gate_failure: expected one of 'stop', 'eject'"),
+        ("retries = -1", "merge.retries: expected an integer from 0 to 10, got -1"),
+        ('on_conflict = "later"', "merge.on_conflict: expected one of 'stop', 'agent', 'eject'"),
+    ],
+)
+def test_bad_queue_settings_are_refused_with_the_key_and_what_is_expected(
+    repo: Path, cli: Cli, setting: str, expected: str
+) -> None:
+    plan = plan_text(2, "true").replace("[merge]\n", f"[merge]\n{setting}\n")
+    (repo / "plan.toml").write_text(plan)
+
+    result = cli("merge")
+
+    assert result.code == 2
+    assert expected in result.err
+    assert "Traceback" not in result.err
