@@ -105,6 +105,9 @@ def run_queue(train: Train) -> None:
     trainmod._say_gate(train)
     if mq.get("started"):  # --continue: a failed gate runs again, a committed fix is taken
         _forget_failures(train)
+        for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
+            if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
+                _mark_gate_failed(train, ejected["agent"], ejected["message"])
     mq["started"] = True
     mq.setdefault("committer", gitmod.committer_ident(train.ws.git))  # fixed for every rebuild
     train.out(
@@ -419,6 +422,7 @@ def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None
         _mark_gate_failed(train, agent, message)
         if settings(train)["on_conflict"] == "agent":
             trainmod.hand_back(train, agent, _failure_report(train, agent, message, log))
+            _take_back(train, agent)
     _drop_dependents(train)
 
 
@@ -428,6 +432,23 @@ def _mark_gate_failed(train: Train, agent: int, message: str) -> None:
             record = state.tasks.get(task.issue)
             if record is not None and record.status == COMPLETED:
                 record.status, record.error = GATE_FAILED, f"merge queue: {message}"
+
+
+def _take_back(train: Train, agent: int) -> None:
+    """The agent committed a fix after the hand-back: its work joins the end of the queue again."""
+    entry, head = train.agent(agent), train.head(agent)
+    if head == entry["old_head"] or not gitmod.is_ancestor(train.ws.git, entry["candidate"], head):
+        return
+    with train.ws.store.update() as state:
+        for task in train.ws.tasks_of(agent):
+            record = state.tasks.get(task.issue)
+            if record is not None and record.status == GATE_FAILED:
+                record.status, record.head_commit, record.error = COMPLETED, head, None
+    entry.update(candidate=head, wip=None)
+    train.journal["skipped"].remove(agent)
+    train.queue.append(agent)
+    train.save()
+    train.out(f"agent {agent}: committed {head[:12]} after the hand-back; back in the queue")
 
 
 def _failure_report(train: Train, agent: int, message: str, log: Path | None) -> str:

@@ -342,8 +342,10 @@ CRASH_POINTS = [
     (queue_mod, "_point_branch", "after"),
     (train_mod, "step_mark", "before"),
     (train_mod, "step_mark", "after"),
+    (queue_mod, "_mark_gate_failed", "before"),
     (queue_mod, "_mark_gate_failed", "after"),
 ]
+MODES = {"batch": {"batch": 4}, "parallel": {"parallel": 2}}
 
 
 def _crash(mocker: MockerFixture, module: Any, name: str, when: str) -> None:
@@ -358,13 +360,18 @@ def _crash(mocker: MockerFixture, module: Any, name: str, when: str) -> None:
 
 
 def queue_outcome(
-    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: tuple[Any, str, str] | None
+    root: Path,
+    template: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    crash: tuple[Any, str, str] | None,
+    mode: str,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Batch of 4, agent 2 fails its gate and is ejected; the refs and statuses at the end."""
+    """4 agents, agent 2 fails its gate and is ejected; the refs and statuses at the end."""
     project = root / "project"
     shutil.copytree(template, project, symlinks=True)
     os.chdir(project)
-    plan = plan_text(4, "! test -e bad.txt", batch=4, on_gate_failure="eject")
+    plan = plan_text(4, "! test -e bad.txt", on_gate_failure="eject", **MODES[mode])
     commit(project, {"plan.toml": plan}, "plan")
     assert cli("setup").code == 0
     trees = project.parent / "project-worktrees"
@@ -390,11 +397,13 @@ def queue_outcome(
     return dict(line.split(" ") for line in found.splitlines()), statuses(project)
 
 
-_CLEAN: dict[Path, tuple[dict[str, str], dict[str, str]]] = {}
+_CLEAN: dict[tuple[Path, str], tuple[dict[str, str], dict[str, str]]] = {}
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize(("module", "name", "when"), CRASH_POINTS)
 def test_crash_then_continue_reaches_the_same_refs(
+    mode: str,
     module: Any,
     name: str,
     when: str,
@@ -404,13 +413,15 @@ def test_crash_then_continue_reaches_the_same_refs(
     mocker: MockerFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for key, value in FIXED.items():
-        monkeypatch.setenv(key, value)
+    for variable, value in FIXED.items():
+        monkeypatch.setenv(variable, value)
     monkeypatch.chdir(tmp_path)
-    if template_repo not in _CLEAN:
-        _CLEAN[template_repo] = queue_outcome(tmp_path / "clean", template_repo, cli, mocker, None)
-    crashed = queue_outcome(tmp_path / "crashed", template_repo, cli, mocker, (module, name, when))
-    assert crashed == _CLEAN[template_repo]
+    key = (template_repo, mode)
+    if key not in _CLEAN:
+        _CLEAN[key] = queue_outcome(tmp_path / "clean", template_repo, cli, mocker, None, mode)
+    crash = (module, name, when)
+    crashed = queue_outcome(tmp_path / "crashed", template_repo, cli, mocker, crash, mode)
+    assert crashed == _CLEAN[key]
     assert crashed[1] == {"101": "merged", "102": "gate_failed", "103": "merged", "104": "merged"}
 
 
@@ -457,3 +468,23 @@ def test_bad_queue_settings_are_refused_with_the_key_and_what_is_expected(
     assert result.code == 2
     assert expected in result.err
     assert "Traceback" not in result.err
+
+
+def test_an_ejected_branch_goes_back_to_its_agent_and_rejoins_once_fixed(
+    repo: Path, queue_repo: Any, cli: Cli
+) -> None:
+    fix = "git rm -q bad.txt && git commit -q -m 'fix: drop bad.txt'"
+    plan_settings = {"on_gate_failure": "eject", "on_conflict": "agent", "batch": 3}
+    queue_repo(3, "! test -e bad.txt", {2: {"bad.txt": "x\n"}}, **plan_settings)
+    plan = (repo / "plan.toml").read_text()
+    agent = f"command = {json.dumps(['sh', '-c', fix])}\n"
+    commit(repo, {"plan.toml": plan.replace("[agents]\n", f"[agents]\n{agent}")}, "agent")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "agent 2: ejected" in result.out
+    assert "back in the queue" in result.out
+    assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    assert not (repo / "bad.txt").exists()  # landed with its fix (the tip is what was gated)
+    assert statuses(repo) == {"101": "merged", "102": "merged", "103": "merged"}
