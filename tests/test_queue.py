@@ -488,3 +488,20 @@ def test_an_ejected_branch_goes_back_to_its_agent_and_rejoins_once_fixed(
     assert landed_files(repo, range(1, 4)) == {1, 2, 3}
     assert not (repo / "bad.txt").exists()  # landed with its fix (the tip is what was gated)
     assert statuses(repo) == {"101": "merged", "102": "merged", "103": "merged"}
+
+
+def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
+    repo: Path, queue_repo: Any, cli: Cli, worktrees: Path
+) -> None:
+    queue_repo(2, "true", batch=2)
+    wip = commit(agent_tree(worktrees, 1), {"wip.py": "later\n"}, "wip: not completed")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert landed_files(repo, range(1, 3)) == {1, 2}
+    assert not ever_on_main(repo, "wip.py")
+    branch = "parallel-dev/agent-1"
+    assert git(repo, "log", "-1", "--format=%s", branch) == "wip: not completed"
+    assert rev(repo, f"{branch}~1") in git(repo, "rev-list", "main").split()  # on what landed
+    assert rev(repo, branch) != wip and (agent_tree(worktrees, 1) / "wip.py").exists()
