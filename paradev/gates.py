@@ -42,7 +42,7 @@ def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
     else:
         if path.exists():  # a slot of ours that git no longer knows: rebuilt
             shutil.rmtree(path)
-        gitmod.prune_worktrees(ws.git)
+            gitmod.prune_worktrees(ws.git)
         path.parent.mkdir(parents=True, exist_ok=True)
         gitmod.add_detached_worktree(ws.git, path, commit)
     prepare_slot(ws, path, slot)
@@ -66,13 +66,15 @@ def run_gates(
 ) -> list[GateResult]:
     """Run the gate on every job at once, job i in slot i + 1; results in the order of ``jobs``.
 
-    Each gate is ``train.run_gate`` (its own process group, killed on its
-    timeout) in a thread of its own: sleeping gates overlap even on few cores.
+    Each slot's checkout and gate (``train.run_gate``: its own process group,
+    killed on its timeout) run in a thread of their own: sleeping gates
+    overlap even on few cores.
     """
-    paths = [ready_slot(ws, slot, job.commit) for slot, job in enumerate(jobs, start=1)]
+    gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
 
     def one(index: int) -> GateResult:
-        job, path = jobs[index], paths[index]
+        job = jobs[index]
+        path = ready_slot(ws, index + 1, job.commit)  # slots check out side by side too
         return run_gate(command, path, ws.plan.gate_timeout, job.log, env_for(job, path))
 
     try:

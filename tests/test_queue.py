@@ -505,3 +505,22 @@ def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
     assert git(repo, "log", "-1", "--format=%s", branch) == "wip: not completed"
     assert rev(repo, f"{branch}~1") in git(repo, "rev-list", "main").split()  # on what landed
     assert rev(repo, branch) != wip and (agent_tree(worktrees, 1) / "wip.py").exists()
+
+
+def test_abort_after_a_gate_stop_keeps_what_landed_and_leaves_the_rest_untouched(
+    repo: Path, queue_repo: Any, cli: Cli
+) -> None:
+    queue_repo(3, "! test -e bad.txt", {3: {"bad.txt": "x\n"}}, batch=3)
+    heads = {a: rev(repo, f"parallel-dev/agent-{a}") for a in range(1, 4)}
+    assert cli("merge").code == 1
+    order = state_of(repo)["train"]["order"]
+    ahead = set(order[: order.index(3)])
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 0, result.err
+    assert state_of(repo)["train"] is None
+    assert landed_files(repo, range(1, 4)) == ahead
+    for agent in set(range(1, 4)) - ahead:
+        assert rev(repo, f"parallel-dev/agent-{agent}") == heads[agent]
+        assert statuses(repo)[str(100 + agent)] == "completed"
