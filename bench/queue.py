@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -102,15 +103,23 @@ def build(root: Path, branches: int, sleep: float, merge: dict[str, object], bad
     return repo
 
 
-def measure(
-    branches: int, sleep: float, merge: dict[str, object], bad: int
-) -> tuple[float, int, int]:
-    """(seconds of ``paradev merge``, gate runs, branches landed); checks BAD never landed."""
+Row = tuple[float, float, int, int]
+
+
+def measure(branches: int, sleep: float, merge: dict[str, object], bad: int) -> Row:
+    """(wall and CPU seconds of ``paradev merge``, gate runs, branches landed).
+
+    CPU counts paradev and every process it waited for (git, the gates): on a
+    busy machine it moves far less than wall time. Checks BAD never landed.
+    """
     with tempfile.TemporaryDirectory(prefix="paradev-bench-queue-") as tmp:
         repo = build(Path(tmp), branches, sleep, merge, bad)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         paradev(repo, "merge")
         elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         runs = len((Path(tmp) / "runs.txt").read_text().splitlines())
         landed = sum(1 for a in range(1, branches + 1) if (repo / f"feature_{a}.py").exists())
         for sha in git(repo, "rev-list", "main").split():
@@ -118,17 +127,18 @@ def measure(
                 raise SystemExit(f"{merge}: main holds the failing branch at {sha}")
         if landed != branches - (1 if bad else 0):
             raise SystemExit(f"{merge}: {landed} branches landed")
-        return elapsed, runs, landed
+        return elapsed, cpu, runs, landed
 
 
-def table(title: str, rows: dict[str, tuple[float, int, int]], targets: dict[str, str]) -> None:
+def table(title: str, rows: dict[str, Row], targets: dict[str, str], sleep: float) -> None:
+    """Wall time, its ratio to serial, gate runs, what landed, CPU time."""
     print(title)
     serial = rows["serial"][0]
-    for name, (seconds, runs, landed) in rows.items():
+    for name, (seconds, cpu, runs, landed) in rows.items():
         target = targets.get(name, "")
         print(
-            f"  {name:<12} {seconds:6.2f}s  {runs:2d} gate run(s)  {landed} landed  "
-            f"{seconds / serial:5.2f}x serial  {target}"
+            f"  {name:<12} {seconds:6.2f}s  {seconds / serial:5.2f}x serial  "
+            f"{runs:2d} gate run(s)  {landed} landed  cpu {cpu:5.2f}s  {target}"
         )
 
 
@@ -148,6 +158,7 @@ def main() -> None:
         f"merge queue, {n} branches, gate sleeps {sleep:g}s, all passing:",
         passing,
         {"parallel 4": "(target <= 0.35x)", f"batch {n}": "(target 1 run, <= 0.25x)"},
+        sleep,
     )
     bad = (n + 1) // 2
     failing = {
@@ -159,6 +170,7 @@ def main() -> None:
         f"the same, agent {bad}'s gate fails (ejected; main never holds it):",
         failing,
         {f"batch {n}": "(target <= 5 runs)", "serial": "(the queue, parallel 1, batch 1)"},
+        sleep,
     )
 
 

@@ -24,7 +24,7 @@ worktree, stop or hand back) and the queue goes on after it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,7 +372,9 @@ def _job(train: Train, link: Link) -> gates.GateJob:
     return gates.GateJob(link.commit, link.agent, trainmod.gate_log(train, link.agent, number))
 
 
-def _env(train: Train) -> Any:
+def _env(train: Train) -> Callable[[gates.GateJob, Path], dict[str, str]]:
+    """The gate's environment in a slot: the serial train's, pointing at the slot and candidate."""
+
     def env_for(job: gates.GateJob, path: Path) -> dict[str, str]:
         env = trainmod.gate_env(train, job.agent, job.log)
         env.update({"PARADEV_WORKTREE": str(path), "PARADEV_CANDIDATE": job.commit})
