@@ -182,12 +182,13 @@ def test_skip_leaves_the_failing_branch_out_and_lands_the_rest(
     assert statuses(repo)["101"] == "completed"
 
 
+@pytest.mark.parametrize("mode", [{"batch": 3}, {"parallel": 3}])
 def test_two_branches_that_pass_alone_but_fail_together_never_both_land(
-    repo: Path, queue_repo: Any, cli: Cli
+    repo: Path, queue_repo: Any, cli: Cli, mode: dict[str, int]
 ) -> None:
     files = {1: {"a.txt": "a\n"}, 2: {"b.txt": "b\n"}}
     gate = "! { test -e a.txt && test -e b.txt; }"
-    queue_repo(3, gate, files, batch=3, on_gate_failure="eject")
+    queue_repo(3, gate, files, on_gate_failure="eject", **mode)
 
     result = cli("merge")
 
