@@ -373,7 +373,11 @@ COMMANDS: tuple[Command, ...] = (
         handlers.merge,
         "merge --dry-run",
         args=(
-            flag("dry_run", "simulate the whole train (merge-tree/commit-tree); change nothing"),
+            flag(
+                "dry_run",
+                "simulate the whole train (merge-tree/commit-tree), the queue's candidates too; "
+                "change nothing",
+            ),
             flag("continue_", "resume a stopped or interrupted train where it was"),
             flag("abort", "end the train: abort paradev's rebase, restore that branch's backup"),
             flag("skip", "leave the stopped agent out and go on with the others"),

@@ -733,14 +733,18 @@ def added_lines(git: Git, base: str, head: str) -> dict[str, list[str]]:
     return added
 
 
-def probe_merge(git: Git, tree_commit: str, parent: str, commit: str) -> MergeTree:
+def probe_merge(
+    git: Git, tree_commit: str, parent: str, commit: str, tree: str | None = None
+) -> MergeTree:
     """Merge ``commit`` into ``tree_commit``'s tree with ``parent`` as the merge base.
 
     A synthetic commit (``tree_commit``'s tree, ``parent`` as its only parent)
     makes ``parent`` the merge base, as a cherry-pick or rebase does, on any
-    git >= 2.38 (``merge-tree --merge-base`` needs 2.40).
+    git >= 2.38 (``merge-tree --merge-base`` needs 2.40). ``tree``: that tree,
+    when the caller knows it (one git process less).
     """
-    probe = commit_tree(git, tree_of(git, tree_commit), [parent], "paradev: merge probe\n")
+    tree = tree or tree_of(git, tree_commit)
+    probe = commit_tree(git, tree, [parent], "paradev: merge probe\n")
     return merge_trees(git, [(probe, commit)])[0]
 
 
@@ -997,6 +1001,29 @@ def prune_worktrees(git: Git) -> None:
     git.run("worktree", "prune")
 
 
+def add_detached_worktree(git: Git, path: Path, commit: str) -> None:
+    """A work tree at ``path`` with ``commit`` checked out on a detached HEAD (no branch)."""
+    git.run("worktree", "add", "--quiet", "--detach", "--force", "--", str(path), commit)
+
+
+def checkout_detached(worktree: Path, commit: str) -> None:
+    """``commit`` on a detached HEAD, files forced; untracked files removed, ignored ones kept.
+
+    Only for paradev's own scratch work trees: whatever a previous run left goes.
+    """
+    tree = Git(worktree)
+    tree.run("checkout", "--quiet", "--detach", "--force", commit)
+    tree.run("clean", "-d", "--force", "--quiet")
+
+
+def committer_ident(git: Git) -> dict[str, str]:
+    """The committer git would use now (name, email, date) as GIT_COMMITTER_* variables."""
+    ident = git.out("var", "GIT_COMMITTER_IDENT")
+    name, _, rest = ident.partition(" <")
+    email, _, date = rest.partition("> ")
+    return {"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": date}
+
+
 def remove_worktree(git: Git, path: Path, force: bool = False) -> None:
     args = ["worktree", "remove"]
     if force:
@@ -1156,6 +1183,10 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
     """
     if not specs:
         return []
+    return _parse_cat_file_batch(_cat_file_batch(git, specs), len(specs))
+
+
+def _cat_file_batch(git: Git, specs: Sequence[str]) -> bytes:
     data = "".join(f"{spec}\0" for spec in specs).encode()
     proc = subprocess.run(
         ["git", "cat-file", "--batch", "-z"],
@@ -1167,10 +1198,44 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
     )
     if proc.returncode != 0:
         raise GitError(f"git cat-file --batch failed: {proc.stderr.decode(errors='replace')}")
-    return _parse_cat_file_batch(proc.stdout, len(specs))
+    return proc.stdout
 
 
-def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
+@dataclass(frozen=True)
+class CommitData:
+    """What replaying a commit needs: its parents, author (GIT_AUTHOR_* variables), message."""
+
+    parents: list[str]
+    author: dict[str, str]
+    message: str
+
+
+def read_commits(git: Git, commits: Sequence[str]) -> list[CommitData]:
+    """Parents, author and raw message of each of ``commits``, from one git process."""
+    raw = _parse_cat_file_batch(_cat_file_batch(git, commits), len(commits), b"commit")
+    found: list[CommitData] = []
+    for commit, body in zip(commits, raw, strict=True):
+        if body is None:
+            raise GitError(f"{commit} is not a commit")
+        head, _, message = body.decode("utf-8", errors=GIT_TEXT_ERRORS).partition("\n\n")
+        parents, author = [], {}
+        for line in head.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "parent":
+                parents.append(value)
+            elif key == "author":
+                name, _, rest = value.partition(" <")
+                email, _, date = rest.partition("> ")
+                author = {
+                    "GIT_AUTHOR_NAME": name,
+                    "GIT_AUTHOR_EMAIL": email,
+                    "GIT_AUTHOR_DATE": date,
+                }
+        found.append(CommitData(parents, author, message))
+    return found
+
+
+def _parse_cat_file_batch(out: bytes, expected: int, kind: bytes = b"blob") -> list[bytes | None]:
     blobs: list[bytes | None] = []
     pos = 0
     while len(blobs) < expected:
@@ -1183,7 +1248,7 @@ def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
         size = int(header[2])
         body = out[pos : pos + size]
         pos += size + 1  # the content is followed by a newline
-        blobs.append(body if header[1] == b"blob" else None)
+        blobs.append(body if header[1] == kind else None)
     return blobs
 
 

@@ -376,6 +376,10 @@ def _dry_run(
     from paradev.dryrun import dry_run
 
     result = dry_run(ws, out, push=push, gate=gate)
+    if ws.plan.merge_queue and result.error is None:  # parallel/batch/eject: the candidates too
+        from paradev import queue
+
+        queue.dry_run(ws, out)
     if json:
         from paradev.report.machine import dry_run_json
 

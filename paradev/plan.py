@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from tomlkit.toml_document import TOMLDocument
 
 PLAN_FILE = "plan.toml"
-ON_CONFLICT_CHOICES = ("stop", "agent")
+ON_CONFLICT_CHOICES = ("stop", "agent", "eject")
+ON_GATE_FAILURE_CHOICES = ("stop", "eject")
+MAX_PARALLEL, MAX_BATCH, MAX_RETRIES = 32, 256, 10  # gates at once; candidates per gate run
 COMMIT_LEFTOVERS_CHOICES = ("tracked", "all", "none")
 
 # The ``{name}`` placeholders run-batch fills in each argument of agents.command.
@@ -100,6 +102,17 @@ def _int_up_to(limit: int, what: str) -> Check:
 
 
 _issue = _int_up_to(MAX_ISSUE, "an issue number")
+
+
+def _count_up_to(limit: int) -> Check:
+    """A whole number from 0 to ``limit``."""
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit:
+            return None
+        return f"an integer from 0 to {limit}"
+
+    return check
 
 
 def _string_list(value: Any) -> str | None:
@@ -169,6 +182,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "squash": Key(False, _boolean),
         "push": Key(False, _boolean),
         "on_conflict": Key("stop", _choice(*ON_CONFLICT_CHOICES)),
+        "on_gate_failure": Key("stop", _choice(*ON_GATE_FAILURE_CHOICES)),
+        "retries": Key(0, _count_up_to(MAX_RETRIES)),
+        "parallel": Key(1, _int_up_to(MAX_PARALLEL, "an integer")),
+        "batch": Key(1, _int_up_to(MAX_BATCH, "an integer")),
     },
     "setup": {  # making agent and gate worktrees ready to work (paradev.prepare)
         "copy": Key([], _string_list),
@@ -289,6 +306,20 @@ class Plan:
     @property
     def on_conflict(self) -> str:
         return str(self.settings["merge"]["on_conflict"])
+
+    @property
+    def merge_queue(self) -> dict[str, Any] | None:
+        """The merge queue's settings, None when the serial train does the same job.
+
+        Fixed in the train's journal when it starts (see paradev.queue).
+        """
+        merge = self.settings["merge"]
+        keys = ("parallel", "batch", "on_gate_failure", "retries", "on_conflict")
+        chosen = {key: merge[key] for key in keys}
+        serial = {"parallel": 1, "batch": 1, "on_gate_failure": "stop", "retries": 0}
+        if all(chosen[k] == v for k, v in serial.items()) and chosen["on_conflict"] != "eject":
+            return None
+        return chosen
 
     def hook(self, name: str) -> str:
         """The shell command of hook ``name`` (on_start, on_complete, on_merge); "" when unset."""

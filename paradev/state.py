@@ -43,6 +43,7 @@ PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
 )
 INTERRUPTED = "interrupted"  # its agent was stopped by a signal, or vanished with paradev
 DROPPED = "dropped"  # never run it: run-batch and merge skip it; its commits go to a backup ref
+GATE_FAILED = "gate_failed"  # the merge queue ejected it: its gate failed (log in ``error``)
 OPEN_STATUSES = (PLANNED, ASSIGNED)
 DONE_STATUSES = (COMPLETED, MERGED)
 RESTARTABLE = (FAILED, INTERRUPTED)  # ended unfinished: run-batch starts it again
@@ -157,7 +158,17 @@ class State:
 
 R = TypeVar("R", AgentRecord, TaskRecord)
 
-STATUSES = (PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, INTERRUPTED, MERGED, DROPPED)
+STATUSES = (
+    PLANNED,
+    ASSIGNED,
+    IN_PROGRESS,
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    GATE_FAILED,
+    MERGED,
+    DROPPED,
+)
 
 # The journal keys the merge train reads without a default, with their types.
 TRAIN_KEYS: dict[str, Any] = {
@@ -182,6 +193,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "started_at": str,
     "driver": dict[str, Any] | None,
     "drivers_since": float,
+    "mq": dict[str, Any] | None,  # the merge queue's settings and gate results (paradev.queue)
 }
 
 # Per-agent journal entries: every key the train reads, with its type.

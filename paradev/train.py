@@ -509,6 +509,7 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "push": push,
         "gate": gate,
         "squash": ws.plan.squash,
+        "mq": ws.plan.merge_queue,  # None: the serial train
         "agents": {},
         "driver": driver_record(),
         "drivers_since": time.time(),  # stale locks are looked for since then
@@ -792,6 +793,11 @@ def _keep_ref(git: Git, ref: str, commit: str) -> None:
 
 def run(train: Train) -> None:
     """Land every agent left in the queue, then close the train."""
+    if train.journal.get("mq"):  # [merge] parallel/batch/eject: the merge queue lands them
+        from paradev.queue import run_queue  # built on this module's steps
+
+        run_queue(train)
+        return
     _say_gate(train)
     while train.queue:
         agent = train.queue[0]
@@ -890,24 +896,32 @@ def step_backup(train: Train, agent: int) -> None:
         return
     entry = train.agent(agent)
     if "old_head" not in entry:
-        branch = train.branch(agent)
-        head = train.head(agent)
-        completed = completed_head(train.ws, train.ws.store.read(), agent)
-        candidate = completed[1] if completed else head
-        train.begin(  # written with the next step: until then nothing has changed
-            agent,
-            BACKUP,
-            branch=branch,
-            old_head=head,
-            backup=backup_ref(branch, train.id),
-            remote_head=_lease(train, agent, candidate),
-            candidate=candidate,
-            wip=head if candidate != head else None,
-        )
+        journal_backup(train, agent)
     _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
     if entry.get("wip") and train.head(agent) == entry["wip"]:
         _set_wip_aside(train, agent)
     train.finish(agent, BACKUP)
+
+
+def journal_backup(train: Train, agent: int) -> None:
+    """Note the branch, its head, what lands (the completed commit) and what does not (wip).
+
+    Written with the next step: until then nothing has changed.
+    """
+    branch = train.branch(agent)
+    head = train.head(agent)
+    completed = completed_head(train.ws, train.ws.store.read(), agent)
+    candidate = completed[1] if completed else head
+    train.begin(
+        agent,
+        BACKUP,
+        branch=branch,
+        old_head=head,
+        backup=backup_ref(branch, train.id),
+        remote_head=_lease(train, agent, candidate),
+        candidate=candidate,
+        wip=head if candidate != head else None,
+    )
 
 
 def _set_wip_aside(train: Train, agent: int) -> None:

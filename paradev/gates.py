@@ -1,0 +1,86 @@
+"""Gate worktrees: paradev's own scratch checkouts where the merge queue gates candidates.
+
+A candidate (base + several agents' rebased work) exists in no agent's
+worktree, so each gate slot is a detached work tree of its own under
+``<git common dir>/paradev/gates/slot-N``: kept between runs (what the
+project's setup built there stays), checked out afresh for each candidate
+(untracked files removed, ignored ones kept). Gates of one round run at
+once, each in its own process group; Ctrl-C or a signal stops every group.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from paradev import git as gitmod
+from paradev import processes
+from paradev.prepare import gate_number, prepare_worktree, with_port
+from paradev.train import KILL_GRACE, GateResult, run_gate
+from paradev.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class GateJob:
+    """One gate run: the candidate commit, the agent it ends with, where its output goes."""
+
+    commit: str
+    agent: int
+    log: Path
+
+
+def slot_path(ws: Workspace, slot: int) -> Path:
+    return ws.repo.common_dir / "paradev" / "gates" / f"slot-{slot}"
+
+
+def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
+    """Gate slot ``slot`` with ``commit`` checked out (created on first use), ready to gate."""
+    path = slot_path(ws, slot)
+    if (path / ".git").exists() and gitmod.worktree_link_ok(path):
+        gitmod.checkout_detached(path, commit)
+    else:
+        if path.exists():  # a slot of ours that git no longer knows: rebuilt
+            shutil.rmtree(path)
+            gitmod.prune_worktrees(ws.git)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gitmod.add_detached_worktree(ws.git, path, commit)
+    prepare_slot(ws, path, slot)
+    return path
+
+
+def prepare_slot(ws: Workspace, path: Path, slot: int) -> None:
+    """Make the slot ready to work ([setup] copy/command), after every checkout.
+
+    Its number (for PARADEV_PORT) comes after every agent's.
+    """
+    prepare_worktree(ws, path, gate_number(ws.plan, slot))
+
+
+def run_gates(
+    ws: Workspace,
+    jobs: Sequence[GateJob],
+    command: str | list[str],
+    env_for: Callable[[GateJob, Path], dict[str, str]],
+) -> list[GateResult]:
+    """Run the gate on every job at once, job i in slot i + 1; results in the order of ``jobs``.
+
+    Each slot's checkout and gate (``train.run_gate``: its own process group,
+    killed on its timeout) run in a thread of their own: sleeping gates
+    overlap even on few cores.
+    """
+    gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
+
+    def one(index: int) -> GateResult:
+        job = jobs[index]
+        path = ready_slot(ws, index + 1, job.commit)  # slots check out side by side too
+        env = with_port(env_for(job, path), ws.plan, gate_number(ws.plan, index + 1))
+        return run_gate(command, path, ws.plan.gate_timeout, job.log, env)
+
+    try:
+        return gitmod.side_by_side(one, range(len(jobs)), threads=len(jobs))
+    except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: every gate group stops with paradev
+        with processes.shielded():
+            processes.stop_all(KILL_GRACE)
+        raise

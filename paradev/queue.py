@@ -1,0 +1,623 @@
+"""The merge queue: gate candidates side by side or a batch at a time, land the passing prefix.
+
+Candidate k is base + the first k agents of the queue, each agent's completed
+work replayed onto the candidate before it, commit by commit as a rebase does
+(``git merge-tree`` and ``commit-tree``: no work tree is touched). Every
+rewritten commit takes the committer fixed in the journal when the train
+started, so a rebuild after a crash gives the same commits, and the gate
+results journaled per candidate commit still hold: a gate passed on exactly
+that tree.
+
+Each round: build the chain; land the longest prefix whose candidate passed
+(one fast-forward of base), or name the first failing agent (the candidate
+before it passed, its own failed), or else gate the next candidates: up to
+``parallel`` of them (speculatively), the tip of the next ``batch``, or the
+points between the last passing and the first failing candidate (bisection).
+A failing agent stops the queue, or with ``on_gate_failure = "eject"`` is set
+aside (its tasks ``gate_failed``) and the candidates behind it are rebuilt.
+An agent whose work does not replay cleanly (conflict, markers, lost work)
+is set aside with ``on_conflict = "eject"``; otherwise, once everything ahead
+of it landed, it goes through the serial train's steps (rebase in its own
+worktree, stop or hand back) and the queue goes on after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paradev import gates, landing
+from paradev import git as gitmod
+from paradev import train as trainmod
+from paradev.errors import PreconditionError
+from paradev.git import Git
+from paradev.state import COMPLETED, GATE_FAILED
+from paradev.train import ADVANCE, BACKUP, Train
+from paradev.workspace import Workspace
+
+BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
+CONFLICT_REASONS = ("conflict", "markers", "patch-check")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One candidate: base + every agent up to ``agent``, ending at ``commit``."""
+
+    agent: int
+    commit: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """An agent whose work cannot join the chain: why (a conflict reason) and what to say."""
+
+    agent: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    links: list[Link]
+    blocked: Blocked | None = None  # the agent after the last link, when it cannot join
+
+
+# -- settings and journal -----------------------------------------------------------------
+
+
+def settings(train: Train) -> dict[str, Any]:
+    """The queue's part of the journal: settings fixed at the start, gate results, memo."""
+    mq: dict[str, Any] = train.journal["mq"]
+    return mq
+
+
+def _results(train: Train) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = settings(train).setdefault("gates", {})
+    return found
+
+
+@contextmanager
+def _committer(train: Train) -> Iterator[None]:
+    """Commits made meanwhile take the committer journaled at the start (same commits on resume)."""
+    mq = settings(train)
+    saved = {name: os.environ.get(name) for name in mq["committer"]}
+    os.environ.update(mq["committer"])
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+def run_queue(train: Train) -> None:
+    """Land every agent left in the queue, round after round, then close the train."""
+    mq = settings(train)
+    trainmod._say_gate(train)
+    if mq.get("started"):  # --continue: a failed gate runs again, a committed fix is taken
+        _forget_failures(train)
+        for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
+            if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
+                _mark_gate_failed(train, ejected["agent"], ejected["message"])
+    mq["started"] = True
+    mq.setdefault("committer", gitmod.committer_ident(train.ws.git))  # fixed for every rebuild
+    train.out(
+        f"merge queue: parallel {mq['parallel']}, batch {mq['batch']}, "
+        f"on gate failure {mq['on_gate_failure']}, retries {mq['retries']}"
+    )
+    for agent in train.queue:
+        _back_up(train, agent)
+    train.save()
+    while train.queue:
+        _round(train)
+    trainmod._end(train, "done")
+    runs = mq.get("gate_runs", 0)
+    train.out(
+        f"merge train {train.id} done; landed: {trainmod._landed_text(train)}; {runs} gate run(s)"
+    )
+
+
+def _round(train: Train) -> None:
+    """One step forward: finish a landing, land a passing prefix, handle a failure, or gate."""
+    head = train.queue[0]
+    if train.agent(head).get("serial"):
+        _land_serially(train, head)
+        return
+    if settings(train).get("landing"):
+        _finish_landing(train)
+        return
+    chain = build_chain(train)
+    if chain.blocked is not None and _ejecting(train, chain.blocked.reason):
+        _eject(train, chain.blocked.agent, chain.blocked.reason, chain.blocked.message)
+        return
+    if not chain.links:
+        assert chain.blocked is not None  # the queue is not empty
+        _land_serially(train, chain.blocked.agent)
+        return
+    outcomes = [_outcome(train, link) for link in chain.links]
+    passed, failed = bounds(outcomes)
+    if passed:
+        _land(train, chain.links[:passed])
+    elif failed == 1:
+        _gate_failed(train, chain.links[0])
+    else:
+        picks = probes(outcomes, settings(train)["parallel"], settings(train)["batch"])
+        _gate(train, chain.links, picks)
+
+
+def _outcome(train: Train, link: Link) -> bool | None:
+    """Whether the candidate's gate passed, failed, or has not run (None)."""
+    if not train.journal["gate"] or not trainmod._gate_command(train.ws):
+        return True
+    result = _results(train).get(link.commit)
+    return None if result is None else bool(result["ok"])
+
+
+def bounds(outcomes: Sequence[bool | None]) -> tuple[int, int | None]:
+    """(how many candidates land: the last pass before the first failure, that failure or None).
+
+    Positions count from 1; a pass after a failure holds the failing agent and never counts.
+    """
+    passed = 0
+    for position, outcome in enumerate(outcomes, start=1):
+        if outcome is False:
+            return passed, position
+        if outcome:
+            passed = position
+    return passed, None
+
+
+def probes(outcomes: Sequence[bool | None], parallel: int, batch: int) -> list[int]:
+    """Positions (from 1) of the candidates to gate next.
+
+    Before any failure: the tips of the next ``parallel`` batches (with
+    ``batch = 1``, the next ``parallel`` candidates). After one: up to
+    ``parallel`` points evenly spread between the last pass and the first
+    failure (one point: the middle, a bisection).
+    """
+    passed, failed = bounds(outcomes)
+    count = len(outcomes)
+    if failed is None:
+        picks = [min(passed + batch * k, count) for k in range(1, parallel + 1)]
+    else:
+        span = failed - passed
+        picks = [passed + span * k // (parallel + 1) for k in range(1, parallel + 1)]
+        picks = [p for p in picks if passed < p < failed] or [passed + 1]
+    return sorted({p for p in picks if outcomes[p - 1] is None})
+
+
+def _forget_failures(train: Train) -> None:
+    """``merge --continue`` after a stop: failed gates run again; a fix on the branch is taken."""
+    results = _results(train)
+    for commit in [c for c, r in results.items() if not r["ok"]]:
+        del results[commit]
+    for agent in train.queue:
+        entry = train.agent(agent)
+        if not entry.get("candidate") or entry.get("serial"):
+            continue
+        head = train.head(agent)
+        if head != entry["old_head"] and gitmod.is_ancestor(train.ws.git, entry["candidate"], head):
+            entry.update(candidate=head, wip=None)
+            train.out(f"agent {agent}: taking {head[:12]}, committed on its branch since the stop")
+
+
+# -- candidates ------------------------------------------------------------------------------
+
+
+def _back_up(train: Train, agent: int) -> None:
+    """Keep the branch's head under a backup ref, journal what lands; the branch is not moved."""
+    if train.is_done(agent, BACKUP):
+        return
+    entry = train.agent(agent)
+    if "old_head" not in entry:
+        trainmod.journal_backup(train, agent)
+    trainmod._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    train.finish(agent, BACKUP)
+
+
+def build_chain(train: Train) -> Chain:
+    """Every candidate of the queue on today's base, up to the first agent that cannot join.
+
+    Replays run one after the other (each builds on the one before); the
+    checks of what each would land run side by side. Both are memoized in
+    the journal per (agent, its work, what it goes onto).
+    """
+    tip = train.base_tip()
+    links: list[Link] = []
+    blocked: Blocked | None = None
+    with _committer(train):
+        for agent in train.queue:
+            built = _link(train, agent, tip)
+            if isinstance(built, Blocked):
+                blocked = built
+                break
+            links.append(Link(agent, built))
+            tip = built
+    onto = [train.base_tip(), *(link.commit for link in links)]
+    checks = gitmod.side_by_side(
+        lambda k: _check(train, links[k], onto[k]), range(len(links)), threads=4
+    )
+    for index, problem in enumerate(checks):
+        if problem is not None:
+            return Chain(links[:index], problem)
+    return Chain(links, blocked)
+
+
+def _link(train: Train, agent: int, onto: str) -> str | Blocked:
+    """The agent's completed work replayed onto ``onto`` (memoized in the journal)."""
+    source = str(train.agent(agent)["candidate"])
+    memo: dict[str, Any] = settings(train).setdefault("built", {})
+    key = f"{agent}:{source}:{onto}"
+    if key not in memo:
+        memo[key] = _build(train, agent, onto, source)
+    if memo[key] is None:
+        return Blocked(
+            agent,
+            "conflict",
+            f"agent {agent}'s work conflicts with {train.base} and the agents ahead of it",
+        )
+    return str(memo[key])
+
+
+def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
+    """Replay with each commit's task trailer (or squashed afterwards); None on a conflict."""
+    git = train.ws.git
+    commits = gitmod.commits_between(git, onto, source)
+    squash = train.journal.get("squash", train.ws.plan.squash)
+    tasks = trainmod._landing_tasks(train, agent)
+    issues = (
+        None
+        if squash or not tasks
+        else trainmod._issues_per_commit(train, agent, tasks, len(commits))
+    )
+    replayed = replay(git, onto, commits, issues)
+    if replayed is None or not squash or replayed == onto:
+        return replayed
+    return trainmod.build_squash(train, agent, onto, replayed)
+
+
+def _check(train: Train, link: Link, onto: str) -> Blocked | None:
+    """What the landing of ``link`` onto ``onto`` must not do: add markers, lose work (memoized)."""
+    memo: dict[str, Any] = settings(train).setdefault("checked", {})
+    if link.commit not in memo:
+        git, agent = train.ws.git, link.agent
+        source = str(train.agent(agent)["candidate"])
+        marked = landing.files_with_markers(git, onto, link.commit)
+        missing = None if marked else landing.missing_work(git, onto, link.commit, source)
+        if marked:
+            memo[link.commit] = [
+                "markers",
+                f"agent {agent}'s work adds conflict markers to {marked}",
+            ]
+        elif missing is not None:
+            paths = ", ".join(missing.paths)
+            memo[link.commit] = ["patch-check", f"agent {agent}'s rebased work lacks {paths}"]
+        else:
+            memo[link.commit] = None
+    found = memo[link.commit]
+    return None if found is None else Blocked(link.agent, found[0], found[1])
+
+
+def replay(
+    git: Git, onto: str, commits: Sequence[str], issues: Sequence[list[int]] | None = None
+) -> str | None:
+    """``commits`` replayed onto ``onto`` as a rebase would (None: a conflict).
+
+    Commits that change nothing once replayed are dropped, as a rebase drops
+    them; with ``issues``, each commit's message gets its issue trailers.
+    """
+    tip, tip_tree = onto, gitmod.tree_of(git, onto)
+    for index, (commit, data) in enumerate(
+        zip(commits, gitmod.read_commits(git, commits), strict=True)
+    ):
+        if len(data.parents) != 1:
+            return None
+        merge = gitmod.probe_merge(git, tip, data.parents[0], commit, tree=tip_tree)
+        if not merge.clean:
+            return None
+        if merge.tree == tip_tree:
+            continue
+        message = data.message
+        if issues is not None:
+            wanted = [str(issue) for issue in issues[index]]
+            message = gitmod.add_trailers(git, message, landing.ISSUE_TRAILER, wanted)
+        tip = gitmod.commit_tree(git, merge.tree, [tip], message, env=data.author)
+        tip_tree = merge.tree
+    return tip
+
+
+# -- gating ----------------------------------------------------------------------------------
+
+
+def _gate(train: Train, links: list[Link], picks: list[int]) -> None:
+    """Gate the candidates at ``picks`` at once, each failed one again up to ``retries`` times."""
+    mq, results = settings(train), _results(train)
+    todo = [links[p - 1] for p in picks]
+    for attempt in range(int(mq["retries"]) + 1):
+        jobs = [_job(train, link) for link in todo]
+        for job, position in zip(jobs, picks, strict=False):
+            agents = ", ".join(str(link.agent) for link in links[:position])
+            again = f" (retry {attempt})" if attempt else ""
+            train.out(f"candidate {position} (agents {agents}): gate running{again} ({job.log})")
+        outcomes = gates.run_gates(train.ws, jobs, trainmod._gate_command(train.ws), _env(train))
+        failed = []
+        for link, job, result in zip(todo, jobs, outcomes, strict=True):
+            runs = int(results.get(link.commit, {}).get("runs", 0)) + 1
+            results[link.commit] = {"ok": result.ok, "runs": runs, "log": str(job.log)}
+            results[link.commit]["exit"] = result.returncode
+            if not result.ok:
+                failed.append(link)
+        train.save()  # the results outlive a crash: no gate runs twice for one tree
+        for link in todo:
+            word = "passed" if results[link.commit]["ok"] else "failed"
+            train.out(f"agent {link.agent}'s candidate {link.commit[:12]}: gate {word}")
+        todo = failed
+        picks = [p for p in picks if links[p - 1] in failed]
+        if not todo:
+            return
+
+
+def _job(train: Train, link: Link) -> gates.GateJob:
+    mq = settings(train)
+    mq["gate_runs"] = number = int(mq.get("gate_runs", 0)) + 1
+    return gates.GateJob(link.commit, link.agent, trainmod.gate_log(train, link.agent, number))
+
+
+def _env(train: Train) -> Callable[[gates.GateJob, Path], dict[str, str]]:
+    """The gate's environment in a slot: the serial train's, pointing at the slot and candidate."""
+
+    def env_for(job: gates.GateJob, path: Path) -> dict[str, str]:
+        env = trainmod.gate_env(train, job.agent, job.log)
+        env.update({"PARADEV_WORKTREE": str(path), "PARADEV_CANDIDATE": job.commit})
+        return env
+
+    return env_for
+
+
+def _gate_failed(train: Train, link: Link) -> None:
+    """The first agent of the queue fails its gate on base + its work: stop, or eject it."""
+    result = _results(train)[link.commit]
+    code = result.get("exit")
+    why = f"timed out after {train.ws.plan.gate_timeout:g}s" if code is None else f"exited {code}"
+    log = Path(result["log"])
+    train.out(trainmod._tail(log))
+    if _ejecting(train, "gate"):
+        _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", log)
+        return
+    raise train.stop(
+        link.agent,
+        "gate",
+        f"merge train stopped: the gate {why} for agent {link.agent} "
+        f"({train.base} holds everything ahead of it); log: {log}. Commit a fix on "
+        f"{train.branch(link.agent)} and run paradev merge --continue, or paradev merge --skip",
+    )
+
+
+def _ejecting(train: Train, reason: str) -> bool:
+    mq = settings(train)
+    if reason in CONFLICT_REASONS:
+        return bool(mq["on_conflict"] == "eject")
+    return bool(mq["on_gate_failure"] == "eject")
+
+
+# -- ejecting --------------------------------------------------------------------------------
+
+
+def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None = None) -> None:
+    """Set the agent aside (its branch untouched), mark a gate failure, let the queue go on."""
+    train.queue.remove(agent)
+    train.journal["skipped"].append(agent)
+    ejected: list[dict[str, Any]] = settings(train).setdefault("ejected", [])
+    ejected.append({"agent": agent, "reason": reason, "message": message})
+    train.save()
+    train.out(f"agent {agent}: ejected: {message}; the queue goes on without it")
+    if reason == "gate":
+        _mark_gate_failed(train, agent, message)
+        if settings(train)["on_conflict"] == "agent":
+            trainmod.hand_back(train, agent, _failure_report(train, agent, message, log))
+            _take_back(train, agent)
+    _drop_dependents(train)
+
+
+def _mark_gate_failed(train: Train, agent: int, message: str) -> None:
+    with train.ws.store.update() as state:
+        for task in train.ws.tasks_of(agent):
+            record = state.tasks.get(task.issue)
+            if record is not None and record.status == COMPLETED:
+                record.status, record.error = GATE_FAILED, f"merge queue: {message}"
+
+
+def _take_back(train: Train, agent: int) -> None:
+    """The agent committed a fix after the hand-back: its work joins the end of the queue again."""
+    entry, head = train.agent(agent), train.head(agent)
+    if head == entry["old_head"] or not gitmod.is_ancestor(train.ws.git, entry["candidate"], head):
+        return
+    with train.ws.store.update() as state:
+        for task in train.ws.tasks_of(agent):
+            record = state.tasks.get(task.issue)
+            if record is not None and record.status == GATE_FAILED:
+                record.status, record.head_commit, record.error = COMPLETED, head, None
+    entry.update(candidate=head, wip=None)
+    train.journal["skipped"].remove(agent)
+    train.queue.append(agent)
+    train.save()
+    train.out(f"agent {agent}: committed {head[:12]} after the hand-back; back in the queue")
+
+
+def _failure_report(train: Train, agent: int, message: str, log: Path | None) -> str:
+    tail = trainmod._tail(log) if log else ""
+    return (
+        f"agent {agent}: the gate failed on {train.base} + your completed work: {message}\n"
+        f"last lines of the log:\n{tail}\n"
+        f"Fix it with new commits on {train.branch(agent)}, then run paradev complete {agent}."
+    )
+
+
+def _drop_dependents(train: Train) -> None:
+    """Leave out agents whose tasks depend on work that is no longer landing."""
+    state = train.ws.store.read()
+    changed = True
+    while changed:
+        changed = False
+        landing_now = set(train.queue) | {e["agent"] for e in train.journal["landed"]}
+        for agent in list(train.queue):
+            missing = trainmod._missing_dependency(train.ws, state, agent, landing_now)
+            if missing is not None and not train.agent(agent).get("serial"):
+                train.queue.remove(agent)
+                train.journal["skipped"].append(agent)
+                train.out(
+                    f"agent {agent}: skipped: #{missing[0]} depends on #{missing[1]}, "
+                    "which is not landing"
+                )
+                changed = True
+    train.save()
+
+
+# -- landing ---------------------------------------------------------------------------------
+
+
+def _land(train: Train, links: list[Link]) -> None:
+    """Fast-forward base to the last passing candidate, then each landed agent's bookkeeping.
+
+    The landing is journaled before base moves: a resumed train sees in git
+    whether the move happened and only finishes the bookkeeping.
+    """
+    current = train.base_tip()
+    settings(train)["landing"] = {
+        "from": current,
+        "to": links[-1].commit,
+        "agents": [[link.agent, link.commit] for link in links],
+    }
+    train.save()
+    _finish_landing(train)
+
+
+def _finish_landing(train: Train) -> None:
+    """Move base to the journaled landing unless it is there, then the agents' bookkeeping."""
+    mq = settings(train)
+    pending = mq["landing"]
+    current, target = train.base_tip(), str(pending["to"])
+    if current == pending["from"]:
+        trainmod._undo_killed_fast_forward(train, current, target)
+        trainmod.move_base(
+            train.ws, train.base, current, target, then="run paradev merge --continue"
+        )
+        train.out(f"{train.base} -> {target[:12]} ({len(pending['agents'])} agent(s))")
+    elif not gitmod.is_ancestor(train.ws.git, target, current):
+        raise PreconditionError(
+            f"{train.base} moved to {current[:12]} while the merge queue was landing "
+            f"{target[:12]}; put it back at {str(pending['from'])[:12]} or reconcile, "
+            "then run paradev merge --continue"
+        )
+    for agent, commit in pending["agents"]:
+        if agent in train.queue:
+            _after_advance(train, int(agent), str(commit))
+    mq["landing"] = None
+    train.save()
+
+
+def _after_advance(train: Train, agent: int, commit: str) -> None:
+    train.finish(agent, ADVANCE, landed=commit)
+    _point_branch(train, agent)
+    trainmod.after_landing(train, agent)
+    train.queue.remove(agent)
+
+
+def _point_branch(train: Train, agent: int) -> None:
+    """The agent's branch to its landed commit: git in its worktree when checked out there.
+
+    Commits made after the completed one (wip) are put back on top by the
+    serial train's wip step instead; a branch that moved meanwhile is left alone.
+    """
+    entry = train.agent(agent)
+    if train.is_done(agent, BRANCH) or entry.get("wip"):
+        return
+    landed, branch = str(entry["landed"]), train.branch(agent)
+    head = train.head(agent)
+    if head not in (landed, entry["old_head"], entry["candidate"]):
+        train.out(f"agent {agent}: {branch} moved during the train; left at {head[:12]}")
+    elif head != landed:
+        path = train.worktree(agent)
+        if path.exists() and gitmod.current_branch(path) == branch:
+            gitmod.reset_keep(path, landed)
+        else:
+            gitmod.update_ref(train.ws.git, f"refs/heads/{branch}", landed, head)
+    train.finish(agent, BRANCH)
+
+
+def _land_serially(train: Train, agent: int) -> None:
+    """The serial train's steps for an agent that cannot join the chain (conflict, markers).
+
+    Its rebase stops in its own worktree or goes back to its agent, exactly as
+    in the serial train; ``--continue``, ``--skip`` and ``--abort`` work the same.
+    """
+    entry = train.agent(agent)
+    if not entry.get("serial"):
+        entry["serial"] = True
+        train.out(f"agent {agent}: its work does not replay cleanly; rebasing it in its worktree")
+        if entry.get("wip") and train.head(agent) == entry["wip"]:
+            trainmod._set_wip_aside(train, agent)
+        train.save()
+    trainmod.land(train, agent)
+    train.queue.remove(agent)
+    train.save()
+
+
+# -- dry run ---------------------------------------------------------------------------------
+
+
+def dry_run(ws: Workspace, out: trainmod.Output) -> Chain:
+    """Show every candidate and what the first round would gate; no ref or work tree changes.
+
+    The candidates are built as the queue builds them (commit objects nothing
+    points at); the journal used for it lives only in memory.
+    """
+    mq = ws.plan.merge_queue
+    selection = trainmod.select_agents(ws)
+    if mq is None or not selection.agents:
+        return Chain([])
+    order = trainmod.merge_order(ws, selection.agents)
+    journal = {
+        "id": "dry-run",
+        "base": ws.plan.base,
+        "queue": list(order),
+        "agents": {},
+        "gate": True,
+        "squash": ws.plan.squash,
+        "mq": {**mq, "committer": gitmod.committer_ident(ws.git)},
+    }
+    train = Train(ws, journal, out)
+    for agent in order:
+        trainmod.journal_backup(train, agent)
+    chain = build_chain(train)
+    out(
+        f"merge queue (dry run, nothing changed): parallel {mq['parallel']}, "
+        f"batch {mq['batch']}, on gate failure {mq['on_gate_failure']}"
+    )
+    for position, link in enumerate(chain.links, start=1):
+        agents = ", ".join(str(item.agent) for item in chain.links[:position])
+        out(f"  candidate {position}: {ws.plan.base} + agents {agents} -> {link.commit[:12]}")
+    if chain.blocked is not None:
+        then = (
+            "set aside (on_conflict = eject)"
+            if _ejecting(train, chain.blocked.reason)
+            else "rebased in its own worktree once everything ahead landed (serial steps)"
+        )
+        out(f"  agent {chain.blocked.agent}: {chain.blocked.message} -> {then}")
+    picks = probes([None] * len(chain.links), mq["parallel"], mq["batch"])
+    if picks and trainmod._gate_command(ws):
+        shown = ", ".join(str(p) for p in picks)
+        out(
+            f"  first gate round: candidate(s) {shown} at once; when they pass, "
+            f"{ws.plan.base} fast-forwards to candidate {picks[-1]}"
+        )
+    return chain

@@ -1,0 +1,156 @@
+"""Gate slots: paradev's own detached worktrees, gates run side by side, stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from paradev import gates
+from paradev.workspace import Workspace, open_workspace
+from tests.conftest import PLAN
+from tests.helpers import commit, git, gone, rev, wait_for_file
+
+
+def workspace(repo: Path, timeout: float = 60) -> Workspace:
+    plan = PLAN.replace('[gate]\ncommand = ""\n', f'[gate]\ncommand = ""\ntimeout = {timeout}\n')
+    commit(repo, {"plan.toml": plan, ".gitignore": "cache/\n"}, "plan")
+    return open_workspace(repo)
+
+
+def test_a_slot_is_a_detached_worktree_under_the_common_dir(repo: Path) -> None:
+    ws = workspace(repo)
+    first = rev(repo, "HEAD")
+    second = commit(repo, {"second.txt": "2\n"}, "second")
+
+    path = gates.ready_slot(ws, 1, first)
+
+    assert path == repo / ".git" / "paradev" / "gates" / "slot-1"
+    assert git(path, "rev-parse", "HEAD") == first
+    assert git(path, "symbolic-ref", "-q", "HEAD", check=False) == ""  # detached
+    assert not (path / "second.txt").exists()
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"  # nothing else moved
+    assert rev(repo, "main") == second
+
+
+def test_a_reused_slot_drops_untracked_files_and_keeps_ignored_ones(repo: Path) -> None:
+    ws = workspace(repo)
+    path = gates.ready_slot(ws, 2, rev(repo, "HEAD"))
+    (path / "left-by-the-last-gate.txt").write_text("x\n")
+    (path / "README.md").write_text("changed by the last gate\n")
+    (path / "cache").mkdir()
+    (path / "cache" / "built.bin").write_text("kept\n")
+    newer = commit(repo, {"second.txt": "2\n"}, "second")
+
+    assert gates.ready_slot(ws, 2, newer) == path
+
+    assert git(path, "rev-parse", "HEAD") == newer
+    assert not (path / "left-by-the-last-gate.txt").exists()
+    assert (path / "README.md").read_text() == "# sample\n"
+    assert (path / "cache" / "built.bin").read_text() == "kept\n"
+    assert (path / "second.txt").exists()
+
+
+def test_a_slot_whose_folder_git_forgot_is_rebuilt(repo: Path) -> None:
+    ws = workspace(repo)
+    path = gates.ready_slot(ws, 1, rev(repo, "HEAD"))
+    (path / ".git").unlink()  # a broken link: git cannot open it any more
+
+    assert gates.ready_slot(ws, 1, rev(repo, "HEAD")) == path
+
+    assert git(path, "rev-parse", "HEAD") == rev(repo, "HEAD")
+
+
+def test_gates_run_at_once_and_report_in_order(repo: Path, tmp_path: Path) -> None:
+    ws = workspace(repo)
+    head = rev(repo, "HEAD")
+    jobs = [gates.GateJob(head, agent, tmp_path / f"gate-{agent}.log") for agent in (1, 2, 3)]
+    flags = tmp_path / "started"
+    flags.mkdir()
+    # each gate waits until all three started: run one after the other, they would fail
+    count = f"$(ls {flags} | wc -l)"
+    command = (
+        f'touch {flags}/"$PARADEV_AGENT"; '
+        f"for i in $(seq 400); do [ {count} -ge 3 ] && break; sleep 0.05; done; "
+        f'[ {count} -ge 3 ] && pwd && test "$PARADEV_AGENT" != 2'
+    )
+
+    def env_for(job: gates.GateJob, path: Path) -> dict[str, str]:
+        return {**os.environ, "PARADEV_AGENT": str(job.agent)}
+
+    results = gates.run_gates(ws, jobs, command, env_for)
+
+    assert [r.ok for r in results] == [True, False, True]
+    assert [r.log for r in results] == [job.log for job in jobs]
+    for slot, job in enumerate(jobs, start=1):
+        if slot != 2:
+            assert job.log.read_text().strip() == str(gates.slot_path(ws, slot))
+
+
+def test_a_gate_past_its_timeout_is_killed_with_its_group(repo: Path, tmp_path: Path) -> None:
+    ws = workspace(repo, timeout=0.5)
+    pidfile = tmp_path / "child.pid"
+    job = gates.GateJob(rev(repo, "HEAD"), 1, tmp_path / "gate.log")
+
+    (result,) = gates.run_gates(
+        ws, [job], f"sleep 30 & echo $! > {pidfile}; wait", lambda job, path: dict(os.environ)
+    )
+
+    assert result.returncode is None and not result.ok
+    assert "gate killed after 0.5s" in job.log.read_text()
+    assert gone(int(pidfile.read_text()))
+
+
+def test_ctrl_c_stops_every_running_gate(repo: Path, tmp_path: Path) -> None:
+    ws = workspace(repo)
+    head = rev(repo, "HEAD")
+    jobs = [gates.GateJob(head, agent, tmp_path / f"gate-{agent}.log") for agent in (1, 2)]
+    command = 'sleep 30 & echo $! > "$PIDS/$PARADEV_AGENT"; wait'
+
+    def env_for(job: gates.GateJob, path: Path) -> dict[str, str]:
+        return {**os.environ, "PIDS": str(tmp_path), "PARADEV_AGENT": str(job.agent)}
+
+    def interrupt() -> None:
+        for agent in (1, 2):
+            wait_for_file(tmp_path / str(agent))
+        time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        gates.run_gates(ws, jobs, command, env_for)
+
+    for agent in (1, 2):
+        assert gone(int((tmp_path / str(agent)).read_text()))
+
+
+def test_each_slot_is_set_up_and_gets_the_port_after_every_agents(
+    repo: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "setup-runs.txt"
+    script = tmp_path / "setup.sh"
+    script.write_text(
+        f'#!/bin/sh\necho "$PWD $PARADEV_PORT" >> {record}\nmkdir -p cache && touch cache/ready\n'
+    )
+    script.chmod(0o755)
+    plan = PLAN + f'\n[setup]\ncommand = ["{script}"]\nport_base = 8000\nport_step = 10\n'
+    commit(repo, {"plan.toml": plan, ".gitignore": "cache/\n"}, "plan with setup")
+    ws = open_workspace(repo)
+    head = rev(repo, "HEAD")
+    jobs = [gates.GateJob(head, agent, tmp_path / f"gate-{agent}.log") for agent in (1, 2)]
+
+    results = gates.run_gates(
+        ws, jobs, 'test -f cache/ready && echo "$PARADEV_PORT"', lambda j, p: dict(os.environ)
+    )
+
+    assert [r.ok for r in results] == [True, True]
+    # agents.count = 3: slot 1 is number 4, slot 2 number 5
+    assert [job.log.read_text().split()[-1] for job in jobs] == ["8040", "8050"]
+    runs = sorted(record.read_text().splitlines())
+    assert runs == [f"{gates.slot_path(ws, 1)} 8040", f"{gates.slot_path(ws, 2)} 8050"]
+    gates.run_gates(ws, jobs[:1], "true", lambda j, p: dict(os.environ))
+    assert len(record.read_text().splitlines()) == 2  # nothing changed: not run again
