@@ -146,15 +146,17 @@ def run_batch(
     ws = _workspace()
     with runner.batch_lock(ws):
         run = runner.prepare(ws, batch or None, runner.parse_agents(agents or "", ws))
+        launch = ws.plan.launches_agents and not no_launch
+        if launch:
+            runner.require_programs(ws, run)
         if json:
-            _run_batch_json(ws, run, bool(ws.plan.agent_command) and not no_launch, dry_run)
+            _run_batch_json(ws, run, launch, dry_run)
             return
         for note in run.notes:
             print(f"skipped: {note}")
         if not run.queues:
             print(f"batch {run.batch.name!r}: nothing to run")
             return
-        launch = bool(ws.plan.agent_command) and not no_launch
         if dry_run:
             print("\n".join(runner.describe(ws, run, launch)))
         elif not launch:
@@ -188,7 +190,7 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
     from paradev import runner
     from paradev.text import printable
 
-    if not ws.plan.agent_command:
+    if not ws.plan.launches_agents:
         print("no agents.command in plan.toml: starting the tasks for you to hand out")
     for started in runner.start_only(ws, run, runner.LineProgress()):
         print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
