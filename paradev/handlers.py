@@ -56,15 +56,20 @@ def assign(agent: int, issue: int, title: str, hours: float, batch: str | None) 
 
 
 def estimate(json: bool) -> None:
+    from paradev.estimate import actuals, render, render_actuals
     from paradev.estimate import estimate as estimate_plan
-    from paradev.estimate import render
 
-    plan = _workspace().plan
+    ws = _workspace()
+    plan = ws.plan
     result = estimate_plan(plan)
+    actual = actuals(plan, ws.store.read(), result.cost)
     if json:
-        emit_json(result.to_json())
+        rows = [row.to_json() for row in actual]
+        emit_json({**result.to_json(), "actual": {"batches": rows[:-1], "total": rows[-1]}})
     else:
         print(render(result, plan))
+        print()
+        print(render_actuals(actual, result.cost.currency))
 
 
 # -- agents ----------------------------------------------------------------------------------
