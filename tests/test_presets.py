@@ -494,3 +494,22 @@ def test_a_relative_program_is_looked_up_in_the_repository(tmp_path: Path) -> No
         ("tools/agent.sh", (1,), str(script)),
         ("nope/x", (2,), None),
     ]
+
+
+def test_every_toml_snippet_of_the_readme_agent_section_is_a_valid_plan(tmp_path: Path) -> None:
+    from paradev.plan import parse
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Agent CLIs\n")[1].split("\n## ")[0]
+    snippets = section.split("```toml\n")[1:]
+    assert len(snippets) == 4
+    plans = [parse(s.split("```")[0], tmp_path / "plan.toml") for s in snippets]
+    commands = [[p.agent_command_for(a) for a in (1, 2, 3)] for p in plans]
+    assert [[c.preset if c else None for c in row] for row in commands] == [
+        ["claude"] * 3,
+        ["codex"] * 3,
+        ["aider"] * 3,
+        ["claude", "codex", ""],
+    ]
+    own = commands[3][2]
+    assert own is not None and own.program == "my-agent"
