@@ -513,3 +513,25 @@ def test_every_toml_snippet_of_the_readme_agent_section_is_a_valid_plan(tmp_path
     ]
     own = commands[3][2]
     assert own is not None and own.program == "my-agent"
+
+
+def test_a_conflict_handed_back_to_a_preset_agent_gets_its_prompt_and_its_cost_counts(
+    set_up: Path, repo: Path, cli: CliFn, fake_bin: Path
+) -> None:
+    from paradev import runner
+
+    plan_set(repo, {"preset": "claude"})
+    assert cli("start", "1").code == 0
+    notes: list[str] = []
+
+    ok = runner.hand_back_conflict(
+        open_workspace(repo), 1, "src/util.py: both changed line 1", notify=notes.append
+    )
+
+    assert ok is True, notes
+    (run,) = runs(fake_bin, "claude", 11)
+    prompt = run["argv"][-1]
+    assert prompt.startswith("# Resolve a rebase conflict on parallel-dev/agent-1")
+    assert "src/util.py: both changed line 1" in prompt
+    record = open_workspace(repo).store.read().tasks[11]
+    assert (record.cost_usd, record.tokens) == (0.1234, {"input": 2000, "output": 456})
