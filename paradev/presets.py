@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,9 @@ class Preset:
 
 
 def _gate_text(gate: str | Sequence[str]) -> str:
+    """The gate as one command line (an argv gate quoted the way a shell would)."""
+    import shlex  # only plans with an argv gate and a preset need it
+
     return gate if isinstance(gate, str) else shlex.join(gate)
 
 
