@@ -196,7 +196,7 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
     from paradev.text import printable
 
     if not ws.plan.launches_agents:
-        print("no agents.command in plan.toml: starting the tasks for you to hand out")
+        print("no agents.command or agents.preset in plan.toml: starting the tasks to hand out")
     for started in runner.start_only(ws, run, runner.LineProgress()):
         print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
         print(f"  worktree: {started.worktree}")
