@@ -252,6 +252,8 @@ COMMANDS: tuple[Command, ...] = (
         handlers.estimate,
         "estimate --json",
         args=(JSON,),
+        details="Then estimated against actual: the hours run-batch measured and the cost "
+        "agents reported, per batch and in total.",
     ),
     Command(
         "setup",
@@ -312,6 +314,9 @@ COMMANDS: tuple[Command, ...] = (
             flag("json", "print one JSON object per event, one per line"),
         ),
         exits={0: "every task completed (or nothing to run)", 1: "a task did not complete"},
+        details="The agents start from agents.preset (claude, codex, aider), agents.command "
+        "or [agents.commands]; a program not on PATH is refused before anything starts. "
+        "What an agent reports it cost is recorded on its task.",
     ),
     Command(
         "status",
@@ -418,7 +423,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "doctor",
         "maintenance",
-        "Check git, the plan, the state and the worktrees (exit 1 when something is wrong).",
+        "Check git, the plan, the state, worktrees and agent programs (exit 1 when wrong).",
         handlers.doctor,
         "doctor --repair",
         args=(

@@ -106,7 +106,34 @@ def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:
     findings.append(Finding(True, f"plan {plan_path}: valid, {sum(1 for _ in plan.tasks())} tasks"))
     findings += _check_agent_worktrees(repo, plan, repair)
     findings += _check_setup(repo, plan)
+    findings += _check_agent_programs(repo, plan)
     findings += _check_flow(repo, plan, repair)
+    return findings
+
+
+def _check_agent_programs(repo: Repository, plan: Plan) -> list[Finding]:
+    """Every program the plan launches is on PATH (with its version), every agent has one."""
+    import os
+
+    from paradev.presets import find_programs, missing_programs, program_version
+
+    if not plan.launches_agents:
+        return []
+    agents = range(1, plan.agent_count + 1)
+    commands = {a: c for a in agents if (c := plan.agent_command_for(a)) is not None}
+    findings = []
+    for program in find_programs(commands, repo.main_root, os.environ.get("PATH")):
+        if program.path is None:
+            text = missing_programs([program], []) or program.describe()
+            findings.append(Finding(False, f"agent command {text}"))
+        else:
+            version = program_version(program)
+            findings.append(
+                Finding(True, f"agent command {program.describe()}: {program.path}, {version}")
+            )
+    unset = [a for a in agents if a not in commands]
+    if unset:
+        findings.append(Finding(False, f"agent commands: {missing_programs([], unset)}"))
     return findings
 
 

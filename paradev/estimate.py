@@ -1,10 +1,14 @@
-"""``paradev estimate``: what running the plan in parallel saves, from the plan alone.
+"""``paradev estimate``: what running the plan in parallel saves, and what it really took.
 
 Batches run one after another (a batch starts once the previous one is
 merged). Inside a batch every agent works through its own tasks, all agents at
 once, and a task also waits for the tasks of its batch it depends on; the
 longest chain of waits is the batch's critical path. Each batch adds the
 configured coordination overhead (conflicts, merge train, review).
+
+Beside the estimate, ``actuals`` sets what the state measured (each task's
+hours from start to completion) and what the agents reported they cost,
+per batch and in total, against the same figures estimated.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from paradev.errors import PlanError
 from paradev.plan import Batch, Plan, Task
+from paradev.state import State, hours_between, task_end
 
 
 @dataclass(frozen=True)
@@ -166,4 +171,81 @@ def render(result: Estimate, plan: Plan) -> str:
     width = max(len(label) for label, _ in figures) + 2
     lines.append("")
     lines += [f"{label + ':':<{width}} {value}" for label, value in figures]
+    return "\n".join(lines)
+
+
+# -- estimated against actual ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actual:
+    """One batch (or the total): estimated against measured hours and reported cost."""
+
+    name: str
+    tasks: int
+    estimated_hours: float  # the tasks' own estimates, summed (work, not elapsed)
+    actual_hours: float  # the measured tasks, start to completion (or failure), summed
+    measured: int  # tasks with a measured duration
+    estimated_cost: float  # in the [estimate] currency
+    actual_cost_usd: float | None  # as the agents reported it; None when none did
+    reported: int  # tasks whose agent reported a cost
+    tokens: dict[str, int]  # reported tokens, summed
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def actuals(plan: Plan, state: State, cost: Cost) -> list[Actual]:
+    """Each batch's estimated and actual figures; the last entry is the total ("total")."""
+    each = cost.total / cost.tasks if cost.tasks else 0.0
+    rows = [_actual(b.name, b.tasks, state, each) for b in plan.batches if b.tasks]
+    return [*rows, _actual("total", tuple(plan.tasks()), state, each)]
+
+
+def _actual(name: str, tasks: tuple[Task, ...], state: State, each: float) -> Actual:
+    hours: list[float] = []
+    costs: list[float] = []
+    tokens = {"input": 0, "output": 0}
+    for task in tasks:
+        record = state.tasks.get(task.issue)
+        if record is None:
+            continue
+        measured = hours_between(record.started_at, task_end(record))
+        hours += [measured] if measured is not None else []
+        costs += [record.cost_usd] if record.cost_usd is not None else []
+        for key in tokens:
+            tokens[key] += (record.tokens or {}).get(key, 0)
+    return Actual(
+        name=name,
+        tasks=len(tasks),
+        estimated_hours=sum(t.hours for t in tasks),
+        actual_hours=sum(hours),
+        measured=len(hours),
+        estimated_cost=round(each * len(tasks), 2),
+        actual_cost_usd=round(sum(costs), 4) if costs else None,
+        reported=len(costs),
+        tokens=tokens,
+    )
+
+
+def render_actuals(rows: list[Actual], currency: str) -> str:
+    """The human table of ``actuals``: hours and cost, estimated against actual."""
+    lines = [
+        "estimated against actual (work hours run-batch measured; cost as agents reported it):",
+        f"{'batch':<20} {'est. hours':>10} {'actual':>14} {'est. cost':>14} {'actual cost':>16}",
+    ]
+    for row in rows:
+        actual = f"{row.actual_hours:.1f}h" if row.measured else "-"
+        paid = f"{row.actual_cost_usd:,.2f} USD" if row.actual_cost_usd is not None else "-"
+        lines.append(
+            f"{row.name[:20]:<20} {row.estimated_hours:>9.1f}h "
+            f"{actual + f' ({row.measured}/{row.tasks})':>14} "
+            f"{row.estimated_cost:>10,.2f} {currency:<3} "
+            f"{paid + f' ({row.reported}/{row.tasks})':>16}"
+        )
+    total = rows[-1] if rows else None
+    if total is not None and any(total.tokens.values()):
+        lines.append(
+            f"tokens reported: {total.tokens['input']:,} in, {total.tokens['output']:,} out"
+        )
     return "\n".join(lines)

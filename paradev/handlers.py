@@ -58,15 +58,20 @@ def assign(agent: int, issue: int, title: str, hours: float, batch: str | None) 
 
 
 def estimate(json: bool) -> None:
+    from paradev.estimate import actuals, render, render_actuals
     from paradev.estimate import estimate as estimate_plan
-    from paradev.estimate import render
 
-    plan = _workspace().plan
+    ws = _workspace()
+    plan = ws.plan
     result = estimate_plan(plan)
+    actual = actuals(plan, ws.store.read(), result.cost)
     if json:
-        emit_json(result.to_json())
+        rows = [row.to_json() for row in actual]
+        emit_json({**result.to_json(), "actual": {"batches": rows[:-1], "total": rows[-1]}})
     else:
         print(render(result, plan))
+        print()
+        print(render_actuals(actual, result.cost.currency))
 
 
 # -- agents ----------------------------------------------------------------------------------
@@ -163,15 +168,17 @@ def run_batch(
     ws = _workspace()
     with runner.batch_lock(ws):
         run = runner.prepare(ws, batch or None, runner.parse_agents(agents or "", ws))
+        launch = ws.plan.launches_agents and not no_launch
+        if launch:
+            runner.require_programs(ws, run)
         if json:
-            _run_batch_json(ws, run, bool(ws.plan.agent_command) and not no_launch, dry_run)
+            _run_batch_json(ws, run, launch, dry_run)
             return
         for note in run.notes:
             print(f"skipped: {note}")
         if not run.queues:
             print(f"batch {run.batch.name!r}: nothing to run")
             return
-        launch = bool(ws.plan.agent_command) and not no_launch
         if dry_run:
             print("\n".join(runner.describe(ws, run, launch)))
         elif not launch:
@@ -205,8 +212,8 @@ def _start_without_agents(ws: Workspace, run: BatchRun) -> None:
     from paradev import runner
     from paradev.text import printable
 
-    if not ws.plan.agent_command:
-        print("no agents.command in plan.toml: starting the tasks for you to hand out")
+    if not ws.plan.launches_agents:
+        print("no agents.command or agents.preset in plan.toml: starting the tasks to hand out")
     for started in runner.start_only(ws, run, runner.LineProgress()):
         print(f"agent {started.task.agent}: #{started.task.issue} {printable(started.task.title)}")
         print(f"  worktree: {started.worktree}")

@@ -25,7 +25,7 @@ TASKS_PY = "tasks.py"
 _INIT_HEADER = """\
 # Written by `paradev init`. The batches below are the demo's examples:
 # replace them with your own issues (or add tasks with `paradev assign`),
-# and set agents.command and gate.command for your project.
+# and set agents.preset (or agents.command) and gate.command for your project.
 """
 
 
@@ -272,7 +272,8 @@ def init(
         plan = write_plan(plan_path, main_root, agents)
         lines.append(
             f"wrote {plan_path}: the commented example plan for {plan.agent_count} agents; "
-            "edit its batches, agents.command and gate.command, then run 'paradev setup'"
+            "edit its batches, agents.preset (or agents.command) and gate.command, then run "
+            "'paradev setup'"
         )
     if invoke:
         path = write_invoke_tasks(main_root)

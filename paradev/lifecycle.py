@@ -461,6 +461,10 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
             data["files_modified"] = record.files_modified
         if record.left_uncommitted:
             data["left_uncommitted"] = record.left_uncommitted
+        if record.cost_usd is not None:  # as its agent reported it
+            data["cost_usd"] = record.cost_usd
+        if record.tokens is not None:
+            data["tokens"] = record.tokens
         if record.status == IN_PROGRESS and record.agent_pid is not None:
             data["agent_pid"] = record.agent_pid
             data["agent_running"] = processes.alive(record.agent_pid, record.agent_started)

@@ -28,6 +28,7 @@ from paradev.limits import (
     read_bounded,
     shown,
 )
+from paradev.presets import PRESET_NAMES, AgentCommand, preset_command
 
 if TYPE_CHECKING:
     from tomlkit.items import AoT
@@ -40,7 +41,16 @@ MAX_PARALLEL, MAX_BATCH, MAX_RETRIES = 32, 256, 10  # gates at once; candidates 
 COMMIT_LEFTOVERS_CHOICES = ("tracked", "all", "none")
 
 # The ``{name}`` placeholders run-batch fills in each argument of agents.command.
-AGENT_PLACEHOLDERS = ("prompt_file", "worktree", "branch", "agent", "issue", "title")
+AGENT_PLACEHOLDERS = (
+    "prompt_file",
+    "prompt",  # the prompt text itself, as one argument
+    "worktree",
+    "branch",
+    "agent",
+    "issue",
+    "title",
+    "git_common_dir",  # where a linked worktree's git data lives (outside the worktree)
+)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
@@ -145,6 +155,10 @@ def _port_base(value: Any) -> str | None:
     return f"a port number from 1 to {MAX_PORT} (0: no PARADEV_PORT)"
 
 
+def _table(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "a table"
+
+
 def _choice(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
@@ -173,6 +187,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout": Key(5400, _positive_number),
         "instructions": Key("", _string),
         "commit_leftovers": Key("tracked", _choice(*COMMIT_LEFTOVERS_CHOICES)),
+        "preset": Key("", _choice("", *PRESET_NAMES)),  # a supported CLI (paradev.presets)
+        "commands": Key({}, _table),  # agent number -> its own argv or preset (mixed fleets)
     },
     "gate": {
         "command": Key("", _command),
@@ -272,6 +288,27 @@ class Plan:
     @property
     def agent_command(self) -> list[str]:
         return list(self.settings["agents"]["command"])
+
+    def agent_command_for(self, agent: int) -> AgentCommand | None:
+        """What launches ``agent``: its [agents.commands] entry, else agents.command, else the
+        preset; None when nothing is configured (its prompt is handed out by hand)."""
+        agents = self.settings["agents"]
+        entry = agents["commands"].get(str(agent))
+        if isinstance(entry, str):
+            return preset_command(entry, self.gate_command)
+        if entry:
+            return AgentCommand(tuple(entry))
+        if agents["command"]:
+            return AgentCommand(tuple(agents["command"]))
+        if agents["preset"]:
+            return preset_command(agents["preset"], self.gate_command)
+        return None
+
+    @property
+    def launches_agents(self) -> bool:
+        """Whether any agent has a command run-batch can launch."""
+        agents = self.settings["agents"]
+        return bool(agents["command"] or agents["preset"] or agents["commands"])
 
     @property
     def agent_timeout(self) -> float:
@@ -651,7 +688,9 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
         if clash:
             problems.append(clash)
     if "agents.command" not in bad:
-        problems += _unknown_placeholders(plan.agent_command)
+        problems += _unknown_placeholders(plan.agent_command, "agents.command")
+    if "agents.commands" not in bad and not bad & {"agents.count"}:
+        problems += _agent_commands_problems(plan.settings["agents"]["commands"], plan.agent_count)
     problems += _setup_problems(plan, bad)
     if plan.remote and not is_valid_branch_name(plan.remote):
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
@@ -699,15 +738,39 @@ def _repo_path_problem(path: str) -> str | None:
     return None
 
 
-def _unknown_placeholders(command: list[str]) -> list[str]:
+def _unknown_placeholders(command: list[str], where: str) -> list[str]:
     """``{prompt_fle}`` would reach the agent as literal text: a typo to report, not run."""
     found = {name for arg in command for name in _PLACEHOLDER.findall(arg)}
     return [
-        f"agents.command: unknown placeholder {{{name}}} (known: "
+        f"{where}: unknown placeholder {{{name}}} (known: "
         + ", ".join(f"{{{known}}}" for known in AGENT_PLACEHOLDERS)
         + ")"
         for name in sorted(found - set(AGENT_PLACEHOLDERS))
     ]
+
+
+def _agent_commands_problems(commands: dict[str, Any], count: int) -> list[str]:
+    """[agents.commands]: each key an agent number in 1..count, each value a preset or an argv."""
+    problems = []
+    presets = ", ".join(repr(name) for name in PRESET_NAMES)
+    for key, value in commands.items():
+        where = f"agents.commands.{_key_text(key)}"
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", key) or int(key) > count:
+            problems.append(f"{where}: expected an agent number from 1 to {count} as the key")
+        elif isinstance(value, str):
+            if value not in PRESET_NAMES:
+                problems.append(
+                    f"{where}: unknown preset {shown(value)} (known: {presets}); "
+                    "write your own command as a list of strings"
+                )
+        elif _string_list(value) is None and value:
+            problems += _unknown_placeholders(value, where)
+        else:
+            problems.append(
+                f"{where}: expected a preset name ({presets}) or a non-empty list of strings "
+                f"(an argv), got {shown(value)}"
+            )
+    return problems
 
 
 def _branch_clash(plan: Plan) -> str | None:

@@ -48,8 +48,15 @@ from paradev.lifecycle import (
     start,
     waiting_for_dependencies,
 )
-from paradev.plan import Batch, Task
+from paradev.plan import AGENT_PLACEHOLDERS, Batch, Task
 from paradev.prepare import as_agent, prepare_worktree, with_port
+from paradev.presets import (
+    MAX_PROMPT_ARGUMENT,
+    AgentCommand,
+    find_programs,
+    missing_programs,
+    usage_in,
+)
 from paradev.state import (
     COMPLETED,
     DROPPED,
@@ -67,7 +74,7 @@ from paradev.text import printable
 from paradev.train import squash_message
 from paradev.workspace import Workspace
 
-PLACEHOLDER = re.compile(r"\{(prompt_file|worktree|branch|agent|issue|title)\}")
+PLACEHOLDER = re.compile(r"\{(" + "|".join(AGENT_PLACEHOLDERS) + r")\}")
 POLL_SECONDS = 0.1
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -159,6 +166,20 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
     if problems:
         raise PreconditionError(f"cannot run batch {batch.name!r}: " + "; ".join(problems))
     return BatchRun(batch=batch, queues=queues, notes=notes, moves=moves, lost=lost)
+
+
+def require_programs(ws: Workspace, run: BatchRun) -> None:
+    """Refuse, before anything starts, when an agent of the run cannot be launched."""
+    agents = list(run.queues)
+    commands = {a: c for a in agents if (c := ws.plan.agent_command_for(a)) is not None}
+    unset = [a for a in agents if a not in commands]
+    found = find_programs(commands, ws.repo.main_root, os.environ.get("PATH"))
+    missing = missing_programs(found, unset)
+    if missing:
+        raise PreconditionError(
+            f"cannot launch batch {run.batch.name!r}: {missing}; "
+            "or run 'paradev run-batch --no-launch' to hand the prompts out yourself"
+        )
 
 
 def earlier_agents(
@@ -346,7 +367,8 @@ def describe(ws: Workspace, run: BatchRun, launch: bool) -> list[str]:
             verb = "resume" if state.status(task.issue) == IN_PROGRESS else "start"
             lines.append(f"  agent {agent}: {verb} #{task.issue} {printable(task.title)}")
             if launch:
-                argv = agent_argv(ws, task, prompt_path(ws, task))
+                prompt = prompt_path(ws, task)
+                argv = agent_argv(ws, task, prompt, text=f"<the text of {prompt}>")
                 lines.append(f"    in {ws.worktree(agent)}: {printable(shlex.join(argv))}")
     return lines
 
@@ -534,16 +556,61 @@ def expand_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]
     return [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
 
 
-def agent_argv(ws: Workspace, task: Task, prompt: Path) -> list[str]:
+@dataclass(frozen=True)
+class Invocation:
+    """One agent process to start: its argv, and the file on its stdin (None: closed)."""
+
+    argv: list[str]
+    stdin: Path | None = None
+
+
+def agent_invocation(
+    ws: Workspace, task: Task, prompt: Path, text: str | None = None
+) -> Invocation:
+    """The agent's command with every placeholder filled in; ``text`` stands for the prompt.
+
+    ``{prompt}`` is the prompt file's text as one argument; past what one
+    argument can hold a preset takes the file on its stdin instead, and a
+    plan's own command is refused with what to write instead.
+    """
+    command = _command_of(ws, task.agent)
     values = {
         "prompt_file": str(prompt),
+        "prompt": "",
         "worktree": str(ws.worktree(task.agent)),
         "branch": ws.branch(task.agent),
         "agent": str(task.agent),
         "issue": str(task.issue),
         "title": task.title,
+        "git_common_dir": str(ws.repo.common_dir),
     }
-    return expand_argv(ws.plan.agent_command, values)
+    if not command.takes_prompt_text():
+        return Invocation(expand_argv(command.argv, values))
+    values["prompt"] = prompt.read_text(encoding="utf-8") if text is None else text
+    size = len(values["prompt"].encode("utf-8"))
+    if size <= MAX_PROMPT_ARGUMENT:
+        return Invocation(expand_argv(command.argv, values))
+    if command.stdin_argv:
+        return Invocation(expand_argv(command.stdin_argv, values), stdin=prompt)
+    raise LaunchError(
+        f"the prompt of #{task.issue} is {size // 1024} KiB, more than one argument may hold "
+        f"({MAX_PROMPT_ARGUMENT // 1024} KiB): use {{prompt_file}} instead of {{prompt}} "
+        "in the agent's command"
+    )
+
+
+def agent_argv(ws: Workspace, task: Task, prompt: Path, text: str | None = None) -> list[str]:
+    return agent_invocation(ws, task, prompt, text).argv
+
+
+def _command_of(ws: Workspace, agent: int) -> AgentCommand:
+    command = ws.plan.agent_command_for(agent)
+    if command is None:
+        raise LaunchError(
+            f"agent {agent} has no command: set agents.preset or agents.command, "
+            f"or add it to [agents.commands] in plan.toml"
+        )
+    return command
 
 
 def agent_env(ws: Workspace, task: Task, prompt: Path, log: Path, mode: str) -> dict[str, str]:
@@ -559,17 +626,20 @@ def launch(
     ws: Workspace, task: Task, prompt: Path, log: Path, mode: str
 ) -> subprocess.Popen[bytes]:
     """Start the agent command in its worktree, in a new process group, output to ``log``."""
-    argv = agent_argv(ws, task, prompt)
+    invocation = agent_invocation(ws, task, prompt)
+    argv = invocation.argv
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        out.write(f"=== paradev {now()}: {mode} #{task.issue}: {argv!r}\n".encode())
+    with log.open("ab") as out, ExitStack() as stdin:
+        shown = [a if len(a) <= 200 else f"{a[:200]}... ({len(a)} chars)" for a in argv]
+        out.write(f"=== paradev {now()}: {mode} #{task.issue}: {shown!r}\n".encode())
         out.flush()
         try:
+            source = stdin.enter_context(invocation.stdin.open("rb")) if invocation.stdin else None
             return processes.spawn(
                 argv,
                 cwd=ws.worktree(task.agent),
                 env=agent_env(ws, task, prompt, log, mode),
-                stdin=subprocess.DEVNULL,
+                stdin=source if source is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -613,6 +683,39 @@ def record_launch(ws: Workspace, task: Task, log: Path, pid: int) -> None:
         record = state.task(task.issue, task.agent)
         record.log = str(log)
         record.agent_pid, record.agent_started = pid, processes.start_time(pid)
+
+
+def log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def record_usage(ws: Workspace, task: Task, log: Path, start: int) -> None:
+    """Add what the agent reported it cost (read from its log since ``start``) to the task.
+
+    Every run counts, a failed one too: the cost was real. Nothing is
+    recorded when the agent reported nothing (a plain command, a timeout).
+    """
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    usage = usage_in(lines)
+    if usage is None or task.issue not in ws.store.read().tasks:
+        return
+    with ws.store.update() as state:
+        record = state.task(task.issue, task.agent)
+        if usage.cost_usd is not None:
+            record.cost_usd = (record.cost_usd or 0.0) + usage.cost_usd
+        tokens = record.tokens or {"input": 0, "output": 0}
+        record.tokens = {
+            "input": tokens["input"] + usage.input_tokens,
+            "output": tokens["output"] + usage.output_tokens,
+        }
 
 
 def mark_failed(ws: Workspace, task: Task, error: str, status: str = FAILED) -> None:
@@ -765,6 +868,7 @@ class Running:
     log: Path
     started: float
     deadline: float
+    log_start: int = 0  # where this run's output begins in the log (it is appended to)
 
 
 @dataclass(frozen=True)
@@ -898,6 +1002,7 @@ class Supervisor:
         _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
         prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
         log = log_path(self.ws, f"issue-{task.issue}")
+        log_start = log_size(log)
         proc = launch(self.ws, task, prompt, log, mode="task")
         record_launch(self.ws, task, log, proc.pid)
         started = self.clock()
@@ -905,7 +1010,8 @@ class Supervisor:
             f"agent {task.agent}: started #{task.issue} {printable(task.title)} "
             f"(pid {proc.pid}, log {log})"
         )
-        return Running(task, proc, log, started, started + self.ws.plan.agent_timeout)
+        deadline = started + self.ws.plan.agent_timeout
+        return Running(task, proc, log, started, deadline, log_start)
 
     def _poll(self) -> None:
         for agent, running in list(self.running.items()):
@@ -913,10 +1019,12 @@ class Supervisor:
             if code is None and self.clock() >= running.deadline:
                 processes.stop([running.proc])
                 del self.running[agent]
+                record_usage(self.ws, running.task, running.log, running.log_start)
                 self._fail(running, f"timed out after {self.ws.plan.agent_timeout:g}s")
             elif code is not None:
                 processes.release(running.proc)
                 del self.running[agent]
+                record_usage(self.ws, running.task, running.log, running.log_start)
                 self._exited(running, code)
 
     def _exited(self, running: Running, code: int) -> None:
@@ -992,8 +1100,11 @@ def hand_back_conflict(
     whether the agent ran and said it succeeded. ``on_launch`` gets the
     agent's process first (the train journals it: it outlives a killed train).
     """
-    if not ws.plan.agent_command:
-        notify("no agents.command in plan.toml: nobody to hand the conflict back to")
+    if ws.plan.agent_command_for(agent) is None:
+        notify(
+            f"no agents.command, preset or [agents.commands] entry for agent {agent} in "
+            "plan.toml: nobody to hand the conflict back to"
+        )
         return False
     task = hand_back_task(ws, agent)
     stamp = _stamp()
@@ -1002,6 +1113,7 @@ def hand_back_conflict(
         conflict_prompt(ws, task, report),
     )
     log = log_path(ws, f"conflict-agent-{agent}")
+    log_start = log_size(log)
     try:
         proc = launch(ws, task, prompt, log, mode="conflict")
     except LaunchError as err:
@@ -1011,6 +1123,7 @@ def hand_back_conflict(
     if on_launch is not None:
         on_launch(proc)
     code = wait_for(proc, ws.plan.agent_timeout)
+    record_usage(ws, task, log, log_start)
     if code is None:
         notify(f"agent {agent} timed out after {ws.plan.agent_timeout:g}s and was stopped")
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +55,29 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def parse_time(text: str | None) -> datetime | None:
+    """A state timestamp as an aware datetime; None when missing or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def hours_between(start: str | None, end: str | None) -> float | None:
+    begin, finish = parse_time(start), parse_time(end)
+    if begin is None or finish is None:
+        return None
+    return max((finish - begin).total_seconds(), 0.0) / 3600
+
+
+def task_end(record: TaskRecord) -> str | None:
+    """When the task's last run ended: completed, or failed."""
+    return record.completed_at or record.failed_at
+
+
 @dataclass
 class TaskRecord:
     """What paradev knows about one task beyond the plan."""
@@ -78,6 +102,8 @@ class TaskRecord:
     agent_started: int | None = None  # boot) tell it apart from a later process with that pid
     dropped_at: str | None = None
     backup_ref: str | None = None  # where a dropped task's commits are kept
+    cost_usd: float | None = None  # what its agent reported, summed over its runs
+    tokens: dict[str, int] | None = None  # {"input": n, "output": n}, as its agent reported
 
 
 @dataclass
@@ -327,7 +353,21 @@ def _record(cls: type[R], raw: Any, where: str) -> R:
     for name, limit in (("agent", MAX_AGENTS), ("issue", MAX_ISSUE)):
         if name in values and not 1 <= values[name] <= limit:
             raise ValueError(f"{where}.{name} is {values[name]}, expected 1 to {limit:,}")
+    _check_usage(values, where)
     return cls(**values)
+
+
+def _check_usage(values: dict[str, Any], where: str) -> None:
+    """A reported cost is a finite amount >= 0; tokens are exactly input and output counts."""
+    cost = values.get("cost_usd")
+    if cost is not None and not (math.isfinite(cost) and cost >= 0):
+        raise ValueError(f"{where}.cost_usd is {cost!r}, expected a finite number >= 0")
+    tokens = values.get("tokens")
+    if tokens is not None and (sorted(tokens) != ["input", "output"] or min(tokens.values()) < 0):
+        raise ValueError(
+            f'{where}.tokens is {_describe(tokens)}, expected {{"input": n, "output": n}} '
+            "with counts >= 0"
+        )
 
 
 def _check_train(train: Any) -> None:

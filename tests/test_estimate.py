@@ -139,3 +139,73 @@ def test_estimate_command_prints_json_with_stable_keys(
     human = cli("estimate")
     assert human.code == 0
     assert "time saved:" in human.out
+
+
+def record_runs(repo: Path) -> None:
+    """#11 ran 3h and reported $1.50; #12 ran 30 min and reported tokens only; #13 never ran."""
+    from paradev.state import COMPLETED, FAILED
+    from paradev.workspace import open_workspace
+
+    with open_workspace(repo).store.update() as state:
+        done = state.task(11, 1)
+        done.status, done.started_at = COMPLETED, "2026-01-01T10:00:00+00:00"
+        done.completed_at = "2026-01-01T13:00:00+00:00"
+        done.cost_usd, done.tokens = 1.5, {"input": 1000, "output": 10}
+        failed = state.task(12, 2)
+        failed.status, failed.started_at = FAILED, "2026-01-01T10:00:00+00:00"
+        failed.failed_at = "2026-01-01T10:30:00+00:00"
+        failed.tokens = {"input": 500, "output": 5}
+
+
+def test_estimate_sets_measured_hours_and_reported_cost_against_the_estimate(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    record_runs(repo)
+
+    data = cli("estimate", "--json").json()
+
+    first, second = data["actual"]["batches"]
+    assert first == {
+        "name": "first",
+        "tasks": 3,
+        "estimated_hours": 4.5,
+        "actual_hours": 3.5,
+        "measured": 2,
+        "estimated_cost": round(data["cost"]["total"] / 4 * 3, 2),
+        "actual_cost_usd": 1.5,
+        "reported": 1,
+        "tokens": {"input": 1500, "output": 15},
+    }
+    assert (second["measured"], second["actual_cost_usd"], second["reported"]) == (0, None, 0)
+    total = data["actual"]["total"]
+    assert (total["tasks"], total["estimated_hours"], total["actual_hours"]) == (4, 6.5, 3.5)
+    assert (total["actual_cost_usd"], total["estimated_cost"]) == (1.5, data["cost"]["total"])
+
+
+def test_estimate_prints_estimated_against_actual_per_batch_and_in_total(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    record_runs(repo)
+
+    result = cli("estimate")
+
+    assert result.code == 0, result.err
+    table = result.out.split("estimated against actual")[1].splitlines()
+    first = next(line for line in table if line.startswith("first "))
+    second = next(line for line in table if line.startswith("second "))
+    total = next(line for line in table if line.startswith("total "))
+    assert first.split()[1:4] == ["4.5h", "3.5h", "(2/3)"]
+    assert first.split()[-3:] == ["1.50", "USD", "(1/3)"]
+    assert second.split()[1:4] == ["2.0h", "-", "(0/1)"]
+    assert second.split()[-2:] == ["-", "(0/1)"]
+    assert total.split()[1:4] == ["6.5h", "3.5h", "(2/4)"]
+    assert "tokens reported: 1,500 in, 15 out" in result.out
+
+
+def test_estimate_before_any_run_says_nothing_was_measured(
+    repo: Path, cli: Callable[..., Result]
+) -> None:
+    data = cli("estimate", "--json").json()
+
+    total = data["actual"]["total"]
+    assert (total["measured"], total["actual_hours"], total["actual_cost_usd"]) == (0, 0, None)

@@ -210,7 +210,7 @@ def test_parallel_gates_run_at_the_same_time(
     seen.mkdir()
     gate = (
         f'touch {seen}/"$PARADEV_CANDIDATE"; '
-        f"for i in $(seq 100); do [ $(ls {seen} | wc -l) -ge 3 ] && exit 0; sleep 0.05; done; "
+        f"for i in $(seq 400); do [ $(ls {seen} | wc -l) -ge 3 ] && exit 0; sleep 0.05; done; "
         "exit 1"
     )
     queue_repo(3, gate, parallel=3)

@@ -345,3 +345,19 @@ def test_an_unchanged_scan_writes_nothing(repo: Path, cli: Cli, worktrees: Path)
     assert cli("conflicts", "--json").code == 0
 
     assert state.read_bytes() == before  # no lock taken, nothing rewritten
+
+
+def test_the_report_shows_the_cost_and_tokens_agents_reported(repo: Path) -> None:
+    assert "<td>not reported</td>" in report_of(repo)
+    with open_workspace(repo).store.update() as state:
+        first, second = state.task(11, 1), state.task(12, 2)
+        first.status, first.cost_usd = "completed", 1.25
+        first.tokens = {"input": 12000, "output": 345}
+        second.status, second.cost_usd = "completed", 0.5
+
+    page = report_of(repo)
+
+    assert "<th>actual cost (as agents reported it)</th><td>1.75 USD</td>" in page
+    row = page[page.index("<td>#11</td>") :].split("</tr>")[0]
+    assert "<td>1.25 USD</td><td>12,000 in / 345 out</td>" in row
+    assert "not reported" not in page

@@ -412,14 +412,34 @@ def test_no_launch_and_status_print_an_escaped_title(set_up: Path, repo: Path, c
         assert "\x1b" not in out and "\x9b" not in out
 
 
-def test_missing_agent_program_fails_the_task_cleanly(set_up: Path, repo: Path, cli: CliFn) -> None:
+def test_missing_agent_program_is_refused_before_anything_starts(
+    set_up: Path, repo: Path, cli: CliFn, snapshot: Callable[[], dict[str, object]]
+) -> None:
     configure(repo, command=["no-such-agent-program-xyz", "{prompt_file}"])
+    before = snapshot()
+
+    result = cli("run-batch", "--agents", "2")
+
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert "'no-such-agent-program-xyz' (agent 2) is not on PATH" in result.err
+    assert snapshot() == before
+    assert not (repo / ".git" / "paradev" / "logs").exists()
+
+
+def test_an_agent_program_that_cannot_start_fails_the_task_cleanly(
+    set_up: Path, repo: Path, cli: CliFn, tmp_path: Path
+) -> None:
+    program = tmp_path / "broken-agent"  # on disk and executable, its interpreter is not
+    program.write_text("#!/no/such/interpreter\n", encoding="utf-8")
+    program.chmod(0o755)
+    configure(repo, command=[str(program), "{prompt_file}"])
 
     result = cli("run-batch", "--agents", "2")
 
     assert result.code == 1
     assert "Traceback" not in result.err
-    assert "cannot launch 'no-such-agent-program-xyz'" in result.err
+    assert f"cannot launch {str(program)!r}" in result.err
     assert state_of(repo).status(12) == FAILED
 
 

@@ -68,6 +68,19 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
     assert json.loads(store.path.read_text())["tasks"]["7"]["status"] == "completed"
 
 
+def test_reported_cost_and_tokens_round_trip(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        record = state.task(7, 2)
+        record.cost_usd, record.tokens = 0.0, {"input": 0, "output": 0}
+        state.task(8, 1).cost_usd = 12.5
+    again = store.read()
+    assert (again.tasks[7].cost_usd, again.tasks[7].tokens) == (0.0, {"input": 0, "output": 0})
+    assert (again.tasks[8].cost_usd, again.tasks[8].tokens) == (12.5, None)
+    written = json.loads(store.path.read_text())["tasks"]
+    assert written["7"]["tokens"] == {"input": 0, "output": 0} and written["8"]["cost_usd"] == 12.5
+
+
 def test_unknown_fields_from_a_newer_paradev_are_ignored(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.dir.mkdir()
@@ -199,6 +212,34 @@ WRONG_SHAPE = {
     "timestamp-int": (
         {"tasks": {"1": {"issue": 1, "agent": 1, "started_at": 5}}},
         "tasks.1.started_at is 5",
+    ),
+    "cost-string": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "cost_usd": "0.5"}}},
+        'tasks.1.cost_usd is "0.5", expected float',
+    ),
+    "cost-negative": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "cost_usd": -0.5}}},
+        "tasks.1.cost_usd is -0.5, expected a finite number >= 0",
+    ),
+    "cost-nan": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "cost_usd": float("nan")}}},
+        "tasks.1.cost_usd is nan, expected a finite number >= 0",
+    ),
+    "tokens-list": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "tokens": [1, 2]}}},
+        "tasks.1.tokens is [1, 2]",
+    ),
+    "tokens-other-keys": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "tokens": {"in": 1, "out": 2}}}},
+        'tasks.1.tokens is {"in": 1, "out": 2}, expected {"input": n, "output": n}',
+    ),
+    "tokens-negative": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "tokens": {"input": -1, "output": 2}}}},
+        "tasks.1.tokens is",
+    ),
+    "tokens-float": (
+        {"tasks": {"1": {"issue": 1, "agent": 1, "tokens": {"input": 1.5, "output": 2}}}},
+        "tasks.1.tokens is",
     ),
     "agents-list": ({"agents": []}, "agents is [], expected an object"),
     "agent-branch-int": (

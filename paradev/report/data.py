@@ -17,7 +17,7 @@ from typing import Any
 from paradev.estimate import Estimate
 from paradev.git import RangeStats
 from paradev.plan import Plan, Task
-from paradev.state import State, TaskRecord
+from paradev.state import State, hours_between, parse_time, task_end
 
 RANK = {"none": 0, "clean": 1, "overlap": 2, "conflict": 3}
 LABELS = {"none": "-", "clean": "clean", "overlap": "overlap", "conflict": "CONFLICT"}
@@ -182,27 +182,6 @@ class Timeline:
     @property
     def lanes(self) -> list[tuple[int, float]]:
         return [(agent, TOP + index * LANE) for index, agent in enumerate(self.agents)]
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def hours_between(start: str | None, end: str | None) -> float | None:
-    begin, finish = parse_time(start), parse_time(end)
-    if begin is None or finish is None:
-        return None
-    return max((finish - begin).total_seconds(), 0.0) / 3600
-
-
-def task_end(record: TaskRecord) -> str | None:
-    return record.completed_at or record.failed_at
 
 
 def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime) -> Timeline:
@@ -475,8 +454,8 @@ def actuals(plan: Plan, state: State, estimate: Estimate) -> Actuals:
                 status=record.status if record else "planned",
                 planned=task.hours,
                 actual=actual,
-                cost=_number(getattr(record, "cost_usd", None)),
-                tokens=_tokens(getattr(record, "tokens", None)),
+                cost=record.cost_usd if record else None,
+                tokens=_tokens(record.tokens if record else None),
                 critical=task.issue in critical,
             )
         )
@@ -491,11 +470,6 @@ def actuals(plan: Plan, state: State, estimate: Estimate) -> Actuals:
         estimate=estimate,
         actual_cost=sum(costs) if costs else None,
     )
-
-
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok else None
 
 
 def _tokens(value: Any) -> str:
