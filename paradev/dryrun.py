@@ -80,11 +80,19 @@ def _conflict_text(conflict: dict[str, Any]) -> str:
     return f"{conflict['path']} ({conflict['type']}{', ' + lines if lines else ''})"
 
 
-def dry_run(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> DryRun:
+def dry_run(
+    ws: Workspace,
+    out: Output,
+    *,
+    push: bool | None = None,
+    gate: bool = True,
+    simulate: bool = True,
+) -> DryRun:
     """Check what ``paradev merge`` checks (raising its exit-2 refusals), then simulate it.
 
     The returned ``error`` is what the train would end with (exit 1 or 2);
-    the caller shows the steps first, then raises it.
+    the caller shows the steps first, then raises it. ``simulate=False``: the
+    checks alone (the merge queue shows its own candidates).
     """
     with train.driving(ws, note_owner=False), ExitStack() as locks:
         checked = train.preflight(ws, locks, push=push, gate=gate, peek=True)
@@ -97,6 +105,8 @@ def dry_run(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool 
             )
         for note in checked.selection.notes:
             out(note)
+        if not simulate:
+            return DryRun([])
         if not checked.selection.agents:
             out("nothing to land")
             return DryRun([])

@@ -11,6 +11,7 @@ once, each in its own process group; Ctrl-C or a signal stops every group.
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ class GateJob:
     log: Path
 
 
+_ADDING = threading.Lock()
+
+
 def slot_path(ws: Workspace, slot: int) -> Path:
     return ws.repo.common_dir / "paradev" / "gates" / f"slot-{slot}"
 
@@ -41,11 +45,12 @@ def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
     if (path / ".git").exists() and gitmod.worktree_link_ok(path):
         gitmod.checkout_detached(path, commit)
     else:
-        if path.exists():  # a slot of ours that git no longer knows: rebuilt
-            shutil.rmtree(path)
-            gitmod.prune_worktrees(ws.git)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        gitmod.add_detached_worktree(ws.git, path, commit)
+        with _ADDING:  # git reads every worktree's record while adding one: not side by side
+            if path.exists():  # a slot of ours that git no longer knows: rebuilt
+                shutil.rmtree(path)
+                gitmod.prune_worktrees(ws.git)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            gitmod.add_detached_worktree(ws.git, path, commit)
     prepare_slot(ws, path, slot)
     return path
 

@@ -382,8 +382,9 @@ def _dry_run(
     """``merge --dry-run``: the steps shown (as JSON too), then the train's own exit."""
     from paradev.dryrun import dry_run
 
-    result = dry_run(ws, out, push=push, gate=gate)
-    if ws.plan.merge_queue and result.error is None:  # parallel/batch/eject: the candidates too
+    queued = bool(ws.plan.merge_queue)  # parallel/batch/eject: the queue shows its candidates
+    result = dry_run(ws, out, push=push, gate=gate, simulate=not queued)
+    if queued:
         from paradev import queue
 
         queue.dry_run(ws, out)
