@@ -14,9 +14,8 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from paradev.errors import GitError, PreconditionError
 from paradev.text import printable
@@ -166,8 +165,7 @@ def open_repo(path: Path) -> Iterator[Repo]:
 # -- repository discovery -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Repository:
+class Repository(NamedTuple):
     """Where a repository lives: this work tree, the shared git dir, the main work tree."""
 
     toplevel: Path
@@ -242,8 +240,7 @@ def discover(cwd: Path | None = None) -> Repository:
 # -- worktrees -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Worktree:
+class Worktree(NamedTuple):
     """One record of ``git worktree list --porcelain``."""
 
     path: str
@@ -394,8 +391,7 @@ def untracked_paths(worktree: Path) -> list[str]:
 # -- merge-tree ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ConflictStage:
+class ConflictStage(NamedTuple):
     """One higher-stage index entry of a conflicted merge (stage 1 base, 2 ours, 3 theirs)."""
 
     mode: str
@@ -404,8 +400,7 @@ class ConflictStage:
     path: str
 
 
-@dataclass(frozen=True)
-class MergeMessage:
+class MergeMessage(NamedTuple):
     """One informational message of merge-tree: the paths it names, its stable type, its text."""
 
     paths: tuple[str, ...]
@@ -413,8 +408,7 @@ class MergeMessage:
     text: str
 
 
-@dataclass(frozen=True)
-class MergeTree:
+class MergeTree(NamedTuple):
     """What ``git merge-tree --write-tree`` says about merging two commits."""
 
     clean: bool
@@ -535,8 +529,7 @@ def git_dir_path(worktree: Path, name: str) -> Path:
     return path if path.is_absolute() else worktree / path
 
 
-@dataclass(frozen=True)
-class RebaseInProgress:
+class RebaseInProgress(NamedTuple):
     """A rebase stopped in a work tree, as its own state files describe it.
 
     ``head_name`` is the branch it rewrites (``refs/heads/<branch>``, or
@@ -1269,8 +1262,7 @@ def refs_under(git: Git, prefix: str) -> list[tuple[str, str, int]]:
 # -- the report ---
 
 
-@dataclass(frozen=True)
-class RangeStats:
+class RangeStats(NamedTuple):
     """What a range of commits changed: the report's size of each landing."""
 
     commits: int

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MAX_AGENTS = 1000  # agents.count
 MAX_ISSUE = 10**9  # issue numbers (they become parts of file names)
@@ -62,8 +62,7 @@ _LONG_NUMBER = re.compile(rf"[0-9][0-9_]{{{MAX_DIGITS},}}")
 _OPEN, _CLOSE = "[{", "]}"
 
 
-@dataclass(frozen=True)
-class Beyond:
+class Beyond(NamedTuple):
     """Where text exceeds a bound (``line:col``), what is wrong, and how to fix it in a plan."""
 
     where: str

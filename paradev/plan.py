@@ -12,9 +12,8 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
@@ -126,8 +125,7 @@ def _choice(*choices: str) -> Check:
     return check
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One key of the schema: its default and its type check."""
 
     default: Any
@@ -189,8 +187,7 @@ TASK_CHECKS: dict[str, Check] = {
 }
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """One issue assigned to one agent inside a batch."""
 
     agent: int
@@ -203,19 +200,17 @@ class Task:
     prompt: str = ""
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     name: str
     tasks: tuple[Task, ...]
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """The validated plan. ``settings[section][key]`` holds every configured value."""
 
     path: Path
     settings: dict[str, dict[str, Any]]
-    batches: tuple[Batch, ...] = field(default=())
+    batches: tuple[Batch, ...] = ()
 
     # -- settings with a name, so callers read well and mypy knows the types --
     @property
@@ -482,8 +477,7 @@ def _read_settings(
     return settings
 
 
-@dataclass(frozen=True)
-class Located:
+class Located(NamedTuple):
     """A valid task with where it is in the file, for the messages of the checks across tasks."""
 
     task: Task
