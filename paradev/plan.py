@@ -19,6 +19,7 @@ from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
 from paradev.limits import (
     MAX_AGENTS,
+    MAX_HOURS,
     MAX_ISSUE,
     MAX_PLAN_BYTES,
     LimitError,
@@ -62,9 +63,6 @@ def _non_negative(value: Any) -> str | None:
     if _is_number(value) and math.isfinite(value) and value >= 0:
         return None
     return "a finite number >= 0"
-
-
-MAX_HOURS = 100_000  # per task: beyond it totals lose meaning (and 1e308 + 1e308 is inf)
 
 
 def _hours(value: Any) -> str | None:

@@ -43,10 +43,10 @@ from paradev.lifecycle import (
     assign,
     complete,
     current_task,
-    parse_int,
     start,
     waiting_for_dependencies,
 )
+from paradev.limits import parse_int
 from paradev.plan import Batch, Task
 from paradev.state import (
     COMPLETED,
