@@ -274,7 +274,7 @@ def conflicts(
 
 
 def check(path: list[str], agent: int | None, json: bool) -> None:
-    from paradev.conflicts import claims, repo_relative
+    from paradev.conflicts import check_json, claims, repo_relative
     from paradev.errors import Stopped
 
     if not path:
@@ -284,8 +284,6 @@ def check(path: list[str], agent: int | None, json: bool) -> None:
         ws.check_agent(agent)
     found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
     if json:
-        from paradev.report.machine import check_json
-
         emit_json(check_json(list(path), found))
     elif not found:
         print("no other agent changes " + ", ".join(path))
