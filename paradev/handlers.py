@@ -37,11 +37,16 @@ def report_hook(result: HookResult | None) -> None:
         warn(result.describe())
 
 
-def _workspace() -> Workspace:
+def _workspace(recognise: bool = True) -> Workspace:
+    """The workspace, its state checked up front: a corrupt state stops every command but
+    reset and doctor. ``recognise=False``: a command that never reads the tasks' state
+    (check) skips looking on base for landed tasks (a git process)."""
     from paradev.workspace import open_workspace
 
     ws = open_workspace()
-    ws.store.read()  # a corrupt state stops every command but reset and doctor, up front
+    if not recognise:
+        ws.store.recognise = None
+    ws.store.read()
     return ws
 
 
@@ -279,7 +284,7 @@ def check(path: list[str], agent: int | None, json: bool) -> None:
 
     if not path:
         raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
-    ws = _workspace()
+    ws = _workspace(recognise=False)
     if agent is not None:
         ws.check_agent(agent)
     found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)

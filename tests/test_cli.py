@@ -219,6 +219,19 @@ def test_fast_commands_load_only_the_core_they_use(
     assert [m for m in unwanted if m in words] == [], proc.stderr
 
 
+def test_check_does_not_look_for_landed_tasks_but_still_refuses_a_corrupt_state(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    cache = repo / ".git" / "paradev" / "landed.json"
+    assert cli("check", "src/app.py").code == 0
+    assert not cache.exists()  # no git log of base for tasks check never shows
+    assert cli("status").code == 0
+    assert cache.exists()  # status does look (its tasks' states)
+    (repo / ".git" / "paradev" / "state.json").write_text("{broken")
+    result = cli("check", "src/app.py")
+    assert result.code == 2 and "is corrupt" in result.err
+
+
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_each_example_command_line_is_read_without_argparse_as_argparse_reads_it(
     name: str,
