@@ -6,8 +6,7 @@ Which task an agent works on comes from the plan (its order) and the state
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from paradev import coverage, processes
 from paradev import plan as plan_mod
@@ -203,8 +202,7 @@ def fork_point(ws: Workspace, agent: int) -> str | None:
     return merge_base(ws.git, base, f"refs/heads/{ws.branch(agent)}") or ws.git.rev(base)
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     task: Task
     record: TaskRecord
     uncommitted: list[str]
@@ -327,8 +325,7 @@ def _restore_dropped(ws: Workspace, record: TaskRecord) -> None:
     merge_ff_only(worktree, backup)
 
 
-@dataclass(frozen=True)
-class Drop:
+class Drop(NamedTuple):
     """What ``drop`` did with the task and its commits."""
 
     task_issue: int
