@@ -37,16 +37,21 @@ def report_hook(result: HookResult | None) -> None:
         warn(result.describe())
 
 
-def _workspace(recognise: bool = True) -> Workspace:
+def _workspace() -> Workspace:
     """The workspace, its state checked up front: a corrupt state stops every command but
-    reset and doctor. ``recognise=False``: a command that never reads the tasks' state
-    (check) skips looking on base for landed tasks (a git process)."""
+    reset and doctor.
+
+    The check skips looking on base for landed tasks (a git process): a command
+    that needs the tasks' state reads it again itself.
+    """
     from paradev.workspace import open_workspace
 
     ws = open_workspace()
-    if not recognise:
-        ws.store.recognise = None
-    ws.store.read()
+    recognise, ws.store.recognise = ws.store.recognise, None
+    try:
+        ws.store.read()
+    finally:
+        ws.store.recognise = recognise
     return ws
 
 
@@ -284,7 +289,7 @@ def check(path: list[str], agent: int | None, json: bool) -> None:
 
     if not path:
         raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
-    ws = _workspace(recognise=False)
+    ws = _workspace()
     if agent is not None:
         ws.check_agent(agent)
     found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)

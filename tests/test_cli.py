@@ -219,7 +219,7 @@ def test_fast_commands_load_only_the_core_they_use(
     assert [m for m in unwanted if m in words] == [], proc.stderr
 
 
-def test_check_does_not_look_for_landed_tasks_but_still_refuses_a_corrupt_state(
+def test_the_up_front_state_check_does_not_look_for_landed_tasks(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
     cache = repo / ".git" / "paradev" / "landed.json"
