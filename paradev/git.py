@@ -9,8 +9,10 @@ environment can never redirect paradev to another repository.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -206,7 +208,6 @@ def discover(cwd: Path | None = None) -> Repository:
     """The repository containing ``cwd`` (any of its work trees); checks git's version."""
     where = (cwd or Path.cwd()).resolve()
     git = Git(where)
-    require_version(parse_version(git.out("version")))
     proc = git.run(
         "rev-parse",
         "--path-format=absolute",
@@ -217,6 +218,8 @@ def discover(cwd: Path | None = None) -> Repository:
         check=False,
     )
     lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or not lines or lines[0] not in ("true", "false"):
+        require_version(parse_version(git.out("version")))  # an old git: say so, not "no repo"
     if not lines:
         raise PreconditionError(
             f"{where} is not inside a git repository; cd into one or run git init"
@@ -234,7 +237,29 @@ def discover(cwd: Path | None = None) -> Repository:
         main_root = common_dir.parent
     else:  # a linked work tree of a separate git dir: git's first record is the main one
         main_root = Path(worktree_list(Git(toplevel))[0].path)
+    require_version_once(git, common_dir / "paradev" / VERSION_STAMP)
     return Repository(toplevel=toplevel, common_dir=common_dir, main_root=main_root)
+
+
+VERSION_STAMP = "git-version"  # the git program whose version was last found new enough
+
+
+def require_version_once(git: Git, stamp: Path) -> None:
+    """``require_version``, asking git (a process) only when the git program on PATH changed.
+
+    ``stamp`` names the program (path, size, modification time) last found new
+    enough; it is written only into paradev's existing folder, never creating it.
+    """
+    program = _program_identity()
+    try:
+        if stamp.read_text(encoding="utf-8") == program:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    require_version(parse_version(git.out("version")))
+    if stamp.parent.is_dir():
+        with contextlib.suppress(OSError):
+            stamp.write_text(program, encoding="utf-8")
 
 
 # -- worktrees -----------------------------------------------------------------
@@ -1175,14 +1200,17 @@ def start_merge_settings(git: Git) -> Callable[[], str]:
 
 
 def _program_identity() -> str:
-    import shutil
-
-    program = shutil.which("git") or "git"
-    try:
-        info = os.stat(program)
-    except OSError:
-        return program
-    return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
+    """The git that runs (the first on PATH, as ``shutil.which`` finds it, without importing
+    shutil) as "path:size:mtime"; plain "git" when none is found."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        program = os.path.join(folder or os.curdir, "git")
+        try:
+            info = os.stat(program)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and os.access(program, os.X_OK):
+            return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
+    return "git"
 
 
 def _start(git: Git, *args: str) -> subprocess.Popen[str]:
