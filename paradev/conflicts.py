@@ -16,7 +16,6 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.git import Git, MergeTree
+from paradev.records import dataclass, field
 from paradev.workspace import Workspace
 
 CACHE_FILE = "conflicts-cache.json"

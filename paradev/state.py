@@ -14,7 +14,6 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from paradev.limits import (
     check_text,
     read_bounded,
 )
+from paradev.records import MISSING, asdict, dataclass, field, fields
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
