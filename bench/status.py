@@ -76,7 +76,7 @@ def shell_script(repo: Path, agents: int) -> Path:
     """The git calls of ``paradev status``, one after another, in a shell script."""
     lines = [
         "set -e",
-        "git version >/dev/null",
+        # git's version is asked once per git program (paradev keeps a stamp), so not here
         "git rev-parse --path-format=absolute --is-bare-repository --absolute-git-dir "
         "--git-common-dir --show-toplevel >/dev/null",
         "git for-each-ref '--format=%(refname) %(objectname)' -- refs/heads/main >/dev/null",

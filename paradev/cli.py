@@ -1,18 +1,18 @@
-"""The ``paradev`` console script: argparse over the command table; never imports invoke.
+"""The ``paradev`` console script: the command table on the command line; never imports invoke.
 
-Only the parser of the command being run is built, and the command imports
-only the core modules it needs, so ``paradev check`` starts about as fast as
-Python itself.
+A plain command line (positionals, and flags and options spelled out in full)
+is read here directly; anything else (help, errors, ``--name=value``, ``--``,
+invoke's flag spelling of positionals) goes to argparse (``paradev.argv``),
+built for the one command being run. Each command imports only the core
+modules it needs, so ``paradev check`` starts about as fast as Python itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from paradev import __version__
 from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command, call
@@ -20,46 +20,6 @@ from paradev.errors import EXIT_USAGE
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 ABOUT = "Run several coding agents in parallel on one git repository and land their work."
-
-
-class UsageError(Exception):
-    """A command line argparse cannot parse; shown as one line, exit 2."""
-
-
-class HelpShown(Exception):  # noqa: N818 - control flow, not a failure
-    """argparse printed help (it would otherwise exit the process)."""
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter without its ``shutil`` import (and bz2, lzma): parsers build
-    one per argument, so every command would pay for it."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            columns = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
-        except (ValueError, OSError):
-            columns = 80
-        super().__init__(prog, width=max(columns, 40) - 2)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports instead of exiting, so the one boundary decides the exit code.
-
-    A word such as ``-1``, ``-.5`` or ``-inf`` is a (bad) value, never an option:
-    the command then says what is wrong with it.
-    """
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            print(message, file=sys.stderr, end="")
-        raise HelpShown
 
 
 def top_help() -> str:
@@ -81,59 +41,6 @@ def top_help() -> str:
         f"  {'--version':<{width}}print the version",
     ]
     return "\n".join(lines)
-
-
-def build_parser(command: Command) -> Parser:
-    """The parser of one command: real usage, typed arguments, exit codes and an example."""
-    exits = "\n".join(f"  {code:<4}{text}" for code, text in sorted(command.exit_codes().items()))
-    epilog = f"exit codes:\n{exits}\n\nexample:\n  paradev {command.example}"
-    description = command.summary + (f"\n\n{command.details}" if command.details else "")
-    parser = Parser(
-        prog=f"paradev {command.name}",
-        usage=f"paradev {command.usage()}",
-        description=description,
-        epilog=epilog,
-        formatter_class=Formatter,
-        allow_abbrev=False,
-    )
-    for arg in command.args:
-        kind = arg.type.metavar if arg.type else ""
-        if arg.position:
-            nargs = {"one": None, "maybe": "?", "many": "*"}[arg.position]
-            shown = f"{kind}: {arg.help}" if kind else arg.help
-            parser.add_argument(arg.name, metavar=arg.label, nargs=nargs, help=shown)
-            if arg.invoke_flag:  # invoke's spelling works here too: --batch NAME, --path A
-                parser.add_argument(
-                    arg.flag,
-                    dest=_AS_FLAG + arg.name,
-                    metavar=kind,
-                    action="append" if arg.position == "many" else "store",
-                    help=f"the same as {arg.label}"
-                    + (" (repeatable)" if arg.position == "many" else ""),
-                )
-        elif arg.type is None:
-            parser.add_argument(arg.flag, dest=arg.name, action="store_true", help=arg.help)
-        else:
-            parser.add_argument(arg.flag, dest=arg.name, metavar=kind, help=arg.help)
-    return parser
-
-
-_AS_FLAG = "flag:"  # dest prefix of a positional given as a flag (see build_parser)
-
-
-def merge_flag_forms(command: Command, values: dict[str, Any]) -> dict[str, Any]:
-    """``check A --path B`` -> path [A, B]; ``run-batch X --batch Y`` is refused (two batches)."""
-    for arg in command.args:
-        given = values.pop(_AS_FLAG + arg.name, None)
-        if given is None:
-            continue
-        if arg.position == "many":
-            values[arg.name] = [*(values.get(arg.name) or []), *given]
-        elif values.get(arg.name) is not None:
-            raise UsageError(f"give {arg.label} or {arg.flag}, not both")
-        else:
-            values[arg.name] = given
-    return values
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -161,6 +68,46 @@ def _unknown_flags(message: str, command: Command) -> str:
     return f"unknown option {word!r} for '{command.name}'" + did_you_mean(word, flags)
 
 
+def plain_values(command: Command, words: Sequence[str]) -> dict[str, Any] | None:
+    """The values of a plain command line, as argparse would give them; None when unsure.
+
+    Plain: every word is a positional, or a flag or option of ``command`` spelled
+    out in full, an option's value being the next word and not starting with
+    "-"; the positionals fill the command's in order, a "many" or "maybe" one
+    only in last place. Anything else is for argparse to decide.
+    """
+    options = {arg.flag: arg for arg in command.args if not arg.position}
+    values: dict[str, Any] = {arg.name: None if arg.type else False for arg in options.values()}
+    loose: list[str] = []
+    rest = iter(words)
+    for word in rest:
+        if not word.startswith("-") or word == "-":
+            loose.append(word)
+            continue
+        arg = options.get(word)
+        if arg is None:
+            return None
+        if arg.type is None:
+            values[arg.name] = True
+            continue
+        value = next(rest, None)
+        if value is None or value.startswith("-"):
+            return None
+        values[arg.name] = value
+    positionals = [arg for arg in command.args if arg.position]
+    for index, arg in enumerate(positionals):
+        last = index == len(positionals) - 1
+        if arg.position == "one" and loose:
+            values[arg.name] = loose.pop(0)
+        elif arg.position == "maybe" and last and len(loose) <= 1:
+            values[arg.name] = loose.pop(0) if loose else None
+        elif arg.position == "many" and last:
+            values[arg.name], loose = loose, []
+        else:
+            return None
+    return None if loose else values
+
+
 def run(argv: Sequence[str]) -> int:
     """Parse ``argv`` (without the program name), run the command, return the exit code."""
     if not argv or argv[0] in ("-h", "--help"):
@@ -175,15 +122,16 @@ def run(argv: Sequence[str]) -> int:
         what = "option" if name.startswith("-") else "command"
         hint = did_you_mean(name, [c.name for c in COMMANDS])
         return _usage_error(f"unknown {what} {name!r}{hint}", "paradev --help")
-    parser = build_parser(command)
-    try:
-        # Options may come between positionals; after "--" everything is positional.
-        parse = parser.parse_args if "--" in argv else parser.parse_intermixed_args
-        values = merge_flag_forms(command, vars(parse(argv[1:])))
-    except HelpShown:
-        return 0
-    except UsageError as err:
-        return _usage_error(_unknown_flags(str(err), command), f"paradev {name} --help")
+    values = plain_values(command, argv[1:])
+    if values is None:
+        from paradev.argv import HelpShown, UsageError, parse
+
+        try:
+            values = parse(command, argv[1:])
+        except HelpShown:
+            return 0
+        except UsageError as err:
+            return _usage_error(_unknown_flags(str(err), command), f"paradev {name} --help")
     return call(command, values)
 
 

@@ -33,13 +33,13 @@ def _text(text: str, label: str) -> str:
 
 
 def _int(text: str, label: str) -> int:
-    from paradev.lifecycle import parse_int
+    from paradev.limits import parse_int
 
     return parse_int(text, label)
 
 
 def _hours(text: str, label: str) -> float:
-    from paradev.lifecycle import parse_hours
+    from paradev.limits import parse_hours
 
     return parse_hours(text)
 

@@ -1104,6 +1104,18 @@ class Claim(NamedTuple):
     where: str  # "branch", "worktree" or "branch+worktree"
 
 
+def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
+    """``check --json``: per path asked, the agents already changing it."""
+    return {
+        "paths": paths,
+        "claimed": bool(claims),
+        "claims": [
+            {"path": claim.path, "agent": claim.agent, "where": claim.where} for claim in claims
+        ],
+        "agents": sorted({claim.agent for claim in claims}),
+    }
+
+
 def repo_relative(ws: Workspace, raw: str, cwd: Path | None = None) -> str:
     """A user's path (relative to where they stand, or absolute) as a repository path."""
     if not raw.strip():

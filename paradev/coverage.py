@@ -11,8 +11,8 @@ top of them. Every command that meets them says the same thing, from here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from paradev.git import (
     commit_count,
@@ -171,8 +171,7 @@ def held_drop(ws: Workspace, record: TaskRecord, why: str) -> str:
 # -- work no task will land ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stray:
+class Stray(NamedTuple):
     """Commits on an agent branch that nothing will land as they are, and the way out."""
 
     kind: str  # "dropped", "unplanned" (work of an issue no longer in the plan), "uncovered"

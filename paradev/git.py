@@ -9,14 +9,15 @@ environment can never redirect paradev to another repository.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from paradev.errors import GitError, PreconditionError
 from paradev.text import printable
@@ -175,8 +176,7 @@ def open_repo(path: Path) -> Iterator[Repo]:
 # -- repository discovery -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Repository:
+class Repository(NamedTuple):
     """Where a repository lives: this work tree, the shared git dir, the main work tree."""
 
     toplevel: Path
@@ -217,7 +217,6 @@ def discover(cwd: Path | None = None) -> Repository:
     """The repository containing ``cwd`` (any of its work trees); checks git's version."""
     where = (cwd or Path.cwd()).resolve()
     git = Git(where)
-    require_version(parse_version(git.out("version")))
     proc = git.run(
         "rev-parse",
         "--path-format=absolute",
@@ -228,6 +227,8 @@ def discover(cwd: Path | None = None) -> Repository:
         check=False,
     )
     lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or not lines or lines[0] not in ("true", "false"):
+        require_version(parse_version(git.out("version")))  # an old git: say so, not "no repo"
     if not lines:
         raise PreconditionError(
             f"{where} is not inside a git repository; cd into one or run git init"
@@ -245,14 +246,35 @@ def discover(cwd: Path | None = None) -> Repository:
         main_root = common_dir.parent
     else:  # a linked work tree of a separate git dir: git's first record is the main one
         main_root = Path(worktree_list(Git(toplevel))[0].path)
+    require_version_once(git, common_dir / "paradev" / VERSION_STAMP)
     return Repository(toplevel=toplevel, common_dir=common_dir, main_root=main_root)
+
+
+VERSION_STAMP = "git-version"  # the git program whose version was last found new enough
+
+
+def require_version_once(git: Git, stamp: Path) -> None:
+    """``require_version``, asking git (a process) only when the git program on PATH changed.
+
+    ``stamp`` names the program (path, size, modification time) last found new
+    enough; it is written only into paradev's existing folder, never creating it.
+    """
+    program = _program_identity()
+    try:
+        if stamp.read_text(encoding="utf-8") == program:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    require_version(parse_version(git.out("version")))
+    if stamp.parent.is_dir():
+        with contextlib.suppress(OSError):
+            stamp.write_text(program, encoding="utf-8")
 
 
 # -- worktrees -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Worktree:
+class Worktree(NamedTuple):
     """One record of ``git worktree list --porcelain``."""
 
     path: str
@@ -416,8 +438,7 @@ def untracked_paths(worktree: Path) -> list[str]:
 # -- merge-tree ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ConflictStage:
+class ConflictStage(NamedTuple):
     """One higher-stage index entry of a conflicted merge (stage 1 base, 2 ours, 3 theirs)."""
 
     mode: str
@@ -426,8 +447,7 @@ class ConflictStage:
     path: str
 
 
-@dataclass(frozen=True)
-class MergeMessage:
+class MergeMessage(NamedTuple):
     """One informational message of merge-tree: the paths it names, its stable type, its text."""
 
     paths: tuple[str, ...]
@@ -435,8 +455,7 @@ class MergeMessage:
     text: str
 
 
-@dataclass(frozen=True)
-class MergeTree:
+class MergeTree(NamedTuple):
     """What ``git merge-tree --write-tree`` says about merging two commits."""
 
     clean: bool
@@ -557,8 +576,7 @@ def git_dir_path(worktree: Path, name: str) -> Path:
     return path if path.is_absolute() else worktree / path
 
 
-@dataclass(frozen=True)
-class RebaseInProgress:
+class RebaseInProgress(NamedTuple):
     """A rebase stopped in a work tree, as its own state files describe it.
 
     ``head_name`` is the branch it rewrites (``refs/heads/<branch>``, or
@@ -876,8 +894,7 @@ def commits_between(git: Git, base: str, head: str) -> list[str]:
     return out.split()
 
 
-@dataclass(frozen=True)
-class BranchCommit:
+class BranchCommit(NamedTuple):
     """One commit a rebase would replay: its parents and the paths it changes."""
 
     commit: str
@@ -1201,8 +1218,7 @@ def _cat_file_batch(git: Git, specs: Sequence[str]) -> bytes:
     return proc.stdout
 
 
-@dataclass(frozen=True)
-class CommitData:
+class CommitData(NamedTuple):
     """What replaying a commit needs: its parents, author (GIT_AUTHOR_* variables), message."""
 
     parents: list[str]
@@ -1336,14 +1352,17 @@ def start_merge_settings(git: Git) -> Callable[[], str]:
 
 
 def _program_identity() -> str:
-    import shutil
-
-    program = shutil.which("git") or "git"
-    try:
-        info = os.stat(program)
-    except OSError:
-        return program
-    return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
+    """The git that runs (the first on PATH, as ``shutil.which`` finds it, without importing
+    shutil) as "path:size:mtime"; plain "git" when none is found."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        program = os.path.join(folder or os.curdir, "git")
+        try:
+            info = os.stat(program)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and os.access(program, os.X_OK):
+            return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
+    return "git"
 
 
 def _start(git: Git, *args: str) -> subprocess.Popen[str]:
@@ -1442,8 +1461,7 @@ def refs_under(git: Git, prefix: str) -> list[tuple[str, str, int]]:
 # -- the report ---
 
 
-@dataclass(frozen=True)
-class RangeStats:
+class RangeStats(NamedTuple):
     """What a range of commits changed: the report's size of each landing."""
 
     commits: int

@@ -40,10 +40,20 @@ def report_hook(result: HookResult | None) -> None:
 
 
 def _workspace() -> Workspace:
+    """The workspace, its state checked up front: a corrupt state stops every command but
+    reset and doctor.
+
+    The check skips looking on base for landed tasks (a git process): a command
+    that needs the tasks' state reads it again itself.
+    """
     from paradev.workspace import open_workspace
 
     ws = open_workspace()
-    ws.store.read()  # a corrupt state stops every command but reset and doctor, up front
+    recognise, ws.store.recognise = ws.store.recognise, None
+    try:
+        ws.store.read()
+    finally:
+        ws.store.recognise = recognise
     return ws
 
 
@@ -298,7 +308,7 @@ def conflicts(
 
 
 def check(path: list[str], agent: int | None, json: bool) -> None:
-    from paradev.conflicts import claims, repo_relative
+    from paradev.conflicts import check_json, claims, repo_relative
     from paradev.errors import Stopped
 
     if not path:
@@ -308,8 +318,6 @@ def check(path: list[str], agent: int | None, json: bool) -> None:
         ws.check_agent(agent)
     found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
     if json:
-        from paradev.report.machine import check_json
-
         emit_json(check_json(list(path), found))
     elif not found:
         print("no other agent changes " + ", ".join(path))

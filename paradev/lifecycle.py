@@ -6,10 +6,7 @@ Which task an agent works on comes from the plan (its order) and the state
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from paradev import attention, coverage, processes
 from paradev import plan as plan_mod
@@ -29,7 +26,6 @@ from paradev.git import (
     update_ref,
 )
 from paradev.labels import AgentLabel, agent_label, landing_candidates
-from paradev.limits import MAX_ISSUE, shown
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -46,46 +42,6 @@ from paradev.state import (
 )
 from paradev.text import printable
 from paradev.workspace import Workspace
-
-_WHOLE = re.compile(r"-?[0-9]+")
-_DECIMAL = re.compile(
-    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|inf|infinity)", re.I
-)
-
-
-def parse_hours(text: str | float) -> float:
-    """Hours from the command line: a finite number >= 0, written as plain decimal digits.
-
-    ``float`` alone would also take ``1_0`` (ten) or ``٣`` (Arabic three).
-    """
-    if isinstance(text, str) and not _DECIMAL.fullmatch(text.strip()):
-        raise PreconditionError(f"hours must be a number, got {text!r}")
-    try:
-        hours = float(text)
-    except (TypeError, ValueError):
-        raise PreconditionError(f"hours must be a number, got {text!r}") from None
-    if not math.isfinite(hours) or hours < 0:
-        raise PreconditionError(f"hours must be a finite number >= 0, got {text!r}")
-    if hours > plan_mod.MAX_HOURS:
-        raise PreconditionError(f"hours must be at most {plan_mod.MAX_HOURS}, got {text!r}")
-    return hours + 0.0  # -0 becomes 0
-
-
-def parse_int(text: str | int, what: str) -> int:
-    """A positive whole number from the command line, in plain ASCII digits."""
-    if isinstance(text, str) and not _WHOLE.fullmatch(text.strip()):
-        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}")
-    if isinstance(text, str) and len(text.strip().lstrip("-0")) > len(str(MAX_ISSUE)):
-        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {shown(text)}")
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}") from None
-    if value <= 0:
-        raise PreconditionError(f"{what} must be > 0, got {text!r}")
-    if value > MAX_ISSUE:  # agents stop at 1,000 and issues at 10^9 (paradev.limits)
-        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {text!r}")
-    return value
 
 
 def _same_task(task: Task, title: str, hours: float, batch: str | None) -> bool:
@@ -249,8 +205,7 @@ def fork_point(ws: Workspace, agent: int) -> str | None:
     return merge_base(ws.git, base, f"refs/heads/{ws.branch(agent)}") or ws.git.rev(base)
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     task: Task
     record: TaskRecord
     uncommitted: list[str]
@@ -373,8 +328,7 @@ def _restore_dropped(ws: Workspace, record: TaskRecord) -> None:
     merge_ff_only(worktree, backup)
 
 
-@dataclass(frozen=True)
-class Drop:
+class Drop(NamedTuple):
     """What ``drop`` did with the task and its commits."""
 
     task_issue: int

@@ -9,11 +9,14 @@ hang). Every bound is far above what a real plan or state needs.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+from paradev.errors import PreconditionError
 
 MAX_AGENTS = 1000  # agents.count
 MAX_ISSUE = 10**9  # issue numbers (they become parts of file names)
@@ -22,6 +25,7 @@ MAX_STATE_BYTES = 64_000_000  # state.json, merge journal included: 64 MB
 MAX_NESTING = 64  # arrays/tables/objects inside each other
 MAX_DIGITS = 64  # digits in one number as written
 MAX_PORT = 65535  # setup.port_base + n * port_step: the last TCP port
+MAX_HOURS = 100_000  # per task: beyond it totals lose meaning (and 1e308 + 1e308 is inf)
 
 
 class LimitError(ValueError):
@@ -63,8 +67,7 @@ _LONG_NUMBER = re.compile(rf"[0-9][0-9_]{{{MAX_DIGITS},}}")
 _OPEN, _CLOSE = "[{", "]}"
 
 
-@dataclass(frozen=True)
-class Beyond:
+class Beyond(NamedTuple):
     """Where text exceeds a bound (``line:col``), what is wrong, and how to fix it in a plan."""
 
     where: str
@@ -138,3 +141,46 @@ def shown(value: object, width: int = 60) -> str:
     """``repr(value)`` cut to ``width`` characters: a message stays one readable line."""
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# -- numbers from the command line (argument types of the command table) --
+
+_WHOLE = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(
+    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|inf|infinity)", re.I
+)
+
+
+def parse_hours(text: str | float) -> float:
+    """Hours from the command line: a finite number >= 0, written as plain decimal digits.
+
+    ``float`` alone would also take ``1_0`` (ten) or ``٣`` (Arabic three).
+    """
+    if isinstance(text, str) and not _DECIMAL.fullmatch(text.strip()):
+        raise PreconditionError(f"hours must be a number, got {text!r}")
+    try:
+        hours = float(text)
+    except (TypeError, ValueError):
+        raise PreconditionError(f"hours must be a number, got {text!r}") from None
+    if not math.isfinite(hours) or hours < 0:
+        raise PreconditionError(f"hours must be a finite number >= 0, got {text!r}")
+    if hours > MAX_HOURS:
+        raise PreconditionError(f"hours must be at most {MAX_HOURS}, got {text!r}")
+    return hours + 0.0  # -0 becomes 0
+
+
+def parse_int(text: str | int, what: str) -> int:
+    """A positive whole number from the command line, in plain ASCII digits."""
+    if isinstance(text, str) and not _WHOLE.fullmatch(text.strip()):
+        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}")
+    if isinstance(text, str) and len(text.strip().lstrip("-0")) > len(str(MAX_ISSUE)):
+        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {shown(text)}")
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise PreconditionError(f"{what} must be a whole number, got {shown(text)}") from None
+    if value <= 0:
+        raise PreconditionError(f"{what} must be > 0, got {text!r}")
+    if value > MAX_ISSUE:  # agents stop at 1,000 and issues at 10^9 (paradev.limits)
+        raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {text!r}")
+    return value

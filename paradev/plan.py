@@ -12,14 +12,14 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
 from paradev.limits import (
     MAX_AGENTS,
+    MAX_HOURS,
     MAX_ISSUE,
     MAX_PLAN_BYTES,
     MAX_PORT,
@@ -76,9 +76,6 @@ def _non_negative(value: Any) -> str | None:
     if _is_number(value) and math.isfinite(value) and value >= 0:
         return None
     return "a finite number >= 0"
-
-
-MAX_HOURS = 100_000  # per task: beyond it totals lose meaning (and 1e308 + 1e308 is inf)
 
 
 def _hours(value: Any) -> str | None:
@@ -166,8 +163,7 @@ def _choice(*choices: str) -> Check:
     return check
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One key of the schema: its default and its type check."""
 
     default: Any
@@ -244,8 +240,7 @@ TASK_CHECKS: dict[str, Check] = {
 }
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """One issue assigned to one agent inside a batch."""
 
     agent: int
@@ -258,19 +253,17 @@ class Task:
     prompt: str = ""
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     name: str
     tasks: tuple[Task, ...]
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """The validated plan. ``settings[section][key]`` holds every configured value."""
 
     path: Path
     settings: dict[str, dict[str, Any]]
-    batches: tuple[Batch, ...] = field(default=())
+    batches: tuple[Batch, ...] = ()
 
     # -- settings with a name, so callers read well and mypy knows the types --
     @property
@@ -572,8 +565,7 @@ def _read_settings(
     return settings
 
 
-@dataclass(frozen=True)
-class Located:
+class Located(NamedTuple):
     """A valid task with where it is in the file, for the messages of the checks across tasks."""
 
     task: Task

@@ -44,10 +44,10 @@ from paradev.lifecycle import (
     assign,
     complete,
     current_task,
-    parse_int,
     start,
     waiting_for_dependencies,
 )
+from paradev.limits import parse_int
 from paradev.plan import AGENT_PLACEHOLDERS, Batch, Task
 from paradev.prepare import as_agent, prepare_worktree, with_port
 from paradev.presets import (

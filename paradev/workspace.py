@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from paradev import plan as plan_mod
 from paradev.errors import PreconditionError
@@ -14,8 +14,7 @@ from paradev.plan import Plan, Task
 from paradev.state import StateStore
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(NamedTuple):
     """A repository with its validated plan and its shared state store."""
 
     repo: Repository

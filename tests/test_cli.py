@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_mock import MockerFixture
 
 from paradev import __version__
-from paradev.commands import BY_NAME, COMMANDS, GROUPS
+from paradev.argv import parse
+from paradev.cli import plain_values
+from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command
 from tests.helpers import Result, agent_tree, commit, run_process
 
 
@@ -180,6 +185,79 @@ def test_fast_commands_never_import_invoke_rich_filelock_or_tomlkit(
     if args[0] == "merge-order":
         state = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
         assert state["merge_order"] == [1, 2]
+
+
+# What each fast command must not load: argparse (a plain command line is read without it)
+# and the core modules of other commands.
+NOT_LOADED = {
+    "check": ("argparse", "paradev.argv", "paradev.lifecycle", "paradev.coverage", "paradev.order"),
+    "status": ("argparse", "paradev.argv", "paradev.conflicts", "paradev.order", "paradev.runner"),
+}
+OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.report")
+
+
+@pytest.mark.parametrize(
+    "args", [["check", "src/app.py", "--agent", "1"], ["check", "src", "--json"], ["status"]]
+)
+def test_fast_commands_load_only_the_core_they_use(
+    set_up: Path, repo: Path, args: list[str]
+) -> None:
+    commit(agent_tree(set_up, 2), {"src/app.py": "two\n"})
+    probe = (
+        "import sys\n"
+        "from paradev.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('LOADED', code, ' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=repo, capture_output=True, text=True, check=False
+    )
+    words = proc.stderr.splitlines()[-1].split(" ")
+    assert words[:2] == ["LOADED", "1" if args[0] == "check" else "0"], proc.stderr
+    assert "paradev.workspace" in words  # it did the work
+    unwanted = (*NOT_LOADED[args[0]], *OTHER_COMMANDS)
+    assert [m for m in unwanted if m in words] == [], proc.stderr
+
+
+def test_the_up_front_state_check_does_not_look_for_landed_tasks(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    cache = repo / ".git" / "paradev" / "landed.json"
+    assert cli("check", "src/app.py").code == 0
+    assert not cache.exists()  # no git log of base for tasks check never shows
+    assert cli("status").code == 0
+    assert cache.exists()  # status does look (its tasks' states)
+    (repo / ".git" / "paradev" / "state.json").write_text("{broken")
+    result = cli("check", "src/app.py")
+    assert result.code == 2 and "is corrupt" in result.err
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_each_example_command_line_is_read_without_argparse_as_argparse_reads_it(
+    name: str,
+) -> None:
+    command = BY_NAME[name]
+    words = shlex.split(command.example)[1:]
+    words = words[: next((i for i, w in enumerate(words) if w in (">", "|")), len(words))]
+    if any(w.startswith("-") and w not in {a.flag for a in command.args} for w in words):
+        return  # e.g. "--agents=1,3": argparse's own spelling
+    assert plain_values(command, words) == parse(command, words)
+
+
+WORDS = st.sampled_from(["a", "src/x.py", "7", "-", "-1", "--", "-h", "--help", "--bogus", "x=1"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(COMMANDS), st.data())
+def test_a_plain_command_line_is_read_as_argparse_reads_it(
+    command: Command, data: st.DataObject
+) -> None:
+    flags = [a.flag for a in command.args]  # invoke's spelling of positionals too
+    words = data.draw(st.lists(st.one_of(WORDS, st.sampled_from(flags or ["--x"])), max_size=7))
+    quick = plain_values(command, words)
+    if quick is None:
+        return  # argparse decides
+    assert quick == parse(command, words), words
 
 
 def test_a_bad_command_line_in_a_real_process_has_no_traceback(repo: Path) -> None:

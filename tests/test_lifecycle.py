@@ -11,7 +11,8 @@ import pytest
 import tomlkit
 
 from paradev.errors import PreconditionError
-from paradev.lifecycle import parse_hours, parse_int, render_status
+from paradev.lifecycle import render_status
+from paradev.limits import parse_hours, parse_int
 from paradev.state import StateStore, TaskRecord
 from tests.conftest import PLAN
 from tests.helpers import Result, agent_tree, commit, git, rev, write

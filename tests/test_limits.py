@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from paradev.errors import PreconditionError
-from paradev.lifecycle import parse_int
 from paradev.limits import (
     MAX_NESTING,
     MAX_STATE_BYTES,
     LimitError,
     check_text,
+    parse_int,
     read_bounded,
     shown,
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paradev.cli import build_parser
+from paradev.argv import build_parser
 from paradev.commands import BY_NAME
 from paradev.tasks import ns
 from tests.helpers import Result, agent_tree, commit

@@ -1,4 +1,4 @@
-"""Machine-readable outcomes: ``merge --json``, ``check --json`` and ``run-batch --json``.
+"""Machine-readable outcomes: ``merge --json`` and ``run-batch --json``.
 
 Progress lines of a train go to stderr under ``--json``; stdout carries one
 JSON object, built from the state after the train ran, so a stopped,
@@ -11,7 +11,6 @@ from dataclasses import asdict
 from typing import Any
 
 from paradev import git as gitmod
-from paradev.conflicts import Claim
 from paradev.dryrun import DryStep
 from paradev.runner import Outcome, Row, Started
 from paradev.snapshots import precise_now
@@ -70,18 +69,6 @@ def _stop_json(ws: Workspace, journal: dict[str, Any], stop: dict[str, Any]) -> 
 
 def dry_run_json(steps: list[DryStep]) -> dict[str, Any]:
     return {"dry_run": True, "steps": [asdict(step) for step in steps]}
-
-
-def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
-    """``check --json``: per path asked, the agents already changing it."""
-    return {
-        "paths": paths,
-        "claimed": bool(claims),
-        "claims": [
-            {"path": claim.path, "agent": claim.agent, "where": claim.where} for claim in claims
-        ],
-        "agents": sorted({claim.agent for claim in claims}),
-    }
 
 
 # -- run-batch --json: one JSON object per event, one per line -------------------------------
