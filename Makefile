@@ -32,7 +32,7 @@ bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/conflicts.py
 	$(BIN)/python bench/merge.py
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/merge_queue.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/soak.py

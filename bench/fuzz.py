@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from paradev.cli import program  # noqa: E402
+from paradev import cli  # noqa: E402
 from tests.fuzzing import FULL_PLAN, plan_inputs, state_inputs  # noqa: E402
 
 TARGET = 2.0  # seconds for the slowest input
@@ -56,11 +56,7 @@ def make_repo(root: Path) -> Path:
 def paradev_status() -> int:
     """``paradev status`` in-process, output swallowed; its exit code."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            program.run(["paradev", "status"])
-        except SystemExit as exit_:
-            return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+        return cli.main(["status"])
 
 
 def raw_parse(data: bytes, toml: bool) -> float:

@@ -13,7 +13,7 @@ Targets (issue 11): all passing, batch 8 needs 1 gate run and <= 0.25x the
 serial wall time, parallel 4 <= 0.35x; one failing, the 7 others land and
 batch 8 uses <= 5 gate runs.
 
-Run: ``.venv/bin/python bench/queue.py [--branches N] [--sleep S]``.
+Run: ``.venv/bin/python bench/merge_queue.py [--branches N] [--sleep S]``.
 """
 
 from __future__ import annotations
