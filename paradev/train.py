@@ -5,7 +5,7 @@ the branch onto base in the agent's own work tree, run the gate there (base +
 this work: the combined result), fast-forward base as a compare-and-swap,
 push when asked, mark the tasks merged and run the ``on_merge`` hook.
 
-Every step notes in the journal (``state.train``) when it starts and ends, and
+Every step notes in the journal (``state.train``, its own file) when it starts and ends, and
 first checks what git already shows, so after a crash or a stop
 ``merge --continue`` ends in the same refs as a run that never stopped. The
 journal is written (locked, fsynced) only where git could not tell afterwards
@@ -94,8 +94,8 @@ class Train:
         return entry
 
     def save(self) -> None:
-        with self.ws.store.update() as state:
-            state.train = self.journal
+        """Write the journal alone (its own small file): the task records are not rewritten."""
+        self.ws.store.save_journal(self.journal)
 
     def begin(self, agent: int, step: str, *, flush: bool = False, **facts: Any) -> None:
         """Note that ``step`` starts, with the facts needed to resume it.
@@ -790,6 +790,8 @@ def _end(train: Train, status: str) -> None:
     record_train(train.ws, train.journal)
     with train.ws.store.update() as state:
         state.train = None
+        if any(h.get("id") == train.id for h in state.merge_history):
+            return  # killed after the history was written, before the journal was removed
         state.merge_history.append(
             {
                 "id": train.id,
@@ -1678,7 +1680,8 @@ def step_mark(train: Train, agent: int) -> None:
             record = state.tasks.get(task.issue)
             if record is not None and record.status == COMPLETED:
                 record.status, record.merged_at, record.merged_commit = MERGED, now(), landed
-                issues.append(task.issue)
+            if record is not None and record.status == MERGED and record.merged_commit == landed:
+                issues.append(task.issue)  # also when marked before a crash cut the journal off
         entry["issues"] = issues
         train.journal["landed"].append({"agent": agent, "commit": landed, "issues": issues})
         state.train = train.journal
