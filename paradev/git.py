@@ -360,6 +360,14 @@ def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str]
     ``--no-optional-locks``: looking must never take the index lock an agent
     working in that tree may need at the same moment.
     """
+    tracked, new = changes(worktree, untracked=untracked, within=within)
+    return tracked + new
+
+
+def changes(
+    worktree: Path, *, untracked: bool = True, within: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """(changed tracked paths, untracked paths) of a work tree, from one ``git status``."""
     limit = ["--", *(f":(top,literal){p}" if p else ":(top)" for p in within)] if within else []
     out = (
         Git(worktree)
@@ -374,15 +382,18 @@ def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str]
         .stdout
     )
     paths: list[str] = []
+    new: list[str] = []
     origin_follows = False
     for entry in out.split("\0"):
         if origin_follows:  # a rename's or copy's original path: changed too
             origin_follows = False
             paths.append(entry)
+        elif entry.startswith("?? "):
+            new.append(entry[3:])
         elif len(entry) >= 4:
             paths.append(entry[3:])
             origin_follows = entry[0] in "RC"
-    return paths
+    return paths, new
 
 
 def untracked_paths(worktree: Path) -> list[str]:
@@ -527,12 +538,6 @@ def worktree_git_dir(worktree: Path) -> Path:
         path = Path(text.removeprefix("gitdir: ").strip())
         return path if path.is_absolute() else (worktree / path).resolve()
     return Path(Git(worktree).out("rev-parse", "--absolute-git-dir"))
-
-
-def git_dir_path(worktree: Path, name: str) -> Path:
-    """``git rev-parse --git-path name`` of a work tree, as an absolute path."""
-    path = Path(Git(worktree).out("rev-parse", "--git-path", name))
-    return path if path.is_absolute() else worktree / path
 
 
 @dataclass(frozen=True)
@@ -718,7 +723,7 @@ def probe_merge(git: Git, tree_commit: str, parent: str, commit: str) -> MergeTr
     makes ``parent`` the merge base, as a cherry-pick or rebase does, on any
     git >= 2.38 (``merge-tree --merge-base`` needs 2.40).
     """
-    probe = commit_tree(git, tree_of(git, tree_commit), [parent], "paradev: merge probe\n")
+    probe = commit_tree(git, f"{tree_commit}^{{tree}}", [parent], "paradev: merge probe\n")
     return merge_trees(git, [(probe, commit)])[0]
 
 
@@ -809,39 +814,59 @@ def commit_meta(git: Git, commit: str) -> dict[str, str]:
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
 
 
-def commit_identity(git: Git, commit: str) -> dict[str, str]:
-    """Author and committer (name, email, date) of ``commit``, as GIT_* variables.
+@dataclass(frozen=True)
+class RawCommit:
+    """What a rewrite keeps of a commit: its tree, who made it and when, its exact message."""
 
-    A rewrite that keeps them makes the same commit every time it runs.
+    tree: str
+    identity: dict[str, str]  # GIT_AUTHOR_* and GIT_COMMITTER_*: name, email, raw date
+    message: str
+
+
+def read_commits(git: Git, commits: Sequence[str]) -> list[RawCommit]:
+    """Tree, identity and message of each of ``commits``, from one ``git cat-file --batch``."""
+    found = _cat_file_batch(git, commits, b"commit")
+    return [_raw_commit(raw, name) for raw, name in zip(found, commits, strict=True)]
+
+
+def _raw_commit(raw: bytes | None, name: str) -> RawCommit:
+    if raw is None:
+        raise GitError(f"{name} is not a commit")
+    text = raw.decode("utf-8", GIT_TEXT_ERRORS)
+    headers, _, message = text.partition("\n\n")
+    fields = dict(line.split(" ", 1) for line in headers.splitlines() if not line.startswith(" "))
+    identity: dict[str, str] = {}
+    for who in ("author", "committer"):
+        ident = fields[who]
+        name_end, email_end = ident.index("<"), ident.rindex(">")
+        identity |= {
+            f"GIT_{who.upper()}_NAME": ident[:name_end].strip(),
+            f"GIT_{who.upper()}_EMAIL": ident[name_end + 1 : email_end],
+            f"GIT_{who.upper()}_DATE": ident[email_end + 1 :].strip(),
+        }
+    return RawCommit(fields["tree"], identity, message)
+
+
+def add_trailers_to_each(
+    git: Git, messages: Sequence[str], key: str, values: Sequence[str]
+) -> list[str]:
+    """Each of ``messages`` with a ``key: value`` trailer for each of ``values`` it lacks.
+
+    One ``git interpret-trailers --in-place`` over them all, not one per message.
     """
-    values = git.out(
-        "show", "-s", "--format=%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd", "--date=raw", commit
-    ).split("\0")
-    names = [
-        f"{who}_{what}" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL", "DATE")
-    ]
-    return {f"GIT_{name}": value for name, value in zip(names, values, strict=True)}
+    import tempfile
 
-
-def commit_message(git: Git, commit: str) -> str:
-    """The raw message of ``commit`` (what ``commit-tree`` takes back)."""
-    raw = git.run("cat-file", "commit", commit).stdout
-    return raw.split("\n\n", 1)[1] if "\n\n" in raw else ""
-
-
-def trailer_values(git: Git, message: str, key: str) -> list[str]:
-    """The values of trailer ``key`` in ``message``, as git parses trailers."""
-    out = git.run("interpret-trailers", "--parse", input=message).stdout
-    prefix = f"{key}: "
-    return [line[len(prefix) :].strip() for line in out.splitlines() if line.startswith(prefix)]
-
-
-def add_trailers(git: Git, message: str, key: str, values: Sequence[str]) -> str:
-    """``message`` with a ``key: value`` trailer for each of ``values`` it lacks."""
-    args = ["interpret-trailers", "--if-exists", "addIfDifferent"]
-    for value in values:
-        args += ["--trailer", f"{key}: {value}"]
-    return git.run(*args, input=message).stdout
+    if not messages:
+        return []
+    with tempfile.TemporaryDirectory(prefix="paradev-trailers-") as folder:
+        files = [Path(folder) / f"{index}.msg" for index in range(len(messages))]
+        for file, message in zip(files, messages, strict=True):
+            file.write_bytes(message.encode("utf-8", GIT_TEXT_ERRORS))
+        args = ["interpret-trailers", "--in-place", "--if-exists", "addIfDifferent"]
+        for value in values:
+            args += ["--trailer", f"{key}: {value}"]
+        git.run(*args, "--", *map(str, files))
+        return [file.read_bytes().decode("utf-8", GIT_TEXT_ERRORS) for file in files]
 
 
 def commits_between(git: Git, base: str, head: str) -> list[str]:
@@ -922,8 +947,9 @@ def unfinished_operation(worktree: Path) -> str | None:
     """The rebase, merge or cherry-pick an agent left unfinished in ``worktree``, if any."""
     if rebase_in_progress(worktree) is not None:
         return "rebase"
+    git_dir = worktree_git_dir(worktree)  # both markers are per work tree: no git process
     for marker, name in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick")):
-        if git_dir_path(worktree, marker).exists():
+        if (git_dir / marker).exists():
             return name
     return None
 
@@ -1065,6 +1091,11 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
 
     None for a name that does not resolve to a blob.
     """
+    return _cat_file_batch(git, specs, b"blob")
+
+
+def _cat_file_batch(git: Git, specs: Sequence[str], kind: bytes) -> list[bytes | None]:
+    """The raw objects ``specs`` name, None where one is missing or not a ``kind``."""
     if not specs:
         return []
     data = "".join(f"{spec}\0" for spec in specs).encode()
@@ -1078,10 +1109,10 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
     )
     if proc.returncode != 0:
         raise GitError(f"git cat-file --batch failed: {proc.stderr.decode(errors='replace')}")
-    return _parse_cat_file_batch(proc.stdout, len(specs))
+    return _parse_cat_file_batch(proc.stdout, len(specs), kind)
 
 
-def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
+def _parse_cat_file_batch(out: bytes, expected: int, kind: bytes) -> list[bytes | None]:
     blobs: list[bytes | None] = []
     pos = 0
     while len(blobs) < expected:
@@ -1094,7 +1125,7 @@ def _parse_cat_file_batch(out: bytes, expected: int) -> list[bytes | None]:
         size = int(header[2])
         body = out[pos : pos + size]
         pos += size + 1  # the content is followed by a newline
-        blobs.append(body if header[1] == b"blob" else None)
+        blobs.append(body if header[1] == kind else None)
     return blobs
 
 

@@ -1823,3 +1823,42 @@ def test_state_writes_per_branch_do_not_grow_with_history(
     assert min(large["state.json"]) > 200_000  # each of them costs the whole history...
     assert max(large["train.json"]) < 20_000  # ...which no journal write carries
     assert len(large["train.json"]) <= 2 * len(small["train.json"]) + 2
+
+
+@pytest.mark.parametrize("checked_out", [True, False])
+def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, checked_out: bool
+) -> None:
+    """Checked out, ``git merge --ff-only`` proves the fast-forward (no ancestry check first);
+    not checked out, the compare-and-swap does not, so it is checked: both stop alike."""
+    trees = setup_with(gate="true")
+    if not checked_out:
+        git(repo, "checkout", "-q", "--detach")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    real_gate = train_mod.run_gate
+    moved: list[str] = []
+
+    def gate_while_base_moves(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+        result = real_gate(*args, **kwargs)
+        if checked_out:
+            moved.append(commit(repo, {"elsewhere.py": "e\n"}, "base moves"))
+        else:
+            head = rev(repo, "main")
+            tree = git(repo, "write-tree")
+            moved.append(git(repo, "commit-tree", tree, "-p", head, "-m", "base moves"))
+            git(repo, "update-ref", "refs/heads/main", moved[0], head)
+        return result
+
+    mocker.patch.object(train_mod, "run_gate", side_effect=gate_while_base_moves)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert rev(repo, "main") == moved[0]  # nothing landed on top of it
+    assert state_of(repo)["train"]["stop"]["reason"] == "base-moved"
+    assert "main moved while agent 1 was being landed" in result.err
+    mocker.stopall()
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert git(repo, "rev-list", "--count", f"{moved[0]}..main") == "1"
+    assert git(repo, "show", "main:one.py") == "1"
