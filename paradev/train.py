@@ -75,6 +75,7 @@ class Train:
         self.journal = journal
         self.out = out
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
+        self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
 
     @property
     def id(self) -> str:
@@ -164,6 +165,20 @@ class Train:
         agent reads the tips again), and base moving is caught when it advances.
         """
         self._handed_on[agent] = (base, head)
+
+    def task_view(self, agent: int) -> State:
+        """The state as this landing of ``agent`` first read it (read once, not once per step).
+
+        Its task records do not change under the landing: the train holds the
+        agent's lock, and only the mark step changes them (under the state lock).
+        """
+        view = self._task_views.get(agent)
+        if view is None:
+            view = self._task_views[agent] = self.ws.store.read()
+        return view
+
+    def drop_task_view(self, agent: int) -> None:
+        self._task_views.pop(agent, None)
 
     def tips_handed_on(self, agent: int) -> tuple[str, str]:
         """The tips the previous step handed on (once), else read from git."""
@@ -857,7 +872,7 @@ def step_backup(train: Train, agent: int) -> None:
     if "old_head" not in entry:
         branch = train.branch(agent)
         head, tracking = _head_and_tracking(train, agent)
-        completed = completed_head(train.ws, train.ws.store.read(), agent)
+        completed = completed_head(train.ws, train.task_view(agent), agent)
         candidate = completed[1] if completed else head
         train.begin(  # written with the next step: until then nothing has changed
             agent,
@@ -1273,7 +1288,7 @@ def _rewrite_branch(
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
-    state = train.ws.store.read()
+    state = train.task_view(agent)
     return [
         (task, state.tasks.get(task.issue))
         for task in train.ws.tasks_of(agent)
@@ -1749,9 +1764,14 @@ def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:
 
 
 def step_mark(train: Train, agent: int) -> None:
-    """Mark the agent's completed tasks merged (time, commit) in the same write as the journal."""
+    """Mark the agent's completed tasks merged (time, commit); the journal notes it after.
+
+    The state file goes first: a crash before the journal write redoes this
+    step, which finds the tasks merged at this very commit and names them again.
+    """
     if train.is_done(agent, MARK):
         return
+    train.drop_task_view(agent)
     entry = train.agent(agent)
     landed = entry["landed"]
     entry["step"] = MARK
