@@ -1,24 +1,30 @@
-"""Benchmark: a merge train of 10 branches (trivial gate) next to the same git work as a script.
+"""Benchmark: the serial merge train (gate ``true``) next to a plain git script doing the same.
 
-The limit is what git alone needs for the train: per branch a backup ref, a
-rebase in the agent's worktree, the gate (``true``) and a fast-forward of the
-main work tree. paradev adds its journal (a locked, fsynced state write before
-each rebase and when tasks are marked merged), the merge order, the checks
-(clean trees, fast-forward, the branch still what the gate passed) and the
-Python start-up.
+The limit is ``bench/plain_train.sh``: per branch a backup ref, a rebase in
+the agent's worktree, the gate in one prepared worktree, a fast-forward of
+main and a push to a local bare remote. ``paradev merge`` does that and
+adds its journal (``train.json``, fsynced), the checks (clean trees, patch
+check, conflict markers, the branch still what the gate passed), the issue
+trailers and the Python start-up. Both run at 10 and 40 branches, on a
+fresh state and on one holding 2,000 finished task records (the journal's
+writes must not grow with the history). Printed: best wall time, git
+processes per branch (counted from git's trace2 events: a figure the load
+of a shared machine cannot blur), the ratio and the limit (1.3x).
 
-Run: ``.venv/bin/python bench/merge.py [--branches N] [--repeat R]``.
+Run: ``.venv/bin/python bench/merge.py [--branches 10 40] [--history 0 2000] [--repeat R]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from paradev.git import git_env  # noqa: E402
 
+PLAIN = Path(__file__).resolve().parent / "plain_train.sh"
+LIMIT = 1.3
 ENV = {
     **git_env(),
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -54,124 +62,156 @@ def paradev(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@contextlib.contextmanager
+def in_process(cwd: Path) -> Iterator[None]:
+    """paradev commands of the set-up run in this process: no start-up cost for each."""
+    before, saved = Path.cwd(), dict(os.environ)
+    os.chdir(cwd)
+    os.environ.update(ENV)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def cli(*args: str) -> None:
+    from paradev.cli import main
+
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        code = main(list(args))
+    if code != 0:
+        raise SystemExit(f"paradev {' '.join(args)} failed ({code})")
+
+
 def plan_text(branches: int) -> str:
     tasks = "".join(
         f'  [[batches.tasks]]\n  agent = {a}\n  issue = {a}\n  title = "task {a}"\n  hours = 1.0\n'
         for a in range(1, branches + 1)
     )
     return (
-        '[project]\nbase = "main"\n\n'
+        '[project]\nbase = "main"\nremote = "origin"\n\n'
         f"[agents]\ncount = {branches}\n\n"
         '[gate]\ncommand = "true"\n\n'
+        "[merge]\npush = true\n\n"
         f'[[batches]]\nname = "bench"\n{tasks}'
     )
 
 
-def build(root: Path, branches: int) -> Path:
-    """A repository with ``branches`` agents, each with 3 commits on its own files."""
+def build(root: Path, branches: int, history: int) -> Path:
+    """A repository with ``branches`` agents (3 commits each on their own files), a bare
+    origin, a prepared gate worktree, and ``history`` finished task records in the state."""
     repo = root / "project"
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
+    (repo / "src").mkdir()
     for i in range(50):
-        (repo / "src").mkdir(exist_ok=True)
         (repo / "src" / f"m{i}.py").write_text(f"X = {i}\n" * 20)
     (repo / "plan.toml").write_text(plan_text(branches))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
-    check(paradev(repo, "setup"))
+    git(root, "init", "-q", "--bare", str(root / "origin.git"))
+    git(repo, "remote", "add", "origin", str(root / "origin.git"))
+    git(repo, "push", "-q", "origin", "main")
     trees = root / "project-worktrees"
-    for agent in range(1, branches + 1):
-        check(paradev(repo, "start", str(agent)))
-        tree = trees / f"agent-{agent}"
-        for n in range(3):
-            (tree / f"feature_{agent}_{n}.py").write_text(f"Y = {n}\n")
-            git(tree, "add", "-A")
-            git(tree, "commit", "-q", "-m", f"agent {agent} commit {n}")
-        check(paradev(repo, "complete", str(agent)))
+    with in_process(repo):
+        cli("setup")
+        for agent in range(1, branches + 1):
+            cli("start", str(agent))
+            tree = trees / f"agent-{agent}"
+            for n in range(3):
+                (tree / f"feature_{agent}_{n}.py").write_text(f"Y = {n}\n")
+                git(tree, "add", "-A")
+                git(tree, "commit", "-q", "-m", f"agent {agent} commit {n}")
+            cli("complete", str(agent))
+    add_history(repo, history)
+    git(repo, "worktree", "add", "-q", "--detach", str(root / "gate"), "main")
     return repo
 
 
-def check(proc: subprocess.CompletedProcess[str]) -> None:
-    if proc.returncode != 0:
-        raise SystemExit(f"paradev failed: {proc.args}\n{proc.stdout}\n{proc.stderr}")
+def add_history(repo: Path, records: int) -> None:
+    """Finished tasks of earlier batches, as a long-running project accumulates them."""
+    from paradev.state import MERGED, StateStore
 
-
-def plain_train(repo: Path, branches: int) -> None:
-    """The same git operations, as a script would run them: no journal, no checks."""
-    trees = repo.parent / "project-worktrees"
-    for agent in range(1, branches + 1):
-        branch = f"parallel-dev/agent-{agent}"
-        tree = trees / f"agent-{agent}"
-        head = git(repo, "rev-parse", branch)
-        git(repo, "update-ref", f"refs/paradev/backup/{branch}/plain", head, "0" * 40)
-        git(tree, "rebase", "-q", "main")
-        subprocess.run("true", shell=True, cwd=tree, check=True)
-        git(repo, "merge", "-q", "--ff-only", branch)
+    store = StateStore(repo / ".git")
+    with store.update() as state:
+        for issue in range(100_000, 100_000 + records):
+            record = state.task(issue, 1 + issue % 10)
+            record.status, record.merged_at = MERGED, "2026-01-01T00:00:00+00:00"
+            record.merged_commit, record.files_modified = "0" * 40, [f"src/m{issue % 50}.py"]
 
 
 def run_train(repo: Path, branches: int, runner: str) -> float:
-    """Seconds ``runner`` takes for the train; checks every branch landed."""
+    """Seconds ``runner`` takes for the train; checks every branch landed and was pushed."""
+    root = repo.parent
     start = time.perf_counter()
     if runner == "paradev":
-        check(paradev(repo, "merge"))
-    elif runner == "dry-run":
-        check(paradev(repo, "merge", "--dry-run"))
+        proc = paradev(repo, "merge")
+        if proc.returncode != 0:
+            raise SystemExit(f"paradev merge failed:\n{proc.stdout}\n{proc.stderr}")
     else:
-        plain_train(repo, branches)
+        argv = [str(PLAIN), str(repo), str(root / "project-worktrees"), str(root / "gate")]
+        subprocess.run([*argv, str(branches)], env=ENV, check=True)
     elapsed = time.perf_counter() - start
-    merged = git(repo, "rev-list", "--count", "main")
-    expected = 1 + 3 * branches if runner != "dry-run" else 1
-    if int(merged) != expected:
-        raise SystemExit(f"{runner}: main has {merged} commits, expected {expected}")
+    for where in (repo, root / "origin.git"):
+        merged = git(where, "rev-list", "--count", "main")
+        if int(merged) != 1 + 3 * branches:
+            raise SystemExit(f"{runner}: {where} main has {merged} commits")
     return elapsed
 
 
-def measure(branches: int, runner: str) -> float:
-    with tempfile.TemporaryDirectory(prefix="paradev-bench-") as tmp:
-        return run_train(build(Path(tmp), branches), branches, runner)
+def measure(branches: int, history: int, runner: str, trace: bool = False) -> tuple[float, int]:
+    """(seconds, git processes ``runner`` started itself) for one fresh repository.
 
-
-def git_processes(branches: int, runner: str) -> int:
-    """How many git commands ``runner`` starts itself (their own children not counted).
-
-    Counted from git's trace2 events: unlike seconds, a figure the load of a
-    shared machine cannot blur.
+    Their own children (a push's pack-objects) are not counted, for either runner.
     """
     with tempfile.TemporaryDirectory(prefix="paradev-bench-") as tmp:
-        repo = build(Path(tmp), branches)
-        trace = Path(tmp) / "trace2.json"
-        ENV["GIT_TRACE2_EVENT"] = str(trace)
+        repo = build(Path(tmp), branches, history)
+        events = Path(tmp) / "trace2.json"
+        if trace:
+            ENV["GIT_TRACE2_EVENT"] = str(events)
         try:
-            run_train(repo, branches, runner)
+            seconds = run_train(repo, branches, runner)
         finally:
-            del ENV["GIT_TRACE2_EVENT"]
-        events = (json.loads(line) for line in trace.read_text().splitlines())
-        # the train's own check of main is one more top-level git: not counted
-        started = sum(1 for e in events if e.get("event") == "start" and "/" not in e["sid"])
-        return started - 1
+            ENV.pop("GIT_TRACE2_EVENT", None)
+        if not trace:
+            return seconds, 0
+        lines = events.read_text().splitlines()
+        started = sum(
+            1 for e in map(json.loads, lines) if e.get("event") == "start" and "/" not in e["sid"]
+        )
+        return seconds, started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--branches", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--branches", type=int, nargs="+", default=[10, 40])
+    parser.add_argument("--history", type=int, nargs="+", default=[0, 2000])
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    os.environ.update({k: v for k, v in ENV.items() if k.startswith("GIT_")})
-    runners = ("plain", "paradev", "dry-run")
-    times: dict[str, list[float]] = {runner: [] for runner in runners}
-    for _ in range(args.repeat):  # interleaved, so a busy moment hits every runner alike
-        for runner in runners:
-            times[runner].append(measure(args.branches, runner))
-    best = {runner: min(found) for runner, found in times.items()}
-    counts = {runner: git_processes(args.branches, runner) for runner in ("plain", "paradev")}
-    print(f"merge train of {args.branches} branches, trivial gate (best of {args.repeat}):")
-    for runner, label in (
-        ("plain", "plain git script (the limit):"),
-        ("paradev", "paradev merge:"),
-    ):
-        print(f"  {label:<29} {best[runner]:.2f}s  ({counts[runner]} git processes)")
-    print(f"  ratio paradev / plain:        {best['paradev'] / best['plain']:.2f}x")
-    print(f"  paradev merge --dry-run:      {best['dry-run']:.2f}s")
+    print(
+        "merge train, gate `true`, push to a local bare remote; "
+        f"best of {args.repeat}; limit {LIMIT}x the plain git script"
+    )
+    header = "branches  history   plain s  paradev s   ratio   git/branch plain  paradev"
+    print(header)
+    for branches in args.branches:
+        for history in args.history:
+            best: dict[str, float] = {}
+            for _ in range(args.repeat):  # interleaved: a busy moment hits both alike
+                for runner in ("plain", "paradev"):
+                    seconds, _count = measure(branches, history, runner)
+                    best[runner] = min(best.get(runner, seconds), seconds)
+            counts = {r: measure(branches, history, r, trace=True)[1] for r in ("plain", "paradev")}
+            ratio = best["paradev"] / best["plain"]
+            verdict = "ok" if ratio <= LIMIT else "OVER"
+            print(
+                f"{branches:>8}  {history:>7}  {best['plain']:>8.2f}  {best['paradev']:>9.2f}"
+                f"  {ratio:>5.2f}x {verdict:<4}  {counts['plain'] / branches:>10.1f}"
+                f"  {counts['paradev'] / branches:>7.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

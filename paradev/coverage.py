@@ -178,12 +178,15 @@ class Stray(NamedTuple):
     message: str
 
 
-def stray_work(ws: Workspace, state: State, agent: int, *, uncovered: bool = True) -> Stray | None:
+def stray_work(
+    ws: Workspace, state: State, agent: int, *, uncovered: bool = True, tip: str | None = None
+) -> Stray | None:
     """The first reason the agent's branch holds commits no planned task will land, if any.
 
-    ``uncovered=False`` skips looking for commits outside every task's work.
+    ``uncovered=False`` skips looking for commits outside every task's work; ``tip``: the
+    branch's commit when the caller read it already.
     """
-    tip = branch_tip(ws, agent)
+    tip = tip or branch_tip(ws, agent)
     if tip is None:
         return None
     drops = pending_drops(ws, state, agent)

@@ -400,6 +400,14 @@ def dirty_and_untracked(worktree: Path) -> tuple[bool, list[str]]:
     return bool(entries), [path for code, path in entries if code == "??"]
 
 
+def changes(
+    worktree: Path, *, untracked: bool = True, within: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """(changed tracked paths, untracked paths) of a work tree, from one ``git status``."""
+    entries = _status_entries(worktree, untracked, within)
+    return [p for code, p in entries if code != "??"], [p for code, p in entries if code == "??"]
+
+
 def _status_entries(
     worktree: Path, untracked: bool, within: Sequence[str]
 ) -> list[tuple[str, str]]:
@@ -761,8 +769,7 @@ def probe_merge(
     git >= 2.38 (``merge-tree --merge-base`` needs 2.40). ``tree``: that tree,
     when the caller knows it (one git process less).
     """
-    tree = tree or tree_of(git, tree_commit)
-    probe = commit_tree(git, tree, [parent], "paradev: merge probe\n")
+    probe = commit_tree(git, tree or f"{tree_commit}^{{tree}}", [parent], "paradev: merge probe\n")
     return merge_trees(git, [(probe, commit)])[0]
 
 
@@ -853,39 +860,66 @@ def commit_meta(git: Git, commit: str) -> dict[str, str]:
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
 
 
-def commit_identity(git: Git, commit: str) -> dict[str, str]:
-    """Author and committer (name, email, date) of ``commit``, as GIT_* variables.
+class RawCommit(NamedTuple):
+    """What a rewrite keeps of a commit: tree, parents, who made it and when, exact message."""
 
-    A rewrite that keeps them makes the same commit every time it runs.
+    tree: str
+    parents: list[str]
+    identity: dict[str, str]  # GIT_AUTHOR_* and GIT_COMMITTER_*: name, email, raw date
+    message: str
+
+    @property
+    def author(self) -> dict[str, str]:
+        """The GIT_AUTHOR_* variables alone (a replay gets a committer of its own)."""
+        return {k: v for k, v in self.identity.items() if k.startswith("GIT_AUTHOR_")}
+
+
+def read_commits(git: Git, commits: Sequence[str]) -> list[RawCommit]:
+    """Tree, parents, identity and message of each of ``commits``, from one ``cat-file --batch``."""
+    found = _cat_file_batch(git, commits, b"commit")
+    return [_raw_commit(raw, name) for raw, name in zip(found, commits, strict=True)]
+
+
+def _raw_commit(raw: bytes | None, name: str) -> RawCommit:
+    if raw is None:
+        raise GitError(f"{name} is not a commit")
+    text = raw.decode("utf-8", GIT_TEXT_ERRORS)
+    headers, _, message = text.partition("\n\n")
+    lines = [line.split(" ", 1) for line in headers.splitlines() if not line.startswith(" ")]
+    fields = dict(lines)
+    parents = [value for key, value in lines if key == "parent"]
+    identity: dict[str, str] = {}
+    for who in ("author", "committer"):
+        ident = fields[who]
+        name_end, email_end = ident.index("<"), ident.rindex(">")
+        identity |= {
+            f"GIT_{who.upper()}_NAME": ident[:name_end].strip(),
+            f"GIT_{who.upper()}_EMAIL": ident[name_end + 1 : email_end],
+            f"GIT_{who.upper()}_DATE": ident[email_end + 1 :].strip(),
+        }
+    return RawCommit(fields["tree"], parents, identity, message)
+
+
+def add_trailers_to_each(
+    git: Git, messages: Sequence[str], key: str, values: Sequence[str]
+) -> list[str]:
+    """Each of ``messages`` with a ``key: value`` trailer for each of ``values`` it lacks.
+
+    One ``git interpret-trailers --in-place`` over them all, not one per message.
     """
-    values = git.out(
-        "show", "-s", "--format=%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd", "--date=raw", commit
-    ).split("\0")
-    names = [
-        f"{who}_{what}" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL", "DATE")
-    ]
-    return {f"GIT_{name}": value for name, value in zip(names, values, strict=True)}
+    import tempfile
 
-
-def commit_message(git: Git, commit: str) -> str:
-    """The raw message of ``commit`` (what ``commit-tree`` takes back)."""
-    raw = git.run("cat-file", "commit", commit).stdout
-    return raw.split("\n\n", 1)[1] if "\n\n" in raw else ""
-
-
-def trailer_values(git: Git, message: str, key: str) -> list[str]:
-    """The values of trailer ``key`` in ``message``, as git parses trailers."""
-    out = git.run("interpret-trailers", "--parse", input=message).stdout
-    prefix = f"{key}: "
-    return [line[len(prefix) :].strip() for line in out.splitlines() if line.startswith(prefix)]
-
-
-def add_trailers(git: Git, message: str, key: str, values: Sequence[str]) -> str:
-    """``message`` with a ``key: value`` trailer for each of ``values`` it lacks."""
-    args = ["interpret-trailers", "--if-exists", "addIfDifferent"]
-    for value in values:
-        args += ["--trailer", f"{key}: {value}"]
-    return git.run(*args, input=message).stdout
+    if not messages:
+        return []
+    with tempfile.TemporaryDirectory(prefix="paradev-trailers-") as folder:
+        files = [Path(folder) / f"{index}.msg" for index in range(len(messages))]
+        for file, message in zip(files, messages, strict=True):
+            file.write_bytes(message.encode("utf-8", GIT_TEXT_ERRORS))
+        args = ["interpret-trailers", "--in-place", "--if-exists", "addIfDifferent"]
+        for value in values:
+            args += ["--trailer", f"{key}: {value}"]
+        git.run(*args, "--", *map(str, files))
+        return [file.read_bytes().decode("utf-8", GIT_TEXT_ERRORS) for file in files]
 
 
 def commits_between(git: Git, base: str, head: str) -> list[str]:
@@ -1055,8 +1089,9 @@ def unfinished_operation(worktree: Path) -> str | None:
     """The rebase, merge or cherry-pick an agent left unfinished in ``worktree``, if any."""
     if rebase_in_progress(worktree) is not None:
         return "rebase"
+    git_dir = worktree_git_dir(worktree)  # both markers are per work tree: no git process
     for marker, name in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick")):
-        if git_dir_path(worktree, marker).exists():
+        if (git_dir / marker).exists():
             return name
     return None
 
@@ -1198,12 +1233,17 @@ def read_blobs(git: Git, specs: Sequence[str]) -> list[bytes | None]:
 
     None for a name that does not resolve to a blob.
     """
+    return _cat_file_batch(git, specs, b"blob")
+
+
+def _cat_file_batch(git: Git, specs: Sequence[str], kind: bytes) -> list[bytes | None]:
+    """The raw objects ``specs`` name, None where one is missing or not a ``kind``."""
     if not specs:
         return []
-    return _parse_cat_file_batch(_cat_file_batch(git, specs), len(specs))
+    return _parse_cat_file_batch(_cat_file_batch_output(git, specs), len(specs), kind)
 
 
-def _cat_file_batch(git: Git, specs: Sequence[str]) -> bytes:
+def _cat_file_batch_output(git: Git, specs: Sequence[str]) -> bytes:
     data = "".join(f"{spec}\0" for spec in specs).encode()
     proc = subprocess.run(
         ["git", "cat-file", "--batch", "-z"],
@@ -1218,40 +1258,7 @@ def _cat_file_batch(git: Git, specs: Sequence[str]) -> bytes:
     return proc.stdout
 
 
-class CommitData(NamedTuple):
-    """What replaying a commit needs: its parents, author (GIT_AUTHOR_* variables), message."""
-
-    parents: list[str]
-    author: dict[str, str]
-    message: str
-
-
-def read_commits(git: Git, commits: Sequence[str]) -> list[CommitData]:
-    """Parents, author and raw message of each of ``commits``, from one git process."""
-    raw = _parse_cat_file_batch(_cat_file_batch(git, commits), len(commits), b"commit")
-    found: list[CommitData] = []
-    for commit, body in zip(commits, raw, strict=True):
-        if body is None:
-            raise GitError(f"{commit} is not a commit")
-        head, _, message = body.decode("utf-8", errors=GIT_TEXT_ERRORS).partition("\n\n")
-        parents, author = [], {}
-        for line in head.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "parent":
-                parents.append(value)
-            elif key == "author":
-                name, _, rest = value.partition(" <")
-                email, _, date = rest.partition("> ")
-                author = {
-                    "GIT_AUTHOR_NAME": name,
-                    "GIT_AUTHOR_EMAIL": email,
-                    "GIT_AUTHOR_DATE": date,
-                }
-        found.append(CommitData(parents, author, message))
-    return found
-
-
-def _parse_cat_file_batch(out: bytes, expected: int, kind: bytes = b"blob") -> list[bytes | None]:
+def _parse_cat_file_batch(out: bytes, expected: int, kind: bytes) -> list[bytes | None]:
     blobs: list[bytes | None] = []
     pos = 0
     while len(blobs) < expected:

@@ -69,7 +69,7 @@ def missing_work(
         return None
     merge = gitmod.probe_merge(git, landing, fork, work)
     lost = set(merge.conflicted_paths)
-    lost |= set(gitmod.tree_diff_paths(git, gitmod.tree_of(git, landing), merge.tree))
+    lost |= set(gitmod.tree_diff_paths(git, landing, merge.tree))
     lost -= set(resolved)
     if not lost:
         return None
@@ -89,17 +89,26 @@ def with_issue_trailers(
 
     Same trees, authors, committers and dates: the same commits every time.
     Commits that already carry them (and whose parents did not change) are kept.
+    A few git processes for the whole chain: one reads every commit, one adds
+    the trailers per set of issues, and one writes each new commit.
     """
+    raw = gitmod.read_commits(git, commits)
+    messages = [commit.message for commit in raw]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, of_commit in enumerate(issues):
+        groups.setdefault(tuple(of_commit), []).append(index)
+    for wanted, indexes in groups.items():
+        values = [str(issue) for issue in wanted]
+        added = gitmod.add_trailers_to_each(
+            git, [messages[i] for i in indexes], ISSUE_TRAILER, values
+        )
+        for index, message in zip(indexes, added, strict=True):
+            messages[index] = message
     parent, changed = base, False
-    for commit, wanted_issues in zip(commits, issues, strict=True):
-        message = gitmod.commit_message(git, commit)
-        have = gitmod.trailer_values(git, message, ISSUE_TRAILER)
-        wanted = [str(issue) for issue in wanted_issues]
-        if not changed and all(value in have for value in wanted):
+    for commit, old, message in zip(commits, raw, messages, strict=True):
+        if not changed and message == old.message:  # it carries them already
             parent = commit
             continue
-        message = gitmod.add_trailers(git, message, ISSUE_TRAILER, wanted)
-        tree = gitmod.tree_of(git, commit)
-        env = gitmod.commit_identity(git, commit)
-        parent, changed = gitmod.commit_tree(git, tree, [parent], message, env=env), True
+        parent = gitmod.commit_tree(git, old.tree, [parent], message, env=old.identity)
+        changed = True
     return parent

@@ -329,7 +329,7 @@ def replay(
         message = data.message
         if issues is not None:
             wanted = [str(issue) for issue in issues[index]]
-            message = gitmod.add_trailers(git, message, landing.ISSUE_TRAILER, wanted)
+            message = gitmod.add_trailers_to_each(git, [message], landing.ISSUE_TRAILER, wanted)[0]
         tip = gitmod.commit_tree(git, merge.tree, [tip], message, env=data.author)
         tip_tree = merge.tree
     return tip

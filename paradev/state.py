@@ -1,9 +1,13 @@
-"""Shared state: one JSON file in the git common dir, changed under a lock, written atomically.
+"""Shared state: JSON files in the git common dir, changed under a lock, written atomically.
 
-Every work tree of the repository sees the same file
-(``<git-common-dir>/paradev/state.json``) and it can never be committed.
-Readers need no lock because writers replace the file by rename; writers
-hold an exclusive file lock for the whole read-modify-write.
+Every work tree of the repository sees the same files
+(``<git-common-dir>/paradev/state.json``, and ``train.json`` for the merge
+journal while a train is under way) and they can never be committed. The
+journal has its own small file because the train writes it at every step:
+rewriting the whole history each time made a train slower the longer the
+project ran. ``State.train`` still holds it in memory. Readers need no lock
+because writers replace the files by rename; writers hold an exclusive file
+lock for the whole read-modify-write.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from paradev.limits import (
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
+JOURNAL_FILE = "train.json"
 
 # Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
@@ -403,6 +408,7 @@ class StateStore:
         self.dir = common_dir / "paradev"
         self.recognise = recognise  # adds what git knows and the file lacks (landed tasks)
         self.path = self.dir / "state.json"
+        self.journal_path = self.dir / JOURNAL_FILE
         self.lock_path = self.dir / "state.lock"
         self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
 
@@ -414,26 +420,55 @@ class StateStore:
         return state
 
     def _read_file(self) -> State:
+        """state.json with the journal file's train (an old state.json may still hold one)."""
+        state = self._read_state_file()
+        journal = self.read_journal()
+        if journal is not None:
+            state.train = journal
+        return state
+
+    def _read_state_file(self) -> State:
+        found, raw = self._read_json(self.path)
         try:
-            raw = read_bounded(self.path, MAX_STATE_BYTES, "the file")
-        except FileNotFoundError:
-            return State()
-        except LimitError as exc:
+            return State.from_json(raw) if found else State()
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise self._corrupt(exc) from None
+
+    def read_journal(self) -> dict[str, Any] | None:
+        """The merge journal file, None when no train is under way (the state file not read)."""
+        found, raw = self._read_json(self.journal_path)
+        if not found:
+            return None
+        try:
+            _check_train(raw)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise self._corrupt(exc, self.journal_path) from None
+        journal: dict[str, Any] = raw
+        return journal
+
+    def _read_json(self, path: Path) -> tuple[bool, Any]:
+        """(whether ``path`` exists, its parsed JSON); StateError if unreadable."""
+        try:
+            raw = read_bounded(path, MAX_STATE_BYTES, "the file")
+        except FileNotFoundError:
+            return False, None
+        except LimitError as exc:
+            raise self._corrupt(exc, path) from None
         except OSError as exc:
-            raise StateError(f"cannot read {self.path}: {exc}") from None
+            raise StateError(f"cannot read {path}: {exc}") from None
         try:
             text = raw.decode("utf-8")
             beyond = check_text(text, toml=False)  # before json can recurse or int() refuse
             if beyond:
                 raise LimitError(f"{beyond.what} at line:column {beyond.where}")
-            return State.from_json(json.loads(text))
+            return True, json.loads(text)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise self._corrupt(exc) from None
+            raise self._corrupt(exc, path) from None
 
-    def _corrupt(self, reason: Exception) -> StateError:
+    def _corrupt(self, reason: Exception, path: Path | None = None) -> StateError:
+        what = "merge journal" if path == self.journal_path else "state file"
         return StateError(
-            f"state file {self.path} is corrupt ({reason}); "
+            f"{what} {path or self.path} is corrupt ({reason}); "
             "run 'paradev doctor --repair' or 'paradev reset' to move it aside"
         )
 
@@ -530,47 +565,95 @@ class StateStore:
             self.write(state)
 
     def write(self, state: State) -> None:
-        """Atomically replace the file (temp file, fsync, rename). Callers hold the lock."""
+        """Replace state.json and the journal file as ``state`` says. Callers hold the lock.
+
+        A journal that does not exist yet (a new train, or one migrated out of
+        an old state.json) is written first, so no crash can lose it; otherwise
+        the state goes first: a crash between the two leaves the journal one
+        step behind the state, which the train redoes without harm.
+        """
+        state.updated_at = now()
+        data = state.to_json()
+        del data["train"]  # kept in its own file
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        if state.train is not None and not self.journal_path.exists():
+            self.write_journal(state.train)
+            self._replace(self.path, text)
+            return
+        self._replace(self.path, text)
+        if state.train is None:
+            self.remove_journal()
+        else:
+            self.write_journal(state.train)
+
+    def remove_journal(self) -> None:
+        """The train ended: no journal file means no train (the state file says the rest)."""
+        self.journal_path.unlink(missing_ok=True)
+
+    def write_journal(self, journal: dict[str, Any]) -> None:
+        """Atomically replace the journal file alone: a train step costs the size of the train."""
+        text = json.dumps(journal, indent=1, sort_keys=True) + "\n"
+        try:
+            if self.journal_path.read_text(encoding="utf-8") == text:
+                return  # unchanged (a state write that did not touch the train)
+        except (OSError, ValueError):
+            pass
+        self._replace(self.journal_path, text)
+
+    def save_journal(self, journal: dict[str, Any]) -> None:
+        """Write the journal under the state lock, the state file untouched."""
+        with self.locked():
+            self.write_journal(journal)
+
+    def _replace(self, path: Path, text: str) -> None:
+        """Atomically replace ``path`` (temp file, fsync, rename)."""
         import tempfile  # only writers need it: status never loads it
 
-        state.updated_at = now()
-        text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
         self._make_dir()
-        fd, tmp = tempfile.mkstemp(prefix="state.", suffix=".tmp", dir=self.dir)
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".tmp", dir=self.dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def quarantine_if_corrupt(self) -> Path | None:
-        """Move an unreadable state file aside (``state.json.corrupt-<time>``); return where."""
+        """Move an unreadable state or journal file aside (``<name>.corrupt-<time>``); return where.
+
+        Each file is judged alone: a corrupt journal never costs the task records.
+        """
         with self.locked():
-            try:
-                self.read()
-            except StateError:
-                aside = self.path.with_name(f"state.json.corrupt-{_stamp()}")
-                os.replace(self.path, aside)
-                return aside
-        return None
+            moved = None
+            for path, check in (
+                (self.path, self._read_state_file),
+                (self.journal_path, self.read_journal),
+            ):
+                try:
+                    check()
+                except StateError:
+                    moved = path.with_name(f"{path.name}.corrupt-{_stamp()}")
+                    os.replace(path, moved)
+            return moved
 
     def reset(self) -> tuple[Path | None, Path | None]:
-        """Start from an empty state; the old file is kept, never overwritten.
+        """Start from an empty state; the old files are kept, never overwritten.
 
-        Returns (where a corrupt file was moved, where a readable one was backed up).
+        Returns (where a corrupt file was moved, where a readable state was backed up).
         """
+        import shutil  # only reset needs it
+
         with self.locked():
             aside = self.quarantine_if_corrupt()
             backup = None
-            if aside is None and self.path.exists():
-                import shutil  # only reset needs it
-
-                backup = self.path.with_name(f"state.json.bak-{_stamp()}")
-                shutil.copy2(self.path, backup)
+            for path in (self.path, self.journal_path):
+                if path.exists():
+                    copy = path.with_name(f"{path.name}.bak-{_stamp()}")
+                    shutil.copy2(path, copy)
+                    backup = backup or copy
             self.write(State())
             return aside, backup
 

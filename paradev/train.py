@@ -5,7 +5,7 @@ the branch onto base in the agent's own work tree, run the gate there (base +
 this work: the combined result), fast-forward base as a compare-and-swap,
 push when asked, mark the tasks merged and run the ``on_merge`` hook.
 
-Every step notes in the journal (``state.train``) when it starts and ends, and
+Every step notes in the journal (``state.train``, its own file) when it starts and ends, and
 first checks what git already shows, so after a crash or a stop
 ``merge --continue`` ends in the same refs as a run that never stopped. The
 journal is written (locked, fsynced) only where git could not tell afterwards
@@ -75,6 +75,8 @@ class Train:
         self.ws = ws
         self.journal = journal
         self.out = out
+        self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
+        self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
 
     @property
     def id(self) -> str:
@@ -95,8 +97,8 @@ class Train:
         return entry
 
     def save(self) -> None:
-        with self.ws.store.update() as state:
-            state.train = self.journal
+        """Write the journal alone (its own small file): the task records are not rewritten."""
+        self.ws.store.save_journal(self.journal)
 
     def begin(self, agent: int, step: str, *, flush: bool = False, **facts: Any) -> None:
         """Note that ``step`` starts, with the facts needed to resume it.
@@ -156,6 +158,33 @@ class Train:
                 raise PreconditionError(f"{ref} does not exist")
         return found[base], found[branch]
 
+    def hand_on(self, agent: int, base: str, head: str) -> None:
+        """Pass the tips a step just read (or set) to the next step, which then reads no git.
+
+        Sound between the rewrite, check and gate steps: the train holds the
+        agent's lock, so only the train moves the branch (a hand-back to the
+        agent reads the tips again), and base moving is caught when it advances.
+        """
+        self._handed_on[agent] = (base, head)
+
+    def task_view(self, agent: int) -> State:
+        """The state as this landing of ``agent`` first read it (read once, not once per step).
+
+        Its task records do not change under the landing: the train holds the
+        agent's lock, and only the mark step changes them (under the state lock).
+        """
+        view = self._task_views.get(agent)
+        if view is None:
+            view = self._task_views[agent] = self.ws.store.read()
+        return view
+
+    def drop_task_view(self, agent: int) -> None:
+        self._task_views.pop(agent, None)
+
+    def tips_handed_on(self, agent: int) -> tuple[str, str]:
+        """The tips the previous step handed on (once), else read from git."""
+        return self._handed_on.pop(agent, None) or self.tips(agent)
+
 
 def _rev(git: Git, ref: str) -> str:
     sha = git.rev(ref)
@@ -200,7 +229,9 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
         tasks = ws.tasks_of(agent)
         landing = any(state.status(t.issue) == COMPLETED for t in tasks)
         stray = (
-            coverage.stray_work(ws, state, agent, uncovered=not landing) if ref in ahead else None
+            coverage.stray_work(ws, state, agent, uncovered=not landing, tip=existing.get(ref))
+            if ref in ahead
+            else None
         )
         if not landing:
             if stray is not None:  # run-batch refuses with the same words
@@ -236,7 +267,7 @@ def completed_head(ws: Workspace, state: State, agent: int) -> tuple[int, str] |
 def _completed_head_lost(ws: Workspace, state: State, agent: int, tip: str) -> str | None:
     """Why the agent cannot land when its branch no longer holds its completed commit."""
     completed = completed_head(ws, state, agent)
-    if completed is None or gitmod.is_ancestor(ws.git, completed[1], tip):
+    if completed is None or completed[1] == tip or gitmod.is_ancestor(ws.git, completed[1], tip):
         return None
     issue, head = completed
     return (
@@ -289,13 +320,20 @@ def merge_order(ws: Workspace, agents: Sequence[int], save: bool = True) -> list
 # -- preconditions (checked before anything changes) ---------------------------------------
 
 
-def _refuse_uncommitted(path: Path, what: str, then: str, allowed: Sequence[str] = ()) -> None:
+def _refuse_uncommitted(
+    path: Path,
+    what: str,
+    then: str,
+    allowed: Sequence[str] = (),
+    changes: Sequence[str] | None = None,
+) -> None:
     """Exit 2 when ``path`` has uncommitted changes to tracked files (untracked do not count).
 
     ``allowed`` paths do not count (git itself still refuses a fast-forward
-    that would overwrite them).
+    that would overwrite them); ``changes``: the tracked changes, when the caller has them.
     """
-    changes = [p for p in gitmod.dirty_paths(path, untracked=False) if p not in allowed]
+    found = gitmod.dirty_paths(path, untracked=False) if changes is None else changes
+    changes = [p for p in found if p not in allowed]
     if changes:
         raise PreconditionError(
             f"{what} has uncommitted changes ({', '.join(changes[:5])}); "
@@ -304,16 +342,32 @@ def _refuse_uncommitted(path: Path, what: str, then: str, allowed: Sequence[str]
 
 
 def _check_base_tree(
-    ws: Workspace, base: str, holder: Path | None = None, then: str = "run paradev merge again"
+    ws: Workspace,
+    base: str,
+    holder: Path | None = None,
+    then: str = "run paradev merge again",
+    changes: Sequence[str] | None = None,
 ) -> None:
     """Refuse when base is checked out with a merge under way or changes to tracked files.
 
     The plan file is paradev's own (``assign`` edits it), so its uncommitted
-    edits do not block the train.
+    edits do not block the train. ``changes``: its tracked changes, when known.
     """
     holder = holder or gitmod.branch_holder(ws.repo, base)
     if holder is None:
         return
+    _refuse_unfinished(holder, base, then)
+    plan = ws.plan.path.resolve()
+    own = (
+        [plan.relative_to(holder.resolve()).as_posix()] if holder.resolve() in plan.parents else []
+    )
+    _refuse_uncommitted(
+        holder, f"{base}, checked out in {holder},", then, allowed=own, changes=changes
+    )
+
+
+def _refuse_unfinished(holder: Path, base: str, then: str) -> None:
+    """Exit 2 when a merge, rebase or cherry-pick is under way where base is checked out."""
     operation = gitmod.unfinished_operation(holder)
     if operation is not None:
         raise PreconditionError(
@@ -322,11 +376,6 @@ def _check_base_tree(
             f"or abort it yourself (git -C {holder} {operation} --abort), "
             f"then {then}"
         )
-    plan = ws.plan.path.resolve()
-    own = (
-        [plan.relative_to(holder.resolve()).as_posix()] if holder.resolve() in plan.parents else []
-    )
-    _refuse_uncommitted(holder, f"{base}, checked out in {holder},", then, allowed=own)
 
 
 def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:
@@ -353,17 +402,22 @@ def _check_agent_tree(ws: Workspace, agent: int, gating: bool) -> None:
     When a gate will run there, untracked files count too (see ``refuse_extra_files``).
     """
     path = _check_agent_branch(ws, agent, ws.branch(agent))
-    _refuse_uncommitted(path, f"agent {agent}'s worktree {path}", "run paradev merge again")
+    tracked, untracked = gitmod.changes(path, untracked=gating)  # one git status for both
+    _refuse_uncommitted(
+        path, f"agent {agent}'s worktree {path}", "run paradev merge again", changes=tracked
+    )
     if gating:
-        refuse_extra_files(path, agent, "run paradev merge again")
+        refuse_extra_files(path, agent, "run paradev merge again", dirty=tracked + untracked)
 
 
-def refuse_extra_files(path: Path, agent: int, then: str) -> None:
+def refuse_extra_files(
+    path: Path, agent: int, then: str, dirty: Sequence[str] | None = None
+) -> None:
     """Exit 2 when the agent's tree holds files beyond its commit (ignored ones aside).
 
     The gate runs there: it would test them along with what lands.
     """
-    dirty = gitmod.dirty_paths(path)
+    dirty = gitmod.dirty_paths(path) if dirty is None else dirty
     if dirty:
         raise PreconditionError(
             f"the gate cannot run in agent {agent}'s worktree {path}: it holds more than the "
@@ -871,6 +925,8 @@ def _end(train: Train, status: str) -> None:
     record_train(train.ws, train.journal)
     with train.ws.store.update() as state:
         state.train = None
+        if any(h.get("id") == train.id for h in state.merge_history):
+            return  # killed after the history was written, before the journal was removed
         state.merge_history.append(
             {
                 "id": train.id,
@@ -909,8 +965,8 @@ def journal_backup(train: Train, agent: int) -> None:
     Written with the next step: until then nothing has changed.
     """
     branch = train.branch(agent)
-    head = train.head(agent)
-    completed = completed_head(train.ws, train.ws.store.read(), agent)
+    head, tracking = _head_and_tracking(train, agent)
+    completed = completed_head(train.ws, train.task_view(agent), agent)
     candidate = completed[1] if completed else head
     train.begin(
         agent,
@@ -918,7 +974,7 @@ def journal_backup(train: Train, agent: int) -> None:
         branch=branch,
         old_head=head,
         backup=backup_ref(branch, train.id),
-        remote_head=_lease(train, agent, candidate),
+        remote_head=_lease(train, agent, candidate, tracking),
         candidate=candidate,
         wip=head if candidate != head else None,
     )
@@ -972,14 +1028,24 @@ def _abort_or_quit(path: Path) -> None:
         gitmod.rebase_quit(path)
 
 
-def _lease(train: Train, agent: int, head: str) -> str | None:
+def _head_and_tracking(train: Train, agent: int) -> tuple[str, str | None]:
+    """The branch's commit and its remote-tracking copy's (None: none), one git process."""
+    ref, remote = f"refs/heads/{train.branch(agent)}", train.ws.plan.remote
+    tracking = f"refs/remotes/{remote}/{train.branch(agent)}" if remote else None
+    found = gitmod.resolve_refs(train.ws.git, [ref, *([tracking] if tracking else [])])
+    if ref not in found:
+        raise PreconditionError(f"{ref} does not exist")
+    return found[ref], found.get(tracking or "")
+
+
+def _lease(train: Train, agent: int, head: str, tracking: str | None) -> str | None:
     """What the remote's copy of the branch may be overwritten from, None: do not push it.
 
     Only a remote copy our branch already contains may be replaced: commits
     someone else pushed there (after our fetch) are never overwritten.
+    ``tracking``: that copy as fetched (its remote-tracking ref).
     """
     remote, branch = train.ws.plan.remote, train.branch(agent)
-    tracking = train.ws.git.rev(f"refs/remotes/{remote}/{branch}") if remote else None
     if tracking is None:
         return None
     if not gitmod.is_ancestor(train.ws.git, tracking, head):
@@ -1315,19 +1381,21 @@ def _rewrite_branch(
     entry = train.agent(agent)
     source, target = keys
     if entry.get(target) == head:
+        train.hand_on(agent, base, head)
         return None
     if entry.get(source) != head:
         rewritten = build(train, agent, base, head)
         train.begin(agent, step, flush=rewritten != head, **{source: head, target: rewritten})
     rewritten = entry[target]
-    if rewritten != head:
+    if rewritten != head:  # compare-and-swap: the branch is at ``rewritten`` now
         gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
     train.finish(agent, step)
+    train.hand_on(agent, base, str(rewritten))
     return str(rewritten)
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
-    state = train.ws.store.read()
+    state = train.task_view(agent)
     return [
         (task, state.tasks.get(task.issue))
         for task in train.ws.tasks_of(agent)
@@ -1440,9 +1508,10 @@ def step_check(train: Train, agent: int) -> None:
     Whatever resolved a conflict (the agent, a person, git), what lands is
     checked here, so nothing half-resolved or missing ever reaches base.
     """
-    base, head = train.tips(agent)
+    base, head = train.tips_handed_on(agent)
     entry = train.agent(agent)
     if entry.get("checked") == head:
+        train.hand_on(agent, base, head)
         return
     marked = _unresolved_files(train, agent, base, head)
     if marked and train.ws.plan.on_conflict == "agent":
@@ -1454,6 +1523,7 @@ def step_check(train: Train, agent: int) -> None:
     if missing:
         raise train.stop(agent, "patch-check", missing)
     train.finish(agent, CHECK, checked=head)
+    train.hand_on(agent, base, head)
 
 
 def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[str]:
@@ -1536,7 +1606,7 @@ def step_gate(train: Train, agent: int) -> None:
     them; an interrupt writes them): a crash only runs it once more, and not
     even that when base already holds the head, for then it has landed.
     """
-    base, head = train.tips(agent)
+    base, head = train.tips_handed_on(agent)
     entry = train.agent(agent)
     command = _gate_command(train.ws)
     if not train.journal["gate"] or not command or entry.get("gate_passed") == head or base == head:
@@ -1684,6 +1754,7 @@ def move_base(
     *,
     checked: bool = False,
     then: str = "run paradev merge again",
+    changes: Sequence[str] | None = None,
 ) -> None:
     """Fast-forward ``base`` from ``old`` to ``new``, with its checked-out work tree if any.
 
@@ -1691,7 +1762,8 @@ def move_base(
     ``git merge --ff-only`` there, which moves ref, index and files together and
     refuses anything but a fast-forward (and untracked files it would overwrite).
     ``checked``: the caller already knows ``new`` contains ``old``; ``then``:
-    what to run once the user committed or stashed their changes to base's tree.
+    what to run once the user committed or stashed their changes to base's tree;
+    ``changes``: that tree's tracked changes, when the caller just read them.
     """
     if not checked and not gitmod.is_ancestor(ws.git, old, new):
         raise PreconditionError(f"{new[:12]} is not a fast-forward of {base} ({old[:12]})")
@@ -1699,7 +1771,7 @@ def move_base(
     if holder is None:
         gitmod.update_ref(ws.git, f"refs/heads/{base}", new, old, f"paradev merge: {base}")
         return
-    _check_base_tree(ws, base, holder, then)
+    _check_base_tree(ws, base, holder, then, changes)
     gitmod.merge_ff_only(holder, new)
 
 
@@ -1713,39 +1785,56 @@ def step_advance(train: Train, agent: int) -> None:
         return
     current, new = train.tips(agent)
     if current != new:
-        _check_still_landable(train, agent, current, new)
-        _undo_killed_fast_forward(train, current, new)
+        checked_out = gitmod.branch_holder(train.ws.repo, train.base) is not None
+        _check_still_landable(train, agent, current, new, ancestry=not checked_out)
+        changes = _undo_killed_fast_forward(train, current, new)
         train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
-        move_base(
-            train.ws, train.base, current, new, checked=True, then="run paradev merge --continue"
-        )
+        try:
+            move_base(
+                train.ws,
+                train.base,
+                current,
+                new,
+                checked=True,
+                then="run paradev merge --continue",
+                changes=changes,
+            )
+        except GitError:  # git merge --ff-only refused: say why when base moved
+            _stop_if_base_moved(train, agent, current, new)
+            raise
     train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
 
 
-def _undo_killed_fast_forward(train: Train, current: str, new: str) -> None:
+def _undo_killed_fast_forward(train: Train, current: str, new: str) -> list[str] | None:
     """Put back the files a killed ``git merge --ff-only`` of base already wrote.
 
     Killed mid-way, it leaves base's work tree (and maybe index) partly at the
     new commit while the branch is still at the old one: changed paths whose
     files are exactly the new commit's. They hold nothing uncommitted, so they
     go back to base's head and the fast-forward is done again; any other
-    change is the user's and still refuses the move.
+    change is the user's and still refuses the move. Returns the tracked
+    changes left in base's tree (None: not read), so the move reads them once.
     """
     holder = gitmod.branch_holder(train.ws.repo, train.base)
     if holder is None or gitmod.unfinished_operation(holder) is not None:
-        return
+        return None
+    tracked, untracked = gitmod.changes(holder)
+    if not tracked and not untracked:
+        return []  # nothing written: the usual case needs no diff
     moving = set(gitmod.changed_paths(train.ws.git, current, new))
-    dirty = [p for p in gitmod.dirty_paths(holder) if p in moving]
+    dirty = [p for p in tracked + untracked if p in moving]
     written = gitmod.paths_as_in(holder, new, dirty, cut_short=True)
+    if not written:
+        return tracked
     if set(written) - set(gitmod.paths_as_in(holder, new, written)):
         _keep_cut_short_files(train, holder)
-    if written:
-        gitmod.restore_to_head(holder, written)
-        train.out(
-            f"paradev: {holder}: put back {len(written)} file(s) a killed fast-forward of "
-            f"{train.base} had already written ({', '.join(written[:5])})"
-        )
+    gitmod.restore_to_head(holder, written)
+    train.out(
+        f"paradev: {holder}: put back {len(written)} file(s) a killed fast-forward of "
+        f"{train.base} had already written ({', '.join(written[:5])})"
+    )
+    return None  # changed just now: the move reads the tree again
 
 
 def _keep_cut_short_files(train: Train, holder: Path) -> None:
@@ -1763,8 +1852,13 @@ def _keep_cut_short_files(train: Train, holder: Path) -> None:
         train.out(f"paradev: {holder}: its files as they were are kept in {ref}")
 
 
-def _check_still_landable(train: Train, agent: int, base: str, head: str) -> None:
-    """Stop when the branch moved after its gate, or base moved after the rebase."""
+def _check_still_landable(
+    train: Train, agent: int, base: str, head: str, *, ancestry: bool = True
+) -> None:
+    """Stop when the branch moved after its gate, or base moved after the rebase.
+
+    ``ancestry=False``: ``git merge --ff-only`` will prove the fast-forward itself.
+    """
     if head != train.agent(agent).get("gated"):
         raise train.stop(
             agent,
@@ -1772,6 +1866,11 @@ def _check_still_landable(train: Train, agent: int, base: str, head: str) -> Non
             f"{train.branch(agent)} moved after its gate ran; "
             "run paradev merge --continue to gate it again",
         )
+    if ancestry:
+        _stop_if_base_moved(train, agent, base, head)
+
+
+def _stop_if_base_moved(train: Train, agent: int, base: str, head: str) -> None:
     if not gitmod.is_ancestor(train.ws.git, base, head):
         raise train.stop(
             agent,
@@ -1818,9 +1917,14 @@ def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:
 
 
 def step_mark(train: Train, agent: int) -> None:
-    """Mark the agent's completed tasks merged (time, commit) in the same write as the journal."""
+    """Mark the agent's completed tasks merged (time, commit); the journal notes it after.
+
+    The state file goes first: a crash before the journal write redoes this
+    step, which finds the tasks merged at this very commit and names them again.
+    """
     if train.is_done(agent, MARK):
         return
+    train.drop_task_view(agent)
     entry = train.agent(agent)
     landed = entry["landed"]
     entry["step"] = MARK
@@ -1831,7 +1935,8 @@ def step_mark(train: Train, agent: int) -> None:
             record = state.tasks.get(task.issue)
             if record is not None and record.status == COMPLETED:
                 record.status, record.merged_at, record.merged_commit = MERGED, now(), landed
-                issues.append(task.issue)
+            if record is not None and record.status == MERGED and record.merged_commit == landed:
+                issues.append(task.issue)  # also when marked before a crash cut the journal off
         entry["issues"] = issues
         train.journal["landed"].append({"agent": agent, "commit": landed, "issues": issues})
         state.train = train.journal

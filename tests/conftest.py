@@ -155,7 +155,9 @@ def snapshot(repo: Path, worktrees: Path) -> Callable[[], dict[str, object]]:
         return {
             "plan": (repo / "plan.toml").read_bytes() if (repo / "plan.toml").exists() else None,
             "state": {
-                p.name: p.read_bytes() for p in sorted(state_dir.glob("state.json*")) if p.is_file()
+                p.name: p.read_bytes()
+                for p in sorted([*state_dir.glob("state.json*"), *state_dir.glob("train.json*")])
+                if p.is_file()
             },
             "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
             "worktrees": git(repo, "worktree", "list", "--porcelain"),

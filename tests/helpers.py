@@ -51,6 +51,15 @@ def agent_tree(worktrees: Path, agent: int) -> Path:
     return worktrees / f"agent-{agent}"
 
 
+def state_files(repo: Path) -> Any:
+    """state.json as written, with the merge journal file (if any) under "train", as it was read."""
+    folder = repo / ".git" / "paradev"
+    data = json.loads((folder / "state.json").read_text())
+    journal = folder / "train.json"
+    data["train"] = json.loads(journal.read_text()) if journal.exists() else data.get("train")
+    return data
+
+
 def rev(cwd: Path, name: str) -> str:
     return git(cwd, "rev-parse", "--verify", name)
 

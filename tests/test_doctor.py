@@ -151,7 +151,8 @@ def test_reset_clears_the_state_keeps_a_backup_and_keeps_git_as_it_is(
         f"kept the old state as {backups[0]}\nstate cleared: {repo / '.git/paradev/state.json'}\n"
     )
     data = json.loads((repo / ".git/paradev/state.json").read_text())
-    assert data["tasks"] == {} and data["agents"] == {} and data["train"] is None
+    assert data["tasks"] == {} and data["agents"] == {} and "train" not in data
+    assert not (repo / ".git/paradev/train.json").exists()
     assert (git(repo, "for-each-ref"), git(repo, "worktree", "list", "--porcelain")) == (
         refs,
         trees,

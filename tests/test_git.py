@@ -348,3 +348,37 @@ def test_landed_issues_reads_the_newest_trailer_of_each_issue(repo: Path) -> Non
     assert {issue: commit for issue, (commit, _) in landed.items()} == {5: newer, 6: newer}
     assert older != newer
     assert git_mod.landed_issues(git_mod.Git(repo), "refs/heads/missing") == {}
+
+
+def test_read_commits_gives_what_git_show_gives_for_each_commit(repo: Path) -> None:
+    """One cat-file for the whole chain: tree, identities (raw dates) and the exact message."""
+    env = {
+        "GIT_AUTHOR_NAME": "Zoë <not> Quote",
+        "GIT_AUTHOR_EMAIL": "zoe@example.invalid",
+        "GIT_AUTHOR_DATE": "1700000000 +0530",
+        "GIT_COMMITTER_NAME": "Bot",
+        "GIT_COMMITTER_EMAIL": "bot@example.invalid",
+        "GIT_COMMITTER_DATE": "1700000100 -0200",
+    }
+    write(repo, {"odd.py": "x\n"})
+    git(repo, "add", "odd.py")
+    subprocess.run(
+        ["git", "commit", "-q", "--cleanup=verbatim", "-m", "subject\n\n  body kept  \n\n"],
+        cwd=repo,
+        env={**git_mod.git_env(), **env},
+        check=True,
+    )
+    first, second = rev(repo, "HEAD~1"), rev(repo, "HEAD")
+
+    found = git_mod.read_commits(git_mod.Git(repo), [first, "HEAD"])
+
+    for raw, name in zip(found, (first, second), strict=True):
+        fields = git(
+            repo, "show", "-s", "--date=raw", "--format=%an%n%ae%n%ad%n%cn%n%ce%n%cd", name
+        )
+        names = [f"GIT_{w}_{f}" for w in ("AUTHOR", "COMMITTER") for f in ("NAME", "EMAIL", "DATE")]
+        assert raw.identity == dict(zip(names, fields.splitlines(), strict=True))
+        assert raw.tree == rev(repo, f"{name}^{{tree}}")
+        body = git(repo, "cat-file", "commit", name).split("\n\n", 1)[1]
+        assert raw.message.rstrip("\n") == body
+    assert found[1].message == "subject\n\n  body kept  \n\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from paradev.report.data import LEFT, WIDTH, conflict_matrix, timeline
 from paradev.snapshots import KEEP, remember
 from paradev.state import State
 from paradev.workspace import open_workspace
-from tests.helpers import Result, agent_tree, git, write
+from tests.helpers import Result, agent_tree, git, state_files, write
 from tests.test_train import configure, work
 
 Cli = Callable[..., Result]
@@ -28,7 +27,7 @@ HOSTILE = "<script>alert(1)</script>"
 
 
 def state_of(repo: Path) -> Any:
-    return json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+    return state_files(repo)
 
 
 def stopped_train(repo: Path, cli: Cli, worktrees: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import test_runner
-from tests.helpers import Result, agent_tree, commit, git, write
+from tests.helpers import Result, agent_tree, commit, git, state_files, write
 from tests.test_report import stopped_train
 from tests.test_train import configure, work
 
@@ -83,7 +83,7 @@ def test_stopped_train_json_matches_the_state(repo: Path, cli: Cli, worktrees: P
     stopped_train(repo, cli, worktrees)
     again = cli("merge", "--continue", "--json")  # the conflict is still unresolved
     assert again.code == 1
-    state = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+    state = state_files(repo)
     assert again.json()["stop"]["agent"] == state["train"]["stop"]["agent"]
 
     aborted = cli("merge", "--abort", "--json")

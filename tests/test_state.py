@@ -20,6 +20,7 @@ from paradev import state as state_mod
 from paradev.errors import StateError
 from paradev.state import AgentRecord, State, StateStore, TaskRecord
 from tests.helpers import Result, agent_tree
+from tests.test_train import configure, work
 
 PROCESSES = 20
 
@@ -472,3 +473,141 @@ def test_concurrent_read_modify_writes_lose_nothing(tmp_path: Path) -> None:
     assert sorted((h["writer"], h["n"]) for h in history) == [
         (w, n) for w in range(PROCESSES) for n in range(rounds)
     ]
+
+
+# -- the merge journal in its own file ---------------------------------------------------------
+
+
+def test_the_journal_has_its_own_file_and_steps_leave_the_state_alone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.task(7, 1).status = "completed"
+        state.train = journal()
+    assert "train" not in json.loads(store.path.read_text())
+    assert json.loads(store.journal_path.read_text()) == journal()
+    before = store.path.read_bytes()
+    store.save_journal({**journal(), "queue": []})
+    assert store.path.read_bytes() == before  # a train step never rewrites the task records
+    assert store.read().train == {**journal(), "queue": []}
+    assert store.read_journal() == {**journal(), "queue": []}
+    with store.update() as state:
+        state.train = None  # the train ended
+    assert not store.journal_path.exists() and store.read().train is None
+
+
+def test_a_crash_while_writing_the_journal_keeps_the_old_one_and_no_temp_file(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.train = journal()
+    before = store.journal_path.read_bytes()
+    calls: list[str] = []
+    mocker.patch("paradev.state.os.fsync", side_effect=lambda fd: calls.append("fsync"))
+    mocker.patch("paradev.state.os.replace", side_effect=OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        store.save_journal({**journal(), "queue": []})
+    assert calls == ["fsync"]  # synced before the rename was tried
+    assert store.journal_path.read_bytes() == before
+    assert sorted(p.name for p in store.dir.iterdir()) == ["state.json", "state.lock", "train.json"]
+
+
+def test_an_old_state_holding_the_journal_is_migrated_journal_first(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    store.dir.mkdir()
+    old = {"version": 1, "tasks": {"7": {"issue": 7, "agent": 1}}, "train": journal("stopped")}
+    store.path.write_text(json.dumps(old))
+    assert store.read().train == journal("stopped")  # read as it is: readers never write
+    replaced = mocker.spy(StateStore, "_replace")
+    with store.update() as state:
+        state.merge_order = [1]
+    order = [Path(call.args[1]).name for call in replaced.call_args_list]
+    assert order == ["train.json", "state.json"]  # a crash between them loses nothing
+    assert "train" not in json.loads(store.path.read_text())
+    again = store.read()
+    assert (again.train, again.merge_order, again.tasks[7].agent) == (journal("stopped"), [1], 1)
+
+
+def test_the_journal_file_wins_over_a_stale_copy_in_the_state(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.dir.mkdir()
+    store.path.write_text(json.dumps({"version": 1, "train": journal("stopped")}))
+    store.journal_path.write_text(json.dumps(journal("running")))  # killed mid-migration
+    assert store.read().train == journal("running")
+
+
+CORRUPT_JOURNALS = {
+    "truncated": ('{"id": "x", ', "Expecting property name"),
+    "wrong-shape": (json.dumps({**journal(), "queue": "1"}), 'train.queue is "1"'),
+    "null": ("null", "train is null"),
+}
+
+
+@pytest.mark.parametrize(("text", "reason"), CORRUPT_JOURNALS.values(), ids=CORRUPT_JOURNALS)
+@pytest.mark.parametrize("command", [["status", "--json"], ["merge", "--continue"], ["merge"]])
+def test_a_corrupt_journal_is_one_line_and_exit_2(
+    set_up: Path,
+    repo: Path,
+    cli: Callable[..., Result],
+    snapshot: Callable[[], dict[str, object]],
+    command: list[str],
+    text: str,
+    reason: str,
+) -> None:
+    path = repo / ".git" / "paradev" / "train.json"
+    path.write_text(text, encoding="utf-8")
+    before = snapshot()
+    result = cli(*command)
+    assert result.code == 2
+    assert result.err.startswith(f"paradev: merge journal {path} is corrupt (")
+    assert reason in result.err and "paradev doctor --repair" in result.err
+    assert len(result.err.splitlines()) == 1 and "Traceback" not in result.err
+    assert snapshot() == before
+
+
+def test_repair_moves_only_the_corrupt_journal_aside(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0
+    folder = repo / ".git" / "paradev"
+    tasks = json.loads((folder / "state.json").read_text())["tasks"]
+    assert tasks["11"]["status"] == "in_progress"
+    (folder / "train.json").write_text("{oops", encoding="utf-8")
+    result = cli("doctor", "--repair")
+    assert result.code == 0, result.err
+    (aside,) = folder.glob("train.json.corrupt-*")
+    assert aside.read_text() == "{oops" and str(aside) in result.out
+    assert json.loads((folder / "state.json").read_text())["tasks"] == tasks  # records kept
+    assert cli("status").code == 0
+
+
+def test_a_train_stopped_before_an_upgrade_resumes_from_the_old_state(
+    repo: Path, cli: Callable[..., Result], worktrees: Path
+) -> None:
+    """A train stopped by paradev 0.1 (journal inside state.json) goes on after the upgrade."""
+    failing = repo.parent / "gate-fails"
+    configure(repo, gate=f"test ! -e {failing}")
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"one.py": "1\n"})
+    work(cli, worktrees, 2, {"two.py": "2\n"})
+    failing.write_text("")
+    assert cli("merge").code == 1  # the first gate fails: the train stops
+    folder = repo / ".git" / "paradev"
+    old = json.loads((folder / "state.json").read_text())
+    old["train"] = json.loads((folder / "train.json").read_text())
+    (folder / "state.json").write_text(json.dumps(old))  # as the old version left it
+    (folder / "train.json").unlink()
+    assert json.loads(cli("status", "--json").out)["train"]["status"] == "stopped"
+    failing.unlink()
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert result.out.rstrip().endswith("landed: agent 1, agent 2")
+    data = json.loads((folder / "state.json").read_text())
+    assert "train" not in data and not (folder / "train.json").exists()
+    assert [h["status"] for h in data["merge_history"]] == ["done"]
+    assert {k: v["status"] for k, v in data["tasks"].items()} == {"11": "merged", "12": "merged"}
+    assert (repo / "one.py").exists() and (repo / "two.py").exists()

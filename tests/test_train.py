@@ -20,7 +20,7 @@ from paradev import train as train_mod
 from paradev.state import StateStore
 from paradev.workspace import open_workspace
 from tests.conftest import PLAN
-from tests.helpers import Result, agent_tree, commit, git, rev, write
+from tests.helpers import Result, agent_tree, commit, git, rev, state_files, write
 
 Cli = Callable[..., Result]
 
@@ -83,7 +83,7 @@ def kept(repo: Path) -> set[str]:
 
 
 def state_of(repo: Path) -> Any:
-    return json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+    return state_files(repo)
 
 
 def refs(repo: Path, pattern: str = "refs/heads") -> dict[str, str]:
@@ -664,7 +664,35 @@ def crash_midway(mocker: MockerFixture, name: str) -> None:
     mocker.patch.object(paradev_git, "rebase", side_effect=stop_after_the_first_pick)
 
 
-INJECT = {"before": crash_before, "after": crash_after, "midway": crash_midway}
+def crash_before_the_journal(mocker: MockerFixture, name: str) -> None:
+    """The process dies inside ``name`` after a state write, before the journal write it needs.
+
+    The state file goes first: the tasks are merged (or the history written)
+    while the journal still says the step has not run.
+    """
+    real, armed = getattr(train_mod, name), []
+
+    def run_armed(*args: Any, **kwargs: Any) -> Any:
+        armed.append(True)
+        return real(*args, **kwargs)
+
+    def die(*args: Any, **kwargs: Any) -> Any:
+        if armed:
+            raise Crash(f"{name}: before the journal write")
+        return real_write(*args, **kwargs)
+
+    journal_call = "remove_journal" if name == "_end" else "write_journal"
+    real_write = getattr(StateStore, journal_call)
+    mocker.patch.object(train_mod, name, side_effect=run_armed)
+    mocker.patch.object(StateStore, journal_call, autospec=True, side_effect=die)
+
+
+INJECT = {
+    "before": crash_before,
+    "after": crash_after,
+    "midway": crash_midway,
+    "journal": crash_before_the_journal,
+}
 
 CRASHES = [
     ("before", "step_backup"),
@@ -684,9 +712,11 @@ CRASHES = [
     ("before", "step_push"),
     ("after", "step_push"),
     ("before", "step_mark"),
+    ("journal", "step_mark"),  # tasks marked merged in the state, the journal not yet told
     ("after", "step_mark"),
     ("before", "step_hooks"),
     ("after", "step_hooks"),
+    ("journal", "_end"),  # the history written, the journal file not yet removed
 ]
 
 
@@ -752,6 +782,8 @@ def train_outcome(
     assert "not pushed" not in result.out  # the agent branches went out with their lease
     statuses = {k: v["status"] for k, v in state_of(project)["tasks"].items()}
     assert statuses == {"11": "merged", "12": "merged", "13": "merged"}
+    (history,) = state_of(project)["merge_history"]  # once, even when the end was redone
+    assert sorted(i for e in history["landed"] for i in e["issues"]) == [11, 12, 13]
     return refs(project), backups(project), refs(root / "origin.git", "refs/heads")
 
 
@@ -1205,9 +1237,9 @@ def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
     trees = setup_with(gate="false")
     work(cli, trees, 1, {"one.py": "1\n"})
     assert cli("merge").code == 1  # the gate fails: the journal is left behind
-    path = repo / ".git" / "paradev" / "state.json"
+    path = repo / ".git" / "paradev" / "train.json"
     data = json.loads(path.read_text())
-    data["train"]["agents"]["1"][key] = value
+    data["agents"]["1"][key] = value
     path.write_text(json.dumps(data))
 
     result = cli("merge", "--continue")
@@ -1418,11 +1450,11 @@ def test_a_lock_left_before_a_later_run_took_over_is_still_removed(
     trees, subjects = killed_midway_through_a_rebase(repo, setup_with, cli, mocker)
     lock = paradev_git.worktree_git_dir(agent_tree(trees, 1)) / "index.lock"
     lock.write_text("")  # left by the first run's git child
-    path = repo / ".git" / "paradev" / "state.json"
+    path = repo / ".git" / "paradev" / "train.json"
     data = json.loads(path.read_text())
     start = time.time() - 120  # the train began two minutes ago; its first run left the lock,
-    data["train"]["drivers_since"] = start  # then a second run took over and died too
-    data["train"]["driver"]["since"] = start + 60
+    data["drivers_since"] = start  # then a second run took over and died too
+    data["driver"]["since"] = start + 60
     path.write_text(json.dumps(data))
     os.utime(lock, (start + 30, start + 30))
 
@@ -1812,3 +1844,77 @@ def test_a_rebase_stopped_without_conflicts_is_not_called_a_conflict(
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+
+
+# -- issue 11: the journal in its own file -------------------------------------------------------
+
+
+def _count_writes(mocker: MockerFixture, cli: Cli) -> dict[str, list[int]]:
+    """Run ``paradev merge``; the size of each file write, by file name (state.json, train.json)."""
+    spy = mocker.spy(StateStore, "_replace")
+    assert cli("merge").code == 0
+    writes: dict[str, list[int]] = {}
+    for call in spy.call_args_list:
+        _, path, text = call.args
+        writes.setdefault(Path(path).name, []).append(len(text))
+    mocker.stop(spy)
+    return writes
+
+
+def test_state_writes_per_branch_do_not_grow_with_history(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    small = _count_writes(mocker, cli)  # one branch, a short history
+    with open_workspace(repo).store.update() as state:  # years of finished tasks
+        for issue in range(1000, 3000):
+            state.task(issue, 3).status = "merged"
+    work(cli, trees, 2, {"two.py": "2\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    large = _count_writes(mocker, cli)  # two branches, 2,000 more task records
+
+    assert len(large["state.json"]) == len(small["state.json"]) + 1  # one write per branch: marks
+    assert len(small["state.json"]) <= 5  # order, start, mark, conflict snapshot, history
+    assert min(large["state.json"]) > 200_000  # each of them costs the whole history...
+    assert max(large["train.json"]) < 20_000  # ...which no journal write carries
+    assert len(large["train.json"]) <= 2 * len(small["train.json"]) + 2
+
+
+@pytest.mark.parametrize("checked_out", [True, False])
+def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, checked_out: bool
+) -> None:
+    """Checked out, ``git merge --ff-only`` proves the fast-forward (no ancestry check first);
+    not checked out, the compare-and-swap does not, so it is checked: both stop alike."""
+    trees = setup_with(gate="true")
+    if not checked_out:
+        git(repo, "checkout", "-q", "--detach")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    real_gate = train_mod.run_gate
+    moved: list[str] = []
+
+    def gate_while_base_moves(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+        result = real_gate(*args, **kwargs)
+        if checked_out:
+            moved.append(commit(repo, {"elsewhere.py": "e\n"}, "base moves"))
+        else:
+            head = rev(repo, "main")
+            tree = git(repo, "write-tree")
+            moved.append(git(repo, "commit-tree", tree, "-p", head, "-m", "base moves"))
+            git(repo, "update-ref", "refs/heads/main", moved[0], head)
+        return result
+
+    mocker.patch.object(train_mod, "run_gate", side_effect=gate_while_base_moves)
+
+    result = cli("merge")
+
+    assert result.code == 1
+    assert rev(repo, "main") == moved[0]  # nothing landed on top of it
+    assert state_of(repo)["train"]["stop"]["reason"] == "base-moved"
+    assert "main moved while agent 1 was being landed" in result.err
+    mocker.stopall()
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert git(repo, "rev-list", "--count", f"{moved[0]}..main") == "1"
+    assert git(repo, "show", "main:one.py") == "1"
