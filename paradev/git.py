@@ -578,12 +578,6 @@ def worktree_git_dir(worktree: Path) -> Path:
     return Path(Git(worktree).out("rev-parse", "--absolute-git-dir"))
 
 
-def git_dir_path(worktree: Path, name: str) -> Path:
-    """``git rev-parse --git-path name`` of a work tree, as an absolute path."""
-    path = Path(Git(worktree).out("rev-parse", "--git-path", name))
-    return path if path.is_absolute() else worktree / path
-
-
 class RebaseInProgress(NamedTuple):
     """A rebase stopped in a work tree, as its own state files describe it.
 

@@ -139,7 +139,7 @@ def test_a_train_stopped_by_its_gate_shows_agent_reason_log_and_next_step(
     text, data = status(cli)
 
     stop = data["train"]["stop"]
-    journal = json.loads((repo / ".git" / "paradev" / "state.json").read_text())["train"]
+    journal = json.loads((repo / ".git" / "paradev" / "train.json").read_text())
     gate_log = journal["agents"]["2"]["gate_log"]
     assert (stop["agent"], stop["reason"], stop["log"], stop["issues"]) == (
         2,
@@ -322,12 +322,12 @@ def test_a_stop_record_without_an_agent_number_is_shown_as_it_is(
     plan_with(repo, gate="false")
     work(cli, set_up, 1, {"one.py": "1\n"})
     assert cli("merge").code == 1
-    path = repo / ".git" / "paradev" / "state.json"
-    data = json.loads(path.read_text())
-    data["train"]["stop"]["agent"] = "one"  # hand-edited
-    path.write_text(json.dumps(data))
+    path = repo / ".git" / "paradev" / "train.json"
+    journal = json.loads(path.read_text())
+    journal["stop"]["agent"] = "one"  # hand-edited
+    path.write_text(json.dumps(journal))
 
     text, report = status(cli)
 
-    assert report["train"]["stop"] == data["train"]["stop"]
+    assert report["train"]["stop"] == journal["stop"]
     assert "merge train in progress: stopped" in text

@@ -15,7 +15,7 @@ from pytest_mock import MockerFixture
 from paradev import gates as gates_mod
 from paradev import queue as queue_mod
 from paradev import train as train_mod
-from tests.helpers import Result, agent_tree, commit, git, rev
+from tests.helpers import Result, agent_tree, commit, git, rev, state_files
 
 Cli = Callable[..., Result]
 
@@ -74,7 +74,7 @@ def queue_repo(repo: Path, cli: Cli, worktrees: Path) -> Callable[..., Path]:
 
 
 def state_of(repo: Path) -> Any:
-    return json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+    return state_files(repo)
 
 
 def statuses(repo: Path) -> dict[str, str]:

@@ -605,7 +605,7 @@ def test_a_train_stopped_before_an_upgrade_resumes_from_the_old_state(
     result = cli("merge", "--continue")
 
     assert result.code == 0, result.err
-    assert result.out.rstrip().endswith("landed: agent 1, agent 2")
+    assert result.out.rstrip().endswith("landed: agent 1 (#11), agent 2 (#12)")
     data = json.loads((folder / "state.json").read_text())
     assert "train" not in data and not (folder / "train.json").exists()
     assert [h["status"] for h in data["merge_history"]] == ["done"]
