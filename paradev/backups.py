@@ -22,7 +22,7 @@ from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.git import Git
 from paradev.state import StateStore
-from paradev.train import BACKUP_PREFIX
+from paradev.train.journal import BACKUP_PREFIX
 
 # Ignored files of one worktree above this total are not archived: cleanup refuses
 # instead, so a forgotten build folder never fills the git dir (nor is deleted unseen).

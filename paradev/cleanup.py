@@ -31,7 +31,7 @@ from paradev.backups import (
 from paradev.errors import PreconditionError
 from paradev.git import Worktree
 from paradev.state import IN_PROGRESS
-from paradev.train import BACKUP_PREFIX
+from paradev.train.journal import BACKUP_PREFIX
 from paradev.workspace import Workspace
 
 

@@ -355,6 +355,7 @@ def merge(
 ) -> None:
     from paradev import train
     from paradev.errors import ParadevError
+    from paradev.runner import hand_back_conflict
 
     if sum((dry_run, continue_, abort, skip)) > 1:
         raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
@@ -367,15 +368,16 @@ def merge(
         _dry_run(ws, out, json, push=pushing, gate=not no_gate)
         return
     history = len(ws.store.read().merge_history)
+    options = train.Options(push=pushing, gate=not no_gate, hand_back=hand_back_conflict)
     try:
         if abort:
             train.abort(ws, out)
         elif continue_:
-            train.resume(ws, out, push=pushing, gate=not no_gate)
+            train.resume(ws, out, options)
         elif skip:
-            train.skip(ws, out, push=pushing, gate=not no_gate)
+            train.skip(ws, out, options)
         else:
-            train.merge(ws, out, push=pushing, gate=not no_gate)
+            train.merge(ws, out, options)
     except ParadevError as err:
         if json and err.exit_code == 1:  # stopped: say where, then exit 1
             _emit_merge_json(ws, history)
@@ -388,14 +390,14 @@ def _dry_run(
     ws: Workspace, out: Callable[[str], None], json: bool, push: bool | None, gate: bool
 ) -> None:
     """``merge --dry-run``: the steps shown (as JSON too), then the train's own exit."""
-    from paradev.dryrun import dry_run
+    from paradev.train.dryrun import dry_run
 
     queued = bool(ws.plan.merge_queue)  # parallel/batch/eject: the queue shows its candidates
     result = dry_run(ws, out, push=push, gate=gate, simulate=not queued)
     if queued:
-        from paradev import queue
+        from paradev.train import candidates
 
-        queue.dry_run(ws, out)
+        candidates.dry_run(ws, out)
     if json:
         from paradev.report.machine import dry_run_json
 

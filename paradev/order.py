@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
+from paradev import coverage
+from paradev import git as gitmod
 from paradev.labels import landing_candidates, who
-from paradev.state import COMPLETED, State
+from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State
 from paradev.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -87,7 +89,7 @@ def compute_merge_order(
     """Order ``agents`` and save the order in state.
 
     By default the agents are those the merge train would land (completed,
-    unmerged work: ``train.select_agents``), so ``merge-order`` shows exactly
+    unmerged work: ``select_agents``), so ``merge-order`` shows exactly
     the order ``merge`` follows (``save=False``: the dry run, which writes
     nothing). Conflicts come from the real branch contents
     (``paradev.conflicts``); ``depends_on`` makes the agent owning an issue
@@ -97,8 +99,6 @@ def compute_merge_order(
     from paradev.conflicts import analyze
 
     if agents is None:
-        from paradev.train import select_agents
-
         agents = select_agents(ws).agents
     report = analyze(ws)
     chosen = sorted(set(agents))
@@ -152,7 +152,6 @@ def _details(ws: Workspace, state: State, problem: Problem) -> dict[int, Detail]
 
 def agent_providers(ws: Workspace, members: set[int]) -> dict[int, frozenset[int]]:
     """agent -> agents owning an unmerged issue that one of its unmerged tasks depends on."""
-    from paradev.state import MERGED
 
     state = ws.store.read()
     providers: dict[int, set[int]] = {a: set() for a in members}
@@ -379,3 +378,111 @@ def render(result: MergeOrder) -> str:
     ]
     lines += [f"  {who(a, _issues(result, a))}: {result.reasons[a]}" for a in result.order]
     return "\n".join(lines)
+
+
+# -- choosing what lands -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Agents with completed, unmerged work, and why others are left out."""
+
+    agents: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+def select_agents(ws: Workspace, base: str | None = None) -> Selection:
+    """Agents whose tasks are completed (not merged) and whose branch has commits not in base.
+
+    ``base``: the commit base will be at when the train starts (the remote's
+    tip when it is ahead), by default the local base branch.
+    """
+    state = ws.store.read()
+    agents_all = range(1, ws.plan.agent_count + 1)
+    branches = {agent: f"refs/heads/{ws.branch(agent)}" for agent in agents_all}
+    existing = gitmod.resolve_refs(ws.git, list(branches.values()))
+    ahead = gitmod.refs_not_merged(ws.git, list(existing), base or f"refs/heads/{ws.plan.base}")
+    agents: list[int] = []
+    notes: list[str] = []
+    for agent, ref in branches.items():
+        tasks = ws.tasks_of(agent)
+        landing = any(state.status(t.issue) == COMPLETED for t in tasks)
+        stray = (
+            coverage.stray_work(ws, state, agent, uncovered=not landing, tip=existing.get(ref))
+            if ref in ahead
+            else None
+        )
+        if not landing:
+            if stray is not None:  # run-batch refuses with the same words
+                notes.append(f"{stray.message}; not landed")
+            continue
+        busy = [t for t in tasks if state.status(t.issue) == IN_PROGRESS]
+        branch = ws.branch(agent)
+        if stray is not None:  # dropped or unplanned work never lands with other work
+            notes.append(f"{stray.message}; not landed")
+        elif busy:
+            notes.append(f"agent {agent}: #{busy[0].issue} is still in progress; not landed")
+        elif ref not in existing:
+            notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
+        elif ref not in ahead:
+            notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
+        elif (lost := _completed_head_lost(ws, state, agent, existing[ref])) is not None:
+            notes.append(lost)
+        else:
+            agents.append(agent)
+    return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
+
+
+def completed_head(ws: Workspace, state: State, agent: int) -> tuple[int, str] | None:
+    """(issue, head commit) of the agent's last completed task: exactly what the train lands."""
+    found = None
+    for task in ws.tasks_of(agent):
+        record = state.tasks.get(task.issue)
+        if record is not None and record.status == COMPLETED and record.head_commit:
+            found = (task.issue, record.head_commit)
+    return found
+
+
+def _completed_head_lost(ws: Workspace, state: State, agent: int, tip: str) -> str | None:
+    """Why the agent cannot land when its branch no longer holds its completed commit."""
+    completed = completed_head(ws, state, agent)
+    if completed is None or completed[1] == tip or gitmod.is_ancestor(ws.git, completed[1], tip):
+        return None
+    issue, head = completed
+    return (
+        f"agent {agent}: {ws.branch(agent)} no longer holds #{issue}'s completed commit "
+        f"{head[:12]} (history rewritten?); not landed: run paradev complete {agent} again"
+    )
+
+
+def _missing_dependency(
+    ws: Workspace, state: State, agent: int, landing: set[int]
+) -> tuple[int, int] | None:
+    """(task, dependency) of ``agent`` whose dependency is neither merged nor landing with it."""
+    for task in ws.tasks_of(agent):
+        if state.status(task.issue) != COMPLETED:
+            continue
+        for dep in task.depends_on:
+            owner = ws.plan.task(dep)
+            landing_too = owner is not None and owner.agent in landing
+            if state.status(dep) != MERGED and not (landing_too and state.status(dep) == COMPLETED):
+                return task.issue, dep
+    return None
+
+
+def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) -> Selection:
+    """Leave out agents whose tasks depend on work that will not be on base before them."""
+    agents, notes = list(selection.agents), list(selection.notes)
+    changed = True
+    while changed:
+        changed = False
+        for agent in list(agents):
+            missing = _missing_dependency(ws, state, agent, set(agents))
+            if missing is not None:
+                agents.remove(agent)
+                notes.append(
+                    f"agent {agent}: #{missing[0]} depends on #{missing[1]}, "
+                    f"which is {state.status(missing[1])} and not landing; not landed"
+                )
+                changed = True
+    return Selection(agents, notes)

@@ -341,7 +341,7 @@ class Plan(NamedTuple):
     def merge_queue(self) -> dict[str, Any] | None:
         """The merge queue's settings, None when the serial train does the same job.
 
-        Fixed in the train's journal when it starts (see paradev.queue).
+        Fixed in the train's journal when it starts (see paradev.train.candidates).
         """
         merge = self.settings["merge"]
         keys = ("parallel", "batch", "on_gate_failure", "retries", "on_conflict")

@@ -71,7 +71,7 @@ from paradev.state import (
     now,
 )
 from paradev.text import printable
-from paradev.train import squash_message
+from paradev.train.messages import squash_message
 from paradev.workspace import Workspace
 
 PLACEHOLDER = re.compile(r"\{(" + "|".join(AGENT_PLACEHOLDERS) + r")\}")

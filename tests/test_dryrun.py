@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from paradev import git as paradev_git
-from paradev.dryrun import dry_run, replay_steps
+from paradev.train.dryrun import dry_run, replay_steps
 from paradev.workspace import open_workspace
 from tests.helpers import Result, agent_tree, commit, git, rev
 from tests.test_train import (
@@ -404,8 +404,9 @@ def test_the_simulated_landing_is_the_real_tree(case: Callable[..., Case]) -> No
     late = app.replace("return 19", "return 'nineteen'")
     work(c.cli, c.trees, 3, {"src/app.py": late, "own.py": "3\n", "src/util.py": "V = 3\n"}, n=3)
     ws = open_workspace()
-    from paradev.dryrun import Simulation
-    from paradev.train import merge_order, select_agents
+    from paradev.order import select_agents
+    from paradev.train.dryrun import Simulation
+    from paradev.train.steps import merge_order
 
     sim = Simulation(ws, gating=False)
     steps = sim.run(merge_order(ws, select_agents(ws).agents, save=False))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paradev import gates
+from paradev.train import gate as gates
 from paradev.workspace import Workspace, open_workspace
 from tests.conftest import PLAN
 from tests.helpers import commit, git, gone, rev, wait_for_file

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from paradev import landing
 from paradev.git import Git
+from paradev.train import landing
 from tests.helpers import commit, git, rev
 
 

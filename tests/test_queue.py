@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
-from paradev import gates as gates_mod
-from paradev import queue as queue_mod
-from paradev import train as train_mod
+from paradev.train import candidates as queue_mod
+from paradev.train import gate as gates_mod
+from paradev.train import steps as train_mod
 from tests.helpers import Result, agent_tree, commit, git, rev, state_files
 
 Cli = Callable[..., Result]

@@ -26,7 +26,7 @@ from paradev.state import (
     PLANNED,
     StateStore,
 )
-from paradev.train import squash_message
+from paradev.train.messages import squash_message
 from paradev.workspace import open_workspace
 from tests.helpers import (
     STUBBORN,

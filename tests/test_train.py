@@ -16,8 +16,10 @@ import pytest
 from pytest_mock import MockerFixture
 
 from paradev import git as paradev_git
-from paradev import train as train_mod
 from paradev.state import StateStore
+from paradev.train import gate as gate_mod
+from paradev.train import messages
+from paradev.train import steps as train_mod
 from paradev.workspace import open_workspace
 from tests.conftest import PLAN
 from tests.helpers import Result, agent_tree, commit, git, rev, state_files, write
@@ -602,11 +604,11 @@ def test_squash_lands_each_task_as_one_conventional_commit(
 
 
 def test_squash_keeps_a_conventional_prefix() -> None:
-    assert train_mod.squash_message("fix(cli): crash on empty plan", 7) == (
+    assert messages.squash_message("fix(cli): crash on empty plan", 7) == (
         "fix(cli): crash on empty plan (#7)\n"
     )
-    assert train_mod.squash_message("Add status", 3) == "feat: Add status (#3)\n"
-    assert train_mod.squash_message("fixture loader", 4) == "feat: fixture loader (#4)\n"
+    assert messages.squash_message("Add status", 3) == "feat: Add status (#3)\n"
+    assert messages.squash_message("fixture loader", 4) == "feat: fixture loader (#4)\n"
 
 
 def test_marker_hunks(tmp_path: Path) -> None:
@@ -637,18 +639,23 @@ def fixed_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # restored after the test; each run moves into its own repo
 
 
+def owner(name: str) -> Any:
+    """The module the train looks ``name`` up in: patched there, the crash hits the train."""
+    return gate_mod if name == "run_gate" else train_mod
+
+
 def crash_before(mocker: MockerFixture, name: str) -> None:
-    mocker.patch.object(train_mod, name, side_effect=Crash(name))
+    mocker.patch.object(owner(name), name, side_effect=Crash(name))
 
 
 def crash_after(mocker: MockerFixture, name: str) -> None:
-    real = getattr(train_mod, name)
+    real = getattr(owner(name), name)
 
     def run_then_die(*args: Any, **kwargs: Any) -> Any:
         real(*args, **kwargs)
         raise Crash(name)
 
-    mocker.patch.object(train_mod, name, side_effect=run_then_die)
+    mocker.patch.object(owner(name), name, side_effect=run_then_die)
 
 
 def crash_midway(mocker: MockerFixture, name: str) -> None:
@@ -670,7 +677,7 @@ def crash_before_the_journal(mocker: MockerFixture, name: str) -> None:
     The state file goes first: the tasks are merged (or the history written)
     while the journal still says the step has not run.
     """
-    real, armed = getattr(train_mod, name), []
+    real, armed = getattr(owner(name), name), []
 
     def run_armed(*args: Any, **kwargs: Any) -> Any:
         armed.append(True)
@@ -683,7 +690,7 @@ def crash_before_the_journal(mocker: MockerFixture, name: str) -> None:
 
     journal_call = "remove_journal" if name == "_end" else "write_journal"
     real_write = getattr(StateStore, journal_call)
-    mocker.patch.object(train_mod, name, side_effect=run_armed)
+    mocker.patch.object(owner(name), name, side_effect=run_armed)
     mocker.patch.object(StateStore, journal_call, autospec=True, side_effect=die)
 
 
@@ -845,7 +852,7 @@ def test_interrupt_during_gate_exits_130_and_kills_the_gate(
 ) -> None:
     trees = setup_with(gate="true")
     work(cli, trees, 1, {"one.py": "1\n"})
-    mocker.patch.object(train_mod, "run_gate", side_effect=KeyboardInterrupt)
+    mocker.patch.object(gate_mod, "run_gate", side_effect=KeyboardInterrupt)
 
     result = cli("merge")
 
@@ -1071,16 +1078,16 @@ def test_branch_moved_after_its_gate_is_not_landed_ungated(
     trees = setup_with(gate="true")
     work(cli, trees, 1, {"one.py": "1\n"})
     main = rev(repo, "main")
-    real_gate = train_mod.run_gate
+    real_gate = gate_mod.run_gate
     late: list[str] = []
 
-    def gate_then_agent_commits(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+    def gate_then_agent_commits(*args: Any, **kwargs: Any) -> gate_mod.GateResult:
         """The agent, still running, commits while the gate finishes."""
         result = real_gate(*args, **kwargs)
         late.append(commit(agent_tree(trees, 1), {"late.py": "ungated\n"}, "late"))
         return result
 
-    mocker.patch.object(train_mod, "run_gate", side_effect=gate_then_agent_commits)
+    mocker.patch.object(gate_mod, "run_gate", side_effect=gate_then_agent_commits)
 
     result = cli("merge")
 
@@ -1158,14 +1165,14 @@ def test_agent_tree_dirtied_during_the_train_is_refused_in_plain_words(
     trees = setup_with(gate="true")
     work(cli, trees, 1, {"one.py": "1\n"})
     work(cli, trees, 2, {"two.py": "2\n"})
-    real_gate = train_mod.run_gate
+    real_gate = gate_mod.run_gate
 
-    def gate_while_agents_edit(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+    def gate_while_agents_edit(*args: Any, **kwargs: Any) -> gate_mod.GateResult:
         for agent in (1, 2):
             write(agent_tree(trees, agent), {"README.md": "edited meanwhile\n"})
         return real_gate(*args, **kwargs)
 
-    mocker.patch.object(train_mod, "run_gate", side_effect=gate_while_agents_edit)
+    mocker.patch.object(gate_mod, "run_gate", side_effect=gate_while_agents_edit)
 
     result = cli("merge")
 
@@ -1891,10 +1898,10 @@ def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
     if not checked_out:
         git(repo, "checkout", "-q", "--detach")
     work(cli, trees, 1, {"one.py": "1\n"})
-    real_gate = train_mod.run_gate
+    real_gate = gate_mod.run_gate
     moved: list[str] = []
 
-    def gate_while_base_moves(*args: Any, **kwargs: Any) -> train_mod.GateResult:
+    def gate_while_base_moves(*args: Any, **kwargs: Any) -> gate_mod.GateResult:
         result = real_gate(*args, **kwargs)
         if checked_out:
             moved.append(commit(repo, {"elsewhere.py": "e\n"}, "base moves"))
@@ -1905,7 +1912,7 @@ def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
             git(repo, "update-ref", "refs/heads/main", moved[0], head)
         return result
 
-    mocker.patch.object(train_mod, "run_gate", side_effect=gate_while_base_moves)
+    mocker.patch.object(gate_mod, "run_gate", side_effect=gate_while_base_moves)
 
     result = cli("merge")
 

@@ -11,10 +11,10 @@ from dataclasses import asdict
 from typing import Any
 
 from paradev import git as gitmod
-from paradev.dryrun import DryStep
 from paradev.runner import Outcome, Row, Started
 from paradev.snapshots import precise_now
-from paradev.train import marker_hunks
+from paradev.train.dryrun import DryStep
+from paradev.train.steps import marker_hunks
 from paradev.workspace import Workspace
 
 

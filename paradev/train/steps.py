@@ -13,300 +13,62 @@ what happened: before a rebase (to recognise it as ours), before a squash
 moves the branch, when tasks are marked merged, after hooks ran, and at stops.
 Everything else rides along with the next write.
 
-Reading order: the journal (``Train``), choosing agents, preconditions, the
-entry points (``merge``, ``resume``, ``skip``, ``abort``), the loop (``run``,
-``land``), then each step in order. The dry run is ``paradev.dryrun``.
+Reading order: preconditions, what ``skip`` and ``abort`` undo, the serial
+loop (``run``, ``land``), then each step in order. The journal is
+``paradev.train.journal``, the entry points ``paradev.train.drive``.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paradev import coverage, landing, processes
 from paradev import git as gitmod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.git import Git
-from paradev.prepare import as_agent, prepare_worktree, with_port
-from paradev.snapshots import note_stop, record_train, stamp_step, train_facts
-from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State, TaskRecord, now
-from paradev.text import plain
+from paradev.order import Selection, _missing_dependency, completed_head, select_agents
+from paradev.prepare import as_agent, prepare_worktree
+from paradev.snapshots import record_train, train_facts
+from paradev.state import COMPLETED, MERGED, TaskRecord, now
+from paradev.train import gate as gates
+from paradev.train import landing
+from paradev.train.gate import GateResult, _gate_command, _say_gate, _tail, gate_env, gate_log
+from paradev.train.journal import (
+    ADVANCE,
+    BACKUP,
+    BACKUP_PREFIX,
+    GATE,
+    HOOKS,
+    MARK,
+    PUSH,
+    REBASE,
+    SQUASH,
+    Output,
+    Train,
+    _lock_agents,
+    _rev,
+    backup_ref,
+    driver_record,
+    remove_stale_locks,
+)
+from paradev.train.messages import squash_message
 from paradev.workspace import Workspace
 
-Output = Callable[[str], None]
-
-BACKUP_PREFIX = "refs/paradev/backup"
-KILL_GRACE = 5.0
-CONVENTIONAL = re.compile(
-    r"^(feat|fix|docs|style|refactor|perf|test|tests|build|ci|chore|revert)(\([^)]*\))?!?:\s*\S",
-    re.IGNORECASE,
-)
-
 # Steps of one landing, in order; the journal notes when each starts and ends.
-BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
-    "backup",
-    "rebase",
-    "squash",
-    "gate",
-    "advance",
-    "push",
-    "mark",
-    "hooks",
-)
 CHECK, TRAILERS, WIP = "check", "trailers", "wip"
 
 
 # -- the journal ---------------------------------------------------------------------
 
 
-class Train:
-    """A train in progress: its journal (``state.train``) and the workspace it runs in."""
-
-    def __init__(self, ws: Workspace, journal: dict[str, Any], out: Output) -> None:
-        self.ws = ws
-        self.journal = journal
-        self.out = out
-        self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
-        self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
-
-    @property
-    def id(self) -> str:
-        return str(self.journal["id"])
-
-    @property
-    def base(self) -> str:
-        return str(self.journal["base"])
-
-    @property
-    def queue(self) -> list[int]:
-        queue: list[int] = self.journal["queue"]
-        return queue
-
-    def agent(self, agent: int) -> dict[str, Any]:
-        """The journal entry of ``agent`` (created empty)."""
-        entry: dict[str, Any] = self.journal["agents"].setdefault(str(agent), {"done": []})
-        return entry
-
-    def save(self) -> None:
-        """Write the journal alone (its own small file): the task records are not rewritten."""
-        self.ws.store.save_journal(self.journal)
-
-    def begin(self, agent: int, step: str, *, flush: bool = False, **facts: Any) -> None:
-        """Note that ``step`` starts, with the facts needed to resume it.
-
-        Kept in memory until the next write, unless ``flush``: only a step
-        whose effects git cannot show afterwards (a rebase we must recognise
-        as ours, a squash commit, hooks that ran) needs its own write.
-        """
-        entry = self.agent(agent)
-        entry["step"] = step
-        entry.update(facts)
-        stamp_step(entry, step, "start")
-        if flush:
-            self.save()
-
-    def finish(self, agent: int, step: str, *, flush: bool = False, **facts: Any) -> None:
-        """Note that ``step`` is done (written with the next write unless ``flush``)."""
-        entry = self.agent(agent)
-        if step not in entry["done"]:
-            entry["done"].append(step)
-            stamp_step(entry, step, "end")
-        entry.update(facts)
-        if flush:
-            self.save()
-
-    def is_done(self, agent: int, step: str) -> bool:
-        return step in self.agent(agent)["done"]
-
-    def stop(self, agent: int, reason: str, message: str) -> Stopped:
-        """Journal the stop and return the error to raise (exit 1)."""
-        self.journal["status"] = "stopped"
-        self.journal["stop"] = {"agent": agent, "reason": reason, "at": now()}
-        note_stop(self.ws, self.journal)  # for the report: what stopped and what collided
-        self.save()
-        return Stopped(message)
-
-    # -- facts from git --
-    def branch(self, agent: int) -> str:
-        """The branch being landed: the one journaled at backup, even if plan.toml changed."""
-        return str(self.agent(agent).get("branch") or self.ws.branch(agent))
-
-    def worktree(self, agent: int) -> Path:
-        return self.ws.worktree(agent)
-
-    def head(self, agent: int) -> str:
-        return _rev(self.ws.git, f"refs/heads/{self.branch(agent)}")
-
-    def base_tip(self) -> str:
-        return _rev(self.ws.git, f"refs/heads/{self.base}")
-
-    def tips(self, agent: int) -> tuple[str, str]:
-        """(base, agent branch) commits, read together by one git process."""
-        base, branch = f"refs/heads/{self.base}", f"refs/heads/{self.branch(agent)}"
-        found = gitmod.resolve_refs(self.ws.git, [base, branch])
-        for ref in (base, branch):
-            if ref not in found:
-                raise PreconditionError(f"{ref} does not exist")
-        return found[base], found[branch]
-
-    def hand_on(self, agent: int, base: str, head: str) -> None:
-        """Pass the tips a step just read (or set) to the next step, which then reads no git.
-
-        Sound between the rewrite, check and gate steps: the train holds the
-        agent's lock, so only the train moves the branch (a hand-back to the
-        agent reads the tips again), and base moving is caught when it advances.
-        """
-        self._handed_on[agent] = (base, head)
-
-    def task_view(self, agent: int) -> State:
-        """The state as this landing of ``agent`` first read it (read once, not once per step).
-
-        Its task records do not change under the landing: the train holds the
-        agent's lock, and only the mark step changes them (under the state lock).
-        """
-        view = self._task_views.get(agent)
-        if view is None:
-            view = self._task_views[agent] = self.ws.store.read()
-        return view
-
-    def drop_task_view(self, agent: int) -> None:
-        self._task_views.pop(agent, None)
-
-    def tips_handed_on(self, agent: int) -> tuple[str, str]:
-        """The tips the previous step handed on (once), else read from git."""
-        return self._handed_on.pop(agent, None) or self.tips(agent)
-
-
-def _rev(git: Git, ref: str) -> str:
-    sha = git.rev(ref)
-    if sha is None:
-        raise PreconditionError(f"{ref} does not exist")
-    return sha
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-def backup_ref(branch: str, train_id: str) -> str:
-    return f"{BACKUP_PREFIX}/{branch}/{train_id}"
-
-
 # -- choosing what lands -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Agents with completed, unmerged work, and why others are left out."""
-
-    agents: list[int]
-    notes: list[str] = field(default_factory=list)
-
-
-def select_agents(ws: Workspace, base: str | None = None) -> Selection:
-    """Agents whose tasks are completed (not merged) and whose branch has commits not in base.
-
-    ``base``: the commit base will be at when the train starts (the remote's
-    tip when it is ahead), by default the local base branch.
-    """
-    state = ws.store.read()
-    agents_all = range(1, ws.plan.agent_count + 1)
-    branches = {agent: f"refs/heads/{ws.branch(agent)}" for agent in agents_all}
-    existing = gitmod.resolve_refs(ws.git, list(branches.values()))
-    ahead = gitmod.refs_not_merged(ws.git, list(existing), base or f"refs/heads/{ws.plan.base}")
-    agents: list[int] = []
-    notes: list[str] = []
-    for agent, ref in branches.items():
-        tasks = ws.tasks_of(agent)
-        landing = any(state.status(t.issue) == COMPLETED for t in tasks)
-        stray = (
-            coverage.stray_work(ws, state, agent, uncovered=not landing, tip=existing.get(ref))
-            if ref in ahead
-            else None
-        )
-        if not landing:
-            if stray is not None:  # run-batch refuses with the same words
-                notes.append(f"{stray.message}; not landed")
-            continue
-        busy = [t for t in tasks if state.status(t.issue) == IN_PROGRESS]
-        branch = ws.branch(agent)
-        if stray is not None:  # dropped or unplanned work never lands with other work
-            notes.append(f"{stray.message}; not landed")
-        elif busy:
-            notes.append(f"agent {agent}: #{busy[0].issue} is still in progress; not landed")
-        elif ref not in existing:
-            notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
-        elif ref not in ahead:
-            notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
-        elif (lost := _completed_head_lost(ws, state, agent, existing[ref])) is not None:
-            notes.append(lost)
-        else:
-            agents.append(agent)
-    return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
-
-
-def completed_head(ws: Workspace, state: State, agent: int) -> tuple[int, str] | None:
-    """(issue, head commit) of the agent's last completed task: exactly what the train lands."""
-    found = None
-    for task in ws.tasks_of(agent):
-        record = state.tasks.get(task.issue)
-        if record is not None and record.status == COMPLETED and record.head_commit:
-            found = (task.issue, record.head_commit)
-    return found
-
-
-def _completed_head_lost(ws: Workspace, state: State, agent: int, tip: str) -> str | None:
-    """Why the agent cannot land when its branch no longer holds its completed commit."""
-    completed = completed_head(ws, state, agent)
-    if completed is None or completed[1] == tip or gitmod.is_ancestor(ws.git, completed[1], tip):
-        return None
-    issue, head = completed
-    return (
-        f"agent {agent}: {ws.branch(agent)} no longer holds #{issue}'s completed commit "
-        f"{head[:12]} (history rewritten?); not landed: run paradev complete {agent} again"
-    )
-
-
-def _missing_dependency(
-    ws: Workspace, state: State, agent: int, landing: set[int]
-) -> tuple[int, int] | None:
-    """(task, dependency) of ``agent`` whose dependency is neither merged nor landing with it."""
-    for task in ws.tasks_of(agent):
-        if state.status(task.issue) != COMPLETED:
-            continue
-        for dep in task.depends_on:
-            owner = ws.plan.task(dep)
-            landing_too = owner is not None and owner.agent in landing
-            if state.status(dep) != MERGED and not (landing_too and state.status(dep) == COMPLETED):
-                return task.issue, dep
-    return None
-
-
-def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) -> Selection:
-    """Leave out agents whose tasks depend on work that will not be on base before them."""
-    agents, notes = list(selection.agents), list(selection.notes)
-    changed = True
-    while changed:
-        changed = False
-        for agent in list(agents):
-            missing = _missing_dependency(ws, state, agent, set(agents))
-            if missing is not None:
-                agents.remove(agent)
-                notes.append(
-                    f"agent {agent}: #{missing[0]} depends on #{missing[1]}, "
-                    f"which is {state.status(missing[1])} and not landing; not landed"
-                )
-                changed = True
-    return Selection(agents, notes)
 
 
 def merge_order(ws: Workspace, agents: Sequence[int], save: bool = True) -> list[int]:
@@ -461,24 +223,6 @@ def _resolve_push(ws: Workspace, push: bool | None) -> bool:
 # -- entry points ---------------------------------------------------------------------------
 
 
-@contextmanager
-def driving(ws: Workspace, note_owner: bool = True) -> Iterator[None]:
-    """Hold the train lock: two paradev processes driving one train would land an agent twice."""
-    with ws.store.exclusive(
-        "train.lock",
-        wait=0,
-        busy="another paradev merge is driving the merge train right now; wait for it to finish",
-        note_owner=note_owner,
-    ):
-        yield
-
-
-def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack, note: bool = True) -> None:
-    """Hold every agent the train lands: run-batch must not run them meanwhile (else exit 2)."""
-    for agent in agents:
-        locks.enter_context(ws.store.agent_lock(agent, "paradev merge", name_holder=note))
-
-
 @dataclass(frozen=True)
 class Preflight:
     """What the checks before a train found: who lands, whether it pushes, the remote's base."""
@@ -512,147 +256,7 @@ def preflight(
     return Preflight(selection, pushing, gating, remote_tip)
 
 
-def merge(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
-    """Start a train over every agent with completed, unmerged work (``paradev merge``).
-
-    Every refusal (exit 2) comes before the first change.
-    """
-    with driving(ws), ExitStack() as locks:
-        checked = preflight(ws, locks, push=push, gate=gate)
-        selection = checked.selection
-        _bring_base_up(ws, out, checked)
-        if not selection.agents:
-            out("nothing to land")
-            return
-        journal = _new_journal(ws, merge_order(ws, selection.agents), checked.pushing, gate)
-        journal["left_out"] = list(selection.notes)  # the summary names them again
-        _say_skipped_last_time(ws, journal["order"], out)
-        with ws.store.update() as state:
-            if state.train is not None:
-                raise PreconditionError("another paradev merge started a train meanwhile")
-            state.train = journal
-        train = Train(ws, journal, out)
-        order = " -> ".join(f"agent {a}" for a in journal["order"])
-        out(f"merge train {train.id}: {order} onto {train.base}")
-        run(train)
-
-
-def _bring_base_up(ws: Workspace, out: Output, checked: Preflight) -> None:
-    """Every check passed: base fast-forwards to the remote (the first change); who is left out."""
-    base, tip = ws.plan.base, checked.remote_tip
-    if tip is not None:
-        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), tip)
-        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({tip[:12]})")
-    for note in checked.selection.notes:
-        out(note)
-
-
-def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dict[str, Any]:
-    """The journal of a new train: settings fixed for its whole run, even if plan.toml changes."""
-    return {
-        "id": _stamp(),
-        "base": ws.plan.base,
-        "base_start": _rev(ws.git, f"refs/heads/{ws.plan.base}"),
-        "started_at": now(),
-        "status": "running",
-        "stop": None,
-        "order": order,
-        "queue": list(order),
-        "landed": [],
-        "skipped": [],
-        "push": push,
-        "gate": gate,
-        "squash": ws.plan.squash,
-        "mq": ws.plan.merge_queue,  # None: the serial train
-        "agents": {},
-        "driver": driver_record(),
-        "drivers_since": time.time(),  # stale locks are looked for since then
-    }
-
-
 # -- taking over after a crash -----------------------------------------------------------------
-
-
-def driver_record() -> dict[str, Any]:
-    """Who drives the train (pid, its start, since when): tells a later run what a crash left."""
-    return {"pid": os.getpid(), "start": _process_start(os.getpid()), "since": time.time()}
-
-
-def _process_start(pid: int) -> str | None:
-    """The start of process ``pid`` (clock ticks since boot, Linux), to see a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def driver_gone(driver: dict[str, Any] | None) -> bool:
-    """Whether the journaled driver is dead (an earlier call in this process counts as dead)."""
-    pid = (driver or {}).get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _process_start(pid) != (driver or {}).get("start")
-
-
-def remove_stale_locks(train: Train, agents: Sequence[int]) -> None:
-    """Remove the lock files killed drivers' git children left, with a note.
-
-    Only when the journaled driver is dead (every earlier one is too: each
-    took over from a dead one or ended), only where this train works (the
-    agents' and base's git dirs, their branch refs, backup refs), and only
-    files made since the train's first driver started: they can only be its
-    drivers' children's. The agents are not running: the train holds their locks.
-    """
-    driver = train.journal.get("driver")
-    if not driver or not driver_gone(driver):
-        return
-    since = float(train.journal.get("drivers_since", driver.get("since", 0))) - 2  # coarse times
-    for lock in _lock_files(train, agents):
-        try:
-            if lock.stat().st_mtime < since:
-                continue
-            lock.unlink()
-        except OSError:
-            continue
-        train.out(f"paradev: removed {lock}, left by the killed paradev (pid {driver.get('pid')})")
-
-
-def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
-    """Lock files a killed git child may have left where this train works.
-
-    In an agent's git dir (and its rebase folders) any ``*.lock`` is git's
-    (``CHERRY_PICK_HEAD.lock``, ``MERGE_MSG.lock``, ``REBASE_HEAD.lock``...:
-    a single one left makes every later rebase stop); base's work tree is the
-    user's, so only the locks of what the train moves there count; in a
-    remote on this machine, those of the refs the train pushes.
-    """
-    ws, common = train.ws, train.ws.repo.common_dir
-    files: list[Path] = []
-    for tree in (train.worktree(a) for a in agents):
-        if tree.exists():
-            folder = gitmod.worktree_git_dir(tree)
-            for where in (folder, folder / "rebase-merge", folder / "rebase-apply"):
-                files += sorted(where.glob("*.lock")) if where.is_dir() else []
-    holder = gitmod.branch_holder(ws.repo, train.base)
-    if holder is not None and holder.exists():
-        folder = gitmod.worktree_git_dir(holder)
-        names = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "AUTO_MERGE.lock")
-        files += [folder / name for name in names]
-    refs = [f"refs/heads/{train.base}", *(f"refs/heads/{train.branch(a)}" for a in agents)]
-    files += [common / f"{ref}.lock" for ref in refs] + [common / "packed-refs.lock"]
-    backups = common / "refs" / "paradev"
-    files += sorted(backups.rglob("*.lock")) if backups.is_dir() else []
-    remote = gitmod.local_remote_dir(ws.git, ws.plan.remote) if ws.plan.remote else None
-    if remote is not None:  # a push's git-receive-pack, killed with its driver
-        files += [remote / f"{ref}.lock" for ref in ("HEAD", *refs)] + [remote / "packed-refs.lock"]
-    return files
 
 
 def take_over(train: Train) -> None:
@@ -661,83 +265,6 @@ def take_over(train: Train) -> None:
         wait_for_resolver(train, agent)
     remove_stale_locks(train, train.queue[:1])
     train.journal["driver"] = driver_record()
-
-
-def load_train(ws: Workspace, out: Output) -> Train:
-    journal = ws.store.read().train
-    if journal is None:
-        raise PreconditionError("no merge train is in progress; run paradev merge")
-    return Train(ws, journal, out)
-
-
-def resume(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
-    """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
-    with driving(ws), ExitStack() as locks:
-        train = load_train(ws, out)
-        _lock_agents(ws, train.queue, locks)
-        _go_on(train, push, gate)
-
-
-def _go_on(train: Train, push: bool | None, gate: bool) -> None:
-    """Clear the stop, apply ``--push/--no-push/--no-gate`` and run the rest of the queue."""
-    if push is not None:
-        train.journal["push"] = _resolve_push(train.ws, push)
-    if not gate:
-        train.journal["gate"] = False
-    take_over(train)
-    train.journal["status"] = "running"
-    train.journal["stop"] = None
-    train.save()
-    train.out(f"continuing merge train {train.id}")
-    run(train)
-
-
-def skip(ws: Workspace, out: Output, *, push: bool | None = None, gate: bool = True) -> None:
-    """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
-    with driving(ws), ExitStack() as locks:
-        train = load_train(ws, out)
-        _lock_agents(ws, train.queue, locks)
-        if not train.queue:
-            raise PreconditionError(
-                "the train has no agent left to skip; run paradev merge --continue"
-            )
-        agent = train.queue[0]
-        if _has_landed(train, agent):
-            raise PreconditionError(
-                f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
-            )
-        take_over(train)
-        _abort_our_rebase(train, agent)
-        if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
-            _restore_branch(train, agent)
-        train.queue.pop(0)
-        stop = train.journal.get("stop") or {}
-        _note_skip(
-            train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
-        )
-        backup = train.agent(agent).get("backup")
-        out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
-        _go_on(train, push, gate)  # its write carries the skip
-
-
-def abort(ws: Workspace, out: Output) -> None:
-    """``merge --abort``: undo the current agent's rebase, restore its branch, end the train.
-
-    What already landed stays: it passed its gate.
-    """
-    with driving(ws), ExitStack() as locks:
-        train = load_train(ws, out)
-        _lock_agents(ws, train.queue[:1], locks)
-        take_over(train)
-        if train.queue:
-            agent = train.queue[0]
-            if _has_landed(train, agent):
-                _finish_landed(train, agent)
-            else:
-                _abort_our_rebase(train, agent)
-                _restore_branch(train, agent)
-        _end(train, "aborted")
-        out(summary(train, "aborted"))
 
 
 def _has_landed(train: Train, agent: int) -> bool:
@@ -846,12 +373,7 @@ def _keep_ref(git: Git, ref: str, commit: str) -> None:
 
 
 def run(train: Train) -> None:
-    """Land every agent left in the queue, then close the train."""
-    if train.journal.get("mq"):  # [merge] parallel/batch/eject: the merge queue lands them
-        from paradev.queue import run_queue  # built on this module's steps
-
-        run_queue(train)
-        return
+    """Land every agent left in the queue one at a time, then close the train."""
     _say_gate(train)
     while train.queue:
         agent = train.queue[0]
@@ -878,20 +400,6 @@ def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
     train.save()
     train.out(f"agent {agent}: skipped: {why}")
     return True
-
-
-def _say_gate(train: Train) -> None:
-    if not train.journal["gate"]:
-        train.out("gate: skipped (--no-gate)")
-    elif not _gate_command(train.ws):
-        train.out("gate: none configured (gate.command is empty); landing without a gate")
-
-
-def _gate_command(ws: Workspace) -> str | list[str]:
-    command = ws.plan.gate_command
-    if isinstance(command, str):
-        return command if command.strip() else ""
-    return command
 
 
 def land(train: Train, agent: int) -> None:
@@ -1219,7 +727,8 @@ def hand_back(train: Train, agent: int, report: str) -> None:
     on, finishes the rebase, and the next run must find the resolution recorded
     (the conflicted paths) and the agent journaled, to wait for it.
     """
-    from paradev.runner import hand_back_conflict
+    if train.hand_back_to is None:
+        raise PreconditionError("this train has no agent launcher to hand the conflict back to")
 
     def journal_resolver(proc: subprocess.Popen[bytes]) -> None:
         start = processes.start_time(proc.pid)
@@ -1227,7 +736,7 @@ def hand_back(train: Train, agent: int, report: str) -> None:
         train.save()
 
     train.save()
-    hand_back_conflict(train.ws, agent, report, notify=train.out, on_launch=journal_resolver)
+    train.hand_back_to(train.ws, agent, report, notify=train.out, on_launch=journal_resolver)
     train.agent(agent)["resolver"] = None  # ended: written with the next write
 
 
@@ -1403,12 +912,13 @@ def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | Non
     ]
 
 
-def squash_message(title: str, issue: int) -> str:
-    """``feat: <title> (#<issue>)``; a conventional prefix already in the title wins."""
-    subject = plain(title).strip()
-    if not CONVENTIONAL.match(subject):
-        subject = f"feat: {subject}"
-    return f"{subject} (#{issue})\n"
+def _rebased_tasks(
+    train: Train, agent: int, base: str, head: str
+) -> tuple[list[str], list[tuple[Any, TaskRecord | None]]] | None:
+    """The rebased commits ``base..head`` and the landing tasks; None when either is empty."""
+    rebased = gitmod.commits_between(train.ws.git, base, head)
+    tasks = _landing_tasks(train, agent)
+    return (rebased, tasks) if rebased and tasks else None
 
 
 def build_squash(train: Train, agent: int, base: str, head: str) -> str:
@@ -1419,10 +929,10 @@ def build_squash(train: Train, agent: int, base: str, head: str) -> str:
     becomes one commit naming every task.
     """
     git = train.ws.git
-    rebased = gitmod.commits_between(git, base, head)
-    tasks = _landing_tasks(train, agent)
-    if not rebased or not tasks:
+    found = _rebased_tasks(train, agent, base, head)
+    if found is None:
         return head
+    rebased, tasks = found
     cuts = _task_cuts(train, agent, tasks, len(rebased))
     parent = base
     if cuts is None:
@@ -1448,13 +958,12 @@ def step_trailers(train: Train, agent: int) -> None:
 
 def build_trailers(train: Train, agent: int, base: str, head: str) -> str:
     """``base..head`` again, each commit's message carrying its task's issue trailer."""
-    git = train.ws.git
-    rebased = gitmod.commits_between(git, base, head)
-    tasks = _landing_tasks(train, agent)
-    if not rebased or not tasks:
+    found = _rebased_tasks(train, agent, base, head)
+    if found is None:
         return head
+    rebased, tasks = found
     issues = _issues_per_commit(train, agent, tasks, len(rebased))
-    return landing.with_issue_trailers(git, base, rebased, issues)
+    return landing.with_issue_trailers(train.ws.git, base, rebased, issues)
 
 
 def _issues_per_commit(
@@ -1584,21 +1093,6 @@ def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
 # -- the gate ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GateResult:
-    returncode: int | None  # None: killed on timeout
-    log: Path
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-def gate_log(train: Train, agent: int, attempt: int) -> Path:
-    folder = train.ws.repo.common_dir / "paradev" / "logs"
-    return folder / f"gate-{train.id}-agent-{agent}-{attempt}.log"
-
-
 def step_gate(train: Train, agent: int) -> None:
     """Run the gate on the rebased branch (base + this work); stop if it fails.
 
@@ -1622,7 +1116,9 @@ def step_gate(train: Train, agent: int) -> None:
     train.out(f"agent {agent}: gate running ({log})")
     env = gate_env(train, agent, log)
     try:
-        result = run_gate(command, train.worktree(agent), train.ws.plan.gate_timeout, log, env)
+        result = gates.run_gate(
+            command, train.worktree(agent), train.ws.plan.gate_timeout, log, env
+        )
     except KeyboardInterrupt:
         train.save()  # the user stopped it: say where
         raise
@@ -1678,69 +1174,6 @@ def _gate_failure(train: Train, agent: int, result: GateResult) -> str:
         f"({train.base} unchanged); log: {result.log}. Commit a fix on {train.branch(agent)} "
         "and run paradev merge --continue, or paradev merge --skip"
     )
-
-
-def gate_env(train: Train, agent: int, log: Path) -> dict[str, str]:
-    env = gitmod.git_env()
-    env.pop("LC_ALL", None)
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
-    env.update(
-        {
-            "PARADEV_AGENT": str(agent),
-            "PARADEV_BRANCH": train.branch(agent),
-            "PARADEV_BASE": train.base,
-            "PARADEV_WORKTREE": str(train.worktree(agent)),
-            "PARADEV_GATE_LOG": str(log),
-        }
-    )
-    return with_port(env, train.ws.plan, agent)
-
-
-def _tail(log: Path, lines: int = 20) -> str:
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def run_gate(
-    command: str | list[str], cwd: Path, timeout: float, log: Path, env: dict[str, str]
-) -> GateResult:
-    """Run the user's gate command with output streamed to ``log``; kill its group on timeout."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as handle:
-        try:
-            proc = processes.spawn(
-                command,
-                shell=isinstance(command, str),
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
-            handle.write(f"paradev: cannot run the gate: {exc}\n".encode())
-            return GateResult(127, log)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            handle.write(f"\nparadev: gate killed after {timeout:g}s\n".encode())
-            return GateResult(None, log)
-        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: every group paradev started stops
-            with processes.shielded():
-                processes.stop_all(KILL_GRACE)
-            raise
-        processes.release(proc)
-        return GateResult(code, log)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the gate's whole process group, SIGKILL what is left after the grace period."""
-    processes.stop([proc], KILL_GRACE)
 
 
 # -- landing ----------------------------------------------------------------------------------

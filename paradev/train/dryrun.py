@@ -1,7 +1,7 @@
 """``paradev merge --dry-run``: the train's own checks, then its landings simulated in git objects.
 
 The preconditions are the very functions ``paradev merge`` runs before its
-first change (``train.preflight``), so the dry run refuses where the train
+first change (``steps.preflight``), so the dry run refuses where the train
 would, with the same words and exit 2. Then every landing is simulated with
 ``merge-tree``/``commit-tree`` on a chain of commits standing for base as it
 moves, and the dry run exits as the train would: 1 where it would stop (a
@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paradev import git as gitmod
-from paradev import landing, train
 from paradev.errors import ParadevError, PreconditionError, Stopped
 from paradev.git import BranchCommit, Git, MergeTree
+from paradev.order import completed_head
+from paradev.train import landing
+from paradev.train import steps as serial
+from paradev.train.journal import driving
 from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
@@ -94,8 +97,8 @@ def dry_run(
     the caller shows the steps first, then raises it. ``simulate=False``: the
     checks alone (the merge queue shows its own candidates).
     """
-    with train.driving(ws, note_owner=False), ExitStack() as locks:
-        checked = train.preflight(ws, locks, push=push, gate=gate, peek=True)
+    with driving(ws, note_owner=False), ExitStack() as locks:
+        checked = serial.preflight(ws, locks, push=push, gate=gate, peek=True)
         sim = Simulation(ws, checked.gating)
         base = ws.plan.base
         if checked.remote_tip is not None:
@@ -110,7 +113,7 @@ def dry_run(
         if not checked.selection.agents:
             out("nothing to land")
             return DryRun([])
-        order = train.merge_order(ws, checked.selection.agents, save=False)
+        order = serial.merge_order(ws, checked.selection.agents, save=False)
         steps = sim.run(order)
     out("dry run (nothing changed; the gate is not run):")
     for step in steps:
@@ -198,7 +201,7 @@ class Simulation:
 
     def _candidate(self, agent: int) -> str:
         """The commit the train lands: the completed one (later commits stay on the branch)."""
-        completed = train.completed_head(self.ws, self.ws.store.read(), agent)
+        completed = completed_head(self.ws, self.ws.store.read(), agent)
         return completed[1] if completed else _tip(self.git, f"refs/heads/{self.ws.branch(agent)}")
 
     def _rebase(self, commits: list[BranchCommit], head: str) -> Rebased:

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paradev import gates, landing
 from paradev import git as gitmod
-from paradev import train as trainmod
 from paradev.errors import PreconditionError
 from paradev.git import Git
+from paradev.order import _missing_dependency, select_agents
 from paradev.state import COMPLETED, GATE_FAILED
-from paradev.train import ADVANCE, BACKUP, Train
+from paradev.train import gate as gates
+from paradev.train import landing, steps
+from paradev.train.journal import ADVANCE, BACKUP, Output, Train
 from paradev.workspace import Workspace
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
@@ -102,7 +103,7 @@ def _committer(train: Train) -> Iterator[None]:
 def run_queue(train: Train) -> None:
     """Land every agent left in the queue, round after round, then close the train."""
     mq = settings(train)
-    trainmod._say_gate(train)
+    gates._say_gate(train)
     if mq.get("started"):  # --continue: a failed gate runs again, a committed fix is taken
         _forget_failures(train)
         for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
@@ -119,10 +120,10 @@ def run_queue(train: Train) -> None:
     train.save()
     while train.queue:
         _round(train)
-    trainmod._end(train, "done")
+    steps._end(train, "done")
     runs = mq.get("gate_runs", 0)
     train.out(
-        f"merge train {train.id} done; landed: {trainmod._landed_text(train)}; {runs} gate run(s)"
+        f"merge train {train.id} done; landed: {steps._landed_text(train)}; {runs} gate run(s)"
     )
 
 
@@ -156,7 +157,7 @@ def _round(train: Train) -> None:
 
 def _outcome(train: Train, link: Link) -> bool | None:
     """Whether the candidate's gate passed, failed, or has not run (None)."""
-    if not train.journal["gate"] or not trainmod._gate_command(train.ws):
+    if not train.journal["gate"] or not gates._gate_command(train.ws):
         return True
     result = _results(train).get(link.commit)
     return None if result is None else bool(result["ok"])
@@ -219,8 +220,8 @@ def _back_up(train: Train, agent: int) -> None:
         return
     entry = train.agent(agent)
     if "old_head" not in entry:
-        trainmod.journal_backup(train, agent)
-    trainmod._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+        steps.journal_backup(train, agent)
+    steps._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
     train.finish(agent, BACKUP)
 
 
@@ -273,16 +274,14 @@ def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
     git = train.ws.git
     commits = gitmod.commits_between(git, onto, source)
     squash = train.journal.get("squash", train.ws.plan.squash)
-    tasks = trainmod._landing_tasks(train, agent)
+    tasks = steps._landing_tasks(train, agent)
     issues = (
-        None
-        if squash or not tasks
-        else trainmod._issues_per_commit(train, agent, tasks, len(commits))
+        None if squash or not tasks else steps._issues_per_commit(train, agent, tasks, len(commits))
     )
     replayed = replay(git, onto, commits, issues)
     if replayed is None or not squash or replayed == onto:
         return replayed
-    return trainmod.build_squash(train, agent, onto, replayed)
+    return steps.build_squash(train, agent, onto, replayed)
 
 
 def _check(train: Train, link: Link, onto: str) -> Blocked | None:
@@ -348,7 +347,7 @@ def _gate(train: Train, links: list[Link], picks: list[int]) -> None:
             agents = ", ".join(str(link.agent) for link in links[:position])
             again = f" (retry {attempt})" if attempt else ""
             train.out(f"candidate {position} (agents {agents}): gate running{again} ({job.log})")
-        outcomes = gates.run_gates(train.ws, jobs, trainmod._gate_command(train.ws), _env(train))
+        outcomes = gates.run_gates(train.ws, jobs, gates._gate_command(train.ws), _env(train))
         failed = []
         for link, job, result in zip(todo, jobs, outcomes, strict=True):
             runs = int(results.get(link.commit, {}).get("runs", 0)) + 1
@@ -369,14 +368,14 @@ def _gate(train: Train, links: list[Link], picks: list[int]) -> None:
 def _job(train: Train, link: Link) -> gates.GateJob:
     mq = settings(train)
     mq["gate_runs"] = number = int(mq.get("gate_runs", 0)) + 1
-    return gates.GateJob(link.commit, link.agent, trainmod.gate_log(train, link.agent, number))
+    return gates.GateJob(link.commit, link.agent, gates.gate_log(train, link.agent, number))
 
 
 def _env(train: Train) -> Callable[[gates.GateJob, Path], dict[str, str]]:
     """The gate's environment in a slot: the serial train's, pointing at the slot and candidate."""
 
     def env_for(job: gates.GateJob, path: Path) -> dict[str, str]:
-        env = trainmod.gate_env(train, job.agent, job.log)
+        env = gates.gate_env(train, job.agent, job.log)
         env.update({"PARADEV_WORKTREE": str(path), "PARADEV_CANDIDATE": job.commit})
         return env
 
@@ -389,7 +388,7 @@ def _gate_failed(train: Train, link: Link) -> None:
     code = result.get("exit")
     why = f"timed out after {train.ws.plan.gate_timeout:g}s" if code is None else f"exited {code}"
     log = Path(result["log"])
-    train.out(trainmod._tail(log))
+    train.out(gates._tail(log))
     if _ejecting(train, "gate"):
         _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", log)
         return
@@ -423,7 +422,7 @@ def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None
     if reason == "gate":
         _mark_gate_failed(train, agent, message)
         if settings(train)["on_conflict"] == "agent":
-            trainmod.hand_back(train, agent, _failure_report(train, agent, message, log))
+            steps.hand_back(train, agent, _failure_report(train, agent, message, log))
             _take_back(train, agent)
     _drop_dependents(train)
 
@@ -454,7 +453,7 @@ def _take_back(train: Train, agent: int) -> None:
 
 
 def _failure_report(train: Train, agent: int, message: str, log: Path | None) -> str:
-    tail = trainmod._tail(log) if log else ""
+    tail = gates._tail(log) if log else ""
     return (
         f"agent {agent}: the gate failed on {train.base} + your completed work: {message}\n"
         f"last lines of the log:\n{tail}\n"
@@ -470,7 +469,7 @@ def _drop_dependents(train: Train) -> None:
         changed = False
         landing_now = set(train.queue) | {e["agent"] for e in train.journal["landed"]}
         for agent in list(train.queue):
-            missing = trainmod._missing_dependency(train.ws, state, agent, landing_now)
+            missing = _missing_dependency(train.ws, state, agent, landing_now)
             if missing is not None and not train.agent(agent).get("serial"):
                 train.queue.remove(agent)
                 train.journal["skipped"].append(agent)
@@ -507,10 +506,8 @@ def _finish_landing(train: Train) -> None:
     pending = mq["landing"]
     current, target = train.base_tip(), str(pending["to"])
     if current == pending["from"]:
-        trainmod._undo_killed_fast_forward(train, current, target)
-        trainmod.move_base(
-            train.ws, train.base, current, target, then="run paradev merge --continue"
-        )
+        steps._undo_killed_fast_forward(train, current, target)
+        steps.move_base(train.ws, train.base, current, target, then="run paradev merge --continue")
         train.out(f"{train.base} -> {target[:12]} ({len(pending['agents'])} agent(s))")
     elif not gitmod.is_ancestor(train.ws.git, target, current):
         raise PreconditionError(
@@ -528,7 +525,7 @@ def _finish_landing(train: Train) -> None:
 def _after_advance(train: Train, agent: int, commit: str) -> None:
     train.finish(agent, ADVANCE, landed=commit)
     _point_branch(train, agent)
-    trainmod.after_landing(train, agent)
+    steps.after_landing(train, agent)
     train.queue.remove(agent)
 
 
@@ -565,9 +562,9 @@ def _land_serially(train: Train, agent: int) -> None:
         entry["serial"] = True
         train.out(f"agent {agent}: its work does not replay cleanly; rebasing it in its worktree")
         if entry.get("wip") and train.head(agent) == entry["wip"]:
-            trainmod._set_wip_aside(train, agent)
+            steps._set_wip_aside(train, agent)
         train.save()
-    trainmod.land(train, agent)
+    steps.land(train, agent)
     train.queue.remove(agent)
     train.save()
 
@@ -575,17 +572,17 @@ def _land_serially(train: Train, agent: int) -> None:
 # -- dry run ---------------------------------------------------------------------------------
 
 
-def dry_run(ws: Workspace, out: trainmod.Output) -> Chain:
+def dry_run(ws: Workspace, out: Output) -> Chain:
     """Show every candidate and what the first round would gate; no ref or work tree changes.
 
     The candidates are built as the queue builds them (commit objects nothing
     points at); the journal used for it lives only in memory.
     """
     mq = ws.plan.merge_queue
-    selection = trainmod.select_agents(ws)
+    selection = select_agents(ws)
     if mq is None or not selection.agents:
         return Chain([])
-    order = trainmod.merge_order(ws, selection.agents)
+    order = steps.merge_order(ws, selection.agents)
     journal = {
         "id": "dry-run",
         "base": ws.plan.base,
@@ -597,7 +594,7 @@ def dry_run(ws: Workspace, out: trainmod.Output) -> Chain:
     }
     train = Train(ws, journal, out)
     for agent in order:
-        trainmod.journal_backup(train, agent)
+        steps.journal_backup(train, agent)
     chain = build_chain(train)
     out(
         f"merge queue (dry run, nothing changed): parallel {mq['parallel']}, "
@@ -614,7 +611,7 @@ def dry_run(ws: Workspace, out: trainmod.Output) -> Chain:
         )
         out(f"  agent {chain.blocked.agent}: {chain.blocked.message} -> {then}")
     picks = probes([None] * len(chain.links), mq["parallel"], mq["batch"])
-    if picks and trainmod._gate_command(ws):
+    if picks and gates._gate_command(ws):
         shown = ", ".join(str(p) for p in picks)
         out(
             f"  first gate round: candidate(s) {shown} at once; when they pass, "

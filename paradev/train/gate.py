@@ -10,7 +10,9 @@ once, each in its own process group; Ctrl-C or a signal stops every group.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from pathlib import Path
 from paradev import git as gitmod
 from paradev import processes
 from paradev.prepare import gate_number, prepare_worktree, with_port
-from paradev.train import KILL_GRACE, GateResult, run_gate
+from paradev.train.journal import Train
 from paradev.workspace import Workspace
 
 
@@ -89,3 +91,101 @@ def run_gates(
         with processes.shielded():
             processes.stop_all(KILL_GRACE)
         raise
+
+
+# -- one gate run (the serial train's, and each slot's) ----------------------------------
+
+
+KILL_GRACE = 5.0
+
+
+def _say_gate(train: Train) -> None:
+    if not train.journal["gate"]:
+        train.out("gate: skipped (--no-gate)")
+    elif not _gate_command(train.ws):
+        train.out("gate: none configured (gate.command is empty); landing without a gate")
+
+
+def _gate_command(ws: Workspace) -> str | list[str]:
+    command = ws.plan.gate_command
+    if isinstance(command, str):
+        return command if command.strip() else ""
+    return command
+
+
+@dataclass(frozen=True)
+class GateResult:
+    returncode: int | None  # None: killed on timeout
+    log: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def gate_log(train: Train, agent: int, attempt: int) -> Path:
+    folder = train.ws.repo.common_dir / "paradev" / "logs"
+    return folder / f"gate-{train.id}-agent-{agent}-{attempt}.log"
+
+
+def gate_env(train: Train, agent: int, log: Path) -> dict[str, str]:
+    env = gitmod.git_env()
+    env.pop("LC_ALL", None)
+    if "LC_ALL" in os.environ:
+        env["LC_ALL"] = os.environ["LC_ALL"]
+    env.update(
+        {
+            "PARADEV_AGENT": str(agent),
+            "PARADEV_BRANCH": train.branch(agent),
+            "PARADEV_BASE": train.base,
+            "PARADEV_WORKTREE": str(train.worktree(agent)),
+            "PARADEV_GATE_LOG": str(log),
+        }
+    )
+    return with_port(env, train.ws.plan, agent)
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_gate(
+    command: str | list[str], cwd: Path, timeout: float, log: Path, env: dict[str, str]
+) -> GateResult:
+    """Run the user's gate command with output streamed to ``log``; kill its group on timeout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        try:
+            proc = processes.spawn(
+                command,
+                shell=isinstance(command, str),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as exc:
+            handle.write(f"paradev: cannot run the gate: {exc}\n".encode())
+            return GateResult(127, log)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            handle.write(f"\nparadev: gate killed after {timeout:g}s\n".encode())
+            return GateResult(None, log)
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: every group paradev started stops
+            with processes.shielded():
+                processes.stop_all(KILL_GRACE)
+            raise
+        processes.release(proc)
+        return GateResult(code, log)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the gate's whole process group, SIGKILL what is left after the grace period."""
+    processes.stop([proc], KILL_GRACE)

@@ -1,0 +1,168 @@
+"""Start, continue, skip or abort a train (``paradev merge``): the serial train or the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from paradev.errors import PreconditionError
+from paradev.train import candidates, steps
+from paradev.train.journal import (
+    HandBack,
+    Output,
+    Train,
+    _lock_agents,
+    _new_journal,
+    _rev,
+    driving,
+    load_train,
+)
+from paradev.train.steps import (
+    Preflight,
+    _abort_our_rebase,
+    _end,
+    _finish_landed,
+    _has_landed,
+    _note_skip,
+    _resolve_push,
+    _restore_branch,
+    _say_skipped_last_time,
+    merge_order,
+    move_base,
+    preflight,
+    summary,
+    take_over,
+)
+from paradev.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Options:
+    """``--push``/``--no-push`` (None: as the plan says), ``--no-gate``, and the hand-back.
+
+    ``hand_back`` launches an agent on its stopped rebase (``on_conflict =
+    "agent"``): the runner's, passed in, since the runner sits above the train.
+    """
+
+    push: bool | None = None
+    gate: bool = True
+    hand_back: HandBack | None = None
+
+
+def merge(ws: Workspace, out: Output, options: Options) -> None:
+    """Start a train over every agent with completed, unmerged work (``paradev merge``).
+
+    Every refusal (exit 2) comes before the first change.
+    """
+    with driving(ws), ExitStack() as locks:
+        checked = preflight(ws, locks, push=options.push, gate=options.gate)
+        selection = checked.selection
+        _bring_base_up(ws, out, checked)
+        if not selection.agents:
+            out("nothing to land")
+            return
+        journal = _new_journal(ws, merge_order(ws, selection.agents), checked.pushing, options.gate)
+        journal["left_out"] = list(selection.notes)  # the summary names them again
+        _say_skipped_last_time(ws, journal["order"], out)
+        with ws.store.update() as state:
+            if state.train is not None:
+                raise PreconditionError("another paradev merge started a train meanwhile")
+            state.train = journal
+        train = Train(ws, journal, out, options.hand_back)
+        order = " -> ".join(f"agent {a}" for a in journal["order"])
+        out(f"merge train {train.id}: {order} onto {train.base}")
+        _run(train)
+
+
+def _bring_base_up(ws: Workspace, out: Output, checked: Preflight) -> None:
+    """Every check passed: base fast-forwards to the remote (the first change); who is left out."""
+    base, tip = ws.plan.base, checked.remote_tip
+    if tip is not None:
+        move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), tip)
+        out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({tip[:12]})")
+    for note in checked.selection.notes:
+        out(note)
+
+
+def resume(ws: Workspace, out: Output, options: Options) -> None:
+    """``merge --continue``: finish a resolved rebase, re-run a failed gate, go on."""
+    with _taken(ws, out, options.hand_back) as train:
+        _go_on(train, options)
+
+
+@contextmanager
+def _taken(ws: Workspace, out: Output, hand_back: HandBack | None) -> Iterator[Train]:
+    """The train in progress, driven by this process, its queued agents locked."""
+    with driving(ws), ExitStack() as locks:
+        train = load_train(ws, out, hand_back)
+        _lock_agents(ws, train.queue, locks)
+        yield train
+
+
+def _go_on(train: Train, options: Options) -> None:
+    """Clear the stop, apply ``--push/--no-push/--no-gate`` and run the rest of the queue."""
+    if options.push is not None:
+        train.journal["push"] = _resolve_push(train.ws, options.push)
+    if not options.gate:
+        train.journal["gate"] = False
+    take_over(train)
+    train.journal["status"] = "running"
+    train.journal["stop"] = None
+    train.save()
+    train.out(f"continuing merge train {train.id}")
+    _run(train)
+
+
+def skip(ws: Workspace, out: Output, options: Options) -> None:
+    """``merge --skip``: leave the stopped agent out (its rebase aborted) and go on."""
+    with _taken(ws, out, options.hand_back) as train:
+        if not train.queue:
+            raise PreconditionError(
+                "the train has no agent left to skip; run paradev merge --continue"
+            )
+        agent = train.queue[0]
+        if _has_landed(train, agent):
+            raise PreconditionError(
+                f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
+            )
+        take_over(train)
+        _abort_our_rebase(train, agent)
+        if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
+            _restore_branch(train, agent)
+        train.queue.pop(0)
+        stop = train.journal.get("stop") or {}
+        _note_skip(
+            train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
+        )
+        backup = train.agent(agent).get("backup")
+        out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
+        _go_on(train, options)  # its write carries the skip
+
+
+def abort(ws: Workspace, out: Output) -> None:
+    """``merge --abort``: undo the current agent's rebase, restore its branch, end the train.
+
+    What already landed stays: it passed its gate.
+    """
+    with driving(ws), ExitStack() as locks:
+        train = load_train(ws, out)
+        _lock_agents(ws, train.queue[:1], locks)
+        take_over(train)
+        if train.queue:
+            agent = train.queue[0]
+            if _has_landed(train, agent):
+                _finish_landed(train, agent)
+            else:
+                _abort_our_rebase(train, agent)
+                _restore_branch(train, agent)
+        _end(train, "aborted")
+        out(summary(train, "aborted"))
+
+
+def _run(train: Train) -> None:
+    """The serial train, or the merge queue when ``[merge]`` asks for parallel/batch/eject."""
+    if train.journal.get("mq"):
+        candidates.run_queue(train)
+    else:
+        steps.run(train)
