@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from paradev.flowcheck import agent_folders
 from paradev.git import rebase_in_progress
 from paradev.labels import WORKING, AgentLabel, landing_candidates, numbered, who
 from paradev.state import COMPLETED, DROPPED, MERGED, RESTARTABLE, State, TaskRecord
 from paradev.text import printable
-from paradev.workspace import Workspace
+from paradev.workspace import Workspace, agent_folders
 
 SHOWN_PATHS = 5  # untracked paths named in a warning; the rest are counted
 

@@ -7,8 +7,6 @@ what a person meant (a renamed issue, commits made outside any task).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
@@ -24,7 +22,7 @@ from paradev.git import (
     unfinished_operation,
 )
 from paradev.state import ASSIGNED, DROPPED, MERGED, PLANNED, State, TaskRecord
-from paradev.workspace import Workspace
+from paradev.workspace import Workspace, agent_folders, numbered_folders
 
 
 class Check(NamedTuple):
@@ -121,7 +119,7 @@ def _extra_agents(ws: Workspace, state: State, repair: bool) -> list[Check]:
     count = ws.plan.agent_count
     folders = agent_folders(ws)
     prefix = ws.plan.branch(1).removesuffix("1")
-    branches = _numbered(
+    branches = numbered_folders(
         "agent-" + b.removeprefix(prefix) for b in local_branches(ws.git) if b.startswith(prefix)
     )
     found: list[Check] = []
@@ -134,22 +132,6 @@ def _extra_agents(ws: Workspace, state: State, repair: bool) -> list[Check]:
             found.append(Check(True, f"state: {where}: its record removed"))
         else:
             found.append(Check(False, f"state: {where} (repair: remove its record)"))
-    return found
-
-
-def agent_folders(ws: Workspace) -> set[int]:
-    """The agent numbers with an ``agent-N`` folder under the worktree root (no git asked)."""
-    root = ws.plan.worktree_root(ws.repo.main_root)
-    folders = _numbered(p.name for p in root.iterdir()) if root.is_dir() else set()
-    return {n for n in folders if (root / f"agent-{n}").is_dir()}
-
-
-def _numbered(names: Iterable[str]) -> set[int]:
-    found = set()
-    for name in names:
-        match = re.fullmatch(r"agent-([0-9]{1,9})", str(name))
-        if match:
-            found.add(int(match.group(1)))
     return found
 
 

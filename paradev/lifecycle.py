@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from paradev import attention, coverage, processes
+# coverage is imported by start/complete/drop alone: status, run in loops, never needs it.
+from paradev import attention
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
@@ -138,6 +139,8 @@ def require_own_branch(ws: Workspace, agent: int) -> Git:
 
 def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, TaskRecord]:
     """Mark the agent's next task (or ``issue``) in progress and record its base commit."""
+    from paradev import coverage
+
     ws.check_agent(agent)
     require_own_branch(ws, agent)
     with ws.store.update() as state:
@@ -222,6 +225,8 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
     needed no change: a task marked done with nothing to land would be skipped
     by run-batch and merge alike, for ever.
     """
+    from paradev import coverage
+
     ws.check_agent(agent)
     agent_git = require_own_branch(ws, agent)
     with ws.store.update() as state:
@@ -313,6 +318,8 @@ def _not_reopenable(issue: int, agent: int, status: str) -> str:
 
 def _restore_dropped(ws: Workspace, record: TaskRecord) -> None:
     """Bring a dropped task's commits back onto its branch (a fast-forward to the backup)."""
+    from paradev import coverage
+
     if coverage.drop_on_branch(ws, record) or not record.backup_ref:
         return
     backup = ws.git.rev(record.backup_ref)
@@ -345,6 +352,8 @@ def drop(ws: Workspace, issue: int) -> Drop:
     its stranded work needs a way out too. Holds the agent, so no run-batch
     agent is writing the commits being moved and no train is landing them.
     """
+    from paradev import coverage
+
     task = ws.plan.task(issue)
     owner = task if task is not None else ws.store.read().tasks.get(issue)
     if owner is None:
@@ -372,6 +381,8 @@ def drop(ws: Workspace, issue: int) -> Drop:
 
 def _set_aside(ws: Workspace, state: State, record: TaskRecord) -> tuple[int, str | None]:
     """Keep the task's commits under ``refs/paradev/backup/<branch>/dropped-<issue>-<time>``."""
+    from paradev import coverage
+
     if record.status in OPEN_STATUSES:
         return 0, None
     tip = coverage.branch_tip(ws, record.agent)
@@ -420,6 +431,8 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
         if record.tokens is not None:
             data["tokens"] = record.tokens
         if record.status == IN_PROGRESS and record.agent_pid is not None:
+            from paradev import processes  # only when an agent may be running
+
             data["agent_pid"] = record.agent_pid
             data["agent_running"] = processes.alive(record.agent_pid, record.agent_started)
     return data

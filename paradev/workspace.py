@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -66,6 +68,23 @@ def refuse_symlink(path: Path, agent: int) -> None:
             f"agent {agent}'s folder {path} is a symbolic link (to {os.readlink(path)}); "
             f"paradev never follows it: remove the link (rm {path}) and run 'paradev setup'"
         )
+
+
+def agent_folders(ws: Workspace) -> set[int]:
+    """The agent numbers with an ``agent-N`` folder under the worktree root (no git asked)."""
+    root = ws.plan.worktree_root(ws.repo.main_root)
+    folders = numbered_folders(p.name for p in root.iterdir()) if root.is_dir() else set()
+    return {n for n in folders if (root / f"agent-{n}").is_dir()}
+
+
+def numbered_folders(names: Iterable[str]) -> set[int]:
+    """N of every name spelled ``agent-N`` (a folder, or a branch with its prefix swapped)."""
+    found = set()
+    for name in names:
+        match = re.fullmatch(r"agent-([0-9]{1,9})", str(name))
+        if match:
+            found.add(int(match.group(1)))
+    return found
 
 
 def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Workspace:

@@ -190,8 +190,25 @@ def test_fast_commands_never_import_invoke_rich_filelock_or_tomlkit(
 # What each fast command must not load: argparse (a plain command line is read without it)
 # and the core modules of other commands.
 NOT_LOADED = {
-    "check": ("argparse", "paradev.argv", "paradev.lifecycle", "paradev.coverage", "paradev.order"),
-    "status": ("argparse", "paradev.argv", "paradev.conflicts", "paradev.order", "paradev.runner"),
+    "check": (
+        "argparse",
+        "paradev.argv",
+        "paradev.lifecycle",
+        "paradev.attention",
+        "paradev.flowcheck",
+        "paradev.coverage",
+        "paradev.order",
+    ),
+    # coverage and flowcheck: the bookkeeping of start/complete/drop and doctor's checks
+    "status": (
+        "argparse",
+        "paradev.argv",
+        "paradev.conflicts",
+        "paradev.order",
+        "paradev.runner",
+        "paradev.coverage",
+        "paradev.flowcheck",
+    ),
 }
 OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.report")
 
