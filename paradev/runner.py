@@ -959,6 +959,7 @@ class Supervisor:
         self.clock = clock
         self.pending = {agent: deque(tasks) for agent, tasks in queues.items()}
         self.running: dict[int, Running] = {}
+        self.launching: Task | None = None
         self.outcomes: list[Outcome] = []
 
     def run(self) -> list[Outcome]:
@@ -990,11 +991,13 @@ class Supervisor:
         if not queue:
             return
         task = queue.popleft()
+        self.launching = task  # a signal before it runs still finds it
         try:
             self.running[agent] = self._launch(task)
         except ParadevError as err:
             mark_failed(self.ws, task, str(err))
             self._done(task, FAILED, str(err), None)
+        self.launching = None
 
     def _launch(self, task: Task) -> Running:
         _, hook = begin(self.ws, task)
@@ -1064,9 +1067,14 @@ class Supervisor:
         """Stop every agent (and hook) at once, then record their tasks as interrupted."""
         processes.stop_all()
         stopped, self.running = self.running, {}
+        error = f"interrupted ({why}); 'paradev run-batch' starts it again"
         for running in stopped.values():
-            error = f"interrupted ({why}); 'paradev run-batch' starts it again"
             self._fail(running, error, INTERRUPTED)
+        task, self.launching = self.launching, None
+        if task is not None and task.agent not in stopped:  # signalled while it was starting
+            log = log_path(self.ws, f"issue-{task.issue}")
+            mark_failed(self.ws, task, f"{error}; see {log}", INTERRUPTED)
+            self._done(task, INTERRUPTED, error, log)
 
 
 # -- handing a conflict back ------------------------------------------------------------------

@@ -501,6 +501,28 @@ def test_sigterm_and_sighup_stop_every_agent_at_once_and_record_them_interrupted
     assert "#11 interrupted" in run_status(repo)
 
 
+def test_a_signal_while_an_agent_is_being_started_records_its_task_interrupted(
+    set_up: Path, repo: Path, cli: CliFn, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    pidfile = tmp_path / "agent.pid"
+    waiting = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    configure(repo, command=[sys.executable, "-c", waiting, str(pidfile)])
+
+    def signalled_while_recording(*args: Any, **kwargs: Any) -> None:
+        wait_for_file(pidfile)
+        raise processes.Interrupted(signal.SIGTERM)  # the agent runs, its launch not yet noted
+
+    mocker.patch.object(runner, "record_launch", side_effect=signalled_while_recording)
+
+    result = cli("run-batch", "--agents", "3")
+
+    assert result.code == 128 + signal.SIGTERM, result.err
+    assert gone(int(pidfile.read_text()))
+    state = state_of(repo)
+    assert state.status(13) == INTERRUPTED
+    assert "interrupted (SIGTERM)" in (state.tasks[13].error or "")
+
+
 def run_status(repo: Path) -> str:
     return subprocess.run(
         [sys.executable, "-m", "paradev", "status"],
