@@ -809,7 +809,7 @@ def _state_text(data: dict[str, Any]) -> str:
     for key in sorted(data):
         value = data[key]
         if type(value) is dict and value:
-            items = [f"{dump(k)}: {dump(v)}" for k, v in sorted(value.items())]
+            items = [dump({k: v})[1:-1] for k, v in sorted(value.items())]  # json's key rules
         elif type(value) is list and value and type(value[0]) is dict:
             items = [dump(v) for v in value]
         else:

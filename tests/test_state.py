@@ -746,3 +746,12 @@ JSON_VALUES = st.recursive(
 def test_the_fast_type_checks_agree_with_the_full_rules(value: object) -> None:
     for hint in HINTS:
         assert state_mod._checker(hint)(value) == _full_rules(hint)(value), (hint, value)
+
+
+def test_keys_that_are_not_strings_are_written_as_json_writes_them(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.merge_order_from = {10: 1, 3: {"x": 1}}  # type: ignore[dict-item]
+        state.conflict_snapshots = [{"pairs": {2: True}}]
+    assert store.read().merge_order_from == {"3": {"x": 1}, "10": 1}
+    assert store.read().conflict_snapshots == [{"pairs": {"2": True}}]
