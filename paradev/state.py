@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from paradev.errors import StateError
 from paradev.limits import (
@@ -230,13 +230,24 @@ def _fields_of(record: AgentRecord | TaskRecord) -> dict[str, Any]:
     return dict(zip(_FIELD_NAMES[name], _FIELD_GETTERS[name](record), strict=True))
 
 
+# The fields of each record class that hold a list or dict (of scalars, once checked).
+_NESTED_FIELDS = {
+    cls.__name__: tuple(
+        f.name for f in fields(cls) if "list[" in str(f.type) or "dict[" in str(f.type)
+    )
+    for cls in (AgentRecord, TaskRecord)
+}
+
+
 def _copy_record(record: R) -> R:
-    """A copy of a flat record: its attributes at once, then its lists and dicts anew."""
+    """A copy of a checked record: its attributes at once, then its lists and dicts anew."""
     copy = object.__new__(type(record))
-    copy.__dict__.update(record.__dict__)
-    for name, value in record.__dict__.items():
-        if type(value) is list or type(value) is dict:
-            copy.__dict__[name] = _copy_json(value)
+    attributes = copy.__dict__
+    attributes.update(record.__dict__)
+    for name in _NESTED_FIELDS[type(record).__name__]:
+        value = attributes[name]
+        if value is not None:
+            attributes[name] = value.copy()
     return copy
 
 
@@ -425,6 +436,63 @@ _FieldSpec = tuple[str, Any, Callable[[Any], bool], bool]
 _FIELD_SPECS: dict[str, tuple[_FieldSpec, ...]] = {}
 
 
+class _Shape(NamedTuple):
+    """What a record of one class that needs no field-by-field look looks like."""
+
+    names: frozenset[str]  # every key is a field
+    required: frozenset[str]  # and these are there
+    groups: tuple[tuple[tuple[str, ...], frozenset[type]], ...]  # fields of these exact types
+    others: tuple[tuple[str, Callable[[Any], bool]], ...]  # lists and dicts: their own check
+
+
+_SHAPES: dict[str, _Shape] = {}
+
+
+def _shape(cls: type[Any]) -> _Shape:
+    shape = _SHAPES.get(cls.__name__)
+    if shape is None:
+        groups: dict[frozenset[type], list[str]] = {}
+        others, required = [], []
+        for name, hint, check, needed in _field_specs(cls):
+            if needed:
+                required.append(name)
+            exact = _exact_types(hint)
+            if exact and _covers(hint):
+                groups.setdefault(exact, []).append(name)
+            else:
+                others.append((name, check))
+        shape = _SHAPES[cls.__name__] = _Shape(
+            frozenset(_FIELD_NAMES[cls.__name__]),
+            frozenset(required),
+            tuple((tuple(names), kinds) for kinds, names in groups.items()),
+            tuple(others),
+        )
+    return shape
+
+
+def _covers(hint: Any) -> bool:
+    """Whether ``hint`` is scalars only: no list or dict whose items need a look of their own."""
+    import types
+    import typing
+
+    options = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (types.UnionType, typing.Union)
+        else (hint,)
+    )
+    return all(typing.get_origin(option) is None for option in options)
+
+
+def _plain(shape: _Shape, raw: dict[str, Any]) -> bool:
+    """Whether ``raw`` holds only fields, each of its type: the common case, checked in C."""
+    get = raw.get  # a missing field reads as None: accepted only where None is (its default)
+    return (
+        shape.required <= raw.keys() <= shape.names
+        and all(set(map(type, map(get, names))) <= kinds for names, kinds in shape.groups)
+        and all(check(get(name)) for name, check in shape.others)
+    )
+
+
 def _field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
     """(name, type, its check, required) of each field of a record class, built once."""
     specs = _FIELD_SPECS.get(cls.__name__)
@@ -452,6 +520,18 @@ def _record(cls: type[R], raw: Any, where: str) -> R:
     """One record with every field of the right type (unknown fields are ignored)."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where} is {_describe(raw)}, expected an object")
+    values = raw if _plain(_shape(cls), raw) else _field_values(cls, raw, where)
+    if values.get("status", PLANNED) not in STATUSES:
+        raise ValueError(f"{where}.status is {values['status']!r}, expected one of {STATUSES}")
+    for name, limit in (("agent", MAX_AGENTS), ("issue", MAX_ISSUE)):
+        if name in values and not 1 <= values[name] <= limit:
+            raise ValueError(f"{where}.{name} is {values[name]}, expected 1 to {limit:,}")
+    _check_usage(values, where)
+    return cls(**values)
+
+
+def _field_values(cls: type[R], raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The fields of ``raw``, each checked; ValueError names the first one that is wrong."""
     values: dict[str, Any] = {}
     for name, hint, check, required in _field_specs(cls):
         if name in raw:
@@ -460,13 +540,7 @@ def _record(cls: type[R], raw: Any, where: str) -> R:
                 _expect(value, hint, f"{where}.{name}")
         elif required:
             raise ValueError(f"{where}.{name} is missing")
-    if values.get("status", PLANNED) not in STATUSES:
-        raise ValueError(f"{where}.status is {values['status']!r}, expected one of {STATUSES}")
-    for name, limit in (("agent", MAX_AGENTS), ("issue", MAX_ISSUE)):
-        if name in values and not 1 <= values[name] <= limit:
-            raise ValueError(f"{where}.{name} is {values[name]}, expected 1 to {limit:,}")
-    _check_usage(values, where)
-    return cls(**values)
+    return values
 
 
 def _check_usage(values: dict[str, Any], where: str) -> None:
