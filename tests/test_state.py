@@ -755,3 +755,53 @@ def test_keys_that_are_not_strings_are_written_as_json_writes_them(tmp_path: Pat
         state.conflict_snapshots = [{"pairs": {2: True}}]
     assert store.read().merge_order_from == {"3": {"x": 1}, "10": 1}
     assert store.read().conflict_snapshots == [{"pairs": {"2": True}}]
+
+
+WELL_TYPED = {
+    int: st.integers(0, 9),
+    str: st.sampled_from([*state_mod.STATUSES, "x"]),
+    float: st.floats(-1, 5) | st.integers(0, 5),
+    type(None): st.none(),
+}
+
+
+def _field_value(hint: object) -> st.SearchStrategy[object]:
+    """Mostly a value of ``hint``'s own types (a record to accept), sometimes any JSON value."""
+    import types
+    import typing
+
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    own = [WELL_TYPED[o] for o in options if o in WELL_TYPED]
+    own += [st.lists(st.text(max_size=3), max_size=2) for o in options if o == list[str]]
+    own += [
+        st.fixed_dictionaries({"input": st.integers(-1, 9), "output": st.integers(0, 9)})
+        for o in options
+        if o == dict[str, int]
+    ]
+    return st.one_of(*own) if own else JSON_VALUES
+
+
+@st.composite
+def task_records(draw: st.DrawFn) -> dict[str, object]:
+    specs = state_mod._field_specs(TaskRecord)
+    return {
+        name: draw(JSON_VALUES if draw(st.integers(0, 40)) == 0 else _field_value(hint))
+        for name, hint, _check, required in specs
+        if required or draw(st.integers(0, 4)) > 0
+    }
+
+
+def _outcome(raw: dict[str, object]) -> object:
+    try:
+        return state_mod._record(TaskRecord, raw, "tasks.1")
+    except (ValueError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(raw=task_records())
+def test_a_record_checked_at_once_reads_as_one_checked_field_by_field(
+    raw: dict[str, object],
+) -> None:
+    # an unknown field (ignored) takes the field-by-field path: both must agree
+    assert _outcome(raw) == _outcome({**raw, "from_a_newer_paradev": 1})
