@@ -16,13 +16,14 @@ import contextlib
 import functools
 import json
 import math
+import operator
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from paradev.errors import StateError
 from paradev.limits import (
@@ -146,10 +147,36 @@ class State:
         return record.status if record else PLANNED
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["agents"] = {str(k): v for k, v in data["agents"].items()}
-        data["tasks"] = {str(k): v for k, v in data["tasks"].items()}
-        return data
+        """The state as JSON data, sharing lists and dicts with ``self``: dump it, do not keep it.
+
+        ``dataclasses.asdict`` deep-copies every value: at 2,000 task records
+        that cost more than writing the file.
+        """
+        return {
+            "version": self.version,
+            "agents": {str(k): _fields_of(record) for k, record in self.agents.items()},
+            "tasks": {str(k): _fields_of(record) for k, record in self.tasks.items()},
+            "merge_order": self.merge_order,
+            "merge_order_from": self.merge_order_from,
+            "train": self.train,
+            "merge_history": self.merge_history,
+            "conflict_snapshots": self.conflict_snapshots,
+            "updated_at": self.updated_at,
+        }
+
+    def copy(self) -> State:
+        """An independent copy (records, lists and JSON values), far cheaper than deepcopy."""
+        return State(
+            version=self.version,
+            agents={k: _copy_record(record) for k, record in self.agents.items()},
+            tasks={k: _copy_record(record) for k, record in self.tasks.items()},
+            merge_order=list(self.merge_order),
+            merge_order_from=_copy_json(self.merge_order_from),
+            train=_copy_json(self.train),
+            merge_history=_copy_json(self.merge_history),
+            conflict_snapshots=_copy_json(self.conflict_snapshots),
+            updated_at=self.updated_at,
+        )
 
     @classmethod
     def from_json(cls, data: Any) -> State:
@@ -188,6 +215,51 @@ class State:
 
 
 R = TypeVar("R", AgentRecord, TaskRecord)
+
+
+# Each record class's field names, and one attrgetter reading them all in C.
+_FIELD_NAMES = {
+    cls.__name__: tuple(f.name for f in fields(cls)) for cls in (AgentRecord, TaskRecord)
+}
+_FIELD_GETTERS = {name: operator.attrgetter(*names) for name, names in _FIELD_NAMES.items()}
+
+
+def _fields_of(record: AgentRecord | TaskRecord) -> dict[str, Any]:
+    """A record's fields as a dict, as ``asdict`` gives them but without copying each value."""
+    name = type(record).__name__
+    return dict(zip(_FIELD_NAMES[name], _FIELD_GETTERS[name](record), strict=True))
+
+
+# The fields of each record class that hold a list or dict (of scalars, once checked).
+_NESTED_FIELDS = {
+    cls.__name__: tuple(
+        f.name for f in fields(cls) if "list[" in str(f.type) or "dict[" in str(f.type)
+    )
+    for cls in (AgentRecord, TaskRecord)
+}
+
+
+def _copy_record(record: R) -> R:
+    """A copy of a checked record: its attributes at once, then its lists and dicts anew."""
+    copy = object.__new__(type(record))
+    attributes = copy.__dict__
+    attributes.update(record.__dict__)
+    for name in _NESTED_FIELDS[type(record).__name__]:
+        value = attributes[name]
+        if value is not None:
+            attributes[name] = value.copy()
+    return copy
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars): what deepcopy does, without its memo."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_json(item) for item in value]
+    return value
+
 
 STATUSES = (
     PLANNED,
@@ -265,29 +337,63 @@ def _matches(value: Any, hint: Any) -> bool:
 
 @functools.cache
 def _checker(hint: Any) -> Callable[[Any], bool]:
-    """A fast predicate for ``hint``, built once per type (status reads every record)."""
+    """A fast predicate for ``hint``, built once per type (status reads every record).
+
+    Values of the exact types JSON gives are accepted by a type lookup (for a
+    list, of the set of its items' types) at C speed; anything else is judged
+    by the full rules, so the answer is the same either way.
+    """
     import types
     import typing
 
     if hint is Any:
         return lambda value: True
+    exact = _exact_types(hint)
     if hint is None or hint is type(None):
         return lambda value: value is None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
         options = [_checker(arg) for arg in args]
-        return lambda value: any(check(value) for check in options)
+        return lambda value: type(value) in exact or any(check(value) for check in options)
     if origin is list:
-        item = _checker(args[0])
-        return lambda value: isinstance(value, list) and all(item(v) for v in value)
+        item, items = _checker(args[0]), _exact_types(args[0])
+        return lambda value: (
+            isinstance(value, list) and (set(map(type, value)) <= items or all(map(item, value)))
+        )
     if origin is dict:
-        entry = _checker(args[1])
-        return lambda value: isinstance(value, dict) and all(entry(v) for v in value.values())
+        if args[1] is Any:
+            return lambda value: isinstance(value, dict)
+        entry, entries = _checker(args[1]), _exact_types(args[1])
+        return lambda value: (
+            isinstance(value, dict)
+            and (set(map(type, value.values())) <= entries or all(map(entry, value.values())))
+        )
     if hint is int:
-        return lambda value: isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: (
+            type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+        )
     if hint is float:
-        return lambda value: isinstance(value, int | float) and not isinstance(value, bool)
-    return lambda value: isinstance(value, hint)
+        return lambda value: (
+            type(value) in exact or (isinstance(value, int | float) and not isinstance(value, bool))
+        )
+    return lambda value: type(value) is hint or isinstance(value, hint)
+
+
+def _exact_types(hint: Any) -> frozenset[type]:
+    """The types whose every value has type ``hint`` (a float may be written as an integer)."""
+    import types
+    import typing
+
+    if hint is None or hint is type(None):
+        return frozenset({type(None)})
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return frozenset().union(*map(_exact_types, args))
+    if origin is dict and args[1] is Any:
+        return frozenset({dict})
+    if origin is not None or hint is Any:
+        return frozenset()  # items to look at (Any is accepted before any lookup)
+    return frozenset({int, float}) if hint is float else frozenset({hint})
 
 
 def _expect(value: Any, hint: Any, where: str) -> Any:
@@ -326,33 +432,95 @@ def _records(cls: type[R], raw: Any, section: str, id_field: str) -> dict[int, R
     return records
 
 
-_FIELD_SPECS: dict[str, tuple[tuple[str, Any, bool], ...]] = {}
+_FieldSpec = tuple[str, Any, Callable[[Any], bool], bool]
+_FIELD_SPECS: dict[str, tuple[_FieldSpec, ...]] = {}
 
 
-def _field_specs(cls: type[Any]) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, type, required) of each field of a record class, resolved once per process."""
+class _Shape(NamedTuple):
+    """What a record of one class that needs no field-by-field look looks like."""
+
+    names: frozenset[str]  # every key is a field
+    required: frozenset[str]  # and these are there
+    groups: tuple[tuple[tuple[str, ...], frozenset[type]], ...]  # fields of these exact types
+    others: tuple[tuple[str, Callable[[Any], bool]], ...]  # lists and dicts: their own check
+
+
+_SHAPES: dict[str, _Shape] = {}
+
+
+def _shape(cls: type[Any]) -> _Shape:
+    shape = _SHAPES.get(cls.__name__)
+    if shape is None:
+        groups: dict[frozenset[type], list[str]] = {}
+        others, required = [], []
+        for name, hint, check, needed in _field_specs(cls):
+            if needed:
+                required.append(name)
+            exact = _exact_types(hint)
+            if exact and _covers(hint):
+                groups.setdefault(exact, []).append(name)
+            else:
+                others.append((name, check))
+        shape = _SHAPES[cls.__name__] = _Shape(
+            frozenset(_FIELD_NAMES[cls.__name__]),
+            frozenset(required),
+            tuple((tuple(names), kinds) for kinds, names in groups.items()),
+            tuple(others),
+        )
+    return shape
+
+
+def _covers(hint: Any) -> bool:
+    """Whether ``hint`` is scalars only: no list or dict whose items need a look of their own."""
+    import types
     import typing
 
+    options = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (types.UnionType, typing.Union)
+        else (hint,)
+    )
+    return all(typing.get_origin(option) is None for option in options)
+
+
+def _plain(shape: _Shape, raw: dict[str, Any]) -> bool:
+    """Whether ``raw`` holds only fields, each of its type: the common case, checked in C."""
+    get = raw.get  # a missing field reads as None: accepted only where None is (its default)
+    return (
+        shape.required <= raw.keys() <= shape.names
+        and all(set(map(type, map(get, names))) <= kinds for names, kinds in shape.groups)
+        and all(check(get(name)) for name, check in shape.others)
+    )
+
+
+def _field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
+    """(name, type, its check, required) of each field of a record class, built once."""
     specs = _FIELD_SPECS.get(cls.__name__)
     if specs is None:
-        hints = typing.get_type_hints(cls)
-        specs = _FIELD_SPECS[cls.__name__] = tuple(
-            (f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING)
-            for f in fields(cls)
-        )
+        specs = _FIELD_SPECS[cls.__name__] = _build_field_specs(cls)
     return specs
+
+
+def _build_field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (
+            f.name,
+            hints[f.name],
+            _checker(hints[f.name]),
+            f.default is MISSING and f.default_factory is MISSING,
+        )
+        for f in fields(cls)
+    )
 
 
 def _record(cls: type[R], raw: Any, where: str) -> R:
     """One record with every field of the right type (unknown fields are ignored)."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where} is {_describe(raw)}, expected an object")
-    values: dict[str, Any] = {}
-    for name, hint, required in _field_specs(cls):
-        if name in raw:
-            values[name] = _expect(raw[name], hint, f"{where}.{name}")
-        elif required:
-            raise ValueError(f"{where}.{name} is missing")
+    values = raw if _plain(_shape(cls), raw) else _field_values(cls, raw, where)
     if values.get("status", PLANNED) not in STATUSES:
         raise ValueError(f"{where}.status is {values['status']!r}, expected one of {STATUSES}")
     for name, limit in (("agent", MAX_AGENTS), ("issue", MAX_ISSUE)):
@@ -360,6 +528,19 @@ def _record(cls: type[R], raw: Any, where: str) -> R:
             raise ValueError(f"{where}.{name} is {values[name]}, expected 1 to {limit:,}")
     _check_usage(values, where)
     return cls(**values)
+
+
+def _field_values(cls: type[R], raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The fields of ``raw``, each checked; ValueError names the first one that is wrong."""
+    values: dict[str, Any] = {}
+    for name, hint, check, required in _field_specs(cls):
+        if name in raw:
+            value = values[name] = raw[name]
+            if not check(value):  # the message is built only for a wrong value
+                _expect(value, hint, f"{where}.{name}")
+        elif required:
+            raise ValueError(f"{where}.{name} is missing")
+    return values
 
 
 def _check_usage(values: dict[str, Any], where: str) -> None:
@@ -428,11 +609,23 @@ class StateStore:
         return state
 
     def _read_state_file(self) -> State:
-        found, raw = self._read_json(self.path)
+        """The state file, parsed and checked only when its bytes changed since this process
+        last read or wrote it (a train reads it at every step); always a fresh copy."""
         try:
-            return State.from_json(raw) if found else State()
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise self._corrupt(exc) from None
+            raw = self._read_bytes(self.path)
+        except FileNotFoundError:
+            return State()
+        known, parsed = _PARSED.get(self.path, (None, None))
+        if known != raw:
+            parsed = None
+        if parsed is None:
+            data = self._parse(self.path, raw, within_limits=known == raw)
+            try:
+                parsed = State.from_json(data)
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                raise self._corrupt(exc) from None
+            _PARSED[self.path] = (raw, parsed)
+        return parsed.copy()
 
     def read_journal(self) -> dict[str, Any] | None:
         """The merge journal file, None when no train is under way (the state file not read)."""
@@ -449,19 +642,30 @@ class StateStore:
     def _read_json(self, path: Path) -> tuple[bool, Any]:
         """(whether ``path`` exists, its parsed JSON); StateError if unreadable."""
         try:
-            raw = read_bounded(path, MAX_STATE_BYTES, "the file")
+            raw = self._read_bytes(path)
         except FileNotFoundError:
             return False, None
+        return True, self._parse(path, raw)
+
+    def _read_bytes(self, path: Path) -> bytes:
+        """The bytes of ``path``; FileNotFoundError passes through, other errors are StateError."""
+        try:
+            return read_bounded(path, MAX_STATE_BYTES, "the file")
+        except FileNotFoundError:
+            raise
         except LimitError as exc:
             raise self._corrupt(exc, path) from None
         except OSError as exc:
             raise StateError(f"cannot read {path}: {exc}") from None
+
+    def _parse(self, path: Path, raw: bytes, within_limits: bool = False) -> Any:
+        """JSON ``raw`` read from ``path``; ``within_limits``: this process wrote these bytes."""
         try:
             text = raw.decode("utf-8")
-            beyond = check_text(text, toml=False)  # before json can recurse or int() refuse
-            if beyond:
+            beyond = None if within_limits else check_text(text, toml=False)
+            if beyond:  # checked before json can recurse or int() refuse
                 raise LimitError(f"{beyond.what} at line:column {beyond.where}")
-            return True, json.loads(text)
+            return json.loads(text)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise self._corrupt(exc, path) from None
 
@@ -575,16 +779,21 @@ class StateStore:
         state.updated_at = now()
         data = state.to_json()
         del data["train"]  # kept in its own file
-        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        text = _state_text(data)
         if state.train is not None and not self.journal_path.exists():
             self.write_journal(state.train)
-            self._replace(self.path, text)
+            self._replace_state(text)
             return
-        self._replace(self.path, text)
+        self._replace_state(text)
         if state.train is None:
             self.remove_journal()
         else:
             self.write_journal(state.train)
+
+    def _replace_state(self, text: str) -> None:
+        """Write state.json; its next read here parses it again but skips the limit scan."""
+        self._replace(self.path, text)
+        _PARSED[self.path] = (text.encode("utf-8"), None)
 
     def remove_journal(self) -> None:
         """The train ended: no journal file means no train (the state file says the rest)."""
@@ -656,6 +865,37 @@ class StateStore:
                     backup = backup or copy
             self.write(State())
             return aside, backup
+
+
+# Per state file: the bytes this process last read or wrote, and the state they hold (None
+# until read). Only copies leave it, so what a caller changes never reaches it.
+_PARSED: dict[Path, tuple[bytes, State | None]] = {}
+
+
+def _state_text(data: dict[str, Any]) -> str:
+    """The state file's text: one line per record, per history entry and per other key.
+
+    ``json.dumps(indent=...)`` runs json's pure-Python encoder (a third of a
+    second at 2,000 task records); dumping each line compactly stays in C.
+    """
+    dump = _COMPACT.encode
+    lines = []
+    for key in sorted(data):
+        value = data[key]
+        if type(value) is dict and value:
+            items = [dump({k: v})[1:-1] for k, v in sorted(value.items())]  # json's key rules
+        elif type(value) is list and value and type(value[0]) is dict:
+            items = [dump(v) for v in value]
+        else:
+            lines.append(f"  {dump(key)}: {dump(value)}")
+            continue
+        brackets = "{}" if type(value) is dict else "[]"
+        inner = ",\n    ".join(items)
+        lines.append(f"  {dump(key)}: {brackets[0]}\n    {inner}\n  {brackets[1]}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+_COMPACT = json.JSONEncoder(sort_keys=True)
 
 
 def _stamp() -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import tomlkit
 from filelock import FileLock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_mock import MockerFixture
 
 from paradev import state as state_mod
@@ -611,3 +613,195 @@ def test_a_train_stopped_before_an_upgrade_resumes_from_the_old_state(
     assert [h["status"] for h in data["merge_history"]] == ["done"]
     assert {k: v["status"] for k, v in data["tasks"].items()} == {"11": "merged", "12": "merged"}
     assert (repo / "one.py").exists() and (repo / "two.py").exists()
+
+
+# Reads within one process reuse the parsed state while the file's bytes are unchanged.
+
+
+def _finished_tasks(store: StateStore, count: int) -> None:
+    with store.update() as state:
+        for issue in range(1, count + 1):
+            record = state.task(issue, 1)
+            record.status, record.files_modified = "failed", [f"f{issue}.py"]
+        state.merge_history.append({"agent": 1, "landed": [1]})
+
+
+def test_a_file_another_process_changes_in_place_within_the_same_instant_is_read_again(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    assert store.read().tasks[2].status == "failed"  # now known to this process
+    before = os.stat(store.path)
+    script = (
+        "import os, sys; p = sys.argv[1]; t = open(p).read()"
+        "\nwith open(p, 'r+') as f: f.write(t.replace('\"failed\"', '\"merged\"', 2))"
+        f"\nos.utime(p, ns=({before.st_atime_ns}, {before.st_mtime_ns}))"
+    )
+    subprocess.run([sys.executable, "-c", script, str(store.path)], check=True)
+    after = os.stat(store.path)  # same inode, size and time: only the bytes tell
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert [store.read().tasks[i].status for i in (1, 2, 3)] == ["merged", "merged", "failed"]
+
+
+def test_a_changed_copy_never_reaches_the_next_read(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 2)
+    expected = store.read()
+    for source in (store.read, StateStore(tmp_path).read):
+        state = source()
+        state.tasks[1].files_modified.append("x.py")
+        state.tasks[2].status = "merged"
+        state.merge_history[0]["landed"].append(2)
+        state.merge_order.append(9)
+        del state.tasks[1]
+        assert store.read() == expected
+    with pytest.raises(RuntimeError), store.update() as state:
+        state.tasks[2].files_modified.clear()
+        raise RuntimeError("boom")
+    assert store.read() == expected
+    with store.update() as state:
+        state.task(7, 1).status = "completed"
+    state.tasks[7].status = "merged"  # changed after the write: the file does not hold it
+    assert store.read().tasks[7].status == "completed"
+
+
+def test_a_read_after_a_write_in_this_process_gives_what_the_file_holds(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.merge_order_from = {"7": (1, 2)}  # a tuple in memory is a list in the file
+        state.task(3, 1).cost_usd = 2
+    assert store.read().merge_order_from == {"7": [1, 2]}
+    assert (
+        store.read()
+        == StateStore(tmp_path).read()
+        == State.from_json(json.loads(store.path.read_text()))
+    )
+
+
+def test_the_file_keeps_one_record_per_line(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    lines = [line.strip().partition(": ") for line in store.path.read_text().splitlines()]
+    rows = {
+        key: json.loads(value.rstrip(","))
+        for key, _, value in lines
+        if key in ('"1"', '"2"', '"3"')
+    }
+    assert rows == {f'"{k}"': store.read().to_json()["tasks"][str(k)] for k in (1, 2, 3)}
+    assert rows['"2"']["files_modified"] == ["f2.py"]
+
+
+def _full_rules(hint: object) -> Callable[[object], bool]:
+    """The type rules as written before the fast paths: the oracle for ``_checker``."""
+    import types
+    import typing
+
+    if hint is typing.Any:
+        return lambda value: True
+    if hint is None or hint is type(None):
+        return lambda value: value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [_full_rules(arg) for arg in args]
+        return lambda value: any(check(value) for check in options)
+    if origin is list:
+        item = _full_rules(args[0])
+        return lambda value: isinstance(value, list) and all(item(v) for v in value)
+    if origin is dict:
+        entry = _full_rules(args[1])
+        return lambda value: isinstance(value, dict) and all(entry(v) for v in value.values())
+    if hint is int:
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return lambda value: isinstance(value, int | float) and not isinstance(value, bool)
+    assert isinstance(hint, type)
+    return lambda value: isinstance(value, hint)
+
+
+HINTS = sorted(
+    {
+        *(spec[1] for cls in (TaskRecord, AgentRecord) for spec in state_mod._field_specs(cls)),
+        *state_mod.TRAIN_KEYS.values(),
+        *state_mod.TRAIN_OPTIONAL.values(),
+        *state_mod.TRAIN_AGENT_KEYS.values(),
+        bool,
+        float,
+    },
+    key=str,
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(value=JSON_VALUES)
+def test_the_fast_type_checks_agree_with_the_full_rules(value: object) -> None:
+    for hint in HINTS:
+        assert state_mod._checker(hint)(value) == _full_rules(hint)(value), (hint, value)
+
+
+def test_keys_that_are_not_strings_are_written_as_json_writes_them(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.merge_order_from = {10: 1, 3: {"x": 1}}  # type: ignore[dict-item]
+        state.conflict_snapshots = [{"pairs": {2: True}}]
+    assert store.read().merge_order_from == {"3": {"x": 1}, "10": 1}
+    assert store.read().conflict_snapshots == [{"pairs": {"2": True}}]
+
+
+WELL_TYPED = {
+    int: st.integers(0, 9),
+    str: st.sampled_from([*state_mod.STATUSES, "x"]),
+    float: st.floats(-1, 5) | st.integers(0, 5),
+    type(None): st.none(),
+}
+
+
+def _field_value(hint: object) -> st.SearchStrategy[object]:
+    """Mostly a value of ``hint``'s own types (a record to accept), sometimes any JSON value."""
+    import types
+    import typing
+
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    own = [WELL_TYPED[o] for o in options if o in WELL_TYPED]
+    own += [st.lists(st.text(max_size=3), max_size=2) for o in options if o == list[str]]
+    own += [
+        st.fixed_dictionaries({"input": st.integers(-1, 9), "output": st.integers(0, 9)})
+        for o in options
+        if o == dict[str, int]
+    ]
+    return st.one_of(*own) if own else JSON_VALUES
+
+
+@st.composite
+def task_records(draw: st.DrawFn) -> dict[str, object]:
+    specs = state_mod._field_specs(TaskRecord)
+    return {
+        name: draw(JSON_VALUES if draw(st.integers(0, 40)) == 0 else _field_value(hint))
+        for name, hint, _check, required in specs
+        if required or draw(st.integers(0, 4)) > 0
+    }
+
+
+def _outcome(raw: dict[str, object]) -> object:
+    try:
+        return state_mod._record(TaskRecord, raw, "tasks.1")
+    except (ValueError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(raw=task_records())
+def test_a_record_checked_at_once_reads_as_one_checked_field_by_field(
+    raw: dict[str, object],
+) -> None:
+    # an unknown field (ignored) takes the field-by-field path: both must agree
+    assert _outcome(raw) == _outcome({**raw, "from_a_newer_paradev": 1})
