@@ -296,7 +296,7 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "started_at": str,
     "driver": dict[str, Any] | None,
     "drivers_since": float,
-    "mq": dict[str, Any] | None,  # the merge queue's settings and gate results (paradev.queue)
+    "mq": dict[str, Any] | None,  # the merge queue: settings, gate results (train.candidates)
 }
 
 # Per-agent journal entries: every key the train reads, with its type.
