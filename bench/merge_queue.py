@@ -30,24 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from paradev.git import git_env  # noqa: E402
+from merge import ENV, git  # noqa: E402  (bench/merge.py: the same isolated git)
 
-ENV = {
-    **git_env(),
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@paradev.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@paradev.invalid",
-}
 BAD = "bad.txt"  # the failing branch adds it; the gate fails when it is there
-
-
-def git(cwd: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, env=ENV, capture_output=True, text=True, check=True
-    )
-    return proc.stdout.strip()
 
 
 def paradev(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
