@@ -833,6 +833,65 @@ def _check_batches(
         cycle = _find_cycle(written)
         if cycle:
             problems.append("depends_on: dependency cycle " + " -> ".join(f"#{i}" for i in cycle))
+        else:
+            problems += _order_deadlock(located, position)
+
+
+def _order_deadlock(located: list[Located], position: dict[int, int]) -> list[str]:
+    """A cycle through the agents' own order: the deadlock no dependency shows alone.
+
+    Each agent takes its tasks in plan order, so a task also waits for its
+    agent's previous task; an agent's earlier task that waits, directly or
+    through other agents' tasks, for its own later one can never start.
+    Dependencies already refused (unknown, in a later batch) are left out.
+    """
+    deps = {
+        item.task.issue: tuple(
+            d
+            for d in item.task.depends_on
+            if position.get(d, item.batch_index + 1) <= item.batch_index
+        )
+        for item in located
+    }
+    previous: dict[int, tuple[int, ...]] = {}  # issue -> the task its agent takes just before
+    last: dict[int, int] = {}  # agent -> its latest task so far
+    for item in located:
+        previous[item.task.issue] = (last[item.task.agent],) if item.task.agent in last else ()
+        last[item.task.agent] = item.task.issue
+    cycle = _find_cycle({issue: (*d, *previous[issue]) for issue, d in deps.items()})
+    if cycle is None:
+        return []
+    agent_of = {item.task.issue: item.task.agent for item in located}
+    return [_deadlock_message(cycle, deps, agent_of)]
+
+
+def _deadlock_message(
+    cycle: list[int], deps: dict[int, tuple[int, ...]], agent_of: dict[int, int]
+) -> str:
+    """``#3 (agent 1) waits for #5, #5 (agent 2) comes after #4 on agent 2, #4 waits for #3``."""
+    from itertools import pairwise
+
+    # Start at a dependency (the cycle holds one: plan order alone runs one way): reads best.
+    cycle = cycle[:-1]
+    start = next(k for k, i in enumerate(cycle) if cycle[(k + 1) % len(cycle)] in deps[i])
+    cycle = [*cycle[start:], *cycle[:start], cycle[start]]
+    steps: list[str] = []
+    fixes: list[str] = []  # reorderings first, dropped dependencies last
+    named = False  # the waiter's agent was just said ("on agent N")
+    for waiter, waited in pairwise(cycle):
+        who = f"#{waiter}" if named else f"#{waiter} (agent {agent_of[waiter]})"
+        named = waited not in deps[waiter]
+        if named:
+            steps.append(f"{who} comes after #{waited} on agent {agent_of[waiter]}")
+            fixes.insert(0, f"put #{waiter} before #{waited} on agent {agent_of[waiter]}")
+        else:
+            steps.append(f"{who} waits for #{waited}")
+            fixes.append(f"drop #{waited} from #{waiter}'s depends_on")
+    return (
+        "tasks can never start (each agent takes its tasks in plan order): "
+        + ", ".join(steps)
+        + f"; fix: {fixes[0]}, give one of them to another agent, or {fixes[-1]}"
+    )
 
 
 def _find_cycle(graph: dict[int, tuple[int, ...]]) -> list[int] | None:

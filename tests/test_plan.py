@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import math
 import os
 import re
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import tomlkit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from paradev import plan as plan_mod
 from paradev.errors import PlanError
@@ -632,3 +635,105 @@ def test_setup_values_of_the_wrong_kind_are_refused(
 ) -> None:
     with pytest.raises(PlanError, match=re.escape(expected)):
         parse(f"[setup]\n{line}\n", tmp_path / "plan.toml")
+
+
+# -- deadlocks through the agents' own order ---------------------------------------------------
+
+
+def _ordered_plan(tasks: list[tuple[int, int, int, list[int]]], agents: int = 3) -> str:
+    """A plan from (batch, agent, issue, depends_on) in plan order."""
+    lines = [f"[agents]\ncount = {agents}\n"]
+    batch = None
+    for number, agent, issue, deps in tasks:
+        if number != batch:
+            lines.append(f'[[batches]]\nname = "b{number}"\n')
+            batch = number
+        lines.append(
+            f'  [[batches.tasks]]\n  agent = {agent}\n  issue = {issue}\n  title = "Task {issue}"\n'
+            f"  hours = 1\n  depends_on = {deps}\n"
+        )
+    return "\n".join(lines)
+
+
+def test_an_agent_earlier_task_waiting_for_its_later_one_through_another_agent_is_refused(
+    repo: Path, cli: Callable[..., Result], snapshot: Callable[[], dict[str, object]]
+) -> None:
+    # Agent 2 takes #4 before #5; #4 waits for #3, which waits for #5: nothing can start.
+    text = _ordered_plan([(1, 1, 3, [5]), (1, 2, 4, [3]), (1, 2, 5, [])])
+    (repo / "plan.toml").write_text(text, encoding="utf-8")
+    before = snapshot()
+    result = cli("status")
+    assert result.code == 2, result
+    assert result.err == (
+        f"paradev: {repo / 'plan.toml'}: tasks can never start (each agent takes its tasks in "
+        "plan order): #3 (agent 1) waits for #5, #5 (agent 2) comes after #4 on agent 2, "
+        "#4 waits for #3; fix: put #5 before #4 on agent 2, give one of them to another agent, "
+        "or drop #3 from #4's depends_on\n"
+    )
+    assert snapshot() == before
+
+
+def test_a_task_waiting_for_its_own_agent_later_task_is_refused(tmp_path: Path) -> None:
+    text = _ordered_plan([(1, 1, 7, [8]), (1, 1, 8, [])])
+    with pytest.raises(
+        PlanError,
+        match=r"#7 \(agent 1\) waits for #8, #8 \(agent 1\) comes "
+        r"after #7 on agent 1; fix: put #8 before #7 on agent 1",
+    ):
+        parse(text, tmp_path / "plan.toml")
+
+
+def test_a_dependency_on_an_own_later_batch_task_is_said_once(tmp_path: Path) -> None:
+    # #1 waits for agent 1's own later #2: refused as a later-batch dependency, not twice.
+    text = _ordered_plan([(1, 1, 1, [2]), (2, 1, 2, [])])
+    with pytest.raises(PlanError) as caught:
+        parse(text, tmp_path / "plan.toml")
+    assert str(caught.value).count("\n") == 0
+    assert "#2 is in a later batch, so #1 could never start" in str(caught.value)
+
+
+def test_plans_whose_order_agrees_with_their_dependencies_are_accepted(tmp_path: Path) -> None:
+    # #2 (agent 2) waits for agent 1's later #3; agent 2 has nothing before #2 that #3 needs.
+    text = _ordered_plan([(1, 1, 1, []), (1, 2, 2, [3]), (1, 1, 3, [1]), (1, 2, 4, [2, 1])])
+    plan = parse(text, tmp_path / "plan.toml")
+    assert [t.issue for t in plan.tasks()] == [1, 2, 3, 4]
+
+
+@st.composite
+def _random_plans(draw: st.DrawFn) -> list[tuple[int, int, int, list[int]]]:
+    """Tasks in plan order (batch, agent, issue, depends_on); dependencies never name a later
+    batch (refused on its own) nor an unknown issue."""
+    count = draw(st.integers(1, 7))
+    batches = sorted(draw(st.lists(st.integers(1, 3), min_size=count, max_size=count)))
+    tasks: list[tuple[int, int, int, list[int]]] = []
+    for issue, batch in enumerate(batches, start=1):
+        allowed = [i for i, b in enumerate(batches, start=1) if b <= batch]
+        deps = draw(st.lists(st.sampled_from(allowed), max_size=3, unique=True))
+        tasks.append((batch, draw(st.integers(1, 3)), issue, deps))
+    return tasks
+
+
+@given(_random_plans())
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+def test_a_plan_is_accepted_iff_dependencies_and_agent_order_can_be_ordered(
+    tasks: list[tuple[int, int, int, list[int]]],
+) -> None:
+    graph: dict[int, set[int]] = {issue: set(deps) for _, _, issue, deps in tasks}
+    last: dict[int, int] = {}
+    for _, agent, issue, _ in tasks:
+        if agent in last:
+            graph[issue].add(last[agent])
+        last[agent] = issue
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+        orderable = True
+    except graphlib.CycleError:
+        orderable = False
+    try:
+        parse(_ordered_plan(tasks), Path("plan.toml"))
+        accepted = True
+    except PlanError as err:
+        assert "can never start" in str(err) or "dependency cycle" in str(err), err
+        assert str(err).count("\n") == 0, err  # one problem, one line
+        accepted = False
+    assert accepted == orderable
