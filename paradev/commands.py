@@ -461,6 +461,27 @@ COMMANDS: tuple[Command, ...] = (
         details="bash: source the output, or save it as completions/paradev. "
         "zsh: save it as _paradev in a folder on $fpath.",
     ),
+    Command(
+        "wait",
+        "agents",
+        "Wait for the detached run ('run --detach') to end; exit with its exit code.",
+        handlers.wait,
+        "wait",
+        exits={0: "the detached run succeeded", 1: "the detached run stopped (not all landed)"},
+        details="Any other code is the run's own too (e.g. 143 when it got SIGTERM); exit 2 "
+        "also when there is no detached run. Interrupting wait leaves the run going.",
+    ),
+    Command(
+        "logs",
+        "agents",
+        "Print the detached run's log, or the log of an agent's current or last task.",
+        handlers.logs,
+        "logs 2 --follow",
+        args=(
+            maybe("agent", INT, "agent number (default: the detached run's own log)"),
+            flag("follow", "keep printing new lines until the run (or the agent's process) ends"),
+        ),
+    ),
 )
 
 BY_NAME: dict[str, Command] = {command.name: command for command in COMMANDS}

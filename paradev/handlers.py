@@ -16,6 +16,7 @@ from paradev.errors import PreconditionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from paradev.conflicts import Report
     from paradev.hooks import HookResult
@@ -539,3 +540,35 @@ def completion(shell: str) -> None:
     from paradev.completion import script
 
     print(script(shell, COMMANDS), end="")
+
+
+# -- the detached run ---------------------------------------------------------------------------
+
+
+def _state_folder() -> Path:
+    """``<git common dir>/paradev``, found without the plan: a broken plan must not hide the
+    log of the run that reports it."""
+    from paradev.git import discover
+    from paradev.state import StateStore
+
+    return StateStore(discover().common_dir).dir
+
+
+def wait() -> None:
+    from paradev import background
+
+    code = background.wait(_state_folder())
+    if code:
+        raise background.ended(code)
+    print("the detached run ended with exit 0")
+
+
+def logs(agent: int | None, follow: bool) -> None:
+    from paradev import background
+
+    if agent is None:
+        path, running = background.run_log(_state_folder())
+    else:
+        path, running = background.agent_log(_workspace(), agent)
+    sys.stdout.flush()
+    background.show(path, running if follow else None, sys.stdout.buffer)

@@ -30,7 +30,7 @@ def test_version(cli: Callable[..., Result]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["bogus"], "unknown command 'bogus' (see 'paradev --help')"),
+        (["frobnicate"], "unknown command 'frobnicate' (see 'paradev --help')"),
         (["statsu"], "unknown command 'statsu'; did you mean 'status'? (see 'paradev --help')"),
         (["merge-ordr"], "did you mean 'merge-order'?"),
         (["--bogus"], "unknown option '--bogus' (see 'paradev --help')"),
