@@ -435,7 +435,25 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
 
             data["agent_pid"] = record.agent_pid
             data["agent_running"] = processes.alive(record.agent_pid, record.agent_started)
+            if data["agent_running"]:
+                data["agent_elapsed_seconds"] = _rounded(processes.age(record.agent_started))
+                data["agent_quiet_seconds"] = _rounded(_since_written(record.log))
     return data
+
+
+def _since_written(log: str | None) -> float | None:
+    """Seconds since the agent last wrote to its log: a quiet agent may be stuck."""
+    import os
+    import time
+
+    try:
+        return max(0.0, time.time() - os.stat(log).st_mtime) if log else None
+    except OSError:
+        return None
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]:
@@ -552,6 +570,24 @@ def _agent_process(task: dict[str, Any]) -> str:
     return f"; agent pid {task['agent_pid']} gone: 'paradev run-batch' starts the task again"
 
 
+def _running_line(task: dict[str, Any]) -> str:
+    """``agent pid 4242 for 5m 12s, last output 3s ago``: is it working or stuck?"""
+    elapsed, quiet = task.get("agent_elapsed_seconds"), task.get("agent_quiet_seconds")
+    line = f"agent pid {task['agent_pid']}"
+    line += f" for {_duration(elapsed)}" if elapsed is not None else ""
+    line += f", last output {_duration(quiet)} ago" if quiet is not None else ""
+    return line
+
+
+def _duration(seconds: float) -> str:
+    """``312`` -> ``5m 12s``, ``3725`` -> ``1h 02m``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human view of ``status``."""
     lines = [f"paradev status (base: {report['base']})", ""]
@@ -584,6 +620,8 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
             f"  current:  #{current['issue']} {printable(current['title'])} "
             f"({current['hours']:g}h{_agent_process(current)})"
         )
+        if current.get("agent_running"):
+            lines.append(f"  running:  {_running_line(current)}")
     else:
         lines.append("  current:  none")
     done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"

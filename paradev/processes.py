@@ -213,3 +213,14 @@ def alive(pid: int, started: int | None) -> bool:
     if fields is None:  # no /proc (or it just ended): the pid alone has to do
         return started is None
     return fields[0] not in ("Z", "X") and started in (None, start_time(pid))
+
+
+def age(started: int | None) -> float | None:
+    """Seconds since a process started at ``started`` (clock ticks since boot), if /proc says."""
+    if started is None:
+        return None
+    try:
+        uptime = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))

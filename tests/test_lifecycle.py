@@ -724,3 +724,57 @@ def test_drop_and_reopen_wait_for_a_command_holding_the_agent(
     assert "agent 2 is busy: paradev run-batch" in dropped.err
     assert "agent 2 is busy: paradev run-batch" in reopened.err
     assert snapshot() == before
+
+
+# An agent that says one line, then works on quietly until told to stop.
+QUIET_AGENT = r"""
+import sys, time
+from pathlib import Path
+print("started", flush=True)
+while not Path(sys.argv[1]).exists():
+    time.sleep(0.05)
+"""
+
+
+def test_status_shows_each_running_agent_with_its_pid_age_and_quiet_time(
+    repo: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.helpers import plan_with, start_paradev
+
+    script, stop = tmp_path / "agent.py", tmp_path / "stop"
+    script.write_text(QUIET_AGENT)
+    plan_with(repo, agent=[sys.executable, str(script), str(stop)])
+    assert cli("setup").code == 0
+    began = time.monotonic()
+    run = start_paradev(repo, "run-batch", "--agents", "1")
+    try:
+        log = repo / ".git" / "paradev" / "logs" / "issue-11.log"
+        while not (log.exists() and "started" in log.read_text()):
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        quiet_since = time.time() - 125  # as if its last output was 2m 05s ago
+        os.utime(log, (quiet_since, quiet_since))
+
+        task = cli("status", "--json").json()["agents"]["1"]["current_task"]
+        text = cli("status").out
+        waited = time.monotonic() - began
+    finally:
+        stop.write_text("")
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=60)
+
+    assert task["issue"] == 11 and task["agent_running"] is True
+    assert 0 <= task["agent_elapsed_seconds"] <= waited + 1
+    assert 125 <= task["agent_quiet_seconds"] < 185
+    pid = task["agent_pid"]
+    assert re.search(rf"\n  running:  agent pid {pid} for \d+s, last output 2m 0\ds ago\n", text)
+    idle = cli("status", "--json").json()["agents"]["2"]["current_task"]
+    assert idle is None
+    ended = cli("status", "--json").json()["agents"]["1"]
+    assert "agent_elapsed_seconds" not in json.dumps(ended)  # no longer running: no timing
+    assert "  running:  " not in cli("status").out

@@ -135,3 +135,17 @@ def test_a_signal_while_a_process_starts_still_stops_it(
 
     assert started and gone(started[0])
     assert processes.running() == []
+
+
+def test_age_counts_from_the_process_start() -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(1.2)
+        age = processes.age(processes.start_time(sleeper.pid))
+        assert age is not None and 1.0 <= age < 30
+        older = processes.age(processes.start_time(os.getpid()))
+        assert older is not None and older >= age  # this test process started first
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert processes.age(None) is None
