@@ -1,0 +1,170 @@
+"""``paradev run``: the pure schedule, then the whole loop with real agents, git and signals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from paradev.plan import Plan, parse
+from paradev.scheduler import decide
+from paradev.state import (
+    COMPLETED,
+    DROPPED,
+    FAILED,
+    GATE_FAILED,
+    IN_PROGRESS,
+    MERGED,
+    State,
+)
+from tests.helpers import Result
+
+CliFn = Callable[..., Result]
+
+# Two batches on two agents: 2 depends on 1 (other agent); 4 on 3 (same agent 1).
+CHAIN = """
+[project]
+schedule = "{schedule}"
+[agents]
+count = 3
+[[batches]]
+name = "one"
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "first"
+  hours = 1
+  [[batches.tasks]]
+  agent = 2
+  issue = 2
+  title = "needs 1"
+  hours = 1
+  depends_on = [1]
+  [[batches.tasks]]
+  agent = 3
+  issue = 5
+  title = "alone"
+  hours = 1
+[[batches]]
+name = "two"
+  [[batches.tasks]]
+  agent = 1
+  issue = 3
+  title = "agent 1 again"
+  hours = 1
+  [[batches.tasks]]
+  agent = 3
+  issue = 4
+  title = "needs 3"
+  hours = 1
+  depends_on = [3]
+"""
+
+
+def chain(tmp_path: Path, schedule: str = "flow") -> Plan:
+    return parse(CHAIN.format(schedule=schedule), tmp_path / "plan.toml", tmp_path)
+
+
+def state_with(**statuses: str) -> State:
+    """A state whose task ``tN`` has the given status (agents from the CHAIN plan)."""
+    agents = {1: 1, 2: 2, 3: 1, 4: 3, 5: 3}
+    state = State()
+    for name, status in statuses.items():
+        issue = int(name[1:])
+        state.task(issue, agents[issue]).status = status
+    return state
+
+
+def ready(plan: Plan, state: State) -> list[int]:
+    return [t.issue for t in decide(plan, state).ready]
+
+
+def test_flow_starts_every_task_whose_dependencies_landed_and_whose_agent_is_free(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    first = decide(plan, State())
+    assert [t.issue for t in first.ready] == [1, 5]
+    assert first.waiting == {
+        2: "dependency #1 (planned) to land",
+        3: "agent 1 takes first #1",
+        4: "agent 3 takes first #5",
+    }
+    # 1 completed but not landed: 2 still waits, and agent 1 waits for the train
+    later = decide(plan, state_with(t1=COMPLETED, t5=MERGED))
+    assert later.ready == ()
+    assert later.landing == (1,)
+    assert later.waiting[2] == "dependency #1 (completed) to land"
+    assert later.waiting[3] == "agent 1 waits for the merge train to land #1"
+    # 4 depends on 3, which has not started
+    assert later.waiting[4] == "dependency #3 (planned) to land"
+    # once 1 landed: 2 and 3 start together (no barrier in flow)
+    assert ready(plan, state_with(t1=MERGED, t5=MERGED)) == [3, 2]
+
+
+def test_batches_keep_a_barrier_until_the_earlier_batch_landed(tmp_path: Path) -> None:
+    plan = chain(tmp_path, "batches")
+    schedule = decide(plan, state_with(t1=MERGED, t5=MERGED, t2=IN_PROGRESS))
+    assert [t.issue for t in schedule.ready] == []
+    assert schedule.running == (2,)
+    assert schedule.waiting[3] == "batch barrier: batch 'one' to land (#2)"
+    # the same state in flow: agent 1's next task starts at once
+    assert ready(chain(tmp_path), state_with(t1=MERGED, t5=MERGED, t2=IN_PROGRESS)) == [3]
+    assert ready(plan, state_with(t1=MERGED, t5=MERGED, t2=MERGED)) == [3]
+
+
+def test_a_failed_task_blocks_only_what_depends_on_it_or_follows_it_on_its_agent(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    schedule = decide(plan, state_with(t1=FAILED), given_up={1})
+    assert [t.issue for t in schedule.ready] == [5]
+    assert schedule.blocked == {
+        1: "it failed in this run",
+        2: "it depends on #1, which cannot land in this run",
+        3: "agent 1's earlier task #1 cannot land in this run",
+        4: "it depends on #3, which cannot land in this run",
+    }
+    # a task that failed in an earlier run starts again
+    assert ready(plan, state_with(t1=FAILED)) == [1, 5]
+    # batches: everything after the failed batch is blocked, the rest of its batch goes on
+    batches = decide(chain(tmp_path, "batches"), state_with(t1=GATE_FAILED))
+    assert [t.issue for t in batches.ready] == [5]
+    assert set(batches.blocked) == {1, 2, 3, 4}
+    assert batches.blocked[1] == "its gate failed; it was set aside"
+
+
+def test_a_dependency_on_a_dropped_task_blocks_with_the_way_out(tmp_path: Path) -> None:
+    schedule = decide(chain(tmp_path), state_with(t1=DROPPED))
+    assert schedule.blocked[2] == (
+        "it depends on dropped #1 (remove it from depends_on, or reopen #1)"
+    )
+    assert [t.issue for t in schedule.ready] == [3, 5]
+
+
+def test_an_agent_held_by_the_train_waits_and_the_run_ends_when_all_landed(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    held = decide(plan, State(), busy={1})
+    assert [t.issue for t in held.ready] == [5]
+    assert held.waiting[1] == "agent 1 is held by the merge train"
+    done = decide(plan, state_with(t1=MERGED, t2=MERGED, t3=MERGED, t4=DROPPED, t5=MERGED))
+    assert done.idle and not done.blocked
+
+
+@pytest.mark.parametrize("value", ["fast", 3])
+def test_a_bad_schedule_is_one_line_and_exit_2(
+    value: object, repo: Path, cli: CliFn, snapshot: Callable[[], object]
+) -> None:
+    plan = repo / "plan.toml"
+    text = plan.read_text(encoding="utf-8")
+    shown = f'"{value}"' if isinstance(value, str) else str(value)
+    plan.write_text(text.replace("[project]", f"[project]\nschedule = {shown}", 1))
+    before = snapshot()
+    result = cli("status")
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "project.schedule" in result.err and "'flow', 'batches'" in result.err
+    assert snapshot() == before
