@@ -257,6 +257,36 @@ def _raise_if_failed(outcomes: list[Outcome]) -> None:
         )
 
 
+def run(json: bool) -> None:
+    """``paradev run``: the whole plan; exit 1 unless every task landed or was dropped."""
+    from paradev import runloop, runner
+
+    ws = _workspace()
+    if json:
+        from paradev.report import machine
+
+        def emit(kind: str, text: str, quiet: bool = False, **fields: Any) -> None:
+            machine.emit_event(kind, text=text, **fields)
+
+        summary = runloop.run_plan(ws, machine.JsonProgress(rows=False), emit)
+        machine.emit_event(
+            "summary",
+            landed=summary.landed,
+            statuses={str(i): s for i, s in summary.statuses.items()},
+            notes={str(i): n for i, n in summary.notes.items()},
+        )
+    else:
+        with runner.progress_display(sys.stdout.isatty()) as progress:
+
+            def say(kind: str, text: str, quiet: bool = False, **fields: Any) -> None:
+                if not quiet:
+                    progress.event(text)
+
+            summary = runloop.run_plan(ws, progress, say)
+        print("\n".join(runloop.summary_lines(summary)))
+    runloop.raise_unless_landed(summary)
+
+
 # -- conflicts -------------------------------------------------------------------------------
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +21,8 @@ from paradev.state import (
     MERGED,
     State,
 )
-from tests.helpers import Result
+from paradev.workspace import open_workspace
+from tests.helpers import Result, commit, git
 
 CliFn = Callable[..., Result]
 
@@ -168,3 +172,132 @@ def test_a_bad_schedule_is_one_line_and_exit_2(
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert "project.schedule" in result.err and "'flow', 'batches'" in result.err
     assert snapshot() == before
+
+
+# -- the loop, with real agents, real git and a real merge train -----------------------------
+
+# A scripted agent: per issue, sleep, then commit work-<issue>.txt (or fail); every run
+# appends "<issue> <pid>" to RUNS; SEEN notes whether each dependency's work was on base.
+RUN_AGENT = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+spec = json.loads(Path(sys.argv[1]).read_text())
+runs = Path(sys.argv[2])
+issue = os.environ["PARADEV_ISSUE"]
+mine = spec.get(issue, {})
+with runs.open("a") as out:
+    out.write(f"{issue} {os.getpid()}\n")
+for dep in mine.get("check", []):
+    seen = subprocess.run(["git", "cat-file", "-e", f"main:work-{dep}.txt"]).returncode == 0
+    with runs.open("a") as out:
+        out.write(f"{issue} saw {dep} on main: {seen}\n")
+if "wait_for" in mine:
+    while not Path(mine["wait_for"]).exists():
+        time.sleep(0.05)
+time.sleep(mine.get("sleep", 0))
+if mine.get("fail"):
+    print("cannot do it", flush=True)
+    sys.exit(3)
+Path(f"work-{issue}.txt").write_text(f"issue {issue}\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{issue}"], check=True)
+"""
+
+RUN_PLAN = """\
+[project]
+base = "main"
+schedule = "{schedule}"
+
+[agents]
+count = 3
+command = {command}
+timeout = 60
+
+[gate]
+command = {gate}
+
+{setup}
+[[batches]]
+name = "one"
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "first"
+  hours = 1
+  [[batches.tasks]]
+  agent = 2
+  issue = 2
+  title = "needs 1"
+  hours = 1
+  depends_on = [1]
+  [[batches.tasks]]
+  agent = 3
+  issue = 3
+  title = "fails"
+  hours = 1
+
+[[batches]]
+name = "two"
+  [[batches.tasks]]
+  agent = 3
+  issue = 4
+  title = "after the failure"
+  hours = 1
+  [[batches.tasks]]
+  agent = 1
+  issue = 5
+  title = "agent 1 again"
+  hours = 1
+"""
+
+
+def run_plan(
+    repo: Path,
+    tmp_path: Path,
+    spec: dict[int, dict[str, Any]],
+    schedule: str = "flow",
+    gate: str = '""',
+    setup: str = "",
+) -> Path:
+    """Write the run plan with the scripted agent (commit it), return the file of agent runs."""
+    script = tmp_path / "run_agent.py"
+    script.write_text(RUN_AGENT, encoding="utf-8")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({str(k): v for k, v in spec.items()}))
+    runs = tmp_path / "runs.txt"
+    command = json.dumps([sys.executable, str(script), str(spec_file), str(runs)])
+    text = RUN_PLAN.format(schedule=schedule, command=command, gate=gate, setup=setup)
+    commit(repo, {"plan.toml": text}, "chore: the run plan")
+    return runs
+
+
+def statuses(repo: Path) -> dict[int, str]:
+    state = open_workspace(repo).store.read()
+    return {issue: record.status for issue, record in state.tasks.items()}
+
+
+def on_main(repo: Path) -> set[str]:
+    return set(git(repo, "ls-tree", "--name-only", "main").split())
+
+
+def test_a_dependent_starts_after_its_dependency_landed_and_a_failure_holds_up_nothing_else(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    runs = run_plan(repo, tmp_path, {2: {"check": [1]}, 3: {"fail": True}})
+    result = cli("run")
+    assert result.code == 1, result.out + result.err
+    assert statuses(repo) == {1: MERGED, 2: MERGED, 3: FAILED, 5: MERGED}  # 4 never started
+    assert {"work-1.txt", "work-2.txt", "work-5.txt"} <= on_main(repo)
+    assert "work-3.txt" not in on_main(repo)
+    state = open_workspace(repo).store.read()
+    one, two = state.tasks[1], state.tasks[2]
+    assert one.merged_commit and two.head_commit
+    git(repo, "merge-base", "--is-ancestor", one.merged_commit, two.head_commit)  # built on it
+    assert "2 saw 1 on main: True" in runs.read_text()
+    started = [line.split()[0] for line in runs.read_text().splitlines() if "saw" not in line]
+    assert sorted(started) == ["1", "2", "3", "5"]  # each once: a failed task is not retried
+    assert "#3: exit code 3" in result.out
+    assert "#4: agent 3's earlier task #3 cannot land in this run" in result.out
+    assert "4 did not land" not in result.err and "#4 (assigned)" not in result.err
+    assert "task(s) did not land" in result.err
