@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from paradev.git import git_env
 from paradev.plan import Plan, parse
 from paradev.scheduler import decide
 from paradev.state import (
@@ -18,11 +24,20 @@ from paradev.state import (
     FAILED,
     GATE_FAILED,
     IN_PROGRESS,
+    INTERRUPTED,
     MERGED,
     State,
 )
 from paradev.workspace import open_workspace
-from tests.helpers import Result, commit, git
+from tests.helpers import (
+    Result,
+    commit,
+    git,
+    gone,
+    signal_and_wait,
+    start_paradev,
+    wait_for_file,
+)
 
 CliFn = Callable[..., Result]
 
@@ -192,6 +207,8 @@ for dep in mine.get("check", []):
     seen = subprocess.run(["git", "cat-file", "-e", f"main:work-{dep}.txt"]).returncode == 0
     with runs.open("a") as out:
         out.write(f"{issue} saw {dep} on main: {seen}\n")
+if "touch" in mine:
+    Path(mine["touch"]).write_text("started\n")
 if "wait_for" in mine:
     while not Path(mine["wait_for"]).exists():
         time.sleep(0.05)
@@ -200,6 +217,8 @@ if mine.get("fail"):
     print("cannot do it", flush=True)
     sys.exit(3)
 Path(f"work-{issue}.txt").write_text(f"issue {issue}\n")
+if mine.get("deps"):
+    Path("deps.txt").write_text(f"changed by {issue}\n")
 subprocess.run(["git", "add", "-A"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{issue}"], check=True)
 """
@@ -301,3 +320,126 @@ def test_a_dependent_starts_after_its_dependency_landed_and_a_failure_holds_up_n
     assert "#4: agent 3's earlier task #3 cannot land in this run" in result.out
     assert "4 did not land" not in result.err and "#4 (assigned)" not in result.err
     assert "task(s) did not land" in result.err
+
+
+def _landed_before_started(repo: Path, landed: int, started: int) -> bool:
+    """Whether ``landed``'s work was on the branch when ``started`` began (from the refs)."""
+    state = open_workspace(repo).store.read()
+    merged, start = state.tasks[landed].merged_commit, state.tasks[started].start_commit
+    assert merged and start
+    ancestor = ["git", "merge-base", "--is-ancestor", merged, start]
+    return subprocess.run(ancestor, cwd=repo, env=git_env(), check=False).returncode == 0
+
+
+def test_flow_starts_an_agents_next_task_while_another_batch_is_still_at_work(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    marker = tmp_path / "five-started"
+    run_plan(repo, tmp_path, {5: {"touch": str(marker)}, 3: {"wait_for": str(marker)}})
+    result = cli("run")
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    assert not _landed_before_started(repo, 3, 5)  # #5 (batch two) began before #3 landed
+
+
+def test_batches_start_the_next_batch_only_once_the_earlier_one_landed(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {3: {"sleep": 1.0}}, schedule="batches")
+    result = cli("run")
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    for earlier in (1, 2, 3):
+        for later in (4, 5):
+            assert _landed_before_started(repo, earlier, later)
+
+
+def _started(runs: Path, count: int, proc: subprocess.Popen[str]) -> dict[str, int]:
+    """Issue -> agent pid, once ``count`` agents started (while ``proc`` runs)."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = runs.read_text() if runs.exists() else ""
+        found = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()}
+        if len(found) >= count:
+            return found
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the agents never started"
+        time.sleep(0.05)
+
+
+def _supervisors(repo: Path) -> list[int]:
+    folder = repo / ".git" / "paradev" / "agents"
+    return [json.loads(p.read_text())["supervisor"] for p in sorted(folder.glob("agent-*.json"))]
+
+
+def test_sigterm_stops_every_agent_and_records_their_tasks_interrupted(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    runs = run_plan(repo, tmp_path, {1: {"sleep": 60}, 3: {"sleep": 60}})
+    paradev = start_paradev(repo, "run")
+    agents = list(_started(runs, 2, paradev).values())
+    supervisors = _supervisors(repo)
+    assert len(supervisors) == 2
+
+    err, survivors = signal_and_wait(paradev, signal.SIGTERM, agents + supervisors)
+
+    assert survivors == []
+    assert paradev.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert statuses(repo) == {1: INTERRUPTED, 3: INTERRUPTED}
+    assert not (repo / ".git" / "paradev" / "run.json").exists()
+
+
+def test_after_sigkill_the_next_run_adopts_the_agents_and_never_starts_a_second_copy(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    go1, go3 = tmp_path / "go-1", tmp_path / "go-3"
+    runs = run_plan(repo, tmp_path, {1: {"wait_for": str(go1)}, 3: {"wait_for": str(go3)}})
+    first = start_paradev(repo, "run")
+    agents = _started(runs, 2, first)
+    first.kill()  # SIGKILL: no cleanup; the agents live on under their supervisors
+    first.communicate()
+    try:
+        assert not gone(agents["1"]) and not gone(agents["3"])
+        go1.write_text("")  # agent 1 ends while no run watches: its supervisor keeps the code
+        while not gone(agents["1"]):
+            time.sleep(0.05)
+        second = start_paradev(repo, "run")
+        wait_for_file(repo / ".git" / "paradev" / "run.json", second)
+        go3.write_text("")  # agent 3 ends under the second run
+        out, err = second.communicate(timeout=120)
+    finally:
+        for pid in agents.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert second.returncode == 0, out + err
+    assert "#3 still runs under its supervisor" in out
+    lines = [line for line in runs.read_text().splitlines() if line.split()[0] in ("1", "3")]
+    assert sorted(lines) == [f"1 {agents['1']}", f"3 {agents['3']}"]  # never a second copy
+    assert set(statuses(repo).values()) == {MERGED}
+    assert {"work-1.txt", "work-3.txt"} <= on_main(repo)
+
+
+def test_setup_readies_each_worktree_before_its_first_task_and_again_when_inputs_change(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    counter = tmp_path / "setups.txt"
+    note = "import os, sys; open(sys.argv[1], 'a').write(os.getcwd() + '\\n')"
+    command = json.dumps([sys.executable, "-c", note, str(counter)])
+    setup = f'[setup]\ncopy = [".env"]\ncommand = {command}\ninputs = ["deps.txt"]\n'
+    commit(repo, {".gitignore": ".env\n", "deps.txt": "v1\n"}, "chore: deps")
+    (repo / ".env").write_text("SECRET=1\n")
+    run_plan(repo, tmp_path, {1: {"deps": True}}, setup=setup)  # #1 changes the input
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    runs = [Path(line).name for line in counter.read_text().splitlines()]
+    state = open_workspace(repo).store.read()
+    starts = [state.tasks[i].start_commit or "" for i in (3, 4)]
+    agent_3_saw = {git(repo, "show", f"{commit}:deps.txt") for commit in starts}
+    assert runs.count("agent-1") == 2  # before #1, and before #5: #1 changed deps.txt
+    assert runs.count("agent-2") == 1  # #2 started after #1 landed: one input, one run
+    assert runs.count("agent-3") == len(agent_3_saw)  # again only if deps.txt changed between
+    for agent in (1, 2, 3):
+        assert (set_up / f"agent-{agent}" / ".env").read_text() == "SECRET=1\n"
