@@ -163,11 +163,24 @@ def status(json: bool) -> None:
     from paradev.lifecycle import render_status
     from paradev.lifecycle import status as status_report
 
-    report = status_report(_workspace())
+    ws = _workspace()
+    report = status_report(ws)
+    run = _running_plan(ws)
     if json:
-        emit_json(report)
+        emit_json({**report, "run": run} if run else report)
     else:
         print(render_status(report))
+        if run:
+            from paradev.runloop import render_snapshot
+
+            print(render_snapshot(run))
+
+
+def _running_plan(ws: Workspace) -> dict[str, Any] | None:
+    """What a live ``paradev run`` waits for (its snapshot); None when none runs."""
+    from paradev.runloop import read_snapshot
+
+    return read_snapshot(ws)
 
 
 def run_batch(

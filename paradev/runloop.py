@@ -519,3 +519,17 @@ def read_snapshot(ws: Workspace) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
         return None
     return data if processes.alive(data["pid"], data.get("start")) else None
+
+
+def render_snapshot(data: dict[str, Any]) -> str:
+    """The lines ``status`` adds while a run drives the plan: what each task waits for."""
+    lines = [f"paradev run (pid {data['pid']}, schedule {data.get('schedule', 'flow')}):"]
+    for key, label in (("running", "running"), ("landing", "waiting to land")):
+        if data.get(key):
+            lines.append(f"  {label}: " + ", ".join(f"#{i}" for i in data[key]))
+    for key in ("waiting", "blocked"):
+        for issue, why in sorted((data.get(key) or {}).items(), key=lambda kv: int(kv[0])):
+            lines.append(f"  #{issue} {'waits for' if key == 'waiting' else 'cannot run'}: {why}")
+    if data.get("stopped"):
+        lines.append(f"  stopped: {data['stopped']}")
+    return "\n".join(lines)

@@ -367,6 +367,12 @@ def _started(runs: Path, count: int, proc: subprocess.Popen[str]) -> dict[str, i
         time.sleep(0.05)
 
 
+def run_status(repo: Path, *args: str) -> str:
+    """``paradev ARGS`` in a process of its own (the run's snapshot names a live pid)."""
+    argv = [sys.executable, "-m", "paradev", *args]
+    return subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
 def _supervisors(repo: Path) -> list[int]:
     folder = repo / ".git" / "paradev" / "agents"
     return [json.loads(p.read_text())["supervisor"] for p in sorted(folder.glob("agent-*.json"))]
@@ -380,6 +386,14 @@ def test_sigterm_stops_every_agent_and_records_their_tasks_interrupted(
     agents = list(_started(runs, 2, paradev).values())
     supervisors = _supervisors(repo)
     assert len(supervisors) == 2
+    deadline = time.monotonic() + 30
+    while (data := json.loads(run_status(repo, "status", "--json")))["run"]["running"] != [1, 3]:
+        assert time.monotonic() < deadline, data  # the run notes its launches on its next poll
+    assert data["run"]["waiting"]["4"] == "agent 3 is working on #3"
+    shown = run_status(repo, "status")
+    assert f"paradev run (pid {paradev.pid}, schedule flow):" in shown
+    assert "#2 waits for: dependency #1 (in_progress) to land" in shown
+    assert "#5 waits for: agent 1 is working on #1" in shown
 
     err, survivors = signal_and_wait(paradev, signal.SIGTERM, agents + supervisors)
 
@@ -443,3 +457,47 @@ def test_setup_readies_each_worktree_before_its_first_task_and_again_when_inputs
     assert runs.count("agent-3") == len(agent_3_saw)  # again only if deps.txt changed between
     for agent in (1, 2, 3):
         assert (set_up / f"agent-{agent}" / ".env").read_text() == "SECRET=1\n"
+
+
+def test_a_task_whose_gate_fails_is_set_aside_and_unrelated_work_lands(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    eject = '[merge]\non_gate_failure = "eject"\n'
+    run_plan(repo, tmp_path, {}, gate=json.dumps("test ! -f work-3.txt"), setup=eject)
+
+    result = cli("run", "--json")
+
+    assert result.code == 1
+    events = [json.loads(line) for line in result.out.splitlines()]
+    assert {"event", "at", "text"} <= set(events[0])
+    assert statuses(repo) == {1: MERGED, 2: MERGED, 3: GATE_FAILED, 5: MERGED}
+    assert {"work-1.txt", "work-2.txt", "work-5.txt"} <= on_main(repo)
+    assert "work-3.txt" not in on_main(repo)
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["landed"] is False
+    assert summary["statuses"] == {
+        "1": MERGED,
+        "2": MERGED,
+        "3": GATE_FAILED,
+        "4": "planned",
+        "5": MERGED,
+    }
+    assert summary["notes"]["4"] == "agent 3's earlier task #3 cannot land in this run"
+    merged = [e["issue"] for e in events if e["event"] == "task" and e["status"] == MERGED]
+    assert sorted(merged) == [1, 2, 5]
+
+
+def test_a_stopped_train_ends_the_run_and_the_next_run_says_how_to_go_on(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {}, gate=json.dumps("test ! -f work-3.txt"))
+
+    result = cli("run")
+
+    assert result.code == 1
+    assert "nothing more lands in this run" in result.out
+    assert statuses(repo)[3] == COMPLETED  # stopped on the gate: its work waits, kept
+    assert "work-3.txt" not in on_main(repo)
+    again = cli("run")
+    assert again.code == 2
+    assert again.err.count("\n") == 1 and "is stopped; resolve it first" in again.err
