@@ -29,7 +29,6 @@ from typing import Any
 from paradev import processes, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
-from paradev.lifecycle import assign
 from paradev.plan import Task
 from paradev.runner import (
     Progress,
@@ -51,7 +50,6 @@ from paradev.state import (
     IN_PROGRESS,
     INTERRUPTED,
     MERGED,
-    PLANNED,
     State,
 )
 from paradev.text import printable
@@ -60,7 +58,8 @@ from paradev.workspace import Workspace
 
 LOST = -1  # an adopted agent that ended without a recorded exit code
 Say = Callable[..., None]  # say(kind, text, quiet=False, **fields): one event of the run
-MERGE_ATTEMPTS = 2  # trains that may end without landing a task before it is set aside
+MERGE_ATTEMPTS = 3  # trains that may end (or refuse) without landing a task before it counts
+BUSY = 2  # 'paradev merge' refused: a precondition, such as an agent still held
 
 
 def agents_dir(ws: Workspace) -> Path:
@@ -104,9 +103,20 @@ class Adopted:
 class RunSupervisor(Supervisor):
     """run-batch's Supervisor, with agents under supervisors and no queue of its own."""
 
-    def __init__(self, ws: Workspace, progress: Progress, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        progress: Progress,
+        clock: Callable[[], float],
+        ended: Callable[[int], None],
+    ) -> None:
         super().__init__(ws, {}, progress, clock)
         self.adopted: list[Adopted] = []
+        self.ended = ended  # told the agent at once: the merge train may take it from there
+
+    def _done(self, task: Task, status: str, detail: str, log: Path | None) -> None:
+        self.ended(task.agent)
+        super()._done(task, status, detail, log)
 
     def _next(self, agent: int) -> None:
         """Nothing: the schedule picks the next task once the previous one landed."""
@@ -177,21 +187,24 @@ class Run:
         self.progress = progress
         self.say = say
         self.clock = clock
-        self.agents = RunSupervisor(ws, progress, clock)
+        self.agents = RunSupervisor(ws, progress, clock, self._release)
         self.locks: dict[int, ExitStack] = {}
         self.given_up: dict[int, str] = {}
         self.landing: Landing | None = None
+        self.standby: subprocess.Popen[bytes] | None = None  # the next landing's process
         self.stopped: str | None = None  # why nothing more lands in this run
         self.held: set[int] = set()  # agents whose lock another paradev holds
         self.shown: dict[int, str] = {}
         self.statuses: dict[int, str] = {}
         self.told = 0  # outcomes of the agents already looked at
         self.attempts: dict[int, int] = {}  # issue -> trains that ended without landing it
+        self.refusals = 0  # 'paradev merge' refusals (exit 2) in a row
 
     # -- the loop --
     def run(self) -> Summary:
         try:
             self._adopt()
+            self.standby = self._warm()
             while True:
                 self.agents._poll()
                 self._note_failures()
@@ -213,6 +226,7 @@ class Run:
                 self._release_idle_agents()
             raise
         finally:
+            self._end_standby()
             snapshot_path(self.ws).unlink(missing_ok=True)
             for lock in self.locks.values():
                 lock.close()
@@ -281,7 +295,12 @@ class Run:
 
     def _release_idle_agents(self) -> None:
         for agent in [a for a in self.locks if a not in self.agents.running]:
-            self.locks.pop(agent).close()
+            self._release(agent)
+
+    def _release(self, agent: int) -> None:
+        lock = self.locks.pop(agent, None)
+        if lock is not None:
+            lock.close()
 
     def _launch(self, state: State, schedule: Schedule) -> None:
         """Start every ready task whose agent can be held; a refusal fails that task alone."""
@@ -300,13 +319,11 @@ class Run:
             self.agents.start(task)  # a launch that fails fails the task (an outcome)
 
     def _get_ready(self, state: State, task: Task) -> None:
-        """The branch on the new base (all its earlier work landed), the task assigned."""
+        """The branch on the new base (all its earlier work landed): start() takes it from there."""
         move = launch_preflight(self.ws, state, task)
         if move is not None:
             apply_moves(self.ws, [move])
             self.say("moved", move.describe(self.ws.plan.base), agent=task.agent)
-        if state.status(task.issue) == PLANNED:
-            assign(self.ws, task.agent, task.issue, task.title, task.hours, task.batch)
 
     def _give_up(self, task: Task, why: str) -> None:
         """The task ended unfinished in this run: it is not started again, and says why."""
@@ -335,20 +352,40 @@ class Run:
             args.append("--continue")
         log = log_path(self.ws, "run-merge")
         offset = log_size(log)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        env = git_env({"PARADEV_PLAN": str(self.ws.plan.path)})
-        with log.open("ab") as out:
-            proc = processes.spawn(
-                processes.module_argv("paradev", *args),
-                cwd=self.ws.repo.main_root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = self._warm()
+        self.standby = None
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(args).encode() + b"\n")
+        proc.stdin.close()
+        self.standby = self._warm()  # the next landing's, importing while this one lands
         self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
         shown = ", ".join(f"#{i}" for i in schedule.landing)
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
+
+    def _warm(self) -> subprocess.Popen[bytes]:
+        """The paradev process waiting for its arguments (``paradev.warm``), started if need be."""
+        if self.standby is not None:
+            return self.standby
+        log = log_path(self.ws, "run-merge")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = git_env({"PARADEV_PLAN": str(self.ws.plan.path)})
+        with log.open("ab") as out:
+            return processes.spawn(
+                processes.module_argv("paradev.warm"),
+                cwd=self.ws.repo.main_root,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def _end_standby(self) -> None:
+        """The standby sees the end of its input and exits without doing anything."""
+        standby, self.standby = self.standby, None
+        if standby is not None and standby.stdin is not None:
+            standby.stdin.close()
+            standby.wait()
+            processes.release(standby)
 
     def _poll_landing(self) -> None:
         landing = self.landing
@@ -363,9 +400,13 @@ class Run:
         self.landing = None
         state = self.ws.store.read()
         lines = _lines(landing.log, landing.offset)
+        if code == BUSY and self.refusals < MERGE_ATTEMPTS:
+            self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
+            return
         if code != 0:
             self._stop(f"'paradev merge' exited {code}", lines)
             return
+        self.refusals = 0
         self._set_aside_skipped(state)
         for issue in sorted(landing.issues):
             task = self.ws.plan.task(issue)
