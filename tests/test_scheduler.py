@@ -217,6 +217,8 @@ if mine.get("fail"):
     print("cannot do it", flush=True)
     sys.exit(3)
 Path(f"work-{issue}.txt").write_text(f"issue {issue}\n")
+if mine.get("shared"):
+    Path("shared.txt").write_text(f"written by {issue}\n")
 if mine.get("deps"):
     Path("deps.txt").write_text(f"changed by {issue}\n")
 subprocess.run(["git", "add", "-A"], check=True)
@@ -501,3 +503,35 @@ def test_a_stopped_train_ends_the_run_and_the_next_run_says_how_to_go_on(
     again = cli("run")
     assert again.code == 2
     assert again.err.count("\n") == 1 and "is stopped; resolve it first" in again.err
+
+
+def test_a_conflicting_task_is_set_aside_and_the_rest_lands(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    eject = '[merge]\non_conflict = "eject"\n'
+    run_plan(repo, tmp_path, {1: {"shared": True}, 3: {"shared": True}}, setup=eject)
+
+    result = cli("run")
+
+    assert result.code == 1
+    done = statuses(repo)
+    loser = 1 if done[1] == COMPLETED else 3  # whichever landed second conflicted
+    winner = 4 - loser
+    assert (done[winner], done[loser]) == (MERGED, COMPLETED)
+    assert git(repo, "show", "main:shared.txt") == f"written by {winner}"
+    assert f"#{loser}: set aside by the merge train" in result.out
+    if loser == 3:  # agent 1's chain and #2 land; agent 3's next task never starts
+        assert (done[2], done[5]) == (MERGED, MERGED) and 4 not in done
+    else:  # #2 depends on #1, #5 follows it on agent 1; #4 follows the winner
+        assert done[4] == MERGED and 2 not in done and 5 not in done
+
+
+def test_run_without_an_agent_command_is_one_line_and_exit_2(
+    set_up: Path, cli: CliFn, snapshot: Callable[[], object]
+) -> None:
+    before = snapshot()
+    result = cli("run")
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert result.err.startswith("paradev: paradev run cannot launch the agents:")
+    assert snapshot() == before
