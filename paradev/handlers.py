@@ -171,16 +171,16 @@ def status(json: bool) -> None:
     else:
         print(render_status(report))
         if run:
-            from paradev.runloop import render_snapshot
+            from paradev.runstatus import render
 
-            print(render_snapshot(run))
+            print(render(run))
 
 
 def _running_plan(ws: Workspace) -> dict[str, Any] | None:
     """What a live ``paradev run`` waits for (its snapshot); None when none runs."""
-    from paradev.runloop import read_snapshot
+    from paradev.runstatus import read
 
-    return read_snapshot(ws)
+    return read(ws.store.dir)
 
 
 def run_batch(

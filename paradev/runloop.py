@@ -24,9 +24,8 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from paradev import processes, supervise
+from paradev import processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
 from paradev.plan import Task
@@ -69,11 +68,6 @@ def agents_dir(ws: Workspace) -> Path:
 def record_path(ws: Workspace, agent: int) -> Path:
     """Where agent ``agent``'s supervisor records its pid and exit code."""
     return agents_dir(ws) / f"agent-{agent}.json"
-
-
-def snapshot_path(ws: Workspace) -> Path:
-    """``run.json``: the run's pid and what each waiting task waits for (read by status)."""
-    return ws.store.dir / "run.json"
 
 
 class Adopted:
@@ -227,7 +221,7 @@ class Run:
             raise
         finally:
             self._end_standby()
-            snapshot_path(self.ws).unlink(missing_ok=True)
+            runstatus.path(self.ws.store.dir).unlink(missing_ok=True)
             for lock in self.locks.values():
                 lock.close()
         return self._summary()
@@ -481,7 +475,7 @@ class Run:
             "blocked": {str(k): v for k, v in schedule.blocked.items()},
             "stopped": self.stopped,
         }
-        supervise.write(snapshot_path(self.ws), data)
+        supervise.write(runstatus.path(self.ws.store.dir), data)
 
     def _rows(self, schedule: Schedule) -> list[Row]:
         rows = self.agents.rows()
@@ -549,28 +543,3 @@ def raise_unless_landed(summary: Summary) -> None:
         left = [i for i, s in summary.statuses.items() if s not in (MERGED, DROPPED)]
         shown = ", ".join(f"#{i} ({summary.statuses[i]})" for i in left)
         raise Stopped(f"{len(left)} task(s) did not land: {shown}")
-
-
-def read_snapshot(ws: Workspace) -> dict[str, Any] | None:
-    """The running ``paradev run``'s snapshot; None when no run is alive."""
-    try:
-        data = json.loads(snapshot_path(ws).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
-        return None
-    return data if processes.alive(data["pid"], data.get("start")) else None
-
-
-def render_snapshot(data: dict[str, Any]) -> str:
-    """The lines ``status`` adds while a run drives the plan: what each task waits for."""
-    lines = [f"paradev run (pid {data['pid']}, schedule {data.get('schedule', 'flow')}):"]
-    for key, label in (("running", "running"), ("landing", "waiting to land")):
-        if data.get(key):
-            lines.append(f"  {label}: " + ", ".join(f"#{i}" for i in data[key]))
-    for key in ("waiting", "blocked"):
-        for issue, why in sorted((data.get(key) or {}).items(), key=lambda kv: int(kv[0])):
-            lines.append(f"  #{issue} {'waits for' if key == 'waiting' else 'cannot run'}: {why}")
-    if data.get("stopped"):
-        lines.append(f"  stopped: {data['stopped']}")
-    return "\n".join(lines)
