@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,11 @@ def main() -> None:
     options = parser.parse_args()
     bound, parts = lower_bound(options.parallel)
     print(f"12 tasks, 4 agents, 1 h = {SCALE}s, gate {GATE}s, merge.parallel {options.parallel}")
+    print(
+        "load average before: {:.1f} {:.1f} {:.1f} (on {} cores)".format(
+            *os.getloadavg(), os.cpu_count()
+        )
+    )
     for name, value in parts.items():
         print(f"  {name:26} {value:6.2f}s")
     print(f"lower bound                  {bound:6.2f}s (target: flow <= {TARGET}x)")

@@ -484,6 +484,8 @@ class Run:
         rows += [Row(self._agent(i), i, "landing", 0.0, "merge train") for i in schedule.landing]
         rows += [Row(self._agent(i), i, "waiting", 0.0, w) for i, w in schedule.waiting.items()]
         rows += [Row(self._agent(i), i, "blocked", 0.0, w) for i, w in schedule.blocked.items()]
+        ended = [i for i, s in self.statuses.items() if s in (MERGED, DROPPED)]
+        rows += [Row(self._agent(i), i, self.statuses[i], 0.0, "") for i in ended]
         return sorted(rows, key=lambda r: (r.agent, r.issue))
 
     def _agent(self, issue: int) -> int:

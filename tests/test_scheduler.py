@@ -535,3 +535,27 @@ def test_run_without_an_agent_command_is_one_line_and_exit_2(
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert result.err.startswith("paradev: paradev run cannot launch the agents:")
     assert snapshot() == before
+
+
+def test_sigterm_also_stops_the_agents_a_run_adopted(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    runs = run_plan(repo, tmp_path, {1: {"sleep": 60}, 3: {"sleep": 60}})
+    first = start_paradev(repo, "run")
+    agents = list(_started(runs, 2, first).values())
+    first.kill()
+    first.communicate()
+    supervisors = _supervisors(repo)
+    second = start_paradev(repo, "run")
+    deadline = time.monotonic() + 30
+    while (data := json.loads(run_status(repo, "status", "--json"))).get("run", {}).get(
+        "running"
+    ) != [1, 3]:
+        assert time.monotonic() < deadline, data
+
+    err, survivors = signal_and_wait(second, signal.SIGTERM, agents + supervisors)
+
+    assert survivors == []
+    assert second.returncode == 128 + signal.SIGTERM, err
+    assert statuses(repo) == {1: INTERRUPTED, 3: INTERRUPTED}
+    assert len(runs.read_text().splitlines()) == 2  # adopted, never started again
