@@ -375,6 +375,19 @@ def run_status(repo: Path, *args: str) -> str:
     return subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
+def _snapshot_running(repo: Path, issues: list[int]) -> dict[str, Any]:
+    """``status --json`` once the live run's snapshot lists ``issues`` running.
+
+    The run notes its launches (and adoptions) on its next poll.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        data: dict[str, Any] = json.loads(run_status(repo, "status", "--json"))
+        if data.get("run", {}).get("running") == issues:
+            return data
+        assert time.monotonic() < deadline, data
+
+
 def _supervisors(repo: Path) -> list[int]:
     folder = repo / ".git" / "paradev" / "agents"
     return [json.loads(p.read_text())["supervisor"] for p in sorted(folder.glob("agent-*.json"))]
@@ -388,9 +401,7 @@ def test_sigterm_stops_every_agent_and_records_their_tasks_interrupted(
     agents = list(_started(runs, 2, paradev).values())
     supervisors = _supervisors(repo)
     assert len(supervisors) == 2
-    deadline = time.monotonic() + 30
-    while (data := json.loads(run_status(repo, "status", "--json")))["run"]["running"] != [1, 3]:
-        assert time.monotonic() < deadline, data  # the run notes its launches on its next poll
+    data = _snapshot_running(repo, [1, 3])
     assert data["run"]["waiting"]["4"] == "agent 3 is working on #3"
     shown = run_status(repo, "status")
     assert f"paradev run (pid {paradev.pid}, schedule flow):" in shown
@@ -547,11 +558,7 @@ def test_sigterm_also_stops_the_agents_a_run_adopted(
     first.communicate()
     supervisors = _supervisors(repo)
     second = start_paradev(repo, "run")
-    deadline = time.monotonic() + 30
-    while (data := json.loads(run_status(repo, "status", "--json"))).get("run", {}).get(
-        "running"
-    ) != [1, 3]:
-        assert time.monotonic() < deadline, data
+    _snapshot_running(repo, [1, 3])
 
     err, survivors = signal_and_wait(second, signal.SIGTERM, agents + supervisors)
 
