@@ -237,22 +237,23 @@ class Run:
     def _adopt(self) -> None:
         """Agents a killed run left running are watched, never started again; lost ones restart."""
         state = self.ws.store.read()
+        found = {}
         for task in self.ws.plan.tasks():
-            if state.status(task.issue) != IN_PROGRESS:
-                continue
-            path = record_path(self.ws, task.agent)
-            record = supervise.read(path)
-            ours = record is not None and record.issue == task.issue
-            if record is None or not ours:
+            if state.status(task.issue) == IN_PROGRESS:
+                record = supervise.read(record_path(self.ws, task.agent))
+                found[task] = record if record and record.issue == task.issue else None
+        _refuse_unsupervised(state, [t for t, r in found.items() if r is None])
+        for task, record in found.items():
+            if record is None:
                 self._lost(task)
                 continue
             self._lock(task.agent)
             log = Path(state.tasks[task.issue].log or log_path(self.ws, f"issue-{task.issue}"))
-            self.agents.adopt(task, Adopted(path, record), log)
+            self.agents.adopt(task, Adopted(record_path(self.ws, task.agent), record), log)
             self.say(
                 "adopted",
-                f"agent {task.agent}: #{task.issue} still runs under its supervisor "
-                f"(pid {record.supervisor}) from an earlier run: adopted, not started again",
+                f"agent {task.agent}: #{task.issue} was launched under a supervisor "
+                f"(pid {record.supervisor}) by an earlier run: adopted, not started again",
                 agent=task.agent,
                 issue=task.issue,
                 pid=record.supervisor,
@@ -499,6 +500,19 @@ class Run:
         notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in (MERGED, DROPPED)}
         notes.update(self.given_up)  # the failure itself says more than "it failed"
         return Summary(statuses, notes)
+
+
+def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:
+    """An agent ``run-batch`` launched that still runs: never start a second copy of it."""
+    for task in tasks:
+        record = state.tasks[task.issue]
+        pid = record.agent_pid
+        if pid is not None and processes.alive(pid, record.agent_started):
+            raise PreconditionError(
+                f"agent {task.agent} is still running #{task.issue} (pid {pid}), launched by "
+                f"an earlier 'paradev run-batch'; wait for it to end or stop it "
+                f"(kill -TERM -- -{pid}), then run 'paradev run' again"
+            )
 
 
 def _lines(log: Path, offset: int) -> list[str]:

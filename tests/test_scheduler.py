@@ -440,7 +440,7 @@ def test_after_sigkill_the_next_run_adopts_the_agents_and_never_starts_a_second_
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
     assert second.returncode == 0, out + err
-    assert "#3 still runs under its supervisor" in out
+    assert "#3 was launched under a supervisor" in out
     lines = [line for line in runs.read_text().splitlines() if line.split()[0] in ("1", "3")]
     assert sorted(lines) == [f"1 {agents['1']}", f"3 {agents['3']}"]  # never a second copy
     assert set(statuses(repo).values()) == {MERGED}
@@ -566,3 +566,22 @@ def test_sigterm_also_stops_the_agents_a_run_adopted(
     assert second.returncode == 128 + signal.SIGTERM, err
     assert statuses(repo) == {1: INTERRUPTED, 3: INTERRUPTED}
     assert len(runs.read_text().splitlines()) == 2  # adopted, never started again
+
+
+def test_an_agent_run_batch_left_running_is_never_started_again_by_run(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    runs = run_plan(repo, tmp_path, {1: {"sleep": 60}})
+    batch = start_paradev(repo, "run-batch", "--agents", "1")
+    agent = _started(runs, 1, batch)["1"]
+    batch.kill()  # SIGKILL: its agent lives on, with no supervisor
+    batch.communicate()
+    try:
+        refused = cli("run")
+        assert refused.code == 2
+        assert refused.err.count("\n") == 1
+        assert f"agent 1 is still running #1 (pid {agent}), launched by" in refused.err
+        assert statuses(repo) == {1: IN_PROGRESS}
+        assert len(runs.read_text().splitlines()) == 1
+    finally:
+        os.killpg(agent, signal.SIGKILL)
