@@ -47,7 +47,7 @@ subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{{issue}}"], check
 """
 
 
-def plan_text(agent: Path, schedule: str, parallel: int) -> str:
+def plan_text(agent: Path, schedule: str, parallel: int, gate: float) -> str:
     batches = ""
     for number, batch in enumerate(TASKS, 1):
         batches += f'[[batches]]\nname = "b{number}"\n'
@@ -60,19 +60,20 @@ def plan_text(agent: Path, schedule: str, parallel: int) -> str:
     return (
         f'[project]\nbase = "main"\nschedule = "{schedule}"\n\n'
         f"[agents]\ncount = 4\ncommand = {command}\ntimeout = 120\n\n"
-        f'[gate]\ncommand = "sleep {GATE}"\n\n'
+        f'[gate]\ncommand = "sleep {gate}"\n\n'
         f"[merge]\nparallel = {parallel}\n\n{batches}"
     )
 
 
-def build(root: Path, schedule: str, parallel: int) -> Path:
+def build(root: Path, schedule: str, parallel: int, work: bool = True) -> Path:
+    """The project; without ``work`` agents do not sleep and the gate is instant."""
     repo = root / "project"
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
     hours = {str(issue): h for batch in TASKS for _, issue, h, _ in batch}
     agent = root / "agent.py"
-    agent.write_text(AGENT.format(hours=hours, scale=SCALE))
-    (repo / "plan.toml").write_text(plan_text(agent, schedule, parallel))
+    agent.write_text(AGENT.format(hours=hours, scale=SCALE if work else 0.0))
+    (repo / "plan.toml").write_text(plan_text(agent, schedule, parallel, GATE if work else 0.0))
     (repo / "README.md").write_text("bench\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
@@ -100,9 +101,9 @@ def paradev(cwd: Path, *args: str) -> float:
     return elapsed
 
 
-def makespan(schedule: str, parallel: int) -> float:
+def makespan(schedule: str, parallel: int, work: bool = True) -> float:
     with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
-        repo = build(Path(tmp), schedule, parallel)
+        repo = build(Path(tmp), schedule, parallel, work)
         elapsed = paradev(repo, "run")
         landed = git(repo, "ls-tree", "--name-only", "main").split()
         assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
@@ -147,6 +148,8 @@ def main() -> None:
     for schedule in ("flow", "batches"):
         best = min(makespan(schedule, options.parallel) for _ in range(options.repeat))
         print(f"{schedule:8} makespan           {best:6.2f}s  = {best / bound:.2f}x the bound")
+    idle = min(makespan("flow", options.parallel, work=False) for _ in range(options.repeat))
+    print(f"flow, 0 s tasks and gates    {idle:6.2f}s  (paradev's own cost on this machine now)")
 
 
 if __name__ == "__main__":
