@@ -135,6 +135,14 @@ class RunSupervisor(Supervisor):
             return
         super()._exited(running, code)
 
+    def poll(self) -> None:
+        """Complete or fail every agent that ended or timed out."""
+        self._poll()
+
+    def stop_all(self, why: str) -> None:
+        """Stop every agent, adopted ones too; their tasks are interrupted."""
+        self._interrupt(why)
+
     def adopt(self, task: Task, adopted: Adopted, log: Path) -> None:
         now = self.clock()
         deadline = now + self.ws.plan.agent_timeout
@@ -200,7 +208,7 @@ class Run:
             self._adopt()
             self.standby = self._warm()
             while True:
-                self.agents._poll()
+                self.agents.poll()
                 self._note_failures()
                 self._release_idle_agents()
                 self._poll_landing()
@@ -216,7 +224,7 @@ class Run:
                 pause()
         except KeyboardInterrupt as interrupt:
             with processes.shielded():
-                self.agents._interrupt(processes.describe(interrupt))
+                self.agents.stop_all(processes.describe(interrupt))
                 self._release_idle_agents()
             raise
         finally:
