@@ -100,7 +100,7 @@ def _spawn_detached(folder: Path, argv: list[str], log: Path) -> int:
     when the starting process ends (it is not registered with ``processes``)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paradev.background", str(folder), *argv],
+            processes.module_argv("paradev.background", str(folder), *argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -143,7 +143,7 @@ def supervise(folder: Path, argv: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    child.append(subprocess.Popen([sys.executable, "-m", "paradev", *argv], process_group=0))
+    child.append(subprocess.Popen(processes.module_argv("paradev", *argv), process_group=0))
     for signum in pending:
         child[0].send_signal(signum)
     code = child[0].wait()

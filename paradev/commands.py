@@ -462,6 +462,25 @@ COMMANDS: tuple[Command, ...] = (
         "zsh: save it as _paradev in a folder on $fpath.",
     ),
     Command(
+        "run",
+        "agents",
+        "Drive the whole plan unattended: launch tasks as their dependencies land, land each.",
+        handlers.run,
+        "run --json",
+        args=(
+            flag("json", "print one JSON object per event, one per line"),
+            flag(
+                "detach",
+                "run in the background (log and pid file under the common dir); "
+                "see 'paradev wait' and 'paradev logs'",
+            ),
+        ),
+        exits={0: "every task landed or was dropped", 1: "a task did not land"},
+        details='project.schedule = "flow" starts a task once its depends_on landed and its '
+        'agent is free; "batches" also waits for every earlier batch. A completed task lands '
+        "through the merge train at once; 'paradev status' shows what each task waits for.",
+    ),
+    Command(
         "wait",
         "agents",
         "Wait for the detached run ('run --detach') to end; exit with its exit code.",

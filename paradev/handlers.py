@@ -164,11 +164,24 @@ def status(json: bool) -> None:
     from paradev.lifecycle import render_status
     from paradev.lifecycle import status as status_report
 
-    report = status_report(_workspace())
+    ws = _workspace()
+    report = status_report(ws)
+    run = _running_plan(ws)
     if json:
-        emit_json(report)
+        emit_json({**report, "run": run} if run else report)
     else:
         print(render_status(report))
+        if run:
+            from paradev.runstatus import render
+
+            print(render(run))
+
+
+def _running_plan(ws: Workspace) -> dict[str, Any] | None:
+    """What a live ``paradev run`` waits for (its snapshot); None when none runs."""
+    from paradev.runstatus import read
+
+    return read(ws.store.dir)
 
 
 def run_batch(
@@ -256,6 +269,51 @@ def _raise_if_failed(outcomes: list[Outcome]) -> None:
             f"{len(failed)} task(s) not completed: {issues}; "
             "fix the cause and run 'paradev run-batch' again to restart them"
         )
+
+
+def run(json: bool, detach: bool) -> None:
+    """``paradev run``: the whole plan; exit 1 unless every task landed or was dropped."""
+    from paradev import runloop, runner
+
+    ws = _workspace()
+    if detach:
+        _detach_run(ws, json)
+        return
+    if json:
+        from paradev.report import machine
+
+        def emit(kind: str, text: str, quiet: bool = False, **fields: Any) -> None:
+            machine.emit_event(kind, text=text, **fields)
+
+        summary = runloop.run_plan(ws, machine.JsonProgress(rows=False), emit)
+        machine.emit_event(
+            "summary",
+            landed=summary.landed,
+            statuses={str(i): s for i, s in summary.statuses.items()},
+            notes={str(i): n for i, n in summary.notes.items()},
+        )
+    else:
+        with runner.progress_display(sys.stdout.isatty()) as progress:
+
+            def say(kind: str, text: str, quiet: bool = False, **fields: Any) -> None:
+                if not quiet:
+                    progress.event(text)
+
+            summary = runloop.run_plan(ws, progress, say)
+        print("\n".join(runloop.summary_lines(summary)))
+    runloop.raise_unless_landed(summary)
+
+
+def _detach_run(ws: Workspace, json: bool) -> None:
+    """Check what would stop the run at once here, then start it in the background."""
+    from paradev import background, runloop
+
+    runloop.refuse_unrunnable(ws)
+    pid = background.start(ws, ["run", "--json"] if json else ["run"])
+    print(
+        f"paradev run started in the background (pid {pid}); follow it with "
+        "'paradev logs --follow', wait for it with 'paradev wait'"
+    )
 
 
 # -- conflicts -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ ON_CONFLICT_CHOICES = ("stop", "agent", "eject")
 ON_GATE_FAILURE_CHOICES = ("stop", "eject")
 MAX_PARALLEL, MAX_BATCH, MAX_RETRIES = 32, 256, 10  # gates at once; candidates per gate run
 COMMIT_LEFTOVERS_CHOICES = ("tracked", "all", "none")
+SCHEDULE_CHOICES = ("flow", "batches")  # `paradev run`: dependencies alone, or batch barriers
 
 # The ``{name}`` placeholders run-batch fills in each argument of agents.command.
 AGENT_PLACEHOLDERS = (
@@ -176,6 +177,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "worktrees": Key("../{repo}-worktrees", _string),
         "branch_prefix": Key("parallel-dev/agent-", _string),
         "remote": Key("", _string),
+        "schedule": Key("flow", _choice(*SCHEDULE_CHOICES)),
     },
     "agents": {
         "count": Key(3, _int_up_to(MAX_AGENTS, "an integer")),
@@ -273,6 +275,11 @@ class Plan(NamedTuple):
     @property
     def remote(self) -> str:
         return str(self.settings["project"]["remote"])
+
+    @property
+    def schedule(self) -> str:
+        """`paradev run`: "flow" (each task once its dependencies landed) or "batches"."""
+        return str(self.settings["project"]["schedule"])
 
     @property
     def agent_count(self) -> int:

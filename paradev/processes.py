@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 GRACE_SECONDS = 3.0
 CAUGHT = (signal.SIGTERM, signal.SIGHUP)  # handled like Ctrl-C (SIGINT)
@@ -29,6 +30,15 @@ _running: dict[int, subprocess.Popen[Any]] = {}
 _guard = threading.Lock()
 _deferring = 0  # > 0: the main thread is between starting a process and registering it
 _pending: int | None = None  # a signal that arrived meanwhile
+
+
+class Group(Protocol):
+    """A process group paradev can stop: one it started, or an agent adopted from an earlier run."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class Interrupted(KeyboardInterrupt):
@@ -77,7 +87,7 @@ def _deferred() -> Iterator[None]:
             raise Interrupted(signum)
 
 
-def release(proc: subprocess.Popen[Any]) -> None:
+def release(proc: Group) -> None:
     """Forget ``proc`` (it ended and was waited for)."""
     with _guard:
         _running.pop(proc.pid, None)
@@ -89,7 +99,7 @@ def running() -> list[subprocess.Popen[Any]]:
         return list(_running.values())
 
 
-def stop(procs: Iterable[subprocess.Popen[Any]], grace: float = GRACE_SECONDS) -> None:
+def stop(procs: Iterable[Group], grace: float = GRACE_SECONDS) -> None:
     """SIGTERM every group at once, wait one shared ``grace``, SIGKILL what is left, reap."""
     procs = list(procs)
     for proc in procs:
@@ -106,7 +116,7 @@ def stop(procs: Iterable[subprocess.Popen[Any]], grace: float = GRACE_SECONDS) -
     _wait_until_gone(procs)
 
 
-def _wait_until_gone(procs: list[subprocess.Popen[Any]], limit: float = 2.0) -> None:
+def _wait_until_gone(procs: list[Group], limit: float = 2.0) -> None:
     """Give SIGKILLed children (reparented, not ours to reap) a moment to leave their groups,
     so that nothing paradev started is still alive when it returns or exits."""
     deadline = time.monotonic() + limit
@@ -114,7 +124,7 @@ def _wait_until_gone(procs: list[subprocess.Popen[Any]], limit: float = 2.0) -> 
         time.sleep(0.01)
 
 
-def _group_alive(proc: subprocess.Popen[Any]) -> bool:
+def _group_alive(proc: Group) -> bool:
     try:
         os.killpg(proc.pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -127,7 +137,7 @@ def stop_all(grace: float = GRACE_SECONDS) -> None:
     stop(running(), grace)
 
 
-def _signal_group(proc: subprocess.Popen[Any], sig: signal.Signals) -> None:
+def _signal_group(proc: Group, sig: signal.Signals) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
@@ -224,3 +234,21 @@ def age(started: int | None) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+
+
+# -- starting paradev itself in a child process -----------------------------------------------
+
+_BOOT = (
+    "import runpy, sys; sys.path[0] = sys.argv.pop(1); "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
+
+
+def module_argv(module: str, *args: str) -> list[str]:
+    """``python -m MODULE ARGS`` importing this very paradev, whatever the child's cwd.
+
+    ``-m`` would put the cwd first on the path: in a work tree of paradev's
+    own repository that would import the agent's copy, half edited.
+    """
+    package_root = str(Path(__file__).resolve().parent.parent)
+    return [sys.executable, "-c", _BOOT, package_root, module, *args]

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from paradev import coverage, processes
+from paradev import coverage, processes, supervise
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
     changed_paths,
@@ -119,8 +119,8 @@ def batch_lock(ws: Workspace) -> Iterator[None]:
     with ws.store.exclusive(
         "run-batch.lock",
         wait=0,
-        busy="another 'paradev run-batch' is running in this repository; "
-        "wait for it or stop it with Ctrl-C",
+        busy="another 'paradev run-batch' is running or 'paradev run' drives the plan in this "
+        "repository; wait for it or stop it with Ctrl-C",
     ):
         yield
 
@@ -170,16 +170,20 @@ def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = N
 
 def require_programs(ws: Workspace, run: BatchRun) -> None:
     """Refuse, before anything starts, when an agent of the run cannot be launched."""
-    agents = list(run.queues)
-    commands = {a: c for a in agents if (c := ws.plan.agent_command_for(a)) is not None}
-    unset = [a for a in agents if a not in commands]
-    found = find_programs(commands, ws.repo.main_root, os.environ.get("PATH"))
-    missing = missing_programs(found, unset)
+    missing = programs_missing(ws, list(run.queues))
     if missing:
         raise PreconditionError(
             f"cannot launch batch {run.batch.name!r}: {missing}; "
             "or run 'paradev run-batch --no-launch' to hand the prompts out yourself"
         )
+
+
+def programs_missing(ws: Workspace, agents: Sequence[int]) -> str | None:
+    """What keeps ``agents`` from being launched (None: nothing)."""
+    commands = {a: c for a in agents if (c := ws.plan.agent_command_for(a)) is not None}
+    unset = [a for a in agents if a not in commands]
+    found = find_programs(commands, ws.repo.main_root, os.environ.get("PATH"))
+    return missing_programs(found, unset)
 
 
 def earlier_agents(
@@ -318,6 +322,16 @@ def _agent_problems(ws: Workspace, state: State, agent: int, tasks: list[Task]) 
             "('paradev merge --continue' or '--abort' if the merge train started it)"
         )
     return problems
+
+
+def launch_preflight(ws: Workspace, state: State, task: Task) -> BranchMove | None:
+    """run-batch's checks of one agent, for ``paradev run``'s next task: the move it needs."""
+    problems = _agent_problems(ws, state, task.agent, [task])
+    drops = coverage.pending_drops(ws, state, task.agent)
+    problems += _held_drops(ws, state, drops) if drops else []
+    if problems:
+        raise PreconditionError("; ".join(problems))
+    return None if drops else branch_move(ws, state, task.agent, task)
 
 
 def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchMove | None:
@@ -623,9 +637,13 @@ def agent_env(ws: Workspace, task: Task, prompt: Path, log: Path, mode: str) -> 
 
 
 def launch(
-    ws: Workspace, task: Task, prompt: Path, log: Path, mode: str
+    ws: Workspace, task: Task, prompt: Path, log: Path, mode: str, record: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start the agent command in its worktree, in a new process group, output to ``log``."""
+    """Start the agent command in its worktree, in a new process group, output to ``log``.
+
+    ``record``: run it under a supervisor writing its pid and exit code there
+    (``paradev run``: a later run adopts an agent that outlived it).
+    """
     invocation = agent_invocation(ws, task, prompt)
     argv = invocation.argv
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -636,7 +654,7 @@ def launch(
         try:
             source = stdin.enter_context(invocation.stdin.open("rb")) if invocation.stdin else None
             return processes.spawn(
-                argv,
+                supervise.command(record, argv) if record else argv,
                 cwd=ws.worktree(task.agent),
                 env=agent_env(ws, task, prompt, log, mode),
                 stdin=source if source is not None else subprocess.DEVNULL,
@@ -861,10 +879,16 @@ def progress_display(live: bool) -> Iterator[Progress]:
 # -- running a batch --------------------------------------------------------------------------
 
 
+class AgentProcess(processes.Group, Protocol):
+    """A running agent: the process run-batch started, or one ``paradev run`` adopted."""
+
+    def poll(self) -> int | None: ...
+
+
 @dataclass
 class Running:
     task: Task
-    proc: subprocess.Popen[bytes]
+    proc: AgentProcess
     log: Path
     started: float
     deadline: float
@@ -988,12 +1012,14 @@ class Supervisor:
 
     def _next(self, agent: int) -> None:
         queue = self.pending[agent]
-        if not queue:
-            return
-        task = queue.popleft()
+        if queue:
+            self.start(queue.popleft())
+
+    def start(self, task: Task) -> None:
+        """Launch the agent on ``task`` (in progress by then); a launch that fails fails it."""
         self.launching = task  # a signal before it runs still finds it
         try:
-            self.running[agent] = self._launch(task)
+            self.running[task.agent] = self._launch(task)
         except ParadevError as err:
             mark_failed(self.ws, task, str(err))
             self._done(task, FAILED, str(err), None)
@@ -1006,7 +1032,7 @@ class Supervisor:
         prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
         log = log_path(self.ws, f"issue-{task.issue}")
         log_start = log_size(log)
-        proc = launch(self.ws, task, prompt, log, mode="task")
+        proc = self._spawn(task, prompt, log)
         record_launch(self.ws, task, log, proc.pid)
         started = self.clock()
         self.progress.event(
@@ -1015,6 +1041,9 @@ class Supervisor:
         )
         deadline = started + self.ws.plan.agent_timeout
         return Running(task, proc, log, started, deadline, log_start)
+
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
+        return launch(self.ws, task, prompt, log, mode="task")
 
     def _poll(self) -> None:
         for agent, running in list(self.running.items()):

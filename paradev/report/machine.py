@@ -87,14 +87,15 @@ def emit_event(event: str, **fields: Any) -> None:
 class JsonProgress:
     """run-batch's progress as events: its messages, and each change of an agent's state."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: bool = True) -> None:
         self.states: dict[int, tuple[int, str]] = {}
+        self.rows = rows  # False: the caller tells state changes itself (paradev run)
 
     def event(self, text: str) -> None:
         emit_event("message", text=text)
 
     def show(self, rows: list[Row]) -> None:
-        for row in rows:
+        for row in rows if self.rows else ():
             if self.states.get(row.agent) != (row.issue, row.state):
                 self.states[row.agent] = (row.issue, row.state)
                 emit_event("state", agent=row.agent, issue=row.issue, state=row.state)

@@ -1,0 +1,156 @@
+"""Benchmark: ``paradev run`` makespan, "flow" and "batches", next to the lower bound.
+
+A generated plan of 12 tasks on 4 agents (3 batches of 4) with dependency
+chains across agents; scripted agents sleep their task's hours (1 h = 0.2 s)
+and commit a real change to a file of their own; the gate sleeps 0.2 s. The
+lower bound is the largest of: the longest dependency chain including a gate
+per task on it, each agent's own total, and the total gate time divided by
+``merge.parallel``. Target: flow <= 1.2x the bound.
+
+Run: ``.venv/bin/python bench/run.py [--repeat R] [--parallel P]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.merge import ENV, git
+
+SCALE = 0.2  # seconds per plan hour
+GATE = 0.2  # seconds per gate run
+TARGET = 1.2
+# (agent, issue, hours, depends_on) in plan order, three batches of four
+TASKS = [
+    [(1, 1, 2.0, ()), (2, 2, 1.0, ()), (3, 3, 3.0, ()), (4, 4, 1.0, ())],
+    [(1, 5, 1.0, ()), (2, 6, 2.0, (1,)), (3, 7, 1.0, (2,)), (4, 8, 2.0, (3,))],
+    [(1, 9, 3.0, (6,)), (2, 10, 1.0, (7,)), (3, 11, 2.0, ()), (4, 12, 1.0, (8, 5))],
+]
+
+AGENT = r"""
+import os, subprocess, sys, time
+from pathlib import Path
+hours = {hours}
+issue = os.environ["PARADEV_ISSUE"]
+time.sleep(hours[issue] * {scale})
+Path(f"work-{{issue}}.txt").write_text(f"issue {{issue}}\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{{issue}}"], check=True)
+"""
+
+
+def plan_text(agent: Path, schedule: str, parallel: int, gate: float) -> str:
+    batches = ""
+    for number, batch in enumerate(TASKS, 1):
+        batches += f'[[batches]]\nname = "b{number}"\n'
+        for who, issue, hours, deps in batch:
+            batches += (
+                f'  [[batches.tasks]]\n  agent = {who}\n  issue = {issue}\n  title = "t{issue}"\n'
+                f"  hours = {hours}\n  depends_on = {list(deps)}\n"
+            )
+    command = json.dumps([sys.executable, str(agent)])
+    return (
+        f'[project]\nbase = "main"\nschedule = "{schedule}"\n\n'
+        f"[agents]\ncount = 4\ncommand = {command}\ntimeout = 120\n\n"
+        f'[gate]\ncommand = "sleep {gate}"\n\n'
+        f"[merge]\nparallel = {parallel}\n\n{batches}"
+    )
+
+
+def build(root: Path, schedule: str, parallel: int, work: bool = True) -> Path:
+    """The project; without ``work`` agents do not sleep and the gate is instant."""
+    repo = root / "project"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    hours = {str(issue): h for batch in TASKS for _, issue, h, _ in batch}
+    agent = root / "agent.py"
+    agent.write_text(AGENT.format(hours=hours, scale=SCALE if work else 0.0))
+    (repo / "plan.toml").write_text(plan_text(agent, schedule, parallel, GATE if work else 0.0))
+    (repo / "README.md").write_text("bench\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    paradev(repo, "setup")
+    return repo
+
+
+RUN_ENV = {k: v for k, v in ENV.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as installed
+
+
+def paradev(cwd: Path, *args: str) -> float:
+    """Run ``paradev ARGS`` in a process of its own; its wall time."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "paradev", *args],
+        cwd=cwd,
+        env=RUN_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"paradev {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}")
+    return elapsed
+
+
+def makespan(schedule: str, parallel: int, work: bool = True) -> float:
+    with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
+        repo = build(Path(tmp), schedule, parallel, work)
+        elapsed = paradev(repo, "run")
+        landed = git(repo, "ls-tree", "--name-only", "main").split()
+        assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
+        return elapsed
+
+
+def lower_bound(parallel: int) -> tuple[float, dict[str, float]]:
+    tasks = {issue: (who, h, deps) for batch in TASKS for who, issue, h, deps in batch}
+    chain: dict[int, float] = {}
+
+    def finish(issue: int) -> float:  # the longest chain ending with ``issue`` landed
+        if issue not in chain:
+            _, hours, deps = tasks[issue]
+            chain[issue] = max((finish(d) for d in deps), default=0.0) + hours * SCALE + GATE
+        return chain[issue]
+
+    parts = {
+        "longest chain with gates": max(finish(i) for i in tasks),
+        "busiest agent": max(
+            sum(h for who, h, _ in tasks.values() if who == agent) * SCALE for agent in (1, 2, 3, 4)
+        ),
+        "gates / merge.parallel": len(tasks) * GATE / parallel,
+    }
+    return max(parts.values()), parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per schedule (best is shown)")
+    parser.add_argument("--parallel", type=int, default=1, help="merge.parallel")
+    options = parser.parse_args()
+    bound, parts = lower_bound(options.parallel)
+    print(f"12 tasks, 4 agents, 1 h = {SCALE}s, gate {GATE}s, merge.parallel {options.parallel}")
+    print(
+        "load average before: {:.1f} {:.1f} {:.1f} (on {} cores)".format(
+            *os.getloadavg(), os.cpu_count()
+        )
+    )
+    for name, value in parts.items():
+        print(f"  {name:26} {value:6.2f}s")
+    print(f"lower bound                  {bound:6.2f}s (target: flow <= {TARGET}x)")
+    for schedule in ("flow", "batches"):
+        best = min(makespan(schedule, options.parallel) for _ in range(options.repeat))
+        print(f"{schedule:8} makespan           {best:6.2f}s  = {best / bound:.2f}x the bound")
+    idle = min(makespan("flow", options.parallel, work=False) for _ in range(options.repeat))
+    print(f"flow, 0 s tasks and gates    {idle:6.2f}s  (paradev's own cost on this machine now)")
+
+
+if __name__ == "__main__":
+    main()

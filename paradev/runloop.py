@@ -1,0 +1,576 @@
+"""``paradev run``: the whole plan unattended, carrying out ``paradev.scheduler``'s decisions.
+
+One thread polls everything: the agents (each under a supervisor, see
+``paradev.supervise``), the merge train, and the schedule. Agents are
+launched, completed and failed by ``runner.Supervisor``'s own code; a
+completed task is landed by a child ``paradev merge`` process.
+
+Why a child process for the train rather than a thread: the train is built to
+run alone in its process — its own locks, journal, gate processes and signal
+handling — and it survives the run being killed (the next run finds its
+journal and lets it finish, or goes on with ``merge --continue``). In a
+thread, a Ctrl-C would stop its gate under it and leave a landing that looks
+like a gate failure. The price is the child's start (a few tenths of a
+second per landing), paid while the agents keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paradev import processes, runstatus, supervise
+from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
+from paradev.git import git_env
+from paradev.plan import Task
+from paradev.runner import (
+    Progress,
+    Row,
+    Running,
+    Supervisor,
+    apply_moves,
+    launch_preflight,
+    log_path,
+    log_size,
+    mark_failed,
+    pause,
+)
+from paradev.scheduler import Schedule, decide
+from paradev.state import (
+    COMPLETED,
+    DROPPED,
+    FAILED,
+    IN_PROGRESS,
+    INTERRUPTED,
+    MERGED,
+    State,
+)
+from paradev.text import printable
+from paradev.train.journal import driver_gone
+from paradev.workspace import Workspace
+
+LOST = -1  # an adopted agent that ended without a recorded exit code
+Say = Callable[..., None]  # say(kind, text, quiet=False, **fields): one event of the run
+MERGE_ATTEMPTS = 3  # trains that may end (or refuse) without landing a task before it counts
+BUSY = 2  # 'paradev merge' refused: a precondition, such as an agent still held
+
+
+def agents_dir(ws: Workspace) -> Path:
+    return ws.store.dir / "agents"
+
+
+def record_path(ws: Workspace, agent: int) -> Path:
+    """Where agent ``agent``'s supervisor records its pid and exit code."""
+    return agents_dir(ws) / f"agent-{agent}.json"
+
+
+class Adopted:
+    """An agent a killed run left under its supervisor: watched through the supervisor's record."""
+
+    def __init__(self, path: Path, record: supervise.Record) -> None:
+        self.path = path
+        self.pid = record.supervisor  # the supervisor leads the agent's process group
+
+    def poll(self) -> int | None:
+        record = supervise.read(self.path)
+        if record is None:
+            return LOST
+        if record.supervisor_alive() or record.agent_alive():
+            return None
+        return LOST if record.exit_code is None else record.exit_code
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.path), timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+
+class RunSupervisor(Supervisor):
+    """run-batch's Supervisor, with agents under supervisors and no queue of its own."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        progress: Progress,
+        clock: Callable[[], float],
+        ended: Callable[[int], None],
+    ) -> None:
+        super().__init__(ws, {}, progress, clock)
+        self.adopted: list[Adopted] = []
+        self.ended = ended  # told the agent at once: the merge train may take it from there
+
+    def _done(self, task: Task, status: str, detail: str, log: Path | None) -> None:
+        self.ended(task.agent)
+        super()._done(task, status, detail, log)
+
+    def _next(self, agent: int) -> None:
+        """Nothing: the schedule picks the next task once the previous one landed."""
+
+    def _skip_rest(self, agent: int, why: str) -> None:
+        """Nothing: the schedule says what a failed task blocks."""
+
+    def _launch(self, task: Task) -> Running:
+        record_path(self.ws, task.agent).unlink(missing_ok=True)  # before the task starts
+        return super()._launch(task)
+
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
+        from paradev.runner import launch
+
+        path = record_path(self.ws, task.agent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return launch(self.ws, task, prompt, log, mode="task", record=path)
+
+    def _exited(self, running: Running, code: int) -> None:
+        if code == LOST:
+            self._fail(running, "its agent ended with no exit code recorded", INTERRUPTED)
+            return
+        super()._exited(running, code)
+
+    def poll(self) -> None:
+        """Complete or fail every agent that ended or timed out."""
+        self._poll()
+
+    def stop_all(self, why: str) -> None:
+        """Stop every agent, adopted ones too; their tasks are interrupted."""
+        self._interrupt(why)
+
+    def adopt(self, task: Task, adopted: Adopted, log: Path) -> None:
+        now = self.clock()
+        deadline = now + self.ws.plan.agent_timeout
+        self.running[task.agent] = Running(task, adopted, log, now, deadline, log_size(log))
+        self.adopted.append(adopted)
+
+    def _interrupt(self, why: str) -> None:
+        alive = [a for a in self.adopted if a.poll() is None]
+        processes.stop(alive)
+        super()._interrupt(why)
+
+
+@dataclass
+class Landing:
+    """The child ``paradev merge`` landing completed tasks."""
+
+    proc: subprocess.Popen[bytes]
+    issues: frozenset[int]  # what was waiting to land when it started
+    log: Path
+    offset: int
+
+
+@dataclass
+class Summary:
+    statuses: dict[int, str]
+    notes: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def landed(self) -> bool:
+        return all(s in (MERGED, DROPPED) for s in self.statuses.values())
+
+
+class Run:
+    """The loop of ``paradev run``: launch what is ready, land what completed, until done."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        progress: Progress,
+        say: Say,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ws = ws
+        self.progress = progress
+        self.say = say
+        self.clock = clock
+        self.agents = RunSupervisor(ws, progress, clock, self._release)
+        self.locks: dict[int, ExitStack] = {}
+        self.given_up: dict[int, str] = {}
+        self.landing: Landing | None = None
+        self.standby: subprocess.Popen[bytes] | None = None  # the next landing's process
+        self.stopped: str | None = None  # why nothing more lands in this run
+        self.held: set[int] = set()  # agents whose lock another paradev holds
+        self.shown: dict[int, str] = {}
+        self.statuses: dict[int, str] = {}
+        self.told = 0  # outcomes of the agents already looked at
+        self.attempts: dict[int, int] = {}  # issue -> trains that ended without landing it
+        self.refusals = 0  # 'paradev merge' refusals (exit 2) in a row
+
+    # -- the loop --
+    def run(self) -> Summary:
+        try:
+            self._adopt()
+            self.standby = self._warm()
+            while True:
+                self.agents.poll()
+                self._note_failures()
+                self._release_idle_agents()
+                self._poll_landing()
+                state = self.ws.store.read()
+                self._tell_changes(state)
+                schedule = decide(self.ws.plan, state, given_up=self.given_up)
+                self._write_snapshot(schedule)
+                if self._over(schedule):
+                    break
+                self._land(state, schedule)
+                self._launch(state, schedule)
+                self.progress.show(self._rows(schedule))
+                pause()
+        except KeyboardInterrupt as interrupt:
+            with processes.shielded():
+                self.agents.stop_all(processes.describe(interrupt))
+                self._release_idle_agents()
+            raise
+        finally:
+            self._end_standby()
+            runstatus.path(self.ws.store.dir).unlink(missing_ok=True)
+            for lock in self.locks.values():
+                lock.close()
+        return self._summary()
+
+    def _over(self, schedule: Schedule) -> bool:
+        if self.agents.running or self.landing is not None:
+            return False
+        if self.stopped is not None:
+            return True
+        return not (schedule.ready or schedule.landing)
+
+    # -- agents --
+    def _adopt(self) -> None:
+        """Agents a killed run left running are watched, never started again; lost ones restart."""
+        state = self.ws.store.read()
+        found = {}
+        for task in self.ws.plan.tasks():
+            if state.status(task.issue) == IN_PROGRESS:
+                record = supervise.read(record_path(self.ws, task.agent))
+                found[task] = record if record and record.issue == task.issue else None
+        _refuse_unsupervised(state, [t for t, r in found.items() if r is None])
+        for task, record in found.items():
+            if record is None:
+                self._lost(task)
+                continue
+            self._lock(task.agent)
+            log = Path(state.tasks[task.issue].log or log_path(self.ws, f"issue-{task.issue}"))
+            self.agents.adopt(task, Adopted(record_path(self.ws, task.agent), record), log)
+            self.say(
+                "adopted",
+                f"agent {task.agent}: #{task.issue} was launched under a supervisor "
+                f"(pid {record.supervisor}) by an earlier run: adopted, not started again",
+                agent=task.agent,
+                issue=task.issue,
+                pid=record.supervisor,
+            )
+
+    def _note_failures(self) -> None:
+        """A task that failed in this run is not started again by it (an agent lost is)."""
+        for outcome in self.agents.outcomes[self.told :]:
+            if outcome.status == FAILED:
+                self.given_up[outcome.task.issue] = outcome.detail
+        self.told = len(self.agents.outcomes)
+
+    def _lost(self, task: Task) -> None:
+        message = (
+            f"agent {task.agent}'s process for #{task.issue} from an earlier run is gone; "
+            "the task counts as interrupted and starts again"
+        )
+        mark_failed(self.ws, task, message, INTERRUPTED)
+        self.say("lost", message, agent=task.agent, issue=task.issue)
+
+    def _lock(self, agent: int) -> bool:
+        """Hold the agent while it works: a ``paradev merge`` must not land it meanwhile."""
+        if agent in self.locks:
+            return True
+        stack = ExitStack()
+        try:
+            stack.enter_context(self.ws.store.agent_lock(agent, "paradev run"))
+        except StateError:
+            self.held.add(agent)
+            return False
+        self.held.discard(agent)
+        self.locks[agent] = stack
+        return True
+
+    def _release_idle_agents(self) -> None:
+        for agent in [a for a in self.locks if a not in self.agents.running]:
+            self._release(agent)
+
+    def _release(self, agent: int) -> None:
+        lock = self.locks.pop(agent, None)
+        if lock is not None:
+            lock.close()
+
+    def _launch(self, state: State, schedule: Schedule) -> None:
+        """Start every ready task whose agent can be held; a refusal fails that task alone."""
+        if self.stopped is not None:
+            return
+        self.held = set()
+        for task in schedule.ready:
+            if not self._lock(task.agent):
+                continue
+            try:
+                self._get_ready(state, task)
+            except ParadevError as err:
+                self.locks.pop(task.agent).close()
+                self._give_up(task, str(err))
+                continue
+            self.agents.start(task)  # a launch that fails fails the task (an outcome)
+
+    def _get_ready(self, state: State, task: Task) -> None:
+        """The branch on the new base (all its earlier work landed): start() takes it from there."""
+        move = launch_preflight(self.ws, state, task)
+        if move is not None:
+            apply_moves(self.ws, [move])
+            self.say("moved", move.describe(self.ws.plan.base), agent=task.agent)
+
+    def _give_up(self, task: Task, why: str) -> None:
+        """The task ended unfinished in this run: it is not started again, and says why."""
+        self.given_up[task.issue] = why
+        self.say(
+            "given_up",
+            f"#{task.issue} (agent {task.agent}): not run: {why}",
+            issue=task.issue,
+            agent=task.agent,
+            reason=why,
+        )
+
+    # -- landing --
+    def _land(self, state: State, schedule: Schedule) -> None:
+        """Start a ``paradev merge`` when work waits to land and no train runs."""
+        if self.landing is not None or self.stopped is not None or not schedule.landing:
+            return
+        train = state.train
+        args = ["merge"]
+        if train is not None:
+            if not driver_gone(train.get("driver")):
+                return  # a train from a killed run is still landing: let it finish
+            if train.get("status") == "stopped":
+                self._stop(f"the merge train {train.get('id')} is stopped", [])
+                return
+            args.append("--continue")
+        log = log_path(self.ws, "run-merge")
+        offset = log_size(log)
+        proc = self._warm()
+        self.standby = None
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(args).encode() + b"\n")
+        proc.stdin.close()
+        self.standby = self._warm()  # the next landing's, importing while this one lands
+        self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
+        shown = ", ".join(f"#{i}" for i in schedule.landing)
+        self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
+
+    def _warm(self) -> subprocess.Popen[bytes]:
+        """The paradev process waiting for its arguments (``paradev.warm``), started if need be."""
+        if self.standby is not None:
+            return self.standby
+        log = log_path(self.ws, "run-merge")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = git_env({"PARADEV_PLAN": str(self.ws.plan.path)})
+        with log.open("ab") as out:
+            return processes.spawn(
+                processes.module_argv("paradev.warm"),
+                cwd=self.ws.repo.main_root,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def _end_standby(self) -> None:
+        """The standby sees the end of its input and exits without doing anything."""
+        standby, self.standby = self.standby, None
+        if standby is not None and standby.stdin is not None:
+            standby.stdin.close()
+            standby.wait()
+            processes.release(standby)
+
+    def _poll_landing(self) -> None:
+        landing = self.landing
+        if landing is None:
+            return
+        self._forward_merge_output(landing)
+        code = landing.proc.poll()
+        if code is None:
+            return
+        processes.release(landing.proc)
+        self._forward_merge_output(landing)
+        self.landing = None
+        state = self.ws.store.read()
+        lines = _lines(landing.log, landing.offset)
+        if code == BUSY and self.refusals < MERGE_ATTEMPTS:
+            self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
+            return
+        if code != 0:
+            self._stop(f"'paradev merge' exited {code}", lines)
+            return
+        self.refusals = 0
+        self._set_aside_skipped(state)
+        for issue in sorted(landing.issues):
+            task = self.ws.plan.task(issue)
+            if task is None or issue in self.given_up or state.status(issue) != COMPLETED:
+                continue
+            self.attempts[issue] = self.attempts.get(issue, 0) + 1
+            if self.attempts[issue] >= MERGE_ATTEMPTS:  # left out again and again: never loop
+                self._give_up(task, "the merge train did not land it: " + " / ".join(lines[-2:]))
+
+    def _set_aside_skipped(self, state: State) -> None:
+        """Completed work the last train skipped or ejected is set aside for this run."""
+        if not state.merge_history:
+            return
+        last = state.merge_history[-1]
+        reasons = last.get("skip_reasons") or {}
+        for agent in last.get("skipped") or []:
+            for task in self.ws.tasks_of(int(agent)):
+                if state.status(task.issue) == COMPLETED and task.issue not in self.given_up:
+                    why = reasons.get(str(agent), "set aside by the merge train")
+                    self.given_up[task.issue] = f"set aside by the merge train: {why}"
+
+    def _stop(self, why: str, lines: list[str]) -> None:
+        tail = f": {lines[-1]}" if lines else ""
+        self.stopped = (
+            f"{why}{tail}; nothing more lands in this run. Resolve it ('paradev merge "
+            "--continue', '--skip' or '--abort'), then run 'paradev run' again"
+        )
+        self.say("stopped", self.stopped)
+
+    def _forward_merge_output(self, landing: Landing) -> None:
+        lines = _lines(landing.log, landing.offset)
+        landing.offset = log_size(landing.log)
+        for line in lines:
+            self.say("merge", f"merge: {line}")
+
+    # -- telling --
+    def _tell_changes(self, state: State) -> None:
+        """One event per task status change (the agents' own messages say more)."""
+        for task in self.ws.plan.tasks():
+            status = state.status(task.issue)
+            if self.statuses.get(task.issue) not in (None, status):
+                record = state.tasks.get(task.issue)
+                error = record.error if record and status != MERGED else None
+                self.say(
+                    "task",
+                    f"#{task.issue} (agent {task.agent}): {status}",
+                    issue=task.issue,
+                    agent=task.agent,
+                    status=status,
+                    error=error,
+                    quiet=status != MERGED,
+                )
+            self.statuses[task.issue] = status
+
+    def _write_snapshot(self, schedule: Schedule) -> None:
+        waits = {**schedule.waiting, **schedule.blocked}
+        held = [t for t in schedule.ready if t.agent in self.held]
+        waits.update({t.issue: f"agent {t.agent} is held by the merge train" for t in held})
+        if self.stopped is not None:
+            waits.update({i: self.stopped for i in schedule.landing})
+        for issue, why in waits.items():
+            if self.shown.get(issue) != why:
+                self.say("waiting", f"#{issue} waits: {why}", issue=issue, reason=why, quiet=True)
+        self.shown = waits
+        data = {
+            "pid": os.getpid(),
+            "start": processes.start_time(os.getpid()),
+            "schedule": self.ws.plan.schedule,
+            "running": list(schedule.running),
+            "landing": list(schedule.landing),
+            "waiting": {str(k): v for k, v in schedule.waiting.items()},
+            "blocked": {str(k): v for k, v in schedule.blocked.items()},
+            "stopped": self.stopped,
+        }
+        supervise.write(runstatus.path(self.ws.store.dir), data)
+
+    def _rows(self, schedule: Schedule) -> list[Row]:
+        rows = self.agents.rows()
+        running = {r.issue for r in rows if r.state == "running"}
+        rows = [r for r in rows if r.issue in running]
+        rows += [Row(self._agent(i), i, "landing", 0.0, "merge train") for i in schedule.landing]
+        rows += [Row(self._agent(i), i, "waiting", 0.0, w) for i, w in schedule.waiting.items()]
+        rows += [Row(self._agent(i), i, "blocked", 0.0, w) for i, w in schedule.blocked.items()]
+        ended = [i for i, s in self.statuses.items() if s in (MERGED, DROPPED)]
+        rows += [Row(self._agent(i), i, self.statuses[i], 0.0, "") for i in ended]
+        return sorted(rows, key=lambda r: (r.agent, r.issue))
+
+    def _agent(self, issue: int) -> int:
+        task = self.ws.plan.task(issue)
+        return task.agent if task else 0
+
+    def _summary(self) -> Summary:
+        state = self.ws.store.read()
+        self._tell_changes(state)
+        statuses = {t.issue: state.status(t.issue) for t in self.ws.plan.tasks()}
+        notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in (MERGED, DROPPED)}
+        notes.update(self.given_up)  # the failure itself says more than "it failed"
+        return Summary(statuses, notes)
+
+
+def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:
+    """An agent ``run-batch`` launched that still runs: never start a second copy of it."""
+    for task in tasks:
+        record = state.tasks[task.issue]
+        pid = record.agent_pid
+        if pid is not None and processes.alive(pid, record.agent_started):
+            raise PreconditionError(
+                f"agent {task.agent} is still running #{task.issue} (pid {pid}), launched by "
+                f"an earlier 'paradev run-batch'; wait for it to end or stop it "
+                f"(kill -TERM -- -{pid}), then run 'paradev run' again"
+            )
+
+
+def _lines(log: Path, offset: int) -> list[str]:
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return []
+    return [printable(line) for line in data.decode(errors="replace").splitlines() if line.strip()]
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    counts: dict[str, int] = {}
+    for status in summary.statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    lines = ["run: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    lines += [f"  #{issue}: {why}" for issue, why in sorted(summary.notes.items())]
+    return lines
+
+
+def run_plan(ws: Workspace, progress: Progress, say: Say) -> Summary:
+    """Drive the whole plan; Stopped (exit 1) unless every task landed or was dropped."""
+    from paradev.runner import batch_lock
+
+    refuse_unrunnable(ws)
+    with batch_lock(ws):
+        summary = Run(ws, progress, say).run()
+    return summary
+
+
+def refuse_unrunnable(ws: Workspace) -> None:
+    """What would stop a run at once, found before it starts (also before it is detached)."""
+    from paradev.runner import programs_missing
+
+    if not any(True for _ in ws.plan.tasks()):
+        raise PreconditionError("the plan has no tasks; add some to plan.toml or 'paradev assign'")
+    missing = programs_missing(ws, sorted({t.agent for t in ws.plan.tasks()}))
+    if missing:
+        raise PreconditionError(f"paradev run cannot launch the agents: {missing}")
+    journal = ws.store.read().train
+    if journal is not None and journal.get("status") == "stopped":
+        raise PreconditionError(
+            f"merge train {journal.get('id')} is stopped; resolve it first ('paradev merge "
+            "--continue', '--skip' or '--abort'), then run 'paradev run' again"
+        )
+
+
+def raise_unless_landed(summary: Summary) -> None:
+    if not summary.landed:
+        left = [i for i, s in summary.statuses.items() if s not in (MERGED, DROPPED)]
+        shown = ", ".join(f"#{i} ({summary.statuses[i]})" for i in left)
+        raise Stopped(f"{len(left)} task(s) did not land: {shown}")

@@ -1,0 +1,165 @@
+"""``paradev run``: which task may start now, and what every other one waits for.
+
+The plan's real shape is a dependency graph. With ``schedule = "flow"`` a
+task starts as soon as every task it depends on has landed and its agent is
+free (each agent takes its tasks in plan order); with ``"batches"`` a batch
+also waits until every earlier batch has landed. This module is the pure
+decision, taken again from the state after every event; ``paradev.runloop``
+carries it out.
+
+An agent starts its next task only once its previous one has landed: the
+merge train lands a branch's whole completed range and refuses a branch whose
+agent is still at work, so an agent working on while its previous task waits
+in the queue would hold that landing up (or have it land work in progress).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+
+from paradev.plan import Plan, Task
+from paradev.state import COMPLETED, DROPPED, GATE_FAILED, IN_PROGRESS, MERGED, State
+
+LANDED = (MERGED, DROPPED)  # nothing left to do for the task
+FLOW, BATCHES = "flow", "batches"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One decision: what starts now, what waits (and for what), what can never run now."""
+
+    ready: tuple[Task, ...] = ()
+    running: tuple[int, ...] = ()  # issues in progress
+    landing: tuple[int, ...] = ()  # issues completed, waiting for the merge train
+    waiting: dict[int, str] = field(default_factory=dict)  # issue -> what it waits for
+    blocked: dict[int, str] = field(default_factory=dict)  # issue -> why it cannot run this run
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to start, run or land: the run is over (blocked tasks stay as they are)."""
+        return not (self.ready or self.running or self.landing or self.waiting)
+
+
+def decide(
+    plan: Plan,
+    state: State,
+    *,
+    busy: Collection[int] = (),
+    given_up: Collection[int] = (),
+) -> Schedule:
+    """The tasks that may start now, and for every other unfinished task what it waits for.
+
+    ``busy``: agents that cannot take a task now although no task of theirs is
+    in progress (the merge train holds them). ``given_up``: issues that ended
+    unfinished in this run (failed, set aside): a run never starts them again.
+    """
+    schedule = plan.schedule
+    blocked = _blocked(plan, state, given_up, schedule)
+    ready: list[Task] = []
+    running: list[int] = []
+    landing: list[int] = []
+    waiting: dict[int, str] = {}
+    for agent in sorted({t.agent for t in plan.tasks()}):
+        ahead: Task | None = None  # the agent's first unfinished task
+        for task in plan.tasks_for(agent):
+            status = state.status(task.issue)
+            if status in LANDED or task.issue in blocked:
+                continue
+            if ahead is not None:
+                waiting[task.issue] = _behind(ahead, state.status(ahead.issue))
+                continue
+            ahead = task
+            if status == IN_PROGRESS:
+                running.append(task.issue)
+            elif status == COMPLETED:
+                landing.append(task.issue)
+            elif (why := _waits_for(plan, state, task, schedule, busy)) is not None:
+                waiting[task.issue] = why
+            else:
+                ready.append(task)
+    return Schedule(tuple(ready), tuple(running), tuple(landing), waiting, blocked)
+
+
+def _behind(ahead: Task, status: str) -> str:
+    what = {IN_PROGRESS: "is working on", COMPLETED: "waits for the merge train to land"}
+    doing = what.get(status, "takes first")
+    return f"agent {ahead.agent} {doing} #{ahead.issue}"
+
+
+def _waits_for(
+    plan: Plan, state: State, task: Task, schedule: str, busy: Collection[int]
+) -> str | None:
+    """What keeps ``task`` (its agent's next) from starting now; None: it may start."""
+    deps = [d for d in task.depends_on if state.status(d) != MERGED]
+    if deps:
+        shown = ", ".join(f"#{d} ({state.status(d)})" for d in deps)
+        return f"dependency {shown} to land"
+    if schedule == BATCHES:
+        earlier = _earlier_unlanded(plan, state, task)
+        if earlier:
+            shown = ", ".join(f"#{t.issue}" for t in earlier)
+            return f"batch barrier: batch {earlier[0].batch!r} to land ({shown})"
+    if task.agent in busy:
+        return f"agent {task.agent} is held by the merge train"
+    return None
+
+
+def _earlier_unlanded(plan: Plan, state: State, task: Task) -> list[Task]:
+    """The tasks of the last earlier batch that has not fully landed."""
+    earlier: list[Task] = []
+    for batch in plan.batches:
+        if batch.name == task.batch:
+            break
+        left = [t for t in batch.tasks if state.status(t.issue) not in LANDED]
+        earlier = left or earlier
+    return earlier
+
+
+def _blocked(plan: Plan, state: State, given_up: Collection[int], schedule: str) -> dict[int, str]:
+    """Tasks that cannot run in this run, each with why: their own failure, or one upstream."""
+    blocked: dict[int, str] = {}
+    for task in plan.tasks():
+        if state.status(task.issue) == GATE_FAILED:
+            blocked[task.issue] = "its gate failed; it was set aside"
+        elif task.issue in given_up:
+            blocked[task.issue] = "it failed in this run"
+    changed = True
+    while changed:  # dependencies may point forward in plan order: repeat until nothing moves
+        changed = False
+        for task in plan.tasks():
+            if task.issue in blocked or state.status(task.issue) in LANDED:
+                continue
+            why = _upstream(plan, state, task, blocked, schedule)
+            if why is not None:
+                blocked[task.issue] = why
+                changed = True
+    return blocked
+
+
+def _upstream(
+    plan: Plan, state: State, task: Task, blocked: dict[int, str], schedule: str
+) -> str | None:
+    """Why ``task`` can never start in this run because of another task, if it cannot."""
+    for dep in task.depends_on:
+        if dep in blocked:
+            return f"it depends on #{dep}, which cannot land in this run"
+        if state.status(dep) == DROPPED:
+            return f"it depends on dropped #{dep} (remove it from depends_on, or reopen #{dep})"
+    for earlier in _before(plan.tasks_for(task.agent), task):
+        if earlier.issue in blocked:
+            return f"agent {task.agent}'s earlier task #{earlier.issue} cannot land in this run"
+    if schedule == BATCHES:
+        for earlier in _before(plan.tasks(), task):
+            if earlier.batch != task.batch and earlier.issue in blocked:
+                return f"batch {earlier.batch!r} cannot land in this run (#{earlier.issue})"
+    return None
+
+
+def _before(tasks: Iterable[Task], task: Task) -> list[Task]:
+    found: list[Task] = []
+    for other in tasks:
+        if other.issue == task.issue:
+            return found
+        found.append(other)
+    return found

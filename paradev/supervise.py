@@ -1,0 +1,115 @@
+"""The small supervisor each agent of ``paradev run`` runs under, and what it records.
+
+``python -m paradev.supervise RECORD -- ARGV...`` starts the agent (argv as
+a list, never a shell) in its own working directory, writes the agent's pid and
+start time to RECORD, waits, and writes its exit code there too. It shares
+the agent's process group, so paradev stopping the group stops both; it
+ignores the signal itself for as long as the agent takes to exit, so that
+exit code is recorded. When ``paradev run`` is killed outright (SIGKILL) the
+supervisor and the agent carry on; the next run reads RECORD and adopts the
+agent instead of starting a second copy.
+
+Only the standard library and ``paradev.processes``: every agent launch pays
+for this module's start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paradev import processes
+
+LAUNCH_FAILED = 127  # the exit code recorded when the agent's program cannot start
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: python -m paradev.supervise RECORD -- ARGV...", file=sys.stderr)
+        return 2
+    record, command = Path(argv[0]), list(argv[2:])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _note_only)  # a handler, not SIG_IGN: the agent must not inherit it
+    me = {
+        "supervisor": os.getpid(),
+        "supervisor_start": processes.start_time(os.getpid()),
+        "issue": _int_or_none(int(os.environ.get("PARADEV_ISSUE", "0") or 0)),
+    }
+    try:
+        agent = subprocess.Popen(command)
+    except OSError as exc:
+        print(f"paradev: cannot launch {command[0]!r}: {exc.strerror or exc}", flush=True)
+        write(record, {**me, "pid": None, "exit_code": LAUNCH_FAILED, "ended": time.time()})
+        return LAUNCH_FAILED
+    facts = {**me, "pid": agent.pid, "start": processes.start_time(agent.pid)}
+    write(record, {**facts, "started": time.time()})
+    code = agent.wait()
+    code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+    write(record, {**facts, "exit_code": code, "ended": time.time()})
+    return code
+
+
+def _note_only(signum: int, frame: object) -> None:
+    """The agent got the same signal (one process group): wait for it to exit."""
+
+
+def write(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` whole (temp file, rename): a reader never sees half a record."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a supervisor wrote about its agent."""
+
+    supervisor: int
+    supervisor_start: int | None
+    issue: int | None  # the task it runs (PARADEV_ISSUE)
+    pid: int | None
+    start: int | None
+    exit_code: int | None
+
+    def supervisor_alive(self) -> bool:
+        return processes.alive(self.supervisor, self.supervisor_start)
+
+    def agent_alive(self) -> bool:
+        return self.pid is not None and processes.alive(self.pid, self.start)
+
+
+def read(path: Path) -> Record | None:
+    """The record at ``path``; None when there is none or it is unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Record(
+            supervisor=int(data["supervisor"]),
+            supervisor_start=_int_or_none(data.get("supervisor_start")),
+            issue=_int_or_none(data.get("issue")),
+            pid=_int_or_none(data.get("pid")),
+            start=_int_or_none(data.get("start")),
+            exit_code=_int_or_none(data.get("exit_code")),
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def command(record: Path, argv: Sequence[str]) -> list[str]:
+    """The argv that runs ``argv`` under a supervisor writing ``record``."""
+    return processes.module_argv("paradev.supervise", str(record), "--", *argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

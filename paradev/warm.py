@@ -1,0 +1,34 @@
+"""A ``paradev`` process started ahead of need: imports done, it waits for its arguments.
+
+``paradev run`` keeps one ready for the next landing, so a landing does not
+wait for Python to start and import the merge train. The arguments come as
+one JSON list on stdin; end of input (the run ended, or was killed) exits 0
+without doing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import paradev.handlers
+import paradev.train
+from paradev.cli import main as cli_main
+
+WARMED = (paradev.handlers, paradev.train)  # imported for their import time, not their names
+
+
+def main() -> int:
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    args = json.loads(line)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # what it starts must not read the run's pipe
+    os.close(devnull)
+    return cli_main([str(arg) for arg in args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,616 @@
+"""``paradev run``: the pure schedule, then the whole loop with real agents, git and signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paradev.git import git_env
+from paradev.plan import Plan, parse
+from paradev.scheduler import decide
+from paradev.state import (
+    COMPLETED,
+    DROPPED,
+    FAILED,
+    GATE_FAILED,
+    IN_PROGRESS,
+    INTERRUPTED,
+    MERGED,
+    State,
+)
+from paradev.workspace import open_workspace
+from tests.helpers import (
+    Result,
+    commit,
+    git,
+    gone,
+    signal_and_wait,
+    start_paradev,
+    wait_for_file,
+)
+
+CliFn = Callable[..., Result]
+
+# Two batches on two agents: 2 depends on 1 (other agent); 4 on 3 (same agent 1).
+CHAIN = """
+[project]
+schedule = "{schedule}"
+[agents]
+count = 3
+[[batches]]
+name = "one"
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "first"
+  hours = 1
+  [[batches.tasks]]
+  agent = 2
+  issue = 2
+  title = "needs 1"
+  hours = 1
+  depends_on = [1]
+  [[batches.tasks]]
+  agent = 3
+  issue = 5
+  title = "alone"
+  hours = 1
+[[batches]]
+name = "two"
+  [[batches.tasks]]
+  agent = 1
+  issue = 3
+  title = "agent 1 again"
+  hours = 1
+  [[batches.tasks]]
+  agent = 3
+  issue = 4
+  title = "needs 3"
+  hours = 1
+  depends_on = [3]
+"""
+
+
+def chain(tmp_path: Path, schedule: str = "flow") -> Plan:
+    return parse(CHAIN.format(schedule=schedule), tmp_path / "plan.toml", tmp_path)
+
+
+def state_with(**statuses: str) -> State:
+    """A state whose task ``tN`` has the given status (agents from the CHAIN plan)."""
+    agents = {1: 1, 2: 2, 3: 1, 4: 3, 5: 3}
+    state = State()
+    for name, status in statuses.items():
+        issue = int(name[1:])
+        state.task(issue, agents[issue]).status = status
+    return state
+
+
+def ready(plan: Plan, state: State) -> list[int]:
+    return [t.issue for t in decide(plan, state).ready]
+
+
+def test_flow_starts_every_task_whose_dependencies_landed_and_whose_agent_is_free(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    first = decide(plan, State())
+    assert [t.issue for t in first.ready] == [1, 5]
+    assert first.waiting == {
+        2: "dependency #1 (planned) to land",
+        3: "agent 1 takes first #1",
+        4: "agent 3 takes first #5",
+    }
+    # 1 completed but not landed: 2 still waits, and agent 1 waits for the train
+    later = decide(plan, state_with(t1=COMPLETED, t5=MERGED))
+    assert later.ready == ()
+    assert later.landing == (1,)
+    assert later.waiting[2] == "dependency #1 (completed) to land"
+    assert later.waiting[3] == "agent 1 waits for the merge train to land #1"
+    # 4 depends on 3, which has not started
+    assert later.waiting[4] == "dependency #3 (planned) to land"
+    # once 1 landed: 2 and 3 start together (no barrier in flow)
+    assert ready(plan, state_with(t1=MERGED, t5=MERGED)) == [3, 2]
+
+
+def test_batches_keep_a_barrier_until_the_earlier_batch_landed(tmp_path: Path) -> None:
+    plan = chain(tmp_path, "batches")
+    schedule = decide(plan, state_with(t1=MERGED, t5=MERGED, t2=IN_PROGRESS))
+    assert [t.issue for t in schedule.ready] == []
+    assert schedule.running == (2,)
+    assert schedule.waiting[3] == "batch barrier: batch 'one' to land (#2)"
+    # the same state in flow: agent 1's next task starts at once
+    assert ready(chain(tmp_path), state_with(t1=MERGED, t5=MERGED, t2=IN_PROGRESS)) == [3]
+    assert ready(plan, state_with(t1=MERGED, t5=MERGED, t2=MERGED)) == [3]
+
+
+def test_a_failed_task_blocks_only_what_depends_on_it_or_follows_it_on_its_agent(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    schedule = decide(plan, state_with(t1=FAILED), given_up={1})
+    assert [t.issue for t in schedule.ready] == [5]
+    assert schedule.blocked == {
+        1: "it failed in this run",
+        2: "it depends on #1, which cannot land in this run",
+        3: "agent 1's earlier task #1 cannot land in this run",
+        4: "it depends on #3, which cannot land in this run",
+    }
+    # a task that failed in an earlier run starts again
+    assert ready(plan, state_with(t1=FAILED)) == [1, 5]
+    # batches: everything after the failed batch is blocked, the rest of its batch goes on
+    batches = decide(chain(tmp_path, "batches"), state_with(t1=GATE_FAILED))
+    assert [t.issue for t in batches.ready] == [5]
+    assert set(batches.blocked) == {1, 2, 3, 4}
+    assert batches.blocked[1] == "its gate failed; it was set aside"
+
+
+def test_a_dependency_on_a_dropped_task_blocks_with_the_way_out(tmp_path: Path) -> None:
+    schedule = decide(chain(tmp_path), state_with(t1=DROPPED))
+    assert schedule.blocked[2] == (
+        "it depends on dropped #1 (remove it from depends_on, or reopen #1)"
+    )
+    assert [t.issue for t in schedule.ready] == [3, 5]
+
+
+def test_an_agent_held_by_the_train_waits_and_the_run_ends_when_all_landed(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    held = decide(plan, State(), busy={1})
+    assert [t.issue for t in held.ready] == [5]
+    assert held.waiting[1] == "agent 1 is held by the merge train"
+    done = decide(plan, state_with(t1=MERGED, t2=MERGED, t3=MERGED, t4=DROPPED, t5=MERGED))
+    assert done.idle and not done.blocked
+
+
+@pytest.mark.parametrize("value", ["fast", 3])
+def test_a_bad_schedule_is_one_line_and_exit_2(
+    value: object, repo: Path, cli: CliFn, snapshot: Callable[[], object]
+) -> None:
+    plan = repo / "plan.toml"
+    text = plan.read_text(encoding="utf-8")
+    shown = f'"{value}"' if isinstance(value, str) else str(value)
+    plan.write_text(text.replace("[project]", f"[project]\nschedule = {shown}", 1))
+    before = snapshot()
+    result = cli("status")
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "project.schedule" in result.err and "'flow', 'batches'" in result.err
+    assert snapshot() == before
+
+
+# -- the loop, with real agents, real git and a real merge train -----------------------------
+
+# A scripted agent: per issue, sleep, then commit work-<issue>.txt (or fail); every run
+# appends "<issue> <pid>" to RUNS; SEEN notes whether each dependency's work was on base.
+RUN_AGENT = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+spec = json.loads(Path(sys.argv[1]).read_text())
+runs = Path(sys.argv[2])
+issue = os.environ["PARADEV_ISSUE"]
+mine = spec.get(issue, {})
+with runs.open("a") as out:
+    out.write(f"{issue} {os.getpid()}\n")
+for dep in mine.get("check", []):
+    seen = subprocess.run(["git", "cat-file", "-e", f"main:work-{dep}.txt"]).returncode == 0
+    with runs.open("a") as out:
+        out.write(f"{issue} saw {dep} on main: {seen}\n")
+if "touch" in mine:
+    Path(mine["touch"]).write_text("started\n")
+if "wait_for" in mine:
+    while not Path(mine["wait_for"]).exists():
+        time.sleep(0.05)
+time.sleep(mine.get("sleep", 0))
+if mine.get("fail"):
+    print("cannot do it", flush=True)
+    sys.exit(3)
+Path(f"work-{issue}.txt").write_text(f"issue {issue}\n")
+if mine.get("shared"):
+    Path("shared.txt").write_text(f"written by {issue}\n")
+if mine.get("deps"):
+    Path("deps.txt").write_text(f"changed by {issue}\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{issue}"], check=True)
+"""
+
+RUN_PLAN = """\
+[project]
+base = "main"
+schedule = "{schedule}"
+
+[agents]
+count = 3
+command = {command}
+timeout = 60
+
+[gate]
+command = {gate}
+
+{setup}
+[[batches]]
+name = "one"
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "first"
+  hours = 1
+  [[batches.tasks]]
+  agent = 2
+  issue = 2
+  title = "needs 1"
+  hours = 1
+  depends_on = [1]
+  [[batches.tasks]]
+  agent = 3
+  issue = 3
+  title = "fails"
+  hours = 1
+
+[[batches]]
+name = "two"
+  [[batches.tasks]]
+  agent = 3
+  issue = 4
+  title = "after the failure"
+  hours = 1
+  [[batches.tasks]]
+  agent = 1
+  issue = 5
+  title = "agent 1 again"
+  hours = 1
+"""
+
+
+def run_plan(
+    repo: Path,
+    tmp_path: Path,
+    spec: dict[int, dict[str, Any]],
+    schedule: str = "flow",
+    gate: str = '""',
+    setup: str = "",
+) -> Path:
+    """Write the run plan with the scripted agent (commit it), return the file of agent runs."""
+    script = tmp_path / "run_agent.py"
+    script.write_text(RUN_AGENT, encoding="utf-8")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({str(k): v for k, v in spec.items()}))
+    runs = tmp_path / "runs.txt"
+    command = json.dumps([sys.executable, str(script), str(spec_file), str(runs)])
+    text = RUN_PLAN.format(schedule=schedule, command=command, gate=gate, setup=setup)
+    commit(repo, {"plan.toml": text}, "chore: the run plan")
+    return runs
+
+
+def statuses(repo: Path) -> dict[int, str]:
+    state = open_workspace(repo).store.read()
+    return {issue: record.status for issue, record in state.tasks.items()}
+
+
+def on_main(repo: Path) -> set[str]:
+    return set(git(repo, "ls-tree", "--name-only", "main").split())
+
+
+def test_a_dependent_starts_after_its_dependency_landed_and_a_failure_holds_up_nothing_else(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    runs = run_plan(repo, tmp_path, {2: {"check": [1]}, 3: {"fail": True}})
+    result = cli("run")
+    assert result.code == 1, result.out + result.err
+    assert statuses(repo) == {1: MERGED, 2: MERGED, 3: FAILED, 5: MERGED}  # 4 never started
+    assert {"work-1.txt", "work-2.txt", "work-5.txt"} <= on_main(repo)
+    assert "work-3.txt" not in on_main(repo)
+    state = open_workspace(repo).store.read()
+    one, two = state.tasks[1], state.tasks[2]
+    assert one.merged_commit and two.head_commit
+    git(repo, "merge-base", "--is-ancestor", one.merged_commit, two.head_commit)  # built on it
+    assert "2 saw 1 on main: True" in runs.read_text()
+    started = [line.split()[0] for line in runs.read_text().splitlines() if "saw" not in line]
+    assert sorted(started) == ["1", "2", "3", "5"]  # each once: a failed task is not retried
+    assert "#3: exit code 3" in result.out
+    assert "#4: agent 3's earlier task #3 cannot land in this run" in result.out
+    assert "4 did not land" not in result.err and "#4 (assigned)" not in result.err
+    assert "task(s) did not land" in result.err
+
+
+def _landed_before_started(repo: Path, landed: int, started: int) -> bool:
+    """Whether ``landed``'s work was on the branch when ``started`` began (from the refs)."""
+    state = open_workspace(repo).store.read()
+    merged, start = state.tasks[landed].merged_commit, state.tasks[started].start_commit
+    assert merged and start
+    ancestor = ["git", "merge-base", "--is-ancestor", merged, start]
+    return subprocess.run(ancestor, cwd=repo, env=git_env(), check=False).returncode == 0
+
+
+def test_flow_starts_an_agents_next_task_while_another_batch_is_still_at_work(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    marker = tmp_path / "five-started"
+    run_plan(repo, tmp_path, {5: {"touch": str(marker)}, 3: {"wait_for": str(marker)}})
+    result = cli("run")
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    assert not _landed_before_started(repo, 3, 5)  # #5 (batch two) began before #3 landed
+
+
+def test_batches_start_the_next_batch_only_once_the_earlier_one_landed(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {3: {"sleep": 1.0}}, schedule="batches")
+    result = cli("run")
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    for earlier in (1, 2, 3):
+        for later in (4, 5):
+            assert _landed_before_started(repo, earlier, later)
+
+
+def _started(runs: Path, count: int, proc: subprocess.Popen[str]) -> dict[str, int]:
+    """Issue -> agent pid, once ``count`` agents started (while ``proc`` runs)."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = runs.read_text() if runs.exists() else ""
+        found = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()}
+        if len(found) >= count:
+            return found
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the agents never started"
+        time.sleep(0.05)
+
+
+def run_status(repo: Path, *args: str) -> str:
+    """``paradev ARGS`` in a process of its own (the run's snapshot names a live pid)."""
+    argv = [sys.executable, "-m", "paradev", *args]
+    return subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def _snapshot_running(repo: Path, issues: list[int]) -> dict[str, Any]:
+    """``status --json`` once the live run's snapshot lists ``issues`` running.
+
+    The run notes its launches (and adoptions) on its next poll.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        data: dict[str, Any] = json.loads(run_status(repo, "status", "--json"))
+        if data.get("run", {}).get("running") == issues:
+            return data
+        assert time.monotonic() < deadline, data
+
+
+def _supervisors(repo: Path) -> list[int]:
+    folder = repo / ".git" / "paradev" / "agents"
+    return [json.loads(p.read_text())["supervisor"] for p in sorted(folder.glob("agent-*.json"))]
+
+
+def test_sigterm_stops_every_agent_and_records_their_tasks_interrupted(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    runs = run_plan(repo, tmp_path, {1: {"sleep": 60}, 3: {"sleep": 60}})
+    paradev = start_paradev(repo, "run")
+    agents = list(_started(runs, 2, paradev).values())
+    supervisors = _supervisors(repo)
+    assert len(supervisors) == 2
+    data = _snapshot_running(repo, [1, 3])
+    assert data["run"]["waiting"]["4"] == "agent 3 is working on #3"
+    shown = run_status(repo, "status")
+    assert f"paradev run (pid {paradev.pid}, schedule flow):" in shown
+    assert "#2 waits for: dependency #1 (in_progress) to land" in shown
+    assert "#5 waits for: agent 1 is working on #1" in shown
+
+    err, survivors = signal_and_wait(paradev, signal.SIGTERM, agents + supervisors)
+
+    assert survivors == []
+    assert paradev.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert statuses(repo) == {1: INTERRUPTED, 3: INTERRUPTED}
+    assert not (repo / ".git" / "paradev" / "run.json").exists()
+
+
+def test_after_sigkill_the_next_run_adopts_the_agents_and_never_starts_a_second_copy(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    go1, go3 = tmp_path / "go-1", tmp_path / "go-3"
+    runs = run_plan(repo, tmp_path, {1: {"wait_for": str(go1)}, 3: {"wait_for": str(go3)}})
+    first = start_paradev(repo, "run")
+    agents = _started(runs, 2, first)
+    first.kill()  # SIGKILL: no cleanup; the agents live on under their supervisors
+    first.communicate()
+    try:
+        assert not gone(agents["1"]) and not gone(agents["3"])
+        go1.write_text("")  # agent 1 ends while no run watches: its supervisor keeps the code
+        while not gone(agents["1"]):
+            time.sleep(0.05)
+        second = start_paradev(repo, "run")
+        wait_for_file(repo / ".git" / "paradev" / "run.json", second)
+        go3.write_text("")  # agent 3 ends under the second run
+        out, err = second.communicate(timeout=120)
+    finally:
+        for pid in agents.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert second.returncode == 0, out + err
+    assert "#3 was launched under a supervisor" in out
+    lines = [line for line in runs.read_text().splitlines() if line.split()[0] in ("1", "3")]
+    assert sorted(lines) == [f"1 {agents['1']}", f"3 {agents['3']}"]  # never a second copy
+    assert set(statuses(repo).values()) == {MERGED}
+    assert {"work-1.txt", "work-3.txt"} <= on_main(repo)
+
+
+def test_setup_readies_each_worktree_before_its_first_task_and_again_when_inputs_change(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    counter = tmp_path / "setups.txt"
+    note = "import os, sys; open(sys.argv[1], 'a').write(os.getcwd() + '\\n')"
+    command = json.dumps([sys.executable, "-c", note, str(counter)])
+    setup = f'[setup]\ncopy = [".env"]\ncommand = {command}\ninputs = ["deps.txt"]\n'
+    commit(repo, {".gitignore": ".env\n", "deps.txt": "v1\n"}, "chore: deps")
+    (repo / ".env").write_text("SECRET=1\n")
+    run_plan(repo, tmp_path, {1: {"deps": True}}, setup=setup)  # #1 changes the input
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    runs = [Path(line).name for line in counter.read_text().splitlines()]
+    state = open_workspace(repo).store.read()
+    starts = [state.tasks[i].start_commit or "" for i in (3, 4)]
+    agent_3_saw = {git(repo, "show", f"{commit}:deps.txt") for commit in starts}
+    assert runs.count("agent-1") == 2  # before #1, and before #5: #1 changed deps.txt
+    assert runs.count("agent-2") == 1  # #2 started after #1 landed: one input, one run
+    assert runs.count("agent-3") == len(agent_3_saw)  # again only if deps.txt changed between
+    for agent in (1, 2, 3):
+        assert (set_up / f"agent-{agent}" / ".env").read_text() == "SECRET=1\n"
+
+
+def test_a_task_whose_gate_fails_is_set_aside_and_unrelated_work_lands(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    eject = '[merge]\non_gate_failure = "eject"\n'
+    run_plan(repo, tmp_path, {}, gate=json.dumps("test ! -f work-3.txt"), setup=eject)
+
+    result = cli("run", "--json")
+
+    assert result.code == 1
+    events = [json.loads(line) for line in result.out.splitlines()]
+    assert {"event", "at", "text"} <= set(events[0])
+    assert statuses(repo) == {1: MERGED, 2: MERGED, 3: GATE_FAILED, 5: MERGED}
+    assert {"work-1.txt", "work-2.txt", "work-5.txt"} <= on_main(repo)
+    assert "work-3.txt" not in on_main(repo)
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["landed"] is False
+    assert summary["statuses"] == {
+        "1": MERGED,
+        "2": MERGED,
+        "3": GATE_FAILED,
+        "4": "planned",
+        "5": MERGED,
+    }
+    assert summary["notes"]["4"] == "agent 3's earlier task #3 cannot land in this run"
+    merged = [e["issue"] for e in events if e["event"] == "task" and e["status"] == MERGED]
+    assert sorted(merged) == [1, 2, 5]
+
+
+def test_a_stopped_train_ends_the_run_and_the_next_run_says_how_to_go_on(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {}, gate=json.dumps("test ! -f work-3.txt"))
+
+    result = cli("run")
+
+    assert result.code == 1
+    assert "nothing more lands in this run" in result.out
+    assert statuses(repo)[3] == COMPLETED  # stopped on the gate: its work waits, kept
+    assert "work-3.txt" not in on_main(repo)
+    again = cli("run")
+    assert again.code == 2
+    assert again.err.count("\n") == 1 and "is stopped; resolve it first" in again.err
+
+
+def test_a_conflicting_task_is_set_aside_and_the_rest_lands(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    eject = '[merge]\non_conflict = "eject"\n'
+    run_plan(repo, tmp_path, {1: {"shared": True}, 3: {"shared": True}}, setup=eject)
+
+    result = cli("run")
+
+    assert result.code == 1
+    done = statuses(repo)
+    loser = 1 if done[1] == COMPLETED else 3  # whichever landed second conflicted
+    winner = 4 - loser
+    assert (done[winner], done[loser]) == (MERGED, COMPLETED)
+    assert git(repo, "show", "main:shared.txt") == f"written by {winner}"
+    assert f"#{loser}: set aside by the merge train" in result.out
+    if loser == 3:  # agent 1's chain and #2 land; agent 3's next task never starts
+        assert (done[2], done[5]) == (MERGED, MERGED) and 4 not in done
+    else:  # #2 depends on #1, #5 follows it on agent 1; #4 follows the winner
+        assert done[4] == MERGED and 2 not in done and 5 not in done
+
+
+def test_run_without_an_agent_command_is_one_line_and_exit_2(
+    set_up: Path, cli: CliFn, snapshot: Callable[[], object]
+) -> None:
+    before = snapshot()
+    result = cli("run")
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert result.err.startswith("paradev: paradev run cannot launch the agents:")
+    assert snapshot() == before
+
+
+def test_sigterm_also_stops_the_agents_a_run_adopted(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    runs = run_plan(repo, tmp_path, {1: {"sleep": 60}, 3: {"sleep": 60}})
+    first = start_paradev(repo, "run")
+    agents = list(_started(runs, 2, first).values())
+    first.kill()
+    first.communicate()
+    supervisors = _supervisors(repo)
+    second = start_paradev(repo, "run")
+    _snapshot_running(repo, [1, 3])
+
+    err, survivors = signal_and_wait(second, signal.SIGTERM, agents + supervisors)
+
+    assert survivors == []
+    assert second.returncode == 128 + signal.SIGTERM, err
+    assert statuses(repo) == {1: INTERRUPTED, 3: INTERRUPTED}
+    assert len(runs.read_text().splitlines()) == 2  # adopted, never started again
+
+
+def test_an_agent_run_batch_left_running_is_never_started_again_by_run(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    runs = run_plan(repo, tmp_path, {1: {"sleep": 60}})
+    batch = start_paradev(repo, "run-batch", "--agents", "1")
+    agent = _started(runs, 1, batch)["1"]
+    batch.kill()  # SIGKILL: its agent lives on, with no supervisor
+    batch.communicate()
+    try:
+        refused = cli("run")
+        assert refused.code == 2
+        assert refused.err.count("\n") == 1
+        assert f"agent 1 is still running #1 (pid {agent}), launched by" in refused.err
+        assert statuses(repo) == {1: IN_PROGRESS}
+        assert len(runs.read_text().splitlines()) == 1
+    finally:
+        os.killpg(agent, signal.SIGKILL)
+
+
+# -- run --detach ------------------------------------------------------------------------------
+
+
+def test_a_detached_run_that_could_not_start_is_refused_before_it_detaches(
+    set_up: Path, repo: Path, cli: CliFn, snapshot: Callable[[], object]
+) -> None:
+    before = snapshot()
+    result = cli("run", "--detach")
+    assert result.code == 2
+    assert result.err.startswith("paradev: paradev run cannot launch the agents:")
+    assert snapshot() == before
+    assert not (repo / ".git" / "paradev" / "run.pid").exists()
+
+
+def test_a_detached_run_lands_the_plan_and_wait_gives_its_exit_code(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {2: {"check": [1]}, 3: {"fail": True}})
+    started = cli("run", "--detach")
+    assert started.code == 0, started.err
+    assert "in the background" in started.out
+    waited = cli("wait")
+    assert waited.code == 1, waited.out + waited.err  # #3 fails: the run's own exit code
+    assert statuses(repo) == {1: MERGED, 2: MERGED, 3: FAILED, 5: MERGED}
+    log = cli("logs")
+    assert log.code == 0
+    assert "#3: exit code 3" in log.out
