@@ -434,7 +434,6 @@ def test_dry_run_shows_the_candidates_and_the_first_gate_round(
 ) -> None:
     files = {1: {"src/util.py": "VALUE = 2\n"}, 2: {"src/util.py": "VALUE = 3\n"}}
     queue_repo(4, "true", files, batch=2, parallel=2, on_conflict="eject")
-    assert cli("merge-order").code == 0  # the order is recorded once (the serial dry run does)
     before = snapshot()
 
     result = cli("merge", "--dry-run")
@@ -525,3 +524,67 @@ def test_abort_after_a_gate_stop_keeps_what_landed_and_leaves_the_rest_untouched
     for agent in set(range(1, 4)) - ahead:
         assert rev(repo, f"parallel-dev/agent-{agent}") == heads[agent]
         assert statuses(repo)[str(100 + agent)] == "completed"
+
+
+# -- dry run as JSON, in every mode ------------------------------------------------------------
+
+JSON_MODES: dict[str, dict[str, Any]] = {
+    "serial": {},
+    "parallel": {"parallel": 3, "on_conflict": "eject"},
+    "batch": {"batch": 4, "on_conflict": "eject"},
+    "parallel-stop": {"parallel": 2},
+    "batch-stop": {"batch": 4},
+}
+
+
+@pytest.mark.parametrize("mode", list(JSON_MODES))
+def test_dry_run_json_lists_order_candidates_gates_and_skips_then_the_train_does_that(
+    repo: Path, queue_repo: Any, cli: Cli, snapshot: Callable[[], dict[str, object]], mode: str
+) -> None:
+    """Agents 1 and 2 conflict: the train stops at the later one, or ejects it."""
+    files = {1: {"src/util.py": "VALUE = 2\n"}, 2: {"src/util.py": "VALUE = 3\n"}}
+    queue_repo(4, "true", files, **JSON_MODES[mode])
+    main = rev(repo, "main")
+    heads = {a: rev(repo, f"parallel-dev/agent-{a}") for a in range(1, 5)}
+    before = snapshot()
+
+    dry = cli("merge", "--dry-run", "--json")
+
+    assert snapshot() == before  # no ref, worktree or state file changed (the order not saved)
+    assert gate_runs(repo) == 0
+    data = dry.json()
+    assert data["dry_run"] is True and data["base"] == "main"
+    assert data["mode"] == ("serial" if mode == "serial" else "queue")
+    assert sorted(data["order"]) == [1, 2, 3, 4]
+    assert [c["agent"] for c in data["candidates"]] == data["order"]
+    landing = [c for c in data["candidates"] if c["position"] is not None]
+    assert [c["position"] for c in landing] == list(range(1, len(landing) + 1))
+    for number, candidate in enumerate(landing, start=1):
+        agents = [c["agent"] for c in landing[:number]]
+        assert candidate["agents"] == agents and candidate["outcome"] == "land"
+        assert candidate["branches"] == [f"parallel-dev/agent-{a}" for a in agents]
+    for candidate in data["candidates"]:
+        if candidate["outcome"] != "not reached":
+            agent = candidate["agent"]
+            assert candidate["range"] == {"from": main, "to": heads[agent]}
+            assert candidate["commits"] == 1
+    (clash,) = [c for c in data["candidates"] if c["conflicts"]]
+    assert {c["path"] for c in clash["conflicts"]} == {"src/util.py"}
+    assert clash["agent"] in (1, 2) and clash["position"] is None
+    every = [c["position"] for c in landing]
+    assert data["gated"] == (every[-1:] if mode.startswith("batch") else every)  # batch: the tip
+    assert [c["position"] for c in data["candidates"] if c["gated"]] == data["gated"]
+    if "on_conflict" not in JSON_MODES[mode]:
+        assert clash["outcome"] == "conflict" and data["skipped"] == []
+        assert dry.code == 1 and data["exit"] == 1 and "would stop" in data["error"]
+    else:
+        assert clash["outcome"] == "eject" and len(landing) == 3
+        (skip,) = data["skipped"]
+        assert skip["agent"] == clash["agent"] and skip["reason"].startswith("ejected: ")
+        assert dry.code == 0 and data["exit"] == 0 and data["error"] is None
+
+    real = cli("merge")
+
+    assert real.code == dry.code
+    assert gate_runs(repo) == len(data["gated"])
+    assert landed_files(repo, range(1, 5)) == {c["agent"] for c in landing}

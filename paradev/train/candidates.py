@@ -33,12 +33,11 @@ from typing import Any
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.git import Git
-from paradev.order import _missing_dependency, select_agents
+from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
 from paradev.train import gate as gates
 from paradev.train import landing, steps
-from paradev.train.journal import ADVANCE, BACKUP, Output, Train
-from paradev.workspace import Workspace
+from paradev.train.journal import ADVANCE, BACKUP, Train
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
@@ -567,54 +566,3 @@ def _land_serially(train: Train, agent: int) -> None:
     steps.land(train, agent)
     train.queue.remove(agent)
     train.save()
-
-
-# -- dry run ---------------------------------------------------------------------------------
-
-
-def dry_run(ws: Workspace, out: Output) -> Chain:
-    """Show every candidate and what the first round would gate; no ref or work tree changes.
-
-    The candidates are built as the queue builds them (commit objects nothing
-    points at); the journal used for it lives only in memory.
-    """
-    mq = ws.plan.merge_queue
-    selection = select_agents(ws)
-    if mq is None or not selection.agents:
-        return Chain([])
-    order = steps.merge_order(ws, selection.agents)
-    journal = {
-        "id": "dry-run",
-        "base": ws.plan.base,
-        "queue": list(order),
-        "agents": {},
-        "gate": True,
-        "squash": ws.plan.squash,
-        "mq": {**mq, "committer": gitmod.committer_ident(ws.git)},
-    }
-    train = Train(ws, journal, out)
-    for agent in order:
-        steps.journal_backup(train, agent)
-    chain = build_chain(train)
-    out(
-        f"merge queue (dry run, nothing changed): parallel {mq['parallel']}, "
-        f"batch {mq['batch']}, on gate failure {mq['on_gate_failure']}"
-    )
-    for position, link in enumerate(chain.links, start=1):
-        agents = ", ".join(str(item.agent) for item in chain.links[:position])
-        out(f"  candidate {position}: {ws.plan.base} + agents {agents} -> {link.commit[:12]}")
-    if chain.blocked is not None:
-        then = (
-            "set aside (on_conflict = eject)"
-            if _ejecting(train, chain.blocked.reason)
-            else "rebased in its own worktree once everything ahead landed (serial steps)"
-        )
-        out(f"  agent {chain.blocked.agent}: {chain.blocked.message} -> {then}")
-    picks = probes([None] * len(chain.links), mq["parallel"], mq["batch"])
-    if picks and gates._gate_command(ws):
-        shown = ", ".join(str(p) for p in picks)
-        out(
-            f"  first gate round: candidate(s) {shown} at once; when they pass, "
-            f"{ws.plan.base} fast-forwards to candidate {picks[-1]}"
-        )
-    return chain
