@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,13 @@ def queue_repo(repo: Path, cli: Cli, worktrees: Path) -> Callable[..., Path]:
         return worktrees
 
     return make
+
+
+def with_agent_command(repo: Path, script: str) -> None:
+    """Commit ``agents.command = ["sh", "-c", script]`` into the plan (what a hand-back runs)."""
+    plan = (repo / "plan.toml").read_text()
+    agent = f"command = {json.dumps(['sh', '-c', script])}\n"
+    commit(repo, {"plan.toml": plan.replace("[agents]\n", f"[agents]\n{agent}")}, "agent")
 
 
 def state_of(repo: Path) -> Any:
@@ -476,9 +484,7 @@ def test_an_ejected_branch_goes_back_to_its_agent_and_rejoins_once_fixed(
     fix = "git rm -q bad.txt && git commit -q -m 'fix: drop bad.txt'"
     plan_settings = {"on_gate_failure": "eject", "on_conflict": "agent", "batch": 3}
     queue_repo(3, "! test -e bad.txt", {2: {"bad.txt": "x\n"}}, **plan_settings)
-    plan = (repo / "plan.toml").read_text()
-    agent = f"command = {json.dumps(['sh', '-c', fix])}\n"
-    commit(repo, {"plan.toml": plan.replace("[agents]\n", f"[agents]\n{agent}")}, "agent")
+    with_agent_command(repo, fix)
 
     result = cli("merge")
 
@@ -588,3 +594,41 @@ def test_dry_run_json_lists_order_candidates_gates_and_skips_then_the_train_does
     assert real.code == dry.code
     assert gate_runs(repo) == len(data["gated"])
     assert landed_files(repo, range(1, 5)) == {c["agent"] for c in landing}
+
+
+# -- a gate failure handed back to its agent ---------------------------------------------------
+
+
+def test_a_gate_failure_is_handed_back_with_its_own_prompt_and_the_fix_lands(
+    repo: Path, queue_repo: Any, cli: Cli, tmp_path: Path
+) -> None:
+    """The agent keeps its prompt and mode, then commits a fix on top of its completed work."""
+    kept = tmp_path / "handed"
+    agent_script = (
+        f'cp "$PARADEV_PROMPT_FILE" {kept}.md; echo "$PARADEV_MODE" > {kept}.mode; '
+        "git rm -q bad.txt && git commit -q -m 'fix: drop bad.txt'"
+    )
+    gate = "if test -e bad.txt; then echo 'BROKEN: bad.txt must not exist'; exit 3; fi"
+    settings = {"on_gate_failure": "eject", "on_conflict": "agent", "parallel": 2}
+    queue_repo(3, gate, {2: {"bad.txt": "x\n"}}, **settings)
+    with_agent_command(repo, agent_script)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "handed the gate failure back to agent 2" in result.out
+    prompt = Path(f"{kept}.md").read_text()
+    assert (Path(f"{kept}.mode")).read_text().strip() == "gate"
+    assert prompt.startswith("# Fix the gate failure on parallel-dev/agent-2 (issue #102")
+    assert f"gate command: {counting(gate, repo)}" in prompt
+    assert "exit code: 3" in prompt
+    assert "| BROKEN: bad.txt must not exist" in prompt  # the log's tail
+    log = re.search(r"log: (\S+) \(last \d+ lines\):", prompt)
+    assert log is not None and "BROKEN" in Path(log.group(1)).read_text()
+    assert "new commits on parallel-dev/agent-2" in prompt and "exit 0" in prompt
+    assert "back at the end of the merge queue" in prompt  # how it is resubmitted
+    assert "conflict marker" not in prompt and "rebase --continue" not in prompt
+    assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    assert not (repo / "bad.txt").exists()
+    assert "fix: drop bad.txt" in git(repo, "log", "--format=%s", "main").splitlines()
+    assert statuses(repo) == {"101": "merged", "102": "merged", "103": "merged"}

@@ -23,6 +23,7 @@ worktree, stop or hand back) and the queue goes on after it.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -389,7 +390,8 @@ def _gate_failed(train: Train, link: Link) -> None:
     log = Path(result["log"])
     train.out(gates._tail(log))
     if _ejecting(train, "gate"):
-        _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", log)
+        facts = gates.failure_facts(train, link.agent, link.commit, code, log)
+        _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", facts)
         return
     raise train.stop(
         link.agent,
@@ -410,7 +412,7 @@ def _ejecting(train: Train, reason: str) -> bool:
 # -- ejecting --------------------------------------------------------------------------------
 
 
-def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None = None) -> None:
+def _eject(train: Train, agent: int, reason: str, message: str, facts: str = "") -> None:
     """Set the agent aside (its branch untouched), mark a gate failure, let the queue go on."""
     train.queue.remove(agent)
     train.journal["skipped"].append(agent)
@@ -421,7 +423,7 @@ def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None
     if reason == "gate":
         _mark_gate_failed(train, agent, message)
         if settings(train)["on_conflict"] == "agent":
-            steps.hand_back(train, agent, _failure_report(train, agent, message, log))
+            _hand_back_gate_failure(train, agent, facts or message)
             _take_back(train, agent)
     _drop_dependents(train)
 
@@ -451,13 +453,15 @@ def _take_back(train: Train, agent: int) -> None:
     train.out(f"agent {agent}: committed {head[:12]} after the hand-back; back in the queue")
 
 
-def _failure_report(train: Train, agent: int, message: str, log: Path | None) -> str:
-    tail = gates._tail(log) if log else ""
-    return (
-        f"agent {agent}: the gate failed on {train.base} + your completed work: {message}\n"
-        f"last lines of the log:\n{tail}\n"
-        f"Fix it with new commits on {train.branch(agent)}, then run paradev complete {agent}."
-    )
+def _hand_back_gate_failure(train: Train, agent: int, facts: str) -> None:
+    """The serial train's hand-back, with the runner's gate-failure prompt (not a conflict's)."""
+    launch = train.hand_back_to
+    if launch is not None:
+        train.hand_back_to = functools.partial(launch, kind="gate")
+    try:
+        steps.hand_back(train, agent, facts)
+    finally:
+        train.hand_back_to = launch
 
 
 def _drop_dependents(train: Train) -> None:
