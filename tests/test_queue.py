@@ -632,3 +632,72 @@ def test_a_gate_failure_is_handed_back_with_its_own_prompt_and_the_fix_lands(
     assert not (repo / "bad.txt").exists()
     assert "fix: drop bad.txt" in git(repo, "log", "--format=%s", "main").splitlines()
     assert statuses(repo) == {"101": "merged", "102": "merged", "103": "merged"}
+
+
+# -- abort after a crash in the middle of a landing of several agents ----------------------------
+
+LANDING_CRASHES = [
+    (train_mod, "move_base", "before"),  # journaled, base not moved yet
+    (train_mod, "move_base", "after"),  # base moved, no agent's bookkeeping done
+    (queue_mod, "_point_branch", "after"),  # the first agent's branch moved, not marked
+    (train_mod, "step_mark", "after"),  # the first agent marked merged, the others not
+]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize(("module", "name", "when"), LANDING_CRASHES)
+def test_abort_after_a_crash_mid_landing_settles_every_agent_of_it(
+    repo: Path,
+    queue_repo: Any,
+    cli: Cli,
+    worktrees: Path,
+    mocker: MockerFixture,
+    mode: str,
+    module: Any,
+    name: str,
+    when: str,
+) -> None:
+    """Three agents land by one fast-forward; killed inside it, --abort settles all three."""
+    queue_repo(3, "true", **({"batch": 3} if mode == "batch" else {"parallel": 3}))
+    main = rev(repo, "main")
+    heads = {a: rev(repo, f"parallel-dev/agent-{a}") for a in range(1, 4)}
+    _crash(mocker, module, name, when)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    journal = state_of(repo)["train"]
+    landing = journal["mq"]["landing"]
+    assert sorted(a for a, _ in landing["agents"]) == [1, 2, 3]  # one landing of all three
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 0, result.err
+    assert state_of(repo)["train"] is None
+    assert state_of(repo)["merge_history"][-1]["status"] == "aborted"
+    moved = (name, when) != ("move_base", "before")
+    for agent in range(1, 4):
+        branch = f"parallel-dev/agent-{agent}"
+        backups = f"refs/paradev/backup/{branch}"
+        assert git(repo, "for-each-ref", "--format=%(objectname)", backups) == heads[agent]
+        tree = agent_tree(worktrees, agent)
+        assert git(tree, "status", "--porcelain") == "" and rev(tree, "HEAD") == rev(repo, branch)
+    if moved:  # base holds the gated candidate: every agent of it finished, none left half-done
+        assert rev(repo, "main") == landing["to"]
+        assert journal["mq"]["gates"][landing["to"]]["ok"] is True
+        assert "already holds the landing of agents" in result.out
+        assert statuses(repo) == {"101": "merged", "102": "merged", "103": "merged"}
+        for agent, commit in landing["agents"]:
+            assert rev(repo, f"parallel-dev/agent-{agent}") == commit
+        landed = state_of(repo)["merge_history"][-1]["landed"]
+        assert sorted(e["agent"] for e in landed) == [1, 2, 3]
+    else:  # base untouched, every agent back at its backup, still to land
+        assert rev(repo, "main") == main
+        assert "was not made; main stays at" in result.out
+        assert statuses(repo) == {"101": "completed", "102": "completed", "103": "completed"}
+        for agent in range(1, 4):
+            assert rev(repo, f"parallel-dev/agent-{agent}") == heads[agent]
+            assert f"agent {agent}: not landed" in result.out
+        again = cli("merge")
+        assert again.code == 0, again.err
+        assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    assert git(repo, "status", "--porcelain") == ""

@@ -525,10 +525,10 @@ def _finish_landing(train: Train) -> None:
     train.save()
 
 
-def _after_advance(train: Train, agent: int, commit: str) -> None:
+def _after_advance(train: Train, agent: int, commit: str, *, push_may_stop: bool = True) -> None:
     train.finish(agent, ADVANCE, landed=commit)
     _point_branch(train, agent)
-    steps.after_landing(train, agent)
+    steps.after_landing(train, agent, push_may_stop=push_may_stop)
     train.queue.remove(agent)
 
 
