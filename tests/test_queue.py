@@ -375,6 +375,7 @@ def queue_outcome(
     mocker: MockerFixture,
     crash: tuple[Any, str, str] | None,
     mode: str,
+    before_continue: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """4 agents, agent 2 fails its gate and is ejected; the refs and statuses at the end."""
     project = root / "project"
@@ -398,6 +399,7 @@ def queue_outcome(
             cli("merge")
         mocker.stopall()
         assert state_of(project)["train"] is not None
+        before_continue()
         result = cli("merge", "--continue")
     else:
         result = cli("merge")
@@ -428,8 +430,17 @@ def test_crash_then_continue_reaches_the_same_refs(
     key = (template_repo, mode)
     if key not in _CLEAN:
         _CLEAN[key] = queue_outcome(tmp_path / "clean", template_repo, cli, mocker, None, mode)
+
+    def a_day_later_as_someone_else() -> None:
+        """Rewritten commits must take the committer journaled at the start, not this one."""
+        monkeypatch.setenv("GIT_COMMITTER_DATE", "2026-01-02T09:30:00+0000")
+        monkeypatch.setenv("GIT_COMMITTER_NAME", "Someone Else")
+        monkeypatch.setenv("GIT_COMMITTER_EMAIL", "else@example.com")
+
     crash = (module, name, when)
-    crashed = queue_outcome(tmp_path / "crashed", template_repo, cli, mocker, crash, mode)
+    crashed = queue_outcome(
+        tmp_path / "crashed", template_repo, cli, mocker, crash, mode, a_day_later_as_someone_else
+    )
     assert crashed == _CLEAN[key]
     assert crashed[1] == {"101": "merged", "102": "gate_failed", "103": "merged", "104": "merged"}
 
