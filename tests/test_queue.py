@@ -312,14 +312,22 @@ def test_a_conflict_with_on_conflict_stop_stops_in_the_agents_worktree(
 # -- a remote that refuses non-fast-forward updates ----------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["batch", "parallel-eject"])
 def test_the_queue_pushes_base_by_fast_forwards_only(
-    repo: Path, remote: Path, queue_repo: Any, cli: Cli
+    repo: Path, remote: Path, queue_repo: Any, cli: Cli, mode: str
 ) -> None:
+    """The remote refuses non-fast-forward updates: every push of the queue is one."""
     git(repo, "config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*")
-    plan = plan_text(3, "true", batch=3, push=True).replace(
+    settings: dict[str, Any] = {"batch": 3, "push": True}
+    files: dict[int, dict[str, str]] = {}
+    if mode == "parallel-eject":
+        settings = {"parallel": 2, "on_gate_failure": "eject", "push": True}
+        files = {2: {"bad.txt": "x\n"}}
+    gate = "! test -e bad.txt"
+    plan = plan_text(3, gate, **settings).replace(
         'base = "main"\n', 'base = "main"\nremote = "origin"\n'
     )
-    queue_repo(3, "true", batch=3, push=True)
+    queue_repo(3, gate, files, **settings)
     commit(repo, {"plan.toml": plan}, "remote")
     git(repo, "push", "-q", "origin", "main")
 
@@ -327,7 +335,8 @@ def test_the_queue_pushes_base_by_fast_forwards_only(
 
     assert result.code == 0, result.err
     assert git(remote, "rev-parse", "main") == rev(repo, "main")
-    assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    assert landed_files(repo, range(1, 4)) == ({1, 3} if files else {1, 2, 3})
+    assert not git(remote, "log", "--format=%H", "main", "--", "bad.txt")
 
 
 # -- crashes -----------------------------------------------------------------------------------
@@ -712,3 +721,108 @@ def test_abort_after_a_crash_mid_landing_settles_every_agent_of_it(
         assert again.code == 0, again.err
         assert landed_files(repo, range(1, 4)) == {1, 2, 3}
     assert git(repo, "status", "--porcelain") == ""
+
+
+# -- base moving while the queue gates ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_base_moving_during_a_gate_run_rebuilds_the_candidates_on_it(
+    repo: Path, queue_repo: Any, cli: Cli, tmp_path: Path, mode: str
+) -> None:
+    """Someone commits to main while the first gate runs: nothing is landed on the old base."""
+    mark = tmp_path / "moved"
+    push_main = (
+        f"if [ ! -e {mark} ]; then touch {mark}; echo late > {repo}/late.txt; "
+        f"git -C {repo} add late.txt; git -C {repo} commit -q -m 'late: on main meanwhile'; fi"
+    )
+    queue_repo(3, push_main, **({"batch": 3} if mode == "batch" else {"parallel": 3}))
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert state_of(repo)["train"] is None
+    assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    assert (repo / "late.txt").read_text() == "late\n"
+    assert "late: on main meanwhile" in git(repo, "log", "--format=%s", "main").splitlines()
+    assert git(repo, "status", "--porcelain") == ""
+    assert gate_runs(repo) == 2 * (1 if mode == "batch" else 3)  # every candidate gated again
+
+
+# -- base moves only to a tree whose gate passed -------------------------------------------------
+
+GATED_MODES: dict[str, dict[str, Any]] = {
+    "serial": {},
+    "batch": {"batch": 4, "on_gate_failure": "eject"},
+    "parallel": {"parallel": 2, "on_gate_failure": "eject"},
+    "parallel-batch": {"parallel": 2, "batch": 2, "on_gate_failure": "eject", "retries": 1},
+}
+
+
+@pytest.mark.parametrize("mode", list(GATED_MODES))
+def test_base_only_ever_moves_to_a_clean_tree_whose_gate_passed(
+    repo: Path, queue_repo: Any, cli: Cli, tmp_path: Path, mode: str
+) -> None:
+    """The gate notes the tree it saw; every commit main moves to has a passing one."""
+    seen = tmp_path / "trees.txt"
+    gate = (
+        'tree=$(git rev-parse "HEAD^{tree}"); '
+        f'if [ -n "$(git status --porcelain)" ]; then echo "$tree dirty" >> {seen}; exit 1; fi; '
+        f'if test -e bad.txt; then echo "$tree fail" >> {seen}; exit 1; fi; '
+        f'echo "$tree pass" >> {seen}'
+    )
+    queue_repo(4, gate, {3: {"bad.txt": "x\n"}}, **GATED_MODES[mode])
+    moves_before = len(git(repo, "reflog", "show", "--format=%H", "refs/heads/main").split())
+
+    result = cli("merge")
+
+    assert result.code == (1 if mode == "serial" else 0), result.err
+    moves = git(repo, "reflog", "show", "--format=%H", "refs/heads/main").split()
+    landed = moves[: len(moves) - moves_before]
+    assert landed and landed[0] == rev(repo, "main")
+    outcomes = [line.split() for line in seen.read_text().splitlines()]
+    assert "dirty" not in {outcome for _, outcome in outcomes}
+    passed = {tree for tree, outcome in outcomes if outcome == "pass"}
+    for tip in landed:
+        assert git(repo, "rev-parse", f"{tip}^{{tree}}") in passed, tip
+    start = moves[len(landed)]
+    for older, newer in zip([*landed[1:], start], landed, strict=True):  # fast-forwards only
+        assert git(repo, "merge-base", "--is-ancestor", older, newer) == ""
+    assert not ever_on_main(repo, "bad.txt")
+
+
+# -- the patch check: a candidate that lost work never lands -------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["batch", "parallel", "eject"])
+def test_a_candidate_that_lost_an_agents_work_never_lands(
+    repo: Path, queue_repo: Any, cli: Cli, mocker: MockerFixture, mode: str
+) -> None:
+    """A faulty replay forgets agent 1's commit: the patch check keeps that candidate off main."""
+    settings: dict[str, Any] = {"parallel": 3} if mode == "parallel" else {"batch": 3}
+    if mode == "eject":
+        settings["on_conflict"] = "eject"
+    queue_repo(3, "true", **settings)
+    forgotten = rev(repo, "parallel-dev/agent-1")
+    real = queue_mod.replay
+
+    def forgetting(git_: Any, onto: str, commits: Any, issues: Any = None) -> str | None:
+        kept = [n for n, sha in enumerate(commits) if sha != forgotten]
+        wanted = [issues[n] for n in kept] if issues is not None else None
+        return real(git_, onto, [commits[n] for n in kept], wanted)
+
+    mocker.patch.object(queue_mod, "replay", side_effect=forgetting)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    if mode == "eject":  # set aside: never on main, still to land
+        assert "agent 1: ejected: agent 1's rebased work lacks feature_1.py" in result.out
+        assert not ever_on_main(repo, "feature_1.py")
+        assert landed_files(repo, range(1, 4)) == {2, 3}
+        assert statuses(repo)["101"] == "completed"
+    else:  # rebased in its own worktree by git, checked again, landed whole
+        assert "agent 1: its work does not replay cleanly" in result.out
+        assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+        (entry,) = [e for e in state_of(repo)["merge_history"][-1]["landed"] if e["agent"] == 1]
+        assert "feature_1.py" in git(repo, "ls-tree", "--name-only", entry["commit"]).split()
