@@ -39,6 +39,7 @@ def plan_text(agents: int, gate: str, **merge: Any) -> str:
 
 
 RUNS = "runs.txt"  # each gate run appends a line here (outside the repository)
+MODES: dict[str, dict[str, Any]] = {"batch": {"batch": 4}, "parallel": {"parallel": 2}}
 
 
 def counting(gate: str, repo: Path) -> str:
@@ -176,10 +177,11 @@ def test_a_failing_branch_stops_the_queue_after_landing_what_is_ahead(
     assert statuses(repo) == {str(100 + a): "merged" for a in range(1, 5)}
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 def test_skip_leaves_the_failing_branch_out_and_lands_the_rest(
-    repo: Path, queue_repo: Any, cli: Cli
+    repo: Path, queue_repo: Any, cli: Cli, mode: str
 ) -> None:
-    queue_repo(3, "! test -e bad.txt", {1: {"bad.txt": "x\n"}}, batch=3)
+    queue_repo(3, "! test -e bad.txt", {1: {"bad.txt": "x\n"}}, **MODES[mode])
     assert cli("merge").code == 1
 
     result = cli("merge", "--skip")
@@ -363,7 +365,6 @@ CRASH_POINTS = [
     (queue_mod, "_mark_gate_failed", "before"),
     (queue_mod, "_mark_gate_failed", "after"),
 ]
-MODES = {"batch": {"batch": 4}, "parallel": {"parallel": 2}}
 
 
 def _crash(mocker: MockerFixture, module: Any, name: str, when: str) -> None:
@@ -533,10 +534,11 @@ def test_commits_after_the_completed_one_stay_on_the_branch_unlanded(
     assert rev(repo, branch) != wip and (agent_tree(worktrees, 1) / "wip.py").exists()
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 def test_abort_after_a_gate_stop_keeps_what_landed_and_leaves_the_rest_untouched(
-    repo: Path, queue_repo: Any, cli: Cli
+    repo: Path, queue_repo: Any, cli: Cli, mode: str
 ) -> None:
-    queue_repo(3, "! test -e bad.txt", {3: {"bad.txt": "x\n"}}, batch=3)
+    queue_repo(3, "! test -e bad.txt", {3: {"bad.txt": "x\n"}}, **MODES[mode])
     heads = {a: rev(repo, f"parallel-dev/agent-{a}") for a in range(1, 4)}
     assert cli("merge").code == 1
     order = state_of(repo)["train"]["order"]
@@ -826,3 +828,63 @@ def test_a_candidate_that_lost_an_agents_work_never_lands(
         assert landed_files(repo, range(1, 4)) == {1, 2, 3}
         (entry,) = [e for e in state_of(repo)["merge_history"][-1]["landed"] if e["agent"] == 1]
         assert "feature_1.py" in git(repo, "ls-tree", "--name-only", entry["commit"]).split()
+
+
+# -- a rebase conflict handed back to its agent, in the queue ------------------------------------
+
+CONFLICTING = {1: {"src/util.py": "VALUE = 2\n"}, 2: {"src/util.py": "VALUE = 3\n"}}
+RESOLVING = (
+    "printf 'VALUE = 5\\n' > src/util.py && git add src/util.py && "
+    "GIT_EDITOR=true git rebase --continue"
+)
+CARELESS = "git add -A && GIT_EDITOR=true git rebase --continue"
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("agent_script", [RESOLVING, CARELESS], ids=["resolves", "careless"])
+def test_a_rebase_conflict_in_the_queue_goes_back_to_its_agent_as_in_the_serial_train(
+    repo: Path, queue_repo: Any, cli: Cli, mode: str, agent_script: str
+) -> None:
+    queue_repo(3, "true", CONFLICTING, on_conflict="agent", **MODES[mode])
+    with_agent_command(repo, agent_script)
+
+    result = cli("merge")
+
+    assert "rebase conflict; handing it back to the agent" in result.out
+    assert "<<<<<<<" not in git(repo, "log", "-p", "main")
+    if agent_script == RESOLVING:
+        assert result.code == 0, result.err
+        assert (repo / "src/util.py").read_text() == "VALUE = 5\n"
+        assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+        assert statuses(repo) == {"101": "merged", "102": "merged", "103": "merged"}
+    else:  # the markers it committed never land: the train stops as the serial one does
+        assert result.code == 1
+        assert state_of(repo)["train"]["stop"]["reason"] == "markers"
+        stopped = state_of(repo)["train"]["stop"]["agent"]
+        assert statuses(repo)[str(100 + stopped)] == "completed"
+
+
+# -- dependencies on an ejected branch ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_an_agent_depending_on_an_ejected_one_is_left_out_with_the_reason(
+    repo: Path, queue_repo: Any, cli: Cli, mode: str
+) -> None:
+    """Agent 2's task needs #101; agent 1 fails its gate and is ejected: 2 must not land."""
+    queue_repo(
+        3, "! test -e bad.txt", {1: {"bad.txt": "x\n"}}, on_gate_failure="eject", **MODES[mode]
+    )
+    plan = (repo / "plan.toml").read_text()
+    needs = "  agent = 2\n  issue = 102\n"
+    commit(repo, {"plan.toml": plan.replace(needs, needs + "  depends_on = [101]\n")}, "deps")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    order = state_of(repo)["merge_history"][-1]["order"]
+    assert order.index(1) < order.index(2)
+    assert "agent 2: skipped: #102 depends on #101, which is not landing" in result.out
+    assert landed_files(repo, range(1, 4)) == {3}
+    assert not ever_on_main(repo, "feature_2.py") and not ever_on_main(repo, "bad.txt")
+    assert statuses(repo) == {"101": "gate_failed", "102": "completed", "103": "merged"}
