@@ -364,6 +364,11 @@ CRASH_POINTS = [
     (train_mod, "step_mark", "after"),
     (queue_mod, "_mark_gate_failed", "before"),
     (queue_mod, "_mark_gate_failed", "after"),
+    (queue_mod, "_eject", "before"),
+    (queue_mod, "_drop_dependents", "before"),
+    (queue_mod, "_land", "before"),
+    (train_mod, "step_hooks", "before"),
+    (train_mod, "step_push", "after"),
 ]
 
 
