@@ -353,6 +353,15 @@ FIXED = {
     "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000",
 }
 
+
+@pytest.fixture
+def fixed_dates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Author and committer dates fixed (runs compared by their refs), in ``tmp_path``."""
+    for variable, value in FIXED.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.chdir(tmp_path)
+
+
 CRASH_POINTS = [
     (gates_mod, "run_gates", "before"),
     (gates_mod, "run_gates", "after"),
@@ -391,13 +400,20 @@ def queue_outcome(
     crash: tuple[Any, str, str] | None,
     mode: str,
     before_continue: Callable[[], None] = lambda: None,
+    agent_script: str = "",
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """4 agents, agent 2 fails its gate and is ejected; the refs and statuses at the end."""
+    """4 agents, agent 2 fails its gate and is ejected; the refs and statuses at the end.
+
+    ``agent_script``: the agents' command; the ejected one is handed back to it.
+    """
     project = root / "project"
     shutil.copytree(template, project, symlinks=True)
     os.chdir(project)
-    plan = plan_text(4, "! test -e bad.txt", on_gate_failure="eject", **MODES[mode])
+    settings = {**MODES[mode], **({"on_conflict": "agent"} if agent_script else {})}
+    plan = plan_text(4, "! test -e bad.txt", on_gate_failure="eject", **settings)
     commit(project, {"plan.toml": plan}, "plan")
+    if agent_script:
+        with_agent_command(project, agent_script)
     assert cli("setup").code == 0
     trees = project.parent / "project-worktrees"
     for agent in range(1, 5):
@@ -438,10 +454,8 @@ def test_crash_then_continue_reaches_the_same_refs(
     cli: Cli,
     mocker: MockerFixture,
     monkeypatch: pytest.MonkeyPatch,
+    fixed_dates: None,
 ) -> None:
-    for variable, value in FIXED.items():
-        monkeypatch.setenv(variable, value)
-    monkeypatch.chdir(tmp_path)
     key = (template_repo, mode)
     if key not in _CLEAN:
         _CLEAN[key] = queue_outcome(tmp_path / "clean", template_repo, cli, mocker, None, mode)
@@ -893,3 +907,31 @@ def test_an_agent_depending_on_an_ejected_one_is_left_out_with_the_reason(
     assert landed_files(repo, range(1, 4)) == {3}
     assert not ever_on_main(repo, "feature_2.py") and not ever_on_main(repo, "bad.txt")
     assert statuses(repo) == {"101": "gate_failed", "102": "completed", "103": "merged"}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_crash_during_a_gate_failure_hand_back_then_continue_takes_the_fix(
+    mode: str,
+    when: str,
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    fixed_dates: None,
+) -> None:
+    """Killed before the agent starts, or while it fixes: --continue ends as if never killed."""
+    from paradev import runner
+
+    fix = "git rm -q bad.txt && git commit -q -m 'fix: drop bad.txt'"
+    clean = queue_outcome(
+        tmp_path / "clean", template_repo, cli, mocker, None, mode, agent_script=fix
+    )
+    assert clean[1] == {"101": "merged", "102": "merged", "103": "merged", "104": "merged"}
+
+    crash = (runner, "hand_back_conflict", when)
+    crashed = queue_outcome(
+        tmp_path / "crashed", template_repo, cli, mocker, crash, mode, agent_script=fix
+    )
+
+    assert crashed == clean

@@ -109,6 +109,8 @@ def run_queue(train: Train) -> None:
         for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
             if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
                 _mark_gate_failed(train, ejected["agent"], ejected["message"])
+                _settle_hand_back(train, ejected)  # or during the hand-back
+        _drop_dependents(train)
     mq["started"] = True
     mq.setdefault("committer", gitmod.committer_ident(train.ws.git))  # fixed for every rebuild
     train.out(
@@ -417,15 +419,34 @@ def _eject(train: Train, agent: int, reason: str, message: str, facts: str = "")
     train.queue.remove(agent)
     train.journal["skipped"].append(agent)
     ejected: list[dict[str, Any]] = settings(train).setdefault("ejected", [])
-    ejected.append({"agent": agent, "reason": reason, "message": message})
+    ejected.append({"agent": agent, "reason": reason, "message": message, "facts": facts})
     train.save()
     train.out(f"agent {agent}: ejected: {message}; the queue goes on without it")
     if reason == "gate":
         _mark_gate_failed(train, agent, message)
-        if settings(train)["on_conflict"] == "agent":
-            _hand_back_gate_failure(train, agent, facts or message)
-            _take_back(train, agent)
+        _settle_hand_back(train, ejected[-1])
     _drop_dependents(train)
+
+
+def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
+    """Hand a gate failure back to its agent (``on_conflict = "agent"``), take its fix; once.
+
+    A driver killed meanwhile leaves the agent running in its own process
+    group: ``--continue`` waits for it when it was launched (its resolver is
+    journaled), or launches it when the kill came first.
+    """
+    agent = int(ejected["agent"])
+    if settings(train)["on_conflict"] != "agent" or ejected.get("settled"):
+        return
+    entry = train.agent(agent)
+    if "resolver" in entry:
+        steps.wait_for_resolver(train, agent)
+    else:
+        _hand_back_gate_failure(train, agent, ejected.get("facts") or ejected["message"])
+    entry.pop("resolver", None)  # the next ejection hands back again
+    ejected["settled"] = True
+    _take_back(train, agent)
+    train.save()
 
 
 def _mark_gate_failed(train: Train, agent: int, message: str) -> None:
