@@ -935,3 +935,51 @@ def test_a_crash_during_a_gate_failure_hand_back_then_continue_takes_the_fix(
     )
 
     assert crashed == clean
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_abort_during_a_conflict_stop_in_the_queue_undoes_the_rebase_it_started(
+    repo: Path, queue_repo: Any, cli: Cli, worktrees: Path, mode: str
+) -> None:
+    queue_repo(3, "true", CONFLICTING, **MODES[mode])
+    heads = {a: rev(repo, f"parallel-dev/agent-{a}") for a in range(1, 4)}
+    assert cli("merge").code == 1
+    stopped = state_of(repo)["train"]["stop"]["agent"]
+    tree = agent_tree(worktrees, stopped)
+    assert git(tree, "diff", "--name-only", "--diff-filter=U") == "src/util.py"
+    landed = landed_files(repo, range(1, 4))
+
+    result = cli("merge", "--abort")
+
+    assert result.code == 0, result.err
+    assert f"agent {stopped}: aborted the rebase paradev started" in result.out
+    assert git(tree, "status", "--porcelain") == ""
+    assert rev(repo, f"parallel-dev/agent-{stopped}") == heads[stopped]
+    assert rev(tree, "HEAD") == heads[stopped]
+    assert landed_files(repo, range(1, 4)) == landed and stopped not in landed
+    assert statuses(repo)[str(100 + stopped)] == "completed"
+    assert state_of(repo)["train"] is None
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_queue_dry_run_exits_as_the_queue_when_base_tree_blocks_the_fast_forward(
+    repo: Path, queue_repo: Any, cli: Cli, snapshot: Callable[[], dict[str, object]], mode: str
+) -> None:
+    """An untracked file in main's work tree that the landing would overwrite: exit 2, both."""
+    queue_repo(3, "true", **MODES[mode])
+    (repo / "feature_2.py").write_text("mine, not committed\n")
+    before, before_main = snapshot(), rev(repo, "main")
+
+    dry = cli("merge", "--dry-run", "--json")
+
+    assert snapshot() == before
+    real = cli("merge")
+    assert (dry.code, real.code) == (2, 2), (dry.out, dry.err, real.out, real.err)
+    assert "would overwrite its untracked files feature_2.py" in dry.json()["error"]
+    assert "would overwrite its untracked files feature_2.py" in real.err
+    assert "paradev merge --continue" in real.err  # the landing waits, journaled
+    assert rev(repo, "main") == before_main
+    assert (repo / "feature_2.py").read_text() == "mine, not committed\n"  # never overwritten
+    (repo / "feature_2.py").unlink()
+    assert cli("merge", "--continue").code == 0
+    assert landed_files(repo, range(1, 4)) == {1, 2, 3}

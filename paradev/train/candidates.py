@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
-from paradev.errors import PreconditionError
+from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
 from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
@@ -531,7 +531,13 @@ def _finish_landing(train: Train) -> None:
     current, target = train.base_tip(), str(pending["to"])
     if current == pending["from"]:
         steps._undo_killed_fast_forward(train, current, target)
-        steps.move_base(train.ws, train.base, current, target, then="run paradev merge --continue")
+        try:
+            steps.move_base(
+                train.ws, train.base, current, target, then="run paradev merge --continue"
+            )
+        except GitError:  # say which files stand in the way, not git's first line
+            _refuse_untracked_in_base(train, current, target)
+            raise
         train.out(f"{train.base} -> {target[:12]} ({len(pending['agents'])} agent(s))")
     elif not gitmod.is_ancestor(train.ws.git, target, current):
         raise PreconditionError(
@@ -544,6 +550,17 @@ def _finish_landing(train: Train) -> None:
             _after_advance(train, int(agent), str(commit))
     mq["landing"] = None
     train.save()
+
+
+def _refuse_untracked_in_base(train: Train, current: str, target: str) -> None:
+    holder = gitmod.branch_holder(train.ws.repo, train.base)
+    if holder is not None:
+        untracked = gitmod.untracked_paths(holder)
+        why = landing.fast_forward_blocked(
+            train.ws.git, train.base, holder, untracked, current, target, "paradev merge --continue"
+        )
+        if why:
+            raise PreconditionError(why)
 
 
 def _after_advance(train: Train, agent: int, commit: str, *, push_may_stop: bool = True) -> None:

@@ -355,7 +355,7 @@ class Simulation:
         untracked = gitmod.untracked_paths(tree)
         if not untracked or gitmod.is_ancestor(self.git, self.base, head):
             return ""  # no rebase: nothing is checked out
-        found = _colliding(untracked, gitmod.added_paths(self.git, head, self.base))
+        found = landing.colliding(untracked, gitmod.added_paths(self.git, head, self.base))
         if not found:
             return ""
         return (
@@ -365,15 +365,16 @@ class Simulation:
 
     def blocking_in_holder(self, old: str, new: str) -> str:
         """Untracked files in base's tree that its fast-forward from ``old`` would overwrite."""
-        if self.holder is None or not self.holder_untracked:
+        if self.holder is None:
             return ""
-        found = _colliding(self.holder_untracked, gitmod.added_paths(self.git, old, new))
-        if not found:
-            return ""
-        return (
-            f"the fast-forward of {self.ws.plan.base} in {self.holder} would overwrite its "
-            f"untracked files {', '.join(found[:5])}; commit, move or remove them, "
-            "then run paradev merge"
+        return landing.fast_forward_blocked(
+            self.git,
+            self.ws.plan.base,
+            self.holder,
+            self.holder_untracked,
+            old,
+            new,
+            "paradev merge",
         )
 
 
@@ -407,13 +408,6 @@ def replay_steps(
         else:
             steps.append((parent, item.commit, item.commit))
     return steps
-
-
-def _colliding(untracked: Sequence[str], added: Sequence[str]) -> list[str]:
-    """Untracked paths a checkout adding ``added`` would overwrite (a file or a folder's place)."""
-    folders = {"/".join(p.split("/")[:n]) for p in added for n in range(1, p.count("/") + 1)}
-    wanted = set(added)
-    return [p for p in untracked if p in wanted or p in folders]
 
 
 def _tip(git: Git, ref: str) -> str:
