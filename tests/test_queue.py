@@ -983,3 +983,33 @@ def test_the_queue_dry_run_exits_as_the_queue_when_base_tree_blocks_the_fast_for
     (repo / "feature_2.py").unlink()
     assert cli("merge", "--continue").code == 0
     assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_dry_run_leaves_out_what_depends_on_an_ejected_agent_as_the_queue_does(
+    repo: Path, queue_repo: Any, cli: Cli, mode: str
+) -> None:
+    """1 -> 2 -> 3 by their dependencies; 2 conflicts with 1 and is ejected; 3 needs #102."""
+    queue_repo(3, "true", CONFLICTING, on_conflict="eject", **MODES[mode])
+    plan = (repo / "plan.toml").read_text()
+    for agent, needs in ((2, 101), (3, 102)):
+        task = f"  agent = {agent}\n  issue = {100 + agent}\n"
+        plan = plan.replace(task, task + f"  depends_on = [{needs}]\n")
+    commit(repo, {"plan.toml": plan}, "deps")
+
+    dry = cli("merge", "--dry-run", "--json")
+
+    assert dry.code == 0, dry.err
+    data = dry.json()
+    assert data["order"] == [1, 2, 3]
+    assert [c["outcome"] for c in data["candidates"]] == ["land", "eject", "skipped"]
+    assert [s["agent"] for s in data["skipped"]] == [2, 3]
+    assert data["skipped"][1]["reason"] == "#103 depends on #102, which is not landing"
+    assert "agent 3: skipped: #103 depends on #102" in dry.err  # --json: the text on stderr
+
+    real = cli("merge")
+
+    assert real.code == 0, real.err
+    assert "agent 3: skipped: #103 depends on #102, which is not landing" in real.out
+    assert landed_files(repo, range(1, 4)) == {1}
+    assert statuses(repo) == {"101": "merged", "102": "completed", "103": "completed"}
