@@ -449,18 +449,11 @@ def _dry_run(
     ws: Workspace, out: Callable[[str], None], json: bool, push: bool | None, gate: bool
 ) -> None:
     """``merge --dry-run``: the steps shown (as JSON too), then the train's own exit."""
-    from paradev.train.dryrun import dry_run
+    from paradev.train.dryrun import dry_run, to_json
 
-    queued = bool(ws.plan.merge_queue)  # parallel/batch/eject: the queue shows its candidates
-    result = dry_run(ws, out, push=push, gate=gate, simulate=not queued)
-    if queued:
-        from paradev.train import candidates
-
-        candidates.dry_run(ws, out)
+    result = dry_run(ws, out, push=push, gate=gate)
     if json:
-        from paradev.report.machine import dry_run_json
-
-        emit_json(dry_run_json(result.steps))
+        emit_json(to_json(ws, result))
     if result.error is not None:
         raise result.error
 

@@ -61,6 +61,7 @@ from paradev.state import (
     COMPLETED,
     DROPPED,
     FAILED,
+    GATE_FAILED,
     IN_PROGRESS,
     INTERRUPTED,
     MERGED,
@@ -531,29 +532,78 @@ def _leftovers_rule(mode: str, task: Task) -> str:
 def conflict_prompt(ws: Workspace, task: Task, report: str) -> str:
     """The prompt that hands a stopped rebase back to the agent that owns the branch."""
     branch, worktree = ws.branch(task.agent), ws.worktree(task.agent)
+    return _hand_back_prompt(
+        f"Resolve a rebase conflict on {branch} (issue #{task.issue}: {task.title})",
+        f"paradev's merge train is rebasing {branch} onto {ws.plan.base} in {worktree}, "
+        "and the rebase stopped on a conflict with work that already landed.",
+        ("The conflict", report),
+        [
+            "Edit each conflicted file so it keeps the intent of both sides, and remove "
+            "every conflict marker (<<<<<<<, |||||||, =======, >>>>>>>).",
+            "`git add <file>` for each resolved file.",
+            "If a rebase is in progress: `GIT_EDITOR=true git rebase --continue`; if the "
+            f"next commit stops too, resolve it the same way. Otherwise commit on {branch}.",
+            "Exit 0 once `git status` shows no rebase in progress; exit non-zero if you "
+            "cannot resolve it.",
+        ],
+        "Do not run `git rebase --abort`, reset, switch branches or push: paradev checks "
+        "the result, runs the gate and goes on with the train.",
+    )
+
+
+def gate_failure_prompt(ws: Workspace, task: Task, report: str) -> str:
+    """The prompt that hands a branch the merge queue ejected on a failed gate back to its agent.
+
+    Not a conflict: nothing is in progress in the worktree; the fix is new
+    commits on top of the completed work, which the queue then gates again.
+    """
+    branch, worktree = ws.branch(task.agent), ws.worktree(task.agent)
+    return _hand_back_prompt(
+        f"Fix the gate failure on {branch} (issue #{task.issue}: {task.title})",
+        f"paradev's merge queue ran the gate (the project's checks) on {ws.plan.base} + the "
+        f"work landing ahead of yours + your completed work on {branch}, and it failed: "
+        f"{branch} was set aside and the queue went on without it. Your worktree {worktree} "
+        "has your branch checked out, unchanged (not rebased).",
+        ("The gate failure", report),
+        [
+            "Read the log above (and the whole log at its path) to find what fails; run the "
+            "gate command in your worktree to reproduce it. The failure may come from how "
+            f"your work meets what landed on {ws.plan.base} since you started: "
+            f"`git log HEAD..{ws.plan.base}` shows those commits.",
+            f"Fix it with new commits on {branch}, on top of your completed work: do not "
+            "amend, rebase, reset or drop commits (paradev only takes a fix that keeps them).",
+            "Run the gate command again until it passes.",
+            "Exit 0 once the fix is committed and `git status` is clean; exit non-zero if "
+            "you cannot fix it.",
+        ],
+        "To resubmit, just commit and exit 0: paradev puts your branch back at the end of "
+        "the merge queue and gates it again (if the train is over by then, "
+        f"`paradev complete {task.agent}` and the next `paradev merge` land it). Do not "
+        "switch branches, merge or push.",
+    )
+
+
+def _hand_back_prompt(
+    title: str, situation: str, section: tuple[str, str], steps: Sequence[str], rule: str
+) -> str:
+    """A hand-back prompt: what happened, the facts under their heading, what to do, what not."""
+    heading, report = section
+    numbered = [f"{n}. {step}" for n, step in enumerate(steps, start=1)]
     return "\n".join(
         [
-            f"# Resolve a rebase conflict on {branch} (issue #{task.issue}: {task.title})",
+            f"# {title}",
             "",
-            f"paradev's merge train is rebasing {branch} onto {ws.plan.base} in {worktree}, "
-            "and the rebase stopped on a conflict with work that already landed.",
+            situation,
             "",
-            "## The conflict",
+            f"## {heading}",
             "",
             report.rstrip(),
             "",
             "## What to do",
             "",
-            "1. Edit each conflicted file so it keeps the intent of both sides, and remove "
-            "every conflict marker (<<<<<<<, |||||||, =======, >>>>>>>).",
-            "2. `git add <file>` for each resolved file.",
-            "3. If a rebase is in progress: `GIT_EDITOR=true git rebase --continue`; if the "
-            f"next commit stops too, resolve it the same way. Otherwise commit on {branch}.",
-            "4. Exit 0 once `git status` shows no rebase in progress; exit non-zero if you "
-            "cannot resolve it.",
+            *numbered,
             "",
-            "Do not run `git rebase --abort`, reset, switch branches or push: paradev checks "
-            "the result, runs the gate and goes on with the train.",
+            rule,
             "",
         ]
     )
@@ -1110,10 +1160,10 @@ class Supervisor:
 
 
 def hand_back_task(ws: Workspace, agent: int) -> Task:
-    """The task whose branch is being landed: completed, else in progress, else next unmerged."""
+    """The task whose branch is being landed (completed or gate_failed), else the next one."""
     state = ws.store.read()
     tasks = ws.tasks_of(agent)
-    for wanted in (COMPLETED, IN_PROGRESS):
+    for wanted in (COMPLETED, GATE_FAILED, IN_PROGRESS):
         found = [t for t in tasks if state.status(t.issue) == wanted]
         if found:
             return found[-1]
@@ -1130,33 +1180,35 @@ def hand_back_conflict(
     *,
     notify: Callable[[str], None] = print,
     on_launch: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    kind: str = "conflict",
 ) -> bool:
     """Launch the agent's command to resolve a stopped rebase; True when it exited 0.
 
     The merge train checks the rebase itself afterwards; this only reports
     whether the agent ran and said it succeeded. ``on_launch`` gets the
     agent's process first (the train journals it: it outlives a killed train).
+    ``kind = "gate"``: a failed gate instead (the queue ejected the branch);
+    the agent gets that prompt, and ``PARADEV_MODE=gate``.
     """
+    what = "the gate failure" if kind == "gate" else "the conflict"
     if ws.plan.agent_command_for(agent) is None:
         notify(
             f"no agents.command, preset or [agents.commands] entry for agent {agent} in "
-            "plan.toml: nobody to hand the conflict back to"
+            f"plan.toml: nobody to hand {what} back to"
         )
         return False
     task = hand_back_task(ws, agent)
-    stamp = _stamp()
-    prompt = write_text(
-        ws.store.dir / "prompts" / f"conflict-agent-{agent}-{stamp}.md",
-        conflict_prompt(ws, task, report),
-    )
-    log = log_path(ws, f"conflict-agent-{agent}")
+    name = f"{'gate-failure' if kind == 'gate' else 'conflict'}-agent-{agent}"
+    build = gate_failure_prompt if kind == "gate" else conflict_prompt
+    prompt = write_text(ws.store.dir / "prompts" / f"{name}-{_stamp()}.md", build(ws, task, report))
+    log = log_path(ws, name)
     log_start = log_size(log)
     try:
-        proc = launch(ws, task, prompt, log, mode="conflict")
+        proc = launch(ws, task, prompt, log, mode=kind)
     except LaunchError as err:
         notify(str(err))
         return False
-    notify(f"handed the conflict back to agent {agent} (prompt {prompt}, log {log})")
+    notify(f"handed {what} back to agent {agent} (prompt {prompt}, log {log})")
     if on_launch is not None:
         on_launch(proc)
     code = wait_for(proc, ws.plan.agent_timeout)

@@ -7,13 +7,11 @@ finished or resumed train all answer in the same shape.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from paradev import git as gitmod
 from paradev.runner import Outcome, Row, Started
 from paradev.snapshots import precise_now
-from paradev.train.dryrun import DryStep
 from paradev.train.steps import marker_hunks
 from paradev.workspace import Workspace
 
@@ -65,10 +63,6 @@ def _stop_json(ws: Workspace, journal: dict[str, Any], stop: dict[str, Any]) -> 
         "gate_exit": entry.get("gate_exit") if gate else None,
         "gate_log": entry.get("gate_log") if gate else None,
     }
-
-
-def dry_run_json(steps: list[DryStep]) -> dict[str, Any]:
-    return {"dry_run": True, "steps": [asdict(step) for step in steps]}
 
 
 # -- run-batch --json: one JSON object per event, one per line -------------------------------

@@ -23,6 +23,7 @@ worktree, stop or hand back) and the queue goes on after it.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
-from paradev.errors import PreconditionError
+from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
-from paradev.order import _missing_dependency, select_agents
+from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
 from paradev.train import gate as gates
 from paradev.train import landing, steps
-from paradev.train.journal import ADVANCE, BACKUP, Output, Train
-from paradev.workspace import Workspace
+from paradev.train.journal import ADVANCE, BACKUP, Train
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
@@ -109,6 +109,8 @@ def run_queue(train: Train) -> None:
         for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
             if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
                 _mark_gate_failed(train, ejected["agent"], ejected["message"])
+                _settle_hand_back(train, ejected)  # or during the hand-back
+        _drop_dependents(train)
     mq["started"] = True
     mq.setdefault("committer", gitmod.committer_ident(train.ws.git))  # fixed for every rebuild
     train.out(
@@ -390,7 +392,8 @@ def _gate_failed(train: Train, link: Link) -> None:
     log = Path(result["log"])
     train.out(gates._tail(log))
     if _ejecting(train, "gate"):
-        _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", log)
+        facts = gates.failure_facts(train, link.agent, link.commit, code, log)
+        _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", facts)
         return
     raise train.stop(
         link.agent,
@@ -411,20 +414,39 @@ def _ejecting(train: Train, reason: str) -> bool:
 # -- ejecting --------------------------------------------------------------------------------
 
 
-def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None = None) -> None:
+def _eject(train: Train, agent: int, reason: str, message: str, facts: str = "") -> None:
     """Set the agent aside (its branch untouched), mark a gate failure, let the queue go on."""
     train.queue.remove(agent)
     train.journal["skipped"].append(agent)
     ejected: list[dict[str, Any]] = settings(train).setdefault("ejected", [])
-    ejected.append({"agent": agent, "reason": reason, "message": message})
+    ejected.append({"agent": agent, "reason": reason, "message": message, "facts": facts})
     train.save()
     train.out(f"agent {agent}: ejected: {message}; the queue goes on without it")
     if reason == "gate":
         _mark_gate_failed(train, agent, message)
-        if settings(train)["on_conflict"] == "agent":
-            steps.hand_back(train, agent, _failure_report(train, agent, message, log))
-            _take_back(train, agent)
+        _settle_hand_back(train, ejected[-1])
     _drop_dependents(train)
+
+
+def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
+    """Hand a gate failure back to its agent (``on_conflict = "agent"``), take its fix; once.
+
+    A driver killed meanwhile leaves the agent running in its own process
+    group: ``--continue`` waits for it when it was launched (its resolver is
+    journaled), or launches it when the kill came first.
+    """
+    agent = int(ejected["agent"])
+    if settings(train)["on_conflict"] != "agent" or ejected.get("settled"):
+        return
+    entry = train.agent(agent)
+    if "resolver" in entry:
+        steps.wait_for_resolver(train, agent)
+    else:
+        _hand_back_gate_failure(train, agent, ejected.get("facts") or ejected["message"])
+    entry.pop("resolver", None)  # the next ejection hands back again
+    ejected["settled"] = True
+    _take_back(train, agent)
+    train.save()
 
 
 def _mark_gate_failed(train: Train, agent: int, message: str) -> None:
@@ -452,13 +474,15 @@ def _take_back(train: Train, agent: int) -> None:
     train.out(f"agent {agent}: committed {head[:12]} after the hand-back; back in the queue")
 
 
-def _failure_report(train: Train, agent: int, message: str, log: Path | None) -> str:
-    tail = gates._tail(log) if log else ""
-    return (
-        f"agent {agent}: the gate failed on {train.base} + your completed work: {message}\n"
-        f"last lines of the log:\n{tail}\n"
-        f"Fix it with new commits on {train.branch(agent)}, then run paradev complete {agent}."
-    )
+def _hand_back_gate_failure(train: Train, agent: int, facts: str) -> None:
+    """The serial train's hand-back, with the runner's gate-failure prompt (not a conflict's)."""
+    launch = train.hand_back_to
+    if launch is not None:
+        train.hand_back_to = functools.partial(launch, kind="gate")
+    try:
+        steps.hand_back(train, agent, facts)
+    finally:
+        train.hand_back_to = launch
 
 
 def _drop_dependents(train: Train) -> None:
@@ -507,7 +531,13 @@ def _finish_landing(train: Train) -> None:
     current, target = train.base_tip(), str(pending["to"])
     if current == pending["from"]:
         steps._undo_killed_fast_forward(train, current, target)
-        steps.move_base(train.ws, train.base, current, target, then="run paradev merge --continue")
+        try:
+            steps.move_base(
+                train.ws, train.base, current, target, then="run paradev merge --continue"
+            )
+        except GitError:  # say which files stand in the way, not git's first line
+            _refuse_untracked_in_base(train, current, target)
+            raise
         train.out(f"{train.base} -> {target[:12]} ({len(pending['agents'])} agent(s))")
     elif not gitmod.is_ancestor(train.ws.git, target, current):
         raise PreconditionError(
@@ -522,10 +552,21 @@ def _finish_landing(train: Train) -> None:
     train.save()
 
 
-def _after_advance(train: Train, agent: int, commit: str) -> None:
+def _refuse_untracked_in_base(train: Train, current: str, target: str) -> None:
+    holder = gitmod.branch_holder(train.ws.repo, train.base)
+    if holder is not None:
+        untracked = gitmod.untracked_paths(holder)
+        why = landing.fast_forward_blocked(
+            train.ws.git, train.base, holder, untracked, current, target, "paradev merge --continue"
+        )
+        if why:
+            raise PreconditionError(why)
+
+
+def _after_advance(train: Train, agent: int, commit: str, *, push_may_stop: bool = True) -> None:
     train.finish(agent, ADVANCE, landed=commit)
     _point_branch(train, agent)
-    steps.after_landing(train, agent)
+    steps.after_landing(train, agent, push_may_stop=push_may_stop)
     train.queue.remove(agent)
 
 
@@ -567,54 +608,3 @@ def _land_serially(train: Train, agent: int) -> None:
     steps.land(train, agent)
     train.queue.remove(agent)
     train.save()
-
-
-# -- dry run ---------------------------------------------------------------------------------
-
-
-def dry_run(ws: Workspace, out: Output) -> Chain:
-    """Show every candidate and what the first round would gate; no ref or work tree changes.
-
-    The candidates are built as the queue builds them (commit objects nothing
-    points at); the journal used for it lives only in memory.
-    """
-    mq = ws.plan.merge_queue
-    selection = select_agents(ws)
-    if mq is None or not selection.agents:
-        return Chain([])
-    order = steps.merge_order(ws, selection.agents)
-    journal = {
-        "id": "dry-run",
-        "base": ws.plan.base,
-        "queue": list(order),
-        "agents": {},
-        "gate": True,
-        "squash": ws.plan.squash,
-        "mq": {**mq, "committer": gitmod.committer_ident(ws.git)},
-    }
-    train = Train(ws, journal, out)
-    for agent in order:
-        steps.journal_backup(train, agent)
-    chain = build_chain(train)
-    out(
-        f"merge queue (dry run, nothing changed): parallel {mq['parallel']}, "
-        f"batch {mq['batch']}, on gate failure {mq['on_gate_failure']}"
-    )
-    for position, link in enumerate(chain.links, start=1):
-        agents = ", ".join(str(item.agent) for item in chain.links[:position])
-        out(f"  candidate {position}: {ws.plan.base} + agents {agents} -> {link.commit[:12]}")
-    if chain.blocked is not None:
-        then = (
-            "set aside (on_conflict = eject)"
-            if _ejecting(train, chain.blocked.reason)
-            else "rebased in its own worktree once everything ahead landed (serial steps)"
-        )
-        out(f"  agent {chain.blocked.agent}: {chain.blocked.message} -> {then}")
-    picks = probes([None] * len(chain.links), mq["parallel"], mq["batch"])
-    if picks and gates._gate_command(ws):
-        shown = ", ".join(str(p) for p in picks)
-        out(
-            f"  first gate round: candidate(s) {shown} at once; when they pass, "
-            f"{ws.plan.base} fast-forwards to candidate {picks[-1]}"
-        )
-    return chain

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.train import candidates, steps
 from paradev.train.journal import (
@@ -28,6 +29,7 @@ from paradev.train.steps import (
     _resolve_push,
     _restore_branch,
     _say_skipped_last_time,
+    _undo_killed_fast_forward,
     merge_order,
     move_base,
     preflight,
@@ -143,13 +145,18 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
 def abort(ws: Workspace, out: Output) -> None:
     """``merge --abort``: undo the current agent's rebase, restore its branch, end the train.
 
-    What already landed stays: it passed its gate.
+    What already landed stays: it passed its gate. The merge queue may have
+    been stopped in the middle of landing several agents by one fast-forward:
+    see ``_abort_queue``.
     """
     with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
-        _lock_agents(ws, train.queue[:1], locks)
+        queued = bool(train.journal.get("mq"))
+        _lock_agents(ws, train.queue if queued else train.queue[:1], locks)
         take_over(train)
-        if train.queue:
+        if queued:
+            _abort_queue(train)
+        elif train.queue:
             agent = train.queue[0]
             if _has_landed(train, agent):
                 _finish_landed(train, agent)
@@ -158,6 +165,52 @@ def abort(ws: Workspace, out: Output) -> None:
                 _restore_branch(train, agent)
         _end(train, "aborted")
         out(summary(train, "aborted"))
+
+
+def _abort_queue(train: Train) -> None:
+    """End a queue's unfinished landing, then put every agent left back at its backup.
+
+    Base never moves back: when it already holds the landing (a gated
+    candidate), the landed agents' bookkeeping is finished as ``--continue``
+    would; when it does not, it stays where it is (files a killed
+    fast-forward wrote in its work tree put back) and every agent of the
+    landing is restored with the rest. An agent going through the serial
+    steps (its work did not replay) is aborted as the serial train aborts it.
+    """
+    mq = candidates.settings(train)
+    pending = mq.get("landing")
+    if pending:
+        current, target = train.base_tip(), str(pending["to"])
+        agents = ", ".join(str(a) for a, _ in pending["agents"])
+        if current != pending["from"] and gitmod.is_ancestor(train.ws.git, target, current):
+            train.out(
+                f"{train.base} already holds the landing of agents {agents} ({target[:12]}, "
+                "gated): finishing it"
+            )
+            for agent, commit in pending["agents"]:
+                if agent in train.queue:
+                    candidates._after_advance(train, int(agent), str(commit), push_may_stop=False)
+        else:
+            if current == pending["from"]:
+                _undo_killed_fast_forward(train, current, target)
+            train.out(
+                f"the landing of agents {agents} ({target[:12]}) was not made; "
+                f"{train.base} stays at {current[:12]}"
+            )
+        mq["landing"] = None
+        train.save()
+    for agent in list(train.queue):
+        entry = train.agent(agent)
+        if entry.get("serial") and agent == train.queue[0] and _has_landed(train, agent):
+            _finish_landed(train, agent)  # rebased in its worktree, then base moved
+            continue
+        _abort_our_rebase(train, agent)
+        _restore_branch(train, agent)
+        if entry.get("backup"):
+            train.out(
+                f"agent {agent}: not landed; {train.branch(agent)} at "
+                f"{str(entry['old_head'])[:12]} (backup {entry['backup']})"
+            )
 
 
 def _run(train: Train) -> None:

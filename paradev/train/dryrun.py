@@ -18,9 +18,10 @@ touches none is one merge, and the result is still exactly the replay's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from paradev import git as gitmod
@@ -34,7 +35,7 @@ from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
 
-LAND, CONFLICT, MARKERS, LOST, BLOCKED, HAND_BACK, NOT_REACHED = (
+LAND, CONFLICT, MARKERS, LOST, BLOCKED, HAND_BACK, NOT_REACHED, EJECT, SKIPPED = (
     "land",
     "conflict",
     "markers",
@@ -42,6 +43,8 @@ LAND, CONFLICT, MARKERS, LOST, BLOCKED, HAND_BACK, NOT_REACHED = (
     "blocked",
     "hand back",
     "not reached",
+    "eject",
+    "skipped",
 )
 
 
@@ -56,10 +59,20 @@ class DryStep:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # markers, lost work or blocking files
     detail: str = ""  # where, in words (blocked: which work tree)
+    head: str = ""  # the commit whose work lands (the completed one)
+    fork: str = ""  # where it forked from base: the rebase replays fork..head
 
     def describe(self) -> str:
         if self.outcome == LAND:
-            return f"agent {self.agent}: would land ({self.commits} commit(s) rebased cleanly)"
+            how = f" ({self.detail})" if self.detail else ""
+            return f"agent {self.agent}: would land ({self.commits} commit(s) rebased cleanly){how}"
+        if self.outcome == SKIPPED:
+            return f"agent {self.agent}: skipped: {self.detail}"
+        if self.outcome == EJECT:
+            where = "; ".join(_conflict_text(c) for c in self.conflicts)
+            stop = (self.stopped_at or "")[:12]
+            at = f"; its rebase would stop at {stop}: {where}" if where else ""
+            return f"agent {self.agent}: {self.detail} -> set aside (on_conflict = eject){at}"
         if self.outcome == NOT_REACHED:
             return f"agent {self.agent}: not reached ({self.detail or 'the train stops before it'})"
         what = self.detail
@@ -72,10 +85,18 @@ class DryStep:
 
 @dataclass(frozen=True)
 class DryRun:
-    """The simulated train: each agent's step, and the error the real train would end with."""
+    """The simulated train: each agent's step, and the error the real train would end with.
+
+    ``gated``: the positions (from 1) of the candidates whose gate would run
+    when every gate passes; ``skipped``: agents left out, and why.
+    """
 
     steps: list[DryStep]
     error: ParadevError | None = None
+    mode: str = "serial"
+    order: list[int] = field(default_factory=list)
+    gated: list[int] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _conflict_text(conflict: dict[str, Any]) -> str:
@@ -89,14 +110,16 @@ def dry_run(
     *,
     push: bool | None = None,
     gate: bool = True,
-    simulate: bool = True,
 ) -> DryRun:
     """Check what ``paradev merge`` checks (raising its exit-2 refusals), then simulate it.
 
-    The returned ``error`` is what the train would end with (exit 1 or 2);
-    the caller shows the steps first, then raises it. ``simulate=False``: the
-    checks alone (the merge queue shows its own candidates).
+    The serial train lands agent after agent; the merge queue (``[merge]``
+    parallel/batch/eject) builds its candidates as it would and says which it
+    would gate. The returned ``error`` is what the train would end with (exit
+    1 or 2); the caller shows the steps first, then raises it.
     """
+    queue = ws.plan.merge_queue
+    mode = "serial" if queue is None else "queue"
     with driving(ws, note_owner=False), ExitStack() as locks:
         checked = serial.preflight(ws, locks, push=push, gate=gate, peek=True)
         sim = Simulation(ws, checked.gating)
@@ -108,17 +131,85 @@ def dry_run(
             )
         for note in checked.selection.notes:
             out(note)
-        if not simulate:
-            return DryRun([])
+        skipped = [_left_out(note) for note in checked.selection.notes]
         if not checked.selection.agents:
             out("nothing to land")
-            return DryRun([])
+            return DryRun([], mode=mode, skipped=skipped)
         order = serial.merge_order(ws, checked.selection.agents, save=False)
+        if queue is not None:
+            from paradev.train.dryqueue import simulate_queue
+
+            found = simulate_queue(ws, sim, order, out)
+            return DryRun(
+                found.steps,
+                _error(ws, found.steps),
+                mode,
+                order,
+                found.gated,
+                skipped + found.skipped,
+            )
         steps = sim.run(order)
     out("dry run (nothing changed; the gate is not run):")
     for step in steps:
         out("  " + step.describe())
-    return DryRun(steps, _error(ws, steps))
+    gated = list(range(1, _landing(steps) + 1)) if checked.gating else []
+    return DryRun(steps, _error(ws, steps), mode, order, gated, skipped)
+
+
+def _landing(steps: Sequence[DryStep]) -> int:
+    return sum(step.outcome == LAND for step in steps)
+
+
+def _left_out(note: str) -> dict[str, Any]:
+    """A note of the selection ("agent 2: ...; not landed") as a skipped entry."""
+    found = re.match(r"agent (\d+)\b", note)
+    return {"agent": int(found.group(1)) if found else None, "reason": note}
+
+
+def to_json(ws: Workspace, result: DryRun) -> dict[str, Any]:
+    """``merge --dry-run --json``: the order, every candidate, what is gated, what is skipped."""
+    candidates: list[dict[str, Any]] = []
+    landing: list[int] = []
+    position = 0
+    for step in result.steps:
+        number = None
+        if step.outcome == LAND:
+            position += 1
+            number = position
+            landing.append(step.agent)
+        agents = [*landing] if number else [*landing, step.agent]
+        candidates.append(
+            {
+                "position": number,
+                "agent": step.agent,
+                "branch": ws.branch(step.agent),
+                "agents": agents,
+                "branches": [ws.branch(a) for a in agents],
+                "outcome": step.outcome,
+                "range": {"from": step.fork or None, "to": step.head or None},
+                "commits": step.commits,
+                "gated": number in result.gated,
+                "stopped_at": step.stopped_at,
+                "conflicts": step.conflicts,
+                "paths": step.paths,
+                "detail": step.detail,
+            }
+        )
+    return {
+        "dry_run": True,
+        "mode": result.mode,
+        "base": ws.plan.base,
+        "settings": ws.plan.merge_queue
+        or {"parallel": 1, "batch": 1, "on_gate_failure": "stop", "retries": 0}
+        | {"on_conflict": ws.plan.on_conflict},
+        "order": result.order,
+        "candidates": candidates,
+        "gated": result.gated,
+        "skipped": result.skipped,
+        "exit": 0 if result.error is None else result.error.exit_code,
+        "error": None if result.error is None else str(result.error),
+        "steps": [asdict(step) for step in result.steps],
+    }
 
 
 def _error(ws: Workspace, steps: Sequence[DryStep]) -> ParadevError | None:
@@ -150,6 +241,7 @@ class Simulation:
         self.ws = ws
         self.git: Git = ws.git
         self.base = _tip(ws.git, f"refs/heads/{ws.plan.base}")
+        self.start = self.base  # base when the train starts
         self.tree = gitmod.tree_of(ws.git, self.base)
         self.holder = gitmod.branch_holder(ws.repo, ws.plan.base)
         self.holder_untracked = gitmod.untracked_paths(self.holder) if self.holder else []
@@ -158,46 +250,54 @@ class Simulation:
 
     def fast_forward_base(self, new: str) -> None:
         """Base's checked-out tree follows: refuse when untracked files stand in the way."""
-        blocking = self._blocking_in_holder(self.base, new)
+        blocking = self.blocking_in_holder(self.base, new)
         if blocking:
             raise PreconditionError(blocking)
         self.base, self.tree = new, gitmod.tree_of(self.git, new)
+        self.start = new
 
     def run(self, order: Sequence[int]) -> list[DryStep]:
         steps: list[DryStep] = []
         for agent in order:
             if steps and steps[-1].outcome != LAND:
-                why = (
-                    f"what it lands on depends on how agent {steps[-1].agent} resolves"
-                    if steps[-1].outcome == HAND_BACK
-                    else ""
-                )
-                steps.append(DryStep(agent, NOT_REACHED, detail=why))
+                steps.append(not_reached(agent, steps[-1]))
                 continue
             steps.append(self.land(agent))
         return steps
 
     def land(self, agent: int) -> DryStep:
         """One agent as the train lands it: rebase, check, fast-forward (the gate aside)."""
+        step = self._land(agent)
+        return replace(step, fork=self.fork(step.head))
+
+    def fork(self, head: str) -> str:
+        """Where ``head`` forked from base as the train found it: its rebase replays fork..head."""
+        return gitmod.merge_base(self.git, self.start, head) or ""
+
+    def move_to(self, commit: str) -> None:
+        """Base as it is once ``commit`` landed (the queue fast-forwards to its candidate)."""
+        self.base, self.tree = commit, gitmod.tree_of(self.git, commit)
+
+    def _land(self, agent: int) -> DryStep:
         head = self._candidate(agent)
         blocked = self._blocking_in_agent_tree(agent, head)
         if blocked:
-            return DryStep(agent, BLOCKED, detail=blocked)
+            return DryStep(agent, BLOCKED, detail=blocked, head=head)
         commits = gitmod.branch_commits(self.git, self.base, head)
         rebased = self._rebase(commits, head)
         if rebased.merge is not None:
             outcome = HAND_BACK if self.hands_back else CONFLICT
             conflicts = describe(self.git, rebased.merge)
-            return DryStep(agent, outcome, len(commits), rebased.stopped_at, conflicts)
+            return DryStep(agent, outcome, len(commits), rebased.stopped_at, conflicts, head=head)
         landed = gitmod.commit_tree(self.git, rebased.tree, [self.base], "paradev: dry run\n")
         checked = self._check(agent, head, landed, rebased.dropped_merges)
         if checked is not None:
-            return checked
-        blocking = self._blocking_in_holder(self.base, landed)
+            return replace(checked, commits=len(commits), head=head)
+        blocking = self.blocking_in_holder(self.base, landed)
         if blocking:
-            return DryStep(agent, BLOCKED, len(commits), detail=blocking)
+            return DryStep(agent, BLOCKED, len(commits), detail=blocking, head=head)
         self.base, self.tree = landed, rebased.tree
-        return DryStep(agent, LAND, len(commits))
+        return DryStep(agent, LAND, len(commits), head=head)
 
     def _candidate(self, agent: int) -> str:
         """The commit the train lands: the completed one (later commits stay on the branch)."""
@@ -255,7 +355,7 @@ class Simulation:
         untracked = gitmod.untracked_paths(tree)
         if not untracked or gitmod.is_ancestor(self.git, self.base, head):
             return ""  # no rebase: nothing is checked out
-        found = _colliding(untracked, gitmod.added_paths(self.git, head, self.base))
+        found = landing.colliding(untracked, gitmod.added_paths(self.git, head, self.base))
         if not found:
             return ""
         return (
@@ -263,18 +363,29 @@ class Simulation:
             f"{', '.join(found[:5])}; commit, move or remove them, then run paradev merge"
         )
 
-    def _blocking_in_holder(self, old: str, new: str) -> str:
+    def blocking_in_holder(self, old: str, new: str) -> str:
         """Untracked files in base's tree that its fast-forward from ``old`` would overwrite."""
-        if self.holder is None or not self.holder_untracked:
+        if self.holder is None:
             return ""
-        found = _colliding(self.holder_untracked, gitmod.added_paths(self.git, old, new))
-        if not found:
-            return ""
-        return (
-            f"the fast-forward of {self.ws.plan.base} in {self.holder} would overwrite its "
-            f"untracked files {', '.join(found[:5])}; commit, move or remove them, "
-            "then run paradev merge"
+        return landing.fast_forward_blocked(
+            self.git,
+            self.ws.plan.base,
+            self.holder,
+            self.holder_untracked,
+            old,
+            new,
+            "paradev merge",
         )
+
+
+def not_reached(agent: int, stop: DryStep) -> DryStep:
+    """An agent behind one the train stops at (or hands back): what happens depends on it."""
+    why = (
+        f"what it lands on depends on how agent {stop.agent} resolves"
+        if stop.outcome == HAND_BACK
+        else ""
+    )
+    return DryStep(agent, NOT_REACHED, detail=why)
 
 
 def replay_steps(
@@ -297,13 +408,6 @@ def replay_steps(
         else:
             steps.append((parent, item.commit, item.commit))
     return steps
-
-
-def _colliding(untracked: Sequence[str], added: Sequence[str]) -> list[str]:
-    """Untracked paths a checkout adding ``added`` would overwrite (a file or a folder's place)."""
-    folders = {"/".join(p.split("/")[:n]) for p in added for n in range(1, p.count("/") + 1)}
-    wanted = set(added)
-    return [p for p in untracked if p in wanted or p in folders]
 
 
 def _tip(git: Git, ref: str) -> str:

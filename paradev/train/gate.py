@@ -11,6 +11,7 @@ once, each in its own process group; Ctrl-C or a signal stops every group.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -151,6 +152,28 @@ def _tail(log: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def failure_facts(
+    train: Train, agent: int, candidate: str, code: int | None, log: Path, lines: int = 20
+) -> str:
+    """A failed gate for the agent it is handed back to: command, exit, log and its tail."""
+    command = _gate_command(train.ws)
+    shown = command if isinstance(command, str) else shlex.join(command)
+    timeout = train.ws.plan.gate_timeout
+    tail = _tail(log, lines).splitlines()
+    return "\n".join(
+        [
+            f"agent {agent}: the gate failed on candidate {candidate[:12]} ({train.base} + "
+            f"the work landing ahead of yours + your completed work on {train.branch(agent)})",
+            f"  gate command: {shown}",
+            f"  exit code: {code}" if code is not None else f"  timed out after {timeout:g}s",
+            f"  log: {log}" + (f" (last {len(tail)} lines):" if tail else " (empty)"),
+            *(f"      | {line}" for line in tail),
+            f"  the candidate: {candidate} (`git diff HEAD {candidate}` shows what it adds "
+            "to your branch)",
+        ]
+    )
 
 
 def run_gate(

@@ -51,6 +51,7 @@ class HandBack(Protocol):
         *,
         notify: Callable[[str], None] = ...,
         on_launch: Callable[[subprocess.Popen[bytes]], None] | None = ...,
+        kind: str = ...,  # "conflict", or "gate": a failed gate (the queue ejected the branch)
     ) -> bool: ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from paradev import git as gitmod
 from paradev.git import Git
@@ -75,6 +76,26 @@ def missing_work(
         return None
     paths = sorted(lost)
     return Missing(paths, gitmod.log_touching(git, fork, work, paths))
+
+
+def colliding(untracked: Sequence[str], added: Sequence[str]) -> list[str]:
+    """Untracked paths a checkout adding ``added`` would overwrite (a file or a folder's place)."""
+    folders = {"/".join(p.split("/")[:n]) for p in added for n in range(1, p.count("/") + 1)}
+    wanted = set(added)
+    return [p for p in untracked if p in wanted or p in folders]
+
+
+def fast_forward_blocked(
+    git: Git, base: str, holder: Path, untracked: Sequence[str], old: str, new: str, then: str
+) -> str:
+    """Why git would refuse to fast-forward ``base`` (checked out in ``holder``), or ""."""
+    found = colliding(untracked, gitmod.added_paths(git, old, new)) if untracked else []
+    if not found:
+        return ""
+    return (
+        f"the fast-forward of {base} in {holder} would overwrite its untracked files "
+        f"{', '.join(found[:5])}; commit, move or remove them, then run {then}"
+    )
 
 
 def issue_trailers(issues: Sequence[int]) -> str:
