@@ -121,14 +121,14 @@ def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -
 
 def _snapshots(ws: Workspace, agents: Iterable[int]) -> dict[int, tuple[str, str, bool]]:
     """A snapshot of every existing agent work tree (never touching its index or files)."""
-    shots = in_worktrees(ws, agents, gitmod.snapshot_work)
+    shots = _in_worktrees(ws, agents, gitmod.snapshot_work)
     return {
         agent: (ws.branch(agent), snapshot, snapshot != head)
         for agent, (head, snapshot) in shots.items()
     }
 
 
-def in_worktrees(ws: Workspace, agents: Iterable[int], look: Callable[[Path], T]) -> dict[int, T]:
+def _in_worktrees(ws: Workspace, agents: Iterable[int], look: Callable[[Path], T]) -> dict[int, T]:
     """``look`` at every agent work tree that exists, side by side (one git process each)."""
     present = [a for a in agents if (ws.worktree(a) / ".git").exists()]
     if not present:

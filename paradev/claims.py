@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from paradev import git as gitmod
-from paradev.branches import find_heads, in_worktrees, load_branches
-from paradev.errors import PreconditionError
+from paradev.branches import find_heads, load_branches
+from paradev.errors import ParadevError, PreconditionError
 from paradev.workspace import Workspace
 
 
@@ -90,11 +90,18 @@ def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> l
     The asking agent (``exclude``, else found by ``asking_agent``) is left out.
     """
     exclude = asking_agent(ws, exclude)
-    heads = find_heads(ws)
-    branches, _ = load_branches(ws.git, heads)
     agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]
-    committed = {b.agent: set(b.changes.paths) for b in branches if b.has_work}
-    dirty = _dirty(ws, agents, paths)
+    # "Agent" 0 stands for the branches (git calls one after another): every work
+    # tree's status runs alongside them rather than after.
+    asked: list[Any] = gitmod.side_by_side(
+        lambda agent: _dirty(ws, agent, paths) if agent else _committed(ws), [0, *agents]
+    )
+    committed: dict[int, set[str]] = asked[0]
+    dirty: dict[int, set[str]] = {}
+    for agent, paths_or_error in zip(agents, asked[1:], strict=True):
+        if isinstance(paths_or_error, ParadevError):
+            raise paths_or_error
+        dirty[agent] = paths_or_error
     found: list[Claim] = []
     for path in paths:
         for agent in agents:
@@ -115,10 +122,20 @@ def _covers(query: str, changed: str) -> bool:
     return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
 
 
-def _dirty(ws: Workspace, agents: Sequence[int], within: Sequence[str]) -> dict[int, set[str]]:
-    """Uncommitted paths below ``within`` in each agent's work tree."""
+def _committed(ws: Workspace) -> dict[int, set[str]]:
+    """The paths each agent's branch changed since it left base (agents with commits only)."""
+    branches, _ = load_branches(ws.git, find_heads(ws))
+    return {b.agent: set(b.changes.paths) for b in branches if b.has_work}
 
-    def look(tree: Path) -> list[str]:
-        return gitmod.dirty_paths(tree, within=within)
 
-    return {agent: set(paths) for agent, paths in in_worktrees(ws, agents, look).items()}
+def _dirty(ws: Workspace, agent: int, within: Sequence[str]) -> set[str] | ParadevError:
+    """Uncommitted paths below ``within`` in the agent's work tree (none without one).
+
+    An error is returned, not raised: the branches' own error (no base, say)
+    comes first, as when they were asked first.
+    """
+    try:
+        tree = ws.worktree(agent)
+        return set(gitmod.dirty_paths(tree, within=within)) if (tree / ".git").exists() else set()
+    except ParadevError as err:
+        return err

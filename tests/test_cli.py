@@ -198,6 +198,8 @@ NOT_LOADED = {
         "paradev.flowcheck",
         "paradev.coverage",
         "paradev.order",
+        "paradev.conflicts",  # check needs the branches' paths, not the conflict machinery
+        "paradev.labels",
     ),
     # coverage and flowcheck: the bookkeeping of start/complete/drop and doctor's checks
     "status": (
