@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from tomlkit.toml_document import TOMLDocument
 
 PLAN_FILE = "plan.toml"
+PARSED_PLAN = "plan-cache.json"  # under <common>/paradev: see ParsedCache
 ON_CONFLICT_CHOICES = ("stop", "agent", "eject")
 ON_GATE_FAILURE_CHOICES = ("stop", "eject")
 MAX_PARALLEL, MAX_BATCH, MAX_RETRIES = 32, 256, 10  # gates at once; candidates per gate run
@@ -394,8 +396,12 @@ def find_plan(main_root: Path, explicit: str | None = None) -> Path:
     return Path(chosen).resolve() if chosen else main_root / PLAN_FILE
 
 
-def load(path: Path, main_root: Path | None = None) -> Plan:
-    """Read and validate ``path``; ``main_root`` enables the checks that need the repository."""
+def load(path: Path, main_root: Path | None = None, parsed: Path | None = None) -> Plan:
+    """Read and validate ``path``; ``main_root`` enables the checks that need the repository.
+
+    ``parsed``: a file keeping the last text parsed with what the parser made of
+    it (see ``ParsedCache``), so an unchanged plan is not parsed again.
+    """
     try:
         data = read_bounded(path, MAX_PLAN_BYTES, str(path))
     except FileNotFoundError:
@@ -416,17 +422,17 @@ def load(path: Path, main_root: Path | None = None) -> Plan:
         raise PlanError(
             f"{path}: byte {exc.start} is not UTF-8 ({exc.reason}); save the file as UTF-8"
         ) from None
-    return parse(text, path, main_root)
+    return parse(text, path, main_root, parsed)
 
 
-def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
+def parse(text: str, path: Path, main_root: Path | None = None, parsed: Path | None = None) -> Plan:
     """Validate ``text``: every problem is reported at once in one PlanError.
 
     A setting with a wrong type is replaced by its default for the checks
     across keys, and the checks that need it are skipped, so one mistake
     never reports follow-on problems.
     """
-    data = _parse_toml(text, path)
+    data = _parse_toml(text, path, parsed)
     problems: list[str] = []
     bad: set[str] = set()  # "section.key" of settings whose value is unusable
     settings = _read_settings(data, problems, bad)
@@ -475,10 +481,8 @@ def _quoted(name: str) -> str:
     return text if len(text) <= 40 else text[:36] + '..."'
 
 
-def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+def _parse_toml(text: str, path: Path, parsed: Path | None = None) -> dict[str, Any]:
     """Parse with the standard library: reading (status) never imports tomlkit, only edits do."""
-    import tomllib
-
     if text.startswith("\ufeff"):
         raise PlanError(
             f"{path}:1:1: the file starts with a byte-order mark (BOM), which TOML does not "
@@ -487,10 +491,54 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     beyond = check_text(text, toml=True)  # before tomllib can recurse or int() can refuse
     if beyond:
         raise PlanError(f"{path}:{beyond.where}: {beyond.what}; {beyond.fix}")
+    cache = ParsedCache(parsed) if parsed else None
+    known = cache.get(text) if cache else None
+    if known is not None:
+        return known
+    import tomllib
+
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}:{_syntax_error(str(exc), text)}") from None
+    if cache:
+        cache.put(text, data)
+    return data
+
+
+class ParsedCache:
+    """The last plan text parsed and its parse, in one JSON file.
+
+    Keyed by the whole text (and the Python that parsed it), never by file
+    times: an answer for another text cannot be given, however the file
+    changed. A hit spares importing ``tomllib`` and parsing, most of reading a
+    plan. A cache that cannot be read or written is simply not used.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, text: str) -> dict[str, Any] | None:
+        try:
+            kept = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(kept, dict) or kept.get("python") != sys.version:
+            return None
+        data = kept.get("data")
+        return data if kept.get("text") == text and isinstance(data, dict) else None
+
+    def put(self, text: str, data: dict[str, Any]) -> None:
+        """Keep ``data`` for ``text``; only where paradev already keeps its files (after setup)."""
+        if not self.path.parent.is_dir():
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            kept = json.dumps({"python": sys.version, "text": text, "data": data})
+            tmp.write_text(kept, encoding="utf-8")
+            os.replace(tmp, self.path)
+        except (OSError, TypeError):  # TypeError: a TOML date, which JSON cannot hold
+            tmp.unlink(missing_ok=True)
 
 
 _POSITION = re.compile(
