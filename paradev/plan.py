@@ -29,11 +29,12 @@ from paradev.limits import (
     read_bounded,
     shown,
 )
-from paradev.presets import PRESET_NAMES, AgentCommand, preset_command
 
 if TYPE_CHECKING:
     from tomlkit.items import AoT
     from tomlkit.toml_document import TOMLDocument
+
+    from paradev.presets import AgentCommand
 
 PLAN_FILE = "plan.toml"
 PARSED_PLAN = "plan-cache.json"  # under <common>/paradev: see ParsedCache
@@ -165,6 +166,15 @@ def _choice(*choices: str) -> Check:
     return check
 
 
+def _preset_choice(value: Any) -> str | None:
+    """agents.preset: "" or a preset's name (``paradev.presets``, loaded only when one is set)."""
+    if value == "":
+        return None
+    from paradev.presets import PRESET_NAMES
+
+    return _choice("", *PRESET_NAMES)(value)
+
+
 class Key(NamedTuple):
     """One key of the schema: its default and its type check."""
 
@@ -185,7 +195,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout": Key(5400, _positive_number),
         "instructions": Key("", _string),
         "commit_leftovers": Key("tracked", _choice(*COMMIT_LEFTOVERS_CHOICES)),
-        "preset": Key("", _choice("", *PRESET_NAMES)),  # a supported CLI (paradev.presets)
+        "preset": Key("", _preset_choice),  # a supported CLI (paradev.presets)
         "commands": Key({}, _table),  # agent number -> its own argv or preset (mixed fleets)
     },
     "gate": {
@@ -287,6 +297,8 @@ class Plan(NamedTuple):
     def agent_command_for(self, agent: int) -> AgentCommand | None:
         """What launches ``agent``: its [agents.commands] entry, else agents.command, else the
         preset; None when nothing is configured (its prompt is handed out by hand)."""
+        from paradev.presets import AgentCommand, preset_command
+
         agents = self.settings["agents"]
         entry = agents["commands"].get(str(agent))
         if isinstance(entry, str):
@@ -791,6 +803,10 @@ def _unknown_placeholders(command: list[str], where: str) -> list[str]:
 
 def _agent_commands_problems(commands: dict[str, Any], count: int) -> list[str]:
     """[agents.commands]: each key an agent number in 1..count, each value a preset or an argv."""
+    if not commands:
+        return []
+    from paradev.presets import PRESET_NAMES
+
     problems = []
     presets = ", ".join(repr(name) for name in PRESET_NAMES)
     for key, value in commands.items():

@@ -201,6 +201,7 @@ NOT_LOADED = {
         "paradev.conflicts",  # check needs the branches' paths, not the conflict machinery
         "paradev.labels",
         "tomllib",  # an unchanged plan is not parsed again (plan.ParsedCache)
+        "paradev.presets",  # loaded only by a plan that names a preset
     ),
     # coverage and flowcheck: the bookkeeping of start/complete/drop and doctor's checks
     "status": (
@@ -212,6 +213,7 @@ NOT_LOADED = {
         "paradev.coverage",
         "paradev.flowcheck",
         "tomllib",
+        "paradev.presets",
     ),
 }
 OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.report")
