@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from paradev import git as gitmod
+from paradev.branches import Branch, Changes, Heads, find_heads, load_branches
 from paradev.errors import PreconditionError
 from paradev.git import Git, MergeTree
 from paradev.labels import IDLE, LABELS, WORKLESS, AgentLabel, agent_labels, who
@@ -34,7 +35,6 @@ CACHE_LIMIT = 10_000  # entries kept (a full run at 100 agents needs ~5,000): le
 SHOWN_LINES = 8  # lines of each side shown per hunk in the human view
 MERGES_PER_PROCESS = 32  # fewer merges than this do not pay for another merge-tree process
 
-T = TypeVar("T")
 
 # merge-tree's stable message types -> the design's conflict type names.
 KIND_TYPES: dict[str, str] = {
@@ -201,35 +201,7 @@ def _group_messages(merge: MergeTree) -> list[Conflict]:
     return conflicts
 
 
-# -- branches and snapshots ---------------------------------------------------------------
-
-
-class Changes(NamedTuple):
-    """A side's changed paths, and the directories the prefilter must compare too."""
-
-    paths: Mapping[str, str]  # path -> A/M/D/T (renames as delete + add)
-    dirs: frozenset[str] = frozenset()  # every parent directory of a changed path
-    added_dirs: frozenset[str] = frozenset()  # parents of added paths (directory renames)
-    gone_dirs: frozenset[str] = frozenset()  # parents of deleted paths (directory renames)
-
-    @classmethod
-    def of(cls, paths: Mapping[str, str]) -> Changes:
-        dirs: set[str] = set()
-        added: set[str] = set()
-        gone: set[str] = set()
-        for path, status in paths.items():
-            parents = _parents(path)
-            dirs.update(parents)
-            if status == "A":
-                added.update(parents)
-            elif status == "D":
-                gone.update(parents)
-        return cls(paths, frozenset(dirs), frozenset(added), frozenset(gone))
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+# -- the prefilter: which pairs could conflict at all ---------------------------------------
 
 
 def may_conflict(left: Changes, right: Changes) -> bool:
@@ -278,172 +250,6 @@ def colliding_pairs(sides: Mapping[int, Changes]) -> set[tuple[int, int]]:
 
 def _pairs(left: Iterable[int], right: Sequence[int]) -> set[tuple[int, int]]:
     return {(min(a, b), max(a, b)) for a in left for b in right if a != b}
-
-
-class Branch(NamedTuple):
-    """One agent's work as a commit: its branch head, or a snapshot of its work tree."""
-
-    agent: int
-    branch: str
-    head: str
-    fork: str  # where it left base (its merge-base with base)
-    changes: Changes  # from fork to head
-    commits: frozenset[str]  # commits not in base
-    uncommitted: bool = False
-    # How many merge bases the branch has with base: 1 as a rule; several when
-    # base merged into it criss-cross (the prefilter cannot reason about it, so
-    # it is always merged); 0 when it shares no commit with base at all.
-    fork_bases: int = 1
-
-    @property
-    def fork_is_unique(self) -> bool:
-        return self.fork_bases == 1
-
-    @property
-    def files(self) -> list[str]:
-        return sorted(self.changes.paths)
-
-    @property
-    def has_work(self) -> bool:
-        return bool(self.commits)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "branch": self.branch,
-            "head": self.head,
-            "files": self.files,
-            "uncommitted": self.uncommitted,
-        }
-
-
-class Heads(NamedTuple):
-    """Where base is and the commit standing for each agent's work."""
-
-    base: str
-    base_ref: str
-    base_commit: str
-    heads: dict[int, tuple[str, str, bool]]  # agent -> (branch, commit, uncommitted)
-
-
-def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -> Heads:
-    """The base commit and every agent's head (remote-tracking or snapshot when asked)."""
-    git = ws.git
-    agents = range(1, ws.plan.agent_count + 1)
-    prefix = "refs/heads/"
-    if remote:
-        if not ws.plan.remote:
-            raise PreconditionError(
-                '--remote needs project.remote in plan.toml (e.g. remote = "origin")'
-            )
-        gitmod.fetch(git, ws.plan.remote)
-        prefix = f"refs/remotes/{ws.plan.remote}/"
-    base_refs = [f"{prefix}{ws.plan.base}", f"refs/heads/{ws.plan.base}"]
-    refs = gitmod.resolve_refs(git, [*base_refs, *(f"{prefix}{ws.branch(a)}" for a in agents)])
-    base_ref = next((ref for ref in base_refs if ref in refs), None)
-    if base_ref is None:
-        raise PreconditionError(f"base branch {ws.plan.base!r} does not exist")
-    heads: dict[int, tuple[str, str, bool]] = {}
-    for agent in agents:
-        head = refs.get(f"{prefix}{ws.branch(agent)}")
-        if head:
-            heads[agent] = (ws.branch(agent), head, False)
-    if uncommitted:
-        heads.update(_snapshots(ws, agents))
-    return Heads(ws.plan.base, base_ref, refs[base_ref], heads)
-
-
-def _snapshots(ws: Workspace, agents: Iterable[int]) -> dict[int, tuple[str, str, bool]]:
-    """A snapshot of every existing agent work tree (never touching its index or files)."""
-    shots = _in_worktrees(ws, agents, gitmod.snapshot_work)
-    return {
-        agent: (ws.branch(agent), snapshot, snapshot != head)
-        for agent, (head, snapshot) in shots.items()
-    }
-
-
-def _in_worktrees(ws: Workspace, agents: Iterable[int], look: Callable[[Path], T]) -> dict[int, T]:
-    """``look`` at every agent work tree that exists, side by side (one git process each)."""
-    present = [a for a in agents if (ws.worktree(a) / ".git").exists()]
-    if not present:
-        return {}
-    found = gitmod.side_by_side(lambda agent: look(ws.worktree(agent)), present)
-    return dict(zip(present, found, strict=True))
-
-
-def load_branches(git: Git, heads: Heads) -> tuple[list[Branch], dict[str, Changes]]:
-    """Each agent's fork point, commits and changed paths; and base's changes since each fork.
-
-    One ``rev-list`` finds every branch's commits beyond base; one
-    ``diff-tree --stdin`` lists the changes of every branch and of base.
-    """
-    shas = sorted({commit for _, commit, _ in heads.heads.values()})
-    parents, boundary = gitmod.commits_beyond(git, heads.base_commit, shas)
-    owned = {
-        agent: _walk(commit, parents, boundary) for agent, (_, commit, _) in heads.heads.items()
-    }
-    forks = _forks(git, heads, {agent: reached for agent, (_, reached) in owned.items()})
-    agents = sorted(heads.heads)
-    base_forks = sorted({fork for fork, bases in forks.values() if bases} - {heads.base_commit})
-    diffs = gitmod.diff_trees(
-        git,
-        [(forks[a][0], heads.heads[a][1]) for a in agents]
-        + [(fork, heads.base_commit) for fork in base_forks],
-    )
-    branches = [
-        Branch(
-            agent=agent,
-            branch=heads.heads[agent][0],
-            head=heads.heads[agent][1],
-            fork=forks[agent][0],
-            changes=Changes.of(diff),
-            commits=frozenset(owned[agent][0]),
-            uncommitted=heads.heads[agent][2],
-            fork_bases=forks[agent][1],
-        )
-        for agent, diff in zip(agents, diffs[: len(agents)], strict=True)
-    ]
-    base_changes = {
-        fork: Changes.of(diff) for fork, diff in zip(base_forks, diffs[len(agents) :], strict=True)
-    }
-    return branches, base_changes
-
-
-def _forks(git: Git, heads: Heads, reached: Mapping[int, set[str]]) -> dict[int, tuple[str, int]]:
-    """agent -> (its merge-base with base, how many merge bases it has with base).
-
-    A branch that grew from one base commit forked there; one that merged base
-    in (or shares no history with it) asks git, which may find several or none.
-    With none, the head stands for the fork: the branch then shows no files.
-    """
-    forks: dict[int, tuple[str, int]] = {}
-    tangled = sorted(agent for agent, grown in reached.items() if len(grown) != 1)
-    asked = gitmod.merge_bases(git, [(heads.base_commit, heads.heads[a][1]) for a in tangled])
-    for agent, bases in zip(tangled, asked, strict=True):
-        forks[agent] = (bases[0] if bases else heads.heads[agent][1], len(bases))
-    for agent, grown in reached.items():
-        if len(grown) == 1:
-            forks[agent] = (next(iter(grown)), 1)
-    return forks
-
-
-def _walk(
-    head: str, parents: Mapping[str, list[str]], boundary: set[str]
-) -> tuple[set[str], set[str]]:
-    """The commits of ``head`` beyond base, and the base commits they grow from."""
-    commits: set[str] = set()
-    reached: set[str] = set()
-    todo = [head]
-    while todo:
-        commit = todo.pop()
-        if commit in commits or commit in reached:
-            continue
-        if commit in parents:
-            commits.add(commit)
-            todo.extend(parents[commit])
-        elif commit in boundary or commit == head:
-            reached.add(commit)
-    return commits, reached
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -1091,112 +897,3 @@ def watch(
                 emit("\n".join(f"[{stamp}] {line}" for line in changes_between(previous, states)))
         previous = states
         done += 1
-
-
-# -- check: is another agent changing these paths? -----------------------------------------
-
-
-class Claim(NamedTuple):
-    """An agent already changing a path: on its branch, in its work tree, or both."""
-
-    path: str
-    agent: int
-    where: str  # "branch", "worktree" or "branch+worktree"
-
-
-def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
-    """``check --json``: per path asked, the agents already changing it."""
-    return {
-        "paths": paths,
-        "claimed": bool(claims),
-        "claims": [
-            {"path": claim.path, "agent": claim.agent, "where": claim.where} for claim in claims
-        ],
-        "agents": sorted({claim.agent for claim in claims}),
-    }
-
-
-def repo_relative(ws: Workspace, raw: str, cwd: Path | None = None) -> str:
-    """A user's path (relative to where they stand, or absolute) as a repository path."""
-    if not raw.strip():
-        raise PreconditionError("an empty PATH names nothing; give a file or directory ('.' = all)")
-    here = (cwd or Path.cwd()).resolve()
-    full = Path(os.path.normpath(here / raw))
-    top = ws.repo.toplevel.resolve()
-    try:
-        relative = full.relative_to(top)
-    except ValueError:
-        raise PreconditionError(f"{raw} is outside the repository work tree {top}") from None
-    return relative.as_posix() if str(relative) != "." else ""
-
-
-def asking_agent(
-    ws: Workspace, explicit: int | None = None, env: Mapping[str, str] | None = None
-) -> int | None:
-    """The agent asking ``check``: ``--agent``, else ``PARADEV_AGENT``, else the worktree it is in.
-
-    An agent that runs ``paradev check`` in its own worktree must not find
-    itself: its own branch changes the very files it is about to edit.
-    """
-    if explicit is not None:
-        return explicit
-    named = (os.environ if env is None else env).get("PARADEV_AGENT", "").strip()
-    if named:
-        if not named.isascii() or not named.isdigit() or not 1 <= int(named) <= ws.plan.agent_count:
-            raise PreconditionError(
-                f"PARADEV_AGENT={named!r} is not an agent of the plan (1..{ws.plan.agent_count}); "
-                "unset it or pass --agent N"
-            )
-        return int(named)
-    return _worktree_agent(ws)
-
-
-def _worktree_agent(ws: Workspace) -> int | None:
-    """The agent whose worktree is the one paradev runs in, if it is one."""
-    here = ws.repo.toplevel.resolve()
-    root = ws.plan.worktree_root(ws.repo.main_root).resolve()
-    name = here.name.removeprefix("agent-")
-    if here.parent != root or name == here.name or not (name.isascii() and name.isdigit()):
-        return None
-    agent = int(name)
-    return agent if 1 <= agent <= ws.plan.agent_count else None
-
-
-def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> list[Claim]:
-    """Which other agents change any of ``paths``; a directory covers its files.
-
-    The asking agent (``exclude``, else found by ``asking_agent``) is left out.
-    """
-    exclude = asking_agent(ws, exclude)
-    heads = find_heads(ws)
-    branches, _ = load_branches(ws.git, heads)
-    agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]
-    committed = {b.agent: set(b.changes.paths) for b in branches if b.has_work}
-    dirty = _dirty(ws, agents, paths)
-    found: list[Claim] = []
-    for path in paths:
-        for agent in agents:
-            places = [
-                name
-                for name, changed in (
-                    ("branch", committed.get(agent, set())),
-                    ("worktree", dirty.get(agent, set())),
-                )
-                if any(_covers(path, c) for c in changed)
-            ]
-            if places:
-                found.append(Claim(path, agent, "+".join(places)))
-    return found
-
-
-def _covers(query: str, changed: str) -> bool:
-    return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
-
-
-def _dirty(ws: Workspace, agents: Sequence[int], within: Sequence[str]) -> dict[int, set[str]]:
-    """Uncommitted paths below ``within`` in each agent's work tree."""
-
-    def look(tree: Path) -> list[str]:
-        return gitmod.dirty_paths(tree, within=within)
-
-    return {agent: set(paths) for agent, paths in _in_worktrees(ws, agents, look).items()}

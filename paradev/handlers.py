@@ -367,7 +367,7 @@ def conflicts(
 
 
 def check(path: list[str], agent: int | None, json: bool) -> None:
-    from paradev.conflicts import check_json, claims, repo_relative
+    from paradev.claims import check_json, claims, repo_relative
     from paradev.errors import Stopped
 
     if not path:

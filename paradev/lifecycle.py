@@ -520,16 +520,17 @@ def _agent_json(
 
 def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys)."""
-    state = ws.store.read()
     agents = range(1, ws.plan.agent_count + 1)
-    refs = _order_refs(ws, state)
-    found: list[Any] = side_by_side(  # "agent" 0: base and the ordered branches, asked alongside
-        lambda agent: _branch_facts(ws, agent) if agent else resolve_refs(ws.git, refs),
+    found: list[Any] = side_by_side(  # "agent" 0: the state, base and the ordered branches
+        lambda agent: _branch_facts(ws, agent) if agent else _state_and_tips(ws),
         [0, *agents],
     )
     facts: dict[int, dict[str, Any]] = {a: f for a, (f, _) in zip(agents, found[1:], strict=True)}
     untracked = {a: paths for a, (_, paths) in zip(agents, found[1:], strict=True)}
-    tips: dict[str, str] = found[0]
+    state: State
+    refs: list[str]
+    tips: dict[str, str]
+    state, refs, tips = found[0]
     index = tasks_by_agent(ws)
     labels = {agent: agent_label(state, index[agent]) for agent in agents}
     stale = attention.order_staleness(
@@ -551,6 +552,16 @@ def status(ws: Workspace) -> dict[str, Any]:
         "train": attention.train_view(ws, state),
         "warnings": attention.warnings(ws, state, labels, facts, untracked),
     }
+
+
+def _state_and_tips(ws: Workspace) -> tuple[State, list[str], dict[str, str]]:
+    """The state (its landed tasks asked of git), the refs its merge order needs and their tips.
+
+    Run alongside the agents' git work: none of it waits for the other.
+    """
+    state = ws.store.read()
+    refs = _order_refs(ws, state)
+    return state, refs, resolve_refs(ws.git, refs)
 
 
 def _order_refs(ws: Workspace, state: State) -> list[str]:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,13 +29,15 @@ from paradev.limits import (
     read_bounded,
     shown,
 )
-from paradev.presets import PRESET_NAMES, AgentCommand, preset_command
 
 if TYPE_CHECKING:
     from tomlkit.items import AoT
     from tomlkit.toml_document import TOMLDocument
 
+    from paradev.presets import AgentCommand
+
 PLAN_FILE = "plan.toml"
+PARSED_PLAN = "plan-cache.json"  # under <common>/paradev: see ParsedCache
 ON_CONFLICT_CHOICES = ("stop", "agent", "eject")
 ON_GATE_FAILURE_CHOICES = ("stop", "eject")
 MAX_PARALLEL, MAX_BATCH, MAX_RETRIES = 32, 256, 10  # gates at once; candidates per gate run
@@ -164,6 +167,15 @@ def _choice(*choices: str) -> Check:
     return check
 
 
+def _preset_choice(value: Any) -> str | None:
+    """agents.preset: "" or a preset's name (``paradev.presets``, loaded only when one is set)."""
+    if value == "":
+        return None
+    from paradev.presets import PRESET_NAMES
+
+    return _choice("", *PRESET_NAMES)(value)
+
+
 class Key(NamedTuple):
     """One key of the schema: its default and its type check."""
 
@@ -185,7 +197,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout": Key(5400, _positive_number),
         "instructions": Key("", _string),
         "commit_leftovers": Key("tracked", _choice(*COMMIT_LEFTOVERS_CHOICES)),
-        "preset": Key("", _choice("", *PRESET_NAMES)),  # a supported CLI (paradev.presets)
+        "preset": Key("", _preset_choice),  # a supported CLI (paradev.presets)
         "commands": Key({}, _table),  # agent number -> its own argv or preset (mixed fleets)
     },
     "gate": {
@@ -292,6 +304,8 @@ class Plan(NamedTuple):
     def agent_command_for(self, agent: int) -> AgentCommand | None:
         """What launches ``agent``: its [agents.commands] entry, else agents.command, else the
         preset; None when nothing is configured (its prompt is handed out by hand)."""
+        from paradev.presets import AgentCommand, preset_command
+
         agents = self.settings["agents"]
         entry = agents["commands"].get(str(agent))
         if isinstance(entry, str):
@@ -401,8 +415,12 @@ def find_plan(main_root: Path, explicit: str | None = None) -> Path:
     return Path(chosen).resolve() if chosen else main_root / PLAN_FILE
 
 
-def load(path: Path, main_root: Path | None = None) -> Plan:
-    """Read and validate ``path``; ``main_root`` enables the checks that need the repository."""
+def load(path: Path, main_root: Path | None = None, parsed: Path | None = None) -> Plan:
+    """Read and validate ``path``; ``main_root`` enables the checks that need the repository.
+
+    ``parsed``: a file keeping the last text parsed with what the parser made of
+    it (see ``ParsedCache``), so an unchanged plan is not parsed again.
+    """
     try:
         data = read_bounded(path, MAX_PLAN_BYTES, str(path))
     except FileNotFoundError:
@@ -423,17 +441,17 @@ def load(path: Path, main_root: Path | None = None) -> Plan:
         raise PlanError(
             f"{path}: byte {exc.start} is not UTF-8 ({exc.reason}); save the file as UTF-8"
         ) from None
-    return parse(text, path, main_root)
+    return parse(text, path, main_root, parsed)
 
 
-def parse(text: str, path: Path, main_root: Path | None = None) -> Plan:
+def parse(text: str, path: Path, main_root: Path | None = None, parsed: Path | None = None) -> Plan:
     """Validate ``text``: every problem is reported at once in one PlanError.
 
     A setting with a wrong type is replaced by its default for the checks
     across keys, and the checks that need it are skipped, so one mistake
     never reports follow-on problems.
     """
-    data = _parse_toml(text, path)
+    data = _parse_toml(text, path, parsed)
     problems: list[str] = []
     bad: set[str] = set()  # "section.key" of settings whose value is unusable
     settings = _read_settings(data, problems, bad)
@@ -482,10 +500,8 @@ def _quoted(name: str) -> str:
     return text if len(text) <= 40 else text[:36] + '..."'
 
 
-def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+def _parse_toml(text: str, path: Path, parsed: Path | None = None) -> dict[str, Any]:
     """Parse with the standard library: reading (status) never imports tomlkit, only edits do."""
-    import tomllib
-
     if text.startswith("\ufeff"):
         raise PlanError(
             f"{path}:1:1: the file starts with a byte-order mark (BOM), which TOML does not "
@@ -494,10 +510,54 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     beyond = check_text(text, toml=True)  # before tomllib can recurse or int() can refuse
     if beyond:
         raise PlanError(f"{path}:{beyond.where}: {beyond.what}; {beyond.fix}")
+    cache = ParsedCache(parsed) if parsed else None
+    known = cache.get(text) if cache else None
+    if known is not None:
+        return known
+    import tomllib
+
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}:{_syntax_error(str(exc), text)}") from None
+    if cache:
+        cache.put(text, data)
+    return data
+
+
+class ParsedCache:
+    """The last plan text parsed and its parse, in one JSON file.
+
+    Keyed by the whole text (and the Python that parsed it), never by file
+    times: an answer for another text cannot be given, however the file
+    changed. A hit spares importing ``tomllib`` and parsing, most of reading a
+    plan. A cache that cannot be read or written is simply not used.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, text: str) -> dict[str, Any] | None:
+        try:
+            kept = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(kept, dict) or kept.get("python") != sys.version:
+            return None
+        data = kept.get("data")
+        return data if kept.get("text") == text and isinstance(data, dict) else None
+
+    def put(self, text: str, data: dict[str, Any]) -> None:
+        """Keep ``data`` for ``text``; only where paradev already keeps its files (after setup)."""
+        if not self.path.parent.is_dir():
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            kept = json.dumps({"python": sys.version, "text": text, "data": data})
+            tmp.write_text(kept, encoding="utf-8")
+            os.replace(tmp, self.path)
+        except (OSError, TypeError):  # TypeError: a TOML date, which JSON cannot hold
+            tmp.unlink(missing_ok=True)
 
 
 _POSITION = re.compile(
@@ -750,6 +810,10 @@ def _unknown_placeholders(command: list[str], where: str) -> list[str]:
 
 def _agent_commands_problems(commands: dict[str, Any], count: int) -> list[str]:
     """[agents.commands]: each key an agent number in 1..count, each value a preset or an argv."""
+    if not commands:
+        return []
+    from paradev.presets import PRESET_NAMES
+
     problems = []
     presets = ", ".join(repr(name) for name in PRESET_NAMES)
     for key, value in commands.items():

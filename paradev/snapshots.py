@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from paradev.conflicts import Conflict, Heads, Report, analyze
+from paradev.branches import Heads
+from paradev.conflicts import Conflict, Report, analyze
 from paradev.errors import ParadevError
 from paradev.state import State, now
 from paradev.workspace import Workspace

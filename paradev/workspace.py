@@ -91,7 +91,7 @@ def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Wor
     """Discover the repository from ``cwd`` (any of its work trees) and load its plan."""
     repo = discover(cwd)
     path = plan_mod.find_plan(repo.main_root, plan_path)
-    plan = plan_mod.load(path, repo.main_root)
+    plan = plan_mod.load(path, repo.main_root, repo.common_dir / "paradev" / plan_mod.PARSED_PLAN)
     store = StateStore(repo.common_dir)
     store.recognise = LandedTasks(repo.git, plan, store.dir / LANDED_CACHE)
     return Workspace(repo=repo, plan=plan, store=store)

@@ -198,6 +198,10 @@ NOT_LOADED = {
         "paradev.flowcheck",
         "paradev.coverage",
         "paradev.order",
+        "paradev.conflicts",  # check needs the branches' paths, not the conflict machinery
+        "paradev.labels",
+        "tomllib",  # an unchanged plan is not parsed again (plan.ParsedCache)
+        "paradev.presets",  # loaded only by a plan that names a preset
     ),
     # coverage and flowcheck: the bookkeeping of start/complete/drop and doctor's checks
     "status": (
@@ -208,6 +212,8 @@ NOT_LOADED = {
         "paradev.runner",
         "paradev.coverage",
         "paradev.flowcheck",
+        "tomllib",
+        "paradev.presets",
     ),
 }
 OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.report")
@@ -217,9 +223,10 @@ OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.r
     "args", [["check", "src/app.py", "--agent", "1"], ["check", "src", "--json"], ["status"]]
 )
 def test_fast_commands_load_only_the_core_they_use(
-    set_up: Path, repo: Path, args: list[str]
+    set_up: Path, repo: Path, cli: Callable[..., Result], args: list[str]
 ) -> None:
     commit(agent_tree(set_up, 2), {"src/app.py": "two\n"})
+    cli(*args)  # as after any earlier command: the plan's parse is kept
     probe = (
         "import sys\n"
         "from paradev.cli import main\n"

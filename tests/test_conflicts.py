@@ -18,7 +18,8 @@ from pytest_mock import MockerFixture
 
 from paradev import conflicts as conf
 from paradev import git as gitmod
-from paradev.conflicts import Changes, Report, analyze, may_conflict, parse_hunks
+from paradev.branches import Changes
+from paradev.conflicts import Report, analyze, may_conflict, parse_hunks
 from paradev.git import Git, git_env, merge_trees
 from paradev.workspace import Workspace, open_workspace
 from tests.conftest import APP

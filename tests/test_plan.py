@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import graphlib
 import math
 import os
@@ -737,3 +738,59 @@ def test_a_plan_is_accepted_iff_dependencies_and_agent_order_can_be_ordered(
         assert str(err).count("\n") == 0, err  # one problem, one line
         accepted = False
     assert accepted == orderable
+
+
+# -- the parsed-plan cache -------------------------------------------------------------------
+
+
+def _same_size_edit(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` (same length) in place, leaving size and times as they were."""
+    assert len(old) == len(new)
+    before = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+
+
+def test_an_unchanged_plan_is_read_from_the_cache_and_an_edited_one_anew(tmp_path: Path) -> None:
+    plan_file, cache = tmp_path / "plan.toml", tmp_path / "paradev" / plan_mod.PARSED_PLAN
+    cache.parent.mkdir()
+    plan_file.write_text(PLAN)
+    first = load(plan_file, parsed=cache)
+    assert cache.is_file() and load(plan_file, parsed=cache) == first
+
+    _same_size_edit(plan_file, "the status command", "the STATUS command")  # times cannot tell
+
+    edited = load(plan_file, parsed=cache).task(11)
+    assert edited is not None and edited.title == "Add the STATUS command"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        b"\x00not json",
+        b"[1, 2]",
+        b'{"python": "2.7", "text": "", "data": {}}',
+        b'{"python": null, "text": null, "data": []}',
+    ],
+)
+def test_a_damaged_or_foreign_cache_is_ignored_and_replaced(tmp_path: Path, kept: bytes) -> None:
+    plan_file, cache = tmp_path / "plan.toml", tmp_path / plan_mod.PARSED_PLAN
+    plan_file.write_text(PLAN)
+    cache.write_bytes(kept)
+
+    assert load(plan_file, parsed=cache).agent_count == 3
+    assert plan_mod.ParsedCache(cache).get(PLAN) is not None  # rewritten for this text
+
+
+def test_the_cache_is_kept_only_where_paradev_keeps_its_files_and_never_for_dates(
+    tmp_path: Path,
+) -> None:
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text(PLAN)
+    load(plan_file, parsed=tmp_path / "missing" / plan_mod.PARSED_PLAN)
+    assert not (tmp_path / "missing").exists()  # no folder made before 'paradev setup'
+
+    cache = plan_mod.ParsedCache(tmp_path / plan_mod.PARSED_PLAN)
+    cache.put("when = 2024-01-01\n", {"when": datetime.date(2024, 1, 1)})
+    assert list(tmp_path.iterdir()) == [plan_file]  # JSON cannot hold a date: nothing kept
