@@ -786,12 +786,19 @@ def record_usage(ws: Workspace, task: Task, log: Path, start: int) -> None:
         }
 
 
-def mark_failed(ws: Workspace, task: Task, error: str, status: str = FAILED) -> None:
-    """Mark a task in progress failed (or interrupted) with why; run-batch starts it again."""
+def mark_failed(
+    ws: Workspace, task: Task, error: str, status: str = FAILED, log: Path | None = None
+) -> None:
+    """Mark a task in progress failed (or interrupted) with why; run-batch starts it again.
+
+    ``log`` is kept when the launch did not get to record it (a signal while starting).
+    """
     with ws.store.update() as state:
         record = state.task(task.issue, task.agent)
         if record.status == IN_PROGRESS:
             record.status, record.failed_at, record.error = status, now(), error
+            if log is not None and record.log is None and log.exists():
+                record.log = str(log)
 
 
 def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
@@ -1152,7 +1159,7 @@ class Supervisor:
         task, self.launching = self.launching, None
         if task is not None and task.agent not in stopped:  # signalled while it was starting
             log = log_path(self.ws, f"issue-{task.issue}")
-            mark_failed(self.ws, task, f"{error}; see {log}", INTERRUPTED)
+            mark_failed(self.ws, task, f"{error}; see {log}", INTERRUPTED, log)
             self._done(task, INTERRUPTED, error, log)
 
 

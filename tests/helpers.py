@@ -117,15 +117,18 @@ while True:
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen[Any] | None = None, limit: float = 60) -> str:
-    """The text of ``path`` once it exists (while ``proc`` runs), else an AssertionError."""
+    """The text of ``path`` once it holds some (while ``proc`` runs), else an AssertionError.
+
+    A writer opens the file before it writes: an empty file is not yet its answer.
+    """
     import time
 
     deadline = time.monotonic() + limit
-    while not path.exists():
+    while not (text := path.read_text() if path.exists() else ""):
         assert proc is None or proc.poll() is None, f"exited {proc.returncode} first"
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
-    return path.read_text()
+    return text
 
 
 def gone(pid: int) -> bool:

@@ -67,7 +67,7 @@ def test_an_interrupted_task_shows_why_and_its_log(
     pidfile = tmp_path / "agent.pid"
     plan_with(repo, agent=[sys.executable, "-c", WAITING, str(pidfile)])
     paradev = start_paradev(repo, "run-batch", "--agents", "3")
-    agent = int(wait_for_file(pidfile, paradev) or 0)
+    agent = int(wait_for_file(pidfile, paradev))
 
     err, survivors = signal_and_wait(paradev, signal.SIGTERM, [agent])
 

@@ -521,6 +521,8 @@ def test_a_signal_while_an_agent_is_being_started_records_its_task_interrupted(
     state = state_of(repo)
     assert state.status(13) == INTERRUPTED
     assert "interrupted (SIGTERM)" in (state.tasks[13].error or "")
+    log = state.tasks[13].log  # the launch never recorded it; status still shows the log
+    assert log is not None and Path(log).exists()
 
 
 def run_status(repo: Path) -> str:
