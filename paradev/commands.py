@@ -261,7 +261,10 @@ COMMANDS: tuple[Command, ...] = (
         "Create or repair every agent's worktree and branch from base (idempotent).",
         handlers.setup,
         "setup --agents 4",
-        args=(option("agents", INT, "set up agents 1..N only (default: agents.count)"),),
+        args=(
+            option("agents", INT, "set up agents 1..N only (default: agents.count)"),
+            option("host", NAME, "this clone is host NAME of [agents] hosts (remembered)"),
+        ),
     ),
     Command(
         "start",

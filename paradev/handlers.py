@@ -87,11 +87,17 @@ def estimate(json: bool) -> None:
 # -- agents ----------------------------------------------------------------------------------
 
 
-def setup(agents: int | None) -> None:
+def setup(agents: int | None, host: str | None = None) -> None:
     from paradev.prepare import check_copy_sources, prepare_agents
     from paradev.worktrees import setup as set_up
 
     ws = _workspace()
+    if host is not None:
+        from paradev.hosts import remember_host
+
+        remember_host(ws.git, ws.plan, host)
+        print(f"this clone is host {host}: agents {', '.join(map(str, ws.plan.hosts[host]))}")
+        ws = _workspace()  # its state store names the host
     check_copy_sources(ws)  # a missing .env is refused before any worktree is made
     steps = set_up(ws, agents)
     for step in steps:

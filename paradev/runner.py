@@ -126,15 +126,17 @@ def batch_lock(ws: Workspace) -> Iterator[None]:
 
 
 def parse_agents(text: str, ws: Workspace) -> list[int] | None:
-    """``--agents 1,3`` -> [1, 3]; "" -> None (every agent)."""
+    """``--agents 1,3`` -> [1, 3]; "" -> None (every agent); cut to this host's agents."""
+    from paradev.hosts import restrict_to_host
+
     if not text.strip():
-        return None
+        return restrict_to_host(ws.plan, ws.git, None)
     agents = [parse_int(part.strip(), "--agents") for part in text.split(",") if part.strip()]
     if not agents:
         raise PreconditionError(f"--agents needs agent numbers such as 1,3, got {text!r}")
     for agent in agents:
         ws.check_agent(agent)
-    return sorted(set(agents))
+    return restrict_to_host(ws.plan, ws.git, sorted(set(agents)))
 
 
 def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = None) -> BatchRun:
