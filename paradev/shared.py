@@ -17,6 +17,7 @@ check) never touch the network.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from typing import Any
 
 from paradev.errors import StateError
 from paradev.git import Git, commit_files, fetch_ref, file_at, push_swap
+from paradev.lease import Lease
 from paradev.limits import MAX_STATE_BYTES
 from paradev.state import State, StateStore, now
 
@@ -52,15 +54,28 @@ def host_ident(host: str) -> dict[str, str]:
 class SharedState:
     """``refs/paradev/state`` on ``remote``: read by fetching it, changed by compare-and-swap."""
 
-    def __init__(self, git: Git, remote: str, host: str, tries: int = MAX_TRIES) -> None:
-        self.git, self.remote, self.host, self.tries = git, remote, host, tries
+    def __init__(
+        self, git: Git, remote: str, host: str | Callable[[], str], tries: int = MAX_TRIES
+    ) -> None:
+        self.git, self.remote, self.tries = git, remote, tries
+        self._host = host  # or how to find it: only a write needs it, read-only commands never
+        self.known: tuple[str, dict[str, Any]] | None = None  # the last commit fetched or pushed
+
+    @property
+    def host(self) -> str:
+        """This clone's host, named in every state commit."""
+        if callable(self._host):
+            self._host = self._host()
+        return self._host
 
     def fetch(self) -> tuple[str | None, dict[str, Any] | None]:
         """(the remote state's commit, its JSON data); (None, None) before the first write."""
         commit = fetch_ref(self.git, self.remote, STATE_REF, TRACKING_REF)
         if commit is None:
             return None, None
-        return commit, self._data(commit)
+        data = self._data(commit)
+        self.known = commit, data
+        return commit, data
 
     def _data(self, commit: str) -> dict[str, Any]:
         text = file_at(self.git, commit, STATE_FILE)
@@ -89,7 +104,9 @@ class SharedState:
         pushes nothing.
         """
         for attempt in range(self.tries):
-            old, data = self.fetch()
+            # the first try trusts the last state seen (a stale one is only refused): one
+            # round trip per change when this host is the one writing
+            old, data = self.known if attempt == 0 and self.known else self.fetch()
             base = data if data is not None else (initial or {})
             new = edit(_copied(base))
             if old is not None and new == data:
@@ -104,6 +121,7 @@ class SharedState:
             )
             if push_swap(self.git, self.remote, STATE_REF, commit, old) is None:
                 self.git.run("update-ref", TRACKING_REF, commit)
+                self.known = commit, _copied(new)
                 return new
             time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # let the winner's push finish
         raise StateError(
@@ -184,6 +202,24 @@ class SharedStateStore(StateStore):
     ) -> None:
         super().__init__(common_dir, recognise)
         self.shared = shared
+        self.lease: Lease | None = None  # held while this process drives the train
+
+    @contextmanager
+    def leased(self, name: str) -> Iterator[None]:
+        """Hold the lease ``name`` on the remote (renewed meanwhile), the cache pulled fresh.
+
+        Another host holding it refuses at once; every state write made
+        meanwhile first checks the lease was not lost (expired and taken).
+        """
+        holder = f"{self.shared.host} (pid {os.getpid()})"
+        lease = Lease(self.shared.git, self.shared.remote, name, holder, self.dir / "leases")
+        with lease.held():
+            self.lease = lease
+            try:
+                self.pull()  # e.g. the journal of a train another host began
+                yield
+            finally:
+                self.lease = None
 
     def pull(self) -> State | None:
         """Copy the remote state into the cache; None (cache untouched) before the first write."""
@@ -204,6 +240,8 @@ class SharedStateStore(StateStore):
 
     def write(self, state: State) -> None:
         """Record ``state`` on the remote as a change of the cache, then refresh the cache."""
+        if self.lease is not None:
+            self.lease.check()
         with self.locked():
             before = _detached(self._read_file().to_json())
             state.updated_at = now()

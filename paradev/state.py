@@ -749,6 +749,11 @@ class StateStore:
                     note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
             yield
 
+    @contextmanager
+    def leased(self, name: str) -> Iterator[None]:
+        """Hold lease ``name`` across hosts: one machine has none (see paradev.shared)."""
+        yield
+
     def _make_dir(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)

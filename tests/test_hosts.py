@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -14,11 +15,12 @@ import pytest
 from paradev.errors import PlanError
 from paradev.git import Git
 from paradev.hosts import HOST_CONFIG, HOST_ENV, this_host
+from paradev.lease import TRAIN, Lease
 from paradev.plan import parse
 from paradev.shared import STATE_REF
 from paradev.state import StateStore
 from tests.conftest import PLAN
-from tests.helpers import Result, commit, git
+from tests.helpers import Result, commit, git, work
 
 CliFn = Callable[..., Result]
 HOSTS_LINE = "hosts = { laptop = [1, 2], box = [3] }\n"
@@ -209,3 +211,50 @@ def test_without_hosts_a_remote_never_receives_the_state(
     assert git(remote, "for-each-ref", "refs/paradev") == ""
     assert StateStore(repo / ".git").read().tasks[11].status == "in_progress"
     assert git(repo, "for-each-ref", "refs/paradev") == ""
+
+
+# -- one merge train across hosts ---
+
+
+def lease_on_server(origin: Path) -> Any:
+    return json.loads(git(origin, "cat-file", "blob", "refs/paradev/lock/train:lease.json"))
+
+
+def completed_on_laptop(planned: dict[str, Path], cli: CliFn) -> Path:
+    """Laptop set up, agent 1 completed #11 with one commit; laptop as the cwd."""
+    laptop = planned["laptop"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    work(cli, laptop.parent / "project-worktrees", 1, {"feature.txt": "one\n"})
+    return laptop
+
+
+def test_the_train_takes_the_lease_and_frees_it(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    result = cli("merge")
+    assert result.code == 0, result.err
+    assert lease_on_server(origin) == {"holder": f"laptop (pid {os.getpid()})", "state": "free"}
+    subjects = git(origin, "log", "--format=%s", "refs/paradev/lock/train").splitlines()
+    assert [s.split(" by ")[0] for s in subjects] == [
+        "paradev: lease train released",
+        "paradev: lease train taken",
+    ]
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "merged"
+    assert (laptop / "feature.txt").read_text() == "one\n"
+
+
+def test_a_train_held_by_another_host_refuses_and_changes_nothing(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    box = planned["box"]
+    assert Lease(Git(box), "origin", TRAIN, "box (pid 7)", box / ".git/leases").acquire()
+    before = git(laptop, "rev-parse", "main")
+
+    result = cli("merge")
+    assert result.code == 2
+    assert "box (pid 7) holds the lease refs/paradev/lock/train on origin" in result.err
+    assert git(laptop, "rev-parse", "main") == before
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "completed"
+    assert lease_on_server(origin) == {"holder": "box (pid 7)", "state": "held"}

@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -196,14 +196,19 @@ def backup_ref(branch: str, train_id: str) -> str:
 
 @contextmanager
 def driving(ws: Workspace, note_owner: bool = True) -> Iterator[None]:
-    """Hold the train lock: two paradev processes driving one train would land an agent twice."""
-    with ws.store.exclusive(
+    """Hold the train lock: two paradev processes driving one train would land an agent twice.
+
+    With [agents] hosts also the lease ``refs/paradev/lock/train``: one train across every
+    host. A dry run (``note_owner`` False) changes nothing and takes no lease.
+    """
+    with ws.store.exclusive(  # noqa: SIM117 - the local lock first: it refuses without network
         "train.lock",
         wait=0,
         busy="another paradev merge is driving the merge train right now; wait for it to finish",
         note_owner=note_owner,
     ):
-        yield
+        with ws.store.leased("train") if note_owner else nullcontext():
+            yield
 
 
 def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack, note: bool = True) -> None:
