@@ -105,9 +105,10 @@ def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Wor
 
 def _shared_store(repo: Repository, plan: Plan) -> StateStore:
     """With [agents] hosts the state lives on the remote; this clone's files are its cache."""
+    from functools import partial
+
     from paradev.hosts import this_host
     from paradev.shared import SharedState, SharedStateStore
 
-    return SharedStateStore(
-        repo.common_dir, SharedState(repo.git, plan.remote, this_host(repo.git))
-    )
+    shared = SharedState(repo.git, plan.remote, partial(this_host, repo.git))  # asked on a write
+    return SharedStateStore(repo.common_dir, shared)
