@@ -13,8 +13,8 @@ import os
 import re
 import socket
 
-from paradev.errors import PreconditionError
-from paradev.git import Git, clone_config, set_clone_config
+from paradev.errors import GitError, PreconditionError
+from paradev.git import Git, clone_config, push, set_clone_config
 from paradev.plan import HOST_NAME, Plan
 
 HOST_CONFIG = "paradev.host"
@@ -85,3 +85,19 @@ def _require_planned(plan: Plan, name: str, who: str) -> None:
             f"{who}, which [agents] hosts does not list ({', '.join(plan.hosts)}); "
             f"run 'paradev setup --host NAME' with one of them, or set {HOST_ENV}"
         )
+
+
+def publish_branch(git: Git, remote: str, branch: str, head: str) -> None:
+    """Push an agent's completed work before it is recorded: another host may land it.
+
+    The lease is what this clone last saw of the remote branch (none: it must
+    not exist there yet), so work pushed by another clone is never overwritten.
+    """
+    known = git.rev(f"refs/remotes/{remote}/{branch}")
+    try:
+        push(git, remote, head, branch, lease=known or "")
+    except GitError as err:
+        raise GitError(
+            f"{err}; the task stays in progress: fetch {remote} and check who else pushed "
+            f"{branch}, then complete it again"
+        ) from None

@@ -246,6 +246,10 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
                 f"commit the work first, or run 'paradev complete {agent} --empty' "
                 "if the task needed no change"
             )
+        if ws.plan.hosts:  # pushed before it is recorded: any host's train may land it
+            from paradev.hosts import publish_branch
+
+            publish_branch(ws.git, ws.plan.remote, branch, head)
         record.start_commit = start
         record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
         record.head_commit = head

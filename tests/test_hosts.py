@@ -258,3 +258,33 @@ def test_a_train_held_by_another_host_refuses_and_changes_nothing(
     assert git(laptop, "rev-parse", "main") == before
     assert remote_state(laptop)["tasks"]["11"]["status"] == "completed"
     assert lease_on_server(origin) == {"holder": "box (pid 7)", "state": "held"}
+
+
+# -- completed work is pushed before it is recorded ---
+
+
+def test_complete_pushes_the_branch_before_recording_it(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    head = git(laptop, "rev-parse", "parallel-dev/agent-1")
+    assert git(origin, "rev-parse", "refs/heads/parallel-dev/agent-1") == head
+    assert remote_state(laptop)["tasks"]["11"]["head_commit"] == head
+
+
+def test_a_refused_branch_push_leaves_the_task_in_progress(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "1").code == 0
+    commit(box, {"other.txt": "pushed by someone else\n"}, "not laptop's work")
+    git(box, "push", "-q", "origin", "HEAD:refs/heads/parallel-dev/agent-1")
+    commit(laptop.parent / "project-worktrees/agent-1", {"feature.txt": "one\n"}, "work")
+
+    result = cli("complete", "1")
+    assert result.code == 2
+    assert "the task stays in progress: fetch origin" in result.err
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "in_progress"
+    assert StateStore(laptop / ".git").read().tasks[11].status == "in_progress"
+    assert git(origin, "log", "-1", "--format=%s", "parallel-dev/agent-1") == "not laptop's work"
