@@ -464,6 +464,15 @@ COMMANDS: tuple[Command, ...] = (
         details="bash: source the output, or save it as completions/paradev. "
         "zsh: save it as _paradev in a folder on $fpath.",
     ),
+    Command(
+        "sync",
+        "agents",
+        "Fetch the state shared by hosts from the remote into this clone's cache.",
+        handlers.sync,
+        "sync",
+        details="status, check and the report read the cache without the network; every "
+        "state change fetches first. sync shows what other hosts did since.",
+    ),
 )
 
 BY_NAME: dict[str, Command] = {command.name: command for command in COMMANDS}

@@ -545,3 +545,9 @@ def completion(shell: str) -> None:
     from paradev.completion import script
 
     print(script(shell, COMMANDS), end="")
+
+
+def sync() -> None:
+    from paradev.shared import sync as sync_state
+
+    print(sync_state(_workspace().store))

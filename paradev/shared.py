@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from paradev.errors import StateError
+from paradev.errors import PreconditionError, StateError
 from paradev.git import Git, commit_files, fetch_ref, file_at, push_swap
 from paradev.lease import Lease
 from paradev.limits import MAX_STATE_BYTES
@@ -283,3 +283,16 @@ def _state_of(data: dict[str, Any], shared: SharedState) -> State:
             f"the shared state {STATE_REF} on {shared.remote} is corrupt ({exc}); "
             "push a good state commit on top of it"
         ) from None
+
+
+def sync(store: StateStore) -> str:
+    """``paradev sync``: refresh the cache from the remote; one line saying what it holds."""
+    if not isinstance(store, SharedStateStore):
+        raise PreconditionError(
+            "sync needs [agents] hosts in plan.toml: without hosts the state is this clone's own"
+        )
+    state = store.pull()
+    where = f"{STATE_REF} on {store.shared.remote}"
+    if state is None:
+        return f"no shared state on {where} yet: the first state change creates it"
+    return f"state synced from {where}: {len(state.tasks)} task records, {len(state.agents)} agents"

@@ -288,3 +288,27 @@ def test_a_refused_branch_push_leaves_the_task_in_progress(
     assert remote_state(laptop)["tasks"]["11"]["status"] == "in_progress"
     assert StateStore(laptop / ".git").read().tasks[11].status == "in_progress"
     assert git(origin, "log", "-1", "--format=%s", "parallel-dev/agent-1") == "not laptop's work"
+
+
+def test_sync_brings_other_hosts_changes_into_the_cache(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    result = cli("sync")
+    assert result.code == 0, result.err
+    assert "state synced from refs/paradev/state on origin: 0 task records, 1 agents" in result.out
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "2").code == 0
+    assert 12 not in StateStore(box / ".git").read().tasks
+
+    result = cli("sync", cwd=box)
+    assert result.code == 0, result.err
+    assert "1 task records, 3 agents" in result.out
+    assert StateStore(box / ".git").read().tasks[12].status == "in_progress"
+
+
+def test_sync_without_hosts_is_refused(repo: Path, cli: CliFn) -> None:
+    result = cli("sync")
+    assert result.code == 2
+    assert "sync needs [agents] hosts in plan.toml" in result.err
