@@ -160,11 +160,22 @@ class Lease:
         thread.start()
         try:
             yield self
-        finally:
-            stop.set()
-            thread.join()
-            if self.commit is not None:
-                self.release()
+        except BaseException:
+            self._stop(stop, thread)
+            with suppress(ParadevError):  # the block's own error is the one to report
+                self._release_if_held()
+            raise
+        self._stop(stop, thread)
+        self._release_if_held()
+
+    @staticmethod
+    def _stop(stop: threading.Event, thread: threading.Thread) -> None:
+        stop.set()
+        thread.join()  # a renewal under way finishes first
+
+    def _release_if_held(self) -> None:
+        if self.commit is not None:
+            self.release()
 
     def _renew_until(self, stop: threading.Event, every: float) -> None:
         while not stop.wait(every):
@@ -172,7 +183,7 @@ class Lease:
                 self.renew()
             except LeaseLost:
                 return  # check() reports it
-            except ParadevError:  # the remote unreachable for now: the next renewal retries
+            except (ParadevError, OSError):  # e.g. the remote unreachable: retried next time
                 continue
 
     def check(self) -> None:
@@ -191,6 +202,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
     os.replace(tmp, path)

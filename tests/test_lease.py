@@ -176,3 +176,24 @@ def test_a_lost_lease_is_reported_and_never_released(hosts: dict[str, Path], ori
         with pytest.raises(LeaseLost):
             laptop.check()
     assert on_server(origin) == {"holder": "box", "state": "held"}  # box's lease stands
+
+
+def test_a_failing_block_still_frees_the_lease(hosts: dict[str, Path], origin: Path) -> None:
+    laptop = lease(hosts["laptop"], "laptop")
+    with pytest.raises(RuntimeError, match="the train stopped"), laptop.held(renew_every=3600):
+        raise RuntimeError("the train stopped")
+    assert on_server(origin) == {"holder": "laptop", "state": "free"}
+
+
+def test_a_failing_block_reports_its_own_error_when_the_lease_was_lost(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    """Releasing a lease another host took fails; the block's error is still the one raised."""
+    laptop = lease(hosts["laptop"], "laptop")
+    with pytest.raises(RuntimeError, match="the gate failed"), laptop.held(renew_every=3600):
+        box = lease(hosts["box"], "box", Clock(0.0))
+        assert not box.acquire()
+        box.clock = Clock(EXPIRY)
+        assert box.acquire()
+        raise RuntimeError("the gate failed")
+    assert on_server(origin) == {"holder": "box", "state": "held"}
