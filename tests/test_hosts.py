@@ -312,3 +312,24 @@ def test_sync_without_hosts_is_refused(repo: Path, cli: CliFn) -> None:
     result = cli("sync")
     assert result.code == 2
     assert "sync needs [agents] hosts in plan.toml" in result.err
+
+
+def test_read_only_commands_use_the_cache_without_the_network(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "1").code == 0
+    assert cli("setup", "--host", "box", cwd=box).code == 0  # its write fetched laptop's
+    git(box, "remote", "set-url", "origin", str(box.parent / "unreachable.git"))
+
+    status = cli("status", "--json")
+    assert status.code == 0, status.err
+    assert '"issue": 11' in status.out
+    check = cli("check", "src/app.py")
+    assert check.code in (0, 1), check.err  # answered from the cache, no fetch attempted
+    assert "unreachable" not in check.err + status.err
+    refused = cli("start", "3")  # a write needs the remote: a clear error, nothing recorded
+    assert refused.code == 2
+    assert "git fetch origin" in refused.err
+    assert 13 not in StateStore(box / ".git").read().tasks
