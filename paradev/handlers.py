@@ -96,7 +96,8 @@ def setup(agents: int | None, host: str | None = None) -> None:
         from paradev.hosts import remember_host
 
         remember_host(ws.git, ws.plan, host)
-        print(f"this clone is host {host}: agents {', '.join(map(str, ws.plan.hosts[host]))}")
+        agents_here = ", ".join(map(str, ws.plan.hosts[host])) or "none"
+        print(f"this clone is host {host}: agents {agents_here}")
         ws = _workspace()  # its state store names the host
     check_copy_sources(ws)  # a missing .env is refused before any worktree is made
     steps = set_up(ws, agents)

@@ -333,3 +333,13 @@ def test_read_only_commands_use_the_cache_without_the_network(
     assert refused.code == 2
     assert "git fetch origin" in refused.err
     assert 13 not in StateStore(box / ".git").read().tasks
+
+
+def test_a_host_without_agents_sets_up_nothing(planned: dict[str, Path], cli: CliFn) -> None:
+    tower = planned["tower"]
+    text = plan_text("hosts = { laptop = [1, 2], box = [3], tower = [] }\n")
+    commit(tower, {"plan.toml": text}, "tower is a spare")
+    result = cli("setup", "--host", "tower", cwd=tower)
+    assert result.code == 0, result.err
+    assert "this clone is host tower: agents none" in result.out
+    assert worktree_folders(tower) == []
