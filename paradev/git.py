@@ -358,8 +358,10 @@ def ahead_behind(git: Git, base: str, branch: str) -> tuple[int, int]:
     return int(ahead), int(behind)
 
 
-def ahead_behind_if_any(git: Git, base: str, branch: str) -> tuple[int, int] | None:
-    """``ahead_behind`` of the local ``branch``, None when it (or base) does not exist.
+def ahead_behind_if_any(
+    git: Git, base: str, branch: str, prefix: str = "refs/heads/"
+) -> tuple[int, int] | None:
+    """``ahead_behind`` of ``branch`` (local, or under ``prefix``), None when it or base is absent.
 
     One git process where checking first would take two: status runs it for every agent.
     """
@@ -367,7 +369,7 @@ def ahead_behind_if_any(git: Git, base: str, branch: str) -> tuple[int, int] | N
         "rev-list",
         "--left-right",
         "--count",
-        f"refs/heads/{base}...refs/heads/{branch}",
+        f"refs/heads/{base}...{prefix}{branch}",
         "--",
         check=False,
     )

@@ -288,6 +288,10 @@ def conflicts(
     ws = _workspace()
 
     def scan() -> Report:
+        if ws.plan.hosts and not remote:  # other hosts' agents: their branches as pushed
+            from paradev.git import fetch
+
+            fetch(ws.git, ws.plan.remote)
         found = analyze(ws, uncommitted=uncommitted, remote=remote)
         record_scan(ws, found)  # the report shows conflicts as they were, too
         return found

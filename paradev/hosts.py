@@ -79,6 +79,14 @@ def restrict_to_host(plan: Plan, git: Git, agents: list[int] | None) -> list[int
     return agents
 
 
+def elsewhere(plan: Plan, git: Git) -> dict[int, str]:
+    """The agents other hosts run -> their host: their branches are read from the remote."""
+    if not plan.hosts:
+        return {}
+    here = this_host(git)
+    return {agent: host for host, agents in plan.hosts.items() if host != here for agent in agents}
+
+
 def _require_planned(plan: Plan, name: str, who: str) -> None:
     if name not in plan.hosts:
         raise PreconditionError(

@@ -26,6 +26,7 @@ from paradev.git import (
     side_by_side,
     update_ref,
 )
+from paradev.hosts import elsewhere
 from paradev.labels import AgentLabel, agent_label, landing_candidates
 from paradev.plan import Task
 from paradev.state import (
@@ -442,12 +443,17 @@ def _task_json(task: Task, record: TaskRecord | None) -> dict[str, Any]:
     return data
 
 
-def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]:
+def _branch_facts(
+    ws: Workspace, agent: int, host: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Ahead/behind base, dirtiness, untracked paths: the git work of status, per agent.
 
     Run per agent in parallel, each call in its own thread with its own ``Git``:
-    nothing is shared but paths.
+    nothing is shared but paths. An agent of another ``host`` is its branch as
+    this clone last fetched it from the remote (no network: ``paradev sync``).
     """
+    if host is not None:
+        return _remote_branch_facts(ws, agent, host), []
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
     counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent))
@@ -469,6 +475,32 @@ def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]
         "checked_out": current_branch(path) if exists and not broken else None,
     }
     return facts, untracked
+
+
+def _name_hosts(ws: Workspace, facts: dict[int, dict[str, Any]]) -> None:
+    """With ``[agents] hosts``, every agent's entry names its host (this one's included)."""
+    owners = {agent: host for host, agents in ws.plan.hosts.items() for agent in agents}
+    for agent, found in facts.items():
+        if "host" not in found and ws.plan.hosts:
+            found.update(host=owners.get(agent), here=agent in owners)
+
+
+def _remote_branch_facts(ws: Workspace, agent: int, host: str) -> dict[str, Any]:
+    """An agent run by another host: where its pushed branch stands; its worktree is there."""
+    prefix = f"refs/remotes/{ws.plan.remote}/"
+    counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent), prefix)
+    return {
+        "exists": False,
+        "broken": False,
+        "ahead": counts[0] if counts else None,
+        "behind": counts[1] if counts else None,
+        "dirty": None,
+        "untracked": 0,
+        "checked_out": None,
+        "host": host,
+        "here": False,
+        "pushed_branch": f"{ws.plan.remote}/{ws.branch(agent)}",
+    }
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
@@ -509,11 +541,15 @@ def status(ws: Workspace) -> dict[str, Any]:
     state = ws.store.read()
     agents = range(1, ws.plan.agent_count + 1)
     refs = _order_refs(ws, state)
+    away = elsewhere(ws.plan, ws.git)  # other hosts' agents: their branches from the remote
     found: list[Any] = side_by_side(  # "agent" 0: base and the ordered branches, asked alongside
-        lambda agent: _branch_facts(ws, agent) if agent else resolve_refs(ws.git, refs),
+        lambda agent: (
+            _branch_facts(ws, agent, away.get(agent)) if agent else resolve_refs(ws.git, refs)
+        ),
         [0, *agents],
     )
     facts: dict[int, dict[str, Any]] = {a: f for a, (f, _) in zip(agents, found[1:], strict=True)}
+    _name_hosts(ws, facts)
     untracked = {a: paths for a, (_, paths) in zip(agents, found[1:], strict=True)}
     tips: dict[str, str] = found[0]
     index = tasks_by_agent(ws)
@@ -577,10 +613,13 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
     tree = "missing" if not info["exists"] else ("dirty" if info["dirty"] else "clean")
     if info.get("broken"):
         tree = "broken (run 'paradev setup' to repair it)"
+    if info.get("here") is False:  # another host's agent: its branch as pushed, worktree there
+        position = f"{position} as pushed" if info["ahead"] is not None else "not pushed yet"
+        tree = f"on host {info['host']}"
     label = f"  {info['state']}" if info.get("state") else ""
     lines = [
         f"Agent {agent}  {info['branch']}  ({position}; worktree {tree}){label}",
-        f"  worktree: {info['worktree']}",
+        f"  worktree: {info['worktree']}" + (f" on {info['host']}" if info.get("host") else ""),
     ]
     current = info["current_task"]
     if current:

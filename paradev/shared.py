@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from paradev.errors import PreconditionError, StateError
-from paradev.git import Git, commit_files, fetch_ref, file_at, push_swap
+from paradev.git import Git, commit_files, fetch, fetch_ref, file_at, push_swap
 from paradev.lease import Lease
 from paradev.limits import MAX_STATE_BYTES
 from paradev.state import State, StateStore, now
@@ -292,6 +292,7 @@ def sync(store: StateStore) -> str:
             "sync needs [agents] hosts in plan.toml: without hosts the state is this clone's own"
         )
     state = store.pull()
+    fetch(store.shared.git, store.shared.remote)  # other hosts' agent branches, for status
     where = f"{STATE_REF} on {store.shared.remote}"
     if state is None:
         return f"no shared state on {where} yet: the first state change creates it"

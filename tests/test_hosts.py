@@ -343,3 +343,54 @@ def test_a_host_without_agents_sets_up_nothing(planned: dict[str, Path], cli: Cl
     assert result.code == 0, result.err
     assert "this clone is host tower: agents none" in result.out
     assert worktree_folders(tower) == []
+
+
+# -- every host's agents on any host ---
+
+
+def test_status_on_any_host_shows_every_hosts_agents_from_the_remote(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    completed_on_laptop(planned, cli)  # agent 1's branch: one commit, pushed
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    assert cli("sync", cwd=box).code == 0
+
+    result = cli("status", "--json", cwd=box)
+    assert result.code == 0, result.err
+    agents = json.loads(result.out)["agents"]
+    assert {a: (agents[a]["host"], agents[a]["here"]) for a in agents} == {
+        "1": ("laptop", False),
+        "2": ("laptop", False),
+        "3": ("box", True),
+    }
+    assert (agents["1"]["ahead"], agents["1"]["behind"]) == (1, 0)
+    assert agents["1"]["completed_tasks"][0]["issue"] == 11
+    assert agents["2"]["ahead"] is None  # laptop pushed nothing of agent 2 yet
+    assert agents["3"]["exists"] is True
+
+    text = cli("status", cwd=box).out
+    assert (
+        "Agent 1  parallel-dev/agent-1  (1 ahead, 0 behind as pushed; worktree on host laptop)"
+        in text
+    )
+    assert "Agent 2  parallel-dev/agent-2  (not pushed yet; worktree on host laptop)" in text
+    assert "branch missing" not in text
+    assert "worktree missing" not in text
+    local = cli("status", "--json", cwd=laptop)
+    assert json.loads(local.out)["agents"]["1"]["here"] is True
+
+
+def test_conflicts_on_one_host_cover_another_hosts_agents(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    work(cli, laptop.parent / "project-worktrees", 1, {"src/app.py": "laptop's version\n"})
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    work(cli, box.parent / "project-worktrees", 3, {"src/app.py": "box's version\n"})
+
+    result = cli("conflicts", "--json", cwd=box)
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert [(p["agents"], p["conflict"]) for p in report["pairs"]] == [([1, 3], True)]
