@@ -554,5 +554,9 @@ def completion(shell: str) -> None:
 
 def sync() -> None:
     from paradev.shared import sync as sync_state
+    from paradev.tasklease import look
 
-    print(sync_state(_workspace().store))
+    ws = _workspace()
+    print(sync_state(ws.store))
+    if ws.plan.hosts:  # how long other hosts' task leases stood still, on this host's clock
+        look(ws, ws.store.read())

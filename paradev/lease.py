@@ -77,15 +77,29 @@ class Lease:
     def observe(self) -> View:
         """Fetch the lease and note when this host first saw its current value."""
         commit = fetch_ref(self.git, self.remote, self.ref, self.tracking)
-        holder = None
-        if commit is not None:
-            text = file_at(self.git, commit, LEASE_FILE)
-            with suppress(ValueError, TypeError):
-                data = json.loads(text or "")
-                if isinstance(data, dict) and data.get("state") == "held":
-                    holder = str(data.get("holder"))
         self._first_seen(commit)
-        return View(commit, holder)
+        return View(commit, self._holder(commit))
+
+    def _holder(self, commit: str | None) -> str | None:
+        if commit is None:
+            return None
+        text = file_at(self.git, commit, LEASE_FILE)
+        with suppress(ValueError, TypeError):
+            data = json.loads(text or "")
+            if isinstance(data, dict) and data.get("state") == "held":
+                return str(data.get("holder"))
+        return None
+
+    def last_seen(self) -> tuple[str | None, float]:
+        """(holder, seconds the lease was seen unchanged) by this host's last look: no network."""
+        commit = self.git.rev(self.tracking)
+        noted = _read_json(self.seen_path)
+        at, checked = noted.get("at"), noted.get("checked")
+        if commit is None or noted.get("commit") != commit:
+            return self._holder(commit), 0.0
+        if not isinstance(at, int | float) or not isinstance(checked, int | float):
+            return self._holder(commit), 0.0
+        return self._holder(commit), max(0.0, float(checked) - float(at))
 
     def expired(self, view: View) -> bool:
         """Whether ``view``'s value has stayed unchanged for ``expiry`` s on this host's clock."""
@@ -98,14 +112,15 @@ class Lease:
         seen = noted.get("at")
         # a clock that went back (a reboot) starts the count again
         if noted.get("commit") == commit and isinstance(seen, int | float) and seen <= at:
+            _write_json(self.seen_path, {**noted, "checked": at})  # seen unchanged until now
             return float(seen)
-        _write_json(self.seen_path, {"commit": commit, "at": at})
+        _write_json(self.seen_path, {"commit": commit, "at": at, "checked": at})
         return at
 
     def acquire(self) -> bool:
         """Take the lease if free or expired; False when someone holds it (or won the race)."""
         view = self.last = self.observe()
-        if view.holder is not None and not self.expired(view):
+        if view.holder not in (None, self.holder) and not self.expired(view):
             return False
         return self._push(view.commit, "held", f"taken by {self.holder}")
 
@@ -117,6 +132,13 @@ class Lease:
         """Leave a commit saying the lease is free; LeaseLost if it was no longer ours."""
         self._push_held(self.commit, "free", f"released by {self.holder}")
         self.commit = None
+
+    def release_if_mine(self) -> None:
+        """Free the lease if this holder has it (e.g. a task done): it never expires in view."""
+        view = self.observe()
+        if view.holder == self.holder:
+            self.commit = view.commit
+            self.release()
 
     def _push_held(self, old: str | None, state: str, what: str) -> None:
         if old is None or not self._push(old, state, what):

@@ -175,6 +175,10 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(f"cannot start #{task.issue}: {held[0]}")
         catch_up(ws, agent)
         record = state.task(task.issue, agent)
+        if ws.plan.hosts:  # the task's lease names this host; run-batch renews it
+            from paradev.tasklease import take
+
+            record.host = take(ws, task.issue)
         record.status, record.started_at = IN_PROGRESS, now()
         record.assigned_at = record.assigned_at or record.started_at
         record.base_commit = fork_point(ws, agent)
@@ -257,6 +261,10 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
         record.status, record.completed_at = COMPLETED, now()
         uncommitted = sorted(dirty_paths(agent_git.cwd))
         record.left_uncommitted = uncommitted
+    if ws.plan.hosts:
+        from paradev.tasklease import let_go
+
+        let_go(ws, task.issue)
     return Completion(task=task, record=record, uncommitted=uncommitted)
 
 
@@ -288,9 +296,14 @@ def reopen(ws: Workspace, issue: int) -> tuple[Task, TaskRecord]:
             f"issue #{issue} is not in the plan; put it back in plan.toml to reopen it"
         )
     agent = task.agent
+    takeover = _take_over_if_elsewhere(ws, issue)
     require_own_branch(ws, agent)
     with ws.store.agent_lock(agent, "paradev reopen"), ws.store.update() as state:
         status = state.status(issue)
+        if takeover is not None and status == IN_PROGRESS:
+            record = state.task(issue, agent)
+            record.host = takeover
+            return task, record
         if status not in (*REOPENABLE, DROPPED):
             raise PreconditionError(_not_reopenable(issue, agent, status))
         _refuse_during_train(state, agent, f"reopen #{issue}")
@@ -309,6 +322,16 @@ def reopen(ws: Workspace, issue: int) -> tuple[Task, TaskRecord]:
         record.head_commit = None
         record.files_modified = []
     return task, record
+
+
+def _take_over_if_elsewhere(ws: Workspace, issue: int) -> str | None:
+    """A task in progress on another host: taken here once its lease expired; this host."""
+    if not ws.plan.hosts:
+        return None
+    from paradev import tasklease
+
+    record = tasklease.in_progress_elsewhere(ws, issue)
+    return tasklease.take_over(ws, record) if record is not None else None
 
 
 def _not_reopenable(issue: int, agent: int, status: str) -> str:
@@ -526,7 +549,9 @@ def _agent_json(
         "branch": ws.branch(agent),
         "worktree": str(ws.worktree(agent)),
         "state": label.label,
-        "current_task": _task_json(current, state.tasks.get(current.issue)) if current else None,
+        "current_task": _hosted(ws, state, _task_json(current, state.tasks.get(current.issue)))
+        if current
+        else None,
         "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
         "merged_issues": [t.issue for t in done if state.status(t.issue) == MERGED],
         "not_landed_issues": [t.issue for t in done if state.status(t.issue) == COMPLETED],
@@ -573,6 +598,22 @@ def status(ws: Workspace) -> dict[str, Any]:
         "train": attention.train_view(ws, state),
         "warnings": attention.warnings(ws, state, labels, facts, untracked),
     }
+
+
+def _hosted(ws: Workspace, state: State, data: dict[str, Any]) -> dict[str, Any]:
+    """A task in progress names its host, and says when that host's lease went unrenewed."""
+    if not ws.plan.hosts:
+        return data
+    from paradev.tasklease import vanished
+
+    record = state.tasks.get(data["issue"])
+    if record is not None and record.host:
+        data["host"] = record.host
+        still = vanished(ws, record)
+        if still is not None:
+            data["host_vanished"] = True
+            data["lease_unchanged_seconds"] = round(still)
+    return data
 
 
 def _order_refs(ws: Workspace, state: State) -> list[str]:
@@ -627,6 +668,12 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
             f"  current:  #{current['issue']} {printable(current['title'])} "
             f"({current['hours']:g}h{_agent_process(current)})"
         )
+        if current.get("host_vanished"):
+            lines.append(
+                f"  host {current['host']} vanished: its lease on #{current['issue']} went "
+                f"{current['lease_unchanged_seconds']}s unrenewed; "
+                f"'paradev reopen {current['issue']}' takes the task here"
+            )
     else:
         lines.append("  current:  none")
     done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"

@@ -70,6 +70,7 @@ from paradev.state import (
     TaskRecord,
     now,
 )
+from paradev.tasklease import keep_alive
 from paradev.text import printable
 from paradev.train.messages import squash_message
 from paradev.workspace import Workspace
@@ -963,6 +964,7 @@ class Supervisor:
         self.running: dict[int, Running] = {}
         self.launching: Task | None = None
         self.outcomes: list[Outcome] = []
+        self.leases: dict[int, ExitStack] = {}  # agent -> its task's lease, renewed ([hosts])
 
     def run(self) -> list[Outcome]:
         try:
@@ -976,7 +978,20 @@ class Supervisor:
             with processes.shielded():
                 self._interrupt(processes.describe(interrupt))
             raise
+        finally:
+            for agent in list(self.leases):
+                self._let_go(agent)
         return self.outcomes
+
+    def _keep_alive(self, task: Task) -> None:
+        """Renew the task's lease while its agent runs: other hosts see this host alive."""
+        stack = self.leases[task.agent] = ExitStack()
+        stack.enter_context(keep_alive(self.ws, task.issue))
+
+    def _let_go(self, agent: int) -> None:
+        stack = self.leases.pop(agent, None)
+        if stack is not None:
+            stack.close()
 
     def rows(self) -> list[Row]:
         now_ = self.clock()
@@ -1010,6 +1025,7 @@ class Supervisor:
         log_start = log_size(log)
         proc = launch(self.ws, task, prompt, log, mode="task")
         record_launch(self.ws, task, log, proc.pid)
+        self._keep_alive(task)
         started = self.clock()
         self.progress.event(
             f"agent {task.agent}: started #{task.issue} {printable(task.title)} "
@@ -1024,11 +1040,13 @@ class Supervisor:
             if code is None and self.clock() >= running.deadline:
                 processes.stop([running.proc])
                 del self.running[agent]
+                self._let_go(agent)
                 record_usage(self.ws, running.task, running.log, running.log_start)
                 self._fail(running, f"timed out after {self.ws.plan.agent_timeout:g}s")
             elif code is not None:
                 processes.release(running.proc)
                 del self.running[agent]
+                self._let_go(agent)
                 record_usage(self.ws, running.task, running.log, running.log_start)
                 self._exited(running, code)
 

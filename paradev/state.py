@@ -110,6 +110,7 @@ class TaskRecord:
     backup_ref: str | None = None  # where a dropped task's commits are kept
     cost_usd: float | None = None  # what its agent reported, summed over its runs
     tokens: dict[str, int] | None = None  # {"input": n, "output": n}, as its agent reported
+    host: str | None = None  # [agents] hosts: the host working on it (its task lease's holder)
 
 
 @dataclass

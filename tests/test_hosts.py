@@ -52,6 +52,16 @@ def planned(hosts: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str
     return hosts
 
 
+def agents_run(clone: Path, source: str, tmp_path: Path) -> None:
+    """The plan's agents become the real script ``source`` (committed on ``clone``'s main)."""
+    script = tmp_path / "agent.py"
+    script.write_text(source, encoding="utf-8")
+    text = plan_text().replace(
+        "count = 3\n", f"count = 3\ncommand = {json.dumps([sys.executable, str(script)])}\n"
+    )
+    commit(clone, {"plan.toml": text}, "agents run a script")
+
+
 def worktree_folders(clone: Path) -> list[str]:
     root = clone.parent / "project-worktrees"
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
@@ -150,13 +160,8 @@ def test_setup_for_an_unknown_host_is_refused_and_remembers_nothing(
 def test_run_batch_launches_only_this_hosts_agents(
     planned: dict[str, Path], cli: CliFn, tmp_path: Path
 ) -> None:
-    script = tmp_path / "agent.py"
-    script.write_text(AGENT, encoding="utf-8")
     laptop = planned["laptop"]
-    text = plan_text().replace(
-        "count = 3\n", f"count = 3\ncommand = {json.dumps([sys.executable, str(script)])}\n"
-    )
-    commit(laptop, {"plan.toml": text}, "agents run a script")
+    agents_run(laptop, AGENT, tmp_path)
     assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
 
     result = cli("run-batch", cwd=laptop)
