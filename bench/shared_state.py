@@ -12,8 +12,9 @@ task's status:
   cat-file, hash-object, mktree, commit-tree, push --force-with-lease), no
   paradev around them.
 
-Then ``paradev status`` in a clone with hosts (reading the cache, no network)
-next to the same clone without hosts. The remote is a local bare repository:
+Then ``paradev status`` in a clone of one of three hosts (agents 2 and 3
+on the other two, their branches read as pushed; the state from the cache,
+no network) next to the same clone without hosts. The remote is a local bare repository:
 a real network adds its round trips (two per update: fetch and push).
 
     python bench/shared_state.py [--runs 15] [--tasks 200]
@@ -47,7 +48,7 @@ def plan_text(tasks: int, hosts: bool) -> str:
         "  hours = 1.0\n"
         for i in range(tasks)
     )
-    shared = "hosts = { bench = [1, 2, 3] }\n" if hosts else ""
+    shared = "hosts = { bench = [1], box = [2], tower = [3] }\n" if hosts else ""
     return (
         f'[project]\nbase = "main"\nremote = "origin"\n\n[agents]\ncount = 3\n{shared}\n'
         f'[[batches]]\nname = "one"\n{rows}'
@@ -63,7 +64,11 @@ def make_project(root: Path, env: dict[str, str], tasks: int) -> tuple[Path, Pat
     run(["git", "add", "-A"], clone, env)
     run(["git", "commit", "-q", "-m", "plan"], clone, env)
     run(["git", "remote", "add", "origin", str(remote)], clone, env)
-    run(["git", "push", "-q", "origin", "main"], clone, env)
+    for agent in (1, 2, 3):  # every agent's branch, pushed: other hosts' are read as pushed
+        run(["git", "branch", f"parallel-dev/agent-{agent}", "main"], clone, env)
+    run(["git", "push", "-q", "origin", "main", "parallel-dev/agent-1", "parallel-dev/agent-2",
+         "parallel-dev/agent-3"], clone, env)  # fmt: skip
+    run(["git", "fetch", "-q", "origin"], clone, env)
     store = StateStore(clone / ".git")
     with store.update() as state:
         for i in range(tasks):
@@ -131,10 +136,10 @@ def main() -> None:
         run(["git", "config", "paradev.host", "bench"], clone, env)
         rows = {  # the same clone and state; only the plan differs
             "status, no hosts": ["env", "PARADEV_PLAN=plan.toml", *paradev_argv(), "status"],
-            "status, hosts": ["env", "PARADEV_PLAN=hosts.toml", *paradev_argv(), "status"],
+            "status, 3 hosts": ["env", "PARADEV_PLAN=hosts.toml", *paradev_argv(), "status"],
         }
         medians = interleaved_medians(rows, clone, env, args.runs, (0,))
-        print("paradev status (reads the local file, or with hosts its cache: no network):")
+        print("paradev status (the local file; or, one host of three, the cache: no network):")
         for name, (wall, cpu) in medians.items():
             print(f"  {name:17} {wall:8.1f} ms wall  {cpu:8.1f} ms CPU")
 
