@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -237,7 +237,32 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "agents": {},
         "driver": driver_record(),
         "drivers_since": time.time(),  # stale locks are looked for since then
+        "committer": gitmod.committer_ident(ws.git),  # every rewritten commit's, on any host
     }
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set for the block (git children inherit them)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def journaled_committer(train: Train) -> AbstractContextManager[None]:
+    """Commits the train rewrites take the committer (name, email, date) of its journal.
+
+    Whichever process or host drives it, a resumed train makes the same commits.
+    """
+    ident = train.journal.setdefault("committer", gitmod.committer_ident(train.ws.git))
+    return environ(ident)
 
 
 def driver_record() -> dict[str, Any]:
