@@ -657,6 +657,8 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
     if info.get("here") is False:  # another host's agent: its branch as pushed, worktree there
         position = f"{position} as pushed" if info["ahead"] is not None else "not pushed yet"
         tree = f"on host {info['host']}"
+    elif info.get("host"):
+        tree = f"{tree}, here on host {info['host']}"
     label = f"  {info['state']}" if info.get("state") else ""
     lines = [
         f"Agent {agent}  {info['branch']}  ({position}; worktree {tree}){label}",

@@ -384,6 +384,7 @@ def test_status_on_any_host_shows_every_hosts_agents_from_the_remote(
     assert "worktree missing" not in text
     local = cli("status", "--json", cwd=laptop)
     assert json.loads(local.out)["agents"]["1"]["here"] is True
+    assert "(1 ahead, 0 behind; worktree clean, here on host laptop)" in cli("status").out
 
 
 def test_conflicts_on_one_host_cover_another_hosts_agents(
