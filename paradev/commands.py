@@ -261,7 +261,10 @@ COMMANDS: tuple[Command, ...] = (
         "Create or repair every agent's worktree and branch from base (idempotent).",
         handlers.setup,
         "setup --agents 4",
-        args=(option("agents", INT, "set up agents 1..N only (default: agents.count)"),),
+        args=(
+            option("agents", INT, "set up agents 1..N only (default: agents.count)"),
+            option("host", NAME, "this clone is host NAME of [agents] hosts (remembered)"),
+        ),
     ),
     Command(
         "start",
@@ -500,6 +503,15 @@ COMMANDS: tuple[Command, ...] = (
             maybe("agent", INT, "agent number (default: the detached run's own log)"),
             flag("follow", "keep printing new lines until the run (or the agent's process) ends"),
         ),
+    ),
+    Command(
+        "sync",
+        "agents",
+        "Fetch the state shared by hosts from the remote into this clone's cache.",
+        handlers.sync,
+        "sync",
+        details="status, check and the report read the cache without the network; every "
+        "state change fetches first. sync shows what other hosts did since.",
     ),
 )
 

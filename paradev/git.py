@@ -358,8 +358,10 @@ def ahead_behind(git: Git, base: str, branch: str) -> tuple[int, int]:
     return int(ahead), int(behind)
 
 
-def ahead_behind_if_any(git: Git, base: str, branch: str) -> tuple[int, int] | None:
-    """``ahead_behind`` of the local ``branch``, None when it (or base) does not exist.
+def ahead_behind_if_any(
+    git: Git, base: str, branch: str, prefix: str = "refs/heads/"
+) -> tuple[int, int] | None:
+    """``ahead_behind`` of ``branch`` (local, or under ``prefix``), None when it or base is absent.
 
     One git process where checking first would take two: status runs it for every agent.
     """
@@ -367,7 +369,7 @@ def ahead_behind_if_any(git: Git, base: str, branch: str) -> tuple[int, int] | N
         "rev-list",
         "--left-right",
         "--count",
-        f"refs/heads/{base}...refs/heads/{branch}",
+        f"refs/heads/{base}...{prefix}{branch}",
         "--",
         check=False,
     )
@@ -1502,3 +1504,93 @@ def range_stats(path: Path, ranges: Sequence[tuple[str, str]]) -> list[RangeStat
                 )
             )
     return stats
+
+
+# -- shared refs on the remote (state, leases): compare-and-swap, only ever forward ---
+
+
+class PushRejected(NamedTuple):
+    """Why the remote refused a compare-and-swap push (someone moved the ref first)."""
+
+    reason: str
+
+
+def fetch_ref(git: Git, remote: str, ref: str, tracking: str) -> str | None:
+    """Copy the remote's ``ref`` to the local ``tracking`` ref; its commit, None if absent.
+
+    One round trip. A ref the remote lacks deletes ``tracking`` (nothing stale stays).
+    """
+    proc = git.run(
+        "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
+        remote, f"+{ref}:{tracking}", check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        if "couldn't find remote ref" not in proc.stderr:
+            raise GitError(_failure_message(("fetch", remote, ref), proc))
+        git.run("update-ref", "-d", tracking)
+        return None
+    return git.rev(tracking)
+
+
+def file_at(git: Git, commit: str, name: str) -> str | None:
+    """The text of file ``name`` in ``commit``'s tree; None when the tree lacks it."""
+    proc = git.run("cat-file", "blob", f"{commit}:{name}", check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def commit_files(
+    git: Git,
+    files: Mapping[str, str],
+    message: str,
+    parent: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """A new commit (no ref moved) whose tree holds exactly ``files``, on top of ``parent``.
+
+    ``env`` may set the author and committer (``GIT_AUTHOR_NAME``...). A random
+    trailer makes every commit unique: two writers making the same change on
+    the same parent in the same second would otherwise make the same commit,
+    the second compare-and-swap push would find the ref already there and
+    succeed, and one of the two changes would be lost.
+    """
+    import secrets
+
+    entries = []
+    for name, text in sorted(files.items()):
+        blob = git.run("hash-object", "-w", "--stdin", input=text).stdout.strip()
+        entries.append(f"100644 blob {blob}\t{name}\n")
+    tree = git.run("mktree", input="".join(entries)).stdout.strip()
+    parents = ["-p", parent] if parent else []
+    message = f"{message.rstrip()}\n\nParadev-Write: {secrets.token_hex(8)}\n"
+    return git.run("commit-tree", tree, *parents, "-m", message, env=env).stdout.strip()
+
+
+def push_swap(git: Git, remote: str, ref: str, new: str, old: str | None) -> PushRejected | None:
+    """Move the remote's ``ref`` to ``new`` only if it is still at ``old`` (absent: None).
+
+    ``--force-with-lease`` is the compare and the swap in one step on the
+    server; ``new`` always descends from ``old``, so a server that refuses
+    non-fast-forwards accepts it. A refusal (someone pushed first, or holds
+    the server's ref lock) comes back as PushRejected; anything else raises.
+    """
+    proc = git.run(
+        "push", "--porcelain", "--atomic", "--quiet", f"--force-with-lease={ref}:{old or ''}",
+        "--end-of-options", remote, f"{new}:{ref}", check=False,
+    )  # fmt: skip
+    if proc.returncode == 0:
+        return None
+    refused = [line for line in proc.stdout.splitlines() if line.startswith("!")]
+    if refused:
+        return PushRejected(refused[0].split("\t")[-1])
+    raise GitError(_failure_message(("push", remote, ref), proc))
+
+
+def clone_config(git: Git, key: str) -> str | None:
+    """This clone's own setting ``key`` (``.git/config`` only), None when unset."""
+    proc = git.run("config", "--local", "--get", "--end-of-options", key, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def set_clone_config(git: Git, key: str, value: str) -> None:
+    """Remember ``key = value`` for this clone alone (never the user's global config)."""
+    git.run("config", "--local", "--end-of-options", key, value)

@@ -88,11 +88,18 @@ def estimate(json: bool) -> None:
 # -- agents ----------------------------------------------------------------------------------
 
 
-def setup(agents: int | None) -> None:
+def setup(agents: int | None, host: str | None = None) -> None:
     from paradev.prepare import check_copy_sources, prepare_agents
     from paradev.worktrees import setup as set_up
 
     ws = _workspace()
+    if host is not None:
+        from paradev.hosts import remember_host
+
+        remember_host(ws.git, ws.plan, host)
+        agents_here = ", ".join(map(str, ws.plan.hosts[host])) or "none"
+        print(f"this clone is host {host}: agents {agents_here}")
+        ws = _workspace()  # its state store names the host
     check_copy_sources(ws)  # a missing .env is refused before any worktree is made
     steps = set_up(ws, agents)
     for step in steps:
@@ -340,6 +347,10 @@ def conflicts(
     ws = _workspace()
 
     def scan() -> Report:
+        if ws.plan.hosts and not remote:  # other hosts' agents: their branches as pushed
+            from paradev.git import fetch
+
+            fetch(ws.git, ws.plan.remote)
         found = analyze(ws, uncommitted=uncommitted, remote=remote)
         record_scan(ws, found)  # the report shows conflicts as they were, too
         return found
@@ -623,3 +634,13 @@ def logs(agent: int | None, follow: bool) -> None:
         path, running = background.agent_log(_workspace(), agent)
     sys.stdout.flush()
     background.show(path, running if follow else None, sys.stdout.buffer)
+
+
+def sync() -> None:
+    from paradev.shared import sync as sync_state
+    from paradev.tasklease import look
+
+    ws = _workspace()
+    print(sync_state(ws.store))
+    if ws.plan.hosts:  # how long other hosts' task leases stood still, on this host's clock
+        look(ws, ws.store.read())

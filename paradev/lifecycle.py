@@ -26,6 +26,7 @@ from paradev.git import (
     side_by_side,
     update_ref,
 )
+from paradev.hosts import elsewhere
 from paradev.labels import AgentLabel, agent_label, landing_candidates
 from paradev.plan import Task
 from paradev.state import (
@@ -174,6 +175,10 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             raise PreconditionError(f"cannot start #{task.issue}: {held[0]}")
         catch_up(ws, agent)
         record = state.task(task.issue, agent)
+        if ws.plan.hosts:  # the task's lease names this host; run-batch renews it
+            from paradev.tasklease import take
+
+            record.host = take(ws, task.issue)
         record.status, record.started_at = IN_PROGRESS, now()
         record.assigned_at = record.assigned_at or record.started_at
         record.base_commit = fork_point(ws, agent)
@@ -246,12 +251,20 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
                 f"commit the work first, or run 'paradev complete {agent} --empty' "
                 "if the task needed no change"
             )
+        if ws.plan.hosts:  # pushed before it is recorded: any host's train may land it
+            from paradev.hosts import publish_branch
+
+            publish_branch(ws.git, ws.plan.remote, branch, head)
         record.start_commit = start
         record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
         record.head_commit = head
         record.status, record.completed_at = COMPLETED, now()
         uncommitted = sorted(dirty_paths(agent_git.cwd))
         record.left_uncommitted = uncommitted
+    if ws.plan.hosts:
+        from paradev.tasklease import let_go
+
+        let_go(ws, task.issue)
     return Completion(task=task, record=record, uncommitted=uncommitted)
 
 
@@ -283,9 +296,14 @@ def reopen(ws: Workspace, issue: int) -> tuple[Task, TaskRecord]:
             f"issue #{issue} is not in the plan; put it back in plan.toml to reopen it"
         )
     agent = task.agent
+    takeover = _take_over_if_elsewhere(ws, issue)
     require_own_branch(ws, agent)
     with ws.store.agent_lock(agent, "paradev reopen"), ws.store.update() as state:
         status = state.status(issue)
+        if takeover is not None and status == IN_PROGRESS:
+            record = state.task(issue, agent)
+            record.host = takeover
+            return task, record
         if status not in (*REOPENABLE, DROPPED):
             raise PreconditionError(_not_reopenable(issue, agent, status))
         _refuse_during_train(state, agent, f"reopen #{issue}")
@@ -304,6 +322,16 @@ def reopen(ws: Workspace, issue: int) -> tuple[Task, TaskRecord]:
         record.head_commit = None
         record.files_modified = []
     return task, record
+
+
+def _take_over_if_elsewhere(ws: Workspace, issue: int) -> str | None:
+    """A task in progress on another host: taken here once its lease expired; this host."""
+    if not ws.plan.hosts:
+        return None
+    from paradev import tasklease
+
+    record = tasklease.in_progress_elsewhere(ws, issue)
+    return tasklease.take_over(ws, record) if record is not None else None
 
 
 def _not_reopenable(issue: int, agent: int, status: str) -> str:
@@ -456,12 +484,17 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
-def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]:
+def _branch_facts(
+    ws: Workspace, agent: int, host: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Ahead/behind base, dirtiness, untracked paths: the git work of status, per agent.
 
     Run per agent in parallel, each call in its own thread with its own ``Git``:
-    nothing is shared but paths.
+    nothing is shared but paths. An agent of another ``host`` is its branch as
+    this clone last fetched it from the remote (no network: ``paradev sync``).
     """
+    if host is not None:
+        return _remote_branch_facts(ws, agent, host), []
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
     counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent))
@@ -483,6 +516,32 @@ def _branch_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]
         "checked_out": current_branch(path) if exists and not broken else None,
     }
     return facts, untracked
+
+
+def _name_hosts(ws: Workspace, facts: dict[int, dict[str, Any]]) -> None:
+    """With ``[agents] hosts``, every agent's entry names its host (this one's included)."""
+    owners = {agent: host for host, agents in ws.plan.hosts.items() for agent in agents}
+    for agent, found in facts.items():
+        if "host" not in found and ws.plan.hosts:
+            found.update(host=owners.get(agent), here=agent in owners)
+
+
+def _remote_branch_facts(ws: Workspace, agent: int, host: str) -> dict[str, Any]:
+    """An agent run by another host: where its pushed branch stands; its worktree is there."""
+    prefix = f"refs/remotes/{ws.plan.remote}/"
+    counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent), prefix)
+    return {
+        "exists": False,
+        "broken": False,
+        "ahead": counts[0] if counts else None,
+        "behind": counts[1] if counts else None,
+        "dirty": None,
+        "untracked": 0,
+        "checked_out": None,
+        "host": host,
+        "here": False,
+        "pushed_branch": f"{ws.plan.remote}/{ws.branch(agent)}",
+    }
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
@@ -508,7 +567,9 @@ def _agent_json(
         "branch": ws.branch(agent),
         "worktree": str(ws.worktree(agent)),
         "state": label.label,
-        "current_task": _task_json(current, state.tasks.get(current.issue)) if current else None,
+        "current_task": _hosted(ws, state, _task_json(current, state.tasks.get(current.issue)))
+        if current
+        else None,
         "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
         "merged_issues": [t.issue for t in done if state.status(t.issue) == MERGED],
         "not_landed_issues": [t.issue for t in done if state.status(t.issue) == COMPLETED],
@@ -521,11 +582,13 @@ def _agent_json(
 def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys)."""
     agents = range(1, ws.plan.agent_count + 1)
+    away = elsewhere(ws.plan, ws.git)  # other hosts' agents: their branches from the remote
     found: list[Any] = side_by_side(  # "agent" 0: the state, base and the ordered branches
-        lambda agent: _branch_facts(ws, agent) if agent else _state_and_tips(ws),
+        lambda agent: _branch_facts(ws, agent, away.get(agent)) if agent else _state_and_tips(ws),
         [0, *agents],
     )
     facts: dict[int, dict[str, Any]] = {a: f for a, (f, _) in zip(agents, found[1:], strict=True)}
+    _name_hosts(ws, facts)
     untracked = {a: paths for a, (_, paths) in zip(agents, found[1:], strict=True)}
     state: State
     refs: list[str]
@@ -562,6 +625,22 @@ def _state_and_tips(ws: Workspace) -> tuple[State, list[str], dict[str, str]]:
     state = ws.store.read()
     refs = _order_refs(ws, state)
     return state, refs, resolve_refs(ws.git, refs)
+
+
+def _hosted(ws: Workspace, state: State, data: dict[str, Any]) -> dict[str, Any]:
+    """A task in progress names its host, and says when that host's lease went unrenewed."""
+    if not ws.plan.hosts:
+        return data
+    from paradev.tasklease import vanished
+
+    record = state.tasks.get(data["issue"])
+    if record is not None and record.host:
+        data["host"] = record.host
+        still = vanished(ws, record)
+        if still is not None:
+            data["host_vanished"] = True
+            data["lease_unchanged_seconds"] = round(still)
+    return data
 
 
 def _order_refs(ws: Workspace, state: State) -> list[str]:
@@ -620,10 +699,15 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
     tree = "missing" if not info["exists"] else ("dirty" if info["dirty"] else "clean")
     if info.get("broken"):
         tree = "broken (run 'paradev setup' to repair it)"
+    if info.get("here") is False:  # another host's agent: its branch as pushed, worktree there
+        position = f"{position} as pushed" if info["ahead"] is not None else "not pushed yet"
+        tree = f"on host {info['host']}"
+    elif info.get("host"):
+        tree = f"{tree}, here on host {info['host']}"
     label = f"  {info['state']}" if info.get("state") else ""
     lines = [
         f"Agent {agent}  {info['branch']}  ({position}; worktree {tree}){label}",
-        f"  worktree: {info['worktree']}",
+        f"  worktree: {info['worktree']}" + (f" on {info['host']}" if info.get("host") else ""),
     ]
     current = info["current_task"]
     if current:
@@ -633,6 +717,12 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
         )
         if current.get("agent_running"):
             lines.append(f"  running:  {_running_line(current)}")
+        if current.get("host_vanished"):
+            lines.append(
+                f"  host {current['host']} vanished: its lease on #{current['issue']} went "
+                f"{current['lease_unchanged_seconds']}s unrenewed; "
+                f"'paradev reopen {current['issue']}' takes the task here"
+            )
     else:
         lines.append("  current:  none")
     done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"

@@ -199,6 +199,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "commit_leftovers": Key("tracked", _choice(*COMMIT_LEFTOVERS_CHOICES)),
         "preset": Key("", _preset_choice),  # a supported CLI (paradev.presets)
         "commands": Key({}, _table),  # agent number -> its own argv or preset (mixed fleets)
+        "hosts": Key({}, _table),  # host name -> its agents: the plan shared by machines
     },
     "gate": {
         "command": Key("", _command),
@@ -323,6 +324,11 @@ class Plan(NamedTuple):
         """Whether any agent has a command run-batch can launch."""
         agents = self.settings["agents"]
         return bool(agents["command"] or agents["preset"] or agents["commands"])
+
+    @property
+    def hosts(self) -> dict[str, tuple[int, ...]]:
+        """Host name -> the agents it runs; empty: one machine runs every agent."""
+        return {name: tuple(agents) for name, agents in self.settings["agents"]["hosts"].items()}
 
     @property
     def agent_timeout(self) -> float:
@@ -750,6 +756,8 @@ def _check_settings(plan: Plan, main_root: Path | None, bad: set[str], problems:
         problems += _unknown_placeholders(plan.agent_command, "agents.command")
     if "agents.commands" not in bad and not bad & {"agents.count"}:
         problems += _agent_commands_problems(plan.settings["agents"]["commands"], plan.agent_count)
+    if not bad & {"agents.hosts", "agents.count", "project.remote"}:
+        problems += _hosts_problems(plan.settings["agents"]["hosts"], plan.agent_count, plan.remote)
     problems += _setup_problems(plan, bad)
     if plan.remote and not is_valid_branch_name(plan.remote):
         problems.append(f"project.remote: {plan.remote!r} is not a valid remote name")
@@ -834,6 +842,36 @@ def _agent_commands_problems(commands: dict[str, Any], count: int) -> list[str]:
                 f"(an argv), got {shown(value)}"
             )
     return problems
+
+
+def _hosts_problems(hosts: dict[str, Any], count: int, remote: str) -> list[str]:
+    """[agents] hosts: valid host names, agents in 1..count, each on one host, and a remote."""
+    problems = []
+    if hosts and not remote:
+        problems.append(
+            "agents.hosts: hosts share the plan through the git remote; "
+            'set project.remote (e.g. remote = "origin")'
+        )
+    owner: dict[int, str] = {}
+    for name, agents in hosts.items():
+        where = f"agents.hosts.{_key_text(name)}"
+        if not re.fullmatch(HOST_NAME, name):
+            problems.append(f"{where}: a host name is letters, digits, '.', '_' or '-'")
+        if not isinstance(agents, list) or not all(
+            isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= count for a in agents
+        ):
+            problems.append(f"{where}: expected a list of agent numbers from 1 to {count}")
+            continue
+        for agent in agents:
+            if owner.setdefault(agent, name) != name:
+                problems.append(
+                    f"{where}: agent {agent} is also on host {shown(owner[agent])}; "
+                    "give each agent one host"
+                )
+    return problems
+
+
+HOST_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 
 
 def _branch_clash(plan: Plan) -> str | None:

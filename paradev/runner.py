@@ -71,6 +71,7 @@ from paradev.state import (
     TaskRecord,
     now,
 )
+from paradev.tasklease import keep_alive
 from paradev.text import printable
 from paradev.train.messages import squash_message
 from paradev.workspace import Workspace
@@ -127,15 +128,17 @@ def batch_lock(ws: Workspace) -> Iterator[None]:
 
 
 def parse_agents(text: str, ws: Workspace) -> list[int] | None:
-    """``--agents 1,3`` -> [1, 3]; "" -> None (every agent)."""
+    """``--agents 1,3`` -> [1, 3]; "" -> None (every agent); cut to this host's agents."""
+    from paradev.hosts import restrict_to_host
+
     if not text.strip():
-        return None
+        return restrict_to_host(ws.plan, ws.git, None)
     agents = [parse_int(part.strip(), "--agents") for part in text.split(",") if part.strip()]
     if not agents:
         raise PreconditionError(f"--agents needs agent numbers such as 1,3, got {text!r}")
     for agent in agents:
         ws.check_agent(agent)
-    return sorted(set(agents))
+    return restrict_to_host(ws.plan, ws.git, sorted(set(agents)))
 
 
 def prepare(ws: Workspace, name: str | None = None, agents: list[int] | None = None) -> BatchRun:
@@ -1042,6 +1045,7 @@ class Supervisor:
         self.running: dict[int, Running] = {}
         self.launching: Task | None = None
         self.outcomes: list[Outcome] = []
+        self.leases: dict[int, ExitStack] = {}  # agent -> its task's lease, renewed ([hosts])
 
     def run(self) -> list[Outcome]:
         try:
@@ -1055,7 +1059,20 @@ class Supervisor:
             with processes.shielded():
                 self._interrupt(processes.describe(interrupt))
             raise
+        finally:
+            for agent in list(self.leases):
+                self._let_go(agent)
         return self.outcomes
+
+    def _keep_alive(self, task: Task) -> None:
+        """Renew the task's lease while its agent runs: other hosts see this host alive."""
+        stack = self.leases[task.agent] = ExitStack()
+        stack.enter_context(keep_alive(self.ws, task.issue))
+
+    def _let_go(self, agent: int) -> None:
+        stack = self.leases.pop(agent, None)
+        if stack is not None:
+            stack.close()
 
     def rows(self) -> list[Row]:
         now_ = self.clock()
@@ -1091,6 +1108,7 @@ class Supervisor:
         log_start = log_size(log)
         proc = self._spawn(task, prompt, log)
         record_launch(self.ws, task, log, proc.pid)
+        self._keep_alive(task)
         started = self.clock()
         self.progress.event(
             f"agent {task.agent}: started #{task.issue} {printable(task.title)} "
@@ -1108,11 +1126,13 @@ class Supervisor:
             if code is None and self.clock() >= running.deadline:
                 processes.stop([running.proc])
                 del self.running[agent]
+                self._let_go(agent)
                 record_usage(self.ws, running.task, running.log, running.log_start)
                 self._fail(running, f"timed out after {self.ws.plan.agent_timeout:g}s")
             elif code is not None:
                 processes.release(running.proc)
                 del self.running[agent]
+                self._let_go(agent)
                 record_usage(self.ws, running.task, running.log, running.log_start)
                 self._exited(running, code)
 

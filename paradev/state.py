@@ -110,6 +110,7 @@ class TaskRecord:
     backup_ref: str | None = None  # where a dropped task's commits are kept
     cost_usd: float | None = None  # what its agent reported, summed over its runs
     tokens: dict[str, int] | None = None  # {"input": n, "output": n}, as its agent reported
+    host: str | None = None  # [agents] hosts: the host working on it (its task lease's holder)
 
 
 @dataclass
@@ -748,6 +749,11 @@ class StateStore:
                 if name_holder:
                     note.write_text(f"{holder} (pid {os.getpid()})\n", encoding="utf-8")
             yield
+
+    @contextmanager
+    def leased(self, name: str) -> Iterator[None]:
+        """Hold lease ``name`` across hosts: one machine has none (see paradev.shared)."""
+        yield
 
     def _make_dir(self) -> None:
         try:

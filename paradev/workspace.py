@@ -60,6 +60,12 @@ class Workspace(NamedTuple):
     def tasks_of(self, agent: int) -> list[Task]:
         return self.plan.tasks_for(agent)
 
+    def agents_here(self) -> tuple[int, ...] | None:
+        """The agents this clone's host runs ([agents] hosts); None: every agent runs here."""
+        from paradev.hosts import agents_here
+
+        return agents_here(self.plan, self.git)
+
 
 def refuse_symlink(path: Path, agent: int) -> None:
     """A link planted at an agent's folder would make setup build, and cleanup delete, elsewhere."""
@@ -92,6 +98,17 @@ def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Wor
     repo = discover(cwd)
     path = plan_mod.find_plan(repo.main_root, plan_path)
     plan = plan_mod.load(path, repo.main_root, repo.common_dir / "paradev" / plan_mod.PARSED_PLAN)
-    store = StateStore(repo.common_dir)
+    store = StateStore(repo.common_dir) if not plan.hosts else _shared_store(repo, plan)
     store.recognise = LandedTasks(repo.git, plan, store.dir / LANDED_CACHE)
     return Workspace(repo=repo, plan=plan, store=store)
+
+
+def _shared_store(repo: Repository, plan: Plan) -> StateStore:
+    """With [agents] hosts the state lives on the remote; this clone's files are its cache."""
+    from functools import partial
+
+    from paradev.hosts import this_host
+    from paradev.shared import SharedState, SharedStateStore
+
+    shared = SharedState(repo.git, plan.remote, partial(this_host, repo.git))  # asked on a write
+    return SharedStateStore(repo.common_dir, shared)

@@ -98,7 +98,10 @@ def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step
     branches = set(local_branches(ws.git))
     steps: list[Step] = []
     problems: list[str] = []
+    mine = ws.agents_here()  # with [agents] hosts, only this host's agents get a worktree
     for agent in range(1, count + 1):
+        if mine is not None and agent not in mine:
+            continue
         branch, path = ws.branch(agent), ws.worktree(agent)
         record = by_path.get(_real(path))
         if record is not None:

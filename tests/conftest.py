@@ -168,3 +168,28 @@ def snapshot(repo: Path, worktrees: Path) -> Callable[[], dict[str, object]]:
         }
 
     return take
+
+
+HOSTS = ("laptop", "box", "tower")
+
+
+@pytest.fixture
+def origin(template_repo: Path, tmp_path: Path) -> Path:
+    """A bare remote that refuses non-fast-forward pushes and deletions, with main pushed."""
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(bare, "config", "receive.denyNonFastForwards", "true")
+    git(bare, "config", "receive.denyDeletes", "true")
+    git(template_repo, "push", "-q", str(bare), "main")
+    return bare
+
+
+@pytest.fixture
+def hosts(origin: Path, tmp_path: Path) -> dict[str, Path]:
+    """Three clones of ``origin``, each in its own folder: one per host."""
+    clones = {}
+    for host in HOSTS:
+        (tmp_path / host).mkdir()
+        git(tmp_path / host, "clone", "-q", str(origin), "project")
+        clones[host] = tmp_path / host / "project"
+    return clones

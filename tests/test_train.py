@@ -752,6 +752,7 @@ def train_outcome(
     mocker: MockerFixture,
     crash: tuple[str, str] | None,
     squash: bool = True,
+    resume_env: dict[str, str] | None = None,
 ) -> Outcome:
     """Run the scenario's train (crashing at ``crash``, then --continue); return the refs.
 
@@ -780,6 +781,7 @@ def train_outcome(
             cli("merge")
         mocker.stopall()
         assert state_of(project)["train"] is not None
+        os.environ.update(resume_env or {})  # e.g. another committer, later (the test restores)
         result = cli("merge", "--continue")
     else:
         result = cli("merge")
@@ -1925,3 +1927,28 @@ def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
     assert result.code == 0, result.err
     assert git(repo, "rev-list", "--count", f"{moved[0]}..main") == "1"
     assert git(repo, "show", "main:one.py") == "1"
+
+
+def test_a_train_resumed_by_another_committer_later_makes_the_same_commits(
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    fixed_dates: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The journal fixes the committer (name, email, date): whoever goes on, whenever."""
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Driver On Laptop")
+    clean = train_outcome(tmp_path / "clean", template_repo, cli, mocker, None)
+    other = {
+        "GIT_COMMITTER_NAME": "Driver On Box",
+        "GIT_COMMITTER_DATE": "2026-03-03T03:03:03+0000",
+    }
+    crashed = train_outcome(
+        tmp_path / "crashed", template_repo, cli, mocker, ("after", "step_rebase"), resume_env=other
+    )
+    assert crashed == clean
+    main = tmp_path / "crashed" / "project"
+    assert git(main, "log", "-1", "--format=%cn %cI", "main") == (
+        "Driver On Laptop 2026-01-01T00:00:00+00:00"
+    )

@@ -24,7 +24,6 @@ worktree, stop or hand back) and the queue goes on after it.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
 from paradev.train import gate as gates
 from paradev.train import landing, steps
-from paradev.train.journal import ADVANCE, BACKUP, Train
+from paradev.train.journal import ADVANCE, BACKUP, Train, environ
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
@@ -84,17 +83,8 @@ def _results(train: Train) -> dict[str, dict[str, Any]]:
 @contextmanager
 def _committer(train: Train) -> Iterator[None]:
     """Commits made meanwhile take the committer journaled at the start (same commits on resume)."""
-    mq = settings(train)
-    saved = {name: os.environ.get(name) for name in mq["committer"]}
-    os.environ.update(mq["committer"])
-    try:
+    with environ(settings(train)["committer"]):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 # -- the loop --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from paradev.train.journal import (
     _new_journal,
     _rev,
     driving,
+    journaled_committer,
     load_train,
 )
 from paradev.train.steps import (
@@ -215,7 +216,8 @@ def _abort_queue(train: Train) -> None:
 
 def _run(train: Train) -> None:
     """The serial train, or the merge queue when ``[merge]`` asks for parallel/batch/eject."""
-    if train.journal.get("mq"):
-        candidates.run_queue(train)
-    else:
-        steps.run(train)
+    with journaled_committer(train):
+        if train.journal.get("mq"):
+            candidates.run_queue(train)
+        else:
+            steps.run(train)

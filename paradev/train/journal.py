@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -197,14 +197,19 @@ def backup_ref(branch: str, train_id: str) -> str:
 
 @contextmanager
 def driving(ws: Workspace, note_owner: bool = True) -> Iterator[None]:
-    """Hold the train lock: two paradev processes driving one train would land an agent twice."""
-    with ws.store.exclusive(
+    """Hold the train lock: two paradev processes driving one train would land an agent twice.
+
+    With [agents] hosts also the lease ``refs/paradev/lock/train``: one train across every
+    host. A dry run (``note_owner`` False) changes nothing and takes no lease.
+    """
+    with ws.store.exclusive(  # noqa: SIM117 - the local lock first: it refuses without network
         "train.lock",
         wait=0,
         busy="another paradev merge is driving the merge train right now; wait for it to finish",
         note_owner=note_owner,
     ):
-        yield
+        with ws.store.leased("train") if note_owner else nullcontext():
+            yield
 
 
 def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack, note: bool = True) -> None:
@@ -233,7 +238,32 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "agents": {},
         "driver": driver_record(),
         "drivers_since": time.time(),  # stale locks are looked for since then
+        "committer": gitmod.committer_ident(ws.git),  # every rewritten commit's, on any host
     }
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set for the block (git children inherit them)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def journaled_committer(train: Train) -> AbstractContextManager[None]:
+    """Commits the train rewrites take the committer (name, email, date) of its journal.
+
+    Whichever process or host drives it, a resumed train makes the same commits.
+    """
+    ident = train.journal.setdefault("committer", gitmod.committer_ident(train.ws.git))
+    return environ(ident)
 
 
 def driver_record() -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""Which machine (host) this clone is, and which of the plan's agents it runs.
+
+``[agents] hosts = { laptop = [1, 2], box = [3, 4] }`` splits one plan over
+machines that share only the git remote. A clone knows its host from
+``paradev setup --host NAME`` (kept in the clone's own git config,
+``paradev.host``), ``PARADEV_HOST`` overriding it, or else the machine's
+short host name. Without ``hosts`` every agent runs here, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+from paradev.errors import GitError, PreconditionError
+from paradev.git import Git, clone_config, push, set_clone_config
+from paradev.plan import HOST_NAME, Plan
+
+HOST_CONFIG = "paradev.host"
+HOST_ENV = "PARADEV_HOST"
+
+
+def this_host(git: Git) -> str:
+    """This clone's host name: PARADEV_HOST, else ``setup --host``, else the machine's name."""
+    return (
+        os.environ.get(HOST_ENV, "").strip()
+        or clone_config(git, HOST_CONFIG)
+        or socket.gethostname().split(".")[0]
+    )
+
+
+def host_source(git: Git) -> str:
+    """Where ``this_host`` found the name, for messages that must say how to change it."""
+    if os.environ.get(HOST_ENV, "").strip():
+        return f"from {HOST_ENV}"
+    if clone_config(git, HOST_CONFIG):
+        return "from 'paradev setup --host'"
+    return "the machine's host name"
+
+
+def remember_host(git: Git, plan: Plan, name: str) -> None:
+    """``setup --host NAME``: this clone is host ``name`` from now on (refused if not planned)."""
+    if not re.fullmatch(HOST_NAME, name):
+        raise PreconditionError(f"--host {name!r}: a host name is letters, digits, '.', '_' or '-'")
+    if not plan.hosts:
+        raise PreconditionError(
+            f"--host {name}: the plan has no [agents] hosts; add e.g. "
+            f"hosts = {{ {name} = [1, 2] }} under [agents] in {plan.path.name}"
+        )
+    _require_planned(plan, name, f"--host {name}")
+    set_clone_config(git, HOST_CONFIG, name)
+
+
+def agents_here(plan: Plan, git: Git) -> tuple[int, ...] | None:
+    """The agents this clone's host runs; None when the plan has no hosts (all run here)."""
+    if not plan.hosts:
+        return None
+    name = this_host(git)
+    _require_planned(plan, name, f"this clone is host {name!r} ({host_source(git)})")
+    return plan.hosts[name]
+
+
+def restrict_to_host(plan: Plan, git: Git, agents: list[int] | None) -> list[int] | None:
+    """``agents`` (None: all) cut to this host's; an agent of another host asked for is refused."""
+    mine = agents_here(plan, git)
+    if mine is None:
+        return agents
+    if agents is None:
+        return sorted(mine)
+    elsewhere = [a for a in agents if a not in mine]
+    if elsewhere:
+        owners = {a: h for h, listed in plan.hosts.items() for a in listed}
+        named = ", ".join(f"{a} ({owners.get(a, 'no host')})" for a in elsewhere)
+        raise PreconditionError(
+            f"agents {named} do not run on host {this_host(git)}, which runs "
+            f"{', '.join(map(str, mine)) or 'no agent'} ([agents] hosts); run them on their host"
+        )
+    return agents
+
+
+def elsewhere(plan: Plan, git: Git) -> dict[int, str]:
+    """The agents other hosts run -> their host: their branches are read from the remote."""
+    if not plan.hosts:
+        return {}
+    here = this_host(git)
+    return {agent: host for host, agents in plan.hosts.items() if host != here for agent in agents}
+
+
+def _require_planned(plan: Plan, name: str, who: str) -> None:
+    if name not in plan.hosts:
+        raise PreconditionError(
+            f"{who}, which [agents] hosts does not list ({', '.join(plan.hosts)}); "
+            f"run 'paradev setup --host NAME' with one of them, or set {HOST_ENV}"
+        )
+
+
+def publish_branch(git: Git, remote: str, branch: str, head: str) -> None:
+    """Push an agent's completed work before it is recorded: another host may land it.
+
+    The lease is what this clone last saw of the remote branch (none: it must
+    not exist there yet), so work pushed by another clone is never overwritten.
+    """
+    known = git.rev(f"refs/remotes/{remote}/{branch}")
+    try:
+        push(git, remote, head, branch, lease=known or "")
+    except GitError as err:
+        raise GitError(
+            f"{err}; the task stays in progress: fetch {remote} and check who else pushed "
+            f"{branch}, then complete it again"
+        ) from None

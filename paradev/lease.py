@@ -1,0 +1,229 @@
+"""Leases on the git remote: one holder at a time across hosts (e.g. one merge train).
+
+A lease is a ref ``refs/paradev/lock/<name>`` whose commit's tree holds
+``lease.json`` (who holds it, or that it is free). It is taken, renewed and
+released by compare-and-swap pushes, each a new commit on top of the last:
+the ref only ever moves forward, never deleted or forced, so a server that
+refuses non-fast-forwards and deletions accepts every step.
+
+Expiry never trusts a clock of another machine: a lease has expired when
+its ref has not changed for ``expiry`` seconds on the observing host's own
+monotonic clock. Each clone notes when it first saw each value of the ref
+(``<common>/paradev/leases/<name>.json``); a renewal is a new value, so it
+restarts every observer's count. Commit dates are the writers' clocks and
+play no part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from paradev.errors import ParadevError, PreconditionError, StateError
+from paradev.git import Git, commit_files, fetch_ref, file_at, push_swap
+
+LOCK_PREFIX = "refs/paradev/lock/"
+TRACKING_PREFIX = "refs/paradev/remote-lock/"  # this clone's copies of the remote's leases
+LEASE_FILE = "lease.json"
+TRAIN = "train"
+DEFAULT_EXPIRY = 300.0  # seconds unchanged before another host may take the lease
+
+Clock = Callable[[], float]
+
+
+class LeaseLost(StateError):  # noqa: N818 - reads as "the lease was lost"
+    """Another host took the lease: it had expired, or was never ours."""
+
+
+class View(NamedTuple):
+    """The lease ref as last fetched: its commit (None: never taken) and its holder."""
+
+    commit: str | None
+    holder: str | None  # None: free
+
+
+def monotonic() -> float:
+    """This host's monotonic clock (one place for tests to inject a clock)."""
+    return time.monotonic()
+
+
+class Lease:
+    """The lease ``name`` on ``remote``, as seen and changed by ``holder`` from this clone."""
+
+    def __init__(
+        self,
+        git: Git,
+        remote: str,
+        name: str,
+        holder: str,
+        seen_dir: Path,
+        expiry: float = DEFAULT_EXPIRY,
+        clock: Clock | None = None,
+    ) -> None:
+        self.git, self.remote, self.name, self.holder = git, remote, name, holder
+        self.ref, self.tracking = LOCK_PREFIX + name, TRACKING_PREFIX + name
+        self.seen_path = seen_dir / f"{name}.json"
+        self.expiry = expiry
+        self.clock = clock or monotonic
+        self.commit: str | None = None  # our last push while we hold it
+        self.last = View(None, None)  # what the last acquire saw
+
+    def observe(self) -> View:
+        """Fetch the lease and note when this host first saw its current value."""
+        commit = fetch_ref(self.git, self.remote, self.ref, self.tracking)
+        self._first_seen(commit)
+        return View(commit, self._holder(commit))
+
+    def _holder(self, commit: str | None) -> str | None:
+        if commit is None:
+            return None
+        text = file_at(self.git, commit, LEASE_FILE)
+        with suppress(ValueError, TypeError):
+            data = json.loads(text or "")
+            if isinstance(data, dict) and data.get("state") == "held":
+                return str(data.get("holder"))
+        return None
+
+    def last_seen(self) -> tuple[str | None, float]:
+        """(holder, seconds the lease was seen unchanged) by this host's last look: no network."""
+        commit = self.git.rev(self.tracking)
+        noted = _read_json(self.seen_path)
+        at, checked = noted.get("at"), noted.get("checked")
+        if commit is None or noted.get("commit") != commit:
+            return self._holder(commit), 0.0
+        if not isinstance(at, int | float) or not isinstance(checked, int | float):
+            return self._holder(commit), 0.0
+        return self._holder(commit), max(0.0, float(checked) - float(at))
+
+    def expired(self, view: View) -> bool:
+        """Whether ``view``'s value has stayed unchanged for ``expiry`` s on this host's clock."""
+        return self.clock() - self._first_seen(view.commit) >= self.expiry
+
+    def _first_seen(self, commit: str | None) -> float:
+        """When this host first saw the ref at ``commit`` (noted now if it is new to us)."""
+        at = self.clock()
+        noted = _read_json(self.seen_path)
+        seen = noted.get("at")
+        # a clock that went back (a reboot) starts the count again
+        if noted.get("commit") == commit and isinstance(seen, int | float) and seen <= at:
+            _write_json(self.seen_path, {**noted, "checked": at})  # seen unchanged until now
+            return float(seen)
+        _write_json(self.seen_path, {"commit": commit, "at": at, "checked": at})
+        return at
+
+    def acquire(self) -> bool:
+        """Take the lease if free or expired; False when someone holds it (or won the race)."""
+        view = self.last = self.observe()
+        if view.holder not in (None, self.holder) and not self.expired(view):
+            return False
+        return self._push(view.commit, "held", f"taken by {self.holder}")
+
+    def renew(self) -> None:
+        """Move the lease forward, so no observer sees it unchanged; LeaseLost if taken from us."""
+        self._push_held(self.commit, "held", f"renewed by {self.holder}")
+
+    def release(self) -> None:
+        """Leave a commit saying the lease is free; LeaseLost if it was no longer ours."""
+        self._push_held(self.commit, "free", f"released by {self.holder}")
+        self.commit = None
+
+    def release_if_mine(self) -> None:
+        """Free the lease if this holder has it (e.g. a task done): it never expires in view."""
+        view = self.observe()
+        if view.holder == self.holder:
+            self.commit = view.commit
+            self.release()
+
+    def _push_held(self, old: str | None, state: str, what: str) -> None:
+        if old is None or not self._push(old, state, what):
+            self.commit = None
+            raise LeaseLost(
+                f"the lease {self.ref} on {self.remote} is no longer held by {self.holder}: "
+                f"another host took it after it went {self.expiry:g}s unrenewed"
+            )
+
+    def _push(self, old: str | None, state: str, what: str) -> bool:
+        body = json.dumps({"holder": self.holder, "state": state}, sort_keys=True) + "\n"
+        new = commit_files(
+            self.git,
+            {LEASE_FILE: body},
+            f"paradev: lease {self.name} {what}",
+            parent=old,
+        )
+        if push_swap(self.git, self.remote, self.ref, new, old) is not None:
+            return False
+        self.git.run("update-ref", self.tracking, new)
+        self._first_seen(new)
+        self.commit = new if state == "held" else None
+        return True
+
+    @contextmanager
+    def held(self, renew_every: float | None = None) -> Iterator[Lease]:
+        """Hold the lease for the block, renewed in the background; refuse if another holds it.
+
+        A renewal that finds the lease taken stops renewing; ``check`` then raises.
+        """
+        if not self.acquire():
+            raise PreconditionError(
+                f"{self.last.holder or 'another host'} holds the lease {self.ref} on "
+                f"{self.remote}; it expires after {self.expiry:g}s without renewal: "
+                "wait for it to finish, or run the command again later"
+            )
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._renew_until, args=(stop, renew_every or self.expiry / 3), daemon=True
+        )
+        thread.start()
+        try:
+            yield self
+        except BaseException:
+            self._stop(stop, thread)
+            with suppress(ParadevError):  # the block's own error is the one to report
+                self._release_if_held()
+            raise
+        self._stop(stop, thread)
+        self._release_if_held()
+
+    @staticmethod
+    def _stop(stop: threading.Event, thread: threading.Thread) -> None:
+        stop.set()
+        thread.join()  # a renewal under way finishes first
+
+    def _release_if_held(self) -> None:
+        if self.commit is not None:
+            self.release()
+
+    def _renew_until(self, stop: threading.Event, every: float) -> None:
+        while not stop.wait(every):
+            try:
+                self.renew()
+            except LeaseLost:
+                return  # check() reports it
+            except (ParadevError, OSError):  # e.g. the remote unreachable: retried next time
+                continue
+
+    def check(self) -> None:
+        """Raise LeaseLost if a renewal found the lease taken (long work calls it between steps)."""
+        if self.commit is None:
+            raise LeaseLost(f"the lease {self.ref} on {self.remote} was lost")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

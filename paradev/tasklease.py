@@ -1,0 +1,125 @@
+"""Task leases: a started task names its host, which renews the task's lease while it works.
+
+Each task in progress on a plan with ``[agents] hosts`` holds the lease
+``refs/paradev/lock/task-<issue>`` (``paradev.lease``) for its host. One lease
+ref per task rather than a lease field in the shared state: a renewal every
+``expiry / 3`` seconds would otherwise be a state commit (the state's audit
+log filling with heartbeats) and a compare-and-swap against every host's
+state writes, retried on each refusal; a task's own ref races only with a
+host taking that task over. The state records the task's host; the lease
+says whether that host is still alive.
+
+When a host vanishes its leases stop moving: ``status`` says so once this
+clone has seen a lease unchanged for ``expiry`` seconds (``paradev sync``
+looks), and ``paradev reopen ISSUE`` on another host takes the task, its
+agent's pushed commits kept.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext, suppress
+
+from paradev.errors import ParadevError, PreconditionError
+from paradev.git import fetch, is_ancestor, merge_ff_only
+from paradev.hosts import this_host
+from paradev.lease import DEFAULT_EXPIRY, Lease
+from paradev.shared import SharedStateStore
+from paradev.state import IN_PROGRESS, State, TaskRecord
+from paradev.workspace import Workspace
+
+PREFIX = "task-"
+EXPIRY = DEFAULT_EXPIRY  # seconds a task's lease may stand still before its host counts as gone
+
+
+def task_lease(ws: Workspace, issue: int, host: str | None = None) -> Lease:
+    """The lease of task ``issue`` as held (or looked at) by ``host`` (default: this clone's)."""
+    holder = host or this_host(ws.git)
+    seen = ws.store.dir / "leases"
+    return Lease(ws.git, ws.plan.remote, f"{PREFIX}{issue}", holder, seen, EXPIRY)
+
+
+def take(ws: Workspace, issue: int) -> str:
+    """Take task ``issue``'s lease for this host; the host. Refused while a live host holds it."""
+    lease = task_lease(ws, issue)
+    if not lease.acquire():
+        raise PreconditionError(
+            f"host {lease.last.holder} works on #{issue} (lease {lease.ref} on {lease.remote}); "
+            f"once it goes {lease.expiry:g}s unrenewed, 'paradev reopen {issue}' takes it here"
+        )
+    return lease.holder
+
+
+def keep_alive(ws: Workspace, issue: int) -> AbstractContextManager[object]:
+    """Renew task ``issue``'s lease in the background while its agent runs (hosts only)."""
+    if not ws.plan.hosts:
+        return nullcontext()
+    return task_lease(ws, issue).held()
+
+
+def let_go(ws: Workspace, issue: int) -> None:
+    """Free the task's lease once it is done; a failure only lets it expire (it is done)."""
+    if ws.plan.hosts:
+        with suppress(ParadevError):
+            task_lease(ws, issue).release_if_mine()
+
+
+def vanished(ws: Workspace, record: TaskRecord) -> float | None:
+    """Seconds another host's lease on this task in progress was seen still, once past expiry.
+
+    None when the host is alive or unknown; read from this clone's last look
+    (``paradev sync``, a write), never from the network.
+    """
+    if not ws.plan.hosts or record.status != IN_PROGRESS or not record.host:
+        return None
+    lease = task_lease(ws, record.issue, record.host)
+    holder, still = lease.last_seen()
+    return still if holder == record.host and still >= lease.expiry else None
+
+
+def look(ws: Workspace, state: State) -> None:
+    """Observe the leases of every task in progress on another host (``paradev sync``)."""
+    here = this_host(ws.git)
+    for record in state.tasks.values():
+        if record.status == IN_PROGRESS and record.host and record.host != here:
+            task_lease(ws, record.issue, record.host).observe()
+
+
+def in_progress_elsewhere(ws: Workspace, issue: int) -> TaskRecord | None:
+    """The task's record when it is in progress on another host (the remote state, fresh)."""
+    state = ws.store.pull() if isinstance(ws.store, SharedStateStore) else ws.store.read()
+    record = state.tasks.get(issue) if state is not None else None
+    if record is None or record.status != IN_PROGRESS or not record.host:
+        return None
+    return record if record.host != this_host(ws.git) else None
+
+
+def take_over(ws: Workspace, record: TaskRecord) -> str:
+    """Take a vanished host's task here: its lease, then its agent's branch as pushed.
+
+    Refused while its host renews the lease. The agent's worktree is created
+    here when missing; its branch takes the pushed commits (fast-forward
+    only: commits of this clone that were never pushed are never dropped).
+    """
+    host = take(ws, record.issue)
+    fetch(ws.git, ws.plan.remote)
+    branch = ws.branch(record.agent)
+    pushed = ws.git.rev(f"refs/remotes/{ws.plan.remote}/{branch}")
+    tree = ws.worktree(record.agent)
+    if not (tree / ".git").exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        if ws.git.rev(f"refs/heads/{branch}") is None:
+            start = pushed or ws.base_ref()
+            ws.git.run(
+                "worktree", "add", "--quiet", "--no-track", "-b", branch, "--", str(tree), start
+            )
+        else:
+            ws.git.run("worktree", "add", "--quiet", "--", str(tree), branch)
+    local = ws.git.rev(f"refs/heads/{branch}")
+    if pushed and local and local != pushed and not is_ancestor(ws.git, pushed, local):
+        if not is_ancestor(ws.git, local, pushed):
+            raise PreconditionError(
+                f"{branch} here and on {ws.plan.remote} have diverged; merge "
+                f"{ws.plan.remote}/{branch} into it in {tree}, then reopen #{record.issue} again"
+            )
+        merge_ff_only(tree, pushed)
+    return host

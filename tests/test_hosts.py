@@ -1,0 +1,402 @@
+"""[agents] hosts: host identity, setup and run-batch per host, the state shared or kept local."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paradev.errors import PlanError
+from paradev.git import Git
+from paradev.hosts import HOST_CONFIG, HOST_ENV, this_host
+from paradev.lease import TRAIN, Lease
+from paradev.plan import parse
+from paradev.shared import STATE_REF
+from paradev.state import StateStore
+from tests.conftest import PLAN
+from tests.helpers import Result, commit, git, work
+
+CliFn = Callable[..., Result]
+HOSTS_LINE = "hosts = { laptop = [1, 2], box = [3] }\n"
+
+# A real agent: commits one file named after its issue, then exits.
+AGENT = """
+import os, subprocess
+from pathlib import Path
+issue = os.environ["PARADEV_ISSUE"]
+Path(f"done-{issue}.txt").write_text(issue + "\\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
+"""
+
+
+def plan_text(hosts: str = HOSTS_LINE, remote: str = 'remote = "origin"\n') -> str:
+    text = PLAN.replace('base = "main"\n', f'base = "main"\n{remote}')
+    return text.replace("count = 3\n", f"count = 3\n{hosts}")
+
+
+@pytest.fixture
+def planned(hosts: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The three clones with the shared plan (laptop: agents 1, 2; box: 3; tower: none)."""
+    monkeypatch.delenv(HOST_ENV, raising=False)
+    commit(hosts["laptop"], {"plan.toml": plan_text()}, "share the plan between hosts")
+    git(hosts["laptop"], "push", "-q", "origin", "main")
+    for host in ("box", "tower"):
+        git(hosts[host], "pull", "-q", "--ff-only")
+    return hosts
+
+
+def agents_run(clone: Path, source: str, tmp_path: Path) -> None:
+    """The plan's agents become the real script ``source`` (committed on ``clone``'s main)."""
+    script = tmp_path / "agent.py"
+    script.write_text(source, encoding="utf-8")
+    text = plan_text().replace(
+        "count = 3\n", f"count = 3\ncommand = {json.dumps([sys.executable, str(script)])}\n"
+    )
+    commit(clone, {"plan.toml": text}, "agents run a script")
+
+
+def worktree_folders(clone: Path) -> list[str]:
+    root = clone.parent / "project-worktrees"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def remote_state(clone: Path) -> Any:
+    proc = git(clone, "ls-remote", "origin", STATE_REF)
+    if not proc:
+        return None
+    git(clone, "fetch", "-q", "origin", f"+{STATE_REF}:refs/test/state")
+    return json.loads(git(clone, "cat-file", "blob", "refs/test/state:state.json"))
+
+
+# -- the plan ---
+
+
+@pytest.mark.parametrize(
+    ("hosts", "remote", "problem"),
+    [
+        ("hosts = { a = [1, 4] }\n", 'remote = "origin"\n', "agents.hosts.a: expected a list of"),
+        ("hosts = { a = [1], b = [2, 1] }\n", 'remote = "origin"\n', "agent 1 is also on host"),
+        ("hosts = { a = [1] }\n", "", "agents.hosts: hosts share the plan through the git remote"),
+        ('hosts = { "a b" = [1] }\n', 'remote = "origin"\n', "a host name is letters"),
+        ("hosts = { a = 1 }\n", 'remote = "origin"\n', "agents.hosts.a: expected a list"),
+        ("hosts = [1]\n", 'remote = "origin"\n', "agents.hosts: expected a table"),
+    ],
+)
+def test_bad_hosts_are_refused_in_one_line(hosts: str, remote: str, problem: str) -> None:
+    with pytest.raises(PlanError, match=problem) as caught:
+        parse(plan_text(hosts, remote), Path("plan.toml"))
+    assert "\n" not in str(caught.value)
+
+
+def test_hosts_are_read_and_an_empty_table_means_one_machine() -> None:
+    plan = parse(plan_text(), Path("plan.toml"))
+    assert plan.hosts == {"laptop": (1, 2), "box": (3,)}
+    assert parse(PLAN, Path("plan.toml")).hosts == {}
+
+
+def test_a_bad_hosts_plan_exits_2_and_changes_nothing(repo: Path, cli: CliFn) -> None:
+    (repo / "plan.toml").write_text(plan_text(remote=""), encoding="utf-8")
+    result = cli("setup")
+    assert result.code == 2
+    assert "agents.hosts: hosts share the plan through the git remote" in result.err
+    assert "Traceback" not in result.err
+    assert not (repo.parent / "project-worktrees").exists()
+
+
+# -- who this clone is ---
+
+
+def test_the_host_comes_from_the_environment_then_the_clone_then_the_machine(
+    hosts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clone = Git(hosts["laptop"])
+    monkeypatch.delenv(HOST_ENV, raising=False)
+    assert this_host(clone) == socket.gethostname().split(".")[0]
+    git(hosts["laptop"], "config", HOST_CONFIG, "box")
+    assert this_host(clone) == "box"
+    assert this_host(Git(hosts["tower"])) != "box"  # remembered per clone, not globally
+    monkeypatch.setenv(HOST_ENV, "laptop")
+    assert this_host(clone) == "laptop"
+
+
+def test_setup_host_remembers_the_host_and_creates_only_its_worktrees(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    result = cli("setup", "--host", "laptop", cwd=planned["laptop"])
+    assert result.code == 0, result.err
+    assert "this clone is host laptop: agents 1, 2" in result.out
+    assert git(planned["laptop"], "config", "--local", HOST_CONFIG) == "laptop"
+    assert worktree_folders(planned["laptop"]) == ["agent-1", "agent-2"]
+
+    assert cli("setup", "--host", "box", cwd=planned["box"]).code == 0
+    assert worktree_folders(planned["box"]) == ["agent-3"]
+    assert cli("setup", cwd=planned["box"]).code == 0  # remembered: still box's agents only
+    assert worktree_folders(planned["box"]) == ["agent-3"]
+
+
+def test_setup_for_an_unknown_host_is_refused_and_remembers_nothing(
+    planned: dict[str, Path], cli: CliFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = cli("setup", "--host", "kitchen", cwd=planned["tower"])
+    assert result.code == 2
+    assert result.err.strip().endswith("set PARADEV_HOST")
+    assert "--host kitchen, which [agents] hosts does not list (laptop, box)" in result.err
+    assert git(planned["tower"], "config", "--local", HOST_CONFIG, check=False) == ""
+
+    monkeypatch.setenv(HOST_ENV, "tower")
+    result = cli("setup", cwd=planned["tower"])
+    assert result.code == 2
+    assert "this clone is host 'tower' (from PARADEV_HOST)" in result.err
+    assert worktree_folders(planned["tower"]) == []
+
+
+def test_run_batch_launches_only_this_hosts_agents(
+    planned: dict[str, Path], cli: CliFn, tmp_path: Path
+) -> None:
+    laptop = planned["laptop"]
+    agents_run(laptop, AGENT, tmp_path)
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+
+    result = cli("run-batch", cwd=laptop)
+    assert result.code == 0, result.err
+    tasks = StateStore(laptop / ".git").read().tasks
+    assert {i: tasks[i].status for i in tasks} == {11: "completed", 12: "completed"}
+    assert (laptop.parent / "project-worktrees/agent-1/done-11.txt").exists()
+    shared = remote_state(laptop)
+    assert shared is not None
+    assert set(shared["tasks"]) == {"11", "12"}
+
+    refused = cli("run-batch", "--agents", "3", cwd=laptop)
+    assert refused.code == 2
+    assert "agents 3 (box) do not run on host laptop, which runs 1, 2" in refused.err
+
+
+# -- the state: shared with hosts, local without ---
+
+
+def test_with_hosts_state_writes_reach_the_remote_and_other_hosts_see_them(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    assert cli("start", "1", cwd=laptop).code == 0
+
+    shared = remote_state(laptop)
+    assert shared is not None
+    assert shared["tasks"]["11"]["status"] == "in_progress"
+    assert 11 not in StateStore(box / ".git").read().tasks  # box's cache: no network yet
+    assert cli("start", "3", cwd=box).code == 0  # a write fetches first
+    cached = StateStore(box / ".git").read().tasks
+    assert (cached[11].status, cached[13].status) == ("in_progress", "in_progress")
+    subjects = git(box, "log", "--format=%an: %s", "refs/paradev/remote-state")
+    assert "paradev on box: paradev: tasks 13" in subjects
+    assert "paradev on laptop: paradev: tasks 11" in subjects
+
+
+def test_without_hosts_a_remote_never_receives_the_state(
+    repo: Path, remote: Path, cli: CliFn
+) -> None:
+    """A single-machine user with a remote keeps the local state and never pushes it."""
+    text = (
+        (repo / "plan.toml")
+        .read_text()
+        .replace('base = "main"\n', 'base = "main"\nremote = "origin"\n')
+    )
+    commit(repo, {"plan.toml": text}, "use the remote")
+    assert cli("setup").code == 0
+    assert cli("start", "1").code == 0
+    assert git(remote, "for-each-ref", "refs/paradev") == ""
+    assert StateStore(repo / ".git").read().tasks[11].status == "in_progress"
+    assert git(repo, "for-each-ref", "refs/paradev") == ""
+
+
+# -- one merge train across hosts ---
+
+
+def lease_on_server(origin: Path) -> Any:
+    return json.loads(git(origin, "cat-file", "blob", "refs/paradev/lock/train:lease.json"))
+
+
+def completed_on_laptop(planned: dict[str, Path], cli: CliFn) -> Path:
+    """Laptop set up, agent 1 completed #11 with one commit; laptop as the cwd."""
+    laptop = planned["laptop"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    work(cli, laptop.parent / "project-worktrees", 1, {"feature.txt": "one\n"})
+    return laptop
+
+
+def test_the_train_takes_the_lease_and_frees_it(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    result = cli("merge")
+    assert result.code == 0, result.err
+    assert lease_on_server(origin) == {"holder": f"laptop (pid {os.getpid()})", "state": "free"}
+    subjects = git(origin, "log", "--format=%s", "refs/paradev/lock/train").splitlines()
+    assert [s.split(" by ")[0] for s in subjects] == [
+        "paradev: lease train released",
+        "paradev: lease train taken",
+    ]
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "merged"
+    assert (laptop / "feature.txt").read_text() == "one\n"
+
+
+def test_a_train_held_by_another_host_refuses_and_changes_nothing(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    box = planned["box"]
+    assert Lease(Git(box), "origin", TRAIN, "box (pid 7)", box / ".git/leases").acquire()
+    before = git(laptop, "rev-parse", "main")
+
+    result = cli("merge")
+    assert result.code == 2
+    assert "box (pid 7) holds the lease refs/paradev/lock/train on origin" in result.err
+    assert git(laptop, "rev-parse", "main") == before
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "completed"
+    assert lease_on_server(origin) == {"holder": "box (pid 7)", "state": "held"}
+
+
+# -- completed work is pushed before it is recorded ---
+
+
+def test_complete_pushes_the_branch_before_recording_it(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    head = git(laptop, "rev-parse", "parallel-dev/agent-1")
+    assert git(origin, "rev-parse", "refs/heads/parallel-dev/agent-1") == head
+    assert remote_state(laptop)["tasks"]["11"]["head_commit"] == head
+
+
+def test_a_refused_branch_push_leaves_the_task_in_progress(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "1").code == 0
+    commit(box, {"other.txt": "pushed by someone else\n"}, "not laptop's work")
+    git(box, "push", "-q", "origin", "HEAD:refs/heads/parallel-dev/agent-1")
+    commit(laptop.parent / "project-worktrees/agent-1", {"feature.txt": "one\n"}, "work")
+
+    result = cli("complete", "1")
+    assert result.code == 2
+    assert "the task stays in progress: fetch origin" in result.err
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "in_progress"
+    assert StateStore(laptop / ".git").read().tasks[11].status == "in_progress"
+    assert git(origin, "log", "-1", "--format=%s", "parallel-dev/agent-1") == "not laptop's work"
+
+
+def test_sync_brings_other_hosts_changes_into_the_cache(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    result = cli("sync")
+    assert result.code == 0, result.err
+    assert "state synced from refs/paradev/state on origin: 0 task records, 1 agents" in result.out
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "2").code == 0
+    assert 12 not in StateStore(box / ".git").read().tasks
+
+    result = cli("sync", cwd=box)
+    assert result.code == 0, result.err
+    assert "1 task records, 3 agents" in result.out
+    assert StateStore(box / ".git").read().tasks[12].status == "in_progress"
+
+
+def test_sync_without_hosts_is_refused(repo: Path, cli: CliFn) -> None:
+    result = cli("sync")
+    assert result.code == 2
+    assert "sync needs [agents] hosts in plan.toml" in result.err
+
+
+def test_read_only_commands_use_the_cache_without_the_network(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "1").code == 0
+    assert cli("setup", "--host", "box", cwd=box).code == 0  # its write fetched laptop's
+    git(box, "remote", "set-url", "origin", str(box.parent / "unreachable.git"))
+
+    status = cli("status", "--json")
+    assert status.code == 0, status.err
+    assert '"issue": 11' in status.out
+    check = cli("check", "src/app.py")
+    assert check.code in (0, 1), check.err  # answered from the cache, no fetch attempted
+    assert "unreachable" not in check.err + status.err
+    refused = cli("start", "3")  # a write needs the remote: a clear error, nothing recorded
+    assert refused.code == 2
+    assert "git fetch origin" in refused.err
+    assert 13 not in StateStore(box / ".git").read().tasks
+
+
+def test_a_host_without_agents_sets_up_nothing(planned: dict[str, Path], cli: CliFn) -> None:
+    tower = planned["tower"]
+    text = plan_text("hosts = { laptop = [1, 2], box = [3], tower = [] }\n")
+    commit(tower, {"plan.toml": text}, "tower is a spare")
+    result = cli("setup", "--host", "tower", cwd=tower)
+    assert result.code == 0, result.err
+    assert "this clone is host tower: agents none" in result.out
+    assert worktree_folders(tower) == []
+
+
+# -- every host's agents on any host ---
+
+
+def test_status_on_any_host_shows_every_hosts_agents_from_the_remote(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    completed_on_laptop(planned, cli)  # agent 1's branch: one commit, pushed
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    assert cli("sync", cwd=box).code == 0
+
+    result = cli("status", "--json", cwd=box)
+    assert result.code == 0, result.err
+    agents = json.loads(result.out)["agents"]
+    assert {a: (agents[a]["host"], agents[a]["here"]) for a in agents} == {
+        "1": ("laptop", False),
+        "2": ("laptop", False),
+        "3": ("box", True),
+    }
+    assert (agents["1"]["ahead"], agents["1"]["behind"]) == (1, 0)
+    assert agents["1"]["completed_tasks"][0]["issue"] == 11
+    assert agents["2"]["ahead"] is None  # laptop pushed nothing of agent 2 yet
+    assert agents["3"]["exists"] is True
+
+    text = cli("status", cwd=box).out
+    assert (
+        "Agent 1  parallel-dev/agent-1  (1 ahead, 0 behind as pushed; worktree on host laptop)"
+        in text
+    )
+    assert "Agent 2  parallel-dev/agent-2  (not pushed yet; worktree on host laptop)" in text
+    assert "branch missing" not in text
+    assert "worktree missing" not in text
+    local = cli("status", "--json", cwd=laptop)
+    assert json.loads(local.out)["agents"]["1"]["here"] is True
+    assert "(1 ahead, 0 behind; worktree clean, here on host laptop)" in cli("status").out
+
+
+def test_conflicts_on_one_host_cover_another_hosts_agents(
+    planned: dict[str, Path], cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    work(cli, laptop.parent / "project-worktrees", 1, {"src/app.py": "laptop's version\n"})
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    work(cli, box.parent / "project-worktrees", 3, {"src/app.py": "box's version\n"})
+
+    result = cli("conflicts", "--json", cwd=box)
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert [(p["agents"], p["conflict"]) for p in report["pairs"]] == [([1, 3], True)]

@@ -1,0 +1,199 @@
+"""Lease refs on a strict remote, seen from three clones (hosts) with their own clocks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from paradev.errors import PreconditionError
+from paradev.git import Git
+from paradev.lease import LOCK_PREFIX, TRAIN, Lease, LeaseLost
+from tests.conftest import HOSTS
+from tests.helpers import git
+
+REF = LOCK_PREFIX + TRAIN
+EXPIRY = 300.0
+
+
+class Clock:
+    """One host's monotonic clock: its own origin, moved by the test."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lease(clone: Path, holder: str, clock: Clock | None = None) -> Lease:
+    return Lease(
+        Git(clone), "origin", TRAIN, holder, clone / ".git" / "paradev" / "leases", EXPIRY, clock
+    )
+
+
+def on_server(origin: Path) -> dict[str, str]:
+    return dict(json.loads(git(origin, "cat-file", "blob", f"{REF}:lease.json")))
+
+
+def test_one_holder_at_a_time_and_release_frees_it(hosts: dict[str, Path], origin: Path) -> None:
+    laptop, box = lease(hosts["laptop"], "laptop"), lease(hosts["box"], "box")
+    assert laptop.acquire()
+    assert on_server(origin) == {"holder": "laptop", "state": "held"}
+    assert not box.acquire()
+    assert box.last.holder == "laptop"
+    laptop.release()
+    assert on_server(origin) == {"holder": "laptop", "state": "free"}
+    assert box.acquire()
+    assert on_server(origin)["holder"] == "box"
+
+
+def test_refs_only_move_forward_on_a_server_refusing_rewinds_and_deletions(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    git(origin, "config", "core.logAllRefUpdates", "always")
+    laptop, box = lease(hosts["laptop"], "laptop"), lease(hosts["box"], "box")
+    assert laptop.acquire()
+    laptop.renew()
+    laptop.release()
+    assert box.acquire()
+    box.release()
+    moves = git(origin, "reflog", "show", "--format=%H", REF).split()
+    assert len(moves) == 5
+    for newer, older in itertools.pairwise(moves):
+        git(origin, "merge-base", "--is-ancestor", older, newer)  # raises if not forward
+    assert git(origin, "config", "receive.denyDeletes") == "true"
+
+
+def test_hosts_with_clocks_ten_minutes_apart_agree_on_expiry(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    """Wall clocks 10 minutes apart (the commit dates) and unrelated monotonic clocks:
+    every observer counts ``expiry`` seconds of no change on its own clock."""
+    clocks = {"laptop": Clock(50.0), "box": Clock(90_000.0), "tower": Clock(7.5)}
+    leases = {host: lease(hosts[host], host, clocks[host]) for host in HOSTS}
+    skew = {"laptop": 600, "box": -600, "tower": 0}  # seconds off the true time
+
+    def as_host(host: str) -> Any:
+        """The host's wall clock, as git stamps its commits."""
+        date = f"@{int(time.time()) + skew[host]} +0000"
+        return mock.patch.dict(os.environ, {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date})
+
+    def tick(seconds: float) -> None:
+        for clock in clocks.values():
+            clock.now += seconds
+
+    def expired_for(host: str) -> bool:
+        with as_host(host):
+            return leases[host].expired(leases[host].observe())
+
+    with as_host("laptop"):
+        assert leases["laptop"].acquire()  # dated 10 minutes in the future
+    assert [expired_for(h) for h in ("box", "tower")] == [False, False]
+    tick(EXPIRY - 1)
+    assert [expired_for(h) for h in ("box", "tower")] == [False, False]
+    with as_host("laptop"):
+        leases["laptop"].renew()  # a new value restarts every observer's count
+    tick(2)
+    assert [expired_for(h) for h in ("box", "tower")] == [False, False]
+    tick(EXPIRY - 1)
+    assert [expired_for(h) for h in ("box", "tower")] == [False, False]
+    tick(2)  # the holder stopped renewing: both observers agree it expired
+    assert [expired_for(h) for h in ("box", "tower")] == [True, True]
+
+    with as_host("box"):
+        assert leases["box"].acquire()
+    assert on_server(origin)["holder"] == "box"
+    with as_host("tower"):
+        assert not leases["tower"].acquire()  # box's take is a new value: not expired
+    with pytest.raises(LeaseLost, match="no longer held by laptop"):
+        leases["laptop"].renew()
+    assert on_server(origin)["holder"] == "box"
+
+
+def test_an_observer_that_saw_the_lease_only_now_waits_the_whole_expiry(
+    hosts: dict[str, Path],
+) -> None:
+    """A clock of its own cannot tell how old a value is: the count starts at first sight."""
+    clock = Clock(1_000.0)
+    assert lease(hosts["laptop"], "laptop").acquire()
+    box = lease(hosts["box"], "box", clock)
+    clock.now += 10 * EXPIRY  # long after, but box never looked
+    assert not box.acquire()
+    clock.now += EXPIRY
+    assert box.acquire()
+
+
+def test_a_clock_that_went_back_starts_the_count_again(hosts: dict[str, Path]) -> None:
+    """After a reboot the monotonic clock restarts: the old note must not make it expire early."""
+    assert lease(hosts["laptop"], "laptop").acquire()
+    box = lease(hosts["box"], "box", Clock(5_000.0))
+    assert not box.acquire()
+    rebooted = lease(hosts["box"], "box", Clock(10.0))
+    assert not rebooted.acquire()
+    rebooted.clock = Clock(10.0 + EXPIRY - 1)
+    assert not rebooted.acquire()
+    rebooted.clock = Clock(10.0 + EXPIRY)
+    assert rebooted.acquire()
+
+
+def test_held_renews_in_the_background_and_releases_at_the_end(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    laptop = lease(hosts["laptop"], "laptop")
+    with laptop.held(renew_every=0.05):
+        first = git(origin, "rev-parse", REF)
+        deadline = time.monotonic() + 30
+        while git(origin, "rev-list", "--count", f"{first}..{REF}") < "2":
+            assert time.monotonic() < deadline, "the lease was never renewed"
+            time.sleep(0.05)
+        box = lease(hosts["box"], "box")
+        with (
+            pytest.raises(PreconditionError, match="laptop holds the lease refs/paradev/lock"),
+            box.held(),
+        ):
+            pass
+        laptop.check()
+    assert on_server(origin) == {"holder": "laptop", "state": "free"}
+
+
+def test_a_lost_lease_is_reported_and_never_released(hosts: dict[str, Path], origin: Path) -> None:
+    """The holder stalled past the expiry and another host took the lease over."""
+    laptop = lease(hosts["laptop"], "laptop")
+    with laptop.held(renew_every=3600):
+        box = lease(hosts["box"], "box", Clock(0.0))
+        assert not box.acquire()
+        box.clock = Clock(EXPIRY)
+        assert box.acquire()
+        with pytest.raises(LeaseLost, match="another host took it after it went 300s unrenewed"):
+            laptop.renew()
+        with pytest.raises(LeaseLost):
+            laptop.check()
+    assert on_server(origin) == {"holder": "box", "state": "held"}  # box's lease stands
+
+
+def test_a_failing_block_still_frees_the_lease(hosts: dict[str, Path], origin: Path) -> None:
+    laptop = lease(hosts["laptop"], "laptop")
+    with pytest.raises(RuntimeError, match="the train stopped"), laptop.held(renew_every=3600):
+        raise RuntimeError("the train stopped")
+    assert on_server(origin) == {"holder": "laptop", "state": "free"}
+
+
+def test_a_failing_block_reports_its_own_error_when_the_lease_was_lost(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    """Releasing a lease another host took fails; the block's error is still the one raised."""
+    laptop = lease(hosts["laptop"], "laptop")
+    with pytest.raises(RuntimeError, match="the gate failed"), laptop.held(renew_every=3600):
+        box = lease(hosts["box"], "box", Clock(0.0))
+        assert not box.acquire()
+        box.clock = Clock(EXPIRY)
+        assert box.acquire()
+        raise RuntimeError("the gate failed")
+    assert on_server(origin) == {"holder": "box", "state": "held"}

@@ -1,0 +1,141 @@
+"""Task leases across hosts: a started task names its host, a vanished host's task is taken over."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paradev import lease, tasklease
+from paradev.state import StateStore
+from tests.helpers import Result, commit, git
+from tests.test_hosts import agents_run, planned, remote_state  # noqa: F401 - the fixture
+
+CliFn = Callable[..., Result]
+LEASE_11 = "refs/paradev/lock/task-11"
+
+
+class Clock:
+    """The hosts' monotonic clock, moved by the test (each host keeps its own observations)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(lease, "monotonic", fake)
+    return fake
+
+
+def lease_data(origin: Path, ref: str = LEASE_11) -> Any:
+    return json.loads(git(origin, "cat-file", "blob", f"{ref}:lease.json"))
+
+
+def started_on_laptop(planned: dict[str, Path], cli: CliFn) -> str:  # noqa: F811
+    """Laptop starts #11 on agent 1, commits once and pushes it; box is set up; the pushed head."""
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("start", "1", cwd=laptop).code == 0
+    tree = laptop.parent / "project-worktrees/agent-1"
+    head = commit(tree, {"feature.txt": "half done\n"}, "first half of #11")
+    git(tree, "push", "-q", "origin", "HEAD:refs/heads/parallel-dev/agent-1")
+    commit(tree, {"feature.txt": "never pushed\n"}, "second half, never pushed")
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    return head
+
+
+def test_a_started_task_records_its_host_and_holds_its_lease(
+    planned: dict[str, Path],  # noqa: F811
+    origin: Path,
+    cli: CliFn,
+    clock: Clock,
+) -> None:
+    started_on_laptop(planned, cli)
+    assert remote_state(planned["laptop"])["tasks"]["11"]["host"] == "laptop"
+    assert lease_data(origin) == {"holder": "laptop", "state": "held"}
+    report = json.loads(cli("status", "--json", cwd=planned["box"]).out)
+    assert report["agents"]["1"]["current_task"]["host"] == "laptop"
+    assert "host_vanished" not in report["agents"]["1"]["current_task"]
+
+
+def test_a_vanished_hosts_task_is_reported_and_taken_over_with_its_pushed_commits(
+    planned: dict[str, Path],  # noqa: F811
+    origin: Path,
+    cli: CliFn,
+    clock: Clock,
+) -> None:
+    box = planned["box"]
+    pushed = started_on_laptop(planned, cli)
+    assert cli("sync", cwd=box).code == 0  # box sees laptop's lease for the first time
+
+    early = cli("reopen", "11", cwd=box)  # laptop may still be alive: refused
+    assert early.code == 2
+    assert "host laptop works on #11" in early.err
+    assert "'paradev reopen 11' takes it here" in early.err
+    assert not (box.parent / "project-worktrees/agent-1").exists()
+    assert remote_state(box)["tasks"]["11"]["host"] == "laptop"
+
+    clock.now += tasklease.EXPIRY  # laptop renews nothing for the whole expiry
+    assert cli("sync", cwd=box).code == 0
+    report = json.loads(cli("status", "--json", cwd=box).out)
+    current = report["agents"]["1"]["current_task"]
+    assert (current["host"], current["host_vanished"]) == ("laptop", True)
+    assert current["lease_unchanged_seconds"] == int(tasklease.EXPIRY)
+    text = cli("status", cwd=box).out
+    assert "host laptop vanished: its lease on #11 went 300s unrenewed" in text
+
+    result = cli("reopen", "11", cwd=box)
+    assert result.code == 0, result.err
+    tree = box.parent / "project-worktrees/agent-1"
+    assert git(tree, "rev-parse", "HEAD") == pushed  # the pushed commit kept, here
+    assert git(tree, "symbolic-ref", "--short", "HEAD") == "parallel-dev/agent-1"
+    shared = remote_state(box)["tasks"]["11"]
+    assert (shared["status"], shared["host"]) == ("in_progress", "box")
+    assert lease_data(origin) == {"holder": "box", "state": "held"}
+    assert StateStore(box / ".git").read().tasks[11].host == "box"
+
+    # box finishes the task: completing it pushes on top of laptop's pushed commit
+    commit(tree, {"feature.txt": "done on box\n"}, "second half of #11, on box")
+    assert cli("complete", "1", cwd=box).code == 0
+    assert git(origin, "rev-parse", "parallel-dev/agent-1^") == pushed
+    assert lease_data(origin) == {"holder": "box", "state": "free"}
+
+
+AGENT = """
+import subprocess, time
+from pathlib import Path
+time.sleep(1.5)
+Path("done.txt").write_text("done\\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", "work"], check=True)
+"""
+
+
+def test_run_batch_renews_the_task_lease_while_the_agent_runs(
+    planned: dict[str, Path],  # noqa: F811
+    origin: Path,
+    cli: CliFn,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tasklease, "EXPIRY", 0.6)  # renewed every 0.2 s
+    laptop = planned["laptop"]
+    agents_run(laptop, AGENT, tmp_path)
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+
+    result = cli("run-batch", "--agents", "1", cwd=laptop)
+    assert result.code == 0, result.err
+    subjects = git(origin, "log", "--format=%s", LEASE_11).splitlines()
+    renewals = [s for s in subjects if s.startswith("paradev: lease task-11 renewed by laptop")]
+    assert len(renewals) >= 2  # renewed while the agent slept
+    assert subjects[0] == "paradev: lease task-11 released by laptop"
+    assert lease_data(origin) == {"holder": "laptop", "state": "free"}
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "completed"
