@@ -240,8 +240,8 @@ class Run:
         """Sleep until a child process ends or the merge train writes, at most a poll's time.
 
         A fixed sleep made every event (an agent done, a train done, a task
-        landed mid-train) wait half a poll on average before anything followed
-        it; the run's own cost per task was mostly those waits.
+        landed mid-train) wait up to a whole poll before the run acted on it:
+        with a dozen tasks, a second of the makespan.
         """
         children = [
             r.proc for r in self.agents.running.values() if isinstance(r.proc, subprocess.Popen)
