@@ -371,7 +371,7 @@ class Run:
         if self.landing is not None or self.stopped is not None or not schedule.landing:
             return
         train = state.train
-        args = ["merge"]
+        args = ["merge", "--follow"]
         if train is not None:
             if not driver_gone(train.get("driver")):
                 return  # a train from a killed run is still landing: let it finish
