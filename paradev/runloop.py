@@ -3,7 +3,10 @@
 One thread polls everything: the agents (each under a supervisor, see
 ``paradev.supervise``), the merge train, and the schedule. Agents are
 launched, completed and failed by ``runner.Supervisor``'s own code; a
-completed task is landed by a child ``paradev merge`` process.
+completed task is landed by a child ``paradev merge --follow`` process: work
+that completes while it runs joins it (``paradev.train.join``), and each
+agent it lands is let go at once, so its next task starts mid-train. The loop
+sleeps until a child ends or the train writes, never a fixed poll.
 
 Why a child process for the train rather than a thread: the train is built to
 run alone in its process — its own locks, journal, gate processes and signal
