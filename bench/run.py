@@ -7,7 +7,9 @@ lower bound is the largest of: the longest dependency chain including a gate
 per task on it, each agent's own total, and the total gate time divided by
 ``merge.parallel``. Target: flow <= 1.2x the bound.
 
-Run: ``.venv/bin/python bench/run.py [--repeat R] [--parallel P]``.
+Run: ``.venv/bin/python bench/run.py [--repeat R] [--parallel P] [--timeline]``;
+``--timeline`` prints one flow run's events with the second each came (where
+the time goes: launches, agents, train start-up, gates, landings).
 """
 
 from __future__ import annotations
@@ -101,6 +103,25 @@ def paradev(cwd: Path, *args: str) -> float:
     return elapsed
 
 
+EVENTS = ("started #", "completed", "landing", "gate running", "gate passed", "landed #", "done;")
+
+
+def timeline(parallel: int, work: bool) -> None:
+    """One flow run, its events stamped with the seconds since it started."""
+    with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
+        repo = build(Path(tmp), "flow", parallel, work)
+        start = time.perf_counter()
+        argv = [sys.executable, "-u", "-m", "paradev", "run"]
+        with subprocess.Popen(
+            argv, cwd=repo, env=RUN_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if any(event in line for event in EVENTS):
+                    print(f"{time.perf_counter() - start:6.2f} {line.rstrip()[:100]}")
+        print(f"{time.perf_counter() - start:6.2f} exit {proc.returncode}")
+
+
 def makespan(schedule: str, parallel: int, work: bool = True) -> float:
     with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
         repo = build(Path(tmp), schedule, parallel, work)
@@ -134,7 +155,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="runs per schedule (best is shown)")
     parser.add_argument("--parallel", type=int, default=1, help="merge.parallel")
+    parser.add_argument("--timeline", action="store_true", help="one flow run's events, timed")
+    parser.add_argument("--instant", action="store_true", help="timeline: 0 s tasks and gates")
     options = parser.parse_args()
+    if options.timeline:
+        timeline(options.parallel, work=not options.instant)
+        return
     bound, parts = lower_bound(options.parallel)
     print(f"12 tasks, 4 agents, 1 h = {SCALE}s, gate {GATE}s, merge.parallel {options.parallel}")
     print(

@@ -393,6 +393,7 @@ COMMANDS: tuple[Command, ...] = (
             flag("no_push", "do not push, whatever merge.push says"),
             flag("no_gate", "land without running gate.command"),
             flag("json", "print the outcome as JSON (landed, skipped, stop); progress to stderr"),
+            flag("follow", "also land work completed while the train runs (what paradev run uses)"),
         ),
         exits={0: "everything landed", 1: "the train stopped (conflict or gate failure)"},
     ),

@@ -422,6 +422,7 @@ def merge(
     no_push: bool,
     no_gate: bool,
     json: bool,
+    follow: bool = False,
 ) -> None:
     from paradev import train
     from paradev.errors import ParadevError
@@ -438,7 +439,9 @@ def merge(
         _dry_run(ws, out, json, push=pushing, gate=not no_gate)
         return
     history = len(ws.store.read().merge_history)
-    options = train.Options(push=pushing, gate=not no_gate, hand_back=hand_back_conflict)
+    options = train.Options(
+        push=pushing, gate=not no_gate, hand_back=hand_back_conflict, follow=follow
+    )
     try:
         if abort:
             train.abort(ws, out)

@@ -3,7 +3,10 @@
 One thread polls everything: the agents (each under a supervisor, see
 ``paradev.supervise``), the merge train, and the schedule. Agents are
 launched, completed and failed by ``runner.Supervisor``'s own code; a
-completed task is landed by a child ``paradev merge`` process.
+completed task is landed by a child ``paradev merge --follow`` process: work
+that completes while it runs joins it (``paradev.train.join``), and each
+agent it lands is let go at once, so its next task starts mid-train. The loop
+sleeps until a child ends or the train writes, never a fixed poll.
 
 Why a child process for the train rather than a thread: the train is built to
 run alone in its process — its own locks, journal, gate processes and signal
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
 from paradev.plan import Task
 from paradev.runner import (
+    POLL_SECONDS,
     Progress,
     Row,
     Running,
@@ -39,7 +44,6 @@ from paradev.runner import (
     log_path,
     log_size,
     mark_failed,
-    pause,
 )
 from paradev.scheduler import Schedule, decide
 from paradev.state import (
@@ -59,6 +63,7 @@ LOST = -1  # an adopted agent that ended without a recorded exit code
 Say = Callable[..., None]  # say(kind, text, quiet=False, **fields): one event of the run
 MERGE_ATTEMPTS = 3  # trains that may end (or refuse) without landing a task before it counts
 BUSY = 2  # 'paradev merge' refused: a precondition, such as an agent still held
+NEWS = 0.02  # how often, within a poll, the merge train's log is looked at for a landing
 
 
 def agents_dir(ws: Workspace) -> Path:
@@ -221,7 +226,7 @@ class Run:
                 self._land(state, schedule)
                 self._launch(state, schedule)
                 self.progress.show(self._rows(schedule))
-                pause()
+                self._wait_for_news()
         except KeyboardInterrupt as interrupt:
             with processes.shielded():
                 self.agents.stop_all(processes.describe(interrupt))
@@ -233,6 +238,30 @@ class Run:
             for lock in self.locks.values():
                 lock.close()
         return self._summary()
+
+    def _wait_for_news(self) -> None:
+        """Sleep until a child process ends or the merge train writes, at most a poll's time.
+
+        A fixed sleep made every event (an agent done, a train done, a task
+        landed mid-train) wait up to a whole poll before the run acted on it:
+        with a dozen tasks, a second of the makespan.
+        """
+        children = [
+            r.proc for r in self.agents.running.values() if isinstance(r.proc, subprocess.Popen)
+        ]
+        if self.landing is not None:
+            children.append(self.landing.proc)
+        with ExitStack() as fds:
+            watched = [fds.enter_context(_pidfd(c)) for c in children if c.returncode is None]
+            deadline = time.monotonic() + POLL_SECONDS
+            size = self._merge_log_size()
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([f for f in watched if f >= 0], [], [], min(left, NEWS))
+                if ready or self._merge_log_size() != size:
+                    return
+
+    def _merge_log_size(self) -> int:
+        return -1 if self.landing is None else log_size(self.landing.log)
 
     def _over(self, schedule: Schedule) -> bool:
         if self.agents.running or self.landing is not None:
@@ -345,7 +374,7 @@ class Run:
         if self.landing is not None or self.stopped is not None or not schedule.landing:
             return
         train = state.train
-        args = ["merge"]
+        args = ["merge", "--follow"]
         if train is not None:
             if not driver_gone(train.get("driver")):
                 return  # a train from a killed run is still landing: let it finish
@@ -508,6 +537,20 @@ class Run:
         notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in (MERGED, DROPPED)}
         notes.update(self.given_up)  # the failure itself says more than "it failed"
         return Summary(statuses, notes)
+
+
+@contextmanager
+def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
+    """A descriptor that reads ready when ``proc`` ends (-1 where the system has none)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
+        yield -1
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:

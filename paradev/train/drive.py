@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
-from paradev.train import candidates, steps
+from paradev.train import candidates, join, steps
 from paradev.train.journal import (
+    AgentLocks,
     HandBack,
     Output,
     Train,
@@ -51,6 +52,7 @@ class Options:
     push: bool | None = None
     gate: bool = True
     hand_back: HandBack | None = None
+    follow: bool = False  # work completed meanwhile joins the serial train (paradev.train.join)
 
 
 def merge(ws: Workspace, out: Output, options: Options) -> None:
@@ -58,7 +60,7 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
 
     Every refusal (exit 2) comes before the first change.
     """
-    with driving(ws), ExitStack() as locks:
+    with driving(ws), AgentLocks() as locks:
         checked = preflight(ws, locks, push=options.push, gate=options.gate)
         selection = checked.selection
         _bring_base_up(ws, out, checked)
@@ -75,7 +77,7 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         train = Train(ws, journal, out, options.hand_back)
         order = " -> ".join(f"agent {a}" for a in journal["order"])
         out(f"merge train {train.id}: {order} onto {train.base}")
-        _run(train)
+        _run(train, join.Joiner(locks) if options.follow else None)
 
 
 def _bring_base_up(ws: Workspace, out: Output, checked: Preflight) -> None:
@@ -214,10 +216,10 @@ def _abort_queue(train: Train) -> None:
             )
 
 
-def _run(train: Train) -> None:
+def _run(train: Train, follow: steps.Follow | None = None) -> None:
     """The serial train, or the merge queue when ``[merge]`` asks for parallel/batch/eject."""
     with journaled_committer(train):
         if train.journal.get("mq"):
             candidates.run_queue(train)
         else:
-            steps.run(train)
+            steps.run(train, follow)

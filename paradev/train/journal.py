@@ -215,7 +215,30 @@ def driving(ws: Workspace, note_owner: bool = True) -> Iterator[None]:
 def _lock_agents(ws: Workspace, agents: Sequence[int], locks: ExitStack, note: bool = True) -> None:
     """Hold every agent the train lands: run-batch must not run them meanwhile (else exit 2)."""
     for agent in agents:
-        locks.enter_context(ws.store.agent_lock(agent, "paradev merge", name_holder=note))
+        lock = ws.store.agent_lock(agent, "paradev merge", name_holder=note)
+        if isinstance(locks, AgentLocks):
+            locks.hold(agent, lock)
+        else:
+            locks.enter_context(lock)
+
+
+class AgentLocks(ExitStack):
+    """The agents a train holds, each of which can be let go once landed (``merge --follow``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.each: dict[int, ExitStack] = {}
+
+    def hold(self, agent: int, lock: AbstractContextManager[None]) -> None:
+        stack = ExitStack()
+        stack.enter_context(lock)
+        self.each[agent] = stack
+        self.callback(stack.close)
+
+    def release(self, agent: int) -> None:
+        stack = self.each.pop(agent, None)
+        if stack is not None:
+            stack.close()
 
 
 def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from paradev import git as gitmod
 from paradev import processes
@@ -372,17 +372,32 @@ def _keep_ref(git: Git, ref: str, commit: str) -> None:
 # -- the loop ---------------------------------------------------------------------------------
 
 
-def run(train: Train) -> None:
-    """Land every agent left in the queue one at a time, then close the train."""
+def run(train: Train, follow: Follow | None = None) -> None:
+    """Land every agent left in the queue one at a time, then close the train.
+
+    ``follow`` (``merge --follow``, see ``paradev.train.join``) lets each
+    landed agent go at once and may refill an empty queue.
+    """
     _say_gate(train)
-    while train.queue:
+    while train.queue or (follow is not None and follow.join(train)):
         agent = train.queue[0]
         if _skip_for_skipped_dependency(train, agent):
             continue
         land(train, agent)
         train.queue.pop(0)  # written with the next step; a resumed train finds it all done
+        if follow is not None:
+            train.save()  # the journal no longer names it before anyone else may take it
+            follow.landed(agent)
     _end(train, "done")
     train.out(summary(train, "done"))
+
+
+class Follow(Protocol):
+    """What ``merge --follow`` adds to the serial train (``paradev.train.join.Joiner``)."""
+
+    def join(self, train: Train) -> bool: ...
+
+    def landed(self, agent: int) -> None: ...
 
 
 def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:

@@ -1,0 +1,102 @@
+"""``paradev merge --follow``: work completed while the train runs joins it (``train/join.py``).
+
+The gate of agent 1 is a real script that, while the train waits for it,
+finishes agent 2's task (a commit, then ``paradev complete 2``) or agent 3's
+with uncommitted work left behind; the gate of a joined agent probes whether
+agent 1, already landed, is free again.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from tests.helpers import agent_tree, git, rev
+from tests.test_train import Cli, configure, state_of, work
+
+GATE = r"""
+import os, subprocess, sys
+from pathlib import Path
+from paradev.errors import StateError
+from paradev.workspace import open_workspace
+if os.environ["PARADEV_AGENT"] != "1":  # may agent 1, landed earlier in this train, be taken?
+    try:
+        with open_workspace().store.agent_lock(1, "probe", name_holder=False):
+            answer = "free"
+    except StateError:
+        answer = "held"
+    (Path(sys.argv[1]).parent.parent / "probe.txt").write_text(answer)
+else:
+    tree = Path(sys.argv[1])
+    (tree / "late.py").write_text("LATE = 1\n")
+    subprocess.run(["git", "add", "late.py"], cwd=tree, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "late work"], cwd=tree, check=True)
+    if sys.argv[3] == "dirty":
+        (tree / "late.py").write_text("LATE = 2\n")  # left uncommitted: may not join
+    done = subprocess.run([sys.executable, "-m", "paradev", "complete", sys.argv[2]], cwd=tree)
+    sys.exit(done.returncode)
+"""
+
+
+def _late_gate(repo: Path, worktrees: Path, agent: int, how: str) -> str:
+    """A gate command that completes ``agent``'s task while agent 1 is being gated."""
+    script = repo.parent / "late_gate.py"
+    script.write_text(GATE)
+    tree = agent_tree(worktrees, agent)
+    return shlex.join([sys.executable, str(script), str(tree), str(agent), how])
+
+
+def test_work_completed_during_the_train_joins_it(repo: Path, cli: Cli, worktrees: Path) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean")
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    assert "joined by agent 2" in result.out
+    assert (repo.parent / "probe.txt").read_text() == "free"  # let go once landed
+    history = state_of(repo)["merge_history"]
+    assert len(history) == 1  # one train landed both
+    assert [e["agent"] for e in history[0]["landed"]] == [1, 2]
+    assert state_of(repo)["tasks"]["12"]["status"] == "merged"
+    assert git(repo, "show", "main:late.py") == "LATE = 1"
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-2")
+
+
+def test_without_follow_late_work_waits_for_the_next_train(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    state = state_of(repo)
+    assert [e["agent"] for e in state["merge_history"][-1]["landed"]] == [1]
+    assert state["tasks"]["12"]["status"] == "completed"
+    assert "late.py" not in git(repo, "ls-tree", "--name-only", "main").split()
+
+
+def test_a_tree_that_fails_the_checks_does_not_join_nor_stop_the_train(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty")
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    state = state_of(repo)
+    assert [e["agent"] for e in state["merge_history"][-1]["landed"]] == [1]
+    assert state["train"] is None
+    assert state["tasks"]["13"]["status"] == "completed"  # left for the next train
+    tree = agent_tree(worktrees, 3)
+    assert (tree / "late.py").read_text() == "LATE = 2\n"  # the uncommitted edit is untouched
+    assert "late.py" not in git(repo, "ls-tree", "--name-only", "main").split()
+
+
+def _agent_1_done_and_late_work(repo: Path, cli: Cli, worktrees: Path, late: int, how: str) -> None:
+    """Agent 1's task completed; agent ``late``'s started, to be finished by agent 1's gate."""
+    configure(repo, gate=_late_gate(repo, worktrees, late, how))
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", str(late)).code == 0
