@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
+from paradev.train import advance as advance_mod
 from paradev.train import candidates as queue_mod
 from paradev.train import gate as gates_mod
 from paradev.train import steps as train_mod
@@ -338,8 +339,8 @@ CRASH_POINTS = [
     (gates_mod, "run_gates", "before"),
     (gates_mod, "run_gates", "after"),
     (queue_mod, "build_chain", "after"),
-    (train_mod, "move_base", "before"),
-    (train_mod, "move_base", "after"),
+    (advance_mod, "move_base", "before"),
+    (advance_mod, "move_base", "after"),
     (queue_mod, "_point_branch", "after"),
     (train_mod, "step_mark", "before"),
     (train_mod, "step_mark", "after"),

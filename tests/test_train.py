@@ -17,8 +17,10 @@ from pytest_mock import MockerFixture
 
 from paradev import git as paradev_git
 from paradev.state import StateStore
+from paradev.train import advance as advance_mod
 from paradev.train import gate as gate_mod
 from paradev.train import messages
+from paradev.train import rebase as rebase_mod
 from paradev.train import steps as train_mod
 from paradev.workspace import open_workspace
 from tests.conftest import PLAN
@@ -614,8 +616,8 @@ def test_squash_keeps_a_conventional_prefix() -> None:
 def test_marker_hunks(tmp_path: Path) -> None:
     file = tmp_path / "f.txt"
     file.write_text("a\n<<<<<<< ours\nb\n=======\nc\n>>>>>>> theirs\nd\n<<<<<<< x\n>>>>>>> y\n")
-    assert train_mod.marker_hunks(file) == [(2, 6), (8, 9)]
-    assert train_mod.marker_hunks(tmp_path / "missing") == []
+    assert rebase_mod.marker_hunks(file) == [(2, 6), (8, 9)]
+    assert rebase_mod.marker_hunks(tmp_path / "missing") == []
 
 
 # -- crashes -----------------------------------------------------------------------------------
@@ -641,7 +643,7 @@ def fixed_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def owner(name: str) -> Any:
     """The module the train looks ``name`` up in: patched there, the crash hits the train."""
-    return gate_mod if name == "run_gate" else train_mod
+    return {"run_gate": gate_mod, "move_base": advance_mod}.get(name, train_mod)
 
 
 def crash_before(mocker: MockerFixture, name: str) -> None:

@@ -14,7 +14,7 @@ from paradev import git as gitmod
 from paradev.runner import Outcome, Row, Started
 from paradev.snapshots import precise_now
 from paradev.train.dryrun import DryStep
-from paradev.train.steps import marker_hunks
+from paradev.train.rebase import marker_hunks
 from paradev.workspace import Workspace
 
 

@@ -35,8 +35,8 @@ from paradev.errors import PreconditionError
 from paradev.git import Git
 from paradev.order import _missing_dependency, select_agents
 from paradev.state import COMPLETED, GATE_FAILED
+from paradev.train import advance, backup, checks, landing, rebase, rewrite, steps
 from paradev.train import gate as gates
-from paradev.train import landing, steps
 from paradev.train.journal import ADVANCE, BACKUP, Output, Train
 from paradev.workspace import Workspace
 
@@ -220,8 +220,8 @@ def _back_up(train: Train, agent: int) -> None:
         return
     entry = train.agent(agent)
     if "old_head" not in entry:
-        steps.journal_backup(train, agent)
-    steps._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+        backup.journal_backup(train, agent)
+    backup._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
     train.finish(agent, BACKUP)
 
 
@@ -274,14 +274,16 @@ def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
     git = train.ws.git
     commits = gitmod.commits_between(git, onto, source)
     squash = train.journal.get("squash", train.ws.plan.squash)
-    tasks = steps._landing_tasks(train, agent)
+    tasks = rewrite._landing_tasks(train, agent)
     issues = (
-        None if squash or not tasks else steps._issues_per_commit(train, agent, tasks, len(commits))
+        None
+        if squash or not tasks
+        else rewrite._issues_per_commit(train, agent, tasks, len(commits))
     )
     replayed = replay(git, onto, commits, issues)
     if replayed is None or not squash or replayed == onto:
         return replayed
-    return steps.build_squash(train, agent, onto, replayed)
+    return rewrite.build_squash(train, agent, onto, replayed)
 
 
 def _check(train: Train, link: Link, onto: str) -> Blocked | None:
@@ -422,7 +424,7 @@ def _eject(train: Train, agent: int, reason: str, message: str, log: Path | None
     if reason == "gate":
         _mark_gate_failed(train, agent, message)
         if settings(train)["on_conflict"] == "agent":
-            steps.hand_back(train, agent, _failure_report(train, agent, message, log))
+            rebase.hand_back(train, agent, _failure_report(train, agent, message, log))
             _take_back(train, agent)
     _drop_dependents(train)
 
@@ -506,8 +508,10 @@ def _finish_landing(train: Train) -> None:
     pending = mq["landing"]
     current, target = train.base_tip(), str(pending["to"])
     if current == pending["from"]:
-        steps._undo_killed_fast_forward(train, current, target)
-        steps.move_base(train.ws, train.base, current, target, then="run paradev merge --continue")
+        advance._undo_killed_fast_forward(train, current, target)
+        advance.move_base(
+            train.ws, train.base, current, target, then="run paradev merge --continue"
+        )
         train.out(f"{train.base} -> {target[:12]} ({len(pending['agents'])} agent(s))")
     elif not gitmod.is_ancestor(train.ws.git, target, current):
         raise PreconditionError(
@@ -562,7 +566,7 @@ def _land_serially(train: Train, agent: int) -> None:
         entry["serial"] = True
         train.out(f"agent {agent}: its work does not replay cleanly; rebasing it in its worktree")
         if entry.get("wip") and train.head(agent) == entry["wip"]:
-            steps._set_wip_aside(train, agent)
+            backup._set_wip_aside(train, agent)
         train.save()
     steps.land(train, agent)
     train.queue.remove(agent)
@@ -582,7 +586,7 @@ def dry_run(ws: Workspace, out: Output) -> Chain:
     selection = select_agents(ws)
     if mq is None or not selection.agents:
         return Chain([])
-    order = steps.merge_order(ws, selection.agents)
+    order = checks.merge_order(ws, selection.agents)
     journal = {
         "id": "dry-run",
         "base": ws.plan.base,
@@ -594,7 +598,7 @@ def dry_run(ws: Workspace, out: Output) -> Chain:
     }
     train = Train(ws, journal, out)
     for agent in order:
-        steps.journal_backup(train, agent)
+        backup.journal_backup(train, agent)
     chain = build_chain(train)
     out(
         f"merge queue (dry run, nothing changed): parallel {mq['parallel']}, "

@@ -1,7 +1,7 @@
 """``paradev merge --dry-run``: the train's own checks, then its landings simulated in git objects.
 
 The preconditions are the very functions ``paradev merge`` runs before its
-first change (``steps.preflight``), so the dry run refuses where the train
+first change (``checks.preflight``), so the dry run refuses where the train
 would, with the same words and exit 2. Then every landing is simulated with
 ``merge-tree``/``commit-tree`` on a chain of commits standing for base as it
 moves, and the dry run exits as the train would: 1 where it would stop (a
@@ -27,8 +27,7 @@ from paradev import git as gitmod
 from paradev.errors import ParadevError, PreconditionError, Stopped
 from paradev.git import BranchCommit, Git, MergeTree
 from paradev.order import completed_head
-from paradev.train import landing
-from paradev.train import steps as serial
+from paradev.train import checks, landing
 from paradev.train.journal import driving
 from paradev.workspace import Workspace
 
@@ -98,7 +97,7 @@ def dry_run(
     checks alone (the merge queue shows its own candidates).
     """
     with driving(ws, note_owner=False), ExitStack() as locks:
-        checked = serial.preflight(ws, locks, push=push, gate=gate, peek=True)
+        checked = checks.preflight(ws, locks, push=push, gate=gate, peek=True)
         sim = Simulation(ws, checked.gating)
         base = ws.plan.base
         if checked.remote_tip is not None:
@@ -113,7 +112,7 @@ def dry_run(
         if not checked.selection.agents:
             out("nothing to land")
             return DryRun([])
-        order = serial.merge_order(ws, checked.selection.agents, save=False)
+        order = checks.merge_order(ws, checked.selection.agents, save=False)
         steps = sim.run(order)
     out("dry run (nothing changed; the gate is not run):")
     for step in steps:

@@ -39,6 +39,9 @@ BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "hooks",
 )
 
+# Steps of one landing that only some landings take.
+CHECK, TRAILERS, WIP = "check", "trailers", "wip"
+
 
 class HandBack(Protocol):
     """Launch an agent on a stopped rebase (the runner's): passed in, the runner sits above."""
