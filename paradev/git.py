@@ -1502,3 +1502,14 @@ def range_stats(path: Path, ranges: Sequence[tuple[str, str]]) -> list[RangeStat
                 )
             )
     return stats
+
+
+# Unmerged index entries, as ``git status --porcelain`` names them.
+_UNMERGED_CODES = frozenset({"DD", "AU", "UD", "UA", "DU", "AA", "UU"})
+
+
+def unmerged_and_changes(worktree: Path) -> tuple[list[str], list[str]]:
+    """(unmerged paths, every uncommitted path, untracked too) of a tree: one ``git status``."""
+    entries = _status_entries(worktree, True, ())
+    unmerged = sorted({path for code, path in entries if code in _UNMERGED_CODES})
+    return unmerged, [path for _, path in entries]

@@ -42,12 +42,13 @@ def step_gate(train: Train, agent: int) -> None:
     even that when base already holds the head, for then it has landed.
     """
     base, head = train.tips_handed_on(agent)
+    changes = train.changes_handed_on(agent)
     entry = train.agent(agent)
     command = _gate_command(train.ws)
     if not train.journal["gate"] or not command or entry.get("gate_passed") == head or base == head:
         entry["gated"] = head  # what advance may land
         return
-    _require_only_the_candidate(train, agent, head)
+    _require_only_the_candidate(train, agent, head, changes)
     prepare_worktree(  # the rebase may have changed its lockfiles
         train.ws, train.worktree(agent), agent, notify=as_agent(agent, train.out)
     )
@@ -71,11 +72,14 @@ def step_gate(train: Train, agent: int) -> None:
     train.out(f"agent {agent}: gate passed")
 
 
-def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
+def _require_only_the_candidate(
+    train: Train, agent: int, head: str, changes: list[str] | None = None
+) -> None:
     """The gate runs in the agent's tree: refuse when it holds anything but ``head`` (exit 2).
 
     Untracked files count too (ignored ones do not): the gate would test them
     along with what lands. The agent is not running: the train holds its lock.
+    ``changes``: the tree's uncommitted paths, when the check step just read them.
     """
     path = train.worktree(agent)
     if gitmod.current_branch(path) != train.branch(agent):
@@ -83,7 +87,7 @@ def _require_only_the_candidate(train: Train, agent: int, head: str) -> None:
             f"the gate cannot run in {path}: it does not have {train.branch(agent)} "
             f"({head[:12]}) checked out; check it out, then run paradev merge --continue"
         )
-    refuse_extra_files(path, agent, "run paradev merge --continue")
+    refuse_extra_files(path, agent, "run paradev merge --continue", dirty=changes)
 
 
 def gate_report(train: Train, agent: int, result: GateResult, lines: int = 20) -> str:

@@ -30,21 +30,23 @@ def step_backup(train: Train, agent: int) -> None:
     if train.is_done(agent, BACKUP):
         return
     entry = train.agent(agent)
-    if "old_head" not in entry:
-        journal_backup(train, agent)
+    tips = None if "old_head" in entry else journal_backup(train, agent)
     _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
-    if entry.get("wip") and train.head(agent) == entry["wip"]:
+    if entry.get("wip") and (tips[1] if tips else train.head(agent)) == entry["wip"]:
         _set_wip_aside(train, agent)
+    elif tips is not None:
+        train.hand_on(agent, *tips)  # the rebase step reads no git: nothing moved since
     train.finish(agent, BACKUP)
 
 
-def journal_backup(train: Train, agent: int) -> None:
+def journal_backup(train: Train, agent: int) -> tuple[str, str]:
     """Note the branch, its head, what lands (the completed commit) and what does not (wip).
 
-    Written with the next step: until then nothing has changed.
+    Written with the next step: until then nothing has changed. Returns the
+    (base, branch) commits it read.
     """
     branch = train.branch(agent)
-    head, tracking = _head_and_tracking(train, agent)
+    base, head, tracking = _tips_and_tracking(train, agent)
     completed = completed_head(train.ws, train.task_view(agent), agent)
     candidate = completed[1] if completed else head
     train.begin(
@@ -57,16 +59,22 @@ def journal_backup(train: Train, agent: int) -> None:
         candidate=candidate,
         wip=head if candidate != head else None,
     )
+    return base, head
 
 
-def _head_and_tracking(train: Train, agent: int) -> tuple[str, str | None]:
-    """The branch's commit and its remote-tracking copy's (None: none), one git process."""
-    ref, remote = f"refs/heads/{train.branch(agent)}", train.ws.plan.remote
+def _tips_and_tracking(train: Train, agent: int) -> tuple[str, str, str | None]:
+    """Base's commit, the branch's and its remote-tracking copy's (None: none): one git process."""
+    base, ref, remote = (
+        f"refs/heads/{train.base}",
+        f"refs/heads/{train.branch(agent)}",
+        train.ws.plan.remote,
+    )
     tracking = f"refs/remotes/{remote}/{train.branch(agent)}" if remote else None
-    found = gitmod.resolve_refs(train.ws.git, [ref, *([tracking] if tracking else [])])
-    if ref not in found:
-        raise PreconditionError(f"{ref} does not exist")
-    return found[ref], found.get(tracking or "")
+    found = gitmod.resolve_refs(train.ws.git, [base, ref, *([tracking] if tracking else [])])
+    for wanted in (base, ref):
+        if wanted not in found:
+            raise PreconditionError(f"{wanted} does not exist")
+    return found[base], found[ref], found.get(tracking or "")
 
 
 def _lease(train: Train, agent: int, head: str, tracking: str | None) -> str | None:

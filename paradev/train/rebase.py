@@ -73,6 +73,7 @@ def step_rebase(train: Train, agent: int) -> None:
     thrown away and the rebase starts again from the journaled commit.
     """
     path = train.ws.agent_git(agent).cwd
+    handed = train.handed_on(agent)  # by the backup step, when it read the tips
     rebase = gitmod.rebase_in_progress(path)
     if rebase is not None:
         if not _is_ours(train, agent, rebase):
@@ -83,10 +84,12 @@ def step_rebase(train: Train, agent: int) -> None:
         if not _continue_reported_stop(train, agent, path):
             _clear_rebase(train, agent, path)
             rebase = None
+            handed = None  # the branch moved back to where the rebase began
     if rebase is None:
-        base, head = train.tips(agent)
+        base, head = handed or train.tips(agent)
         if gitmod.is_ancestor(train.ws.git, base, head):
             train.finish(agent, REBASE)
+            train.hand_on(agent, base, head)
             return
         _check_agent_branch(train.ws, agent, train.branch(agent))
         train.begin(

@@ -14,6 +14,7 @@ from paradev import git as gitmod
 from paradev.git import Git
 from paradev.state import COMPLETED, TaskRecord
 from paradev.train import landing
+from paradev.train.gate import _gate_command
 from paradev.train.journal import (
     CHECK,
     SQUASH,
@@ -50,7 +51,7 @@ def _rewrite_branch(
     moves, so a resumed train recognises either side of the move and never
     rewrites twice.
     """
-    base, head = train.tips(agent)
+    base, head = train.tips_handed_on(agent)
     entry = train.agent(agent)
     source, target = keys
     if entry.get(target) == head:
@@ -198,8 +199,19 @@ def step_check(train: Train, agent: int) -> None:
 
 def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[str]:
     """Files unmerged in the agent's index, or with conflict markers the landing adds."""
-    unmerged = gitmod.unmerged_paths(train.worktree(agent))
+    unmerged = _unmerged_paths(train, agent)
     return sorted(set(unmerged) | set(landing.files_with_markers(train.ws.git, base, head)))
+
+
+def _unmerged_paths(train: Train, agent: int) -> list[str]:
+    """The agent's unmerged paths; when a gate will run in its tree, from the one ``git status``
+    the gate step's check of that tree then reuses (handed on)."""
+    path = train.worktree(agent)
+    if not (train.journal["gate"] and _gate_command(train.ws)):
+        return gitmod.unmerged_paths(path)
+    unmerged, changes = gitmod.unmerged_and_changes(path)
+    train.hand_on_changes(agent, changes)
+    return unmerged
 
 
 def _markers_message(train: Train, agent: int, files: Sequence[str]) -> str:
