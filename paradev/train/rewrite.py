@@ -86,12 +86,14 @@ def _rebased_tasks(
     return (rebased, tasks) if rebased and tasks else None
 
 
-def build_squash(train: Train, agent: int, base: str, head: str) -> str:
+def build_squash(
+    train: Train, agent: int, base: str, head: str, committer: dict[str, str] | None = None
+) -> str:
     """One commit per task on top of ``base`` ending at ``head``'s tree.
 
     Task boundaries come from each task's recorded head commit, matched to the
     rebased commits by position; when they cannot be matched, the whole branch
-    becomes one commit naming every task.
+    becomes one commit naming every task. ``committer``: GIT_COMMITTER_* (else git's own).
     """
     git = train.ws.git
     found = _rebased_tasks(train, agent, base, head)
@@ -105,10 +107,10 @@ def build_squash(train: Train, agent: int, base: str, head: str) -> str:
         if len(tasks) > 1:
             message += "\n" + "".join(f"- {squash_message(t.title, t.issue)}" for t, _ in tasks[1:])
         message += landing.issue_trailers([t.issue for t, _ in tasks])
-        return _squash_commit(git, rebased[-1], parent, message)
+        return _squash_commit(git, rebased[-1], parent, message, committer)
     for (task, _), cut in zip(tasks, cuts, strict=True):
         message = squash_message(task.title, task.issue) + landing.issue_trailers([task.issue])
-        parent = _squash_commit(git, rebased[cut], parent, message)
+        parent = _squash_commit(git, rebased[cut], parent, message, committer)
     return parent
 
 
@@ -168,9 +170,12 @@ def _task_cuts(
     return cuts if cuts == sorted(cuts) and len(set(cuts)) == len(cuts) else None
 
 
-def _squash_commit(git: Git, source: str, parent: str, message: str) -> str:
+def _squash_commit(
+    git: Git, source: str, parent: str, message: str, committer: dict[str, str] | None = None
+) -> str:
     tree = gitmod.tree_of(git, source)
-    return gitmod.commit_tree(git, tree, [parent], message, env=gitmod.commit_meta(git, source))
+    env = {**gitmod.commit_meta(git, source), **(committer or {})}
+    return gitmod.commit_tree(git, tree, [parent], message, env=env)
 
 
 def step_check(train: Train, agent: int) -> None:
