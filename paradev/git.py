@@ -1513,3 +1513,13 @@ def unmerged_and_changes(worktree: Path) -> tuple[list[str], list[str]]:
     entries = _status_entries(worktree, True, ())
     unmerged = sorted({path for code, path in entries if code in _UNMERGED_CODES})
     return unmerged, [path for _, path in entries]
+
+
+def create_refs(git: Git, refs: Mapping[str, str], reason: str = "paradev") -> bool:
+    """Create every one of ``refs`` at its commit, all or none (one ``update-ref --stdin``).
+
+    False, nothing created, when one of them exists already.
+    """
+    lines = "".join(f"create {ref} {commit}\n" for ref, commit in refs.items())
+    proc = git.run("update-ref", "-m", reason, "--stdin", input=lines, check=False)
+    return proc.returncode == 0

@@ -7,6 +7,8 @@ branch from the backup ref.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
@@ -39,14 +41,16 @@ def step_backup(train: Train, agent: int) -> None:
     train.finish(agent, BACKUP)
 
 
-def journal_backup(train: Train, agent: int) -> tuple[str, str]:
+def journal_backup(
+    train: Train, agent: int, found: dict[str, str] | None = None
+) -> tuple[str, str]:
     """Note the branch, its head, what lands (the completed commit) and what does not (wip).
 
     Written with the next step: until then nothing has changed. Returns the
-    (base, branch) commits it read.
+    (base, branch) commits it read. ``found``: the refs, when ``read_tips`` read them.
     """
     branch = train.branch(agent)
-    base, head, tracking = _tips_and_tracking(train, agent)
+    base, head, tracking = _tips_and_tracking(train, agent, found)
     completed = completed_head(train.ws, train.task_view(agent), agent)
     candidate = completed[1] if completed else head
     train.begin(
@@ -62,19 +66,40 @@ def journal_backup(train: Train, agent: int) -> tuple[str, str]:
     return base, head
 
 
-def _tips_and_tracking(train: Train, agent: int) -> tuple[str, str, str | None]:
+def _tip_refs(train: Train, agent: int) -> list[str]:
+    """Base, the agent's branch and (with a remote) its remote-tracking copy."""
+    branch, remote = train.branch(agent), train.ws.plan.remote
+    tracking = [f"refs/remotes/{remote}/{branch}"] if remote else []
+    return [f"refs/heads/{train.base}", f"refs/heads/{branch}", *tracking]
+
+
+def read_tips(train: Train, agents: Sequence[int]) -> dict[str, str]:
+    """The refs ``journal_backup`` reads for every one of ``agents``: one git process."""
+    refs = sorted({ref for agent in agents for ref in _tip_refs(train, agent)})
+    return gitmod.resolve_refs(train.ws.git, refs)
+
+
+def _tips_and_tracking(
+    train: Train, agent: int, found: dict[str, str] | None = None
+) -> tuple[str, str, str | None]:
     """Base's commit, the branch's and its remote-tracking copy's (None: none): one git process."""
-    base, ref, remote = (
-        f"refs/heads/{train.base}",
-        f"refs/heads/{train.branch(agent)}",
-        train.ws.plan.remote,
-    )
-    tracking = f"refs/remotes/{remote}/{train.branch(agent)}" if remote else None
-    found = gitmod.resolve_refs(train.ws.git, [base, ref, *([tracking] if tracking else [])])
+    base, ref, *tracking = _tip_refs(train, agent)
+    found = gitmod.resolve_refs(train.ws.git, [base, ref, *tracking]) if found is None else found
     for wanted in (base, ref):
         if wanted not in found:
             raise PreconditionError(f"{wanted} does not exist")
-    return found[base], found[ref], found.get(tracking or "")
+    return found[base], found[ref], found.get(tracking[0]) if tracking else None
+
+
+def keep_backups(train: Train, agents: Sequence[int]) -> None:
+    """Create the journaled backup ref of every one of ``agents``: one git process.
+
+    When one is there already (a resumed train), each is kept on its own.
+    """
+    wanted = {str(train.agent(a)["backup"]): str(train.agent(a)["old_head"]) for a in agents}
+    if wanted and not gitmod.create_refs(train.ws.git, wanted):
+        for ref, commit in wanted.items():
+            _keep_ref(train.ws.git, ref, commit)
 
 
 def _lease(train: Train, agent: int, head: str, tracking: str | None) -> str | None:

@@ -105,8 +105,7 @@ def run_queue(train: Train) -> None:
         f"merge queue: parallel {mq['parallel']}, batch {mq['batch']}, "
         f"on gate failure {mq['on_gate_failure']}, retries {mq['retries']}"
     )
-    for agent in train.queue:
-        _back_up(train, agent)
+    _back_up(train, train.queue)
     train.save()
     while train.queue:
         _round(train)
@@ -210,15 +209,19 @@ def _forget_failures(train: Train) -> None:
 # -- candidates ------------------------------------------------------------------------------
 
 
-def _back_up(train: Train, agent: int) -> None:
-    """Keep the branch's head under a backup ref, journal what lands; the branch is not moved."""
-    if train.is_done(agent, BACKUP):
-        return
-    entry = train.agent(agent)
-    if "old_head" not in entry:
-        backup.journal_backup(train, agent)
-    backup._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
-    train.finish(agent, BACKUP)
+def _back_up(train: Train, agents: Sequence[int]) -> None:
+    """Keep each branch's head under a backup ref, journal what lands; no branch is moved.
+
+    A few git processes for the whole queue: one reads every ref, one creates the backups.
+    """
+    todo = [agent for agent in agents if not train.is_done(agent, BACKUP)]
+    fresh = [agent for agent in todo if "old_head" not in train.agent(agent)]
+    found = backup.read_tips(train, fresh) if fresh else {}
+    for agent in fresh:
+        backup.journal_backup(train, agent, found)
+    backup.keep_backups(train, todo)
+    for agent in todo:
+        train.finish(agent, BACKUP)
 
 
 def build_chain(train: Train, early: _EarlyGates | None = None) -> Chain:
