@@ -587,6 +587,17 @@ def _check_train(train: Any) -> None:
                 _expect(entry[name], hint, f"train.agents.{key}.{name}")
 
 
+def _apply_landings(state: State, journal: dict[str, Any]) -> None:
+    """The tasks a train in progress landed, merged: it marks them in its journal alone."""
+    for landing in journal["landed"]:
+        issues, when = landing.get("issues"), landing.get("merged_at")
+        for issue in issues if type(issues) is list else []:
+            record = state.tasks.get(issue) if type(issue) is int else None
+            if record is not None and record.status == COMPLETED:
+                record.status, record.merged_commit = MERGED, landing["commit"]
+                record.merged_at = when if type(when) is str else now()
+
+
 class StateStore:
     """Reads and changes ``<common_dir>/paradev/state.json``."""
 
@@ -611,6 +622,7 @@ class StateStore:
         journal = self.read_journal()
         if journal is not None:
             state.train = journal
+            _apply_landings(state, journal)
         return state
 
     def _read_state_file(self) -> State:

@@ -1883,8 +1883,8 @@ def test_state_writes_per_branch_do_not_grow_with_history(
     work(cli, trees, 3, {"three.py": "3\n"})
     large = _count_writes(mocker, cli)  # two branches, 2,000 more task records
 
-    assert len(large["state.json"]) == len(small["state.json"]) + 1  # one write per branch: marks
-    assert len(small["state.json"]) <= 5  # order, start, mark, conflict snapshot, history
+    assert len(large["state.json"]) == len(small["state.json"])  # none per branch: marks ride
+    assert len(small["state.json"]) <= 4  # order, start, conflict snapshot, history + marks
     assert min(large["state.json"]) > 200_000  # each of them costs the whole history...
     assert max(large["train.json"]) < 20_000  # ...which no journal write carries
     assert len(large["train.json"]) <= 2 * len(small["train.json"]) + 2
@@ -1927,3 +1927,28 @@ def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
     assert result.code == 0, result.err
     assert git(repo, "rev-list", "--count", f"{moved[0]}..main") == "1"
     assert git(repo, "show", "main:one.py") == "1"
+
+
+def test_tasks_a_train_landed_read_merged_before_the_state_file_says_so(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The marks ride in the journal: every read applies them; the train's end writes them."""
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    crash_before(mocker, "step_hooks")  # agent 1 landed and marked, the train not ended
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    store = open_workspace(repo).store
+    landed = rev(repo, "main")
+    record = store.read().tasks[11]
+    assert (record.status, record.merged_commit) == ("merged", landed)
+    assert record.merged_at is not None
+    assert json.loads(store.path.read_text())["tasks"]["11"]["status"] == "completed"
+    assert cli("merge", "--continue").code == 0
+    on_file = json.loads(store.path.read_text())["tasks"]
+    assert (on_file["11"]["status"], on_file["11"]["merged_commit"]) == ("merged", landed)
+    assert on_file["11"]["merged_at"] == record.merged_at  # the journaled time, not a new one
+    assert on_file["12"]["status"] == "merged"
+    assert not store.journal_path.exists()
