@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from merge import ENV, git  # noqa: E402  (bench/merge.py: the same isolated git)
+from merge import ENV, compile_paradev, git  # noqa: E402  (bench/merge.py: the same isolated git)
 
 BAD = "bad.txt"  # the failing branch adds it; the gate fails when it is there
 
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=1.0)
     args = parser.parse_args()
     n, sleep = args.branches, args.sleep
+    compile_paradev()
     eject = {"on_gate_failure": "eject"}
     passing = {
         "serial": measure(n, sleep, {}, 0),

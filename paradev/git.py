@@ -1594,3 +1594,24 @@ def clone_config(git: Git, key: str) -> str | None:
 def set_clone_config(git: Git, key: str, value: str) -> None:
     """Remember ``key = value`` for this clone alone (never the user's global config)."""
     git.run("config", "--local", "--end-of-options", key, value)
+
+
+# Unmerged index entries, as ``git status --porcelain`` names them.
+_UNMERGED_CODES = frozenset({"DD", "AU", "UD", "UA", "DU", "AA", "UU"})
+
+
+def unmerged_and_changes(worktree: Path) -> tuple[list[str], list[str]]:
+    """(unmerged paths, every uncommitted path, untracked too) of a tree: one ``git status``."""
+    entries = _status_entries(worktree, True, ())
+    unmerged = sorted({path for code, path in entries if code in _UNMERGED_CODES})
+    return unmerged, [path for _, path in entries]
+
+
+def create_refs(git: Git, refs: Mapping[str, str], reason: str = "paradev") -> bool:
+    """Create every one of ``refs`` at its commit, all or none (one ``update-ref --stdin``).
+
+    False, nothing created, when one of them exists already.
+    """
+    lines = "".join(f"create {ref} {commit}\n" for ref, commit in refs.items())
+    proc = git.run("update-ref", "-m", reason, "--stdin", input=lines, check=False)
+    return proc.returncode == 0

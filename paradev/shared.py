@@ -243,7 +243,8 @@ class SharedStateStore(StateStore):
         if self.lease is not None:
             self.lease.check()
         with self.locked():
-            before = _detached(self._read_file().to_json())
+            # As on the remote: the journal's landings not yet applied to the task records.
+            before = _detached(self._read_state_file().to_json())
             state.updated_at = now()
             after = _detached(state.to_json())
             merged = self.shared.change(

@@ -154,9 +154,14 @@ class State:
         that cost more than writing the file.
         """
         return {
-            "version": self.version,
             "agents": {str(k): _fields_of(record) for k, record in self.agents.items()},
             "tasks": {str(k): _fields_of(record) for k, record in self.tasks.items()},
+            **self._json_besides_records(),
+        }
+
+    def _json_besides_records(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
             "merge_order": self.merge_order,
             "merge_order_from": self.merge_order_from,
             "train": self.train,
@@ -583,6 +588,17 @@ def _check_train(train: Any) -> None:
                 _expect(entry[name], hint, f"train.agents.{key}.{name}")
 
 
+def _apply_landings(state: State, journal: dict[str, Any]) -> None:
+    """The tasks a train in progress landed, merged: it marks them in its journal alone."""
+    for landing in journal.get("landed", []):
+        issues, when = landing.get("issues"), landing.get("merged_at")
+        for issue in issues if type(issues) is list else []:
+            record = state.tasks.get(issue) if type(issue) is int else None
+            if record is not None and record.status == COMPLETED:
+                record.status, record.merged_commit = MERGED, landing["commit"]
+                record.merged_at = when if type(when) is str else now()
+
+
 class StateStore:
     """Reads and changes ``<common_dir>/paradev/state.json``."""
 
@@ -607,6 +623,8 @@ class StateStore:
         journal = self.read_journal()
         if journal is not None:
             state.train = journal
+        if state.train is not None:  # in its own file, or in the state (shared with hosts)
+            _apply_landings(state, state.train)
         return state
 
     def _read_state_file(self) -> State:
@@ -783,23 +801,35 @@ class StateStore:
         step behind the state, which the train redoes without harm.
         """
         state.updated_at = now()
-        data = state.to_json()
+        data = state._json_besides_records()
         del data["train"]  # kept in its own file
-        text = _state_text(data)
+        agents = _record_lines("agents", state.agents)
+        tasks = _record_lines("tasks", state.tasks)
+        lines = {
+            "agents": [a.text for a in agents.values()],
+            "tasks": [t.text for t in tasks.values()],
+        }
+        text = _state_text(data, lines)
+        read_back = _read_back(data, agents, tasks)
         if state.train is not None and not self.journal_path.exists():
             self.write_journal(state.train)
-            self._replace_state(text)
+            self._replace_state(text, read_back)
             return
-        self._replace_state(text)
+        self._replace_state(text, read_back)
         if state.train is None:
             self.remove_journal()
         else:
             self.write_journal(state.train)
 
-    def _replace_state(self, text: str) -> None:
-        """Write state.json; its next read here parses it again but skips the limit scan."""
+    def _replace_state(self, text: str, read_back: State | None) -> None:
+        """Write state.json; its next read here copies ``read_back`` (what the file holds).
+
+        A train marks tasks merged once per landing: parsing 2,000 records
+        again after each of its own writes would cost more than the write.
+        None: the next read parses the file (it skips the limit scan).
+        """
         self._replace(self.path, text)
-        _PARSED[self.path] = (text.encode("utf-8"), None)
+        _PARSED[self.path] = (text.encode("utf-8"), read_back)
 
     def remove_journal(self) -> None:
         """The train ended: no journal file means no train (the state file says the rest)."""
@@ -878,30 +908,102 @@ class StateStore:
 _PARSED: dict[Path, tuple[bytes, State | None]] = {}
 
 
-def _state_text(data: dict[str, Any]) -> str:
+def _state_text(data: dict[str, Any], records: dict[str, list[str]] | None = None) -> str:
     """The state file's text: one line per record, per history entry and per other key.
 
     ``json.dumps(indent=...)`` runs json's pure-Python encoder (a third of a
     second at 2,000 task records); dumping each line compactly stays in C.
+    ``records``: the lines of the record sections, already made (``_record_lines``).
     """
     dump = _COMPACT.encode
     lines = []
-    for key in sorted(data):
-        value = data[key]
-        if type(value) is dict and value:
+    records = records or {}
+    for key in sorted(data.keys() | records.keys()):
+        value = data.get(key)
+        if records.get(key):
+            items = records[key]
+        elif key in records:
+            lines.append(f"  {dump(key)}: {{}}")
+            continue
+        elif type(value) is dict and value:
             items = [dump({k: v})[1:-1] for k, v in sorted(value.items())]  # json's key rules
         elif type(value) is list and value and type(value[0]) is dict:
             items = [dump(v) for v in value]
         else:
             lines.append(f"  {dump(key)}: {dump(value)}")
             continue
-        brackets = "{}" if type(value) is dict else "[]"
+        brackets = "{}" if key in records or type(value) is dict else "[]"
         inner = ",\n    ".join(items)
         lines.append(f"  {dump(key)}: {brackets[0]}\n    {inner}\n  {brackets[1]}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 _COMPACT = json.JSONEncoder(sort_keys=True)
+
+
+class _Line(NamedTuple):
+    """A record's line of the state file and what it was made from."""
+
+    values: tuple[Any, ...]  # the record's fields (lists and dicts copied)
+    kinds: tuple[type, ...]  # their types: 1 == True, yet they dump apart
+    text: str  # ``"<id>": {...}``
+    read: AgentRecord | TaskRecord | None  # the record a read of the line gives (None: refused)
+
+
+# Per (section, id): the record's line as last written. A train rewrites the state once per
+# landing: only the records it changed are dumped (and read back) again.
+_RECORD_LINES: dict[tuple[str, int], _Line] = {}
+
+
+def _record_lines(
+    section: str, records: dict[int, AgentRecord] | dict[int, TaskRecord]
+) -> dict[int, _Line]:
+    """Each record's line of the state file, in the file's (string) key order."""
+    lines = {}
+    for key in sorted(records, key=str):
+        record = records[key]
+        name = type(record).__name__
+        values = _FIELD_GETTERS[name](record)
+        kinds = tuple(map(type, values))
+        known = _RECORD_LINES.get((section, key))
+        if known is None or known.kinds != kinds or known.values != values:
+            text = _COMPACT.encode({str(key): dict(zip(_FIELD_NAMES[name], values, strict=True))})
+            kept = tuple(v.copy() if type(v) in (list, dict) else v for v in values)
+            read: AgentRecord | TaskRecord | None = (
+                _read_record(AgentRecord, text, section)
+                if type(record) is AgentRecord
+                else _read_record(TaskRecord, text, section)
+            )
+            known = _RECORD_LINES[(section, key)] = _Line(kept, kinds, text[1:-1], read)
+        lines[key] = known
+    return lines
+
+
+def _read_record(cls: type[R], text: str, section: str) -> R | None:
+    """The record a read of ``{"<id>": {...}}`` gives; None when a read would refuse it."""
+    id_field = "agent" if cls is AgentRecord else "issue"
+    try:
+        (record,) = _records(cls, json.loads(text), section, id_field).values()
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return record
+
+
+def _read_back(
+    data: dict[str, Any], agents: dict[int, _Line], tasks: dict[int, _Line]
+) -> State | None:
+    """The state a read of the file just written gives, made without parsing the whole file.
+
+    Records come read back from their own lines; the rest goes through JSON
+    once (small), so a tuple in memory comes back a list, as from the file.
+    """
+    try:
+        state = State.from_json(json.loads(_COMPACT.encode(data)))
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    state.agents = {k: line.read for k, line in agents.items() if type(line.read) is AgentRecord}
+    state.tasks = {k: line.read for k, line in tasks.items() if type(line.read) is TaskRecord}
+    return state if (len(state.agents), len(state.tasks)) == (len(agents), len(tasks)) else None
 
 
 def _stamp() -> str:

@@ -405,8 +405,8 @@ def test_the_simulated_landing_is_the_real_tree(case: Callable[..., Case]) -> No
     work(c.cli, c.trees, 3, {"src/app.py": late, "own.py": "3\n", "src/util.py": "V = 3\n"}, n=3)
     ws = open_workspace()
     from paradev.order import select_agents
+    from paradev.train.checks import merge_order
     from paradev.train.dryrun import Simulation
-    from paradev.train.steps import merge_order
 
     sim = Simulation(ws, gating=False)
     steps = sim.run(merge_order(ws, select_agents(ws).agents, save=False))

@@ -382,3 +382,31 @@ def test_read_commits_gives_what_git_show_gives_for_each_commit(repo: Path) -> N
         body = git(repo, "cat-file", "commit", name).split("\n\n", 1)[1]
         assert raw.message.rstrip("\n") == body
     assert found[1].message == "subject\n\n  body kept  \n\n"
+
+
+def test_create_refs_makes_all_or_none(repo: Path) -> None:
+    g = git_mod.Git(repo)
+    head = rev(repo, "HEAD")
+    assert git_mod.create_refs(g, {"refs/paradev/backup/a": head, "refs/paradev/backup/b": head})
+    assert git_mod.resolve_refs(g, ["refs/paradev/backup/a", "refs/paradev/backup/b"]) == {
+        "refs/paradev/backup/a": head,
+        "refs/paradev/backup/b": head,
+    }
+    # one of them exists already: nothing is created
+    assert not git_mod.create_refs(
+        g, {"refs/paradev/backup/c": head, "refs/paradev/backup/a": head}
+    )
+    assert g.rev("refs/paradev/backup/c") is None
+
+
+def test_unmerged_and_changes_reads_conflicts_and_untracked_files(repo: Path) -> None:
+    base = rev(repo, "HEAD")
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, {"clash.txt": "side\n"}, "side")
+    git(repo, "checkout", "-q", base)
+    commit(repo, {"clash.txt": "main\n"}, "main")
+    subprocess.run(["git", "merge", "-q", "side"], cwd=repo, capture_output=True, check=False)
+    write(repo, {"extra.txt": "x\n"})
+    unmerged, changes = git_mod.unmerged_and_changes(repo)
+    assert unmerged == git_mod.unmerged_paths(repo) == ["clash.txt"]
+    assert set(changes) == {"clash.txt", "extra.txt"}

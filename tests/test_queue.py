@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
+from paradev.train import advance as advance_mod
 from paradev.train import candidates as queue_mod
 from paradev.train import gate as gates_mod
 from paradev.train import steps as train_mod
@@ -366,8 +367,8 @@ CRASH_POINTS = [
     (gates_mod, "run_gates", "before"),
     (gates_mod, "run_gates", "after"),
     (queue_mod, "build_chain", "after"),
-    (train_mod, "move_base", "before"),
-    (train_mod, "move_base", "after"),
+    (advance_mod, "move_base", "before"),
+    (advance_mod, "move_base", "after"),
     (queue_mod, "_point_branch", "after"),
     (train_mod, "step_mark", "before"),
     (train_mod, "step_mark", "after"),
@@ -678,8 +679,8 @@ def test_a_gate_failure_is_handed_back_with_its_own_prompt_and_the_fix_lands(
 # -- abort after a crash in the middle of a landing of several agents ----------------------------
 
 LANDING_CRASHES = [
-    (train_mod, "move_base", "before"),  # journaled, base not moved yet
-    (train_mod, "move_base", "after"),  # base moved, no agent's bookkeeping done
+    (advance_mod, "move_base", "before"),  # journaled, base not moved yet
+    (advance_mod, "move_base", "after"),  # base moved, no agent's bookkeeping done
     (queue_mod, "_point_branch", "after"),  # the first agent's branch moved, not marked
     (train_mod, "step_mark", "after"),  # the first agent marked merged, the others not
 ]
@@ -827,10 +828,12 @@ def test_a_candidate_that_lost_an_agents_work_never_lands(
     forgotten = rev(repo, "parallel-dev/agent-1")
     real = queue_mod.replay
 
-    def forgetting(git_: Any, onto: str, commits: Any, issues: Any = None) -> str | None:
+    def forgetting(
+        git_: Any, onto: str, commits: Any, issues: Any = None, committer: Any = None
+    ) -> str | None:
         kept = [n for n, sha in enumerate(commits) if sha != forgotten]
         wanted = [issues[n] for n in kept] if issues is not None else None
-        return real(git_, onto, [commits[n] for n in kept], wanted)
+        return real(git_, onto, [commits[n] for n in kept], wanted, committer)
 
     mocker.patch.object(queue_mod, "replay", side_effect=forgetting)
 

@@ -805,3 +805,33 @@ def test_a_record_checked_at_once_reads_as_one_checked_field_by_field(
 ) -> None:
     # an unknown field (ignored) takes the field-by-field path: both must agree
     assert _outcome(raw) == _outcome({**raw, "from_a_newer_paradev": 1})
+
+
+def test_writes_that_reuse_unchanged_record_lines_still_hold_every_change(tmp_path: Path) -> None:
+    """Each write dumps only the records that changed: a change in place is still one."""
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    state = store.read()
+    with store.locked():
+        state.tasks[2].status = "completed"
+        store.write(state)  # task 2's line made again, from this very list
+        state.tasks[2].files_modified.append("g.py")  # changed in place
+        state.tasks[3].cost_usd = 2  # == 2.0, yet dumped apart
+        store.write(state)
+    with store.update() as state:
+        state.tasks[1].status = "merged"
+    text = store.path.read_text()
+    assert json.loads(text)["tasks"]["2"]["files_modified"] == ["f2.py", "g.py"]
+    assert '"cost_usd": 2,' in text.splitlines()[_line_of(text, '"3": ')]
+    with store.update() as state:
+        state.tasks[3].cost_usd = 2.0
+    fresh = StateStore(tmp_path)
+    text = store.path.read_text()
+    assert '"cost_usd": 2.0,' in text.splitlines()[_line_of(text, '"3": ')]
+    assert store.read() == State.from_json(json.loads(store.path.read_text()))
+    assert store.read().tasks[1].status == "merged"
+    assert fresh.read().tasks[2].files_modified == ["f2.py", "g.py"]
+
+
+def _line_of(text: str, start: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines()) if line.strip().startswith(start))

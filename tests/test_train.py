@@ -17,8 +17,10 @@ from pytest_mock import MockerFixture
 
 from paradev import git as paradev_git
 from paradev.state import StateStore
+from paradev.train import advance as advance_mod
 from paradev.train import gate as gate_mod
 from paradev.train import messages
+from paradev.train import rebase as rebase_mod
 from paradev.train import steps as train_mod
 from paradev.workspace import open_workspace
 from tests.conftest import PLAN
@@ -614,8 +616,8 @@ def test_squash_keeps_a_conventional_prefix() -> None:
 def test_marker_hunks(tmp_path: Path) -> None:
     file = tmp_path / "f.txt"
     file.write_text("a\n<<<<<<< ours\nb\n=======\nc\n>>>>>>> theirs\nd\n<<<<<<< x\n>>>>>>> y\n")
-    assert train_mod.marker_hunks(file) == [(2, 6), (8, 9)]
-    assert train_mod.marker_hunks(tmp_path / "missing") == []
+    assert rebase_mod.marker_hunks(file) == [(2, 6), (8, 9)]
+    assert rebase_mod.marker_hunks(tmp_path / "missing") == []
 
 
 # -- crashes -----------------------------------------------------------------------------------
@@ -641,7 +643,7 @@ def fixed_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def owner(name: str) -> Any:
     """The module the train looks ``name`` up in: patched there, the crash hits the train."""
-    return gate_mod if name == "run_gate" else train_mod
+    return {"run_gate": gate_mod, "move_base": advance_mod}.get(name, train_mod)
 
 
 def crash_before(mocker: MockerFixture, name: str) -> None:
@@ -1883,8 +1885,8 @@ def test_state_writes_per_branch_do_not_grow_with_history(
     work(cli, trees, 3, {"three.py": "3\n"})
     large = _count_writes(mocker, cli)  # two branches, 2,000 more task records
 
-    assert len(large["state.json"]) == len(small["state.json"]) + 1  # one write per branch: marks
-    assert len(small["state.json"]) <= 5  # order, start, mark, conflict snapshot, history
+    assert len(large["state.json"]) == len(small["state.json"])  # none per branch: marks ride
+    assert len(small["state.json"]) <= 4  # order, start, conflict snapshot, history + marks
     assert min(large["state.json"]) > 200_000  # each of them costs the whole history...
     assert max(large["train.json"]) < 20_000  # ...which no journal write carries
     assert len(large["train.json"]) <= 2 * len(small["train.json"]) + 2
@@ -1952,3 +1954,28 @@ def test_a_train_resumed_by_another_committer_later_makes_the_same_commits(
     assert git(main, "log", "-1", "--format=%cn %cI", "main") == (
         "Driver On Laptop 2026-01-01T00:00:00+00:00"
     )
+
+
+def test_tasks_a_train_landed_read_merged_before_the_state_file_says_so(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The marks ride in the journal: every read applies them; the train's end writes them."""
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    crash_before(mocker, "step_hooks")  # agent 1 landed and marked, the train not ended
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    store = open_workspace(repo).store
+    landed = rev(repo, "main")
+    record = store.read().tasks[11]
+    assert (record.status, record.merged_commit) == ("merged", landed)
+    assert record.merged_at is not None
+    assert json.loads(store.path.read_text())["tasks"]["11"]["status"] == "completed"
+    assert cli("merge", "--continue").code == 0
+    on_file = json.loads(store.path.read_text())["tasks"]
+    assert (on_file["11"]["status"], on_file["11"]["merged_commit"]) == ("merged", landed)
+    assert on_file["11"]["merged_at"] == record.merged_at  # the journaled time, not a new one
+    assert on_file["12"]["status"] == "merged"
+    assert not store.journal_path.exists()

@@ -12,7 +12,7 @@ from typing import Any
 from paradev import git as gitmod
 from paradev.runner import Outcome, Row, Started
 from paradev.snapshots import precise_now
-from paradev.train.steps import marker_hunks
+from paradev.train.rebase import marker_hunks
 from paradev.workspace import Workspace
 
 

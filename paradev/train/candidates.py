@@ -24,20 +24,21 @@ worktree, stop or hand back) and the queue goes on after it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
 from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
+from paradev.train import advance, backup, landing, rebase, rewrite, steps
 from paradev.train import gate as gates
-from paradev.train import landing, steps
-from paradev.train.journal import ADVANCE, BACKUP, Train, environ
+from paradev.train.journal import ADVANCE, BACKUP, Train
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
@@ -80,11 +81,10 @@ def _results(train: Train) -> dict[str, dict[str, Any]]:
     return found
 
 
-@contextmanager
-def _committer(train: Train) -> Iterator[None]:
-    """Commits made meanwhile take the committer journaled at the start (same commits on resume)."""
-    with environ(settings(train)["committer"]):
-        yield
+def _committer(train: Train) -> dict[str, str]:
+    """The committer journaled at the start, which every rebuilt commit takes (same commits)."""
+    committer: dict[str, str] = settings(train)["committer"]
+    return committer
 
 
 # -- the loop --------------------------------------------------------------------------------
@@ -107,8 +107,7 @@ def run_queue(train: Train) -> None:
         f"merge queue: parallel {mq['parallel']}, batch {mq['batch']}, "
         f"on gate failure {mq['on_gate_failure']}, retries {mq['retries']}"
     )
-    for agent in train.queue:
-        _back_up(train, agent)
+    _back_up(train, train.queue)
     train.save()
     while train.queue:
         _round(train)
@@ -128,7 +127,13 @@ def _round(train: Train) -> None:
     if settings(train).get("landing"):
         _finish_landing(train)
         return
-    chain = build_chain(train)
+    early = _EarlyGates(train)
+    try:
+        chain = build_chain(train, early)
+    except BaseException:  # a conflict stop, Ctrl-C: the gates started early stop too
+        early.stop()
+        raise
+    early.record()
     if chain.blocked is not None and _ejecting(train, chain.blocked.reason):
         _eject(train, chain.blocked.agent, chain.blocked.reason, chain.blocked.message)
         return
@@ -206,43 +211,64 @@ def _forget_failures(train: Train) -> None:
 # -- candidates ------------------------------------------------------------------------------
 
 
-def _back_up(train: Train, agent: int) -> None:
-    """Keep the branch's head under a backup ref, journal what lands; the branch is not moved."""
-    if train.is_done(agent, BACKUP):
-        return
-    entry = train.agent(agent)
-    if "old_head" not in entry:
-        steps.journal_backup(train, agent)
-    steps._keep_ref(train.ws.git, entry["backup"], entry["old_head"])
-    train.finish(agent, BACKUP)
+def _back_up(train: Train, agents: Sequence[int]) -> None:
+    """Keep each branch's head under a backup ref, journal what lands; no branch is moved.
+
+    A few git processes for the whole queue: one reads every ref, one creates the backups.
+    """
+    todo = [agent for agent in agents if not train.is_done(agent, BACKUP)]
+    fresh = [agent for agent in todo if "old_head" not in train.agent(agent)]
+    found = backup.read_tips(train, fresh) if fresh else {}
+    for agent in fresh:
+        backup.journal_backup(train, agent, found)
+    backup.keep_backups(train, todo)
+    for agent in todo:
+        train.finish(agent, BACKUP)
 
 
-def build_chain(train: Train) -> Chain:
+def build_chain(train: Train, early: _EarlyGates | None = None) -> Chain:
     """Every candidate of the queue on today's base, up to the first agent that cannot join.
 
     Replays run one after the other (each builds on the one before); the
     checks of what each would land run side by side. Both are memoized in
-    the journal per (agent, its work, what it goes onto).
+    the journal per (agent, its work, what it goes onto). ``early``: the
+    first candidates' gates start as soon as they are built and checked,
+    and run while the rest of the chain is built.
     """
     tip = train.base_tip()
+    onto = [tip]
     links: list[Link] = []
     blocked: Blocked | None = None
-    with _committer(train):
-        for agent in train.queue:
-            built = _link(train, agent, tip)
-            if isinstance(built, Blocked):
-                blocked = built
-                break
-            links.append(Link(agent, built))
-            tip = built
-    onto = [train.base_tip(), *(link.commit for link in links)]
+    checked = 0
+    for agent in train.queue:
+        built = _link(train, agent, tip)
+        if isinstance(built, Blocked):
+            blocked = built
+            break
+        links.append(Link(agent, built))
+        onto.append(built)
+        tip = built
+        if early is not None and early.wanted(links):
+            problem = _first_problem(train, links, onto, 0)
+            if problem is not None:
+                return Chain(links[: problem[0]], problem[1])
+            checked = len(links)
+            early.start(links)
+    problem = _first_problem(train, links, onto, checked)
+    return Chain(links, blocked) if problem is None else Chain(links[: problem[0]], problem[1])
+
+
+def _first_problem(
+    train: Train, links: list[Link], onto: list[str], start: int
+) -> tuple[int, Blocked] | None:
+    """The first of ``links[start:]`` that fails its checks (run side by side), with its index."""
     checks = gitmod.side_by_side(
-        lambda k: _check(train, links[k], onto[k]), range(len(links)), threads=4
+        lambda k: _check(train, links[k], onto[k]), range(start, len(links)), threads=4
     )
-    for index, problem in enumerate(checks):
+    for index, problem in enumerate(checks, start=start):
         if problem is not None:
-            return Chain(links[:index], problem)
-    return Chain(links, blocked)
+            return index, problem
+    return None
 
 
 def _link(train: Train, agent: int, onto: str) -> str | Blocked:
@@ -266,14 +292,17 @@ def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
     git = train.ws.git
     commits = gitmod.commits_between(git, onto, source)
     squash = train.journal.get("squash", train.ws.plan.squash)
-    tasks = steps._landing_tasks(train, agent)
+    tasks = rewrite._landing_tasks(train, agent)
     issues = (
-        None if squash or not tasks else steps._issues_per_commit(train, agent, tasks, len(commits))
+        None
+        if squash or not tasks
+        else rewrite._issues_per_commit(train, agent, tasks, len(commits))
     )
-    replayed = replay(git, onto, commits, issues)
+    committer = _committer(train)
+    replayed = replay(git, onto, commits, issues, committer)
     if replayed is None or not squash or replayed == onto:
         return replayed
-    return steps.build_squash(train, agent, onto, replayed)
+    return rewrite.build_squash(train, agent, onto, replayed, committer)
 
 
 def _check(train: Train, link: Link, onto: str) -> Blocked | None:
@@ -299,12 +328,17 @@ def _check(train: Train, link: Link, onto: str) -> Blocked | None:
 
 
 def replay(
-    git: Git, onto: str, commits: Sequence[str], issues: Sequence[list[int]] | None = None
+    git: Git,
+    onto: str,
+    commits: Sequence[str],
+    issues: Sequence[list[int]] | None = None,
+    committer: dict[str, str] | None = None,
 ) -> str | None:
     """``commits`` replayed onto ``onto`` as a rebase would (None: a conflict).
 
     Commits that change nothing once replayed are dropped, as a rebase drops
     them; with ``issues``, each commit's message gets its issue trailers.
+    ``committer``: GIT_COMMITTER_* of every new commit (else git's own).
     """
     tip, tip_tree = onto, gitmod.tree_of(git, onto)
     for index, (commit, data) in enumerate(
@@ -321,7 +355,9 @@ def replay(
         if issues is not None:
             wanted = [str(issue) for issue in issues[index]]
             message = gitmod.add_trailers_to_each(git, [message], landing.ISSUE_TRAILER, wanted)[0]
-        tip = gitmod.commit_tree(git, merge.tree, [tip], message, env=data.author)
+        tip = gitmod.commit_tree(
+            git, merge.tree, [tip], message, env=data.author | (committer or {})
+        )
         tip_tree = merge.tree
     return tip
 
@@ -329,17 +365,129 @@ def replay(
 # -- gating ----------------------------------------------------------------------------------
 
 
-def _gate(train: Train, links: list[Link], picks: list[int]) -> None:
-    """Gate the candidates at ``picks`` at once, each failed one again up to ``retries`` times."""
+class _EarlyGates:
+    """Gates of a round's first candidates, run while the candidates behind them are built.
+
+    Only in a fresh round (no gate result known yet) with more agents queued
+    than ``parallel x batch``: then which candidates are gated first does not
+    depend on the rest of the chain. The gates run in a thread of their own
+    (sleeping or testing, they overlap the git work of building); only this
+    thread touches the journal, before they start and once they ended.
+    """
+
+    def __init__(self, train: Train) -> None:
+        self.train = train
+        mq = settings(train)
+        self.count = int(mq["parallel"]) * int(mq["batch"])
+        gating = bool(train.journal["gate"] and gates._gate_command(train.ws))
+        self.enabled = gating and len(train.queue) > self.count
+        self.links: list[Link] = []
+        self.picks: list[int] = []
+        self.run: _GateRun | None = None
+
+    def wanted(self, links: list[Link]) -> bool:
+        """Whether to start now: the first ``parallel x batch`` candidates exist, none gated yet."""
+        return (
+            self.enabled
+            and self.run is None
+            and len(links) == self.count
+            and all(_outcome(self.train, link) is None for link in links)
+        )
+
+    def start(self, links: list[Link]) -> None:
+        mq = settings(self.train)
+        self.links = list(links)
+        self.picks = probes([None] * len(links), int(mq["parallel"]), int(mq["batch"]))
+        self.run = _start_gates(self.train, self.links, self.picks, 0, background=True)
+
+    def stop(self) -> None:
+        """Stop the gates under way (the round was interrupted), then wait for their thread."""
+        if self.run is not None:
+            with processes.shielded():
+                processes.stop_all(gates.KILL_GRACE)
+            self.run.thread_done()
+
+    def record(self) -> None:
+        """Wait for the gates started early and journal their results (retries included)."""
+        if self.run is not None:
+            _gate(self.train, self.links, self.picks, started=self.run)
+
+
+class _GateRun:
+    """One round of gate runs: ``jobs`` at once, in this thread or in one of its own."""
+
+    def __init__(
+        self,
+        jobs: list[gates.GateJob],
+        work: Callable[[], list[gates.GateResult]],
+        background: bool,
+    ) -> None:
+        self.jobs = jobs
+        self.work = work
+        self.results: list[gates.GateResult] | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        if background:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.results = self.work()
+        except BaseException as exc:  # raised again by the thread that waits
+            self.error = exc
+
+    def thread_done(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def wait(self) -> list[gates.GateResult]:
+        if self.thread is None:
+            return self.work()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.results is not None
+        return self.results
+
+
+def _start_gates(
+    train: Train, links: list[Link], picks: list[int], attempt: int, *, background: bool = False
+) -> _GateRun:
+    """Journal and announce the gate runs of the candidates at ``picks``, then start them.
+
+    Their environments are made here, before any other thread runs.
+    """
+    jobs = [_job(train, links[p - 1]) for p in picks]
+    for job, position in zip(jobs, picks, strict=True):
+        agents = ", ".join(str(link.agent) for link in links[:position])
+        again = f" (retry {attempt})" if attempt else ""
+        train.out(f"candidate {position} (agents {agents}): gate running{again} ({job.log})")
+    env_for = _env(train)
+    envs = [env_for(job, gates.slot_path(train.ws, slot)) for slot, job in enumerate(jobs, 1)]
+    by_log = {job.log: env for job, env in zip(jobs, envs, strict=True)}
+    command = gates._gate_command(train.ws)
+
+    def work() -> list[gates.GateResult]:
+        return gates.run_gates(train.ws, jobs, command, lambda job, _path: dict(by_log[job.log]))
+
+    return _GateRun(jobs, work, background)
+
+
+def _gate(
+    train: Train, links: list[Link], picks: list[int], started: _GateRun | None = None
+) -> None:
+    """Gate the candidates at ``picks`` at once, each failed one again up to ``retries`` times.
+
+    ``started``: their first runs, already under way.
+    """
     mq, results = settings(train), _results(train)
     todo = [links[p - 1] for p in picks]
     for attempt in range(int(mq["retries"]) + 1):
-        jobs = [_job(train, link) for link in todo]
-        for job, position in zip(jobs, picks, strict=False):
-            agents = ", ".join(str(link.agent) for link in links[:position])
-            again = f" (retry {attempt})" if attempt else ""
-            train.out(f"candidate {position} (agents {agents}): gate running{again} ({job.log})")
-        outcomes = gates.run_gates(train.ws, jobs, gates._gate_command(train.ws), _env(train))
+        first = attempt == 0 and started is not None
+        run = started if first and started else _start_gates(train, links, picks, attempt)
+        outcomes = run.wait()
+        jobs = run.jobs
         failed = []
         for link, job, result in zip(todo, jobs, outcomes, strict=True):
             runs = int(results.get(link.commit, {}).get("runs", 0)) + 1
@@ -430,7 +578,7 @@ def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
         return
     entry = train.agent(agent)
     if "resolver" in entry:
-        steps.wait_for_resolver(train, agent)
+        rebase.wait_for_resolver(train, agent)
     else:
         _hand_back_gate_failure(train, agent, ejected.get("facts") or ejected["message"])
     entry.pop("resolver", None)  # the next ejection hands back again
@@ -470,7 +618,7 @@ def _hand_back_gate_failure(train: Train, agent: int, facts: str) -> None:
     if launch is not None:
         train.hand_back_to = functools.partial(launch, kind="gate")
     try:
-        steps.hand_back(train, agent, facts)
+        rebase.hand_back(train, agent, facts)
     finally:
         train.hand_back_to = launch
 
@@ -520,9 +668,9 @@ def _finish_landing(train: Train) -> None:
     pending = mq["landing"]
     current, target = train.base_tip(), str(pending["to"])
     if current == pending["from"]:
-        steps._undo_killed_fast_forward(train, current, target)
+        advance._undo_killed_fast_forward(train, current, target)
         try:
-            steps.move_base(
+            advance.move_base(
                 train.ws, train.base, current, target, then="run paradev merge --continue"
             )
         except GitError:  # say which files stand in the way, not git's first line
@@ -593,7 +741,7 @@ def _land_serially(train: Train, agent: int) -> None:
         entry["serial"] = True
         train.out(f"agent {agent}: its work does not replay cleanly; rebasing it in its worktree")
         if entry.get("wip") and train.head(agent) == entry["wip"]:
-            steps._set_wip_aside(train, agent)
+            backup._set_wip_aside(train, agent)
         train.save()
     steps.land(train, agent)
     train.queue.remove(agent)

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.train import candidates, join, steps
+from paradev.train.advance import _undo_killed_fast_forward, move_base
+from paradev.train.backup import _restore_branch
+from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
 from paradev.train.journal import (
     AgentLocks,
     HandBack,
@@ -21,20 +24,13 @@ from paradev.train.journal import (
     journaled_committer,
     load_train,
 )
+from paradev.train.rebase import _abort_our_rebase
 from paradev.train.steps import (
-    Preflight,
-    _abort_our_rebase,
     _end,
     _finish_landed,
     _has_landed,
     _note_skip,
-    _resolve_push,
-    _restore_branch,
     _say_skipped_last_time,
-    _undo_killed_fast_forward,
-    merge_order,
-    move_base,
-    preflight,
     summary,
     take_over,
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from paradev import git as gitmod
 from paradev.order import _missing_dependency
-from paradev.train import candidates, steps
+from paradev.train import backup, candidates
 from paradev.train.dryrun import (
     BLOCKED,
     EJECT,
@@ -106,7 +106,7 @@ def _dry_train(ws: Workspace, sim: Simulation, order: Sequence[int]) -> _DryTrai
     }
     train = _DryTrain(ws, journal, sim)
     for agent in order:
-        steps.journal_backup(train, agent)
+        backup.journal_backup(train, agent)
     return train
 
 

@@ -1,7 +1,7 @@
 """``paradev merge --dry-run``: the train's own checks, then its landings simulated in git objects.
 
 The preconditions are the very functions ``paradev merge`` runs before its
-first change (``steps.preflight``), so the dry run refuses where the train
+first change (``checks.preflight``), so the dry run refuses where the train
 would, with the same words and exit 2. Then every landing is simulated with
 ``merge-tree``/``commit-tree`` on a chain of commits standing for base as it
 moves, and the dry run exits as the train would: 1 where it would stop (a
@@ -28,8 +28,7 @@ from paradev import git as gitmod
 from paradev.errors import ParadevError, PreconditionError, Stopped
 from paradev.git import BranchCommit, Git, MergeTree
 from paradev.order import completed_head
-from paradev.train import landing
-from paradev.train import steps as serial
+from paradev.train import checks, landing
 from paradev.train.journal import driving
 from paradev.workspace import Workspace
 
@@ -121,7 +120,7 @@ def dry_run(
     queue = ws.plan.merge_queue
     mode = "serial" if queue is None else "queue"
     with driving(ws, note_owner=False), ExitStack() as locks:
-        checked = serial.preflight(ws, locks, push=push, gate=gate, peek=True)
+        checked = checks.preflight(ws, locks, push=push, gate=gate, peek=True)
         sim = Simulation(ws, checked.gating)
         base = ws.plan.base
         if checked.remote_tip is not None:
@@ -135,7 +134,7 @@ def dry_run(
         if not checked.selection.agents:
             out("nothing to land")
             return DryRun([], mode=mode, skipped=skipped)
-        order = serial.merge_order(ws, checked.selection.agents, save=False)
+        order = checks.merge_order(ws, checked.selection.agents, save=False)
         if queue is not None:
             from paradev.train.dryqueue import simulate_queue
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from paradev.errors import ParadevError
 from paradev.order import select_agents
+from paradev.train.checks import _check_agent_tree, merge_order
 from paradev.train.gate import _gate_command
 from paradev.train.journal import AgentLocks, Train, _lock_agents
-from paradev.train.steps import _check_agent_tree, merge_order
 
 
 class Joiner:

@@ -39,6 +39,9 @@ BACKUP, REBASE, SQUASH, GATE, ADVANCE, PUSH, MARK, HOOKS = (
     "hooks",
 )
 
+# Steps of one landing that only some landings take.
+CHECK, TRAILERS, WIP = "check", "trailers", "wip"
+
 
 class HandBack(Protocol):
     """Launch an agent on a stopped rebase (the runner's): passed in, the runner sits above."""
@@ -70,6 +73,7 @@ class Train:
         self.out = out
         self.hand_back_to = hand_back  # the runner's launch of an agent (on_conflict = "agent")
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
+        self._changes_handed_on: dict[int, list[str]] = {}  # the check's status, for the gate
         self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
 
     @property
@@ -177,7 +181,22 @@ class Train:
 
     def tips_handed_on(self, agent: int) -> tuple[str, str]:
         """The tips the previous step handed on (once), else read from git."""
-        return self._handed_on.pop(agent, None) or self.tips(agent)
+        return self.handed_on(agent) or self.tips(agent)
+
+    def handed_on(self, agent: int) -> tuple[str, str] | None:
+        """The tips the previous step handed on (once), None when it handed none."""
+        return self._handed_on.pop(agent, None)
+
+    def hand_on_changes(self, agent: int, changes: list[str]) -> None:
+        """Pass the agent's uncommitted paths (untracked too) from the check to the gate step.
+
+        Sound as ``hand_on``: nothing runs in the agent's tree between the two.
+        """
+        self._changes_handed_on[agent] = changes
+
+    def changes_handed_on(self, agent: int) -> list[str] | None:
+        """The uncommitted paths the check step handed on (once), None when it handed none."""
+        return self._changes_handed_on.pop(agent, None)
 
 
 def _rev(git: Git, ref: str) -> str:

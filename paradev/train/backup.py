@@ -1,0 +1,191 @@
+"""Before a branch is rewritten: its backup ref and lease; work in progress set aside and put back.
+
+The journal notes the branch's head, the completed commit that lands and
+the later commits (work in progress) that do not; ``--abort`` restores the
+branch from the backup ref.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from paradev import git as gitmod
+from paradev.errors import GitError, PreconditionError
+from paradev.git import Git
+from paradev.order import completed_head
+from paradev.train.checks import (
+    _check_agent_branch,
+)
+from paradev.train.journal import (
+    BACKUP,
+    WIP,
+    Train,
+    backup_ref,
+)
+from paradev.train.rebase import (
+    _abort_or_quit,
+)
+
+
+def step_backup(train: Train, agent: int) -> None:
+    """Keep the branch's head under refs/paradev/backup/<branch>/<train id> before rewriting it."""
+    if train.is_done(agent, BACKUP):
+        return
+    entry = train.agent(agent)
+    tips = None if "old_head" in entry else journal_backup(train, agent)
+    _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    if entry.get("wip") and (tips[1] if tips else train.head(agent)) == entry["wip"]:
+        _set_wip_aside(train, agent)
+    elif tips is not None:
+        train.hand_on(agent, *tips)  # the rebase step reads no git: nothing moved since
+    train.finish(agent, BACKUP)
+
+
+def journal_backup(
+    train: Train, agent: int, found: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """Note the branch, its head, what lands (the completed commit) and what does not (wip).
+
+    Written with the next step: until then nothing has changed. Returns the
+    (base, branch) commits it read. ``found``: the refs, when ``read_tips`` read them.
+    """
+    branch = train.branch(agent)
+    base, head, tracking = _tips_and_tracking(train, agent, found)
+    completed = completed_head(train.ws, train.task_view(agent), agent)
+    candidate = completed[1] if completed else head
+    train.begin(
+        agent,
+        BACKUP,
+        branch=branch,
+        old_head=head,
+        backup=backup_ref(branch, train.id),
+        remote_head=_lease(train, agent, candidate, tracking),
+        candidate=candidate,
+        wip=head if candidate != head else None,
+    )
+    return base, head
+
+
+def _tip_refs(train: Train, agent: int) -> list[str]:
+    """Base, the agent's branch and (with a remote) its remote-tracking copy."""
+    branch, remote = train.branch(agent), train.ws.plan.remote
+    tracking = [f"refs/remotes/{remote}/{branch}"] if remote else []
+    return [f"refs/heads/{train.base}", f"refs/heads/{branch}", *tracking]
+
+
+def read_tips(train: Train, agents: Sequence[int]) -> dict[str, str]:
+    """The refs ``journal_backup`` reads for every one of ``agents``: one git process."""
+    refs = sorted({ref for agent in agents for ref in _tip_refs(train, agent)})
+    return gitmod.resolve_refs(train.ws.git, refs)
+
+
+def _tips_and_tracking(
+    train: Train, agent: int, found: dict[str, str] | None = None
+) -> tuple[str, str, str | None]:
+    """Base's commit, the branch's and its remote-tracking copy's (None: none): one git process."""
+    base, ref, *tracking = _tip_refs(train, agent)
+    found = gitmod.resolve_refs(train.ws.git, [base, ref, *tracking]) if found is None else found
+    for wanted in (base, ref):
+        if wanted not in found:
+            raise PreconditionError(f"{wanted} does not exist")
+    return found[base], found[ref], found.get(tracking[0]) if tracking else None
+
+
+def keep_backups(train: Train, agents: Sequence[int]) -> None:
+    """Create the journaled backup ref of every one of ``agents``: one git process.
+
+    When one is there already (a resumed train), each is kept on its own.
+    """
+    wanted = {str(train.agent(a)["backup"]): str(train.agent(a)["old_head"]) for a in agents}
+    if wanted and not gitmod.create_refs(train.ws.git, wanted):
+        for ref, commit in wanted.items():
+            _keep_ref(train.ws.git, ref, commit)
+
+
+def _lease(train: Train, agent: int, head: str, tracking: str | None) -> str | None:
+    """What the remote's copy of the branch may be overwritten from, None: do not push it.
+
+    Only a remote copy our branch already contains may be replaced: commits
+    someone else pushed there (after our fetch) are never overwritten.
+    ``tracking``: that copy as fetched (its remote-tracking ref).
+    """
+    remote, branch = train.ws.plan.remote, train.branch(agent)
+    if tracking is None:
+        return None
+    if not gitmod.is_ancestor(train.ws.git, tracking, head):
+        train.out(f"agent {agent}: {remote}/{branch} has commits {branch} lacks; not pushing it")
+        return None
+    return tracking
+
+
+def _keep_ref(git: Git, ref: str, commit: str) -> None:
+    """Create ``ref`` at ``commit``; fine when it is there already (a resumed step)."""
+    try:
+        gitmod.update_ref(git, ref, commit, "")
+    except GitError:
+        if git.rev(ref) != commit:
+            raise PreconditionError(f"{ref} exists and points elsewhere; remove it") from None
+
+
+def _set_wip_aside(train: Train, agent: int) -> None:
+    """Cut the branch back to the completed commit: later commits (work in progress) never land.
+
+    They are kept by the backup ref and put back on the branch once it landed.
+    """
+    entry = train.agent(agent)
+    path = _check_agent_branch(train.ws, agent, train.branch(agent))
+    train.save()  # the journal knows the cut before the branch moves
+    gitmod.reset_keep(path, entry["candidate"])
+    count = len(gitmod.commits_between(train.ws.git, entry["candidate"], entry["wip"]))
+    train.out(
+        f"agent {agent}: landing the completed commit {entry['candidate'][:12]}; "
+        f"{count} later commit(s) stay on {train.branch(agent)}, unlanded"
+    )
+
+
+def step_wip(train: Train, agent: int) -> None:
+    """Put the commits made after the completed one back on the branch, on top of what landed.
+
+    When they do not rebase cleanly, the branch keeps them as they were.
+    """
+    entry = train.agent(agent)
+    if not entry.get("wip") or train.is_done(agent, WIP):
+        return
+    path, wip, landed = train.worktree(agent), entry["wip"], entry["landed"]
+    train.begin(agent, WIP, flush=True)
+    if gitmod.rebase_in_progress(path) is not None:  # ours: a crash during this step
+        _abort_or_quit(path)
+    gitmod.checkout_force(path, train.branch(agent), wip)
+    if gitmod.rebase_onto(path, landed, entry["candidate"]):
+        where = f"rebased onto {landed[:12]}"
+    else:
+        _abort_or_quit(path)
+        gitmod.checkout_force(path, train.branch(agent), wip)
+        where = "kept as they were (they conflict with what landed; rebase them yourself)"
+    train.finish(agent, WIP)
+    train.out(
+        f"agent {agent}: the commits after the landed one stay on {train.branch(agent)}, {where}"
+    )
+
+
+def _restore_branch(train: Train, agent: int) -> None:
+    """Put the branch back at its backed-up head (a no-op when it never moved).
+
+    The head it leaves is kept under ``<backup>-aborted`` first: it may hold a
+    fix committed after a gate failure, which exists nowhere else.
+    """
+    entry = train.agent(agent)
+    old = entry.get("old_head")
+    if not old:
+        return
+    base, current = train.tips(agent)
+    if current == old:
+        return
+    if not gitmod.is_ancestor(train.ws.git, current, base):
+        _keep_ref(train.ws.git, f"{entry['backup']}-aborted", current)
+    path = train.worktree(agent)
+    if gitmod.current_branch(path) == train.branch(agent):
+        gitmod.reset_keep(path, old)
+    else:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", old, current)
+    train.out(f"agent {agent}: {train.branch(agent)} restored to {old[:12]} from {entry['backup']}")
