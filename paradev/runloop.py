@@ -168,6 +168,7 @@ class Landing:
     issues: frozenset[int]  # what was waiting to land when it started
     log: Path
     offset: int
+    tail: list[str] = field(default_factory=list)  # its last lines, for why it stopped
 
 
 @dataclass
@@ -431,7 +432,7 @@ class Run:
         self._forward_merge_output(landing)
         self.landing = None
         state = self.ws.store.read()
-        lines = _lines(landing.log, landing.offset)
+        lines = landing.tail
         if code == BUSY and self.refusals < MERGE_ATTEMPTS:
             self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
             return
@@ -469,10 +470,10 @@ class Run:
         self.say("stopped", self.stopped)
 
     def _forward_merge_output(self, landing: Landing) -> None:
-        lines = _lines(landing.log, landing.offset)
-        landing.offset = log_size(landing.log)
+        lines, landing.offset = _lines(landing.log, landing.offset)
         for line in lines:
             self.say("merge", f"merge: {line}")
+        landing.tail = (landing.tail + lines)[-2:]
 
     # -- telling --
     def _tell_changes(self, state: State) -> None:
@@ -566,14 +567,16 @@ def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:
             )
 
 
-def _lines(log: Path, offset: int) -> list[str]:
+def _lines(log: Path, offset: int) -> tuple[list[str], int]:
+    """The lines written past ``offset`` and the offset after them (one read: none is lost)."""
     try:
         with log.open("rb") as handle:
             handle.seek(offset)
             data = handle.read()
     except OSError:
-        return []
-    return [printable(line) for line in data.decode(errors="replace").splitlines() if line.strip()]
+        return [], offset
+    text = data.decode(errors="replace")
+    return [printable(line) for line in text.splitlines() if line.strip()], offset + len(data)
 
 
 def summary_lines(summary: Summary) -> list[str]:
