@@ -47,9 +47,31 @@ _REPO_ENV_VARS = (
 )
 
 
+# GIT_COMMITTER_* a merge train fixes for the git it runs (``committing_as``).
+_COMMITTER: dict[str, str] = {}
+
+
+@contextmanager
+def committing_as(ident: Mapping[str, str]) -> Iterator[None]:
+    """git run meanwhile commits as ``ident`` (a train's journaled committer, name and date).
+
+    Only paradev's own git calls take it: the user's programs (agents, gates,
+    hooks: ``user_env``) commit as the user, at the time they commit.
+    """
+    saved = dict(_COMMITTER)
+    _COMMITTER.clear()
+    _COMMITTER.update(ident)
+    try:
+        yield
+    finally:
+        _COMMITTER.clear()
+        _COMMITTER.update(saved)
+
+
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a git child: ours minus repository overrides, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV_VARS}
+    env.update(_COMMITTER)
     env["LC_ALL"] = "C"  # messages we parse stay in English
     env["GIT_TERMINAL_PROMPT"] = "0"  # never hang on a credential prompt
     env.setdefault("GIT_EDITOR", "true")  # rebase --continue must not open an editor
@@ -59,11 +81,14 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def user_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``git_env`` for a user's own program (setup command, agent, gate): in the user's locale."""
+    """``git_env`` for a user's own program (setup command, agent, gate, hook): in the user's
+    locale, committing as the user (not as a train's journaled committer)."""
     env = git_env(extra)
-    env.pop("LC_ALL", None)
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
+    for name in ("LC_ALL", *_COMMITTER):
+        if name in os.environ:
+            env[name] = os.environ[name]
+        elif not extra or name not in extra:
+            env.pop(name, None)
     return env
 
 

@@ -8,13 +8,12 @@ effects (comment on the tracker, notify a chat) and must not stop a batch.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import processes
-from paradev.git import git_env
+from paradev.git import user_env
 from paradev.plan import Task
 from paradev.state import TaskRecord
 from paradev.workspace import Workspace
@@ -81,10 +80,7 @@ def run_hook(
         return None
     worktree = ws.worktree(task.agent)
     cwd: Path = worktree if worktree.is_dir() else ws.repo.main_root
-    env = {**git_env(), **task_env(ws, task, record, event=event, **extra)}
-    env.pop("LC_ALL", None)  # the hook runs in the user's locale, not git's parsing one
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
+    env = user_env(task_env(ws, task, record, event=event, **extra))  # the user's locale
     return _run_shell(event, command, cwd, env)
 
 

@@ -32,11 +32,11 @@ from paradev.git import (
     content_merged,
     current_branch,
     dirty_paths,
-    git_env,
     is_ancestor,
     reset_keep,
     unfinished_operation,
     update_ref,
+    user_env,
 )
 from paradev.hooks import HookResult, run_hook, task_env
 from paradev.lifecycle import (
@@ -682,10 +682,7 @@ def _command_of(ws: Workspace, agent: int) -> AgentCommand:
 
 def agent_env(ws: Workspace, task: Task, prompt: Path, log: Path, mode: str) -> dict[str, str]:
     """The user's environment (in their locale) plus the PARADEV_* task variables."""
-    env = git_env(task_env(ws, task, prompt_file=str(prompt), log=str(log), mode=mode))
-    env.pop("LC_ALL", None)
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
+    env = user_env(task_env(ws, task, prompt_file=str(prompt), log=str(log), mode=mode))
     return with_port(env, ws.plan, task.agent)
 
 

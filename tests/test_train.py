@@ -555,6 +555,19 @@ def test_gate_argv_list_and_environment(repo: Path, setup_with: Any, cli: Cli) -
     assert "gate passed" in result.out
 
 
+def test_the_gate_commits_as_the_user_not_as_the_trains_journaled_committer(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal fixes who rewrites the agents' commits; a user's program keeps its own."""
+    for name in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE"):
+        monkeypatch.delenv(name, raising=False)
+    seen = tmp_path / "seen"
+    trees = setup_with(gate=f'echo "${{GIT_COMMITTER_DATE-unset}}" >> {seen}')
+    work(cli, trees, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 0
+    assert seen.read_text() == "unset\n"
+
+
 def test_gate_timeout_kills_the_whole_process_group(
     repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
 ) -> None:

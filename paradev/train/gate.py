@@ -10,7 +10,6 @@ once, each in its own process group; Ctrl-C or a signal stops every group.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -130,10 +129,7 @@ def gate_log(train: Train, agent: int, attempt: int) -> Path:
 
 
 def gate_env(train: Train, agent: int, log: Path) -> dict[str, str]:
-    env = gitmod.git_env()
-    env.pop("LC_ALL", None)
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
+    env = gitmod.user_env()
     env.update(
         {
             "PARADEV_AGENT": str(agent),

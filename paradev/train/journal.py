@@ -284,28 +284,13 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
     }
 
 
-@contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``values`` set for the block (git children inherit them)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def journaled_committer(train: Train) -> AbstractContextManager[None]:
     """Commits the train rewrites take the committer (name, email, date) of its journal.
 
     Whichever process or host drives it, a resumed train makes the same commits.
     """
     ident = train.journal.setdefault("committer", gitmod.committer_ident(train.ws.git))
-    return environ(ident)
+    return gitmod.committing_as(ident)
 
 
 def driver_record() -> dict[str, Any]:
