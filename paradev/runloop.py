@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from paradev import processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
@@ -203,6 +204,7 @@ class Run:
         self.stopped: str | None = None  # why nothing more lands in this run
         self.held: set[int] = set()  # agents whose lock another paradev holds
         self.shown: dict[int, str] = {}
+        self.snapshot: dict[str, Any] = {}  # what run.json holds (written only when it changes)
         self.statuses: dict[int, str] = {}
         self.told = 0  # outcomes of the agents already looked at
         self.attempts: dict[int, int] = {}  # issue -> trains that ended without landing it
@@ -506,15 +508,17 @@ class Run:
         self.shown = waits
         data = {
             "pid": os.getpid(),
-            "start": processes.start_time(os.getpid()),
+            "start": self.snapshot.get("start") or processes.start_time(os.getpid()),
             "schedule": self.ws.plan.schedule,
             "running": list(schedule.running),
             "landing": list(schedule.landing),
-            "waiting": {str(k): v for k, v in schedule.waiting.items()},
+            "waiting": {str(k): v for k, v in waits.items() if k not in schedule.blocked},
             "blocked": {str(k): v for k, v in schedule.blocked.items()},
             "stopped": self.stopped,
         }
-        supervise.write(runstatus.path(self.ws.store.dir), data)
+        if data != self.snapshot:
+            supervise.write(runstatus.path(self.ws.store.dir), data)
+            self.snapshot = data
 
     def _rows(self, schedule: Schedule) -> list[Row]:
         rows = self.agents.rows()
