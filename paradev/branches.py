@@ -108,8 +108,8 @@ def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -
     base_refs = [f"{prefix}{ws.plan.base}", f"refs/heads/{ws.plan.base}"]
     away = {} if remote else elsewhere(ws.plan, git)  # other hosts' agents: as pushed
     pushed = f"refs/remotes/{ws.plan.remote}/"
-    refs = gitmod.resolve_refs(git, [*base_refs, *(f"{prefix}{ws.branch(a)}" for a in agents)])
-    refs.update(_pushed_heads(ws, away, pushed))
+    wanted = [f"{pushed if a in away else prefix}{ws.branch(a)}" for a in agents]
+    refs = gitmod.resolve_refs(git, [*base_refs, *wanted])
     base_ref = next((ref for ref in base_refs if ref in refs), None)
     if base_ref is None:
         raise PreconditionError(f"base branch {ws.plan.base!r} does not exist")
@@ -121,13 +121,6 @@ def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -
     if uncommitted:
         heads.update(_snapshots(ws, agents))
     return Heads(ws.plan.base, base_ref, refs[base_ref], heads)
-
-
-def _pushed_heads(ws: Workspace, away: dict[int, str], prefix: str) -> dict[str, str]:
-    """The remote-tracking branches of other hosts' agents (fetched by conflicts and sync)."""
-    if not away:
-        return {}
-    return gitmod.resolve_refs(ws.git, [f"{prefix}{ws.branch(a)}" for a in away])
 
 
 def _snapshots(ws: Workspace, agents: Iterable[int]) -> dict[int, tuple[str, str, bool]]:

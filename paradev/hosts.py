@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable
 
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git, clone_config, push, set_clone_config
@@ -48,7 +49,7 @@ def remember_host(git: Git, plan: Plan, name: str) -> None:
             f"--host {name}: the plan has no [agents] hosts; add e.g. "
             f"hosts = {{ {name} = [1, 2] }} under [agents] in {plan.path.name}"
         )
-    _require_planned(plan, name, f"--host {name}")
+    _require_planned(plan, name, lambda: f"--host {name}")
     set_clone_config(git, HOST_CONFIG, name)
 
 
@@ -57,7 +58,7 @@ def agents_here(plan: Plan, git: Git) -> tuple[int, ...] | None:
     if not plan.hosts:
         return None
     name = this_host(git)
-    _require_planned(plan, name, f"this clone is host {name!r} ({host_source(git)})")
+    _require_planned(plan, name, lambda: f"this clone is host {name!r} ({host_source(git)})")
     return plan.hosts[name]
 
 
@@ -87,10 +88,11 @@ def elsewhere(plan: Plan, git: Git) -> dict[int, str]:
     return {agent: host for host, agents in plan.hosts.items() if host != here for agent in agents}
 
 
-def _require_planned(plan: Plan, name: str, who: str) -> None:
+def _require_planned(plan: Plan, name: str, who: Callable[[], str]) -> None:
+    """Refuse a host the plan does not list; ``who`` (a git call) is asked only then."""
     if name not in plan.hosts:
         raise PreconditionError(
-            f"{who}, which [agents] hosts does not list ({', '.join(plan.hosts)}); "
+            f"{who()}, which [agents] hosts does not list ({', '.join(plan.hosts)}); "
             f"run 'paradev setup --host NAME' with one of them, or set {HOST_ENV}"
         )
 

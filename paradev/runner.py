@@ -773,9 +773,11 @@ def record_usage(ws: Workspace, task: Task, log: Path, start: int) -> None:
     except OSError:
         return
     usage = usage_in(lines)
-    if usage is None or task.issue not in ws.store.read().tasks:
+    if usage is None:
         return
     with ws.store.update() as state:
+        if task.issue not in state.tasks:
+            return
         record = state.task(task.issue, task.agent)
         if usage.cost_usd is not None:
             record.cost_usd = (record.cost_usd or 0.0) + usage.cost_usd

@@ -29,7 +29,7 @@ from paradev.errors import ParadevError, PreconditionError, Stopped
 from paradev.git import BranchCommit, Git, MergeTree
 from paradev.order import completed_head
 from paradev.train import checks, landing
-from paradev.train.journal import driving
+from paradev.train.journal import _rev, driving
 from paradev.workspace import Workspace
 
 Output = Callable[[str], None]
@@ -239,7 +239,7 @@ class Simulation:
     def __init__(self, ws: Workspace, gating: bool) -> None:
         self.ws = ws
         self.git: Git = ws.git
-        self.base = _tip(ws.git, f"refs/heads/{ws.plan.base}")
+        self.base = _rev(ws.git, f"refs/heads/{ws.plan.base}")
         self.start = self.base  # base when the train starts
         self.tree = gitmod.tree_of(ws.git, self.base)
         self.holder = gitmod.branch_holder(ws.repo, ws.plan.base)
@@ -301,7 +301,7 @@ class Simulation:
     def _candidate(self, agent: int) -> str:
         """The commit the train lands: the completed one (later commits stay on the branch)."""
         completed = completed_head(self.ws, self.ws.store.read(), agent)
-        return completed[1] if completed else _tip(self.git, f"refs/heads/{self.ws.branch(agent)}")
+        return completed[1] if completed else _rev(self.git, f"refs/heads/{self.ws.branch(agent)}")
 
     def _rebase(self, commits: list[BranchCommit], head: str) -> Rebased:
         """What rebasing ``head`` onto the simulated base gives, or the commit where it stops.
@@ -407,13 +407,6 @@ def replay_steps(
         else:
             steps.append((parent, item.commit, item.commit))
     return steps
-
-
-def _tip(git: Git, ref: str) -> str:
-    sha = git.rev(ref)
-    if sha is None:
-        raise PreconditionError(f"{ref} does not exist")
-    return sha
 
 
 def describe(git: Git, merge: MergeTree) -> list[dict[str, Any]]:
