@@ -50,11 +50,7 @@ def _workspace() -> Workspace:
     from paradev.workspace import open_workspace
 
     ws = open_workspace()
-    recognise, ws.store.recognise = ws.store.recognise, None
-    try:
-        ws.store.read()
-    finally:
-        ws.store.recognise = recognise
+    ws.store.read(recognise=False)
     return ws
 
 

@@ -610,10 +610,14 @@ class StateStore:
         self.lock_path = self.dir / "state.lock"
         self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
 
-    def read(self) -> State:
-        """The current state; empty when there is no file yet. Raises StateError if corrupt."""
+    def read(self, recognise: bool = True) -> State:
+        """The current state; empty when there is no file yet. Raises StateError if corrupt.
+
+        ``recognise=False`` leaves out what git knows and the file lacks (landed
+        tasks without a record): no git process, for a check of the file alone.
+        """
         state = self._read_file()
-        if self.recognise is not None:
+        if recognise and self.recognise is not None:
             self.recognise(state)
         return state
 
