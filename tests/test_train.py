@@ -1992,3 +1992,23 @@ def test_tasks_a_train_landed_read_merged_before_the_state_file_says_so(
     assert on_file["11"]["merged_at"] == record.merged_at  # the journaled time, not a new one
     assert on_file["12"]["status"] == "merged"
     assert not store.journal_path.exists()
+
+
+def test_markers_an_agent_committed_then_removed_by_a_person_land_as_the_stop_said(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    """The files a markers stop names are the resolver's: removing the block is no lost work."""
+    trees = setup_with()
+    block = "<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> other\n"
+    work(cli, trees, 1, {"src/util.py": UTIL + block, "notes-1.txt": "one\n"})
+    stopped = cli("merge")
+    assert stopped.code == 1
+    assert "still holds conflict markers or unmerged entries in: src/util.py" in stopped.err
+    commit(agent_tree(trees, 1), {"src/util.py": UTIL + "mine\n"}, "fix: drop the markers")
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert (repo / "src" / "util.py").read_text() == UTIL + "mine\n"
+    assert (repo / "notes-1.txt").read_text() == "one\n"  # the rest of its work is checked too
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"

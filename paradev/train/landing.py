@@ -63,7 +63,8 @@ def missing_work(
     the fork point as merge base: every path where that changes anything (or
     conflicts) is work the landing lost. Changes base already has merge to
     nothing, squashing changes no tree, and ``resolved`` paths (a recorded
-    conflict resolution) are the resolver's call.
+    conflict resolution) are the resolver's call, as are files to which the
+    work itself adds conflict markers (taking them out loses nothing).
     """
     fork = gitmod.merge_base(git, base, work)
     if fork is None or gitmod.is_ancestor(git, work, landing):
@@ -72,6 +73,8 @@ def missing_work(
     lost = set(merge.conflicted_paths)
     lost |= set(gitmod.tree_diff_paths(git, landing, merge.tree))
     lost -= set(resolved)
+    if lost:
+        lost -= set(files_with_markers(git, fork, work))
     if not lost:
         return None
     paths = sorted(lost)
