@@ -451,8 +451,21 @@ def merge(
         if json and err.exit_code == 1:  # stopped: say where, then exit 1
             _emit_merge_json(ws, history)
         raise
+    except KeyboardInterrupt:
+        _say_how_to_resume(ws)
+        raise
     if json:
         _emit_merge_json(ws, history)
+
+
+def _say_how_to_resume(ws: Workspace) -> None:
+    """A train a signal cut short is journaled: say the one command that finishes it."""
+    if ws.store.read().train is not None:
+        print(
+            "paradev: the merge train was interrupted; run paradev merge --continue to resume it "
+            "(or paradev merge --abort to end it)",
+            file=sys.stderr,
+        )
 
 
 def _dry_run(

@@ -101,6 +101,7 @@ def test_sigterm_during_the_gate_stops_it_and_the_train_resumes(
     assert survivors == []
     assert merge.returncode == 143, err
     assert "interrupted (SIGTERM)" in err
+    assert "run paradev merge --continue to resume it" in err  # the way on, said
     assert rev(repo, "main") == base
     _set_gate(repo, [sys.executable, "-c", "pass"])
     resumed = cli("merge", "--continue")
