@@ -19,7 +19,7 @@ demo: $(STAMP) ## the whole flow on a generated sample project, with scripted ag
 test: $(STAMP) ## run the whole test suite but the slow crash soak (make soak)
 	$(BIN)/python -m pytest -n auto -q -m "not slow"
 
-soak: $(STAMP) ## the crash soak, bounded: SIGKILL the merge train at 12 moments, resume as told
+soak: $(STAMP) ## the crash soak, bounded: SIGKILL the merge train at 30+ moments (10+ in a rebase), resume as told
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
