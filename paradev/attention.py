@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from paradev import processes
 from paradev.git import rebase_in_progress
 from paradev.labels import WORKING, AgentLabel, landing_candidates, numbered, who
 from paradev.state import COMPLETED, DROPPED, MERGED, RESTARTABLE, State, TaskRecord
@@ -57,11 +58,26 @@ def train_view(ws: Workspace, state: State) -> dict[str, Any] | None:
     """The journal as status shows it: a stop also says its log, issues and the next step."""
     train = state.train
     stop = train.get("stop") if train else None
+    if train is not None and train.get("status") == "running" and not ws.plan.hosts:
+        return {**train, "interrupted": not _driver_alive(train.get("driver"))}
     if train is None or not isinstance(stop, dict) or train.get("status") != "stopped":
         return train
     if type(stop.get("agent")) is not int:  # a hand-edited journal: show it as it is
         return train
     return {**train, "stop": {**stop, **stop_advice(ws, state, train, stop)}}
+
+
+def _driver_alive(driver: Any) -> bool:
+    """Whether the paradev process the journal names as the train's driver still runs.
+
+    A SIGKILLed ``merge`` leaves its train journaled as running; only a live
+    driver (same pid, same start) makes that true.
+    """
+    pid = driver.get("pid") if isinstance(driver, dict) else None
+    if type(pid) is not int:
+        return False
+    start = str(driver.get("start") or "")
+    return processes.alive(pid, int(start) if start.isdigit() else None)
 
 
 def stop_advice(
@@ -252,6 +268,12 @@ def render(report: Mapping[str, Any]) -> list[str]:
 
 def render_train(train: Mapping[str, Any]) -> list[str]:
     stop = train.get("stop")
+    if train.get("interrupted") is True:
+        return [
+            "",
+            "merge train interrupted (no paradev merge drives it): "
+            "run paradev merge --continue to resume it (or paradev merge --abort to end it)",
+        ]
     if train.get("status") != "stopped" or not isinstance(stop, dict) or "next" not in stop:
         return [f"merge train in progress: {train.get('status', 'running')}"]
     agent = who(stop["agent"], stop.get("issues", []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -150,3 +151,28 @@ def test_age_counts_from_the_process_start() -> None:
         sleeper.kill()
         sleeper.wait()
     assert processes.age(None) is None
+
+
+def test_status_after_a_killed_merge_says_the_train_is_interrupted_and_how_to_resume(
+    set_up: Path, repo: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    assert cli("start", "1").code == 0
+    commit(agent_tree(set_up, 1), {"src/status.py": "x = 1\n"}, "feat: status")
+    assert cli("complete", "1").code == 0
+    pidfile = tmp_path / "gate.pid"
+    _set_gate(repo, ["sh", "-c", f'echo $$ > "{pidfile}"; exec sleep 30'])
+    merge = start_paradev(repo, "merge")
+    gate = int(wait_for_file(pidfile, merge))
+    merge.kill()  # SIGKILL: nothing of paradev's runs on to record the end
+    merge.communicate()
+    os.killpg(gate, signal.SIGKILL)
+
+    status = cli("status")
+    shown = cli("status", "--json")
+
+    assert "merge train interrupted (no paradev merge drives it)" in status.out
+    assert "run paradev merge --continue to resume it" in status.out
+    assert "merge train in progress: running" not in status.out
+    assert json.loads(shown.out)["train"]["interrupted"] is True
+    _set_gate(repo, [sys.executable, "-c", "pass"])
+    assert cli("merge", "--continue").code == 0
