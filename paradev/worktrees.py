@@ -16,6 +16,7 @@ from paradev.errors import PreconditionError
 from paradev.git import (
     Worktree,
     local_branches,
+    rebase_in_progress,
     repair_worktree,
     worktree_link_ok,
     worktree_list,
@@ -92,6 +93,12 @@ def _live_worktrees(ws: Workspace) -> list[Worktree]:
     return [r for r in worktree_list(ws.git) if not r.prunable]
 
 
+def _rebasing(path: Path) -> str | None:
+    """The branch a rebase in progress at ``path`` rewrites (meanwhile git shows no branch)."""
+    rebase = rebase_in_progress(path)
+    return rebase.head_name.removeprefix("refs/heads/") if rebase else None
+
+
 def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step]:
     by_path = {_real(r.path): r for r in records}
     by_branch = {r.branch: r for r in records if r.branch}
@@ -105,7 +112,7 @@ def _plan_steps(ws: Workspace, count: int, records: list[Worktree]) -> list[Step
         branch, path = ws.branch(agent), ws.worktree(agent)
         record = by_path.get(_real(path))
         if record is not None:
-            if record.branch != branch:
+            if (record.branch or _rebasing(path)) != branch:
                 problems.append(
                     f"{path} is a worktree on {record.branch or 'a detached HEAD'}, not {branch}; "
                     f"check out {branch} there or remove it with 'git worktree remove'"

@@ -429,3 +429,20 @@ def test_every_command_refuses_a_symlinked_agent_folder(
     assert result.code == 2, result.out
     assert f"agent 2's folder {agent_tree(set_up, 2)} is a symbolic link" in result.err
     assert snapshot() == before
+
+
+def test_setup_leaves_a_rebase_of_the_agent_branch_alone_and_accepts_the_worktree(
+    repo: Path, worktrees: Path, cli: Callable[..., Result]
+) -> None:
+    """A stopped rebase shows a detached HEAD: it is still the agent's branch, never refused."""
+    _use_plan(repo, 2)
+    assert cli("setup").code == 0
+    tree = agent_tree(worktrees, 1)
+    commit(tree, {"a.txt": "1\n"}, "one")
+    commit(tree, {"b.txt": "2\n"}, "two")
+    git(tree, "-c", "sequence.editor=sed -i s/^pick/edit/", "rebase", "-i", "HEAD~1")
+
+    result = cli("setup")
+
+    assert result.code == 0, result.err
+    assert (tree / git(tree, "rev-parse", "--git-path", "rebase-merge")).is_dir()  # still on
