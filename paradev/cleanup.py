@@ -14,8 +14,9 @@ deleted.
 
 from __future__ import annotations
 
-import fnmatch
+import filecmp
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from paradev.backups import (
 )
 from paradev.errors import PreconditionError
 from paradev.git import Worktree
+from paradev.prepare import SetupConfig, made_by_setup
 from paradev.state import IN_PROGRESS
 from paradev.train.journal import BACKUP_PREFIX
 from paradev.workspace import Workspace
@@ -181,7 +183,8 @@ def _decide_keep(ws: Workspace, facts: AgentFacts) -> Keep:
             "its commits would be lost with the worktree: move it out of the worktree "
             "(or push its commits and delete it), then run cleanup again"
         )
-    ignored = [p for p in gitmod.ignored_files(path) if not _set_up_by_paradev(ws, p)]
+    set_up = _set_up_by_paradev(ws, path)
+    ignored = [p for p in gitmod.ignored_files(path) if not set_up(p)]
     size = total_size(path, ignored)
     if size > ARCHIVE_CAP:
         raise PreconditionError(
@@ -218,14 +221,35 @@ def nested_repositories(worktree: Path) -> list[Path]:
     return sorted(found)
 
 
-def _set_up_by_paradev(ws: Workspace, path: str) -> bool:
-    """Whether worktree set-up put ``path`` there (a copy of the main worktree's file).
+def _set_up_by_paradev(ws: Workspace, worktree: Path) -> Callable[[str], bool]:
+    """Whether worktree set-up put an ignored ``path`` there, as it left it.
 
-    Those need no backup: set-up makes them again. There is no ``[setup] copy``
-    yet, so nothing is exempt; when it comes, its globs go here.
+    Those need no backup: set-up makes them again. A ``[setup] copy`` entry
+    counts while it still equals the main worktree's file (a changed copy is
+    the agent's and is archived); the setup command's output (``.venv/``,
+    ``node_modules/``, as its run recorded them) counts whole.
     """
-    copies: list[str] = []
-    return any(fnmatch.fnmatch(path, glob) or path.startswith(glob + "/") for glob in copies)
+    main = ws.repo.main_root
+    copies = SetupConfig.of(ws.plan).copy
+    made = [m.rstrip("/") for m in made_by_setup(worktree)]
+
+    def under(path: str, entries: Sequence[str]) -> bool:
+        return any(path == e or path.startswith(e + "/") for e in entries)
+
+    def same_as_main(path: str) -> bool:
+        source, copy = main / path, worktree / path
+        if copy.is_symlink() or source.is_symlink():
+            return (
+                copy.is_symlink()
+                and source.is_symlink()
+                and (os.readlink(copy) == os.readlink(source))
+            )
+        try:
+            return filecmp.cmp(source, copy, shallow=True)
+        except OSError:
+            return False
+
+    return lambda path: under(path, made) or (under(path, copies) and same_as_main(path))
 
 
 def _largest(root: Path, paths: list[str]) -> str:

@@ -1439,10 +1439,14 @@ def landed_issues(git: Git, base: str) -> dict[int, tuple[str, str]]:
 # -- cleanup backups ---
 
 
-def ignored_files(worktree: Path) -> list[str]:
-    """Every ignored file in ``worktree`` (``.env``, ``build/...``): git keeps no copy of them."""
+def ignored_files(worktree: Path, folders: bool = False) -> list[str]:
+    """Every ignored file in ``worktree`` (``.env``, ``build/...``): git keeps no copy of them.
+
+    With ``folders``, a wholly ignored folder is one entry (``build/``), as git lists it.
+    """
+    collapse = ["--directory"] if folders else []
     out = Git(worktree).out(
-        "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", "."
+        "ls-files", "-z", "--others", "--ignored", "--exclude-standard", *collapse, "--", "."
     )
     return [p for p in out.split("\0") if p]
 

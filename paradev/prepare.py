@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from paradev import processes
 from paradev.errors import PreconditionError
-from paradev.git import user_env, visible_files, worktree_git_dir
+from paradev.git import ignored_files, user_env, visible_files, worktree_git_dir
 from paradev.limits import MAX_PORT, LimitError, read_bounded
 from paradev.plan import Plan
 from paradev.workspace import Workspace
@@ -163,15 +163,18 @@ def prepare_worktree(
         why = why_outdated(read_record(record), fingerprint(ws.plan, path, number))
         if why is None:
             return Prepared(path, copied, False, "up to date", None)
-        write_record(record, {"exit": None})  # killed meanwhile: it runs again next time
+        made = _made_before(record)
+        before = set(ignored_files(path, folders=True))
+        write_record(record, {"exit": None, "made": made})  # killed: it runs again next time
         say(f"running the setup command ({why}; log {log})")
         env = with_port(user_env({"PARADEV_WORKTREE": str(path)}), ws.plan, number)
         code = run_logged(config.command, path, env, log, config.timeout, why)
         if code != 0:
-            write_record(record, {"exit": code})
+            write_record(record, {"exit": code, "made": made})
             raise SetupError(path, config.command, code, log)
+        made = sorted({*made, *(set(ignored_files(path, folders=True)) - before)})
         wanted = fingerprint(ws.plan, path, number)  # the inputs as the run left them
-        write_record(record, {**wanted, "exit": 0})
+        write_record(record, {**wanted, "exit": 0, "made": made})
     return Prepared(path, copied, True, why, log)
 
 
@@ -271,6 +274,19 @@ def why_outdated(record: dict[str, Any] | None, wanted: dict[str, Any]) -> str |
     if changed:
         return "changed: " + ", ".join(changed)
     return None
+
+
+def made_by_setup(worktree: Path) -> list[str]:
+    """The ignored files and folders (``.venv/``) the setup command made in ``worktree``.
+
+    cleanup needs no backup of them: set-up makes them again.
+    """
+    return _made_before(worktree_git_dir(worktree) / SETUP_RECORD)
+
+
+def _made_before(record: Path) -> list[str]:
+    made = (read_record(record) or {}).get("made")
+    return [m for m in made if isinstance(m, str)] if isinstance(made, list) else []
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

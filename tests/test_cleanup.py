@@ -360,3 +360,40 @@ def test_bad_backup_flags_are_one_line_errors(
     assert result.code == 2 and result.err.startswith(f"paradev: {message}")
     assert result.err.count("\n") == 1
     assert "refs/paradev/backup/x/20200101T000000000000Z" in backup_refs(repo)
+
+
+SETUP_MAKES_A_VENV = (
+    "import os; os.makedirs('.venv/lib', exist_ok=True); "
+    "open('.venv/lib/site.py', 'w').write('x = 1\\n'); "
+    f"f = open('.venv/lib/huge.bin', 'wb'); f.truncate({ARCHIVE_CAP + 1})"
+)
+
+
+def test_what_worktree_set_up_put_there_is_exempt_and_what_an_agent_changed_is_archived(
+    repo: Path, worktrees: Path, cli: Cli
+) -> None:
+    """[setup] copies still as copied, and what the setup command made, need no backup."""
+    import sys
+
+    import tomlkit
+
+    commit(repo, {".gitignore": ".env\nlocal/\n.venv/\nbuild/\n"}, "ignore")
+    write(repo, {".env": "SECRET=1\n", "local/settings.toml": "debug = true\n"})
+    doc = tomlkit.parse((repo / "plan.toml").read_text(encoding="utf-8"))
+    setup = doc.setdefault("setup", tomlkit.table())
+    setup["copy"] = [".env", "local"]
+    setup["command"] = [sys.executable, "-c", SETUP_MAKES_A_VENV]
+    (repo / "plan.toml").write_text(tomlkit.dumps(doc), encoding="utf-8")
+    assert cli("setup").code == 0
+    tree = agent_tree(worktrees, 2)
+    assert (tree / ".venv" / "lib" / "huge.bin").stat().st_size == ARCHIVE_CAP + 1
+    write(tree, {"local/settings.toml": "debug = false\n", "build/out.bin": b"\x00built"})
+
+    result = cli("cleanup")
+
+    assert result.code == 0, result.err
+    assert not tree.exists()
+    assert _archived(result) == {  # the agent's edit and its build; not .env nor .venv
+        "local/settings.toml": b"debug = false\n",
+        "build/out.bin": b"\x00built",
+    }
