@@ -812,8 +812,14 @@ def log_touching(git: Git, base: str, head: str, paths: Sequence[str]) -> list[s
 
 
 def reset_keep(worktree: Path, commit: str) -> None:
-    """Point the checked-out branch at ``commit``; git refuses if local changes would be lost."""
-    Git(worktree).run("reset", "--quiet", "--keep", commit)
+    """Point the checked-out branch at ``commit``; git refuses if local changes would be lost.
+
+    The index is refreshed first: a file touched or copied back with the same
+    bytes is no local change, yet ``reset --keep`` trusts stale stat data.
+    """
+    git = Git(worktree)
+    git.run("update-index", "-q", "--refresh", check=False)  # exits 1 when files really differ
+    git.run("reset", "--quiet", "--keep", commit)
 
 
 def paths_as_in(

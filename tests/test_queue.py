@@ -1016,3 +1016,31 @@ def test_the_dry_run_leaves_out_what_depends_on_an_ejected_agent_as_the_queue_do
     assert "agent 3: skipped: #103 depends on #102, which is not landing" in real.out
     assert landed_files(repo, range(1, 4)) == {1}
     assert statuses(repo) == {"101": "merged", "102": "completed", "103": "completed"}
+
+
+@pytest.mark.parametrize("mode", [*MODES, "serial"])
+def test_a_worktree_whose_files_git_has_not_looked_at_since_they_were_touched_still_lands(
+    repo: Path, queue_repo: Any, cli: Cli, worktrees: Path, mode: str
+) -> None:
+    """Files touched (or copied back from a backup) with the same bytes are not local changes."""
+    lines = [f"line {n}\n" for n in range(1, 8)]
+    commit(repo, {"shared.txt": "".join(lines)}, "a file every agent edits, each its own line")
+    edits = {
+        a: {"shared.txt": "".join([*lines[: 2 * a], f"agent {a}\n", *lines[2 * a + 1 :]])}
+        for a in range(1, 4)
+    }
+    queue_repo(3, "test -f shared.txt", edits, **MODES.get(mode, {}))
+    for tree in [repo, *(agent_tree(worktrees, agent) for agent in range(1, 4))]:
+        file = tree / "shared.txt"
+        shutil.copy(file, file.with_suffix(".tmp"))
+        os.replace(file.with_suffix(".tmp"), file)  # a new inode and time, the same bytes
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    assert (repo / "shared.txt").read_text().count("agent ") == 3
+    for agent in range(1, 4):
+        tree = agent_tree(worktrees, agent)
+        assert rev(tree, "HEAD") == rev(repo, f"parallel-dev/agent-{agent}")
+        assert git(tree, "status", "--porcelain") == ""
