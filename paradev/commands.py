@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from paradev import handlers
 from paradev.errors import EXIT_INTERRUPTED, EXIT_USAGE, ParadevError, PreconditionError
+from paradev.text import printable_lines
 
 # -- argument types -----------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ def call(command: Command, raw: Mapping[str, Any]) -> int:
         with processes.interruptible():
             command.run(**values)
     except ParadevError as err:
-        print(f"paradev: {err}", file=sys.stderr)
+        print(printable_lines(f"paradev: {err}"), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, processes.Interrupted):

@@ -423,6 +423,7 @@ def merge(
     from paradev import train
     from paradev.errors import ParadevError
     from paradev.runner import hand_back_conflict
+    from paradev.text import printable_lines
 
     if sum((dry_run, continue_, abort, skip)) > 1:
         raise PreconditionError("use only one of --dry-run, --continue, --abort, --skip")
@@ -430,7 +431,11 @@ def merge(
         raise PreconditionError("use --push or --no-push, not both")
     pushing = True if push else (False if no_push else None)
     ws = _workspace()
-    out = _to_stderr if json else print
+    say = _to_stderr if json else print
+
+    def out(text: str) -> None:  # train messages quote agents' commit subjects and file names
+        say(printable_lines(text))
+
     if dry_run:
         _dry_run(ws, out, json, push=pushing, gate=not no_gate)
         return

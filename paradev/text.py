@@ -58,3 +58,13 @@ def plain(text: str) -> str:
         if c in _WHITESPACE_CONTROLS or not _is_control(c)
     )
     return re.sub(r" {2,}", " ", kept)
+
+
+def printable_lines(text: str) -> str:
+    """``text`` for a terminal, its line breaks kept: every other control character escaped.
+
+    For messages that quote what agents wrote (commit subjects, file names).
+    """
+    if text.isprintable():
+        return text
+    return "\n".join(printable(line) for line in text.split("\n"))

@@ -2012,3 +2012,22 @@ def test_markers_an_agent_committed_then_removed_by_a_person_land_as_the_stop_sa
     assert (repo / "src" / "util.py").read_text() == UTIL + "mine\n"
     assert (repo / "notes-1.txt").read_text() == "one\n"  # the rest of its work is checked too
     assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+
+
+def test_escape_sequences_an_agent_put_in_commit_subjects_and_file_names_are_printed_escaped(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    trees = setup_with()
+    sneaky = "src/\x1b]0;owned\x07util.py"
+    work(cli, trees, 1, {"src/util.py": "VALUE = 'one'\n"})
+    assert cli("start", "2").code == 0
+    commit(agent_tree(trees, 2), {"src/util.py": "VALUE = 'two'\n"}, "fix: \x1b[2J cleared")
+    commit(agent_tree(trees, 2), {sneaky: "<<<<<<< a\nx\n=======\ny\n>>>>>>> b\n"}, "more")
+    assert cli("complete", "2").code == 0
+
+    result = cli("merge")
+
+    assert result.code == 1
+    shown = result.out + result.err
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "fix: \\x1b[2J cleared" in shown  # the conflicting pick, escaped
