@@ -303,6 +303,9 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "driver": dict[str, Any] | None,
     "drivers_since": float,
     "mq": dict[str, Any] | None,  # the merge queue: settings, gate results (train.candidates)
+    "committer": dict[str, str],  # GIT_COMMITTER_* of every commit the train writes
+    "left_out": list[str],
+    "stops": list[dict[str, Any]],
 }
 
 # Per-agent journal entries: every key the train reads, with its type.

@@ -1254,7 +1254,17 @@ def test_branch_holder_reads_who_has_a_branch_checked_out(repo: Path, tmp_path: 
 # -- issue 8: the train's guarantees ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "value"), [("old_head", 5), ("gate_runs", [])])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("agents.1.old_head", 5),
+        ("agents.1.gate_runs", []),
+        ("committer", 7),
+        ("committer", ["x"]),
+        ("left_out", 3),
+        ("stops", {}),
+    ],
+)
 def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
     repo: Path, setup_with: Any, cli: Cli, key: str, value: Any
 ) -> None:
@@ -1263,13 +1273,17 @@ def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
     assert cli("merge").code == 1  # the gate fails: the journal is left behind
     path = repo / ".git" / "paradev" / "train.json"
     data = json.loads(path.read_text())
-    data["agents"]["1"][key] = value
+    *outer, last = key.split(".")
+    field = data
+    for name in outer:
+        field = field[name]
+    field[last] = value
     path.write_text(json.dumps(data))
 
     result = cli("merge", "--continue")
 
     assert result.code == 2
-    assert f"train.agents.1.{key} is" in result.err
+    assert f"train.{key} is" in result.err
     assert "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
 
