@@ -58,3 +58,16 @@ def plain(text: str) -> str:
         if c in _WHITESPACE_CONTROLS or not _is_control(c)
     )
     return re.sub(r" {2,}", " ", kept)
+
+
+def log_line(line: str) -> str:
+    """One line of a program's log as a page shows it: colours and controls dropped.
+
+    A progress line redrawn with carriage returns keeps only what was drawn last.
+    Tabs and runs of spaces stay: a log's alignment matters.
+    """
+    if line.isprintable():
+        return line
+    line = line.rstrip("\r").rsplit("\r", 1)[-1]
+    line = _ESCAPE.sub("", line)
+    return "".join(c for c in line if c == "\t" or not _is_control(c))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
+from paradev import report as report_module
 from paradev import snapshots
 from paradev.report import build_report, duration, hours
 from paradev.report.data import LEFT, WIDTH, conflict_matrix, timeline
@@ -49,6 +50,16 @@ def stopped_train(repo: Path, cli: Cli, worktrees: Path) -> Path:
 @pytest.fixture
 def stopped(repo: Path, cli: Cli, worktrees: Path) -> Path:
     return stopped_train(repo, cli, worktrees)
+
+
+def resolve_and_land(repo: Path, worktrees: Path, cli: Cli) -> int:
+    """Resolve the stopped train's conflict by hand and let it finish; the agent it stopped on."""
+    agent: int = state_of(repo)["train"]["stop"]["agent"]
+    tree = agent_tree(worktrees, agent)
+    write(tree, {"src/util.py": "VALUE = 'both'\n"})
+    git(tree, "add", "src/util.py")
+    assert cli("merge", "--continue").code == 0
+    return agent
 
 
 def report_of(repo: Path) -> str:
@@ -101,11 +112,7 @@ def test_report_shows_agents_issues_the_stop_and_escapes_titles(repo: Path, stop
 def test_the_report_still_shows_conflicts_after_everything_landed(
     repo: Path, stopped: Path, cli: Cli
 ) -> None:
-    agent = state_of(repo)["train"]["stop"]["agent"]
-    tree = agent_tree(stopped, agent)
-    write(tree, {"src/util.py": "VALUE = 'both'\n"})
-    git(tree, "add", "src/util.py")
-    assert cli("merge", "--continue").code == 0
+    resolve_and_land(repo, stopped, cli)
     assert "CONFLICT" not in cli("conflicts").out  # nothing collides any more
 
     result = cli("report")
@@ -360,3 +367,41 @@ def test_the_report_shows_the_cost_and_tokens_agents_reported(repo: Path) -> Non
     row = page[page.index("<td>#11</td>") :].split("</tr>")[0]
     assert "<td>1.25 USD</td><td>12,000 in / 345 out</td>" in row
     assert "not reported" not in page
+
+
+def test_each_side_of_a_hunk_names_whose_it_is(repo: Path, stopped: Path) -> None:
+    detail = report_of(repo).split('id="pair-1-2"', 1)[1].split("</div>\n  <div", 1)[0]
+
+    side = r'<pre class="{}"><span class="side">(.*?)</span>\n(.*?)</pre>'
+    ours = re.search(side.format("ours"), detail, re.S)
+    theirs = re.search(side.format("theirs"), detail, re.S)
+    assert ours and ours.groups() == ("agent 1", "VALUE = &#39;one&#39;\n")
+    assert theirs and theirs.groups() == ("agent 2", "VALUE = &#39;two&#39;\n")
+    css = (Path(report_module.__file__).parent / "templates" / "report.css").read_text()
+    assert "base side" not in css  # agent 1 is no base
+
+
+def test_a_gate_log_tail_drops_colours_and_redrawn_progress(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    gate = r"printf '10%%\r55%%\r100%%\n\033[31mFAILED\033[0m\ttest_x\n'; exit 1"
+    configure(repo, gate=gate)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 1
+
+    log = report_of(repo).split('<pre class="log">', 1)[1].split("</pre>", 1)[0]
+
+    assert log == "100%\nFAILED\ttest_x"
+
+
+def test_a_landing_says_which_rebase_conflict_was_resolved(
+    repo: Path, stopped: Path, cli: Cli
+) -> None:
+    agent = resolve_and_land(repo, stopped, cli)
+
+    page = report_of(repo)
+
+    row = page.split(f'<tr class="landing landed" data-agent="{agent}">', 1)[1].split("</tr>")[0]
+    assert "after its rebase conflict in <code>src/util.py</code> was resolved" in row
+    assert page.count("was resolved") == 1

@@ -8,6 +8,7 @@ needs no script to draw.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,10 +19,12 @@ from paradev.estimate import Estimate
 from paradev.git import RangeStats
 from paradev.plan import Plan, Task
 from paradev.state import State, hours_between, parse_time, task_end
+from paradev.text import log_line
 
 RANK = {"none": 0, "clean": 1, "overlap": 2, "conflict": 3}
 LABELS = {"none": "-", "clean": "clean", "overlap": "overlap", "conflict": "CONFLICT"}
 TAIL_LINES = 20  # lines of a gate log shown
+TAIL_BYTES = 64 * 1024  # read from a gate log's end for them
 
 
 # -- conflict matrix --------------------------------------------------------------------------
@@ -300,6 +303,7 @@ class Landing:
     gate_log: str
     gate_exit: int | None
     gate_tail: str
+    resolved: list[str] = field(default_factory=list)  # paths whose rebase conflict was resolved
     stats: RangeStats | None = None  # filled in from git by the report
 
 
@@ -379,6 +383,7 @@ def _landing(
         gate_log=log,
         gate_exit=entry.get("gate_exit"),
         gate_tail=gate_tail(Path(log)) if log else "",
+        resolved=[str(path) for path in entry.get("resolved", [])],
     )
 
 
@@ -401,11 +406,14 @@ def _span(start: str | None, end: str | None) -> float | None:
 
 
 def gate_tail(log: Path, lines: int = TAIL_LINES) -> str:
+    """The log's last lines as a page shows them; only its end is read (logs grow large)."""
     try:
-        text = log.read_text(encoding="utf-8", errors="replace")
+        with log.open("rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - TAIL_BYTES, 0))
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(log_line(line) for line in text.rstrip("\n").split("\n")[-lines:])
 
 
 # -- estimate against actual ------------------------------------------------------------------
