@@ -15,7 +15,7 @@ from pytest_mock import MockerFixture
 from paradev import report as report_module
 from paradev import snapshots
 from paradev.report import build_report, duration, hours
-from paradev.report.data import LEFT, WIDTH, conflict_matrix, timeline
+from paradev.report.data import CHAR, LEFT, WIDTH, Timeline, conflict_matrix, timeline
 from paradev.snapshots import KEEP, remember
 from paradev.state import State
 from paradev.workspace import open_workspace
@@ -405,3 +405,35 @@ def test_a_landing_says_which_rebase_conflict_was_resolved(
     row = page.split(f'<tr class="landing landed" data-agent="{agent}">', 1)[1].split("</tr>")[0]
     assert "after its rebase conflict in <code>src/util.py</code> was resolved" in row
     assert page.count("was resolved") == 1
+
+
+def test_timeline_captions_never_run_into_the_next_bar(repo: Path) -> None:
+    plan = open_workspace(repo).plan
+    state = State()
+    spans = {11: ("08:00", "08:01"), 21: ("08:02", "12:00"), 12: ("08:00", "12:00")}
+    for issue, (start, done) in spans.items():
+        record = state.task(issue, 2 if issue == 12 else 1)
+        record.status = "completed"
+        record.started_at = f"2026-11-02T{start}:00+00:00"
+        record.completed_at = f"2026-11-02T{done}:00+00:00"
+
+    line = timeline(plan, state, [11, 21], datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+
+    bars = {bar.issue: bar for bar in line.bars}
+    assert bars[21].caption == "#21 2h planned ★ critical"  # the lane's last: room to the end
+    assert bars[12].caption == "#12 1.5h planned"
+    assert bars[11].caption in ("#11", "")  # #21 starts 8 px after it
+    for bar in line.bars:
+        assert bar.x + len(bar.caption) * CHAR <= min(
+            [b.x for b in line.bars if b.y == bar.y and b.x > bar.x] + [line.width]
+        )
+    for x, label in line.ticks:
+        assert x + len(label) * CHAR / 2 <= line.width  # the last tick's label is not cut off
+
+
+def test_a_long_critical_path_is_named_in_part_and_counted() -> None:
+    line = Timeline([1], [], [], [], 100, 100, list(range(1, 41)), [])
+    short = Timeline([1], [], [], [], 100, 100, [3, 5], [])
+
+    assert line.critical_text == " → ".join(f"#{i}" for i in range(1, 13)) + " → … (28 more)"
+    assert short.critical_text == "#3 → #5"

@@ -136,7 +136,10 @@ def _see(cells: dict[str, Cell], found: Cell, snap: Mapping[str, Any]) -> None:
 LANE = 56  # px per agent lane
 LEFT = 90  # px for lane labels
 WIDTH = 1000  # px of the time axis
+RIGHT = 40  # px after the axis: half of its last tick's label
 TOP = 30  # px for the axis labels
+CHAR = 6.2  # px a character of a 10px label takes, at most (digits, DejaVu Sans)
+CRITICAL_SHOWN = 12  # issues of the critical path named in the text; more are counted
 
 
 @dataclass
@@ -152,6 +155,7 @@ class Bar:
     critical: bool
     status: str
     actual: float | None
+    caption: str = ""  # the text under the bar: as much as fits before the next bar
 
     @property
     def end(self) -> float:
@@ -186,6 +190,13 @@ class Timeline:
     def lanes(self) -> list[tuple[int, float]]:
         return [(agent, TOP + index * LANE) for index, agent in enumerate(self.agents)]
 
+    @property
+    def critical_text(self) -> str:
+        """``#1 → #2 → #3``; a long path names its first issues and counts the rest."""
+        shown = " → ".join(f"#{issue}" for issue in self.critical_path[:CRITICAL_SHOWN])
+        left = len(self.critical_path) - CRITICAL_SHOWN
+        return f"{shown} → … ({left} more)" if left > 0 else shown
+
 
 def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime) -> Timeline:
     """One lane per agent on one wall-clock axis; bars from the state's timestamps."""
@@ -203,7 +214,9 @@ def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime
         landed = parse_time(record.merged_at) or done
         spans[task.issue] = (start, max(done, start), max(landed, done, start))
     if not spans:
-        return Timeline(agents, [], [], [], TOP + LANE * len(agents), LEFT + WIDTH, [], unstarted)
+        return Timeline(
+            agents, [], [], [], TOP + LANE * len(agents), LEFT + WIDTH + RIGHT, [], unstarted
+        )
     first = min(s[0] for s in spans.values())
     last = max(s[2] for s in spans.values())
     total = max((last - first).total_seconds(), 1.0)
@@ -232,16 +245,40 @@ def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime
             actual=hours_between(record.started_at, task_end(record)),
         )
     arrows = _arrows(plan, bars, critical_set)
+    _fit_captions(list(bars.values()), LEFT + WIDTH + RIGHT)
     return Timeline(
         agents=agents,
         bars=list(bars.values()),
         arrows=arrows,
         ticks=_ticks(first, last, x_of),
         height=TOP + LANE * len(agents) + 10,
-        width=LEFT + WIDTH + 20,
+        width=LEFT + WIDTH + RIGHT,
         critical_path=list(critical),
         unstarted=unstarted,
     )
+
+
+def _fit_captions(bars: list[Bar], right: float) -> None:
+    """Each bar's caption, as long as fits before the next bar of its lane starts.
+
+    Many short tasks on one lane would otherwise print their labels over one
+    another; the bar's tooltip always holds everything.
+    """
+    lanes: dict[float, list[Bar]] = {}
+    for bar in bars:
+        lanes.setdefault(bar.y, []).append(bar)
+    for lane in lanes.values():
+        lane.sort(key=lambda bar: bar.x)
+        ends = [after.x for after in lane[1:]] + [right]
+        for bar, end in zip(lane, ends, strict=True):
+            room = end - bar.x - 6
+            star = " ★" if bar.critical else ""
+            texts = (
+                f"#{bar.issue} {bar.planned:g}h planned{' ★ critical' if bar.critical else ''}",
+                f"#{bar.issue} {bar.planned:g}h{star}",
+                f"#{bar.issue}",
+            )
+            bar.caption = next((text for text in texts if len(text) * CHAR <= room), "")
 
 
 def _arrows(plan: Plan, bars: Mapping[int, Bar], critical: set[int]) -> list[Arrow]:
