@@ -534,7 +534,8 @@ def report(output: str | None, open_: bool) -> None:
     if open_:
         import webbrowser
 
-        webbrowser.open(path.as_uri())
+        if not webbrowser.open(path.as_uri()):
+            warn(f"no web browser found to open the report; open {path.as_uri()} in one")
 
 
 # -- maintenance -----------------------------------------------------------------------------

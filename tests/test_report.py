@@ -437,3 +437,19 @@ def test_a_long_critical_path_is_named_in_part_and_counted() -> None:
 
     assert line.critical_text == " → ".join(f"#{i}" for i in range(1, 13)) + " → … (28 more)"
     assert short.critical_text == "#3 → #5"
+
+
+def test_report_open_without_a_browser_says_so_and_still_writes(
+    repo: Path, cli: Cli, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    mocker.patch("webbrowser.open", return_value=False)  # what it answers with no browser
+    target = tmp_path / "r.html"
+
+    result = cli("report", "--output", str(target), "--open")
+
+    assert result.code == 0
+    assert result.out.strip() == str(target) and target.is_file()
+    assert result.err == (
+        f"paradev: warning: no web browser found to open the report; "
+        f"open {target.as_uri()} in one\n"
+    )

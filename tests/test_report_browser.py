@@ -123,14 +123,24 @@ def test_demo_report_in_chromium(
     tasks = page.locator("#tasks").inner_text()
     for issue in range(101, 107):
         assert f"#{issue}" in tasks
+    for agent in (1, 2, 3):
+        assert page.locator("#matrix").get_by_text(f"agent {agent}", exact=True).is_visible()
     conflicting = page.locator("td.cell.conflict button").first
-    conflicting.click()
     key = conflicting.get_attribute("data-pair")
+    assert key == "pair-1-2" and page.locator(f"#{key}").is_hidden()
+    conflicting.click()
     shown = page.locator(f"#{key}").inner_text()
     assert "calc/core.py" in shown and "lines" in shown
+    ours, theirs = page.locator(f"#{key} .hunk pre.ours"), page.locator(f"#{key} .hunk pre.theirs")
+    assert ours.first.is_visible() and theirs.first.is_visible()
+    assert ours.first.inner_text().startswith("agent 1\ndef ")  # the hunk's own lines
+    assert theirs.first.inner_text().startswith("agent 2\ndef ")
     trains = page.locator("#train article")
     assert trains.count() == 2
-    assert page.locator("tr.landing.landed").count() >= 3
+    assert page.locator("tr.landing.landed").count() == 6
+    handed_back = page.locator("#train article").first.locator("tr.landing .resolved")
+    assert handed_back.count() == 1  # the conflict the demo hands back to its agent
+    assert "calc/core.py" in handed_back.inner_text() and handed_back.is_visible()
     assert project.name in page.title()
     finish(watched, tmp_path / "demo.png")
 
