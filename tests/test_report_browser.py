@@ -163,3 +163,50 @@ def test_without_chromium_ci_fails_and_a_local_run_skips(
     assert outcome in proc.stdout, proc.stdout
     assert (proc.returncode == 0) == (ci != "true")
     assert "no Chromium found (apt-get install chromium, or set PARADEV_CHROMIUM)" in proc.stdout
+
+
+def fake_tool(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("uid", "with_chromium", "with_sudo", "calls"),
+    [
+        (0, False, False, ["update -qq", "install -y -qq chromium"]),
+        (1000, False, True, ["sudo apt-get update -qq", "sudo apt-get install -y -qq chromium"]),
+        (0, True, False, []),
+        (1000, False, False, []),
+    ],
+)
+def test_ci_installs_chromium_only_when_missing(
+    tmp_path: Path, uid: int, with_chromium: bool, with_sudo: bool, calls: list[str]
+) -> None:
+    """The package manager cannot run in a test: fake apt-get, id and sudo log their calls."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    fake_tool(bin_dir, "id", f"echo {uid}")
+    fake_tool(bin_dir, "apt-get", f'echo "$*" >> {log}')
+    if with_sudo:
+        fake_tool(bin_dir, "sudo", f'[ "$1" = -n ] && exit 0; echo "sudo $*" >> {log}')
+    if with_chromium:
+        fake_tool(bin_dir, "chromium", "exit 0")
+    script = Path(__file__).resolve().parent.parent / ".ci" / "install-chromium"
+
+    proc = subprocess.run(
+        ["/bin/bash", str(script)],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert (log.read_text().splitlines() if log.exists() else []) == calls
+    if not calls and not with_chromium:
+        assert proc.stderr == (
+            "chromium is missing and CI can neither be root nor sudo: "
+            "install it (apt-get install chromium)\n"
+        )
