@@ -19,7 +19,7 @@ from paradev.report.data import CHAR, LEFT, WIDTH, Timeline, conflict_matrix, ti
 from paradev.snapshots import KEEP, remember
 from paradev.state import State
 from paradev.workspace import open_workspace
-from tests.helpers import Result, agent_tree, git, state_files, write
+from tests.helpers import Result, agent_tree, commit, git, state_files, write
 from tests.test_train import configure, work
 
 Cli = Callable[..., Result]
@@ -453,3 +453,18 @@ def test_report_open_without_a_browser_says_so_and_still_writes(
         f"paradev: warning: no web browser found to open the report; "
         f"open {target.as_uri()} in one\n"
     )
+
+
+def test_both_graph_formats_mark_an_agent_that_conflicts_with_base(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"src/util.py": "VALUE = 'agent'\n"})
+    commit(repo, {"src/util.py": "VALUE = 'base'\n"}, "base moves on")
+
+    dot = cli("conflicts", "--format", "dot").out.splitlines()
+    mermaid = cli("conflicts", "--format", "mermaid").out.splitlines()
+
+    assert '  a1 [label="agent 1", color="red", xlabel="conflicts with base"];' in dot
+    assert '  a1["agent 1 (conflicts with base)"]' in mermaid
+    assert "  class a1 conflict" in mermaid
