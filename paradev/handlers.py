@@ -313,6 +313,12 @@ def _detach_run(ws: Workspace, json: bool) -> None:
 
     runloop.refuse_unrunnable(ws)
     pid = background.start(ws, ["run", "--json"] if json else ["run"])
+    if json:  # the one event of this process; the run's own go to its log
+        from paradev.report.machine import emit_event
+
+        log = ws.store.dir / background.RUN_LOG
+        emit_event("detached", pid=pid, log=str(log), follow="paradev logs --follow")
+        return
     print(
         f"paradev run started in the background (pid {pid}); follow it with "
         "'paradev logs --follow', wait for it with 'paradev wait'"
