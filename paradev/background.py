@@ -117,7 +117,7 @@ def _now() -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from paradev.plan import write_atomic
+    from paradev.atomic import write_atomic
 
     write_atomic(path, text + "\n")
 

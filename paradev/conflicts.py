@@ -434,17 +434,11 @@ class MergeCache:
         keep = {key: self.entries[key] for key in recent[-CACHE_LIMIT:]}
         data = {"version": CACHE_VERSION, "settings": self.settings, "entries": keep}
         text = json.dumps(data, separators=(",", ":"))
-        import tempfile
+        from paradev.atomic import write_atomic
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix="conflicts.", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-                os.replace(tmp, self.path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            write_atomic(self.path, text, durable=False, mode=0o600)
         except OSError:
             pass
 

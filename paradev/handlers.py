@@ -313,6 +313,12 @@ def _detach_run(ws: Workspace, json: bool) -> None:
 
     runloop.refuse_unrunnable(ws)
     pid = background.start(ws, ["run", "--json"] if json else ["run"])
+    if json:  # the one event of this process; the run's own go to its log
+        from paradev.report.machine import emit_event
+
+        log = ws.store.dir / background.RUN_LOG
+        emit_event("detached", pid=pid, log=str(log), follow="paradev logs --follow")
+        return
     print(
         f"paradev run started in the background (pid {pid}); follow it with "
         "'paradev logs --follow', wait for it with 'paradev wait'"
@@ -552,7 +558,8 @@ def report(output: str | None, open_: bool) -> None:
     if open_:
         import webbrowser
 
-        webbrowser.open(path.as_uri())
+        if not webbrowser.open(path.as_uri()):
+            warn(f"no web browser found to open the report; open {path.as_uri()} in one")
 
 
 # -- maintenance -----------------------------------------------------------------------------

@@ -13,10 +13,11 @@ extended with only the new commits when base moves forward.
 from __future__ import annotations
 
 import json
-import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from paradev.atomic import write_atomic
 from paradev.git import Git, is_ancestor, landed_issues
 from paradev.plan import Plan
 from paradev.state import MERGED, State, TaskRecord
@@ -82,10 +83,6 @@ def _load(path: Path) -> tuple[str | None, Landed]:
 
 def _save(path: Path, head: str, found: Landed) -> None:
     """Replace the cache by rename; a cache that cannot be written is simply not kept."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     data = {"head": head, "issues": {str(k): list(v) for k, v in found.items()}}
-    try:
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with suppress(OSError):
+        write_atomic(path, json.dumps(data), durable=False)

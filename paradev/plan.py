@@ -557,13 +557,13 @@ class ParsedCache:
         """Keep ``data`` for ``text``; only where paradev already keeps its files (after setup)."""
         if not self.path.parent.is_dir():
             return
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        from paradev.atomic import write_atomic
+
         try:
             kept = json.dumps({"python": sys.version, "text": text, "data": data})
-            tmp.write_text(kept, encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_atomic(self.path, kept, durable=False)
         except (OSError, TypeError):  # TypeError: a TOML date, which JSON cannot hold
-            tmp.unlink(missing_ok=True)
+            pass
 
 
 _POSITION = re.compile(
@@ -1060,7 +1060,9 @@ def add_task(
     if crlf:  # a Windows-edited plan keeps its CRLF line endings, the new task too
         new_text = new_text.replace("\n", "\r\n")
     plan = parse(new_text, path, main_root)
-    write_atomic(path, new_text)
+    from paradev.atomic import write_atomic
+
+    write_atomic(path.resolve(), new_text, keep_mode=True)  # a symlinked plan: where it points
     return plan
 
 
@@ -1224,25 +1226,3 @@ def _find_batch_table(batches: Any, name: str | None) -> Any:
     if name is None:
         return batches[-1]
     return next((b for i, b in enumerate(batches) if b.get("name", f"batch-{i + 1}") == name), None)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, rename: never a truncated file.
-
-    A symlinked plan is written where the link points, so the link stays.
-    """
-    path = path.resolve()
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from paradev import processes
+from paradev.atomic import write_atomic
 from paradev.errors import PreconditionError
 from paradev.git import ignored_files, user_env, visible_files, worktree_git_dir
 from paradev.limits import MAX_PORT, LimitError, read_bounded
@@ -299,9 +300,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def write_record(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**data, "at": time.time()}, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({**data, "at": time.time()}, indent=1), durable=False)
 
 
 @contextmanager

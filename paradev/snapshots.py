@@ -165,7 +165,16 @@ def note_stop(ws: Workspace, journal: dict[str, Any]) -> None:
 
 def train_facts(journal: dict[str, Any]) -> dict[str, Any]:
     """What a finished train's history entry keeps beyond the landed list: timings and stops."""
-    keep = ("times", "gate_log", "gate_runs", "gate_exit", "old_head", "landed", "branch")
+    keep = (
+        "times",
+        "gate_log",
+        "gate_runs",
+        "gate_exit",
+        "old_head",
+        "landed",
+        "branch",
+        "resolved",
+    )
     agents = {
         key: {name: entry[name] for name in keep if name in entry}
         for key, entry in journal.get("agents", {}).items()

@@ -858,20 +858,11 @@ class StateStore:
             self.write_journal(journal)
 
     def _replace(self, path: Path, text: str) -> None:
-        """Atomically replace ``path`` (temp file, fsync, rename)."""
-        import tempfile  # only writers need it: status never loads it
+        """Atomically replace ``path`` (temp file, fsync, rename); only its owner reads it."""
+        from paradev.atomic import write_atomic  # only writers need it: status never loads it
 
         self._make_dir()
-        fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text, mode=0o600)
 
     def quarantine_if_corrupt(self) -> Path | None:
         """Move an unreadable state or journal file aside (``<name>.corrupt-<time>``); return where.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from paradev import processes
+from paradev.atomic import write_atomic
 
 LAUNCH_FAILED = 127  # the exit code recorded when the agent's program cannot start
 
@@ -63,9 +64,7 @@ def _note_only(signum: int, frame: object) -> None:
 
 def write(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` whole (temp file, rename): a reader never sees half a record."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data), durable=False)
 
 
 @dataclass(frozen=True)

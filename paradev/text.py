@@ -68,3 +68,16 @@ def printable_lines(text: str) -> str:
     if text.isprintable():
         return text
     return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def log_line(line: str) -> str:
+    """One line of a program's log as a page shows it: colours and controls dropped.
+
+    A progress line redrawn with carriage returns keeps only what was drawn last.
+    Tabs and runs of spaces stay: a log's alignment matters.
+    """
+    if line.isprintable():
+        return line
+    line = line.rstrip("\r").rsplit("\r", 1)[-1]
+    line = _ESCAPE.sub("", line)
+    return "".join(c for c in line if c == "\t" or not _is_control(c))

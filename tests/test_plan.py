@@ -541,15 +541,6 @@ def test_add_task_never_writes_an_invalid_plan(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["plan.toml"]  # no temp file left
 
 
-def test_write_atomic_keeps_the_file_mode(tmp_path: Path) -> None:
-    path = tmp_path / "plan.toml"
-    path.write_text("old", encoding="utf-8")
-    path.chmod(0o640)
-    plan_mod.write_atomic(path, "new\r\nline")
-    assert path.read_bytes() == b"new\r\nline"
-    assert path.stat().st_mode & 0o777 == 0o640
-
-
 def test_plan_accessors_cover_sections(tmp_path: Path) -> None:
     plan: Plan = parse(PLAN, tmp_path / "plan.toml")
     assert plan.section("agents")["count"] == 3

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
+from paradev import report as report_module
 from paradev import snapshots
 from paradev.report import build_report, duration, hours
-from paradev.report.data import LEFT, WIDTH, conflict_matrix, timeline
+from paradev.report.data import CHAR, LEFT, WIDTH, Timeline, conflict_matrix, timeline
 from paradev.snapshots import KEEP, remember
 from paradev.state import State
 from paradev.workspace import open_workspace
-from tests.helpers import Result, agent_tree, git, state_files, write
+from tests.helpers import Result, agent_tree, commit, git, state_files, write
 from tests.test_train import configure, work
 
 Cli = Callable[..., Result]
@@ -49,6 +50,16 @@ def stopped_train(repo: Path, cli: Cli, worktrees: Path) -> Path:
 @pytest.fixture
 def stopped(repo: Path, cli: Cli, worktrees: Path) -> Path:
     return stopped_train(repo, cli, worktrees)
+
+
+def resolve_and_land(repo: Path, worktrees: Path, cli: Cli) -> int:
+    """Resolve the stopped train's conflict by hand and let it finish; the agent it stopped on."""
+    agent: int = state_of(repo)["train"]["stop"]["agent"]
+    tree = agent_tree(worktrees, agent)
+    write(tree, {"src/util.py": "VALUE = 'both'\n"})
+    git(tree, "add", "src/util.py")
+    assert cli("merge", "--continue").code == 0
+    return agent
 
 
 def report_of(repo: Path) -> str:
@@ -101,11 +112,7 @@ def test_report_shows_agents_issues_the_stop_and_escapes_titles(repo: Path, stop
 def test_the_report_still_shows_conflicts_after_everything_landed(
     repo: Path, stopped: Path, cli: Cli
 ) -> None:
-    agent = state_of(repo)["train"]["stop"]["agent"]
-    tree = agent_tree(stopped, agent)
-    write(tree, {"src/util.py": "VALUE = 'both'\n"})
-    git(tree, "add", "src/util.py")
-    assert cli("merge", "--continue").code == 0
+    resolve_and_land(repo, stopped, cli)
     assert "CONFLICT" not in cli("conflicts").out  # nothing collides any more
 
     result = cli("report")
@@ -360,3 +367,104 @@ def test_the_report_shows_the_cost_and_tokens_agents_reported(repo: Path) -> Non
     row = page[page.index("<td>#11</td>") :].split("</tr>")[0]
     assert "<td>1.25 USD</td><td>12,000 in / 345 out</td>" in row
     assert "not reported" not in page
+
+
+def test_each_side_of_a_hunk_names_whose_it_is(repo: Path, stopped: Path) -> None:
+    detail = report_of(repo).split('id="pair-1-2"', 1)[1].split("</div>\n  <div", 1)[0]
+
+    side = r'<pre class="{}"><span class="side">(.*?)</span>\n(.*?)</pre>'
+    ours = re.search(side.format("ours"), detail, re.S)
+    theirs = re.search(side.format("theirs"), detail, re.S)
+    assert ours and ours.groups() == ("agent 1", "VALUE = &#39;one&#39;\n")
+    assert theirs and theirs.groups() == ("agent 2", "VALUE = &#39;two&#39;\n")
+    css = (Path(report_module.__file__).parent / "templates" / "report.css").read_text()
+    assert "base side" not in css  # agent 1 is no base
+
+
+def test_a_gate_log_tail_drops_colours_and_redrawn_progress(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    gate = r"printf '10%%\r55%%\r100%%\n\033[31mFAILED\033[0m\ttest_x\n'; exit 1"
+    configure(repo, gate=gate)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"one.py": "1\n"})
+    assert cli("merge").code == 1
+
+    log = report_of(repo).split('<pre class="log">', 1)[1].split("</pre>", 1)[0]
+
+    assert log == "100%\nFAILED\ttest_x"
+
+
+def test_a_landing_says_which_rebase_conflict_was_resolved(
+    repo: Path, stopped: Path, cli: Cli
+) -> None:
+    agent = resolve_and_land(repo, stopped, cli)
+
+    page = report_of(repo)
+
+    row = page.split(f'<tr class="landing landed" data-agent="{agent}">', 1)[1].split("</tr>")[0]
+    assert "after its rebase conflict in <code>src/util.py</code> was resolved" in row
+    assert page.count("was resolved") == 1
+
+
+def test_timeline_captions_never_run_into_the_next_bar(repo: Path) -> None:
+    plan = open_workspace(repo).plan
+    state = State()
+    spans = {11: ("08:00", "08:01"), 21: ("08:02", "12:00"), 12: ("08:00", "12:00")}
+    for issue, (start, done) in spans.items():
+        record = state.task(issue, 2 if issue == 12 else 1)
+        record.status = "completed"
+        record.started_at = f"2026-11-02T{start}:00+00:00"
+        record.completed_at = f"2026-11-02T{done}:00+00:00"
+
+    line = timeline(plan, state, [11, 21], datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+
+    bars = {bar.issue: bar for bar in line.bars}
+    assert bars[21].caption == "#21 2h planned ★ critical"  # the lane's last: room to the end
+    assert bars[12].caption == "#12 1.5h planned"
+    assert bars[11].caption in ("#11", "")  # #21 starts 8 px after it
+    for bar in line.bars:
+        assert bar.x + len(bar.caption) * CHAR <= min(
+            [b.x for b in line.bars if b.y == bar.y and b.x > bar.x] + [line.width]
+        )
+    for x, label in line.ticks:
+        assert x + len(label) * CHAR / 2 <= line.width  # the last tick's label is not cut off
+
+
+def test_a_long_critical_path_is_named_in_part_and_counted() -> None:
+    line = Timeline([1], [], [], [], 100, 100, list(range(1, 41)), [])
+    short = Timeline([1], [], [], [], 100, 100, [3, 5], [])
+
+    assert line.critical_text == " → ".join(f"#{i}" for i in range(1, 13)) + " → … (28 more)"
+    assert short.critical_text == "#3 → #5"
+
+
+def test_report_open_without_a_browser_says_so_and_still_writes(
+    repo: Path, cli: Cli, tmp_path: Path, mocker: MockerFixture
+) -> None:
+    mocker.patch("webbrowser.open", return_value=False)  # what it answers with no browser
+    target = tmp_path / "r.html"
+
+    result = cli("report", "--output", str(target), "--open")
+
+    assert result.code == 0
+    assert result.out.strip() == str(target) and target.is_file()
+    assert result.err == (
+        f"paradev: warning: no web browser found to open the report; "
+        f"open {target.as_uri()} in one\n"
+    )
+
+
+def test_both_graph_formats_mark_an_agent_that_conflicts_with_base(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"src/util.py": "VALUE = 'agent'\n"})
+    commit(repo, {"src/util.py": "VALUE = 'base'\n"}, "base moves on")
+
+    dot = cli("conflicts", "--format", "dot").out.splitlines()
+    mermaid = cli("conflicts", "--format", "mermaid").out.splitlines()
+
+    assert '  a1 [label="agent 1", color="red", xlabel="conflicts with base"];' in dot
+    assert '  a1["agent 1 (conflicts with base)"]' in mermaid
+    assert "  class a1 conflict" in mermaid

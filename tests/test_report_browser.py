@@ -123,14 +123,24 @@ def test_demo_report_in_chromium(
     tasks = page.locator("#tasks").inner_text()
     for issue in range(101, 107):
         assert f"#{issue}" in tasks
+    for agent in (1, 2, 3):
+        assert page.locator("#matrix").get_by_text(f"agent {agent}", exact=True).is_visible()
     conflicting = page.locator("td.cell.conflict button").first
-    conflicting.click()
     key = conflicting.get_attribute("data-pair")
+    assert key == "pair-1-2" and page.locator(f"#{key}").is_hidden()
+    conflicting.click()
     shown = page.locator(f"#{key}").inner_text()
     assert "calc/core.py" in shown and "lines" in shown
+    ours, theirs = page.locator(f"#{key} .hunk pre.ours"), page.locator(f"#{key} .hunk pre.theirs")
+    assert ours.first.is_visible() and theirs.first.is_visible()
+    assert ours.first.inner_text().startswith("agent 1\ndef ")  # the hunk's own lines
+    assert theirs.first.inner_text().startswith("agent 2\ndef ")
     trains = page.locator("#train article")
     assert trains.count() == 2
-    assert page.locator("tr.landing.landed").count() >= 3
+    assert page.locator("tr.landing.landed").count() == 6
+    handed_back = page.locator("#train article").first.locator("tr.landing .resolved")
+    assert handed_back.count() == 1  # the conflict the demo hands back to its agent
+    assert "calc/core.py" in handed_back.inner_text() and handed_back.is_visible()
     assert project.name in page.title()
     finish(watched, tmp_path / "demo.png")
 
@@ -153,3 +163,50 @@ def test_without_chromium_ci_fails_and_a_local_run_skips(
     assert outcome in proc.stdout, proc.stdout
     assert (proc.returncode == 0) == (ci != "true")
     assert "no Chromium found (apt-get install chromium, or set PARADEV_CHROMIUM)" in proc.stdout
+
+
+def fake_tool(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/bash\n{body}\n", encoding="utf-8")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("uid", "with_chromium", "with_sudo", "calls"),
+    [
+        (0, False, False, ["update -qq", "install -y -qq chromium"]),
+        (1000, False, True, ["sudo apt-get update -qq", "sudo apt-get install -y -qq chromium"]),
+        (0, True, False, []),
+        (1000, False, False, []),
+    ],
+)
+def test_ci_installs_chromium_only_when_missing(
+    tmp_path: Path, uid: int, with_chromium: bool, with_sudo: bool, calls: list[str]
+) -> None:
+    """The package manager cannot run in a test: fake apt-get, id and sudo log their calls."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    fake_tool(bin_dir, "id", f"echo {uid}")
+    fake_tool(bin_dir, "apt-get", f'echo "$*" >> {log}')
+    if with_sudo:
+        fake_tool(bin_dir, "sudo", f'[ "$1" = -n ] && exit 0; echo "sudo $*" >> {log}')
+    if with_chromium:
+        fake_tool(bin_dir, "chromium", "exit 0")
+    script = Path(__file__).resolve().parent.parent / ".ci" / "install-chromium"
+
+    proc = subprocess.run(
+        ["/bin/bash", str(script)],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert (log.read_text().splitlines() if log.exists() else []) == calls
+    if not calls and not with_chromium:
+        assert proc.stderr == (
+            "chromium is missing and CI can neither be root nor sudo: "
+            "install it (apt-get install chromium)\n"
+        )

@@ -615,3 +615,19 @@ def test_a_detached_run_lands_the_plan_and_wait_gives_its_exit_code(
     log = cli("logs")
     assert log.code == 0
     assert "#3: exit code 3" in log.out
+
+
+def test_a_detached_json_run_says_so_in_json_and_logs_its_events_as_json(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {})
+
+    started = cli("run", "--detach", "--json")
+
+    assert started.code == 0, started.err
+    (event,) = [json.loads(line) for line in started.out.splitlines()]
+    assert event["event"] == "detached" and isinstance(event["pid"], int)
+    assert event["log"] == str(repo / ".git" / "paradev" / "run.log")
+    assert cli("wait").code == 0
+    logged = [json.loads(line) for line in Path(event["log"]).read_text().splitlines()]
+    assert logged[-1]["event"] == "summary" and logged[-1]["landed"] is True

@@ -8,12 +8,12 @@ can hold anything.
 
 from __future__ import annotations
 
-from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paradev import git as gitmod
+from paradev.atomic import write_atomic
 from paradev.conflicts import analyze
 from paradev.errors import PreconditionError
 from paradev.estimate import estimate
@@ -73,14 +73,10 @@ def write_report(ws: Workspace, output: Path | None = None) -> Path:
     path = (output or default_output(ws)).resolve()
     record_scan(ws, analyze(ws), "report")
     html = build_report(ws)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(html, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, html, durable=False)
     except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink()
         raise PreconditionError(
             f"cannot write the report to {path}: {exc.strerror or exc}; "
             "pick another place with --output FILE"

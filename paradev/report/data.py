@@ -8,6 +8,7 @@ needs no script to draw.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,10 +19,12 @@ from paradev.estimate import Estimate
 from paradev.git import RangeStats
 from paradev.plan import Plan, Task
 from paradev.state import State, hours_between, parse_time, task_end
+from paradev.text import log_line
 
 RANK = {"none": 0, "clean": 1, "overlap": 2, "conflict": 3}
 LABELS = {"none": "-", "clean": "clean", "overlap": "overlap", "conflict": "CONFLICT"}
 TAIL_LINES = 20  # lines of a gate log shown
+TAIL_BYTES = 64 * 1024  # read from a gate log's end for them
 
 
 # -- conflict matrix --------------------------------------------------------------------------
@@ -133,7 +136,10 @@ def _see(cells: dict[str, Cell], found: Cell, snap: Mapping[str, Any]) -> None:
 LANE = 56  # px per agent lane
 LEFT = 90  # px for lane labels
 WIDTH = 1000  # px of the time axis
+RIGHT = 40  # px after the axis: half of its last tick's label
 TOP = 30  # px for the axis labels
+CHAR = 6.2  # px a character of a 10px label takes, at most (digits, DejaVu Sans)
+CRITICAL_SHOWN = 12  # issues of the critical path named in the text; more are counted
 
 
 @dataclass
@@ -149,6 +155,7 @@ class Bar:
     critical: bool
     status: str
     actual: float | None
+    caption: str = ""  # the text under the bar: as much as fits before the next bar
 
     @property
     def end(self) -> float:
@@ -183,6 +190,13 @@ class Timeline:
     def lanes(self) -> list[tuple[int, float]]:
         return [(agent, TOP + index * LANE) for index, agent in enumerate(self.agents)]
 
+    @property
+    def critical_text(self) -> str:
+        """``#1 → #2 → #3``; a long path names its first issues and counts the rest."""
+        shown = " → ".join(f"#{issue}" for issue in self.critical_path[:CRITICAL_SHOWN])
+        left = len(self.critical_path) - CRITICAL_SHOWN
+        return f"{shown} → … ({left} more)" if left > 0 else shown
+
 
 def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime) -> Timeline:
     """One lane per agent on one wall-clock axis; bars from the state's timestamps."""
@@ -200,7 +214,9 @@ def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime
         landed = parse_time(record.merged_at) or done
         spans[task.issue] = (start, max(done, start), max(landed, done, start))
     if not spans:
-        return Timeline(agents, [], [], [], TOP + LANE * len(agents), LEFT + WIDTH, [], unstarted)
+        return Timeline(
+            agents, [], [], [], TOP + LANE * len(agents), LEFT + WIDTH + RIGHT, [], unstarted
+        )
     first = min(s[0] for s in spans.values())
     last = max(s[2] for s in spans.values())
     total = max((last - first).total_seconds(), 1.0)
@@ -229,16 +245,40 @@ def timeline(plan: Plan, state: State, critical: Iterable[int], moment: datetime
             actual=hours_between(record.started_at, task_end(record)),
         )
     arrows = _arrows(plan, bars, critical_set)
+    _fit_captions(list(bars.values()), LEFT + WIDTH + RIGHT)
     return Timeline(
         agents=agents,
         bars=list(bars.values()),
         arrows=arrows,
         ticks=_ticks(first, last, x_of),
         height=TOP + LANE * len(agents) + 10,
-        width=LEFT + WIDTH + 20,
+        width=LEFT + WIDTH + RIGHT,
         critical_path=list(critical),
         unstarted=unstarted,
     )
+
+
+def _fit_captions(bars: list[Bar], right: float) -> None:
+    """Each bar's caption, as long as fits before the next bar of its lane starts.
+
+    Many short tasks on one lane would otherwise print their labels over one
+    another; the bar's tooltip always holds everything.
+    """
+    lanes: dict[float, list[Bar]] = {}
+    for bar in bars:
+        lanes.setdefault(bar.y, []).append(bar)
+    for lane in lanes.values():
+        lane.sort(key=lambda bar: bar.x)
+        ends = [after.x for after in lane[1:]] + [right]
+        for bar, end in zip(lane, ends, strict=True):
+            room = end - bar.x - 6
+            star = " ★" if bar.critical else ""
+            texts = (
+                f"#{bar.issue} {bar.planned:g}h planned{' ★ critical' if bar.critical else ''}",
+                f"#{bar.issue} {bar.planned:g}h{star}",
+                f"#{bar.issue}",
+            )
+            bar.caption = next((text for text in texts if len(text) * CHAR <= room), "")
 
 
 def _arrows(plan: Plan, bars: Mapping[int, Bar], critical: set[int]) -> list[Arrow]:
@@ -300,6 +340,7 @@ class Landing:
     gate_log: str
     gate_exit: int | None
     gate_tail: str
+    resolved: list[str] = field(default_factory=list)  # paths whose rebase conflict was resolved
     stats: RangeStats | None = None  # filled in from git by the report
 
 
@@ -379,6 +420,7 @@ def _landing(
         gate_log=log,
         gate_exit=entry.get("gate_exit"),
         gate_tail=gate_tail(Path(log)) if log else "",
+        resolved=[str(path) for path in entry.get("resolved", [])],
     )
 
 
@@ -401,11 +443,14 @@ def _span(start: str | None, end: str | None) -> float | None:
 
 
 def gate_tail(log: Path, lines: int = TAIL_LINES) -> str:
+    """The log's last lines as a page shows them; only its end is read (logs grow large)."""
     try:
-        text = log.read_text(encoding="utf-8", errors="replace")
+        with log.open("rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - TAIL_BYTES, 0))
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(log_line(line) for line in text.rstrip("\n").split("\n")[-lines:])
 
 
 # -- estimate against actual ------------------------------------------------------------------

@@ -55,17 +55,19 @@ def _dot_quote(text: str) -> str:
 
 def to_mermaid(report: Report) -> str:
     """Mermaid ``graph LR`` (GitHub renders it in Markdown)."""
+    base_conflicts = {b.agent for b in report.against_base if b.conflict}
     lines = ["graph LR"]
     for agent in _agents(report):
-        lines.append(f'  a{agent}["agent {agent}"]')
+        extra = " (conflicts with base)" if agent in base_conflicts else ""
+        lines.append(f'  a{agent}["agent {agent}{extra}"]')
     for pair, kind, label in _edges(report):
         link = "---" if kind == "conflict" else "-.-"
         left, right = pair.agents
         lines.append(f'  a{left} {link}|"{_mermaid_quote(label)}"| a{right}')
     conflicted = [p.agents for p, kind, _ in _edges(report) if kind == "conflict"]
-    if conflicted:
+    if conflicted or base_conflicts:
         lines.append("  classDef conflict stroke:#d7301f,stroke-width:3px")
-        agents = sorted({a for pair in conflicted for a in pair})
+        agents = sorted({a for pair in conflicted for a in pair} | base_conflicts)
         lines.append("  class " + ",".join(f"a{a}" for a in agents) + " conflict")
     return "\n".join(lines)
 
