@@ -1346,6 +1346,27 @@ def resolve_refs(git: Git, refs: Sequence[str]) -> dict[str, str]:
     return {ref: found[ref] for ref in refs if ref in found}
 
 
+REPLACE_REFS = "refs/replace/"
+
+
+def resolve_refs_of_plain_history(
+    git: Git, refs: Sequence[str], common_dir: Path
+) -> tuple[dict[str, str], bool]:
+    """``resolve_refs``, and whether history here is what commit ids alone say it is.
+
+    Replace refs, grafts and a shallow boundary make git walk another history
+    behind the same ids, so answers cached by commit id (``paradev.commitcache``)
+    are kept only when none is present. The replace refs come from the same
+    ``for-each-ref``: no extra process.
+    """
+    out = git.out("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs, REPLACE_REFS)
+    found = dict(line.split(" ", 1) for line in out.splitlines() if line)
+    rewritten = any(ref.startswith(REPLACE_REFS) for ref in found) or any(
+        (common_dir / name).exists() for name in ("shallow", "info/grafts")
+    )
+    return {ref: found[ref] for ref in refs if ref in found}, not rewritten
+
+
 def merge_bases(git: Git, pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
     """Every best common ancestor (``merge-base --all``) of each pair; [] when unrelated.
 
