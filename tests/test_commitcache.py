@@ -97,3 +97,52 @@ def test_the_cache_is_written_only_into_paradevs_folder(tmp_path: Path) -> None:
     kept.save()
     assert CommitCache(tmp_path / "answers.json").get("a...b") == [1, 2]
     assert CommitCache(tmp_path / "answers.json", enabled=False).get("a...b") is None
+
+
+# -- check: each branch's changed paths -------------------------------------------------------
+
+PATHS = "branch-paths.json"
+
+
+def _claims(cli: Callable[..., Result], path: str) -> list[str]:
+    return cli("check", path, "--agent", "1").out.splitlines()
+
+
+def test_check_reads_again_only_a_branch_that_moved(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    two, three = agent_tree(set_up, 2), agent_tree(set_up, 3)
+    commit(two, {"a.py": "a\n"})
+    commit(three, {"b.py": "b\n"})
+    assert _claims(cli, "c.py") == ["no other agent changes c.py"]
+    commit(two, {"c.py": "c\n"})  # agent 2 moves on: c.py is claimed at once
+    assert _claims(cli, "c.py") == ["c.py: agent 2 (parallel-dev/agent-2, branch)"]
+    git(two, "reset", "-q", "--hard", "HEAD~1")  # and takes it back
+    assert _claims(cli, "c.py") == ["no other agent changes c.py"]
+    kept = json.loads((repo / ".git" / "paradev" / PATHS).read_text())
+    assert kept[f"{rev(repo, 'main')}...{rev(two, 'HEAD')}"] == ["a.py"]
+
+
+def test_check_forgets_work_that_base_took_in(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    two = agent_tree(set_up, 2)
+    commit(two, {"a.py": "a\n"})
+    assert _claims(cli, "a.py") == ["a.py: agent 2 (parallel-dev/agent-2, branch)"]
+    git(repo, "merge", "-q", "--ff-only", "parallel-dev/agent-2")  # base moves to agent 2's head
+    assert _claims(cli, "a.py") == ["no other agent changes a.py"]
+
+
+def test_check_ignores_kept_paths_while_history_is_rewritten(
+    set_up: Path, repo: Path, cli: Callable[..., Result]
+) -> None:
+    two = agent_tree(set_up, 2)
+    commit(two, {"a.py": "a\n"})
+    key = f"{rev(repo, 'main')}...{rev(two, 'HEAD')}"
+    path = repo / ".git" / "paradev" / PATHS
+    path.write_text(json.dumps({key: ["planted.py"]}))
+    assert _claims(cli, "planted.py") == ["planted.py: agent 2 (parallel-dev/agent-2, branch)"]
+    before = path.read_text()
+    git(repo, "replace", "--graft", rev(two, "HEAD"))  # agent 2's commit now has no parent
+    assert _claims(cli, "planted.py") == ["no other agent changes planted.py"]
+    assert path.read_text() == before  # nothing kept meanwhile
