@@ -388,16 +388,15 @@ def ahead_behind_if_any(
 ) -> tuple[int, int] | None:
     """``ahead_behind`` of ``branch`` (local, or under ``prefix``), None when it or base is absent.
 
-    One git process where checking first would take two: status runs it for every agent.
+    One git process where checking first would take two.
     """
-    proc = git.run(
-        "rev-list",
-        "--left-right",
-        "--count",
-        f"refs/heads/{base}...{prefix}{branch}",
-        "--",
-        check=False,
-    )
+    return ahead_behind_of(git, f"refs/heads/{base}", f"{prefix}{branch}")
+
+
+def ahead_behind_of(git: Git, base: str, rev: str) -> tuple[int, int] | None:
+    """(commits on ``rev`` not on ``base``, on ``base`` not on ``rev``); None when git cannot
+    tell (a rev absent, an object missing): status runs it for every agent and goes on."""
+    proc = git.run("rev-list", "--left-right", "--count", f"{base}...{rev}", "--", check=False)
     if proc.returncode != 0:
         return None
     behind, ahead = proc.stdout.split()

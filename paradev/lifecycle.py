@@ -14,7 +14,7 @@ from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
     Git,
-    ahead_behind,
+    ahead_behind_of,
     changed_paths,
     current_branch,
     dirty_and_untracked,
@@ -561,6 +561,7 @@ def _state_and_counts(
     """The state, every ref status reads (one ``for-each-ref``), each agent's (ahead, behind).
 
     The state's landed tasks are looked for on base as just read (no second git call).
+
     A count depends on the two commits alone, so it is kept by their ids
     (``paradev.commitcache``): a branch or base that moved has new ids and is
     counted anew; only those cost a ``rev-list``, all of them side by side.
@@ -589,10 +590,11 @@ def _state_and_counts(
             counts[agent] = (kept[0], kept[1])
         else:
             missing.append(agent)
-    found = side_by_side(lambda agent: ahead_behind(ws.git, *pairs[agent]), missing)
+    found = side_by_side(lambda agent: ahead_behind_of(ws.git, *pairs[agent]), missing)
     for agent, count in zip(missing, found, strict=True):
         counts[agent] = count
-        cache.put("...".join(pairs[agent]), list(count))
+        if count is not None:
+            cache.put("...".join(pairs[agent]), list(count))
     cache.save()
     return state, tips, counts
 
