@@ -2,7 +2,10 @@
 
 A repository with 10,000 files and 10 agents, each with a worktree, a commit
 on its branch and uncommitted edits in its worktree (which ``check`` must
-still report: the script verifies the answer before timing it). Commands
+still report: the script verifies the answer before timing it). The
+branches' changed paths are kept by commit ids between runs (as when an agent
+checks before each edit); one row forgets them first (every branch just
+moved). Commands
 take turns so machine load hits each alike; medians are printed side by side.
 
     python bench/check.py [--runs 21] [--files 10000] [--agents 10]
@@ -18,8 +21,10 @@ import tempfile
 from pathlib import Path
 
 from common import child_env, interleaved_medians, paradev_argv, run
+from status import forgetting
 
 TARGET_MS = 40.0
+BRANCH_PATHS = "branch-paths.json"  # check keeps each branch's paths by commit ids
 
 
 def build(root: Path, files: int, agents: int, env: dict[str, str]) -> Path:
@@ -70,6 +75,9 @@ def main() -> None:
             "python -c pass": [sys.executable, "-c", "pass"],
             "paradev check (uncommitted hit)": [*paradev, "check", dirty, "--agent", "1"],
             "paradev check (nothing found)": [*paradev, "check", "src/pkg099", "--agent", "1"],
+            "paradev check (branches moved)": forgetting(
+                BRANCH_PATHS, "check", dirty, "--agent", "1"
+            ),
             "paradev check . (whole tree)": [*paradev, "check", ".", "--agent", "1"],
         }
         figures = interleaved_medians(rows, repo, env, args.runs, ok=(0, 1))

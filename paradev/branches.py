@@ -91,6 +91,7 @@ class Heads(NamedTuple):
     base_ref: str
     base_commit: str
     heads: dict[int, tuple[str, str, bool]]  # agent -> (branch, commit, uncommitted)
+    plain: bool = True  # no replace refs, grafts or shallow boundary (commitcache may be used)
 
 
 def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -> Heads:
@@ -109,7 +110,9 @@ def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -
     away = {} if remote else elsewhere(ws.plan, git)  # other hosts' agents: as pushed
     pushed = f"refs/remotes/{ws.plan.remote}/"
     wanted = [f"{pushed if a in away else prefix}{ws.branch(a)}" for a in agents]
-    refs = gitmod.resolve_refs(git, [*base_refs, *wanted])
+    refs, plain = gitmod.resolve_refs_of_plain_history(
+        git, [*base_refs, *wanted], ws.repo.common_dir
+    )
     base_ref = next((ref for ref in base_refs if ref in refs), None)
     if base_ref is None:
         raise PreconditionError(f"base branch {ws.plan.base!r} does not exist")
@@ -120,7 +123,7 @@ def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -
             heads[agent] = (ws.branch(agent), head, False)
     if uncommitted:
         heads.update(_snapshots(ws, agents))
-    return Heads(ws.plan.base, base_ref, refs[base_ref], heads)
+    return Heads(ws.plan.base, base_ref, refs[base_ref], heads, plain)
 
 
 def _snapshots(ws: Workspace, agents: Iterable[int]) -> dict[int, tuple[str, str, bool]]:

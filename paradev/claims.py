@@ -122,10 +122,34 @@ def _covers(query: str, changed: str) -> bool:
     return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
 
 
+BRANCH_PATHS_CACHE = "branch-paths.json"  # under <common>/paradev: see paradev.commitcache
+
+
 def _committed(ws: Workspace) -> dict[int, set[str]]:
-    """The paths each agent's branch changed since it left base (agents with commits only)."""
-    branches, _ = load_branches(ws.git, find_heads(ws))
-    return {b.agent: set(b.changes.paths) for b in branches if b.has_work}
+    """The paths each agent's branch changed since it left base (agents with commits only).
+
+    They depend on base's and the branch's commits alone, so they are kept by
+    those ids (``paradev.commitcache``): only a branch that moved (or every
+    branch, when base moved) is read from git again.
+    """
+    from paradev.commitcache import CommitCache
+
+    heads = find_heads(ws)
+    cache = CommitCache(ws.store.dir / BRANCH_PATHS_CACHE, enabled=heads.plain)
+    keys = {agent: f"{heads.base_commit}...{head}" for agent, (_, head, _) in heads.heads.items()}
+    changed: dict[int, list[str]] = {}
+    for agent, key in keys.items():
+        kept = cache.get(key)
+        if isinstance(kept, list) and all(isinstance(path, str) for path in kept):
+            changed[agent] = kept
+    missing = {a: head for a, head in heads.heads.items() if a not in changed}
+    if missing:
+        branches, _ = load_branches(ws.git, heads._replace(heads=missing))
+        for branch in branches:
+            changed[branch.agent] = sorted(branch.changes.paths) if branch.has_work else []
+            cache.put(keys[branch.agent], changed[branch.agent])
+        cache.save()
+    return {agent: set(paths) for agent, paths in changed.items() if paths}
 
 
 def _dirty(ws: Workspace, agent: int, within: Sequence[str]) -> set[str] | ParadevError:

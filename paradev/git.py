@@ -388,16 +388,15 @@ def ahead_behind_if_any(
 ) -> tuple[int, int] | None:
     """``ahead_behind`` of ``branch`` (local, or under ``prefix``), None when it or base is absent.
 
-    One git process where checking first would take two: status runs it for every agent.
+    One git process where checking first would take two.
     """
-    proc = git.run(
-        "rev-list",
-        "--left-right",
-        "--count",
-        f"refs/heads/{base}...{prefix}{branch}",
-        "--",
-        check=False,
-    )
+    return ahead_behind_of(git, f"refs/heads/{base}", f"{prefix}{branch}")
+
+
+def ahead_behind_of(git: Git, base: str, rev: str) -> tuple[int, int] | None:
+    """(commits on ``rev`` not on ``base``, on ``base`` not on ``rev``); None when git cannot
+    tell (a rev absent, an object missing): status runs it for every agent and goes on."""
+    proc = git.run("rev-list", "--left-right", "--count", f"{base}...{rev}", "--", check=False)
     if proc.returncode != 0:
         return None
     behind, ahead = proc.stdout.split()
@@ -1350,6 +1349,27 @@ def resolve_refs(git: Git, refs: Sequence[str]) -> dict[str, str]:
     out = git.out("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs)
     found = dict(line.split(" ", 1) for line in out.splitlines() if line)
     return {ref: found[ref] for ref in refs if ref in found}
+
+
+REPLACE_REFS = "refs/replace/"
+
+
+def resolve_refs_of_plain_history(
+    git: Git, refs: Sequence[str], common_dir: Path
+) -> tuple[dict[str, str], bool]:
+    """``resolve_refs``, and whether history here is what commit ids alone say it is.
+
+    Replace refs, grafts and a shallow boundary make git walk another history
+    behind the same ids, so answers cached by commit id (``paradev.commitcache``)
+    are kept only when none is present. The replace refs come from the same
+    ``for-each-ref``: no extra process.
+    """
+    out = git.out("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs, REPLACE_REFS)
+    found = dict(line.split(" ", 1) for line in out.splitlines() if line)
+    rewritten = any(ref.startswith(REPLACE_REFS) for ref in found) or any(
+        (common_dir / name).exists() for name in ("shallow", "info/grafts")
+    )
+    return {ref: found[ref] for ref in refs if ref in found}, not rewritten
 
 
 def merge_bases(git: Git, pairs: Sequence[tuple[str, str]]) -> list[list[str]]:

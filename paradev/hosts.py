@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Callable
 
 from paradev.errors import GitError, PreconditionError
@@ -24,6 +23,8 @@ HOST_ENV = "PARADEV_HOST"
 
 def this_host(git: Git) -> str:
     """This clone's host name: PARADEV_HOST, else ``setup --host``, else the machine's name."""
+    import socket  # here: check and status, which never ask without hosts, skip its import
+
     return (
         os.environ.get(HOST_ENV, "").strip()
         or clone_config(git, HOST_CONFIG)

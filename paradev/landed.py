@@ -33,6 +33,7 @@ class LandedTasks:
     def __init__(self, git: Git, plan: Plan, cache: Path) -> None:
         self.git, self.plan, self.cache = git, plan, cache
         self._memo: tuple[str, Landed] | None = None
+        self.base_tip: str | None = None  # base's commit when the caller just read it (status)
 
     def __call__(self, state: State) -> None:
         unknown = [t for t in self.plan.tasks() if t.issue not in state.tasks]
@@ -52,7 +53,7 @@ class LandedTasks:
 
     def landed(self) -> Landed:
         """The issues landed on base, read once per base commit."""
-        head = self.git.rev(f"refs/heads/{self.plan.base}")
+        head = self.base_tip or self.git.rev(f"refs/heads/{self.plan.base}")
         if head is None:
             return {}
         if self._memo is None or self._memo[0] != head:

@@ -14,7 +14,7 @@ from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
     Git,
-    ahead_behind_if_any,
+    ahead_behind_of,
     changed_paths,
     current_branch,
     dirty_and_untracked,
@@ -23,11 +23,13 @@ from paradev.git import (
     merge_base,
     merge_ff_only,
     resolve_refs,
+    resolve_refs_of_plain_history,
     side_by_side,
     update_ref,
 )
 from paradev.hosts import elsewhere
 from paradev.labels import AgentLabel, agent_label, landing_candidates
+from paradev.landed import LandedTasks
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -484,20 +486,13 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
-def _branch_facts(
-    ws: Workspace, agent: int, host: str | None = None
-) -> tuple[dict[str, Any], list[str]]:
-    """Ahead/behind base, dirtiness, untracked paths: the git work of status, per agent.
+def _worktree_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]:
+    """Dirtiness and untracked paths of the agent's work tree: the git work of status, per agent.
 
-    Run per agent in parallel, each call in its own thread with its own ``Git``:
-    nothing is shared but paths. An agent of another ``host`` is its branch as
-    this clone last fetched it from the remote (no network: ``paradev sync``).
+    Run per agent in parallel, each call in its own thread: nothing is shared but paths.
     """
-    if host is not None:
-        return _remote_branch_facts(ws, agent, host), []
     path = ws.worktree(agent)
     exists = (path / ".git").exists()
-    counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent))
     dirty: bool | None = None
     untracked: list[str] = []
     broken = False
@@ -509,13 +504,38 @@ def _branch_facts(
     facts = {
         "exists": exists,
         "broken": broken,
-        "ahead": counts[0] if counts else None,
-        "behind": counts[1] if counts else None,
         "dirty": dirty,
         "untracked": len(untracked),
         "checked_out": current_branch(path) if exists and not broken else None,
     }
     return facts, untracked
+
+
+def _branch_facts(
+    ws: Workspace,
+    agent: int,
+    worktree: dict[str, Any],
+    counts: tuple[int, int] | None,
+    host: str | None,
+) -> dict[str, Any]:
+    """An agent's entry beyond its tasks: ahead/behind base, and its work tree (when here).
+
+    An agent of another ``host`` is its branch as this clone last fetched it
+    from the remote (no network: ``paradev sync``); its work tree is there.
+    """
+    here = host is None
+    facts = {
+        "exists": worktree["exists"] if here else False,
+        "broken": worktree["broken"] if here else False,
+        "ahead": counts[0] if counts else None,
+        "behind": counts[1] if counts else None,
+        "dirty": worktree["dirty"] if here else None,
+        "untracked": worktree["untracked"] if here else 0,
+        "checked_out": worktree["checked_out"] if here else None,
+    }
+    if not here:
+        facts.update(host=host, here=False, pushed_branch=f"{ws.plan.remote}/{ws.branch(agent)}")
+    return facts
 
 
 def _name_hosts(ws: Workspace, facts: dict[int, dict[str, Any]]) -> None:
@@ -526,22 +546,57 @@ def _name_hosts(ws: Workspace, facts: dict[int, dict[str, Any]]) -> None:
             found.update(host=owners.get(agent), here=agent in owners)
 
 
-def _remote_branch_facts(ws: Workspace, agent: int, host: str) -> dict[str, Any]:
-    """An agent run by another host: where its pushed branch stands; its worktree is there."""
-    prefix = f"refs/remotes/{ws.plan.remote}/"
-    counts = ahead_behind_if_any(Git(ws.git.cwd), ws.plan.base, ws.branch(agent), prefix)
-    return {
-        "exists": False,
-        "broken": False,
-        "ahead": counts[0] if counts else None,
-        "behind": counts[1] if counts else None,
-        "dirty": None,
-        "untracked": 0,
-        "checked_out": None,
-        "host": host,
-        "here": False,
-        "pushed_branch": f"{ws.plan.remote}/{ws.branch(agent)}",
+AHEAD_BEHIND_CACHE = "ahead-behind.json"  # under <common>/paradev: see paradev.commitcache
+
+
+def _tracked_ref(ws: Workspace, agent: int, away: dict[int, str]) -> str:
+    """The ref status reads: the local branch, or as pushed when another host runs the agent."""
+    prefix = f"refs/remotes/{ws.plan.remote}/" if agent in away else "refs/heads/"
+    return prefix + ws.branch(agent)
+
+
+def _state_and_counts(
+    ws: Workspace, away: dict[int, str]
+) -> tuple[State, dict[str, str], dict[int, tuple[int, int] | None]]:
+    """The state, every ref status reads (one ``for-each-ref``), each agent's (ahead, behind).
+
+    The state's landed tasks are looked for on base as just read (no second git call).
+
+    A count depends on the two commits alone, so it is kept by their ids
+    (``paradev.commitcache``): a branch or base that moved has new ids and is
+    counted anew; only those cost a ``rev-list``, all of them side by side.
+    """
+    from paradev.commitcache import CommitCache
+
+    agents = range(1, ws.plan.agent_count + 1)
+    base = f"refs/heads/{ws.plan.base}"
+    refs = [base, *(f"refs/heads/{ws.branch(a)}" for a in agents)]
+    refs += [_tracked_ref(ws, a, away) for a in sorted(away)]
+    tips, plain = resolve_refs_of_plain_history(ws.git, refs, ws.repo.common_dir)
+    if isinstance(ws.store.recognise, LandedTasks):
+        ws.store.recognise.base_tip = tips.get(base)
+    state = ws.store.read()
+    cache = CommitCache(ws.store.dir / AHEAD_BEHIND_CACHE, enabled=plain)
+    pairs = {
+        a: (tips[base], tips[ref])
+        for a in agents
+        if base in tips and (ref := _tracked_ref(ws, a, away)) in tips
     }
+    counts: dict[int, tuple[int, int] | None] = {a: None for a in agents}
+    missing = []
+    for agent, pair in pairs.items():
+        kept = cache.get("...".join(pair))
+        if isinstance(kept, list) and len(kept) == 2 and all(type(n) is int for n in kept):
+            counts[agent] = (kept[0], kept[1])
+        else:
+            missing.append(agent)
+    found = side_by_side(lambda agent: ahead_behind_of(ws.git, *pairs[agent]), missing)
+    for agent, count in zip(missing, found, strict=True):
+        counts[agent] = count
+        if count is not None:
+            cache.put("...".join(pairs[agent]), list(count))
+    cache.save()
+    return state, tips, counts
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
@@ -583,17 +638,28 @@ def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys)."""
     agents = range(1, ws.plan.agent_count + 1)
     away = elsewhere(ws.plan, ws.git)  # other hosts' agents: their branches from the remote
-    found: list[Any] = side_by_side(  # "agent" 0: the state, base and the ordered branches
-        lambda agent: _branch_facts(ws, agent, away.get(agent)) if agent else _state_and_tips(ws),
-        [0, *agents],
+    local = [a for a in agents if a not in away]
+    # "Agent" 0: the refs, the state and the branches' counts, beside the work trees.
+    found: list[Any] = side_by_side(
+        lambda job: _worktree_facts(ws, job) if job else _state_and_counts(ws, away),
+        [0, *local],
     )
-    facts: dict[int, dict[str, Any]] = {a: f for a, (f, _) in zip(agents, found[1:], strict=True)}
-    _name_hosts(ws, facts)
-    untracked = {a: paths for a, (_, paths) in zip(agents, found[1:], strict=True)}
     state: State
-    refs: list[str]
     tips: dict[str, str]
-    state, refs, tips = found[0]
+    counts: dict[int, tuple[int, int] | None]
+    state, tips, counts = found[0]
+    worktrees = dict(zip(local, found[1:], strict=True))
+    idle: tuple[dict[str, Any], list[str]] = ({}, [])
+    facts = {
+        a: _branch_facts(ws, a, worktrees.get(a, idle)[0], counts[a], away.get(a)) for a in agents
+    }
+    _name_hosts(ws, facts)
+    untracked = {a: worktrees.get(a, idle)[1] for a in agents}
+    refs = _order_refs(ws, state)
+    asked = {f"refs/heads/{ws.branch(a)}" for a in agents}
+    unread = [ref for ref in refs[1:] if ref not in asked]
+    if unread:  # an old order naming agents the plan no longer has
+        tips = {**tips, **resolve_refs(ws.git, unread)}
     index = tasks_by_agent(ws)
     labels = {agent: agent_label(state, index[agent]) for agent in agents}
     stale = attention.order_staleness(
@@ -615,16 +681,6 @@ def status(ws: Workspace) -> dict[str, Any]:
         "train": attention.train_view(ws, state),
         "warnings": attention.warnings(ws, state, labels, facts, untracked),
     }
-
-
-def _state_and_tips(ws: Workspace) -> tuple[State, list[str], dict[str, str]]:
-    """The state (its landed tasks asked of git), the refs its merge order needs and their tips.
-
-    Run alongside the agents' git work: none of it waits for the other.
-    """
-    state = ws.store.read()
-    refs = _order_refs(ws, state)
-    return state, refs, resolve_refs(ws.git, refs)
 
 
 def _hosted(ws: Workspace, state: State, data: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from paradev.errors import StateError
 from paradev.limits import (
@@ -34,6 +33,9 @@ from paradev.limits import (
     check_text,
     read_bounded,
 )
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
@@ -58,6 +60,8 @@ RESTARTABLE = (FAILED, INTERRUPTED)  # ended unfinished: run-batch starts it aga
 
 def now() -> str:
     """The current UTC time as ISO 8601 (one place to fake the clock in tests)."""
+    from datetime import UTC, datetime  # here: check and status, which never ask, skip it
+
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -65,6 +69,8 @@ def parse_time(text: str | None) -> datetime | None:
     """A state timestamp as an aware datetime; None when missing or unreadable."""
     if not text:
         return None
+    from datetime import UTC, datetime
+
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -1005,6 +1011,8 @@ def _read_back(
 
 
 def _stamp() -> str:
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 

@@ -1,0 +1,65 @@
+"""Answers computed from commit ids alone, kept between runs of the commands run in loops.
+
+A commit id names its whole history, so an answer keyed by the ids it was
+computed from (how far a branch is ahead of base, the paths a branch changed)
+cannot go stale: when a branch moves, its id and so the key change and the
+answer is computed anew. Replace refs, grafts and shallow clones break that
+rule; callers then keep nothing (``git.resolve_refs_of_plain_history``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class CommitCache:
+    """One JSON file of key -> answer; a save keeps only the answers this run asked for."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self._kept: dict[str, Any] | None = None
+        self._used: dict[str, Any] = {}
+        self._new = False
+
+    def get(self, key: str) -> Any:
+        """The answer kept for ``key``; None when there is none (or caching is off)."""
+        if not self.enabled:
+            return None
+        if self._kept is None:
+            self._kept = _load(self.path)
+        found = self._kept.get(key)
+        if found is not None:
+            self._used[key] = found
+        return found
+
+    def put(self, key: str, answer: Any) -> None:
+        if self.enabled:
+            self._used[key] = answer
+            self._new = True
+
+    def save(self) -> None:
+        """Replace the file by rename when something new was computed; only in paradev's folder.
+
+        A cache that cannot be written is simply not kept: the next run computes again.
+        """
+        if not self._new or not self.path.parent.is_dir():
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self._used, separators=(",", ":")), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+        self._new = False
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """The kept answers; nothing when the file is missing or not of our making."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
