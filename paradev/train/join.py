@@ -46,7 +46,8 @@ class Joiner:
         joined = [a for a in ready if self._take(train, a, gating)]
         if not joined:
             return False
-        joined = merge_order(ws, joined, save=False)
+        if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
+            joined = merge_order(ws, joined, save=False)
         train.journal["order"] += joined
         train.queue.extend(joined)
         train.save()
