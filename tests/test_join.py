@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import agent_tree, git, rev
 from tests.test_train import Cli, configure, state_of, work
@@ -18,6 +19,7 @@ from tests.test_train import Cli, configure, state_of, work
 GATE = r"""
 import os, subprocess, sys
 from pathlib import Path
+from typing import Any
 from paradev.errors import StateError
 from paradev.workspace import open_workspace
 if os.environ["PARADEV_AGENT"] != "1":  # may agent 1, landed earlier in this train, be taken?
@@ -94,9 +96,45 @@ def test_a_tree_that_fails_the_checks_does_not_join_nor_stop_the_train(
     assert "late.py" not in git(repo, "ls-tree", "--name-only", "main").split()
 
 
-def _agent_1_done_and_late_work(repo: Path, cli: Cli, worktrees: Path, late: int, how: str) -> None:
+def _agent_1_done_and_late_work(
+    repo: Path, cli: Cli, worktrees: Path, late: int, how: str, **merge: Any
+) -> None:
     """Agent 1's task completed; agent ``late``'s started, to be finished by agent 1's gate."""
-    configure(repo, gate=_late_gate(repo, worktrees, late, how))
+    configure(repo, gate=_late_gate(repo, worktrees, late, how), **merge)
     assert cli("setup").code == 0
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", str(late)).code == 0
+
+
+def test_work_completed_during_a_merge_queue_joins_it_and_each_agent_is_let_go(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean", parallel=2)
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    assert "merge queue: parallel 2" in result.out
+    assert "joined by agent 2" in result.out
+    assert (repo.parent / "probe.txt").read_text() == "free"  # let go once landed
+    history = state_of(repo)["merge_history"]
+    assert len(history) == 1  # one train landed both
+    assert [e["agent"] for e in history[0]["landed"]] == [1, 2]
+    assert state_of(repo)["tasks"]["12"]["status"] == "merged"
+    assert git(repo, "show", "main:late.py") == "LATE = 1"
+    assert git(repo, "show", "main:feature_1.py") == "X = 1"
+
+
+def test_a_dirty_tree_does_not_join_a_merge_queue_nor_stop_it(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty", parallel=2)
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    state = state_of(repo)
+    assert [e["agent"] for e in state["merge_history"][-1]["landed"]] == [1]
+    assert state["train"] is None
+    assert state["tasks"]["13"]["status"] == "completed"  # left for the next train
+    assert (agent_tree(worktrees, 3) / "late.py").read_text() == "LATE = 2\n"
