@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import agent_tree, git, rev
 from tests.test_train import Cli, configure, state_of, work
 
@@ -20,6 +22,8 @@ GATE = r"""
 import os, subprocess, sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 from paradev.errors import StateError
 from paradev.workspace import open_workspace
 if os.environ["PARADEV_AGENT"] != "1":  # may agent 1, landed earlier in this train, be taken?
@@ -49,12 +53,19 @@ def _late_gate(repo: Path, worktrees: Path, agent: int, how: str) -> str:
     return shlex.join([sys.executable, str(script), str(tree), str(agent), how])
 
 
-def test_work_completed_during_the_train_joins_it(repo: Path, cli: Cli, worktrees: Path) -> None:
-    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean")
+QUEUES = [pytest.param({}, id="serial"), pytest.param({"parallel": 2}, id="merge-queue")]
+
+
+@pytest.mark.parametrize("merge", QUEUES)
+def test_work_completed_during_the_train_joins_it(
+    repo: Path, cli: Cli, worktrees: Path, merge: dict[str, Any]
+) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean", **merge)
 
     result = cli("merge", "--follow")
 
     assert result.code == 0, result.err
+    assert ("merge queue: parallel 2" in result.out) == bool(merge)
     assert "joined by agent 2" in result.out
     assert (repo.parent / "probe.txt").read_text() == "free"  # let go once landed
     history = state_of(repo)["merge_history"]
@@ -79,10 +90,11 @@ def test_without_follow_late_work_waits_for_the_next_train(
     assert "late.py" not in git(repo, "ls-tree", "--name-only", "main").split()
 
 
+@pytest.mark.parametrize("merge", QUEUES)
 def test_a_tree_that_fails_the_checks_does_not_join_nor_stop_the_train(
-    repo: Path, cli: Cli, worktrees: Path
+    repo: Path, cli: Cli, worktrees: Path, merge: dict[str, Any]
 ) -> None:
-    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty")
+    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty", **merge)
 
     result = cli("merge", "--follow")
 
@@ -104,37 +116,3 @@ def _agent_1_done_and_late_work(
     assert cli("setup").code == 0
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", str(late)).code == 0
-
-
-def test_work_completed_during_a_merge_queue_joins_it_and_each_agent_is_let_go(
-    repo: Path, cli: Cli, worktrees: Path
-) -> None:
-    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean", parallel=2)
-
-    result = cli("merge", "--follow")
-
-    assert result.code == 0, result.err
-    assert "merge queue: parallel 2" in result.out
-    assert "joined by agent 2" in result.out
-    assert (repo.parent / "probe.txt").read_text() == "free"  # let go once landed
-    history = state_of(repo)["merge_history"]
-    assert len(history) == 1  # one train landed both
-    assert [e["agent"] for e in history[0]["landed"]] == [1, 2]
-    assert state_of(repo)["tasks"]["12"]["status"] == "merged"
-    assert git(repo, "show", "main:late.py") == "LATE = 1"
-    assert git(repo, "show", "main:feature_1.py") == "X = 1"
-
-
-def test_a_dirty_tree_does_not_join_a_merge_queue_nor_stop_it(
-    repo: Path, cli: Cli, worktrees: Path
-) -> None:
-    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty", parallel=2)
-
-    result = cli("merge", "--follow")
-
-    assert result.code == 0, result.err
-    state = state_of(repo)
-    assert [e["agent"] for e in state["merge_history"][-1]["landed"]] == [1]
-    assert state["train"] is None
-    assert state["tasks"]["13"]["status"] == "completed"  # left for the next train
-    assert (agent_tree(worktrees, 3) / "late.py").read_text() == "LATE = 2\n"
