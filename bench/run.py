@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ time.sleep(hours[issue] * {scale})
 Path(f"work-{{issue}}.txt").write_text(f"issue {{issue}}\n")
 subprocess.run(["git", "add", "-A"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{{issue}}"], check=True)
+print(f"bench-agent-exit {{time.time()}}", flush=True)
 """
 
 
@@ -103,23 +105,87 @@ def paradev(cwd: Path, *args: str) -> float:
     return elapsed
 
 
-EVENTS = ("started #", "completed", "landing", "gate running", "gate passed", "landed #", "done;")
-
-
 def timeline(parallel: int, work: bool) -> None:
-    """One flow run, its events stamped with the seconds since it started."""
+    """One flow run, written down per task: where each task's time went, in seconds since the
+    run started (the run's ``--json`` events, the agents' own exit stamps, the train's journal)."""
     with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
         repo = build(Path(tmp), "flow", parallel, work)
-        start = time.perf_counter()
-        argv = [sys.executable, "-u", "-m", "paradev", "run"]
-        with subprocess.Popen(
-            argv, cwd=repo, env=RUN_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if any(event in line for event in EVENTS):
-                    print(f"{time.perf_counter() - start:6.2f} {line.rstrip()[:100]}")
-        print(f"{time.perf_counter() - start:6.2f} exit {proc.returncode}")
+        start = time.time()
+        argv = [sys.executable, "-u", "-m", "paradev", "run", "--json"]
+        proc = subprocess.run(
+            argv, cwd=repo, env=RUN_ENV, capture_output=True, text=True, check=False
+        )
+        end = time.time()
+        events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        state = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+        logs = repo / ".git" / "paradev" / "logs"
+        rows = _timeline_rows(events, state, logs, start)
+    print(
+        "issue agent  start   exit noticed picked   prep   gate     ff landed   next\n"
+        "  (seconds since the run started; prep: backup to gate start, gate and ff: durations;"
+        " landed: after the hooks; next: the agent's next task started)"
+    )
+    for issue in sorted(rows):
+        r = rows[issue]
+        print(
+            f"#{issue:<4} {r.get('agent', 0):>5.0f} "
+            + " ".join(_t(r, k) for k in ("start", "exit", "noticed", "picked", "prep"))
+            + " "
+            + " ".join(_t(r, k) for k in ("gate", "ff", "landed", "next"))
+        )
+    print(f"run exit {proc.returncode} after {end - start:.2f}s")
+
+
+def _t(row: dict[str, float], key: str) -> str:
+    return f"{row[key]:6.2f}" if key in row else "     -"
+
+
+def _timeline_rows(
+    events: list[dict[str, object]], state: dict[str, object], logs: Path, start: float
+) -> dict[int, dict[str, float]]:
+    from datetime import datetime
+
+    def at(stamp: object) -> float:
+        return datetime.fromisoformat(str(stamp)).timestamp() - start
+
+    rows: dict[int, dict[str, float]] = {}
+    for event in events:
+        text = str(event.get("text", ""))
+        if (m := re.match(r"agent (\d+): started #(\d+)", text)) is not None:
+            row = rows.setdefault(int(m[2]), {"agent": int(m[1])})
+            row["start"] = at(event["at"])
+        elif (m := re.match(r"agent \d+: #(\d+) completed", text)) is not None:
+            rows.setdefault(int(m[1]), {})["noticed"] = at(event["at"])
+    for issue, row in rows.items():
+        log = logs / f"issue-{issue}.log"
+        found = re.findall(r"bench-agent-exit ([0-9.]+)", log.read_text() if log.exists() else "")
+        if found:
+            row["exit"] = float(found[-1]) - start
+    history = state.get("merge_history")
+    for train in history if isinstance(history, list) else []:
+        for landed in train.get("landed", []):
+            times = train.get("agents", {}).get(str(landed["agent"]), {}).get("times", {})
+            for issue in landed.get("issues", []):
+                row = rows.setdefault(issue, {})
+                steps = {name: {k: at(v) for k, v in edge.items()} for name, edge in times.items()}
+                if "start" in steps.get("backup", {}):
+                    row["picked"] = steps["backup"]["start"]
+                gate = steps.get("gate", {})
+                if "start" in gate and "picked" in row:
+                    row["prep"] = gate["start"] - row["picked"]  # backup, rebase, trailers, check
+                if "start" in gate and "end" in gate:
+                    row["gate"] = gate["end"] - gate["start"]
+                edge = steps.get("advance", {})
+                if "start" in edge and "end" in edge:
+                    row["ff"] = edge["end"] - edge["start"]
+                if "end" in steps.get("hooks", {}):
+                    row["landed"] = steps["hooks"]["end"]
+    for batch in TASKS:  # the agent's next task: when it started
+        for who, issue, _, _ in batch:
+            later = [i for b in TASKS for w, i, _, _ in b if w == who and i > issue]
+            if later and issue in rows and "start" in rows.get(later[0], {}):
+                rows[issue]["next"] = rows[later[0]]["start"]
+    return rows
 
 
 def makespan(schedule: str, parallel: int, work: bool = True) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from paradev import processes
 from paradev.errors import ParadevError, PreconditionError
+from paradev.supervise import wait_for_child
 
 if TYPE_CHECKING:
     from paradev.state import TaskRecord
@@ -132,22 +132,7 @@ def supervise(folder: Path, argv: list[str]) -> int:
     group reaches it once, forwarded: it stops what it started and exits
     128 + N, and the exit code is still recorded.
     """
-    child: list[subprocess.Popen[bytes]] = []
-    pending: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        if child:
-            child[0].send_signal(signum)
-        else:
-            pending.append(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    child.append(subprocess.Popen(processes.module_argv("paradev", *argv), process_group=0))
-    for signum in pending:
-        child[0].send_signal(signum)
-    code = child[0].wait()
-    code = 128 - code if code < 0 else code
+    code = wait_for_child(processes.module_argv("paradev", *argv), forward=True)
     _write(folder / RUN_EXIT, str(code))
     return code
 

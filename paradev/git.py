@@ -1372,6 +1372,29 @@ def resolve_refs_of_plain_history(
     return {ref: found[ref] for ref in refs if ref in found}, not rewritten
 
 
+def ref_stamp(common_dir: Path, ref: str) -> tuple[tuple[int, int, int, int] | None, ...] | None:
+    """A token that changes whenever ``ref`` may have moved, with no git process: the identity
+    of the files git keeps it in (git replaces them by rename). None for a ref store this does
+    not know, or a ref name that is not a plain ``refs/...`` path."""
+    if not ref.startswith("refs/") or ".." in ref.split("/"):
+        return None
+    if (common_dir / "reftable").exists():
+        files = [common_dir / "reftable" / "tables.list"]
+    else:
+        files = [common_dir / ref, common_dir / "packed-refs"]
+    stamps: list[tuple[int, int, int, int] | None] = []
+    for file in files:
+        try:
+            st = os.stat(file)
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        except OSError:
+            return None
+        stamps.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size))
+    return tuple(stamps) if any(stamps) else None
+
+
 def merge_bases(git: Git, pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
     """Every best common ancestor (``merge-base --all``) of each pair; [] when unrelated.
 

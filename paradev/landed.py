@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from paradev.atomic import write_atomic
-from paradev.git import Git, is_ancestor, landed_issues
+from paradev.git import Git, is_ancestor, landed_issues, ref_stamp
 from paradev.plan import Plan
 from paradev.state import MERGED, State, TaskRecord
 
@@ -34,6 +34,7 @@ class LandedTasks:
         self.git, self.plan, self.cache = git, plan, cache
         self._memo: tuple[str, Landed] | None = None
         self.base_tip: str | None = None  # base's commit when the caller just read it (status)
+        self._stamp: object = None  # ref_stamp of base when _memo was taken
 
     def __call__(self, state: State) -> None:
         unknown = [t for t in self.plan.tasks() if t.issue not in state.tasks]
@@ -52,12 +53,22 @@ class LandedTasks:
                 )
 
     def landed(self) -> Landed:
-        """The issues landed on base, read once per base commit."""
-        head = self.base_tip or self.git.rev(f"refs/heads/{self.plan.base}")
+        """The issues landed on base, read once per base commit.
+
+        Whether base moved is asked of its ref files first (``ref_stamp``): a
+        train reads the state at every step, and a git process per read cost
+        a tenth of its time. A caller that just read base's tip passes it.
+        """
+        ref = f"refs/heads/{self.plan.base}"
+        stamp = None if self.base_tip else ref_stamp(self.cache.parent.parent, ref)
+        if stamp is not None and self._memo is not None and self._stamp == stamp:
+            return self._memo[1]
+        head = self.base_tip or self.git.rev(ref)
         if head is None:
             return {}
         if self._memo is None or self._memo[0] != head:
             self._memo = (head, self._read_through(head))
+        self._stamp = stamp
         return self._memo[1]
 
     def _read_through(self, head: str) -> Landed:

@@ -218,7 +218,6 @@ class Run:
             while True:
                 self.agents.poll()
                 self._note_failures()
-                self._release_idle_agents()
                 self._poll_landing()
                 state = self.ws.store.read()
                 self._tell_changes(state)
@@ -233,7 +232,6 @@ class Run:
         except KeyboardInterrupt as interrupt:
             with processes.shielded():
                 self.agents.stop_all(processes.describe(interrupt))
-                self._release_idle_agents()
             raise
         finally:
             self._end_standby()
@@ -327,10 +325,6 @@ class Run:
         self.held.discard(agent)
         self.locks[agent] = stack
         return True
-
-    def _release_idle_agents(self) -> None:
-        for agent in [a for a in self.locks if a not in self.agents.running]:
-            self._release(agent)
 
     def _release(self, agent: int) -> None:
         lock = self.locks.pop(agent, None)

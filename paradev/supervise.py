@@ -21,10 +21,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from paradev import processes
 from paradev.atomic import write_atomic
@@ -37,29 +36,62 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m paradev.supervise RECORD -- ARGV...", file=sys.stderr)
         return 2
     record, command = Path(argv[0]), list(argv[2:])
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _note_only)  # a handler, not SIG_IGN: the agent must not inherit it
-    me = {
+    facts: dict[str, Any] = {
         "supervisor": os.getpid(),
         "supervisor_start": processes.start_time(os.getpid()),
         "issue": _int_or_none(int(os.environ.get("PARADEV_ISSUE", "0") or 0)),
     }
+
+    def started(agent: subprocess.Popen[bytes]) -> None:
+        facts.update(pid=agent.pid, start=processes.start_time(agent.pid))
+        write(record, {**facts, "started": time.time()})
+
     try:
-        agent = subprocess.Popen(command)
+        code = wait_for_child(command, started=started)
     except OSError as exc:
         print(f"paradev: cannot launch {command[0]!r}: {exc.strerror or exc}", flush=True)
-        write(record, {**me, "pid": None, "exit_code": LAUNCH_FAILED, "ended": time.time()})
+        write(record, {**facts, "pid": None, "exit_code": LAUNCH_FAILED, "ended": time.time()})
         return LAUNCH_FAILED
-    facts = {**me, "pid": agent.pid, "start": processes.start_time(agent.pid)}
-    write(record, {**facts, "started": time.time()})
-    code = agent.wait()
-    code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
     write(record, {**facts, "exit_code": code, "ended": time.time()})
     return code
 
 
-def _note_only(signum: int, frame: object) -> None:
-    """The agent got the same signal (one process group): wait for it to exit."""
+def wait_for_child(
+    command: Sequence[str],
+    *,
+    forward: bool = False,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> int:
+    """Run ``command`` as the waiting parent; its exit code as a shell says it (128 + N after
+    signal N). Raises OSError when the program cannot start.
+
+    Without ``forward`` the child shares this parent's process group, so a
+    signal to the group reaches it directly and the parent only waits for it
+    to exit (a handler, not SIG_IGN: the child must not inherit an ignored
+    signal). With ``forward`` the child leads a group of its own and gets
+    each signal this parent gets once, forwarded (also one that came before
+    it started). Shared by the agents' supervisors and the detached run's parent.
+    """
+    child: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not forward:
+            return
+        if child:
+            child[0].send_signal(signum)
+        else:
+            pending.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    child.append(subprocess.Popen(list(command), process_group=0 if forward else None))
+    for signum in pending:
+        child[0].send_signal(signum)
+    if started is not None:
+        started(child[0])
+    code = child[0].wait()
+    return 128 - code if code < 0 else code
 
 
 def write(path: Path, data: dict[str, Any]) -> None:
@@ -67,9 +99,9 @@ def write(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data), durable=False)
 
 
-@dataclass(frozen=True)
-class Record:
-    """What a supervisor wrote about its agent."""
+class Record(NamedTuple):
+    """What a supervisor wrote about its agent (a NamedTuple: ``dataclasses`` imports
+    ``inspect``, a tenth of this module's start, paid at every agent launch)."""
 
     supervisor: int
     supervisor_start: int | None

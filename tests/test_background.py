@@ -42,6 +42,12 @@ def folder(repo: Path) -> Iterator[Path]:
             os.killpg(run.pid, signal.SIGKILL)
 
 
+def _asleep(pid: int) -> bool:
+    """Whether process ``pid`` sleeps in ``time.sleep`` (Linux: /proc/PID/wchan): past its
+    start-up, where a Ctrl-C is not yet paradev's to handle."""
+    return "nanosleep" in Path(f"/proc/{pid}/wchan").read_text()
+
+
 def _until(condition: Callable[[], bool], limit: float = 60) -> None:
     deadline = time.monotonic() + limit
     while not condition():
@@ -101,7 +107,7 @@ def test_a_second_detached_run_is_refused_while_one_runs_and_a_signal_ends_it_re
     assert json.loads((folder / "run.pid").read_text())["argv"] == WATCH
 
     waiter = start_paradev(repo, "wait")
-    time.sleep(0.5)
+    _until(lambda: _asleep(waiter.pid))  # in its wait loop: a loaded machine starts it slowly
     waiter.send_signal(signal.SIGINT)  # interrupting the waiter leaves the run going
     _, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 130 and err == "paradev: interrupted\n"

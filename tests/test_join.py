@@ -11,6 +11,9 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.helpers import agent_tree, git, rev
 from tests.test_train import Cli, configure, state_of, work
@@ -18,6 +21,9 @@ from tests.test_train import Cli, configure, state_of, work
 GATE = r"""
 import os, subprocess, sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 from paradev.errors import StateError
 from paradev.workspace import open_workspace
 if os.environ["PARADEV_AGENT"] != "1":  # may agent 1, landed earlier in this train, be taken?
@@ -47,12 +53,19 @@ def _late_gate(repo: Path, worktrees: Path, agent: int, how: str) -> str:
     return shlex.join([sys.executable, str(script), str(tree), str(agent), how])
 
 
-def test_work_completed_during_the_train_joins_it(repo: Path, cli: Cli, worktrees: Path) -> None:
-    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean")
+QUEUES = [pytest.param({}, id="serial"), pytest.param({"parallel": 2}, id="merge-queue")]
+
+
+@pytest.mark.parametrize("merge", QUEUES)
+def test_work_completed_during_the_train_joins_it(
+    repo: Path, cli: Cli, worktrees: Path, merge: dict[str, Any]
+) -> None:
+    _agent_1_done_and_late_work(repo, cli, worktrees, 2, "clean", **merge)
 
     result = cli("merge", "--follow")
 
     assert result.code == 0, result.err
+    assert ("merge queue: parallel 2" in result.out) == bool(merge)
     assert "joined by agent 2" in result.out
     assert (repo.parent / "probe.txt").read_text() == "free"  # let go once landed
     history = state_of(repo)["merge_history"]
@@ -77,10 +90,11 @@ def test_without_follow_late_work_waits_for_the_next_train(
     assert "late.py" not in git(repo, "ls-tree", "--name-only", "main").split()
 
 
+@pytest.mark.parametrize("merge", QUEUES)
 def test_a_tree_that_fails_the_checks_does_not_join_nor_stop_the_train(
-    repo: Path, cli: Cli, worktrees: Path
+    repo: Path, cli: Cli, worktrees: Path, merge: dict[str, Any]
 ) -> None:
-    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty")
+    _agent_1_done_and_late_work(repo, cli, worktrees, 3, "dirty", **merge)
 
     result = cli("merge", "--follow")
 
@@ -94,9 +108,11 @@ def test_a_tree_that_fails_the_checks_does_not_join_nor_stop_the_train(
     assert "late.py" not in git(repo, "ls-tree", "--name-only", "main").split()
 
 
-def _agent_1_done_and_late_work(repo: Path, cli: Cli, worktrees: Path, late: int, how: str) -> None:
+def _agent_1_done_and_late_work(
+    repo: Path, cli: Cli, worktrees: Path, late: int, how: str, **merge: Any
+) -> None:
     """Agent 1's task completed; agent ``late``'s started, to be finished by agent 1's gate."""
-    configure(repo, gate=_late_gate(repo, worktrees, late, how))
+    configure(repo, gate=_late_gate(repo, worktrees, late, how), **merge)
     assert cli("setup").code == 0
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", str(late)).code == 0

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pytest_mock import MockerFixture
+
+from paradev.git import ref_stamp
 from paradev.landed import LANDED_CACHE, LandedTasks
 from paradev.state import MERGED, State, TaskRecord
 from paradev.workspace import open_workspace
 from tests.helpers import commit, git
+from tests.helpers import rev as rev_of
 
 
 def _landed(repo: Path) -> LandedTasks:
@@ -59,3 +63,36 @@ def test_a_record_is_never_overridden_and_unknown_issues_are_ignored(repo: Path)
     assert state.tasks[11].status == MERGED and state.tasks[11].merged_commit == landed
     assert state.tasks[11].agent == 1
     assert state.tasks[12].status == "in_progress" and 404 not in state.tasks
+
+
+def test_one_reader_sees_base_move_however_git_keeps_the_ref_and_asks_git_only_then(
+    repo: Path, mocker: MockerFixture
+) -> None:
+    (repo / ".git" / "paradev").mkdir()
+    landed = _landed(repo)
+    commit(repo, {"a.py": "1\n"}, "feat: a\n\nParadev-Issue: 11")
+    assert set(landed.landed()) == {11}
+    rev = mocker.spy(landed.git, "rev")
+    assert set(landed.landed()) == {11}  # base did not move: no git process
+    assert rev.call_count == 0
+
+    commit(repo, {"b.py": "1\n"}, "feat: b\n\nParadev-Issue: 12")  # a loose ref moved
+    assert set(landed.landed()) == {11, 12}
+    git(repo, "pack-refs", "--all")  # the ref now lives in packed-refs alone
+    assert set(landed.landed()) == {11, 12}
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    git(repo, "pack-refs", "--all")  # moved while packed
+    assert set(landed.landed()) == {11}
+    git(repo, "update-ref", "refs/heads/main", rev_of(repo, "HEAD@{1}"))
+    assert set(landed.landed()) == {11, 12}
+
+
+def test_a_ref_stamp_changes_with_the_ref_and_refuses_a_name_outside_refs(repo: Path) -> None:
+    common = repo / ".git"
+    before = ref_stamp(common, "refs/heads/main")
+    assert before is not None and before == ref_stamp(common, "refs/heads/main")
+    commit(repo, {"a.py": "1\n"}, "feat: a")
+    assert ref_stamp(common, "refs/heads/main") != before
+    assert ref_stamp(common, "HEAD") is None
+    assert ref_stamp(common, "refs/../../etc/passwd") is None
+    assert ref_stamp(common, "refs/heads/none-such") is None  # no file holds it

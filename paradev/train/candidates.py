@@ -36,7 +36,7 @@ from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
 from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
-from paradev.train import advance, backup, landing, rebase, rewrite, steps
+from paradev.train import advance, backup, join, landing, rebase, rewrite, steps
 from paradev.train import gate as gates
 from paradev.train.journal import ADVANCE, BACKUP, Train
 
@@ -90,8 +90,12 @@ def _committer(train: Train) -> dict[str, str]:
 # -- the loop --------------------------------------------------------------------------------
 
 
-def run_queue(train: Train) -> None:
-    """Land every agent left in the queue, round after round, then close the train."""
+def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
+    """Land every agent left in the queue, round after round, then close the train.
+
+    ``follow`` (``merge --follow``, see ``paradev.train.join``) lets each agent
+    the queue is done with go at once and may refill an empty queue.
+    """
     mq = settings(train)
     gates._say_gate(train)
     if mq.get("started"):  # --continue: a failed gate runs again, a committed fix is taken
@@ -109,8 +113,10 @@ def run_queue(train: Train) -> None:
     )
     _back_up(train, train.queue)
     train.save()
-    while train.queue:
+    while train.queue or join.refill(train, follow, _back_up):
+        queued = list(train.queue)
         _round(train)
+        join.let_go(train, follow, queued)
     steps._end(train, "done")
     runs = mq.get("gate_runs", 0)
     train.out(

@@ -48,7 +48,7 @@ class Options:
     push: bool | None = None
     gate: bool = True
     hand_back: HandBack | None = None
-    follow: bool = False  # work completed meanwhile joins the serial train (paradev.train.join)
+    follow: bool = False  # work completed meanwhile joins the train (paradev.train.join)
 
 
 def merge(ws: Workspace, out: Output, options: Options) -> None:
@@ -213,9 +213,10 @@ def _abort_queue(train: Train) -> None:
 
 
 def _run(train: Train, follow: steps.Follow | None = None) -> None:
-    """The serial train, or the merge queue when ``[merge]`` asks for parallel/batch/eject."""
+    """The serial train, or the merge queue when ``[merge]`` asks for parallel/batch/eject;
+    with ``follow`` either one is joined by work completed meanwhile."""
     with journaled_committer(train):
         if train.journal.get("mq"):
-            candidates.run_queue(train)
+            candidates.run_queue(train, follow)
         else:
             steps.run(train, follow)

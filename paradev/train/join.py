@@ -3,7 +3,8 @@
 ``paradev run`` lands continuously: without this, a task completed a moment
 after a train started waited for that train to end and a new one to start
 (half a second or more of the train's own start-up, per train, while the
-gate stood idle). When the serial train's queue empties, it asks once more
+gate stood idle). When the train's queue empties (the serial train's, or
+the merge queue's with ``[merge] parallel``/``batch``), it asks once more
 which agents have completed work and lands them too.
 
 Each agent is let go as soon as it has landed, so that its next task starts
@@ -18,11 +19,14 @@ left for the next train: joining never stops the train.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from paradev.errors import ParadevError
 from paradev.order import select_agents
 from paradev.train.checks import _check_agent_tree, merge_order
 from paradev.train.gate import _gate_command
 from paradev.train.journal import AgentLocks, Train, _lock_agents
+from paradev.train.steps import Follow
 
 
 class Joiner:
@@ -46,7 +50,8 @@ class Joiner:
         joined = [a for a in ready if self._take(train, a, gating)]
         if not joined:
             return False
-        joined = merge_order(ws, joined, save=False)
+        if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
+            joined = merge_order(ws, joined, save=False)
         train.journal["order"] += joined
         train.queue.extend(joined)
         train.save()
@@ -62,3 +67,29 @@ class Joiner:
             self.locks.release(agent)
             return False
         return True
+
+
+# -- the merge queue (``[merge] parallel/batch/eject``) ---------------------------------------
+
+
+def refill(
+    train: Train, follow: Follow | None, back_up: Callable[[Train, Sequence[int]], None]
+) -> bool:
+    """The merge queue's empty queue takes the work completed meanwhile, backed up as the
+    queue's own agents are before their first round; whether any came."""
+    if follow is None or not follow.join(train):
+        return False
+    back_up(train, train.queue)
+    train.save()
+    return True
+
+
+def let_go(train: Train, follow: Follow | None, queued: Sequence[int]) -> None:
+    """Each agent a round of the merge queue was done with (landed, set aside) is let go, the
+    journal no longer naming it first, as the serial train lets each landed agent go."""
+    left = [agent for agent in queued if agent not in train.queue]
+    if follow is None or not left:
+        return
+    train.save()
+    for agent in left:
+        follow.landed(agent)
