@@ -200,3 +200,70 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
     assert merged(box) == merged(calm["laptop"])
     assert merged(box) == {"tasks": {"11": "merged", "12": "merged"}, "trains": ["done"]}
 
+
+# The agent that resolves a conflict handed back to it: keeps both sides, finishes the rebase.
+RESOLVER = """
+import os, subprocess
+from pathlib import Path
+with open(Path(os.environ["MARKS"]) / "resolved-in", "a") as note:
+    note.write(os.getcwd() + "\\n")
+unmerged = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"],
+                          capture_output=True, text=True, check=True).stdout.split()
+for name in unmerged:
+    lines = Path(name).read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(("<<<<<<<", "=======", ">>>>>>>"))]
+    Path(name).write_text("\\n".join(kept) + "\\n")
+    subprocess.run(["git", "add", "--", name], check=True)
+subprocess.run(["git", "-c", "core.editor=true", "rebase", "--continue"], check=True)
+"""
+
+
+def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    gate, resolver = tmp_path / "gate.py", tmp_path / "resolver.py"
+    gate.write_text(GATE, encoding="utf-8")
+    resolver.write_text(RESOLVER, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "hosts")
+    command = f"command = {json.dumps([sys.executable, str(resolver)])}\n"
+    laptop_completes_two_agents(
+        hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
+        first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"},
+    )  # fmt: skip
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "hold-gate-1").write_text("hold")
+    laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
+    driver = start_killable(hosts["laptop"], laptop_env, "merge")
+    try:
+        wait_for_file(marks / "gate-1", driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    (marks / "hold-gate-1").unlink()
+
+    # box takes the train over, lands agent 1; agent 2 (laptop's) conflicts with it
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    assert run_process(box, "merge", "--continue", env=env).code == 2  # first sight of the lease
+    time.sleep(EXPIRY + 0.2)
+    stopped = run_process(box, "merge", "--continue", env=env)
+    assert stopped.code == 1, stopped.out + stopped.err
+    assert "agent 2 runs on host laptop: the conflict is handed back to it" in stopped.err
+    assert not (marks / "resolved-in").exists()  # box launched no agent
+    journal = remote_state(box)["train"]
+    assert (journal["status"], journal["stop"]["agent"]) == ("stopped", 2)
+    assert journal["agents"]["2"]["handed_to"] == "laptop"
+    box_tree = box.parent / "project-worktrees" / "agent-2"
+    assert git(box_tree, "status", "--porcelain") == ""  # box's copy left clean, no rebase
+    one_landed = git(hosts["origin"], "rev-parse", "main")
+
+    # laptop picks it up: its agent resolves the conflict in laptop's work tree, the train ends
+    done = run_process(hosts["laptop"], "merge", "--continue", env=laptop_env)
+    assert done.code == 0, done.out + done.err
+    laptop_tree = hosts["laptop"].parent / "project-worktrees" / "agent-2"
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)]
+    main = git(hosts["origin"], "rev-parse", "main")
+    assert git(hosts["origin"], "merge-base", "--is-ancestor", one_landed, main) == ""
+    readme = git(hosts["origin"], "show", "main:README.md")
+    assert readme.splitlines() == ["# sample, one", "# sample, two"]
+    assert merged(box) == {"tasks": {"11": "merged", "12": "merged"}, "trains": ["done"]}
