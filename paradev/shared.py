@@ -279,8 +279,7 @@ class SharedStateStore(StateStore):
         if self.lease is not None:
             self.lease.check()
         with self.locked():
-            # As on the remote: the journal's landings not yet applied to the task records.
-            before = _detached(self._read_state_file().to_json())
+            before = _detached(self._cached().to_json())
             state.updated_at = now()
             after = _detached(state.to_json())
             merged = self.shared.change(
@@ -289,6 +288,15 @@ class SharedStateStore(StateStore):
                 initial=before,
             )
             StateStore.write(self, _state_of(merged, self.shared))
+
+    def _cached(self) -> State:
+        """The cache as on the remote: the journal (its own file) with the state file's records,
+        its landings not yet applied to them."""
+        state = self._read_state_file()
+        journal = self.read_journal()
+        if journal is not None:
+            state.train = journal
+        return state
 
     def save_journal(self, journal: dict[str, Any]) -> None:
         """The merge journal is part of the shared state: a train step is a state change."""

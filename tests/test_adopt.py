@@ -122,6 +122,7 @@ def merged(clone: Path) -> dict[str, Any]:
     state = remote_state(clone)
     return {
         "tasks": {i: state["tasks"][i]["status"] for i in ("11", "12")},
+        "train": state.get("train"),  # the journal leaves the shared state with the train
         "trains": [h["status"] for h in state["merge_history"]],
     }
 
@@ -198,7 +199,11 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
 
     assert refs_of(hosts["origin"]) == expected
     assert merged(box) == merged(calm["laptop"])
-    assert merged(box) == {"tasks": {"11": "merged", "12": "merged"}, "trains": ["done"]}
+    assert merged(box) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
 
 
 # The agent that resolves a conflict handed back to it: keeps both sides, finishes the rebase.
@@ -266,4 +271,8 @@ def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
     assert git(hosts["origin"], "merge-base", "--is-ancestor", one_landed, main) == ""
     readme = git(hosts["origin"], "show", "main:README.md")
     assert readme.splitlines() == ["# sample, one", "# sample, two"]
-    assert merged(box) == {"tasks": {"11": "merged", "12": "merged"}, "trains": ["done"]}
+    assert merged(box) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
