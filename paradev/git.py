@@ -1565,6 +1565,16 @@ def fetch_refspecs(git: Git, remote: str, refspecs: Sequence[str]) -> None:
     )  # fmt: skip
 
 
+def remote_ref(git: Git, remote: str, ref: str) -> str | None:
+    """What ``remote`` has for the full ref ``ref`` right now (ls-remote), None when absent."""
+    out = git.out("ls-remote", "--", remote, ref)
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
+
+
 def push_ref(git: Git, remote: str, commit: str, ref: str) -> None:
     """Create the remote's ``ref`` at ``commit`` (never forced; already there: nothing to do)."""
     git.run("push", "--quiet", "--end-of-options", remote, f"{commit}:{ref}")

@@ -460,3 +460,39 @@ def test_run_on_each_host_launches_its_agents_and_waits_for_the_others_work(
     assert worktree_folders(laptop) == ["agent-1", "agent-2"]  # never agent 3's
     assert worktree_folders(box) == ["agent-3"]
 
+
+# -- doctor and reset say what they do (and do not do) to the shared state ---
+
+
+def test_doctor_reads_the_shared_state_and_reset_clears_only_the_cache(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    shared = git(origin, "rev-parse", STATE_REF)
+    line = (
+        f"ok   shared state {STATE_REF} on origin: {shared[:12]}, this clone's cache is up to date"
+    )
+    assert line in cli("doctor", cwd=laptop).out
+
+    assert cli("setup", "--host", "box", cwd=box).code == 0  # box moves the shared state
+    moved = git(origin, "rev-parse", STATE_REF)
+    result = cli("doctor", "--repair", cwd=laptop)
+    assert result.code == 1
+    assert (
+        f"BAD  shared state {STATE_REF} on origin is at {moved[:12]}, this clone's cache at "
+        f"{shared[:12]}: run 'paradev sync' (doctor never changes the remote)"
+    ) in result.out
+    assert git(origin, "rev-parse", STATE_REF) == moved
+    assert cli("sync", cwd=laptop).code == 0
+    assert "this clone's cache is up to date" in cli("doctor", cwd=laptop).out
+
+    result = cli("reset", "--yes", cwd=laptop)
+    assert result.code == 0, result.err
+    assert f"only this clone's cache was cleared: the shared state {STATE_REF} on origin" in (
+        result.out
+    )
+    assert git(origin, "rev-parse", STATE_REF) == moved  # every host's records kept
+    assert StateStore(laptop / ".git").read().agents == {}
+    assert cli("sync", cwd=laptop).code == 0
+    assert sorted(StateStore(laptop / ".git").read().agents) == [1, 2, 3]

@@ -160,3 +160,18 @@ def _check_tree(tree: Path) -> None:
             f"{tree} has uncommitted changes or an unfinished git operation; commit or clear "
             "them, then run paradev merge --continue"
         )
+
+
+def handed_here(ws: Workspace, journal: dict[str, Any]) -> bool:
+    """Whether a stopped train handed a conflict back to this host (its agent resolves it here)."""
+    stop = journal.get("stop") or {}
+    if journal.get("status") != "stopped" or ws.store.host is None:
+        return False
+    entry = journal.get("agents", {}).get(str(stop.get("agent"))) or {}
+    return bool(entry.get("handed_to") == ws.store.host)
+
+
+def driven_elsewhere(ws: Workspace, journal: dict[str, Any]) -> bool:
+    """Whether another host drives the train (its driver's pid means nothing here)."""
+    host = journal.get("host")
+    return host is not None and ws.store.host is not None and host != ws.store.host
