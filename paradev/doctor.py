@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import plan as plan_mod
-from paradev.errors import ParadevError, PlanError, PreconditionError, StateError
+from paradev.errors import GitError, ParadevError, PlanError, PreconditionError, StateError
 from paradev.git import Git, Repository, git_version, worktree_link_ok, worktree_list
 from paradev.plan import Plan
 from paradev.state import State, StateStore
@@ -63,6 +63,27 @@ def reset(store: StateStore, *, yes: bool = False) -> ResetResult:
     return ResetResult(aside, backup, dropped)
 
 
+def shared_reset_note(repo: Repository, plan_path: Path) -> str | None:
+    """What reset leaves alone with [agents] hosts: the remote's shared state (None: no hosts).
+
+    Clearing every host's records is not one clone's call: reset clears this
+    clone's cache only, and the next state change pulls the shared state back.
+    """
+    try:
+        plan = plan_mod.load(plan_path, repo.main_root)
+    except ParadevError:
+        return None  # a broken plan must not stop a reset
+    if not plan.hosts:
+        return None
+    from paradev.shared import STATE_REF
+
+    return (
+        f"only this clone's cache was cleared: the shared state {STATE_REF} on {plan.remote} "
+        "(every host's records, a train's journal) is untouched and comes back with "
+        "'paradev sync' or the next state change; reset never changes the remote"
+    )
+
+
 def _command_locks(store: StateStore) -> list[str]:
     """Every lock a running command may hold, the named commands' first (so a refusal names
     the command, not one of the per-agent locks it also holds), never the state's own."""
@@ -104,6 +125,7 @@ def doctor(repo: Repository, plan_path: Path, repair: bool) -> list[Finding]:
         findings.append(Finding(False, f"plan: {exc}"))
         return findings
     findings.append(Finding(True, f"plan {plan_path}: valid, {sum(1 for _ in plan.tasks())} tasks"))
+    findings += _check_shared(repo, plan)
     findings += _check_agent_worktrees(repo, plan, repair)
     findings += _check_setup(repo, plan)
     findings += _check_agent_programs(repo, plan)
@@ -167,6 +189,36 @@ def _check_state(store: StateStore, repair: bool) -> list[Finding]:
             Finding(True, "a merge train is in progress: 'paradev merge --continue' or '--abort'")
         )
     return found
+
+
+def _check_shared(repo: Repository, plan: Plan) -> list[Finding]:
+    """With [agents] hosts: this clone's cache against the remote's shared state (one ls-remote).
+
+    Doctor only reads the remote: ``--repair`` never changes a ref there.
+    """
+    from paradev.git import remote_ref
+    from paradev.shared import STATE_REF, TRACKING_REF
+
+    if not plan.hosts:
+        return []
+    where = f"shared state {STATE_REF} on {plan.remote}"
+    cached = repo.git.rev(TRACKING_REF)
+    try:
+        remote = remote_ref(repo.git, plan.remote, STATE_REF)
+    except GitError as exc:
+        return [Finding(False, f"{where}: cannot be read ({exc}); commands use this clone's cache")]
+    if remote is None:
+        return [Finding(True, f"{where}: none yet (the first state change creates it)")]
+    if remote != cached:
+        return [
+            Finding(
+                False,
+                f"{where} is at {remote[:12]}, this clone's cache at "
+                f"{cached[:12] if cached else 'nothing'}: run 'paradev sync' "
+                "(doctor never changes the remote)",
+            )
+        ]
+    return [Finding(True, f"{where}: {remote[:12]}, this clone's cache is up to date")]
 
 
 def _check_stale_worktrees(git: Git, repair: bool) -> list[Finding]:

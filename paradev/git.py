@@ -1610,6 +1610,29 @@ def fetch_ref(git: Git, remote: str, ref: str, tracking: str) -> str | None:
     return git.rev(tracking)
 
 
+def fetch_refspecs(git: Git, remote: str, refspecs: Sequence[str]) -> None:
+    """One fetch of every refspec (one round trip however many refs it copies)."""
+    git.run(
+        "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
+        remote, *refspecs,
+    )  # fmt: skip
+
+
+def remote_ref(git: Git, remote: str, ref: str) -> str | None:
+    """What ``remote`` has for the full ref ``ref`` right now (ls-remote), None when absent."""
+    out = git.out("ls-remote", "--", remote, ref)
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
+
+
+def push_ref(git: Git, remote: str, commit: str, ref: str) -> None:
+    """Create the remote's ``ref`` at ``commit`` (never forced; already there: nothing to do)."""
+    git.run("push", "--quiet", "--end-of-options", remote, f"{commit}:{ref}")
+
+
 def file_at(git: Git, commit: str, name: str) -> str | None:
     """The text of file ``name`` in ``commit``'s tree; None when the tree lacks it."""
     proc = git.run("cat-file", "blob", f"{commit}:{name}", check=False)

@@ -598,19 +598,25 @@ def doctor(repair: bool) -> None:
 
 
 def reset(yes: bool) -> None:
+    from paradev import plan as plan_mod
     from paradev.doctor import reset as reset_state
+    from paradev.doctor import shared_reset_note
     from paradev.git import discover
     from paradev.state import StateStore
 
-    store = StateStore(discover().common_dir)
+    repo = discover()
+    store = StateStore(repo.common_dir)
     done = reset_state(store, yes=yes)
     if done.aside:
         print(f"moved the corrupt state file aside to {done.aside}")
     if done.backup:
         print(f"kept the old state as {done.backup}")
-    if done.dropped and done.dropped.train:
+    note = shared_reset_note(repo, plan_mod.find_plan(repo.main_root))
+    if done.dropped and done.dropped.train and note is None:
         warn("a merge train was in progress; its journal is gone (git state is untouched)")
     print(f"state cleared: {store.path}")
+    if note is not None:
+        print(note)
 
 
 def demo(folder: str | None) -> None:

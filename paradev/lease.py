@@ -76,9 +76,13 @@ class Lease:
 
     def observe(self) -> View:
         """Fetch the lease and note when this host first saw its current value."""
-        commit = fetch_ref(self.git, self.remote, self.ref, self.tracking)
-        self._first_seen(commit)
-        return View(commit, self._holder(commit))
+        return self.noted(fetch_ref(self.git, self.remote, self.ref, self.tracking))
+
+    def noted(self, commit: str | None) -> View:
+        """Note the lease as fetched (at ``commit``) by this host now: its view."""
+        view = View(commit, self._holder(commit))
+        self._first_seen(view)
+        return view
 
     def _holder(self, commit: str | None) -> str | None:
         if commit is None:
@@ -90,31 +94,36 @@ class Lease:
                 return str(data.get("holder"))
         return None
 
-    def last_seen(self) -> tuple[str | None, float]:
-        """(holder, seconds the lease was seen unchanged) by this host's last look: no network."""
-        commit = self.git.rev(self.tracking)
+    def last_seen(self, commit: str | None) -> tuple[str | None, float]:
+        """(holder, seconds the lease was seen unchanged) by this host's last look: no network.
+
+        ``commit``: this clone's copy of the ref (its tracking ref), read by the caller,
+        who reads many at once. The holder comes from the note of that look.
+        """
         noted = _read_json(self.seen_path)
         at, checked = noted.get("at"), noted.get("checked")
-        if commit is None or noted.get("commit") != commit:
+        if commit is None or noted.get("commit") != commit or "holder" not in noted:
             return self._holder(commit), 0.0
+        holder = noted["holder"] if isinstance(noted["holder"], str) else None
         if not isinstance(at, int | float) or not isinstance(checked, int | float):
-            return self._holder(commit), 0.0
-        return self._holder(commit), max(0.0, float(checked) - float(at))
+            return holder, 0.0
+        return holder, max(0.0, float(checked) - float(at))
 
     def expired(self, view: View) -> bool:
         """Whether ``view``'s value has stayed unchanged for ``expiry`` s on this host's clock."""
-        return self.clock() - self._first_seen(view.commit) >= self.expiry
+        return self.clock() - self._first_seen(view) >= self.expiry
 
-    def _first_seen(self, commit: str | None) -> float:
-        """When this host first saw the ref at ``commit`` (noted now if it is new to us)."""
+    def _first_seen(self, view: View) -> float:
+        """When this host first saw the ref at ``view.commit`` (noted now if it is new to us)."""
         at = self.clock()
         noted = _read_json(self.seen_path)
         seen = noted.get("at")
         # a clock that went back (a reboot) starts the count again
-        if noted.get("commit") == commit and isinstance(seen, int | float) and seen <= at:
-            _write_json(self.seen_path, {**noted, "checked": at})  # seen unchanged until now
+        if noted.get("commit") == view.commit and isinstance(seen, int | float) and seen <= at:
+            _write_json(self.seen_path, {**noted, "checked": at, "holder": view.holder})
             return float(seen)
-        _write_json(self.seen_path, {"commit": commit, "at": at, "checked": at})
+        note = {"commit": view.commit, "holder": view.holder, "at": at, "checked": at}
+        _write_json(self.seen_path, note)
         return at
 
     def acquire(self) -> bool:
@@ -159,7 +168,7 @@ class Lease:
         if push_swap(self.git, self.remote, self.ref, new, old) is not None:
             return False
         self.git.run("update-ref", self.tracking, new)
-        self._first_seen(new)
+        self._first_seen(View(new, self.holder if state == "held" else None))
         self.commit = new if state == "held" else None
         return True
 

@@ -614,15 +614,18 @@ def _agent_json(
     tasks: list[Task],
     facts: dict[str, Any],
     label: AgentLabel,
+    gone: dict[int, float],
 ) -> dict[str, Any]:
-    """One agent's entry of the status report."""
+    """One agent's entry of the status report (``gone``: tasks whose host vanished)."""
     current = next((t for t in tasks if state.status(t.issue) == IN_PROGRESS), None)
     done = [t for t in tasks if state.status(t.issue) in DONE_STATUSES]
     return {
         "branch": ws.branch(agent),
         "worktree": str(ws.worktree(agent)),
         "state": label.label,
-        "current_task": _hosted(ws, state, _task_json(current, state.tasks.get(current.issue)))
+        "current_task": _hosted(
+            ws, state, _task_json(current, state.tasks.get(current.issue)), gone
+        )
         if current
         else None,
         "completed_tasks": [_task_json(t, state.tasks.get(t.issue)) for t in done],
@@ -669,11 +672,18 @@ def status(ws: Workspace) -> dict[str, Any]:
     )
     # Nothing left to order, or a train following its own queue: no word of an old order.
     landing = bool(landing_candidates(state)) and state.train is None
+    gone: dict[int, float] = {}
+    if ws.plan.hosts:  # other hosts' task leases: one ref read
+        from paradev.tasklease import vanished_tasks
+
+        gone = vanished_tasks(ws, state)
     return {
         "base": ws.plan.base,
         "base_exists": refs[0] in tips,
         "agents": {
-            str(agent): _agent_json(ws, state, agent, index[agent], facts[agent], labels[agent])
+            str(agent): _agent_json(
+                ws, state, agent, index[agent], facts[agent], labels[agent], gone
+            )
             for agent in agents
         },
         "merge_order": [] if stale else state.merge_order,
@@ -683,16 +693,19 @@ def status(ws: Workspace) -> dict[str, Any]:
     }
 
 
-def _hosted(ws: Workspace, state: State, data: dict[str, Any]) -> dict[str, Any]:
-    """A task in progress names its host, and says when that host's lease went unrenewed."""
+def _hosted(
+    ws: Workspace, state: State, data: dict[str, Any], gone: dict[int, float]
+) -> dict[str, Any]:
+    """A task in progress names its host, and says when that host's lease went unrenewed.
+
+    ``gone``: ``tasklease.vanished_tasks``, read once for every agent.
+    """
     if not ws.plan.hosts:
         return data
-    from paradev.tasklease import vanished
-
     record = state.tasks.get(data["issue"])
     if record is not None and record.host:
         data["host"] = record.host
-        still = vanished(ws, record)
+        still = gone.get(record.issue)
         if still is not None:
             data["host_vanished"] = True
             data["lease_unchanged_seconds"] = round(still)

@@ -200,6 +200,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "preset": Key("", _preset_choice),  # a supported CLI (paradev.presets)
         "commands": Key({}, _table),  # agent number -> its own argv or preset (mixed fleets)
         "hosts": Key({}, _table),  # host name -> its agents: the plan shared by machines
+        "lease_expiry": Key(300, _positive_number),  # seconds a host's lease may go unrenewed
     },
     "gate": {
         "command": Key("", _command),
@@ -329,6 +330,11 @@ class Plan(NamedTuple):
     def hosts(self) -> dict[str, tuple[int, ...]]:
         """Host name -> the agents it runs; empty: one machine runs every agent."""
         return {name: tuple(agents) for name, agents in self.settings["agents"]["hosts"].items()}
+
+    @property
+    def lease_expiry(self) -> float:
+        """Seconds a host's lease (the train's, a task's) may stand still before it expires."""
+        return float(self.settings["agents"]["lease_expiry"])
 
     @property
     def agent_timeout(self) -> float:

@@ -25,7 +25,7 @@ import select
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 from paradev import processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
+from paradev.hosts import agents_here
 from paradev.plan import Task
 from paradev.runner import (
     POLL_SECONDS,
@@ -47,6 +48,7 @@ from paradev.runner import (
     mark_failed,
 )
 from paradev.scheduler import Schedule, decide
+from paradev.shared import SharedStateStore
 from paradev.state import (
     COMPLETED,
     DROPPED,
@@ -57,6 +59,7 @@ from paradev.state import (
     State,
 )
 from paradev.text import printable
+from paradev.train import adopt
 from paradev.train.journal import driver_gone
 from paradev.workspace import Workspace
 
@@ -64,6 +67,7 @@ LOST = -1  # an adopted agent that ended without a recorded exit code
 Say = Callable[..., None]  # say(kind, text, quiet=False, **fields): one event of the run
 MERGE_ATTEMPTS = 3  # trains that may end (or refuse) without landing a task before it counts
 BUSY = 2  # 'paradev merge' refused: a precondition, such as an agent still held
+PULL_EVERY = 2.0  # seconds between pulls of the shared state while a run waits ([agents] hosts)
 NEWS = 0.02  # how often, within a poll, the merge train's log is looked at for a landing
 
 
@@ -209,6 +213,9 @@ class Run:
         self.told = 0  # outcomes of the agents already looked at
         self.attempts: dict[int, int] = {}  # issue -> trains that ended without landing it
         self.refusals = 0  # 'paradev merge' refusals (exit 2) in a row
+        self.here = agents_here(ws.plan, ws.git)  # [agents] hosts: the agents this host runs
+        self.pulled = -PULL_EVERY  # when the shared state was last pulled (hosts)
+        self.lease_wait = 0.0  # no train started before then: another host's held the lease
 
     # -- the loop --
     def run(self) -> Summary:
@@ -219,9 +226,9 @@ class Run:
                 self.agents.poll()
                 self._note_failures()
                 self._poll_landing()
-                state = self.ws.store.read()
+                state = self._state()
                 self._tell_changes(state)
-                schedule = decide(self.ws.plan, state, given_up=self.given_up)
+                schedule = decide(self.ws.plan, state, given_up=self.given_up, here=self.here)
                 self._write_snapshot(schedule)
                 if self._over(schedule):
                     break
@@ -261,6 +268,18 @@ class Run:
                 if ready or self._merge_log_size() != size:
                     return
 
+    def _state(self) -> State:
+        """The state; with [agents] hosts pulled from the remote at most every PULL_EVERY s.
+
+        Other hosts' tasks progress only there; an unreachable remote is asked again later.
+        """
+        store = self.ws.store
+        if isinstance(store, SharedStateStore) and self.clock() - self.pulled >= PULL_EVERY:
+            self.pulled = self.clock()
+            with suppress(ParadevError):
+                store.pull()
+        return store.read()
+
     def _merge_log_size(self) -> int:
         return -1 if self.landing is None else log_size(self.landing.log)
 
@@ -269,7 +288,7 @@ class Run:
             return False
         if self.stopped is not None:
             return True
-        return not (schedule.ready or schedule.landing)
+        return not (schedule.ready or schedule.landing or schedule.elsewhere)
 
     # -- agents --
     def _adopt(self) -> None:
@@ -277,6 +296,8 @@ class Run:
         state = self.ws.store.read()
         found = {}
         for task in self.ws.plan.tasks():
+            if self.here is not None and task.agent not in self.here:
+                continue  # another host's agent: that host's run watches it
             if state.status(task.issue) == IN_PROGRESS:
                 record = supervise.read(record_path(self.ws, task.agent))
                 found[task] = record if record and record.issue == task.issue else None
@@ -370,12 +391,17 @@ class Run:
         """Start a ``paradev merge`` when work waits to land and no train runs."""
         if self.landing is not None or self.stopped is not None or not schedule.landing:
             return
+        if self.clock() < self.lease_wait:
+            return
         train = state.train
         args = ["merge", "--follow"]
         if train is not None:
-            if not driver_gone(train.get("driver")):
+            handed = adopt.handed_here(self.ws, train)  # a conflict another host's train handed
+            if not handed and adopt.driven_elsewhere(self.ws, train):
+                return  # that host lands it (or its lease expires for its merge --continue)
+            if not handed and not driver_gone(train.get("driver")):
                 return  # a train from a killed run is still landing: let it finish
-            if train.get("status") == "stopped":
+            if train.get("status") == "stopped" and not handed:
                 self._stop(f"the merge train {train.get('id')} is stopped", [])
                 return
             args.append("--continue")
@@ -429,6 +455,10 @@ class Run:
         self.landing = None
         state = self.ws.store.read()
         lines = landing.tail
+        if code == BUSY and any("holds the lease refs/paradev/lock/" in line for line in lines):
+            self.pulled = self.clock()  # another host's train: tried again after the next pull
+            self.lease_wait = self.pulled + PULL_EVERY
+            return
         if code == BUSY and self.refusals < MERGE_ATTEMPTS:
             self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
             return
@@ -602,11 +632,14 @@ def refuse_unrunnable(ws: Workspace) -> None:
 
     if not any(True for _ in ws.plan.tasks()):
         raise PreconditionError("the plan has no tasks; add some to plan.toml or 'paradev assign'")
-    missing = programs_missing(ws, sorted({t.agent for t in ws.plan.tasks()}))
+    here = agents_here(ws.plan, ws.git)  # [agents] hosts: other hosts launch their own
+    agents = {t.agent for t in ws.plan.tasks() if here is None or t.agent in here}
+    missing = programs_missing(ws, sorted(agents))
     if missing:
         raise PreconditionError(f"paradev run cannot launch the agents: {missing}")
     journal = ws.store.read().train
-    if journal is not None and journal.get("status") == "stopped":
+    stopped = journal is not None and journal.get("status") == "stopped"
+    if journal is not None and stopped and not adopt.handed_here(ws, journal):
         raise PreconditionError(
             f"merge train {journal.get('id')} is stopped; resolve it first ('paradev merge "
             "--continue', '--skip' or '--abort'), then run 'paradev run' again"

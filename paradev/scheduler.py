@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from paradev.plan import Plan, Task
-from paradev.state import COMPLETED, DROPPED, GATE_FAILED, IN_PROGRESS, MERGED, State
+from paradev.state import COMPLETED, DROPPED, FAILED, GATE_FAILED, IN_PROGRESS, MERGED, State
 
 LANDED = (MERGED, DROPPED)  # nothing left to do for the task
 FLOW, BATCHES = "flow", "batches"
@@ -34,6 +34,7 @@ class Schedule:
     landing: tuple[int, ...] = ()  # issues completed, waiting for the merge train
     waiting: dict[int, str] = field(default_factory=dict)  # issue -> what it waits for
     blocked: dict[int, str] = field(default_factory=dict)  # issue -> why it cannot run this run
+    elsewhere: tuple[int, ...] = ()  # [agents] hosts: unfinished issues another host runs
 
     @property
     def idle(self) -> bool:
@@ -47,12 +48,15 @@ def decide(
     *,
     busy: Collection[int] = (),
     given_up: Collection[int] = (),
+    here: Collection[int] | None = None,
 ) -> Schedule:
     """The tasks that may start now, and for every other unfinished task what it waits for.
 
     ``busy``: agents that cannot take a task now although no task of theirs is
     in progress (the merge train holds them). ``given_up``: issues that ended
     unfinished in this run (failed, set aside): a run never starts them again.
+    ``here``: with [agents] hosts, the agents this host runs; another host's
+    unfinished tasks only wait (their progress comes through the shared state).
     """
     schedule = plan.schedule
     blocked = _blocked(plan, state, given_up, schedule)
@@ -60,7 +64,17 @@ def decide(
     running: list[int] = []
     landing: list[int] = []
     waiting: dict[int, str] = {}
+    elsewhere: list[int] = []
     for agent in sorted({t.agent for t in plan.tasks()}):
+        if here is not None and agent not in here:
+            for task in plan.tasks_for(agent):
+                status = state.status(task.issue)
+                if status in (FAILED, GATE_FAILED) and task.issue not in blocked:
+                    blocked[task.issue] = f"it failed on agent {agent}'s host; its run retries it"
+                elif status not in LANDED and task.issue not in blocked:
+                    waiting[task.issue] = f"agent {agent} runs it on another host"
+                    elsewhere.append(task.issue)
+            continue
         ahead: Task | None = None  # the agent's first unfinished task
         for task in plan.tasks_for(agent):
             status = state.status(task.issue)
@@ -78,7 +92,9 @@ def decide(
                 waiting[task.issue] = why
             else:
                 ready.append(task)
-    return Schedule(tuple(ready), tuple(running), tuple(landing), waiting, blocked)
+    return Schedule(
+        tuple(ready), tuple(running), tuple(landing), waiting, blocked, tuple(elsewhere)
+    )
 
 
 def _behind(ahead: Task, status: str) -> str:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from paradev.errors import PreconditionError, StateError
-from paradev.git import Git, commit_files, fetch, fetch_ref, file_at, push_swap
-from paradev.lease import Lease
+from paradev.git import Git, commit_files, fetch_ref, fetch_refspecs, file_at, push_swap
+from paradev.lease import DEFAULT_EXPIRY, LOCK_PREFIX, TRACKING_PREFIX, Lease
 from paradev.limits import MAX_STATE_BYTES
 from paradev.state import State, StateStore, now
 
@@ -55,9 +55,15 @@ class SharedState:
     """``refs/paradev/state`` on ``remote``: read by fetching it, changed by compare-and-swap."""
 
     def __init__(
-        self, git: Git, remote: str, host: str | Callable[[], str], tries: int = MAX_TRIES
+        self,
+        git: Git,
+        remote: str,
+        host: str | Callable[[], str],
+        tries: int = MAX_TRIES,
+        expiry: float = DEFAULT_EXPIRY,
     ) -> None:
         self.git, self.remote, self.tries = git, remote, tries
+        self.expiry = expiry  # [agents] lease_expiry: every host's leases
         self._host = host  # or how to find it: only a write needs it, read-only commands never
         self.known: tuple[str, dict[str, Any]] | None = None  # the last commit fetched or pushed
 
@@ -71,6 +77,28 @@ class SharedState:
     def fetch(self) -> tuple[str | None, dict[str, Any] | None]:
         """(the remote state's commit, its JSON data); (None, None) before the first write."""
         commit = fetch_ref(self.git, self.remote, STATE_REF, TRACKING_REF)
+        if commit is None:
+            return None, None
+        data = self._data(commit)
+        self.known = commit, data
+        return commit, data
+
+    def fetch_all(self) -> tuple[str | None, dict[str, Any] | None]:
+        """``fetch``, with every branch and every lease of the remote: one round trip.
+
+        The state ref by a pattern: a remote without it yet matches nothing
+        rather than failing (the ref only moves forward, it is never deleted).
+        """
+        fetch_refspecs(
+            self.git,
+            self.remote,
+            [
+                f"+{STATE_REF}*:{TRACKING_REF}*",
+                f"+refs/heads/*:refs/remotes/{self.remote}/*",
+                f"+{LOCK_PREFIX}*:{TRACKING_PREFIX}*",
+            ],
+        )
+        commit = self.git.rev(TRACKING_REF)
         if commit is None:
             return None, None
         data = self._data(commit)
@@ -212,7 +240,8 @@ class SharedStateStore(StateStore):
         meanwhile first checks the lease was not lost (expired and taken).
         """
         holder = f"{self.shared.host} (pid {os.getpid()})"
-        lease = Lease(self.shared.git, self.shared.remote, name, holder, self.dir / "leases")
+        shared = self.shared
+        lease = Lease(shared.git, shared.remote, name, holder, self.dir / "leases", shared.expiry)
         with lease.held():
             self.lease = lease
             try:
@@ -221,10 +250,17 @@ class SharedStateStore(StateStore):
             finally:
                 self.lease = None
 
-    def pull(self) -> State | None:
-        """Copy the remote state into the cache; None (cache untouched) before the first write."""
+    @property
+    def host(self) -> str:
+        return self.shared.host
+
+    def pull(self, everything: bool = False) -> State | None:
+        """Copy the remote state into the cache; None (cache untouched) before the first write.
+
+        ``everything``: the remote's branches and leases come in the same fetch.
+        """
         with self.locked():
-            _, data = self.shared.fetch()
+            _, data = self.shared.fetch_all() if everything else self.shared.fetch()
             if data is None:
                 return None
             state = _state_of(data, self.shared)
@@ -243,8 +279,7 @@ class SharedStateStore(StateStore):
         if self.lease is not None:
             self.lease.check()
         with self.locked():
-            # As on the remote: the journal's landings not yet applied to the task records.
-            before = _detached(self._read_state_file().to_json())
+            before = _detached(self._cached().to_json())
             state.updated_at = now()
             after = _detached(state.to_json())
             merged = self.shared.change(
@@ -253,6 +288,15 @@ class SharedStateStore(StateStore):
                 initial=before,
             )
             StateStore.write(self, _state_of(merged, self.shared))
+
+    def _cached(self) -> State:
+        """The cache as on the remote: the journal (its own file) with the state file's records,
+        its landings not yet applied to them."""
+        state = self._read_state_file()
+        journal = self.read_journal()
+        if journal is not None:
+            state.train = journal
+        return state
 
     def save_journal(self, journal: dict[str, Any]) -> None:
         """The merge journal is part of the shared state: a train step is a state change."""
@@ -292,8 +336,7 @@ def sync(store: StateStore) -> str:
         raise PreconditionError(
             "sync needs [agents] hosts in plan.toml: without hosts the state is this clone's own"
         )
-    state = store.pull()
-    fetch(store.shared.git, store.shared.remote)  # other hosts' agent branches, for status
+    state = store.pull(everything=True)  # other hosts' agent branches and leases, for status
     where = f"{STATE_REF} on {store.shared.remote}"
     if state is None:
         return f"no shared state on {where} yet: the first state change creates it"

@@ -786,6 +786,11 @@ class StateStore:
         """Hold lease ``name`` across hosts: one machine has none (see paradev.shared)."""
         yield
 
+    @property
+    def host(self) -> str | None:
+        """The host whose clone this is, when the state is shared by hosts (paradev.shared)."""
+        return None
+
     def _make_dir(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)

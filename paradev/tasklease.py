@@ -20,22 +20,23 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext, suppress
 
 from paradev.errors import ParadevError, PreconditionError
-from paradev.git import fetch, is_ancestor, merge_ff_only
+from paradev.git import fetch, is_ancestor, merge_ff_only, resolve_refs
 from paradev.hosts import this_host
-from paradev.lease import DEFAULT_EXPIRY, Lease
+from paradev.lease import Lease
 from paradev.shared import SharedStateStore
 from paradev.state import IN_PROGRESS, State, TaskRecord
 from paradev.workspace import Workspace
+from paradev.worktrees import add_worktree
 
 PREFIX = "task-"
-EXPIRY = DEFAULT_EXPIRY  # seconds a task's lease may stand still before its host counts as gone
 
 
 def task_lease(ws: Workspace, issue: int, host: str | None = None) -> Lease:
     """The lease of task ``issue`` as held (or looked at) by ``host`` (default: this clone's)."""
     holder = host or this_host(ws.git)
     seen = ws.store.dir / "leases"
-    return Lease(ws.git, ws.plan.remote, f"{PREFIX}{issue}", holder, seen, EXPIRY)
+    expiry = ws.plan.lease_expiry  # seconds its lease may stand still before its host is gone
+    return Lease(ws.git, ws.plan.remote, f"{PREFIX}{issue}", holder, seen, expiry)
 
 
 def take(ws: Workspace, issue: int) -> str:
@@ -63,25 +64,40 @@ def let_go(ws: Workspace, issue: int) -> None:
             task_lease(ws, issue).release_if_mine()
 
 
-def vanished(ws: Workspace, record: TaskRecord) -> float | None:
-    """Seconds another host's lease on this task in progress was seen still, once past expiry.
+def vanished_tasks(ws: Workspace, state: State) -> dict[int, float]:
+    """Issue -> seconds its host's lease was seen still, for each task in progress past expiry.
 
-    None when the host is alive or unknown; read from this clone's last look
-    (``paradev sync``, a write), never from the network.
+    Read from this clone's last look (``paradev sync``, a write), never from
+    the network: one ref read for every task's lease.
     """
-    if not ws.plan.hosts or record.status != IN_PROGRESS or not record.host:
-        return None
-    lease = task_lease(ws, record.issue, record.host)
-    holder, still = lease.last_seen()
-    return still if holder == record.host and still >= lease.expiry else None
+    if not ws.plan.hosts:
+        return {}
+    records = [r for r in state.tasks.values() if r.status == IN_PROGRESS and r.host]
+    leases = {r.issue: task_lease(ws, r.issue, r.host) for r in records}
+    tips = resolve_refs(ws.git, [lease.tracking for lease in leases.values()])
+    gone: dict[int, float] = {}
+    for record in records:
+        lease = leases[record.issue]
+        holder, still = lease.last_seen(tips.get(lease.tracking))
+        if holder == record.host and still >= lease.expiry:
+            gone[record.issue] = still
+    return gone
 
 
 def look(ws: Workspace, state: State) -> None:
-    """Observe the leases of every task in progress on another host (``paradev sync``)."""
+    """Note the leases of every task in progress on another host, as ``paradev sync`` fetched them.
+
+    The count of how long each stood still runs on this host's clock from here.
+    """
     here = this_host(ws.git)
-    for record in state.tasks.values():
-        if record.status == IN_PROGRESS and record.host and record.host != here:
-            task_lease(ws, record.issue, record.host).observe()
+    leases = [
+        task_lease(ws, r.issue, r.host)
+        for r in state.tasks.values()
+        if r.status == IN_PROGRESS and r.host and r.host != here
+    ]
+    tips = resolve_refs(ws.git, [lease.tracking for lease in leases])
+    for lease in leases:
+        lease.noted(tips.get(lease.tracking))
 
 
 def in_progress_elsewhere(ws: Workspace, issue: int) -> TaskRecord | None:
@@ -106,14 +122,8 @@ def take_over(ws: Workspace, record: TaskRecord) -> str:
     pushed = ws.git.rev(f"refs/remotes/{ws.plan.remote}/{branch}")
     tree = ws.worktree(record.agent)
     if not (tree / ".git").exists():
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        if ws.git.rev(f"refs/heads/{branch}") is None:
-            start = pushed or ws.base_ref()
-            ws.git.run(
-                "worktree", "add", "--quiet", "--no-track", "-b", branch, "--", str(tree), start
-            )
-        else:
-            ws.git.run("worktree", "add", "--quiet", "--", str(tree), branch)
+        exists = ws.git.rev(f"refs/heads/{branch}") is not None
+        add_worktree(ws, tree, branch, None if exists else pushed or ws.base_ref())
     local = ws.git.rev(f"refs/heads/{branch}")
     if pushed and local and local != pushed and not is_ancestor(ws.git, pushed, local):
         if not is_ancestor(ws.git, local, pushed):

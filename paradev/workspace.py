@@ -110,5 +110,6 @@ def _shared_store(repo: Repository, plan: Plan) -> StateStore:
     from paradev.hosts import this_host
     from paradev.shared import SharedState, SharedStateStore
 
-    shared = SharedState(repo.git, plan.remote, partial(this_host, repo.git))  # asked on a write
+    host = partial(this_host, repo.git)  # asked on a write
+    shared = SharedState(repo.git, plan.remote, host, expiry=plan.lease_expiry)
     return SharedStateStore(repo.common_dir, shared)

@@ -169,18 +169,13 @@ def _apply(ws: Workspace, step: Step, start: str) -> None:
     if step.action == "repair":
         repair_worktree(ws.git, step.worktree)
         return
-    step.worktree.parent.mkdir(parents=True, exist_ok=True)
-    if step.action == "add":
-        ws.git.run("worktree", "add", "--quiet", "--", str(step.worktree), step.branch)
+    add_worktree(ws, step.worktree, step.branch, None if step.action == "add" else start)
+
+
+def add_worktree(ws: Workspace, path: Path, branch: str, start: str | None) -> None:
+    """A new work tree at ``path`` on ``branch``: the existing branch, or created at ``start``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if start is None:
+        ws.git.run("worktree", "add", "--quiet", "--", str(path), branch)
     else:
-        ws.git.run(
-            "worktree",
-            "add",
-            "--quiet",
-            "--no-track",
-            "-b",
-            step.branch,
-            "--",
-            str(step.worktree),
-            start,
-        )
+        ws.git.run("worktree", "add", "--quiet", "--no-track", "-b", branch, "--", str(path), start)

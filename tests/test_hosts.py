@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -400,3 +402,97 @@ def test_conflicts_on_one_host_cover_another_hosts_agents(
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert [(p["agents"], p["conflict"]) for p in report["pairs"]] == [([1, 3], True)]
+
+
+# -- paradev run on every host ---
+
+
+def test_run_on_each_host_launches_its_agents_and_waits_for_the_others_work(
+    planned: dict[str, Path], origin: Path, cli: CliFn, tmp_path: Path
+) -> None:
+    """#21 (laptop's agent 1) depends on #13 (box's agent 3): laptop's run waits for it."""
+    laptop, box = planned["laptop"], planned["box"]
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT, encoding="utf-8")
+    text = plan_text().replace(
+        "count = 3\n", f"count = 3\ncommand = {json.dumps([sys.executable, str(script)])}\n"
+    )
+    text = text.replace("depends_on = [11]", "depends_on = [13]") + "\n[merge]\npush = true\n"
+    commit(laptop, {"plan.toml": text}, "agents run a script; #21 needs box's #13")
+    git(laptop, "push", "-q", "origin", "main")
+    git(box, "pull", "-q", "--ff-only")
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    # The train rewrites agent 1's branch, which its next task's completion then pushes:
+    # a server refusing non-fast-forwards of branches would refuse that push.
+    git(origin, "config", "receive.denyNonFastForwards", "false")
+
+    runs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "paradev", "run"],
+            cwd=clone,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for name, clone in (("laptop", laptop), ("box", box))
+    }
+    try:
+        outputs = {name: proc.communicate(timeout=200)[0] for name, proc in runs.items()}
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+    assert {n: p.returncode for n, p in runs.items()} == {"laptop": 0, "box": 0}, outputs
+
+    state = remote_state(laptop)
+    assert {i: state["tasks"][i]["status"] for i in ("11", "12", "13", "21")} == dict.fromkeys(
+        ("11", "12", "13", "21"), "merged"
+    )
+    assert state["tasks"]["13"]["host"] == "box"
+    assert {state["tasks"][i]["host"] for i in ("11", "12", "21")} == {"laptop"}
+    # the dependency landed on box before laptop's agent started #21
+    assert state["tasks"]["21"]["started_at"] >= state["tasks"]["13"]["merged_at"]
+    files = git(origin, "ls-tree", "--name-only", "main").split()
+    assert {"done-11.txt", "done-12.txt", "done-13.txt", "done-21.txt"} <= set(files)
+    assert worktree_folders(laptop) == ["agent-1", "agent-2"]  # never agent 3's
+    assert worktree_folders(box) == ["agent-3"]
+
+
+# -- doctor and reset say what they do (and do not do) to the shared state ---
+
+
+def test_doctor_reads_the_shared_state_and_reset_clears_only_the_cache(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    shared = git(origin, "rev-parse", STATE_REF)
+    line = (
+        f"ok   shared state {STATE_REF} on origin: {shared[:12]}, this clone's cache is up to date"
+    )
+    assert line in cli("doctor", cwd=laptop).out
+
+    assert cli("setup", "--host", "box", cwd=box).code == 0  # box moves the shared state
+    moved = git(origin, "rev-parse", STATE_REF)
+    result = cli("doctor", "--repair", cwd=laptop)
+    assert result.code == 1
+    assert (
+        f"BAD  shared state {STATE_REF} on origin is at {moved[:12]}, this clone's cache at "
+        f"{shared[:12]}: run 'paradev sync' (doctor never changes the remote)"
+    ) in result.out
+    assert git(origin, "rev-parse", STATE_REF) == moved
+    assert cli("sync", cwd=laptop).code == 0
+    assert "this clone's cache is up to date" in cli("doctor", cwd=laptop).out
+
+    result = cli("reset", "--yes", cwd=laptop)
+    assert result.code == 0, result.err
+    assert f"only this clone's cache was cleared: the shared state {STATE_REF} on origin" in (
+        result.out
+    )
+    assert git(origin, "rev-parse", STATE_REF) == moved  # every host's records kept
+    assert StateStore(laptop / ".git").read().agents == {}
+    assert cli("sync", cwd=laptop).code == 0
+    assert sorted(StateStore(laptop / ".git").read().agents) == [1, 2, 3]

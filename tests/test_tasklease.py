@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from paradev import lease, tasklease
+from paradev import lease
 from paradev.state import StateStore
 from tests.helpers import Result, commit, git
 from tests.test_hosts import agents_run, planned, remote_state  # noqa: F401 - the fixture
@@ -83,12 +83,12 @@ def test_a_vanished_hosts_task_is_reported_and_taken_over_with_its_pushed_commit
     assert not (box.parent / "project-worktrees/agent-1").exists()
     assert remote_state(box)["tasks"]["11"]["host"] == "laptop"
 
-    clock.now += tasklease.EXPIRY  # laptop renews nothing for the whole expiry
+    clock.now += lease.DEFAULT_EXPIRY  # laptop renews nothing for the whole expiry
     assert cli("sync", cwd=box).code == 0
     report = json.loads(cli("status", "--json", cwd=box).out)
     current = report["agents"]["1"]["current_task"]
     assert (current["host"], current["host_vanished"]) == ("laptop", True)
-    assert current["lease_unchanged_seconds"] == int(tasklease.EXPIRY)
+    assert current["lease_unchanged_seconds"] == int(lease.DEFAULT_EXPIRY)
     text = cli("status", cwd=box).out
     assert "host laptop vanished: its lease on #11 went 300s unrenewed" in text
 
@@ -124,11 +124,12 @@ def test_run_batch_renews_the_task_lease_while_the_agent_runs(
     origin: Path,
     cli: CliFn,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(tasklease, "EXPIRY", 0.6)  # renewed every 0.2 s
     laptop = planned["laptop"]
     agents_run(laptop, AGENT, tmp_path)
+    plan = (laptop / "plan.toml").read_text()
+    plan = plan.replace("count = 3\n", "count = 3\nlease_expiry = 0.6\n")  # renewed every 0.2 s
+    commit(laptop, {"plan.toml": plan}, "short leases")
     assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
 
     result = cli("run-batch", "--agents", "1", cwd=laptop)

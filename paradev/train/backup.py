@@ -34,11 +34,23 @@ def step_backup(train: Train, agent: int) -> None:
     entry = train.agent(agent)
     tips = None if "old_head" in entry else journal_backup(train, agent)
     _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    share_backup(train, agent)
     if entry.get("wip") and (tips[1] if tips else train.head(agent)) == entry["wip"]:
         _set_wip_aside(train, agent)
     elif tips is not None:
         train.hand_on(agent, *tips)  # the rebase step reads no git: nothing moved since
     train.finish(agent, BACKUP)
+
+
+def share_backup(train: Train, agent: int) -> None:
+    """With [agents] hosts, push the backup ref before the branch is rewritten.
+
+    Every journal write naming the backup comes after it: a host continuing
+    this train (``paradev.train.adopt``) redoes the landing from it.
+    """
+    if train.ws.plan.hosts:
+        entry = train.agent(agent)
+        gitmod.push_ref(train.ws.git, train.ws.plan.remote, entry["old_head"], entry["backup"])
 
 
 def journal_backup(

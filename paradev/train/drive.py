@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
-from paradev.train import candidates, join, steps
+from paradev.train import adopt, candidates, join, steps
 from paradev.train.advance import _undo_killed_fast_forward, move_base
 from paradev.train.backup import _restore_branch
 from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
@@ -98,6 +98,8 @@ def _taken(ws: Workspace, out: Output, hand_back: HandBack | None) -> Iterator[T
     with driving(ws), ExitStack() as locks:
         train = load_train(ws, out, hand_back)
         _lock_agents(ws, train.queue, locks)
+        if adopt.needs_adoption(train):  # begun on another host: its refs are on the remote
+            adopt.adopt(train)
         yield train
 
 
@@ -152,6 +154,8 @@ def abort(ws: Workspace, out: Output) -> None:
         train = load_train(ws, out)
         queued = bool(train.journal.get("mq"))
         _lock_agents(ws, train.queue if queued else train.queue[:1], locks)
+        if adopt.needs_adoption(train):
+            adopt.adopt(train)
         take_over(train)
         if queued:
             _abort_queue(train)

@@ -281,6 +281,7 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
         "driver": driver_record(),
         "drivers_since": time.time(),  # stale locks are looked for since then
         "committer": gitmod.committer_ident(ws.git),  # every rewritten commit's, on any host
+        "host": ws.store.host,  # [agents] hosts: the host driving it (another one adopts it)
     }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from paradev import git as gitmod
 from paradev import processes
-from paradev.errors import GitError, PreconditionError
+from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.train.checks import (
     _check_agent_branch,
     _refuse_uncommitted,
@@ -190,6 +190,9 @@ def _on_conflict(train: Train, agent: int) -> None:
     facts = conflict_facts(train, agent)
     report = "\n".join([*facts, *_conflict_steps(train, agent)])
     if train.ws.plan.on_conflict == "agent":
+        owner = _host_elsewhere(train, agent)
+        if owner is not None:
+            raise _hand_to_host(train, agent, owner)
         train.agent(agent)["conflict_at"] = gitmod.rebase_position(path)
         train.out(f"agent {agent}: rebase conflict; handing it back to the agent")
         hand_back(train, agent, "\n".join(facts))  # what to do: the agent's own prompt says
@@ -206,6 +209,33 @@ def _on_conflict(train: Train, agent: int) -> None:
         "conflict",
         f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
         f"(rebase left in progress in {path})",
+    )
+
+
+def _host_elsewhere(train: Train, agent: int) -> str | None:
+    """The host running ``agent`` when it is not this one ([agents] hosts), else None."""
+    here = train.ws.store.host
+    owners = [host for host, agents in train.ws.plan.hosts.items() if agent in agents]
+    return owners[0] if here is not None and owners and owners[0] != here else None
+
+
+def _hand_to_host(train: Train, agent: int, owner: str) -> Stopped:
+    """Stop, the conflict handed back to the host running the agent, through the shared state.
+
+    Its agent resolves it there, in its own work tree: that host's ``merge
+    --continue`` (or ``run``) takes the train over and redoes the rebase from
+    the pushed backup (``paradev.train.adopt``). This host's copy of the
+    branch goes back to where the rebase began.
+    """
+    drop_rebase(train, agent, train.worktree(agent))
+    train.agent(agent)["handed_to"] = owner
+    train.out(f"agent {agent}: rebase conflict; handing it back to host {owner}, which runs it")
+    return train.stop(
+        agent,
+        "conflict",
+        f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts; agent "
+        f"{agent} runs on host {owner}: the conflict is handed back to it through the shared "
+        "state, and 'paradev merge --continue' (or 'paradev run') there has the agent resolve it",
     )
 
 

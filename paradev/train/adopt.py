@@ -1,0 +1,177 @@
+"""A train another host began: continued here with the same refs (``[agents] hosts``).
+
+The journal lives in the shared state, so ``merge --continue`` on any host
+reads where the train stood; the commits that host rewrote did not leave
+it, unless it pushed them. What is on the remote is enough to redo the rest
+exactly: base as pushed, each agent's branch as pushed when its task was
+completed, and each backup ref, pushed before its branch was rewritten
+(``backup.share_backup``). Every landing the remote does not hold is redone
+from its backup; rewritten commits take the journal's committer (name,
+email, date), so they come out the same commits, whichever host makes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from paradev import git as gitmod
+from paradev.errors import PreconditionError
+from paradev.train.advance import move_base
+from paradev.train.journal import ADVANCE, BACKUP, Train, backup_ref
+from paradev.workspace import Workspace
+from paradev.worktrees import add_worktree
+
+# What the backup step journals: a landing redone from its backup starts from these.
+BACKUP_FACTS = ("branch", "old_head", "backup", "remote_head", "candidate", "wip", "times")
+
+
+def needs_adoption(train: Train) -> bool:
+    """Whether the train was driven by another host, whose local refs this clone lacks."""
+    driver = train.journal.get("host")
+    return bool(train.ws.plan.hosts) and driver is not None and driver != train.ws.store.host
+
+
+def adopt(train: Train) -> None:
+    """Bring this clone to what the remote holds of the train, to go on from there.
+
+    Base fast-forwards to the remote's; every queued agent's branch (and work
+    tree, created here when missing) goes to the journaled commit the rest
+    of its landing starts from. Refused, with nothing changed, when base
+    here holds commits the remote lacks.
+    """
+    ws, journal = train.ws, train.journal
+    if journal.get("mq"):
+        raise PreconditionError(
+            f"the merge queue train {train.id} was driven by host {journal['host']}; a queue "
+            "([merge] parallel or batch) goes on only there: run paradev merge --continue on it"
+        )
+    remote, base = ws.plan.remote, train.base
+    gitmod.fetch_refspecs(
+        ws.git,
+        remote,
+        [f"+refs/heads/*:refs/remotes/{remote}/*", "refs/paradev/backup/*:refs/paradev/backup/*"],
+    )
+    pushed_base = _pushed_base(ws, base, str(journal["base_start"]))
+    train.out(
+        f"merge train {train.id} was driven by host {journal['host']}: going on from "
+        f"{remote}/{base} ({pushed_base[:12]}); landings it did not push are redone"
+    )
+    for agent in train.queue:
+        _check_tree(train.worktree(agent))
+    targets = {agent: _restart_point(train, agent, pushed_base) for agent in train.queue}
+    local = ws.git.rev(f"refs/heads/{base}")
+    if local != pushed_base:
+        move_base(ws, base, local or pushed_base, pushed_base, then="run paradev merge --continue")
+    for agent, target in targets.items():
+        _place_branch(ws, train, agent, target)
+    journal["host"] = ws.store.host
+    train.save()
+
+
+def _pushed_base(ws: Workspace, base: str, start: str) -> str:
+    """The remote's base, refused unless base here and the train's start are in it."""
+    remote = ws.plan.remote
+    pushed = ws.git.rev(f"refs/remotes/{remote}/{base}")
+    local = ws.git.rev(f"refs/heads/{base}")
+    if pushed is None or not gitmod.is_ancestor(ws.git, start, pushed):
+        raise PreconditionError(
+            f"{remote}/{base} does not hold the base the train started from ({start[:12]}); "
+            "the train cannot go on here"
+        )
+    if local is not None and not gitmod.is_ancestor(ws.git, local, pushed):
+        raise PreconditionError(
+            f"{base} here has commits {remote}/{base} lacks; push or move them away "
+            f"(e.g. git branch -f {base} {remote}/{base} after keeping them), "
+            "then run paradev merge --continue"
+        )
+    return pushed
+
+
+def _restart_point(train: Train, agent: int, pushed_base: str) -> str:
+    """The commit the agent's branch must be at here; its journal entry cut to match.
+
+    Landed and pushed: the landed commit (the steps after the move go on).
+    Backed up: the backup (or the completed commit when the work in progress
+    was set aside), every later step to be redone. Not begun: its branch as
+    pushed, or as the backup another driver pushed.
+    """
+    entry: dict[str, Any] = train.agent(agent)
+    landed = entry.get("landed")
+    git = train.ws.git
+    if landed and ADVANCE in entry["done"] and gitmod.is_ancestor(git, landed, pushed_base):
+        return str(landed)
+    if "old_head" in entry:
+        _expect_backup(train, entry)
+        facts = {key: entry[key] for key in BACKUP_FACTS if key in entry}
+        entry.clear()
+        entry.update(facts, done=[BACKUP], step=BACKUP)
+        return str(entry["candidate"] if entry.get("wip") else entry["old_head"])
+    branch = train.branch(agent)
+    found = gitmod.resolve_refs(
+        train.ws.git,
+        [backup_ref(branch, train.id), f"refs/remotes/{train.ws.plan.remote}/{branch}"],
+    )
+    if not found:
+        raise PreconditionError(
+            f"{branch} is not on {train.ws.plan.remote}: the host that completed agent {agent}'s "
+            "task never pushed it; continue the train on that host"
+        )
+    return next(iter(found.values()))  # the backup first: a killed driver may have cut the branch
+
+
+def _expect_backup(train: Train, entry: dict[str, Any]) -> None:
+    """The journaled backup, fetched from the remote, is the journaled old head."""
+    if train.ws.git.rev(str(entry["backup"])) != entry["old_head"]:
+        raise PreconditionError(
+            f"{entry['backup']} is not on {train.ws.plan.remote} at {str(entry['old_head'])[:12]}; "
+            "continue the train on the host that began it"
+        )
+
+
+def _place_branch(ws: Workspace, train: Train, agent: int, target: str) -> None:
+    """The agent's branch at ``target`` in its work tree (created here when missing).
+
+    Commits of this clone's copy of the branch that ``target`` lacks stay
+    under a backup ref: nothing is dropped.
+    """
+    branch, tree = train.branch(agent), train.worktree(agent)
+    ref = f"refs/heads/{branch}"
+    local = ws.git.rev(ref)
+    if local is not None and local != target and not gitmod.is_ancestor(ws.git, local, target):
+        kept = f"{backup_ref(branch, train.id)}-here"
+        if ws.git.rev(kept) is None:
+            gitmod.update_ref(ws.git, kept, local, "")
+        train.out(f"agent {agent}: {branch} here had other commits; kept in {kept}")
+    if not (tree / ".git").exists():
+        if local is not None:
+            gitmod.update_ref(ws.git, ref, target, local)
+        add_worktree(ws, tree, branch, None if local is not None else target)
+        return
+    gitmod.checkout_force(tree, branch, target)
+
+
+def _check_tree(tree: Path) -> None:
+    """An agent's work tree here must hold nothing the move of its branch would lose."""
+    if not (tree / ".git").exists():
+        return
+    if gitmod.unfinished_operation(tree) is not None or any(gitmod.changes(tree)):
+        raise PreconditionError(
+            f"{tree} has uncommitted changes or an unfinished git operation; commit or clear "
+            "them, then run paradev merge --continue"
+        )
+
+
+def handed_here(ws: Workspace, journal: dict[str, Any]) -> bool:
+    """Whether a stopped train handed a conflict back to this host (its agent resolves it here)."""
+    stop = journal.get("stop") or {}
+    if journal.get("status") != "stopped" or ws.store.host is None:
+        return False
+    entry = journal.get("agents", {}).get(str(stop.get("agent"))) or {}
+    return bool(entry.get("handed_to") == ws.store.host)
+
+
+def driven_elsewhere(ws: Workspace, journal: dict[str, Any]) -> bool:
+    """Whether another host drives the train (its driver's pid means nothing here)."""
+    host = journal.get("host")
+    return host is not None and ws.store.host is not None and host != ws.store.host

@@ -1,0 +1,278 @@
+"""A train one host began, killed there, finished by another host with the same refs.
+
+Real processes: the driving ``paradev merge`` is SIGKILLed with its whole
+process group (its git children too) at a chosen moment, held there by the
+gate or by the remote's pre-receive hook; its train lease is left to expire
+on the other host's own clock; ``paradev merge --continue`` there ends in the
+refs an uninterrupted train makes on an identical setup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paradev.hosts import HOST_ENV
+from tests.conftest import HOSTS
+from tests.helpers import Result, commit, git, run_process, wait_for_file, work
+from tests.test_hosts import plan_text, remote_state
+
+CliFn = Callable[..., Result]
+EXPIRY = 1.0  # [agents] lease_expiry: short, so the other host waits a second, not minutes
+AUTHORED = "2026-01-01T00:00:00+0000"
+LAPTOP_ENV = {"GIT_COMMITTER_DATE": "2026-02-01T00:00:00+0000"}  # the driver's clock
+# The other host: another committer at another time; the journal's must win.
+BOX_ENV = {
+    HOST_ENV: "box",
+    "GIT_COMMITTER_DATE": "2026-03-03T03:03:03+0000",
+    "GIT_COMMITTER_NAME": "Someone Else",
+    "GIT_COMMITTER_EMAIL": "else@box.invalid",
+}
+
+# The gate: notes each run (gate-1, gate-2...), and hangs where the test holds it.
+GATE = """
+import os, time
+from pathlib import Path
+marks = Path(os.environ["MARKS"])
+n = 1 + len(list(marks.glob("gate-*")))
+(marks / f"gate-{n}").write_text("running")
+if (marks / f"hold-gate-{n}").exists():
+    time.sleep(120)
+"""
+
+# The remote's pre-receive hook: hangs a push of main while the test holds it.
+HOOK = """#!/bin/sh
+while read old new ref; do
+  if [ "$ref" = refs/heads/main ] && [ -e {marks}/hold-push ]; then
+    echo running > {marks}/push-1
+    sleep 120
+  fi
+done
+exit 0
+"""
+
+
+def world(template_repo: Path, root: Path) -> dict[str, Path]:
+    """A bare remote refusing rewinds and deletions, three clones of it: the hosts."""
+    origin = root / "origin.git"
+    git(root.parent, "init", "-q", "--bare", str(origin))
+    git(origin, "config", "receive.denyNonFastForwards", "true")
+    git(origin, "config", "receive.denyDeletes", "true")
+    git(template_repo, "push", "-q", str(origin), "main")
+    clones = {"origin": origin}
+    for host in HOSTS:
+        (root / host).mkdir(parents=True)
+        git(root / host, "clone", "-q", str(origin), "project")
+        clones[host] = root / host / "project"
+    return clones
+
+
+def laptop_completes_two_agents(
+    clones: dict[str, Path],
+    cli: CliFn,
+    gate: Path,
+    agents: str = "",
+    merge: str = "",
+    first: dict[str, str | bytes | None] | None = None,
+) -> None:
+    """The shared plan (gate, push, short leases); laptop's agents 1 and 2 complete a task each.
+
+    ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits.
+    """
+    laptop = clones["laptop"]
+    text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {EXPIRY}\n{agents}")
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(gate))}"
+    text = text.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {json.dumps(command)}")
+    commit(laptop, {"plan.toml": f"{text}\n[merge]\npush = true\n{merge}"}, "share the plan")
+    git(laptop, "push", "-q", "origin", "main")
+    git(clones["box"], "pull", "-q", "--ff-only")
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    trees = laptop.parent / "project-worktrees"
+    work(cli, trees, 1, first or {"src/one.py": "ONE = 1\n"})
+    work(cli, trees, 2, {"src/two.py": "TWO = 2\n", "README.md": "# sample, two\n"})
+
+
+def refs_of(origin: Path) -> dict[str, str]:
+    """The remote's refs but the state and the leases (their commits hold times and pids).
+
+    A backup ref names its train by its start time: the name is kept up to it.
+    """
+    out = git(origin, "for-each-ref", "--format=%(refname) %(objectname)")
+    refs = {}
+    for line in out.splitlines():
+        ref, sha = line.split()
+        if ref == "refs/paradev/state" or ref.startswith("refs/paradev/lock/"):
+            continue
+        refs[re.sub(r"^(refs/paradev/backup/.*)/[0-9TZ]+$", r"\1/<train>", ref)] = sha
+    return refs
+
+
+def merged(clone: Path) -> dict[str, Any]:
+    state = remote_state(clone)
+    return {
+        "tasks": {i: state["tasks"][i]["status"] for i in ("11", "12")},
+        "train": state.get("train"),  # the journal leaves the shared state with the train
+        "trains": [h["status"] for h in state["merge_history"]],
+    }
+
+
+def start_killable(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``paradev ARGS`` in a process group of its own: killed whole, as a crash kills it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "paradev", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def dated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits made by the test itself are the same commits in both worlds."""
+    monkeypatch.delenv(HOST_ENV, raising=False)
+    monkeypatch.setenv("GIT_AUTHOR_DATE", AUTHORED)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", AUTHORED)
+
+
+@pytest.mark.parametrize("moment", ["gate-1", "push-1", "gate-2"])
+def test_another_host_finishes_a_killed_train_with_identical_refs(
+    moment: str,
+    template_repo: Path,
+    tmp_path: Path,
+    cli: CliFn,
+    dated: None,
+) -> None:
+    gate = tmp_path / "gate.py"
+    gate.write_text(GATE, encoding="utf-8")
+
+    # The reference: the same plan and work, one train that nobody interrupts.
+    calm = world(template_repo, tmp_path / "calm")
+    laptop_completes_two_agents(calm, cli, gate)
+    (tmp_path / "calm-marks").mkdir()
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    result = run_process(calm["laptop"], "merge", env=env)
+    assert result.code == 0, result.err
+    expected = refs_of(calm["origin"])
+    assert len([r for r in expected if r.startswith("refs/paradev/backup/")]) == 2
+
+    # The same setup; laptop's train is killed at ``moment``.
+    hosts = world(template_repo, tmp_path / "killed")
+    laptop_completes_two_agents(hosts, cli, gate)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hold = marks / ("hold-push" if moment == "push-1" else f"hold-{moment}")
+    hold.write_text("hold")
+    hook = hosts["origin"] / "hooks" / "pre-receive"
+    hook.write_text(HOOK.replace("{marks}", shlex.quote(str(marks))), encoding="utf-8")
+    hook.chmod(0o755)
+    driver = start_killable(hosts["laptop"], {**LAPTOP_ENV, "MARKS": str(marks)}, "merge")
+    try:
+        wait_for_file(marks / moment, driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    hold.unlink()
+    assert refs_of(hosts["origin"]) != expected  # the train had not finished
+
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    early = run_process(box, "merge", "--continue", env=env)
+    assert early.code == 2  # the lease is seen for the first time: box waits out its expiry
+    assert "holds the lease refs/paradev/lock/train on origin" in early.err
+    time.sleep(EXPIRY + 0.2)
+    finished = run_process(box, "merge", "--continue", env=env)
+    assert finished.code == 0, finished.out + finished.err
+    assert "was driven by host laptop" in finished.out
+
+    assert refs_of(hosts["origin"]) == expected
+    assert merged(box) == merged(calm["laptop"])
+    assert merged(box) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
+
+
+# The agent that resolves a conflict handed back to it: keeps both sides, finishes the rebase.
+RESOLVER = """
+import os, subprocess
+from pathlib import Path
+with open(Path(os.environ["MARKS"]) / "resolved-in", "a") as note:
+    note.write(os.getcwd() + "\\n")
+unmerged = subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"],
+                          capture_output=True, text=True, check=True).stdout.split()
+for name in unmerged:
+    lines = Path(name).read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(("<<<<<<<", "=======", ">>>>>>>"))]
+    Path(name).write_text("\\n".join(kept) + "\\n")
+    subprocess.run(["git", "add", "--", name], check=True)
+subprocess.run(["git", "-c", "core.editor=true", "rebase", "--continue"], check=True)
+"""
+
+
+def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    gate, resolver = tmp_path / "gate.py", tmp_path / "resolver.py"
+    gate.write_text(GATE, encoding="utf-8")
+    resolver.write_text(RESOLVER, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "hosts")
+    command = f"command = {json.dumps([sys.executable, str(resolver)])}\n"
+    laptop_completes_two_agents(
+        hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
+        first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"},
+    )  # fmt: skip
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "hold-gate-1").write_text("hold")
+    laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
+    driver = start_killable(hosts["laptop"], laptop_env, "merge")
+    try:
+        wait_for_file(marks / "gate-1", driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    (marks / "hold-gate-1").unlink()
+
+    # box takes the train over, lands agent 1; agent 2 (laptop's) conflicts with it
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    assert run_process(box, "merge", "--continue", env=env).code == 2  # first sight of the lease
+    time.sleep(EXPIRY + 0.2)
+    stopped = run_process(box, "merge", "--continue", env=env)
+    assert stopped.code == 1, stopped.out + stopped.err
+    assert "agent 2 runs on host laptop: the conflict is handed back to it" in stopped.err
+    assert not (marks / "resolved-in").exists()  # box launched no agent
+    journal = remote_state(box)["train"]
+    assert (journal["status"], journal["stop"]["agent"]) == ("stopped", 2)
+    assert journal["agents"]["2"]["handed_to"] == "laptop"
+    box_tree = box.parent / "project-worktrees" / "agent-2"
+    assert git(box_tree, "status", "--porcelain") == ""  # box's copy left clean, no rebase
+    one_landed = git(hosts["origin"], "rev-parse", "main")
+
+    # laptop picks it up: its agent resolves the conflict in laptop's work tree, the train ends
+    done = run_process(hosts["laptop"], "merge", "--continue", env=laptop_env)
+    assert done.code == 0, done.out + done.err
+    laptop_tree = hosts["laptop"].parent / "project-worktrees" / "agent-2"
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)]
+    main = git(hosts["origin"], "rev-parse", "main")
+    assert git(hosts["origin"], "merge-base", "--is-ancestor", one_landed, main) == ""
+    readme = git(hosts["origin"], "show", "main:README.md")
+    assert readme.splitlines() == ["# sample, one", "# sample, two"]
+    assert merged(box) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
