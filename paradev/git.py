@@ -884,14 +884,6 @@ def commit_tree(
     return git.run(*args, input=message, env=env).stdout.strip()
 
 
-def commit_meta(git: Git, commit: str) -> dict[str, str]:
-    """Author name, email and date of ``commit`` as GIT_AUTHOR_* variables."""
-    name, email, date = git.out(
-        "show", "-s", "--format=%an%x00%ae%x00%ad", "--date=raw", commit
-    ).split("\0")
-    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
-
-
 class RawCommit(NamedTuple):
     """What a rewrite keeps of a commit: tree, parents, who made it and when, exact message."""
 
@@ -1716,3 +1708,70 @@ def create_refs(git: Git, refs: Mapping[str, str], reason: str = "paradev") -> b
     lines = "".join(f"create {ref} {commit}\n" for ref, commit in refs.items())
     proc = git.run("update-ref", "-m", reason, "--stdin", input=lines, check=False)
     return proc.returncode == 0
+
+
+# %B is a commit's message byte for byte; --date=raw keeps each date as stored.
+_RANGE_FORMAT = "%H%n%T%n%P%n%an%n%ae%n%ad%n%cn%n%ce%n%cd%n%B"
+
+
+def read_range(git: Git, base: str, head: str) -> list[tuple[str, RawCommit]]:
+    """Each non-merge commit of ``base..head``, oldest first, with what a rewrite keeps of it.
+
+    One ``git log`` (``commits_between`` and ``read_commits`` together).
+    """
+    out = git.run(
+        "log",
+        "--reverse",
+        "--no-merges",
+        "-z",
+        "--date=raw",
+        f"--format={_RANGE_FORMAT}",
+        f"{base}..{head}",
+        "--",
+    ).stdout
+    found: list[tuple[str, RawCommit]] = []
+    for record in out.split("\0")[:-1]:  # each record ends with a NUL
+        sha, tree, parents, *who, message = record.split("\n", 9)
+        keys = [f"GIT_{w}_{k}" for w in ("AUTHOR", "COMMITTER") for k in ("NAME", "EMAIL", "DATE")]
+        found.append(
+            (sha, RawCommit(tree, parents.split(), dict(zip(keys, who, strict=True)), message))
+        )
+    return found
+
+
+def write_commit_chain(git: Git, parent: str, commits: Sequence[RawCommit]) -> list[str]:
+    """Write ``commits`` as a chain on ``parent`` (each the next one's parent): their ids.
+
+    One ``git hash-object --stdin-paths`` for the whole chain, not one
+    ``commit-tree`` per commit: the ids are computed here (each commit names
+    its parent's), and git's own answer must agree. Identity and message are
+    written exactly as given, as ``commit-tree`` writes them.
+    """
+    import hashlib
+    import tempfile
+
+    if not commits:
+        return []
+    algorithm = hashlib.sha1 if len(parent) == 40 else hashlib.sha256
+    bodies, ids = [], []
+    for commit in commits:
+        ident = commit.identity
+        lines = [f"tree {commit.tree}", f"parent {parent}"]
+        for who in ("AUTHOR", "COMMITTER"):
+            name, email, date = (ident[f"GIT_{who}_{k}"] for k in ("NAME", "EMAIL", "DATE"))
+            lines.append(f"{who.lower()} {name} <{email}> {date}")
+        body = ("\n".join(lines) + "\n\n" + commit.message).encode("utf-8", GIT_TEXT_ERRORS)
+        parent = algorithm(b"commit %d\0" % len(body) + body).hexdigest()
+        bodies.append(body)
+        ids.append(parent)
+    with tempfile.TemporaryDirectory(prefix="paradev-commits-") as folder:
+        files = [Path(folder) / f"{index}" for index in range(len(bodies))]
+        for file, body in zip(files, bodies, strict=True):
+            file.write_bytes(body)
+        paths = "".join(f"{file}\n" for file in files)
+        written = git.out(
+            "hash-object", "-t", "commit", "-w", "--no-filters", "--stdin-paths", input=paths
+        )
+    if written.split() != ids:
+        raise GitError(f"git wrote commits {written.split()} where {ids} were expected")
+    return ids

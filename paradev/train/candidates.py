@@ -308,7 +308,7 @@ def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
     replayed = replay(git, onto, commits, issues, committer)
     if replayed is None or not squash or replayed == onto:
         return replayed
-    return rewrite.build_squash(train, agent, onto, replayed, committer)
+    return rewrite.build_squash(train, agent, onto, replayed, committer=committer)
 
 
 def _check(train: Train, link: Link, onto: str) -> Blocked | None:

@@ -74,6 +74,7 @@ class Train:
         self.hand_back_to = hand_back  # the runner's launch of an agent (on_conflict = "agent")
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
         self._changes_handed_on: dict[int, list[str]] = {}  # the check's status, for the gate
+        self._rebased_onto: dict[int, str] = {}  # the commit a rebase just went onto
         self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
 
     @property
@@ -186,6 +187,14 @@ class Train:
     def handed_on(self, agent: int) -> tuple[str, str] | None:
         """The tips the previous step handed on (once), None when it handed none."""
         return self._handed_on.pop(agent, None)
+
+    def hand_on_onto(self, agent: int, onto: str) -> None:
+        """Pass the commit the rebase just went onto to the rewrite (base, as ``hand_on``)."""
+        self._rebased_onto[agent] = onto
+
+    def rebased_onto(self, agent: int) -> str | None:
+        """The commit this process's rebase of ``agent`` went onto (once), None if none."""
+        return self._rebased_onto.pop(agent, None)
 
     def hand_on_changes(self, agent: int, changes: list[str]) -> None:
         """Pass the agent's uncommitted paths (untracked too) from the check to the gate step.

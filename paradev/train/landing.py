@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import git as gitmod
+from paradev.errors import GitError
 from paradev.git import Git
 
 MARKER_START, MARKER_MIDDLE, MARKER_END = "<<<<<<<", "=======", ">>>>>>>"
@@ -59,26 +60,34 @@ def missing_work(
 ) -> Missing | None:
     """What of the change fork point -> ``work`` the ``landing`` (on ``base``) lacks, if anything.
 
-    The agent's combined change is merged once more into the landing, with
-    the fork point as merge base: every path where that changes anything (or
-    conflicts) is work the landing lost. Changes base already has merge to
-    nothing, squashing changes no tree, and ``resolved`` paths (a recorded
-    conflict resolution) are the resolver's call, as are files to which the
-    work itself adds conflict markers (taking them out loses nothing).
+    The agent's combined change is merged once more into the landing: their
+    merge base is the fork point of ``work`` and ``base`` (the landing is base
+    plus rewritten commits, none of them in ``work``). Every path where that
+    changes anything (or conflicts) is work the landing lost. Changes base
+    already has merge to nothing, squashing changes no tree, and ``resolved``
+    paths (a recorded conflict resolution) are the resolver's call, as are
+    files to which the work itself adds conflict markers (taking them out
+    loses nothing). One git process when nothing is lost: the landing merged
+    with itself gives its own tree to compare with.
     """
-    fork = gitmod.merge_base(git, base, work)
-    if fork is None or gitmod.is_ancestor(git, work, landing):
+    try:
+        merge, own = gitmod.merge_trees(git, [(landing, work), (landing, landing)])
+    except GitError:  # unrelated histories: no fork point, nothing to compare with
+        if gitmod.merge_base(git, base, work) is None:
+            return None
+        raise
+    if merge.clean and merge.tree == own.tree:
         return None
-    merge = gitmod.probe_merge(git, landing, fork, work)
     lost = set(merge.conflicted_paths)
-    lost |= set(gitmod.tree_diff_paths(git, landing, merge.tree))
+    lost |= set(gitmod.tree_diff_paths(git, own.tree, merge.tree))
     lost -= set(resolved)
-    if lost:
+    fork = gitmod.merge_base(git, base, work) if lost else None
+    if fork is not None:
         lost -= set(files_with_markers(git, fork, work))
     if not lost:
         return None
     paths = sorted(lost)
-    return Missing(paths, gitmod.log_touching(git, fork, work, paths))
+    return Missing(paths, gitmod.log_touching(git, fork or base, work, paths))
 
 
 def colliding(untracked: Sequence[str], added: Sequence[str]) -> list[str]:
@@ -107,16 +116,21 @@ def issue_trailers(issues: Sequence[int]) -> str:
 
 
 def with_issue_trailers(
-    git: Git, base: str, commits: Sequence[str], issues: Sequence[list[int]]
+    git: Git,
+    base: str,
+    commits: Sequence[str],
+    issues: Sequence[list[int]],
+    raw: Sequence[gitmod.RawCommit] | None = None,
 ) -> str:
     """``commits`` (a chain on ``base``) again, each message carrying its ``issues`` trailers.
 
     Same trees, authors, committers and dates: the same commits every time.
     Commits that already carry them (and whose parents did not change) are kept.
-    A few git processes for the whole chain: one reads every commit, one adds
-    the trailers per set of issues, and one writes each new commit.
+    A few git processes for the whole chain: one reads every commit (none
+    when the caller read them: ``raw``), one adds the trailers per set of
+    issues, and one writes the new commits.
     """
-    raw = gitmod.read_commits(git, commits)
+    raw = list(raw) if raw is not None else gitmod.read_commits(git, commits)
     messages = [commit.message for commit in raw]
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, of_commit in enumerate(issues):
@@ -128,11 +142,9 @@ def with_issue_trailers(
         )
         for index, message in zip(indexes, added, strict=True):
             messages[index] = message
-    parent, changed = base, False
-    for commit, old, message in zip(commits, raw, messages, strict=True):
-        if not changed and message == old.message:  # it carries them already
-            parent = commit
-            continue
-        parent = gitmod.commit_tree(git, old.tree, [parent], message, env=old.identity)
-        changed = True
-    return parent
+    kept = 0
+    while kept < len(raw) and messages[kept] == raw[kept].message:  # they carry them already
+        kept += 1
+    parent = commits[kept - 1] if kept else base
+    rest = [old._replace(message=m) for old, m in zip(raw[kept:], messages[kept:], strict=True)]
+    return ([parent, *gitmod.write_commit_chain(git, parent, rest)])[-1]

@@ -96,6 +96,7 @@ def step_rebase(train: Train, agent: int) -> None:
             agent, REBASE, flush=True, onto=base, rebase_from=head, conflict_at=None, resolved=[]
         )
         _start_rebase(train, agent, path, base)
+        train.hand_on_onto(agent, base)
     train.finish(agent, REBASE)
     train.out(f"agent {agent}: rebased {train.branch(agent)} onto {train.base}")
 

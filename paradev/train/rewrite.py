@@ -43,29 +43,57 @@ def _rewrite_branch(
     agent: int,
     step: str,
     keys: tuple[str, str],
-    build: Callable[[Train, int, str, str], str],
+    build: Callable[[Train, int, str, str, Rebased | None], str],
 ) -> str | None:
     """Move the branch to ``build``'s rewrite of it; the new head, None when already done.
 
     The rewrite is journaled (under ``keys``: from, to) before the branch
-    moves, so a resumed train recognises either side of the move and never
-    rewrites twice.
+    moves (in memory; written at once when the rewrite cannot be made again
+    from the moved branch: a squash), so a resumed train recognises either
+    side of the move and never rewrites twice.
     """
-    base, head = train.tips_handed_on(agent)
+    base, head, rebased, journaled = _rebased_tips(train, agent)
     entry = train.agent(agent)
     source, target = keys
     if entry.get(target) == head:
         train.hand_on(agent, base, head)
         return None
     if entry.get(source) != head:
-        rewritten = build(train, agent, base, head)
-        train.begin(agent, step, flush=rewritten != head, **{source: head, target: rewritten})
+        rewritten = build(train, agent, base, head, rebased)
+        # Trailers added again change nothing: when the rebase just journaled the branch's
+        # old head, a crash after the move only makes the same commits again.
+        flush = rewritten != head and not (step == TRAILERS and journaled)
+        train.begin(agent, step, flush=flush, **{source: head, target: rewritten})
     rewritten = entry[target]
     if rewritten != head:  # compare-and-swap: the branch is at ``rewritten`` now
         gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
     train.finish(agent, step)
     train.hand_on(agent, base, str(rewritten))
     return str(rewritten)
+
+
+Rebased = list[tuple[str, gitmod.RawCommit]]
+
+
+def _rebased_tips(train: Train, agent: int) -> tuple[str, str, Rebased | None, bool]:
+    """(base, branch head, the rebased commits, whether this process's rebase just journaled
+    the branch's old head) after the rebase: one ``git log`` as a rule.
+
+    The base is the one the previous step handed on, or the commit the rebase
+    went onto; the head is the newest rebased commit. When neither is known
+    (a resumed train) or the range is empty, the tips are read from git.
+    """
+    handed = train.handed_on(agent)
+    onto = handed[0] if handed else train.rebased_onto(agent)
+    journaled = handed is None and onto is not None
+    if onto is not None:
+        rebased = gitmod.read_range(
+            train.ws.git, onto, handed[1] if handed else f"refs/heads/{train.branch(agent)}"
+        )
+        if rebased:
+            return onto, rebased[-1][0], rebased, journaled
+    base, head = handed or train.tips(agent)
+    return base, head, None, journaled
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
@@ -78,16 +106,24 @@ def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | Non
 
 
 def _rebased_tasks(
-    train: Train, agent: int, base: str, head: str
+    train: Train, agent: int, base: str, head: str, read: Rebased | None = None
 ) -> tuple[list[str], list[tuple[Any, TaskRecord | None]]] | None:
-    """The rebased commits ``base..head`` and the landing tasks; None when either is empty."""
-    rebased = gitmod.commits_between(train.ws.git, base, head)
+    """The rebased commits ``base..head`` and the landing tasks; None when either is empty.
+
+    ``read``: those commits, when the caller read them already.
+    """
+    rebased = [sha for sha, _ in read] if read else gitmod.commits_between(train.ws.git, base, head)
     tasks = _landing_tasks(train, agent)
     return (rebased, tasks) if rebased and tasks else None
 
 
 def build_squash(
-    train: Train, agent: int, base: str, head: str, committer: dict[str, str] | None = None
+    train: Train,
+    agent: int,
+    base: str,
+    head: str,
+    read: Rebased | None = None,
+    committer: dict[str, str] | None = None,
 ) -> str:
     """One commit per task on top of ``base`` ending at ``head``'s tree.
 
@@ -96,21 +132,28 @@ def build_squash(
     becomes one commit naming every task. ``committer``: GIT_COMMITTER_* (else git's own).
     """
     git = train.ws.git
-    found = _rebased_tasks(train, agent, base, head)
+    found = _rebased_tasks(train, agent, base, head, read)
     if found is None:
         return head
     rebased, tasks = found
     cuts = _task_cuts(train, agent, tasks, len(rebased))
+    wanted = [rebased[-1]] if cuts is None else [rebased[cut] for cut in cuts]
+    known = dict(read or [])
+    raw = (
+        [known[sha] for sha in wanted]
+        if all(sha in known for sha in wanted)
+        else gitmod.read_commits(git, wanted)  # one git process for every task's commit
+    )
     parent = base
     if cuts is None:
         message = "".join(squash_message(t.title, t.issue) for t, _ in tasks[:1])
         if len(tasks) > 1:
             message += "\n" + "".join(f"- {squash_message(t.title, t.issue)}" for t, _ in tasks[1:])
         message += landing.issue_trailers([t.issue for t, _ in tasks])
-        return _squash_commit(git, rebased[-1], parent, message, committer)
-    for (task, _), cut in zip(tasks, cuts, strict=True):
+        return _squash_commit(git, raw[0], parent, message, committer)
+    for (task, _), source in zip(tasks, raw, strict=True):
         message = squash_message(task.title, task.issue) + landing.issue_trailers([task.issue])
-        parent = _squash_commit(git, rebased[cut], parent, message, committer)
+        parent = _squash_commit(git, source, parent, message, committer)
     return parent
 
 
@@ -123,14 +166,17 @@ def step_trailers(train: Train, agent: int) -> None:
     _rewrite_branch(train, agent, TRAILERS, ("trailers_from", "trailered"), build_trailers)
 
 
-def build_trailers(train: Train, agent: int, base: str, head: str) -> str:
+def build_trailers(
+    train: Train, agent: int, base: str, head: str, read: Rebased | None = None
+) -> str:
     """``base..head`` again, each commit's message carrying its task's issue trailer."""
-    found = _rebased_tasks(train, agent, base, head)
+    found = _rebased_tasks(train, agent, base, head, read)
     if found is None:
         return head
     rebased, tasks = found
     issues = _issues_per_commit(train, agent, tasks, len(rebased))
-    return landing.with_issue_trailers(train.ws.git, base, rebased, issues)
+    raw = [commit for _, commit in read] if read else None
+    return landing.with_issue_trailers(train.ws.git, base, rebased, issues, raw)
 
 
 def _issues_per_commit(
@@ -171,11 +217,15 @@ def _task_cuts(
 
 
 def _squash_commit(
-    git: Git, source: str, parent: str, message: str, committer: dict[str, str] | None = None
+    git: Git,
+    source: gitmod.RawCommit,
+    parent: str,
+    message: str,
+    committer: dict[str, str] | None = None,
 ) -> str:
-    tree = gitmod.tree_of(git, source)
-    env = {**gitmod.commit_meta(git, source), **(committer or {})}
-    return gitmod.commit_tree(git, tree, [parent], message, env=env)
+    """A commit of ``source``'s tree and author on ``parent`` (the train's committer)."""
+    env = {**source.author, **(committer or {})}
+    return gitmod.commit_tree(git, source.tree, [parent], message, env=env)
 
 
 def step_check(train: Train, agent: int) -> None:
