@@ -1775,3 +1775,27 @@ def write_commit_chain(git: Git, parent: str, commits: Sequence[RawCommit]) -> l
     if written.split() != ids:
         raise GitError(f"git wrote commits {written.split()} where {ids} were expected")
     return ids
+
+
+def at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Independent calls (each its own git process) run side by side; results in order.
+
+    The train's checks of one landing read different things (an index, a diff,
+    a merge): on several cores their processes overlap instead of queueing.
+    """
+    return side_by_side(lambda call: call(), calls, threads=len(calls))
+
+
+def tips_and_ancestry(git: Git, base: str, branch: str) -> tuple[str, str, bool] | None:
+    """(base's commit, branch's commit, whether base is already in the branch): one process.
+
+    ``git rev-parse base...branch`` names both tips and their merge bases, so
+    the question "does this branch need a rebase?" costs no ``merge-base``
+    process of its own. None when either does not exist.
+    """
+    proc = git.run("rev-parse", f"{base}...{branch}", check=False)
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or len(lines) < 2:
+        return None
+    head, found, *bases = lines  # git names the right side first
+    return found, head, [b.removeprefix("^") for b in bases] == [found]

@@ -12,7 +12,7 @@ component); beyond that a stated greedy heuristic is used.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -470,19 +470,42 @@ def _missing_dependency(
     return None
 
 
-def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) -> Selection:
-    """Leave out agents whose tasks depend on work that will not be on base before them."""
-    agents, notes = list(selection.agents), list(selection.notes)
+def drop_dependents(
+    ws: Workspace,
+    state: State,
+    agents: list[int],
+    landed: Collection[int],
+    why: Callable[[tuple[int, int]], str],
+    keep: Callable[[int], bool] = lambda agent: False,
+) -> list[tuple[int, str]]:
+    """Take out of ``agents`` (in place) each agent with a task whose dependency is neither
+    merged nor landing (owned by one of ``agents`` or ``landed``), until none is left.
+
+    ``why`` says it for (task, dependency); ``keep``: agents never taken out
+    (already under way). Returns (agent, why) of each one taken out, in order.
+    """
+    dropped: list[tuple[int, str]] = []
     changed = True
     while changed:
         changed = False
-        for agent in list(agents):
-            missing = _missing_dependency(ws, state, agent, set(agents))
+        for agent in [a for a in agents if not keep(a)]:
+            missing = _missing_dependency(ws, state, agent, set(agents) | set(landed))
             if missing is not None:
                 agents.remove(agent)
-                notes.append(
-                    f"agent {agent}: #{missing[0]} depends on #{missing[1]}, "
-                    f"which is {state.status(missing[1])} and not landing; not landed"
-                )
+                dropped.append((agent, why(missing)))
                 changed = True
-    return Selection(agents, notes)
+    return dropped
+
+
+def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) -> Selection:
+    """Leave out agents whose tasks depend on work that will not be on base before them."""
+    agents = list(selection.agents)
+    dropped = drop_dependents(
+        ws,
+        state,
+        agents,
+        (),
+        lambda m: f"#{m[0]} depends on #{m[1]}, which is {state.status(m[1])} and not landing",
+    )
+    notes = [f"agent {agent}: {why}; not landed" for agent, why in dropped]
+    return Selection(agents, [*selection.notes, *notes])

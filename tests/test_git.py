@@ -410,3 +410,53 @@ def test_unmerged_and_changes_reads_conflicts_and_untracked_files(repo: Path) ->
     unmerged, changes = git_mod.unmerged_and_changes(repo)
     assert unmerged == git_mod.unmerged_paths(repo) == ["clash.txt"]
     assert set(changes) == {"clash.txt", "extra.txt"}
+
+
+def test_tips_and_ancestry_tell_whether_a_branch_needs_a_rebase(repo: Path) -> None:
+    g = git_mod.Git(repo)
+    base = rev(repo, "main")
+    git(repo, "branch", "on-base")
+    git(repo, "checkout", "-q", "-b", "ahead")
+    ahead = commit(repo, {"a.py": "a\n"}, "ahead")
+    git(repo, "checkout", "-q", "main")
+    moved = commit(repo, {"m.py": "m\n"}, "main moves")
+
+    assert git_mod.tips_and_ancestry(g, "refs/heads/main", "refs/heads/on-base") == (
+        moved,
+        base,
+        False,
+    )
+    assert git_mod.tips_and_ancestry(g, "refs/heads/on-base", "refs/heads/ahead") == (
+        base,
+        ahead,
+        True,
+    )
+    assert git_mod.tips_and_ancestry(g, "refs/heads/main", "refs/heads/main") == (
+        moved,
+        moved,
+        True,
+    )
+    assert git_mod.tips_and_ancestry(g, "refs/heads/main", "refs/heads/missing") is None
+
+
+def test_read_range_and_write_commit_chain_make_the_commits_commit_tree_makes(repo: Path) -> None:
+    g = git_mod.Git(repo)
+    base = rev(repo, "HEAD")
+    first = commit(repo, {"a.py": "a\n"}, "feat: a\n\nbody\n\n\n")
+    second = commit(repo, {"b.py": "b\n"}, "feat: b")
+
+    found = git_mod.read_range(g, base, "HEAD")
+
+    assert [sha for sha, _ in found] == [first, second]
+    assert [c.message for _, c in found] == [
+        c.message for c in git_mod.read_commits(g, [first, second])
+    ]
+    assert [c.identity for _, c in found] == [
+        c.identity for c in git_mod.read_commits(g, [first, second])
+    ]
+    assert git_mod.write_commit_chain(g, base, [c for _, c in found]) == [first, second]
+    changed = found[1][1]._replace(message="feat: b\n\nParadev-Issue: 3\n")
+    (new,) = git_mod.write_commit_chain(g, first, [changed])
+    made = git_mod.commit_tree(g, changed.tree, [first], changed.message, env=changed.identity)
+    assert new == made
+    assert git_mod.read_range(g, second, "HEAD") == []

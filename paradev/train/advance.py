@@ -158,11 +158,11 @@ def step_advance(train: Train, agent: int) -> None:
     """
     if train.is_done(agent, ADVANCE):
         return
-    current, new = train.tips(agent)
+    (current, new), status = _tips_and_base_tree(train, agent)
     if current != new:
         checked_out = gitmod.branch_holder(train.ws.repo, train.base) is not None
         _check_still_landable(train, agent, current, new, ancestry=not checked_out)
-        changes = _undo_killed_fast_forward(train, current, new)
+        changes = _undo_killed_fast_forward(train, current, new, status)
         train.begin(agent, ADVANCE, advance_from=current, advance_to=new)
         try:
             move_base(
@@ -181,7 +181,24 @@ def step_advance(train: Train, agent: int) -> None:
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
 
 
-def _undo_killed_fast_forward(train: Train, current: str, new: str) -> list[str] | None:
+def _tips_and_base_tree(
+    train: Train, agent: int
+) -> tuple[tuple[str, str], tuple[list[str], list[str]] | None]:
+    """The tips, and the changes in base's work tree (None: not checked out, or an operation
+    under way there): two git processes side by side."""
+    holder = gitmod.branch_holder(train.ws.repo, train.base)
+    if holder is None or gitmod.unfinished_operation(holder) is not None:
+        return train.tips(agent), None
+    tips, status = gitmod.at_once(lambda: train.tips(agent), lambda: gitmod.changes(holder))
+    return tips, status
+
+
+def _undo_killed_fast_forward(
+    train: Train,
+    current: str,
+    new: str,
+    status: tuple[list[str], list[str]] | None = None,
+) -> list[str] | None:
     """Put back the files a killed ``git merge --ff-only`` of base already wrote.
 
     Killed mid-way, it leaves base's work tree (and maybe index) partly at the
@@ -190,11 +207,12 @@ def _undo_killed_fast_forward(train: Train, current: str, new: str) -> list[str]
     go back to base's head and the fast-forward is done again; any other
     change is the user's and still refuses the move. Returns the tracked
     changes left in base's tree (None: not read), so the move reads them once.
+    ``status``: base's tree's (tracked, untracked) changes, when the caller just read them.
     """
     holder = gitmod.branch_holder(train.ws.repo, train.base)
     if holder is None or gitmod.unfinished_operation(holder) is not None:
         return None
-    tracked, untracked = gitmod.changes(holder)
+    tracked, untracked = gitmod.changes(holder) if status is None else status
     if not tracked and not untracked:
         return []  # nothing written: the usual case needs no diff
     moving = set(gitmod.changed_paths(train.ws.git, current, new))

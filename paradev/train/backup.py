@@ -94,9 +94,19 @@ def read_tips(train: Train, agents: Sequence[int]) -> dict[str, str]:
 def _tips_and_tracking(
     train: Train, agent: int, found: dict[str, str] | None = None
 ) -> tuple[str, str, str | None]:
-    """Base's commit, the branch's and its remote-tracking copy's (None: none): one git process."""
+    """Base's commit, the branch's and its remote-tracking copy's (None: none).
+
+    Without ``found``: one git process for the tips, which also tells the
+    rebase step whether the branch holds base already (``Train.note_on_base``);
+    the tracking copies of every queued agent are read once per process.
+    """
     base, ref, *tracking = _tip_refs(train, agent)
-    found = gitmod.resolve_refs(train.ws.git, [base, ref, *tracking]) if found is None else found
+    if found is None:
+        tips = gitmod.tips_and_ancestry(train.ws.git, base, ref)
+        if tips is not None:
+            train.note_on_base(agent, tips[0], tips[1], tips[2])
+            return tips[0], tips[1], train.tracking(tracking[0]) if tracking else None
+        found = gitmod.resolve_refs(train.ws.git, [base, ref, *tracking])
     for wanted in (base, ref):
         if wanted not in found:
             raise PreconditionError(f"{wanted} does not exist")
@@ -195,9 +205,18 @@ def _restore_branch(train: Train, agent: int) -> None:
         return
     if not gitmod.is_ancestor(train.ws.git, current, base):
         _keep_ref(train.ws.git, f"{entry['backup']}-aborted", current)
-    path = train.worktree(agent)
-    if gitmod.current_branch(path) == train.branch(agent):
-        gitmod.reset_keep(path, old)
-    else:
-        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", old, current)
+    move_branch(train, agent, old, current)
     train.out(f"agent {agent}: {train.branch(agent)} restored to {old[:12]} from {entry['backup']}")
+
+
+def move_branch(train: Train, agent: int, target: str, current: str) -> None:
+    """Point the agent's branch from ``current`` to ``target``.
+
+    Checked out in its worktree: git run there (``reset --keep``: files follow,
+    local changes refuse); elsewhere a compare-and-swap of the ref.
+    """
+    path = train.worktree(agent)
+    if path.exists() and gitmod.current_branch(path) == train.branch(agent):
+        gitmod.reset_keep(path, target)
+    else:
+        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", target, current)

@@ -34,11 +34,10 @@ from paradev import git as gitmod
 from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
-from paradev.order import _missing_dependency
 from paradev.state import COMPLETED, GATE_FAILED
 from paradev.train import advance, backup, join, landing, rebase, rewrite, steps
 from paradev.train import gate as gates
-from paradev.train.journal import ADVANCE, BACKUP, Train
+from paradev.train.journal import ADVANCE, BACKUP, Train, committer_of
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
@@ -81,12 +80,6 @@ def _results(train: Train) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _committer(train: Train) -> dict[str, str]:
-    """The committer journaled at the start, which every rebuilt commit takes (same commits)."""
-    committer: dict[str, str] = settings(train)["committer"]
-    return committer
-
-
 # -- the loop --------------------------------------------------------------------------------
 
 
@@ -106,7 +99,7 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
                 _settle_hand_back(train, ejected)  # or during the hand-back
         _drop_dependents(train)
     mq["started"] = True
-    mq.setdefault("committer", gitmod.committer_ident(train.ws.git))  # fixed for every rebuild
+    committer_of(train)  # fixed for every rebuild
     train.out(
         f"merge queue: parallel {mq['parallel']}, batch {mq['batch']}, "
         f"on gate failure {mq['on_gate_failure']}, retries {mq['retries']}"
@@ -304,7 +297,7 @@ def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
         if squash or not tasks
         else rewrite._issues_per_commit(train, agent, tasks, len(commits))
     )
-    committer = _committer(train)
+    committer = committer_of(train)
     replayed = replay(git, onto, commits, issues, committer)
     if replayed is None or not squash or replayed == onto:
         return replayed
@@ -631,21 +624,9 @@ def _hand_back_gate_failure(train: Train, agent: int, facts: str) -> None:
 
 def _drop_dependents(train: Train) -> None:
     """Leave out agents whose tasks depend on work that is no longer landing."""
-    state = train.ws.store.read()
-    changed = True
-    while changed:
-        changed = False
-        landing_now = set(train.queue) | {e["agent"] for e in train.journal["landed"]}
-        for agent in list(train.queue):
-            missing = _missing_dependency(train.ws, state, agent, landing_now)
-            if missing is not None and not train.agent(agent).get("serial"):
-                train.queue.remove(agent)
-                train.journal["skipped"].append(agent)
-                train.out(
-                    f"agent {agent}: skipped: #{missing[0]} depends on #{missing[1]}, "
-                    "which is not landing"
-                )
-                changed = True
+    steps.drop_skipped_dependents(
+        train, "which is not landing", keep=lambda agent: bool(train.agent(agent).get("serial"))
+    )
     train.save()
 
 
@@ -728,11 +709,7 @@ def _point_branch(train: Train, agent: int) -> None:
     if head not in (landed, entry["old_head"], entry["candidate"]):
         train.out(f"agent {agent}: {branch} moved during the train; left at {head[:12]}")
     elif head != landed:
-        path = train.worktree(agent)
-        if path.exists() and gitmod.current_branch(path) == branch:
-            gitmod.reset_keep(path, landed)
-        else:
-            gitmod.update_ref(train.ws.git, f"refs/heads/{branch}", landed, head)
+        backup.move_branch(train, agent, landed, head)
     train.finish(agent, BRANCH)
 
 

@@ -106,18 +106,24 @@ def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:
     return path
 
 
-def _check_agent_tree(ws: Workspace, agent: int, gating: bool) -> None:
-    """The agent's work tree has its branch checked out and no uncommitted changes.
+def _check_agent_trees(ws: Workspace, agents: Sequence[int], gating: bool) -> None:
+    """Each agent's work tree has its branch checked out and no uncommitted changes.
 
     When a gate will run there, untracked files count too (see ``refuse_extra_files``).
+    One ``git status`` per tree, the trees side by side.
     """
-    path = _check_agent_branch(ws, agent, ws.branch(agent))
-    tracked, untracked = gitmod.changes(path, untracked=gating)  # one git status for both
-    _refuse_uncommitted(
-        path, f"agent {agent}'s worktree {path}", "run paradev merge again", changes=tracked
-    )
-    if gating:
-        refuse_extra_files(path, agent, "run paradev merge again", dirty=tracked + untracked)
+    paths = [_check_agent_branch(ws, agent, ws.branch(agent)) for agent in agents]
+    found = gitmod.side_by_side(lambda path: gitmod.changes(path, untracked=gating), paths)
+    for agent, path, (tracked, untracked) in zip(agents, paths, found, strict=True):
+        _refuse_uncommitted(
+            path, f"agent {agent}'s worktree {path}", "run paradev merge again", changes=tracked
+        )
+        if gating:
+            refuse_extra_files(path, agent, "run paradev merge again", dirty=tracked + untracked)
+
+
+def _check_agent_tree(ws: Workspace, agent: int, gating: bool) -> None:
+    _check_agent_trees(ws, [agent], gating)
 
 
 def refuse_extra_files(
@@ -196,6 +202,5 @@ def preflight(
     selection = select_agents(ws, remote_tip)
     _lock_agents(ws, selection.agents, locks, note=not peek)
     gating = gate and bool(_gate_command(ws))
-    for agent in selection.agents:
-        _check_agent_tree(ws, agent, gating)
+    _check_agent_trees(ws, selection.agents, gating)
     return Preflight(selection, pushing, gating, remote_tip)

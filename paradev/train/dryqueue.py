@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from paradev import git as gitmod
-from paradev.order import _missing_dependency
+from paradev.order import drop_dependents
 from paradev.train import backup, candidates
 from paradev.train.dryrun import (
     BLOCKED,
@@ -102,7 +102,8 @@ def _dry_train(ws: Workspace, sim: Simulation, order: Sequence[int]) -> _DryTrai
         "skipped": [],
         "gate": True,
         "squash": ws.plan.squash,
-        "mq": {**mq, "committer": gitmod.committer_ident(ws.git)},
+        "mq": dict(mq),
+        "committer": gitmod.committer_ident(ws.git),
     }
     train = _DryTrain(ws, journal, sim)
     for agent in order:
@@ -190,14 +191,16 @@ class _QueueRun:
     def _drop_dependents(self) -> None:
         """As the queue does: agents whose tasks depend on work no longer landing are left out."""
         state = self.ws.store.read()
-        queue = self.train.queue
-        for agent in list(queue):
-            missing = _missing_dependency(self.ws, state, agent, set(queue) | set(self.landed))
-            if missing is not None:
-                queue.remove(agent)
-                why = f"#{missing[0]} depends on #{missing[1]}, which is not landing"
-                self.skipped.append({"agent": agent, "reason": why})
-                self._add(DryStep(agent, SKIPPED, detail=why), f"agent {agent}: skipped: {why}")
+        dropped = drop_dependents(
+            self.ws,
+            state,
+            self.train.queue,
+            self.landed,
+            lambda m: f"#{m[0]} depends on #{m[1]}, which is not landing",
+        )
+        for agent, why in dropped:
+            self.skipped.append({"agent": agent, "reason": why})
+            self._add(DryStep(agent, SKIPPED, detail=why), f"agent {agent}: skipped: {why}")
 
     def _add(self, step: DryStep, line: str) -> None:
         self.steps.append(step)

@@ -75,6 +75,9 @@ class Train:
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
         self._changes_handed_on: dict[int, list[str]] = {}  # the check's status, for the gate
         self._rebased_onto: dict[int, str] = {}  # the commit a rebase just went onto
+        self._on_base: dict[int, tuple[str, str, bool]] = {}  # tips, base already in the branch
+        self._tracking: dict[str, str] = {}  # remote-tracking refs, read once
+        self._tracking_asked: set[str] = set()
         self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
 
     @property
@@ -188,6 +191,29 @@ class Train:
         """The tips the previous step handed on (once), None when it handed none."""
         return self._handed_on.pop(agent, None)
 
+    def note_on_base(self, agent: int, base: str, head: str, on_base: bool) -> None:
+        """Remember whether the branch at ``head`` holds base at ``base`` (read with the tips)."""
+        self._on_base[agent] = (base, head, on_base)
+
+    def on_base(self, agent: int, base: str, head: str) -> bool | None:
+        """Whether base is already in the branch, if read for exactly these tips (once)."""
+        noted = self._on_base.pop(agent, None)
+        return noted[2] if noted is not None and noted[:2] == (base, head) else None
+
+    def tracking(self, ref: str) -> str | None:
+        """A remote-tracking ref's commit: every queued agent's read by one git process.
+
+        Only a fetch (at the train's start) or this train's own push of that
+        agent's branch (after its backup) moves them, so once per process is enough.
+        """
+        if ref not in self._tracking_asked:
+            remote = self.ws.plan.remote
+            refs = {f"refs/remotes/{remote}/{self.branch(a)}" for a in self.queue} | {ref}
+            refs -= self._tracking_asked
+            self._tracking |= gitmod.resolve_refs(self.ws.git, sorted(refs))
+            self._tracking_asked |= refs
+        return self._tracking.get(ref)
+
     def hand_on_onto(self, agent: int, onto: str) -> None:
         """Pass the commit the rebase just went onto to the rewrite (base, as ``hand_on``)."""
         self._rebased_onto[agent] = onto
@@ -299,8 +325,20 @@ def journaled_committer(train: Train) -> AbstractContextManager[None]:
 
     Whichever process or host drives it, a resumed train makes the same commits.
     """
-    ident = train.journal.setdefault("committer", gitmod.committer_ident(train.ws.git))
-    return gitmod.committing_as(ident)
+    return gitmod.committing_as(committer_of(train))
+
+
+def committer_of(train: Train) -> dict[str, str]:
+    """The committer fixed in the journal (the one key for the serial train and the queue).
+
+    A journal from before it was fixed there takes the queue's own, else now's.
+    """
+    journal = train.journal
+    if "committer" not in journal:
+        legacy = (journal.get("mq") or {}).get("committer")
+        journal["committer"] = legacy or gitmod.committer_ident(train.ws.git)
+    committer: dict[str, str] = journal["committer"]
+    return committer
 
 
 def driver_record() -> dict[str, Any]:

@@ -87,7 +87,10 @@ def step_rebase(train: Train, agent: int) -> None:
             handed = None  # the branch moved back to where the rebase began
     if rebase is None:
         base, head = handed or train.tips(agent)
-        if gitmod.is_ancestor(train.ws.git, base, head):
+        on_base = train.on_base(agent, base, head)
+        if on_base is None:
+            on_base = gitmod.is_ancestor(train.ws.git, base, head)
+        if on_base:
             train.finish(agent, REBASE)
             train.hand_on(agent, base, head)
             return

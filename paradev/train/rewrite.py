@@ -239,17 +239,30 @@ def step_check(train: Train, agent: int) -> None:
     if entry.get("checked") == head:
         train.hand_on(agent, base, head)
         return
-    marked = _unresolved_files(train, agent, base, head)
+    marked, missing = _look_at_landing(train, agent, base, head)
     if marked and train.ws.plan.on_conflict == "agent":
         marked = _hand_back_markers(train, agent, marked)
         base, head = train.tips(agent)
+        missing = _missing_work(train, agent, base, head)
     if marked:
         raise train.stop(agent, "markers", _markers_message(train, agent, marked))
-    missing = _missing_work(train, agent, base, head)
     if missing:
         raise train.stop(agent, "patch-check", missing)
     train.finish(agent, CHECK, checked=head)
     train.hand_on(agent, base, head)
+
+
+def _look_at_landing(
+    train: Train, agent: int, base: str, head: str
+) -> tuple[list[str], str | None]:
+    """(unresolved files, missing work): the agent's index, the markers the landing adds and
+    its patch check, three git processes side by side."""
+    unmerged, markers, missing = gitmod.at_once(
+        lambda: _unmerged_paths(train, agent),
+        lambda: landing.files_with_markers(train.ws.git, base, head),
+        lambda: _missing_work(train, agent, base, head),
+    )
+    return sorted(set(unmerged) | set(markers)), missing
 
 
 def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[str]:

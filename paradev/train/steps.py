@@ -22,12 +22,12 @@ journal is ``paradev.train.journal``, the entry points ``paradev.train.drive``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from paradev import git as gitmod
 from paradev.errors import Stopped
-from paradev.order import _missing_dependency
+from paradev.order import drop_dependents
 from paradev.snapshots import record_train, train_facts
 from paradev.state import now
 from paradev.train.advance import (
@@ -157,17 +157,30 @@ def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
     """Leave ``agent`` out when work it depends on was skipped in this train."""
     if not train.journal["skipped"] or train.agent(agent).get("old_head"):
         return False  # nothing skipped: selection checked every dependency; under way: --skip
-    state = train.ws.store.read()
-    landing = set(train.queue) | {e["agent"] for e in train.journal["landed"]}
-    missing = _missing_dependency(train.ws, state, agent, landing)
-    if missing is None:
-        return False
-    train.queue.pop(0)
-    why = f"#{missing[0]} depends on #{missing[1]}, which was skipped"
-    _note_skip(train, agent, why)
-    train.save()
-    train.out(f"agent {agent}: skipped: {why}")
-    return True
+    dropped = drop_skipped_dependents(train, "which was skipped", keep=lambda other: other != agent)
+    if dropped:
+        train.save()
+    return bool(dropped)
+
+
+def drop_skipped_dependents(
+    train: Train, which: str, keep: Callable[[int], bool] = lambda agent: False
+) -> list[int]:
+    """Skip every queued agent whose work depends on work no longer landing (the reason
+    journaled and said); the agents skipped. ``keep``: agents never skipped (under way)."""
+    landed = [e["agent"] for e in train.journal["landed"]]
+    dropped = drop_dependents(
+        train.ws,
+        train.ws.store.read(),
+        train.queue,
+        landed,
+        lambda m: f"#{m[0]} depends on #{m[1]}, {which}",
+        keep,
+    )
+    for skipped, why in dropped:
+        _note_skip(train, skipped, why)
+        train.out(f"agent {skipped}: skipped: {why}")
+    return [skipped for skipped, _ in dropped]
 
 
 def land(train: Train, agent: int) -> None:
