@@ -314,6 +314,24 @@ TRAIN_OPTIONAL: dict[str, Any] = {
     "stops": list[dict[str, Any]],
 }
 
+# The merge queue's part of the journal (``mq``): its settings, then what it adds as it goes.
+TRAIN_MQ_KEYS: dict[str, Any] = {
+    "parallel": int,
+    "batch": int,
+    "on_gate_failure": str,
+    "retries": int,
+    "on_conflict": str,
+}
+TRAIN_MQ_OPTIONAL: dict[str, Any] = {
+    "started": bool,
+    "committer": dict[str, str],
+    "gate_runs": int,
+    "landing": dict[str, Any] | None,
+    "gates": dict[str, dict[str, Any]],
+    "checked": dict[str, Any],
+    "ejected": list[dict[str, Any]],
+}
+
 # Per-agent journal entries: every key the train reads, with its type.
 TRAIN_AGENT_KEYS: dict[str, Any] = {
     "done": list[str],
@@ -575,13 +593,9 @@ def _check_train(train: Any) -> None:
     """The merge journal holds every key the train reads, each of the right type."""
     if not isinstance(train, dict):
         raise ValueError(f"train is {_describe(train)}, expected an object or null")
-    for key, hint in TRAIN_KEYS.items():
-        if key not in train:
-            raise ValueError(f"train.{key} is missing")
-        _expect(train[key], hint, f"train.{key}")
-    for key, hint in TRAIN_OPTIONAL.items():
-        if key in train:
-            _expect(train[key], hint, f"train.{key}")
+    _check_keys(train, TRAIN_KEYS, TRAIN_OPTIONAL, "train")
+    if (mq := train.get("mq")) is not None:
+        _check_keys(mq, TRAIN_MQ_KEYS, TRAIN_MQ_OPTIONAL, "train.mq")
     driver = train.get("driver")
     if driver is not None:
         for key, hint in (("pid", int), ("since", float), ("start", str | None)):
@@ -595,6 +609,18 @@ def _check_train(train: Any) -> None:
         for name, hint in TRAIN_AGENT_KEYS.items():
             if name in entry:
                 _expect(entry[name], hint, f"train.agents.{key}.{name}")
+
+
+def _check_keys(
+    table: dict[str, Any], required: dict[str, Any], optional: dict[str, Any], where: str
+) -> None:
+    for key, hint in required.items():
+        if key not in table:
+            raise ValueError(f"{where}.{key} is missing")
+        _expect(table[key], hint, f"{where}.{key}")
+    for key, hint in optional.items():
+        if key in table:
+            _expect(table[key], hint, f"{where}.{key}")
 
 
 def _apply_landings(state: State, journal: dict[str, Any]) -> None:

@@ -213,3 +213,17 @@ def work(
     result = cli("complete", str(agent))
     assert result.code == 0, result.err
     return head
+
+
+def set_journal_field(repo: Path, key: str, value: object) -> None:
+    """Write ``value`` at the dotted ``key`` (``agents.1.old_head``) of the train's journal."""
+    import json
+
+    path = repo / ".git" / "paradev" / "train.json"
+    data = json.loads(path.read_text())
+    *outer, last = key.split(".")
+    field = data
+    for name in outer:
+        field = field[name]
+    field[last] = value
+    path.write_text(json.dumps(data))

@@ -17,7 +17,7 @@ from paradev.train import advance as advance_mod
 from paradev.train import candidates as queue_mod
 from paradev.train import gate as gates_mod
 from paradev.train import steps as train_mod
-from tests.helpers import Result, agent_tree, commit, git, rev, state_files
+from tests.helpers import Result, agent_tree, commit, git, rev, set_journal_field, state_files
 
 Cli = Callable[..., Result]
 
@@ -1044,3 +1044,22 @@ def test_a_worktree_whose_files_git_has_not_looked_at_since_they_were_touched_st
         tree = agent_tree(worktrees, agent)
         assert rev(tree, "HEAD") == rev(repo, f"parallel-dev/agent-{agent}")
         assert git(tree, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("mq", {"a": 1}), ("mq.parallel", "2"), ("mq.committer", 7), ("mq.landing", [])],
+)
+def test_a_queue_journal_field_of_the_wrong_type_is_one_clear_error(
+    repo: Path, queue_repo: Any, cli: Cli, key: str, value: Any
+) -> None:
+    queue_repo(2, "! test -e bad.txt", {2: {"bad.txt": "breaks the gate\n"}}, batch=2)
+    assert cli("merge").code == 1  # the gate fails: the journal is left behind
+    set_journal_field(repo, key, value)
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 2, result.err
+    assert f"train.{key}" in result.err
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1

@@ -24,7 +24,16 @@ from paradev.train import rebase as rebase_mod
 from paradev.train import steps as train_mod
 from paradev.workspace import open_workspace
 from tests.conftest import PLAN
-from tests.helpers import Result, agent_tree, commit, git, rev, state_files, write
+from tests.helpers import (
+    Result,
+    agent_tree,
+    commit,
+    git,
+    rev,
+    set_journal_field,
+    state_files,
+    write,
+)
 
 Cli = Callable[..., Result]
 
@@ -1271,14 +1280,7 @@ def test_a_journal_field_of_the_wrong_type_is_one_clear_error(
     trees = setup_with(gate="false")
     work(cli, trees, 1, {"one.py": "1\n"})
     assert cli("merge").code == 1  # the gate fails: the journal is left behind
-    path = repo / ".git" / "paradev" / "train.json"
-    data = json.loads(path.read_text())
-    *outer, last = key.split(".")
-    field = data
-    for name in outer:
-        field = field[name]
-    field[last] = value
-    path.write_text(json.dumps(data))
+    set_journal_field(repo, key, value)
 
     result = cli("merge", "--continue")
 
