@@ -85,13 +85,19 @@ def laptop_completes_two_agents(
     agents: str = "",
     merge: str = "",
     first: dict[str, str | bytes | None] | None = None,
+    only_laptop: bool = False,
 ) -> None:
     """The shared plan (gate, push, short leases); laptop's agents 1 and 2 complete a task each.
 
-    ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits.
+    ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits;
+    ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host).
     """
     laptop = clones["laptop"]
     text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {EXPIRY}\n{agents}")
+    if only_laptop:
+        start = text.index("  [[batches.tasks]]\n  agent = 3")
+        text = text[:start] + text[text.index("[[batches]]", start) :]
+        text = text[: text.index('[[batches]]\nname = "second"')]  # #21 is not agent 1's yet
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(gate))}"
     text = text.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {json.dumps(command)}")
     commit(laptop, {"plan.toml": f"{text}\n[merge]\npush = true\n{merge}"}, "share the plan")
@@ -276,3 +282,61 @@ def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
         "train": None,
         "trains": ["done"],
     }
+
+
+# An agent that works on its task (one file per issue), or resolves a conflict handed back.
+WORKER = (
+    """
+import os, subprocess
+from pathlib import Path
+if not Path(subprocess.run(["git", "rev-parse", "--git-path", "rebase-merge"],
+                           capture_output=True, text=True, check=True).stdout.strip()).exists():
+    issue = os.environ["PARADEV_ISSUE"]
+    Path(f"done-{issue}.txt").write_text(issue + "\\n")
+    subprocess.run(["git", "add", "-A"], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
+    raise SystemExit(0)
+"""
+    + RESOLVER
+)
+
+
+def test_the_agents_host_run_picks_up_a_conflict_handed_back_to_it(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    gate, worker = tmp_path / "gate.py", tmp_path / "worker.py"
+    gate.write_text(GATE, encoding="utf-8")
+    worker.write_text(WORKER, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "hosts")
+    command = f"command = {json.dumps([sys.executable, str(worker)])}\n"
+    laptop_completes_two_agents(
+        hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
+        first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"}, only_laptop=True,
+    )  # fmt: skip
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "hold-gate-1").write_text("hold")
+    laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
+    driver = start_killable(hosts["laptop"], laptop_env, "merge")
+    try:
+        wait_for_file(marks / "gate-1", driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    (marks / "hold-gate-1").unlink()
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    assert run_process(box, "merge", "--continue", env=env).code == 2
+    time.sleep(EXPIRY + 0.2)
+    assert run_process(box, "merge", "--continue", env=env).code == 1  # handed back to laptop
+
+    ran = run_process(hosts["laptop"], "run", env=laptop_env, timeout=240)
+    assert ran.code == 0, ran.out + ran.err
+    laptop_tree = hosts["laptop"].parent / "project-worktrees" / "agent-2"
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)]
+    readme = git(hosts["origin"], "show", "main:README.md")
+    assert readme.splitlines() == ["# sample, one", "# sample, two"]
+    state = remote_state(box)
+    assert {i: t["status"] for i, t in state["tasks"].items()} == dict.fromkeys(
+        ("11", "12"), "merged"
+    )
+    assert state["train"] is None
