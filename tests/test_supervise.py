@@ -86,6 +86,7 @@ def test_the_supervisor_records_a_launch_failure_and_imports_nothing_heavy(
     ).stdout.split()
     assert "dataclasses" not in modules and "inspect" not in modules  # paid at every launch
     assert {m for m in modules if m.startswith("paradev.")} == {
+        "paradev.atomic",
         "paradev.processes",
         "paradev.supervise",
     }
