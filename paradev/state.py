@@ -20,7 +20,6 @@ import operator
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -90,57 +89,186 @@ def task_end(record: TaskRecord) -> str | None:
     return record.completed_at or record.failed_at
 
 
-@dataclass
-class TaskRecord:
-    """What paradev knows about one task beyond the plan."""
+class _Record:
+    """Records compare by value and show their fields, as dataclasses do (see ``__slots__``)."""
 
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return False
+        getter = _FIELD_GETTERS[type(self).__name__]
+        return bool(getter(self) == getter(other))
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        values = _FIELD_GETTERS[name](self)
+        fields = ", ".join(f"{n}={v!r}" for n, v in zip(_FIELD_NAMES[name], values, strict=True))
+        return f"{name}({fields})"
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+
+class TaskRecord(_Record):
+    """What paradev knows about one task beyond the plan.
+
+    A plain class with slots, not a dataclass: ``check`` and ``status`` read
+    the state on every call, and ``dataclasses`` (with ``inspect``) is the
+    slowest import of their start-up.
+    """
+
+    __slots__ = (  # noqa: RUF023  # in file order: the JSON keys and the positional order
+        "issue",
+        "agent",
+        "status",
+        "assigned_at",
+        "started_at",
+        "completed_at",
+        "failed_at",
+        "merged_at",
+        "base_commit",
+        "start_commit",
+        "head_commit",
+        "merged_commit",
+        "files_modified",
+        "log",
+        "error",
+        "left_uncommitted",
+        "agent_pid",
+        "agent_started",
+        "dropped_at",
+        "backup_ref",
+        "cost_usd",
+        "tokens",
+        "host",
+    )
     issue: int
     agent: int
-    status: str = PLANNED
-    assigned_at: str | None = None
-    started_at: str | None = None
-    completed_at: str | None = None
-    failed_at: str | None = None
-    merged_at: str | None = None
-    base_commit: str | None = None
-    start_commit: str | None = None  # the branch tip when the task started: its work begins here
-    head_commit: str | None = None
-    merged_commit: str | None = None
-    files_modified: list[str] = field(default_factory=list)
-    log: str | None = None
-    error: str | None = None
-    left_uncommitted: list[str] = field(default_factory=list)  # what run-batch did not commit
-    agent_pid: int | None = None  # the launched agent: pid and start time (clock ticks since
-    agent_started: int | None = None  # boot) tell it apart from a later process with that pid
-    dropped_at: str | None = None
-    backup_ref: str | None = None  # where a dropped task's commits are kept
-    cost_usd: float | None = None  # what its agent reported, summed over its runs
-    tokens: dict[str, int] | None = None  # {"input": n, "output": n}, as its agent reported
-    host: str | None = None  # [agents] hosts: the host working on it (its task lease's holder)
+    status: str
+    assigned_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    failed_at: str | None
+    merged_at: str | None
+    base_commit: str | None
+    start_commit: str | None  # the branch tip when the task started: its work begins here
+    head_commit: str | None
+    merged_commit: str | None
+    files_modified: list[str]
+    log: str | None
+    error: str | None
+    left_uncommitted: list[str]  # what run-batch did not commit
+    agent_pid: int | None  # the launched agent: pid and start time (clock ticks since
+    agent_started: int | None  # boot) tell it apart from a later process with that pid
+    dropped_at: str | None
+    backup_ref: str | None  # where a dropped task's commits are kept
+    cost_usd: float | None  # what its agent reported, summed over its runs
+    tokens: dict[str, int] | None  # {"input": n, "output": n}, as its agent reported
+    host: str | None  # [agents] hosts: the host working on it (its task lease's holder)
+
+    def __init__(
+        self,
+        issue: int,
+        agent: int,
+        status: str = PLANNED,
+        assigned_at: str | None = None,
+        started_at: str | None = None,
+        completed_at: str | None = None,
+        failed_at: str | None = None,
+        merged_at: str | None = None,
+        base_commit: str | None = None,
+        start_commit: str | None = None,
+        head_commit: str | None = None,
+        merged_commit: str | None = None,
+        files_modified: list[str] | None = None,
+        log: str | None = None,
+        error: str | None = None,
+        left_uncommitted: list[str] | None = None,
+        agent_pid: int | None = None,
+        agent_started: int | None = None,
+        dropped_at: str | None = None,
+        backup_ref: str | None = None,
+        cost_usd: float | None = None,
+        tokens: dict[str, int] | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.issue = issue
+        self.agent = agent
+        self.status = status
+        self.assigned_at = assigned_at
+        self.started_at = started_at
+        self.completed_at = completed_at
+        self.failed_at = failed_at
+        self.merged_at = merged_at
+        self.base_commit = base_commit
+        self.start_commit = start_commit
+        self.head_commit = head_commit
+        self.merged_commit = merged_commit
+        self.files_modified = [] if files_modified is None else files_modified
+        self.log = log
+        self.error = error
+        self.left_uncommitted = [] if left_uncommitted is None else left_uncommitted
+        self.agent_pid = agent_pid
+        self.agent_started = agent_started
+        self.dropped_at = dropped_at
+        self.backup_ref = backup_ref
+        self.cost_usd = cost_usd
+        self.tokens = tokens
+        self.host = host
 
 
-@dataclass
-class AgentRecord:
+class AgentRecord(_Record):
     """An agent's work tree and branch as ``setup`` created them."""
 
+    __slots__ = ("agent", "branch", "worktree")  # in file order
     agent: int
     branch: str
     worktree: str
 
+    def __init__(self, agent: int, branch: str, worktree: str) -> None:
+        self.agent = agent
+        self.branch = branch
+        self.worktree = worktree
 
-@dataclass
-class State:
+
+class State(_Record):
     """The whole state file. Per-agent totals are derived from the task records."""
 
-    version: int = STATE_VERSION
-    agents: dict[int, AgentRecord] = field(default_factory=dict)
-    tasks: dict[int, TaskRecord] = field(default_factory=dict)
-    merge_order: list[int] = field(default_factory=list)
-    merge_order_from: dict[str, Any] = field(default_factory=dict)  # what it was computed from
-    train: dict[str, Any] | None = None
-    merge_history: list[dict[str, Any]] = field(default_factory=list)
-    conflict_snapshots: list[dict[str, Any]] = field(default_factory=list)  # for the report
-    updated_at: str | None = None
+    __slots__ = (  # noqa: RUF023  # in file order
+        "version",
+        "agents",
+        "tasks",
+        "merge_order",
+        "merge_order_from",
+        "train",
+        "merge_history",
+        "conflict_snapshots",
+        "updated_at",
+    )
+
+    def __init__(
+        self,
+        version: int = STATE_VERSION,
+        agents: dict[int, AgentRecord] | None = None,
+        tasks: dict[int, TaskRecord] | None = None,
+        merge_order: list[int] | None = None,
+        merge_order_from: dict[str, Any] | None = None,  # what it was computed from
+        train: dict[str, Any] | None = None,
+        merge_history: list[dict[str, Any]] | None = None,
+        conflict_snapshots: list[dict[str, Any]] | None = None,  # for the report
+        updated_at: str | None = None,
+    ) -> None:
+        self.version = version
+        self.agents: dict[int, AgentRecord] = {} if agents is None else agents
+        self.tasks: dict[int, TaskRecord] = {} if tasks is None else tasks
+        self.merge_order: list[int] = [] if merge_order is None else merge_order
+        self.merge_order_from: dict[str, Any] = {} if merge_order_from is None else merge_order_from
+        self.train = train
+        self.merge_history: list[dict[str, Any]] = [] if merge_history is None else merge_history
+        self.conflict_snapshots: list[dict[str, Any]] = (
+            [] if conflict_snapshots is None else conflict_snapshots
+        )
+        self.updated_at = updated_at
 
     def task(self, issue: int, agent: int) -> TaskRecord:
         """The record of ``issue``, created as planned on first use."""
@@ -230,10 +358,15 @@ R = TypeVar("R", AgentRecord, TaskRecord)
 
 
 # Each record class's field names, and one attrgetter reading them all in C.
-_FIELD_NAMES = {
-    cls.__name__: tuple(f.name for f in fields(cls)) for cls in (AgentRecord, TaskRecord)
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    cls.__name__: cls.__slots__ for cls in (AgentRecord, TaskRecord, State)
 }
 _FIELD_GETTERS = {name: operator.attrgetter(*names) for name, names in _FIELD_NAMES.items()}
+# The fields a record must have in the file: those without a default.
+_REQUIRED_FIELDS = {
+    "AgentRecord": ("agent", "branch", "worktree"),
+    "TaskRecord": ("issue", "agent"),
+}
 
 
 def _fields_of(record: AgentRecord | TaskRecord) -> dict[str, Any]:
@@ -245,21 +378,19 @@ def _fields_of(record: AgentRecord | TaskRecord) -> dict[str, Any]:
 # The fields of each record class that hold a list or dict (of scalars, once checked).
 _NESTED_FIELDS = {
     cls.__name__: tuple(
-        f.name for f in fields(cls) if "list[" in str(f.type) or "dict[" in str(f.type)
+        name for name, hint in cls.__annotations__.items() if "list[" in hint or "dict[" in hint
     )
     for cls in (AgentRecord, TaskRecord)
 }
 
 
 def _copy_record(record: R) -> R:
-    """A copy of a checked record: its attributes at once, then its lists and dicts anew."""
-    copy = object.__new__(type(record))
-    attributes = copy.__dict__
-    attributes.update(record.__dict__)
+    """A copy of a checked record: its fields in order, then its lists and dicts anew."""
+    copy = type(record)(*_FIELD_GETTERS[type(record).__name__](record))
     for name in _NESTED_FIELDS[type(record).__name__]:
-        value = attributes[name]
+        value = getattr(copy, name)
         if value is not None:
-            attributes[name] = value.copy()
+            setattr(copy, name, value.copy())
     return copy
 
 
@@ -538,14 +669,10 @@ def _build_field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
     import typing
 
     hints = typing.get_type_hints(cls)
+    required = _REQUIRED_FIELDS[cls.__name__]
     return tuple(
-        (
-            f.name,
-            hints[f.name],
-            _checker(hints[f.name]),
-            f.default is MISSING and f.default_factory is MISSING,
-        )
-        for f in fields(cls)
+        (name, hints[name], _checker(hints[name]), name in required)
+        for name in _FIELD_NAMES[cls.__name__]
     )
 
 

@@ -202,6 +202,8 @@ NOT_LOADED = {
         "paradev.labels",
         "tomllib",  # an unchanged plan is not parsed again (plan.ParsedCache)
         "paradev.presets",  # loaded only by a plan that names a preset
+        "dataclasses",  # with inspect, the slowest import left (state's records are plain)
+        "inspect",
     ),
     # coverage and flowcheck: the bookkeeping of start/complete/drop and doctor's checks
     "status": (
@@ -214,6 +216,8 @@ NOT_LOADED = {
         "paradev.flowcheck",
         "tomllib",
         "paradev.presets",
+        "dataclasses",
+        "inspect",
     ),
 }
 OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.report")

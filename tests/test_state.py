@@ -71,6 +71,18 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
     assert json.loads(store.path.read_text())["tasks"]["7"]["status"] == "completed"
 
 
+def test_records_compare_by_value_and_never_share_their_default_lists() -> None:
+    first, second = TaskRecord(issue=1, agent=1), TaskRecord(issue=1, agent=1)
+    assert first == second and first is not second
+    first.files_modified.append("a.py")
+    first.left_uncommitted.append("b.py")
+    assert second.files_modified == second.left_uncommitted == []
+    assert first != second and first != AgentRecord(1, "b", "/w")
+    assert State().tasks is not State().tasks and State().merge_order is not State().merge_order
+    assert repr(AgentRecord(2, "b2", "/w")) == "AgentRecord(agent=2, branch='b2', worktree='/w')"
+    assert list(State(tasks={1: first}).to_json()["tasks"]["1"])[:3] == ["issue", "agent", "status"]
+
+
 def test_reported_cost_and_tokens_round_trip(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     with store.update() as state:
