@@ -666,14 +666,22 @@ def _field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
 
 
 def _build_field_specs(cls: type[Any]) -> tuple[_FieldSpec, ...]:
-    import typing
-
-    hints = typing.get_type_hints(cls)
     required = _REQUIRED_FIELDS[cls.__name__]
+    hints = {name: _hint(cls.__annotations__[name]) for name in _FIELD_NAMES[cls.__name__]}
     return tuple(
         (name, hints[name], _checker(hints[name]), name in required)
         for name in _FIELD_NAMES[cls.__name__]
     )
+
+
+@functools.cache
+def _hint(annotation: str) -> Any:
+    """The type an annotation of this module names, evaluated once per distinct text.
+
+    What ``typing.get_type_hints`` gives, at a fraction of its cost: it
+    compiles and evaluates every field's text anew, ~1 ms of each ``check``.
+    """
+    return eval(annotation, globals())
 
 
 def _record(cls: type[R], raw: Any, where: str) -> R:
