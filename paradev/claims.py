@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from paradev import git as gitmod
 from paradev.branches import find_heads, load_branches
@@ -18,12 +18,18 @@ from paradev.errors import ParadevError, PreconditionError
 from paradev.workspace import Workspace
 
 
-class Claim(NamedTuple):
-    """An agent already changing a path: on its branch, in its work tree, or both."""
+class Claim:
+    """An agent already changing a path: on its branch, in its work tree, or both.
 
-    path: str
-    agent: int
-    where: str  # "branch", "worktree" or "branch+worktree"
+    A plain class: a ``typing.NamedTuple`` costs ~0.2 ms of every ``check``.
+    """
+
+    __slots__ = ("agent", "path", "where")
+
+    def __init__(self, path: str, agent: int, where: str) -> None:
+        self.path = path
+        self.agent = agent
+        self.where = where  # "branch", "worktree" or "branch+worktree"
 
 
 def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
