@@ -150,7 +150,7 @@ def _committed(ws: Workspace) -> dict[int, set[str]]:
             changed[agent] = kept
     missing = {a: head for a, head in heads.heads.items() if a not in changed}
     if missing:
-        branches, _ = load_branches(ws.git, heads._replace(heads=missing))
+        branches, _ = load_branches(ws.git, heads.only(missing))
         for branch in branches:
             changed[branch.agent] = sorted(branch.changes.paths) if branch.has_work else []
             cache.put(keys[branch.agent], changed[branch.agent])
