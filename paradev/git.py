@@ -1154,6 +1154,8 @@ def commit_leftovers(
     The message gets the committed paths as its last lines. Returns the new
     commit (None when there was nothing to commit) and those paths.
     """
+    if not _status_entries(worktree, new_files != [], ()):
+        return None, []  # the usual case, in one process: no index write, no diff
     git = Git(worktree)
     git.run("add", "--update", "--", ".")
     if new_files is None:

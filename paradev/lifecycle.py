@@ -16,6 +16,7 @@ from paradev.git import (
     Git,
     Tips,
     ahead_behind_of,
+    at_once,
     changed_paths,
     current_branch,
     dirty_and_untracked,
@@ -274,10 +275,14 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
 
             publish_branch(ws.git, ws.plan.remote, branch, head)
         record.start_commit = start
-        record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
+        files, left = at_once(
+            lambda: changed_paths(ws.git, ws.plan.base, branch),
+            lambda: dirty_paths(agent_git.cwd),
+        )
+        record.files_modified = files
         record.head_commit = head
         record.status, record.completed_at = COMPLETED, now()
-        uncommitted = sorted(dirty_paths(agent_git.cwd))
+        uncommitted = sorted(left)
         record.left_uncommitted = uncommitted
     if ws.plan.hosts:
         from paradev.tasklease import let_go

@@ -492,3 +492,22 @@ def test_read_range_and_write_commit_chain_make_the_commits_commit_tree_makes(re
     made = git_mod.commit_tree(g, changed.tree, [first], changed.message, env=changed.identity)
     assert new == made
     assert git_mod.read_range(g, second, "HEAD") == []
+
+
+def test_commit_leftovers_commits_a_staged_change_and_leaves_a_clean_tree_alone(
+    repo: Path,
+) -> None:
+    head = rev(repo, "HEAD")
+    assert git_mod.commit_leftovers(repo, "nothing\n", None) == (None, [])
+    assert rev(repo, "HEAD") == head
+    write(repo, {"scratch.txt": "not declared\n"})
+    assert git_mod.commit_leftovers(repo, "nothing declared\n", []) == (None, [])
+    assert rev(repo, "HEAD") == head
+
+    write(repo, {"staged.py": "s\n"})
+    git(repo, "add", "staged.py")
+    commit_id, staged = git_mod.commit_leftovers(repo, "left\n", [])
+
+    assert staged == ["staged.py"]
+    assert commit_id == rev(repo, "HEAD") != head
+    assert git(repo, "status", "--porcelain") == "?? scratch.txt"
