@@ -249,7 +249,6 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
     needed no change: a task marked done with nothing to land would be skipped
     by run-batch and merge alike, for ever.
     """
-    from paradev import coverage
 
     ws.check_agent(agent)
     agent_git = require_own_branch(ws, agent)
@@ -261,9 +260,7 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
             )
         record = state.task(task.issue, agent)
         branch = ws.branch(agent)
-        head = coverage.branch_tip(ws, agent)
-        assert head is not None  # checked out in the agent's worktree
-        start = coverage.work_start(ws, state, record, head)
+        head, start = _head_and_work_start(ws, state, record)
         if start == head and not empty:
             raise EmptyWorkError(
                 f"#{task.issue} has no commit on {branch} since it started ({head[:12]}); "
@@ -289,6 +286,25 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
 
         let_go(ws, task.issue)
     return Completion(task=task, record=record, uncommitted=uncommitted)
+
+
+def _head_and_work_start(ws: Workspace, state: State, record: TaskRecord) -> tuple[str, str | None]:
+    """The branch's head and where the task's work on it begins (``coverage.work_start``).
+
+    The usual case, the branch still holding the commit the task started
+    from, is one ``rev-parse`` instead of two processes one after the other.
+    """
+    from paradev import coverage
+
+    branch = f"refs/heads/{ws.branch(record.agent)}"
+    began = record.start_commit
+    if began and all(c in "0123456789abcdef" for c in began):  # a commit id, never an option
+        tips = tips_and_merge_base(ws.git, began, branch)
+        if tips is not None and tips.merge_base == tips.left:
+            return tips.right, tips.left
+    head = coverage.branch_tip(ws, record.agent)
+    assert head is not None  # checked out in the agent's worktree
+    return head, coverage.work_start(ws, state, record, head)
 
 
 # -- reopen and drop ------------------------------------------------------------------
