@@ -1005,6 +1005,30 @@ def merge_base(git: Git, left: str, right: str) -> str | None:
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
+class Tips(NamedTuple):
+    """Two tips and their merge base, read by one process (``tips_and_merge_base``)."""
+
+    left: str
+    right: str
+    merge_base: str | None  # None: no common history, or several (criss-cross) merge bases
+
+
+def tips_and_merge_base(git: Git, left: str, right: str) -> Tips | None:
+    """Both commits and their one merge base from one ``git rev-parse LEFT...RIGHT``.
+
+    Starting a task asked for each tip and the fork point separately: three
+    processes, a tenth of a second per launch on a loaded machine. None when
+    either does not exist.
+    """
+    proc = git.run("rev-parse", f"{left}...{right}", check=False)  # full ref names: no option
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or len(lines) < 2:
+        return None
+    head, found, *bases = lines  # git names the right side first
+    only = bases[0].removeprefix("^") if len(bases) == 1 else None
+    return Tips(found, head, only)
+
+
 def fetch(git: Git, remote: str) -> None:
     git.run("fetch", "--quiet", "--", remote)
 
@@ -1130,6 +1154,8 @@ def commit_leftovers(
     The message gets the committed paths as its last lines. Returns the new
     commit (None when there was nothing to commit) and those paths.
     """
+    if not _status_entries(worktree, new_files != [], ()):
+        return None, []  # the usual case, in one process: no index write, no diff
     git = Git(worktree)
     git.run("add", "--update", "--", ".")
     if new_files is None:

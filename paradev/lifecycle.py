@@ -14,17 +14,19 @@ from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
     Git,
+    Tips,
     ahead_behind_of,
+    at_once,
     changed_paths,
     current_branch,
     dirty_and_untracked,
     dirty_paths,
-    is_ancestor,
     merge_base,
     merge_ff_only,
     resolve_refs,
     resolve_refs_of_plain_history,
     side_by_side,
+    tips_and_merge_base,
     update_ref,
 )
 from paradev.hosts import elsewhere
@@ -175,7 +177,8 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
         held = coverage.settle_drops(ws, state, agent)
         if held:
             raise PreconditionError(f"cannot start #{task.issue}: {held[0]}")
-        catch_up(ws, agent)
+        tips = _tips(ws, agent)
+        moved = catch_up(ws, agent, tips)
         record = state.task(task.issue, agent)
         if ws.plan.hosts:  # the task's lease names this host; run-batch renews it
             from paradev.tasklease import take
@@ -183,30 +186,44 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
             record.host = take(ws, task.issue)
         record.status, record.started_at = IN_PROGRESS, now()
         record.assigned_at = record.assigned_at or record.started_at
-        record.base_commit = fork_point(ws, agent)
-        record.start_commit = coverage.branch_tip(ws, agent)
+        record.base_commit = moved or _fork_point(ws, agent, tips)
+        record.start_commit = moved or (tips.right if tips else coverage.branch_tip(ws, agent))
         record.error = None
         record.left_uncommitted = []
     return task, record
 
 
-def catch_up(ws: Workspace, agent: int) -> str | None:
+def _tips(ws: Workspace, agent: int) -> Tips | None:
+    """Base's tip, the agent branch's tip and their fork point: one git process."""
+    return tips_and_merge_base(
+        ws.git, f"refs/heads/{ws.plan.base}", f"refs/heads/{ws.branch(agent)}"
+    )
+
+
+def catch_up(ws: Workspace, agent: int, tips: Tips | None = None) -> str | None:
     """Fast-forward an agent branch with no commits of its own to base; return the new tip.
 
     A task (a retried one too) must start from today's base, not from where
     an earlier run left the branch. The move is git's own fast-forward in the
     agent's worktree (never a ref update under a checked-out branch), and only
     when that worktree is clean: uncommitted work stays exactly where it is.
+    ``tips``: ``_tips`` already read (None: read here).
     """
-    base = ws.git.rev(f"refs/heads/{ws.plan.base}")
-    tip = ws.git.rev(f"refs/heads/{ws.branch(agent)}")
-    if base is None or tip is None or tip == base or not is_ancestor(ws.git, tip, base):
-        return None
+    tips = tips or _tips(ws, agent)
+    if tips is None or tips.right == tips.left or tips.merge_base != tips.right:
+        return None  # missing, already at base, or with commits of its own
     worktree = ws.worktree(agent)
     if dirty_paths(worktree):
         return None
-    merge_ff_only(worktree, base)
-    return base
+    merge_ff_only(worktree, tips.left)
+    return tips.left
+
+
+def _fork_point(ws: Workspace, agent: int, tips: Tips | None) -> str | None:
+    """``fork_point`` from the tips already read (several merge bases: asked again)."""
+    if tips is not None and tips.merge_base is not None:
+        return tips.merge_base
+    return fork_point(ws, agent)
 
 
 def fork_point(ws: Workspace, agent: int) -> str | None:
@@ -241,7 +258,6 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
     needed no change: a task marked done with nothing to land would be skipped
     by run-batch and merge alike, for ever.
     """
-    from paradev import coverage
 
     ws.check_agent(agent)
     agent_git = require_own_branch(ws, agent)
@@ -253,9 +269,7 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
             )
         record = state.task(task.issue, agent)
         branch = ws.branch(agent)
-        head = coverage.branch_tip(ws, agent)
-        assert head is not None  # checked out in the agent's worktree
-        start = coverage.work_start(ws, state, record, head)
+        head, start = _head_and_work_start(ws, state, record)
         if start == head and not empty:
             raise EmptyWorkError(
                 f"#{task.issue} has no commit on {branch} since it started ({head[:12]}); "
@@ -267,16 +281,39 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
 
             publish_branch(ws.git, ws.plan.remote, branch, head)
         record.start_commit = start
-        record.files_modified = changed_paths(ws.git, ws.plan.base, branch)
+        files, left = at_once(
+            lambda: changed_paths(ws.git, ws.plan.base, branch),
+            lambda: dirty_paths(agent_git.cwd),
+        )
+        record.files_modified = files
         record.head_commit = head
         record.status, record.completed_at = COMPLETED, now()
-        uncommitted = sorted(dirty_paths(agent_git.cwd))
+        uncommitted = sorted(left)
         record.left_uncommitted = uncommitted
     if ws.plan.hosts:
         from paradev.tasklease import let_go
 
         let_go(ws, task.issue)
     return Completion(task=task, record=record, uncommitted=uncommitted)
+
+
+def _head_and_work_start(ws: Workspace, state: State, record: TaskRecord) -> tuple[str, str | None]:
+    """The branch's head and where the task's work on it begins (``coverage.work_start``).
+
+    The usual case, the branch still holding the commit the task started
+    from, is one ``rev-parse`` instead of two processes one after the other.
+    """
+    from paradev import coverage
+
+    branch = f"refs/heads/{ws.branch(record.agent)}"
+    began = record.start_commit
+    if began and all(c in "0123456789abcdef" for c in began):  # a commit id, never an option
+        tips = tips_and_merge_base(ws.git, began, branch)
+        if tips is not None and tips.merge_base == tips.left:
+            return tips.right, tips.left
+    head = coverage.branch_tip(ws, record.agent)
+    assert head is not None  # checked out in the agent's worktree
+    return head, coverage.work_start(ws, state, record, head)
 
 
 # -- reopen and drop ------------------------------------------------------------------

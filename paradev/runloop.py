@@ -221,7 +221,6 @@ class Run:
     def run(self) -> Summary:
         try:
             self._adopt()
-            self.standby = self._warm()
             while True:
                 self.agents.poll()
                 self._note_failures()
@@ -234,6 +233,7 @@ class Run:
                     break
                 self._land(state, schedule)
                 self._launch(state, schedule)
+                self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
         except KeyboardInterrupt as interrupt:

@@ -32,8 +32,10 @@ from paradev.git import (
     content_merged,
     current_branch,
     dirty_paths,
-    is_ancestor,
     reset_keep,
+    resolve_refs,
+    side_by_side,
+    tips_and_merge_base,
     unfinished_operation,
     update_ref,
     user_env,
@@ -346,13 +348,15 @@ def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchM
     if state.status(first.issue) in (IN_PROGRESS, *RESTARTABLE):
         return None
     git, base, branch = ws.git, ws.plan.base, ws.branch(agent)
-    new, old = git.rev(f"refs/heads/{base}"), git.rev(f"refs/heads/{branch}")
-    if new is None or old is None:
+    tips = tips_and_merge_base(git, f"refs/heads/{base}", f"refs/heads/{branch}")
+    if tips is None:
+        new = git.rev(f"refs/heads/{base}")
         missing = base if new is None else branch
         raise PreconditionError(f"branch {missing} does not exist; run 'paradev setup'")
+    new, old = tips.left, tips.right
     if old == new:
         return None
-    if is_ancestor(git, old, new):
+    if tips.merge_base == old:  # an ancestor of base: nothing of its own to lose
         return BranchMove(agent, branch, old, new, backup=None)
     if content_merged(git, new, old):
         backup = f"refs/paradev/backup/{branch}/{_stamp()}"
@@ -445,16 +449,9 @@ def _neighbours(ws: Workspace, task: Task) -> list[str]:
     tasks declare the same files, they are named as shared instead.
     """
     batch = ws.plan.batch(task.batch)
+    others = [o for o in (batch.tasks if batch else ()) if o.agent != task.agent]
     lines = []
-    for other in batch.tasks if batch else ():
-        if other.agent == task.agent:
-            continue
-        branch = ws.branch(other.agent)
-        changed = (
-            changed_paths(ws.git, ws.plan.base, branch)
-            if ws.git.rev(f"refs/heads/{branch}")
-            else []
-        )
+    for other, changed in zip(others, _changed_by(ws, [o.agent for o in others]), strict=True):
         shared = [f for f in [*other.files, *changed] if _is_own(f, task.files)]
         theirs = [f for f in other.files if f not in shared]
         declared = ", ".join(theirs) or ("nothing else" if other.files else "nothing declared")
@@ -467,6 +464,22 @@ def _neighbours(ws: Workspace, task: Task) -> list[str]:
             )
         lines.append(line + ")")
     return lines
+
+
+def _changed_by(ws: Workspace, agents: Sequence[int]) -> list[list[str]]:
+    """What each agent's branch changed since base: one ``for-each-ref`` for the tips, and a
+    diff (side by side) only for a branch not at base's tip: a prompt per launch asked
+    each branch twice, one process after another."""
+    base = f"refs/heads/{ws.plan.base}"
+    refs = [f"refs/heads/{ws.branch(a)}" for a in agents]
+    tips = resolve_refs(ws.git, [base, *refs]) if refs else {}
+
+    def changed(ref: str) -> list[str]:
+        if ref not in tips or tips[ref] == tips.get(base):
+            return []
+        return changed_paths(ws.git, ws.plan.base, ref)
+
+    return side_by_side(changed, refs)
 
 
 def _is_own(path: str, own: Sequence[str]) -> bool:

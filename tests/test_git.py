@@ -439,6 +439,38 @@ def test_tips_and_ancestry_tell_whether_a_branch_needs_a_rebase(repo: Path) -> N
     assert git_mod.tips_and_ancestry(g, "refs/heads/main", "refs/heads/missing") is None
 
 
+def test_tips_and_merge_base_name_both_tips_and_their_one_fork_point(repo: Path) -> None:
+    g = git_mod.Git(repo)
+    base = rev(repo, "main")
+    git(repo, "checkout", "-q", "-b", "agent")
+    ahead = commit(repo, {"a.py": "a\n"}, "agent's work")
+    git(repo, "checkout", "-q", "main")
+    moved = commit(repo, {"m.py": "m\n"}, "main moves")
+
+    tips = git_mod.tips_and_merge_base(g, "refs/heads/main", "refs/heads/agent")
+    assert tips == git_mod.Tips(left=moved, right=ahead, merge_base=base)
+    assert tips.merge_base == git_mod.merge_base(g, "main", "agent")
+    same = git_mod.tips_and_merge_base(g, "refs/heads/main", "refs/heads/main")
+    assert same == git_mod.Tips(moved, moved, moved)
+    assert git_mod.tips_and_merge_base(g, "refs/heads/main", "refs/heads/missing") is None
+    assert git_mod.tips_and_merge_base(g, "refs/heads/missing", "refs/heads/main") is None
+
+
+def test_tips_and_merge_base_leave_a_criss_cross_fork_point_unnamed(repo: Path) -> None:
+    g = git_mod.Git(repo)
+    git(repo, "checkout", "-q", "-b", "side")
+    side = commit(repo, {"s.py": "s\n"}, "side")
+    git(repo, "checkout", "-q", "main")
+    main = commit(repo, {"m.py": "m\n"}, "main")
+    git(repo, "merge", "-q", "--no-edit", side)
+    git(repo, "checkout", "-q", "side")
+    git(repo, "merge", "-q", "--no-edit", main)
+
+    tips = git_mod.tips_and_merge_base(g, "refs/heads/main", "refs/heads/side")
+    assert tips is not None and tips.merge_base is None  # two merge bases: not one to record
+    assert (tips.left, tips.right) == (rev(repo, "main"), rev(repo, "side"))
+
+
 def test_read_range_and_write_commit_chain_make_the_commits_commit_tree_makes(repo: Path) -> None:
     g = git_mod.Git(repo)
     base = rev(repo, "HEAD")
@@ -460,3 +492,22 @@ def test_read_range_and_write_commit_chain_make_the_commits_commit_tree_makes(re
     made = git_mod.commit_tree(g, changed.tree, [first], changed.message, env=changed.identity)
     assert new == made
     assert git_mod.read_range(g, second, "HEAD") == []
+
+
+def test_commit_leftovers_commits_a_staged_change_and_leaves_a_clean_tree_alone(
+    repo: Path,
+) -> None:
+    head = rev(repo, "HEAD")
+    assert git_mod.commit_leftovers(repo, "nothing\n", None) == (None, [])
+    assert rev(repo, "HEAD") == head
+    write(repo, {"scratch.txt": "not declared\n"})
+    assert git_mod.commit_leftovers(repo, "nothing declared\n", []) == (None, [])
+    assert rev(repo, "HEAD") == head
+
+    write(repo, {"staged.py": "s\n"})
+    git(repo, "add", "staged.py")
+    commit_id, staged = git_mod.commit_leftovers(repo, "left\n", [])
+
+    assert staged == ["staged.py"]
+    assert commit_id == rev(repo, "HEAD") != head
+    assert git(repo, "status", "--porcelain") == "?? scratch.txt"

@@ -288,6 +288,26 @@ def test_start_records_the_fork_point_of_a_branch_with_its_own_commits(
     assert StateStore(repo / ".git").read().tasks[21].base_commit == old_base
 
 
+def test_complete_finds_where_the_work_began_when_the_recorded_start_is_unusable(
+    set_up: Path, no_dependencies: None, repo: Path, cli: Callable[..., Result]
+) -> None:
+    tree = agent_tree(set_up, 1)
+    fork = rev(repo, "main")
+    assert cli("start", "1").code == 0
+    commit(tree, {"src/status.py": "x\n"}, "status")
+    store = StateStore(repo / ".git")
+    with store.update() as state:  # hand-edited: an option, not a commit id
+        state.tasks[11].start_commit = "--output=stolen"
+
+    result = cli("complete", "1")
+
+    assert result.code == 0, result.err
+    record = store.read().tasks[11]
+    assert record.start_commit == fork
+    assert record.files_modified == ["src/status.py"]
+    assert not (tree / "stolen").exists() and not (repo / "stolen").exists()
+
+
 def test_start_prefers_plan_order_over_assignment_order(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:
