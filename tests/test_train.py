@@ -1921,6 +1921,29 @@ def test_state_writes_per_branch_do_not_grow_with_history(
     assert len(large["train.json"]) <= 2 * len(small["train.json"]) + 2
 
 
+def _count_reads(mocker: MockerFixture, cli: Cli) -> int:
+    """Run ``paradev merge``; how many times the train read the state file (whole history)."""
+    spy = mocker.spy(StateStore, "_read_state_file")
+    assert cli("merge").code == 0
+    count = spy.call_count
+    mocker.stop(spy)
+    return count
+
+
+def test_the_state_is_read_once_for_the_queue_not_per_landing(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    one = _count_reads(mocker, cli)
+    work(cli, trees, 2, {"two.py": "2\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    three = _count_reads(mocker, cli)
+
+    assert state_of(repo)["tasks"]["13"]["status"] == "merged"  # marked from the shared read
+    assert three <= one  # two more landings, no more reads of thousands of records
+
+
 @pytest.mark.parametrize("checked_out", [True, False])
 def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, checked_out: bool
