@@ -2070,3 +2070,33 @@ def test_escape_sequences_an_agent_put_in_commit_subjects_and_file_names_are_pri
     shown = result.out + result.err
     assert "\x1b" not in shown and "\x07" not in shown
     assert "fix: \\x1b[2J cleared" in shown  # the conflicting pick, escaped
+
+
+def test_every_backup_exists_before_the_first_gate_and_follows_a_branch_moved_since(
+    repo: Path, setup_with: Any, cli: Cli, worktrees: Path
+) -> None:
+    """The backups are made together at the train's start; a commit on a later branch
+    after that (here by agent 1's gate) is backed up too, and stays on the branch."""
+    tree2 = agent_tree(worktrees, 2)
+    seen = repo.parent / "backups-during-gate.txt"
+    gate = (
+        'if [ "$PARADEV_AGENT" = 1 ]; then '
+        f"git -C {repo} for-each-ref --format='%(refname)' refs/paradev/backup > {seen} && "
+        f"echo late > {tree2}/late.py && git -C {tree2} add late.py && "
+        f"git -C {tree2} commit -q -m late; fi"
+    )
+    trees = setup_with(gate=gate)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    backups = seen.read_text().split()
+    assert len(backups) == 2 and any("agent-2" in ref for ref in backups)
+    assert git(repo, "show", "main:two.py") == "2"
+    assert "late.py" not in git(repo, "ls-tree", "--name-only", "main")  # not completed: wip
+    assert git(repo, "log", "-1", "--format=%s", "parallel-dev/agent-2") == "late"  # kept
+    assert git(repo, "rev-parse", "parallel-dev/agent-2~1") == rev(repo, "main")
+    agent2_backup = next(ref for ref in backups if "agent-2" in ref)
+    assert git(repo, "log", "-1", "--format=%s", agent2_backup) == "late"
