@@ -929,12 +929,23 @@ def add_trailers_to_each(
 ) -> list[str]:
     """Each of ``messages`` with a ``key: value`` trailer for each of ``values`` it lacks.
 
-    One ``git interpret-trailers --in-place`` over them all, not one per message.
+    Messages with no trailer block get theirs appended here, as git would
+    (``trailers_appended``); one ``git interpret-trailers --in-place`` takes
+    all the others, not one per message.
     """
+    done = [trailers_appended(message, key, values) for message in messages]
+    left = [message for message, result in zip(messages, done, strict=True) if result is None]
+    if not left:
+        return [str(result) for result in done]
+    added = iter(_interpret_trailers(git, left, key, values))
+    return [next(added) if result is None else result for result in done]
+
+
+def _interpret_trailers(
+    git: Git, messages: Sequence[str], key: str, values: Sequence[str]
+) -> list[str]:
     import tempfile
 
-    if not messages:
-        return []
     with tempfile.TemporaryDirectory(prefix="paradev-trailers-") as folder:
         files = [Path(folder) / f"{index}.msg" for index in range(len(messages))]
         for file, message in zip(files, messages, strict=True):
@@ -1825,3 +1836,30 @@ def tips_and_ancestry(git: Git, base: str, branch: str) -> tuple[str, str, bool]
         return None
     head, found, *bases = lines  # git names the right side first
     return found, head, [b.removeprefix("^") for b in bases] == [found]
+
+
+def trailers_appended(message: str, key: str, values: Sequence[str]) -> str | None:
+    """``message`` ending in a new ``key: value`` trailer block, exactly as ``git
+    interpret-trailers`` writes it; None when git must decide (the message may hold trailers).
+
+    Sure only of the plain case, the usual one (saving a git process per
+    landing): one final newline, and below the title no line that could be
+    a trailer, comment, patch divider or blank-looking line git reads otherwise.
+    (Under a ``trailer.*`` or ``core.commentChar`` setting git might lay it out
+    otherwise; the message still ends in the same trailers, read back alike.)
+    """
+    if not message.endswith("\n") or message.endswith("\n\n") or "\r" in message:
+        return None
+    lines = message[:-1].split("\n")
+    title_end = next((i for i, line in enumerate(lines) if not line), len(lines))
+    if not lines[0] or any(line.strip() == "" and line for line in lines):
+        return None  # no title, or whitespace-only lines: git's idea of a blank line
+    if any(line.startswith(("#", "---")) for line in lines):
+        return None  # comments and a patch's divider: git cuts the message there
+    if any(_may_be_trailer(line) for line in lines[title_end:]):
+        return None
+    return message + "\n" + "".join(f"{key}: {value}\n" for value in values)
+
+
+def _may_be_trailer(line: str) -> bool:
+    return ":" in line or line.startswith(("(cherry picked from", " ", "\t"))

@@ -469,6 +469,7 @@ TRAIN_AGENT_KEYS: dict[str, Any] = {
     "step": str,
     "branch": str,
     "old_head": str,
+    "backed_up_early": bool,
     "backup": str,
     "remote_head": str | None,
     "candidate": str,

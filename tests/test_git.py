@@ -511,3 +511,57 @@ def test_commit_leftovers_commits_a_staged_change_and_leaves_a_clean_tree_alone(
     assert staged == ["staged.py"]
     assert commit_id == rev(repo, "HEAD") != head
     assert git(repo, "status", "--porcelain") == "?? scratch.txt"
+
+
+_MESSAGE_LINES = [
+    "agent 1 commit 0",
+    "feat: a conventional title",
+    "",
+    "  ",
+    "body text, plain",
+    "Signed-off-by: A <a@b.c>",
+    "Paradev-Issue: 7",
+    "Paradev-Issue: 3",
+    "Closes #12",
+    "# a comment",
+    "--- a/file",
+    "(cherry picked from commit 0123abc)",
+    "    continued",
+    "key=value",
+    "Reviewed-by: someone",
+    "x\r",
+]
+
+
+def _messages(count: int) -> list[str]:
+    import random
+
+    chooser = random.Random(11)
+    found = ["agent 1 commit 0\n", "fix: it\n\nwhy it was wrong\n", "t\n\nPara: 1\n"]
+    for _ in range(count):
+        lines = chooser.choices(_MESSAGE_LINES, k=chooser.randint(1, 6))
+        found.append("\n".join(lines) + chooser.choice(["\n", "", "\n\n"]))
+    return found
+
+
+def test_trailers_added_in_python_are_byte_for_byte_what_git_writes(repo: Path) -> None:
+    """The plain case is appended without a git process; git decides every other message."""
+    messages = _messages(600)
+    values = ["3", "7"]
+    ours = [git_mod.trailers_appended(m, "Paradev-Issue", values) for m in messages]
+    plain = [(m, o) for m, o in zip(messages, ours, strict=True) if o is not None]
+    gits = git_mod._interpret_trailers(Git(repo), [m for m, _ in plain], "Paradev-Issue", values)
+    assert [o for _, o in plain] == gits
+    assert len(plain) > 40  # the common case (no trailer-like line below the title) is ours
+    assert ours[0] == "agent 1 commit 0\n\nParadev-Issue: 3\nParadev-Issue: 7\n"
+    assert ours[2] is None  # may be a trailer block already: git's call
+
+
+def test_add_trailers_to_each_mixes_both_ways_in_order(repo: Path) -> None:
+    messages = ["plain title\n", "t\n\nParadev-Issue: 4\n", "other\n\nbody\n"]
+    added = git_mod.add_trailers_to_each(Git(repo), messages, "Paradev-Issue", ["4"])
+    assert added == [
+        "plain title\n\nParadev-Issue: 4\n",
+        "t\n\nParadev-Issue: 4\n",
+        "other\n\nbody\n\nParadev-Issue: 4\n",
+    ]

@@ -1921,6 +1921,29 @@ def test_state_writes_per_branch_do_not_grow_with_history(
     assert len(large["train.json"]) <= 2 * len(small["train.json"]) + 2
 
 
+def _count_reads(mocker: MockerFixture, cli: Cli) -> int:
+    """Run ``paradev merge``; how many times the train read the state file (whole history)."""
+    spy = mocker.spy(StateStore, "_read_state_file")
+    assert cli("merge").code == 0
+    count = spy.call_count
+    mocker.stop(spy)
+    return count
+
+
+def test_the_state_is_read_once_for_the_queue_not_per_landing(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    one = _count_reads(mocker, cli)
+    work(cli, trees, 2, {"two.py": "2\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    three = _count_reads(mocker, cli)
+
+    assert state_of(repo)["tasks"]["13"]["status"] == "merged"  # marked from the shared read
+    assert three <= one  # two more landings, no more reads of thousands of records
+
+
 @pytest.mark.parametrize("checked_out", [True, False])
 def test_base_moving_during_the_gate_stops_the_train_and_lands_nothing(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, checked_out: bool
@@ -2047,3 +2070,33 @@ def test_escape_sequences_an_agent_put_in_commit_subjects_and_file_names_are_pri
     shown = result.out + result.err
     assert "\x1b" not in shown and "\x07" not in shown
     assert "fix: \\x1b[2J cleared" in shown  # the conflicting pick, escaped
+
+
+def test_every_backup_exists_before_the_first_gate_and_follows_a_branch_moved_since(
+    repo: Path, setup_with: Any, cli: Cli, worktrees: Path
+) -> None:
+    """The backups are made together at the train's start; a commit on a later branch
+    after that (here by agent 1's gate) is backed up too, and stays on the branch."""
+    tree2 = agent_tree(worktrees, 2)
+    seen = repo.parent / "backups-during-gate.txt"
+    gate = (
+        'if [ "$PARADEV_AGENT" = 1 ]; then '
+        f"git -C {repo} for-each-ref --format='%(refname)' refs/paradev/backup > {seen} && "
+        f"echo late > {tree2}/late.py && git -C {tree2} add late.py && "
+        f"git -C {tree2} commit -q -m late; fi"
+    )
+    trees = setup_with(gate=gate)
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    backups = seen.read_text().split()
+    assert len(backups) == 2 and any("agent-2" in ref for ref in backups)
+    assert git(repo, "show", "main:two.py") == "2"
+    assert "late.py" not in git(repo, "ls-tree", "--name-only", "main")  # not completed: wip
+    assert git(repo, "log", "-1", "--format=%s", "parallel-dev/agent-2") == "late"  # kept
+    assert git(repo, "rev-parse", "parallel-dev/agent-2~1") == rev(repo, "main")
+    agent2_backup = next(ref for ref in backups if "agent-2" in ref)
+    assert git(repo, "log", "-1", "--format=%s", agent2_backup) == "late"

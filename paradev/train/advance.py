@@ -319,12 +319,12 @@ def step_mark(train: Train, agent: int) -> None:
     """
     if train.is_done(agent, MARK):
         return
+    state = train.task_view(agent)  # read after any crash: a resumed train reads it anew
     train.drop_task_view(agent)
     entry = train.agent(agent)
     landed = entry["landed"]
     entry["step"] = MARK
     entry["done"].append(MARK)
-    state = train.ws.store.read()
     issues: list[int] = []
     for task in train.ws.tasks_of(agent):
         record = state.tasks.get(task.issue)

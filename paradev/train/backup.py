@@ -33,13 +33,66 @@ def step_backup(train: Train, agent: int) -> None:
         return
     entry = train.agent(agent)
     tips = None if "old_head" in entry else journal_backup(train, agent)
-    _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
+    if entry.pop("backed_up_early", False):  # now under way: its own landing began
+        tips = _fresh_tips(train, agent)
+        if tips is not None and tips[1] != entry["old_head"]:
+            tips = _follow_moved_branch(train, agent)
+    else:
+        _keep_ref(train.ws.git, entry["backup"], entry["old_head"])
     share_backup(train, agent)
     if entry.get("wip") and (tips[1] if tips else train.head(agent)) == entry["wip"]:
         _set_wip_aside(train, agent)
     elif tips is not None:
         train.hand_on(agent, *tips)  # the rebase step reads no git: nothing moved since
     train.finish(agent, BACKUP)
+
+
+def back_up_queue(train: Train) -> None:
+    """Every queued branch's backup ref at the train's start: one git process reads the
+    refs, one creates them all, instead of one per landing.
+
+    Journaled in memory first and written with the first step that writes; a
+    crash before that leaves refs the next run finds at the same commits (the
+    branches have not moved). Each landing's own backup step then sets work in
+    progress aside and marks the agent under way.
+    """
+    fresh = [a for a in train.queue if not train.is_done(a, BACKUP)]
+    fresh = [a for a in fresh if "old_head" not in train.agent(a)]
+    if len(fresh) < 2 or train.ws.plan.hosts:  # hosts: each backup is pushed in its turn
+        return
+    found = read_tips(train, fresh)
+    for agent in fresh:
+        journal_backup(train, agent, found)
+    keep_backups(train, fresh)
+    for agent in fresh:
+        train.agent(agent)["backed_up_early"] = True
+
+
+def _fresh_tips(train: Train, agent: int) -> tuple[str, str] | None:
+    """Base and branch now (base moved with each landing), and whether the branch holds
+    base, for the rebase step: one git process, as ``journal_backup`` reads them."""
+    base, ref, *_ = _tip_refs(train, agent)
+    tips = gitmod.tips_and_ancestry(train.ws.git, base, ref)
+    if tips is None:
+        return None
+    train.note_on_base(agent, tips[0], tips[1], tips[2])
+    return tips[0], tips[1]
+
+
+def _follow_moved_branch(train: Train, agent: int) -> tuple[str, str]:
+    """Someone committed on the branch after the train's start: back up and land its head
+    now, as if backed up only now; refused when the early backup's commits would be lost."""
+    entry = train.agent(agent)
+    old, backup = str(entry["old_head"]), str(entry["backup"])
+    head = train.head(agent)
+    if not gitmod.is_ancestor(train.ws.git, old, head):
+        raise PreconditionError(
+            f"{train.branch(agent)} moved off {old[:12]} (kept in {backup}) after the train "
+            "started; put it back or merge it, then run paradev merge --continue"
+        )
+    tips = journal_backup(train, agent)
+    gitmod.update_ref(train.ws.git, backup, str(entry["old_head"]), old)
+    return tips
 
 
 def share_backup(train: Train, agent: int) -> None:

@@ -79,6 +79,7 @@ class Train:
         self._tracking: dict[str, str] = {}  # remote-tracking refs, read once
         self._tracking_asked: set[str] = set()
         self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
+        self._queue_read: tuple[set[int], State] | None = None  # one read, for these agents
 
     @property
     def id(self) -> str:
@@ -177,11 +178,22 @@ class Train:
         """
         view = self._task_views.get(agent)
         if view is None:
-            view = self._task_views[agent] = self.ws.store.read()
+            view = self._task_views[agent] = self._queue_view(agent)
         return view
 
+    def _queue_view(self, agent: int) -> State:
+        """One read of the state for every agent queued when it was read (the train holds
+        all their locks from then on): a state of thousands of records is read once a
+        train, not once a landing. An agent that joined later, or lands again, reads anew."""
+        if self._queue_read is None or agent not in self._queue_read[0]:
+            self._queue_read = (set(self.queue), self.ws.store.read())
+        return self._queue_read[1]
+
     def drop_task_view(self, agent: int) -> None:
+        """Its landing is over: a later one (``merge --follow``) reads the state anew."""
         self._task_views.pop(agent, None)
+        if self._queue_read is not None:
+            self._queue_read[0].discard(agent)
 
     def tips_handed_on(self, agent: int) -> tuple[str, str]:
         """The tips the previous step handed on (once), else read from git."""

@@ -38,6 +38,7 @@ from paradev.train.advance import (
     step_push,
 )
 from paradev.train.backup import (
+    back_up_queue,
     step_backup,
     step_wip,
 )
@@ -132,6 +133,7 @@ def run(train: Train, follow: Follow | None = None) -> None:
     landed agent go at once and may refill an empty queue.
     """
     _say_gate(train)
+    back_up_queue(train)
     while train.queue or (follow is not None and follow.join(train)):
         agent = train.queue[0]
         if _skip_for_skipped_dependency(train, agent):
@@ -155,7 +157,8 @@ class Follow(Protocol):
 
 def _skip_for_skipped_dependency(train: Train, agent: int) -> bool:
     """Leave ``agent`` out when work it depends on was skipped in this train."""
-    if not train.journal["skipped"] or train.agent(agent).get("old_head"):
+    entry = train.agent(agent)
+    if not train.journal["skipped"] or (entry.get("old_head") and not entry.get("backed_up_early")):
         return False  # nothing skipped: selection checked every dependency; under way: --skip
     dropped = drop_skipped_dependents(train, "which was skipped", keep=lambda other: other != agent)
     if dropped:
