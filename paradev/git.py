@@ -1830,12 +1830,10 @@ def tips_and_ancestry(git: Git, base: str, branch: str) -> tuple[str, str, bool]
     the question "does this branch need a rebase?" costs no ``merge-base``
     process of its own. None when either does not exist.
     """
-    proc = git.run("rev-parse", f"{base}...{branch}", check=False)
-    lines = proc.stdout.split()
-    if proc.returncode != 0 or len(lines) < 2:
+    tips = tips_and_merge_base(git, base, branch)
+    if tips is None:
         return None
-    head, found, *bases = lines  # git names the right side first
-    return found, head, [b.removeprefix("^") for b in bases] == [found]
+    return tips.left, tips.right, tips.merge_base == tips.left
 
 
 def trailers_appended(message: str, key: str, values: Sequence[str]) -> str | None:

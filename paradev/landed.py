@@ -57,13 +57,15 @@ class LandedTasks:
 
         Whether base moved is asked of its ref files first (``ref_stamp``): a
         train reads the state at every step, and a git process per read cost
-        a tenth of its time. A caller that just read base's tip passes it.
+        a tenth of its time. A caller that just read base's tip passes it, for
+        the next read only: a long-lived process must not trust it later.
         """
         ref = f"refs/heads/{self.plan.base}"
-        stamp = None if self.base_tip else ref_stamp(self.cache.parent.parent, ref)
+        tip, self.base_tip = self.base_tip, None
+        stamp = None if tip else ref_stamp(self.cache.parent.parent, ref)
         if stamp is not None and self._memo is not None and self._stamp == stamp:
             return self._memo[1]
-        head = self.base_tip or self.git.rev(ref)
+        head = tip or self.git.rev(ref)
         if head is None:
             return {}
         if self._memo is None or self._memo[0] != head:

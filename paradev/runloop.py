@@ -33,7 +33,6 @@ from typing import Any
 from paradev import processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
-from paradev.hosts import agents_here
 from paradev.plan import Task
 from paradev.runner import (
     POLL_SECONDS,
@@ -47,11 +46,10 @@ from paradev.runner import (
     log_size,
     mark_failed,
 )
-from paradev.scheduler import Schedule, decide
+from paradev.scheduler import LANDED, Schedule, decide
 from paradev.shared import SharedStateStore
 from paradev.state import (
     COMPLETED,
-    DROPPED,
     FAILED,
     IN_PROGRESS,
     INTERRUPTED,
@@ -183,7 +181,7 @@ class Summary:
 
     @property
     def landed(self) -> bool:
-        return all(s in (MERGED, DROPPED) for s in self.statuses.values())
+        return all(s in LANDED for s in self.statuses.values())
 
 
 class Run:
@@ -213,7 +211,7 @@ class Run:
         self.told = 0  # outcomes of the agents already looked at
         self.attempts: dict[int, int] = {}  # issue -> trains that ended without landing it
         self.refusals = 0  # 'paradev merge' refusals (exit 2) in a row
-        self.here = agents_here(ws.plan, ws.git)  # [agents] hosts: the agents this host runs
+        self.here = ws.agents_here()  # [agents] hosts: the agents this host runs
         self.pulled = -PULL_EVERY  # when the shared state was last pulled (hosts)
         self.lease_wait = 0.0  # no train started before then: another host's held the lease
 
@@ -551,7 +549,7 @@ class Run:
         rows += [Row(self._agent(i), i, "landing", 0.0, "merge train") for i in schedule.landing]
         rows += [Row(self._agent(i), i, "waiting", 0.0, w) for i, w in schedule.waiting.items()]
         rows += [Row(self._agent(i), i, "blocked", 0.0, w) for i, w in schedule.blocked.items()]
-        ended = [i for i, s in self.statuses.items() if s in (MERGED, DROPPED)]
+        ended = [i for i, s in self.statuses.items() if s in LANDED]
         rows += [Row(self._agent(i), i, self.statuses[i], 0.0, "") for i in ended]
         return sorted(rows, key=lambda r: (r.agent, r.issue))
 
@@ -563,7 +561,7 @@ class Run:
         state = self.ws.store.read()
         self._tell_changes(state)
         statuses = {t.issue: state.status(t.issue) for t in self.ws.plan.tasks()}
-        notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in (MERGED, DROPPED)}
+        notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in LANDED}
         notes.update(self.given_up)  # the failure itself says more than "it failed"
         return Summary(statuses, notes)
 
@@ -632,7 +630,7 @@ def refuse_unrunnable(ws: Workspace) -> None:
 
     if not any(True for _ in ws.plan.tasks()):
         raise PreconditionError("the plan has no tasks; add some to plan.toml or 'paradev assign'")
-    here = agents_here(ws.plan, ws.git)  # [agents] hosts: other hosts launch their own
+    here = ws.agents_here()  # [agents] hosts: other hosts launch their own
     agents = {t.agent for t in ws.plan.tasks() if here is None or t.agent in here}
     missing = programs_missing(ws, sorted(agents))
     if missing:
@@ -648,6 +646,6 @@ def refuse_unrunnable(ws: Workspace) -> None:
 
 def raise_unless_landed(summary: Summary) -> None:
     if not summary.landed:
-        left = [i for i, s in summary.statuses.items() if s not in (MERGED, DROPPED)]
+        left = [i for i, s in summary.statuses.items() if s not in LANDED]
         shown = ", ".join(f"#{i} ({summary.statuses[i]})" for i in left)
         raise Stopped(f"{len(left)} task(s) did not land: {shown}")

@@ -28,8 +28,7 @@ BACKUP_FACTS = ("branch", "old_head", "backup", "remote_head", "candidate", "wip
 
 def needs_adoption(train: Train) -> bool:
     """Whether the train was driven by another host, whose local refs this clone lacks."""
-    driver = train.journal.get("host")
-    return bool(train.ws.plan.hosts) and driver is not None and driver != train.ws.store.host
+    return bool(train.ws.plan.hosts) and driven_elsewhere(train.ws, train.journal)
 
 
 def adopt(train: Train) -> None:
