@@ -2,7 +2,8 @@
 
 Meant to run before every edit an agent makes, so it loads only what it
 needs: the branches' changed paths and a path-limited ``git status`` of
-each other agent's work tree.
+each other agent's work tree (kept between runs while nothing it depends on
+changed: ``paradev.dirtycache``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from paradev import git as gitmod
 from paradev.branches import find_heads, load_branches
+from paradev.dirtycache import KeptDirt
 from paradev.errors import ParadevError, PreconditionError
 from paradev.workspace import Workspace
 
@@ -97,17 +99,28 @@ def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> l
     """
     exclude = asking_agent(ws, exclude)
     agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]
+    kept = KeptDirt(ws.repo.common_dir, paths)
+    dirty: dict[int, set[str]] = {}
+    for agent in agents:
+        tree = _tree(ws, agent)
+        known = kept.get(tree) if tree else None
+        if known is not None:
+            dirty[agent] = known
+    missing = [agent for agent in agents if agent not in dirty]
     # "Agent" 0 stands for the branches (git calls one after another): every work
     # tree's status runs alongside them rather than after.
     asked: list[Any] = gitmod.side_by_side(
-        lambda agent: _dirty(ws, agent, paths) if agent else _committed(ws), [0, *agents]
+        lambda agent: _dirty(ws, agent, paths) if agent else _committed(ws), [0, *missing]
     )
     committed: dict[int, set[str]] = asked[0]
-    dirty: dict[int, set[str]] = {}
-    for agent, paths_or_error in zip(agents, asked[1:], strict=True):
+    for agent, paths_or_error in zip(missing, asked[1:], strict=True):
         if isinstance(paths_or_error, ParadevError):
             raise paths_or_error
         dirty[agent] = paths_or_error
+        tree = _tree(ws, agent)
+        if tree:
+            kept.learn(tree, paths_or_error)
+    kept.save()
     found: list[Claim] = []
     for path in paths:
         for agent in agents:
@@ -156,6 +169,14 @@ def _committed(ws: Workspace) -> dict[int, set[str]]:
             cache.put(keys[branch.agent], changed[branch.agent])
         cache.save()
     return {agent: set(paths) for agent, paths in changed.items() if paths}
+
+
+def _tree(ws: Workspace, agent: int) -> Path | None:
+    """The agent's work tree folder; None when it is refused (``_dirty`` says why)."""
+    try:
+        return ws.worktree(agent)
+    except ParadevError:
+        return None
 
 
 def _dirty(ws: Workspace, agent: int, within: Sequence[str]) -> set[str] | ParadevError:

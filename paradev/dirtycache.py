@@ -1,0 +1,345 @@
+"""Each work tree's uncommitted paths below the paths ``check`` asks about, kept between runs.
+
+``check`` runs before every edit an agent makes and asks every other work
+tree a path-limited ``git status``: ~8 ms of CPU each (git starting and
+reading the index), most of ``check``'s time. Between two checks most trees
+have not changed, so git's answer is kept with a *key*: the identity (inode,
+mode, size, modification and change times) of every file the answer depends
+on — the tree's HEAD and the ref it names, its index, every entry at or
+below the paths asked (so a created, deleted or edited file is seen), the
+ignore and attribute files that decide what is untracked or changed, and the
+config files and variables git reads. A tree whose key is unchanged gets the
+kept answer; any other is asked again.
+
+A file written twice within one tick of the file system's clock keeps its
+size and times: like git's racy-clean rule, no answer is kept while any of
+those files is younger than ``RACY_MARGIN_NS`` before the moment it is asked.
+Whenever the key cannot be made exactly (the whole tree, a large directory,
+a submodule, config includes, a ref store this module does not know, an
+unreadable file), git is asked and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+from stat import S_ISDIR
+
+CACHE_FILE = "dirty-paths.json"  # under <common>/paradev
+RACY_MARGIN_NS = 2_000_000_000  # clock ticks, and file systems whose clock is not ours
+MAX_ENTRIES = 2_000  # below the paths asked; beyond that git is asked (and is about as fast)
+LONG_KEY = 4_096  # characters; a longer key is kept as its digest
+KEPT_ANSWERS = 256  # (tree, paths) answers a save keeps, the most recently asked first
+_VERSION = 1
+
+
+class NotKeyableError(Exception):
+    """The answer cannot be keyed exactly: git must be asked."""
+
+
+class _Stamps:
+    """The files an answer depends on, written down as one string; refused when racy."""
+
+    def __init__(self, since_ns: int, root: str = "") -> None:
+        self.parts: list[str] = []
+        self.racy_after = since_ns - RACY_MARGIN_NS
+        self.root = root  # left out of the names in the key (a tree's own folder)
+
+    def _name(self, path: str) -> str:
+        return path[len(self.root) :] if self.root and path.startswith(self.root) else path
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        """The entry at ``path`` (not followed); None, written down as absent, when missing."""
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            self.parts.append(f"{self._name(path)}:-")
+            return None
+        except OSError as exc:
+            raise NotKeyableError(str(exc)) from None
+
+    def file(self, path: str) -> os.stat_result | None:
+        """The file's whole identity (None when absent); racy times refuse the key."""
+        st = self._lstat(path)
+        if st is None:
+            return None
+        if st.st_mtime_ns >= self.racy_after or st.st_ctime_ns >= self.racy_after:
+            raise NotKeyableError(f"{path} changed moments ago")
+        self.parts.append(
+            f"{self._name(path)}:{st.st_dev:x}:{st.st_ino:x}:{st.st_mode:o}:{st.st_size:x}"
+            f":{st.st_mtime_ns:x}:{st.st_ctime_ns:x}"
+        )
+        return st
+
+    def text(self, path: str) -> str:
+        """The file's identity and its text ("" when absent)."""
+        if self.file(path) is None:
+            return ""
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise NotKeyableError(str(exc)) from None
+
+    def identity(self, path: str) -> os.stat_result | None:
+        """Which file or folder is there (device, inode, type), not its times: a folder on
+        the way to the paths asked changes its times whenever a sibling is added."""
+        st = self._lstat(path)
+        if st is not None:
+            self.parts.append(f"{self._name(path)}:{st.st_dev:x}:{st.st_ino:x}:{st.st_mode:o}")
+        return st
+
+    def key(self) -> str:
+        """The parts as one string; a long one (a folder's many entries) by its digest."""
+        key = "\n".join(self.parts)
+        if len(key) <= LONG_KEY:
+            return key
+        from hashlib import sha256  # ~1 ms to import: only for long keys
+
+        return "sha256:" + sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = None) -> str:
+    """What every tree's answer depends on alike: git's config, global ignores, git itself."""
+    env = dict(os.environ) if env is None else env
+    stamps = _Stamps(since_ns)
+    stamps.parts += sorted(
+        f"{name}={value}"
+        for name, value in env.items()
+        if name.startswith("GIT_") or name in ("HOME", "XDG_CONFIG_HOME", "PATH")
+    )
+    home = env.get("HOME", "")
+    xdg = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    configs = [os.path.join(common_dir, "config")]
+    if env.get("GIT_CONFIG_GLOBAL"):
+        configs.append(env["GIT_CONFIG_GLOBAL"])
+    else:
+        configs += [os.path.join(home, ".gitconfig"), os.path.join(xdg, "git", "config")]
+    if env.get("GIT_CONFIG_NOSYSTEM", "").lower() not in ("1", "true", "yes", "on"):
+        configs += [env.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig", *_prefix_configs(env)]
+    for config in configs:
+        _config_file(stamps, config, home)
+    for name in ("info/exclude", "info/attributes", "info/sparse-checkout"):
+        stamps.file(os.path.join(common_dir, name))
+    for name in ("ignore", "attributes"):
+        stamps.file(os.path.join(xdg, "git", name))
+    if os.path.exists(os.path.join(common_dir, "reftable")):
+        raise NotKeyableError("refs kept in a reftable")
+    return stamps.key()
+
+
+def _prefix_configs(env: dict[str, str]) -> list[str]:
+    """The system config of a git installed under another prefix (``PREFIX/etc/gitconfig``)."""
+    found = []
+    for folder in env.get("PATH", os.defpath).split(os.pathsep):
+        program = os.path.join(folder or os.curdir, "git")
+        if os.access(program, os.X_OK):
+            prefix = os.path.dirname(os.path.dirname(os.path.realpath(program)))
+            found.append(os.path.join(prefix, "etc", "gitconfig"))
+            break
+    return found
+
+
+def _config_file(stamps: _Stamps, path: str, home: str) -> None:
+    """A config file's identity, and the ignore/attribute files it names.
+
+    An include may pull in any file, on conditions git alone evaluates: then
+    nothing is kept. A value this simple reading cannot be sure of neither.
+    """
+    text = stamps.text(path)
+    if "include" in text.lower():
+        raise NotKeyableError(f"{path} includes other config files")
+    for line in text.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and any(word in name.lower() for word in ("excludesfile", "attributesfile")):
+            value = value.strip()
+            if any(c in value for c in '"\\;#') or not value:
+                raise NotKeyableError(f"{path} names an ignore file this reading cannot be sure of")
+            if value.startswith("~/"):
+                value = os.path.join(home, value[2:])
+            if not os.path.isabs(value):
+                raise NotKeyableError(f"{path} names a relative ignore file")
+            stamps.file(value)
+
+
+def tree_key(tree: Path, common_dir: Path, within: Sequence[str], since_ns: int) -> str:
+    """What one tree's answer below ``within`` depends on (NotKeyableError: not exactly known)."""
+    top = str(tree)
+    stamps = _Stamps(since_ns, top + os.sep)
+    gitdir = _gitdir(stamps, top)
+    head = stamps.text(os.path.join(gitdir, "HEAD")).strip()
+    if head.startswith("ref: "):
+        ref = head[5:]
+        for file in (os.path.join(common_dir, ref), os.path.join(common_dir, "packed-refs")):
+            stamps.file(file)
+        if not ref.startswith("refs/") or ".." in ref.split("/"):
+            raise NotKeyableError(f"HEAD names {ref}")
+    stamps.parts.append(f"HEAD={head}")
+    for name in ("index", "config.worktree", "info/exclude", "info/sparse-checkout"):
+        stamps.file(os.path.join(gitdir, name))
+    stamps.parts.append(f"paths={within!r}")
+    for path in within:
+        _path(stamps, top, path)
+    return stamps.key()
+
+
+def _gitdir(stamps: _Stamps, top: str) -> str:
+    """The tree's own git dir, from its ``.git`` file (a linked work tree) or folder."""
+    dot_git = os.path.join(top, ".git")
+    st = stamps.file(dot_git)
+    if st is None:
+        raise NotKeyableError(f"{top} has no .git")
+    if os.path.isdir(dot_git):
+        return dot_git
+    text = stamps.text(dot_git)
+    if not text.startswith("gitdir: "):
+        raise NotKeyableError(f"{dot_git} names no git dir")
+    return os.path.join(top, text[8:].strip())
+
+
+def _path(stamps: _Stamps, top: str, path: str) -> None:
+    """The folders on the way to ``path`` (and their ignore files), then ``path`` and below."""
+    if not path or path in (".", "/") or path.startswith("/"):
+        raise NotKeyableError("the whole tree is asked")
+    parts = path.split("/")
+    if any(part in ("", ".", "..", ".git") for part in parts):
+        raise NotKeyableError(f"{path} is not a plain path")
+    folder = top
+    for part in ["", *parts[:-1]]:
+        folder = os.path.join(folder, part) if part else folder
+        if stamps.identity(folder) is None:
+            return  # nothing below a missing folder; its creation changes the key
+        for name in (".gitignore", ".gitattributes"):
+            stamps.file(os.path.join(folder, name))
+        if part and os.path.lexists(os.path.join(folder, ".git")):
+            raise NotKeyableError(f"{folder} is a submodule or another repository")
+    target = os.path.join(top, path)
+    st = stamps.file(target)
+    if st is not None and S_ISDIR(st.st_mode):
+        _below(stamps, target)
+
+
+def _below(stamps: _Stamps, folder: str) -> None:
+    """Every entry below ``folder``, folders included (a created file changes its folder)."""
+    todo = [folder]
+    seen = 0
+    while todo:
+        current = todo.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+        except OSError as exc:
+            raise NotKeyableError(str(exc)) from None
+        seen += len(entries)
+        if seen > MAX_ENTRIES:
+            raise NotKeyableError(f"more than {MAX_ENTRIES} entries below {folder}")
+        for entry in entries:
+            if entry.name == ".git":
+                raise NotKeyableError(f"{current} is a submodule or another repository")
+            st = stamps.file(entry.path)
+            if st is not None and S_ISDIR(st.st_mode):
+                todo.append(entry.path)
+
+
+class DirtyCache:
+    """The kept answers: (tree, paths asked) -> [key, uncommitted paths], all under one
+    shared key (``shared_key``): when it changes, every answer is dropped."""
+
+    def __init__(self, path: Path, shared: str) -> None:
+        self.path, self.shared = path, shared
+        self._kept = _load(path, shared)
+        self._new: dict[str, list[object]] = {}
+
+    @staticmethod
+    def slot(tree: Path, within: Sequence[str]) -> str:
+        return "\0".join([str(tree), *within])
+
+    def get(self, slot: str, key: str) -> set[str] | None:
+        """The answer kept for ``slot`` under exactly ``key``; None otherwise."""
+        found = self._kept.get(slot)
+        if (
+            isinstance(found, list)
+            and len(found) == 2
+            and found[0] == key
+            and isinstance(found[1], list)
+            and all(isinstance(path, str) for path in found[1])
+        ):
+            return set(found[1])
+        return None
+
+    def put(self, slot: str, key: str, answer: set[str]) -> None:
+        self._new[slot] = [key, sorted(answer)]
+
+    def save(self) -> None:
+        """Replace the file by rename when something was learnt; a failure keeps nothing.
+
+        Concurrent checks may each write: the last one wins, and an answer
+        lost that way is only asked again.
+        """
+        if not self._new or not self.path.parent.is_dir():
+            return
+        from paradev.atomic import write_atomic
+
+        kept = {slot: answer for slot, answer in self._kept.items() if slot not in self._new}
+        kept.update(self._new)  # the most recently learnt last
+        answers = {slot: kept[slot] for slot in list(kept)[-KEPT_ANSWERS:]}
+        data = {"version": _VERSION, "shared": self.shared, "answers": answers}
+        with suppress(OSError):
+            write_atomic(self.path, json.dumps(data, separators=(",", ":")), durable=False)
+        self._new = {}
+
+
+def _load(path: Path, shared: str) -> dict[str, object]:
+    """The kept answers; nothing when the file is missing, corrupt, not of our making or
+    kept under another shared key."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _VERSION:
+        return {}
+    answers = data.get("answers")
+    return answers if data.get("shared") == shared and isinstance(answers, dict) else {}
+
+
+class KeptDirt:
+    """Kept answers for one ``check``: looked up per tree, learnt from git for the others."""
+
+    def __init__(self, common_dir: Path, within: Sequence[str]) -> None:
+        self.common_dir, self.within = common_dir, list(within)
+        self.since = time.time_ns()  # before any file is looked at (the racy rule's moment)
+        self._keys: dict[Path, str] = {}
+        try:
+            shared = shared_key(common_dir, self.since)
+        except NotKeyableError:
+            self.cache: DirtyCache | None = None
+        else:
+            self.cache = DirtyCache(common_dir / "paradev" / CACHE_FILE, shared)
+
+    def get(self, tree: Path) -> set[str] | None:
+        """The tree's kept answer when nothing it depends on changed since; else None.
+
+        The key is taken now, before git is asked: whatever changes after it
+        changes the key, so an answer is never kept for a state it does not
+        describe.
+        """
+        if self.cache is None:
+            return None
+        try:
+            key = tree_key(tree, self.common_dir, self.within, self.since)
+        except NotKeyableError:
+            return None
+        self._keys[tree] = key
+        return self.cache.get(self.cache.slot(tree, self.within), key)
+
+    def learn(self, tree: Path, answer: set[str]) -> None:
+        """Keep git's answer for the tree, when its key was taken before git was asked."""
+        if self.cache is not None and tree in self._keys:
+            self.cache.put(self.cache.slot(tree, self.within), self._keys[tree], answer)
+
+    def save(self) -> None:
+        if self.cache is not None:
+            self.cache.save()
