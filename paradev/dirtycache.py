@@ -174,10 +174,10 @@ def tree_key(tree: Path, common_dir: Path, within: Sequence[str], since_ns: int)
     head = stamps.text(os.path.join(gitdir, "HEAD")).strip()
     if head.startswith("ref: "):
         ref = head[5:]
-        for file in (os.path.join(common_dir, ref), os.path.join(common_dir, "packed-refs")):
-            stamps.file(file)
         if not ref.startswith("refs/") or ".." in ref.split("/"):
             raise NotKeyableError(f"HEAD names {ref}")
+        for file in (os.path.join(common_dir, ref), os.path.join(common_dir, "packed-refs")):
+            stamps.file(file)
     stamps.parts.append(f"HEAD={head}")
     for name in ("index", "config.worktree", "info/exclude", "info/sparse-checkout"):
         stamps.file(os.path.join(gitdir, name))
