@@ -41,11 +41,16 @@ class NotKeyableError(Exception):
     """The answer cannot be keyed exactly: git must be asked."""
 
 
+def _figures(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced, written, resized, chmod-ed or touched."""
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class _Stamps:
     """The files an answer depends on, written down as one string; refused when racy."""
 
     def __init__(self, since_ns: int, root: str = "") -> None:
-        self.parts: list[str] = []
+        self.parts: list[object] = []  # names, stat figures and texts: their repr is the key
         self.racy_after = since_ns - RACY_MARGIN_NS
         self.root = root  # left out of the names in the key (a tree's own folder)
 
@@ -57,7 +62,7 @@ class _Stamps:
         try:
             return os.lstat(path)
         except FileNotFoundError:
-            self.parts.append(f"{self._name(path)}:-")
+            self.parts.append((self._name(path), None))
             return None
         except OSError as exc:
             raise NotKeyableError(str(exc)) from None
@@ -69,10 +74,7 @@ class _Stamps:
             return None
         if st.st_mtime_ns >= self.racy_after or st.st_ctime_ns >= self.racy_after:
             raise NotKeyableError(f"{path} changed moments ago")
-        self.parts.append(
-            f"{self._name(path)}:{st.st_dev:x}:{st.st_ino:x}:{st.st_mode:o}:{st.st_size:x}"
-            f":{st.st_mtime_ns:x}:{st.st_ctime_ns:x}"
-        )
+        self.parts.append((self._name(path), *_figures(st)))
         return st
 
     def text(self, path: str) -> str:
@@ -90,17 +92,19 @@ class _Stamps:
         the way to the paths asked changes its times whenever a sibling is added."""
         st = self._lstat(path)
         if st is not None:
-            self.parts.append(f"{self._name(path)}:{st.st_dev:x}:{st.st_ino:x}:{st.st_mode:o}")
+            self.parts.append((self._name(path), st.st_dev, st.st_ino, st.st_mode))
         return st
 
     def key(self) -> str:
         """The parts as one string; a long one (a folder's many entries) by its digest."""
-        key = "\n".join(self.parts)
+        key = repr(self.parts)
         if len(key) <= LONG_KEY:
             return key
-        from hashlib import sha256  # ~1 ms to import: only for long keys
-
-        return "sha256:" + sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        try:  # hashlib loads OpenSSL first: ~5 ms, more than the whole key
+            from _blake2 import blake2b
+        except ImportError:  # another Python than CPython
+            from hashlib import blake2b
+        return "blake2b:" + blake2b(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = None) -> str:
@@ -224,24 +228,32 @@ def _path(stamps: _Stamps, top: str, path: str) -> None:
 
 
 def _below(stamps: _Stamps, folder: str) -> None:
-    """Every entry below ``folder``, folders included (a created file changes its folder)."""
+    """Every entry below ``folder``, folders included (a created file changes its folder).
+
+    The one loop that runs per file (a hundred or more), so it is kept tight.
+    """
     todo = [folder]
     seen = 0
+    racy_after, parts, cut = stamps.racy_after, stamps.parts, len(stamps.root)
     while todo:
         current = todo.pop()
         try:
-            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+            with os.scandir(current) as listing:
+                entries = sorted((entry.name, entry) for entry in listing)
+            seen += len(entries)
+            if seen > MAX_ENTRIES:
+                raise NotKeyableError(f"more than {MAX_ENTRIES} entries below {folder}")
+            for name, entry in entries:
+                if name == ".git":
+                    raise NotKeyableError(f"{current} is a submodule or another repository")
+                st = entry.stat(follow_symlinks=False)
+                if st.st_mtime_ns >= racy_after or st.st_ctime_ns >= racy_after:
+                    raise NotKeyableError(f"{entry.path} changed moments ago")
+                parts.append((entry.path[cut:], *_figures(st)))
+                if S_ISDIR(st.st_mode):
+                    todo.append(entry.path)
         except OSError as exc:
             raise NotKeyableError(str(exc)) from None
-        seen += len(entries)
-        if seen > MAX_ENTRIES:
-            raise NotKeyableError(f"more than {MAX_ENTRIES} entries below {folder}")
-        for entry in entries:
-            if entry.name == ".git":
-                raise NotKeyableError(f"{current} is a submodule or another repository")
-            st = stamps.file(entry.path)
-            if st is not None and S_ISDIR(st.st_mode):
-                todo.append(entry.path)
 
 
 class DirtyCache:
