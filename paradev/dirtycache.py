@@ -32,9 +32,8 @@ from stat import S_ISDIR
 CACHE_FILE = "dirty-paths.json"  # under <common>/paradev
 RACY_MARGIN_NS = 2_000_000_000  # clock ticks, and file systems whose clock is not ours
 MAX_ENTRIES = 2_000  # below the paths asked; beyond that git is asked (and is about as fast)
-LONG_KEY = 4_096  # characters; a longer key is kept as its digest
-KEPT_ANSWERS = 256  # (tree, paths) answers a save keeps, the most recently asked first
-_VERSION = 1
+KEPT_ANSWERS = 512  # (tree, paths) answers a save keeps, the most recently asked last
+_VERSION = 2  # 2: keys are digests
 
 
 class NotKeyableError(Exception):
@@ -96,15 +95,14 @@ class _Stamps:
         return st
 
     def key(self) -> str:
-        """The parts as one string; a long one (a folder's many entries) by its digest."""
+        """The parts' digest: a file's key is ~2 KB, a folder's one per entry, and every
+        check reads the file of kept answers whole."""
         key = repr(self.parts)
-        if len(key) <= LONG_KEY:
-            return key
         try:  # hashlib loads OpenSSL first: ~5 ms, more than the whole key
             from _blake2 import blake2b
         except ImportError:  # another Python than CPython
             from hashlib import blake2b
-        return "blake2b:" + blake2b(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return blake2b(key.encode("utf-8", "surrogateescape"), digest_size=20).hexdigest()
 
 
 def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = None) -> str:
