@@ -62,6 +62,17 @@ def build(root: Path, files: int, agents: int, env: dict[str, str]) -> Path:
     return repo
 
 
+def hiding(cache: str, *args: str) -> list[str]:
+    """``paradev ARGS`` run without its kept answers, which are put back after it (so the
+    other rows keep theirs): through ``sh -c`` and two ``mv``, a few ms more."""
+    kept = f".git/paradev/{cache}"
+    script = (
+        f'mv -f {kept} {kept}.hidden 2>/dev/null; "$0" "$@"; code=$?; '
+        f"mv -f {kept}.hidden {kept} 2>/dev/null; exit $code"
+    )
+    return ["sh", "-c", script, *paradev_argv(), *args]
+
+
 def verify(paradev: list[str], repo: Path, env: dict[str, str], dirty: str) -> None:
     """The answers timed are right: agent 5's uncommitted edit found (twice: computed, then
     kept), nothing in an untouched folder, agent 7's untracked file in ``src``."""
@@ -98,7 +109,7 @@ def main() -> None:
             "paradev check (branches moved)": forgetting(
                 BRANCH_PATHS, "check", dirty, "--agent", "1"
             ),
-            "paradev check (every tree changed)": forgetting(
+            "paradev check (every tree changed)": hiding(
                 DIRTY_PATHS, "check", dirty, "--agent", "1"
             ),
             "paradev check . (whole tree)": [*paradev, "check", ".", "--agent", "1"],
