@@ -29,6 +29,7 @@ from status import forgetting
 
 TARGET_MS = 40.0
 BRANCH_PATHS = "branch-paths.json"  # check keeps each branch's paths by commit ids
+BRANCH_HEADS = "branch-heads.json"  # and the heads by the identity of the ref files
 DIRTY_PATHS = "dirty-paths.json"  # and each work tree's answer by what it depends on
 RACY_SECONDS = 2.0  # files younger than this are always asked to git (paradev.dirtycache)
 
@@ -107,7 +108,7 @@ def main() -> None:
             "paradev check (uncommitted hit)": [*paradev, "check", dirty, "--agent", "1"],
             "paradev check (nothing found)": [*paradev, "check", "src/pkg099", "--agent", "1"],
             "paradev check (branches moved)": forgetting(
-                BRANCH_PATHS, "check", dirty, "--agent", "1"
+                f"{BRANCH_PATHS} .git/paradev/{BRANCH_HEADS}", "check", dirty, "--agent", "1"
             ),
             "paradev check (every tree changed)": hiding(
                 DIRTY_PATHS, "check", dirty, "--agent", "1"

@@ -234,3 +234,67 @@ def _walk(
         elif commit in boundary or commit == head:
             reached.add(commit)
     return commits, reached
+
+
+HEADS_CACHE = "branch-heads.json"  # under <common>/paradev
+
+
+def find_heads_kept(ws: Workspace) -> Heads:
+    """``find_heads``, without git while no file git keeps these refs in was written since.
+
+    ``check`` runs before every edit; its ``for-each-ref`` answers the same as
+    long as the ref files (loose, packed, replace refs, grafts, shallow) are
+    the ones it read: their identity is the key, taken before git is asked,
+    with the racy rule of ``paradev.dirtycache``. Hosts (remote refs, a git
+    call to name this host) are always asked.
+    """
+    if ws.plan.hosts:
+        return find_heads(ws)
+    import json
+    import time
+
+    from paradev.dirtycache import NotKeyableError, Stamps
+
+    common = ws.repo.common_dir
+    refs = [f"refs/heads/{ws.plan.base}"]
+    refs += [f"refs/heads/{ws.branch(a)}" for a in range(1, ws.plan.agent_count + 1)]
+    stamps = Stamps(time.time_ns())
+    try:
+        if (common / "reftable").exists():
+            raise NotKeyableError("refs kept in a reftable")
+        for name in [*refs, "packed-refs", "refs/replace", "shallow", "info/grafts"]:
+            stamps.file(str(common / name))
+        key: str | None = stamps.key()
+    except NotKeyableError:
+        key = None
+    path = ws.store.dir / HEADS_CACHE
+    kept = _kept_heads(path, key) if key else None
+    if kept is not None:
+        return kept
+    heads = find_heads(ws)
+    if key and path.parent.is_dir():
+        from contextlib import suppress
+
+        from paradev.atomic import write_atomic
+
+        data = [key, heads.base, heads.base_ref, heads.base_commit, heads.heads, heads.plain]
+        with suppress(OSError):
+            write_atomic(path, json.dumps(data, separators=(",", ":")), durable=False)
+    return heads
+
+
+def _kept_heads(path: Path, key: str) -> Heads | None:
+    """The heads kept under exactly ``key``; None when missing, corrupt or foreign."""
+    import json
+
+    try:
+        kept, base, base_ref, base_commit, raw, plain = json.loads(path.read_bytes())
+        heads = {
+            int(agent): (str(branch), str(commit), bool(uncommitted))
+            for agent, (branch, commit, uncommitted) in raw.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if kept != key or not all(isinstance(v, str) for v in (base, base_ref, base_commit)):
+        return None
+    return Heads(base, base_ref, base_commit, heads, plain is True)

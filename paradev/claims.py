@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from paradev import git as gitmod
-from paradev.branches import find_heads, load_branches
+from paradev.branches import find_heads_kept, load_branches
 from paradev.dirtycache import KeptDirt
 from paradev.errors import ParadevError, PreconditionError
 from paradev.workspace import Workspace
@@ -153,7 +153,7 @@ def _committed(ws: Workspace) -> dict[int, set[str]]:
     """
     from paradev.commitcache import CommitCache
 
-    heads = find_heads(ws)
+    heads = find_heads_kept(ws)
     cache = CommitCache(ws.store.dir / BRANCH_PATHS_CACHE, enabled=heads.plain)
     keys = {agent: f"{heads.base_commit}...{head}" for agent, (_, head, _) in heads.heads.items()}
     changed: dict[int, list[str]] = {}

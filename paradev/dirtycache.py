@@ -45,7 +45,7 @@ def _figures(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class _Stamps:
+class Stamps:
     """The files an answer depends on, written down as one string; refused when racy."""
 
     def __init__(self, since_ns: int, root: str = "") -> None:
@@ -108,7 +108,7 @@ class _Stamps:
 def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = None) -> str:
     """What every tree's answer depends on alike: git's config, global ignores, git itself."""
     env = dict(os.environ) if env is None else env
-    stamps = _Stamps(since_ns)
+    stamps = Stamps(since_ns)
     stamps.parts += sorted(
         f"{name}={value}"
         for name, value in env.items()
@@ -146,7 +146,7 @@ def _prefix_configs(env: dict[str, str]) -> list[str]:
     return found
 
 
-def _config_file(stamps: _Stamps, path: str, home: str) -> None:
+def _config_file(stamps: Stamps, path: str, home: str) -> None:
     """A config file's identity, and the ignore/attribute files it names.
 
     An include may pull in any file, on conditions git alone evaluates: then
@@ -171,7 +171,7 @@ def _config_file(stamps: _Stamps, path: str, home: str) -> None:
 def tree_key(tree: Path, common_dir: Path, within: Sequence[str], since_ns: int) -> str:
     """What one tree's answer below ``within`` depends on (NotKeyableError: not exactly known)."""
     top = str(tree)
-    stamps = _Stamps(since_ns, top + os.sep)
+    stamps = Stamps(since_ns, top + os.sep)
     gitdir = _gitdir(stamps, top)
     head = stamps.text(os.path.join(gitdir, "HEAD")).strip()
     if head.startswith("ref: "):
@@ -189,7 +189,7 @@ def tree_key(tree: Path, common_dir: Path, within: Sequence[str], since_ns: int)
     return stamps.key()
 
 
-def _gitdir(stamps: _Stamps, top: str) -> str:
+def _gitdir(stamps: Stamps, top: str) -> str:
     """The tree's own git dir, from its ``.git`` file (a linked work tree) or folder."""
     dot_git = os.path.join(top, ".git")
     st = stamps.file(dot_git)
@@ -203,7 +203,7 @@ def _gitdir(stamps: _Stamps, top: str) -> str:
     return os.path.join(top, text[8:].strip())
 
 
-def _path(stamps: _Stamps, top: str, path: str) -> None:
+def _path(stamps: Stamps, top: str, path: str) -> None:
     """The folders on the way to ``path`` (and their ignore files), then ``path`` and below."""
     if not path or path in (".", "/") or path.startswith("/"):
         raise NotKeyableError("the whole tree is asked")
@@ -225,7 +225,7 @@ def _path(stamps: _Stamps, top: str, path: str) -> None:
         _below(stamps, target)
 
 
-def _below(stamps: _Stamps, folder: str) -> None:
+def _below(stamps: Stamps, folder: str) -> None:
     """Every entry below ``folder``, folders included (a created file changes its folder).
 
     The one loop that runs per file (a hundred or more), so it is kept tight.

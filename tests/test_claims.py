@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pytest_mock import MockerFixture
 
-from paradev import claims as claims_mod
+from paradev import branches as branches_mod
 from paradev.branches import Heads, find_heads
 from paradev.workspace import Workspace
 from tests.helpers import Result, agent_tree, commit, git, write
@@ -45,7 +45,7 @@ def test_without_base_check_names_base_even_when_a_work_tree_is_broken(
         time.sleep(0.5)
         return real(ws)
 
-    mocker.patch.object(claims_mod, "find_heads", slow_heads)
+    mocker.patch.object(branches_mod, "find_heads", slow_heads)
 
     result = cli("check", "src/app.py", "--agent", "1")
 
