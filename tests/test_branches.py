@@ -55,28 +55,31 @@ def _commit_on_base(set_up: Path, repo: Path) -> None:
     commit(repo, {"src/base.py": "b\n"})
 
 
-def _pack_then_commit(set_up: Path, repo: Path) -> None:
-    git(repo, "pack-refs", "--all")
-    commit(agent_tree(set_up, 3), {"src/three.py": "3\n"})
+def _nothing(set_up: Path, repo: Path) -> None:
+    pass
 
 
-def _delete_branch(set_up: Path, repo: Path) -> None:
+def _pack(set_up: Path, repo: Path) -> None:
     git(repo, "worktree", "remove", "--force", str(agent_tree(set_up, 3)))
-    git(repo, "branch", "-q", "-D", "parallel-dev/agent-3")
+    git(repo, "pack-refs", "--all")
+
+
+def _delete_packed_branch(set_up: Path, repo: Path) -> None:
+    git(repo, "branch", "-q", "-D", "parallel-dev/agent-3")  # rewrites packed-refs alone
 
 
 def _replace_ref(set_up: Path, repo: Path) -> None:
-    head = git(repo, "rev-parse", "HEAD")
-    other = commit(agent_tree(set_up, 2), {"src/two.py": "2\n"})
-    git(repo, "replace", head, other)
+    git(repo, "replace", git(repo, "rev-parse", "main"), "parallel-dev/agent-2")
 
 
-MOVES: dict[str, Callable[[Path, Path], None]] = {
-    "agent commit": _commit_on_agent,
-    "base commit": _commit_on_base,
-    "packed refs": _pack_then_commit,
-    "branch deleted": _delete_branch,
-    "replace ref": _replace_ref,
+Move = Callable[[Path, Path], None]
+
+# name -> (made before the heads are kept, the move)
+MOVES: dict[str, tuple[Move, Move]] = {
+    "agent commit": (_nothing, _commit_on_agent),
+    "base commit": (_nothing, _commit_on_base),
+    "packed branch deleted": (_pack, _delete_packed_branch),
+    "replace ref": (_commit_on_agent, _replace_ref),
 }
 
 
@@ -84,12 +87,14 @@ MOVES: dict[str, Callable[[Path, Path], None]] = {
 def test_kept_heads_follow_every_ref_move(
     set_up: Path, repo: Path, asked: MagicMock, move: str
 ) -> None:
+    prepare, moving = MOVES[move]
+    prepare(set_up, repo)
     _settle()
     assert _kept_matches_git(asked) == 1
     assert _kept_matches_git(asked) == 0  # kept
     before = _fields(find_heads(open_workspace()))
 
-    MOVES[move](set_up, repo)
+    moving(set_up, repo)
     _settle()
 
     assert _fields(find_heads(open_workspace())) != before, "the move must change the heads"
