@@ -24,6 +24,7 @@ from paradev.train.journal import (
 from paradev.train.messages import squash_message
 from paradev.train.rebase import (
     hand_back,
+    hold_busy_lane,
 )
 
 
@@ -241,6 +242,7 @@ def step_check(train: Train, agent: int) -> None:
         return
     marked, missing = _look_at_landing(train, agent, base, head)
     if marked and train.ws.plan.on_conflict == "agent":
+        hold_busy_lane(train, agent, "holds conflict markers")
         marked = _hand_back_markers(train, agent, marked)
         base, head = train.tips(agent)
         missing = _missing_work(train, agent, base, head)
