@@ -3,10 +3,14 @@ lane (``paradev.lanes``), with real scripted agents, a real gate and a real merg
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from paradev import lanes
 from paradev.git import git_env
 from paradev.state import MERGED
 from paradev.workspace import open_workspace
-from tests.helpers import Result, commit, git
+from tests.helpers import Result, commit, git, gone, start_paradev, wait_for_file
 
 CliFn = Callable[..., Result]
 
@@ -25,8 +29,16 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 
 spec = json.loads(Path(sys.argv[1]).read_text())
-issue = os.environ["PARADEV_ISSUE"]
+issue = os.environ.get("PARADEV_ISSUE", "")
 mine = spec.get(issue, {})
+
+def git_ok(*args):
+    return subprocess.run(["git", *args], capture_output=True).returncode == 0
+
+def common_file(name):
+    out = subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True, text=True)
+    return Path(out.stdout.strip()).resolve() / "paradev" / name
+
 if os.environ.get("PARADEV_MODE") == "conflict":  # keep both sides, finish the rebase
     for name in subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"],
                                capture_output=True, text=True, check=True).stdout.split():
@@ -43,10 +55,15 @@ with Path(sys.argv[2]).open("a") as out:
     out.write(f"{issue} started\n")
 if "touch" in mine:
     Path(mine["touch"]).write_text("started\n")
-if "wait_for" in mine:
-    deadline = time.monotonic() + 30
-    while not Path(mine["wait_for"]).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+deadline = time.monotonic() + 30
+while "wait_for" in mine and not Path(mine["wait_for"]).exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+while "after" in mine and not git_ok("cat-file", "-e", f"main:work-{mine['after']}.txt"):
+    time.sleep(0.05)  # until that issue landed
+while mine.get("until_held") and '"held": true' not in (
+    common_file("lanes.json").read_text() if common_file("lanes.json").exists() else ""
+):
+    time.sleep(0.05)  # until its previous task's lane was held
 for name, text in mine.get("files", {f"work-{issue}.txt": f"issue {issue}\n"}).items():
     Path(name).write_text(text)
 for number in range(mine.get("commits", 1)):
@@ -64,6 +81,7 @@ from pathlib import Path
 notes, wait, marker, agent = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 mine = os.environ["PARADEV_AGENT"] == agent
 if mine and Path(f"work-{wait}.txt").exists() and not marker.parent.joinpath("gated").exists():
+    marker.parent.joinpath("gating").write_text(str(os.getpid()))
     deadline = time.monotonic() + 20
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -209,3 +227,84 @@ def test_a_task_that_depends_on_the_previous_one_does_not_start_early(
     assert one.merged_commit and two.start_commit
     assert _ancestor(repo, one.merged_commit, two.start_commit)  # #2 began on landed #1
     assert 1 not in {lane.issue for lane in lanes.read(open_workspace(repo)).values()}
+
+
+def test_a_conflict_while_the_agent_is_busy_is_handed_back_once_it_is_idle(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    notes = lane_plan(
+        repo,
+        tmp_path,
+        {
+            1: {"files": {"shared.txt": "one\n"}},
+            3: {"after": 1, "files": {"shared.txt": "three\n"}},
+            4: {"until_held": True},
+        },
+        wait=0,
+        on_conflict="agent",
+    )
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    out = result.out
+    assert "#3 lands from paradev/lane/agent-2 while #4 starts" in out
+    assert "agent 2: #3: its rebase conflicts; agent 2 is busy on its next task" in out
+    assert "resolved for" in notes.read_text()  # handed back once idle, in its own tree
+    ws = open_workspace(repo)
+    state = ws.store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    assert state.tasks[3].merged_commit == state.tasks[4].merged_commit  # landed together
+    assert git(repo, "show", "main:shared.txt").splitlines() == ["one", "three"]
+    assert lanes.read(ws)[2].held
+    assert git(repo, "rev-parse", "parallel-dev/agent-2") == state.tasks[4].merged_commit
+
+
+def test_a_run_killed_while_a_lane_lands_resumes_to_the_same_landings(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    go4 = tmp_path / "go-4"
+    spec: dict[int, dict[str, Any]] = {3: {"commits": 2}, 4: {"wait_for": str(go4), "commits": 2}}
+    lane_plan(repo, tmp_path, spec, wait=3)
+    (marks / "next-started").unlink(missing_ok=True)  # the lane's gate waits for it: released
+    first = start_paradev(repo, "run")
+    gate = int(wait_for_file(marks / "gating", first))
+    driver = open_workspace(repo).store.read().train or {}
+    train_pid = int(driver["driver"]["pid"])
+    supervisors = [
+        json.loads(p.read_text())["supervisor"]
+        for p in (repo / ".git" / "paradev" / "agents").glob("agent-*.json")
+    ]
+    try:
+        for pid in (first.pid, train_pid, gate):  # the run, its train and the lane's gate
+            os.kill(pid, signal.SIGKILL)
+        first.communicate()
+        while not (gone(train_pid) and gone(gate)):
+            time.sleep(0.05)
+        (marks / "next-started").write_text("")
+        go4.write_text("")  # #4 ends under its supervisor, or under the next run
+        second = start_paradev(repo, "run")
+        out, err = second.communicate(timeout=120)
+    finally:
+        for pid in supervisors:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert second.returncode == 0, out + err
+    assert "continuing merge train" in out  # the lane's landing resumed where it was killed
+    ws = open_workspace(repo)
+    state = ws.store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    three, four = state.tasks[3], state.tasks[4]
+    assert three.merged_commit and four.merged_commit
+    assert four.start_commit == three.head_commit  # started while #3 was landing
+    assert not _has(repo, three.merged_commit, "work-4.txt")
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sorted(s for s in subjects if s.startswith(("feat: #3 ", "feat: #4 "))) == [
+        "feat: #3 step 0",
+        "feat: #3 step 1",
+        "feat: #4 step 0",
+        "feat: #4 step 1",
+    ]
+    assert git(repo, "rev-parse", "parallel-dev/agent-2") == four.merged_commit
+    assert git(lanes.tree(ws, 2), "status", "--porcelain") == ""

@@ -238,8 +238,8 @@ def hold_busy_lane(train: Train, agent: int, why: str) -> None:
         drop_rebase(train, agent, path)
     lanes.hold(train.ws, agent)
     raise LaneHeld(
-        f"agent {agent}: #{train.agent(agent)['lane_issue']} {why}; its agent is busy on its "
-        "next task: it lands with that task's work once the agent is idle"
+        f"#{train.agent(agent)['lane_issue']}: {why}; agent {agent} is busy on its next task: "
+        "it lands with that task's work once the agent is idle"
     )
 
 

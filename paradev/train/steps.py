@@ -143,7 +143,7 @@ def run(train: Train, follow: Follow | None = None) -> None:
             land(train, agent)
         except LaneHeld as held:
             _note_skip(train, agent, str(held))
-            train.out(str(held))
+            train.out(f"agent {agent}: {held}")
         train.queue.pop(0)  # written with the next step; a resumed train finds it all done
         if follow is not None:
             train.save()  # the journal no longer names it before anyone else may take it
