@@ -199,8 +199,11 @@ class Run:
         self.progress = progress
         self.say = say
         self.clock = clock
-        self.agents = RunSupervisor(ws, progress, clock, self._release)
         self.locks: dict[int, ExitStack] = {}
+        # agents whose task just ended: let go once this poll's launches are decided, so a
+        # next task that may start while the previous one lands keeps its agent (paradev.lanes)
+        self.ending: set[int] = set()
+        self.agents = RunSupervisor(ws, progress, clock, self.ending.add)
         self.given_up: dict[int, str] = {}
         self.landing: Landing | None = None
         self.standby: subprocess.Popen[bytes] | None = None  # the next landing's process
@@ -232,8 +235,9 @@ class Run:
                 self._write_snapshot(schedule)
                 if self._over(schedule):
                     break
+                self._launch(state, schedule)  # first: a train must not take an agent it starts
+                self._let_go()
                 self._land(state, schedule)
-                self._launch(state, schedule)
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -358,6 +362,14 @@ class Run:
         self.held.discard(agent)
         self.locks[agent] = stack
         return True
+
+    def _let_go(self) -> None:
+        """Release the agents whose task ended and that started no other: the train may land
+        their branch now."""
+        for agent in sorted(self.ending):
+            if agent not in self.agents.running:
+                self._release(agent)
+        self.ending.clear()
 
     def _release(self, agent: int) -> None:
         lock = self.locks.pop(agent, None)
