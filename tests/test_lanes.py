@@ -19,7 +19,8 @@ from paradev import lanes
 from paradev.git import git_env
 from paradev.state import MERGED
 from paradev.workspace import open_workspace
-from tests.helpers import Result, commit, git, gone, start_paradev, wait_for_file
+from tests.helpers import Result, agent_tree, commit, git, gone, start_paradev, wait_for_file
+from tests.test_train import configure, work
 
 CliFn = Callable[..., Result]
 
@@ -308,3 +309,40 @@ def test_a_run_killed_while_a_lane_lands_resumes_to_the_same_landings(
     ]
     assert git(repo, "rev-parse", "parallel-dev/agent-2") == four.merged_commit
     assert git(lanes.tree(ws, 2), "status", "--porcelain") == ""
+
+
+def test_after_a_lane_landed_merge_by_hand_lands_only_the_next_tasks_own_range(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    configure(repo, squash=True)  # the lane's task lands rewritten: its commits are not on main
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\nB = 1\n", "c.py": "C = 1\n"}, n=2)
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)  # as 'paradev run' does
+    assert cli("start", "1").code == 0  # #21, on #11's head, while #11 waits to land
+    tree = agent_tree(worktrees, 1)
+    second = commit(tree, {"b.py": "D = 1\n"}, "feat: #21's work")
+    (tree / "notes.txt").write_text("uncommitted\n")
+
+    landed = cli("merge", "--follow")
+
+    assert landed.code == 0, landed.out + landed.err
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == second  # the busy branch untouched
+    assert (tree / "notes.txt").read_text() == "uncommitted\n"
+    assert git(repo, "show", "main:a.py") == "A = 1\nB = 1"
+    assert "b.py" not in git(repo, "ls-tree", "--name-only", "main").split()
+    work(cli, worktrees, 2, {"a.py": "A = 1\nB = 2\n"})  # main changes #11's file meanwhile
+    assert cli("merge").code == 0
+    assert cli("complete", "1").code == 0
+
+    result = cli("merge")  # by hand, no run: the branch's tip, from #11's original head
+
+    assert result.code == 0, result.out + result.err
+    state = ws.store.read()
+    assert {i: state.status(i) for i in (11, 12, 21)} == {i: MERGED for i in (11, 12, 21)}
+    assert git(repo, "show", "main:a.py") == "A = 1\nB = 2"
+    assert git(repo, "show", "main:b.py") == "D = 1"
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == git(repo, "rev-parse", "main")
+    assert (
+        len(git(repo, "log", "--format=%H", f"{state.tasks[12].merged_commit}..main").split()) == 1
+    )

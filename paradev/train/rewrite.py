@@ -321,7 +321,12 @@ def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
     """
     entry = train.agent(agent)
     work = str(entry.get("rebase_from") or entry.get("candidate") or entry.get("old_head") or head)
-    missing = landing.missing_work(train.ws.git, base, head, work, entry.get("resolved", []))
+    resolved, start = entry.get("resolved", []), entry.get("range_from")
+    missing = (
+        landing.missing_range_work(train.ws.git, head, work, start, resolved)
+        if start  # only the range landed (paradev.lanes): only it is looked for
+        else landing.missing_work(train.ws.git, base, head, work, resolved)
+    )
     if missing is None:
         return None
     return (
