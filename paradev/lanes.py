@@ -79,7 +79,9 @@ def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) ->
     agent's next task starts. A lane still landing (its tree mid-rebase) is refused."""
     path = tree(ws, agent)
     lane = Lane(agent, issue, head, range_start(ws, state, agent, head))
-    if path.exists() and gitmod.rebase_in_progress(path) is not None:
+    if path.exists() and not path.is_dir():
+        raise PreconditionError(f"{path} is in the way of the lane's work tree; remove it")
+    if (path / ".git").exists() and gitmod.rebase_in_progress(path) is not None:
         raise PreconditionError(f"the lane {path} has a rebase in progress; finish the train first")
     if not (path / ".git").exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -435,7 +435,14 @@ class Run:
             return False  # the next poll's launch_preflight says what is wrong
         lane = lanes.read(self.ws).get(task.agent)
         if lane is None or (lane.issue, lane.head) != (previous.issue, record.head_commit):
-            lane = lanes.open_lane(self.ws, state, task.agent, previous.issue, record.head_commit)
+            try:
+                lane = lanes.open_lane(
+                    self.ws, state, task.agent, previous.issue, record.head_commit
+                )
+            except ParadevError as err:  # it lands from the branch; this run overlaps no more
+                self.say("lane", f"agent {task.agent}: no lane for #{previous.issue}: {err}")
+                self.overlap = False
+                return False
         if lane.held:
             return False
         self.say(

@@ -346,3 +346,22 @@ def test_after_a_lane_landed_merge_by_hand_lands_only_the_next_tasks_own_range(
     assert (
         len(git(repo, "log", "--format=%H", f"{state.tasks[12].merged_commit}..main").split()) == 1
     )
+
+
+def test_a_lane_that_cannot_be_made_leaves_the_run_landing_the_usual_way(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    lane_plan(repo, tmp_path, {}, wait=0)
+    blocker = lanes.tree(open_workspace(repo), 2)
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a work tree\n")  # git cannot add the lane's work tree there
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    assert "agent 2: no lane for #3:" in result.out
+    state = open_workspace(repo).store.read()
+    three, four = state.tasks[3], state.tasks[4]
+    assert three.merged_commit and four.start_commit and four.merged_commit
+    assert _ancestor(repo, three.merged_commit, four.start_commit)  # #4 waited for #3
+    assert blocker.read_text() == "not a work tree\n"
