@@ -15,6 +15,7 @@ the time goes: launches, agents, train start-up, gates, landings).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -188,13 +189,33 @@ def _timeline_rows(
     return rows
 
 
+OVERLAPS: dict[str, list[int]] = {}  # schedule -> per run: next tasks started before the landing
+
+
 def makespan(schedule: str, parallel: int, work: bool = True) -> float:
     with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
         repo = build(Path(tmp), schedule, parallel, work)
         elapsed = paradev(repo, "run")
         landed = git(repo, "ls-tree", "--name-only", "main").split()
         assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
+        if work:
+            OVERLAPS.setdefault(schedule, []).append(_overlapped(repo))
         return elapsed
+
+
+def _overlapped(repo: Path) -> int:
+    """How many of an agent's next tasks started before its previous task had landed (the
+    previous task's landed commit not under the next one's start), from the refs."""
+    tasks = json.loads((repo / ".git" / "paradev" / "state.json").read_text())["tasks"]
+    count = 0
+    for agent in (1, 2, 3, 4):
+        mine = [i for batch in TASKS for who, i, _, _ in batch if who == agent]
+        for earlier, later in itertools.pairwise(mine):
+            merged, start = tasks[str(earlier)]["merged_commit"], tasks[str(later)]["start_commit"]
+            argv = ["git", "merge-base", "--is-ancestor", merged, start]
+            ancestor = subprocess.run(argv, cwd=repo, env=ENV, check=False).returncode == 0
+            count += not ancestor
+    return count
 
 
 def lower_bound(parallel: int) -> tuple[float, dict[str, float]]:
@@ -240,6 +261,8 @@ def main() -> None:
     for schedule in ("flow", "batches"):
         best = min(makespan(schedule, options.parallel) for _ in range(options.repeat))
         print(f"{schedule:8} makespan           {best:6.2f}s  = {best / bound:.2f}x the bound")
+        shown = ", ".join(str(n) for n in OVERLAPS.get(schedule, []))
+        print(f"  next tasks started while the previous one waited to land: {shown} (of 8)")
     idle = min(makespan("flow", options.parallel, work=False) for _ in range(options.repeat))
     print(f"flow, 0 s tasks and gates    {idle:6.2f}s  (paradev's own cost on this machine now)")
 

@@ -1861,3 +1861,18 @@ def trailers_appended(message: str, key: str, values: Sequence[str]) -> str | No
 
 def _may_be_trailer(line: str) -> bool:
     return ":" in line or line.startswith(("(cherry picked from", " ", "\t"))
+
+
+def rebase_range(worktree: Path, onto: str, upstream: str) -> bool:
+    """``git rebase --onto onto upstream`` there: exactly the commits after ``upstream``.
+
+    False when it stopped (a conflict, left in progress); a refusal (a dirty
+    tree) raises, as ``rebase`` does.
+    """
+    args = ("rebase", "--no-update-refs", "--onto", onto, upstream)
+    proc = Git(worktree).run("-c", "rebase.autoStash=false", *args, check=False)
+    if proc.returncode == 0:
+        return True
+    if rebase_in_progress(worktree) is None:
+        raise GitError(_failure_message(args, proc))
+    return False

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paradev import processes, runstatus, supervise
+from paradev import lanes, processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
 from paradev.plan import Task
@@ -41,12 +41,13 @@ from paradev.runner import (
     Running,
     Supervisor,
     apply_moves,
+    check_launch,
     launch_preflight,
     log_path,
     log_size,
     mark_failed,
 )
-from paradev.scheduler import LANDED, Schedule, decide
+from paradev.scheduler import FLOW, LANDED, Schedule, decide
 from paradev.shared import SharedStateStore
 from paradev.state import (
     COMPLETED,
@@ -198,8 +199,11 @@ class Run:
         self.progress = progress
         self.say = say
         self.clock = clock
-        self.agents = RunSupervisor(ws, progress, clock, self._release)
         self.locks: dict[int, ExitStack] = {}
+        # agents whose task just ended: let go once this poll's launches are decided, so a
+        # next task that may start while the previous one lands keeps its agent (paradev.lanes)
+        self.ending: set[int] = set()
+        self.agents = RunSupervisor(ws, progress, clock, self.ending.add)
         self.given_up: dict[int, str] = {}
         self.landing: Landing | None = None
         self.standby: subprocess.Popen[bytes] | None = None  # the next landing's process
@@ -214,6 +218,8 @@ class Run:
         self.here = ws.agents_here()  # [agents] hosts: the agents this host runs
         self.pulled = -PULL_EVERY  # when the shared state was last pulled (hosts)
         self.lease_wait = 0.0  # no train started before then: another host's held the lease
+        # an agent may start its next task while its previous one lands from a lane
+        self.overlap = ws.plan.schedule == FLOW and lanes.allowed(ws)
 
     # -- the loop --
     def run(self) -> Summary:
@@ -225,12 +231,13 @@ class Run:
                 self._poll_landing()
                 state = self._state()
                 self._tell_changes(state)
-                schedule = decide(self.ws.plan, state, given_up=self.given_up, here=self.here)
+                schedule = self._decide(state)
                 self._write_snapshot(schedule)
                 if self._over(schedule):
                     break
+                self._launch(state, schedule)  # first: a train must not take an agent it starts
+                self._let_go()
                 self._land(state, schedule)
-                self._launch(state, schedule)
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -244,6 +251,17 @@ class Run:
             for lock in self.locks.values():
                 lock.close()
         return self._summary()
+
+    def _decide(self, state: State) -> Schedule:
+        held = {lane.issue for lane in lanes.read(self.ws).values() if lane.held}
+        return decide(
+            self.ws.plan,
+            state,
+            given_up=self.given_up,
+            here=self.here,
+            overlap=self.overlap,
+            held=held,
+        )
 
     def _wait_for_news(self) -> None:
         """Sleep until a child process ends or the merge train writes, at most a poll's time.
@@ -345,6 +363,14 @@ class Run:
         self.locks[agent] = stack
         return True
 
+    def _let_go(self) -> None:
+        """Release the agents whose task ended and that started no other: the train may land
+        their branch now."""
+        for agent in sorted(self.ending):
+            if agent not in self.agents.running:
+                self._release(agent)
+        self.ending.clear()
+
     def _release(self, agent: int) -> None:
         lock = self.locks.pop(agent, None)
         if lock is not None:
@@ -359,19 +385,74 @@ class Run:
             if not self._lock(task.agent):
                 continue
             try:
-                self._get_ready(state, task)
+                ready = self._get_ready(state, task)
             except ParadevError as err:
                 self.locks.pop(task.agent).close()
                 self._give_up(task, str(err))
                 continue
+            if not ready:
+                self.locks.pop(task.agent).close()
+                continue
             self.agents.start(task)  # a launch that fails fails the task (an outcome)
 
-    def _get_ready(self, state: State, task: Task) -> None:
-        """The branch on the new base (all its earlier work landed): start() takes it from there."""
+    def _get_ready(self, state: State, task: Task) -> bool:
+        """The branch on the new base (all its earlier work landed): start() takes it from there.
+
+        When its previous task still waits to land, that task goes to its lane
+        first and the branch stays as it is (the next task builds on it);
+        False: it cannot now (the train took the agent meanwhile), try later.
+        """
+        previous = self._waiting_to_land(state, task)
+        if previous is not None:
+            return self._open_lane(task, previous)
         move = launch_preflight(self.ws, state, task)
         if move is not None:
             apply_moves(self.ws, [move])
             self.say("moved", move.describe(self.ws.plan.base), agent=task.agent)
+        return True
+
+    def _waiting_to_land(self, state: State, task: Task) -> Task | None:
+        """The agent's completed task that ``task`` starts ahead of (the schedule's overlap)."""
+        earlier = None
+        for other in self.ws.tasks_of(task.agent):
+            if other.issue == task.issue:
+                break
+            if state.status(other.issue) not in LANDED:
+                earlier = other
+        return earlier if earlier is not None and state.status(earlier.issue) == COMPLETED else None
+
+    def _open_lane(self, task: Task, previous: Task) -> bool:
+        """Put ``previous``'s head on its lane; False when it is no longer waiting to land.
+
+        Read again under the agent's lock: the train may have landed it from
+        the branch meanwhile (then ``task`` starts the usual way, next poll).
+        """
+        state = self.ws.store.read()
+        record = state.tasks.get(previous.issue)
+        if record is None or record.status != COMPLETED or not record.head_commit:
+            return False
+        if check_launch(self.ws, state, task):
+            return False  # the next poll's launch_preflight says what is wrong
+        lane = lanes.read(self.ws).get(task.agent)
+        if lane is None or (lane.issue, lane.head) != (previous.issue, record.head_commit):
+            try:
+                lane = lanes.open_lane(
+                    self.ws, state, task.agent, previous.issue, record.head_commit
+                )
+            except ParadevError as err:  # it lands from the branch; this run overlaps no more
+                self.say("lane", f"agent {task.agent}: no lane for #{previous.issue}: {err}")
+                self.overlap = False
+                return False
+        if lane.held:
+            return False
+        self.say(
+            "lane",
+            f"agent {task.agent}: #{previous.issue} lands from {lanes.branch(task.agent)} "
+            f"while #{task.issue} starts",
+            agent=task.agent,
+            issue=previous.issue,
+        )
+        return True
 
     def _give_up(self, task: Task, why: str) -> None:
         """The task ended unfinished in this run: it is not started again, and says why."""
@@ -465,7 +546,8 @@ class Run:
             return
         self.refusals = 0
         self._set_aside_skipped(state)
-        for issue in sorted(landing.issues):
+        held = {lane.issue for lane in lanes.read(self.ws).values() if lane.held}
+        for issue in sorted(landing.issues - held):
             task = self.ws.plan.task(issue)
             if task is None or issue in self.given_up or state.status(issue) != COMPLETED:
                 continue
@@ -480,6 +562,8 @@ class Run:
         last = state.merge_history[-1]
         reasons = last.get("skip_reasons") or {}
         for agent in last.get("skipped") or []:
+            if lanes.held(self.ws, state, int(agent)) is not None:
+                continue  # it lands with its agent's next task (paradev.lanes)
             for task in self.ws.tasks_of(int(agent)):
                 if state.status(task.issue) == COMPLETED and task.issue not in self.given_up:
                     why = reasons.get(str(agent), "set aside by the merge train")

@@ -330,6 +330,15 @@ def _agent_problems(ws: Workspace, state: State, agent: int, tasks: list[Task]) 
     return problems
 
 
+def check_launch(ws: Workspace, state: State, task: Task) -> list[str]:
+    """What keeps ``task`` from starting on its agent's branch as it is (no move: ``paradev
+    run`` starting it while the previous task lands from its lane)."""
+    problems = _agent_problems(ws, state, task.agent, [task])
+    return problems + (
+        ["dropped work to take off"] if coverage.pending_drops(ws, state, task.agent) else []
+    )
+
+
 def launch_preflight(ws: Workspace, state: State, task: Task) -> BranchMove | None:
     """run-batch's checks of one agent, for ``paradev run``'s next task: the move it needs."""
     problems = _agent_problems(ws, state, task.agent, [task])

@@ -7,10 +7,13 @@ also waits until every earlier batch has landed. This module is the pure
 decision, taken again from the state after every event; ``paradev.runloop``
 carries it out.
 
-An agent starts its next task only once its previous one has landed: the
-merge train lands a branch's whole completed range and refuses a branch whose
-agent is still at work, so an agent working on while its previous task waits
-in the queue would hold that landing up (or have it land work in progress).
+With ``overlap`` (flow, the serial train: ``paradev.lanes``) an agent may
+start its next task while its previous one waits in the merge queue, unless
+the next depends on it (directly or through others: a dependency must have
+landed): the previous task lands from paradev's own lane, never from the
+busy branch. One task at most waits so: an agent with two tasks waiting to
+land is idle until its branch lands both. Without it an agent starts its
+next task only once its previous one has landed.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def decide(
     busy: Collection[int] = (),
     given_up: Collection[int] = (),
     here: Collection[int] | None = None,
+    overlap: bool = False,
+    held: Collection[int] = (),
 ) -> Schedule:
     """The tasks that may start now, and for every other unfinished task what it waits for.
 
@@ -57,6 +62,8 @@ def decide(
     unfinished in this run (failed, set aside): a run never starts them again.
     ``here``: with [agents] hosts, the agents this host runs; another host's
     unfinished tasks only wait (their progress comes through the shared state).
+    ``overlap``: an agent may start its next task while its previous one waits
+    to land; ``held``: completed tasks that land only once their agent is idle.
     """
     schedule = plan.schedule
     blocked = _blocked(plan, state, given_up, schedule)
@@ -75,14 +82,25 @@ def decide(
                     waiting[task.issue] = f"agent {agent} runs it on another host"
                     elsewhere.append(task.issue)
             continue
-        ahead: Task | None = None  # the agent's first unfinished task
+        ahead: Task | None = None  # the agent's first unfinished task (or the one overlapping it)
+        overlapping = False
         for task in plan.tasks_for(agent):
             status = state.status(task.issue)
             if status in LANDED or task.issue in blocked:
                 continue
             if ahead is not None:
-                waiting[task.issue] = _behind(ahead, state.status(ahead.issue))
-                continue
+                ahead_status = state.status(ahead.issue)
+                started = status in (IN_PROGRESS, COMPLETED)
+                may = overlap and not overlapping and ahead_status == COMPLETED
+                if not may or (ahead.issue in held and not started):
+                    waiting[task.issue] = _behind(ahead, ahead_status)
+                    continue
+                overlapping = True  # its previous task waits to land: it may go on meanwhile
+                if ahead.issue in held and status == IN_PROGRESS:
+                    landing.remove(ahead.issue)
+                    waiting[ahead.issue] = (
+                        f"held: it lands with #{task.issue} once agent {agent} is idle"
+                    )
             ahead = task
             if status == IN_PROGRESS:
                 running.append(task.issue)

@@ -631,3 +631,40 @@ def test_a_detached_json_run_says_so_in_json_and_logs_its_events_as_json(
     assert cli("wait").code == 0
     logged = [json.loads(line) for line in Path(event["log"]).read_text().splitlines()]
     assert logged[-1]["event"] == "summary" and logged[-1]["landed"] is True
+
+
+def test_with_overlap_an_agent_starts_its_next_task_while_the_previous_one_waits_to_land(
+    tmp_path: Path,
+) -> None:
+    plan = chain(tmp_path)
+    landing = decide(plan, state_with(t1=COMPLETED, t5=MERGED), overlap=True)
+    assert [t.issue for t in landing.ready] == [3]  # agent 1's next: it does not depend on 1
+    assert landing.landing == (1,)
+    assert landing.waiting[2] == "dependency #1 (completed) to land"
+    # a next task that depends on the previous one, directly or through others, waits for it
+    text = "[agents]\ncount = 2\n[[batches]]\nname = 'b'\n" + "".join(
+        f"  [[batches.tasks]]\n  agent = {a}\n  issue = {i}\n  title = 't'\n"
+        f"  hours = 1\n  depends_on = {d}\n"
+        for a, i, d in ((1, 1, []), (1, 2, [1]), (2, 9, [1]), (2, 3, []), (1, 4, [9]))
+    )
+    mine = parse(text, tmp_path / "plan.toml", tmp_path)
+    state = State()
+    state.task(1, 1).status = COMPLETED
+    direct = decide(mine, state, overlap=True)
+    assert direct.ready == ()  # #9 (agent 2) needs #1 too; #3 comes after #9 on agent 2
+    assert direct.waiting[2] == "dependency #1 (completed) to land"
+    state.task(2, 1).status = MERGED
+    through = decide(mine, state, overlap=True)
+    assert through.waiting[4] == "dependency #9 (planned) to land"
+    assert 4 not in [t.issue for t in through.ready]
+    # one task at most waits so: with two waiting, the agent's branch lands both first
+    both = decide(plan, state_with(t1=COMPLETED, t3=COMPLETED, t5=MERGED), overlap=True)
+    assert both.landing == (1, 3) and not [t for t in both.ready if t.agent == 1]
+    # a held task waits for its agent's running next task, and lands with it
+    held = decide(plan, state_with(t1=COMPLETED, t3=IN_PROGRESS), overlap=True, held={1})
+    assert held.running == (3,) and 1 not in held.landing
+    assert held.waiting[1] == "held: it lands with #3 once agent 1 is idle"
+    idle = decide(plan, state_with(t1=COMPLETED), overlap=True, held={1})
+    assert idle.landing == (1,) and 3 not in [t.issue for t in idle.ready]
+    # without overlap (batches, the merge queue, hosts) the agent waits for the landing
+    assert [t.issue for t in decide(plan, state_with(t1=COMPLETED, t5=MERGED)).ready] == []

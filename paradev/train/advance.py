@@ -326,7 +326,10 @@ def step_mark(train: Train, agent: int) -> None:
     entry["step"] = MARK
     entry["done"].append(MARK)
     issues: list[int] = []
+    lane = entry.get("lane_issue")  # a lane lands its one task (paradev.lanes)
     for task in train.ws.tasks_of(agent):
+        if lane is not None and task.issue != lane:
+            continue
         record = state.tasks.get(task.issue)
         if record is not None and record.status == COMPLETED:
             issues.append(task.issue)

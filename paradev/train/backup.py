@@ -118,6 +118,8 @@ def journal_backup(
     base, head, tracking = _tips_and_tracking(train, agent, found)
     completed = completed_head(train.ws, train.task_view(agent), agent)
     candidate = completed[1] if completed else head
+    if train.agent(agent).get("lane_issue"):  # the lane holds exactly its task's head
+        candidate = head
     train.begin(
         agent,
         BACKUP,

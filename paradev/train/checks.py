@@ -88,13 +88,13 @@ def _refuse_unfinished(holder: Path, base: str, then: str) -> None:
         )
 
 
-def _check_agent_branch(ws: Workspace, agent: int, branch: str) -> Path:
+def _check_agent_branch(ws: Workspace, agent: int, branch: str, path: Path | None = None) -> Path:
     """The agent's work tree, which must have ``branch`` checked out and no rebase under way.
 
     ``git rebase`` rewrites whatever is checked out: a work tree switched to
     another branch must never be rebased in its place.
     """
-    path = ws.agent_git(agent).cwd
+    path = path or ws.agent_git(agent).cwd
     if gitmod.rebase_in_progress(path) is not None:
         raise PreconditionError(
             f"a rebase is in progress in {path} that this train did not start; "

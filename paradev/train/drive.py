@@ -60,10 +60,14 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         checked = preflight(ws, locks, push=options.push, gate=options.gate)
         selection = checked.selection
         _bring_base_up(ws, out, checked)
-        if not selection.agents:
+        state = ws.store.read()
+        from_lanes = join.lanes_to_land(ws, state) if options.follow else []
+        agents = [*selection.agents, *(a for a in from_lanes if a not in selection.agents)]
+        if not agents:
             out("nothing to land")
             return
-        journal = _new_journal(ws, merge_order(ws, selection.agents), checked.pushing, options.gate)
+        journal = _new_journal(ws, merge_order(ws, agents), checked.pushing, options.gate)
+        join.prepare(ws, state, journal, agents, from_lanes)
         journal["left_out"] = list(selection.notes)  # the summary names them again
         _say_skipped_last_time(ws, journal["order"], out)
         with ws.store.update() as state:
@@ -97,7 +101,7 @@ def _taken(ws: Workspace, out: Output, hand_back: HandBack | None) -> Iterator[T
     """The train in progress, driven by this process, its queued agents locked."""
     with driving(ws), ExitStack() as locks:
         train = load_train(ws, out, hand_back)
-        _lock_agents(ws, train.queue, locks)
+        _lock_agents(ws, join.lockable(train, train.queue), locks)
         if adopt.needs_adoption(train):  # begun on another host: its refs are on the remote
             adopt.adopt(train)
         yield train
@@ -153,7 +157,7 @@ def abort(ws: Workspace, out: Output) -> None:
     with driving(ws), ExitStack() as locks:
         train = load_train(ws, out)
         queued = bool(train.journal.get("mq"))
-        _lock_agents(ws, train.queue if queued else train.queue[:1], locks)
+        _lock_agents(ws, join.lockable(train, train.queue if queued else train.queue[:1]), locks)
         if adopt.needs_adoption(train):
             adopt.adopt(train)
         take_over(train)

@@ -20,13 +20,18 @@ left for the next train: joining never stops the train.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from paradev import git as gitmod
+from paradev import lanes
 from paradev.errors import ParadevError
 from paradev.order import select_agents
-from paradev.train.checks import _check_agent_tree, merge_order
+from paradev.state import State
+from paradev.train.checks import _check_agent_branch, _check_agent_tree, merge_order
 from paradev.train.gate import _gate_command
 from paradev.train.journal import AgentLocks, Train, _lock_agents
 from paradev.train.steps import Follow
+from paradev.workspace import Workspace
 
 
 class Joiner:
@@ -47,11 +52,15 @@ class Joiner:
         gating = bool(train.journal.get("gate")) and bool(_gate_command(ws))
         handled = set(train.journal["order"])
         ready = [a for a in select_agents(ws).agents if a not in handled]
-        joined = [a for a in ready if self._take(train, a, gating)]
+        state = ws.store.read()
+        from_lanes = [a for a in lanes_to_land(ws, state) if a not in handled]
+        joined = [a for a in ready if a not in from_lanes and self._take(train, a, gating)]
+        joined += [a for a in from_lanes if _lane_ready(ws, a, gating)]
         if not joined:
             return False
         if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
             joined = merge_order(ws, joined, save=False)
+        prepare(ws, state, train.journal, joined, from_lanes)
         train.journal["order"] += joined
         train.queue.extend(joined)
         train.save()
@@ -67,6 +76,60 @@ class Joiner:
             self.locks.release(agent)
             return False
         return True
+
+
+# -- lanes (``paradev.lanes``): a task landing while its agent works on the next ------------
+
+
+def lanes_to_land(ws: Workspace, state: State) -> list[int]:
+    """The agents whose completed task waits to land from its lane."""
+    if not lanes.allowed(ws):
+        return []
+    return [a for a in range(1, ws.plan.agent_count + 1) if lanes.landable(ws, state, a)]
+
+
+def _lane_ready(ws: Workspace, agent: int, gating: bool) -> bool:
+    """The lane's tree has its branch checked out and holds nothing else (no agent lock:
+    its agent works elsewhere, on its next task)."""
+    path = lanes.tree(ws, agent)
+    try:
+        _check_agent_branch(ws, agent, lanes.branch(agent), path)
+        dirty = gitmod.dirty_paths(path, untracked=gating)
+    except ParadevError:
+        return False
+    return not dirty
+
+
+def prepare(
+    ws: Workspace,
+    state: State,
+    journal: dict[str, Any],
+    agents: Sequence[int],
+    from_lanes: Sequence[int],
+) -> None:
+    """Journal, before the train first writes them, where each agent's work lands from and
+    where its range starts: a lane's task from its lane, other work after what a lane landed."""
+    known = lanes.read(ws)
+    for agent in agents:
+        entry = journal["agents"].setdefault(str(agent), {"done": []})
+        lane = known.get(agent)
+        if agent in from_lanes and lane is not None:
+            entry.update(
+                branch=lanes.branch(agent),
+                worktree=str(lanes.tree(ws, agent)),
+                lane_issue=lane.issue,
+                range_from=lane.start,
+            )
+            continue
+        tip = ws.git.rev(f"refs/heads/{ws.branch(agent)}")
+        start = lanes.range_start(ws, state, agent, tip) if tip else None
+        if start is not None:
+            entry["range_from"] = start
+
+
+def lockable(train: Train, agents: Sequence[int]) -> list[int]:
+    """The agents a resumed train holds: not those landing from a lane (their agent works)."""
+    return [a for a in agents if not train.agent(a).get("lane_issue")]
 
 
 # -- the merge queue (``[merge] parallel/batch/eject``) ---------------------------------------

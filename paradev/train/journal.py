@@ -144,7 +144,9 @@ class Train:
         return str(self.agent(agent).get("branch") or self.ws.branch(agent))
 
     def worktree(self, agent: int) -> Path:
-        return self.ws.worktree(agent)
+        """The agent's work tree, or the lane its task lands from (``paradev.lanes``)."""
+        lane = self.journal["agents"].get(str(agent), {}).get("worktree")
+        return Path(lane) if lane else self.ws.worktree(agent)
 
     def head(self, agent: int) -> str:
         return _rev(self.ws.git, f"refs/heads/{self.branch(agent)}")
@@ -433,6 +435,10 @@ def _lock_files(train: Train, agents: Sequence[int]) -> list[Path]:
     if remote is not None:  # a push's git-receive-pack, killed with its driver
         files += [remote / f"{ref}.lock" for ref in ("HEAD", *refs)] + [remote / "packed-refs.lock"]
     return files
+
+
+class LaneHeld(Exception):  # noqa: N818 - not an error: the lane's task waits for its agent
+    """A lane's landing that needs its agent, busy on its next task: it lands later."""
 
 
 def load_train(ws: Workspace, out: Output, hand_back: HandBack | None = None) -> Train:

@@ -148,3 +148,27 @@ def with_issue_trailers(
     parent = commits[kept - 1] if kept else base
     rest = [old._replace(message=m) for old, m in zip(raw[kept:], messages[kept:], strict=True)]
     return ([parent, *gitmod.write_commit_chain(git, parent, rest)])[-1]
+
+
+def missing_range_work(
+    git: Git, landing: str, work: str, start: str, resolved: Sequence[str] = ()
+) -> Missing | None:
+    """What of the change ``start`` -> ``work`` the ``landing`` lacks: ``missing_work`` for a
+    range replayed from ``start`` (``git rebase --onto``), whose earlier commits landed rewritten.
+
+    ``start`` is no ancestor of the landing, so the merge base is given by
+    three commits made for the comparison alone (no ref names them): the
+    landing's and the work's trees, each on ``start``'s.
+    """
+    root = gitmod.commit_tree(git, gitmod.tree_of(git, start), [], "range start\n")
+    ours = gitmod.commit_tree(git, gitmod.tree_of(git, landing), [root], "landing\n")
+    theirs = gitmod.commit_tree(git, gitmod.tree_of(git, work), [root], "work\n")
+    merge, own = gitmod.merge_trees(git, [(ours, theirs), (ours, ours)])
+    if merge.clean and merge.tree == own.tree:
+        return None
+    lost = set(merge.conflicted_paths) | set(gitmod.tree_diff_paths(git, own.tree, merge.tree))
+    lost -= set(resolved) | set(files_with_markers(git, start, work))
+    if not lost:
+        return None
+    paths = sorted(lost)
+    return Missing(paths, gitmod.log_touching(git, start, work, paths))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from paradev import git as gitmod
-from paradev import processes
+from paradev import lanes, processes
 from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.train.checks import (
     _check_agent_branch,
@@ -22,6 +22,7 @@ from paradev.train.checks import (
 )
 from paradev.train.journal import (
     REBASE,
+    LaneHeld,
     Train,
     remove_stale_locks,
 )
@@ -72,7 +73,7 @@ def step_rebase(train: Train, agent: int) -> None:
     was interrupted, so git's idea of what is done cannot be trusted: it is
     thrown away and the rebase starts again from the journaled commit.
     """
-    path = train.ws.agent_git(agent).cwd
+    path = train.worktree(agent)
     handed = train.handed_on(agent)  # by the backup step, when it read the tips
     rebase = gitmod.rebase_in_progress(path)
     if rebase is not None:
@@ -90,11 +91,11 @@ def step_rebase(train: Train, agent: int) -> None:
         on_base = train.on_base(agent, base, head)
         if on_base is None:
             on_base = gitmod.is_ancestor(train.ws.git, base, head)
-        if on_base:
+        if on_base and not train.agent(agent).get("range_from"):
             train.finish(agent, REBASE)
             train.hand_on(agent, base, head)
             return
-        _check_agent_branch(train.ws, agent, train.branch(agent))
+        _check_agent_branch(train.ws, agent, train.branch(agent), path)
         train.begin(
             agent, REBASE, flush=True, onto=base, rebase_from=head, conflict_at=None, resolved=[]
         )
@@ -167,9 +168,16 @@ def _clear_rebase(train: Train, agent: int, path: Path) -> None:
 
 
 def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
-    """``git rebase onto`` there; git itself refuses a dirty tree, said here in plain words."""
+    """``git rebase onto`` there; git itself refuses a dirty tree, said here in plain words.
+
+    A range (``range_from``: the work after a task that landed from a lane,
+    or a lane's own task after the one before it) is replayed exactly.
+    """
+    start = train.agent(agent).get("range_from")
     try:
-        stopped = not gitmod.rebase(path, onto)
+        stopped = not (
+            gitmod.rebase_range(path, onto, start) if start else gitmod.rebase(path, onto)
+        )
     except GitError:
         _refuse_uncommitted(
             path, f"agent {agent}'s worktree {path}", "run paradev merge --continue"
@@ -194,6 +202,7 @@ def _on_conflict(train: Train, agent: int) -> None:
     facts = conflict_facts(train, agent)
     report = "\n".join([*facts, *_conflict_steps(train, agent)])
     if train.ws.plan.on_conflict == "agent":
+        hold_busy_lane(train, agent, "its rebase conflicts")
         owner = _host_elsewhere(train, agent)
         if owner is not None:
             raise _hand_to_host(train, agent, owner)
@@ -213,6 +222,24 @@ def _on_conflict(train: Train, agent: int) -> None:
         "conflict",
         f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts "
         f"(rebase left in progress in {path})",
+    )
+
+
+def hold_busy_lane(train: Train, agent: int, why: str) -> None:
+    """A lane's task cannot be handed back while its agent works on the next: hold it.
+
+    The lane goes back to the task's head; once the agent is idle its branch
+    lands both tasks' work together, and a conflict is handed back then.
+    """
+    if not train.agent(agent).get("lane_issue"):
+        return
+    path = train.worktree(agent)
+    if gitmod.rebase_in_progress(path) is not None:
+        drop_rebase(train, agent, path)
+    lanes.hold(train.ws, agent)
+    raise LaneHeld(
+        f"#{train.agent(agent)['lane_issue']}: {why}; agent {agent} is busy on its next task: "
+        "it lands with that task's work once the agent is idle"
     )
 
 

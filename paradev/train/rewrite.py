@@ -24,6 +24,7 @@ from paradev.train.journal import (
 from paradev.train.messages import squash_message
 from paradev.train.rebase import (
     hand_back,
+    hold_busy_lane,
 )
 
 
@@ -241,6 +242,7 @@ def step_check(train: Train, agent: int) -> None:
         return
     marked, missing = _look_at_landing(train, agent, base, head)
     if marked and train.ws.plan.on_conflict == "agent":
+        hold_busy_lane(train, agent, "holds conflict markers")
         marked = _hand_back_markers(train, agent, marked)
         base, head = train.tips(agent)
         missing = _missing_work(train, agent, base, head)
@@ -319,7 +321,12 @@ def _missing_work(train: Train, agent: int, base: str, head: str) -> str | None:
     """
     entry = train.agent(agent)
     work = str(entry.get("rebase_from") or entry.get("candidate") or entry.get("old_head") or head)
-    missing = landing.missing_work(train.ws.git, base, head, work, entry.get("resolved", []))
+    resolved, start = entry.get("resolved", []), entry.get("range_from")
+    missing = (
+        landing.missing_range_work(train.ws.git, head, work, start, resolved)
+        if start  # only the range landed (paradev.lanes): only it is looked for
+        else landing.missing_work(train.ws.git, base, head, work, resolved)
+    )
     if missing is None:
         return None
     return (

@@ -45,6 +45,7 @@ from paradev.train.backup import (
 from paradev.train.gate import _say_gate
 from paradev.train.journal import (
     ADVANCE,
+    LaneHeld,
     Output,
     Train,
     driver_record,
@@ -138,7 +139,11 @@ def run(train: Train, follow: Follow | None = None) -> None:
         agent = train.queue[0]
         if _skip_for_skipped_dependency(train, agent):
             continue
-        land(train, agent)
+        try:
+            land(train, agent)
+        except LaneHeld as held:
+            _note_skip(train, agent, str(held))
+            train.out(f"agent {agent}: {held}")
         train.queue.pop(0)  # written with the next step; a resumed train finds it all done
         if follow is not None:
             train.save()  # the journal no longer names it before anyone else may take it

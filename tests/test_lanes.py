@@ -1,0 +1,367 @@
+"""``paradev run`` overlap: an agent starts its next task while its previous one lands from a
+lane (``paradev.lanes``), with real scripted agents, a real gate and a real merge train."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from paradev import lanes
+from paradev.git import git_env
+from paradev.state import MERGED
+from paradev.workspace import open_workspace
+from tests.helpers import Result, agent_tree, commit, git, gone, start_paradev, wait_for_file
+from tests.test_train import configure, work
+
+CliFn = Callable[..., Result]
+
+# Per issue: optionally wait for a file, write files, commit; notes "<issue> started".
+AGENT = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+spec = json.loads(Path(sys.argv[1]).read_text())
+issue = os.environ.get("PARADEV_ISSUE", "")
+mine = spec.get(issue, {})
+
+def git_ok(*args):
+    return subprocess.run(["git", *args], capture_output=True).returncode == 0
+
+def common_file(name):
+    out = subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True, text=True)
+    return Path(out.stdout.strip()).resolve() / "paradev" / name
+
+if os.environ.get("PARADEV_MODE") == "conflict":  # keep both sides, finish the rebase
+    for name in subprocess.run(["git", "diff", "--name-only", "--diff-filter=U"],
+                               capture_output=True, text=True, check=True).stdout.split():
+        text = Path(name).read_text()
+        kept = [l for l in text.splitlines() if not l.startswith(("<<<<<<<", "=======", ">>>>>>>"))]
+        Path(name).write_text("\n".join(kept) + "\n")
+        subprocess.run(["git", "add", name], check=True)
+    env = {**os.environ, "GIT_EDITOR": "true"}
+    subprocess.run(["git", "rebase", "--continue"], check=True, env=env)
+    with Path(sys.argv[2]).open("a") as out:
+        out.write(f"resolved for {issue}\n")
+    sys.exit(0)
+with Path(sys.argv[2]).open("a") as out:
+    out.write(f"{issue} started\n")
+if "touch" in mine:
+    Path(mine["touch"]).write_text("started\n")
+deadline = time.monotonic() + 30
+while "wait_for" in mine and not Path(mine["wait_for"]).exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+while "after" in mine and not git_ok("cat-file", "-e", f"main:work-{mine['after']}.txt"):
+    time.sleep(0.05)  # until that issue landed
+while mine.get("until_held") and '"held": true' not in (
+    common_file("lanes.json").read_text() if common_file("lanes.json").exists() else ""
+):
+    time.sleep(0.05)  # until its previous task's lane was held
+for name, text in mine.get("files", {f"work-{issue}.txt": f"issue {issue}\n"}).items():
+    Path(name).write_text(text)
+for number in range(mine.get("commits", 1)):
+    Path(f"work-{issue}.txt").write_text(f"issue {issue} step {number}\n")
+    subprocess.run(["git", "add", "-A"], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", f"feat: #{issue} step {number}"], check=True)
+"""
+
+# The gate of agent <owner>'s landing that holds ``work-<wait>.txt`` waits (at most 20 s) for
+# a file an agent writes when its next task starts, and notes whether it came: the overlap.
+GATE = r"""
+import os, sys, time
+from pathlib import Path
+
+notes, wait, marker, agent = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+mine = os.environ["PARADEV_AGENT"] == agent
+if mine and Path(f"work-{wait}.txt").exists() and not marker.parent.joinpath("gated").exists():
+    marker.parent.joinpath("gating").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    marker.parent.joinpath("gated").write_text("")
+    with notes.open("a") as out:
+        branch = os.environ["PARADEV_BRANCH"]
+        out.write(f"gate of #{wait} on {branch}: next task started meanwhile: {marker.exists()}\n")
+"""
+
+PLAN = """\
+[project]
+base = "main"
+
+[agents]
+count = 2
+command = {command}
+timeout = 60
+
+[gate]
+command = {gate}
+
+[merge]
+on_conflict = "{on_conflict}"
+
+[[batches]]
+name = "one"
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "first"
+  hours = 1
+  [[batches.tasks]]
+  agent = 2
+  issue = 3
+  title = "agent 2 first"
+  hours = 1
+  {deps3}
+
+[[batches]]
+name = "two"
+  [[batches.tasks]]
+  agent = 1
+  issue = 2
+  title = "needs 1"
+  hours = 1
+  depends_on = [1]
+  [[batches.tasks]]
+  agent = 2
+  issue = 4
+  title = "agent 2 again, on its own"
+  hours = 1
+"""
+
+
+def lane_plan(
+    repo: Path,
+    tmp_path: Path,
+    spec: dict[int, dict[str, Any]],
+    *,
+    wait: int = 3,
+    owner: int = 2,
+    on_conflict: str = "stop",
+    deps3: str = "",
+) -> Path:
+    """Write the plan (agents, gate) and commit it; return the notes file."""
+    agent, gate = tmp_path / "agent.py", tmp_path / "gate.py"
+    agent.write_text(AGENT, encoding="utf-8")
+    gate.write_text(GATE, encoding="utf-8")
+    spec_file, notes = tmp_path / "spec.json", tmp_path / "notes.txt"
+    spec_file.write_text(json.dumps({str(k): v for k, v in spec.items()}))
+    command = json.dumps([sys.executable, str(agent), str(spec_file), str(notes)])
+    marker = tmp_path / "marks" / "next-started"
+    marker.parent.mkdir()
+    gate_argv = [sys.executable, str(gate), str(notes), str(wait), str(marker), str(owner)]
+    text = PLAN.format(
+        command=command,
+        gate=json.dumps(shlex.join(gate_argv)),
+        on_conflict=on_conflict,
+        deps3=deps3,
+    )
+    commit(repo, {"plan.toml": text}, "chore: the lane plan")
+    return notes
+
+
+def _ancestor(repo: Path, older: str, newer: str) -> bool:
+    argv = ["git", "merge-base", "--is-ancestor", older, newer]
+    return subprocess.run(argv, cwd=repo, env=git_env(), check=False).returncode == 0
+
+
+def _has(repo: Path, commit_: str, name: str) -> bool:
+    argv = ["git", "cat-file", "-e", f"{commit_}:{name}"]
+    found = subprocess.run(argv, cwd=repo, env=git_env(), check=False, capture_output=True)
+    return found.returncode == 0
+
+
+def test_an_agent_starts_its_next_task_while_the_previous_one_lands_from_its_lane(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    marker = str(tmp_path / "marks" / "next-started")
+    notes = lane_plan(repo, tmp_path, {3: {"commits": 2}, 4: {"touch": marker, "commits": 2}})
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    seen = "gate of #3 on paradev/lane/agent-2: next task started meanwhile: True"
+    assert seen in notes.read_text(), result.out
+    ws = open_workspace(repo)
+    state = ws.store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    three, four = state.tasks[3], state.tasks[4]
+    assert three.merged_commit and three.head_commit and four.merged_commit and four.start_commit
+    # #4 started on #3's original head, before #3 landed; #3 landed from its lane
+    assert four.start_commit == three.head_commit
+    assert not _ancestor(repo, three.merged_commit, four.start_commit)
+    assert lanes.read(ws)[2].issue == 3
+    # each landing holds its task's work and nothing of the next
+    assert _has(repo, three.merged_commit, "work-3.txt")
+    assert not _has(repo, three.merged_commit, "work-4.txt")
+    assert _ancestor(repo, three.merged_commit, four.merged_commit)
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    for issue in (3, 4):  # each commit landed once: #4's range is its own commits alone
+        assert [s for s in subjects if s.startswith(f"feat: #{issue} ")] == [
+            f"feat: #{issue} step 1",
+            f"feat: #{issue} step 0",
+        ]
+    # the agent's branch kept #4's commits and lands as the merged head (idle at the end)
+    assert git(repo, "rev-parse", "parallel-dev/agent-2") == four.merged_commit
+    assert {"work-1.txt", "work-2.txt", "work-3.txt", "work-4.txt"} <= set(
+        git(repo, "ls-tree", "--name-only", "main").split()
+    )
+
+
+def test_a_task_that_depends_on_the_previous_one_does_not_start_early(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    lane_plan(repo, tmp_path, {}, wait=0)
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    state = open_workspace(repo).store.read()
+    one, two = state.tasks[1], state.tasks[2]
+    assert one.merged_commit and two.start_commit
+    assert _ancestor(repo, one.merged_commit, two.start_commit)  # #2 began on landed #1
+    assert 1 not in {lane.issue for lane in lanes.read(open_workspace(repo)).values()}
+
+
+def test_a_conflict_while_the_agent_is_busy_is_handed_back_once_it_is_idle(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    notes = lane_plan(
+        repo,
+        tmp_path,
+        {
+            1: {"files": {"shared.txt": "one\n"}},
+            3: {"after": 1, "files": {"shared.txt": "three\n"}},
+            4: {"until_held": True},
+        },
+        wait=0,
+        on_conflict="agent",
+    )
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    out = result.out
+    assert "#3 lands from paradev/lane/agent-2 while #4 starts" in out
+    assert "agent 2: #3: its rebase conflicts; agent 2 is busy on its next task" in out
+    assert "resolved for" in notes.read_text()  # handed back once idle, in its own tree
+    ws = open_workspace(repo)
+    state = ws.store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    assert state.tasks[3].merged_commit == state.tasks[4].merged_commit  # landed together
+    assert git(repo, "show", "main:shared.txt").splitlines() == ["one", "three"]
+    assert lanes.read(ws)[2].held
+    assert git(repo, "rev-parse", "parallel-dev/agent-2") == state.tasks[4].merged_commit
+
+
+def test_a_run_killed_while_a_lane_lands_resumes_to_the_same_landings(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    go4 = tmp_path / "go-4"
+    spec: dict[int, dict[str, Any]] = {3: {"commits": 2}, 4: {"wait_for": str(go4), "commits": 2}}
+    lane_plan(repo, tmp_path, spec, wait=3)
+    (marks / "next-started").unlink(missing_ok=True)  # the lane's gate waits for it: released
+    first = start_paradev(repo, "run")
+    gate = int(wait_for_file(marks / "gating", first))
+    driver = open_workspace(repo).store.read().train or {}
+    train_pid = int(driver["driver"]["pid"])
+    supervisors = [
+        json.loads(p.read_text())["supervisor"]
+        for p in (repo / ".git" / "paradev" / "agents").glob("agent-*.json")
+    ]
+    try:
+        for pid in (first.pid, train_pid, gate):  # the run, its train and the lane's gate
+            os.kill(pid, signal.SIGKILL)
+        first.communicate()
+        while not (gone(train_pid) and gone(gate)):
+            time.sleep(0.05)
+        (marks / "next-started").write_text("")
+        go4.write_text("")  # #4 ends under its supervisor, or under the next run
+        second = start_paradev(repo, "run")
+        out, err = second.communicate(timeout=120)
+    finally:
+        for pid in supervisors:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert second.returncode == 0, out + err
+    assert "continuing merge train" in out  # the lane's landing resumed where it was killed
+    ws = open_workspace(repo)
+    state = ws.store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    three, four = state.tasks[3], state.tasks[4]
+    assert three.merged_commit and four.merged_commit
+    assert four.start_commit == three.head_commit  # started while #3 was landing
+    assert not _has(repo, three.merged_commit, "work-4.txt")
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert sorted(s for s in subjects if s.startswith(("feat: #3 ", "feat: #4 "))) == [
+        "feat: #3 step 0",
+        "feat: #3 step 1",
+        "feat: #4 step 0",
+        "feat: #4 step 1",
+    ]
+    assert git(repo, "rev-parse", "parallel-dev/agent-2") == four.merged_commit
+    assert git(lanes.tree(ws, 2), "status", "--porcelain") == ""
+
+
+def test_after_a_lane_landed_merge_by_hand_lands_only_the_next_tasks_own_range(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    configure(repo, squash=True)  # the lane's task lands rewritten: its commits are not on main
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\nB = 1\n", "c.py": "C = 1\n"}, n=2)
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)  # as 'paradev run' does
+    assert cli("start", "1").code == 0  # #21, on #11's head, while #11 waits to land
+    tree = agent_tree(worktrees, 1)
+    second = commit(tree, {"b.py": "D = 1\n"}, "feat: #21's work")
+    (tree / "notes.txt").write_text("uncommitted\n")
+
+    landed = cli("merge", "--follow")
+
+    assert landed.code == 0, landed.out + landed.err
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == second  # the busy branch untouched
+    assert (tree / "notes.txt").read_text() == "uncommitted\n"
+    assert git(repo, "show", "main:a.py") == "A = 1\nB = 1"
+    assert "b.py" not in git(repo, "ls-tree", "--name-only", "main").split()
+    work(cli, worktrees, 2, {"a.py": "A = 1\nB = 2\n"})  # main changes #11's file meanwhile
+    assert cli("merge").code == 0
+    assert cli("complete", "1").code == 0
+
+    result = cli("merge")  # by hand, no run: the branch's tip, from #11's original head
+
+    assert result.code == 0, result.out + result.err
+    state = ws.store.read()
+    assert {i: state.status(i) for i in (11, 12, 21)} == {i: MERGED for i in (11, 12, 21)}
+    assert git(repo, "show", "main:a.py") == "A = 1\nB = 2"
+    assert git(repo, "show", "main:b.py") == "D = 1"
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == git(repo, "rev-parse", "main")
+    assert (
+        len(git(repo, "log", "--format=%H", f"{state.tasks[12].merged_commit}..main").split()) == 1
+    )
+
+
+def test_a_lane_that_cannot_be_made_leaves_the_run_landing_the_usual_way(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    lane_plan(repo, tmp_path, {}, wait=0)
+    blocker = lanes.tree(open_workspace(repo), 2)
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a work tree\n")  # git cannot add the lane's work tree there
+
+    result = cli("run")
+
+    assert result.code == 0, result.out + result.err
+    assert "agent 2: no lane for #3:" in result.out
+    state = open_workspace(repo).store.read()
+    three, four = state.tasks[3], state.tasks[4]
+    assert three.merged_commit and four.start_commit and four.merged_commit
+    assert _ancestor(repo, three.merged_commit, four.start_commit)  # #4 waited for #3
+    assert blocker.read_text() == "not a work tree\n"
