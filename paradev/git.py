@@ -1861,3 +1861,13 @@ def trailers_appended(message: str, key: str, values: Sequence[str]) -> str | No
 
 def _may_be_trailer(line: str) -> bool:
     return ":" in line or line.startswith(("(cherry picked from", " ", "\t"))
+
+
+def push_refs(git: Git, remote: str, refs: Mapping[str, str]) -> None:
+    """Create each of the remote's refs at its commit in one push (never forced).
+
+    A ref already there at that commit is nothing to do.
+    """
+    if refs:
+        specs = [f"{commit}:{ref}" for ref, commit in sorted(refs.items())]
+        git.run("push", "--quiet", "--end-of-options", remote, *specs)

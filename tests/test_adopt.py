@@ -51,12 +51,13 @@ if (marks / f"hold-gate-{n}").exists():
     time.sleep(120)
 """
 
-# The remote's pre-receive hook: hangs a push of main while the test holds it.
+# The remote's pre-receive hook: notes each push of main (push-1, push-2...), hangs where held.
 HOOK = """#!/bin/sh
 while read old new ref; do
-  if [ "$ref" = refs/heads/main ] && [ -e {marks}/hold-push ]; then
-    echo running > {marks}/push-1
-    sleep 120
+  if [ "$ref" = refs/heads/main ]; then
+    n=$(( $(ls {marks} | grep -c '^push-') + 1 ))
+    echo running > {marks}/push-$n
+    if [ -e {marks}/hold-push-$n ]; then sleep 120; fi
   fi
 done
 exit 0
@@ -146,6 +147,28 @@ def start_killable(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Pop
     )
 
 
+def kill_at(clone: Path, marks: Path, moment: str, env: dict[str, str], *args: str) -> None:
+    """``paradev ARGS`` in ``clone``, SIGKILLed with its process group once ``moment`` is held."""
+    hold = marks / f"hold-{moment}"
+    hold.write_text("hold")
+    driver = start_killable(clone, {**env, "MARKS": str(marks)}, *args)
+    try:
+        wait_for_file(marks / moment, driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    hold.unlink()
+
+
+def take_over_after_expiry(box: Path, env: dict[str, str]) -> Result:
+    """box's ``merge --continue``: refused at its first sight of the lease, run once it expired."""
+    early = run_process(box, "merge", "--continue", env=env)
+    assert early.code == 2, early.out + early.err  # box waits out the lease's expiry
+    assert "holds the lease refs/paradev/lock/train on origin" in early.err
+    time.sleep(EXPIRY + 0.2)
+    return run_process(box, "merge", "--continue", env=env)
+
+
 @pytest.fixture
 def dated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits made by the test itself are the same commits in both worlds."""
@@ -154,9 +177,25 @@ def dated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_COMMITTER_DATE", AUTHORED)
 
 
-@pytest.mark.parametrize("moment", ["gate-1", "push-1", "gate-2"])
+# The merge queue gates both candidates at once, lands both by one fast-forward, pushes base twice.
+QUEUE = "parallel = 2\n"
+
+
+@pytest.mark.parametrize(
+    ("moment", "merge"),
+    [
+        ("gate-1", ""),
+        ("push-1", ""),
+        ("gate-2", ""),
+        ("gate-1", QUEUE),
+        ("push-1", QUEUE),
+        ("push-2", QUEUE),
+        ("push-1", "batch = 2\n"),
+    ],
+)
 def test_another_host_finishes_a_killed_train_with_identical_refs(
     moment: str,
+    merge: str,
     template_repo: Path,
     tmp_path: Path,
     cli: CliFn,
@@ -167,45 +206,35 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
 
     # The reference: the same plan and work, one train that nobody interrupts.
     calm = world(template_repo, tmp_path / "calm")
-    laptop_completes_two_agents(calm, cli, gate)
+    laptop_completes_two_agents(calm, cli, gate, merge=merge)
     (tmp_path / "calm-marks").mkdir()
     env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
     result = run_process(calm["laptop"], "merge", env=env)
     assert result.code == 0, result.err
+    assert ("merge queue:" in result.out) == bool(merge)
     expected = refs_of(calm["origin"])
     assert len([r for r in expected if r.startswith("refs/paradev/backup/")]) == 2
 
     # The same setup; laptop's train is killed at ``moment``.
     hosts = world(template_repo, tmp_path / "killed")
-    laptop_completes_two_agents(hosts, cli, gate)
+    laptop_completes_two_agents(hosts, cli, gate, merge=merge)
     marks = tmp_path / "marks"
     marks.mkdir()
-    hold = marks / ("hold-push" if moment == "push-1" else f"hold-{moment}")
-    hold.write_text("hold")
     hook = hosts["origin"] / "hooks" / "pre-receive"
     hook.write_text(HOOK.replace("{marks}", shlex.quote(str(marks))), encoding="utf-8")
     hook.chmod(0o755)
-    driver = start_killable(hosts["laptop"], {**LAPTOP_ENV, "MARKS": str(marks)}, "merge")
-    try:
-        wait_for_file(marks / moment, driver)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    hold.unlink()
+    kill_at(hosts["laptop"], marks, moment, LAPTOP_ENV, "merge")
     assert refs_of(hosts["origin"]) != expected  # the train had not finished
+    journal = remote_state(hosts["box"])["train"]
+    assert (journal["host"], journal["status"]) == ("laptop", "running")
 
-    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
-    early = run_process(box, "merge", "--continue", env=env)
-    assert early.code == 2  # the lease is seen for the first time: box waits out its expiry
-    assert "holds the lease refs/paradev/lock/train on origin" in early.err
-    time.sleep(EXPIRY + 0.2)
-    finished = run_process(box, "merge", "--continue", env=env)
+    finished = take_over_after_expiry(hosts["box"], {**BOX_ENV, "MARKS": str(marks)})
     assert finished.code == 0, finished.out + finished.err
     assert "was driven by host laptop" in finished.out
 
     assert refs_of(hosts["origin"]) == expected
-    assert merged(box) == merged(calm["laptop"])
-    assert merged(box) == {
+    assert merged(hosts["box"]) == merged(calm["laptop"])
+    assert merged(hosts["box"]) == {
         "tasks": {"11": "merged", "12": "merged"},
         "train": None,
         "trains": ["done"],
@@ -243,21 +272,12 @@ def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
     )  # fmt: skip
     marks = tmp_path / "marks"
     marks.mkdir()
-    (marks / "hold-gate-1").write_text("hold")
     laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
-    driver = start_killable(hosts["laptop"], laptop_env, "merge")
-    try:
-        wait_for_file(marks / "gate-1", driver)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    (marks / "hold-gate-1").unlink()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")
 
     # box takes the train over, lands agent 1; agent 2 (laptop's) conflicts with it
     box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
-    assert run_process(box, "merge", "--continue", env=env).code == 2  # first sight of the lease
-    time.sleep(EXPIRY + 0.2)
-    stopped = run_process(box, "merge", "--continue", env=env)
+    stopped = take_over_after_expiry(box, env)
     assert stopped.code == 1, stopped.out + stopped.err
     assert "agent 2 runs on host laptop: the conflict is handed back to it" in stopped.err
     assert not (marks / "resolved-in").exists()  # box launched no agent
@@ -315,19 +335,10 @@ def test_the_agents_host_run_picks_up_a_conflict_handed_back_to_it(
     )  # fmt: skip
     marks = tmp_path / "marks"
     marks.mkdir()
-    (marks / "hold-gate-1").write_text("hold")
     laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
-    driver = start_killable(hosts["laptop"], laptop_env, "merge")
-    try:
-        wait_for_file(marks / "gate-1", driver)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    (marks / "hold-gate-1").unlink()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")
     box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
-    assert run_process(box, "merge", "--continue", env=env).code == 2
-    time.sleep(EXPIRY + 0.2)
-    assert run_process(box, "merge", "--continue", env=env).code == 1  # handed back to laptop
+    assert take_over_after_expiry(box, env).code == 1  # handed back to laptop
 
     ran = run_process(hosts["laptop"], "run", env=laptop_env, timeout=240)
     assert ran.code == 0, ran.out + ran.err
