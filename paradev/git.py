@@ -1641,10 +1641,12 @@ def fetch_ref(git: Git, remote: str, ref: str, tracking: str) -> str | None:
 
 def fetch_refspecs(git: Git, remote: str, refspecs: Sequence[str]) -> None:
     """One fetch of every refspec (one round trip however many refs it copies)."""
-    git.run(
+    proc = git.run(
         "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
-        remote, *refspecs,
+        remote, *refspecs, check=False,
     )  # fmt: skip
+    if proc.returncode != 0:
+        raise GitError(_failure_message(("fetch", remote), proc))
 
 
 def remote_ref(git: Git, remote: str, ref: str) -> str | None:

@@ -87,17 +87,20 @@ def laptop_completes_two_agents(
     merge: str = "",
     first: dict[str, str | bytes | None] | None = None,
     only_laptop: bool = False,
+    first_batch: bool = False,
 ) -> None:
     """The shared plan (gate, push, short leases); laptop's agents 1 and 2 complete a task each.
 
     ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits;
-    ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host).
+    ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host);
+    ``first_batch``: #11, #12 and box's #13 (#21 would keep a run on box waiting for laptop).
     """
     laptop = clones["laptop"]
     text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {EXPIRY}\n{agents}")
     if only_laptop:
         start = text.index("  [[batches.tasks]]\n  agent = 3")
         text = text[:start] + text[text.index("[[batches]]", start) :]
+    if only_laptop or first_batch:
         text = text[: text.index('[[batches]]\nname = "second"')]  # #21 is not agent 1's yet
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(gate))}"
     text = text.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {json.dumps(command)}")
@@ -167,6 +170,17 @@ def take_over_after_expiry(box: Path, env: dict[str, str]) -> Result:
     assert "holds the lease refs/paradev/lock/train on origin" in early.err
     time.sleep(EXPIRY + 0.2)
     return run_process(box, "merge", "--continue", env=env)
+
+
+def scripted_hosts(
+    template_repo: Path, tmp_path: Path, agent: str
+) -> tuple[dict[str, Path], Path, str]:
+    """The hosts, the gate script, and the ``[agents] command`` line running ``agent`` (source)."""
+    gate, script = tmp_path / "gate.py", tmp_path / "agent.py"
+    gate.write_text(GATE, encoding="utf-8")
+    script.write_text(agent, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "hosts")
+    return hosts, gate, f"command = {json.dumps([sys.executable, str(script)])}\n"
 
 
 @pytest.fixture
@@ -261,11 +275,7 @@ subprocess.run(["git", "-c", "core.editor=true", "rebase", "--continue"], check=
 def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
     template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
 ) -> None:
-    gate, resolver = tmp_path / "gate.py", tmp_path / "resolver.py"
-    gate.write_text(GATE, encoding="utf-8")
-    resolver.write_text(RESOLVER, encoding="utf-8")
-    hosts = world(template_repo, tmp_path / "hosts")
-    command = f"command = {json.dumps([sys.executable, str(resolver)])}\n"
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, RESOLVER)
     laptop_completes_two_agents(
         hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
         first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"},
@@ -324,11 +334,7 @@ if not Path(subprocess.run(["git", "rev-parse", "--git-path", "rebase-merge"],
 def test_the_agents_host_run_picks_up_a_conflict_handed_back_to_it(
     template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
 ) -> None:
-    gate, worker = tmp_path / "gate.py", tmp_path / "worker.py"
-    gate.write_text(GATE, encoding="utf-8")
-    worker.write_text(WORKER, encoding="utf-8")
-    hosts = world(template_repo, tmp_path / "hosts")
-    command = f"command = {json.dumps([sys.executable, str(worker)])}\n"
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER)
     laptop_completes_two_agents(
         hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
         first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"}, only_laptop=True,
@@ -351,3 +357,30 @@ def test_the_agents_host_run_picks_up_a_conflict_handed_back_to_it(
         ("11", "12"), "merged"
     )
     assert state["train"] is None
+
+
+def test_a_run_takes_over_the_train_of_a_host_that_died(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER)
+    laptop_completes_two_agents(hosts, cli, gate, agents=command, first_batch=True)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")  # laptop dies mid-train
+
+    # box's run works on its own #13, then must land it: the dead host's train is in the way
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    assert run_process(box, "setup", env=env).code == 0
+    ran = run_process(box, "run", env=env, timeout=120)
+    assert ran.code == 0, ran.out + ran.err
+    assert "was driven by host laptop" in ran.out + ran.err
+    state = remote_state(box)
+    assert {i: t["status"] for i, t in state["tasks"].items()} == dict.fromkeys(
+        ("11", "12", "13"), "merged"
+    )
+    assert state["train"] is None
+    origin = hosts["origin"]
+    assert git(origin, "show", "main:src/one.py") == "ONE = 1"
+    assert git(origin, "show", "main:done-13.txt") == "13"
+    landed = [entry["agent"] for h in state["merge_history"] for entry in h["landed"]]
+    assert sorted(landed) == [1, 2, 3]
