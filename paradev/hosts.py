@@ -121,3 +121,17 @@ def publish_branch(git: Git, remote: str, branch: str, head: str) -> None:
             f"{err}; the task stays in progress: fetch {remote} and check who else pushed "
             f"{branch}, then complete it again"
         ) from None
+
+
+def refuse_unshared_branch(plan: Plan, branch: str, refusal: str) -> None:
+    """With hosts, the remote refusing a rewritten agent branch stops the train (exit 2).
+
+    The agent's host goes on from the branch as pushed: left at its old
+    commits, its next completion (or task) would build on work already landed.
+    """
+    if plan.hosts:
+        raise PreconditionError(
+            f"{refusal}; with [agents] hosts every host needs the rewritten {branch}: let "
+            f"{plan.remote} take forced pushes of agent branches (refusing non-fast-forwards "
+            f"of {plan.base} alone, e.g. in a pre-receive hook), then run paradev merge --continue"
+        )

@@ -51,25 +51,42 @@ if (marks / f"hold-gate-{n}").exists():
     time.sleep(120)
 """
 
-# The remote's pre-receive hook: notes each push of main (push-1, push-2...), hangs where held.
+# The remote's pre-receive hook: main only moves forward (the agents' branches may be
+# rewritten); with {marks}, each push of main is noted (push-1, push-2...) and hangs where held.
 HOOK = """#!/bin/sh
+zero=0000000000000000000000000000000000000000
 while read old new ref; do
   if [ "$ref" = refs/heads/main ]; then
-    n=$(( $(ls {marks} | grep -c '^push-') + 1 ))
-    echo running > {marks}/push-$n
-    if [ -e {marks}/hold-push-$n ]; then sleep 120; fi
+    if [ "$old" != $zero ] && ! git merge-base --is-ancestor "$old" "$new"; then
+      echo "main only moves forward" >&2
+      exit 1
+    fi
+    COUNT
   fi
 done
 exit 0
 """
+COUNT = """n=$(( $(ls {marks} | grep -c '^push-') + 1 ))
+    echo running > {marks}/push-$n
+    if [ -e {marks}/hold-push-$n ]; then sleep 120; fi"""
 
 
-def world(template_repo: Path, root: Path) -> dict[str, Path]:
-    """A bare remote refusing rewinds and deletions, three clones of it: the hosts."""
+def world(
+    template_repo: Path, root: Path, marks: Path | None = None, strict: bool = False
+) -> dict[str, Path]:
+    """A bare remote refusing deletions and rewinds of main, three clones of it: the hosts.
+
+    ``strict``: the remote refuses every non-fast-forward (agent branches too);
+    ``marks``: the folder where its hook notes (and holds) the pushes of main.
+    """
     origin = root / "origin.git"
     git(root.parent, "init", "-q", "--bare", str(origin))
-    git(origin, "config", "receive.denyNonFastForwards", "true")
+    git(origin, "config", "receive.denyNonFastForwards", "true" if strict else "false")
     git(origin, "config", "receive.denyDeletes", "true")
+    count = COUNT.replace("{marks}", shlex.quote(str(marks))) if marks else ":"
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(HOOK.replace("COUNT", count), encoding="utf-8")
+    hook.chmod(0o755)
     git(template_repo, "push", "-q", str(origin), "main")
     clones = {"origin": origin}
     for host in HOSTS:
@@ -152,6 +169,8 @@ def start_killable(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Pop
 
 def kill_at(clone: Path, marks: Path, moment: str, env: dict[str, str], *args: str) -> None:
     """``paradev ARGS`` in ``clone``, SIGKILLed with its process group once ``moment`` is held."""
+    for setup_push in marks.glob("push-*"):  # the count starts with this command
+        setup_push.unlink()
     hold = marks / f"hold-{moment}"
     hold.write_text("hold")
     driver = start_killable(clone, {**env, "MARKS": str(marks)}, *args)
@@ -230,13 +249,10 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
     assert len([r for r in expected if r.startswith("refs/paradev/backup/")]) == 2
 
     # The same setup; laptop's train is killed at ``moment``.
-    hosts = world(template_repo, tmp_path / "killed")
-    laptop_completes_two_agents(hosts, cli, gate, merge=merge)
     marks = tmp_path / "marks"
     marks.mkdir()
-    hook = hosts["origin"] / "hooks" / "pre-receive"
-    hook.write_text(HOOK.replace("{marks}", shlex.quote(str(marks))), encoding="utf-8")
-    hook.chmod(0o755)
+    hosts = world(template_repo, tmp_path / "killed", marks)
+    laptop_completes_two_agents(hosts, cli, gate, merge=merge)
     kill_at(hosts["laptop"], marks, moment, LAPTOP_ENV, "merge")
     assert refs_of(hosts["origin"]) != expected  # the train had not finished
     journal = remote_state(hosts["box"])["train"]
@@ -247,6 +263,9 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
     assert "was driven by host laptop" in finished.out
 
     assert refs_of(hosts["origin"]) == expected
+    for agent in (1, 2):  # the rewritten agent branches were taken: they are on main
+        branch = expected[f"refs/heads/parallel-dev/agent-{agent}"]
+        git(calm["origin"], "merge-base", "--is-ancestor", branch, "main")
     assert merged(hosts["box"]) == merged(calm["laptop"])
     assert merged(hosts["box"]) == {
         "tasks": {"11": "merged", "12": "merged"},
@@ -384,3 +403,34 @@ def test_a_run_takes_over_the_train_of_a_host_that_died(
     assert git(origin, "show", "main:done-13.txt") == "13"
     landed = [entry["agent"] for h in state["merge_history"] for entry in h["landed"]]
     assert sorted(landed) == [1, 2, 3]
+
+
+def test_a_remote_refusing_rewritten_agent_branches_stops_the_train_in_one_line(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    """Every host needs the rewritten branch: a refusal is exit 2 with the fix, not a warning."""
+    gate = tmp_path / "gate.py"
+    gate.write_text(GATE, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "strict", strict=True)
+    laptop_completes_two_agents(hosts, cli, gate)
+    laptop, origin = hosts["laptop"], hosts["origin"]
+    pushed = git(origin, "rev-parse", "parallel-dev/agent-1")
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path)}
+
+    refused = run_process(laptop, "merge", env=env)
+
+    assert refused.code == 2, refused.out + refused.err
+    (line,) = refused.err.splitlines()
+    assert line.startswith("paradev: origin rejected parallel-dev/agent-1: ")
+    assert "let origin take forced pushes of agent branches" in line
+    assert line.endswith("then run paradev merge --continue")
+    assert git(origin, "rev-parse", "parallel-dev/agent-1") == pushed
+    assert remote_state(laptop)["train"]["queue"]  # the train waits, nothing lost
+
+    git(origin, "config", "receive.denyNonFastForwards", "false")  # the fix it names
+    done = run_process(laptop, "merge", "--continue", env=env)
+    assert done.code == 0, done.out + done.err
+    main = git(origin, "rev-parse", "main")
+    for agent in (1, 2):
+        git(origin, "merge-base", "--is-ancestor", f"parallel-dev/agent-{agent}", main)
+    assert merged(laptop)["tasks"] == {"11": "merged", "12": "merged"}
