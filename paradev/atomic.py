@@ -10,11 +10,13 @@ writers never share one.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(
@@ -50,3 +52,8 @@ def write_atomic(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as JSON in place of ``path``: a record (not fsynced) no reader sees half of."""
+    write_atomic(path, json.dumps(data), durable=False)

@@ -1641,10 +1641,12 @@ def fetch_ref(git: Git, remote: str, ref: str, tracking: str) -> str | None:
 
 def fetch_refspecs(git: Git, remote: str, refspecs: Sequence[str]) -> None:
     """One fetch of every refspec (one round trip however many refs it copies)."""
-    git.run(
+    proc = git.run(
         "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
-        remote, *refspecs,
+        remote, *refspecs, check=False,
     )  # fmt: skip
+    if proc.returncode != 0:
+        raise GitError(_failure_message(("fetch", remote), proc))
 
 
 def remote_ref(git: Git, remote: str, ref: str) -> str | None:
@@ -1876,3 +1878,13 @@ def rebase_range(worktree: Path, onto: str, upstream: str) -> bool:
     if rebase_in_progress(worktree) is None:
         raise GitError(_failure_message(args, proc))
     return False
+
+
+def push_refs(git: Git, remote: str, refs: Mapping[str, str]) -> None:
+    """Create each of the remote's refs at its commit in one push (never forced).
+
+    A ref already there at that commit is nothing to do.
+    """
+    if refs:
+        specs = [f"{commit}:{ref}" for ref, commit in sorted(refs.items())]
+        git.run("push", "--quiet", "--end-of-options", remote, *specs)

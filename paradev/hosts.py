@@ -72,8 +72,7 @@ def restrict_to_host(plan: Plan, git: Git, agents: list[int] | None) -> list[int
         return sorted(mine)
     elsewhere = [a for a in agents if a not in mine]
     if elsewhere:
-        owners = {a: h for h, listed in plan.hosts.items() for a in listed}
-        named = ", ".join(f"{a} ({owners.get(a, 'no host')})" for a in elsewhere)
+        named = ", ".join(f"{a} ({host_of(plan, a) or 'no host'})" for a in elsewhere)
         raise PreconditionError(
             f"agents {named} do not run on host {this_host(git)}, which runs "
             f"{', '.join(map(str, mine)) or 'no agent'} ([agents] hosts); run them on their host"
@@ -81,12 +80,22 @@ def restrict_to_host(plan: Plan, git: Git, agents: list[int] | None) -> list[int
     return agents
 
 
+def owners(plan: Plan) -> dict[int, str]:
+    """Every agent a host runs -> that host (``[agents] hosts``; empty without hosts)."""
+    return {agent: host for host, agents in plan.hosts.items() for agent in agents}
+
+
+def host_of(plan: Plan, agent: int) -> str | None:
+    """The host running ``agent``; None without hosts or when no host lists it."""
+    return owners(plan).get(agent)
+
+
 def elsewhere(plan: Plan, git: Git) -> dict[int, str]:
     """The agents other hosts run -> their host: their branches are read from the remote."""
     if not plan.hosts:
         return {}
     here = this_host(git)
-    return {agent: host for host, agents in plan.hosts.items() if host != here for agent in agents}
+    return {agent: host for agent, host in owners(plan).items() if host != here}
 
 
 def _require_planned(plan: Plan, name: str, who: Callable[[], str]) -> None:
@@ -112,3 +121,17 @@ def publish_branch(git: Git, remote: str, branch: str, head: str) -> None:
             f"{err}; the task stays in progress: fetch {remote} and check who else pushed "
             f"{branch}, then complete it again"
         ) from None
+
+
+def refuse_unshared_branch(plan: Plan, branch: str, refusal: str) -> None:
+    """With hosts, the remote refusing a rewritten agent branch stops the train (exit 2).
+
+    The agent's host goes on from the branch as pushed: left at its old
+    commits, its next completion (or task) would build on work already landed.
+    """
+    if plan.hosts:
+        raise PreconditionError(
+            f"{refusal}; with [agents] hosts every host needs the rewritten {branch}: let "
+            f"{plan.remote} take forced pushes of agent branches (refusing non-fast-forwards "
+            f"of {plan.base} alone, e.g. in a pre-receive hook), then run paradev merge --continue"
+        )

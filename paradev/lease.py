@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from paradev.atomic import write_atomic
+from paradev.atomic import write_json
 from paradev.errors import ParadevError, PreconditionError, StateError
 from paradev.git import Git, commit_files, fetch_ref, file_at, push_swap
 
@@ -35,6 +35,20 @@ TRAIN = "train"
 DEFAULT_EXPIRY = 300.0  # seconds unchanged before another host may take the lease
 
 Clock = Callable[[], float]
+
+
+HELD = (
+    "holds the lease "  # the refusal's words, which ``paradev run`` looks for in a merge's output
+)
+
+
+class LeaseHeld(PreconditionError):  # noqa: N818 - reads as "the lease is held"
+    """Another holder has the lease and it has not expired: try again later."""
+
+
+def refused_for_lease(lines: Iterable[str]) -> bool:
+    """Whether a command's output says it was refused because another host holds a lease."""
+    return any(f"{HELD}{LOCK_PREFIX}" in line for line in lines)
 
 
 class LeaseLost(StateError):  # noqa: N818 - reads as "the lease was lost"
@@ -126,6 +140,14 @@ class Lease:
         _write_json(self.seen_path, note)
         return at
 
+    def expired_now(self) -> bool:
+        """Whether the lease is free or its holder let it expire, on this host's clock (one fetch).
+
+        Every look counts: the first sight of a value starts this host's count.
+        """
+        view = self.observe()
+        return view.holder is None or self.expired(view)
+
     def acquire(self) -> bool:
         """Take the lease if free or expired; False when someone holds it (or won the race)."""
         view = self.last = self.observe()
@@ -179,8 +201,8 @@ class Lease:
         A renewal that finds the lease taken stops renewing; ``check`` then raises.
         """
         if not self.acquire():
-            raise PreconditionError(
-                f"{self.last.holder or 'another host'} holds the lease {self.ref} on "
+            raise LeaseHeld(
+                f"{self.last.holder or 'another host'} {HELD}{self.ref} on "
                 f"{self.remote}; it expires after {self.expiry:g}s without renewal: "
                 "wait for it to finish, or run the command again later"
             )
@@ -233,4 +255,4 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data) + "\n", durable=False)
+    write_json(path, data)

@@ -29,7 +29,7 @@ from paradev.git import (
     tips_and_merge_base,
     update_ref,
 )
-from paradev.hosts import elsewhere
+from paradev.hosts import elsewhere, owners
 from paradev.labels import AgentLabel, agent_label, landing_candidates
 from paradev.landed import LandedTasks
 from paradev.plan import Task
@@ -596,10 +596,10 @@ def _branch_facts(
 
 def _name_hosts(ws: Workspace, facts: dict[int, dict[str, Any]]) -> None:
     """With ``[agents] hosts``, every agent's entry names its host (this one's included)."""
-    owners = {agent: host for host, agents in ws.plan.hosts.items() for agent in agents}
+    hosted = owners(ws.plan)
     for agent, found in facts.items():
         if "host" not in found and ws.plan.hosts:
-            found.update(host=owners.get(agent), here=agent in owners)
+            found.update(host=hosted.get(agent), here=agent in hosted)
 
 
 AHEAD_BEHIND_CACHE = "ahead-behind.json"  # under <common>/paradev: see paradev.commitcache

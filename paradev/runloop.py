@@ -33,6 +33,7 @@ from typing import Any
 from paradev import lanes, processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env
+from paradev.lease import refused_for_lease
 from paradev.plan import Task
 from paradev.runner import (
     POLL_SECONDS,
@@ -476,9 +477,10 @@ class Run:
         args = ["merge", "--follow"]
         if train is not None:
             handed = adopt.handed_here(self.ws, train)  # a conflict another host's train handed
-            if not handed and adopt.driven_elsewhere(self.ws, train):
-                return  # that host lands it (or its lease expires for its merge --continue)
-            if not handed and not driver_gone(train.get("driver")):
+            elsewhere = not handed and adopt.driven_elsewhere(self.ws, train)
+            if elsewhere and not self._driver_host_died(train):
+                return  # that host lands it
+            if not handed and not elsewhere and not driver_gone(train.get("driver")):
                 return  # a train from a killed run is still landing: let it finish
             if train.get("status") == "stopped" and not handed:
                 self._stop(f"the merge train {train.get('id')} is stopped", [])
@@ -495,6 +497,21 @@ class Run:
         self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
         shown = ", ".join(f"#{i}" for i in schedule.landing)
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
+
+    def _driver_host_died(self, train: dict[str, Any]) -> bool:
+        """Whether the other host driving the running train let its lease expire (this
+        host's clock): this run then takes the train over with ``merge --continue``.
+
+        One look at the remote per pull; a stopped train waits for its own host.
+        """
+        self.lease_wait = self.clock() + PULL_EVERY
+        store = self.ws.store
+        if train.get("status") != "running" or not isinstance(store, SharedStateStore):
+            return False
+        try:
+            return store.lease_expired()
+        except ParadevError:  # the remote unreachable: asked again after the next pull
+            return False
 
     def _warm(self) -> subprocess.Popen[bytes]:
         """The paradev process waiting for its arguments (``paradev.warm``), started if need be."""
@@ -534,7 +551,7 @@ class Run:
         self.landing = None
         state = self.ws.store.read()
         lines = landing.tail
-        if code == BUSY and any("holds the lease refs/paradev/lock/" in line for line in lines):
+        if code == BUSY and refused_for_lease(lines):
             self.pulled = self.clock()  # another host's train: tried again after the next pull
             self.lease_wait = self.pulled + PULL_EVERY
             return

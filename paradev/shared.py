@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from paradev.errors import PreconditionError, StateError
-from paradev.git import Git, commit_files, fetch_ref, fetch_refspecs, file_at, push_swap
-from paradev.lease import DEFAULT_EXPIRY, LOCK_PREFIX, TRACKING_PREFIX, Lease
+from paradev.git import Git, commit_files, fetch_refspecs, file_at, push_swap
+from paradev.lease import DEFAULT_EXPIRY, LOCK_PREFIX, TRACKING_PREFIX, TRAIN, Lease
 from paradev.limits import MAX_STATE_BYTES
 from paradev.state import State, StateStore, now
 
@@ -74,30 +74,21 @@ class SharedState:
             self._host = self._host()
         return self._host
 
-    def fetch(self) -> tuple[str | None, dict[str, Any] | None]:
-        """(the remote state's commit, its JSON data); (None, None) before the first write."""
-        commit = fetch_ref(self.git, self.remote, STATE_REF, TRACKING_REF)
-        if commit is None:
-            return None, None
-        data = self._data(commit)
-        self.known = commit, data
-        return commit, data
+    def fetch(self, everything: bool = False) -> tuple[str | None, dict[str, Any] | None]:
+        """(the remote state's commit, its JSON data); (None, None) before the first write.
 
-    def fetch_all(self) -> tuple[str | None, dict[str, Any] | None]:
-        """``fetch``, with every branch and every lease of the remote: one round trip.
-
-        The state ref by a pattern: a remote without it yet matches nothing
-        rather than failing (the ref only moves forward, it is never deleted).
+        ``everything``: every branch and every lease of the remote come in the
+        same fetch (one round trip). The state ref by a pattern: a remote
+        without it yet matches nothing rather than failing (the ref only moves
+        forward, it is never deleted).
         """
-        fetch_refspecs(
-            self.git,
-            self.remote,
-            [
-                f"+{STATE_REF}*:{TRACKING_REF}*",
+        refspecs = [f"+{STATE_REF}*:{TRACKING_REF}*"]
+        if everything:
+            refspecs += [
                 f"+refs/heads/*:refs/remotes/{self.remote}/*",
                 f"+{LOCK_PREFIX}*:{TRACKING_PREFIX}*",
-            ],
-        )
+            ]
+        fetch_refspecs(self.git, self.remote, refspecs)
         commit = self.git.rev(TRACKING_REF)
         if commit is None:
             return None, None
@@ -239,9 +230,7 @@ class SharedStateStore(StateStore):
         Another host holding it refuses at once; every state write made
         meanwhile first checks the lease was not lost (expired and taken).
         """
-        holder = f"{self.shared.host} (pid {os.getpid()})"
-        shared = self.shared
-        lease = Lease(shared.git, shared.remote, name, holder, self.dir / "leases", shared.expiry)
+        lease = self._lease(name)
         with lease.held():
             self.lease = lease
             try:
@@ -249,6 +238,20 @@ class SharedStateStore(StateStore):
                 yield
             finally:
                 self.lease = None
+
+    def _lease(self, name: str) -> Lease:
+        """The lease ``name`` as this process (of this host) would hold it."""
+        holder = f"{self.shared.host} (pid {os.getpid()})"
+        shared = self.shared
+        return Lease(shared.git, shared.remote, name, holder, self.dir / "leases", shared.expiry)
+
+    def lease_expired(self, name: str = TRAIN) -> bool:
+        """Whether lease ``name`` is free or expired on this host's clock: its holder died.
+
+        One fetch; each look counts towards the expiry (``paradev run`` looks
+        while it waits for another host's train).
+        """
+        return self._lease(name).expired_now()
 
     @property
     def host(self) -> str:
@@ -260,7 +263,7 @@ class SharedStateStore(StateStore):
         ``everything``: the remote's branches and leases come in the same fetch.
         """
         with self.locked():
-            _, data = self.shared.fetch_all() if everything else self.shared.fetch()
+            _, data = self.shared.fetch(everything)
             if data is None:
                 return None
             state = _state_of(data, self.shared)

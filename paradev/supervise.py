@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from paradev import processes
-from paradev.atomic import write_atomic
+from paradev.atomic import write_json
 
 LAUNCH_FAILED = 127  # the exit code recorded when the agent's program cannot start
 
@@ -96,7 +96,7 @@ def wait_for_child(
 
 def write(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` whole (temp file, rename): a reader never sees half a record."""
-    write_atomic(path, json.dumps(data), durable=False)
+    write_json(path, data)
 
 
 class Record(NamedTuple):

@@ -51,24 +51,42 @@ if (marks / f"hold-gate-{n}").exists():
     time.sleep(120)
 """
 
-# The remote's pre-receive hook: hangs a push of main while the test holds it.
+# The remote's pre-receive hook: main only moves forward (the agents' branches may be
+# rewritten); with {marks}, each push of main is noted (push-1, push-2...) and hangs where held.
 HOOK = """#!/bin/sh
+zero=0000000000000000000000000000000000000000
 while read old new ref; do
-  if [ "$ref" = refs/heads/main ] && [ -e {marks}/hold-push ]; then
-    echo running > {marks}/push-1
-    sleep 120
+  if [ "$ref" = refs/heads/main ]; then
+    if [ "$old" != $zero ] && ! git merge-base --is-ancestor "$old" "$new"; then
+      echo "main only moves forward" >&2
+      exit 1
+    fi
+    COUNT
   fi
 done
 exit 0
 """
+COUNT = """n=$(( $(ls {marks} | grep -c '^push-') + 1 ))
+    echo running > {marks}/push-$n
+    if [ -e {marks}/hold-push-$n ]; then sleep 120; fi"""
 
 
-def world(template_repo: Path, root: Path) -> dict[str, Path]:
-    """A bare remote refusing rewinds and deletions, three clones of it: the hosts."""
+def world(
+    template_repo: Path, root: Path, marks: Path | None = None, strict: bool = False
+) -> dict[str, Path]:
+    """A bare remote refusing deletions and rewinds of main, three clones of it: the hosts.
+
+    ``strict``: the remote refuses every non-fast-forward (agent branches too);
+    ``marks``: the folder where its hook notes (and holds) the pushes of main.
+    """
     origin = root / "origin.git"
     git(root.parent, "init", "-q", "--bare", str(origin))
-    git(origin, "config", "receive.denyNonFastForwards", "true")
+    git(origin, "config", "receive.denyNonFastForwards", "true" if strict else "false")
     git(origin, "config", "receive.denyDeletes", "true")
+    count = COUNT.replace("{marks}", shlex.quote(str(marks))) if marks else ":"
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(HOOK.replace("COUNT", count), encoding="utf-8")
+    hook.chmod(0o755)
     git(template_repo, "push", "-q", str(origin), "main")
     clones = {"origin": origin}
     for host in HOSTS:
@@ -86,17 +104,20 @@ def laptop_completes_two_agents(
     merge: str = "",
     first: dict[str, str | bytes | None] | None = None,
     only_laptop: bool = False,
+    first_batch: bool = False,
 ) -> None:
     """The shared plan (gate, push, short leases); laptop's agents 1 and 2 complete a task each.
 
     ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits;
-    ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host).
+    ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host);
+    ``first_batch``: #11, #12 and box's #13 (#21 would keep a run on box waiting for laptop).
     """
     laptop = clones["laptop"]
     text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {EXPIRY}\n{agents}")
     if only_laptop:
         start = text.index("  [[batches.tasks]]\n  agent = 3")
         text = text[:start] + text[text.index("[[batches]]", start) :]
+    if only_laptop or first_batch:
         text = text[: text.index('[[batches]]\nname = "second"')]  # #21 is not agent 1's yet
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(gate))}"
     text = text.replace('[gate]\ncommand = ""', f"[gate]\ncommand = {json.dumps(command)}")
@@ -146,6 +167,41 @@ def start_killable(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Pop
     )
 
 
+def kill_at(clone: Path, marks: Path, moment: str, env: dict[str, str], *args: str) -> None:
+    """``paradev ARGS`` in ``clone``, SIGKILLed with its process group once ``moment`` is held."""
+    for setup_push in marks.glob("push-*"):  # the count starts with this command
+        setup_push.unlink()
+    hold = marks / f"hold-{moment}"
+    hold.write_text("hold")
+    driver = start_killable(clone, {**env, "MARKS": str(marks)}, *args)
+    try:
+        wait_for_file(marks / moment, driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+    hold.unlink()
+
+
+def take_over_after_expiry(box: Path, env: dict[str, str]) -> Result:
+    """box's ``merge --continue``: refused at its first sight of the lease, run once it expired."""
+    early = run_process(box, "merge", "--continue", env=env)
+    assert early.code == 2, early.out + early.err  # box waits out the lease's expiry
+    assert "holds the lease refs/paradev/lock/train on origin" in early.err
+    time.sleep(EXPIRY + 0.2)
+    return run_process(box, "merge", "--continue", env=env)
+
+
+def scripted_hosts(
+    template_repo: Path, tmp_path: Path, agent: str
+) -> tuple[dict[str, Path], Path, str]:
+    """The hosts, the gate script, and the ``[agents] command`` line running ``agent`` (source)."""
+    gate, script = tmp_path / "gate.py", tmp_path / "agent.py"
+    gate.write_text(GATE, encoding="utf-8")
+    script.write_text(agent, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "hosts")
+    return hosts, gate, f"command = {json.dumps([sys.executable, str(script)])}\n"
+
+
 @pytest.fixture
 def dated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits made by the test itself are the same commits in both worlds."""
@@ -154,9 +210,25 @@ def dated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_COMMITTER_DATE", AUTHORED)
 
 
-@pytest.mark.parametrize("moment", ["gate-1", "push-1", "gate-2"])
+# The merge queue gates both candidates at once, lands both by one fast-forward, pushes base twice.
+QUEUE = "parallel = 2\n"
+
+
+@pytest.mark.parametrize(
+    ("moment", "merge"),
+    [
+        ("gate-1", ""),
+        ("push-1", ""),
+        ("gate-2", ""),
+        ("gate-1", QUEUE),
+        ("push-1", QUEUE),
+        ("push-2", QUEUE),
+        ("push-1", "batch = 2\n"),
+    ],
+)
 def test_another_host_finishes_a_killed_train_with_identical_refs(
     moment: str,
+    merge: str,
     template_repo: Path,
     tmp_path: Path,
     cli: CliFn,
@@ -167,45 +239,35 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
 
     # The reference: the same plan and work, one train that nobody interrupts.
     calm = world(template_repo, tmp_path / "calm")
-    laptop_completes_two_agents(calm, cli, gate)
+    laptop_completes_two_agents(calm, cli, gate, merge=merge)
     (tmp_path / "calm-marks").mkdir()
     env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
     result = run_process(calm["laptop"], "merge", env=env)
     assert result.code == 0, result.err
+    assert ("merge queue:" in result.out) == bool(merge)
     expected = refs_of(calm["origin"])
     assert len([r for r in expected if r.startswith("refs/paradev/backup/")]) == 2
 
     # The same setup; laptop's train is killed at ``moment``.
-    hosts = world(template_repo, tmp_path / "killed")
-    laptop_completes_two_agents(hosts, cli, gate)
     marks = tmp_path / "marks"
     marks.mkdir()
-    hold = marks / ("hold-push" if moment == "push-1" else f"hold-{moment}")
-    hold.write_text("hold")
-    hook = hosts["origin"] / "hooks" / "pre-receive"
-    hook.write_text(HOOK.replace("{marks}", shlex.quote(str(marks))), encoding="utf-8")
-    hook.chmod(0o755)
-    driver = start_killable(hosts["laptop"], {**LAPTOP_ENV, "MARKS": str(marks)}, "merge")
-    try:
-        wait_for_file(marks / moment, driver)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    hold.unlink()
+    hosts = world(template_repo, tmp_path / "killed", marks)
+    laptop_completes_two_agents(hosts, cli, gate, merge=merge)
+    kill_at(hosts["laptop"], marks, moment, LAPTOP_ENV, "merge")
     assert refs_of(hosts["origin"]) != expected  # the train had not finished
+    journal = remote_state(hosts["box"])["train"]
+    assert (journal["host"], journal["status"]) == ("laptop", "running")
 
-    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
-    early = run_process(box, "merge", "--continue", env=env)
-    assert early.code == 2  # the lease is seen for the first time: box waits out its expiry
-    assert "holds the lease refs/paradev/lock/train on origin" in early.err
-    time.sleep(EXPIRY + 0.2)
-    finished = run_process(box, "merge", "--continue", env=env)
+    finished = take_over_after_expiry(hosts["box"], {**BOX_ENV, "MARKS": str(marks)})
     assert finished.code == 0, finished.out + finished.err
     assert "was driven by host laptop" in finished.out
 
     assert refs_of(hosts["origin"]) == expected
-    assert merged(box) == merged(calm["laptop"])
-    assert merged(box) == {
+    for agent in (1, 2):  # the rewritten agent branches were taken: they are on main
+        branch = expected[f"refs/heads/parallel-dev/agent-{agent}"]
+        git(calm["origin"], "merge-base", "--is-ancestor", branch, "main")
+    assert merged(hosts["box"]) == merged(calm["laptop"])
+    assert merged(hosts["box"]) == {
         "tasks": {"11": "merged", "12": "merged"},
         "train": None,
         "trains": ["done"],
@@ -232,32 +294,19 @@ subprocess.run(["git", "-c", "core.editor=true", "rebase", "--continue"], check=
 def test_a_conflict_for_another_hosts_agent_is_handed_back_to_that_host(
     template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
 ) -> None:
-    gate, resolver = tmp_path / "gate.py", tmp_path / "resolver.py"
-    gate.write_text(GATE, encoding="utf-8")
-    resolver.write_text(RESOLVER, encoding="utf-8")
-    hosts = world(template_repo, tmp_path / "hosts")
-    command = f"command = {json.dumps([sys.executable, str(resolver)])}\n"
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, RESOLVER)
     laptop_completes_two_agents(
         hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
         first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"},
     )  # fmt: skip
     marks = tmp_path / "marks"
     marks.mkdir()
-    (marks / "hold-gate-1").write_text("hold")
     laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
-    driver = start_killable(hosts["laptop"], laptop_env, "merge")
-    try:
-        wait_for_file(marks / "gate-1", driver)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    (marks / "hold-gate-1").unlink()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")
 
     # box takes the train over, lands agent 1; agent 2 (laptop's) conflicts with it
     box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
-    assert run_process(box, "merge", "--continue", env=env).code == 2  # first sight of the lease
-    time.sleep(EXPIRY + 0.2)
-    stopped = run_process(box, "merge", "--continue", env=env)
+    stopped = take_over_after_expiry(box, env)
     assert stopped.code == 1, stopped.out + stopped.err
     assert "agent 2 runs on host laptop: the conflict is handed back to it" in stopped.err
     assert not (marks / "resolved-in").exists()  # box launched no agent
@@ -304,30 +353,17 @@ if not Path(subprocess.run(["git", "rev-parse", "--git-path", "rebase-merge"],
 def test_the_agents_host_run_picks_up_a_conflict_handed_back_to_it(
     template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
 ) -> None:
-    gate, worker = tmp_path / "gate.py", tmp_path / "worker.py"
-    gate.write_text(GATE, encoding="utf-8")
-    worker.write_text(WORKER, encoding="utf-8")
-    hosts = world(template_repo, tmp_path / "hosts")
-    command = f"command = {json.dumps([sys.executable, str(worker)])}\n"
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER)
     laptop_completes_two_agents(
         hosts, cli, gate, agents=command, merge='on_conflict = "agent"\n',
         first={"src/one.py": "ONE = 1\n", "README.md": "# sample, one\n"}, only_laptop=True,
     )  # fmt: skip
     marks = tmp_path / "marks"
     marks.mkdir()
-    (marks / "hold-gate-1").write_text("hold")
     laptop_env = {**LAPTOP_ENV, "MARKS": str(marks)}
-    driver = start_killable(hosts["laptop"], laptop_env, "merge")
-    try:
-        wait_for_file(marks / "gate-1", driver)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-    (marks / "hold-gate-1").unlink()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")
     box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
-    assert run_process(box, "merge", "--continue", env=env).code == 2
-    time.sleep(EXPIRY + 0.2)
-    assert run_process(box, "merge", "--continue", env=env).code == 1  # handed back to laptop
+    assert take_over_after_expiry(box, env).code == 1  # handed back to laptop
 
     ran = run_process(hosts["laptop"], "run", env=laptop_env, timeout=240)
     assert ran.code == 0, ran.out + ran.err
@@ -340,3 +376,61 @@ def test_the_agents_host_run_picks_up_a_conflict_handed_back_to_it(
         ("11", "12"), "merged"
     )
     assert state["train"] is None
+
+
+def test_a_run_takes_over_the_train_of_a_host_that_died(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER)
+    laptop_completes_two_agents(hosts, cli, gate, agents=command, first_batch=True)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")  # laptop dies mid-train
+
+    # box's run works on its own #13, then must land it: the dead host's train is in the way
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    assert run_process(box, "setup", env=env).code == 0
+    ran = run_process(box, "run", env=env, timeout=120)
+    assert ran.code == 0, ran.out + ran.err
+    assert "was driven by host laptop" in ran.out + ran.err
+    state = remote_state(box)
+    assert {i: t["status"] for i, t in state["tasks"].items()} == dict.fromkeys(
+        ("11", "12", "13"), "merged"
+    )
+    assert state["train"] is None
+    origin = hosts["origin"]
+    assert git(origin, "show", "main:src/one.py") == "ONE = 1"
+    assert git(origin, "show", "main:done-13.txt") == "13"
+    landed = [entry["agent"] for h in state["merge_history"] for entry in h["landed"]]
+    assert sorted(landed) == [1, 2, 3]
+
+
+def test_a_remote_refusing_rewritten_agent_branches_stops_the_train_in_one_line(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    """Every host needs the rewritten branch: a refusal is exit 2 with the fix, not a warning."""
+    gate = tmp_path / "gate.py"
+    gate.write_text(GATE, encoding="utf-8")
+    hosts = world(template_repo, tmp_path / "strict", strict=True)
+    laptop_completes_two_agents(hosts, cli, gate)
+    laptop, origin = hosts["laptop"], hosts["origin"]
+    pushed = git(origin, "rev-parse", "parallel-dev/agent-1")
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path)}
+
+    refused = run_process(laptop, "merge", env=env)
+
+    assert refused.code == 2, refused.out + refused.err
+    (line,) = refused.err.splitlines()
+    assert line.startswith("paradev: origin rejected parallel-dev/agent-1: ")
+    assert "let origin take forced pushes of agent branches" in line
+    assert line.endswith("then run paradev merge --continue")
+    assert git(origin, "rev-parse", "parallel-dev/agent-1") == pushed
+    assert remote_state(laptop)["train"]["queue"]  # the train waits, nothing lost
+
+    git(origin, "config", "receive.denyNonFastForwards", "false")  # the fix it names
+    done = run_process(laptop, "merge", "--continue", env=env)
+    assert done.code == 0, done.out + done.err
+    main = git(origin, "rev-parse", "main")
+    for agent in (1, 2):
+        git(origin, "merge-base", "--is-ancestor", f"parallel-dev/agent-{agent}", main)
+    assert merged(laptop)["tasks"] == {"11": "merged", "12": "merged"}

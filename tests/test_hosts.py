@@ -16,7 +16,7 @@ import pytest
 
 from paradev.errors import PlanError
 from paradev.git import Git
-from paradev.hosts import HOST_CONFIG, HOST_ENV, this_host
+from paradev.hosts import HOST_CONFIG, HOST_ENV, host_of, owners, this_host
 from paradev.lease import TRAIN, Lease
 from paradev.plan import parse
 from paradev.shared import STATE_REF
@@ -101,6 +101,14 @@ def test_hosts_are_read_and_an_empty_table_means_one_machine() -> None:
     plan = parse(plan_text(), Path("plan.toml"))
     assert plan.hosts == {"laptop": (1, 2), "box": (3,)}
     assert parse(PLAN, Path("plan.toml")).hosts == {}
+
+
+def test_the_host_of_each_agent_comes_from_one_map() -> None:
+    plan = parse(plan_text("hosts = { laptop = [1, 2], box = [3], tower = [] }\n"), Path("p"))
+    assert owners(plan) == {1: "laptop", 2: "laptop", 3: "box"}
+    assert (host_of(plan, 3), host_of(plan, 4)) == ("box", None)
+    alone = parse(PLAN, Path("plan.toml"))
+    assert (owners(alone), host_of(alone, 1)) == ({}, None)
 
 
 def test_a_bad_hosts_plan_exits_2_and_changes_nothing(repo: Path, cli: CliFn) -> None:

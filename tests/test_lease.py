@@ -12,9 +12,8 @@ from unittest import mock
 
 import pytest
 
-from paradev.errors import PreconditionError
 from paradev.git import Git
-from paradev.lease import LOCK_PREFIX, TRAIN, Lease, LeaseLost
+from paradev.lease import LOCK_PREFIX, TRAIN, Lease, LeaseHeld, LeaseLost, refused_for_lease
 from tests.conftest import HOSTS
 from tests.helpers import git
 
@@ -155,10 +154,12 @@ def test_held_renews_in_the_background_and_releases_at_the_end(
             time.sleep(0.05)
         box = lease(hosts["box"], "box")
         with (
-            pytest.raises(PreconditionError, match="laptop holds the lease refs/paradev/lock"),
+            pytest.raises(LeaseHeld, match="laptop holds the lease refs/paradev/lock") as refused,
             box.held(),
         ):
             pass
+        assert refused_for_lease(["paradev: some other line", f"paradev: {refused.value}"])
+        assert not refused_for_lease(["paradev: agent 1 is held by another paradev"])
         laptop.check()
     assert on_server(origin) == {"holder": "laptop", "state": "free"}
 
@@ -197,3 +198,20 @@ def test_a_failing_block_reports_its_own_error_when_the_lease_was_lost(
         assert box.acquire()
         raise RuntimeError("the gate failed")
     assert on_server(origin) == {"holder": "box", "state": "held"}
+
+
+def test_expired_now_counts_from_this_hosts_first_look(hosts: dict[str, Path]) -> None:
+    """``paradev run`` looks while another host's train runs: free, held, then expired."""
+    box = lease(hosts["box"], "box", Clock(1000.0))
+    assert box.expired_now()  # never taken: free
+    laptop = lease(hosts["laptop"], "laptop", Clock(0.0))
+    assert laptop.acquire()
+    assert not box.expired_now()  # first sight: box's count starts now
+    box.clock = Clock(1000.0 + EXPIRY - 1)
+    assert not box.expired_now()
+    box.clock = Clock(1000.0 + EXPIRY)
+    assert box.expired_now()
+    laptop.renew()  # a renewal is a new value: the count starts again
+    assert not box.expired_now()
+    laptop.release()
+    assert box.expired_now()

@@ -8,6 +8,7 @@ completed, and each backup ref, pushed before its branch was rewritten
 (``backup.share_backup``). Every landing the remote does not hold is redone
 from its backup; rewritten commits take the journal's committer (name,
 email, date), so they come out the same commits, whichever host makes them.
+A merge queue's candidates are rebuilt the same way (``_queue_landing``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from typing import Any
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
+from paradev.train import candidates
 from paradev.train.advance import move_base
-from paradev.train.journal import ADVANCE, BACKUP, Train, backup_ref
+from paradev.train.journal import ADVANCE, BACKUP, Train, backup_ref, journaled_committer
 from paradev.workspace import Workspace
 from paradev.worktrees import add_worktree
 
 # What the backup step journals: a landing redone from its backup starts from these.
-BACKUP_FACTS = ("branch", "old_head", "backup", "remote_head", "candidate", "wip", "times")
+# ``serial``: a queue's agent whose work did not replay, going through the serial steps.
+BACKUP_FACTS = (
+    "branch", "old_head", "backup", "remote_head", "candidate", "wip", "times", "serial",
+)  # fmt: skip
 
 
 def needs_adoption(train: Train) -> bool:
@@ -40,11 +45,6 @@ def adopt(train: Train) -> None:
     here holds commits the remote lacks.
     """
     ws, journal = train.ws, train.journal
-    if journal.get("mq"):
-        raise PreconditionError(
-            f"the merge queue train {train.id} was driven by host {journal['host']}; a queue "
-            "([merge] parallel or batch) goes on only there: run paradev merge --continue on it"
-        )
     remote, base = ws.plan.remote, train.base
     gitmod.fetch_refspecs(
         ws.git,
@@ -59,6 +59,8 @@ def adopt(train: Train) -> None:
     for agent in train.queue:
         _check_tree(train.worktree(agent))
     targets = {agent: _restart_point(train, agent, pushed_base) for agent in train.queue}
+    if journal.get("mq"):
+        _queue_landing(train, pushed_base)
     local = ws.git.rev(f"refs/heads/{base}")
     if local != pushed_base:
         move_base(ws, base, local or pushed_base, pushed_base, then="run paradev merge --continue")
@@ -103,9 +105,12 @@ def _restart_point(train: Train, agent: int, pushed_base: str) -> str:
     if "old_head" in entry:
         _expect_backup(train, entry)
         facts = {key: entry[key] for key in BACKUP_FACTS if key in entry}
+        # the serial steps set work in progress aside at their backup; the queue's
+        # candidates leave the branch alone until it lands
+        aside = entry.get("wip") and (entry.get("serial") or not train.journal.get("mq"))
         entry.clear()
         entry.update(facts, done=[BACKUP], step=BACKUP)
-        return str(entry["candidate"] if entry.get("wip") else entry["old_head"])
+        return str(entry["candidate"] if aside else entry["old_head"])
     branch = train.branch(agent)
     found = gitmod.resolve_refs(
         train.ws.git,
@@ -117,6 +122,41 @@ def _restart_point(train: Train, agent: int, pushed_base: str) -> str:
             "task never pushed it; continue the train on that host"
         )
     return next(iter(found.values()))  # the backup first: a killed driver may have cut the branch
+
+
+def _queue_landing(train: Train, pushed_base: str) -> None:
+    """A merge queue's landing the driver did not push whole, made to go on from the remote's base.
+
+    The driver's replays are not in this clone: its memo is dropped and the
+    landing's candidates the remote lacks are built again from the backups,
+    with the journaled committer, into the same commits (checked); the gate results journaled
+    per candidate commit still hold. The landing then moves base from where
+    the remote has it (its start, or an agent of it pushed before the kill).
+    """
+    mq: dict[str, Any] = train.journal["mq"]
+    mq["built"] = {}
+    pending = mq.get("landing")
+    git = train.ws.git
+    if not pending or gitmod.is_ancestor(git, str(pending["to"]), pushed_base):
+        return  # nothing under way, or pushed whole: its bookkeeping goes on
+    tip, made = str(pending["from"]), [str(pending["from"])]
+    with journaled_committer(train):
+        for agent, commit in pending["agents"]:
+            pushed = gitmod.is_ancestor(git, str(commit), pushed_base)  # its tasks may be marked
+            built = commit if pushed else candidates._link(train, int(agent), tip)
+            if built != commit:
+                raise PreconditionError(
+                    f"agent {agent}'s candidate rebuilt here is not the one "
+                    f"{train.journal['host']} gated ({str(commit)[:12]}); continue the train there"
+                )
+            tip = str(built)
+            made.append(tip)
+    if pushed_base not in made[:-1]:
+        raise PreconditionError(
+            f"{train.ws.plan.remote}/{train.base} ({pushed_base[:12]}) is not where the merge "
+            "queue's landing started or went; reconcile it, then run paradev merge --continue"
+        )
+    pending["from"] = pushed_base
 
 
 def _expect_backup(train: Train, entry: dict[str, Any]) -> None:

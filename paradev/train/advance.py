@@ -11,6 +11,7 @@ from pathlib import Path
 
 from paradev import git as gitmod
 from paradev.errors import GitError, PreconditionError
+from paradev.hosts import refuse_unshared_branch
 from paradev.prepare import as_agent, prepare_worktree
 from paradev.state import COMPLETED, MERGED, now
 from paradev.train import gate as gates
@@ -306,6 +307,7 @@ def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:
         gitmod.push(git, remote, head, branch, lease=lease)
     except GitError as err:
         if gitmod.remote_branch(git, remote, branch) != head:  # not a re-run of a done push
+            refuse_unshared_branch(train.ws.plan, branch, str(err))
             train.out(f"paradev: warning: {branch} not pushed to {remote}: {err}")
 
 

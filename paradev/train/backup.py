@@ -106,6 +106,13 @@ def share_backup(train: Train, agent: int) -> None:
         gitmod.push_ref(train.ws.git, train.ws.plan.remote, entry["old_head"], entry["backup"])
 
 
+def share_backups(train: Train, agents: Sequence[int]) -> None:
+    """``share_backup`` for a whole merge queue, in one push: a queue rewrites no branch
+    before it lands, so another host can rebuild every candidate from these."""
+    if train.ws.plan.hosts:
+        gitmod.push_refs(train.ws.git, train.ws.plan.remote, _journaled_backups(train, agents))
+
+
 def journal_backup(
     train: Train, agent: int, found: dict[str, str] | None = None
 ) -> tuple[str, str]:
@@ -173,10 +180,15 @@ def keep_backups(train: Train, agents: Sequence[int]) -> None:
 
     When one is there already (a resumed train), each is kept on its own.
     """
-    wanted = {str(train.agent(a)["backup"]): str(train.agent(a)["old_head"]) for a in agents}
+    wanted = _journaled_backups(train, agents)
     if wanted and not gitmod.create_refs(train.ws.git, wanted):
         for ref, commit in wanted.items():
             _keep_ref(train.ws.git, ref, commit)
+
+
+def _journaled_backups(train: Train, agents: Sequence[int]) -> dict[str, str]:
+    """Each agent's journaled backup ref -> the head it keeps."""
+    return {str(train.agent(a)["backup"]): str(train.agent(a)["old_head"]) for a in agents}
 
 
 def _lease(train: Train, agent: int, head: str, tracking: str | None) -> str | None:

@@ -221,6 +221,7 @@ def _back_up(train: Train, agents: Sequence[int]) -> None:
     for agent in fresh:
         backup.journal_backup(train, agent, found)
     backup.keep_backups(train, todo)
+    backup.share_backups(train, todo)  # [agents] hosts: before the journal names them
     for agent in todo:
         train.finish(agent, BACKUP)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from paradev import git as gitmod
 from paradev import lanes, processes
 from paradev.errors import GitError, PreconditionError, Stopped
+from paradev.hosts import host_of
 from paradev.train.checks import (
     _check_agent_branch,
     _refuse_uncommitted,
@@ -245,9 +246,8 @@ def hold_busy_lane(train: Train, agent: int, why: str) -> None:
 
 def _host_elsewhere(train: Train, agent: int) -> str | None:
     """The host running ``agent`` when it is not this one ([agents] hosts), else None."""
-    here = train.ws.store.host
-    owners = [host for host, agents in train.ws.plan.hosts.items() if agent in agents]
-    return owners[0] if here is not None and owners and owners[0] != here else None
+    here, owner = train.ws.store.host, host_of(train.ws.plan, agent)
+    return owner if here is not None and owner is not None and owner != here else None
 
 
 def _hand_to_host(train: Train, agent: int, owner: str) -> Stopped:
