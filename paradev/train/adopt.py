@@ -129,9 +129,10 @@ def _queue_landing(train: Train, pushed_base: str) -> None:
 
     The driver's replays are not in this clone: its memo is dropped and the
     landing's candidates the remote lacks are built again from the backups,
-    with the journaled committer, into the same commits (checked); the gate results journaled
-    per candidate commit still hold. The landing then moves base from where
-    the remote has it (its start, or an agent of it pushed before the kill).
+    with the journaled committer, into the same commits (checked); the gate
+    results journaled per candidate commit still hold. The landing then
+    moves base from where the remote has it (its start, or an agent of it
+    pushed before the kill).
     """
     mq: dict[str, Any] = train.journal["mq"]
     mq["built"] = {}
