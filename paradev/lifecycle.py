@@ -34,7 +34,7 @@ from paradev.git import (
 )
 from paradev.hosts import elsewhere
 from paradev.labels import AgentLabel, agent_label, landing_candidates
-from paradev.landed import LandedTasks
+from paradev.landed import base_just_read
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -644,8 +644,7 @@ def _state_and_counts(
     refs = [base, *(f"refs/heads/{ws.branch(a)}" for a in agents)]
     refs += [_tracked_ref(ws, a, away) for a in sorted(away)]
     tips, plain = resolve_refs_of_plain_history(ws.git, refs, ws.repo.common_dir)
-    if isinstance(ws.store.recognise, LandedTasks):
-        ws.store.recognise.base_tip = tips.get(base)
+    base_just_read(ws.store.recognise, tips.get(base))
     state = ws.store.read()
     cache = CommitCache(ws.store.dir / AHEAD_BEHIND_CACHE, enabled=plain)
     pairs = {
