@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from paradev import git as gitmod
 from paradev.branches import Branch, Changes, Heads, find_heads, load_branches
@@ -27,6 +27,7 @@ from paradev.errors import PreconditionError
 from paradev.git import Git, MergeTree
 from paradev.labels import IDLE, LABELS, WORKLESS, AgentLabel, agent_labels, who
 from paradev.landed import base_just_read
+from paradev.records import NamedTuple
 from paradev.workspace import Workspace
 
 CACHE_FILE = "conflicts-cache.json"

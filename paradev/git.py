@@ -17,9 +17,10 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev.errors import GitError, PreconditionError
+from paradev.records import NamedTuple
 from paradev.text import printable
 
 _T = TypeVar("_T")
