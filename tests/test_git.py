@@ -340,7 +340,7 @@ def test_side_by_side_keeps_the_order_and_raises_the_first_error() -> None:
 def test_processes_start_a_window_at_a_time_and_are_read_in_order(repo: Path) -> None:
     head = rev(repo, "HEAD")
     jobs = [(repo, ("update-ref", f"refs/heads/job-{n}", head)) for n in range(5)]
-    jobs.append((repo, ("rev-parse", "--verify", "refs/heads/job-4")))
+    jobs.append((repo, ("rev-parse", "--verify", "refs/heads/job-0")))  # read before it starts
     with git_mod.Processes(jobs, window=2) as running:
         for proc in running._started:  # the window: wait for what it started at once
             assert isinstance(proc, subprocess.Popen)
