@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.git import Git
 from paradev.hosts import elsewhere
+from paradev.records import NamedTuple
 from paradev.workspace import Workspace
 
 T = TypeVar("T")

@@ -20,10 +20,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from paradev import handlers
 from paradev.errors import EXIT_INTERRUPTED, EXIT_USAGE, ParadevError, PreconditionError
+from paradev.records import NamedTuple
 from paradev.text import printable_lines
 
 # -- argument types -----------------------------------------------------------------------

@@ -16,17 +16,18 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from paradev import git as gitmod
 from paradev.branches import Branch, Changes, Heads, find_heads, load_branches
 from paradev.errors import PreconditionError
 from paradev.git import Git, MergeTree
 from paradev.labels import IDLE, LABELS, WORKLESS, AgentLabel, agent_labels, who
+from paradev.landed import base_just_read
+from paradev.records import NamedTuple
 from paradev.workspace import Workspace
 
 CACHE_FILE = "conflicts-cache.json"
@@ -255,8 +256,7 @@ def _pairs(left: Iterable[int], right: Sequence[int]) -> set[tuple[int, int]]:
 # -- the report ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class PairReport:
+class PairReport(NamedTuple):
     """Two agents: the paths both changed, and what a real merge of their work does."""
 
     agents: tuple[int, int]
@@ -292,23 +292,35 @@ def _outcome_json(conflict: bool, conflicts: Sequence[Conflict]) -> dict[str, An
     return {"conflict": conflict, "conflicts": [c.to_json() for c in conflicts]}
 
 
-@dataclass(frozen=True)
 class Report:
     """Everything ``paradev conflicts`` prints; ``to_json`` gives the design's keys.
 
     ``examined`` holds the pairs that overlap, conflict or were merged; every
     other pair of branches is clean for sure and is only built when ``pairs``
     (every pair) is asked for: at 300 branches that is 44,850 records.
+    (A plain class, as are the others here: ``dataclasses`` costs every
+    ``paradev conflicts`` ~8 ms of imports.)
     """
 
-    base: str
-    base_commit: str
-    branches: list[Branch]
-    examined: list[PairReport]
-    against_base: list[BaseReport]
-    idle: list[int] = field(default_factory=list)  # agents with nothing beyond base
-    labels: dict[int, AgentLabel] = field(default_factory=dict)  # every agent's state word
-    tips: dict[int, str] = field(default_factory=dict)  # every agent's examined head
+    def __init__(
+        self,
+        base: str,
+        base_commit: str,
+        branches: list[Branch],
+        examined: list[PairReport],
+        against_base: list[BaseReport],
+        idle: list[int] | None = None,
+        labels: dict[int, AgentLabel] | None = None,
+        tips: dict[int, str] | None = None,
+    ) -> None:
+        self.base = base
+        self.base_commit = base_commit
+        self.branches = branches
+        self.examined = examined
+        self.against_base = against_base
+        self.idle = idle or []  # agents with nothing beyond base
+        self.labels = labels or {}  # every agent's state word
+        self.tips = tips or {}  # every agent's examined head
 
     @cached_property
     def _by_agents(self) -> dict[tuple[int, int], PairReport]:
@@ -374,7 +386,6 @@ class Report:
         return who(agent, label.issues if label else ())
 
 
-@dataclass
 class MergeCache:
     """Described merges keyed by (base, left, right) commits, kept under the git common dir.
 
@@ -383,11 +394,17 @@ class MergeCache:
     read whole at every run, so it stays bounded, keeping what was used last.
     """
 
-    path: Path | None
-    settings: str = ""
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    used: set[str] = field(default_factory=set)
-    dirty: bool = False
+    def __init__(
+        self,
+        path: Path | None,
+        settings: str = "",
+        entries: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.entries = entries if entries is not None else {}
+        self.used: set[str] = set()
+        self.dirty = False
 
     @classmethod
     def load(cls, path: Path | None, settings: str = "") -> MergeCache:
@@ -460,7 +477,10 @@ def analyze(
     """
     git = ws.git
     settings = gitmod.start_merge_settings(git) if use_cache else None
-    heads = heads or find_heads(ws, uncommitted=uncommitted, remote=remote)
+    if heads is None:
+        heads = find_heads(ws, uncommitted=uncommitted, remote=remote)
+        if heads.base_ref == f"refs/heads/{ws.plan.base}":  # read now: the labels' landed tasks
+            base_just_read(ws.store.recognise, heads.base_commit)
     loaded, base_changes = load_branches(git, heads)
     branches = [b for b in loaded if b.has_work]
     plans, refused = _plan_merges(git, heads.base_commit, branches, base_changes)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from paradev.git import (
     commit_count,
@@ -24,6 +23,7 @@ from paradev.git import (
     reset_keep,
     unfinished_operation,
 )
+from paradev.records import NamedTuple
 from paradev.state import (
     ASSIGNED,
     DROPPED,

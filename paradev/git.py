@@ -17,9 +17,10 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev.errors import GitError, PreconditionError
+from paradev.records import NamedTuple
 from paradev.text import printable
 
 _T = TypeVar("_T")
@@ -420,12 +421,6 @@ def dirty_paths(worktree: Path, *, untracked: bool = True, within: Sequence[str]
     return [path for _, path in _status_entries(worktree, untracked, within)]
 
 
-def dirty_and_untracked(worktree: Path) -> tuple[bool, list[str]]:
-    """(whether anything is uncommitted, the untracked paths): one ``git status`` for both."""
-    entries = _status_entries(worktree, True, ())
-    return bool(entries), [path for code, path in entries if code == "??"]
-
-
 def changes(
     worktree: Path, *, untracked: bool = True, within: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -457,16 +452,7 @@ def _status_entries(
         )
         .stdout
     )
-    entries: list[tuple[str, str]] = []
-    origin_of = ""
-    for entry in out.split("\0"):
-        if origin_of:  # a rename's or copy's original path: changed too
-            entries.append((origin_of, entry))
-            origin_of = ""
-        elif len(entry) >= 4:
-            entries.append((entry[:2], entry[3:]))
-            origin_of = entry[:2] if entry[0] in "RC" else ""
-    return entries
+    return status_entries(out)
 
 
 def untracked_paths(worktree: Path) -> list[str]:
@@ -1888,3 +1874,86 @@ def push_refs(git: Git, remote: str, refs: Mapping[str, str]) -> None:
     if refs:
         specs = [f"{commit}:{ref}" for ref, commit in sorted(refs.items())]
         git.run("push", "--quiet", "--end-of-options", remote, *specs)
+
+
+# -- git processes started now, read later --------------------------------------------------
+
+STATUS_ARGS = ("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
+
+
+class Processes:
+    """git processes run side by side, at most ``window`` at once, each read when asked.
+
+    No thread per process (``side_by_side``): the caller starts them, goes on
+    with its own work meanwhile, then reads each result in turn. ``status``
+    overlaps its every work tree's ``git status`` with reading the refs and
+    the state. Use as a context manager: processes left unread are stopped.
+    """
+
+    def __init__(self, jobs: Sequence[tuple[Path, Sequence[str]]], window: int = 16) -> None:
+        self._jobs = jobs
+        self._window = window
+        self._env = git_env()
+        self._started: list[subprocess.Popen[str] | OSError] = []
+        self._start_up_to(window)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._started:
+            if isinstance(proc, subprocess.Popen) and proc.returncode is None:
+                proc.kill()
+                proc.communicate()
+
+    def _start_up_to(self, count: int) -> None:
+        for cwd, args in self._jobs[len(self._started) : count]:
+            try:
+                self._started.append(
+                    subprocess.Popen(
+                        ["git", *args],
+                        cwd=cwd,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        encoding="utf-8",
+                        errors=GIT_TEXT_ERRORS,
+                        env=self._env,
+                    )
+                )
+            except OSError as exc:  # git missing, or a work tree removed meanwhile
+                self._started.append(exc)
+
+    def result(self, index: int) -> subprocess.CompletedProcess[str]:
+        """Job ``index``'s finished process (the next ones start); GitError when it failed."""
+        self._start_up_to(index + 1 + self._window)
+        proc = self._started[index]
+        args = list(self._jobs[index][1])
+        if isinstance(proc, OSError):
+            raise GitError(f"cannot run git in {self._jobs[index][0]}: {proc.strerror or proc}")
+        out, err = proc.communicate()
+        done = subprocess.CompletedProcess(["git", *args], proc.returncode, out, err)
+        if proc.returncode != 0:
+            raise GitError(_failure_message(args, done))
+        return done
+
+
+def status_entries(out: str) -> list[tuple[str, str]]:
+    """``git status --porcelain=v1 -z`` output as (two-letter status, path) of every path
+    listed; a rename's or copy's origin is listed too, with the same status."""
+    entries: list[tuple[str, str]] = []
+    origin_of = ""
+    for entry in out.split("\0"):
+        if origin_of:  # a rename's or copy's original path: changed too
+            entries.append((origin_of, entry))
+            origin_of = ""
+        elif len(entry) >= 4:
+            entries.append((entry[:2], entry[3:]))
+            origin_of = entry[:2] if entry[0] in "RC" else ""
+    return entries
+
+
+def dirty_and_untracked(out: str) -> tuple[bool, list[str]]:
+    """(whether anything is uncommitted, the untracked paths), from the output of one
+    ``git STATUS_ARGS``."""
+    entries = status_entries(out)
+    return bool(entries), [path for code, path in entries if code == "??"]

@@ -8,9 +8,9 @@ never "no work yet", and a failed one says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from paradev.plan import Plan, Task
+from paradev.records import NamedTuple
 from paradev.state import (
     COMPLETED,
     DROPPED,

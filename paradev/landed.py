@@ -85,6 +85,13 @@ class LandedTasks:
         return found
 
 
+def base_just_read(recognise: object, tip: str | None) -> None:
+    """Hand base's tip, just read by the caller, to the state's next landed read: one git
+    process less (``recognise``: a ``StateStore.recognise`` hook, this one or another)."""
+    if isinstance(recognise, LandedTasks):
+        recognise.base_tip = tip
+
+
 def _load(path: Path) -> tuple[str | None, Landed]:
     """The cache as written, or nothing when it is missing or not of our making."""
     try:

@@ -6,6 +6,7 @@ Which task an agent works on comes from the plan (its order) and the state
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # coverage is imported by start/complete/drop alone: status, run in loops, never needs it.
@@ -13,7 +14,9 @@ from paradev import attention
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
+    STATUS_ARGS,
     Git,
+    Processes,
     Tips,
     ahead_behind_of,
     at_once,
@@ -31,7 +34,7 @@ from paradev.git import (
 )
 from paradev.hosts import elsewhere, owners
 from paradev.labels import AgentLabel, agent_label, landing_candidates
-from paradev.landed import LandedTasks
+from paradev.landed import base_just_read
 from paradev.plan import Task
 from paradev.state import (
     ASSIGNED,
@@ -542,29 +545,41 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
-def _worktree_facts(ws: Workspace, agent: int) -> tuple[dict[str, Any], list[str]]:
-    """Dirtiness and untracked paths of the agent's work tree: the git work of status, per agent.
+def _worktree_jobs(ws: Workspace, agents: list[int]) -> dict[int, Path]:
+    """The work trees of ``agents`` that exist: each gets its ``git status`` (a broken one too)."""
+    paths = {agent: ws.worktree(agent) for agent in agents}
+    return {agent: path for agent, path in paths.items() if (path / ".git").exists()}
 
-    Run per agent in parallel, each call in its own thread: nothing is shared but paths.
+
+def _worktree_facts(
+    ws: Workspace, agents: list[int], trees: dict[int, Path], running: Processes
+) -> dict[int, tuple[dict[str, Any], list[str]]]:
+    """Each agent's work tree: there, dirty, its untracked paths, its branch.
+
+    ``running``: the ``git status`` of every one of ``trees``, in that order,
+    started before status read the refs and the state.
     """
-    path = ws.worktree(agent)
-    exists = (path / ".git").exists()
-    dirty: bool | None = None
-    untracked: list[str] = []
-    broken = False
-    if exists:
-        try:
-            dirty, untracked = dirty_and_untracked(path)
-        except GitError:  # one broken worktree must not hide every other agent
-            broken = True
-    facts = {
-        "exists": exists,
-        "broken": broken,
-        "dirty": dirty,
-        "untracked": len(untracked),
-        "checked_out": current_branch(path) if exists and not broken else None,
-    }
-    return facts, untracked
+    found: dict[int, tuple[dict[str, Any], list[str]]] = {}
+    results = dict(zip(trees, range(len(trees)), strict=True))
+    for agent in agents:
+        dirty: bool | None = None
+        untracked: list[str] = []
+        broken = False
+        if agent in trees:
+            try:
+                dirty, untracked = dirty_and_untracked(running.result(results[agent]).stdout)
+            except GitError:  # one broken worktree must not hide every other agent
+                broken = True
+        exists = agent in trees
+        facts = {
+            "exists": exists,
+            "broken": broken,
+            "dirty": dirty,
+            "untracked": len(untracked),
+            "checked_out": current_branch(trees[agent]) if exists and not broken else None,
+        }
+        found[agent] = facts, untracked
+    return found
 
 
 def _branch_facts(
@@ -629,8 +644,7 @@ def _state_and_counts(
     refs = [base, *(f"refs/heads/{ws.branch(a)}" for a in agents)]
     refs += [_tracked_ref(ws, a, away) for a in sorted(away)]
     tips, plain = resolve_refs_of_plain_history(ws.git, refs, ws.repo.common_dir)
-    if isinstance(ws.store.recognise, LandedTasks):
-        ws.store.recognise.base_tip = tips.get(base)
+    base_just_read(ws.store.recognise, tips.get(base))
     state = ws.store.read()
     cache = CommitCache(ws.store.dir / AHEAD_BEHIND_CACHE, enabled=plain)
     pairs = {
@@ -694,33 +708,32 @@ def _agent_json(
 
 
 def status(ws: Workspace) -> dict[str, Any]:
-    """The status report as JSON-ready data (the design's stable keys)."""
+    """The status report as JSON-ready data (the design's stable keys).
+
+    Every work tree's ``git status`` starts first and runs while status reads
+    the refs, the state and the plan: the report waits for the slowest tree,
+    not for each in turn.
+    """
     agents = range(1, ws.plan.agent_count + 1)
     away = elsewhere(ws.plan, ws.git)  # other hosts' agents: their branches from the remote
     local = [a for a in agents if a not in away]
-    # "Agent" 0: the refs, the state and the branches' counts, beside the work trees.
-    found: list[Any] = side_by_side(
-        lambda job: _worktree_facts(ws, job) if job else _state_and_counts(ws, away),
-        [0, *local],
-    )
-    state: State
-    tips: dict[str, str]
-    counts: dict[int, tuple[int, int] | None]
-    state, tips, counts = found[0]
-    worktrees = dict(zip(local, found[1:], strict=True))
+    trees = _worktree_jobs(ws, local)
+    with Processes([(path, STATUS_ARGS) for path in trees.values()]) as running:
+        state, tips, counts = _state_and_counts(ws, away)
+        index = tasks_by_agent(ws)
+        labels = {agent: agent_label(state, index[agent]) for agent in agents}
+        refs = _order_refs(ws, state)
+        asked = {f"refs/heads/{ws.branch(a)}" for a in agents}
+        unread = [ref for ref in refs[1:] if ref not in asked]
+        if unread:  # an old order naming agents the plan no longer has
+            tips = {**tips, **resolve_refs(ws.git, unread)}
+        worktrees = _worktree_facts(ws, local, trees, running)
     idle: tuple[dict[str, Any], list[str]] = ({}, [])
     facts = {
         a: _branch_facts(ws, a, worktrees.get(a, idle)[0], counts[a], away.get(a)) for a in agents
     }
     _name_hosts(ws, facts)
     untracked = {a: worktrees.get(a, idle)[1] for a in agents}
-    refs = _order_refs(ws, state)
-    asked = {f"refs/heads/{ws.branch(a)}" for a in agents}
-    unread = [ref for ref in refs[1:] if ref not in asked]
-    if unread:  # an old order naming agents the plan no longer has
-        tips = {**tips, **resolve_refs(ws.git, unread)}
-    index = tasks_by_agent(ws)
-    labels = {agent: agent_label(state, index[agent]) for agent in agents}
     stale = attention.order_staleness(
         state,
         tips.get(refs[0]),

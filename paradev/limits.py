@@ -14,9 +14,9 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import NamedTuple
 
 from paradev.errors import PreconditionError
+from paradev.records import NamedTuple
 
 MAX_AGENTS = 1000  # agents.count
 MAX_ISSUE = 10**9  # issue numbers (they become parts of file names)

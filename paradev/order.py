@@ -14,11 +14,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from paradev import coverage
 from paradev import git as gitmod
 from paradev.labels import landing_candidates, who
+from paradev.records import NamedTuple
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State
 from paradev.workspace import Workspace
 

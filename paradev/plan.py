@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
@@ -29,6 +29,7 @@ from paradev.limits import (
     read_bounded,
     shown,
 )
+from paradev.records import NamedTuple
 
 if TYPE_CHECKING:
     from tomlkit.items import AoT

@@ -110,7 +110,7 @@ def record_scan(ws: Workspace, report: Report, source: str = "conflicts") -> Non
     nothing: repeated scans (CI, ``--watch``) stay free of the state lock.
     """
     snapshot = conflict_snapshot(report, source)
-    kept = ws.store.read().conflict_snapshots
+    kept = ws.store.read(recognise=False).conflict_snapshots  # landed tasks do not matter here
     if kept and _alike(kept[-1], snapshot) and _seconds_since(kept[-1]["last_seen"]) < REFRESH:
         return
     with ws.store.update() as state:

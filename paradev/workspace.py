@@ -6,13 +6,13 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 from paradev import plan as plan_mod
 from paradev.errors import PreconditionError
 from paradev.git import Git, Repository, discover
 from paradev.landed import LANDED_CACHE, LandedTasks
 from paradev.plan import Plan, Task
+from paradev.records import NamedTuple
 from paradev.state import StateStore
 
 

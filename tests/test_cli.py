@@ -219,12 +219,30 @@ NOT_LOADED = {
         "dataclasses",
         "inspect",
     ),
+    "conflicts": (
+        "argparse",
+        "paradev.argv",
+        "paradev.lifecycle",
+        "paradev.order",
+        "paradev.coverage",
+        "paradev.flowcheck",
+        "tomllib",
+        "paradev.presets",
+        "dataclasses",  # the report's classes are plain: ~8 ms of every scan
+        "inspect",
+    ),
 }
 OTHER_COMMANDS = ("paradev.train", "paradev.runner", "paradev.hooks", "paradev.report")
 
 
 @pytest.mark.parametrize(
-    "args", [["check", "src/app.py", "--agent", "1"], ["check", "src", "--json"], ["status"]]
+    "args",
+    [
+        ["check", "src/app.py", "--agent", "1"],
+        ["check", "src", "--json"],
+        ["status"],
+        ["conflicts"],
+    ],
 )
 def test_fast_commands_load_only_the_core_they_use(
     set_up: Path, repo: Path, cli: Callable[..., Result], args: list[str]

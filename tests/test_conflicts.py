@@ -823,6 +823,25 @@ def test_agents_are_labelled_by_state_with_their_issues(
     assert data["summary"] == {"clean": 0, "overlap": 0, "conflict": 1}
 
 
+def test_landed_tasks_are_read_on_base_as_the_scan_found_it_with_no_git_call_of_their_own(
+    set_up: Path, repo: Path, mocker: MockerFixture
+) -> None:
+    from paradev.snapshots import record_scan
+
+    commit(repo, {"health.py": "OK = 1\n"}, "feat: health\n\nParadev-Issue: 13")  # no record
+    commit(agent_tree(set_up, 1), {"src/app.py": EDITED})
+    first = ws_of(repo)
+    record_scan(first, analyze(first))  # the first scan keeps a snapshot
+    ws = ws_of(repo)  # the next run of a loop: a new process
+    rev = mocker.spy(Git, "rev")
+
+    report = analyze(ws)
+    record_scan(ws, report)  # alike to the last: nothing written
+
+    assert report.labels[3].to_json() == {"state": "merged", "issues": [13]}
+    assert rev.call_args_list == []
+
+
 def test_agents_without_commits_say_so_beside_their_state(
     set_up: Path, repo: Path, cli: Callable[..., Result]
 ) -> None:

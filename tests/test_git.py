@@ -337,6 +337,36 @@ def test_side_by_side_keeps_the_order_and_raises_the_first_error() -> None:
         git_mod.side_by_side(fail, list(range(20)))
 
 
+def test_processes_start_a_window_at_a_time_and_are_read_in_order(repo: Path) -> None:
+    head = rev(repo, "HEAD")
+    jobs = [(repo, ("update-ref", f"refs/heads/job-{n}", head)) for n in range(5)]
+    jobs.append((repo, ("rev-parse", "--verify", "refs/heads/job-0")))  # read before it starts
+    with git_mod.Processes(jobs, window=2) as running:
+        for proc in running._started:  # the window: wait for what it started at once
+            assert isinstance(proc, subprocess.Popen)
+            proc.wait()
+        made = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/job-*")
+        assert made.split() == ["job-0", "job-1"]  # the others wait for their turn
+        assert [running.result(n).returncode for n in range(5)] == [0] * 5
+        assert running.result(5).stdout == head + "\n"
+
+
+def test_processes_name_each_failure_when_read_and_the_others_still_answer(
+    repo: Path, tmp_path: Path
+) -> None:
+    jobs = [
+        (repo, ("rev-parse", "--verify", "refs/heads/nowhere")),
+        (tmp_path / "gone", ("status",)),
+        (repo, ("rev-parse", "HEAD")),
+    ]
+    with git_mod.Processes(jobs) as running:
+        with pytest.raises(GitError, match="git rev-parse --verify refs/heads/nowhere failed"):
+            running.result(0)
+        with pytest.raises(GitError, match=f"cannot run git in {tmp_path / 'gone'}"):
+            running.result(1)
+        assert running.result(2).stdout.strip() == rev(repo, "HEAD")
+
+
 def test_landed_issues_reads_the_newest_trailer_of_each_issue(repo: Path) -> None:
     older = commit(repo, {"a.py": "1\n"}, "feat: a\n\nParadev-Issue: 5")
     newer = commit(repo, {"a.py": "2\n"}, "fix: a again\n\nParadev-Issue: 5\nParadev-Issue: 6")
