@@ -2,14 +2,16 @@
 
 A repository with 10,000 files and 10 agents, each with a worktree, a commit
 on its branch and uncommitted edits in its worktree (which ``check`` must
-still report: the script verifies the answer before timing it). The
-branches' changed paths are kept by commit ids between runs (as when an agent
-checks before each edit); one row forgets them first (every branch just
-moved). Each work tree's answer is kept too while nothing it depends on
+still report: the script verifies the answers before and after timing them).
+Between runs (as when an agent checks before each edit) check keeps the
+branch heads by the identity of the ref files, the branches' changed paths
+by commit ids, and each work tree's answer while nothing it depends on
 changed (``paradev.dirtycache``; files written within 2 s are always asked
-to git, so the script waits that long after building); one row forgets those
-answers (every work tree just changed: the cold cost). Commands take turns
-so machine load hits each alike; medians are printed side by side.
+to git, so the script waits that long after building). One row forgets the
+branch caches first (every branch just moved); one hides the work-tree
+answers (every work tree just changed: the cold cost, ~2 ms of ``sh``/``mv``
+included). Commands take turns so machine load hits each alike; medians are
+printed side by side, wall and CPU (CPU moves far less on a busy machine).
 
     python bench/check.py [--runs 21] [--files 10000] [--agents 10]
 """

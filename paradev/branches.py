@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.git import Git
-from paradev.hosts import elsewhere
 from paradev.records import NamedTuple
 from paradev.workspace import Workspace
 
@@ -125,6 +124,8 @@ def find_heads(ws: Workspace, uncommitted: bool = False, remote: bool = False) -
         gitmod.fetch(git, ws.plan.remote)
         prefix = f"refs/remotes/{ws.plan.remote}/"
     base_refs = [f"{prefix}{ws.plan.base}", f"refs/heads/{ws.plan.base}"]
+    from paradev.hosts import elsewhere  # not imported by a check that keeps its heads
+
     away = {} if remote else elsewhere(ws.plan, git)  # other hosts' agents: as pushed
     pushed = f"refs/remotes/{ws.plan.remote}/"
     wanted = [f"{pushed if a in away else prefix}{ws.branch(a)}" for a in agents]

@@ -105,15 +105,37 @@ class Stamps:
         return blake2b(key.encode("utf-8", "surrogateescape"), digest_size=20).hexdigest()
 
 
+# git variables that change nothing ``git status`` says (who commits, tracing, prompts): agents
+# that differ only in them share the kept answers.
+_INERT_ENV = (
+    "GIT_AUTHOR_",
+    "GIT_COMMITTER_",
+    "GIT_TRACE",
+    "GIT_TERMINAL_PROMPT",
+    "GIT_EDITOR",
+    "GIT_SEQUENCE_EDITOR",
+    "GIT_PAGER",
+    "GIT_ASKPASS",
+    "GIT_SSH",
+    "GIT_MERGE_AUTOEDIT",
+    "GIT_REFLOG_ACTION",
+)
+
+
 def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = None) -> str:
     """What every tree's answer depends on alike: git's config, global ignores, git itself."""
-    env = dict(os.environ) if env is None else env
+    from paradev.git import git_env
+
+    env = git_env() if env is None else env  # what git sees
     stamps = Stamps(since_ns)
     stamps.parts += sorted(
         f"{name}={value}"
         for name, value in env.items()
-        if name.startswith("GIT_") or name in ("HOME", "XDG_CONFIG_HOME", "PATH")
+        if (name.startswith("GIT_") and not name.startswith(_INERT_ENV))
+        or name in ("HOME", "XDG_CONFIG_HOME")
     )
+    program = _git_program(env)
+    stamps.file(program)
     home = env.get("HOME", "")
     xdg = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     configs = [os.path.join(common_dir, "config")]
@@ -122,7 +144,9 @@ def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = Non
     else:
         configs += [os.path.join(home, ".gitconfig"), os.path.join(xdg, "git", "config")]
     if env.get("GIT_CONFIG_NOSYSTEM", "").lower() not in ("1", "true", "yes", "on"):
-        configs += [env.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig", *_prefix_configs(env)]
+        prefix = os.path.dirname(os.path.dirname(program))  # a git installed under PREFIX
+        configs += [env.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig"]
+        configs += [os.path.join(prefix, "etc", "gitconfig")]
     for config in configs:
         _config_file(stamps, config, home)
     for name in ("info/exclude", "info/attributes", "info/sparse-checkout"):
@@ -134,16 +158,14 @@ def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = Non
     return stamps.key()
 
 
-def _prefix_configs(env: dict[str, str]) -> list[str]:
-    """The system config of a git installed under another prefix (``PREFIX/etc/gitconfig``)."""
-    found = []
+def _git_program(env: dict[str, str]) -> str:
+    """The git that answers (the first on PATH, links followed): another git may answer
+    otherwise."""
     for folder in env.get("PATH", os.defpath).split(os.pathsep):
         program = os.path.join(folder or os.curdir, "git")
-        if os.access(program, os.X_OK):
-            prefix = os.path.dirname(os.path.dirname(os.path.realpath(program)))
-            found.append(os.path.join(prefix, "etc", "gitconfig"))
-            break
-    return found
+        if os.path.isfile(program) and os.access(program, os.X_OK):
+            return os.path.realpath(program)
+    raise NotKeyableError("no git on PATH")
 
 
 def _config_file(stamps: Stamps, path: str, home: str) -> None:

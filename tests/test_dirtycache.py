@@ -308,3 +308,15 @@ def test_kept_answers_agree_with_git_after_any_edits(
         _settle()
         for path in paths:
             assert _seen(path) == _truth(tree, path), (step, path)
+
+
+def test_only_variables_git_status_reads_part_kept_answers(
+    set_up: Path, asked: MagicMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(agent_tree(set_up, 2), {"src/app.py": "changed\n"})
+    _settle()
+    assert _seen("src/app.py") and len(_trees_asked(asked)) == 2
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "another agent")  # who commits: inert
+    assert _seen("src/app.py") and _trees_asked(asked) == []
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'status.relativepaths'='false'")
+    assert _seen("src/app.py") and len(_trees_asked(asked)) == 2
