@@ -153,9 +153,11 @@ class Train:
         return _rev(self.ws.git, f"refs/heads/{self.base}")
 
     def tips(self, agent: int) -> tuple[str, str]:
-        """(base, agent branch) commits, read together by one git process."""
+        """(base, agent branch) commits: from their ref files as a rule (the train's own
+        updates leave them loose), else read together by one git process."""
         base, branch = f"refs/heads/{self.base}", f"refs/heads/{self.branch(agent)}"
-        found = gitmod.resolve_refs(self.ws.git, [base, branch])
+        found = gitmod.loose_refs(self.ws.repo.common_dir, [base, branch])
+        found = found or gitmod.resolve_refs(self.ws.git, [base, branch])
         for ref in (base, branch):
             if ref not in found:
                 raise PreconditionError(f"{ref} does not exist")
