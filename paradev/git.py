@@ -1887,7 +1887,9 @@ def write_loose_objects(
         path = objects / oid[:2] / oid[2:]
         if path.exists():
             continue
-        path.parent.mkdir(exist_ok=True)
+        if not path.parent.is_dir():  # made as git makes it: with the object folder's mode
+            path.parent.mkdir(exist_ok=True)  # (a shared repository's group bits too)
+            os.chmod(path.parent, stat.S_IMODE(objects.stat().st_mode))
         data = zlib.compress(b"%s %d\0" % (kind.encode(), len(body)) + body, 1)
         temporary = path.parent / f"tmp_obj_paradev_{os.getpid()}_{oid[:12]}"
         temporary.unlink(missing_ok=True)  # a killed earlier run's (read-only: not reopened)

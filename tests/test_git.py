@@ -613,3 +613,21 @@ def test_loose_refs_reads_ref_files_and_gives_up_on_anything_else(repo: Path) ->
     assert git_mod.loose_refs(common, ["refs/heads/alias"]) is None  # symbolic: "ref: ..."
     moved = commit(repo, {"c.py": "c\n"}, "moves main")
     assert git_mod.loose_refs(common, ["refs/heads/main"]) == {"refs/heads/main": moved}
+
+
+def test_loose_objects_get_their_folder_the_mode_of_the_object_folder(repo: Path) -> None:
+    """A shared repository's object folders are group-writable: a new one made here too."""
+    objects = repo / ".git" / "objects"
+    objects.chmod(0o2775)
+    raw = git_mod.read_commits(git_mod.Git(repo), ["HEAD"])[0]
+    base = rev(repo, "HEAD")
+    there = {folder.name for folder in objects.iterdir()}
+    for attempt in range(50):  # until one lands in a folder that did not exist yet
+        (sha,) = git_mod.write_commit_chain(
+            git_mod.Git(repo), base, [raw._replace(message=f"again {attempt}\n")], objects
+        )
+        if sha[:2] not in there:
+            break
+    assert sha[:2] not in there
+    assert (objects / sha[:2]).stat().st_mode & 0o7777 == 0o2775
+    assert git(repo, "cat-file", "-t", sha) == "commit"
