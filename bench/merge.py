@@ -7,7 +7,7 @@ adds its journal (``train.json``, fsynced), the checks (clean trees, patch
 check, conflict markers, the branch still what the gate passed), the issue
 trailers and the Python start-up. Both run at 10 and 40 branches, on a
 fresh state and on one holding 2,000 finished task records (the journal's
-writes must not grow with the history). Printed: best wall time, git
+writes must not grow with the history). Printed: median wall and CPU time, git
 processes per branch (counted from git's trace2 events: a figure the load
 of a shared machine cannot blur), the ratio and the limit (1.3x).
 
@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ PYCACHE = Path(tempfile.gettempdir()) / f"paradev-bench-pycache-{os.getuid()}"
 ENV = {
     **{k: v for k, v in git_env().items() if k != "PYTHONDONTWRITEBYTECODE"},
     "PYTHONPYCACHEPREFIX": str(PYCACHE),
+    "PYTHONPATH": str(ROOT),  # the paradev next to this script, whichever one is installed
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_AUTHOR_NAME": "bench",
     "GIT_AUTHOR_EMAIL": "bench@paradev.invalid",
@@ -152,9 +155,11 @@ def add_history(repo: Path, records: int) -> None:
             record.merged_commit, record.files_modified = "0" * 40, [f"src/m{issue % 50}.py"]
 
 
-def run_train(repo: Path, branches: int, runner: str) -> float:
-    """Seconds ``runner`` takes for the train; checks every branch landed and was pushed."""
+def run_train(repo: Path, branches: int, runner: str) -> tuple[float, float]:
+    """(wall, CPU) seconds ``runner`` takes for the train, its git children included; checks
+    every branch landed and was pushed. CPU time is what a busy shared machine blurs least."""
     root = repo.parent
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     if runner == "paradev":
         proc = paradev(repo, "merge")
@@ -164,15 +169,19 @@ def run_train(repo: Path, branches: int, runner: str) -> float:
         argv = [str(PLAIN), str(repo), str(root / "project-worktrees"), str(root / "gate")]
         subprocess.run([*argv, str(branches)], env=ENV, check=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
     for where in (repo, root / "origin.git"):
         merged = git(where, "rev-list", "--count", "main")
         if int(merged) != 1 + 3 * branches:
             raise SystemExit(f"{runner}: {where} main has {merged} commits")
-    return elapsed
+    return elapsed, cpu
 
 
-def measure(branches: int, history: int, runner: str, trace: bool = False) -> tuple[float, int]:
-    """(seconds, git processes ``runner`` started itself) for one fresh repository.
+def measure(
+    branches: int, history: int, runner: str, trace: bool = False
+) -> tuple[float, float, int]:
+    """(seconds, CPU seconds, git processes ``runner`` started itself) for one fresh repository.
 
     Their own children (a push's pack-objects) are not counted, for either runner.
     """
@@ -182,47 +191,53 @@ def measure(branches: int, history: int, runner: str, trace: bool = False) -> tu
         if trace:
             ENV["GIT_TRACE2_EVENT"] = str(events)
         try:
-            seconds = run_train(repo, branches, runner)
+            seconds, cpu = run_train(repo, branches, runner)
         finally:
             ENV.pop("GIT_TRACE2_EVENT", None)
         if not trace:
-            return seconds, 0
+            return seconds, cpu, 0
         lines = events.read_text().splitlines()
         started = sum(
             1 for e in map(json.loads, lines) if e.get("event") == "start" and "/" not in e["sid"]
         )
-        return seconds, started
+        return seconds, cpu, started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--branches", type=int, nargs="+", default=[10, 40])
     parser.add_argument("--history", type=int, nargs="+", default=[0, 2000])
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     compile_paradev()
     print(
         "merge train, gate `true`, push to a local bare remote; "
-        f"best of {args.repeat}; limit {LIMIT}x the plain git script"
+        f"median of {args.repeat}; limit {LIMIT}x the plain git script"
     )
-    header = "branches  history   plain s  paradev s   ratio   git/branch plain  paradev"
-    print(header)
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        "branches  history   plain s  paradev s   ratio      plain cpu  paradev cpu  ratio"
+        "   git/branch plain  paradev"
+    )
     for branches in args.branches:
         for history in args.history:
-            best: dict[str, float] = {}
+            runs: dict[str, list[tuple[float, float, int]]] = {"plain": [], "paradev": []}
             for _ in range(args.repeat):  # interleaved: a busy moment hits both alike
                 for runner in ("plain", "paradev"):
-                    seconds, _count = measure(branches, history, runner)
-                    best[runner] = min(best.get(runner, seconds), seconds)
-            counts = {r: measure(branches, history, r, trace=True)[1] for r in ("plain", "paradev")}
-            ratio = best["paradev"] / best["plain"]
+                    runs[runner].append(measure(branches, history, runner))
+            counts = {r: measure(branches, history, r, trace=True)[2] for r in ("plain", "paradev")}
+            wall = {r: statistics.median(t for t, _, _ in runs[r]) for r in runs}
+            cpu = {r: statistics.median(c for _, c, _ in runs[r]) for r in runs}
+            ratio = wall["paradev"] / wall["plain"]
             verdict = "ok" if ratio <= LIMIT else "OVER"
             print(
-                f"{branches:>8}  {history:>7}  {best['plain']:>8.2f}  {best['paradev']:>9.2f}"
-                f"  {ratio:>5.2f}x {verdict:<4}  {counts['plain'] / branches:>10.1f}"
+                f"{branches:>8}  {history:>7}  {wall['plain']:>8.2f}  {wall['paradev']:>9.2f}"
+                f"  {ratio:>5.2f}x {verdict:<4}  {cpu['plain']:>8.2f}  {cpu['paradev']:>11.2f}"
+                f"  {cpu['paradev'] / cpu['plain']:>5.2f}x  {counts['plain'] / branches:>10.1f}"
                 f"  {counts['paradev'] / branches:>7.1f}",
                 flush=True,
             )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1764,13 +1764,17 @@ def read_range(git: Git, base: str, head: str) -> list[tuple[str, RawCommit]]:
     return found
 
 
-def write_commit_chain(git: Git, parent: str, commits: Sequence[RawCommit]) -> list[str]:
+def write_commit_chain(
+    git: Git, parent: str, commits: Sequence[RawCommit], objects: Path | None = None
+) -> list[str]:
     """Write ``commits`` as a chain on ``parent`` (each the next one's parent): their ids.
 
     One ``git hash-object --stdin-paths`` for the whole chain, not one
     ``commit-tree`` per commit: the ids are computed here (each commit names
     its parent's), and git's own answer must agree. Identity and message are
-    written exactly as given, as ``commit-tree`` writes them.
+    written exactly as given, as ``commit-tree`` writes them. ``objects``: the
+    repository's object folder, to write them there with no git process at all
+    (``write_loose_objects``).
     """
     import hashlib
     import tempfile
@@ -1789,6 +1793,9 @@ def write_commit_chain(git: Git, parent: str, commits: Sequence[RawCommit]) -> l
         parent = algorithm(b"commit %d\0" % len(body) + body).hexdigest()
         bodies.append(body)
         ids.append(parent)
+    if objects is not None:
+        write_loose_objects(objects, "commit", bodies, ids)
+        return ids
     with tempfile.TemporaryDirectory(prefix="paradev-commits-") as folder:
         files = [Path(folder) / f"{index}" for index in range(len(bodies))]
         for file, body in zip(files, bodies, strict=True):
@@ -1957,3 +1964,62 @@ def dirty_and_untracked(out: str) -> tuple[bool, list[str]]:
     ``git STATUS_ARGS``."""
     entries = status_entries(out)
     return bool(entries), [path for code, path in entries if code == "??"]
+
+
+def write_loose_objects(
+    objects: Path, kind: str, bodies: Sequence[bytes], ids: Sequence[str]
+) -> None:
+    """Store each of ``bodies`` as the loose ``kind`` object ``ids[i]`` under ``objects``.
+
+    What ``git hash-object -w`` does, without its process (a merge train writes
+    each landing's commits): zlib-deflated ``<kind> <size>\\0<body>`` in
+    ``objects/<2 hex>/<rest>``, read-only, written under a temporary name and
+    renamed into place. Not synced, as git's own default; the ref update that
+    names them reads each one.
+    """
+    import zlib
+
+    for body, oid in zip(bodies, ids, strict=True):
+        path = objects / oid[:2] / oid[2:]
+        if path.exists():
+            continue
+        if not path.parent.is_dir():  # made as git makes it: with the object folder's mode
+            path.parent.mkdir(exist_ok=True)  # (a shared repository's group bits too)
+            os.chmod(path.parent, stat.S_IMODE(objects.stat().st_mode))
+        data = zlib.compress(b"%s %d\0" % (kind.encode(), len(body)) + body, 1)
+        temporary = path.parent / f"tmp_obj_paradev_{os.getpid()}_{oid[:12]}"
+        temporary.unlink(missing_ok=True)  # a killed earlier run's (read-only: not reopened)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)  # the same bytes as any copy already there
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def loose_refs(common_dir: Path, refs: Sequence[str]) -> dict[str, str] | None:
+    """The object each of ``refs`` points at, read from git's loose ref files: no process.
+
+    A loose ref file, while it exists, is what git itself answers (packing
+    writes ``packed-refs`` before it deletes the loose file). None when any
+    of them is not a plain loose file (packed, symbolic, missing, a reftable
+    store, a name outside ``refs/``): ask git then (``resolve_refs``).
+    """
+    if (common_dir / "reftable").exists():
+        return None
+    found: dict[str, str] = {}
+    for ref in refs:
+        if not ref.startswith("refs/") or ".." in ref.split("/"):
+            return None
+        try:
+            sha = (common_dir / ref).read_bytes().decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(sha) not in (40, 64) or not _HEX.issuperset(sha):
+            return None
+        found[ref] = sha
+    return found

@@ -1028,8 +1028,12 @@ class StateStore:
         self.journal_path.unlink(missing_ok=True)
 
     def write_journal(self, journal: dict[str, Any]) -> None:
-        """Atomically replace the journal file alone: a train step costs the size of the train."""
-        text = json.dumps(journal, indent=1, sort_keys=True) + "\n"
+        """Atomically replace the journal file alone: a train step costs the size of the train.
+
+        Compact, so json's C encoder writes it (``indent`` runs the pure-Python one: at
+        40 branches, a tenth of the train's time went into laying the journal out).
+        """
+        text = _COMPACT.encode(journal) + "\n"
         try:
             if self.journal_path.read_text(encoding="utf-8") == text:
                 return  # unchanged (a state write that did not touch the train)

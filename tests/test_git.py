@@ -595,3 +595,69 @@ def test_add_trailers_to_each_mixes_both_ways_in_order(repo: Path) -> None:
         "t\n\nParadev-Issue: 4\n",
         "other\n\nbody\n\nParadev-Issue: 4\n",
     ]
+
+
+def test_write_commit_chain_with_no_process_writes_what_hash_object_writes(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The commits written straight into the object folder are git's own: same ids as
+    ``git hash-object`` gives, readable, and fsck finds nothing wrong."""
+    g = git_mod.Git(repo)
+    base = rev(repo, "HEAD")
+    first = commit(repo, {"a.py": "a\n"}, "first")
+    second = commit(repo, {"b.py": "b\n"}, "second\n\nbody ü")
+    raw = git_mod.read_commits(g, [first, second])
+    again = [c._replace(message=c.message + "\nParadev-Issue: 7\n") for c in raw]
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", "--no-local", str(repo), str(other))
+
+    by_git = git_mod.write_commit_chain(git_mod.Git(other), base, again)
+    ids = git_mod.write_commit_chain(g, base, again, repo / ".git" / "objects")
+
+    assert ids == by_git
+    for sha, old in zip(ids, raw, strict=True):
+        assert git(repo, "cat-file", "-t", sha) == "commit"
+        assert git(repo, "rev-parse", f"{sha}^{{tree}}") == old.tree
+        assert (
+            git(repo, "log", "-1", "--format=%(trailers:key=Paradev-Issue,valueonly)", sha) == "7"
+        )
+    assert git(repo, "rev-parse", f"{ids[1]}~1") == ids[0]
+    git(repo, "update-ref", "refs/heads/rewritten", ids[1])  # git takes them as its own
+    assert git(repo, "fsck", "--strict", "--no-dangling") == ""
+    assert not list((repo / ".git" / "objects").glob("*/tmp_obj_*"))  # nothing left behind
+    # written again (a resumed train): the same objects, no error
+    assert git_mod.write_commit_chain(g, base, again, repo / ".git" / "objects") == ids
+
+
+def test_loose_refs_reads_ref_files_and_gives_up_on_anything_else(repo: Path) -> None:
+    common = repo / ".git"
+    head = rev(repo, "HEAD")
+    git(repo, "branch", "loose")
+    assert git_mod.loose_refs(common, ["refs/heads/loose"]) == {"refs/heads/loose": head}
+    git(repo, "pack-refs", "--all")  # packed: no loose file to read, git must answer
+    assert git_mod.loose_refs(common, ["refs/heads/loose"]) is None
+    assert git_mod.loose_refs(common, ["refs/heads/missing"]) is None
+    assert git_mod.loose_refs(common, ["HEAD"]) is None
+    assert git_mod.loose_refs(common, ["refs/heads/../../HEAD"]) is None
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    assert git_mod.loose_refs(common, ["refs/heads/alias"]) is None  # symbolic: "ref: ..."
+    moved = commit(repo, {"c.py": "c\n"}, "moves main")
+    assert git_mod.loose_refs(common, ["refs/heads/main"]) == {"refs/heads/main": moved}
+
+
+def test_loose_objects_get_their_folder_the_mode_of_the_object_folder(repo: Path) -> None:
+    """A shared repository's object folders are group-writable: a new one made here too."""
+    objects = repo / ".git" / "objects"
+    objects.chmod(0o2775)
+    raw = git_mod.read_commits(git_mod.Git(repo), ["HEAD"])[0]
+    base = rev(repo, "HEAD")
+    there = {folder.name for folder in objects.iterdir()}
+    for attempt in range(50):  # until one lands in a folder that did not exist yet
+        (sha,) = git_mod.write_commit_chain(
+            git_mod.Git(repo), base, [raw._replace(message=f"again {attempt}\n")], objects
+        )
+        if sha[:2] not in there:
+            break
+    assert sha[:2] not in there
+    assert (objects / sha[:2]).stat().st_mode & 0o7777 == 0o2775
+    assert git(repo, "cat-file", "-t", sha) == "commit"

@@ -2011,11 +2011,21 @@ def test_a_train_resumed_by_another_committer_later_makes_the_same_commits(
 def test_tasks_a_train_landed_read_merged_before_the_state_file_says_so(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> None:
-    """The marks ride in the journal: every read applies them; the train's end writes them."""
+    """The marks ride in the journal: every read applies them; the train's end writes them.
+
+    A mark is written with the next journal write: here agent 2's rebase's.
+    """
     trees = setup_with()
     work(cli, trees, 1, {"one.py": "1\n"})
     work(cli, trees, 2, {"two.py": "2\n"})
-    crash_before(mocker, "step_hooks")  # agent 1 landed and marked, the train not ended
+    from paradev.train.rewrite import step_check as real_check
+
+    def crash_on_the_second(train: Any, agent: int) -> None:
+        if train.journal["landed"]:  # agent 1 landed and marked, agent 2 rebased
+            raise Crash("step_check")
+        real_check(train, agent)
+
+    mocker.patch.object(train_mod, "step_check", side_effect=crash_on_the_second)
     with pytest.raises(Crash):
         cli("merge")
     mocker.stopall()
@@ -2100,3 +2110,39 @@ def test_every_backup_exists_before_the_first_gate_and_follows_a_branch_moved_si
     assert git(repo, "rev-parse", "parallel-dev/agent-2~1") == rev(repo, "main")
     agent2_backup = next(ref for ref in backups if "agent-2" in ref)
     assert git(repo, "log", "-1", "--format=%s", agent2_backup) == "late"
+
+
+# -- issue 11: a landing's mark rides on the next journal write ------------------------------
+
+DETACHING_GATE = (
+    'for t in "$PARADEV_WORKTREE"/../agent-*; do '
+    '[ "$t" -ef "$PARADEV_WORKTREE" ] || git -C "$t" checkout -q --detach; done'
+)
+
+
+def test_a_refusal_after_a_landing_still_records_what_landed(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    """The first gate detaches the other agent's tree: its rebase refuses (exit 2, before
+    any write of its own) after the first agent landed, whose tasks the state must show
+    merged all the same."""
+    trees = setup_with(gate=DETACHING_GATE)
+    for agent in (1, 2):
+        work(cli, trees, agent, {f"feature_{agent}.py": f"X = {agent}\n"})
+
+    result = cli("merge")
+
+    assert result.code == 2, result.out
+    assert "checked out; check it out first" in result.err
+    journal = state_of(repo)["train"]  # as written in the journal's file
+    (landing,) = journal["landed"]
+    assert landing["commit"] == rev(repo, "main")
+    first, second = landing["agent"], 3 - landing["agent"]
+    state = open_workspace(repo).store.read()
+    assert state.tasks[10 + first].status == "merged"
+    assert state.tasks[10 + first].merged_commit == rev(repo, "main")
+    assert state.tasks[10 + second].status == "completed"
+    git(agent_tree(trees, second), "checkout", "-q", f"parallel-dev/agent-{second}")
+    result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    assert {e["agent"] for e in state_of(repo)["merge_history"][-1]["landed"]} == {1, 2}

@@ -311,13 +311,15 @@ def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:
             train.out(f"paradev: warning: {branch} not pushed to {remote}: {err}")
 
 
-def step_mark(train: Train, agent: int) -> None:
+def step_mark(train: Train, agent: int, *, ride_along: bool = False) -> None:
     """Mark the agent's completed tasks merged (time, commit), in the journal alone.
 
     One small write: every read of the state applies the journal's landings
     to its task records (``StateStore.read``), and the train's end writes
     them into the state file. Persistent writes grow with the train, not with
-    the history. A crash before the write redoes this step.
+    the history. A crash before the write redoes this step. ``ride_along``
+    (the serial train): no write of its own unless ``on_merge`` hooks run
+    next; the next write (the next rebase's, a stop's, the train's end) carries it.
     """
     if train.is_done(agent, MARK):
         return
@@ -340,7 +342,8 @@ def step_mark(train: Train, agent: int) -> None:
     entry["issues"] = issues
     landing = {"agent": agent, "commit": landed, "issues": issues, "merged_at": now()}
     train.journal["landed"].append(landing)
-    train.save()
+    if not ride_along or train.ws.plan.hook("on_merge").strip():
+        train.save()
     merged = ", ".join(f"#{i}" for i in issues) or "no tasks"
     train.out(f"agent {agent}: landed {merged} at {landed[:12]}")
 

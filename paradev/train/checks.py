@@ -18,6 +18,7 @@ from paradev.train.gate import _gate_command
 from paradev.train.journal import (
     _lock_agents,
     _rev,
+    ref_tips,
 )
 from paradev.workspace import Workspace
 
@@ -149,13 +150,15 @@ def _remote_base(ws: Workspace, peek: bool = False) -> str | None:
     ask the remote without writing any ref.
     """
     remote, base = ws.plan.remote, ws.plan.base
+    ours_ref, theirs_ref = f"refs/heads/{base}", f"refs/remotes/{remote}/{base}"
     if peek:
         theirs = gitmod.peek_remote_branch(ws.git, remote, base)
+        ours = _rev(ws.git, ours_ref)
     else:
         gitmod.fetch(ws.git, remote)
-        theirs = ws.git.rev(f"refs/remotes/{remote}/{base}")
-    ours = _rev(ws.git, f"refs/heads/{base}")
-    if theirs is None or gitmod.is_ancestor(ws.git, theirs, ours):
+        found = ref_tips(ws, [ours_ref, theirs_ref])  # no git process as a rule
+        theirs, ours = found.get(theirs_ref), found.get(ours_ref) or _rev(ws.git, ours_ref)
+    if theirs is None or theirs == ours or gitmod.is_ancestor(ws.git, theirs, ours):
         return None
     if not gitmod.is_ancestor(ws.git, ours, theirs):
         raise PreconditionError(

@@ -155,9 +155,10 @@ class Train:
         return _rev(self.ws.git, f"refs/heads/{self.base}")
 
     def tips(self, agent: int) -> tuple[str, str]:
-        """(base, agent branch) commits, read together by one git process."""
+        """(base, agent branch) commits: from their ref files as a rule (the train's own
+        updates leave them loose), else read together by one git process."""
         base, branch = f"refs/heads/{self.base}", f"refs/heads/{self.branch(agent)}"
-        found = gitmod.resolve_refs(self.ws.git, [base, branch])
+        found = ref_tips(self.ws, [base, branch])
         for ref in (base, branch):
             if ref not in found:
                 raise PreconditionError(f"{ref} does not exist")
@@ -255,6 +256,21 @@ def _rev(git: Git, ref: str) -> str:
     return sha
 
 
+def ref_tips(ws: Workspace, refs: Sequence[str]) -> dict[str, str]:
+    """The commit of each existing branch or remote-tracking ref of ``refs``: from the ref
+    files as a rule (no git process), else one ``for-each-ref``."""
+    found = gitmod.loose_refs(ws.repo.common_dir, refs)
+    return found if found is not None else gitmod.resolve_refs(ws.git, refs)
+
+
+def _tip(ws: Workspace, ref: str) -> str:
+    """``_rev`` of a branch, from its ref file as a rule."""
+    sha = ref_tips(ws, [ref]).get(ref)
+    if sha is None:
+        raise PreconditionError(f"{ref} does not exist")
+    return sha
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -314,7 +330,7 @@ def _new_journal(ws: Workspace, order: list[int], push: bool, gate: bool) -> dic
     return {
         "id": _stamp(),
         "base": ws.plan.base,
-        "base_start": _rev(ws.git, f"refs/heads/{ws.plan.base}"),
+        "base_start": _tip(ws, f"refs/heads/{ws.plan.base}"),
         "started_at": now(),
         "status": "running",
         "stop": None,

@@ -121,6 +121,7 @@ def with_issue_trailers(
     commits: Sequence[str],
     issues: Sequence[list[int]],
     raw: Sequence[gitmod.RawCommit] | None = None,
+    objects: Path | None = None,
 ) -> str:
     """``commits`` (a chain on ``base``) again, each message carrying its ``issues`` trailers.
 
@@ -128,7 +129,8 @@ def with_issue_trailers(
     Commits that already carry them (and whose parents did not change) are kept.
     A few git processes for the whole chain: one reads every commit (none
     when the caller read them: ``raw``), one adds the trailers per set of
-    issues, and one writes the new commits.
+    issues (none for a plain message), and one writes the new commits (none
+    given the repository's ``objects`` folder).
     """
     raw = list(raw) if raw is not None else gitmod.read_commits(git, commits)
     messages = [commit.message for commit in raw]
@@ -147,7 +149,7 @@ def with_issue_trailers(
         kept += 1
     parent = commits[kept - 1] if kept else base
     rest = [old._replace(message=m) for old, m in zip(raw[kept:], messages[kept:], strict=True)]
-    return ([parent, *gitmod.write_commit_chain(git, parent, rest)])[-1]
+    return ([parent, *gitmod.write_commit_chain(git, parent, rest, objects)])[-1]
 
 
 def missing_range_work(

@@ -177,7 +177,8 @@ def build_trailers(
     rebased, tasks = found
     issues = _issues_per_commit(train, agent, tasks, len(rebased))
     raw = [commit for _, commit in read] if read else None
-    return landing.with_issue_trailers(train.ws.git, base, rebased, issues, raw)
+    objects = train.ws.repo.common_dir / "objects"
+    return landing.with_issue_trailers(train.ws.git, base, rebased, issues, raw, objects)
 
 
 def _issues_per_commit(

@@ -10,8 +10,9 @@ first checks what git already shows, so after a crash or a stop
 ``merge --continue`` ends in the same refs as a run that never stopped. The
 journal is written (locked, fsynced) only where git could not tell afterwards
 what happened: before a rebase (to recognise it as ours), before a squash
-moves the branch, when tasks are marked merged, after hooks ran, and at stops.
-Everything else rides along with the next write.
+moves the branch, when tasks are marked merged and hooks run next, after hooks
+ran, at stops and at the end. Everything else rides along with the next write
+(a landing's marks too: a crash before it redoes the mark, as git shows it landed).
 
 This module is the serial loop (``run``, ``land``) and the train's closing
 words; the steps live in ``checks`` (preconditions), ``backup``, ``rebase``
@@ -135,19 +136,24 @@ def run(train: Train, follow: Follow | None = None) -> None:
     """
     _say_gate(train)
     back_up_queue(train)
-    while train.queue or (follow is not None and follow.join(train)):
-        agent = train.queue[0]
-        if _skip_for_skipped_dependency(train, agent):
-            continue
-        try:
-            land(train, agent)
-        except LaneHeld as held:
-            _note_skip(train, agent, str(held))
-            train.out(f"agent {agent}: {held}")
-        train.queue.pop(0)  # written with the next step; a resumed train finds it all done
-        if follow is not None:
-            train.save()  # the journal no longer names it before anyone else may take it
-            follow.landed(agent)
+    try:
+        while train.queue or (follow is not None and follow.join(train)):
+            agent = train.queue[0]
+            if _skip_for_skipped_dependency(train, agent):
+                continue
+            try:
+                land(train, agent)
+            except LaneHeld as held:
+                _note_skip(train, agent, str(held))
+                train.out(f"agent {agent}: {held}")
+            train.queue.pop(0)  # written with the next step; a resumed train finds it all done
+            if follow is not None:
+                train.save()  # the journal no longer names it before anyone else may take it
+                follow.landed(agent)
+    except Exception:  # a refusal (exit 2): the landings marked so far are written first
+        train.save()
+        raise
+    train.save()  # the last landing's mark rides on it: the end reads the journal's file
     _end(train, "done")
     train.out(summary(train, "done"))
 
@@ -202,11 +208,16 @@ def land(train: Train, agent: int) -> None:
     step_check(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
-    after_landing(train, agent)
+    after_landing(train, agent, ride_along=True)
 
 
-def after_landing(train: Train, agent: int, *, push_may_stop: bool = True) -> None:
-    """Work in progress back on the branch, push, mark merged, hooks: what follows base moving."""
+def after_landing(
+    train: Train, agent: int, *, push_may_stop: bool = True, ride_along: bool = False
+) -> None:
+    """Work in progress back on the branch, push, mark merged, hooks: what follows base moving.
+
+    ``ride_along``: the mark is written with the next write (``step_mark``).
+    """
     step_wip(train, agent)
     try:
         step_push(train, agent)
@@ -214,7 +225,7 @@ def after_landing(train: Train, agent: int, *, push_may_stop: bool = True) -> No
         if push_may_stop:
             raise
         train.out(f"paradev: warning: {stop}")
-    step_mark(train, agent)
+    step_mark(train, agent, ride_along=ride_along)
     step_hooks(train, agent)
 
 
