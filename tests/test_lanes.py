@@ -365,3 +365,43 @@ def test_a_lane_that_cannot_be_made_leaves_the_run_landing_the_usual_way(
     assert three.merged_commit and four.start_commit and four.merged_commit
     assert _ancestor(repo, three.merged_commit, four.start_commit)  # #4 waited for #3
     assert blocker.read_text() == "not a work tree\n"
+
+
+def test_cleanup_keeps_a_waiting_lane_and_removes_a_landed_one_keeping_its_own_commits(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    configure(repo, squash=True)  # #11 lands rewritten: the agent's branch keeps its original
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)  # as 'paradev run' does
+    assert cli("start", "1").code == 0  # #21 starts while #11 waits to land
+    path, branch = lanes.tree(ws, 1), "paradev/lane/agent-1"
+
+    waiting = cli("cleanup")
+
+    assert waiting.code == 1
+    assert f"refused: lane {branch} ({path}): #11 still waits to land from it; kept" in waiting.out
+    assert path.is_dir() and git(repo, "rev-parse", branch) == first
+    assert cli("merge", "--follow").code == 0  # #11 lands from its lane
+    stray = commit(path, {"stray.txt": "made in the lane\n"}, "a commit only the lane holds")
+
+    landed = cli("cleanup")
+
+    assert f"removed worktree {path}" in landed.out, landed.out + landed.err
+    assert f"deleted branch {branch}" in landed.out
+    assert not path.exists()
+    assert git(repo, "branch", "--list", "paradev/lane/*") == ""
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/paradev/backup")
+    kept = [line.split()[1] for line in refs.splitlines() if f"{branch}/cleanup-" in line]
+    assert kept == [stray]  # the lane's own commit is kept
+    # agent 1's branch still holds #11's original commit: its next landing needs the record
+    assert lanes.read(ws)[1].head == first
+    tree = agent_tree(worktrees, 1)
+    commit(tree, {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0
+    assert cli("merge").code == 0
+    assert git(repo, "show", "main:b.py") == "B = 1"
+
+    assert cli("cleanup").code == 0
+    assert not (ws.store.dir / lanes.FILE).exists()
