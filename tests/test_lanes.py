@@ -327,6 +327,8 @@ def test_after_a_lane_landed_merge_by_hand_lands_only_the_next_tasks_own_range(
     landed = cli("merge", "--follow")
 
     assert landed.code == 0, landed.out + landed.err
+    assert "agent 1: #11 lands from its lane while #21 is in progress" in landed.out
+    assert "#21 is still in progress; not landed" not in landed.out
     assert git(repo, "rev-parse", "parallel-dev/agent-1") == second  # the busy branch untouched
     assert (tree / "notes.txt").read_text() == "uncommitted\n"
     assert git(repo, "show", "main:a.py") == "A = 1\nB = 1"
