@@ -34,7 +34,7 @@ from paradev.backups import (
 from paradev.errors import PreconditionError
 from paradev.git import Worktree
 from paradev.prepare import SetupConfig, made_by_setup
-from paradev.state import COMPLETED, IN_PROGRESS, State
+from paradev.state import IN_PROGRESS, State
 from paradev.train.journal import BACKUP_PREFIX
 from paradev.workspace import Workspace
 
@@ -329,14 +329,13 @@ def _lanes_to_clean(
 ) -> list[LaneFacts]:
     """Every lane but those whose task still waits to land (a failed task's next completion
     makes its lane again: ``lanes.open_lane``)."""
-    known = lanes.read(ws)
+    waiting = lanes.waiting(ws, state)
     chosen: list[LaneFacts] = []
     for agent in lanes.present(ws):
         path, branch = lanes.tree(ws, agent), lanes.branch(agent)
-        lane = known.get(agent)
-        if lane is not None and state.status(lane.issue) == COMPLETED:  # landed, dropped...: go
+        if agent in waiting:  # landed, dropped, failed (a new lane comes with a new completion)
             report.refused.append(
-                f"lane {branch} ({path}): #{lane.issue} still waits to land from it; kept"
+                f"lane {branch} ({path}): #{waiting[agent].issue} still waits to land from it; kept"
             )
             continue
         record = records.get(os.path.realpath(path))

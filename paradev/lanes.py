@@ -94,6 +94,11 @@ def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) ->
     return lane
 
 
+def waiting(ws: Workspace, state: State) -> dict[int, Lane]:
+    """Every agent's lane whose task still waits to land (from it, or held for its agent)."""
+    return {a: lane for a, lane in read(ws).items() if state.status(lane.issue) == COMPLETED}
+
+
 def landable(ws: Workspace, state: State, agent: int) -> Lane | None:
     """The agent's lane when its task waits to land from it (completed, not held)."""
     lane = read(ws).get(agent)

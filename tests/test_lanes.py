@@ -407,3 +407,31 @@ def test_cleanup_keeps_a_waiting_lane_and_removes_a_landed_one_keeping_its_own_c
 
     assert cli("cleanup").code == 0
     assert not (ws.store.dir / lanes.FILE).exists()
+
+
+def test_status_shows_the_task_that_waits_to_land_from_its_lane(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    configure(repo)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)  # as 'paradev run' does
+    assert cli("start", "1").code == 0  # #21 in progress while #11 waits to land
+
+    report = cli("status", "--json")
+    text = cli("status")
+
+    assert report.code == 0 and text.code == 0, report.err + text.err
+    agents = json.loads(report.out)["agents"]
+    assert agents["1"]["lane"] == {
+        "issue": 11,
+        "head": first,
+        "branch": "paradev/lane/agent-1",
+        "worktree": str(lanes.tree(ws, 1)),
+        "held": False,
+    }
+    assert agents["2"]["lane"] is None
+    assert f"  lane:     #11 on paradev/lane/agent-1 ({first[:12]}), waits to land" in text.out
+    assert cli("merge", "--follow").code == 0
+    assert json.loads(cli("status", "--json").out)["agents"]["1"]["lane"] is None  # landed
