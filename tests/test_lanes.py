@@ -435,3 +435,25 @@ def test_status_shows_the_task_that_waits_to_land_from_its_lane(
     assert f"  lane:     #11 on paradev/lane/agent-1 ({first[:12]}), waits to land" in text.out
     assert cli("merge", "--follow").code == 0
     assert json.loads(cli("status", "--json").out)["agents"]["1"]["lane"] is None  # landed
+
+
+def test_cleanup_removes_a_lane_no_record_names_backing_up_its_own_commit(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    configure(repo)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    path = lanes.tree(ws, 1)
+    own = commit(path, {"lane.txt": "only here\n"}, "a commit only the lane holds")
+    (ws.store.dir / lanes.FILE).write_text("not json\n")  # its record unreadable: no lane
+
+    result = cli("cleanup")
+
+    assert f"removed worktree {path}" in result.out, result.out + result.err
+    assert "deleted branch paradev/lane/agent-1" in result.out
+    refs = git(repo, "for-each-ref", "--format=%(objectname)", "refs/paradev/backup/paradev")
+    assert refs.split() == [own]
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == first  # the agent's branch kept
+    assert not path.exists()
