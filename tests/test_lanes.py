@@ -18,7 +18,7 @@ from typing import Any
 from paradev import lanes
 from paradev.git import git_env
 from paradev.state import MERGED
-from paradev.workspace import open_workspace
+from paradev.workspace import Workspace, open_workspace
 from tests.helpers import Result, agent_tree, commit, git, gone, start_paradev, wait_for_file
 from tests.test_train import configure, work
 
@@ -369,14 +369,21 @@ def test_a_lane_that_cannot_be_made_leaves_the_run_landing_the_usual_way(
     assert blocker.read_text() == "not a work tree\n"
 
 
-def test_cleanup_keeps_a_waiting_lane_and_removes_a_landed_one_keeping_its_own_commits(
-    repo: Path, cli: CliFn, worktrees: Path
-) -> None:
-    configure(repo, squash=True)  # #11 lands rewritten: the agent's branch keeps its original
+def _lane_for_11(repo: Path, cli: CliFn, worktrees: Path, **settings: Any) -> tuple[Workspace, str]:
+    """Agent 1 completes #11 (one commit) and its lane is made, as 'paradev run' does."""
+    configure(repo, **settings)
     assert cli("setup").code == 0
     first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
     ws = open_workspace(repo)
-    lanes.open_lane(ws, ws.store.read(), 1, 11, first)  # as 'paradev run' does
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    return ws, first
+
+
+def test_cleanup_keeps_a_waiting_lane_and_removes_a_landed_one_keeping_its_own_commits(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    # #11 lands rewritten: the agent's branch keeps its original commit
+    ws, first = _lane_for_11(repo, cli, worktrees, squash=True)
     assert cli("start", "1").code == 0  # #21 starts while #11 waits to land
     path, branch = lanes.tree(ws, 1), "paradev/lane/agent-1"
 
@@ -412,11 +419,7 @@ def test_cleanup_keeps_a_waiting_lane_and_removes_a_landed_one_keeping_its_own_c
 def test_status_shows_the_task_that_waits_to_land_from_its_lane(
     repo: Path, cli: CliFn, worktrees: Path
 ) -> None:
-    configure(repo)
-    assert cli("setup").code == 0
-    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
-    ws = open_workspace(repo)
-    lanes.open_lane(ws, ws.store.read(), 1, 11, first)  # as 'paradev run' does
+    ws, first = _lane_for_11(repo, cli, worktrees)
     assert cli("start", "1").code == 0  # #21 in progress while #11 waits to land
 
     report = cli("status", "--json")
@@ -440,11 +443,7 @@ def test_status_shows_the_task_that_waits_to_land_from_its_lane(
 def test_cleanup_removes_a_lane_no_record_names_backing_up_its_own_commit(
     repo: Path, cli: CliFn, worktrees: Path
 ) -> None:
-    configure(repo)
-    assert cli("setup").code == 0
-    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
-    ws = open_workspace(repo)
-    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    ws, first = _lane_for_11(repo, cli, worktrees)
     path = lanes.tree(ws, 1)
     own = commit(path, {"lane.txt": "only here\n"}, "a commit only the lane holds")
     (ws.store.dir / lanes.FILE).write_text("not json\n")  # its record unreadable: no lane
