@@ -6,10 +6,10 @@ Which task an agent works on comes from the plan (its order) and the state
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # coverage is imported by start/complete/drop alone: status, run in loops, never needs it.
-from paradev import attention, lanes
+from paradev import attention
 from paradev import plan as plan_mod
 from paradev.errors import GitError, PreconditionError
 from paradev.git import (
@@ -48,6 +48,9 @@ from paradev.state import (
 )
 from paradev.text import printable
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from paradev.lanes import Lane
 
 
 def _same_task(task: Task, title: str, hours: float, batch: str | None) -> bool:
@@ -733,7 +736,7 @@ def status(ws: Workspace) -> dict[str, Any]:
         from paradev.tasklease import vanished_tasks
 
         gone = vanished_tasks(ws, state)
-    waiting = lanes.waiting(ws, state)
+    waiting = _waiting_lanes(ws, state)
     return {
         "base": ws.plan.base,
         "base_exists": refs[0] in tips,
@@ -751,10 +754,22 @@ def status(ws: Workspace) -> dict[str, Any]:
     }
 
 
-def _lane_json(ws: Workspace, lane: lanes.Lane | None) -> dict[str, Any] | None:
+def _waiting_lanes(ws: Workspace, state: State) -> dict[int, Lane]:
+    """The lanes whose task waits to land; ``paradev.lanes`` (and its imports) loaded only
+    where ``paradev run`` made one, to keep ``status`` fast."""
+    if not (ws.store.dir / "lanes.json").exists():
+        return {}
+    from paradev import lanes
+
+    return lanes.waiting(ws, state)
+
+
+def _lane_json(ws: Workspace, lane: Lane | None) -> dict[str, Any] | None:
     """The agent's completed task that lands from its lane while it works on the next."""
     if lane is None:
         return None
+    from paradev import lanes
+
     return {
         "issue": lane.issue,
         "head": lane.head,
