@@ -9,7 +9,8 @@ and ignored files (``.env``, ``build/``: a tar archive in the common git dir,
 up to ``ARCHIVE_CAP``). A nested repository, whose commits no backup could
 hold, stops cleanup. Every refusal that stops the command comes before the
 first change. Base, and any branch checked out in another work tree, is never
-deleted.
+deleted. Lanes (``paradev.lanes``) go too, branch and tree, unless their task
+still waits to land; a commit only a lane holds is backed up first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from paradev import git as gitmod
+from paradev import lanes
 from paradev.backups import (
     ARCHIVE_CAP,
     archive_dir,
@@ -32,7 +34,7 @@ from paradev.backups import (
 from paradev.errors import PreconditionError
 from paradev.git import Worktree
 from paradev.prepare import SetupConfig, made_by_setup
-from paradev.state import IN_PROGRESS
+from paradev.state import IN_PROGRESS, State
 from paradev.train.journal import BACKUP_PREFIX
 from paradev.workspace import Workspace
 
@@ -135,7 +137,10 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
         else:
             chosen.append(facts)
     keeps = [_decide_keep(ws, facts) for facts in chosen]  # may refuse: nothing changed yet
+    lane_facts = _lanes_to_clean(ws, state, records, report)
     stamp = _stamp()
+    for lane in lane_facts:  # before any agent branch goes: it may be what holds their commits
+        _clean_lane(ws, lane, stamp, report)
     removed_agents: list[int] = []
     for keep in keeps:
         facts = keep.facts
@@ -303,3 +308,75 @@ def _delete_branch(ws: Workspace, facts: AgentFacts, report: CleanupReport) -> N
     assert facts.head is not None
     gitmod.delete_ref(ws.git, f"refs/heads/{facts.branch}", facts.head)
     report.deleted.append(facts.branch)
+
+
+# -- lanes (``paradev.lanes``): paradev's own branch and tree of a task that landed --------------
+
+
+@dataclass(frozen=True)
+class LaneFacts:
+    """One agent's lane about to go: its tree (if git knows it) and the commits only it holds."""
+
+    agent: int
+    path: Path
+    record: Worktree | None
+    tip: str | None  # the lane branch's commit
+    only_here: list[tuple[str, str]]  # (commit, what): on neither base nor the agent's branch
+
+
+def _lanes_to_clean(
+    ws: Workspace, state: State, records: dict[str, Worktree], report: CleanupReport
+) -> list[LaneFacts]:
+    """Every lane but those whose task still waits to land (a failed task's next completion
+    makes its lane again: ``lanes.open_lane``)."""
+    waiting = lanes.waiting(ws, state)
+    chosen: list[LaneFacts] = []
+    for agent in lanes.present(ws):
+        path, branch = lanes.tree(ws, agent), lanes.branch(agent)
+        if agent in waiting:  # landed, dropped, failed (a new lane comes with a new completion)
+            report.refused.append(
+                f"lane {branch} ({path}): #{waiting[agent].issue} still waits to land from it; kept"
+            )
+            continue
+        record = records.get(os.path.realpath(path))
+        if record is not None and (operation := gitmod.unfinished_operation(path)) is not None:
+            report.refused.append(f"lane {branch} ({path}): a {operation} is in progress; kept")
+            continue
+        tip = ws.git.rev(f"refs/heads/{branch}")
+        chosen.append(LaneFacts(agent, path, record, tip, _only_on_lane(ws, agent, record, tip)))
+    return chosen
+
+
+def _only_on_lane(
+    ws: Workspace, agent: int, record: Worktree | None, tip: str | None
+) -> list[tuple[str, str]]:
+    """The lane's commits (branch, detached HEAD) that neither base nor the agent's branch holds."""
+    held = [(tip, f"the lane branch {lanes.branch(agent)}")] if tip else []
+    if record is not None and record.branch is None and record.head:
+        held.append((record.head, f"the detached HEAD of {record.path}"))
+    keepers = [f"refs/heads/{ws.plan.base}"]
+    if ws.git.rev(f"refs/heads/{ws.branch(agent)}"):
+        keepers.append(f"refs/heads/{ws.branch(agent)}")
+    return [
+        (commit, what)
+        for commit, what in held
+        if not any(gitmod.is_ancestor(ws.git, commit, keeper) for keeper in keepers)
+    ]
+
+
+def _clean_lane(ws: Workspace, facts: LaneFacts, stamp: str, report: CleanupReport) -> None:
+    """Back up what only the lane holds, remove its tree and branch, and forget its record
+    once the agent's branch no longer needs it (``lanes.needed``)."""
+    branch = lanes.branch(facts.agent)
+    for number, (commit, what) in enumerate(facts.only_here):
+        ref = f"{BACKUP_PREFIX}/{branch}/cleanup-{stamp}" + (f"-{number}" if number else "")
+        gitmod.update_ref(ws.git, ref, commit, "")
+        report.backups.append(f"{ref} ({what})")
+    if facts.record is not None:
+        gitmod.remove_worktree(ws.git, facts.path, force=True)
+        report.removed.append(str(facts.path))
+    if facts.tip is not None:
+        gitmod.delete_ref(ws.git, f"refs/heads/{branch}", facts.tip)
+        report.deleted.append(branch)
+    if not lanes.needed(ws, facts.agent):
+        lanes.forget(ws, facts.agent)

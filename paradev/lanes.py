@@ -94,6 +94,11 @@ def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) ->
     return lane
 
 
+def waiting(ws: Workspace, state: State) -> dict[int, Lane]:
+    """Every agent's lane whose task still waits to land (from it, or held for its agent)."""
+    return {a: lane for a, lane in read(ws).items() if state.status(lane.issue) == COMPLETED}
+
+
 def landable(ws: Workspace, state: State, agent: int) -> Lane | None:
     """The agent's lane when its task waits to land from it (completed, not held)."""
     lane = read(ws).get(agent)
@@ -141,3 +146,36 @@ def range_start(ws: Workspace, state: State, agent: int, head: str) -> str | Non
         return None
     base = f"refs/heads/{ws.plan.base}"
     return None if gitmod.is_ancestor(ws.git, start, base) else start
+
+
+def present(ws: Workspace) -> list[int]:
+    """Every agent with a lane record, a lane branch or a lane work tree (what cleanup looks at)."""
+    names = [
+        ref.rsplit("/", 1)[1] for ref, _, _ in gitmod.refs_under(ws.git, "refs/heads/paradev/lane")
+    ]
+    folder = tree(ws, 0).parent
+    if folder.is_dir():
+        names += [path.name for path in folder.iterdir()]
+    numbers = {n.removeprefix("agent-") for n in names if n.startswith("agent-")}
+    return sorted(set(read(ws)) | {int(n) for n in numbers if n.isdigit()})
+
+
+def needed(ws: Workspace, agent: int) -> bool:
+    """Whether the agent's branch still holds its lane task's original commits, not on base:
+    its next landing starts after them (``range_start``), so the record must stay."""
+    lane = read(ws).get(agent)
+    tip = ws.git.rev(f"refs/heads/{ws.branch(agent)}")
+    if lane is None or tip is None or not gitmod.is_ancestor(ws.git, lane.head, tip):
+        return False
+    return not gitmod.is_ancestor(ws.git, lane.head, f"refs/heads/{ws.plan.base}")
+
+
+def forget(ws: Workspace, agent: int) -> None:
+    """Drop the agent's lane record (the file goes with the last one)."""
+    lanes = read(ws)
+    if lanes.pop(agent, None) is None:
+        return
+    if lanes:
+        _write(ws, lanes)
+    else:
+        (ws.store.dir / FILE).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ Which task an agent works on comes from the plan (its order) and the state
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # coverage is imported by start/complete/drop alone: status, run in loops, never needs it.
 from paradev import attention
@@ -51,6 +51,9 @@ from paradev.state import (
 )
 from paradev.text import printable
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from paradev.lanes import Lane
 
 
 def _same_task(task: Task, title: str, hours: float, batch: str | None) -> bool:
@@ -746,19 +749,46 @@ def status(ws: Workspace) -> dict[str, Any]:
         from paradev.tasklease import vanished_tasks
 
         gone = vanished_tasks(ws, state)
+    waiting = _waiting_lanes(ws, state)
     return {
         "base": ws.plan.base,
         "base_exists": refs[0] in tips,
         "agents": {
-            str(agent): _agent_json(
-                ws, state, agent, index[agent], facts[agent], labels[agent], gone
-            )
+            str(agent): {
+                **_agent_json(ws, state, agent, index[agent], facts[agent], labels[agent], gone),
+                "lane": _lane_json(ws, waiting.get(agent)),
+            }
             for agent in agents
         },
         "merge_order": [] if stale else state.merge_order,
         "merge_order_stale": stale if stale and landing else None,
         "train": attention.train_view(ws, state),
         "warnings": attention.warnings(ws, state, labels, facts, untracked),
+    }
+
+
+def _waiting_lanes(ws: Workspace, state: State) -> dict[int, Lane]:
+    """The lanes whose task waits to land; ``paradev.lanes`` (and its imports) loaded only
+    where ``paradev run`` made one, to keep ``status`` fast."""
+    if not (ws.store.dir / "lanes.json").exists():
+        return {}
+    from paradev import lanes
+
+    return lanes.waiting(ws, state)
+
+
+def _lane_json(ws: Workspace, lane: Lane | None) -> dict[str, Any] | None:
+    """The agent's completed task that lands from its lane while it works on the next."""
+    if lane is None:
+        return None
+    from paradev import lanes
+
+    return {
+        "issue": lane.issue,
+        "head": lane.head,
+        "branch": lanes.branch(lane.agent),
+        "worktree": str(lanes.tree(ws, lane.agent)),
+        "held": lane.held,
     }
 
 
@@ -863,6 +893,11 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
             )
     else:
         lines.append("  current:  none")
+    if lane := info.get("lane"):
+        how = "held until the agent is idle" if lane["held"] else "waits to land"
+        lines.append(
+            f"  lane:     #{lane['issue']} on {lane['branch']} ({lane['head'][:12]}), {how}"
+        )
     done = ", ".join(f"#{t['issue']}" for t in info["completed_tasks"]) or "none"
     lines.append(f"  done:     {done}  (total {info['total_hours']:g}h)")
     lines += attention.render_tasks(info)

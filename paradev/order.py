@@ -422,7 +422,7 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
         if stray is not None:  # dropped or unplanned work never lands with other work
             notes.append(f"{stray.message}; not landed")
         elif busy:
-            notes.append(f"agent {agent}: #{busy[0].issue} is still in progress; not landed")
+            notes.append(busy_note(agent, busy[0].issue))
         elif ref not in existing:
             notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
         elif ref not in ahead:
@@ -432,6 +432,11 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
         else:
             agents.append(agent)
     return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
+
+
+def busy_note(agent: int, issue: int) -> str:
+    """Why an agent's completed task does not land: its next one is in progress on its branch."""
+    return f"agent {agent}: #{issue} is still in progress; not landed"
 
 
 def completed_head(ws: Workspace, state: State, agent: int) -> tuple[int, str] | None:

@@ -18,7 +18,7 @@ from typing import Any
 from paradev import lanes
 from paradev.git import git_env
 from paradev.state import MERGED
-from paradev.workspace import open_workspace
+from paradev.workspace import Workspace, open_workspace
 from tests.helpers import Result, agent_tree, commit, git, gone, start_paradev, wait_for_file
 from tests.test_train import configure, work
 
@@ -327,6 +327,8 @@ def test_after_a_lane_landed_merge_by_hand_lands_only_the_next_tasks_own_range(
     landed = cli("merge", "--follow")
 
     assert landed.code == 0, landed.out + landed.err
+    assert "agent 1: #11 lands from its lane while #21 is in progress" in landed.out
+    assert "#21 is still in progress; not landed" not in landed.out
     assert git(repo, "rev-parse", "parallel-dev/agent-1") == second  # the busy branch untouched
     assert (tree / "notes.txt").read_text() == "uncommitted\n"
     assert git(repo, "show", "main:a.py") == "A = 1\nB = 1"
@@ -365,3 +367,92 @@ def test_a_lane_that_cannot_be_made_leaves_the_run_landing_the_usual_way(
     assert three.merged_commit and four.start_commit and four.merged_commit
     assert _ancestor(repo, three.merged_commit, four.start_commit)  # #4 waited for #3
     assert blocker.read_text() == "not a work tree\n"
+
+
+def _lane_for_11(repo: Path, cli: CliFn, worktrees: Path, **settings: Any) -> tuple[Workspace, str]:
+    """Agent 1 completes #11 (one commit) and its lane is made, as 'paradev run' does."""
+    configure(repo, **settings)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    return ws, first
+
+
+def test_cleanup_keeps_a_waiting_lane_and_removes_a_landed_one_keeping_its_own_commits(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    # #11 lands rewritten: the agent's branch keeps its original commit
+    ws, first = _lane_for_11(repo, cli, worktrees, squash=True)
+    assert cli("start", "1").code == 0  # #21 starts while #11 waits to land
+    path, branch = lanes.tree(ws, 1), "paradev/lane/agent-1"
+
+    waiting = cli("cleanup")
+
+    assert waiting.code == 1
+    assert f"refused: lane {branch} ({path}): #11 still waits to land from it; kept" in waiting.out
+    assert path.is_dir() and git(repo, "rev-parse", branch) == first
+    assert cli("merge", "--follow").code == 0  # #11 lands from its lane
+    stray = commit(path, {"stray.txt": "made in the lane\n"}, "a commit only the lane holds")
+
+    landed = cli("cleanup")
+
+    assert f"removed worktree {path}" in landed.out, landed.out + landed.err
+    assert f"deleted branch {branch}" in landed.out
+    assert not path.exists()
+    assert git(repo, "branch", "--list", "paradev/lane/*") == ""
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/paradev/backup")
+    kept = [line.split()[1] for line in refs.splitlines() if f"{branch}/cleanup-" in line]
+    assert kept == [stray]  # the lane's own commit is kept
+    # agent 1's branch still holds #11's original commit: its next landing needs the record
+    assert lanes.read(ws)[1].head == first
+    tree = agent_tree(worktrees, 1)
+    commit(tree, {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0
+    assert cli("merge").code == 0
+    assert git(repo, "show", "main:b.py") == "B = 1"
+
+    assert cli("cleanup").code == 0
+    assert not (ws.store.dir / lanes.FILE).exists()
+
+
+def test_status_shows_the_task_that_waits_to_land_from_its_lane(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    ws, first = _lane_for_11(repo, cli, worktrees)
+    assert cli("start", "1").code == 0  # #21 in progress while #11 waits to land
+
+    report = cli("status", "--json")
+    text = cli("status")
+
+    assert report.code == 0 and text.code == 0, report.err + text.err
+    agents = json.loads(report.out)["agents"]
+    assert agents["1"]["lane"] == {
+        "issue": 11,
+        "head": first,
+        "branch": "paradev/lane/agent-1",
+        "worktree": str(lanes.tree(ws, 1)),
+        "held": False,
+    }
+    assert agents["2"]["lane"] is None
+    assert f"  lane:     #11 on paradev/lane/agent-1 ({first[:12]}), waits to land" in text.out
+    assert cli("merge", "--follow").code == 0
+    assert json.loads(cli("status", "--json").out)["agents"]["1"]["lane"] is None  # landed
+
+
+def test_cleanup_removes_a_lane_no_record_names_backing_up_its_own_commit(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    ws, first = _lane_for_11(repo, cli, worktrees)
+    path = lanes.tree(ws, 1)
+    own = commit(path, {"lane.txt": "only here\n"}, "a commit only the lane holds")
+    (ws.store.dir / lanes.FILE).write_text("not json\n")  # its record unreadable: no lane
+
+    result = cli("cleanup")
+
+    assert f"removed worktree {path}" in result.out, result.out + result.err
+    assert "deleted branch paradev/lane/agent-1" in result.out
+    refs = git(repo, "for-each-ref", "--format=%(objectname)", "refs/paradev/backup/paradev")
+    assert refs.split() == [own]
+    assert git(repo, "rev-parse", "parallel-dev/agent-1") == first  # the agent's branch kept
+    assert not path.exists()

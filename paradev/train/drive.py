@@ -62,13 +62,16 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         _bring_base_up(ws, out, checked)
         state = ws.store.read()
         from_lanes = join.lanes_to_land(ws, state) if options.follow else []
+        notes = join.lane_notes(ws, state, selection.notes, from_lanes)
+        for note in notes:
+            out(note)
         agents = [*selection.agents, *(a for a in from_lanes if a not in selection.agents)]
         if not agents:
             out("nothing to land")
             return
         journal = _new_journal(ws, merge_order(ws, agents), checked.pushing, options.gate)
         join.prepare(ws, state, journal, agents, from_lanes)
-        journal["left_out"] = list(selection.notes)  # the summary names them again
+        journal["left_out"] = notes  # the summary names them again
         _say_skipped_last_time(ws, journal["order"], out)
         with ws.store.update() as state:
             if state.train is not None:
@@ -81,13 +84,11 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
 
 
 def _bring_base_up(ws: Workspace, out: Output, checked: Preflight) -> None:
-    """Every check passed: base fast-forwards to the remote (the first change); who is left out."""
+    """Every check passed: base fast-forwards to the remote (the first change)."""
     base, tip = ws.plan.base, checked.remote_tip
     if tip is not None:
         move_base(ws, base, _rev(ws.git, f"refs/heads/{base}"), tip)
         out(f"{base}: fast-forwarded to {ws.plan.remote}/{base} ({tip[:12]})")
-    for note in checked.selection.notes:
-        out(note)
 
 
 def resume(ws: Workspace, out: Output, options: Options) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 from paradev import git as gitmod
 from paradev import lanes
 from paradev.errors import ParadevError
-from paradev.order import select_agents
-from paradev.state import State
+from paradev.order import busy_note, select_agents
+from paradev.state import IN_PROGRESS, State
 from paradev.train.checks import _check_agent_branch, _check_agent_tree, merge_order
 from paradev.train.gate import _gate_command
 from paradev.train.journal import AgentLocks, Train, _lock_agents
@@ -86,6 +86,23 @@ def lanes_to_land(ws: Workspace, state: State) -> list[int]:
     if not lanes.allowed(ws):
         return []
     return [a for a in range(1, ws.plan.agent_count + 1) if lanes.landable(ws, state, a)]
+
+
+def lane_notes(
+    ws: Workspace, state: State, notes: Sequence[str], from_lanes: Sequence[int]
+) -> list[str]:
+    """The train's start notes, where an agent's completed task lands from its lane while
+    its next one is in progress said so (not "not landed")."""
+    known = lanes.read(ws)
+    said: dict[str, str] = {}
+    for agent in from_lanes:
+        busy = [t.issue for t in ws.tasks_of(agent) if state.status(t.issue) == IN_PROGRESS]
+        if busy and agent in known:
+            said[busy_note(agent, busy[0])] = (
+                f"agent {agent}: #{known[agent].issue} lands from its lane while "
+                f"#{busy[0]} is in progress"
+            )
+    return [said.get(note, note) for note in notes]
 
 
 def _lane_ready(ws: Workspace, agent: int, gating: bool) -> bool:
