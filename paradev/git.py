@@ -354,7 +354,7 @@ def repair_worktree(git: Git, worktree: Path) -> None:
 
 # -- refs ----------------------------------------------------------------------
 
-_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_BAD_REF_CHARS = r"[\x00-\x20\x7f~^:?*\[\\]"  # compiled at first use (re's cache)
 
 
 def is_valid_branch_name(name: str) -> bool:
@@ -363,7 +363,7 @@ def is_valid_branch_name(name: str) -> bool:
         return False
     if ".." in name or "//" in name or name.endswith(("/", ".")) or name.startswith("/"):
         return False
-    if _BAD_REF_CHARS.search(name):
+    if re.search(_BAD_REF_CHARS, name):
         return False
     return all(
         part and not part.startswith(".") and not part.endswith(".lock") for part in name.split("/")

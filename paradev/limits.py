@@ -54,16 +54,17 @@ def _size(limit: int) -> str:
 
 # What a scan skips: strings (a bracket or digit inside one means nothing) and comments.
 # Written as "unrolled loops" so that a megabyte-long string is one fast regex step.
-_TOML_SKIP = re.compile(
-    r'"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""'  # multi-line basic string
+# Patterns are kept as text and compiled at first use (re's own cache): a command that
+# never scans a file does not pay for compiling them at import.
+_TOML_SKIP = (
+    r'(?s)"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""'  # multi-line basic string
     r"|'''[^']*(?:'(?!'')[^']*)*'''"  # multi-line literal string
     r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # basic string
     r"|'[^'\n]*'"  # literal string
-    r"|#[^\n]*",  # comment
-    re.S,
+    r"|#[^\n]*"  # comment
 )
-_JSON_SKIP = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_LONG_NUMBER = re.compile(rf"[0-9][0-9_]{{{MAX_DIGITS},}}")
+_JSON_SKIP = r'(?s)"[^"\\]*(?:\\.[^"\\]*)*"'
+_LONG_NUMBER = rf"[0-9][0-9_]{{{MAX_DIGITS},}}"
 _OPEN, _CLOSE = "[{", "]}"
 
 
@@ -82,9 +83,9 @@ def check_text(text: str, toml: bool) -> Beyond | None:
     numbers count; where the problem is gets worked out only when there is one.
     """
     skip = _TOML_SKIP if toml else _JSON_SKIP
-    bare = skip.sub("", text)
-    if _LONG_NUMBER.search(bare):
-        number = _LONG_NUMBER.search(skip.sub(_blank, text))
+    bare = re.sub(skip, "", text)
+    if re.search(_LONG_NUMBER, bare):
+        number = re.search(_LONG_NUMBER, re.sub(skip, _blank, text))
         return Beyond(
             _position(text, number.start() if number else 0),
             f"a number written with more than {MAX_DIGITS} digits",
@@ -93,7 +94,7 @@ def check_text(text: str, toml: bool) -> Beyond | None:
     if _depth(bare) <= MAX_NESTING:
         return None
     return Beyond(
-        _position(text, _too_deep_at(skip.sub(_blank, text))),
+        _position(text, _too_deep_at(re.sub(skip, _blank, text))),
         f"arrays or tables nested more than {MAX_NESTING} levels deep",
         "no paradev file needs more than a few: flatten it",
     )
@@ -145,10 +146,8 @@ def shown(value: object, width: int = 60) -> str:
 
 # -- numbers from the command line (argument types of the command table) --
 
-_WHOLE = re.compile(r"-?[0-9]+")
-_DECIMAL = re.compile(
-    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|inf|infinity)", re.I
-)
+_WHOLE = r"-?[0-9]+"
+_DECIMAL = r"(?i)[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|inf|infinity)"
 
 
 def parse_hours(text: str | float) -> float:
@@ -156,7 +155,7 @@ def parse_hours(text: str | float) -> float:
 
     ``float`` alone would also take ``1_0`` (ten) or ``٣`` (Arabic three).
     """
-    if isinstance(text, str) and not _DECIMAL.fullmatch(text.strip()):
+    if isinstance(text, str) and not re.fullmatch(_DECIMAL, text.strip()):
         raise PreconditionError(f"hours must be a number, got {text!r}")
     try:
         hours = float(text)
@@ -171,7 +170,7 @@ def parse_hours(text: str | float) -> float:
 
 def parse_int(text: str | int, what: str) -> int:
     """A positive whole number from the command line, in plain ASCII digits."""
-    if isinstance(text, str) and not _WHOLE.fullmatch(text.strip()):
+    if isinstance(text, str) and not re.fullmatch(_WHOLE, text.strip()):
         raise PreconditionError(f"{what} must be a whole number, got {shown(text)}")
     if isinstance(text, str) and len(text.strip().lstrip("-0")) > len(str(MAX_ISSUE)):
         raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {shown(text)}")

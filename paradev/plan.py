@@ -56,7 +56,7 @@ AGENT_PLACEHOLDERS = (
     "title",
     "git_common_dir",  # where a linked worktree's git data lives (outside the worktree)
 )
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = r"\{([A-Za-z_][A-Za-z0-9_]*)\}"  # patterns compile at first use (re's cache)
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
 
@@ -483,7 +483,7 @@ def parse(text: str, path: Path, main_root: Path | None = None, parsed: Path | N
     return plan
 
 
-_TASK_PATH = re.compile(r"batches\[(\d+)\](?:\.tasks\[(\d+)\])?")
+_TASK_PATH = r"batches\[(\d+)\](?:\.tasks\[(\d+)\])?"
 
 
 def _named(problem: str, data: dict[str, Any]) -> str:
@@ -492,7 +492,7 @@ def _named(problem: str, data: dict[str, Any]) -> str:
     People know their batches by name and their tasks by issue number; the
     key path stays for the exact place.
     """
-    match = _TASK_PATH.match(problem)
+    match = re.match(_TASK_PATH, problem)
     batches = data.get("batches")
     if not match or not isinstance(batches, list) or int(match[1]) >= len(batches):
         return problem
@@ -573,14 +573,12 @@ class ParsedCache:
             pass
 
 
-_POSITION = re.compile(
-    r"^(?P<reason>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
-)
+_POSITION = r"^(?P<reason>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
 
 
 def _syntax_error(message: str, text: str) -> str:
     """``Invalid value (at line 3, column 10)`` -> ``3:10: TOML syntax error: invalid value``."""
-    match = _POSITION.match(message)
+    match = re.match(_POSITION, message)
     if not match:
         return f" TOML syntax error: {message}"
     if match["line"]:
@@ -603,12 +601,12 @@ def _unknown_keys(table: dict[str, Any], known: list[str], where: str) -> list[s
     return [f"{where}{_key_text(key)}: {_unknown(key, known)}" for key in table if key not in known]
 
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
+_BARE_KEY = r"[A-Za-z0-9_-]{1,60}"
 
 
 def _key_text(key: str) -> str:
     """A key as a path part: quoted and cut when odd (a newline or 1 MB in a key name)."""
-    return key if _BARE_KEY.fullmatch(key) else shown(key)
+    return key if re.fullmatch(_BARE_KEY, key) else shown(key)
 
 
 def _unknown(key: str, known: list[str]) -> str:
@@ -814,7 +812,7 @@ def _repo_path_problem(path: str) -> str | None:
 
 def _unknown_placeholders(command: list[str], where: str) -> list[str]:
     """``{prompt_fle}`` would reach the agent as literal text: a typo to report, not run."""
-    found = {name for arg in command for name in _PLACEHOLDER.findall(arg)}
+    found = {name for arg in command for name in re.findall(_PLACEHOLDER, arg)}
     return [
         f"{where}: unknown placeholder {{{name}}} (known: "
         + ", ".join(f"{{{known}}}" for known in AGENT_PLACEHOLDERS)
@@ -1036,9 +1034,8 @@ def _find_cycle(graph: dict[int, tuple[int, ...]]) -> list[int] | None:
 # A key no real plan uses: it marks where tomlkit put the new table, so the
 # text around it stays byte-identical and the new table is laid out like the others.
 _MARKER = "__paradev_insert_here__"
-_MARKED_TABLE = re.compile(
-    rf"^[ \t]*\[\[batches(?:\.tasks)?\]\][ \t]*\n[ \t]*{_MARKER} = true[ \t]*(?:\n|\Z)",
-    re.MULTILINE,
+_MARKED_TABLE = (
+    rf"(?m)^[ \t]*\[\[batches(?:\.tasks)?\]\][ \t]*\n[ \t]*{_MARKER} = true[ \t]*(?:\n|\Z)"
 )
 _DEFAULT_TASK_INDENT = "  "
 
@@ -1179,7 +1176,7 @@ def _task_indent(batches: AoT) -> str:
 
 def _replace_marker(rendered: str, block: str) -> str | None:
     """Put ``block`` where the marker table is, with a blank line before and after it."""
-    matches = list(_MARKED_TABLE.finditer(rendered))
+    matches = list(re.finditer(_MARKED_TABLE, rendered))
     if len(matches) != 1:
         return None
     before, after = rendered[: matches[0].start()], rendered[matches[0].end() :]

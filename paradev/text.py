@@ -13,7 +13,8 @@ import unicodedata
 
 # Escape sequences as terminals read them: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST),
 # other ESC + one character. Everything they contain goes with them in a commit message.
-_ESCAPE = re.compile(
+# Compiled at first use (re's cache): text that is printable already never needs it.
+_ESCAPE = (
     r"\x1b\[[0-?]*[ -/]*[@-~]?"  # CSI
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC
     r"|\x9b[0-?]*[ -/]*[@-~]?"  # 8-bit CSI
@@ -51,7 +52,7 @@ def plain(text: str) -> str:
     """
     if text.isprintable():
         return text
-    text = _ESCAPE.sub("", text)
+    text = re.sub(_ESCAPE, "", text)
     kept = "".join(
         " " if c in _WHITESPACE_CONTROLS else c
         for c in text
@@ -79,5 +80,5 @@ def log_line(line: str) -> str:
     if line.isprintable():
         return line
     line = line.rstrip("\r").rsplit("\r", 1)[-1]
-    line = _ESCAPE.sub("", line)
+    line = re.sub(_ESCAPE, "", line)
     return "".join(c for c in line if c == "\t" or not _is_control(c))
