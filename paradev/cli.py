@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
-from paradev import __version__
-from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command, call
-from paradev.errors import EXIT_USAGE
+from paradev.startup import collect_after_start_up
+
+collect_after_start_up()  # before the command table and the command's own imports
+
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+from paradev import __version__  # noqa: E402
+from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command, call  # noqa: E402
+from paradev.errors import EXIT_USAGE  # noqa: E402
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 ABOUT = "Run several coding agents in parallel on one git repository and land their work."
