@@ -655,21 +655,20 @@ def _state_and_counts(
         for a in agents
         if base in tips and (ref := _tracked_ref(ws, a, away)) in tips
     }
+
+    def count(missing: list[int]) -> dict[int, tuple[int, int] | None]:
+        found = side_by_side(lambda agent: ahead_behind_of(ws.git, *pairs[agent]), missing)
+        return dict(zip(missing, found, strict=True))
+
+    keys = {agent: "...".join(pair) for agent, pair in pairs.items()}
+    answers = cache.lookup(keys, _is_count, count)
     counts: dict[int, tuple[int, int] | None] = {a: None for a in agents}
-    missing = []
-    for agent, pair in pairs.items():
-        kept = cache.get("...".join(pair))
-        if isinstance(kept, list) and len(kept) == 2 and all(type(n) is int for n in kept):
-            counts[agent] = (kept[0], kept[1])
-        else:
-            missing.append(agent)
-    found = side_by_side(lambda agent: ahead_behind_of(ws.git, *pairs[agent]), missing)
-    for agent, count in zip(missing, found, strict=True):
-        counts[agent] = count
-        if count is not None:
-            cache.put("...".join(pairs[agent]), list(count))
-    cache.save()
+    counts.update({a: (n[0], n[1]) for a, n in answers.items() if n is not None})
     return state, tips, counts
+
+
+def _is_count(kept: Any) -> bool:
+    return isinstance(kept, list) and len(kept) == 2 and all(type(n) is int for n in kept)
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:
