@@ -156,19 +156,17 @@ def _committed(ws: Workspace) -> dict[int, set[str]]:
     heads = find_heads_kept(ws)
     cache = CommitCache(ws.store.dir / BRANCH_PATHS_CACHE, enabled=heads.plain)
     keys = {agent: f"{heads.base_commit}...{head}" for agent, (_, head, _) in heads.heads.items()}
-    changed: dict[int, list[str]] = {}
-    for agent, key in keys.items():
-        kept = cache.get(key)
-        if isinstance(kept, list) and all(isinstance(path, str) for path in kept):
-            changed[agent] = kept
-    missing = {a: head for a, head in heads.heads.items() if a not in changed}
-    if missing:
-        branches, _ = load_branches(ws.git, heads.only(missing))
-        for branch in branches:
-            changed[branch.agent] = sorted(branch.changes.paths) if branch.has_work else []
-            cache.put(keys[branch.agent], changed[branch.agent])
-        cache.save()
+
+    def read(missing: list[int]) -> dict[int, list[str]]:
+        branches, _ = load_branches(ws.git, heads.only({a: heads.heads[a] for a in missing}))
+        return {b.agent: sorted(b.changes.paths) if b.has_work else [] for b in branches}
+
+    changed: dict[int, list[str]] = cache.lookup(keys, _paths_list, read)
     return {agent: set(paths) for agent, paths in changed.items() if paths}
+
+
+def _paths_list(kept: Any) -> bool:
+    return isinstance(kept, list) and all(isinstance(path, str) for path in kept)
 
 
 def _tree(ws: Workspace, agent: int) -> Path | None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_K = TypeVar("_K")
 
 
 class CommitCache:
@@ -39,6 +42,31 @@ class CommitCache:
         if self.enabled:
             self._used[key] = answer
             self._new = True
+
+    def lookup(
+        self,
+        keys: Mapping[_K, str],
+        valid: Callable[[Any], bool],
+        compute: Callable[[list[_K]], Mapping[_K, Any]],
+    ) -> dict[_K, Any]:
+        """Each item's answer: the kept one when ``valid`` accepts it, else computed and kept.
+
+        The missing items are computed by one ``compute`` call (the caller runs
+        them side by side); a None answer is returned but not kept. Saves.
+        """
+        found: dict[_K, Any] = {}
+        for item, key in keys.items():
+            kept = self.get(key)
+            if valid(kept):
+                found[item] = kept
+        missing = [item for item in keys if item not in found]
+        if missing:
+            for item, answer in compute(missing).items():
+                found[item] = answer
+                if answer is not None:
+                    self.put(keys[item], answer)
+        self.save()
+        return found
 
     def save(self) -> None:
         """Replace the file by rename when something new was computed; only in paradev's folder.

@@ -183,7 +183,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
         held = coverage.settle_drops(ws, state, agent)
         if held:
             raise PreconditionError(f"cannot start #{task.issue}: {held[0]}")
-        tips = _tips(ws, agent)
+        tips = agent_tips(ws, agent)
         moved = catch_up(ws, agent, tips)
         record = state.task(task.issue, agent)
         if ws.plan.hosts:  # the task's lease names this host; run-batch renews it
@@ -199,7 +199,7 @@ def start(ws: Workspace, agent: int, issue: int | None = None) -> tuple[Task, Ta
     return task, record
 
 
-def _tips(ws: Workspace, agent: int) -> Tips | None:
+def agent_tips(ws: Workspace, agent: int) -> Tips | None:
     """Base's tip, the agent branch's tip and their fork point: one git process."""
     return tips_and_merge_base(
         ws.git, f"refs/heads/{ws.plan.base}", f"refs/heads/{ws.branch(agent)}"
@@ -213,9 +213,9 @@ def catch_up(ws: Workspace, agent: int, tips: Tips | None = None) -> str | None:
     an earlier run left the branch. The move is git's own fast-forward in the
     agent's worktree (never a ref update under a checked-out branch), and only
     when that worktree is clean: uncommitted work stays exactly where it is.
-    ``tips``: ``_tips`` already read (None: read here).
+    ``tips``: ``agent_tips`` already read (None: read here).
     """
-    tips = tips or _tips(ws, agent)
+    tips = tips or agent_tips(ws, agent)
     if tips is None or tips.right == tips.left or tips.merge_base != tips.right:
         return None  # missing, already at base, or with commits of its own
     worktree = ws.worktree(agent)
@@ -655,21 +655,20 @@ def _state_and_counts(
         for a in agents
         if base in tips and (ref := _tracked_ref(ws, a, away)) in tips
     }
+
+    def count(missing: list[int]) -> dict[int, tuple[int, int] | None]:
+        found = side_by_side(lambda agent: ahead_behind_of(ws.git, *pairs[agent]), missing)
+        return dict(zip(missing, found, strict=True))
+
+    keys = {agent: "...".join(pair) for agent, pair in pairs.items()}
+    answers = cache.lookup(keys, _is_count, count)
     counts: dict[int, tuple[int, int] | None] = {a: None for a in agents}
-    missing = []
-    for agent, pair in pairs.items():
-        kept = cache.get("...".join(pair))
-        if isinstance(kept, list) and len(kept) == 2 and all(type(n) is int for n in kept):
-            counts[agent] = (kept[0], kept[1])
-        else:
-            missing.append(agent)
-    found = side_by_side(lambda agent: ahead_behind_of(ws.git, *pairs[agent]), missing)
-    for agent, count in zip(missing, found, strict=True):
-        counts[agent] = count
-        if count is not None:
-            cache.put("...".join(pairs[agent]), list(count))
-    cache.save()
+    counts.update({a: (n[0], n[1]) for a, n in answers.items() if n is not None})
     return state, tips, counts
+
+
+def _is_count(kept: Any) -> bool:
+    return isinstance(kept, list) and len(kept) == 2 and all(type(n) is int for n in kept)
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:

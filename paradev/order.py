@@ -389,7 +389,12 @@ class Selection:
     """Agents with completed, unmerged work, and why others are left out."""
 
     agents: list[int]
-    notes: list[str] = field(default_factory=list)
+    left_out: list[tuple[int, str]] = field(default_factory=list)  # (agent, why), in order
+
+    @property
+    def notes(self) -> list[str]:
+        """Why each agent left out is: "agent N: ...; not landed"."""
+        return [note for _, note in self.left_out]
 
 
 def select_agents(ws: Workspace, base: str | None = None) -> Selection:
@@ -404,7 +409,7 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
     existing = gitmod.resolve_refs(ws.git, list(branches.values()))
     ahead = gitmod.refs_not_merged(ws.git, list(existing), base or f"refs/heads/{ws.plan.base}")
     agents: list[int] = []
-    notes: list[str] = []
+    notes: list[tuple[int, str]] = []
     for agent, ref in branches.items():
         tasks = ws.tasks_of(agent)
         landing = any(state.status(t.issue) == COMPLETED for t in tasks)
@@ -415,20 +420,20 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
         )
         if not landing:
             if stray is not None:  # run-batch refuses with the same words
-                notes.append(f"{stray.message}; not landed")
+                notes.append((agent, f"{stray.message}; not landed"))
             continue
         busy = [t for t in tasks if state.status(t.issue) == IN_PROGRESS]
         branch = ws.branch(agent)
         if stray is not None:  # dropped or unplanned work never lands with other work
-            notes.append(f"{stray.message}; not landed")
+            notes.append((agent, f"{stray.message}; not landed"))
         elif busy:
-            notes.append(busy_note(agent, busy[0].issue))
+            notes.append((agent, busy_note(agent, busy[0].issue)))
         elif ref not in existing:
-            notes.append(f"agent {agent}: branch {branch} does not exist; not landed")
+            notes.append((agent, f"agent {agent}: branch {branch} does not exist; not landed"))
         elif ref not in ahead:
-            notes.append(f"agent {agent}: {branch} has no commits beyond {ws.plan.base}")
+            notes.append((agent, f"agent {agent}: {branch} has no commits beyond {ws.plan.base}"))
         elif (lost := _completed_head_lost(ws, state, agent, existing[ref])) is not None:
-            notes.append(lost)
+            notes.append((agent, lost))
         else:
             agents.append(agent)
     return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
@@ -513,5 +518,5 @@ def _drop_unmet_dependencies(ws: Workspace, state: State, selection: Selection) 
         (),
         lambda m: f"#{m[0]} depends on #{m[1]}, which is {state.status(m[1])} and not landing",
     )
-    notes = [f"agent {agent}: {why}; not landed" for agent, why in dropped]
-    return Selection(agents, [*selection.notes, *notes])
+    notes = [(agent, f"agent {agent}: {why}; not landed") for agent, why in dropped]
+    return Selection(agents, [*selection.left_out, *notes])

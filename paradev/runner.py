@@ -35,7 +35,6 @@ from paradev.git import (
     reset_keep,
     resolve_refs,
     side_by_side,
-    tips_and_merge_base,
     unfinished_operation,
     update_ref,
     user_env,
@@ -43,6 +42,7 @@ from paradev.git import (
 from paradev.hooks import HookResult, run_hook, task_env
 from paradev.lifecycle import (
     EmptyWorkError,
+    agent_tips,
     assign,
     complete,
     current_task,
@@ -357,7 +357,7 @@ def branch_move(ws: Workspace, state: State, agent: int, first: Task) -> BranchM
     if state.status(first.issue) in (IN_PROGRESS, *RESTARTABLE):
         return None
     git, base, branch = ws.git, ws.plan.base, ws.branch(agent)
-    tips = tips_and_merge_base(git, f"refs/heads/{base}", f"refs/heads/{branch}")
+    tips = agent_tips(ws, agent)
     if tips is None:
         new = git.rev(f"refs/heads/{base}")
         missing = base if new is None else branch

@@ -39,17 +39,11 @@ class Schedule:
     blocked: dict[int, str] = field(default_factory=dict)  # issue -> why it cannot run this run
     elsewhere: tuple[int, ...] = ()  # [agents] hosts: unfinished issues another host runs
 
-    @property
-    def idle(self) -> bool:
-        """Nothing to start, run or land: the run is over (blocked tasks stay as they are)."""
-        return not (self.ready or self.running or self.landing or self.waiting)
-
 
 def decide(
     plan: Plan,
     state: State,
     *,
-    busy: Collection[int] = (),
     given_up: Collection[int] = (),
     here: Collection[int] | None = None,
     overlap: bool = False,
@@ -57,8 +51,7 @@ def decide(
 ) -> Schedule:
     """The tasks that may start now, and for every other unfinished task what it waits for.
 
-    ``busy``: agents that cannot take a task now although no task of theirs is
-    in progress (the merge train holds them). ``given_up``: issues that ended
+    ``given_up``: issues that ended
     unfinished in this run (failed, set aside): a run never starts them again.
     ``here``: with [agents] hosts, the agents this host runs; another host's
     unfinished tasks only wait (their progress comes through the shared state).
@@ -106,7 +99,7 @@ def decide(
                 running.append(task.issue)
             elif status == COMPLETED:
                 landing.append(task.issue)
-            elif (why := _waits_for(plan, state, task, schedule, busy)) is not None:
+            elif (why := _waits_for(plan, state, task, schedule)) is not None:
                 waiting[task.issue] = why
             else:
                 ready.append(task)
@@ -121,9 +114,7 @@ def _behind(ahead: Task, status: str) -> str:
     return f"agent {ahead.agent} {doing} #{ahead.issue}"
 
 
-def _waits_for(
-    plan: Plan, state: State, task: Task, schedule: str, busy: Collection[int]
-) -> str | None:
+def _waits_for(plan: Plan, state: State, task: Task, schedule: str) -> str | None:
     """What keeps ``task`` (its agent's next) from starting now; None: it may start."""
     deps = [d for d in task.depends_on if state.status(d) != MERGED]
     if deps:
@@ -134,8 +125,6 @@ def _waits_for(
         if earlier:
             shown = ", ".join(f"#{t.issue}" for t in earlier)
             return f"batch barrier: batch {earlier[0].batch!r} to land ({shown})"
-    if task.agent in busy:
-        return f"agent {task.agent} is held by the merge train"
     return None
 
 

@@ -362,11 +362,17 @@ _FIELD_NAMES: dict[str, tuple[str, ...]] = {
     cls.__name__: cls.__slots__ for cls in (AgentRecord, TaskRecord, State)
 }
 _FIELD_GETTERS = {name: operator.attrgetter(*names) for name, names in _FIELD_NAMES.items()}
+
+
+def _without_default(cls: type[Any]) -> tuple[str, ...]:
+    """The parameters of ``cls.__init__`` without a default (read from its code: no ``inspect``)."""
+    init = vars(cls)["__init__"]
+    names: tuple[str, ...] = init.__code__.co_varnames[1 : init.__code__.co_argcount]
+    return names[: len(names) - len(init.__defaults__ or ())]
+
+
 # The fields a record must have in the file: those without a default.
-_REQUIRED_FIELDS = {
-    "AgentRecord": ("agent", "branch", "worktree"),
-    "TaskRecord": ("issue", "agent"),
-}
+_REQUIRED_FIELDS = {cls.__name__: _without_default(cls) for cls in (AgentRecord, TaskRecord)}
 
 
 def _fields_of(record: AgentRecord | TaskRecord) -> dict[str, Any]:

@@ -99,6 +99,26 @@ def test_the_cache_is_written_only_into_paradevs_folder(tmp_path: Path) -> None:
     assert CommitCache(tmp_path / "answers.json", enabled=False).get("a...b") is None
 
 
+def test_lookup_computes_only_what_is_not_kept_in_one_call_and_keeps_no_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps({"a...1": [1, 0], "a...2": "wrong shape"}))
+    calls: list[list[int]] = []
+
+    def compute(missing: list[int]) -> dict[int, list[int] | None]:
+        calls.append(missing)
+        return {2: [2, 0], 3: None}
+
+    keys = {1: "a...1", 2: "a...2", 3: "a...3"}
+    found = CommitCache(path).lookup(keys, lambda kept: isinstance(kept, list), compute)
+    assert found == {1: [1, 0], 2: [2, 0], 3: None}
+    assert calls == [[2, 3]]
+    assert json.loads(path.read_text()) == {"a...1": [1, 0], "a...2": [2, 0]}
+    again = CommitCache(path).lookup(keys, lambda kept: isinstance(kept, list), compute)
+    assert again == {1: [1, 0], 2: [2, 0], 3: None} and calls == [[2, 3], [3]]
+
+
 # -- check: each branch's changed paths -------------------------------------------------------
 
 PATHS = "branch-paths.json"

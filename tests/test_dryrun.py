@@ -364,11 +364,12 @@ def test_tasks_not_completed_are_left_out_by_both(case: Callable[..., Case]) -> 
     work(c.cli, c.trees, 1, {"one.py": "1\n"})
     assert c.cli("start", "1").code == 0  # its next task, #21: in progress
     work(c.cli, c.trees, 2, {"two.py": "2\n"})
+    note = "agent 1: #21 is still in progress; not landed"
+    assert c.cli("merge", "--dry-run", "--json").json()["skipped"] == [{"agent": 1, "reason": note}]
 
     dry, real = same_exit_as_merge(c)
 
     assert dry.code == 0
-    note = "agent 1: #21 is still in progress; not landed"
     assert note in dry.out and note in real.out
     assert "agent 2: would land (1 commit(s) rebased cleanly)" in dry.out
 

@@ -17,7 +17,7 @@ import pytest
 
 from paradev.git import git_env
 from paradev.plan import Plan, parse
-from paradev.scheduler import decide
+from paradev.scheduler import Schedule, decide
 from paradev.state import (
     COMPLETED,
     DROPPED,
@@ -162,15 +162,10 @@ def test_a_dependency_on_a_dropped_task_blocks_with_the_way_out(tmp_path: Path) 
     assert [t.issue for t in schedule.ready] == [3, 5]
 
 
-def test_an_agent_held_by_the_train_waits_and_the_run_ends_when_all_landed(
-    tmp_path: Path,
-) -> None:
+def test_nothing_is_left_to_start_run_or_land_once_all_landed(tmp_path: Path) -> None:
     plan = chain(tmp_path)
-    held = decide(plan, State(), busy={1})
-    assert [t.issue for t in held.ready] == [5]
-    assert held.waiting[1] == "agent 1 is held by the merge train"
     done = decide(plan, state_with(t1=MERGED, t2=MERGED, t3=MERGED, t4=DROPPED, t5=MERGED))
-    assert done.idle and not done.blocked
+    assert done == Schedule()
 
 
 @pytest.mark.parametrize("value", ["fast", 3])

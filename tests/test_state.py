@@ -261,6 +261,11 @@ WRONG_SHAPE = {
         {"agents": {"1": {"agent": 1, "branch": 5, "worktree": "/w"}}},
         "agents.1.branch is 5, expected a string",
     ),
+    "agent-missing-worktree": (
+        {"agents": {"1": {"agent": 1, "branch": "b"}}},
+        "agents.1.worktree is missing",
+    ),
+    "record-missing-agent": ({"tasks": {"1": {"issue": 1}}}, "tasks.1.agent is missing"),
     "merge-order-string": ({"merge_order": "12"}, 'merge_order is "12"'),
     "merge-order-null": ({"merge_order": None}, "merge_order is null"),
     "train-int": ({"train": 5}, "train is 5, expected an object or null"),

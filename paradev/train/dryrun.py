@@ -18,7 +18,6 @@ touches none is one merge, and the result is still exactly the replay's.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -130,7 +129,7 @@ def dry_run(
             )
         for note in checked.selection.notes:
             out(note)
-        skipped = [_left_out(note) for note in checked.selection.notes]
+        skipped = [{"agent": a, "reason": why} for a, why in checked.selection.left_out]
         if not checked.selection.agents:
             out("nothing to land")
             return DryRun([], mode=mode, skipped=skipped)
@@ -157,12 +156,6 @@ def dry_run(
 
 def _landing(steps: Sequence[DryStep]) -> int:
     return sum(step.outcome == LAND for step in steps)
-
-
-def _left_out(note: str) -> dict[str, Any]:
-    """A note of the selection ("agent 2: ...; not landed") as a skipped entry."""
-    found = re.match(r"agent (\d+)\b", note)
-    return {"agent": int(found.group(1)) if found else None, "reason": note}
 
 
 def to_json(ws: Workspace, result: DryRun) -> dict[str, Any]:
