@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev.errors import StateError
+from paradev.layout import JOURNAL_FILE
 from paradev.limits import (
     MAX_AGENTS,
     MAX_ISSUE,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
-JOURNAL_FILE = "train.json"
 
 # Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
