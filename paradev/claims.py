@@ -168,7 +168,11 @@ def kept_claims(
     """
     from paradev.gitdir import find_repository
 
-    found = find_repository(cwd or os.getcwd())
+    try:
+        here = cwd or os.getcwd()
+    except OSError:  # the folder was removed: the full path says so
+        return None
+    found = find_repository(here)
     context = _kept_context(found.common_dir, found.main_root) if found else None
     if found is None or context is None or not raw_paths:
         return None

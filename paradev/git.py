@@ -220,7 +220,13 @@ def git_version() -> tuple[int, int, int]:
 
 def discover(cwd: Path | None = None) -> Repository:
     """The repository containing ``cwd`` (any of its work trees); checks git's version."""
-    where = (cwd or Path.cwd()).resolve()
+    try:
+        where = (cwd or Path.cwd()).resolve()
+    except FileNotFoundError:
+        raise PreconditionError(
+            "the current folder no longer exists (removed while you stood in it); "
+            "cd into the repository again"
+        ) from None
     git = Git(where)
     found = find_repository(str(where))
     if found is not None:  # git's own answer, read from its files without a process
