@@ -19,6 +19,7 @@ import time
 from paradev import __version__
 from paradev.errors import ParadevError, PreconditionError
 from paradev.kept import NotKeyableError, Stamps, load, save
+from paradev.layout import JOURNAL_FILE, STATE_FILE, STORE_DIR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ def _kept_committed(common_dir: str, context: Context) -> dict[int, set[str]] | 
     _, _, _, base_commit, heads, plain = kept
     if plain is not True:
         return None  # history other than commit ids say: branch paths are never kept
-    cache = CommitCache(os.path.join(common_dir, "paradev", BRANCH_PATHS_FILE))
+    cache = CommitCache(os.path.join(common_dir, STORE_DIR, BRANCH_PATHS_FILE))
     committed: dict[int, set[str]] = {}
     for agent, (_, head, _) in heads.items():
         paths = cache.get(f"{base_commit}...{head}")
@@ -247,7 +248,6 @@ def _context_stamps(
     version was found new enough when the context was kept), every work tree folder (a link
     there is refused) and the variables read."""
     from paradev.gitdir import program_identity
-    from paradev.layout import JOURNAL_FILE, STATE_FILE, STORE_DIR
 
     store = os.path.join(common_dir, STORE_DIR)
     stamps = Stamps(time.time_ns() if since_ns is None else since_ns)
@@ -271,11 +271,14 @@ def _context_stamps(
 
 def _kept_context(common_dir: str, main_root: str) -> Context | None:
     """The context kept for this repository, when nothing it was read from changed."""
-    kept = load(os.path.join(common_dir, "paradev", CONTEXT_FILE))
+    kept = load(os.path.join(common_dir, STORE_DIR, CONTEXT_FILE))
     if not isinstance(kept, tuple) or len(kept) != 9 or kept[0] != _CONTEXT_VERSION:
         return None
     _, key, plan_path, root, count, base, branches, worktree_root, worktrees = kept
-    if root != main_root or not isinstance(worktrees, tuple) or len(branches) != count:
+    shapes = ((plan_path, str), (count, int), (base, str), (branches, tuple), (worktrees, tuple))
+    if root != main_root or not all(isinstance(value, kind) for value, kind in shapes):
+        return None
+    if not len(branches) == len(worktrees) == count:
         return None
     try:
         if _context_stamps(common_dir, plan_path, worktree_root, worktrees) != key:
@@ -307,7 +310,7 @@ def keep_context(ws: Workspace, since_ns: int) -> None:
         return
     branches = tuple(ws.branch(a) for a in range(1, count + 1))
     value = (_CONTEXT_VERSION, key, plan_path, main_root, count, ws.plan.base, branches)
-    save(os.path.join(common, "paradev", CONTEXT_FILE), (*value, worktree_root, worktrees))
+    save(os.path.join(common, STORE_DIR, CONTEXT_FILE), (*value, worktree_root, worktrees))
 
 
 # -- asking git for what changed -------------------------------------------------------------
@@ -432,7 +435,7 @@ def _heads_key(common_dir: str, refs: Sequence[str]) -> str | None:
 def _kept_heads(common_dir: str, key: str) -> tuple[Any, ...] | None:
     """(key, base, base ref, base commit, {agent: (branch, commit, False)}, plain history),
     kept under exactly ``key`` (``_heads_key``); None otherwise."""
-    kept = load(os.path.join(common_dir, "paradev", HEADS_FILE))
+    kept = load(os.path.join(common_dir, STORE_DIR, HEADS_FILE))
     if not isinstance(kept, tuple) or len(kept) != 6 or kept[0] != key:
         return None
     _, base, base_ref, base_commit, heads, _ = kept
@@ -469,5 +472,5 @@ def find_heads_kept(ws: Workspace) -> Heads:
     heads = find_heads(ws)
     if key:
         value = (key, heads.base, heads.base_ref, heads.base_commit, heads.heads, heads.plain)
-        save(os.path.join(common, "paradev", HEADS_FILE), value)
+        save(os.path.join(common, STORE_DIR, HEADS_FILE), value)
     return heads

@@ -26,6 +26,7 @@ import time
 from stat import S_ISDIR
 
 from paradev.kept import NotKeyableError, Stamps, figures, load, save
+from paradev.layout import STORE_DIR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ class KeptDirt:
         except NotKeyableError:
             self.cache: DirtyCache | None = None
         else:
-            self.cache = DirtyCache(os.path.join(self.common_dir, "paradev", CACHE_FILE), shared)
+            self.cache = DirtyCache(os.path.join(self.common_dir, STORE_DIR, CACHE_FILE), shared)
 
     def get(self, tree: StrPath) -> set[str] | None:
         """The tree's kept answer when nothing it depends on changed since; else None.
