@@ -195,9 +195,9 @@ def kept_claims(
 def _kept_committed(common_dir: str, context: Context) -> dict[int, set[str]] | None:
     """Each branch's changed paths, when the heads and every branch's paths are kept."""
     from paradev.commitcache import CommitCache
+    from paradev.gitdir import refs_key
 
-    refs = _head_refs(context.base, context.branches)
-    key = _heads_key(common_dir, refs)
+    key = refs_key(common_dir, _head_refs(context.base, context.branches), time.time_ns())
     kept = _kept_heads(common_dir, key) if key else None
     if kept is None:
         return None
@@ -225,8 +225,8 @@ def _kept_dirty(
     dirty: dict[int, set[str]] = {}
     for agent in agents:
         tree = context.worktrees[agent - 1]
-        if not tree:
-            return None
+        if os.path.islink(tree):
+            return None  # refused, with its reason, by the full path
         if not os.path.exists(os.path.join(tree, ".git")):
             dirty[agent] = set()  # no work tree (yet): nothing uncommitted
             continue
@@ -237,27 +237,52 @@ def _kept_dirty(
     return dirty
 
 
-def _context_stamps(
-    common_dir: str,
-    plan_path: str,
-    worktree_root: str,
-    worktrees: Sequence[str],
-    since_ns: int | None = None,
+class FilesRead:
+    """The plan, state and journal files as they were before a command read them."""
+
+    __slots__ = ("parts", "plan_path", "since_ns")
+
+    def __init__(self, since_ns: int, plan_path: str, parts: list[object]) -> None:
+        self.since_ns, self.plan_path, self.parts = since_ns, plan_path, parts
+
+
+def _file_parts(common_dir: str, plan_path: str, since_ns: int) -> list[object]:
+    """The identity of the plan (and of the file a linked plan leads to), state and journal
+    files; NotKeyableError when one changed moments before ``since_ns``."""
+    store = os.path.join(common_dir, STORE_DIR)
+    stamps = Stamps(since_ns)
+    files = [plan_path, os.path.realpath(plan_path)]
+    stamps.files([*files, os.path.join(store, STATE_FILE), os.path.join(store, JOURNAL_FILE)])
+    return stamps.parts
+
+
+def files_before_reading(cwd: str | None = None) -> FilesRead | None:
+    """Taken before ``check`` reads its plan and state: the context is kept only when these
+    files are still the same after (``keep_context``). None outside a plain repository."""
+    from paradev.gitdir import find_repository
+    from paradev.layout import plan_file
+
+    since = time.time_ns()
+    try:
+        found = find_repository(cwd or os.getcwd())
+        if found is None:
+            return None
+        plan_path = plan_file(found.main_root)
+        return FilesRead(since, plan_path, _file_parts(found.common_dir, plan_path, since))
+    except (OSError, NotKeyableError):
+        return None
+
+
+def _context_key(
+    common_dir: str, files: list[object], worktree_root: str, worktrees: Sequence[str]
 ) -> str:
-    """The key of the context: the plan, state and journal files, the git program (its
-    version was found new enough when the context was kept), every work tree folder (a link
-    there is refused) and the variables read."""
+    """The key of the context: the plan, state and journal files (``files``), the git
+    program (its version was found new enough when the context was kept), every work tree
+    folder (a link there is refused) and the variables read."""
     from paradev.gitdir import program_identity
 
-    store = os.path.join(common_dir, STORE_DIR)
-    stamps = Stamps(time.time_ns() if since_ns is None else since_ns)
-    stamps.files(
-        [
-            plan_path,
-            os.path.join(store, STATE_FILE),
-            os.path.join(store, JOURNAL_FILE),
-        ]
-    )
+    stamps = Stamps(time.time_ns())
+    stamps.parts += files
     for folder in (worktree_root, *worktrees):
         stamps.identity(folder)
     stamps.parts += [
@@ -271,59 +296,72 @@ def _context_stamps(
 
 def _kept_context(common_dir: str, main_root: str) -> Context | None:
     """The context kept for this repository, when nothing it was read from changed."""
+    from paradev.layout import plan_file
+
     kept = load(os.path.join(common_dir, STORE_DIR, CONTEXT_FILE))
     if not isinstance(kept, tuple) or len(kept) != 9 or kept[0] != _CONTEXT_VERSION:
         return None
     _, key, plan_path, root, count, base, branches, worktree_root, worktrees = kept
-    shapes = ((plan_path, str), (count, int), (base, str), (branches, tuple), (worktrees, tuple))
-    if root != main_root or not all(isinstance(value, kind) for value, kind in shapes):
+    texts = (plan_path, base, worktree_root)
+    if root != main_root or not all(isinstance(text, str) for text in texts):
         return None
-    if not len(branches) == len(worktrees) == count:
+    if not (isinstance(branches, tuple) and isinstance(worktrees, tuple)):
+        return None
+    if not len(branches) == len(worktrees) == count or not all(
+        isinstance(name, str) for name in (*branches, *worktrees)
+    ):
         return None
     try:
-        if _context_stamps(common_dir, plan_path, worktree_root, worktrees) != key:
+        if plan_file(main_root) != plan_path:
+            return None  # PARADEV_PLAN names another file from here
+        files = _file_parts(common_dir, plan_path, time.time_ns())
+        if _context_key(common_dir, files, worktree_root, worktrees) != key:
             return None
-    except NotKeyableError:
+    except (OSError, NotKeyableError):
         return None
     return Context(main_root, count, base, branches, worktree_root, worktrees)
 
 
-def keep_context(ws: Workspace, since_ns: int) -> None:
-    """Keep what ``check`` needs of ``ws`` (read and validated since ``since_ns``).
-
-    The key is taken after the files were read, under the racy rule from the
-    moment before they were read: a file changed since then is refused, so a
-    context is never kept for files it does not describe. With hosts the state
-    lives on the remote: nothing is kept.
+def keep_context(ws: Workspace, before: FilesRead) -> None:
+    """Keep what ``check`` needs of ``ws`` for the next runs, when the files it was read
+    from are the same now as ``before`` it read them (and none changed moments before):
+    a context is never kept for files it does not describe. With hosts the state lives on
+    the remote: nothing is kept.
     """
-    if ws.plan.hosts:
+    plan_path = str(ws.plan.path)
+    if ws.plan.hosts or plan_path != before.plan_path:
         return
-    main_root = str(ws.repo.main_root)
     common = str(ws.repo.common_dir)
     count = ws.plan.agent_count
     worktrees = tuple(str(ws.plan.worktree(a, ws.repo.main_root)) for a in range(1, count + 1))
     worktree_root = str(ws.plan.worktree_root(ws.repo.main_root))
-    plan_path = str(ws.plan.path)
     try:
-        key = _context_stamps(common, plan_path, worktree_root, worktrees, since_ns)
+        if _file_parts(common, plan_path, before.since_ns) != before.parts:
+            return
+        key = _context_key(common, before.parts, worktree_root, worktrees)
     except NotKeyableError:
         return
     branches = tuple(ws.branch(a) for a in range(1, count + 1))
-    value = (_CONTEXT_VERSION, key, plan_path, main_root, count, ws.plan.base, branches)
-    save(os.path.join(common, STORE_DIR, CONTEXT_FILE), (*value, worktree_root, worktrees))
+    value = (_CONTEXT_VERSION, key, plan_path, str(ws.repo.main_root), count, ws.plan.base)
+    save(
+        os.path.join(common, STORE_DIR, CONTEXT_FILE), (*value, branches, worktree_root, worktrees)
+    )
 
 
 # -- asking git for what changed -------------------------------------------------------------
 
 
 def claims(
-    ws: Workspace, paths: Sequence[str], exclude: int | None = None, since_ns: int | None = None
+    ws: Workspace,
+    paths: Sequence[str],
+    exclude: int | None = None,
+    before: FilesRead | None = None,
 ) -> list[Claim]:
     """Which other agents change any of ``paths``; a directory covers its files.
 
     The asking agent (``exclude``, else found by ``asking_agent``) is left out.
-    ``since_ns``: when ``ws`` was read; given, the context is kept for
-    ``kept_claims``.
+    ``before``: the plan and state files before ``ws`` read them; given, the
+    context is kept for ``kept_claims``.
     """
     from paradev import git as gitmod
     from paradev.dirtycache import KeptDirt
@@ -357,8 +395,8 @@ def claims(
         if tree:
             kept.learn(tree, paths_or_error)
     kept.save()
-    if since_ns is not None:
-        keep_context(ws, since_ns)
+    if before is not None:
+        keep_context(ws, before)
     return claims_of(paths, agents, committed, dirty)
 
 
@@ -418,23 +456,9 @@ def _head_refs(base: str, branches: Sequence[str]) -> list[str]:
     return [f"refs/heads/{base}", *(f"refs/heads/{branch}" for branch in branches)]
 
 
-def _heads_key(common_dir: str, refs: Sequence[str]) -> str | None:
-    """The identity of every file git keeps ``refs`` in (loose, packed, replace refs, grafts,
-    shallow); None when it cannot be taken exactly."""
-    stamps = Stamps(time.time_ns())
-    try:
-        if os.path.exists(os.path.join(common_dir, "reftable")):
-            raise NotKeyableError("refs kept in a reftable")
-        names = [*refs, "packed-refs", "refs/replace", "shallow", "info/grafts"]
-        stamps.files([os.path.join(common_dir, name) for name in names])
-        return stamps.key()
-    except NotKeyableError:
-        return None
-
-
 def _kept_heads(common_dir: str, key: str) -> tuple[Any, ...] | None:
     """(key, base, base ref, base commit, {agent: (branch, commit, False)}, plain history),
-    kept under exactly ``key`` (``_heads_key``); None otherwise."""
+    kept under exactly ``key`` (``gitdir.refs_key``); None otherwise."""
     kept = load(os.path.join(common_dir, STORE_DIR, HEADS_FILE))
     if not isinstance(kept, tuple) or len(kept) != 6 or kept[0] != key:
         return None
@@ -459,12 +483,13 @@ def find_heads_kept(ws: Workspace) -> Heads:
     name this host) are always asked.
     """
     from paradev.branches import Heads, find_heads
+    from paradev.gitdir import refs_key
 
     if ws.plan.hosts:
         return find_heads(ws)
     common = str(ws.repo.common_dir)
     refs = _head_refs(ws.plan.base, [ws.branch(a) for a in range(1, ws.plan.agent_count + 1)])
-    key = _heads_key(common, refs)  # before git is asked: a ref moved meanwhile changes it
+    key = refs_key(common, refs, time.time_ns())  # before git is asked: a move changes it
     kept = _kept_heads(common, key) if key else None
     if kept is not None:
         _, base, base_ref, base_commit, heads_kept, plain = kept

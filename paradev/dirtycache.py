@@ -60,7 +60,7 @@ _INERT_ENV = (
 
 def shared_key(common_dir: StrPath, since_ns: int, env: dict[str, str] | None = None) -> str:
     """What every tree's answer depends on alike: git's config, global ignores, git itself."""
-    from paradev.gitdir import git_env
+    from paradev.gitdir import git_env, git_program
 
     env = git_env() if env is None else env  # what git sees
     stamps = Stamps(since_ns)
@@ -70,7 +70,9 @@ def shared_key(common_dir: StrPath, since_ns: int, env: dict[str, str] | None = 
         if (name.startswith("GIT_") and not name.startswith(_INERT_ENV))
         or name in ("HOME", "XDG_CONFIG_HOME")
     )
-    program = _git_program(env)
+    program = git_program(env.get("PATH", os.defpath))  # the git that answers
+    if program is None:
+        raise NotKeyableError("no git on PATH")
     stamps.file(program)
     home = env.get("HOME", "")
     xdg = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
@@ -92,16 +94,6 @@ def shared_key(common_dir: StrPath, since_ns: int, env: dict[str, str] | None = 
     if os.path.exists(os.path.join(common_dir, "reftable")):
         raise NotKeyableError("refs kept in a reftable")
     return stamps.key()
-
-
-def _git_program(env: dict[str, str]) -> str:
-    """The git that answers (the first on PATH, links followed): another git may answer
-    otherwise."""
-    for folder in env.get("PATH", os.defpath).split(os.pathsep):
-        program = os.path.join(folder or os.curdir, "git")
-        if os.path.isfile(program) and os.access(program, os.X_OK):
-            return os.path.realpath(program)
-    raise NotKeyableError("no git on PATH")
 
 
 def _config_file(stamps: Stamps, path: str, home: str) -> None:

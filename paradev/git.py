@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from paradev import gitdir
 from paradev.errors import GitError, PreconditionError
 from paradev.gitdir import COMMITTER, find_repository, program_identity
-from paradev.layout import VERSION_STAMP
+from paradev.layout import STORE_DIR, VERSION_STAMP
 from paradev.records import NamedTuple
 from paradev.text import printable
 
@@ -38,8 +38,6 @@ MIN_GIT_VERSION = (2, 38)
 # command, and a path read from git must reach git again unchanged.
 GIT_TEXT_ERRORS = "surrogateescape"
 
-# GIT_COMMITTER_* a merge train fixes for the git it runs (``committing_as``).
-_COMMITTER = COMMITTER
 git_env = gitdir.git_env  # the environment of every git child (defined beside discovery)
 
 
@@ -50,21 +48,21 @@ def committing_as(ident: Mapping[str, str]) -> Iterator[None]:
     Only paradev's own git calls take it: the user's programs (agents, gates,
     hooks: ``user_env``) commit as the user, at the time they commit.
     """
-    saved = dict(_COMMITTER)
-    _COMMITTER.clear()
-    _COMMITTER.update(ident)
+    saved = dict(COMMITTER)
+    COMMITTER.clear()
+    COMMITTER.update(ident)
     try:
         yield
     finally:
-        _COMMITTER.clear()
-        _COMMITTER.update(saved)
+        COMMITTER.clear()
+        COMMITTER.update(saved)
 
 
 def user_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``git_env`` for a user's own program (setup command, agent, gate, hook): in the user's
     locale, committing as the user (not as a train's journaled committer)."""
     env = git_env(extra)
-    for name in ("LC_ALL", *_COMMITTER):
+    for name in ("LC_ALL", *COMMITTER):
         if name in os.environ:
             env[name] = os.environ[name]
         elif not extra or name not in extra:
@@ -231,7 +229,7 @@ def discover(cwd: Path | None = None) -> Repository:
     found = find_repository(str(where))
     if found is not None:  # git's own answer, read from its files without a process
         common_dir = Path(found.common_dir)
-        require_version_once(git, common_dir / "paradev" / VERSION_STAMP)
+        require_version_once(git, common_dir / STORE_DIR / VERSION_STAMP)
         return Repository(Path(found.toplevel), common_dir, Path(found.main_root))
     proc = git.run(
         "rev-parse",
@@ -262,7 +260,7 @@ def discover(cwd: Path | None = None) -> Repository:
         main_root = common_dir.parent
     else:  # a linked work tree of a separate git dir: git's first record is the main one
         main_root = Path(worktree_list(Git(toplevel))[0].path)
-    require_version_once(git, common_dir / "paradev" / VERSION_STAMP)
+    require_version_once(git, common_dir / STORE_DIR / VERSION_STAMP)
     return Repository(toplevel=toplevel, common_dir=common_dir, main_root=main_root)
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import stat
 
+from paradev.kept import NotKeyableError, Stamps
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 # Variables that would make git act on another repository, index or tree: paradev's git
 # calls never inherit them (``git_env``), so discovery ignores them too.
@@ -50,18 +52,45 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def program_identity() -> str:
-    """The git that runs (the first on PATH, as ``shutil.which`` finds it, without importing
-    shutil) as "path:size:mtime"; plain "git" when none is found."""
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+def git_program(path: str | None = None) -> str | None:
+    """The git that runs: the first on ``path`` (default $PATH), as ``shutil.which`` finds it
+    without importing shutil, links followed; None when there is none."""
+    for folder in (os.environ.get("PATH", os.defpath) if path is None else path).split(os.pathsep):
         program = os.path.join(folder or os.curdir, "git")
         try:
             info = os.stat(program)
         except OSError:
             continue
         if stat.S_ISREG(info.st_mode) and os.access(program, os.X_OK):
-            return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
-    return "git"
+            return os.path.realpath(program)
+    return None
+
+
+def program_identity() -> str:
+    """The git that runs as "path:size:mtime"; plain "git" when none is found."""
+    program = git_program()
+    if program is None:
+        return "git"
+    info = os.stat(program)
+    return f"{program}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def refs_key(common_dir: str, refs: Sequence[str], since_ns: int) -> str | None:
+    """The identity of every file git keeps ``refs`` in (loose, packed, replace refs, grafts,
+    shallow): while it holds, so do the refs. None when it cannot be taken exactly (a ref
+    store this reading does not know, a symbolic ref, a file written moments ago)."""
+    stamps = Stamps(since_ns)
+    try:
+        if os.path.exists(os.path.join(common_dir, "reftable")):
+            raise NotKeyableError("refs kept in a reftable")
+        for ref in refs:
+            if stamps.text(os.path.join(common_dir, ref)).startswith("ref:"):
+                raise NotKeyableError(f"{ref} is a symbolic ref: it moves with its target")
+        names = ["packed-refs", "refs/replace", "shallow", "info/grafts"]
+        stamps.files([os.path.join(common_dir, name) for name in names])
+        return stamps.key()
+    except NotKeyableError:
+        return None
 
 
 class Found:
@@ -86,6 +115,8 @@ def find_repository(cwd: str) -> Found | None:
         if ".git" in folder.split(os.sep):
             return None  # inside a git dir: git's answer differs (no work tree)
         while True:
+            if os.path.lexists(os.path.join(folder, "HEAD")):
+                return None  # perhaps a bare repository (git checks each folder for one)
             try:
                 st = os.lstat(os.path.join(folder, ".git"))
             except FileNotFoundError:
@@ -96,28 +127,26 @@ def find_repository(cwd: str) -> Found | None:
             if parent == folder or os.stat(parent).st_dev != device:
                 return None  # no repository, or a file system boundary git may stop at
             folder = parent
-    except (OSError, UnicodeError):
+    except (OSError, UnicodeError, ValueError):
         return None
 
 
 def _work_tree(top: str, dot_git: os.stat_result) -> Found | None:
     """The repository whose ``.git`` (a folder, or a file naming the git dir) is in ``top``."""
-    if dot_git.st_uid != os.geteuid() or os.stat(top).st_uid != os.geteuid():
-        return None  # git's safe.directory rules decide
     if stat.S_ISDIR(dot_git.st_mode):
         git_dir = os.path.join(top, ".git")
     elif stat.S_ISREG(dot_git.st_mode):
         text = _read(os.path.join(top, ".git"))
-        if not text.startswith("gitdir: ") or text.count("\n") > 1:
+        if not text.startswith("gitdir: ") or text.rstrip("\r\n").count("\n"):
             return None
-        git_dir = os.path.realpath(os.path.join(top, text[8:].strip()))
+        git_dir = os.path.realpath(os.path.join(top, text[8:].rstrip("\r\n")))
     else:
         return None
     common = git_dir
     if os.path.lexists(os.path.join(git_dir, "commondir")):
-        named = _read(os.path.join(git_dir, "commondir")).strip()
+        named = _read(os.path.join(git_dir, "commondir")).rstrip("\r\n")
         common = os.path.realpath(os.path.join(git_dir, named))
-    if not _plain_repository(git_dir, common):
+    if not _owned(top, dot_git, git_dir, common) or not _plain_repository(git_dir, common):
         return None
     if git_dir == common:
         return Found(top, common, top)
@@ -126,26 +155,57 @@ def _work_tree(top: str, dot_git: os.stat_result) -> Found | None:
     return None  # a separate git dir: git's worktree list names the main work tree
 
 
+def _owned(top: str, dot_git: os.stat_result, git_dir: str, common: str) -> bool:
+    """Everything git's safe.directory rule looks at is ours; otherwise git decides."""
+    me = os.geteuid()
+    owners = {dot_git.st_uid, *(os.stat(path).st_uid for path in (top, git_dir, common))}
+    return owners == {me}
+
+
 def _plain_repository(git_dir: str, common: str) -> bool:
     """A git dir git accepts as is, with no config that moves the work tree elsewhere."""
     if not (
-        os.path.isfile(os.path.join(git_dir, "HEAD"))
-        and os.path.isdir(os.path.join(common, "objects"))
+        os.path.isdir(os.path.join(common, "objects"))
         and os.path.isdir(os.path.join(common, "refs"))
+        and _valid_head(_read(os.path.join(git_dir, "HEAD")))
     ):
         return False
     if os.path.lexists(os.path.join(git_dir, "config.worktree")):
         return False
-    for line in _read(os.path.join(common, "config")).lower().splitlines():
+    return _plain_config(_read(os.path.join(common, "config")))
+
+
+def _valid_head(text: str) -> bool:
+    """HEAD as git accepts it: a symbolic ref under refs/, or a commit id."""
+    head = text.rstrip("\r\n")
+    if head.startswith("ref: "):
+        return head[5:].startswith("refs/")
+    return len(head) in (40, 64) and all(c in "0123456789abcdef" for c in head)
+
+
+def _plain_config(text: str) -> bool:
+    """No core.worktree, no core.bare other than false, no includes, format version 0.
+
+    A setting may follow its section header on the same line (``[core] bare = true``).
+    """
+    for raw in text.lower().splitlines():
+        line = raw.strip()
+        if line.startswith("[include"):
+            return False
+        if line.startswith("["):
+            line = line.partition("]")[2].strip()
         name, _, value = line.partition("=")
-        name = name.strip()
-        if name in ("worktree", "path") or name.startswith("[include"):
+        name, value = name.strip(), value.split("#")[0].split(";")[0].strip()
+        if name == "worktree" or (name == "bare" and value != "false"):
             return False
-        if name == "bare" and value.strip() != "false":
-            return False
+        if name == "repositoryformatversion" and value != "0":
+            return False  # extensions this reading does not know
     return True
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+    """A small file of git's, as text; a FIFO or device planted there is refused, never
+    waited on (ValueError)."""
+    from paradev.limits import read_bounded
+
+    return read_bounded(path, 1_000_000, path).decode("utf-8")

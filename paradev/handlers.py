@@ -386,18 +386,16 @@ def conflicts(
 
 
 def check(path: list[str], agent: int | None, json: bool) -> None:
-    import time
-
-    from paradev.claims import claims, repo_relative
+    from paradev.claims import claims, files_before_reading, repo_relative
 
     if not path:
         raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
-    started = time.time_ns()  # before the plan and state are read (kept answers' racy rule)
+    before = files_before_reading()  # the context is kept only if they stay the same
     ws = _workspace()
     if agent is not None:
         ws.check_agent(agent)
     toplevel = str(ws.repo.toplevel)
-    found = claims(ws, [repo_relative(toplevel, p) for p in path], agent, started)
+    found = claims(ws, [repo_relative(toplevel, p) for p in path], agent, before)
     _report_claims(path, found, ws.branch, json)
 
 

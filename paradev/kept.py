@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 RACY_MARGIN_NS = 2_000_000_000  # clock ticks, and file systems whose clock is not ours
 DIGEST_SIZE = 20
+MAX_KEPT_BYTES = 64_000_000  # far above 512 kept answers; a larger file is not ours
 # Which Python wrote the payload: marshal's format changes between versions.
 _HEADER = f"paradev kept 1 {sys.implementation.cache_tag}\n".encode()
 
@@ -114,10 +115,11 @@ class Stamps:
 
 def load(path: str) -> object:
     """The value kept in ``path``; None when missing, unreadable, corrupt or foreign."""
+    from paradev.limits import read_bounded
+
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError:
+        data = read_bounded(path, MAX_KEPT_BYTES, path)  # a FIFO planted there: refused
+    except (OSError, ValueError):
         return None
     start = len(_HEADER) + DIGEST_SIZE
     if not data.startswith(_HEADER) or data[len(_HEADER) : start] != digest(data[start:]):

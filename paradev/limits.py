@@ -19,7 +19,6 @@ from paradev.records import NamedTuple
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import re
-    from pathlib import Path
 
 MAX_AGENTS = 1000  # agents.count
 MAX_ISSUE = 10**9  # issue numbers (they become parts of file names)
@@ -35,7 +34,7 @@ class LimitError(ValueError):
     """The input exceeds a bound; ``str()`` says which and how to fix it."""
 
 
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
     """The bytes of the regular file ``path``, refused past ``limit`` bytes without reading more.
 
     A FIFO or device (``/dev/zero`` as a plan) would block or never end.

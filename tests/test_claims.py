@@ -216,3 +216,66 @@ def test_another_plan_or_asking_agent_is_honoured_with_kept_answers(
     calls = asked_git.call_count
     assert cli("check", "src/app.py", "--agent", "1").code == 1
     assert asked_git.call_count == calls + 1  # another plan file: read, not the kept context
+
+
+def test_a_linked_plan_is_read_again_when_the_file_it_leads_to_changes(
+    set_up: Path, repo: Path, cli: Callable[..., Result], asked_git: MagicMock, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared-plan.toml"
+    shared.write_text((repo / "plan.toml").read_text())
+    (repo / "plan.toml").unlink()
+    (repo / "plan.toml").symlink_to(shared)
+    _settle()
+    _check(cli, "src/app.py")
+    _check(cli, "src/app.py")
+    assert asked_git.call_count == 1
+    with shared.open("a", encoding="utf-8") as handle:
+        handle.write("bogus_key = 1\n")
+    _settle()
+    code, lines, err = _check(cli, "src/app.py")
+    assert (code, lines) == (2, []) and "bogus_key" in err
+
+
+def test_a_relative_paradev_plan_is_found_from_where_check_runs(
+    set_up: Path,
+    repo: Path,
+    cli: Callable[..., Result],
+    asked_git: MagicMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARADEV_PLAN", "plan.toml")
+    _settle()
+    _check(cli, "src/app.py")
+    assert _check(cli, "src/app.py")[0] == 0
+    (repo / "src" / "sub").mkdir()
+    _settle()
+    result = cli("check", "../app.py", "--agent", "1", cwd=repo / "src" / "sub")
+    assert result.code == 2 and "plan.toml" in result.err  # no plan.toml there
+
+
+def test_a_linked_agent_folder_is_refused_even_for_another_asking_agent(
+    set_up: Path, repo: Path, cli: Callable[..., Result], asked_git: MagicMock, tmp_path: Path
+) -> None:
+    one = agent_tree(set_up, 1)
+    one.rename(tmp_path / "moved")
+    (tmp_path / "empty").mkdir()
+    one.symlink_to(tmp_path / "empty")
+    _settle()
+    assert cli("check", "src/app.py", "--agent", "1").code == 0  # agent 1 asks: not looked at
+    assert cli("check", "src/app.py", "--agent", "1").code == 0
+    result = cli("check", "src/app.py", "--agent", "2")
+    assert result.code == 2 and "symbolic link" in result.err
+
+
+def test_a_branch_that_is_a_symbolic_ref_follows_its_target(
+    set_up: Path, repo: Path, cli: Callable[..., Result], asked_git: MagicMock
+) -> None:
+    two = commit(agent_tree(set_up, 2), {"src/app.py": "two\n"})
+    git(repo, "branch", "-q", "trunk", "main")
+    git(repo, "symbolic-ref", "refs/heads/main", "refs/heads/trunk")
+    _settle()
+    assert _check(cli, "src/app.py")[0] == 1
+    assert _check(cli, "src/app.py")[0] == 1
+    git(repo, "update-ref", "refs/heads/trunk", two)  # base now holds agent 2's work
+    _settle()
+    assert _check(cli, "src/app.py")[:2] == (0, ["no other agent changes src/app.py"])

@@ -136,3 +136,49 @@ def test_any_folder_gets_git_s_answer_or_none(
     assert answer is not None
     assert answer == rev_parse(where)
     assert os.path.isdir(answer[1])
+
+
+def test_a_bare_repository_inside_a_work_tree_is_left_to_git(repo: Path) -> None:
+    git(repo, "init", "-q", "--bare", "inner.git")
+    for where in (repo / "inner.git", repo / "inner.git" / "refs"):
+        assert rev_parse(where) is None  # git: a bare repository, no work tree
+        assert found(where) is None
+
+
+@pytest.mark.parametrize("line", ["[core] worktree = /elsewhere\n", "[core] bare = true\n"])
+def test_a_setting_on_its_section_header_line_is_read(repo: Path, line: str) -> None:
+    with open(repo / ".git" / "config", "a", encoding="utf-8") as handle:
+        handle.write(line)
+    assert found(repo) is None
+
+
+def test_a_linked_work_tree_whose_git_dir_is_anothers_is_left_to_git(
+    repo: Path, tmp_path: Path
+) -> None:
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked))
+    assert found(linked) is not None
+    own = repo / ".git" / "worktrees" / "linked"
+    try:
+        os.chown(own, os.geteuid() + 1234, -1)
+    except PermissionError:
+        pytest.skip("only root can give a folder to another user")
+    assert found(linked) is None  # git's safe.directory rule decides (it says "dubious")
+
+
+def test_a_git_dir_git_would_not_accept_is_left_to_git(repo: Path) -> None:
+    head = repo / ".git" / "HEAD"
+    good = head.read_text()
+    head.write_text("not a ref\n")
+    assert found(repo) is None
+    head.write_text(good)
+    (repo / ".git" / "config").write_text("[core]\n\trepositoryformatversion = 1\n")
+    assert found(repo) is None
+
+
+def test_a_gitfile_git_would_refuse_is_left_to_git(repo: Path, tmp_path: Path) -> None:
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked))
+    text = (linked / ".git").read_text()
+    (linked / ".git").write_text(text.replace("gitdir: ", "gitdir:  "))
+    assert found(linked) is None
