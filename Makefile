@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	# pip >= 25.2 writes console scripts that do not import re: ~10 ms off every paradev command
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.2'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 

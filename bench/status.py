@@ -30,7 +30,7 @@ from pathlib import Path
 from common import child_env, interleaved_medians, paradev_argv, run
 
 TARGET = (10, 1.5)  # agents, allowed ratio to the shell script
-AHEAD_BEHIND = "ahead-behind.json"  # status keeps each count by commit ids (paradev.commitcache)
+AHEAD_BEHIND = "ahead-behind.kept"  # status keeps each count by commit ids (paradev.commitcache)
 
 
 def plan_text(agents: int) -> str:

@@ -1,23 +1,38 @@
 """``check``: is another agent already changing these paths, on its branch or in its work tree?
 
-Meant to run before every edit an agent makes, so it loads only what it
-needs: the branches' changed paths and a path-limited ``git status`` of
-each other agent's work tree (kept between runs while nothing it depends on
-changed: ``paradev.dirtycache``).
+Meant to run before every edit an agent makes, so it must answer in about the
+time Python takes to start. Every part of its answer is kept between runs
+(``paradev.kept``): what the plan and state say (the *context*), where the
+branches point (keyed by the ref files), the paths each branch changed (by
+commit ids: ``paradev.commitcache``) and each work tree's uncommitted paths
+(``paradev.dirtycache``). When every part is kept and still valid,
+``kept_claims`` answers from them alone: no git process, and none of the
+modules the other commands need. Otherwise ``claims`` asks git for what
+changed and keeps the new answers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+import time
 
-from paradev import git as gitmod
-from paradev.branches import find_heads_kept, load_branches
-from paradev.dirtycache import KeptDirt
+from paradev import __version__
 from paradev.errors import ParadevError, PreconditionError
-from paradev.workspace import Workspace
+from paradev.kept import NotKeyableError, Stamps, load, save
+from paradev.layout import JOURNAL_FILE, STATE_FILE, STORE_DIR
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from paradev.branches import Heads
+    from paradev.workspace import Workspace
+
+CONTEXT_FILE = "check-context.kept"  # under <common>/paradev: what the plan and state say
+HEADS_FILE = "branch-heads.kept"  # the branch heads, keyed by the ref files
+BRANCH_PATHS_FILE = "branch-paths.kept"  # each branch's changed paths, by commit ids
+_CONTEXT_VERSION = 1
 
 
 class Claim:
@@ -46,22 +61,27 @@ def check_json(paths: list[str], claims: list[Claim]) -> dict[str, Any]:
     }
 
 
-def repo_relative(ws: Workspace, raw: str, cwd: Path | None = None) -> str:
+def repo_relative(toplevel: str, raw: str, cwd: str | None = None) -> str:
     """A user's path (relative to where they stand, or absolute) as a repository path."""
     if not raw.strip():
         raise PreconditionError("an empty PATH names nothing; give a file or directory ('.' = all)")
-    here = (cwd or Path.cwd()).resolve()
-    full = Path(os.path.normpath(here / raw))
-    top = ws.repo.toplevel.resolve()
-    try:
-        relative = full.relative_to(top)
-    except ValueError:
-        raise PreconditionError(f"{raw} is outside the repository work tree {top}") from None
-    return relative.as_posix() if str(relative) != "." else ""
+    here = os.path.realpath(cwd or os.getcwd())
+    full = os.path.normpath(os.path.join(here, raw))
+    top = os.path.realpath(toplevel)
+    if full == top:
+        return ""
+    inside = top if top.endswith(os.sep) else top + os.sep
+    if not full.startswith(inside):
+        raise PreconditionError(f"{raw} is outside the repository work tree {top}")
+    return full[len(inside) :].replace(os.sep, "/")
 
 
 def asking_agent(
-    ws: Workspace, explicit: int | None = None, env: Mapping[str, str] | None = None
+    explicit: int | None,
+    agent_count: int,
+    toplevel: str,
+    worktree_root: str,
+    env: Mapping[str, str] | None = None,
 ) -> int | None:
     """The agent asking ``check``: ``--agent``, else ``PARADEV_AGENT``, else the worktree it is in.
 
@@ -72,32 +92,286 @@ def asking_agent(
         return explicit
     named = (os.environ if env is None else env).get("PARADEV_AGENT", "").strip()
     if named:
-        if not named.isascii() or not named.isdigit() or not 1 <= int(named) <= ws.plan.agent_count:
+        if not named.isascii() or not named.isdigit() or not 1 <= int(named) <= agent_count:
             raise PreconditionError(
-                f"PARADEV_AGENT={named!r} is not an agent of the plan (1..{ws.plan.agent_count}); "
+                f"PARADEV_AGENT={named!r} is not an agent of the plan (1..{agent_count}); "
                 "unset it or pass --agent N"
             )
         return int(named)
-    return _worktree_agent(ws)
-
-
-def _worktree_agent(ws: Workspace) -> int | None:
-    """The agent whose worktree is the one paradev runs in, if it is one."""
-    here = ws.repo.toplevel.resolve()
-    root = ws.plan.worktree_root(ws.repo.main_root).resolve()
-    name = here.name.removeprefix("agent-")
-    if here.parent != root or name == here.name or not (name.isascii() and name.isdigit()):
+    here = os.path.realpath(toplevel)
+    name = os.path.basename(here).removeprefix("agent-")
+    if os.path.dirname(here) != os.path.realpath(worktree_root) or name == os.path.basename(here):
+        return None
+    if not (name.isascii() and name.isdigit()):
         return None
     agent = int(name)
-    return agent if 1 <= agent <= ws.plan.agent_count else None
+    return agent if 1 <= agent <= agent_count else None
 
 
-def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> list[Claim]:
+def claims_of(
+    paths: Sequence[str],
+    agents: Sequence[int],
+    committed: Mapping[int, set[str]],
+    dirty: Mapping[int, set[str]],
+) -> list[Claim]:
+    """Per path asked, the agents whose branch or work tree changes it (a folder covers its
+    files)."""
+    found: list[Claim] = []
+    for path in paths:
+        for agent in agents:
+            places = [
+                name
+                for name, changed in (
+                    ("branch", committed.get(agent, set())),
+                    ("worktree", dirty.get(agent, set())),
+                )
+                if any(_covers(path, c) for c in changed)
+            ]
+            if places:
+                found.append(Claim(path, agent, "+".join(places)))
+    return found
+
+
+def _covers(query: str, changed: str) -> bool:
+    return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
+
+
+# -- from kept answers alone -----------------------------------------------------------------
+
+
+class Context:
+    """What ``check`` needs of the plan and the repository's layout, as last validated."""
+
+    __slots__ = ("agent_count", "base", "branches", "main_root", "worktree_root", "worktrees")
+
+    def __init__(
+        self,
+        main_root: str,
+        agent_count: int,
+        base: str,
+        branches: tuple[str, ...],
+        worktree_root: str,
+        worktrees: tuple[str, ...],
+    ) -> None:
+        self.main_root = main_root
+        self.agent_count = agent_count
+        self.base = base
+        self.branches = branches  # agent N's branch at index N - 1
+        self.worktree_root = worktree_root
+        self.worktrees = worktrees  # agent N's work tree folder at index N - 1
+
+
+def kept_claims(
+    raw_paths: Sequence[str], explicit: int | None, cwd: str | None = None
+) -> tuple[list[Claim], tuple[str, ...]] | None:
+    """``check``'s answer (and each agent's branch) from kept answers alone; None when any
+    part is missing or no longer valid, or the input needs an error: ``claims`` then answers.
+    """
+    from paradev.gitdir import find_repository
+
+    try:
+        here = cwd or os.getcwd()
+    except OSError:  # the folder was removed: the full path says so
+        return None
+    found = find_repository(here)
+    context = _kept_context(found.common_dir, found.main_root) if found else None
+    if found is None or context is None or not raw_paths:
+        return None
+    if explicit is not None and not 1 <= explicit <= context.agent_count:
+        return None
+    try:
+        paths = [repo_relative(found.toplevel, raw, cwd) for raw in raw_paths]
+        exclude = asking_agent(explicit, context.agent_count, found.toplevel, context.worktree_root)
+    except ParadevError:
+        return None
+    agents = [a for a in range(1, context.agent_count + 1) if a != exclude]
+    committed = _kept_committed(found.common_dir, context)
+    dirty = _kept_dirty(found.common_dir, context, agents, paths)
+    if committed is None or dirty is None:
+        return None
+    return claims_of(paths, agents, committed, dirty), context.branches
+
+
+def _kept_committed(common_dir: str, context: Context) -> dict[int, set[str]] | None:
+    """Each branch's changed paths, when the heads and every branch's paths are kept."""
+    from paradev.commitcache import CommitCache
+    from paradev.gitdir import refs_key
+
+    key = refs_key(common_dir, _head_refs(context.base, context.branches), time.time_ns())
+    kept = _kept_heads(common_dir, key) if key else None
+    if kept is None:
+        return None
+    _, _, _, base_commit, heads, plain = kept
+    if plain is not True:
+        return None  # history other than commit ids say: branch paths are never kept
+    cache = CommitCache(os.path.join(common_dir, STORE_DIR, BRANCH_PATHS_FILE))
+    committed: dict[int, set[str]] = {}
+    for agent, (_, head, _) in heads.items():
+        paths = cache.get(f"{base_commit}...{head}")
+        if not _paths_list(paths):
+            return None
+        if paths:
+            committed[agent] = set(paths)
+    return committed
+
+
+def _kept_dirty(
+    common_dir: str, context: Context, agents: Sequence[int], paths: Sequence[str]
+) -> dict[int, set[str]] | None:
+    """Each other agent's uncommitted paths, when every work tree's answer is kept."""
+    from paradev.dirtycache import KeptDirt
+
+    kept = KeptDirt(common_dir, paths)
+    dirty: dict[int, set[str]] = {}
+    for agent in agents:
+        tree = context.worktrees[agent - 1]
+        if os.path.islink(tree):
+            return None  # refused, with its reason, by the full path
+        if not os.path.exists(os.path.join(tree, ".git")):
+            dirty[agent] = set()  # no work tree (yet): nothing uncommitted
+            continue
+        known = kept.get(tree)
+        if known is None:
+            return None
+        dirty[agent] = known
+    return dirty
+
+
+class FilesRead:
+    """The plan, state and journal files as they were before a command read them."""
+
+    __slots__ = ("parts", "plan_path", "since_ns")
+
+    def __init__(self, since_ns: int, plan_path: str, parts: list[object]) -> None:
+        self.since_ns, self.plan_path, self.parts = since_ns, plan_path, parts
+
+
+def _file_parts(common_dir: str, plan_path: str, since_ns: int) -> list[object]:
+    """The identity of the plan (and of the file a linked plan leads to), state and journal
+    files; NotKeyableError when one changed moments before ``since_ns``."""
+    store = os.path.join(common_dir, STORE_DIR)
+    stamps = Stamps(since_ns)
+    files = [plan_path, os.path.realpath(plan_path)]
+    stamps.files([*files, os.path.join(store, STATE_FILE), os.path.join(store, JOURNAL_FILE)])
+    return stamps.parts
+
+
+def files_before_reading(cwd: str | None = None) -> FilesRead | None:
+    """Taken before ``check`` reads its plan and state: the context is kept only when these
+    files are still the same after (``keep_context``). None outside a plain repository."""
+    from paradev.gitdir import find_repository
+    from paradev.layout import plan_file
+
+    since = time.time_ns()
+    try:
+        found = find_repository(cwd or os.getcwd())
+        if found is None:
+            return None
+        plan_path = plan_file(found.main_root)
+        return FilesRead(since, plan_path, _file_parts(found.common_dir, plan_path, since))
+    except (OSError, NotKeyableError):
+        return None
+
+
+def _context_key(
+    common_dir: str, files: list[object], worktree_root: str, worktrees: Sequence[str]
+) -> str:
+    """The key of the context: the plan, state and journal files (``files``), the git
+    program (its version was found new enough when the context was kept), every work tree
+    folder (a link there is refused) and the variables read."""
+    from paradev.gitdir import program_identity
+
+    stamps = Stamps(time.time_ns())
+    stamps.parts += files
+    for folder in (worktree_root, *worktrees):
+        stamps.identity(folder)
+    stamps.parts += [
+        __version__,  # another paradev may validate plans otherwise
+        program_identity(),
+        os.environ.get("PARADEV_PLAN", ""),
+        os.environ.get("HOME", ""),
+    ]
+    return stamps.key()
+
+
+def _kept_context(common_dir: str, main_root: str) -> Context | None:
+    """The context kept for this repository, when nothing it was read from changed."""
+    from paradev.layout import plan_file
+
+    kept = load(os.path.join(common_dir, STORE_DIR, CONTEXT_FILE))
+    if not isinstance(kept, tuple) or len(kept) != 9 or kept[0] != _CONTEXT_VERSION:
+        return None
+    _, key, plan_path, root, count, base, branches, worktree_root, worktrees = kept
+    texts = (plan_path, base, worktree_root)
+    if root != main_root or not all(isinstance(text, str) for text in texts):
+        return None
+    if not (isinstance(branches, tuple) and isinstance(worktrees, tuple)):
+        return None
+    if not len(branches) == len(worktrees) == count or not all(
+        isinstance(name, str) for name in (*branches, *worktrees)
+    ):
+        return None
+    try:
+        if plan_file(main_root) != plan_path:
+            return None  # PARADEV_PLAN names another file from here
+        files = _file_parts(common_dir, plan_path, time.time_ns())
+        if _context_key(common_dir, files, worktree_root, worktrees) != key:
+            return None
+    except (OSError, NotKeyableError):
+        return None
+    return Context(main_root, count, base, branches, worktree_root, worktrees)
+
+
+def keep_context(ws: Workspace, before: FilesRead) -> None:
+    """Keep what ``check`` needs of ``ws`` for the next runs, when the files it was read
+    from are the same now as ``before`` it read them (and none changed moments before):
+    a context is never kept for files it does not describe. With hosts the state lives on
+    the remote: nothing is kept.
+    """
+    plan_path = str(ws.plan.path)
+    if ws.plan.hosts or plan_path != before.plan_path:
+        return
+    common = str(ws.repo.common_dir)
+    count = ws.plan.agent_count
+    worktrees = tuple(str(ws.plan.worktree(a, ws.repo.main_root)) for a in range(1, count + 1))
+    worktree_root = str(ws.plan.worktree_root(ws.repo.main_root))
+    try:
+        if _file_parts(common, plan_path, before.since_ns) != before.parts:
+            return
+        key = _context_key(common, before.parts, worktree_root, worktrees)
+    except NotKeyableError:
+        return
+    branches = tuple(ws.branch(a) for a in range(1, count + 1))
+    value = (_CONTEXT_VERSION, key, plan_path, str(ws.repo.main_root), count, ws.plan.base)
+    save(
+        os.path.join(common, STORE_DIR, CONTEXT_FILE), (*value, branches, worktree_root, worktrees)
+    )
+
+
+# -- asking git for what changed -------------------------------------------------------------
+
+
+def claims(
+    ws: Workspace,
+    paths: Sequence[str],
+    exclude: int | None = None,
+    before: FilesRead | None = None,
+) -> list[Claim]:
     """Which other agents change any of ``paths``; a directory covers its files.
 
     The asking agent (``exclude``, else found by ``asking_agent``) is left out.
+    ``before``: the plan and state files before ``ws`` read them; given, the
+    context is kept for ``kept_claims``.
     """
-    exclude = asking_agent(ws, exclude)
+    from paradev import git as gitmod
+    from paradev.dirtycache import KeptDirt
+
+    exclude = asking_agent(
+        exclude,
+        ws.plan.agent_count,
+        str(ws.repo.toplevel),
+        str(ws.plan.worktree_root(ws.repo.main_root)),
+    )
     agents = [a for a in range(1, ws.plan.agent_count + 1) if a != exclude]
     kept = KeptDirt(ws.repo.common_dir, paths)
     dirty: dict[int, set[str]] = {}
@@ -121,27 +395,9 @@ def claims(ws: Workspace, paths: Sequence[str], exclude: int | None = None) -> l
         if tree:
             kept.learn(tree, paths_or_error)
     kept.save()
-    found: list[Claim] = []
-    for path in paths:
-        for agent in agents:
-            places = [
-                name
-                for name, changed in (
-                    ("branch", committed.get(agent, set())),
-                    ("worktree", dirty.get(agent, set())),
-                )
-                if any(_covers(path, c) for c in changed)
-            ]
-            if places:
-                found.append(Claim(path, agent, "+".join(places)))
-    return found
-
-
-def _covers(query: str, changed: str) -> bool:
-    return not query or changed == query or changed.startswith(query.rstrip("/") + "/")
-
-
-BRANCH_PATHS_CACHE = "branch-paths.json"  # under <common>/paradev: see paradev.commitcache
+    if before is not None:
+        keep_context(ws, before)
+    return claims_of(paths, agents, committed, dirty)
 
 
 def _committed(ws: Workspace) -> dict[int, set[str]]:
@@ -151,10 +407,11 @@ def _committed(ws: Workspace) -> dict[int, set[str]]:
     those ids (``paradev.commitcache``): only a branch that moved (or every
     branch, when base moved) is read from git again.
     """
+    from paradev.branches import load_branches
     from paradev.commitcache import CommitCache
 
     heads = find_heads_kept(ws)
-    cache = CommitCache(ws.store.dir / BRANCH_PATHS_CACHE, enabled=heads.plain)
+    cache = CommitCache(str(ws.store.dir / BRANCH_PATHS_FILE), enabled=heads.plain)
     keys = {agent: f"{heads.base_commit}...{head}" for agent, (_, head, _) in heads.heads.items()}
 
     def read(missing: list[int]) -> dict[int, list[str]]:
@@ -169,10 +426,10 @@ def _paths_list(kept: Any) -> bool:
     return isinstance(kept, list) and all(isinstance(path, str) for path in kept)
 
 
-def _tree(ws: Workspace, agent: int) -> Path | None:
+def _tree(ws: Workspace, agent: int) -> str | None:
     """The agent's work tree folder; None when it is refused (``_dirty`` says why)."""
     try:
-        return ws.worktree(agent)
+        return str(ws.worktree(agent))
     except ParadevError:
         return None
 
@@ -183,8 +440,62 @@ def _dirty(ws: Workspace, agent: int, within: Sequence[str]) -> set[str] | Parad
     An error is returned, not raised: the branches' own error (no base, say)
     comes first, as when they were asked first.
     """
+    from paradev import git as gitmod
+
     try:
         tree = ws.worktree(agent)
         return set(gitmod.dirty_paths(tree, within=within)) if (tree / ".git").exists() else set()
     except ParadevError as err:
         return err
+
+
+# -- the branch heads, kept by the ref files -------------------------------------------------
+
+
+def _head_refs(base: str, branches: Sequence[str]) -> list[str]:
+    return [f"refs/heads/{base}", *(f"refs/heads/{branch}" for branch in branches)]
+
+
+def _kept_heads(common_dir: str, key: str) -> tuple[Any, ...] | None:
+    """(key, base, base ref, base commit, {agent: (branch, commit, False)}, plain history),
+    kept under exactly ``key`` (``gitdir.refs_key``); None otherwise."""
+    kept = load(os.path.join(common_dir, STORE_DIR, HEADS_FILE))
+    if not isinstance(kept, tuple) or len(kept) != 6 or kept[0] != key:
+        return None
+    _, base, base_ref, base_commit, heads, _ = kept
+    if not all(isinstance(v, str) for v in (base, base_ref, base_commit)):
+        return None
+    if not isinstance(heads, dict) or not all(
+        isinstance(agent, int) and isinstance(head, tuple) and len(head) == 3
+        for agent, head in heads.items()
+    ):
+        return None
+    return kept
+
+
+def find_heads_kept(ws: Workspace) -> Heads:
+    """``find_heads``, without git while no file git keeps these refs in was written since.
+
+    ``check`` runs before every edit; its ``for-each-ref`` answers the same as
+    long as the ref files (loose, packed, replace refs, grafts, shallow) are
+    the ones it read: their identity is the key, taken before git is asked,
+    with the racy rule of ``paradev.kept``. Hosts (remote refs, a git call to
+    name this host) are always asked.
+    """
+    from paradev.branches import Heads, find_heads
+    from paradev.gitdir import refs_key
+
+    if ws.plan.hosts:
+        return find_heads(ws)
+    common = str(ws.repo.common_dir)
+    refs = _head_refs(ws.plan.base, [ws.branch(a) for a in range(1, ws.plan.agent_count + 1)])
+    key = refs_key(common, refs, time.time_ns())  # before git is asked: a move changes it
+    kept = _kept_heads(common, key) if key else None
+    if kept is not None:
+        _, base, base_ref, base_commit, heads_kept, plain = kept
+        return Heads(base, base_ref, base_commit, heads_kept, plain is True)
+    heads = find_heads(ws)
+    if key:
+        value = (key, heads.base, heads.base_ref, heads.base_commit, heads.heads, heads.plain)
+        save(os.path.join(common, STORE_DIR, HEADS_FILE), value)
+    return heads

@@ -16,12 +16,14 @@ from paradev.startup import collect_after_start_up
 
 collect_after_start_up()  # before the command table and the command's own imports
 
-from collections.abc import Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
 from paradev import __version__  # noqa: E402
 from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command, call  # noqa: E402
 from paradev.errors import EXIT_USAGE  # noqa: E402
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 ABOUT = "Run several coding agents in parallel on one git repository and land their work."

@@ -18,14 +18,19 @@ spellings, so every flag works on both faces.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal
 
 from paradev import handlers
 from paradev.errors import EXIT_INTERRUPTED, EXIT_USAGE, ParadevError, PreconditionError
 from paradev.records import NamedTuple
 from paradev.text import printable_lines
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Literal, TypeAlias
+
+    Position: TypeAlias = Literal["", "one", "maybe", "many"]
 
 # -- argument types -----------------------------------------------------------------------
 
@@ -81,8 +86,6 @@ DAYS = ArgType("DAYS", _days)
 AGENT_LIST = ArgType("LIST", _text)  # "1,3": checked against the plan by the command
 SHELL = ArgType("SHELL", _text)
 FORMAT = ArgType("FORMAT", _text)
-
-Position = Literal["", "one", "maybe", "many"]
 
 
 class Arg(NamedTuple):
@@ -160,6 +163,9 @@ class Command(NamedTuple):
     args: tuple[Arg, ...] = ()
     exits: Mapping[int, str] = MappingProxyType({0: "success"})
     details: str = ""
+    # Answers from kept answers alone when it can (starting no process, writing nothing):
+    # called first with the same arguments; False lets ``run`` answer.
+    quick: Callable[..., bool] | None = None
 
     def exit_codes(self) -> dict[int, str]:
         """Every exit code the command can give; 2 and the signal codes hold for all of them."""
@@ -195,16 +201,20 @@ def call(command: Command, raw: Mapping[str, Any]) -> int:
     as Ctrl-C does: every process group it started is stopped, and it exits
     128 + the signal number.
     """
-    from paradev import processes
-
     try:
         values = {arg.name: arg.convert(raw.get(arg.name)) for arg in command.args}
+        if command.quick is not None and command.quick(**values):
+            return 0
+        from paradev import processes  # signals and process groups: ~15 ms of imports
+
         with processes.interruptible():
             command.run(**values)
     except ParadevError as err:
         print(printable_lines(f"paradev: {err}"), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as interrupt:
+        from paradev import processes
+
         if isinstance(interrupt, processes.Interrupted):
             print(f"paradev: interrupted ({processes.describe(interrupt)})", file=sys.stderr)
             return interrupt.exit_code
@@ -367,6 +377,7 @@ COMMANDS: tuple[Command, ...] = (
         ),
         exits={0: "no other agent changes these paths", 1: "another agent does (named)"},
         details="Run it before editing a file; uncommitted work in worktrees counts.",
+        quick=handlers.check_kept,
     ),
     Command(
         "merge-order",

@@ -9,20 +9,24 @@ rule; callers then keep nothing (``git.resolve_refs_of_plain_history``).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, TypeVar
 
-_K = TypeVar("_K")
+from paradev.kept import load, save
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
+
+    _K = TypeVar("_K")
 
 
 class CommitCache:
-    """One JSON file of key -> answer; a save keeps only the answers this run asked for."""
+    """One file of key -> answer (``paradev.kept``'s format); a save keeps only the answers
+    this run asked for."""
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: str | os.PathLike[str], enabled: bool = True) -> None:
+        self.path, self.enabled = os.fspath(path), enabled
         self._kept: dict[str, Any] | None = None
         self._used: dict[str, Any] = {}
         self._new = False
@@ -69,25 +73,13 @@ class CommitCache:
         return found
 
     def save(self) -> None:
-        """Replace the file by rename when something new was computed; only in paradev's folder.
-
-        A cache that cannot be written is simply not kept: the next run computes again.
-        """
-        if not self._new or not self.path.parent.is_dir():
-            return
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self._used, separators=(",", ":")), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-        self._new = False
+        """Replace the file when something new was computed (``paradev.kept.save``)."""
+        if self._new:
+            save(self.path, self._used)
+            self._new = False
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: str) -> dict[str, Any]:
     """The kept answers; nothing when the file is missing or not of our making."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
+    data = load(path)
     return data if isinstance(data, dict) else {}

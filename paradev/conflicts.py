@@ -27,6 +27,7 @@ from paradev.errors import PreconditionError
 from paradev.git import Git, MergeTree
 from paradev.labels import IDLE, LABELS, WORKLESS, AgentLabel, agent_labels, who
 from paradev.landed import base_just_read
+from paradev.layout import STORE_DIR
 from paradev.records import NamedTuple
 from paradev.workspace import Workspace
 
@@ -461,7 +462,7 @@ class MergeCache:
 
 
 def cache_path(ws: Workspace) -> Path:
-    return ws.repo.common_dir / "paradev" / CACHE_FILE
+    return ws.repo.common_dir / STORE_DIR / CACHE_FILE
 
 
 def analyze(

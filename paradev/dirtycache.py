@@ -21,88 +21,24 @@ unreadable file), git is asked and nothing is kept.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Sequence
-from contextlib import suppress
-from pathlib import Path
 from stat import S_ISDIR
 
-CACHE_FILE = "dirty-paths.json"  # under <common>/paradev
-RACY_MARGIN_NS = 2_000_000_000  # clock ticks, and file systems whose clock is not ours
+from paradev.kept import NotKeyableError, Stamps, figures, load, save
+from paradev.layout import STORE_DIR
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import TypeAlias
+
+    StrPath: TypeAlias = "str | os.PathLike[str]"
+
+CACHE_FILE = "dirty-paths.kept"  # under <common>/paradev (paradev.kept's format)
 MAX_ENTRIES = 2_000  # below the paths asked; beyond that git is asked (and is about as fast)
 KEPT_ANSWERS = 512  # (tree, paths) answers a save keeps, the most recently asked last
-_VERSION = 2  # 2: keys are digests
-
-
-class NotKeyableError(Exception):
-    """The answer cannot be keyed exactly: git must be asked."""
-
-
-def _figures(st: os.stat_result) -> tuple[int, ...]:
-    """What changes when a file is replaced, written, resized, chmod-ed or touched."""
-    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-class Stamps:
-    """The files an answer depends on, written down as one string; refused when racy."""
-
-    def __init__(self, since_ns: int, root: str = "") -> None:
-        self.parts: list[object] = []  # names, stat figures and texts: their repr is the key
-        self.racy_after = since_ns - RACY_MARGIN_NS
-        self.root = root  # left out of the names in the key (a tree's own folder)
-
-    def _name(self, path: str) -> str:
-        return path[len(self.root) :] if self.root and path.startswith(self.root) else path
-
-    def _lstat(self, path: str) -> os.stat_result | None:
-        """The entry at ``path`` (not followed); None, written down as absent, when missing."""
-        try:
-            return os.lstat(path)
-        except FileNotFoundError:
-            self.parts.append((self._name(path), None))
-            return None
-        except OSError as exc:
-            raise NotKeyableError(str(exc)) from None
-
-    def file(self, path: str) -> os.stat_result | None:
-        """The file's whole identity (None when absent); racy times refuse the key."""
-        st = self._lstat(path)
-        if st is None:
-            return None
-        if st.st_mtime_ns >= self.racy_after or st.st_ctime_ns >= self.racy_after:
-            raise NotKeyableError(f"{path} changed moments ago")
-        self.parts.append((self._name(path), *_figures(st)))
-        return st
-
-    def text(self, path: str) -> str:
-        """The file's identity and its text ("" when absent)."""
-        if self.file(path) is None:
-            return ""
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-                return handle.read()
-        except OSError as exc:
-            raise NotKeyableError(str(exc)) from None
-
-    def identity(self, path: str) -> os.stat_result | None:
-        """Which file or folder is there (device, inode, type), not its times: a folder on
-        the way to the paths asked changes its times whenever a sibling is added."""
-        st = self._lstat(path)
-        if st is not None:
-            self.parts.append((self._name(path), st.st_dev, st.st_ino, st.st_mode))
-        return st
-
-    def key(self) -> str:
-        """The parts' digest: a file's key is ~2 KB, a folder's one per entry, and every
-        check reads the file of kept answers whole."""
-        key = repr(self.parts)
-        try:  # hashlib loads OpenSSL first: ~5 ms, more than the whole key
-            from _blake2 import blake2b
-        except ImportError:  # another Python than CPython
-            from hashlib import blake2b
-        return blake2b(key.encode("utf-8", "surrogateescape"), digest_size=20).hexdigest()
+_VERSION = 3  # 3: in paradev.kept's format
 
 
 # git variables that change nothing ``git status`` says (who commits, tracing, prompts): agents
@@ -122,9 +58,9 @@ _INERT_ENV = (
 )
 
 
-def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = None) -> str:
+def shared_key(common_dir: StrPath, since_ns: int, env: dict[str, str] | None = None) -> str:
     """What every tree's answer depends on alike: git's config, global ignores, git itself."""
-    from paradev.git import git_env
+    from paradev.gitdir import git_env, git_program
 
     env = git_env() if env is None else env  # what git sees
     stamps = Stamps(since_ns)
@@ -134,7 +70,9 @@ def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = Non
         if (name.startswith("GIT_") and not name.startswith(_INERT_ENV))
         or name in ("HOME", "XDG_CONFIG_HOME")
     )
-    program = _git_program(env)
+    program = git_program(env.get("PATH", os.defpath))  # the git that answers
+    if program is None:
+        raise NotKeyableError("no git on PATH")
     stamps.file(program)
     home = env.get("HOME", "")
     xdg = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
@@ -156,16 +94,6 @@ def shared_key(common_dir: Path, since_ns: int, env: dict[str, str] | None = Non
     if os.path.exists(os.path.join(common_dir, "reftable")):
         raise NotKeyableError("refs kept in a reftable")
     return stamps.key()
-
-
-def _git_program(env: dict[str, str]) -> str:
-    """The git that answers (the first on PATH, links followed): another git may answer
-    otherwise."""
-    for folder in env.get("PATH", os.defpath).split(os.pathsep):
-        program = os.path.join(folder or os.curdir, "git")
-        if os.path.isfile(program) and os.access(program, os.X_OK):
-            return os.path.realpath(program)
-    raise NotKeyableError("no git on PATH")
 
 
 def _config_file(stamps: Stamps, path: str, home: str) -> None:
@@ -190,7 +118,7 @@ def _config_file(stamps: Stamps, path: str, home: str) -> None:
             stamps.file(value)
 
 
-def tree_key(tree: Path, common_dir: Path, within: Sequence[str], since_ns: int) -> str:
+def tree_key(tree: StrPath, common_dir: StrPath, within: Sequence[str], since_ns: int) -> str:
     """What one tree's answer below ``within`` depends on (NotKeyableError: not exactly known)."""
     top = str(tree)
     stamps = Stamps(since_ns, top + os.sep)
@@ -269,7 +197,7 @@ def _below(stamps: Stamps, folder: str) -> None:
                 st = entry.stat(follow_symlinks=False)
                 if st.st_mtime_ns >= racy_after or st.st_ctime_ns >= racy_after:
                     raise NotKeyableError(f"{entry.path} changed moments ago")
-                parts.append((entry.path[cut:], *_figures(st)))
+                parts.append((entry.path[cut:], *figures(st)))
                 if S_ISDIR(st.st_mode):
                     todo.append(entry.path)
         except OSError as exc:
@@ -277,23 +205,23 @@ def _below(stamps: Stamps, folder: str) -> None:
 
 
 class DirtyCache:
-    """The kept answers: (tree, paths asked) -> [key, uncommitted paths], all under one
+    """The kept answers: (tree, paths asked) -> (key, uncommitted paths), all under one
     shared key (``shared_key``): when it changes, every answer is dropped."""
 
-    def __init__(self, path: Path, shared: str) -> None:
+    def __init__(self, path: str, shared: str) -> None:
         self.path, self.shared = path, shared
         self._kept = _load(path, shared)
-        self._new: dict[str, list[object]] = {}
+        self._new: dict[str, tuple[str, list[str]]] = {}
 
     @staticmethod
-    def slot(tree: Path, within: Sequence[str]) -> str:
-        return "\0".join([str(tree), *within])
+    def slot(tree: str, within: Sequence[str]) -> str:
+        return "\0".join([tree, *within])
 
     def get(self, slot: str, key: str) -> set[str] | None:
         """The answer kept for ``slot`` under exactly ``key``; None otherwise."""
         found = self._kept.get(slot)
         if (
-            isinstance(found, list)
+            isinstance(found, tuple)
             and len(found) == 2
             and found[0] == key
             and isinstance(found[1], list)
@@ -303,55 +231,43 @@ class DirtyCache:
         return None
 
     def put(self, slot: str, key: str, answer: set[str]) -> None:
-        self._new[slot] = [key, sorted(answer)]
+        self._new[slot] = (key, sorted(answer))
 
     def save(self) -> None:
-        """Replace the file by rename when something was learnt; a failure keeps nothing.
-
-        Concurrent checks may each write: the last one wins, and an answer
-        lost that way is only asked again.
-        """
-        if not self._new or not self.path.parent.is_dir():
+        """Replace the file when something was learnt (``paradev.kept.save``)."""
+        if not self._new:
             return
-        from paradev.atomic import write_atomic
-
         kept = {slot: answer for slot, answer in self._kept.items() if slot not in self._new}
         kept.update(self._new)  # the most recently learnt last
         answers = {slot: kept[slot] for slot in list(kept)[-KEPT_ANSWERS:]}
-        data = {"version": _VERSION, "shared": self.shared, "answers": answers}
-        with suppress(OSError):
-            write_atomic(self.path, json.dumps(data, separators=(",", ":")), durable=False)
+        save(self.path, (_VERSION, self.shared, answers))
         self._new = {}
 
 
-def _load(path: Path, shared: str) -> dict[str, object]:
+def _load(path: str, shared: str) -> dict[str, object]:
     """The kept answers; nothing when the file is missing, corrupt, not of our making or
     kept under another shared key."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    data = load(path)
+    if not isinstance(data, tuple) or len(data) != 3 or data[:2] != (_VERSION, shared):
         return {}
-    if not isinstance(data, dict) or data.get("version") != _VERSION:
-        return {}
-    answers = data.get("answers")
-    return answers if data.get("shared") == shared and isinstance(answers, dict) else {}
+    return data[2] if isinstance(data[2], dict) else {}
 
 
 class KeptDirt:
     """Kept answers for one ``check``: looked up per tree, learnt from git for the others."""
 
-    def __init__(self, common_dir: Path, within: Sequence[str]) -> None:
-        self.common_dir, self.within = common_dir, list(within)
+    def __init__(self, common_dir: StrPath, within: Sequence[str]) -> None:
+        self.common_dir, self.within = os.fspath(common_dir), list(within)
         self.since = time.time_ns()  # before any file is looked at (the racy rule's moment)
-        self._keys: dict[Path, str] = {}
+        self._keys: dict[str, str] = {}
         try:
-            shared = shared_key(common_dir, self.since)
+            shared = shared_key(self.common_dir, self.since)
         except NotKeyableError:
             self.cache: DirtyCache | None = None
         else:
-            self.cache = DirtyCache(common_dir / "paradev" / CACHE_FILE, shared)
+            self.cache = DirtyCache(os.path.join(self.common_dir, STORE_DIR, CACHE_FILE), shared)
 
-    def get(self, tree: Path) -> set[str] | None:
+    def get(self, tree: StrPath) -> set[str] | None:
         """The tree's kept answer when nothing it depends on changed since; else None.
 
         The key is taken now, before git is asked: whatever changes after it
@@ -360,17 +276,19 @@ class KeptDirt:
         """
         if self.cache is None:
             return None
+        top = os.fspath(tree)
         try:
-            key = tree_key(tree, self.common_dir, self.within, self.since)
+            key = tree_key(top, self.common_dir, self.within, self.since)
         except NotKeyableError:
             return None
-        self._keys[tree] = key
-        return self.cache.get(self.cache.slot(tree, self.within), key)
+        self._keys[top] = key
+        return self.cache.get(self.cache.slot(top, self.within), key)
 
-    def learn(self, tree: Path, answer: set[str]) -> None:
+    def learn(self, tree: StrPath, answer: set[str]) -> None:
         """Keep git's answer for the tree, when its key was taken before git was asked."""
-        if self.cache is not None and tree in self._keys:
-            self.cache.put(self.cache.slot(tree, self.within), self._keys[tree], answer)
+        top = os.fspath(tree)
+        if self.cache is not None and top in self._keys:
+            self.cache.put(self.cache.slot(top, self.within), self._keys[top], answer)
 
     def save(self) -> None:
         if self.cache is not None:

@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from paradev import gitdir
 from paradev.errors import GitError, PreconditionError
+from paradev.gitdir import COMMITTER, find_repository, program_identity
+from paradev.layout import STORE_DIR, VERSION_STAMP
 from paradev.records import NamedTuple
 from paradev.text import printable
 
@@ -35,21 +38,7 @@ MIN_GIT_VERSION = (2, 38)
 # command, and a path read from git must reach git again unchanged.
 GIT_TEXT_ERRORS = "surrogateescape"
 
-# Variables that would make git act on another repository, index or tree.
-_REPO_ENV_VARS = (
-    "GIT_DIR",
-    "GIT_INDEX_FILE",
-    "GIT_WORK_TREE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-)
-
-
-# GIT_COMMITTER_* a merge train fixes for the git it runs (``committing_as``).
-_COMMITTER: dict[str, str] = {}
+git_env = gitdir.git_env  # the environment of every git child (defined beside discovery)
 
 
 @contextmanager
@@ -59,33 +48,21 @@ def committing_as(ident: Mapping[str, str]) -> Iterator[None]:
     Only paradev's own git calls take it: the user's programs (agents, gates,
     hooks: ``user_env``) commit as the user, at the time they commit.
     """
-    saved = dict(_COMMITTER)
-    _COMMITTER.clear()
-    _COMMITTER.update(ident)
+    saved = dict(COMMITTER)
+    COMMITTER.clear()
+    COMMITTER.update(ident)
     try:
         yield
     finally:
-        _COMMITTER.clear()
-        _COMMITTER.update(saved)
-
-
-def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a git child: ours minus repository overrides, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV_VARS}
-    env.update(_COMMITTER)
-    env["LC_ALL"] = "C"  # messages we parse stay in English
-    env["GIT_TERMINAL_PROMPT"] = "0"  # never hang on a credential prompt
-    env.setdefault("GIT_EDITOR", "true")  # rebase --continue must not open an editor
-    if extra:
-        env.update(extra)
-    return env
+        COMMITTER.clear()
+        COMMITTER.update(saved)
 
 
 def user_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``git_env`` for a user's own program (setup command, agent, gate, hook): in the user's
     locale, committing as the user (not as a train's journaled committer)."""
     env = git_env(extra)
-    for name in ("LC_ALL", *_COMMITTER):
+    for name in ("LC_ALL", *COMMITTER):
         if name in os.environ:
             env[name] = os.environ[name]
         elif not extra or name not in extra:
@@ -241,8 +218,19 @@ def git_version() -> tuple[int, int, int]:
 
 def discover(cwd: Path | None = None) -> Repository:
     """The repository containing ``cwd`` (any of its work trees); checks git's version."""
-    where = (cwd or Path.cwd()).resolve()
+    try:
+        where = (cwd or Path.cwd()).resolve()
+    except FileNotFoundError:
+        raise PreconditionError(
+            "the current folder no longer exists (removed while you stood in it); "
+            "cd into the repository again"
+        ) from None
     git = Git(where)
+    found = find_repository(str(where))
+    if found is not None:  # git's own answer, read from its files without a process
+        common_dir = Path(found.common_dir)
+        require_version_once(git, common_dir / STORE_DIR / VERSION_STAMP)
+        return Repository(Path(found.toplevel), common_dir, Path(found.main_root))
     proc = git.run(
         "rev-parse",
         "--path-format=absolute",
@@ -272,11 +260,8 @@ def discover(cwd: Path | None = None) -> Repository:
         main_root = common_dir.parent
     else:  # a linked work tree of a separate git dir: git's first record is the main one
         main_root = Path(worktree_list(Git(toplevel))[0].path)
-    require_version_once(git, common_dir / "paradev" / VERSION_STAMP)
+    require_version_once(git, common_dir / STORE_DIR / VERSION_STAMP)
     return Repository(toplevel=toplevel, common_dir=common_dir, main_root=main_root)
-
-
-VERSION_STAMP = "git-version"  # the git program whose version was last found new enough
 
 
 def require_version_once(git: Git, stamp: Path) -> None:
@@ -285,7 +270,7 @@ def require_version_once(git: Git, stamp: Path) -> None:
     ``stamp`` names the program (path, size, modification time) last found new
     enough; it is written only into paradev's existing folder, never creating it.
     """
-    program = _program_identity()
+    program = program_identity()
     try:
         if stamp.read_text(encoding="utf-8") == program:
             return
@@ -1444,23 +1429,9 @@ def start_merge_settings(git: Git) -> Callable[[], str]:
     child = _start(git, "config", "--null", "--get-regexp", _MERGE_SETTINGS)
 
     def result() -> str:
-        return f"{_program_identity()}\0{child.communicate()[0]}"
+        return f"{program_identity()}\0{child.communicate()[0]}"
 
     return result
-
-
-def _program_identity() -> str:
-    """The git that runs (the first on PATH, as ``shutil.which`` finds it, without importing
-    shutil) as "path:size:mtime"; plain "git" when none is found."""
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        program = os.path.join(folder or os.curdir, "git")
-        try:
-            info = os.stat(program)
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode) and os.access(program, os.X_OK):
-            return f"{os.path.realpath(program)}:{info.st_size}:{info.st_mtime_ns}"
-    return "git"
 
 
 def _start(git: Git, *args: str) -> subprocess.Popen[str]:

@@ -8,16 +8,18 @@ this module itself imports nothing heavy.
 
 from __future__ import annotations
 
-import json as jsonlib
 import sys
-from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PreconditionError
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+    from typing import Any
+
+    from paradev.claims import Claim
     from paradev.conflicts import Report
     from paradev.hooks import HookResult
     from paradev.runner import BatchRun, Outcome
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 
 
 def emit_json(data: Any) -> None:
-    print(jsonlib.dumps(data, indent=2))
+    import json  # at first use: it loads re and enum (~13 ms), which a check may not need
+
+    print(json.dumps(data, indent=2))
 
 
 def warn(message: str) -> None:
@@ -372,6 +376,8 @@ def conflicts(
 
         print(to_dot(report) if shape == "dot" else to_mermaid(report))
     elif json:  # compact: hundreds of pairs, printed every few seconds
+        import json as jsonlib
+
         print(jsonlib.dumps(report.to_json(all_pairs=all_pairs), separators=(",", ":")))
     else:
         print(render(report))
@@ -380,15 +386,38 @@ def conflicts(
 
 
 def check(path: list[str], agent: int | None, json: bool) -> None:
-    from paradev.claims import check_json, claims, repo_relative
-    from paradev.errors import Stopped
+    from paradev.claims import claims, files_before_reading, repo_relative
 
     if not path:
         raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")
+    before = files_before_reading()  # the context is kept only if they stay the same
     ws = _workspace()
     if agent is not None:
         ws.check_agent(agent)
-    found = claims(ws, [repo_relative(ws, p) for p in path], exclude=agent)
+    toplevel = str(ws.repo.toplevel)
+    found = claims(ws, [repo_relative(toplevel, p) for p in path], agent, before)
+    _report_claims(path, found, ws.branch, json)
+
+
+def check_kept(path: list[str], agent: int | None, json: bool) -> bool:
+    """``check`` answered from kept answers alone (``paradev.claims.kept_claims``), when it can."""
+    from paradev.claims import kept_claims
+
+    kept = kept_claims(path, agent)
+    if kept is None:
+        return False
+    found, branches = kept
+    _report_claims(path, found, lambda agent: branches[agent - 1], json)
+    return True
+
+
+def _report_claims(
+    path: Sequence[str], found: list[Claim], branch: Callable[[int], str], json: bool
+) -> None:
+    """Print ``check``'s answer; exit 1 (Stopped) when another agent changes a path."""
+    from paradev.claims import check_json
+    from paradev.errors import Stopped
+
     if json:
         emit_json(check_json(list(path), found))
     elif not found:
@@ -396,7 +425,7 @@ def check(path: list[str], agent: int | None, json: bool) -> None:
     else:
         for claim in found:
             shown = claim.path or "."
-            print(f"{shown}: agent {claim.agent} ({ws.branch(claim.agent)}, {claim.where})")
+            print(f"{shown}: agent {claim.agent} ({branch(claim.agent)}, {claim.where})")
     if found:
         agents = sorted({claim.agent for claim in found})
         raise Stopped("already changed by agent(s) " + ", ".join(map(str, agents)))

@@ -620,7 +620,7 @@ def _name_hosts(ws: Workspace, facts: dict[int, dict[str, Any]]) -> None:
             found.update(host=hosted.get(agent), here=agent in hosted)
 
 
-AHEAD_BEHIND_CACHE = "ahead-behind.json"  # under <common>/paradev: see paradev.commitcache
+AHEAD_BEHIND_CACHE = "ahead-behind.kept"  # under <common>/paradev: see paradev.commitcache
 
 
 def _tracked_ref(ws: Workspace, agent: int, away: dict[int, str]) -> str:
@@ -668,7 +668,7 @@ def _state_and_counts(
 
 
 def _is_count(kept: Any) -> bool:
-    return isinstance(kept, list) and len(kept) == 2 and all(type(n) is int for n in kept)
+    return isinstance(kept, tuple) and len(kept) == 2 and all(type(n) is int for n in kept)
 
 
 def tasks_by_agent(ws: Workspace) -> dict[int, list[Task]]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import stat
-from pathlib import Path
 
 from paradev.errors import PreconditionError
 from paradev.records import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    import re
 
 MAX_AGENTS = 1000  # agents.count
 MAX_ISSUE = 10**9  # issue numbers (they become parts of file names)
@@ -32,7 +34,7 @@ class LimitError(ValueError):
     """The input exceeds a bound; ``str()`` says which and how to fix it."""
 
 
-def read_bounded(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
     """The bytes of the regular file ``path``, refused past ``limit`` bytes without reading more.
 
     A FIFO or device (``/dev/zero`` as a plan) would block or never end.
@@ -82,6 +84,8 @@ def check_text(text: str, toml: bool) -> Beyond | None:
     Strings and comments are dropped first, so only real nesting and real
     numbers count; where the problem is gets worked out only when there is one.
     """
+    import re  # at first use: a command that reads no file does not load it (~10 ms)
+
     skip = _TOML_SKIP if toml else _JSON_SKIP
     bare = re.sub(skip, "", text)
     if re.search(_LONG_NUMBER, bare):
@@ -146,7 +150,6 @@ def shown(value: object, width: int = 60) -> str:
 
 # -- numbers from the command line (argument types of the command table) --
 
-_WHOLE = r"-?[0-9]+"
 _DECIMAL = r"(?i)[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|inf|infinity)"
 
 
@@ -155,6 +158,8 @@ def parse_hours(text: str | float) -> float:
 
     ``float`` alone would also take ``1_0`` (ten) or ``٣`` (Arabic three).
     """
+    import re
+
     if isinstance(text, str) and not re.fullmatch(_DECIMAL, text.strip()):
         raise PreconditionError(f"hours must be a number, got {text!r}")
     try:
@@ -168,9 +173,15 @@ def parse_hours(text: str | float) -> float:
     return hours + 0.0  # -0 becomes 0
 
 
+def _whole(text: str) -> bool:
+    """``-?[0-9]+``: ASCII digits only (``int`` also takes ``1_0`` and other scripts' digits)."""
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdigit()
+
+
 def parse_int(text: str | int, what: str) -> int:
     """A positive whole number from the command line, in plain ASCII digits."""
-    if isinstance(text, str) and not re.fullmatch(_WHOLE, text.strip()):
+    if isinstance(text, str) and not _whole(text.strip()):
         raise PreconditionError(f"{what} must be a whole number, got {shown(text)}")
     if isinstance(text, str) and len(text.strip().lstrip("-0")) > len(str(MAX_ISSUE)):
         raise PreconditionError(f"{what} must be at most {MAX_ISSUE:,}, got {shown(text)}")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
+from paradev.layout import plan_file
 from paradev.limits import (
     MAX_AGENTS,
     MAX_HOURS,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
     from paradev.presets import AgentCommand
 
-PLAN_FILE = "plan.toml"
 PARSED_PLAN = "plan-cache.json"  # under <common>/paradev: see ParsedCache
 ON_CONFLICT_CHOICES = ("stop", "agent", "eject")
 ON_GATE_FAILURE_CHOICES = ("stop", "eject")
@@ -424,8 +424,7 @@ class Plan(NamedTuple):
 
 def find_plan(main_root: Path, explicit: str | None = None) -> Path:
     """The plan file: ``explicit``, else $PARADEV_PLAN, else plan.toml in the main work tree."""
-    chosen = explicit or os.environ.get("PARADEV_PLAN")
-    return Path(chosen).resolve() if chosen else main_root / PLAN_FILE
+    return Path(plan_file(str(main_root), explicit))
 
 
 def load(path: Path, main_root: Path | None = None, parsed: Path | None = None) -> Plan:

@@ -11,12 +11,12 @@ under ``TYPE_CHECKING``) and checks the records as before.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 
 __all__ = ["NamedTuple"]
 
 if TYPE_CHECKING:
-    from typing import NamedTuple
+    from typing import Any, NamedTuple
 else:
     import collections
 

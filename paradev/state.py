@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev.errors import StateError
+from paradev.layout import JOURNAL_FILE, STATE_FILE, STORE_DIR
 from paradev.limits import (
     MAX_AGENTS,
     MAX_ISSUE,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
-JOURNAL_FILE = "train.json"
 
 # Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
@@ -792,9 +792,9 @@ class StateStore:
     """Reads and changes ``<common_dir>/paradev/state.json``."""
 
     def __init__(self, common_dir: Path, recognise: Callable[[State], None] | None = None) -> None:
-        self.dir = common_dir / "paradev"
+        self.dir = common_dir / STORE_DIR
         self.recognise = recognise  # adds what git knows and the file lacks (landed tasks)
-        self.path = self.dir / "state.json"
+        self.path = self.dir / STATE_FILE
         self.journal_path = self.dir / JOURNAL_FILE
         self.lock_path = self.dir / "state.lock"
         self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process

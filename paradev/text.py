@@ -8,7 +8,6 @@ are shown escaped (visible, ``\\x1b[31m``); in a commit message they are dropped
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 # Escape sequences as terminals read them: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST),
@@ -52,6 +51,8 @@ def plain(text: str) -> str:
     """
     if text.isprintable():
         return text
+    import re  # at first use: most text is printable already
+
     text = re.sub(_ESCAPE, "", text)
     kept = "".join(
         " " if c in _WHITESPACE_CONTROLS else c
@@ -80,5 +81,7 @@ def log_line(line: str) -> str:
     if line.isprintable():
         return line
     line = line.rstrip("\r").rsplit("\r", 1)[-1]
+    import re
+
     line = re.sub(_ESCAPE, "", line)
     return "".join(c for c in line if c == "\t" or not _is_control(c))

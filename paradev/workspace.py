@@ -11,6 +11,7 @@ from paradev import plan as plan_mod
 from paradev.errors import PreconditionError
 from paradev.git import Git, Repository, discover
 from paradev.landed import LANDED_CACHE, LandedTasks
+from paradev.layout import STORE_DIR
 from paradev.plan import Plan, Task
 from paradev.records import NamedTuple
 from paradev.state import StateStore
@@ -97,7 +98,7 @@ def open_workspace(cwd: Path | None = None, plan_path: str | None = None) -> Wor
     """Discover the repository from ``cwd`` (any of its work trees) and load its plan."""
     repo = discover(cwd)
     path = plan_mod.find_plan(repo.main_root, plan_path)
-    plan = plan_mod.load(path, repo.main_root, repo.common_dir / "paradev" / plan_mod.PARSED_PLAN)
+    plan = plan_mod.load(path, repo.main_root, repo.common_dir / STORE_DIR / plan_mod.PARSED_PLAN)
     store = StateStore(repo.common_dir) if not plan.hosts else _shared_store(repo, plan)
     store.recognise = LandedTasks(repo.git, plan, store.dir / LANDED_CACHE)
     return Workspace(repo=repo, plan=plan, store=store)

@@ -11,9 +11,10 @@ from unittest.mock import MagicMock
 import pytest
 from pytest_mock import MockerFixture
 
-from paradev import dirtycache
 from paradev import git as gitmod
-from paradev.branches import HEADS_CACHE, Heads, find_heads, find_heads_kept
+from paradev import kept
+from paradev.branches import Heads, find_heads
+from paradev.claims import HEADS_FILE, find_heads_kept
 from paradev.workspace import open_workspace
 from tests.helpers import agent_tree, commit, git
 
@@ -25,7 +26,7 @@ def asked(
     set_up: Path, monkeypatch: pytest.MonkeyPatch, mocker: MockerFixture
 ) -> Iterator[MagicMock]:
     """Every ``for-each-ref`` heads read (a spy: git still answers); a short racy margin."""
-    monkeypatch.setattr(dirtycache, "RACY_MARGIN_NS", SHORT_MARGIN_NS)
+    monkeypatch.setattr(kept, "RACY_MARGIN_NS", SHORT_MARGIN_NS)
     yield mocker.spy(gitmod, "resolve_refs_of_plain_history")
 
 
@@ -116,6 +117,6 @@ def test_a_corrupt_heads_file_is_rebuilt(
     set_up: Path, repo: Path, asked: MagicMock, content: bytes
 ) -> None:
     _settle()
-    (repo / ".git" / "paradev" / HEADS_CACHE).write_bytes(content)
+    (repo / ".git" / "paradev" / HEADS_FILE).write_bytes(content)
     assert _kept_matches_git(asked) == 1
     assert _kept_matches_git(asked) == 0

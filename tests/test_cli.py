@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
 
-from paradev import __version__
+from paradev import __version__, kept
 from paradev.argv import parse
 from paradev.cli import plain_values
 from paradev.commands import BY_NAME, COMMANDS, GROUPS, Command
@@ -417,3 +418,35 @@ def test_a_reader_that_goes_away_ends_paradev_quietly(repo: Path) -> None:
     proc.stdout.close()  # like `paradev --help | head -0`, before paradev writes anything
     assert proc.wait(timeout=60) == 141
     assert proc.stderr.read() == b""
+
+
+def test_a_check_with_kept_answers_loads_no_heavy_standard_module(
+    set_up: Path, repo: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """typing, json, re, pathlib, subprocess: ~35 ms of imports, more than the answer itself."""
+    monkeypatch.setattr(kept, "RACY_MARGIN_NS", 50_000_000)
+    commit(agent_tree(set_up, 2), {"src/app.py": "two\n"})
+    (agent_tree(set_up, 3) / "src" / "util.py").write_text("uncommitted\n")
+    time.sleep(0.1)
+    args = ["check", "src/app.py", "src/util.py", "--agent", "1"]
+    assert cli(*args).code == 1  # keeps its answers
+    time.sleep(0.1)
+    heavy = ("typing", "json", "re", "pathlib", "subprocess", "signal", "threading")
+    probe = (
+        "import sys\n"
+        f"before = [m for m in {heavy!r} if m in sys.modules]\n"
+        "import paradev.kept\n"
+        "paradev.kept.RACY_MARGIN_NS = 50_000_000\n"
+        "from paradev.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"loaded = [m for m in {heavy!r} if m in sys.modules and m not in before]\n"
+        "print('LOADED', code, ','.join(loaded), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert proc.stdout.splitlines() == [
+        "src/app.py: agent 2 (parallel-dev/agent-2, branch)",
+        "src/util.py: agent 3 (parallel-dev/agent-3, worktree)",
+    ]
+    assert proc.stderr.splitlines()[-1] == "LOADED 1 ", proc.stderr

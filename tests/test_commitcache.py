@@ -3,14 +3,15 @@ when history is rewritten behind the same ids."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from paradev import kept
 from paradev.commitcache import CommitCache
 from tests.helpers import Result, agent_tree, commit, git, rev
 
-COUNTS = "ahead-behind.json"
+COUNTS = "ahead-behind.kept"
 
 
 def _counts(cli: Callable[..., Result]) -> dict[str, tuple[int, int]]:
@@ -18,9 +19,14 @@ def _counts(cli: Callable[..., Result]) -> dict[str, tuple[int, int]]:
     return {k: (v["ahead"], v["behind"]) for k, v in agents.items()}
 
 
-def _cache(repo: Path) -> dict[str, list[int]]:
-    kept: dict[str, list[int]] = json.loads((repo / ".git" / "paradev" / COUNTS).read_text())
-    return kept
+def _cache(repo: Path, name: str = COUNTS) -> dict[str, Any]:
+    found = kept.load(str(repo / ".git" / "paradev" / name))
+    assert isinstance(found, dict)
+    return found
+
+
+def _plant(path: Path, answers: object) -> None:
+    kept.save(str(path), answers)
 
 
 def test_status_keeps_each_count_by_the_ids_of_base_and_branch(
@@ -29,8 +35,8 @@ def test_status_keeps_each_count_by_the_ids_of_base_and_branch(
     commit(agent_tree(set_up, 1), {"a.py": "a\n"})
     assert _counts(cli)["1"] == (1, 0)
     base, one = rev(repo, "main"), rev(repo, "parallel-dev/agent-1")
-    assert _cache(repo)[f"{base}...{one}"] == [1, 0]
-    assert _cache(repo)[f"{base}...{base}"] == [0, 0]  # agents 2 and 3, still at base
+    assert _cache(repo)[f"{base}...{one}"] == (1, 0)
+    assert _cache(repo)[f"{base}...{base}"] == (0, 0)  # agents 2 and 3, still at base
     assert len(_cache(repo)) == 2  # what this run counted, nothing else
 
 
@@ -60,13 +66,13 @@ def test_a_planted_answer_is_used_only_while_history_is_plain(
     assert _counts(cli)["1"] == (2, 0)
     key = f"{rev(repo, 'main')}...{rev(repo, 'parallel-dev/agent-1')}"
     path = repo / ".git" / "paradev" / COUNTS
-    path.write_text(json.dumps({**_cache(repo), key: [7, 7]}))
+    _plant(path, {**_cache(repo), key: (7, 7)})
     assert _counts(cli)["1"] == (7, 7)  # the cache is what status reads while ids are unchanged
     # Replace the tip by a copy of it whose parent is base: git now counts one commit ahead.
     copy = git(tree, "commit-tree", f"{rev(tree, 'HEAD')}^{{tree}}", "-p", rev(repo, "main"))
     git(repo, "replace", rev(tree, "HEAD"), copy.strip())
     assert _counts(cli)["1"] == (1, 0)
-    assert _cache(repo)[key] == [7, 7]  # nothing kept while history is rewritten
+    assert _cache(repo)[key] == (7, 7)  # nothing kept while history is rewritten
     git(repo, "replace", "-d", rev(tree, "HEAD"))
     (repo / ".git" / "shallow").write_text(first + "\n")  # a shallow boundary: the same rule
     behind, ahead = git(repo, "rev-list", "--left-right", "--count", key).split()
@@ -78,32 +84,36 @@ def test_a_cache_of_the_wrong_shape_is_recomputed(
 ) -> None:
     commit(agent_tree(set_up, 2), {"a.py": "a\n"})
     path = repo / ".git" / "paradev" / COUNTS
-    for broken in ("not json", "[1, 2]", json.dumps({"x": "y"})):
-        path.write_text(broken)
+    for broken in (b"not kept", b"[1, 2]"):
+        path.write_bytes(broken)
         assert _counts(cli)["2"] == (1, 0)
-    key = f"{rev(repo, 'main')}...{rev(repo, 'parallel-dev/agent-2')}"
-    path.write_text(json.dumps({key: ["1", 0]}))
+    path.write_bytes(path.read_bytes()[:-3])  # cut short: its digest no longer matches
     assert _counts(cli)["2"] == (1, 0)
-    assert _cache(repo)[key] == [1, 0]
+    _plant(path, [1, 2])
+    assert _counts(cli)["2"] == (1, 0)
+    key = f"{rev(repo, 'main')}...{rev(repo, 'parallel-dev/agent-2')}"
+    _plant(path, {key: ["1", 0]})
+    assert _counts(cli)["2"] == (1, 0)
+    assert _cache(repo)[key] == (1, 0)
 
 
 def test_the_cache_is_written_only_into_paradevs_folder(tmp_path: Path) -> None:
-    cache = CommitCache(tmp_path / "missing" / "answers.json")
+    cache = CommitCache(tmp_path / "missing" / "answers.kept")
     cache.put("a...b", [1, 2])
     cache.save()
     assert not (tmp_path / "missing").exists()
-    kept = CommitCache(tmp_path / "answers.json")
-    kept.put("a...b", [1, 2])
-    kept.save()
-    assert CommitCache(tmp_path / "answers.json").get("a...b") == [1, 2]
-    assert CommitCache(tmp_path / "answers.json", enabled=False).get("a...b") is None
+    written = CommitCache(tmp_path / "answers.kept")
+    written.put("a...b", [1, 2])
+    written.save()
+    assert CommitCache(tmp_path / "answers.kept").get("a...b") == [1, 2]
+    assert CommitCache(tmp_path / "answers.kept", enabled=False).get("a...b") is None
 
 
 def test_lookup_computes_only_what_is_not_kept_in_one_call_and_keeps_no_none(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "answers.json"
-    path.write_text(json.dumps({"a...1": [1, 0], "a...2": "wrong shape"}))
+    path = tmp_path / "answers.kept"
+    _plant(path, {"a...1": [1, 0], "a...2": "wrong shape"})
     calls: list[list[int]] = []
 
     def compute(missing: list[int]) -> dict[int, list[int] | None]:
@@ -114,14 +124,14 @@ def test_lookup_computes_only_what_is_not_kept_in_one_call_and_keeps_no_none(
     found = CommitCache(path).lookup(keys, lambda kept: isinstance(kept, list), compute)
     assert found == {1: [1, 0], 2: [2, 0], 3: None}
     assert calls == [[2, 3]]
-    assert json.loads(path.read_text()) == {"a...1": [1, 0], "a...2": [2, 0]}
+    assert kept.load(str(path)) == {"a...1": [1, 0], "a...2": [2, 0]}
     again = CommitCache(path).lookup(keys, lambda kept: isinstance(kept, list), compute)
     assert again == {1: [1, 0], 2: [2, 0], 3: None} and calls == [[2, 3], [3]]
 
 
 # -- check: each branch's changed paths -------------------------------------------------------
 
-PATHS = "branch-paths.json"
+PATHS = "branch-paths.kept"
 
 
 def _claims(cli: Callable[..., Result], path: str) -> list[str]:
@@ -139,8 +149,7 @@ def test_check_reads_again_only_a_branch_that_moved(
     assert _claims(cli, "c.py") == ["c.py: agent 2 (parallel-dev/agent-2, branch)"]
     git(two, "reset", "-q", "--hard", "HEAD~1")  # and takes it back
     assert _claims(cli, "c.py") == ["no other agent changes c.py"]
-    kept = json.loads((repo / ".git" / "paradev" / PATHS).read_text())
-    assert kept[f"{rev(repo, 'main')}...{rev(two, 'HEAD')}"] == ["a.py"]
+    assert _cache(repo, PATHS)[f"{rev(repo, 'main')}...{rev(two, 'HEAD')}"] == ["a.py"]
 
 
 def test_check_forgets_work_that_base_took_in(
@@ -160,9 +169,9 @@ def test_check_ignores_kept_paths_while_history_is_rewritten(
     commit(two, {"a.py": "a\n"})
     key = f"{rev(repo, 'main')}...{rev(two, 'HEAD')}"
     path = repo / ".git" / "paradev" / PATHS
-    path.write_text(json.dumps({key: ["planted.py"]}))
+    _plant(path, {key: ["planted.py"]})
     assert _claims(cli, "planted.py") == ["planted.py: agent 2 (parallel-dev/agent-2, branch)"]
-    before = path.read_text()
+    before = path.read_bytes()
     git(repo, "replace", "--graft", rev(two, "HEAD"))  # agent 2's commit now has no parent
     assert _claims(cli, "planted.py") == ["no other agent changes planted.py"]
-    assert path.read_text() == before  # nothing kept meanwhile
+    assert path.read_bytes() == before  # nothing kept meanwhile

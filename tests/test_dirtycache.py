@@ -4,11 +4,11 @@ still say what a fresh ``git status`` says."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 from unittest.mock import MagicMock
 
 import pytest
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
 
-from paradev import dirtycache
+from paradev import dirtycache, kept
 from paradev import git as gitmod
 from paradev.claims import claims
 from paradev.workspace import open_workspace
@@ -31,7 +31,7 @@ def asked(
 ) -> Iterator[MagicMock]:
     """Every ``git status`` check runs (a spy: git still answers); the racy margin is made
     short so that an answer can be kept within a test (the edits wait it out)."""
-    monkeypatch.setattr(dirtycache, "RACY_MARGIN_NS", SHORT_MARGIN_NS)
+    monkeypatch.setattr(kept, "RACY_MARGIN_NS", SHORT_MARGIN_NS)
     yield mocker.spy(gitmod, "dirty_paths")
 
 
@@ -183,7 +183,7 @@ def test_a_file_changed_moments_ago_is_always_asked(set_up: Path, mocker: Mocker
     assert _trees_asked(spy) == ["agent-2", "agent-2", "agent-3", "agent-3"]
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"version": 1, "answers": 3}'])
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"paradev kept 1 x\n" + b"0" * 30])
 def test_a_corrupt_or_foreign_cache_file_is_rebuilt(
     set_up: Path, repo: Path, asked: MagicMock, content: bytes
 ) -> None:
@@ -193,7 +193,8 @@ def test_a_corrupt_or_foreign_cache_file_is_rebuilt(
     cache.write_bytes(content)
 
     assert _seen("src/app.py") and _trees_asked(asked) == ["agent-2", "agent-3"]
-    assert len(json.loads(cache.read_text())["answers"]) == 2  # agents 2 and 3, rebuilt
+    version, _, answers = cast(tuple[int, str, dict[str, Any]], kept.load(str(cache)))
+    assert version == dirtycache._VERSION and len(answers) == 2  # agents 2 and 3, rebuilt
     assert _seen("src/app.py") and _trees_asked(asked) == []
 
 
@@ -206,11 +207,9 @@ def test_a_kept_answer_for_another_tree_state_is_not_used(
     _settle()
     assert _seen("src/app.py")
     cache = repo / ".git" / "paradev" / dirtycache.CACHE_FILE
-    data = json.loads(cache.read_text())
-    for slot in data["answers"].values():
-        slot[0] += "x"
-        slot[1] = []
-    cache.write_text(json.dumps(data))
+    version, shared, answers = cast(tuple[int, str, dict[str, Any]], kept.load(str(cache)))
+    wrong: dict[str, Any] = {slot: (key + "x", []) for slot, (key, _) in answers.items()}
+    kept.save(str(cache), (version, shared, wrong))
     assert _seen("src/app.py")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -661,3 +662,16 @@ def test_loose_objects_get_their_folder_the_mode_of_the_object_folder(repo: Path
     assert sha[:2] not in there
     assert (objects / sha[:2]).stat().st_mode & 0o7777 == 0o2775
     assert git(repo, "cat-file", "-t", sha) == "commit"
+
+
+def test_a_removed_current_folder_is_one_line_exit_2(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    probe = "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+    probe += "from paradev.cli import main; sys.exit(main(['check', 'x']))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(gone)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("paradev: the current folder no longer exists")
+    assert proc.stderr.count("\n") == 1
