@@ -192,13 +192,16 @@ def take_over_after_expiry(box: Path, env: dict[str, str]) -> Result:
 
 
 def scripted_hosts(
-    template_repo: Path, tmp_path: Path, agent: str
+    template_repo: Path, tmp_path: Path, agent: str, marks: Path | None = None
 ) -> tuple[dict[str, Path], Path, str]:
-    """The hosts, the gate script, and the ``[agents] command`` line running ``agent`` (source)."""
+    """The hosts, the gate script, and the ``[agents] command`` line running ``agent`` (source).
+
+    ``marks``: where the remote's hook notes (and holds) the pushes of main.
+    """
     gate, script = tmp_path / "gate.py", tmp_path / "agent.py"
     gate.write_text(GATE, encoding="utf-8")
     script.write_text(agent, encoding="utf-8")
-    hosts = world(template_repo, tmp_path / "hosts")
+    hosts = world(template_repo, tmp_path / "hosts", marks)
     return hosts, gate, f"command = {json.dumps([sys.executable, str(script)])}\n"
 
 
@@ -434,3 +437,87 @@ def test_a_remote_refusing_rewritten_agent_branches_stops_the_train_in_one_line(
     for agent in (1, 2):
         git(origin, "merge-base", "--is-ancestor", f"parallel-dev/agent-{agent}", main)
     assert merged(laptop)["tasks"] == {"11": "merged", "12": "merged"}
+
+
+# -- a merge queue killed while an agent goes through its serial steps --
+
+# Agents 1 and 2 both change README.md: agent 2's work cannot join agent 1's candidate.
+CLASHING: dict[str, str | bytes | None] = {
+    "src/one.py": "ONE = 1\n",
+    "README.md": "# sample, one\n",
+}
+QUEUE_HANDING_BACK = 'parallel = 2\non_conflict = "agent"\n'
+
+
+def uninterrupted(template_repo: Path, tmp_path: Path, cli: CliFn, command: str) -> dict[str, str]:
+    """The remote's refs after the same queue, driven by laptop alone to its end."""
+    calm = world(template_repo, tmp_path / "calm")
+    laptop_completes_two_agents(
+        calm, cli, tmp_path / "gate.py", agents=command, merge=QUEUE_HANDING_BACK,
+        first=CLASHING, only_laptop=True,
+    )  # fmt: skip
+    (tmp_path / "calm-marks").mkdir()
+    done = run_process(
+        calm["laptop"], "merge", env={**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    )
+    assert done.code == 0, done.out + done.err
+    assert "agent 2: its work does not replay cleanly" in done.out
+    resolved = (tmp_path / "calm-marks" / "resolved-in").read_text().splitlines()
+    assert resolved == [str(calm["laptop"].parent / "project-worktrees" / "agent-2")]
+    return refs_of(calm["origin"])
+
+
+@pytest.mark.parametrize("moment", ["gate-2", "push-2"])
+@pytest.mark.parametrize("finisher", [("merge", "--continue"), ("run",)])
+def test_a_queue_killed_in_an_agents_serial_steps_ends_with_identical_refs(
+    moment: str,
+    finisher: tuple[str, ...],
+    template_repo: Path,
+    tmp_path: Path,
+    cli: CliFn,
+    dated: None,
+) -> None:
+    """The agent handed back is picked up by its own host, after the adopting host handed it."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER, marks)
+    expected = uninterrupted(template_repo, tmp_path, cli, command)
+    laptop_completes_two_agents(
+        hosts, cli, gate, agents=command, merge=QUEUE_HANDING_BACK, first=CLASHING,
+        only_laptop=True,
+    )  # fmt: skip
+    laptop, box = hosts["laptop"], hosts["box"]
+    # laptop lands agent 1, rebases agent 2 in its tree, its agent resolves: killed after that
+    kill_at(laptop, marks, moment, LAPTOP_ENV, "merge")
+    laptop_tree = laptop.parent / "project-worktrees" / "agent-2"
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)]
+    journal = remote_state(box)["train"]
+    assert journal["agents"]["2"]["serial"] is True
+    assert refs_of(hosts["origin"]) != expected
+
+    # box adopts the train: agent 2 runs on laptop, so its conflict goes back there
+    stopped = take_over_after_expiry(box, {**BOX_ENV, "MARKS": str(marks)})
+    assert stopped.code == 1, stopped.out + stopped.err
+    assert "was driven by host laptop" in stopped.out
+    assert "agent 2 runs on host laptop: the conflict is handed back to it" in stopped.err
+    journal = remote_state(box)["train"]
+    assert (journal["host"], journal["stop"]["agent"]) == ("box", 2)
+    assert journal["agents"]["2"]["handed_to"] == "laptop"
+    assert len((marks / "resolved-in").read_text().splitlines()) == 1  # box launched no agent
+
+    # laptop's agent resolves it again in laptop's tree; the train ends as if never killed
+    done = run_process(laptop, *finisher, env={**LAPTOP_ENV, "MARKS": str(marks)}, timeout=240)
+    assert done.code == 0, done.out + done.err
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)] * 2
+    # killed before its push, laptop's own main held agent 2's landing: kept, then redone
+    assert ("laptop's own landing" in done.out) == (moment == "push-2")
+    assert refs_of(hosts["origin"]) == expected
+    assert git(hosts["origin"], "show", "main:README.md").splitlines() == [
+        "# sample, one",
+        "# sample, two",
+    ]
+    assert merged(box) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
