@@ -456,3 +456,91 @@ def test_cleanup_removes_a_lane_no_record_names_backing_up_its_own_commit(
     assert refs.split() == [own]
     assert git(repo, "rev-parse", "parallel-dev/agent-1") == first  # the agent's branch kept
     assert not path.exists()
+
+
+# Another paradev's writer: holds a lock (the agent's, as 'paradev run' does, or the state
+# lock) in a process of its own; with a lane to open, opens it at the end of its hold.
+HOLDER = r"""
+import sys, time
+from pathlib import Path
+from paradev import lanes
+from paradev.workspace import open_workspace
+repo, which, ready, release = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+ws = open_workspace(repo)
+lock = ws.store.agent_lock(1, "paradev run") if which == "agent" else ws.store.locked()
+with lock:
+    ready.write_text("held")
+    deadline = time.monotonic() + 30
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if len(sys.argv) > 5:  # as a run does: the lane of agent 1's task that waits to land now
+        issue, head = sys.argv[5].split(":")
+        lanes.open_lane(ws, ws.store.read(), 1, int(issue), head)
+"""
+
+
+def _holding(repo: Path, tmp_path: Path, which: str, *lane: str) -> subprocess.Popen[str]:
+    """A real process holding ``which`` lock until ``tmp_path/release`` exists."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER, encoding="utf-8")
+    ready, release = tmp_path / f"ready-{which}", tmp_path / "release"
+    release.unlink(missing_ok=True)
+    argv = [sys.executable, str(script), str(repo), which, str(ready), str(release), *lane]
+    holder = subprocess.Popen(argv, cwd=repo, text=True, env=git_env())
+    wait_for_file(ready, holder)
+    return holder
+
+
+def _landed_lane(repo: Path, cli: CliFn, worktrees: Path) -> tuple[Workspace, str]:
+    """#11 landed from agent 1's lane while #21 started: the lane may go."""
+    ws, first = _lane_for_11(repo, cli, worktrees, squash=True)
+    assert cli("start", "1").code == 0
+    assert cli("merge", "--follow").code == 0
+    return ws, first
+
+
+def test_cleanup_leaves_the_lane_of_an_agent_a_run_holds_whole(
+    repo: Path, cli: CliFn, worktrees: Path, tmp_path: Path
+) -> None:
+    ws, first = _landed_lane(repo, cli, worktrees)
+    path, branch = lanes.tree(ws, 1), lanes.branch(1)
+    tip = git(repo, "rev-parse", branch)
+    holder = _holding(repo, tmp_path, "agent")
+
+    try:
+        busy = cli("cleanup")
+    finally:
+        (tmp_path / "release").write_text("go")
+        holder.wait(timeout=30)
+
+    assert busy.code == 1, busy.out + busy.err
+    assert f"refused: lane {branch} ({path}): agent 1 is busy: paradev run (pid" in busy.out
+    assert path.is_dir() and git(repo, "rev-parse", branch) == tip
+    assert lanes.read(ws)[1].head == first
+    assert "/cleanup-" not in git(repo, "for-each-ref", "refs/paradev/backup")
+    done = cli("cleanup")  # the run let the agent go: the lane goes now
+    assert f"removed worktree {path}" in done.out, done.out + done.err
+    assert not path.exists() and git(repo, "branch", "--list", branch) == ""
+
+
+def test_cleanup_waits_for_a_writer_holding_the_state_lock_and_sees_its_change(
+    repo: Path, cli: CliFn, worktrees: Path, tmp_path: Path
+) -> None:
+    ws, _ = _landed_lane(repo, cli, worktrees)
+    second = commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0
+    # the writer holds the state lock; as it lets go, #21 goes to the lane to land from it
+    holder = _holding(repo, tmp_path, "state", f"21:{second}")
+    cleaning = start_paradev(repo, "cleanup")
+    time.sleep(0.5)  # cleanup is waiting for the lock by now
+    assert cleaning.poll() is None
+    (tmp_path / "release").write_text("go")
+    holder.wait(timeout=30)
+    out, err = cleaning.communicate(timeout=60)
+
+    assert cleaning.returncode == 1, out + err
+    path, branch = lanes.tree(ws, 1), lanes.branch(1)
+    assert f"refused: lane {branch} ({path}): #21 still waits to land from it; kept" in out
+    assert lanes.read(ws)[1].issue == 21
+    assert git(repo, "rev-parse", branch) == second
+    assert git(path, "rev-parse", "HEAD") == second
