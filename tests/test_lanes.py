@@ -544,3 +544,43 @@ def test_cleanup_waits_for_a_writer_holding_the_state_lock_and_sees_its_change(
     assert lanes.read(ws)[1].issue == 21
     assert git(repo, "rev-parse", branch) == second
     assert git(path, "rev-parse", "HEAD") == second
+
+
+def test_the_dry_run_shows_each_task_waiting_on_its_lane_and_how_it_lands(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    ws, first = _lane_for_11(repo, cli, worktrees)
+    lane = {
+        "agent": 1,
+        "issue": 11,
+        "head": first,
+        "branch": "paradev/lane/agent-1",
+        "worktree": str(lanes.tree(ws, 1)),
+        "held": False,
+    }
+
+    def dry_lanes() -> list[dict[str, Any]]:
+        shown = cli("merge", "--dry-run", "--json")
+        assert shown.code == 0, shown.out + shown.err
+        found: list[dict[str, Any]] = json.loads(shown.out)["lanes"]
+        return found
+
+    # agent 1 idle: this train lands its branch, which holds #11
+    assert dry_lanes() == [{**lane, "lands": "branch"}]
+    assert cli("start", "1").code == 0  # #21 starts while #11 waits on its lane
+    assert dry_lanes() == [{**lane, "lands": "follow"}]
+    text = cli("merge", "--dry-run")
+    assert text.code == 0, text.out + text.err
+    assert (
+        f"agent 1: #11 waits to land from its lane paradev/lane/agent-1 ({first[:12]}); its agent "
+        "works on its next task: paradev run's trains (merge --follow) land it from the lane, "
+        "not this one"
+    ) in text.out.splitlines()
+    lanes.hold(ws, 1)  # its rebase conflicted while the agent was busy
+    assert dry_lanes() == [{**lane, "held": True, "lands": "with next task"}]
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0  # idle again: its branch lands #11 and #21
+    assert dry_lanes() == [{**lane, "held": True, "lands": "branch"}]
+    assert cli("merge").code == 0
+    assert dry_lanes() == []
+    assert {ws.store.read().status(i) for i in (11, 21)} == {MERGED}
