@@ -584,3 +584,52 @@ def test_the_dry_run_shows_each_task_waiting_on_its_lane_and_how_it_lands(
     assert cli("merge").code == 0
     assert dry_lanes() == []
     assert {ws.store.read().status(i) for i in (11, 21)} == {MERGED}
+
+
+def test_a_held_lane_lands_with_the_next_task_each_commit_naming_its_own_task(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    """A lane holds exactly one task's range: landed with the next task (held), each task
+    still lands as its own commit with its own trailer, after a rewritten earlier landing."""
+    ws, _ = _lane_for_11(repo, cli, worktrees, squash=True)
+    assert cli("start", "1").code == 0
+    tree = agent_tree(worktrees, 1)
+    second = commit(tree, {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("merge", "--follow").code == 0  # #11 lands from its lane, squashed
+    assert cli("complete", "1").code == 0
+    assert cli("assign", "1", "31", "agent 1's third task", "1").code == 0
+    lane = lanes.open_lane(ws, ws.store.read(), 1, 21, second)  # as 'paradev run' does
+    assert lane.start is not None  # #21's range starts after #11's original commit
+    assert cli("start", "1").code == 0
+    lanes.hold(ws, 1)  # its rebase conflicted while the agent worked on #31
+    commit(tree, {"c.py": "C = 1\n"}, "feat: #31's work")
+    assert cli("complete", "1").code == 0
+
+    landed = cli("merge")  # the agent is idle: its branch lands #21 and #31
+
+    assert landed.code == 0, landed.out + landed.err
+    assert {ws.store.read().status(i) for i in (11, 21, 31)} == {MERGED}
+    log = git(repo, "log", "--format=%s|%(trailers:key=Paradev-Issue,valueonly,separator=+)")
+    landings = [line.rsplit("|", 1) for line in log.splitlines()[:3]]
+    assert [trailers for _, trailers in landings] == ["31", "21", "11"]  # not "21+31" twice
+    assert [subject[-5:] for subject, _ in landings] == ["(#31)", "(#21)", "(#11)"]
+
+
+def test_a_lane_lands_only_its_own_task_when_the_next_one_completed_meanwhile(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    ws, _ = _lane_for_11(repo, cli, worktrees)
+    assert cli("start", "1").code == 0
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0  # #21 completed while #11 still waits on its lane
+
+    from_lane = cli("merge", "--follow")
+
+    assert from_lane.code == 0, from_lane.out + from_lane.err
+    state = ws.store.read()
+    assert (state.status(11), state.status(21)) == (MERGED, "completed")
+    trailers = "%(trailers:key=Paradev-Issue,valueonly,separator=+)"
+    assert git(repo, "log", "-1", f"--format=%s|{trailers}", "main") == "work 0|11"
+    assert cli("merge").code == 0  # #21 lands after it, with its own trailer
+    assert git(repo, "log", "-1", f"--format=%s|{trailers}", "main") == "feat: #21's work|21"
+    assert git(repo, "rev-parse", "main^") == state.tasks[11].merged_commit
