@@ -34,6 +34,7 @@ from paradev import git as gitmod
 from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
+from paradev.hosts import publish_branch
 from paradev.state import COMPLETED, GATE_FAILED
 from paradev.train import advance, backup, join, landing, rebase, rewrite, steps
 from paradev.train import gate as gates
@@ -95,8 +96,7 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
         _forget_failures(train)
         for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
             if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
-                _mark_gate_failed(train, ejected["agent"], ejected["message"])
-                _settle_hand_back(train, ejected)  # or during the hand-back
+                _gate_failed_here(train, ejected)  # or during the hand-back
         _drop_dependents(train)
     mq["started"] = True
     committer_of(train)  # fixed for every rebuild
@@ -110,6 +110,7 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
         queued = list(train.queue)
         _round(train)
         join.let_go(train, follow, queued)
+    _hand_to_hosts(train)
     steps._end(train, "done")
     runs = mq.get("gate_runs", 0)
     train.out(
@@ -561,9 +562,22 @@ def _eject(train: Train, agent: int, reason: str, message: str, facts: str = "")
     train.save()
     train.out(f"agent {agent}: ejected: {message}; the queue goes on without it")
     if reason == "gate":
-        _mark_gate_failed(train, agent, message)
-        _settle_hand_back(train, ejected[-1])
+        _gate_failed_here(train, ejected[-1])
     _drop_dependents(train)
+
+
+def _gate_failed_here(train: Train, ejected: dict[str, Any]) -> None:
+    """Mark the ejected agent's tasks ``gate_failed`` and hand the failure back; or, for
+    another host's agent (``on_conflict = "agent"``), leave both to that host, its tasks
+    still completed: the queue goes on, then hands it back (``_hand_to_hosts``)."""
+    agent = int(ejected["agent"])
+    if settings(train)["on_conflict"] == "agent":
+        owner = rebase._host_elsewhere(train, agent)
+        if owner is not None and not ejected.get("settled"):
+            ejected["handed_to"] = owner
+            return
+    _mark_gate_failed(train, agent, ejected["message"])
+    _settle_hand_back(train, ejected)
 
 
 def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
@@ -577,6 +591,7 @@ def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
     if settings(train)["on_conflict"] != "agent" or ejected.get("settled"):
         return
     entry = train.agent(agent)
+    entry.pop("handed_to", None)
     if "resolver" in entry:
         rebase.wait_for_resolver(train, agent)
     else:
@@ -585,6 +600,25 @@ def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
     ejected["settled"] = True
     _take_back(train, agent)
     train.save()
+
+
+def _hand_to_hosts(train: Train) -> None:
+    """The queue is done but for a gate failure of another host's agent: stop, handed back.
+
+    Through the shared state, as a conflict is: that host's ``merge --continue``
+    (or ``run``) takes the train over, has its agent fix the failure and lands the fix.
+    """
+    for ejected in settings(train).get("ejected", []):
+        owner, agent = ejected.get("handed_to"), int(ejected["agent"])
+        if owner is None or ejected.get("settled"):
+            continue
+        raise rebase.handed_to_host(
+            train,
+            agent,
+            owner,
+            ("gate", "gate failure", "the gate failure", "fix"),
+            f"agent {agent}'s work failed the gate ({ejected['message']})",
+        )
 
 
 def _mark_gate_failed(train: Train, agent: int, message: str) -> None:
@@ -600,6 +634,7 @@ def _take_back(train: Train, agent: int) -> None:
     entry, head = train.agent(agent), train.head(agent)
     if head == entry["old_head"] or not gitmod.is_ancestor(train.ws.git, entry["candidate"], head):
         return
+    _publish_fix(train, agent, head)
     with train.ws.store.update() as state:
         for task in train.ws.tasks_of(agent):
             record = state.tasks.get(task.issue)
@@ -610,6 +645,22 @@ def _take_back(train: Train, agent: int) -> None:
     train.queue.append(agent)
     train.save()
     train.out(f"agent {agent}: committed {head[:12]} after the hand-back; back in the queue")
+
+
+def _publish_fix(train: Train, agent: int, head: str) -> None:
+    """With ``[agents] hosts`` the fix reaches the remote before the journal names it, as a
+    completed task's branch does: another host adopting the train rebuilds from it."""
+    entry, ws = train.agent(agent), train.ws
+    if not ws.plan.hosts:
+        return
+    remote, branch = ws.plan.remote, train.branch(agent)
+    publish_branch(
+        ws.git, remote, branch, head,
+        refused=f"agent {agent}'s fix is not back in the queue: fetch {remote} and check who "
+        f"else pushed {branch}, then run paradev merge --continue",
+    )  # fmt: skip
+    if entry.get("remote_head") is not None:
+        entry["remote_head"] = head  # the landed branch replaces what was pushed now
 
 
 def _hand_back_gate_failure(train: Train, agent: int, facts: str) -> None:
