@@ -10,7 +10,8 @@ up to ``ARCHIVE_CAP``). A nested repository, whose commits no backup could
 hold, stops cleanup. Every refusal that stops the command comes before the
 first change. Base, and any branch checked out in another work tree, is never
 deleted. Lanes (``paradev.lanes``) go too, branch and tree, unless their task
-still waits to land; a commit only a lane holds is backed up first.
+still waits to land; a commit only a lane holds is backed up first. Cleanup
+holds the state lock, and each agent it changes, as the other writers do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import filecmp
 import os
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from paradev.backups import (
     total_size,
     write_archive,
 )
-from paradev.errors import PreconditionError
+from paradev.errors import PreconditionError, StateError
 from paradev.git import Worktree
 from paradev.prepare import SetupConfig, made_by_setup
 from paradev.state import IN_PROGRESS, State
@@ -111,7 +113,18 @@ def _facts(ws: Workspace, agent: int, records: dict[str, Worktree], busy: list[i
 
 
 def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False) -> CleanupReport:
-    """Remove merged, clean agent worktrees; with ``force`` the rest too, after backing them up."""
+    """Remove merged, clean agent worktrees; with ``force`` the rest too, after backing them up.
+
+    Under the state lock, as every writer of the state and of the lanes'
+    record: a run or merge waits for it, or it for them. Each agent whose
+    worktree or lane it removes is held as run, run-batch and merge hold it:
+    one they hold is refused, kept whole.
+    """
+    with ws.store.locked(), ExitStack() as held:
+        return _cleanup(ws, held, force, delete_branches)
+
+
+def _cleanup(ws: Workspace, held: ExitStack, force: bool, delete_branches: bool) -> CleanupReport:
     state = ws.store.read()
     if state.train is not None:
         raise PreconditionError(
@@ -131,13 +144,13 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
         facts = _facts(ws, agent, records, busy)
         if facts.record is None and not (delete_branches and facts.head):
             continue
-        refusal = _refusal(facts, ws.plan.base, force)
+        refusal = _hold(ws, held, agent) or _refusal(facts, ws.plan.base, force)
         if refusal:
             report.refused.append(f"agent {agent} ({facts.path}): {refusal}")
         else:
             chosen.append(facts)
     keeps = [_decide_keep(ws, facts) for facts in chosen]  # may refuse: nothing changed yet
-    lane_facts = _lanes_to_clean(ws, state, records, report)
+    lane_facts = _lanes_to_clean(ws, state, records, report, held)
     stamp = _stamp()
     for lane in lane_facts:  # before any agent branch goes: it may be what holds their commits
         _clean_lane(ws, lane, stamp, report)
@@ -152,7 +165,7 @@ def cleanup(ws: Workspace, *, force: bool = False, delete_branches: bool = False
         if delete_branches and facts.head:
             _delete_branch(ws, facts, report)
     if removed_agents:
-        with ws.store.update() as state:
+        with ws.store.update() as state:  # the lock is ours already (re-entrant)
             for agent in removed_agents:
                 state.agents.pop(agent, None)
     return report
@@ -297,6 +310,15 @@ def _back_up(ws: Workspace, keep: Keep, stamp: str, report: CleanupReport) -> No
         )
 
 
+def _hold(ws: Workspace, held: ExitStack, agent: int) -> str | None:
+    """Hold ``agent`` until cleanup ends; why not, when a run, run-batch or merge holds it."""
+    try:
+        held.enter_context(ws.store.agent_lock(agent, "paradev cleanup"))
+    except StateError as err:
+        return str(err)
+    return None
+
+
 def _delete_branch(ws: Workspace, facts: AgentFacts, report: CleanupReport) -> None:
     if facts.branch == ws.plan.base:
         report.refused.append(f"branch {facts.branch}: it is the base branch; never deleted")
@@ -325,7 +347,11 @@ class LaneFacts:
 
 
 def _lanes_to_clean(
-    ws: Workspace, state: State, records: dict[str, Worktree], report: CleanupReport
+    ws: Workspace,
+    state: State,
+    records: dict[str, Worktree],
+    report: CleanupReport,
+    held: ExitStack,
 ) -> list[LaneFacts]:
     """Every lane but those whose task still waits to land (a failed task's next completion
     makes its lane again: ``lanes.open_lane``)."""
@@ -337,6 +363,10 @@ def _lanes_to_clean(
             report.refused.append(
                 f"lane {branch} ({path}): #{waiting[agent].issue} still waits to land from it; kept"
             )
+            continue
+        busy = _hold(ws, held, agent)
+        if busy is not None:
+            report.refused.append(f"lane {branch} ({path}): {busy}; kept")
             continue
         record = records.get(os.path.realpath(path))
         if record is not None and (operation := gitmod.unfinished_operation(path)) is not None:

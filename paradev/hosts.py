@@ -107,20 +107,22 @@ def _require_planned(plan: Plan, name: str, who: Callable[[], str]) -> None:
         )
 
 
-def publish_branch(git: Git, remote: str, branch: str, head: str) -> None:
+def publish_branch(git: Git, remote: str, branch: str, head: str, refused: str = "") -> None:
     """Push an agent's completed work before it is recorded: another host may land it.
 
     The lease is what this clone last saw of the remote branch (none: it must
     not exist there yet), so work pushed by another clone is never overwritten.
+    ``refused``: what a refusal leaves and how to go on (else: a task's completion).
     """
     known = git.rev(f"refs/remotes/{remote}/{branch}")
     try:
         push(git, remote, head, branch, lease=known or "")
     except GitError as err:
-        raise GitError(
-            f"{err}; the task stays in progress: fetch {remote} and check who else pushed "
+        how = refused or (
+            f"the task stays in progress: fetch {remote} and check who else pushed "
             f"{branch}, then complete it again"
-        ) from None
+        )
+        raise GitError(f"{err}; {how}") from None
 
 
 def refuse_unshared_branch(plan: Plan, branch: str, refusal: str) -> None:

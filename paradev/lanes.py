@@ -88,9 +88,10 @@ def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) ->
         gitmod.prune_worktrees(ws.git)
         gitmod.add_detached_worktree(ws.git, path, head)
     gitmod.checkout_force(path, branch(agent), head)
-    lanes = read(ws)
-    lanes[agent] = lane
-    _write(ws, lanes)
+    with ws.store.locked():  # the record's writers (cleanup too) take the state lock
+        lanes = read(ws)
+        lanes[agent] = lane
+        _write(ws, lanes)
     return lane
 
 
@@ -117,10 +118,11 @@ def held(ws: Workspace, state: State, agent: int) -> Lane | None:
 
 def hold(ws: Workspace, agent: int) -> None:
     """The lane's task lands with the agent's branch once the agent is idle, not from the lane."""
-    lanes = read(ws)
-    if agent in lanes:
-        lanes[agent] = replace(lanes[agent], held=True)
-        _write(ws, lanes)
+    with ws.store.locked():
+        lanes = read(ws)
+        if agent in lanes:
+            lanes[agent] = replace(lanes[agent], held=True)
+            _write(ws, lanes)
 
 
 def range_start(ws: Workspace, state: State, agent: int, head: str) -> str | None:
@@ -172,10 +174,11 @@ def needed(ws: Workspace, agent: int) -> bool:
 
 def forget(ws: Workspace, agent: int) -> None:
     """Drop the agent's lane record (the file goes with the last one)."""
-    lanes = read(ws)
-    if lanes.pop(agent, None) is None:
-        return
-    if lanes:
-        _write(ws, lanes)
-    else:
-        (ws.store.dir / FILE).unlink(missing_ok=True)
+    with ws.store.locked():
+        lanes = read(ws)
+        if lanes.pop(agent, None) is None:
+            return
+        if lanes:
+            _write(ws, lanes)
+        else:
+            (ws.store.dir / FILE).unlink(missing_ok=True)

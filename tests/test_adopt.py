@@ -192,13 +192,16 @@ def take_over_after_expiry(box: Path, env: dict[str, str]) -> Result:
 
 
 def scripted_hosts(
-    template_repo: Path, tmp_path: Path, agent: str
+    template_repo: Path, tmp_path: Path, agent: str, marks: Path | None = None
 ) -> tuple[dict[str, Path], Path, str]:
-    """The hosts, the gate script, and the ``[agents] command`` line running ``agent`` (source)."""
+    """The hosts, the gate script, and the ``[agents] command`` line running ``agent`` (source).
+
+    ``marks``: where the remote's hook notes (and holds) the pushes of main.
+    """
     gate, script = tmp_path / "gate.py", tmp_path / "agent.py"
     gate.write_text(GATE, encoding="utf-8")
     script.write_text(agent, encoding="utf-8")
-    hosts = world(template_repo, tmp_path / "hosts")
+    hosts = world(template_repo, tmp_path / "hosts", marks)
     return hosts, gate, f"command = {json.dumps([sys.executable, str(script)])}\n"
 
 
@@ -434,3 +437,190 @@ def test_a_remote_refusing_rewritten_agent_branches_stops_the_train_in_one_line(
     for agent in (1, 2):
         git(origin, "merge-base", "--is-ancestor", f"parallel-dev/agent-{agent}", main)
     assert merged(laptop)["tasks"] == {"11": "merged", "12": "merged"}
+
+
+# -- a merge queue killed while an agent goes through its serial steps --
+
+# Agents 1 and 2 both change README.md: agent 2's work cannot join agent 1's candidate.
+CLASHING: dict[str, str | bytes | None] = {
+    "src/one.py": "ONE = 1\n",
+    "README.md": "# sample, one\n",
+}
+QUEUE_HANDING_BACK = 'parallel = 2\non_conflict = "agent"\n'
+
+
+def uninterrupted(template_repo: Path, tmp_path: Path, cli: CliFn, command: str) -> dict[str, str]:
+    """The remote's refs after the same queue, driven by laptop alone to its end."""
+    calm = world(template_repo, tmp_path / "calm")
+    laptop_completes_two_agents(
+        calm, cli, tmp_path / "gate.py", agents=command, merge=QUEUE_HANDING_BACK,
+        first=CLASHING, only_laptop=True,
+    )  # fmt: skip
+    (tmp_path / "calm-marks").mkdir()
+    done = run_process(
+        calm["laptop"], "merge", env={**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    )
+    assert done.code == 0, done.out + done.err
+    assert "agent 2: its work does not replay cleanly" in done.out
+    resolved = (tmp_path / "calm-marks" / "resolved-in").read_text().splitlines()
+    assert resolved == [str(calm["laptop"].parent / "project-worktrees" / "agent-2")]
+    return refs_of(calm["origin"])
+
+
+@pytest.mark.parametrize("moment", ["gate-2", "push-2"])
+@pytest.mark.parametrize("finisher", [("merge", "--continue"), ("run",)])
+def test_a_queue_killed_in_an_agents_serial_steps_ends_with_identical_refs(
+    moment: str,
+    finisher: tuple[str, ...],
+    template_repo: Path,
+    tmp_path: Path,
+    cli: CliFn,
+    dated: None,
+) -> None:
+    """The agent handed back is picked up by its own host, after the adopting host handed it."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER, marks)
+    expected = uninterrupted(template_repo, tmp_path, cli, command)
+    laptop_completes_two_agents(
+        hosts, cli, gate, agents=command, merge=QUEUE_HANDING_BACK, first=CLASHING,
+        only_laptop=True,
+    )  # fmt: skip
+    laptop, box = hosts["laptop"], hosts["box"]
+    # laptop lands agent 1, rebases agent 2 in its tree, its agent resolves: killed after that
+    kill_at(laptop, marks, moment, LAPTOP_ENV, "merge")
+    laptop_tree = laptop.parent / "project-worktrees" / "agent-2"
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)]
+    journal = remote_state(box)["train"]
+    assert journal["agents"]["2"]["serial"] is True
+    assert refs_of(hosts["origin"]) != expected
+
+    # box adopts the train: agent 2 runs on laptop, so its conflict goes back there
+    stopped = take_over_after_expiry(box, {**BOX_ENV, "MARKS": str(marks)})
+    assert stopped.code == 1, stopped.out + stopped.err
+    assert "was driven by host laptop" in stopped.out
+    assert "agent 2 runs on host laptop: the conflict is handed back to it" in stopped.err
+    journal = remote_state(box)["train"]
+    assert (journal["host"], journal["stop"]["agent"]) == ("box", 2)
+    assert journal["agents"]["2"]["handed_to"] == "laptop"
+    assert len((marks / "resolved-in").read_text().splitlines()) == 1  # box launched no agent
+
+    # laptop's agent resolves it again in laptop's tree; the train ends as if never killed
+    done = run_process(laptop, *finisher, env={**LAPTOP_ENV, "MARKS": str(marks)}, timeout=240)
+    assert done.code == 0, done.out + done.err
+    assert (marks / "resolved-in").read_text().splitlines() == [str(laptop_tree)] * 2
+    # killed before its push, laptop's own main held agent 2's landing: kept, then redone
+    assert ("laptop's own landing" in done.out) == (moment == "push-2")
+    assert refs_of(hosts["origin"]) == expected
+    assert git(hosts["origin"], "show", "main:README.md").splitlines() == [
+        "# sample, one",
+        "# sample, two",
+    ]
+    assert merged(box) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
+
+
+# -- a merge queue whose gate failure is handed back to the agent, its fix taken back --
+
+# The agent: on a gate failure handed back (PARADEV_MODE=gate) it removes what breaks the
+# gate and commits the fix, noting where it ran.
+FIXER = """
+import os, subprocess
+from pathlib import Path
+if os.environ.get("PARADEV_MODE") == "gate":
+    with open(Path(os.environ["MARKS"]) / "fixed-in", "a") as note:
+        note.write(os.getcwd() + "\\n")
+    subprocess.run(["git", "rm", "-q", "broken.txt"], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "fix: the gate passes"], check=True)
+"""
+# The gate fails on a candidate holding broken.txt.
+BREAKABLE_GATE = GATE + '\nif Path("broken.txt").exists():\n    raise SystemExit(1)\n'
+EJECTING = 'parallel = 2\non_gate_failure = "eject"\non_conflict = "agent"\n'
+BROKEN: dict[str, str | bytes | None] = {"src/one.py": "ONE = 1\n", "broken.txt": "x\n"}
+
+
+def ejecting_hosts(
+    template_repo: Path, tmp_path: Path, cli: CliFn, name: str, marks: Path | None = None
+) -> dict[str, Path]:
+    """Hosts where laptop's agent 1 completed work that fails the gate, agent 2 good work."""
+    (tmp_path / "gate.py").write_text(BREAKABLE_GATE, encoding="utf-8")
+    (tmp_path / "agent.py").write_text(FIXER, encoding="utf-8")
+    command = f"command = {json.dumps([sys.executable, str(tmp_path / 'agent.py')])}\n"
+    hosts = world(template_repo, tmp_path / name, marks)
+    laptop_completes_two_agents(
+        hosts, cli, tmp_path / "gate.py", agents=command, merge=EJECTING, first=BROKEN,
+        only_laptop=True,
+    )  # fmt: skip
+    return hosts
+
+
+def test_a_queue_killed_after_taking_a_fix_back_ends_elsewhere_with_identical_refs(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    """Agent 1 fails the gate, is ejected, fixes it when handed back and rejoins the queue;
+    laptop is killed while the rebuilt candidates are gated; box finishes the train."""
+    calm = ejecting_hosts(template_repo, tmp_path, cli, "calm")
+    (tmp_path / "calm-marks").mkdir()
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    done = run_process(calm["laptop"], "merge", env=env)
+    assert done.code == 0, done.out + done.err
+    assert "agent 1: ejected" in done.out and "back in the queue" in done.out
+    expected = refs_of(calm["origin"])
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hosts = ejecting_hosts(template_repo, tmp_path, cli, "killed", marks)
+    kill_at(hosts["laptop"], marks, "gate-3", LAPTOP_ENV, "merge")  # the rebuilt candidates
+    laptop_tree = hosts["laptop"].parent / "project-worktrees" / "agent-1"
+    assert (marks / "fixed-in").read_text().splitlines() == [str(laptop_tree)]
+    journal = remote_state(hosts["box"])["train"]
+    assert journal["queue"] == [2, 1]
+
+    finished = take_over_after_expiry(hosts["box"], {**BOX_ENV, "MARKS": str(marks)})
+    assert finished.code == 0, finished.out + finished.err
+    assert "was driven by host laptop" in finished.out
+    assert refs_of(hosts["origin"]) == expected
+    assert git(hosts["origin"], "ls-tree", "--name-only", "main").split().count("broken.txt") == 0
+    assert merged(hosts["box"]) == merged(calm["laptop"])
+    assert merged(hosts["box"])["tasks"] == {"11": "merged", "12": "merged"}
+
+
+@pytest.mark.parametrize("finisher", [("merge", "--continue"), ("run",)])
+def test_a_gate_failure_of_another_hosts_agent_is_handed_back_to_that_host(
+    finisher: tuple[str, ...], template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    """box adopts the train, ejects laptop's agent 1 and lands agent 2; the gate failure goes
+    back to laptop, whose agent fixes it there: the refs of a train nobody interrupted."""
+    calm = ejecting_hosts(template_repo, tmp_path, cli, "calm")
+    (tmp_path / "calm-marks").mkdir()
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    assert run_process(calm["laptop"], "merge", env=env).code == 0
+    expected = refs_of(calm["origin"])
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hosts = ejecting_hosts(template_repo, tmp_path, cli, "killed", marks)
+    laptop, box = hosts["laptop"], hosts["box"]
+    kill_at(laptop, marks, "gate-1", LAPTOP_ENV, "merge")
+
+    stopped = take_over_after_expiry(box, {**BOX_ENV, "MARKS": str(marks)})
+    assert stopped.code == 1, stopped.out + stopped.err
+    assert "agent 1: ejected" in stopped.out
+    assert "agent 1 runs on host laptop: the gate failure is handed back to it" in stopped.err
+    assert not (marks / "fixed-in").exists()  # box launched no agent of laptop's
+    journal = remote_state(box)["train"]
+    assert (journal["host"], journal["stop"]["agent"]) == ("box", 1)
+    assert journal["agents"]["1"]["handed_to"] == "laptop"
+    assert remote_state(box)["tasks"]["11"]["status"] == "completed"  # laptop's run lands it
+    assert git(hosts["origin"], "show", "main:src/two.py") == "TWO = 2"  # agent 2 landed
+
+    done = run_process(laptop, *finisher, env={**LAPTOP_ENV, "MARKS": str(marks)}, timeout=240)
+    assert done.code == 0, done.out + done.err
+    laptop_tree = laptop.parent / "project-worktrees" / "agent-1"
+    assert (marks / "fixed-in").read_text().splitlines() == [str(laptop_tree)]
+    assert refs_of(hosts["origin"]) == expected
+    assert merged(box)["tasks"] == {"11": "merged", "12": "merged"}
+    assert merged(box)["train"] is None

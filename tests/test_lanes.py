@@ -456,3 +456,180 @@ def test_cleanup_removes_a_lane_no_record_names_backing_up_its_own_commit(
     assert refs.split() == [own]
     assert git(repo, "rev-parse", "parallel-dev/agent-1") == first  # the agent's branch kept
     assert not path.exists()
+
+
+# Another paradev's writer: holds a lock (the agent's, as 'paradev run' does, or the state
+# lock) in a process of its own; with a lane to open, opens it at the end of its hold.
+HOLDER = r"""
+import sys, time
+from pathlib import Path
+from paradev import lanes
+from paradev.workspace import open_workspace
+repo, which, ready, release = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+ws = open_workspace(repo)
+lock = ws.store.agent_lock(1, "paradev run") if which == "agent" else ws.store.locked()
+with lock:
+    ready.write_text("held")
+    deadline = time.monotonic() + 30
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if len(sys.argv) > 5:  # as a run does: the lane of agent 1's task that waits to land now
+        issue, head = sys.argv[5].split(":")
+        lanes.open_lane(ws, ws.store.read(), 1, int(issue), head)
+"""
+
+
+def _holding(repo: Path, tmp_path: Path, which: str, *lane: str) -> subprocess.Popen[str]:
+    """A real process holding ``which`` lock until ``tmp_path/release`` exists."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER, encoding="utf-8")
+    ready, release = tmp_path / f"ready-{which}", tmp_path / "release"
+    release.unlink(missing_ok=True)
+    argv = [sys.executable, str(script), str(repo), which, str(ready), str(release), *lane]
+    holder = subprocess.Popen(argv, cwd=repo, text=True, env=git_env())
+    wait_for_file(ready, holder)
+    return holder
+
+
+def _landed_lane(repo: Path, cli: CliFn, worktrees: Path) -> tuple[Workspace, str]:
+    """#11 landed from agent 1's lane while #21 started: the lane may go."""
+    ws, first = _lane_for_11(repo, cli, worktrees, squash=True)
+    assert cli("start", "1").code == 0
+    assert cli("merge", "--follow").code == 0
+    return ws, first
+
+
+def test_cleanup_leaves_the_lane_of_an_agent_a_run_holds_whole(
+    repo: Path, cli: CliFn, worktrees: Path, tmp_path: Path
+) -> None:
+    ws, first = _landed_lane(repo, cli, worktrees)
+    path, branch = lanes.tree(ws, 1), lanes.branch(1)
+    tip = git(repo, "rev-parse", branch)
+    holder = _holding(repo, tmp_path, "agent")
+
+    try:
+        busy = cli("cleanup")
+    finally:
+        (tmp_path / "release").write_text("go")
+        holder.wait(timeout=30)
+
+    assert busy.code == 1, busy.out + busy.err
+    assert f"refused: lane {branch} ({path}): agent 1 is busy: paradev run (pid" in busy.out
+    assert path.is_dir() and git(repo, "rev-parse", branch) == tip
+    assert lanes.read(ws)[1].head == first
+    assert "/cleanup-" not in git(repo, "for-each-ref", "refs/paradev/backup")
+    done = cli("cleanup")  # the run let the agent go: the lane goes now
+    assert f"removed worktree {path}" in done.out, done.out + done.err
+    assert not path.exists() and git(repo, "branch", "--list", branch) == ""
+
+
+def test_cleanup_waits_for_a_writer_holding_the_state_lock_and_sees_its_change(
+    repo: Path, cli: CliFn, worktrees: Path, tmp_path: Path
+) -> None:
+    ws, _ = _landed_lane(repo, cli, worktrees)
+    second = commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0
+    # the writer holds the state lock; as it lets go, #21 goes to the lane to land from it
+    holder = _holding(repo, tmp_path, "state", f"21:{second}")
+    cleaning = start_paradev(repo, "cleanup")
+    time.sleep(0.5)  # cleanup is waiting for the lock by now
+    assert cleaning.poll() is None
+    (tmp_path / "release").write_text("go")
+    holder.wait(timeout=30)
+    out, err = cleaning.communicate(timeout=60)
+
+    assert cleaning.returncode == 1, out + err
+    path, branch = lanes.tree(ws, 1), lanes.branch(1)
+    assert f"refused: lane {branch} ({path}): #21 still waits to land from it; kept" in out
+    assert lanes.read(ws)[1].issue == 21
+    assert git(repo, "rev-parse", branch) == second
+    assert git(path, "rev-parse", "HEAD") == second
+
+
+def test_the_dry_run_shows_each_task_waiting_on_its_lane_and_how_it_lands(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    ws, first = _lane_for_11(repo, cli, worktrees)
+    lane = {
+        "agent": 1,
+        "issue": 11,
+        "head": first,
+        "branch": "paradev/lane/agent-1",
+        "worktree": str(lanes.tree(ws, 1)),
+        "held": False,
+    }
+
+    def dry_lanes() -> list[dict[str, Any]]:
+        shown = cli("merge", "--dry-run", "--json")
+        assert shown.code == 0, shown.out + shown.err
+        found: list[dict[str, Any]] = json.loads(shown.out)["lanes"]
+        return found
+
+    # agent 1 idle: this train lands its branch, which holds #11
+    assert dry_lanes() == [{**lane, "lands": "branch"}]
+    assert cli("start", "1").code == 0  # #21 starts while #11 waits on its lane
+    assert dry_lanes() == [{**lane, "lands": "follow"}]
+    text = cli("merge", "--dry-run")
+    assert text.code == 0, text.out + text.err
+    assert (
+        f"agent 1: #11 waits to land from its lane paradev/lane/agent-1 ({first[:12]}); its agent "
+        "works on its next task: paradev run's trains (merge --follow) land it from the lane, "
+        "not this one"
+    ) in text.out.splitlines()
+    lanes.hold(ws, 1)  # its rebase conflicted while the agent was busy
+    assert dry_lanes() == [{**lane, "held": True, "lands": "with next task"}]
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0  # idle again: its branch lands #11 and #21
+    assert dry_lanes() == [{**lane, "held": True, "lands": "branch"}]
+    assert cli("merge").code == 0
+    assert dry_lanes() == []
+    assert {ws.store.read().status(i) for i in (11, 21)} == {MERGED}
+
+
+def test_a_held_lane_lands_with_the_next_task_each_commit_naming_its_own_task(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    """A lane holds exactly one task's range: landed with the next task (held), each task
+    still lands as its own commit with its own trailer, after a rewritten earlier landing."""
+    ws, _ = _lane_for_11(repo, cli, worktrees, squash=True)
+    assert cli("start", "1").code == 0
+    tree = agent_tree(worktrees, 1)
+    second = commit(tree, {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("merge", "--follow").code == 0  # #11 lands from its lane, squashed
+    assert cli("complete", "1").code == 0
+    assert cli("assign", "1", "31", "agent 1's third task", "1").code == 0
+    lane = lanes.open_lane(ws, ws.store.read(), 1, 21, second)  # as 'paradev run' does
+    assert lane.start is not None  # #21's range starts after #11's original commit
+    assert cli("start", "1").code == 0
+    lanes.hold(ws, 1)  # its rebase conflicted while the agent worked on #31
+    commit(tree, {"c.py": "C = 1\n"}, "feat: #31's work")
+    assert cli("complete", "1").code == 0
+
+    landed = cli("merge")  # the agent is idle: its branch lands #21 and #31
+
+    assert landed.code == 0, landed.out + landed.err
+    assert {ws.store.read().status(i) for i in (11, 21, 31)} == {MERGED}
+    log = git(repo, "log", "--format=%s|%(trailers:key=Paradev-Issue,valueonly,separator=+)")
+    landings = [line.rsplit("|", 1) for line in log.splitlines()[:3]]
+    assert [trailers for _, trailers in landings] == ["31", "21", "11"]  # not "21+31" twice
+    assert [subject[-5:] for subject, _ in landings] == ["(#31)", "(#21)", "(#11)"]
+
+
+def test_a_lane_lands_only_its_own_task_when_the_next_one_completed_meanwhile(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    ws, _ = _lane_for_11(repo, cli, worktrees)
+    assert cli("start", "1").code == 0
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0  # #21 completed while #11 still waits on its lane
+
+    from_lane = cli("merge", "--follow")
+
+    assert from_lane.code == 0, from_lane.out + from_lane.err
+    state = ws.store.read()
+    assert (state.status(11), state.status(21)) == (MERGED, "completed")
+    trailers = "%(trailers:key=Paradev-Issue,valueonly,separator=+)"
+    assert git(repo, "log", "-1", f"--format=%s|{trailers}", "main") == "work 0|11"
+    assert cli("merge").code == 0  # #21 lands after it, with its own trailer
+    assert git(repo, "log", "-1", f"--format=%s|{trailers}", "main") == "feat: #21's work|21"
+    assert git(repo, "rev-parse", "main^") == state.tasks[11].merged_commit

@@ -15,6 +15,7 @@ from pytest_mock import MockerFixture
 
 from paradev.train import advance as advance_mod
 from paradev.train import candidates as queue_mod
+from paradev.train import eject as eject_mod
 from paradev.train import gate as gates_mod
 from paradev.train import steps as train_mod
 from tests.helpers import Result, agent_tree, commit, git, rev, set_journal_field, state_files
@@ -372,10 +373,10 @@ CRASH_POINTS = [
     (queue_mod, "_point_branch", "after"),
     (train_mod, "step_mark", "before"),
     (train_mod, "step_mark", "after"),
-    (queue_mod, "_mark_gate_failed", "before"),
-    (queue_mod, "_mark_gate_failed", "after"),
-    (queue_mod, "_eject", "before"),
-    (queue_mod, "_drop_dependents", "before"),
+    (eject_mod, "_mark_gate_failed", "before"),
+    (eject_mod, "_mark_gate_failed", "after"),
+    (eject_mod, "eject", "before"),
+    (eject_mod, "drop_dependents", "before"),
     (queue_mod, "_land", "before"),
     (train_mod, "step_hooks", "before"),
     (train_mod, "step_push", "after"),

@@ -51,7 +51,7 @@ def adopt(train: Train) -> None:
         remote,
         [f"+refs/heads/*:refs/remotes/{remote}/*", "refs/paradev/backup/*:refs/paradev/backup/*"],
     )
-    pushed_base = _pushed_base(ws, base, str(journal["base_start"]))
+    pushed_base = _pushed_base(train, str(journal["base_start"]))
     train.out(
         f"merge train {train.id} was driven by host {journal['host']}: going on from "
         f"{remote}/{base} ({pushed_base[:12]}); landings it did not push are redone"
@@ -62,7 +62,9 @@ def adopt(train: Train) -> None:
     if journal.get("mq"):
         _queue_landing(train, pushed_base)
     local = ws.git.rev(f"refs/heads/{base}")
-    if local != pushed_base:
+    if local is not None and not gitmod.is_ancestor(ws.git, local, pushed_base):
+        _take_back_unpushed_landing(train, local, pushed_base)
+    elif local != pushed_base:
         move_base(ws, base, local or pushed_base, pushed_base, then="run paradev merge --continue")
     for agent, target in targets.items():
         _place_branch(ws, train, agent, target)
@@ -70,8 +72,10 @@ def adopt(train: Train) -> None:
     train.save()
 
 
-def _pushed_base(ws: Workspace, base: str, start: str) -> str:
-    """The remote's base, refused unless base here and the train's start are in it."""
+def _pushed_base(train: Train, start: str) -> str:
+    """The remote's base, refused unless the train's start is in it, and base here too
+    (or its extra commits are a landing this clone's killed driver never pushed)."""
+    ws, base = train.ws, train.base
     remote = ws.plan.remote
     pushed = ws.git.rev(f"refs/remotes/{remote}/{base}")
     local = ws.git.rev(f"refs/heads/{base}")
@@ -80,13 +84,62 @@ def _pushed_base(ws: Workspace, base: str, start: str) -> str:
             f"{remote}/{base} does not hold the base the train started from ({start[:12]}); "
             "the train cannot go on here"
         )
-    if local is not None and not gitmod.is_ancestor(ws.git, local, pushed):
+    if (
+        local is not None
+        and not gitmod.is_ancestor(ws.git, local, pushed)
+        and _unpushed_landing_of(train, local) is None
+    ):
         raise PreconditionError(
             f"{base} here has commits {remote}/{base} lacks; push or move them away "
             f"(e.g. git branch -f {base} {remote}/{base} after keeping them), "
             "then run paradev merge --continue"
         )
     return pushed
+
+
+def _unpushed_landing_of(train: Train, local: str) -> int | None:
+    """The queued agent whose landing base here holds, unpushed; None when base holds other work.
+
+    A driver killed after it moved base and before its push leaves base here
+    at the agent's branch as it rewrote it (the serial steps rebase in the
+    agent's tree; the queue points the branch at its candidate): base is in
+    that branch, and not in the agent's completed work (the rewrite is new).
+    The train redoes that landing from the backup, so base here goes back.
+    """
+    git = train.ws.git
+    for agent in train.queue:
+        entry, head = train.agent(agent), git.rev(f"refs/heads/{train.branch(agent)}")
+        old_head = entry.get("old_head")
+        if head is None or old_head is None or not gitmod.is_ancestor(git, local, head):
+            continue
+        if not gitmod.is_ancestor(git, local, str(old_head)):
+            return agent
+    return None
+
+
+def _take_back_unpushed_landing(train: Train, local: str, pushed_base: str) -> None:
+    """Base here back at the remote's, its unpushed landing kept under a backup ref.
+
+    In base's work tree (when checked out) ``git reset --keep`` moves files and
+    index too, refusing to lose a change made there.
+    """
+    ws, base = train.ws, train.base
+    agent = _unpushed_landing_of(train, local)
+    holder = gitmod.branch_holder(ws.repo, base)
+    if holder is not None:
+        _check_tree(holder)
+    kept = f"{backup_ref(base, train.id)}-here"
+    if ws.git.rev(kept) is None:
+        gitmod.update_ref(ws.git, kept, local, "")
+    if holder is None:
+        gitmod.update_ref(ws.git, f"refs/heads/{base}", pushed_base, local)
+    else:
+        gitmod.reset_keep(holder, pushed_base)
+    train.out(
+        f"{base} here held agent {agent}'s landing ({local[:12]}), {ws.store.host}'s own "
+        f"landing its killed driver never pushed: back at {ws.plan.remote}/{base}, kept in "
+        f"{kept}; the landing is redone"
+    )
 
 
 def _restart_point(train: Train, agent: int, pushed_base: str) -> str:

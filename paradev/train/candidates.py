@@ -23,7 +23,6 @@ worktree, stop or hand back) and the queue goes on after it.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,9 +33,9 @@ from paradev import git as gitmod
 from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
-from paradev.state import COMPLETED, GATE_FAILED
-from paradev.train import advance, backup, join, landing, rebase, rewrite, steps
+from paradev.train import advance, backup, eject, join, landing, rewrite, steps
 from paradev.train import gate as gates
+from paradev.train.eject import settings
 from paradev.train.journal import ADVANCE, BACKUP, Train, committer_of
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
@@ -69,12 +68,6 @@ class Chain:
 # -- settings and journal -----------------------------------------------------------------
 
 
-def settings(train: Train) -> dict[str, Any]:
-    """The queue's part of the journal: settings fixed at the start, gate results, memo."""
-    mq: dict[str, Any] = train.journal["mq"]
-    return mq
-
-
 def _results(train: Train) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = settings(train).setdefault("gates", {})
     return found
@@ -95,9 +88,8 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
         _forget_failures(train)
         for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
             if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
-                _mark_gate_failed(train, ejected["agent"], ejected["message"])
-                _settle_hand_back(train, ejected)  # or during the hand-back
-        _drop_dependents(train)
+                eject.gate_failed_here(train, ejected)  # or during the hand-back
+        eject.drop_dependents(train)
     mq["started"] = True
     committer_of(train)  # fixed for every rebuild
     train.out(
@@ -110,6 +102,7 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
         queued = list(train.queue)
         _round(train)
         join.let_go(train, follow, queued)
+    eject.hand_to_hosts(train)
     steps._end(train, "done")
     runs = mq.get("gate_runs", 0)
     train.out(
@@ -134,7 +127,7 @@ def _round(train: Train) -> None:
         raise
     early.record()
     if chain.blocked is not None and _ejecting(train, chain.blocked.reason):
-        _eject(train, chain.blocked.agent, chain.blocked.reason, chain.blocked.message)
+        eject.eject(train, chain.blocked.agent, chain.blocked.reason, chain.blocked.message)
         return
     if not chain.links:
         assert chain.blocked is not None  # the queue is not empty
@@ -531,7 +524,7 @@ def _gate_failed(train: Train, link: Link) -> None:
     train.out(gates._tail(log))
     if _ejecting(train, "gate"):
         facts = gates.failure_facts(train, link.agent, link.commit, code, log)
-        _eject(train, link.agent, "gate", f"the gate {why}; log: {log}", facts)
+        eject.eject(train, link.agent, "gate", f"the gate {why}; log: {log}", facts)
         return
     raise train.stop(
         link.agent,
@@ -547,88 +540,6 @@ def _ejecting(train: Train, reason: str) -> bool:
     if reason in CONFLICT_REASONS:
         return bool(mq["on_conflict"] == "eject")
     return bool(mq["on_gate_failure"] == "eject")
-
-
-# -- ejecting --------------------------------------------------------------------------------
-
-
-def _eject(train: Train, agent: int, reason: str, message: str, facts: str = "") -> None:
-    """Set the agent aside (its branch untouched), mark a gate failure, let the queue go on."""
-    train.queue.remove(agent)
-    train.journal["skipped"].append(agent)
-    ejected: list[dict[str, Any]] = settings(train).setdefault("ejected", [])
-    ejected.append({"agent": agent, "reason": reason, "message": message, "facts": facts})
-    train.save()
-    train.out(f"agent {agent}: ejected: {message}; the queue goes on without it")
-    if reason == "gate":
-        _mark_gate_failed(train, agent, message)
-        _settle_hand_back(train, ejected[-1])
-    _drop_dependents(train)
-
-
-def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
-    """Hand a gate failure back to its agent (``on_conflict = "agent"``), take its fix; once.
-
-    A driver killed meanwhile leaves the agent running in its own process
-    group: ``--continue`` waits for it when it was launched (its resolver is
-    journaled), or launches it when the kill came first.
-    """
-    agent = int(ejected["agent"])
-    if settings(train)["on_conflict"] != "agent" or ejected.get("settled"):
-        return
-    entry = train.agent(agent)
-    if "resolver" in entry:
-        rebase.wait_for_resolver(train, agent)
-    else:
-        _hand_back_gate_failure(train, agent, ejected.get("facts") or ejected["message"])
-    entry.pop("resolver", None)  # the next ejection hands back again
-    ejected["settled"] = True
-    _take_back(train, agent)
-    train.save()
-
-
-def _mark_gate_failed(train: Train, agent: int, message: str) -> None:
-    with train.ws.store.update() as state:
-        for task in train.ws.tasks_of(agent):
-            record = state.tasks.get(task.issue)
-            if record is not None and record.status == COMPLETED:
-                record.status, record.error = GATE_FAILED, f"merge queue: {message}"
-
-
-def _take_back(train: Train, agent: int) -> None:
-    """The agent committed a fix after the hand-back: its work joins the end of the queue again."""
-    entry, head = train.agent(agent), train.head(agent)
-    if head == entry["old_head"] or not gitmod.is_ancestor(train.ws.git, entry["candidate"], head):
-        return
-    with train.ws.store.update() as state:
-        for task in train.ws.tasks_of(agent):
-            record = state.tasks.get(task.issue)
-            if record is not None and record.status == GATE_FAILED:
-                record.status, record.head_commit, record.error = COMPLETED, head, None
-    entry.update(candidate=head, wip=None)
-    train.journal["skipped"].remove(agent)
-    train.queue.append(agent)
-    train.save()
-    train.out(f"agent {agent}: committed {head[:12]} after the hand-back; back in the queue")
-
-
-def _hand_back_gate_failure(train: Train, agent: int, facts: str) -> None:
-    """The serial train's hand-back, with the runner's gate-failure prompt (not a conflict's)."""
-    launch = train.hand_back_to
-    if launch is not None:
-        train.hand_back_to = functools.partial(launch, kind="gate")
-    try:
-        rebase.hand_back(train, agent, facts)
-    finally:
-        train.hand_back_to = launch
-
-
-def _drop_dependents(train: Train) -> None:
-    """Leave out agents whose tasks depend on work that is no longer landing."""
-    steps.drop_skipped_dependents(
-        train, "which is not landing", keep=lambda agent: bool(train.agent(agent).get("serial"))
-    )
-    train.save()
 
 
 # -- landing ---------------------------------------------------------------------------------

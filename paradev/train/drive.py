@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
-from paradev.train import adopt, candidates, join, steps
+from paradev.train import adopt, candidates, eject, join, steps
 from paradev.train.advance import _undo_killed_fast_forward, move_base
 from paradev.train.backup import _restore_branch
 from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
@@ -185,7 +185,7 @@ def _abort_queue(train: Train) -> None:
     landing is restored with the rest. An agent going through the serial
     steps (its work did not replay) is aborted as the serial train aborts it.
     """
-    mq = candidates.settings(train)
+    mq = eject.settings(train)
     pending = mq.get("landing")
     if pending:
         current, target = train.base_tip(), str(pending["to"])

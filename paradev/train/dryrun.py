@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from paradev import git as gitmod
+from paradev import lanes
 from paradev.errors import ParadevError, PreconditionError, Stopped
 from paradev.git import BranchCommit, Git, MergeTree
 from paradev.order import completed_head
@@ -86,7 +87,8 @@ class DryRun:
     """The simulated train: each agent's step, and the error the real train would end with.
 
     ``gated``: the positions (from 1) of the candidates whose gate would run
-    when every gate passes; ``skipped``: agents left out, and why.
+    when every gate passes; ``skipped``: agents left out, and why; ``lanes``:
+    the tasks that wait to land from their lane (``lane_view``).
     """
 
     steps: list[DryStep]
@@ -95,6 +97,7 @@ class DryRun:
     order: list[int] = field(default_factory=list)
     gated: list[int] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    lanes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _conflict_text(conflict: dict[str, Any]) -> str:
@@ -129,10 +132,13 @@ def dry_run(
             )
         for note in checked.selection.notes:
             out(note)
+        waiting = lane_view(ws, checked.selection.agents)
+        for lane in waiting:
+            out(lane_text(lane))
         skipped = [{"agent": a, "reason": why} for a, why in checked.selection.left_out]
         if not checked.selection.agents:
             out("nothing to land")
-            return DryRun([], mode=mode, skipped=skipped)
+            return DryRun([], mode=mode, skipped=skipped, lanes=waiting)
         order = checks.merge_order(ws, checked.selection.agents, save=False)
         if queue is not None:
             from paradev.train.dryqueue import simulate_queue
@@ -145,13 +151,50 @@ def dry_run(
                 order,
                 found.gated,
                 skipped + found.skipped,
+                waiting,
             )
         steps = sim.run(order)
     out("dry run (nothing changed; the gate is not run):")
     for step in steps:
         out("  " + step.describe())
     gated = list(range(1, _landing(steps) + 1)) if checked.gating else []
-    return DryRun(steps, _error(ws, steps), mode, order, gated, skipped)
+    return DryRun(steps, _error(ws, steps), mode, order, gated, skipped, waiting)
+
+
+# How a task waiting on its lane lands (``lane_view``'s "lands").
+BY_BRANCH, BY_FOLLOW, BY_NEXT_TASK = "branch", "follow", "with next task"
+
+
+def lane_view(ws: Workspace, selected: Sequence[int]) -> list[dict[str, Any]]:
+    """Every task that waits to land from its lane (``paradev.lanes``), and how it lands.
+
+    ``lands``: "branch" (this train lands the idle agent's branch, which holds
+    it), "follow" (its agent works on its next task: a train started with
+    ``--follow``, as ``paradev run``'s are, lands it from the lane) or "with
+    next task" (held: it lands with the agent's branch once the agent is idle,
+    its next task done).
+    """
+    if not (ws.store.dir / lanes.FILE).exists():
+        return []
+    from paradev.lifecycle import _lane_json
+
+    found = []
+    for agent, lane in sorted(lanes.waiting(ws, ws.store.read()).items()):
+        lands = BY_BRANCH if agent in selected else BY_NEXT_TASK if lane.held else BY_FOLLOW
+        found.append({"agent": agent, **(_lane_json(ws, lane) or {}), "lands": lands})
+    return found
+
+
+def lane_text(lane: dict[str, Any]) -> str:
+    """One line of the dry run for a task that waits on its lane."""
+    where = f"#{lane['issue']} waits to land from its lane {lane['branch']} ({lane['head'][:12]})"
+    how = {
+        BY_BRANCH: "this train lands it with the agent's branch",
+        BY_FOLLOW: "its agent works on its next task: paradev run's trains "
+        "(merge --follow) land it from the lane, not this one",
+        BY_NEXT_TASK: "held: it lands with the agent's next task once the agent is idle",
+    }[lane["lands"]]
+    return f"agent {lane['agent']}: {where}; {how}"
 
 
 def _landing(steps: Sequence[DryStep]) -> int:
@@ -198,6 +241,7 @@ def to_json(ws: Workspace, result: DryRun) -> dict[str, Any]:
         "candidates": candidates,
         "gated": result.gated,
         "skipped": result.skipped,
+        "lanes": result.lanes,
         "exit": 0 if result.error is None else result.error.exit_code,
         "error": None if result.error is None else str(result.error),
         "steps": [asdict(step) for step in result.steps],

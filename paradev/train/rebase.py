@@ -259,14 +259,29 @@ def _hand_to_host(train: Train, agent: int, owner: str) -> Stopped:
     branch goes back to where the rebase began.
     """
     drop_rebase(train, agent, train.worktree(agent))
+    return handed_to_host(
+        train,
+        agent,
+        owner,
+        ("conflict", "rebase conflict", "the conflict", "resolve"),
+        f"agent {agent}'s rebase onto {train.base} conflicts",
+    )
+
+
+def handed_to_host(
+    train: Train, agent: int, owner: str, words: tuple[str, str, str, str], stopped: str
+) -> Stopped:
+    """Journal the hand-back to host ``owner`` and stop: its ``merge --continue`` (or ``run``)
+    takes it up. ``words``: the stop's reason, what happened, what is handed, the agent's job."""
+    reason, happened, handed, job = words
     train.agent(agent)["handed_to"] = owner
-    train.out(f"agent {agent}: rebase conflict; handing it back to host {owner}, which runs it")
+    train.out(f"agent {agent}: {happened}; handing it back to host {owner}, which runs it")
     return train.stop(
         agent,
-        "conflict",
-        f"merge train stopped: agent {agent}'s rebase onto {train.base} conflicts; agent "
-        f"{agent} runs on host {owner}: the conflict is handed back to it through the shared "
-        "state, and 'paradev merge --continue' (or 'paradev run') there has the agent resolve it",
+        reason,
+        f"merge train stopped: {stopped}; agent {agent} runs on host {owner}: {handed} is "
+        "handed back to it through the shared state, and 'paradev merge --continue' (or "
+        f"'paradev run') there has the agent {job} it",
     )
 
 

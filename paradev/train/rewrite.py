@@ -98,11 +98,14 @@ def _rebased_tips(train: Train, agent: int) -> tuple[str, str, Rebased | None, b
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
+    """The tasks this landing lands: the agent's completed ones, or a lane's one task
+    (``paradev.lanes``: it holds exactly that task's range, whatever completed since)."""
     state = train.task_view(agent)
+    lane = train.agent(agent).get("lane_issue")
     return [
         (task, state.tasks.get(task.issue))
         for task in train.ws.tasks_of(agent)
-        if state.status(task.issue) == COMPLETED
+        if state.status(task.issue) == COMPLETED and lane in (None, task.issue)
     ]
 
 
@@ -204,7 +207,9 @@ def _task_cuts(
     git = train.ws.git
     entry = train.agent(agent)
     old_head = entry.get("candidate") or entry.get("old_head", "")
-    old_base = gitmod.merge_base(git, train.base_tip(), old_head) if old_head else None
+    old_base = None
+    if old_head:  # a range (the work after a task that landed from its lane) as journaled
+        old_base = entry.get("range_from") or gitmod.merge_base(git, train.base_tip(), old_head)
     original = gitmod.commits_between(git, old_base, old_head) if old_base else []
     if len(original) != count:
         return None
