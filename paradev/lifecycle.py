@@ -7,7 +7,6 @@ Which task an agent works on comes from the plan (its order) and the state
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 # coverage is imported by start/complete/drop alone: status, run in loops, never needs it.
 from paradev import attention
@@ -52,7 +51,10 @@ from paradev.state import (
 from paradev.text import printable
 from paradev.workspace import Workspace
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from paradev.lanes import Lane
 
 

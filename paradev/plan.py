@@ -14,7 +14,6 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
@@ -31,7 +30,10 @@ from paradev.limits import (
 )
 from paradev.records import NamedTuple
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from tomlkit.items import AoT
     from tomlkit.toml_document import TOMLDocument
 
@@ -58,7 +60,8 @@ AGENT_PLACEHOLDERS = (
 )
 _PLACEHOLDER = r"\{([A-Za-z_][A-Za-z0-9_]*)\}"  # patterns compile at first use (re's cache)
 
-Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
+if TYPE_CHECKING:
+    Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
 
 
 def _kind(value: Any) -> str:
