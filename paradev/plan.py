@@ -19,8 +19,10 @@ from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
 from paradev.limits import (
     MAX_AGENTS,
+    MAX_DIGITS,
     MAX_HOURS,
     MAX_ISSUE,
+    MAX_NESTING,
     MAX_PLAN_BYTES,
     MAX_PORT,
     LimitError,
@@ -523,13 +525,13 @@ def _parse_toml(text: str, path: Path, parsed: Path | None = None) -> dict[str, 
             f"{path}:1:1: the file starts with a byte-order mark (BOM), which TOML does not "
             "allow; save it as UTF-8 without BOM"
         )
+    cache = ParsedCache(parsed) if parsed else None
+    known = cache.get(text) if cache else None
+    if known is not None:  # this very text passed check_text before it was kept
+        return known
     beyond = check_text(text, toml=True)  # before tomllib can recurse or int() can refuse
     if beyond:
         raise PlanError(f"{path}:{beyond.where}: {beyond.what}; {beyond.fix}")
-    cache = ParsedCache(parsed) if parsed else None
-    known = cache.get(text) if cache else None
-    if known is not None:
-        return known
     import tomllib
 
     try:
@@ -541,13 +543,19 @@ def _parse_toml(text: str, path: Path, parsed: Path | None = None) -> dict[str, 
     return data
 
 
+_BOUNDS = [MAX_DIGITS, MAX_NESTING]  # what check_text holds a plan to: a kept plan met them
+_KEY = (sys.version, _BOUNDS)  # what a kept parse was made with besides the text
+
+
 class ParsedCache:
     """The last plan text parsed and its parse, in one JSON file.
 
-    Keyed by the whole text (and the Python that parsed it), never by file
-    times: an answer for another text cannot be given, however the file
-    changed. A hit spares importing ``tomllib`` and parsing, most of reading a
-    plan. A cache that cannot be read or written is simply not used.
+    Keyed by the whole text (and the Python that parsed it, and the bounds it
+    was checked against), never by file times: an answer for another text
+    cannot be given, however the file changed. Only a text within the bounds
+    (``check_text``) is kept, so a hit spares that check (a large regular
+    expression), importing ``tomllib`` and parsing: most of reading a plan. A
+    cache that cannot be read or written is simply not used.
     """
 
     def __init__(self, path: Path) -> None:
@@ -558,7 +566,7 @@ class ParsedCache:
             kept = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             return None
-        if not isinstance(kept, dict) or kept.get("python") != sys.version:
+        if not isinstance(kept, dict) or (kept.get("python"), kept.get("bounds")) != _KEY:
             return None
         data = kept.get("data")
         return data if kept.get("text") == text and isinstance(data, dict) else None
@@ -570,7 +578,9 @@ class ParsedCache:
         from paradev.atomic import write_atomic
 
         try:
-            kept = json.dumps({"python": sys.version, "text": text, "data": data})
+            kept = json.dumps(
+                {"python": sys.version, "bounds": _BOUNDS, "text": text, "data": data}
+            )
             write_atomic(self.path, kept, durable=False)
         except (OSError, TypeError):  # TypeError: a TOML date, which JSON cannot hold
             pass
