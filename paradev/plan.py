@@ -7,6 +7,7 @@ command tells the user everything to fix.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -280,6 +281,15 @@ class Batch(NamedTuple):
     tasks: tuple[Task, ...]
 
 
+@functools.lru_cache(maxsize=16)
+def _worktree_root(pattern: str, main_root: Path, home: str | None) -> Path:
+    """``Plan.worktree_root``, worked out once per process (``status`` asks for every agent's
+    folder); ``home``: what ``~`` means, part of the key."""
+    # "~/worktrees/{repo}" means the home folder
+    expanded = os.path.expanduser(pattern.replace("{repo}", main_root.name))
+    return Path(os.path.normpath(main_root / expanded))
+
+
 class Plan(NamedTuple):
     """The validated plan. ``settings[section][key]`` holds every configured value."""
 
@@ -403,10 +413,8 @@ class Plan(NamedTuple):
 
     def worktree_root(self, main_root: Path) -> Path:
         """Where agent worktrees live: outside the repository, relative to its main work tree."""
-        pattern = str(self.settings["project"]["worktrees"]).replace("{repo}", main_root.name)
-        pattern = os.path.expanduser(pattern)  # "~/worktrees/{repo}" means the home folder
-        root = Path(os.path.normpath(main_root / pattern))
-        return root
+        pattern = str(self.settings["project"]["worktrees"])
+        return _worktree_root(pattern, main_root, os.environ.get("HOME"))
 
     def worktree(self, agent: int, main_root: Path) -> Path:
         return self.worktree_root(main_root) / f"agent-{agent}"

@@ -805,3 +805,16 @@ def test_the_cache_is_kept_only_where_paradev_keeps_its_files_and_never_for_date
     cache = plan_mod.ParsedCache(tmp_path / plan_mod.PARSED_PLAN)
     cache.put("when = 2024-01-01\n", {"when": datetime.date(2024, 1, 1)})
     assert list(tmp_path.iterdir()) == [plan_file]  # JSON cannot hold a date: nothing kept
+
+
+def test_the_worktree_root_follows_home_and_the_repository_within_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root is worked out once per (pattern, repository, home): a change of either shows."""
+    text = PLAN.replace("[project]\n", '[project]\nworktrees = "~/trees/{repo}"\n', 1)
+    plan = parse(text, tmp_path / "plan.toml")
+    for home in ("one", "two"):
+        monkeypatch.setenv("HOME", str(tmp_path / home))
+        for repo in ("alpha", "beta"):
+            expected = tmp_path / home / "trees" / repo / "agent-2"
+            assert plan.worktree(2, tmp_path / repo) == expected
