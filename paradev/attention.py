@@ -8,7 +8,6 @@ in git dirs): none of this starts a git process of its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from paradev import processes
 from paradev.git import rebase_in_progress
@@ -16,6 +15,10 @@ from paradev.labels import WORKING, AgentLabel, landing_candidates, numbered, wh
 from paradev.state import COMPLETED, DROPPED, MERGED, RESTARTABLE, State, TaskRecord
 from paradev.text import printable
 from paradev.workspace import Workspace, agent_folders
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
 
 SHOWN_PATHS = 5  # untracked paths named in a warning; the rest are counted
 

@@ -1364,7 +1364,19 @@ def resolve_refs_of_plain_history(
     are kept only when none is present. The replace refs come from the same
     ``for-each-ref``: no extra process.
     """
-    out = git.out("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs, REPLACE_REFS)
+    return refs_of_plain_history(git.out(*plain_history_args(refs)), refs, common_dir)
+
+
+def plain_history_args(refs: Sequence[str]) -> tuple[str, ...]:
+    """The one ``for-each-ref`` of ``resolve_refs_of_plain_history`` (``status`` runs it
+    beside its work trees' ``git status``)."""
+    return ("for-each-ref", "--format=%(refname) %(objectname)", "--", *refs, REPLACE_REFS)
+
+
+def refs_of_plain_history(
+    out: str, refs: Sequence[str], common_dir: Path
+) -> tuple[dict[str, str], bool]:
+    """``resolve_refs_of_plain_history``'s answer from the output of its ``for-each-ref``."""
     found = dict(line.split(" ", 1) for line in out.splitlines() if line)
     rewritten = any(ref.startswith(REPLACE_REFS) for ref in found) or any(
         (common_dir / name).exists() for name in ("shallow", "info/grafts")

@@ -170,8 +170,11 @@ def drop(issue: int) -> None:
 def status(json: bool) -> None:
     from paradev.lifecycle import render_status
     from paradev.lifecycle import status as status_report
+    from paradev.workspace import open_workspace
 
-    ws = _workspace()
+    # No up-front read of the state (``_workspace``): status reads it anyway, after starting
+    # every work tree's ``git status``, and a corrupt one stops it with the same error.
+    ws = open_workspace()
     report = status_report(ws)
     run = _running_plan(ws)
     if json:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from paradev.atomic import write_atomic
 from paradev.git import Git, is_ancestor, landed_issues, ref_stamp
 from paradev.plan import Plan
 from paradev.state import MERGED, State, TaskRecord
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
 
 LANDED_CACHE = "landed.json"
 

@@ -7,7 +7,6 @@ Which task an agent works on comes from the plan (its order) and the state
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 # coverage is imported by start/complete/drop alone: status, run in loops, never needs it.
 from paradev import attention
@@ -26,8 +25,9 @@ from paradev.git import (
     dirty_paths,
     merge_base,
     merge_ff_only,
+    plain_history_args,
+    refs_of_plain_history,
     resolve_refs,
-    resolve_refs_of_plain_history,
     side_by_side,
     tips_and_merge_base,
     update_ref,
@@ -52,7 +52,10 @@ from paradev.state import (
 from paradev.text import printable
 from paradev.workspace import Workspace
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from paradev.lanes import Lane
 
 
@@ -559,11 +562,11 @@ def _worktree_facts(
 ) -> dict[int, tuple[dict[str, Any], list[str]]]:
     """Each agent's work tree: there, dirty, its untracked paths, its branch.
 
-    ``running``: the ``git status`` of every one of ``trees``, in that order,
-    started before status read the refs and the state.
+    ``running``: the ``git status`` of every one of ``trees``, in that order from
+    job 1 on, started before status read the refs and the state.
     """
     found: dict[int, tuple[dict[str, Any], list[str]]] = {}
-    results = dict(zip(trees, range(len(trees)), strict=True))
+    results = dict(zip(trees, range(1, len(trees) + 1), strict=True))
     for agent in agents:
         dirty: bool | None = None
         untracked: list[str] = []
@@ -629,11 +632,19 @@ def _tracked_ref(ws: Workspace, agent: int, away: dict[int, str]) -> str:
     return prefix + ws.branch(agent)
 
 
-def _state_and_counts(
-    ws: Workspace, away: dict[int, str]
-) -> tuple[State, dict[str, str], dict[int, tuple[int, int] | None]]:
-    """The state, every ref status reads (one ``for-each-ref``), each agent's (ahead, behind).
+def _status_refs(ws: Workspace, away: dict[int, str]) -> list[str]:
+    """Every ref status reads: base first, each agent's branch, as pushed for other hosts'."""
+    agents = range(1, ws.plan.agent_count + 1)
+    refs = [f"refs/heads/{ws.plan.base}", *(f"refs/heads/{ws.branch(a)}" for a in agents)]
+    return refs + [_tracked_ref(ws, a, away) for a in sorted(away)]
 
+
+def _state_and_counts(
+    ws: Workspace, away: dict[int, str], refs: list[str], read_refs: str
+) -> tuple[State, dict[str, str], dict[int, tuple[int, int] | None]]:
+    """The state, every ref status reads, each agent's (ahead, behind).
+
+    ``read_refs``: the output of ``refs``' one ``for-each-ref`` (``git.plain_history_args``).
     The state's landed tasks are looked for on base as just read (no second git call).
 
     A count depends on the two commits alone, so it is kept by their ids
@@ -643,10 +654,8 @@ def _state_and_counts(
     from paradev.commitcache import CommitCache
 
     agents = range(1, ws.plan.agent_count + 1)
-    base = f"refs/heads/{ws.plan.base}"
-    refs = [base, *(f"refs/heads/{ws.branch(a)}" for a in agents)]
-    refs += [_tracked_ref(ws, a, away) for a in sorted(away)]
-    tips, plain = resolve_refs_of_plain_history(ws.git, refs, ws.repo.common_dir)
+    base = refs[0]
+    tips, plain = refs_of_plain_history(read_refs, refs, ws.repo.common_dir)
     base_just_read(ws.store.recognise, tips.get(base))
     state = ws.store.read()
     cache = CommitCache(ws.store.dir / AHEAD_BEHIND_CACHE, enabled=plain)
@@ -712,16 +721,19 @@ def _agent_json(
 def status(ws: Workspace) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys).
 
-    Every work tree's ``git status`` starts first and runs while status reads
-    the refs, the state and the plan: the report waits for the slowest tree,
-    not for each in turn.
+    Every work tree's ``git status`` and the one ``for-each-ref`` of the refs
+    start first and run while status reads the state and the plan: the report
+    waits for the slowest of them, not for each in turn.
     """
     agents = range(1, ws.plan.agent_count + 1)
     away = elsewhere(ws.plan, ws.git)  # other hosts' agents: their branches from the remote
     local = [a for a in agents if a not in away]
     trees = _worktree_jobs(ws, local)
-    with Processes([(path, STATUS_ARGS) for path in trees.values()]) as running:
-        state, tips, counts = _state_and_counts(ws, away)
+    refs = _status_refs(ws, away)
+    jobs = [(ws.git.cwd, plain_history_args(refs))]  # job 0; the trees' from 1 on
+    with Processes([*jobs, *((path, STATUS_ARGS) for path in trees.values())]) as running:
+        read_refs = running.result(0).stdout
+        state, tips, counts = _state_and_counts(ws, away, refs, read_refs)
         index = tasks_by_agent(ws)
         labels = {agent: agent_label(state, index[agent]) for agent in agents}
         refs = _order_refs(ws, state)

@@ -7,6 +7,7 @@ command tells the user everything to fix.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -14,15 +15,16 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from paradev.errors import PlanError
 from paradev.git import is_valid_branch_name
 from paradev.layout import plan_file
 from paradev.limits import (
     MAX_AGENTS,
+    MAX_DIGITS,
     MAX_HOURS,
     MAX_ISSUE,
+    MAX_NESTING,
     MAX_PLAN_BYTES,
     MAX_PORT,
     LimitError,
@@ -32,7 +34,10 @@ from paradev.limits import (
 )
 from paradev.records import NamedTuple
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from tomlkit.items import AoT
     from tomlkit.toml_document import TOMLDocument
 
@@ -58,7 +63,8 @@ AGENT_PLACEHOLDERS = (
 )
 _PLACEHOLDER = r"\{([A-Za-z_][A-Za-z0-9_]*)\}"  # patterns compile at first use (re's cache)
 
-Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
+if TYPE_CHECKING:
+    Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
 
 
 def _kind(value: Any) -> str:
@@ -275,6 +281,15 @@ class Batch(NamedTuple):
     tasks: tuple[Task, ...]
 
 
+@functools.lru_cache(maxsize=16)
+def _worktree_root(pattern: str, main_root: Path, home: str | None) -> Path:
+    """``Plan.worktree_root``, worked out once per process (``status`` asks for every agent's
+    folder); ``home``: what ``~`` means, part of the key."""
+    # "~/worktrees/{repo}" means the home folder
+    expanded = os.path.expanduser(pattern.replace("{repo}", main_root.name))
+    return Path(os.path.normpath(main_root / expanded))
+
+
 class Plan(NamedTuple):
     """The validated plan. ``settings[section][key]`` holds every configured value."""
 
@@ -398,10 +413,8 @@ class Plan(NamedTuple):
 
     def worktree_root(self, main_root: Path) -> Path:
         """Where agent worktrees live: outside the repository, relative to its main work tree."""
-        pattern = str(self.settings["project"]["worktrees"]).replace("{repo}", main_root.name)
-        pattern = os.path.expanduser(pattern)  # "~/worktrees/{repo}" means the home folder
-        root = Path(os.path.normpath(main_root / pattern))
-        return root
+        pattern = str(self.settings["project"]["worktrees"])
+        return _worktree_root(pattern, main_root, os.environ.get("HOME"))
 
     def worktree(self, agent: int, main_root: Path) -> Path:
         return self.worktree_root(main_root) / f"agent-{agent}"
@@ -519,13 +532,13 @@ def _parse_toml(text: str, path: Path, parsed: Path | None = None) -> dict[str, 
             f"{path}:1:1: the file starts with a byte-order mark (BOM), which TOML does not "
             "allow; save it as UTF-8 without BOM"
         )
+    cache = ParsedCache(parsed) if parsed else None
+    known = cache.get(text) if cache else None
+    if known is not None:  # this very text passed check_text before it was kept
+        return known
     beyond = check_text(text, toml=True)  # before tomllib can recurse or int() can refuse
     if beyond:
         raise PlanError(f"{path}:{beyond.where}: {beyond.what}; {beyond.fix}")
-    cache = ParsedCache(parsed) if parsed else None
-    known = cache.get(text) if cache else None
-    if known is not None:
-        return known
     import tomllib
 
     try:
@@ -537,13 +550,19 @@ def _parse_toml(text: str, path: Path, parsed: Path | None = None) -> dict[str, 
     return data
 
 
+_BOUNDS = [MAX_DIGITS, MAX_NESTING]  # what check_text holds a plan to: a kept plan met them
+_KEY = (sys.version, _BOUNDS)  # what a kept parse was made with besides the text
+
+
 class ParsedCache:
     """The last plan text parsed and its parse, in one JSON file.
 
-    Keyed by the whole text (and the Python that parsed it), never by file
-    times: an answer for another text cannot be given, however the file
-    changed. A hit spares importing ``tomllib`` and parsing, most of reading a
-    plan. A cache that cannot be read or written is simply not used.
+    Keyed by the whole text (and the Python that parsed it, and the bounds it
+    was checked against), never by file times: an answer for another text
+    cannot be given, however the file changed. Only a text within the bounds
+    (``check_text``) is kept, so a hit spares that check (a large regular
+    expression), importing ``tomllib`` and parsing: most of reading a plan. A
+    cache that cannot be read or written is simply not used.
     """
 
     def __init__(self, path: Path) -> None:
@@ -554,7 +573,7 @@ class ParsedCache:
             kept = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             return None
-        if not isinstance(kept, dict) or kept.get("python") != sys.version:
+        if not isinstance(kept, dict) or (kept.get("python"), kept.get("bounds")) != _KEY:
             return None
         data = kept.get("data")
         return data if kept.get("text") == text and isinstance(data, dict) else None
@@ -566,7 +585,9 @@ class ParsedCache:
         from paradev.atomic import write_atomic
 
         try:
-            kept = json.dumps({"python": sys.version, "text": text, "data": data})
+            kept = json.dumps(
+                {"python": sys.version, "bounds": _BOUNDS, "text": text, "data": data}
+            )
             write_atomic(self.path, kept, durable=False)
         except (OSError, TypeError):  # TypeError: a TOML date, which JSON cannot hold
             pass

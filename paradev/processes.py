@@ -21,7 +21,22 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from paradev.stoppable import Group as Group  # noqa: PLC0414 (re-exported: the runner extends it)
+else:
+
+    def __getattr__(name: str) -> object:
+        """``processes.Group`` (the runner's agents extend it) loads at first use."""
+        if name != "Group":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from paradev.stoppable import Group
+
+        return Group
+
 
 GRACE_SECONDS = 3.0
 CAUGHT = (signal.SIGTERM, signal.SIGHUP)  # handled like Ctrl-C (SIGINT)
@@ -30,15 +45,6 @@ _running: dict[int, subprocess.Popen[Any]] = {}
 _guard = threading.Lock()
 _deferring = 0  # > 0: the main thread is between starting a process and registering it
 _pending: int | None = None  # a signal that arrived meanwhile
-
-
-class Group(Protocol):
-    """A process group paradev can stop: one it started, or an agent adopted from an earlier run."""
-
-    @property
-    def pid(self) -> int: ...
-
-    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class Interrupted(KeyboardInterrupt):

@@ -774,6 +774,26 @@ def test_a_damaged_or_foreign_cache_is_ignored_and_replaced(tmp_path: Path, kept
     assert plan_mod.ParsedCache(cache).get(PLAN) is not None  # rewritten for this text
 
 
+def test_a_kept_plan_is_trusted_only_under_the_bounds_it_was_checked_against(
+    tmp_path: Path,
+) -> None:
+    """A hit skips check_text: a parse kept under other bounds (or none) is checked anew."""
+    import json
+    import sys
+
+    plan_file, cache = tmp_path / "plan.toml", tmp_path / plan_mod.PARSED_PLAN
+    deep = PLAN + "deep = " + "[" * 70 + "]" * 70 + "\n"  # beyond MAX_NESTING (64)
+    plan_file.write_text(deep)
+    kept = {"python": sys.version, "text": deep, "data": {}}
+    for bounds in (None, [64, 100]):  # written before the bounds were kept, or under others
+        cache.write_text(json.dumps({**kept, "bounds": bounds}))
+        with pytest.raises(PlanError, match="nested more than 64 levels"):
+            load(plan_file, parsed=cache)
+    plan_file.write_text(PLAN)
+    load(plan_file, parsed=cache)  # kept, with the bounds it met
+    assert json.loads(cache.read_text())["bounds"] == [64, 64]
+
+
 def test_the_cache_is_kept_only_where_paradev_keeps_its_files_and_never_for_dates(
     tmp_path: Path,
 ) -> None:
@@ -785,3 +805,16 @@ def test_the_cache_is_kept_only_where_paradev_keeps_its_files_and_never_for_date
     cache = plan_mod.ParsedCache(tmp_path / plan_mod.PARSED_PLAN)
     cache.put("when = 2024-01-01\n", {"when": datetime.date(2024, 1, 1)})
     assert list(tmp_path.iterdir()) == [plan_file]  # JSON cannot hold a date: nothing kept
+
+
+def test_the_worktree_root_follows_home_and_the_repository_within_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root is worked out once per (pattern, repository, home): a change of either shows."""
+    text = PLAN.replace("[project]\n", '[project]\nworktrees = "~/trees/{repo}"\n', 1)
+    plan = parse(text, tmp_path / "plan.toml")
+    for home in ("one", "two"):
+        monkeypatch.setenv("HOME", str(tmp_path / home))
+        for repo in ("alpha", "beta"):
+            expected = tmp_path / home / "trees" / repo / "agent-2"
+            assert plan.worktree(2, tmp_path / repo) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,73 @@ def test_what_typing_refuses_is_refused() -> None:
 
     with pytest.raises(TypeError, match="use the class form"):
         NamedTuple("Pair", [("a", int)])
+
+
+class Single(NamedTuple):
+    only: str
+
+
+class Other(NamedTuple):
+    """Three fields, as Point: the two share one compiled ``__new__``, each with its names."""
+
+    a: int
+    b: int = 1
+    c: int = 2
+
+
+class Empty(NamedTuple):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("record", "fields", "defaults"),
+    [
+        (Point, ("x", "y", "label"), (0, "")),
+        (Other, ("a", "b", "c"), (1, 2)),
+        (Single, ("only",), None),
+        (Empty, (), None),
+    ],
+)
+def test_a_record_class_is_what_collections_namedtuple_builds(
+    record: type, fields: tuple[str, ...], defaults: tuple[object, ...] | None
+) -> None:
+    import collections
+    import inspect
+
+    build: Any = collections.namedtuple  # with names known only at run time
+    twin = build(record.__name__, fields, defaults=defaults)
+    made: Any = record
+    values = tuple(range(len(fields)))
+    assert made(*values) == twin(*values) and repr(made(*values)) == repr(twin(*values))
+    assert made(**dict(zip(fields, values, strict=True))) == values  # keywords: its own names
+    assert (made._fields, made._field_defaults, made.__match_args__) == (
+        twin._fields,
+        twin._field_defaults,
+        twin.__match_args__,
+    )
+
+    def parameters(cls: Any) -> list[tuple[str, object]]:
+        return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()]
+
+    assert parameters(made) == parameters(twin)
+    assert made._make(values)._asdict() == twin._make(values)._asdict()
+    assert made.__bases__ == (tuple,) and made.__slots__ == ()
+
+    def overfull(cls: Any) -> object:
+        return cls._make((*values, 9))
+
+    def unknown_field(cls: Any) -> object:
+        return cls(*values)._replace(zz=1)
+
+    for call in (overfull, unknown_field):
+        with pytest.raises((TypeError, ValueError)) as ours:
+            call(made)
+        with pytest.raises((TypeError, ValueError)) as theirs:
+            call(twin)
+        assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+    if fields:  # a missing argument is named alike
+        with pytest.raises(TypeError) as ours:
+            made()
+        with pytest.raises(TypeError) as theirs:
+            twin()
+        assert str(ours.value) == str(theirs.value)

@@ -718,7 +718,8 @@ def _full_rules(hint: object) -> Callable[[object], bool]:
     import types
     import typing
 
-    if hint is typing.Any:
+    # state's field types name a stand-in for typing.Any (state does not import typing)
+    if hint is typing.Any or hint is state_mod._hint("Any"):
         return lambda value: True
     if hint is None or hint is type(None):
         return lambda value: value is None
