@@ -17,7 +17,6 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from paradev import gitdir
 from paradev.errors import GitError, PreconditionError
@@ -26,10 +25,13 @@ from paradev.layout import STORE_DIR, VERSION_STAMP
 from paradev.records import NamedTuple
 from paradev.text import printable
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
+    _R = TypeVar("_R")
+
     from git import Repo
 
 MIN_GIT_VERSION = (2, 38)
