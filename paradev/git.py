@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from paradev import gitdir
+from paradev import gitdir, spawn
 from paradev.errors import GitError, PreconditionError
 from paradev.gitdir import COMMITTER, find_repository, program_identity
 from paradev.layout import STORE_DIR, VERSION_STAMP
 from paradev.records import NamedTuple
+from paradev.spawn import start_git
 from paradev.text import printable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -36,9 +37,7 @@ if TYPE_CHECKING:
 
 MIN_GIT_VERSION = (2, 38)
 
-# git output is bytes: a path or message that is not UTF-8 must not crash a
-# command, and a path read from git must reach git again unchanged.
-GIT_TEXT_ERRORS = "surrogateescape"
+GIT_TEXT_ERRORS = spawn.GIT_TEXT_ERRORS  # git's bytes that are not UTF-8 kept as they are
 
 git_env = gitdir.git_env  # the environment of every git child (defined beside discovery)
 
@@ -1870,7 +1869,7 @@ def push_refs(git: Git, remote: str, refs: Mapping[str, str]) -> None:
 
 # -- git processes started now, read later --------------------------------------------------
 
-STATUS_ARGS = ("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
+STATUS_ARGS = gitdir.STATUS_ARGS
 
 
 class Processes:
@@ -1882,10 +1881,16 @@ class Processes:
     the state. Use as a context manager: processes left unread are stopped.
     """
 
-    def __init__(self, jobs: Sequence[tuple[Path, Sequence[str]]], window: int = 16) -> None:
+    def __init__(
+        self,
+        jobs: Sequence[tuple[Path, Sequence[str]]],
+        window: int = 16,
+        early: Mapping[tuple[str, tuple[str, ...]], subprocess.Popen[str]] | None = None,
+    ) -> None:
         self._jobs = jobs
         self._window = window
         self._env = git_env()
+        self._early = dict(early or {})  # started before this was made: (folder, args) -> git
         self._started: list[subprocess.Popen[str] | OSError] = []
         self._start_up_to(window)
 
@@ -1893,25 +1898,19 @@ class Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in self._started:
+        for proc in [*self._started, *self._early.values()]:
             if isinstance(proc, subprocess.Popen) and proc.returncode is None:
                 proc.kill()
                 proc.communicate()
 
     def _start_up_to(self, count: int) -> None:
         for cwd, args in self._jobs[len(self._started) : count]:
+            early = self._early.pop((str(cwd), tuple(args)), None)
+            if early is not None:  # the very same git, already running
+                self._started.append(early)
+                continue
             try:
-                self._started.append(
-                    subprocess.Popen(
-                        ["git", *args],
-                        cwd=cwd,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        encoding="utf-8",
-                        errors=GIT_TEXT_ERRORS,
-                        env=self._env,
-                    )
-                )
+                self._started.append(start_git(cwd, args, self._env))
             except OSError as exc:  # git missing, or a work tree removed meanwhile
                 self._started.append(exc)
 

@@ -36,6 +36,10 @@ REPO_ENV_VARS = (
 # Variables that change where git's discovery stops: with them set, git is asked.
 _DISCOVERY_ENV_VARS = ("GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM")
 
+# ``git status`` as paradev reads a work tree: machine-readable, every untracked file, and
+# without refreshing the index (an agent's own git may hold its lock).
+STATUS_ARGS = ("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all")
+
 # GIT_COMMITTER_* a merge train fixes for the git it runs (``paradev.git.committing_as``).
 COMMITTER: dict[str, str] = {}
 

@@ -168,6 +168,10 @@ def drop(issue: int) -> None:
 
 
 def status(json: bool) -> None:
+    from paradev.context import files_before_reading, keep_context, start_statuses
+
+    before = files_before_reading()
+    early = start_statuses()  # every work tree's git status runs while the modules load
     from paradev.lifecycle import render_status
     from paradev.lifecycle import status as status_report
     from paradev.workspace import open_workspace
@@ -175,7 +179,9 @@ def status(json: bool) -> None:
     # No up-front read of the state (``_workspace``): status reads it anyway, after starting
     # every work tree's ``git status``, and a corrupt one stops it with the same error.
     ws = open_workspace()
-    report = status_report(ws)
+    report = status_report(ws, early)
+    if before is not None:
+        keep_context(ws, before)
     run = _running_plan(ws)
     if json:
         emit_json({**report, "run": run} if run else report)
@@ -389,7 +395,8 @@ def conflicts(
 
 
 def check(path: list[str], agent: int | None, json: bool) -> None:
-    from paradev.claims import claims, files_before_reading, repo_relative
+    from paradev.claims import claims, repo_relative
+    from paradev.context import files_before_reading
 
     if not path:
         raise PreconditionError("name at least one path: paradev check PATH... [--agent N]")

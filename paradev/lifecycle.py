@@ -54,6 +54,8 @@ from paradev.workspace import Workspace
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from subprocess import Popen
     from typing import Any
 
     from paradev.lanes import Lane
@@ -718,12 +720,15 @@ def _agent_json(
     }
 
 
-def status(ws: Workspace) -> dict[str, Any]:
+def status(
+    ws: Workspace, early: Mapping[tuple[str, tuple[str, ...]], Popen[str]] | None = None
+) -> dict[str, Any]:
     """The status report as JSON-ready data (the design's stable keys).
 
     Every work tree's ``git status`` and the one ``for-each-ref`` of the refs
     start first and run while status reads the state and the plan: the report
-    waits for the slowest of them, not for each in turn.
+    waits for the slowest of them, not for each in turn. ``early``: those the
+    command started before loading this module (``context.start_statuses``).
     """
     agents = range(1, ws.plan.agent_count + 1)
     away = elsewhere(ws.plan, ws.git)  # other hosts' agents: their branches from the remote
@@ -731,7 +736,8 @@ def status(ws: Workspace) -> dict[str, Any]:
     trees = _worktree_jobs(ws, local)
     refs = _status_refs(ws, away)
     jobs = [(ws.git.cwd, plain_history_args(refs))]  # job 0; the trees' from 1 on
-    with Processes([*jobs, *((path, STATUS_ARGS) for path in trees.values())]) as running:
+    statuses = [(path, STATUS_ARGS) for path in trees.values()]
+    with Processes([*jobs, *statuses], early=early) as running:
         read_refs = running.result(0).stdout
         state, tips, counts = _state_and_counts(ws, away, refs, read_refs)
         index = tasks_by_agent(ws)

@@ -12,7 +12,7 @@ from pytest_mock import MockerFixture
 
 from paradev import branches as branches_mod
 from paradev import claims as claims_mod
-from paradev import kept
+from paradev import context, kept
 from paradev.branches import Heads, find_heads
 from paradev.workspace import Workspace
 from tests.helpers import Result, agent_tree, commit, git, write
@@ -128,7 +128,7 @@ def test_a_check_run_again_answers_without_asking_git(
     again = cli("check", "src/app.py", "src/util.py", "docs", "--agent", "1", "--json").json()
     assert (again["agents"], again["paths"]) == ([2, 3], ["src/app.py", "src/util.py", "docs"])
     assert asked_git.call_count == 1  # both answered from kept answers alone
-    assert (repo / ".git" / "paradev" / claims_mod.CONTEXT_FILE).is_file()
+    assert (repo / ".git" / "paradev" / context.CONTEXT_FILE).is_file()
 
 
 def _commit_on_agent_2(set_up: Path, repo: Path) -> None:
