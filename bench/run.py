@@ -165,7 +165,9 @@ def _timeline_rows(
     history = state.get("merge_history")
     for train in history if isinstance(history, list) else []:
         for landed in train.get("landed", []):
-            times = train.get("agents", {}).get(str(landed["agent"]), {}).get("times", {})
+            times = landed.get("times")  # an agent landing again in the train: its earlier one's
+            if times is None:
+                times = train.get("agents", {}).get(str(landed["agent"]), {}).get("times", {})
             for issue in landed.get("issues", []):
                 row = rows.setdefault(issue, {})
                 steps = {name: {k: at(v) for k, v in edge.items()} for name, edge in times.items()}

@@ -237,8 +237,9 @@ class Run:
                 if self._over(schedule):
                     break
                 self._launch(state, schedule)  # first: a train must not take an agent it starts
-                self._let_go()
+                ended = self._let_go()
                 self._land(state, schedule)
+                self._tell_train(ended)
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -248,6 +249,7 @@ class Run:
             raise
         finally:
             self._end_standby()
+            self._tell_train(ended=False, done=True)
             runstatus.path(self.ws.store.dir).unlink(missing_ok=True)
             for lock in self.locks.values():
                 lock.close()
@@ -364,13 +366,15 @@ class Run:
         self.locks[agent] = stack
         return True
 
-    def _let_go(self) -> None:
+    def _let_go(self) -> bool:
         """Release the agents whose task ended and that started no other: the train may land
-        their branch now."""
+        their branch now. Whether any task ended."""
+        ended = bool(self.ending)
         for agent in sorted(self.ending):
             if agent not in self.agents.running:
                 self._release(agent)
         self.ending.clear()
+        return ended
 
     def _release(self, agent: int) -> None:
         lock = self.locks.pop(agent, None)
@@ -492,11 +496,27 @@ class Run:
         self.standby = None
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(args).encode() + b"\n")
-        proc.stdin.close()
+        proc.stdin.flush()  # the pipe stays open: the run's word to the train (_tell_train)
         self.standby = self._warm()  # the next landing's, importing while this one lands
         self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
         shown = ", ".join(f"#{i}" for i in schedule.landing)
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
+
+    def _tell_train(self, ended: bool, done: bool = False) -> None:
+        """Word to the train on its pipe (``paradev.train.join.listen``): a line when a task
+        ended (its work may join the train now), end of input once no agent is at work
+        (nothing more can come, but from what the train lands: a dependent then starts a new
+        train), so that one train lands every task completed while agents work."""
+        landing = self.landing
+        pipe = None if landing is None else landing.proc.stdin
+        if pipe is None or pipe.closed:
+            return
+        with suppress(OSError):  # the train ended meanwhile: nothing to tell
+            if done or self.stopped is not None or not self.agents.running:
+                pipe.close()
+            elif ended:
+                pipe.write(b"\n")
+                pipe.flush()
 
     def _driver_host_died(self, train: dict[str, Any]) -> bool:
         """Whether the other host driving the running train let its lease expire (this
@@ -549,6 +569,9 @@ class Run:
         processes.release(landing.proc)
         self._forward_merge_output(landing)
         self.landing = None
+        if landing.proc.stdin is not None:
+            with suppress(OSError):
+                landing.proc.stdin.close()
         state = self.ws.store.read()
         lines = landing.tail
         if code == BUSY and refused_for_lease(lines):

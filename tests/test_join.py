@@ -116,3 +116,62 @@ def _agent_1_done_and_late_work(
     assert cli("setup").code == 0
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", str(late)).code == 0
+
+
+AGAIN_GATE = r"""
+import os, subprocess, sys
+from pathlib import Path
+
+trees, agent = Path(sys.argv[1]), os.environ["PARADEV_AGENT"]
+
+
+def finish(number, name):
+    tree = trees / f"agent-{number}"
+    if number == 1:  # agent 1, landed earlier in this train, takes its next task (#21)
+        subprocess.run([sys.executable, "-m", "paradev", "start", "1"], cwd=tree, check=True)
+    (tree / name).write_text(f"{name}\n")
+    subprocess.run(["git", "add", name], cwd=tree, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", name], cwd=tree, check=True)
+    subprocess.run([sys.executable, "-m", "paradev", "complete", str(number)], cwd=tree, check=True)
+
+
+marker = trees.parent / f"gated-{agent}"
+if not marker.exists():
+    marker.write_text("")
+    if agent == "1":
+        finish(2, "two.py")
+    elif agent == "2":
+        finish(1, "again.py")
+"""
+
+
+@pytest.mark.parametrize("merge", QUEUES)
+def test_an_agent_landed_earlier_lands_its_next_task_in_the_same_train(
+    repo: Path, cli: Cli, worktrees: Path, merge: dict[str, Any]
+) -> None:
+    script = repo.parent / "again_gate.py"
+    script.write_text(AGAIN_GATE)
+    configure(repo, gate=shlex.join([sys.executable, str(script), str(worktrees)]), **merge)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    history = state_of(repo)["merge_history"]
+    assert len(history) == 1, history  # one train landed agent 1 twice
+    landed = history[0]["landed"]
+    assert [(e["agent"], e["issues"]) for e in landed] == [(1, [11]), (2, [12]), (1, [21])]
+    assert "times" in landed[0]  # its first landing's step times, kept when it joined again
+    tasks = state_of(repo)["tasks"]
+    assert [tasks[i]["status"] for i in ("11", "12", "21")] == ["merged"] * 3
+    assert {"feature_1.py", "two.py", "again.py"} <= set(
+        git(repo, "ls-tree", "--name-only", "main").split()
+    )
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")
+    train = history[0]["id"]
+    backups = git(repo, "for-each-ref", "--format=%(refname)", "refs/paradev/backup").split()
+    assert f"refs/paradev/backup/parallel-dev/agent-1/{train}" in backups
+    assert f"refs/paradev/backup/parallel-dev/agent-1/again-1/{train}" in backups
+    assert rev(repo, f"refs/paradev/backup/parallel-dev/agent-1/{train}") == first

@@ -328,7 +328,7 @@ def _landed_before_started(repo: Path, landed: int, started: int) -> bool:
     return subprocess.run(ancestor, cwd=repo, env=git_env(), check=False).returncode == 0
 
 
-def test_flow_starts_an_agents_next_task_while_another_batch_is_still_at_work(
+def test_flow_starts_an_agents_next_task_while_others_work_and_one_train_lands_both(
     set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
 ) -> None:
     marker = tmp_path / "five-started"
@@ -337,6 +337,10 @@ def test_flow_starts_an_agents_next_task_while_another_batch_is_still_at_work(
     assert result.code == 0, result.out + result.err
     assert set(statuses(repo).values()) == {MERGED}
     assert not _landed_before_started(repo, 3, 5)  # #5 (batch two) began before #3 landed
+    history = open_workspace(repo).store.read().merge_history
+    trains = {i: h["id"] for h in history for e in h["landed"] for i in e["issues"]}
+    assert trains[1] == trains[5]  # the train that landed #1 waited for agent 1's next task
+    assert [e["agent"] for h in history for e in h["landed"]].count(1) == 2
 
 
 def test_batches_start_the_next_batch_only_once_the_earlier_one_landed(

@@ -8,17 +8,21 @@ the merge queue's with ``[merge] parallel``/``batch``), it asks once more
 which agents have completed work and lands them too.
 
 Each agent is let go as soon as it has landed, so that its next task starts
-while the train goes on with the others.
+while the train goes on with the others; its next completed task joins the
+same train again (``rejoin``: its journal entry starts afresh, the landing
+before it kept in the train's landed list), instead of waiting for this
+train to end and another to start (its start-up, per round of tasks).
 
 An agent joins only if the train can hold it (an agent still at work is
 held by ``paradev run``) and its tree passes the same checks a new train
-makes; an agent this train already handled waits for the next train, since
-the journal keeps one landing per agent. Anything that refuses is simply
-left for the next train: joining never stops the train.
+makes; an agent this train skipped, or still lands, waits for the next
+train. Anything that refuses is simply left for the next train: joining
+never stops the train.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,12 +49,23 @@ class Joiner:
         self.locks.release(agent)
 
     def join(self, train: Train) -> bool:
-        """Add the agents whose work completed meanwhile to the empty queue; whether any came."""
+        """Add the agents whose work completed meanwhile to the empty queue; whether any came.
+
+        Told by ``paradev run`` (``listen``), the empty train waits for its word that
+        work may have completed, until it says no more comes: a train per landing
+        costs its start-up and end (a conflict scan) while the gate stands idle.
+        """
+        while not self._join_now(train):
+            if train.journal.get("stop") is not None or not _news_came():
+                return False
+        return True
+
+    def _join_now(self, train: Train) -> bool:
         if train.journal.get("stop") is not None:
             return False
         ws = train.ws
         gating = bool(train.journal.get("gate")) and bool(_gate_command(ws))
-        handled = set(train.journal["order"])
+        handled = set(train.journal["order"]) - set(landed_here(train))
         ready = [a for a in select_agents(ws).agents if a not in handled]
         state = ws.store.read()
         from_lanes = [a for a in lanes_to_land(ws, state) if a not in handled]
@@ -60,8 +75,10 @@ class Joiner:
             return False
         if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
             joined = merge_order(ws, joined, save=False)
+        for agent in joined:
+            rejoin(train, agent)
         prepare(ws, state, train.journal, joined, from_lanes)
-        train.journal["order"] += joined
+        train.journal["order"] += [a for a in joined if a not in train.journal["order"]]
         train.queue.extend(joined)
         train.save()
         train.out(f"merge train {train.id}: joined by " + ", ".join(f"agent {a}" for a in joined))
@@ -76,6 +93,57 @@ class Joiner:
             self.locks.release(agent)
             return False
         return True
+
+
+# -- word from ``paradev run`` (``paradev.warm`` passes its pipe on) ---------------------------
+
+_NEWS: list[int] = []  # the descriptor of the run's pipe, while it is open
+
+
+def listen(fd: int) -> None:
+    """Take ``paradev run``'s word from ``fd``: a line whenever work may have completed,
+    end of input once no more comes (the run has no agent at work, ended or was killed)."""
+    _NEWS[:] = [fd]
+
+
+def _news_came() -> bool:
+    """Wait for the run's next word; False once it said all (or with no run to listen to).
+
+    Its end of input counts as word too: the agents it let go last may join.
+    """
+    if not _NEWS:
+        return False
+    try:
+        if os.read(_NEWS[0], 4096):
+            return True
+    except OSError:
+        pass
+    os.close(_NEWS.pop())
+    return True
+
+
+def landed_here(train: Train) -> list[int]:
+    """The agents this train has landed and let go (not queued, not skipped): their next
+    completed work may land in it too."""
+    landed = {e["agent"] for e in train.journal["landed"]}
+    out = set(train.queue) | set(train.journal["skipped"])
+    return [a for a in train.journal["order"] if a in landed and a not in out]
+
+
+def rejoin(train: Train, agent: int) -> None:
+    """Start the journal entry of an agent landing again in this train afresh.
+
+    Its last landing is over (journaled in ``landed``, with its step times):
+    every step of the new one must run again, from where the branch is now,
+    under a backup ref of its own.
+    """
+    entry = train.journal["agents"].get(str(agent))
+    if entry is None or agent not in landed_here(train):
+        return
+    last = [e for e in train.journal["landed"] if e["agent"] == agent][-1]
+    last.setdefault("times", entry.get("times", {}))
+    again = int(entry.get("again", 0)) + 1
+    train.journal["agents"][str(agent)] = {"done": [], "again": again}
 
 
 # -- lanes (``paradev.lanes``): a task landing while its agent works on the next ------------
