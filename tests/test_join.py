@@ -9,13 +9,18 @@ agent 1, already landed, is free again.
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import agent_tree, git, rev
+from paradev.state import MERGED
+from paradev.workspace import open_workspace
+from tests.helpers import agent_tree, commit, git, rev
 from tests.test_train import Cli, configure, state_of, work
 
 GATE = r"""
@@ -175,3 +180,45 @@ def test_an_agent_landed_earlier_lands_its_next_task_in_the_same_train(
     assert f"refs/paradev/backup/parallel-dev/agent-1/{train}" in backups
     assert f"refs/paradev/backup/parallel-dev/agent-1/again-1/{train}" in backups
     assert rev(repo, f"refs/paradev/backup/parallel-dev/agent-1/{train}") == first
+
+
+def _until(done: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``done()`` while ``proc`` runs (else an AssertionError)."""
+    deadline = time.monotonic() + 60
+    while not done():
+        assert proc.poll() is None, f"the train exited {proc.returncode} first"
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.05)
+
+
+def test_a_train_started_by_the_run_waits_for_its_word_and_ends_with_it(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    configure(repo)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+    store = open_workspace(repo).store
+    argv = [sys.executable, "-m", "paradev.warm"]  # as 'paradev run' starts its trains
+    proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b'["merge", "--follow"]\n')
+        proc.stdin.flush()
+        _until(lambda: store.read().status(11) == MERGED, proc)
+        commit(agent_tree(worktrees, 2), {"two.py": "TWO = 2\n"}, "work on #12")
+        assert cli("complete", "2").code == 0  # after agent 1 landed: its queue was empty
+        proc.stdin.write(b"\n")  # the run's word: a task ended
+        proc.stdin.flush()
+        _until(lambda: store.read().status(12) == MERGED, proc)
+        assert proc.poll() is None  # it waits for more until the run says no more comes
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    state = state_of(repo)
+    assert state["train"] is None
+    assert [[e["agent"] for e in h["landed"]] for h in state["merge_history"]] == [[1, 2]]
+    assert git(repo, "show", "main:two.py") == "TWO = 2"
