@@ -239,7 +239,7 @@ class Run:
                 self._launch(state, schedule)  # first: a train must not take an agent it starts
                 ended = self._let_go()
                 self._land(state, schedule)
-                self._tell_train(ended)
+                self._tell_train(ended, state.train)
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -249,7 +249,7 @@ class Run:
             raise
         finally:
             self._end_standby()
-            self._tell_train(ended=False, done=True)
+            self._tell_train(ended=False, train=None, done=True)
             runstatus.path(self.ws.store.dir).unlink(missing_ok=True)
             for lock in self.locks.values():
                 lock.close()
@@ -502,17 +502,24 @@ class Run:
         shown = ", ".join(f"#{i}" for i in schedule.landing)
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
 
-    def _tell_train(self, ended: bool, done: bool = False) -> None:
+    def _tell_train(self, ended: bool, train: dict[str, Any] | None, done: bool = False) -> None:
         """Word to the train on its pipe (``paradev.train.join.listen``): a line when a task
-        ended (its work may join the train now), end of input once no agent is at work
-        (nothing more can come, but from what the train lands: a dependent then starts a new
-        train), so that one train lands every task completed while agents work."""
+        ended (its work may join the train now), end of input once nothing more can come, so
+        that one train lands every task completed while the run goes on.
+
+        Nothing more comes once no agent is at work and the train's queue (``train``, its
+        journal as this turn read it) is empty: a dependent of what it lands started this
+        turn, or never will. While it lands, what it lands may start a dependent: its
+        completed work joins the same train. A train with no journal yet is starting (it
+        waits only once it has one) or ends by itself with nothing to land.
+        """
         landing = self.landing
         pipe = None if landing is None else landing.proc.stdin
         if pipe is None or pipe.closed:
             return
+        idle = not self.agents.running and train is not None and not train.get("queue")
         with suppress(OSError):  # the train ended meanwhile: nothing to tell
-            if done or self.stopped is not None or not self.agents.running:
+            if done or self.stopped is not None or idle:
                 pipe.close()
             elif ended:
                 pipe.write(b"\n")

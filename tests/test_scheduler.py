@@ -667,3 +667,20 @@ def test_with_overlap_an_agent_starts_its_next_task_while_the_previous_one_waits
     assert idle.landing == (1,) and 3 not in [t.issue for t in idle.ready]
     # without overlap (batches, the merge queue, hosts) the agent waits for the landing
     assert [t.issue for t in decide(plan, state_with(t1=COMPLETED, t5=MERGED)).ready] == []
+
+
+def test_a_dependent_started_while_the_train_lands_joins_that_train(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    # every agent is idle while #1 is gated; #2 (needing #1) starts once it landed and
+    # completes while the train still lands the others: the train waits for it
+    run_plan(repo, tmp_path, {2: {"sleep": 4}}, gate='"sleep 1"')
+    result = cli("run", "--json")
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    history = open_workspace(repo).store.read().merge_history
+    assert len(history) == 1, [[e["issues"] for e in h["landed"]] for h in history]
+    events = [json.loads(line) for line in result.out.splitlines() if line.startswith("{")]
+    texts = [str(e.get("text", "")) for e in events]
+    landed_1 = texts.index("#1 (agent 1): merged")
+    assert any("started #2" in t for t in texts[landed_1:])  # after its dependency landed

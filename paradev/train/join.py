@@ -56,8 +56,10 @@ class Joiner:
         costs its start-up and end (a conflict scan) while the gate stands idle.
         """
         while not self._join_now(train):
-            if train.journal.get("stop") is not None or not _news_came():
+            if train.journal.get("stop") is not None or not _NEWS:
                 return False
+            train.save()  # the run reads its empty queue there: then it says when no more comes
+            _wait_for_news()
         return True
 
     def _join_now(self, train: Train) -> bool:
@@ -106,20 +108,15 @@ def listen(fd: int) -> None:
     _NEWS[:] = [fd]
 
 
-def _news_came() -> bool:
-    """Wait for the run's next word; False once it said all (or with no run to listen to).
-
-    Its end of input counts as word too: the agents it let go last may join.
-    """
-    if not _NEWS:
-        return False
+def _wait_for_news() -> None:
+    """Wait for the run's next word; at its end stop listening (the agents it let go
+    last may still join: the caller looks once more)."""
     try:
         if os.read(_NEWS[0], 4096):
-            return True
+            return
     except OSError:
         pass
     os.close(_NEWS.pop())
-    return True
 
 
 def landed_here(train: Train) -> list[int]:
