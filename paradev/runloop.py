@@ -5,7 +5,10 @@ One thread polls everything: the agents (each under a supervisor, see
 launched, completed and failed by ``runner.Supervisor``'s own code; a
 completed task is landed by a child ``paradev merge --follow`` process: work
 that completes while it runs joins it (``paradev.train.join``), and each
-agent it lands is let go at once, so its next task starts mid-train. The loop
+agent it lands is let go at once, so its next task starts mid-train and
+lands in the same train. The train keeps its pipe from the run open: a line
+whenever a task ends, end of input once nothing more can come (``_tell_train``),
+so one train lands the whole run instead of one per round of tasks. The loop
 sleeps until a child ends or the train writes, never a fixed poll.
 
 Why a child process for the train rather than a thread: the train is built to
