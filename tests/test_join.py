@@ -8,6 +8,7 @@ agent 1, already landed, is free again.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -17,11 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
 from paradev.state import MERGED
 from paradev.workspace import open_workspace
 from tests.helpers import agent_tree, commit, git, rev
-from tests.test_train import Cli, configure, state_of, work
+from tests.test_train import (
+    Cli,
+    Crash,
+    backups,
+    build_scenario,
+    configure,
+    fixed_dates,
+    owner,
+    refs,
+    state_of,
+    work,
+)
 
 GATE = r"""
 import os, subprocess, sys
@@ -127,7 +140,7 @@ AGAIN_GATE = r"""
 import os, subprocess, sys
 from pathlib import Path
 
-trees, agent = Path(sys.argv[1]), os.environ["PARADEV_AGENT"]
+trees, agent = Path(sys.argv[1]).resolve(), os.environ["PARADEV_AGENT"]
 
 
 def finish(number, name):
@@ -222,3 +235,71 @@ def test_a_train_started_by_the_run_waits_for_its_word_and_ends_with_it(
     assert state["train"] is None
     assert [[e["agent"] for e in h["landed"]] for h in state["merge_history"]] == [[1, 2]]
     assert git(repo, "show", "main:two.py") == "TWO = 2"
+
+
+# A crash in agent 1's second landing of one train (``rejoin``), then ``merge --continue``.
+AGAIN_CRASHES = [
+    ("before", "step_backup"),
+    ("after", "step_rebase"),
+    ("before", "step_gate"),
+    ("after", "step_advance"),
+    ("before", "step_mark"),
+    ("after", "step_hooks"),
+]
+_AGAIN_CLEAN: dict[Path, tuple[dict[str, str], dict[str, str]]] = {}
+
+
+def _crash_in_second_landing(mocker: MockerFixture, when: str, step: str) -> None:
+    real = getattr(owner(step), step)
+
+    def maybe(train: Any, agent: int, *args: Any, **kwargs: Any) -> Any:
+        second = agent == 1 and bool(train.agent(1).get("again"))
+        if second and when == "before":
+            raise Crash(step)
+        result = real(train, agent, *args, **kwargs)
+        if second and when == "after":
+            raise Crash(step)
+        return result
+
+    mocker.patch.object(owner(step), step, side_effect=maybe)
+
+
+def _again_outcome(
+    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: tuple[str, str] | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Agent 1 lands #11, agent 2 joins, agent 1 joins again with #21: the refs at the end."""
+    project = build_scenario(root, template, remote=False)
+    os.chdir(project)
+    (root / "again_gate.py").write_text(AGAIN_GATE)  # paths relative to the gated tree
+    configure(project, gate=shlex.join([sys.executable, "../../again_gate.py", ".."]))
+    assert cli("setup").code == 0
+    work(cli, root / "project-worktrees", 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+    if crash is not None:
+        _crash_in_second_landing(mocker, *crash)
+        with pytest.raises(Crash):
+            cli("merge", "--follow")
+        mocker.stopall()
+        assert state_of(project)["train"]["agents"]["1"]["again"] == 1
+        result = cli("merge", "--continue")
+    else:
+        result = cli("merge", "--follow")
+    assert result.code == 0, result.err
+    state = state_of(project)
+    assert state["train"] is None
+    assert [state["tasks"][i]["status"] for i in ("11", "12", "21")] == ["merged"] * 3
+    return refs(project), backups(project)
+
+
+@pytest.mark.usefixtures(fixed_dates.__name__)  # the same commits in both runs
+@pytest.mark.parametrize(("when", "step"), AGAIN_CRASHES)
+def test_a_crash_in_an_agents_second_landing_then_continue_reaches_the_same_refs(
+    when: str, step: str, template_repo: Path, tmp_path: Path, cli: Cli, mocker: MockerFixture
+) -> None:
+    if template_repo not in _AGAIN_CLEAN:
+        _AGAIN_CLEAN[template_repo] = _again_outcome(
+            tmp_path / "clean", template_repo, cli, mocker, None
+        )
+    crashed = _again_outcome(tmp_path / "crashed", template_repo, cli, mocker, (when, step))
+    assert crashed == _AGAIN_CLEAN[template_repo]
+    assert "refs/paradev/backup/parallel-dev/agent-1/again-1" in crashed[1]
