@@ -62,7 +62,7 @@ from paradev.state import (
     State,
 )
 from paradev.text import printable
-from paradev.train import adopt
+from paradev.train import adopt, join
 from paradev.train.journal import driver_gone
 from paradev.workspace import Workspace
 
@@ -177,6 +177,7 @@ class Landing:
     log: Path
     offset: int
     tail: list[str] = field(default_factory=list)  # its last lines, for why it stopped
+    told: bytes = b""  # the last word the run sent it (paradev.train.join.word)
 
 
 @dataclass
@@ -506,26 +507,29 @@ class Run:
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
 
     def _tell_train(self, ended: bool, train: dict[str, Any] | None, done: bool = False) -> None:
-        """Word to the train on its pipe (``paradev.train.join.listen``): a line when a task
-        ended (its work may join the train now), end of input once nothing more can come, so
-        that one train lands every task completed while the run goes on.
+        """Word to the train on its pipe (``paradev.train.join.listen``), so that one train
+        lands every task completed while the run goes on.
 
-        Nothing more comes once no agent is at work and the train's queue (``train``, its
-        journal as this turn read it) is empty: a dependent of what it lands started this
-        turn, or never will. While it lands, what it lands may start a dependent: its
-        completed work joins the same train. A train with no journal yet is starting (it
-        waits only once it has one) or ends by itself with nothing to land.
+        "busy" when a task ended while agents work (its work may join now);
+        "idle N" when no agent is at work, having seen N landings of the train
+        (``train``, its journal as this turn read it): once it landed no more
+        than that, nothing it lands can start a dependent, and it ends. End of
+        input when the run ends or stops.
         """
         landing = self.landing
-        pipe = None if landing is None else landing.proc.stdin
-        if pipe is None or pipe.closed:
+        if landing is None or landing.proc.stdin is None or landing.proc.stdin.closed:
             return
-        idle = not self.agents.running and train is not None and not train.get("queue")
+        pipe = landing.proc.stdin
+        idle = None
+        if not self.agents.running and train is not None:
+            idle = len(train.get("landed") or [])
+        line = join.word(idle)
         with suppress(OSError):  # the train ended meanwhile: nothing to tell
-            if done or self.stopped is not None or idle:
+            if done or self.stopped is not None:
                 pipe.close()
-            elif ended:
-                pipe.write(b"\n")
+            elif ended or (idle is not None and line != landing.told):
+                landing.told = line
+                pipe.write(line)
                 pipe.flush()
 
     def _driver_host_died(self, train: dict[str, Any]) -> bool:

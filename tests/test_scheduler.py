@@ -354,6 +354,8 @@ def test_batches_start_the_next_batch_only_once_the_earlier_one_landed(
     for earlier in (1, 2, 3):
         for later in (4, 5):
             assert _landed_before_started(repo, earlier, later)
+    # the train waits at the barrier for the next batch's work: it lands the whole run
+    assert len(open_workspace(repo).store.read().merge_history) == 1
 
 
 def _started(runs: Path, count: int, proc: subprocess.Popen[str]) -> dict[str, int]:

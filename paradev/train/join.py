@@ -58,7 +58,9 @@ class Joiner:
         while not self._join_now(train):
             if train.journal.get("stop") is not None or not _NEWS:
                 return False
-            train.save()  # the run reads its empty queue there: then it says when no more comes
+            if _run_idle_after(len(train.journal["landed"])):
+                return False
+            train.save()  # the run counts its landings there before it says it is idle
             _wait_for_news()
         return True
 
@@ -100,22 +102,40 @@ class Joiner:
 # -- word from ``paradev run`` (``paradev.warm`` passes its pipe on) ---------------------------
 
 _NEWS: list[int] = []  # the descriptor of the run's pipe, while it is open
+_WORD: list[str] = [""]  # the run's last word: "busy", or "idle N"
+
+IDLE = "idle"  # no agent at work, N landings of this train seen: nothing more comes
+BUSY = "busy"  # a task ended while agents work: its work may join
 
 
 def listen(fd: int) -> None:
-    """Take ``paradev run``'s word from ``fd``: a line whenever work may have completed,
-    end of input once no more comes (the run has no agent at work, ended or was killed)."""
+    """Take ``paradev run``'s word from ``fd``, a line whenever a task ended or it has no
+    agent at work (``word``); end of input once no more comes (it ended, or was killed)."""
     _NEWS[:] = [fd]
+
+
+def word(idle_after: int | None) -> bytes:
+    """The run's line: idle once it saw ``idle_after`` landings of the train (None: busy)."""
+    return f"{BUSY}\n".encode() if idle_after is None else f"{IDLE} {idle_after}\n".encode()
+
+
+def _run_idle_after(landed: int) -> bool:
+    """Whether the run said it has no agent at work having seen all ``landed`` landings:
+    then none of them started a dependent that could join."""
+    return _WORD[0] == f"{IDLE} {landed}"
 
 
 def _wait_for_news() -> None:
     """Wait for the run's next word; at its end stop listening (the agents it let go
     last may still join: the caller looks once more)."""
     try:
-        if os.read(_NEWS[0], 4096):
-            return
+        data = os.read(_NEWS[0], 4096)
     except OSError:
-        pass
+        data = b""
+    if data:  # whole lines (each write is one short line): the last one counts
+        lines = data.decode(errors="replace").strip().splitlines()
+        _WORD[0] = lines[-1].strip() if lines else _WORD[0]
+        return
     os.close(_NEWS.pop())
 
 
