@@ -165,7 +165,9 @@ def _timeline_rows(
     history = state.get("merge_history")
     for train in history if isinstance(history, list) else []:
         for landed in train.get("landed", []):
-            times = train.get("agents", {}).get(str(landed["agent"]), {}).get("times", {})
+            times = landed.get("times")  # an agent landing again in the train: its earlier one's
+            if times is None:
+                times = train.get("agents", {}).get(str(landed["agent"]), {}).get("times", {})
             for issue in landed.get("issues", []):
                 row = rows.setdefault(issue, {})
                 steps = {name: {k: at(v) for k, v in edge.items()} for name, edge in times.items()}
@@ -190,6 +192,7 @@ def _timeline_rows(
 
 
 OVERLAPS: dict[str, list[int]] = {}  # schedule -> per run: next tasks started before the landing
+TRAINS: dict[str, list[int]] = {}  # schedule -> per run: merge trains that landed the plan
 
 
 def makespan(schedule: str, parallel: int, work: bool = True) -> float:
@@ -200,6 +203,8 @@ def makespan(schedule: str, parallel: int, work: bool = True) -> float:
         assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
         if work:
             OVERLAPS.setdefault(schedule, []).append(_overlapped(repo))
+            history = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
+            TRAINS.setdefault(schedule, []).append(len(history["merge_history"]))
         return elapsed
 
 
@@ -263,6 +268,8 @@ def main() -> None:
         print(f"{schedule:8} makespan           {best:6.2f}s  = {best / bound:.2f}x the bound")
         shown = ", ".join(str(n) for n in OVERLAPS.get(schedule, []))
         print(f"  next tasks started while the previous one waited to land: {shown} (of 8)")
+        trains = ", ".join(str(n) for n in TRAINS.get(schedule, []))
+        print(f"  merge trains per run (each starts and ends at a cost): {trains}")
     idle = min(makespan("flow", options.parallel, work=False) for _ in range(options.repeat))
     print(f"flow, 0 s tasks and gates    {idle:6.2f}s  (paradev's own cost on this machine now)")
 

@@ -5,7 +5,10 @@ One thread polls everything: the agents (each under a supervisor, see
 launched, completed and failed by ``runner.Supervisor``'s own code; a
 completed task is landed by a child ``paradev merge --follow`` process: work
 that completes while it runs joins it (``paradev.train.join``), and each
-agent it lands is let go at once, so its next task starts mid-train. The loop
+agent it lands is let go at once, so its next task starts mid-train and
+lands in the same train. The train keeps its pipe from the run open: a line
+whenever a task ends, end of input once nothing more can come (``_tell_train``),
+so one train lands the whole run instead of one per round of tasks. The loop
 sleeps until a child ends or the train writes, never a fixed poll.
 
 Why a child process for the train rather than a thread: the train is built to
@@ -59,7 +62,7 @@ from paradev.state import (
     State,
 )
 from paradev.text import printable
-from paradev.train import adopt
+from paradev.train import adopt, join
 from paradev.train.journal import driver_gone
 from paradev.workspace import Workspace
 
@@ -174,6 +177,7 @@ class Landing:
     log: Path
     offset: int
     tail: list[str] = field(default_factory=list)  # its last lines, for why it stopped
+    told: bytes = b""  # the last word the run sent it (paradev.train.join.word)
 
 
 @dataclass
@@ -237,8 +241,9 @@ class Run:
                 if self._over(schedule):
                     break
                 self._launch(state, schedule)  # first: a train must not take an agent it starts
-                self._let_go()
+                ended = self._let_go()
                 self._land(state, schedule)
+                self._tell_train(ended, state.train)
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -248,6 +253,7 @@ class Run:
             raise
         finally:
             self._end_standby()
+            self._tell_train(ended=False, train=None, done=True)
             runstatus.path(self.ws.store.dir).unlink(missing_ok=True)
             for lock in self.locks.values():
                 lock.close()
@@ -364,13 +370,15 @@ class Run:
         self.locks[agent] = stack
         return True
 
-    def _let_go(self) -> None:
+    def _let_go(self) -> bool:
         """Release the agents whose task ended and that started no other: the train may land
-        their branch now."""
+        their branch now. Whether any task ended."""
+        ended = bool(self.ending)
         for agent in sorted(self.ending):
             if agent not in self.agents.running:
                 self._release(agent)
         self.ending.clear()
+        return ended
 
     def _release(self, agent: int) -> None:
         lock = self.locks.pop(agent, None)
@@ -492,11 +500,37 @@ class Run:
         self.standby = None
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(args).encode() + b"\n")
-        proc.stdin.close()
+        proc.stdin.flush()  # the pipe stays open: the run's word to the train (_tell_train)
         self.standby = self._warm()  # the next landing's, importing while this one lands
         self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
         shown = ", ".join(f"#{i}" for i in schedule.landing)
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
+
+    def _tell_train(self, ended: bool, train: dict[str, Any] | None, done: bool = False) -> None:
+        """Word to the train on its pipe (``paradev.train.join.listen``), so that one train
+        lands every task completed while the run goes on.
+
+        "busy" when a task ended while agents work (its work may join now);
+        "idle N" when no agent is at work, having seen N landings of the train
+        (``train``, its journal as this turn read it): once it landed no more
+        than that, nothing it lands can start a dependent, and it ends. End of
+        input when the run ends or stops.
+        """
+        landing = self.landing
+        if landing is None or landing.proc.stdin is None or landing.proc.stdin.closed:
+            return
+        pipe = landing.proc.stdin
+        idle = None
+        if not self.agents.running and train is not None:
+            idle = len(train.get("landed") or [])
+        line = join.word(idle)
+        with suppress(OSError):  # the train ended meanwhile: nothing to tell
+            if done or self.stopped is not None:
+                pipe.close()
+            elif ended or (idle is not None and line != landing.told):
+                landing.told = line
+                pipe.write(line)
+                pipe.flush()
 
     def _driver_host_died(self, train: dict[str, Any]) -> bool:
         """Whether the other host driving the running train let its lease expire (this
@@ -549,6 +583,9 @@ class Run:
         processes.release(landing.proc)
         self._forward_merge_output(landing)
         self.landing = None
+        if landing.proc.stdin is not None:
+            with suppress(OSError):
+                landing.proc.stdin.close()
         state = self.ws.store.read()
         lines = landing.tail
         if code == BUSY and refused_for_lease(lines):

@@ -511,6 +511,7 @@ TRAIN_AGENT_KEYS: dict[str, Any] = {
     "landed": str,
     "issues": list[int],
     "resolver": dict[str, Any] | None,
+    "again": int,
 }
 
 

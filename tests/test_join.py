@@ -8,15 +8,33 @@ agent 1, already landed, is free again.
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
-from tests.helpers import agent_tree, git, rev
-from tests.test_train import Cli, configure, state_of, work
+from paradev.state import MERGED
+from paradev.workspace import open_workspace
+from tests.helpers import agent_tree, commit, git, rev
+from tests.test_train import (
+    Cli,
+    Crash,
+    backups,
+    build_scenario,
+    configure,
+    fixed_dates,
+    owner,
+    refs,
+    state_of,
+    work,
+)
 
 GATE = r"""
 import os, subprocess, sys
@@ -116,3 +134,172 @@ def _agent_1_done_and_late_work(
     assert cli("setup").code == 0
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", str(late)).code == 0
+
+
+AGAIN_GATE = r"""
+import os, subprocess, sys
+from pathlib import Path
+
+trees, agent = Path(sys.argv[1]).resolve(), os.environ["PARADEV_AGENT"]
+
+
+def finish(number, name):
+    tree = trees / f"agent-{number}"
+    if number == 1:  # agent 1, landed earlier in this train, takes its next task (#21)
+        subprocess.run([sys.executable, "-m", "paradev", "start", "1"], cwd=tree, check=True)
+    (tree / name).write_text(f"{name}\n")
+    subprocess.run(["git", "add", name], cwd=tree, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", name], cwd=tree, check=True)
+    subprocess.run([sys.executable, "-m", "paradev", "complete", str(number)], cwd=tree, check=True)
+
+
+marker = trees.parent / f"gated-{agent}"
+if not marker.exists():
+    marker.write_text("")
+    if agent == "1":
+        finish(2, "two.py")
+    elif agent == "2":
+        finish(1, "again.py")
+"""
+
+
+@pytest.mark.parametrize("merge", QUEUES)
+def test_an_agent_landed_earlier_lands_its_next_task_in_the_same_train(
+    repo: Path, cli: Cli, worktrees: Path, merge: dict[str, Any]
+) -> None:
+    script = repo.parent / "again_gate.py"
+    script.write_text(AGAIN_GATE)
+    configure(repo, gate=shlex.join([sys.executable, str(script), str(worktrees)]), **merge)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    history = state_of(repo)["merge_history"]
+    assert len(history) == 1, history  # one train landed agent 1 twice
+    landed = history[0]["landed"]
+    assert [(e["agent"], e["issues"]) for e in landed] == [(1, [11]), (2, [12]), (1, [21])]
+    assert "times" in landed[0]  # its first landing's step times, kept when it joined again
+    tasks = state_of(repo)["tasks"]
+    assert [tasks[i]["status"] for i in ("11", "12", "21")] == ["merged"] * 3
+    assert {"feature_1.py", "two.py", "again.py"} <= set(
+        git(repo, "ls-tree", "--name-only", "main").split()
+    )
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-1")
+    train = history[0]["id"]
+    backups = git(repo, "for-each-ref", "--format=%(refname)", "refs/paradev/backup").split()
+    assert f"refs/paradev/backup/parallel-dev/agent-1/{train}" in backups
+    assert f"refs/paradev/backup/parallel-dev/agent-1/again-1/{train}" in backups
+    assert rev(repo, f"refs/paradev/backup/parallel-dev/agent-1/{train}") == first
+
+
+def _until(done: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``done()`` while ``proc`` runs (else an AssertionError)."""
+    deadline = time.monotonic() + 60
+    while not done():
+        assert proc.poll() is None, f"the train exited {proc.returncode} first"
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.05)
+
+
+def test_a_train_started_by_the_run_waits_for_its_word_and_ends_with_it(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    configure(repo)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+    store = open_workspace(repo).store
+    argv = [sys.executable, "-m", "paradev.warm"]  # as 'paradev run' starts its trains
+    proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b'["merge", "--follow"]\n')
+        proc.stdin.flush()
+        _until(lambda: store.read().status(11) == MERGED, proc)
+        commit(agent_tree(worktrees, 2), {"two.py": "TWO = 2\n"}, "work on #12")
+        assert cli("complete", "2").code == 0  # after agent 1 landed: its queue was empty
+        proc.stdin.write(b"\n")  # the run's word: a task ended
+        proc.stdin.flush()
+        _until(lambda: store.read().status(12) == MERGED, proc)
+        assert proc.poll() is None  # it waits for more until the run says no more comes
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    state = state_of(repo)
+    assert state["train"] is None
+    assert [[e["agent"] for e in h["landed"]] for h in state["merge_history"]] == [[1, 2]]
+    assert git(repo, "show", "main:two.py") == "TWO = 2"
+
+
+# A crash in agent 1's second landing of one train (``rejoin``), then ``merge --continue``.
+AGAIN_CRASHES = [
+    ("before", "step_backup"),
+    ("after", "step_rebase"),
+    ("before", "step_gate"),
+    ("after", "step_advance"),
+    ("before", "step_mark"),
+    ("after", "step_hooks"),
+]
+_AGAIN_CLEAN: dict[Path, tuple[dict[str, str], dict[str, str]]] = {}
+
+
+def _crash_in_second_landing(mocker: MockerFixture, when: str, step: str) -> None:
+    real = getattr(owner(step), step)
+
+    def maybe(train: Any, agent: int, *args: Any, **kwargs: Any) -> Any:
+        second = agent == 1 and bool(train.agent(1).get("again"))
+        if second and when == "before":
+            raise Crash(step)
+        result = real(train, agent, *args, **kwargs)
+        if second and when == "after":
+            raise Crash(step)
+        return result
+
+    mocker.patch.object(owner(step), step, side_effect=maybe)
+
+
+def _again_outcome(
+    root: Path, template: Path, cli: Cli, mocker: MockerFixture, crash: tuple[str, str] | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Agent 1 lands #11, agent 2 joins, agent 1 joins again with #21: the refs at the end."""
+    project = build_scenario(root, template, remote=False)
+    os.chdir(project)
+    (root / "again_gate.py").write_text(AGAIN_GATE)  # paths relative to the gated tree
+    configure(project, gate=shlex.join([sys.executable, "../../again_gate.py", ".."]))
+    assert cli("setup").code == 0
+    work(cli, root / "project-worktrees", 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+    if crash is not None:
+        _crash_in_second_landing(mocker, *crash)
+        with pytest.raises(Crash):
+            cli("merge", "--follow")
+        mocker.stopall()
+        assert state_of(project)["train"]["agents"]["1"]["again"] == 1
+        result = cli("merge", "--continue")
+    else:
+        result = cli("merge", "--follow")
+    assert result.code == 0, result.err
+    state = state_of(project)
+    assert state["train"] is None
+    assert [state["tasks"][i]["status"] for i in ("11", "12", "21")] == ["merged"] * 3
+    return refs(project), backups(project)
+
+
+@pytest.mark.usefixtures(fixed_dates.__name__)  # the same commits in both runs
+@pytest.mark.parametrize(("when", "step"), AGAIN_CRASHES)
+def test_a_crash_in_an_agents_second_landing_then_continue_reaches_the_same_refs(
+    when: str, step: str, template_repo: Path, tmp_path: Path, cli: Cli, mocker: MockerFixture
+) -> None:
+    if template_repo not in _AGAIN_CLEAN:
+        _AGAIN_CLEAN[template_repo] = _again_outcome(
+            tmp_path / "clean", template_repo, cli, mocker, None
+        )
+    crashed = _again_outcome(tmp_path / "crashed", template_repo, cli, mocker, (when, step))
+    assert crashed == _AGAIN_CLEAN[template_repo]
+    assert "refs/paradev/backup/parallel-dev/agent-1/again-1" in crashed[1]

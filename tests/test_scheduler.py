@@ -328,7 +328,7 @@ def _landed_before_started(repo: Path, landed: int, started: int) -> bool:
     return subprocess.run(ancestor, cwd=repo, env=git_env(), check=False).returncode == 0
 
 
-def test_flow_starts_an_agents_next_task_while_another_batch_is_still_at_work(
+def test_flow_starts_an_agents_next_task_while_others_work_and_one_train_lands_both(
     set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
 ) -> None:
     marker = tmp_path / "five-started"
@@ -337,6 +337,11 @@ def test_flow_starts_an_agents_next_task_while_another_batch_is_still_at_work(
     assert result.code == 0, result.out + result.err
     assert set(statuses(repo).values()) == {MERGED}
     assert not _landed_before_started(repo, 3, 5)  # #5 (batch two) began before #3 landed
+    history = open_workspace(repo).store.read().merge_history
+    trains = {i: h["id"] for h in history for e in h["landed"] for i in e["issues"]}
+    assert trains[1] == trains[5]  # the train that landed #1 waited for agent 1's next task
+    assert "not landed" not in result.out  # no note from the train's start, outdated by then
+    assert [e["agent"] for h in history for e in h["landed"]].count(1) == 2
 
 
 def test_batches_start_the_next_batch_only_once_the_earlier_one_landed(
@@ -349,6 +354,8 @@ def test_batches_start_the_next_batch_only_once_the_earlier_one_landed(
     for earlier in (1, 2, 3):
         for later in (4, 5):
             assert _landed_before_started(repo, earlier, later)
+    # the train waits at the barrier for the next batch's work: it lands the whole run
+    assert len(open_workspace(repo).store.read().merge_history) == 1
 
 
 def _started(runs: Path, count: int, proc: subprocess.Popen[str]) -> dict[str, int]:
@@ -663,3 +670,20 @@ def test_with_overlap_an_agent_starts_its_next_task_while_the_previous_one_waits
     assert idle.landing == (1,) and 3 not in [t.issue for t in idle.ready]
     # without overlap (batches, the merge queue, hosts) the agent waits for the landing
     assert [t.issue for t in decide(plan, state_with(t1=COMPLETED, t5=MERGED)).ready] == []
+
+
+def test_a_dependent_started_while_the_train_lands_joins_that_train(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    # every agent is idle while #1 is gated; #2 (needing #1) starts once it landed and
+    # completes while the train still lands the others: the train waits for it
+    run_plan(repo, tmp_path, {2: {"sleep": 4}}, gate='"sleep 1"')
+    result = cli("run", "--json")
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    history = open_workspace(repo).store.read().merge_history
+    assert len(history) == 1, [[e["issues"] for e in h["landed"]] for h in history]
+    events = [json.loads(line) for line in result.out.splitlines() if line.startswith("{")]
+    texts = [str(e.get("text", "")) for e in events]
+    landed_1 = texts.index("#1 (agent 1): merged")
+    assert any("started #2" in t for t in texts[landed_1:])  # after its dependency landed

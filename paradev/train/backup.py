@@ -132,7 +132,7 @@ def journal_backup(
         BACKUP,
         branch=branch,
         old_head=head,
-        backup=backup_ref(branch, train.id),
+        backup=backup_ref(branch, train.id, train.agent(agent).get("again", 0)),
         remote_head=_lease(train, agent, candidate, tracking),
         candidate=candidate,
         wip=head if candidate != head else None,

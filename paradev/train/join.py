@@ -8,17 +8,21 @@ the merge queue's with ``[merge] parallel``/``batch``), it asks once more
 which agents have completed work and lands them too.
 
 Each agent is let go as soon as it has landed, so that its next task starts
-while the train goes on with the others.
+while the train goes on with the others; its next completed task joins the
+same train again (``rejoin``: its journal entry starts afresh, the landing
+before it kept in the train's landed list), instead of waiting for this
+train to end and another to start (its start-up, per round of tasks).
 
 An agent joins only if the train can hold it (an agent still at work is
 held by ``paradev run``) and its tree passes the same checks a new train
-makes; an agent this train already handled waits for the next train, since
-the journal keeps one landing per agent. Anything that refuses is simply
-left for the next train: joining never stops the train.
+makes; an agent this train skipped, or still lands, waits for the next
+train. Anything that refuses is simply left for the next train: joining
+never stops the train.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,12 +49,27 @@ class Joiner:
         self.locks.release(agent)
 
     def join(self, train: Train) -> bool:
-        """Add the agents whose work completed meanwhile to the empty queue; whether any came."""
+        """Add the agents whose work completed meanwhile to the empty queue; whether any came.
+
+        Told by ``paradev run`` (``listen``), the empty train waits for its word that
+        work may have completed, until it says no more comes: a train per landing
+        costs its start-up and end (a conflict scan) while the gate stands idle.
+        """
+        while not self._join_now(train):
+            if train.journal.get("stop") is not None or not _NEWS:
+                return False
+            if _run_idle_after(len(train.journal["landed"])):
+                return False
+            train.save()  # the run counts its landings there before it says it is idle
+            _wait_for_news()
+        return True
+
+    def _join_now(self, train: Train) -> bool:
         if train.journal.get("stop") is not None:
             return False
         ws = train.ws
         gating = bool(train.journal.get("gate")) and bool(_gate_command(ws))
-        handled = set(train.journal["order"])
+        handled = set(train.journal["order"]) - set(landed_here(train))
         ready = [a for a in select_agents(ws).agents if a not in handled]
         state = ws.store.read()
         from_lanes = [a for a in lanes_to_land(ws, state) if a not in handled]
@@ -60,8 +79,10 @@ class Joiner:
             return False
         if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
             joined = merge_order(ws, joined, save=False)
+        for agent in joined:
+            rejoin(train, agent)
         prepare(ws, state, train.journal, joined, from_lanes)
-        train.journal["order"] += joined
+        train.journal["order"] += [a for a in joined if a not in train.journal["order"]]
         train.queue.extend(joined)
         train.save()
         train.out(f"merge train {train.id}: joined by " + ", ".join(f"agent {a}" for a in joined))
@@ -76,6 +97,70 @@ class Joiner:
             self.locks.release(agent)
             return False
         return True
+
+
+# -- word from ``paradev run`` (``paradev.warm`` passes its pipe on) ---------------------------
+
+_NEWS: list[int] = []  # the descriptor of the run's pipe, while it is open
+_WORD: list[str] = [""]  # the run's last word: "busy", or "idle N"
+
+IDLE = "idle"  # no agent at work, N landings of this train seen: nothing more comes
+BUSY = "busy"  # a task ended while agents work: its work may join
+
+
+def listen(fd: int) -> None:
+    """Take ``paradev run``'s word from ``fd``, a line whenever a task ended or it has no
+    agent at work (``word``); end of input once no more comes (it ended, or was killed)."""
+    _NEWS[:] = [fd]
+
+
+def word(idle_after: int | None) -> bytes:
+    """The run's line: idle once it saw ``idle_after`` landings of the train (None: busy)."""
+    return f"{BUSY}\n".encode() if idle_after is None else f"{IDLE} {idle_after}\n".encode()
+
+
+def _run_idle_after(landed: int) -> bool:
+    """Whether the run said it has no agent at work having seen all ``landed`` landings:
+    then none of them started a dependent that could join."""
+    return _WORD[0] == f"{IDLE} {landed}"
+
+
+def _wait_for_news() -> None:
+    """Wait for the run's next word; at its end stop listening (the agents it let go
+    last may still join: the caller looks once more)."""
+    try:
+        data = os.read(_NEWS[0], 4096)
+    except OSError:
+        data = b""
+    if data:  # whole lines (each write is one short line): the last one counts
+        lines = data.decode(errors="replace").strip().splitlines()
+        _WORD[0] = lines[-1].strip() if lines else _WORD[0]
+        return
+    os.close(_NEWS.pop())
+
+
+def landed_here(train: Train) -> list[int]:
+    """The agents this train has landed and let go (not queued, not skipped): their next
+    completed work may land in it too."""
+    landed = {e["agent"] for e in train.journal["landed"]}
+    out = set(train.queue) | set(train.journal["skipped"])
+    return [a for a in train.journal["order"] if a in landed and a not in out]
+
+
+def rejoin(train: Train, agent: int) -> None:
+    """Start the journal entry of an agent landing again in this train afresh.
+
+    Its last landing is over (journaled in ``landed``, with its step times):
+    every step of the new one must run again, from where the branch is now,
+    under a backup ref of its own.
+    """
+    entry = train.journal["agents"].get(str(agent))
+    if entry is None or agent not in landed_here(train):
+        return
+    last = [e for e in train.journal["landed"] if e["agent"] == agent][-1]
+    last.setdefault("times", entry.get("times", {}))
+    again = int(entry.get("again", 0)) + 1
+    train.journal["agents"][str(agent)] = {"done": [], "again": again}
 
 
 # -- lanes (``paradev.lanes``): a task landing while its agent works on the next ------------

@@ -275,7 +275,12 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def backup_ref(branch: str, train_id: str) -> str:
+def backup_ref(branch: str, train_id: str, again: int = 0) -> str:
+    """``again``: the agent's earlier landings in this train (``merge --follow``), each
+    with a backup of its own; the train's id stays last (``paradev backups`` keeps a running
+    train's)."""
+    if again:
+        return f"{BACKUP_PREFIX}/{branch}/again-{again}/{train_id}"
     return f"{BACKUP_PREFIX}/{branch}/{train_id}"
 
 

@@ -114,7 +114,9 @@ def summary(train: Train, status: str) -> str:
             "and the next paradev merge tries it again"
         )
     lines += [f"  not landed: agent {a}: the train was {status} before it" for a in train.queue]
-    lines += [f"  not landed: {note}" for note in train.journal.get("left_out", [])]
+    landed = {f"agent {e['agent']}: #{i} " for e in train.journal["landed"] for i in e["issues"]}
+    left = [n for n in train.journal.get("left_out", []) if not n.startswith(tuple(landed))]
+    lines += [f"  not landed: {note}" for note in left]  # but what landed later, as it joined
     return "\n".join(lines)
 
 
