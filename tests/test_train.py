@@ -1423,6 +1423,35 @@ def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_r
     assert (tree / "notes.txt").exists()
 
 
+@pytest.mark.parametrize("written", ["moved\n", "mo"], ids=["whole", "cut"])
+def test_files_of_base_a_checkout_killed_before_git_kept_any_rebase_state_are_removed(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, written: str
+) -> None:
+    """Killed so early that git kept no rebase state (or after paradev's abort removed it):
+    the files it wrote stay untracked, and the next rebase would refuse to overwrite them."""
+    trees = setup_with()
+    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
+    tree = agent_tree(trees, 1)
+
+    def killed_before_the_rebase_state(worktree: Path, onto: str) -> bool:
+        write(worktree, {"base.py": written})  # one file of onto (partly) written, no state
+        raise Crash("killed inside the checkout, before any rebase state")
+
+    mocker.patch.object(paradev_git, "rebase", side_effect=killed_before_the_rebase_state)
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    assert paradev_git.rebase_in_progress(tree) is None
+    write(tree, {"notes.txt": "the agent's own untracked notes\n"})
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert "a killed checkout of" in result.out
+    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
+    assert (tree / "notes.txt").exists()
+
+
 def killed_midway_through_a_rebase(
     repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
 ) -> tuple[Path, list[str]]:

@@ -88,6 +88,7 @@ def step_rebase(train: Train, agent: int) -> None:
             rebase = None
             handed = None  # the branch moved back to where the rebase began
     if rebase is None:
+        _remove_leftovers_of_a_killed_start(train, agent, path)
         base, head = handed or train.tips(agent)
         on_base = train.on_base(agent, base, head)
         if on_base is None:
@@ -119,6 +120,18 @@ def drop_rebase(train: Train, agent: int, path: Path) -> str:
     if entry.get("onto"):
         _remove_checkout_leftovers(train, path, str(entry["onto"]))
     return start
+
+
+def _remove_leftovers_of_a_killed_start(train: Train, agent: int, path: Path) -> None:
+    """A rebase this train began, killed before git kept any state of it (or a restore to
+    its start killed half way): the files its checkout wrote are untracked now, and the
+    rebase started again would refuse to overwrite them."""
+    entry = train.agent(agent)
+    if entry.get("step") != REBASE or not entry.get("onto"):
+        return
+    for commit in (entry["onto"], entry.get("rebase_from")):
+        if commit:
+            _remove_checkout_leftovers(train, path, str(commit))
 
 
 def _remove_checkout_leftovers(train: Train, path: Path, onto: str) -> None:
