@@ -1395,17 +1395,22 @@ def test_a_half_written_rebase_is_quit_and_redone(
 
 
 @pytest.mark.parametrize("written", ["moved\n", "mo", ""], ids=["whole", "cut", "empty"])
+@pytest.mark.parametrize("state_kept", [True, False], ids=["rebase-state", "no-state"])
 def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_redone(
-    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, written: str
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, written: str, state_kept: bool
 ) -> None:
+    """Killed inside the rebase's checkout of base, with git's rebase state kept or (killed
+    earlier, or after paradev's abort removed it) none: the files the checkout wrote stay
+    untracked, and the rebase started again would refuse to overwrite them."""
     trees = setup_with()
     subjects = three_commits_behind_a_moved_base(repo, cli, trees)
     tree = agent_tree(trees, 1)
     start = rev(tree, "HEAD")
 
     def killed_while_checking_out_onto(worktree: Path, onto: str) -> bool:
-        _rebase_stopped_after_the_first_pick(worktree, onto)
-        git(worktree, "reset", "-q", "--hard", start)  # HEAD not moved yet ...
+        if state_kept:
+            _rebase_stopped_after_the_first_pick(worktree, onto)
+            git(worktree, "reset", "-q", "--hard", start)  # HEAD not moved yet ...
         write(worktree, {"base.py": written})  # ... one file of onto (partly) written
         raise Crash("killed inside the rebase's checkout")
 
@@ -1413,35 +1418,7 @@ def test_files_a_killed_checkout_of_base_left_are_removed_before_the_rebase_is_r
     with pytest.raises(Crash):
         cli("merge")
     mocker.stopall()
-    write(tree, {"notes.txt": "the agent's own untracked notes\n"})
-
-    result = cli("merge", "--continue")
-
-    assert result.code == 0, result.err
-    assert "a killed checkout of" in result.out
-    assert git(repo, "log", "--format=%s", "-3", "main").splitlines() == subjects
-    assert (tree / "notes.txt").exists()
-
-
-@pytest.mark.parametrize("written", ["moved\n", "mo"], ids=["whole", "cut"])
-def test_files_of_base_a_checkout_killed_before_git_kept_any_rebase_state_are_removed(
-    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture, written: str
-) -> None:
-    """Killed so early that git kept no rebase state (or after paradev's abort removed it):
-    the files it wrote stay untracked, and the next rebase would refuse to overwrite them."""
-    trees = setup_with()
-    subjects = three_commits_behind_a_moved_base(repo, cli, trees)
-    tree = agent_tree(trees, 1)
-
-    def killed_before_the_rebase_state(worktree: Path, onto: str) -> bool:
-        write(worktree, {"base.py": written})  # one file of onto (partly) written, no state
-        raise Crash("killed inside the checkout, before any rebase state")
-
-    mocker.patch.object(paradev_git, "rebase", side_effect=killed_before_the_rebase_state)
-    with pytest.raises(Crash):
-        cli("merge")
-    mocker.stopall()
-    assert paradev_git.rebase_in_progress(tree) is None
+    assert (paradev_git.rebase_in_progress(tree) is not None) == state_kept
     write(tree, {"notes.txt": "the agent's own untracked notes\n"})
 
     result = cli("merge", "--continue")
