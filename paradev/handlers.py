@@ -186,7 +186,7 @@ def status(json: bool) -> None:
     if json:
         emit_json({**report, "run": run} if run else report)
     else:
-        print(render_status(report))
+        print(render_status(report, run_alive=run is not None))
         if run:
             from paradev.runstatus import render
 

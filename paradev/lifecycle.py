@@ -836,12 +836,15 @@ def _order_refs(ws: Workspace, state: State) -> list[str]:
     ]
 
 
-def _agent_process(task: dict[str, Any]) -> str:
-    """Whether the agent run-batch launched for a task in progress still runs."""
+def _agent_process(task: dict[str, Any], run_alive: bool) -> str:
+    """Whether the agent launched for a task in progress still runs; ``run_alive``: a live
+    ``paradev run`` records the end of an agent that just exited, so nothing is to be done."""
     if "agent_pid" not in task:
         return ""
     if task.get("agent_running"):
         return f"; agent pid {task['agent_pid']} running"
+    if run_alive:
+        return f"; agent pid {task['agent_pid']} exited: the running 'paradev run' records it"
     return f"; agent pid {task['agent_pid']} gone: 'paradev run-batch' starts the task again"
 
 
@@ -863,8 +866,8 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def render_status(report: dict[str, Any]) -> str:
-    """The human view of ``status``."""
+def render_status(report: dict[str, Any], run_alive: bool = False) -> str:
+    """The human view of ``status``; ``run_alive``: a ``paradev run`` drives the plan now."""
     lines = [f"paradev status (base: {report['base']})", ""]
     if not report.get("base_exists", True):
         lines[1:] = [
@@ -872,11 +875,11 @@ def render_status(report: dict[str, Any]) -> str:
             "",
         ]
     for agent, info in report["agents"].items():
-        lines += _agent_lines(agent, info, report.get("base_exists", True))
+        lines += _agent_lines(agent, info, report.get("base_exists", True), run_alive)
     return "\n".join(lines + attention.render(report))
 
 
-def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[str]:
+def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool, run_alive: bool) -> list[str]:
     if info["ahead"] is None:
         position = "branch missing" if base_exists else "no base to compare"
     else:
@@ -898,7 +901,7 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool) -> list[st
     if current:
         lines.append(
             f"  current:  #{current['issue']} {printable(current['title'])} "
-            f"({current['hours']:g}h{_agent_process(current)})"
+            f"({current['hours']:g}h{_agent_process(current, run_alive)})"
         )
         if current.get("agent_running"):
             lines.append(f"  running:  {_running_line(current)}")

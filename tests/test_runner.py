@@ -558,6 +558,10 @@ def test_an_agent_left_running_by_a_killed_run_batch_is_never_started_twice(
     while not (gone(agent) and gone(child)):
         runner.pause()
     assert f"agent pid {agent} gone: 'paradev run-batch' starts the task again" in cli("status").out
+    snapshot = repo / ".git" / "paradev" / "run.json"  # a live `paradev run` records its end
+    snapshot.write_text(json.dumps({"pid": os.getpid(), "running": [11]}))
+    assert f"agent pid {agent} exited: the running 'paradev run' records it" in cli("status").out
+    snapshot.unlink()
     scripted({})
 
     again = cli("run-batch", "--agents", "1")
