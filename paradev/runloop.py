@@ -60,6 +60,7 @@ from paradev.state import (
     INTERRUPTED,
     MERGED,
     State,
+    refused_while_locked,
 )
 from paradev.text import printable
 from paradev.train import adopt, join
@@ -592,7 +593,7 @@ class Run:
             self.pulled = self.clock()  # another host's train: tried again after the next pull
             self.lease_wait = self.pulled + PULL_EVERY
             return
-        if code == BUSY and self.refusals < MERGE_ATTEMPTS:
+        if code == BUSY and refused_while_locked(lines) and self.refusals < MERGE_ATTEMPTS:
             self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
             return
         if code != 0:

@@ -18,7 +18,7 @@ import json
 import math
 import operator
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import UnionType
@@ -51,6 +51,14 @@ else:
 
 STATE_VERSION = 1
 LOCK_TIMEOUT = 60.0
+LOCKED = " is locked)"  # how a refusal for a lock held by another paradev ends
+
+
+def refused_while_locked(lines: Iterable[str]) -> bool:
+    """Whether a command's output says it was refused only because another paradev held a
+    lock a moment: trying again soon may succeed, unlike after any other refusal."""
+    return any(LOCKED in line for line in lines)
+
 
 # Task lifecycle, in order. ``failed`` and ``interrupted`` may go back to ``in_progress``.
 PLANNED, ASSIGNED, IN_PROGRESS, COMPLETED, FAILED, MERGED = (
@@ -932,7 +940,7 @@ class StateStore:
         try:
             lock.acquire()
         except Timeout:
-            raise StateError(f"{busy} ({path} is locked)") from None
+            raise StateError(f"{busy} ({path}{LOCKED})") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
             raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
         if first and note_owner:  # reset names a running merge or run-batch by it

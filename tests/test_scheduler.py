@@ -218,6 +218,8 @@ if mine.get("deps"):
     Path("deps.txt").write_text(f"changed by {issue}\n")
 subprocess.run(["git", "add", "-A"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", f"feat: work on #{issue}"], check=True)
+if "litter" in mine:  # left behind, untracked, after the commit
+    Path(mine["litter"]).write_text("scratch\n")
 """
 
 RUN_PLAN = """\
@@ -517,6 +519,21 @@ def test_a_stopped_train_ends_the_run_and_the_next_run_says_how_to_go_on(
     again = cli("run")
     assert again.code == 2
     assert again.err.count("\n") == 1 and "is stopped; resolve it first" in again.err
+
+
+def test_a_train_refused_for_a_reason_waiting_cannot_fix_is_not_tried_again_and_again(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    run_plan(repo, tmp_path, {4: {"litter": "scratch.txt"}}, gate=json.dumps("true"))
+
+    result = cli("run")
+
+    assert result.code == 1
+    refusal = "merge: paradev: the gate cannot run in agent 3's worktree"
+    assert result.out.count(refusal) == 1, result.out
+    assert "'paradev merge' exited 2: " in result.out
+    assert statuses(repo)[4] == COMPLETED  # refused, not lost: it waits for the person
+    assert (repo.parent / f"{repo.name}-worktrees" / "agent-3" / "scratch.txt").exists()
 
 
 def test_a_conflicting_task_is_set_aside_and_the_rest_lands(
