@@ -597,7 +597,7 @@ class Run:
             self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
             return
         if code != 0:
-            self._stop(f"'paradev merge' exited {code}", lines)
+            self._stop(f"'paradev merge' exited {code}", lines, refused=code == BUSY)
             return
         self.refusals = 0
         self._set_aside_skipped(state)
@@ -624,11 +624,17 @@ class Run:
                     why = reasons.get(str(agent), "set aside by the merge train")
                     self.given_up[task.issue] = f"set aside by the merge train: {why}"
 
-    def _stop(self, why: str, lines: list[str]) -> None:
+    def _stop(self, why: str, lines: list[str], *, refused: bool = False) -> None:
+        """Nothing more lands in this run. ``refused``: the train refused to start (exit 2),
+        so there is no stopped train to resolve, only what its last line names."""
         tail = f": {lines[-1]}" if lines else ""
+        then = (
+            "Do what it says"
+            if refused
+            else "Resolve it ('paradev merge --continue', '--skip' or '--abort')"
+        )
         self.stopped = (
-            f"{why}{tail}; nothing more lands in this run. Resolve it ('paradev merge "
-            "--continue', '--skip' or '--abort'), then run 'paradev run' again"
+            f"{why}{tail}; nothing more lands in this run. {then}, then run 'paradev run' again"
         )
         self.say("stopped", self.stopped)
 

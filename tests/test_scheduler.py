@@ -531,7 +531,10 @@ def test_a_train_refused_for_a_reason_waiting_cannot_fix_is_not_tried_again_and_
     assert result.code == 1
     refusal = "merge: paradev: the gate cannot run in agent 3's worktree"
     assert result.out.count(refusal) == 1, result.out
-    assert "'paradev merge' exited 2: " in result.out
+    stopped = next(line for line in result.out.splitlines() if "nothing more lands" in line)
+    assert "'paradev merge' exited 2: " in stopped
+    assert "Do what it says, then run 'paradev run' again" in stopped  # no train to resolve
+    assert "--continue" not in stopped
     assert statuses(repo)[4] == COMPLETED  # refused, not lost: it waits for the person
     assert (repo.parent / f"{repo.name}-worktrees" / "agent-3" / "scratch.txt").exists()
 
