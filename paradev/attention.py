@@ -40,7 +40,7 @@ def restart_advice(issues: Sequence[int]) -> str:
     """How a failed or interrupted task goes on: again, by hand, or not at all."""
     them, first = ("it", issues[0]) if len(issues) == 1 else ("them", "ISSUE")
     return (
-        f"'paradev run-batch' starts {them} again once the cause is fixed; "
+        f"'paradev run-batch' or 'paradev run' starts {them} again once the cause is fixed; "
         f"'paradev reopen {first}' to work on it by hand, 'paradev drop {first}' to give it up"
     )
 

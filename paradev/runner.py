@@ -853,7 +853,7 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
         kept = f" ({len(left)} path(s) left uncommitted: {', '.join(left)})" if left else ""
         raise PreconditionError(
             f"the agent exited 0 without committing anything for #{task.issue}{kept}; "
-            f"run-batch tries it again, or 'paradev reopen {task.issue}' then "
+            f"run-batch or run tries it again, or 'paradev reopen {task.issue}' then "
             f"'paradev complete {task.agent} --empty' if it needed no change"
         ) from None
     detail = f"{len(done.record.files_modified)} file(s) changed"

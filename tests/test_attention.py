@@ -55,7 +55,10 @@ def test_a_failed_task_shows_its_reason_log_and_way_out(set_up: Path, repo: Path
     assert data["agents"]["2"]["state"] == "failed"
     assert f"  failed: #12 {record.error}" in text
     assert f"    log: {record.log}" in text
-    assert "    next: 'paradev run-batch' starts it again once the cause is fixed; " in text
+    assert (
+        "    next: 'paradev run-batch' or 'paradev run' starts it again once the cause is fixed; "
+        in text
+    )
     assert "'paradev reopen 12'" in text and "'paradev drop 12'" in text
     others = [t for a in ("1", "3") for t in data["agents"][a]["tasks"]]
     assert not any("error" in t for t in others)
