@@ -161,6 +161,7 @@ class RunSupervisor(Supervisor):
         deadline = now + self.ws.plan.agent_timeout
         self.running[task.agent] = Running(task, adopted, log, now, deadline, log_size(log))
         self.adopted.append(adopted)
+        self._keep_alive(task)  # [agents] hosts: its task's lease, unrenewed since the kill
 
     def _interrupt(self, why: str) -> None:
         alive = [a for a in self.adopted if a.poll() is None]
