@@ -474,6 +474,50 @@ def test_a_run_with_nothing_to_land_takes_over_the_train_of_a_host_that_died(
     assert git(origin, "show", "main:src/one.py") == "ONE = 1"
 
 
+# A gate slower than the lease's expiry: four expiries per run.
+SLOW_GATE = f"""
+import os, time
+from pathlib import Path
+(Path(os.environ["MARKS"]) / "gating").write_text("running")
+time.sleep({4 * EXPIRY})
+"""
+
+
+def test_a_train_longer_than_the_expiry_renews_its_lease_and_no_host_takes_it(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    gate, marks = tmp_path / "gate.py", tmp_path / "marks"
+    gate.write_text(SLOW_GATE, encoding="utf-8")
+    marks.mkdir()
+    hosts = world(template_repo, tmp_path / "hosts")
+    laptop_completes_two_agents(hosts, cli, gate)
+    box_env = {**BOX_ENV, "MARKS": str(marks)}
+
+    driver = start_killable(hosts["laptop"], {**LAPTOP_ENV, "MARKS": str(marks)}, "merge")
+    try:
+        wait_for_file(marks / "gating", driver)
+        for _ in range(2):  # box's first sight, then once the lease would have expired
+            refused = run_process(hosts["box"], "merge", "--continue", env=box_env)
+            assert refused.code == 2, refused.out + refused.err
+            assert "holds the lease refs/paradev/lock/train on origin" in refused.err
+            time.sleep(EXPIRY + 0.3)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.communicate()
+    assert driver.returncode == 0, out + err
+    assert "was driven by host" not in out  # laptop's train, never taken over
+    subjects = git(hosts["origin"], "log", "--format=%s", "refs/paradev/lock/train").splitlines()
+    assert len([s for s in subjects if " renewed by laptop " in s]) >= 4
+    assert subjects[0].startswith("paradev: lease train released by laptop")
+    assert merged(hosts["box"]) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
+
+
 def test_a_remote_refusing_rewritten_agent_branches_stops_the_train_in_one_line(
     template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
 ) -> None:
