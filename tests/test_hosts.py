@@ -220,12 +220,22 @@ def test_without_hosts_a_remote_never_receives_the_state(
         .read_text()
         .replace('base = "main"\n', 'base = "main"\nremote = "origin"\n')
     )
-    commit(repo, {"plan.toml": text}, "use the remote")
+    commit(repo, {"plan.toml": text + "\n[merge]\npush = true\n"}, "use the remote")
     assert cli("setup").code == 0
     assert cli("start", "1").code == 0
     assert git(remote, "for-each-ref", "refs/paradev") == ""
     assert StateStore(repo / ".git").read().tasks[11].status == "in_progress"
     assert git(repo, "for-each-ref", "refs/paradev") == ""
+
+    trees = repo.parent / "project-worktrees"
+    commit(trees / "agent-1", {"feature.txt": "one\n"}, "work of agent 1")
+    assert cli("complete", "1").code == 0
+    result = cli("merge")  # the train pushes base, nothing else
+    assert result.code == 0, result.out + result.err
+    assert git(remote, "show", "main:feature.txt") == "one"
+    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/paradev") == ""
+    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/main"
+    assert StateStore(repo / ".git").read().tasks[11].status == "merged"
 
 
 # -- one merge train across hosts ---
