@@ -362,10 +362,10 @@ def conflicts(
     ws = _workspace()
 
     def scan() -> Report:
-        if ws.plan.hosts and not remote:  # other hosts' agents: their branches as pushed
-            from paradev.git import fetch
+        if not remote:  # --remote fetches anyway
+            from paradev.hosts import fetch_pushed
 
-            fetch(ws.git, ws.plan.remote)
+            fetch_pushed(ws.plan, ws.git)
         found = analyze(ws, uncommitted=uncommitted, remote=remote)
         record_scan(ws, found)  # the report shows conflicts as they were, too
         return found

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from paradev.errors import GitError, PreconditionError
-from paradev.git import Git, clone_config, push, set_clone_config
+from paradev.git import Git, clone_config, fetch, push, set_clone_config
 from paradev.plan import HOST_NAME, Plan
 
 HOST_CONFIG = "paradev.host"
@@ -96,6 +96,12 @@ def elsewhere(plan: Plan, git: Git) -> dict[int, str]:
         return {}
     here = this_host(git)
     return {agent: host for agent, host in owners(plan).items() if host != here}
+
+
+def fetch_pushed(plan: Plan, git: Git) -> None:
+    """With hosts, fetch the remote: other hosts' agents are scanned as they last pushed."""
+    if plan.hosts:
+        fetch(git, plan.remote)
 
 
 def _require_planned(plan: Plan, name: str, who: Callable[[], str]) -> None:

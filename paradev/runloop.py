@@ -162,6 +162,7 @@ class RunSupervisor(Supervisor):
         deadline = now + self.ws.plan.agent_timeout
         self.running[task.agent] = Running(task, adopted, log, now, deadline, log_size(log))
         self.adopted.append(adopted)
+        self._keep_alive(task)  # [agents] hosts: its task's lease, unrenewed since the kill
 
     def _interrupt(self, why: str) -> None:
         alive = [a for a in self.adopted if a.poll() is None]
@@ -477,12 +478,14 @@ class Run:
 
     # -- landing --
     def _land(self, state: State, schedule: Schedule) -> None:
-        """Start a ``paradev merge`` when work waits to land and no train runs."""
-        if self.landing is not None or self.stopped is not None or not schedule.landing:
-            return
-        if self.clock() < self.lease_wait:
-            return
+        """Start a ``paradev merge`` when work waits to land and no train runs, or to take
+        over the train of a host that died (even with nothing of this host's to land)."""
         train = state.train
+        adoptable = train is not None and adopt.driven_elsewhere(self.ws, train)
+        if self.landing is not None or self.stopped is not None:
+            return
+        if not (schedule.landing or adoptable) or self.clock() < self.lease_wait:
+            return
         args = ["merge", "--follow"]
         if train is not None:
             handed = adopt.handed_here(self.ws, train)  # a conflict another host's train handed
@@ -504,7 +507,7 @@ class Run:
         proc.stdin.flush()  # the pipe stays open: the run's word to the train (_tell_train)
         self.standby = self._warm()  # the next landing's, importing while this one lands
         self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
-        shown = ", ".join(f"#{i}" for i in schedule.landing)
+        shown = ", ".join(f"#{i}" for i in schedule.landing) or "the train another host began"
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
 
     def _tell_train(self, ended: bool, train: dict[str, Any] | None, done: bool = False) -> None:

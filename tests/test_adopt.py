@@ -105,18 +105,22 @@ def laptop_completes_two_agents(
     first: dict[str, str | bytes | None] | None = None,
     only_laptop: bool = False,
     first_batch: bool = False,
+    box_needs: str = "",
 ) -> None:
     """The shared plan (gate, push, short leases); laptop's agents 1 and 2 complete a task each.
 
     ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits;
     ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host);
-    ``first_batch``: #11, #12 and box's #13 (#21 would keep a run on box waiting for laptop).
+    ``first_batch``: #11, #12 and box's #13 (#21 would keep a run on box waiting for laptop);
+    ``box_needs``: #13's ``depends_on`` (e.g. "[11]").
     """
     laptop = clones["laptop"]
     text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {EXPIRY}\n{agents}")
     if only_laptop:
         start = text.index("  [[batches.tasks]]\n  agent = 3")
         text = text[:start] + text[text.index("[[batches]]", start) :]
+    if box_needs:
+        text = text.replace("hours = 1.0\n", f"hours = 1.0\n  depends_on = {box_needs}\n")
     if only_laptop or first_batch:
         text = text[: text.index('[[batches]]\nname = "second"')]  # #21 is not agent 1's yet
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(gate))}"
@@ -406,6 +410,112 @@ def test_a_run_takes_over_the_train_of_a_host_that_died(
     assert git(origin, "show", "main:done-13.txt") == "13"
     landed = [entry["agent"] for h in state["merge_history"] for entry in h["landed"]]
     assert sorted(landed) == [1, 2, 3]
+
+
+# box's agent: works until laptop's #11 is on the remote's main (a minute at most), then
+# commits whether it saw it land while it worked.
+WAITER = """
+import os, subprocess, time
+from pathlib import Path
+issue, deadline, seen = os.environ["PARADEV_ISSUE"], time.monotonic() + 60, "not landed"
+while time.monotonic() < deadline:
+    subprocess.run(["git", "fetch", "-q", "origin", "main"], check=True)
+    if subprocess.run(["git", "cat-file", "-e", "FETCH_HEAD:src/one.py"]).returncode == 0:
+        seen = "landed"
+        break
+    time.sleep(0.2)
+Path(f"done-{issue}.txt").write_text(seen + "\\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
+"""
+
+
+def run_to_the_end(clone: Path, env: dict[str, str], limit: float) -> Result:
+    """``paradev run`` in ``clone``; past ``limit`` seconds its whole group is killed (code -9)."""
+    proc = start_killable(clone, env, "run")
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return Result(proc.returncode, out, err)
+
+
+@pytest.mark.parametrize(
+    "box_needs",
+    [
+        "[11]",  # box has nothing of its own to land until laptop's train lands #11
+        "[]",  # box's agent is busy on #13 (it waits to see #11 land) while the train hangs
+    ],
+)
+def test_a_run_with_nothing_to_land_takes_over_the_train_of_a_host_that_died(
+    box_needs: str, template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WAITER)
+    laptop_completes_two_agents(
+        hosts, cli, gate, agents=command, first_batch=True, box_needs=box_needs
+    )
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")  # laptop dies mid-train
+
+    box, env = hosts["box"], {**BOX_ENV, "MARKS": str(marks)}
+    assert run_process(box, "setup", env=env).code == 0
+    ran = run_to_the_end(box, env, limit=90)
+    assert ran.code == 0, ran.out + ran.err
+    assert "was driven by host laptop" in ran.out + ran.err
+    origin = hosts["origin"]
+    assert git(origin, "show", "main:done-13.txt") == "landed"  # while box's agent worked
+    state = remote_state(box)
+    assert {i: t["status"] for i, t in state["tasks"].items()} == dict.fromkeys(
+        ("11", "12", "13"), "merged"
+    )
+    assert state["train"] is None
+    assert git(origin, "show", "main:src/one.py") == "ONE = 1"
+
+
+# A gate slower than the lease's expiry: four expiries per run.
+SLOW_GATE = f"""
+import os, time
+from pathlib import Path
+(Path(os.environ["MARKS"]) / "gating").write_text("running")
+time.sleep({4 * EXPIRY})
+"""
+
+
+def test_a_train_longer_than_the_expiry_renews_its_lease_and_no_host_takes_it(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    gate, marks = tmp_path / "gate.py", tmp_path / "marks"
+    gate.write_text(SLOW_GATE, encoding="utf-8")
+    marks.mkdir()
+    hosts = world(template_repo, tmp_path / "hosts")
+    laptop_completes_two_agents(hosts, cli, gate)
+    box_env = {**BOX_ENV, "MARKS": str(marks)}
+
+    driver = start_killable(hosts["laptop"], {**LAPTOP_ENV, "MARKS": str(marks)}, "merge")
+    try:
+        wait_for_file(marks / "gating", driver)
+        for _ in range(2):  # box's first sight, then once the lease would have expired
+            refused = run_process(hosts["box"], "merge", "--continue", env=box_env)
+            assert refused.code == 2, refused.out + refused.err
+            assert "holds the lease refs/paradev/lock/train on origin" in refused.err
+            time.sleep(EXPIRY + 0.3)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.communicate()
+    assert driver.returncode == 0, out + err
+    assert "was driven by host" not in out  # laptop's train, never taken over
+    subjects = git(hosts["origin"], "log", "--format=%s", "refs/paradev/lock/train").splitlines()
+    assert len([s for s in subjects if " renewed by laptop " in s]) >= 4
+    assert subjects[0].startswith("paradev: lease train released by laptop")
+    assert merged(hosts["box"]) == {
+        "tasks": {"11": "merged", "12": "merged"},
+        "train": None,
+        "trains": ["done"],
+    }
 
 
 def test_a_remote_refusing_rewritten_agent_branches_stops_the_train_in_one_line(

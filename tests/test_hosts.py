@@ -220,12 +220,22 @@ def test_without_hosts_a_remote_never_receives_the_state(
         .read_text()
         .replace('base = "main"\n', 'base = "main"\nremote = "origin"\n')
     )
-    commit(repo, {"plan.toml": text}, "use the remote")
+    commit(repo, {"plan.toml": text + "\n[merge]\npush = true\n"}, "use the remote")
     assert cli("setup").code == 0
     assert cli("start", "1").code == 0
     assert git(remote, "for-each-ref", "refs/paradev") == ""
     assert StateStore(repo / ".git").read().tasks[11].status == "in_progress"
     assert git(repo, "for-each-ref", "refs/paradev") == ""
+
+    trees = repo.parent / "project-worktrees"
+    commit(trees / "agent-1", {"feature.txt": "one\n"}, "work of agent 1")
+    assert cli("complete", "1").code == 0
+    result = cli("merge")  # the train pushes base, nothing else
+    assert result.code == 0, result.out + result.err
+    assert git(remote, "show", "main:feature.txt") == "one"
+    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/paradev") == ""
+    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/main"
+    assert StateStore(repo / ".git").read().tasks[11].status == "merged"
 
 
 # -- one merge train across hosts ---
@@ -397,19 +407,41 @@ def test_status_on_any_host_shows_every_hosts_agents_from_the_remote(
     assert "(1 ahead, 0 behind; worktree clean, here on host laptop)" in cli("status").out
 
 
+def clashing_work_box_first(planned: dict[str, Path], cli: CliFn) -> Path:
+    """box's agent 3 and then laptop's agent 1 change one file differently; box returned."""
+    laptop, box = planned["laptop"], planned["box"]
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    work(cli, box.parent / "project-worktrees", 3, {"src/app.py": "box's version\n"})
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    work(cli, laptop.parent / "project-worktrees", 1, {"src/app.py": "laptop's version\n"})
+    return box
+
+
 def test_conflicts_on_one_host_cover_another_hosts_agents(
     planned: dict[str, Path], cli: CliFn
 ) -> None:
-    laptop, box = planned["laptop"], planned["box"]
-    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
-    work(cli, laptop.parent / "project-worktrees", 1, {"src/app.py": "laptop's version\n"})
-    assert cli("setup", "--host", "box", cwd=box).code == 0
-    work(cli, box.parent / "project-worktrees", 3, {"src/app.py": "box's version\n"})
+    """laptop pushed its work after box last fetched: the scan fetches it."""
+    box = clashing_work_box_first(planned, cli)
 
     result = cli("conflicts", "--json", cwd=box)
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert [(p["agents"], p["conflict"]) for p in report["pairs"]] == [([1, 3], True)]
+
+
+def test_the_report_on_one_host_covers_another_hosts_agents_as_pushed(
+    planned: dict[str, Path], cli: CliFn, tmp_path: Path
+) -> None:
+    """box writes its report after laptop pushed work box never fetched: the report fetches."""
+    box = clashing_work_box_first(planned, cli)
+
+    page = tmp_path / "report.html"
+    result = cli("report", "--output", str(page), cwd=box)
+    assert result.code == 0, result.err
+    scan = remote_state(box)["conflict_snapshots"][-1]
+    assert (scan["source"], scan["agents"]) == ("report", [1, 3])
+    assert [(p["agents"], p["outcome"]) for p in scan["pairs"]] == [([1, 3], "conflict")]
+    assert "Add the status command" in page.read_text(encoding="utf-8")  # laptop's #11
 
 
 # -- paradev run on every host ---

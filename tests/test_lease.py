@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,68 @@ def test_hosts_with_clocks_ten_minutes_apart_agree_on_expiry(
     with pytest.raises(LeaseLost, match="no longer held by laptop"):
         leases["laptop"].renew()
     assert on_server(origin)["holder"] == "box"
+
+
+# One host's process: ``hold`` the lease (renewed until killed), or look whether it ``expired``,
+# or ``acquire`` it; each with the host's own wall clock (its commits' dates).
+HOST_PROCESS = """
+import sys, time
+from pathlib import Path
+from paradev.git import Git
+from paradev.lease import TRAIN, Lease
+host, action, expiry = sys.argv[1], sys.argv[2], float(sys.argv[3])
+lease = Lease(Git(Path(".")), "origin", TRAIN, host, Path(".git/paradev/leases"), expiry)
+if action == "hold":
+    with lease.held(renew_every=expiry / 10):
+        print("held", flush=True)
+        time.sleep(600)
+print(lease.expired_now() if action == "expired" else lease.acquire())
+"""
+SKEW = {"laptop": 600, "box": -600, "tower": 0}  # each host's wall clock, seconds off
+
+
+def as_host(clone: Path, host: str, action: str, expiry: float) -> subprocess.Popen[str]:
+    date = f"@{int(time.time()) + SKEW[host]} +0000"
+    return subprocess.Popen(
+        [sys.executable, "-c", HOST_PROCESS, host, action, str(expiry)],
+        cwd=clone,
+        env={**os.environ, "GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_host_processes_with_clocks_ten_minutes_apart_agree_on_expiry(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    """Real processes, real clocks: laptop's holder, dated 10 minutes ahead, renews until it
+    is SIGKILLed; box (10 minutes behind) and tower see it alive until it has stood still
+    for the expiry on their own monotonic clocks, then both see it expired."""
+    expiry = 3.0
+
+    def answers(action: str, *looking: str) -> list[str]:
+        procs = [as_host(hosts[h], h, action, expiry) for h in looking]
+        return [p.communicate(timeout=60)[0].strip() for p in procs]
+
+    holder = as_host(hosts["laptop"], "laptop", "hold", expiry)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        alive_until = time.monotonic() + expiry * 1.5
+        looks = 0
+        while time.monotonic() < alive_until or looks < 2:
+            assert answers("expired", "box", "tower") == ["False", "False"]
+            looks += 1
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.communicate()
+    assert on_server(origin) == {"holder": "laptop", "state": "held"}  # never released
+    answers("expired", "box", "tower")  # both see laptop's last renewal
+    time.sleep(expiry + 0.2)
+    assert answers("expired", "box", "tower") == ["True", "True"]
+    assert answers("acquire", "box") == ["True"]
+    assert answers("acquire", "tower") == ["False"]  # box's take is a new value
+    assert on_server(origin) == {"holder": "box", "state": "held"}
 
 
 def test_an_observer_that_saw_the_lease_only_now_waits_the_whole_expiry(

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +17,7 @@ import pytest
 
 from paradev import lease
 from paradev.state import StateStore
-from tests.helpers import Result, commit, git
+from tests.helpers import Result, commit, git, start_paradev
 from tests.test_hosts import agents_run, planned, remote_state  # noqa: F401 - the fixture
 
 CliFn = Callable[..., Result]
@@ -140,3 +146,88 @@ def test_run_batch_renews_the_task_lease_while_the_agent_runs(
     assert subjects[0] == "paradev: lease task-11 released by laptop"
     assert lease_data(origin) == {"holder": "laptop", "state": "free"}
     assert remote_state(laptop)["tasks"]["11"]["status"] == "completed"
+
+
+# An agent that notes its start, then works until the test says go (a minute at most).
+WAITING_AGENT = """
+import os, subprocess, time
+from pathlib import Path
+marks, issue = Path(MARKS), os.environ["PARADEV_ISSUE"]
+with open(marks / "runs", "a") as note:
+    note.write(f"{issue} {os.getpid()}\\n")
+deadline = time.monotonic() + 60
+while not (marks / "go").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+Path(f"done-{issue}.txt").write_text(issue + "\\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", f"work on #{issue}"], check=True)
+"""
+
+
+def test_a_run_renews_the_task_leases_of_the_agents_it_adopts(
+    planned: dict[str, Path],  # noqa: F811
+    origin: Path,
+    cli: CliFn,
+    tmp_path: Path,
+) -> None:
+    """laptop's run is SIGKILLed while its agents work: the next run adopts them and renews
+    their task leases, or other hosts would see laptop vanished while its agents work."""
+    laptop, marks = planned["laptop"], tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "agent.py"
+    script.write_text(WAITING_AGENT.replace("MARKS", repr(str(marks))), encoding="utf-8")
+    command = json.dumps([sys.executable, str(script)])
+    plan = (laptop / "plan.toml").read_text().replace("box = [3]", "box = []")
+    plan = plan.replace("laptop = [1, 2]", "laptop = [1, 2, 3]")
+    plan = plan.replace("count = 3\n", f"count = 3\nlease_expiry = 1.0\ncommand = {command}\n")
+    commit(laptop, {"plan.toml": plan}, "laptop runs every agent; short leases")
+    git(laptop, "push", "-q", "origin", "main")
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    # the train rewrites agent 1's branch, which #21's completion pushes (paradev.hosts)
+    git(origin, "config", "receive.denyNonFastForwards", "false")
+
+    first = start_paradev(laptop, "run")
+    pids: list[int] = []
+    second: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids) < 3:
+            runs = (marks / "runs").read_text() if (marks / "runs").exists() else ""
+            pids = [int(line.split()[1]) for line in runs.splitlines()]
+            assert first.poll() is None and time.monotonic() < deadline, runs
+            time.sleep(0.05)
+        first.kill()  # SIGKILL: its agents work on under their supervisors, unrenewed
+        first.communicate()
+        left = ""  # a push the killed run had under way still lands: then nobody renews it
+        while (now := git(origin, "rev-parse", LEASE_11)) != left:
+            left = now
+            time.sleep(1.0)
+
+        second = start_paradev(laptop, "run")
+        deadline = time.monotonic() + 20
+        while git(origin, "rev-parse", LEASE_11) == left:
+            assert second.poll() is None, second.communicate()
+            assert time.monotonic() < deadline, "the adopted agent's task lease stood still"
+            time.sleep(0.1)
+        assert lease_data(origin) == {"holder": "laptop", "state": "held"}
+        (marks / "go").write_text("")
+        out, err = second.communicate(timeout=120)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert second.returncode == 0, out + err
+    assert len(pids) == 3  # adopted, never started again (#21 ran after: four lines)
+    assert len((marks / "runs").read_text().splitlines()) == 4
+    for issue in (11, 12, 13):
+        ref = f"refs/paradev/lock/task-{issue}"
+        subjects = git(origin, "log", "--format=%s", ref).splitlines()
+        assert subjects[0] == f"paradev: lease task-{issue} released by laptop"
+    states = remote_state(laptop)["tasks"]
+    assert {i: t["status"] for i, t in states.items()} == dict.fromkeys(
+        ("11", "12", "13", "21"), "merged"
+    )

@@ -68,9 +68,13 @@ def write_report(ws: Workspace, output: Path | None = None) -> Path:
     """Scan the branches, then write the report (default: ``<git common dir>/paradev/report.html``).
 
     The scan is recorded like any other, so the page shows what collides now
-    beside the worst ever seen.
+    beside the worst ever seen; with hosts, it reads the remote's agent
+    branches, as ``conflicts`` does.
     """
+    from paradev.hosts import fetch_pushed
+
     path = (output or default_output(ws)).resolve()
+    fetch_pushed(ws.plan, ws.git)  # [agents] hosts: every host's agents, as pushed
     record_scan(ws, analyze(ws), "report")
     html = build_report(ws)
     try:
