@@ -240,10 +240,12 @@ class Run:
                 self._write_snapshot(schedule)
                 if self._over(schedule):
                     break
-                self._launch(state, schedule)  # first: a train must not take an agent it starts
-                ended = self._let_go()
+                # first: a train must not take an agent it starts
+                claimed = self._claim(state, schedule)
+                ended = self._let_go(claimed)
                 self._land(state, schedule)
-                self._tell_train(ended, state.train)
+                self._tell_train(ended, state.train, starting=bool(claimed))
+                self._start(claimed)  # the train goes on meanwhile: it knows what it may take
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -370,12 +372,13 @@ class Run:
         self.locks[agent] = stack
         return True
 
-    def _let_go(self) -> bool:
-        """Release the agents whose task ended and that started no other: the train may land
-        their branch now. Whether any task ended."""
+    def _let_go(self, claimed: list[Task]) -> bool:
+        """Release the agents whose task ended and that start no other (``claimed``): the
+        train may land their branch now. Whether any task ended."""
         ended = bool(self.ending)
+        starting = {task.agent for task in claimed}
         for agent in sorted(self.ending):
-            if agent not in self.agents.running:
+            if agent not in self.agents.running and agent not in starting:
                 self._release(agent)
         self.ending.clear()
         return ended
@@ -385,10 +388,18 @@ class Run:
         if lock is not None:
             lock.close()
 
-    def _launch(self, state: State, schedule: Schedule) -> None:
-        """Start every ready task whose agent can be held; a refusal fails that task alone."""
+    def _claim(self, state: State, schedule: Schedule) -> list[Task]:
+        """Hold the agent of every ready task and get its branch ready (a lane for its previous
+        task); what may start. A refusal fails that task alone.
+
+        The agents start only after the merge train has had its word (``_start``): a
+        launch costs a tenth of a second or more, and the train, told first, joins the
+        work that just completed (from its lane or its idle agent) meanwhile, while a
+        held agent keeps it off the branches that are about to be busy.
+        """
+        claimed: list[Task] = []
         if self.stopped is not None:
-            return
+            return claimed
         self.held = set()
         for task in schedule.ready:
             if not self._lock(task.agent):
@@ -402,6 +413,11 @@ class Run:
             if not ready:
                 self.locks.pop(task.agent).close()
                 continue
+            claimed.append(task)
+        return claimed
+
+    def _start(self, claimed: list[Task]) -> None:
+        for task in claimed:
             self.agents.start(task)  # a launch that fails fails the task (an outcome)
 
     def _get_ready(self, state: State, task: Task) -> bool:
@@ -506,22 +522,29 @@ class Run:
         shown = ", ".join(f"#{i}" for i in schedule.landing)
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
 
-    def _tell_train(self, ended: bool, train: dict[str, Any] | None, done: bool = False) -> None:
+    def _tell_train(
+        self,
+        ended: bool,
+        train: dict[str, Any] | None,
+        done: bool = False,
+        starting: bool = False,
+    ) -> None:
         """Word to the train on its pipe (``paradev.train.join.listen``), so that one train
         lands every task completed while the run goes on.
 
         "busy" when a task ended while agents work (its work may join now);
         "idle N" when no agent is at work, having seen N landings of the train
         (``train``, its journal as this turn read it): once it landed no more
-        than that, nothing it lands can start a dependent, and it ends. End of
-        input when the run ends or stops.
+        than that, nothing it lands can start a dependent, and it ends (never while
+        ``starting``: agents about to start count as at work). End of input when the
+        run ends or stops.
         """
         landing = self.landing
         if landing is None or landing.proc.stdin is None or landing.proc.stdin.closed:
             return
         pipe = landing.proc.stdin
         idle = None
-        if not self.agents.running and train is not None:
+        if not self.agents.running and not starting and train is not None:
             idle = len(train.get("landed") or [])
         line = join.word(idle)
         with suppress(OSError):  # the train ended meanwhile: nothing to tell

@@ -632,3 +632,26 @@ def test_a_lane_lands_only_its_own_task_when_the_next_one_completed_meanwhile(
     landings = git(repo, "log", "-2", f"--format=%s|{trailers}", "main").splitlines()
     assert landings == ["feat: #21's work|21", "work 0|11"]  # each with its own trailer only
     assert git(repo, "rev-parse", "main^") == state.tasks[11].merged_commit
+
+
+def test_the_train_is_told_of_completed_work_before_the_next_task_starts_and_lands_it_all(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    """#3 completes first: its train starts before agent 2's next task is launched (a launch
+    costs a tenth of a second or more), and that one train lands every task of the run."""
+    marker = str(tmp_path / "marks" / "next-started")
+    lane_plan(repo, tmp_path, {4: {"touch": marker}, 1: {"wait_for": marker}})
+
+    result = cli("run", "--json")
+
+    assert result.code == 0, result.out + result.err
+    events = [json.loads(line) for line in result.out.splitlines() if line.startswith("{")]
+    texts = [str(e.get("text", "")) for e in events]
+    landing = next(i for i, t in enumerate(texts) if t.startswith("merge train: landing"))
+    started = next(i for i, t in enumerate(texts) if t.startswith("agent 2: started #4"))
+    assert "#3" in texts[landing] and landing < started, texts
+    state = open_workspace(repo).store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    four, three = state.tasks[4], state.tasks[3]
+    assert four.start_commit == three.head_commit  # #4 started while #3 landed from its lane
+    assert len(state.merge_history) == 1  # one train landed the whole run
