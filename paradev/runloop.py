@@ -35,7 +35,7 @@ from typing import Any
 
 from paradev import lanes, processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
-from paradev.git import git_env
+from paradev.git import git_env, is_ancestor
 from paradev.lease import refused_for_lease
 from paradev.plan import Task
 from paradev.runner import (
@@ -225,6 +225,7 @@ class Run:
         self.lease_wait = 0.0  # no train started before then: another host's held the lease
         # an agent may start its next task while its previous one lands from a lane
         self.overlap = ws.plan.schedule == FLOW and lanes.allowed(ws)
+        self.lane_refused: set[int] = set()  # tasks told they wait: a dependency not in the branch
 
     # -- the loop --
     def run(self) -> Summary:
@@ -458,6 +459,19 @@ class Run:
             return False
         if check_launch(self.ws, state, task):
             return False  # the next poll's launch_preflight says what is wrong
+        missing = _dependencies_missing(self.ws, state, task, record.head_commit)
+        if missing:  # it starts once the branch lands and moves to base, which holds them
+            if task.issue not in self.lane_refused:
+                self.lane_refused.add(task.issue)
+                shown = ", ".join(f"#{d}" for d in missing)
+                self.say(
+                    "waiting",
+                    f"#{task.issue} waits for #{previous.issue} to land: agent {task.agent}'s "
+                    f"branch does not hold its dependency {shown}, landed since",
+                    issue=task.issue,
+                    quiet=True,
+                )
+            return False
         lane = lanes.read(self.ws).get(task.agent)
         if lane is None or (lane.issue, lane.head) != (previous.issue, record.head_commit):
             try:
@@ -739,6 +753,19 @@ def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _dependencies_missing(ws: Workspace, state: State, task: Task, head: str) -> list[int]:
+    """The dependencies of ``task`` whose landed work ``head`` (its agent's branch) lacks: it
+    started before they landed. The task may not start there, its previous task's work
+    still waiting to land: it would start without the work it depends on."""
+    missing = []
+    for issue in task.depends_on:
+        record = state.tasks.get(issue)
+        landed = record.merged_commit if record is not None else None
+        if landed and not is_ancestor(ws.git, landed, head):
+            missing.append(issue)
+    return missing
 
 
 def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:
