@@ -332,12 +332,7 @@ def test_joining_work_that_a_waiting_task_needs_lands_first(
     script.write_text(BOTH_GATE)
     marker = repo.parent / "gated"
     configure(repo, gate=shlex.join([sys.executable, str(script), str(worktrees), str(marker)]))
-    needs = "  depends_on = [13]\n" if waits else ""
-    plan = (repo / "plan.toml").read_text() + (
-        '\n[[batches]]\nname = "third"\n  [[batches.tasks]]\n  agent = 1\n  issue = 31\n'
-        f'  title = "Needs the health command"\n  hours = 3.0\n{needs}'
-    )
-    commit(repo, {"plan.toml": plan}, "a task for after #13")
+    _add_31(repo, waits)
     assert cli("setup").code == 0
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", "2").code == 0
@@ -355,3 +350,41 @@ def test_joining_work_that_a_waiting_task_needs_lands_first(
     )
     subjects = git(repo, "log", "--format=%s", "main").splitlines()
     assert subjects[:2] == (["work 2", "work 3"] if waits else ["work 3", "work 2"])
+
+
+def _add_31(repo: Path, waits: bool) -> None:
+    """A later task of agent 1 (3 h) that depends on agent 3's #13 when it ``waits``."""
+    needs = "  depends_on = [13]\n" if waits else ""
+    plan = (repo / "plan.toml").read_text() + (
+        '\n[[batches]]\nname = "third"\n  [[batches.tasks]]\n  agent = 1\n  issue = 31\n'
+        f'  title = "Needs the health command"\n  hours = 3.0\n{needs}'
+    )
+    commit(repo, {"plan.toml": plan}, "a task for after #13")
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["follow", "no-follow"])
+def test_a_train_following_the_run_starts_with_the_work_a_waiting_task_needs(
+    repo: Path, cli: Cli, worktrees: Path, follow: bool
+) -> None:
+    """Agents 2 and 3 completed, no conflict between them: the run's train (``--follow``)
+    lands agent 3 first, as #31 (not started) waits for its #13; a plain train keeps the
+    merge order (agent 2 first)."""
+    configure(repo)
+    _add_31(repo, waits=True)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 2, {"two.py": "2\n"})
+    work(cli, worktrees, 3, {"three.py": "3\n"})
+
+    result = cli("merge", "--follow") if follow else cli("merge")
+
+    assert result.code == 0, result.err
+    history = state_of(repo)["merge_history"]
+    landed = [(e["agent"], e["issues"]) for e in history[-1]["landed"]]
+    assert landed == ([(3, [13]), (2, [12])] if follow else [(2, [12]), (3, [13])])
+    first = git(repo, "log", "--reverse", "--format=%H", "-2", "main").split()[0]
+    assert _has_file(repo, first, "three.py" if follow else "two.py")
+    assert not _has_file(repo, first, "two.py" if follow else "three.py")
+
+
+def _has_file(repo: Path, commit_: str, name: str) -> bool:
+    return name in git(repo, "ls-tree", "--name-only", commit_).split()

@@ -80,7 +80,7 @@ class Joiner:
         if not joined:
             return False
         if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
-            joined = _order(ws, state, joined)
+            joined = order(ws, state, joined, save=False)
         for agent in joined:
             rejoin(train, agent)
         prepare(ws, state, train.journal, joined, from_lanes)
@@ -101,27 +101,28 @@ class Joiner:
         return True
 
 
-def _order(ws: Workspace, state: State, agents: Sequence[int]) -> list[int]:
-    """The merge order of the agents that join; where it costs no conflicting rebase, the one
-    whose landing lets the longest chain of waiting tasks start goes first (stable).
+def order(ws: Workspace, state: State, agents: Sequence[int], save: bool) -> list[int]:
+    """The merge order of the agents a train following ``paradev run`` lands (kept in state
+    if ``save``); where it costs no conflicting rebase, the one whose landing lets the
+    longest chain of waiting tasks start goes first (stable).
 
     The train lands one agent at a time: an agent idle until a dependency lands
     waits for every landing queued ahead of it, and the makespan with it.
     """
-    found = compute_merge_order(ws, list(agents), save=False)
-    order = [a for a in found.order if a in agents] + [a for a in agents if a not in found.order]
-    landing = {a: [t for t in ws.tasks_of(a) if state.status(t.issue) == COMPLETED] for a in order}
+    found = compute_merge_order(ws, list(agents), save)
+    chosen = [a for a in found.order if a in agents] + [a for a in agents if a not in found.order]
+    landing = {a: [t for t in ws.tasks_of(a) if state.status(t.issue) == COMPLETED] for a in chosen}
     owners = {t.issue: a for a, tasks in landing.items() for t in tasks}
     depends = any(
         owners.get(d, a) != a for a, tasks in landing.items() for t in tasks for d in t.depends_on
     )
     if found.conflicting_rebases or depends:
-        return order  # fewer conflicting rebases, and dependencies, come first
+        return chosen  # fewer conflicting rebases, and dependencies, come first
     waiting = _waiting_chains(ws, state)
     unblocks = {
         a: max((waiting[t.issue] for t in tasks), default=0.0) for a, tasks in landing.items()
     }
-    return sorted(order, key=lambda agent: -unblocks[agent])
+    return sorted(chosen, key=lambda agent: -unblocks[agent])
 
 
 def _waiting_chains(ws: Workspace, state: State) -> dict[int, float]:
