@@ -225,7 +225,8 @@ class Run:
         self.lease_wait = 0.0  # no train started before then: another host's held the lease
         # an agent may start its next task while its previous one lands from a lane
         self.overlap = ws.plan.schedule == FLOW and lanes.allowed(ws)
-        self.lane_refused: set[int] = set()  # tasks told they wait: a dependency not in the branch
+        # tasks that wait for their previous task to land: a dependency not in the branch
+        self.lane_refused: dict[int, str] = {}
 
     # -- the loop --
     def run(self) -> Summary:
@@ -403,6 +404,10 @@ class Run:
             return claimed
         self.held = set()
         for task in schedule.ready:
+            if task.issue in self.lane_refused:
+                if self._waiting_to_land(state, task):
+                    continue  # not even held a moment: the train may take the branch meanwhile
+                del self.lane_refused[task.issue]
             if not self._lock(task.agent):
                 continue
             try:
@@ -461,16 +466,12 @@ class Run:
             return False  # the next poll's launch_preflight says what is wrong
         missing = _dependencies_missing(self.ws, state, task, record.head_commit)
         if missing:  # it starts once the branch lands and moves to base, which holds them
-            if task.issue not in self.lane_refused:
-                self.lane_refused.add(task.issue)
-                shown = ", ".join(f"#{d}" for d in missing)
-                self.say(
-                    "waiting",
-                    f"#{task.issue} waits for #{previous.issue} to land: agent {task.agent}'s "
-                    f"branch does not hold its dependency {shown}, landed since",
-                    issue=task.issue,
-                    quiet=True,
-                )
+            shown = ", ".join(f"#{d}" for d in missing)
+            why = (
+                f"#{previous.issue} to land: agent {task.agent}'s branch does not hold its "
+                f"dependency {shown}, landed since"
+            )
+            self.lane_refused[task.issue] = why  # said by the next poll's snapshot
             return False
         lane = lanes.read(self.ws).get(task.agent)
         if lane is None or (lane.issue, lane.head) != (previous.issue, record.head_commit):
@@ -697,6 +698,8 @@ class Run:
         waits = {**schedule.waiting, **schedule.blocked}
         held = [t for t in schedule.ready if t.agent in self.held]
         waits.update({t.issue: f"agent {t.agent} is held by the merge train" for t in held})
+        ready = {t.issue for t in schedule.ready}
+        waits.update({i: why for i, why in self.lane_refused.items() if i in ready})
         if self.stopped is not None:
             waits.update({i: self.stopped for i in schedule.landing})
         for issue, why in waits.items():

@@ -746,4 +746,4 @@ def test_a_next_task_whose_dependency_landed_after_the_branch_forked_waits_for_t
     assert four.start_commit is not None
     assert _has(repo, four.start_commit, "work-1.txt")  # #4 began with the work it needs
     assert _has(repo, four.start_commit, "work-3.txt")
-    assert "waits for #3 to land: agent 2's branch does not hold its dependency #1" in result.out
+    assert "#4 waits: #3 to land: agent 2's branch does not hold its dependency #1" in result.out
