@@ -201,11 +201,24 @@ def makespan(schedule: str, parallel: int, work: bool = True) -> float:
         elapsed = paradev(repo, "run")
         landed = git(repo, "ls-tree", "--name-only", "main").split()
         assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
+        _check_dependencies_present(repo)
         if work:
             OVERLAPS.setdefault(schedule, []).append(_overlapped(repo))
             history = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
             TRAINS.setdefault(schedule, []).append(len(history["merge_history"]))
         return elapsed
+
+
+def _check_dependencies_present(repo: Path) -> None:
+    """Every task started on a tree holding the work of each task it depends on (a fast
+    makespan that starts dependents without their dependencies would be no result)."""
+    tasks = json.loads((repo / ".git" / "paradev" / "state.json").read_text())["tasks"]
+    for batch in TASKS:
+        for _, issue, _, deps in batch:
+            start = tasks[str(issue)]["start_commit"]
+            files = git(repo, "ls-tree", "--name-only", start).split()
+            missing = [d for d in deps if f"work-{d}.txt" not in files]
+            assert not missing, f"#{issue} started without the work of {missing}"
 
 
 def _overlapped(repo: Path) -> int:

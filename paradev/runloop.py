@@ -35,7 +35,7 @@ from typing import Any
 
 from paradev import lanes, processes, runstatus, supervise
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
-from paradev.git import git_env
+from paradev.git import git_env, is_ancestor
 from paradev.lease import refused_for_lease
 from paradev.plan import Task
 from paradev.runner import (
@@ -227,6 +227,8 @@ class Run:
         self.lease_wait = 0.0  # no train started before then: another host's held the lease
         # an agent may start its next task while its previous one lands from a lane
         self.overlap = ws.plan.schedule == FLOW and lanes.allowed(ws)
+        # tasks that wait for their previous task to land: a dependency not in the branch
+        self.lane_refused: dict[int, str] = {}
 
     # -- the loop --
     def run(self) -> Summary:
@@ -242,10 +244,12 @@ class Run:
                 self._write_snapshot(schedule)
                 if self._over(schedule):
                     break
-                self._launch(state, schedule)  # first: a train must not take an agent it starts
-                ended = self._let_go()
+                # first: a train must not take an agent it starts
+                claimed = self._claim(state, schedule)
+                ended = self._let_go(claimed)
                 self._land(state, schedule)
-                self._tell_train(ended, state.train)
+                self._tell_train(ended, state.train, starting=bool(claimed))
+                self._start(claimed)  # the train goes on meanwhile: it knows what it may take
                 self.standby = self._warm()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -372,12 +376,13 @@ class Run:
         self.locks[agent] = stack
         return True
 
-    def _let_go(self) -> bool:
-        """Release the agents whose task ended and that started no other: the train may land
-        their branch now. Whether any task ended."""
+    def _let_go(self, claimed: list[Task]) -> bool:
+        """Release the agents whose task ended and that start no other (``claimed``): the
+        train may land their branch now. Whether any task ended."""
         ended = bool(self.ending)
+        starting = {task.agent for task in claimed}
         for agent in sorted(self.ending):
-            if agent not in self.agents.running:
+            if agent not in self.agents.running and agent not in starting:
                 self._release(agent)
         self.ending.clear()
         return ended
@@ -387,12 +392,24 @@ class Run:
         if lock is not None:
             lock.close()
 
-    def _launch(self, state: State, schedule: Schedule) -> None:
-        """Start every ready task whose agent can be held; a refusal fails that task alone."""
+    def _claim(self, state: State, schedule: Schedule) -> list[Task]:
+        """Hold the agent of every ready task and get its branch ready (a lane for its previous
+        task); what may start. A refusal fails that task alone.
+
+        The agents start only after the merge train has had its word (``_start``): a
+        launch costs a tenth of a second or more, and the train, told first, joins the
+        work that just completed (from its lane or its idle agent) meanwhile, while a
+        held agent keeps it off the branches that are about to be busy.
+        """
+        claimed: list[Task] = []
         if self.stopped is not None:
-            return
+            return claimed
         self.held = set()
         for task in schedule.ready:
+            if task.issue in self.lane_refused:
+                if self._waiting_to_land(state, task):
+                    continue  # not even held a moment: the train may take the branch meanwhile
+                del self.lane_refused[task.issue]
             if not self._lock(task.agent):
                 continue
             try:
@@ -404,6 +421,11 @@ class Run:
             if not ready:
                 self.locks.pop(task.agent).close()
                 continue
+            claimed.append(task)
+        return claimed
+
+    def _start(self, claimed: list[Task]) -> None:
+        for task in claimed:
             self.agents.start(task)  # a launch that fails fails the task (an outcome)
 
     def _get_ready(self, state: State, task: Task) -> bool:
@@ -444,6 +466,15 @@ class Run:
             return False
         if check_launch(self.ws, state, task):
             return False  # the next poll's launch_preflight says what is wrong
+        missing = _dependencies_missing(self.ws, state, task, record.head_commit)
+        if missing:  # it starts once the branch lands and moves to base, which holds them
+            shown = ", ".join(f"#{d}" for d in missing)
+            why = (
+                f"#{previous.issue} to land: agent {task.agent}'s branch does not hold its "
+                f"dependency {shown}, landed since"
+            )
+            self.lane_refused[task.issue] = why  # said by the next poll's snapshot
+            return False
         lane = lanes.read(self.ws).get(task.agent)
         if lane is None or (lane.issue, lane.head) != (previous.issue, record.head_commit):
             try:
@@ -510,22 +541,29 @@ class Run:
         shown = ", ".join(f"#{i}" for i in schedule.landing) or "the train another host began"
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
 
-    def _tell_train(self, ended: bool, train: dict[str, Any] | None, done: bool = False) -> None:
+    def _tell_train(
+        self,
+        ended: bool,
+        train: dict[str, Any] | None,
+        done: bool = False,
+        starting: bool = False,
+    ) -> None:
         """Word to the train on its pipe (``paradev.train.join.listen``), so that one train
         lands every task completed while the run goes on.
 
         "busy" when a task ended while agents work (its work may join now);
         "idle N" when no agent is at work, having seen N landings of the train
         (``train``, its journal as this turn read it): once it landed no more
-        than that, nothing it lands can start a dependent, and it ends. End of
-        input when the run ends or stops.
+        than that, nothing it lands can start a dependent, and it ends (never while
+        ``starting``: agents about to start count as at work). End of input when the
+        run ends or stops.
         """
         landing = self.landing
         if landing is None or landing.proc.stdin is None or landing.proc.stdin.closed:
             return
         pipe = landing.proc.stdin
         idle = None
-        if not self.agents.running and train is not None:
+        if not self.agents.running and not starting and train is not None:
             idle = len(train.get("landed") or [])
         line = join.word(idle)
         with suppress(OSError):  # the train ended meanwhile: nothing to tell
@@ -670,6 +708,8 @@ class Run:
         waits = {**schedule.waiting, **schedule.blocked}
         held = [t for t in schedule.ready if t.agent in self.held]
         waits.update({t.issue: f"agent {t.agent} is held by the merge train" for t in held})
+        ready = {t.issue for t in schedule.ready}
+        waits.update({i: why for i, why in self.lane_refused.items() if i in ready})
         if self.stopped is not None:
             waits.update({i: self.stopped for i in schedule.landing})
         for issue, why in waits.items():
@@ -726,6 +766,19 @@ def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _dependencies_missing(ws: Workspace, state: State, task: Task, head: str) -> list[int]:
+    """The dependencies of ``task`` whose landed work ``head`` (its agent's branch) lacks: it
+    started before they landed. The task may not start there, its previous task's work
+    still waiting to land: it would start without the work it depends on."""
+    missing = []
+    for issue in task.depends_on:
+        record = state.tasks.get(issue)
+        landed = record.merged_commit if record is not None else None
+        if landed and not is_ancestor(ws.git, landed, head):
+            missing.append(issue)
+    return missing
 
 
 def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:

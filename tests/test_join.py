@@ -303,3 +303,88 @@ def test_a_crash_in_an_agents_second_landing_then_continue_reaches_the_same_refs
     crashed = _again_outcome(tmp_path / "crashed", template_repo, cli, mocker, (when, step))
     assert crashed == _AGAIN_CLEAN[template_repo]
     assert "refs/paradev/backup/parallel-dev/agent-1/again-1" in crashed[1]
+
+
+BOTH_GATE = r"""
+import subprocess, sys
+from pathlib import Path
+
+trees, marker = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+if not marker.exists():  # agent 1's gate, the train's first: agents 2 and 3 complete meanwhile
+    marker.write_text("")
+    for number in (2, 3):
+        tree = trees / f"agent-{number}"
+        (tree / f"done_{number}.py").write_text(f"DONE = {number}\n")
+        subprocess.run(["git", "add", "-A"], cwd=tree, check=True)
+        subprocess.run(["git", "commit", "-q", "-m", f"work {number}"], cwd=tree, check=True)
+        subprocess.run([sys.executable, "-m", "paradev", "complete", str(number)], cwd=tree,
+                       check=True)
+"""
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["a-task-waits-on-3", "none-waits"])
+def test_joining_work_that_a_waiting_task_needs_lands_first(
+    repo: Path, cli: Cli, worktrees: Path, waits: bool
+) -> None:
+    """Agents 2 and 3 join together, with no conflict between them: agent 3 lands first when
+    a task not yet started (#31, 3 h) waits for its #13, else the merge order's agent 2."""
+    script = repo.parent / "both_gate.py"
+    script.write_text(BOTH_GATE)
+    marker = repo.parent / "gated"
+    configure(repo, gate=shlex.join([sys.executable, str(script), str(worktrees), str(marker)]))
+    _add_31(repo, waits)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+    assert cli("start", "3").code == 0
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    assert "joined by agent" in result.out
+    history = state_of(repo)["merge_history"]
+    assert len(history) == 1, history
+    landed = [(e["agent"], e["issues"]) for e in history[0]["landed"]]
+    assert landed == (
+        [(1, [11]), (3, [13]), (2, [12])] if waits else [(1, [11]), (2, [12]), (3, [13])]
+    )
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert subjects[:2] == (["work 2", "work 3"] if waits else ["work 3", "work 2"])
+
+
+def _add_31(repo: Path, waits: bool) -> None:
+    """A later task of agent 1 (3 h) that depends on agent 3's #13 when it ``waits``."""
+    needs = "  depends_on = [13]\n" if waits else ""
+    plan = (repo / "plan.toml").read_text() + (
+        '\n[[batches]]\nname = "third"\n  [[batches.tasks]]\n  agent = 1\n  issue = 31\n'
+        f'  title = "Needs the health command"\n  hours = 3.0\n{needs}'
+    )
+    commit(repo, {"plan.toml": plan}, "a task for after #13")
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["follow", "no-follow"])
+def test_a_train_following_the_run_starts_with_the_work_a_waiting_task_needs(
+    repo: Path, cli: Cli, worktrees: Path, follow: bool
+) -> None:
+    """Agents 2 and 3 completed, no conflict between them: the run's train (``--follow``)
+    lands agent 3 first, as #31 (not started) waits for its #13; a plain train keeps the
+    merge order (agent 2 first)."""
+    configure(repo)
+    _add_31(repo, waits=True)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 2, {"two.py": "2\n"})
+    work(cli, worktrees, 3, {"three.py": "3\n"})
+
+    result = cli("merge", "--follow") if follow else cli("merge")
+
+    assert result.code == 0, result.err
+    history = state_of(repo)["merge_history"]
+    landed = [(e["agent"], e["issues"]) for e in history[-1]["landed"]]
+    assert landed == ([(3, [13]), (2, [12])] if follow else [(2, [12]), (3, [13])])
+    first = git(repo, "log", "--reverse", "--format=%H", "-2", "main").split()[0]
+    assert _has_file(repo, first, "three.py" if follow else "two.py")
+    assert not _has_file(repo, first, "two.py" if follow else "three.py")
+
+
+def _has_file(repo: Path, commit_: str, name: str) -> bool:
+    return name in git(repo, "ls-tree", "--name-only", commit_).split()

@@ -632,3 +632,118 @@ def test_a_lane_lands_only_its_own_task_when_the_next_one_completed_meanwhile(
     landings = git(repo, "log", "-2", f"--format=%s|{trailers}", "main").splitlines()
     assert landings == ["feat: #21's work|21", "work 0|11"]  # each with its own trailer only
     assert git(repo, "rev-parse", "main^") == state.tasks[11].merged_commit
+
+
+def test_the_train_is_told_of_completed_work_before_the_next_task_starts_and_lands_it_all(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    """#3 completes first: its train starts before agent 2's next task is launched (a launch
+    costs a tenth of a second or more), and that one train lands every task of the run."""
+    marker = str(tmp_path / "marks" / "next-started")
+    lane_plan(repo, tmp_path, {4: {"touch": marker}, 1: {"wait_for": marker}})
+
+    result = cli("run", "--json")
+
+    assert result.code == 0, result.out + result.err
+    events = [json.loads(line) for line in result.out.splitlines() if line.startswith("{")]
+    texts = [str(e.get("text", "")) for e in events]
+    landing = next(i for i, t in enumerate(texts) if t.startswith("merge train: landing"))
+    started = next(i for i, t in enumerate(texts) if t.startswith("agent 2: started #4"))
+    assert "#3" in texts[landing] and landing < started, texts
+    state = open_workspace(repo).store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 2, 3, 4)}
+    four, three = state.tasks[4], state.tasks[3]
+    assert four.start_commit == three.head_commit  # #4 started while #3 landed from its lane
+    assert len(state.merge_history) == 1  # one train landed the whole run
+
+
+DEPENDENCY_GATE = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+marks = Path(sys.argv[1])
+common = subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True, text=True)
+state = Path(common.stdout.strip()).resolve() / "paradev" / "state.json"
+
+def status(issue):
+    return json.loads(state.read_text())["tasks"].get(issue, {}).get("status")
+
+agent = os.environ["PARADEV_AGENT"]
+if agent == "1" and not (marks / "gating-1").exists():  # #1: agent 3's #5 completes meanwhile
+    (marks / "gating-1").write_text("")
+    deadline = time.monotonic() + 20
+    while status("5") != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+elif agent == "3" and not (marks / "gating-5").exists():  # #5: agent 2 completes #3 meanwhile
+    (marks / "gating-5").write_text("")
+    deadline = time.monotonic() + 3  # long enough for #4 to start, were it let start
+    while not (marks / "started-4").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+DEPENDENCY_PLAN = (
+    PLAN.split("[[batches]]", maxsplit=1)[0].replace("count = 2", "count = 3")
+    + """\
+[[batches]]
+name = "one"
+  [[batches.tasks]]
+  agent = 1
+  issue = 1
+  title = "the dependency"
+  hours = 1
+  [[batches.tasks]]
+  agent = 2
+  issue = 3
+  title = "agent 2 first"
+  hours = 1
+  [[batches.tasks]]
+  agent = 3
+  issue = 5
+  title = "agent 3's, gated while #3 completes"
+  hours = 1
+
+[[batches]]
+name = "two"
+  [[batches.tasks]]
+  agent = 2
+  issue = 4
+  title = "needs #1, which lands after #3 started"
+  hours = 1
+  depends_on = [1]
+"""
+)
+
+
+def test_a_next_task_whose_dependency_landed_after_the_branch_forked_waits_for_the_landing(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    """#1 lands while agent 2's #3 waits to land and its agent is free: #4 (depends on #1)
+    may not start on agent 2's branch, which lacks #1, from a lane; it starts once #3
+    landed, on base, which holds #1 and #3."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    agent, gate = tmp_path / "agent.py", tmp_path / "gate.py"
+    agent.write_text(AGENT, encoding="utf-8")
+    gate.write_text(DEPENDENCY_GATE, encoding="utf-8")
+    spec = {
+        5: {"wait_for": str(marks / "gating-1")},
+        3: {"wait_for": str(marks / "gating-5")},
+        4: {"touch": str(marks / "started-4")},
+    }
+    spec_file, notes = tmp_path / "spec.json", tmp_path / "notes.txt"
+    spec_file.write_text(json.dumps({str(k): v for k, v in spec.items()}))
+    command = json.dumps([sys.executable, str(agent), str(spec_file), str(notes)])
+    gate_line = json.dumps(shlex.join([sys.executable, str(gate), str(marks)]))
+    text = DEPENDENCY_PLAN.format(command=command, gate=gate_line, on_conflict="stop")
+    commit(repo, {"plan.toml": text}, "chore: the plan")
+
+    result = cli("run", "--json")
+
+    assert result.code == 0, result.out + result.err
+    state = open_workspace(repo).store.read()
+    assert {i: r.status for i, r in state.tasks.items()} == {i: MERGED for i in (1, 3, 4, 5)}
+    four = state.tasks[4]
+    assert four.start_commit is not None
+    assert _has(repo, four.start_commit, "work-1.txt")  # #4 began with the work it needs
+    assert _has(repo, four.start_commit, "work-3.txt")
+    assert "#4 waits: #3 to land: agent 2's branch does not hold its dependency #1" in result.out

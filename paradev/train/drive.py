@@ -69,7 +69,8 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         if not agents:
             out("nothing to land")
             return
-        journal = _new_journal(ws, merge_order(ws, agents), checked.pushing, options.gate)
+        chosen = join.order(ws, state, agents, True) if options.follow else merge_order(ws, agents)
+        journal = _new_journal(ws, chosen, checked.pushing, options.gate)
         join.prepare(ws, state, journal, agents, from_lanes)
         journal["left_out"] = notes  # the summary names them again
         _say_skipped_last_time(ws, journal["order"], out)

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from paradev import git as gitmod
 from paradev import lanes
 from paradev.errors import ParadevError
-from paradev.order import busy_note, select_agents
-from paradev.state import IN_PROGRESS, State
-from paradev.train.checks import _check_agent_branch, _check_agent_tree, merge_order
+from paradev.order import busy_note, compute_merge_order, select_agents
+from paradev.plan import Task
+from paradev.state import ASSIGNED, COMPLETED, IN_PROGRESS, PLANNED, State
+from paradev.train.checks import _check_agent_branch, _check_agent_tree
 from paradev.train.gate import _gate_command
 from paradev.train.journal import AgentLocks, Train, _lock_agents
 from paradev.train.steps import Follow
@@ -78,7 +80,7 @@ class Joiner:
         if not joined:
             return False
         if len(joined) > 1:  # one agent needs no order, nor the conflict scan it costs
-            joined = merge_order(ws, joined, save=False)
+            joined = order(ws, state, joined, save=False)
         for agent in joined:
             rejoin(train, agent)
         prepare(ws, state, train.journal, joined, from_lanes)
@@ -97,6 +99,60 @@ class Joiner:
             self.locks.release(agent)
             return False
         return True
+
+
+def order(ws: Workspace, state: State, agents: Sequence[int], save: bool) -> list[int]:
+    """The merge order of the agents a train following ``paradev run`` lands (kept in state
+    if ``save``); where it costs no conflicting rebase, the one whose landing lets the
+    longest chain of waiting tasks start goes first (stable).
+
+    The train lands one agent at a time: an agent idle until a dependency lands
+    waits for every landing queued ahead of it, and the makespan with it.
+    """
+    found = compute_merge_order(ws, list(agents), save)
+    chosen = [a for a in found.order if a in agents] + [a for a in agents if a not in found.order]
+    landing = {a: [t for t in ws.tasks_of(a) if state.status(t.issue) == COMPLETED] for a in chosen}
+    owners = {t.issue: a for a, tasks in landing.items() for t in tasks}
+    depends = any(
+        owners.get(d, a) != a for a, tasks in landing.items() for t in tasks for d in t.depends_on
+    )
+    if found.conflicting_rebases or depends:
+        return chosen  # fewer conflicting rebases, and dependencies, come first
+    waiting = _waiting_chains(ws, state)
+    unblocks = {
+        a: max((waiting[t.issue] for t in tasks), default=0.0) for a, tasks in landing.items()
+    }
+    return sorted(chosen, key=lambda agent: -unblocks[agent])
+
+
+def _waiting_chains(ws: Workspace, state: State) -> dict[int, float]:
+    """Per task: the hours of the longest chain of tasks not yet started that wait for it
+    (its dependents, and its agent's next task), one after the other."""
+    tasks = list(ws.plan.tasks())
+    later: dict[int, list[Task]] = {t.issue: [] for t in tasks}
+    for task in tasks:
+        for dependency in task.depends_on:
+            later.setdefault(dependency, []).append(task)
+    for agent in {t.agent for t in tasks}:
+        mine = ws.tasks_of(agent)
+        for earlier, after in pairwise(mine):
+            later[earlier.issue].append(after)
+    chains: dict[int, float] = {}
+
+    def chain(issue: int) -> float:  # the plan is acyclic (validated), plan order included
+        if issue not in chains:
+            chains[issue] = 0.0  # a guard, should a cycle slip through
+            chains[issue] = max(
+                (t.hours + chain(t.issue) for t in later.get(issue, []) if _not_started(state, t)),
+                default=0.0,
+            )
+        return chains[issue]
+
+    return {task.issue: chain(task.issue) for task in tasks}
+
+
+def _not_started(state: State, task: Task) -> bool:
+    return state.status(task.issue) in (PLANNED, ASSIGNED)
 
 
 # -- word from ``paradev run`` (``paradev.warm`` passes its pipe on) ---------------------------
