@@ -7,10 +7,11 @@ what git already shows, so a resumed train never lands twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from paradev import git as gitmod
-from paradev.errors import GitError, PreconditionError
+from paradev.errors import GitError, PreconditionError, Stopped
 from paradev.hosts import refuse_unshared_branch
 from paradev.prepare import as_agent, prepare_worktree
 from paradev.state import COMPLETED, MERGED, now
@@ -27,6 +28,7 @@ from paradev.train.journal import (
     HOOKS,
     MARK,
     PUSH,
+    PushInFlight,
     Train,
 )
 from paradev.train.rebase import (
@@ -159,6 +161,7 @@ def step_advance(train: Train, agent: int) -> None:
     """
     if train.is_done(agent, ADVANCE):
         return
+    settle_push(train)  # the last landing's push: on the remote before base moves again
     (current, new), status = _tips_and_base_tree(train, agent)
     if current != new:
         checked_out = gitmod.branch_holder(train.ws.repo, train.base) is not None
@@ -274,10 +277,13 @@ def _stop_if_base_moved(train: Train, agent: int, base: str, head: str) -> None:
         )
 
 
-def step_push(train: Train, agent: int) -> None:
+def step_push(train: Train, agent: int, *, background: bool = False) -> None:
     """Push base (never forced) and the rewritten agent branch (with a lease).
 
     Journaled with the next step only: pushing the same commits again is a no-op.
+    ``background`` (the serial train): when nothing waits on the remote, the push
+    of base runs while the next landing rebases, checks and gates, and is
+    settled (``settle_push``) before base moves again, the train ends or stops.
     """
     if not train.journal["push"] or train.is_done(agent, PUSH):
         return
@@ -285,20 +291,110 @@ def step_push(train: Train, agent: int) -> None:
     git, remote = train.ws.git, train.ws.plan.remote
     landed = entry["landed"]
     train.begin(agent, PUSH)
+    if background and _may_push_in_background(train, agent):
+        settle_push(train)  # none as a rule: base moved once since the last one started
+        wait = gitmod.in_background(lambda: gitmod.push(git, remote, landed, train.base))
+        train.push_in_flight = PushInFlight(agent, landed, wait)
+        return
     try:
         gitmod.push(git, remote, landed, train.base)
     except GitError as err:
-        raise train.stop(
-            agent,
-            "push",
-            f"{remote} refused {train.base} at {landed[:12]} ({err}); it landed locally. "
-            f"Someone else pushed to {remote}/{train.base}: "
-            "reconcile, then paradev merge --continue",
-        ) from None
+        _refused_unless_held(train, agent, landed, err)
+    _base_pushed(train, agent)
+
+
+def _may_push_in_background(train: Train, agent: int) -> bool:
+    """Whether nothing waits on the remote holding this landing before the next one starts.
+
+    With ``[agents] hosts`` the shared state marks it merged (other hosts read
+    the remote), an ``on_merge`` hook may read the remote, and an agent branch
+    on the remote is pushed with its lease, after base: those push at once.
+    """
+    plan = train.ws.plan
+    return (
+        not plan.hosts
+        and not plan.hook("on_merge").strip()
+        and train.agent(agent).get("remote_head") is None
+    )
+
+
+def settle_push(train: Train, *, may_stop: bool = True) -> None:
+    """Wait for the push running in the background, then journal it (in memory) as done.
+
+    Refused: the train stops with the message of a push made at once; with
+    ``may_stop`` False (the train is stopping already) it is only said, and the
+    resumed train pushes it again (``push_landed``).
+    """
+    pending, train.push_in_flight = train.push_in_flight, None
+    if pending is None:
+        return
+    try:
+        pending.wait()
+    except GitError as err:
+        try:
+            _refused_unless_held(train, pending.agent, pending.commit, err)
+        except Stopped as stop:
+            if may_stop:
+                raise
+            train.out(f"paradev: warning: {stop}")
+            return
+    _base_pushed(train, pending.agent)
+
+
+def wait_for_push(train: Train) -> None:
+    """Let the push running in the background end (interrupted: journal nothing of it; the
+    resumed train pushes again, a no-op when it went through)."""
+    pending, train.push_in_flight = train.push_in_flight, None
+    if pending is not None:
+        with suppress(Exception):
+            pending.wait()
+
+
+def push_landed(train: Train, *, may_stop: bool = True) -> None:
+    """Push what landed but was not pushed: a push left in the background by a crash or a
+    stop, its agent gone from the queue (a landing still queued pushes in its own turn)."""
+    if not train.journal["push"]:
+        return
+    for landing in list(train.journal["landed"]):
+        agent = int(landing["agent"])
+        if agent in train.queue or train.is_done(agent, PUSH):
+            continue
+        if train.agent(agent).get("landed") != landing["commit"]:
+            continue  # landed again since (merge --follow): that landing pushes
+        try:
+            step_push(train, agent)
+        except Stopped as stop:
+            if may_stop:
+                raise
+            train.out(f"paradev: warning: {stop}")
+
+
+def _refused_unless_held(train: Train, agent: int, landed: str, err: GitError) -> None:
+    """Stop on a refused push of base, unless the remote holds ``landed`` already: a push of
+    it made before a crash, followed by the next landing's (a fast-forward of it)."""
+    git, remote = train.ws.git, train.ws.plan.remote
+    try:
+        tip = gitmod.remote_branch(git, remote, train.base)
+    except GitError:  # the remote cannot be reached: it holds nothing we know of
+        tip = None
+    if tip is not None and gitmod.is_ancestor(git, landed, tip):
+        return
+    raise train.stop(
+        agent,
+        "push",
+        f"{remote} refused {train.base} at {landed[:12]} ({err}); it landed locally. "
+        f"Someone else pushed to {remote}/{train.base}: "
+        "reconcile, then paradev merge --continue",
+    ) from None
+
+
+def _base_pushed(train: Train, agent: int) -> None:
+    """Base is on the remote: push the agent branch (when it is there), journal, say it."""
+    entry = train.agent(agent)
     if entry.get("remote_head") is not None:
-        _push_agent_branch(train, agent, landed, entry["remote_head"])
+        _push_agent_branch(train, agent, entry["landed"], entry["remote_head"])
     train.finish(agent, PUSH)
-    train.out(f"agent {agent}: pushed {train.base} to {remote}")
+    train.out(f"agent {agent}: pushed {train.base} to {train.ws.plan.remote}")
 
 
 def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:

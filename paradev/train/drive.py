@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.train import adopt, candidates, eject, join, steps
-from paradev.train.advance import _undo_killed_fast_forward, move_base
+from paradev.train.advance import _undo_killed_fast_forward, move_base, push_landed
 from paradev.train.backup import _restore_branch
 from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
 from paradev.train.journal import (
@@ -130,7 +130,10 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
                 "the train has no agent left to skip; run paradev merge --continue"
             )
         agent = train.queue[0]
-        if _has_landed(train, agent):
+        stop = train.journal.get("stop") or {}
+        if stop.get("reason") == "push" and stop.get("agent") not in train.queue:
+            agent = stop["agent"]  # its push was refused while the next landing was under way
+        if agent != train.queue[0] or _has_landed(train, agent):
             raise PreconditionError(
                 f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
             )
@@ -139,7 +142,6 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
         if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
             _restore_branch(train, agent)
         train.queue.pop(0)
-        stop = train.journal.get("stop") or {}
         _note_skip(
             train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
         )
@@ -171,6 +173,8 @@ def abort(ws: Workspace, out: Output) -> None:
             else:
                 _abort_our_rebase(train, agent)
                 _restore_branch(train, agent)
+        if not queued:
+            push_landed(train, may_stop=False)  # what landed goes out, as a done train's did
         _end(train, "aborted")
         out(summary(train, "aborted"))
 

@@ -32,11 +32,14 @@ from paradev.order import drop_dependents
 from paradev.snapshots import record_train, train_facts
 from paradev.state import now
 from paradev.train.advance import (
+    push_landed,
+    settle_push,
     step_advance,
     step_gate,
     step_hooks,
     step_mark,
     step_push,
+    wait_for_push,
 )
 from paradev.train.backup import (
     back_up_queue,
@@ -139,12 +142,13 @@ def run(train: Train, follow: Follow | None = None) -> None:
     _say_gate(train)
     back_up_queue(train)
     try:
+        push_landed(train)  # a push a crash or a stop left unsettled
         while train.queue or (follow is not None and follow.join(train)):
             agent = train.queue[0]
             if _skip_for_skipped_dependency(train, agent):
                 continue
             try:
-                land(train, agent)
+                land(train, agent, push_behind=follow is None)
             except LaneHeld as held:
                 _note_skip(train, agent, str(held))
                 train.out(f"agent {agent}: {held}")
@@ -152,8 +156,13 @@ def run(train: Train, follow: Follow | None = None) -> None:
             if follow is not None:
                 train.save()  # the journal no longer names it before anyone else may take it
                 follow.landed(agent)
+        settle_push(train)
     except Exception:  # a refusal (exit 2): the landings marked so far are written first
+        settle_push(train, may_stop=False)
         train.save()
+        raise
+    except BaseException:  # interrupted: the push started finishes first, journaled or not
+        wait_for_push(train)
         raise
     train.save()  # the last landing's mark rides on it: the end reads the journal's file
     _end(train, "done")
@@ -199,8 +208,11 @@ def drop_skipped_dependents(
     return [skipped for skipped, _ in dropped]
 
 
-def land(train: Train, agent: int) -> None:
-    """Every step of landing one agent; each step skips what git shows is already done."""
+def land(train: Train, agent: int, *, push_behind: bool = False) -> None:
+    """Every step of landing one agent; each step skips what git shows is already done.
+
+    ``push_behind``: its push may run on while the next landing starts (``step_push``).
+    """
     step_backup(train, agent)
     step_rebase(train, agent)
     if train.journal.get("squash", train.ws.plan.squash):
@@ -210,19 +222,25 @@ def land(train: Train, agent: int) -> None:
     step_check(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
-    after_landing(train, agent, ride_along=True)
+    after_landing(train, agent, ride_along=True, push_behind=push_behind)
 
 
 def after_landing(
-    train: Train, agent: int, *, push_may_stop: bool = True, ride_along: bool = False
+    train: Train,
+    agent: int,
+    *,
+    push_may_stop: bool = True,
+    ride_along: bool = False,
+    push_behind: bool = False,
 ) -> None:
     """Work in progress back on the branch, push, mark merged, hooks: what follows base moving.
 
-    ``ride_along``: the mark is written with the next write (``step_mark``).
+    ``ride_along``: the mark is written with the next write (``step_mark``);
+    ``push_behind``: the push may be settled later (``step_push``).
     """
     step_wip(train, agent)
     try:
-        step_push(train, agent)
+        step_push(train, agent, background=push_behind)
     except Stopped as stop:
         if push_may_stop:
             raise
