@@ -181,6 +181,7 @@ def step_advance(train: Train, agent: int) -> None:
         except GitError:  # git merge --ff-only refused: say why when base moved
             _stop_if_base_moved(train, agent, current, new)
             raise
+        train.landed_here.add(new)
     train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
 
