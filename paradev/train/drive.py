@@ -72,11 +72,9 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         journal = _new_journal(ws, merge_order(ws, agents), checked.pushing, options.gate)
         join.prepare(ws, state, journal, agents, from_lanes)
         journal["left_out"] = notes  # the summary names them again
-        _say_skipped_last_time(ws, journal["order"], out)
-        with ws.store.update() as state:
-            if state.train is not None:
-                raise PreconditionError("another paradev merge started a train meanwhile")
-            state.train = journal
+        _say_skipped_last_time(ws, journal["order"], out, state)
+        if not ws.store.begin_train(journal):
+            raise PreconditionError("another paradev merge started a train meanwhile")
         train = Train(ws, journal, out, options.hand_back)
         order = " -> ".join(f"agent {a}" for a in journal["order"])
         out(f"merge train {train.id}: {order} onto {train.base}")

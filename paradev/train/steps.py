@@ -29,8 +29,8 @@ from typing import Any, Protocol
 from paradev import git as gitmod
 from paradev.errors import Stopped
 from paradev.order import drop_dependents
-from paradev.snapshots import record_train, train_facts
-from paradev.state import now
+from paradev.snapshots import remember, train_facts, train_snapshot
+from paradev.state import State, now
 from paradev.train.advance import (
     push_landed,
     settle_push,
@@ -123,9 +123,14 @@ def summary(train: Train, status: str) -> str:
     return "\n".join(lines)
 
 
-def _say_skipped_last_time(ws: Workspace, order: Sequence[int], out: Output) -> None:
-    """Name the agents the last train skipped that this one tries again (never silently)."""
-    history = ws.store.read().merge_history
+def _say_skipped_last_time(
+    ws: Workspace, order: Sequence[int], out: Output, state: State | None = None
+) -> None:
+    """Name the agents the last train skipped that this one tries again (never silently).
+
+    ``state``: the state, when the caller just read it.
+    """
+    history = (state or ws.store.read()).merge_history
     last = history[-1] if history else {}
     reasons = last.get("skip_reasons") or {}
     for agent in (a for a in last.get("skipped", []) if a in order):
@@ -250,8 +255,11 @@ def after_landing(
 
 
 def _end(train: Train, status: str) -> None:
-    record_train(train.ws, train.journal)
+    """Keep the train's snapshot and history and remove its journal: one state write."""
+    snapshot = train_snapshot(train.ws, train.journal)
     with train.ws.store.update() as state:
+        if snapshot is not None:
+            remember(state, snapshot)
         state.train = None
         if any(h.get("id") == train.id for h in state.merge_history):
             return  # killed after the history was written, before the journal was removed
