@@ -36,13 +36,16 @@ from tests.test_train import (
 )
 
 
-def three_agents_done(repo: Path, cli: Cli, trees: Path) -> None:
+def three_agents_done(repo: Path, cli: Cli, trees: Path, clash: bool = False) -> None:
     """Pushing to origin, three agents each complete one task (their branches are not on
-    the remote: only base is pushed)."""
+    the remote: only base is pushed); with ``clash`` agents 1 and 2 change the same line."""
     configure(repo, remote="origin", push=True)
     assert cli("setup").code == 0
     for agent in (1, 2, 3):
-        work(cli, trees, agent, {f"feature_{agent}.py": f"X = {agent}\n"})
+        files: dict[str, str | None] = {f"feature_{agent}.py": f"X = {agent}\n"}
+        if clash and agent < 3:
+            files["src/util.py"] = f"VALUE = {agent + 10}\n"
+        work(cli, trees, agent, files)
 
 
 def test_each_push_runs_behind_the_next_landing_and_is_settled_before_base_moves(
@@ -92,12 +95,17 @@ def test_each_push_runs_behind_the_next_landing_and_is_settled_before_base_moves
 
 
 def stopped_by_a_refused_push(
-    repo: Path, worktrees: Path, request: pytest.FixtureRequest, cli: Cli, nth: int = 1
+    repo: Path,
+    worktrees: Path,
+    request: pytest.FixtureRequest,
+    cli: Cli,
+    nth: int = 1,
+    clash: bool = False,
 ) -> tuple[Result, Path]:
     """Three agents' train, another machine pushing to main just before the train's ``nth``
     push: the train's result, and that machine's clone."""
     other: Path = request.getfixturevalue(other_machine.__name__)
-    three_agents_done(repo, cli, worktrees)
+    three_agents_done(repo, cli, worktrees, clash)
     real_push, calls = paradev_git.push, []
 
     def race(*args: Any, **kwargs: Any) -> None:
@@ -111,7 +119,7 @@ def stopped_by_a_refused_push(
     with patch.object(paradev_git, "push", side_effect=race):
         result = cli("merge")
     assert result.code == 1
-    assert "origin refused main" in result.err
+    assert "origin refused main" in (result.out if clash else result.err)
     return result, other
 
 
@@ -164,6 +172,29 @@ def test_abort_with_a_refused_push_behind_keeps_what_landed_and_restores_the_nex
     assert rev(repo, "parallel-dev/agent-2") == second  # rebased meanwhile: restored
     assert "paradev: warning: origin refused main" in result.out  # said, never forced
     assert git(remote, "rev-parse", "main") == rev(other, "main")
+
+
+def test_a_stop_of_the_next_landing_is_kept_when_the_push_behind_it_is_refused(
+    repo: Path, remote: Path, worktrees: Path, request: pytest.FixtureRequest, cli: Cli
+) -> None:
+    # agent 3 and one of 1, 2 land; the second landing's push is refused while the
+    # third one's rebase conflicts
+    result, _ = stopped_by_a_refused_push(repo, worktrees, request, cli, nth=2, clash=True)
+
+    train = state_of(repo)["train"]
+    second, third = train["order"][1:]
+    assert (train["stop"]["agent"], train["stop"]["reason"]) == (third, "conflict")  # its own
+    assert "paradev: warning: origin refused main" in result.out  # the refusal said
+    assert f"agent {second}: pushed" not in result.out
+    ours = git(remote, "rev-parse", "main~1")  # the foreign commit is taken back there
+    git(remote, "update-ref", "refs/heads/main", ours)
+
+    result = cli("merge", "--skip")  # the third left out; the second's landing goes out
+
+    assert result.code == 0, result.err
+    assert f"agent {second}: pushed main to origin" in result.out
+    assert git(remote, "rev-parse", "main") == rev(repo, "main")
+    assert state_of(repo)["train"] is None
 
 
 def test_the_last_landing_refused_at_the_end_is_pushed_by_continue(

@@ -11,7 +11,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from paradev import git as gitmod
-from paradev.errors import GitError, PreconditionError, Stopped
+from paradev.errors import GitError, PreconditionError
 from paradev.hosts import refuse_unshared_branch
 from paradev.prepare import as_agent, prepare_worktree
 from paradev.state import COMPLETED, MERGED, now
@@ -278,13 +278,14 @@ def _stop_if_base_moved(train: Train, agent: int, base: str, head: str) -> None:
         )
 
 
-def step_push(train: Train, agent: int, *, background: bool = False) -> None:
+def step_push(train: Train, agent: int, *, background: bool = False, may_stop: bool = True) -> None:
     """Push base (never forced) and the rewritten agent branch (with a lease).
 
     Journaled with the next step only: pushing the same commits again is a no-op.
     ``background`` (the serial train): when nothing waits on the remote, the push
     of base runs while the next landing rebases, checks and gates, and is
     settled (``settle_push``) before base moves again, the train ends or stops.
+    ``may_stop`` False: a refused push is only said (the train ends or stops anyway).
     """
     if not train.journal["push"] or train.is_done(agent, PUSH):
         return
@@ -300,7 +301,8 @@ def step_push(train: Train, agent: int, *, background: bool = False) -> None:
     try:
         gitmod.push(git, remote, landed, train.base)
     except GitError as err:
-        _refused_unless_held(train, agent, landed, err)
+        if not _pushed_after_all(train, agent, landed, err, may_stop):
+            return
     _base_pushed(train, agent)
 
 
@@ -323,8 +325,8 @@ def settle_push(train: Train, *, may_stop: bool = True) -> None:
     """Wait for the push running in the background, then journal it (in memory) as done.
 
     Refused: the train stops with the message of a push made at once; with
-    ``may_stop`` False (the train is stopping already) it is only said, and the
-    resumed train pushes it again (``push_landed``).
+    ``may_stop`` False (the train is stopping already, for its own reason) it
+    is only said, and the resumed train pushes it again (``push_landed``).
     """
     pending, train.push_in_flight = train.push_in_flight, None
     if pending is None:
@@ -332,12 +334,7 @@ def settle_push(train: Train, *, may_stop: bool = True) -> None:
     try:
         pending.wait()
     except GitError as err:
-        try:
-            _refused_unless_held(train, pending.agent, pending.commit, err)
-        except Stopped as stop:
-            if may_stop:
-                raise
-            train.out(f"paradev: warning: {stop}")
+        if not _pushed_after_all(train, pending.agent, pending.commit, err, may_stop):
             return
     _base_pushed(train, pending.agent)
 
@@ -360,33 +357,30 @@ def push_landed(train: Train, *, may_stop: bool = True) -> None:
         agent = int(landing["agent"])
         if agent in train.queue or train.is_done(agent, PUSH):
             continue
-        if train.agent(agent).get("landed") != landing["commit"]:
-            continue  # landed again since (merge --follow): that landing pushes
-        try:
-            step_push(train, agent)
-        except Stopped as stop:
-            if may_stop:
-                raise
-            train.out(f"paradev: warning: {stop}")
+        if train.agent(agent).get("landed") == landing["commit"]:  # else landed again since
+            step_push(train, agent, may_stop=may_stop)
 
 
-def _refused_unless_held(train: Train, agent: int, landed: str, err: GitError) -> None:
-    """Stop on a refused push of base, unless the remote holds ``landed`` already: a push of
-    it made before a crash, followed by the next landing's (a fast-forward of it)."""
+def _pushed_after_all(train: Train, agent: int, landed: str, err: GitError, may_stop: bool) -> bool:
+    """A refused push of base counts as made when the remote holds ``landed`` already (a push
+    of it before a crash, and maybe the next landing's after it); else the train stops, or
+    (not ``may_stop``) it is only said and False returned."""
     git, remote = train.ws.git, train.ws.plan.remote
     try:
         tip = gitmod.remote_branch(git, remote, train.base)
     except GitError:  # the remote cannot be reached: it holds nothing we know of
         tip = None
     if tip is not None and gitmod.is_ancestor(git, landed, tip):
-        return
-    raise train.stop(
-        agent,
-        "push",
+        return True
+    message = (
         f"{remote} refused {train.base} at {landed[:12]} ({err}); it landed locally. "
         f"Someone else pushed to {remote}/{train.base}: "
-        "reconcile, then paradev merge --continue",
-    ) from None
+        "reconcile, then paradev merge --continue"
+    )
+    if may_stop:
+        raise train.stop(agent, "push", message) from None
+    train.out(f"paradev: warning: {message}")
+    return False
 
 
 def _base_pushed(train: Train, agent: int) -> None:
