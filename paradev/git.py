@@ -2014,22 +2014,27 @@ def in_background(call: Callable[[], _R]) -> Callable[[], _R]:
     function returned waits for it and gives its result, or raises what it raised.
 
     Not a daemon: a process leaving early still waits for the git child it started.
+    The wait is on an event, not ``Thread.join``: a join cut short by a signal
+    (Python 3.11) marks the thread ended while it still runs, so a second wait,
+    after an interrupt, would not wait at all.
     """
     import threading
 
     outcome: list[Any] = []
+    done = threading.Event()
 
     def work() -> None:
         try:
             outcome.append((True, call()))
         except BaseException as exc:  # handed to the caller of the wait
             outcome.append((False, exc))
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=work, name="paradev-background")
-    thread.start()
+    threading.Thread(target=work, name="paradev-background").start()
 
     def wait() -> _R:
-        thread.join()
+        done.wait()
         ok, value = outcome[0]
         if not ok:
             raise value

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -22,7 +24,7 @@ from pytest_mock import MockerFixture
 from paradev import git as paradev_git
 from paradev.train import advance as advance_mod
 from paradev.train import steps as train_mod
-from tests.helpers import Result, commit, git, rev
+from tests.helpers import Result, agent_tree, commit, git, rev, start_paradev, wait_for_file
 from tests.test_train import (
     Cli,
     Crash,
@@ -334,3 +336,101 @@ def test_a_crash_while_a_push_runs_behind_then_continue_reaches_the_same_refs(
     )
     assert crashed == _CLEAN[template_repo]
     assert len(crashed[0]) == 4 and len(crashed[2]) == 1  # main + 3 agents here; main there
+
+
+def test_sigterm_while_waiting_for_the_push_behind_lets_that_push_end_first(
+    repo: Path, remote: Path, worktrees: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """SIGTERM to paradev alone (not its git children) while the train waits for a slow push:
+    paradev leaves only once that push ended, and ``--continue`` ends what is left."""
+    three_agents_done(repo, cli, worktrees)
+    started, ended = tmp_path / "push-started", tmp_path / "push-ended"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\necho $$ > {started}\nsleep 3\necho > {ended}\n")
+    hook.chmod(0o755)
+    train = start_paradev(repo, "merge")
+    wait_for_file(started, train)
+    time.sleep(1)  # the next landing is quick: the train now waits for the push
+
+    train.send_signal(signal.SIGTERM)
+    train.communicate(timeout=60)
+
+    assert train.returncode != 0
+    assert ended.exists()  # the push ended before paradev did: nothing of it outlives paradev
+    hook.unlink()
+    resumed = cli("merge", "--continue")
+    assert resumed.code == 0, resumed.err
+    assert git(remote, "rev-parse", "main") == rev(repo, "main")
+    statuses = {k: v["status"] for k, v in state_of(repo)["tasks"].items()}
+    assert statuses == {"11": "merged", "12": "merged", "13": "merged"}
+
+
+def _branch_holding_a_landing_unchanged(
+    root: Path, template: Path, cli: Cli, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Agent 1's commit already carries its trailer (it lands unchanged) and agent 2 merged
+    agent 1's branch; with ``mocker`` set to crash, the train is killed and continued."""
+    project = root / "project"
+    shutil.copytree(template, project, symlinks=True)
+    monkeypatch.chdir(project)
+    configure(project)
+    assert cli("setup").code == 0
+    trees = project.parent / "project-worktrees"
+    assert cli("start", "1").code == 0
+    commit(agent_tree(trees, 1), {"one.py": "1\n"}, "one\n\nParadev-Issue: 11")
+    assert cli("complete", "1").code == 0
+    assert cli("start", "2").code == 0
+    two = agent_tree(trees, 2)
+    commit(two, {"two.py": "2\n"}, "two")
+    git(two, "merge", "-q", "--no-ff", "--no-edit", "parallel-dev/agent-1")
+    commit(two, {"two_b.py": "2b\n"}, "two b")
+    assert cli("complete", "2").code == 0
+    try:
+        result = cli("merge")
+    except Crash:
+        mocker.stopall()
+        result = cli("merge", "--continue")
+    assert result.code == 0, result.err
+    return refs(project)
+
+
+@pytest.mark.usefixtures(fixed_dates.__name__)
+def test_a_landing_made_of_a_commit_another_branch_holds_gives_the_same_refs_after_a_crash(
+    template_repo: Path,
+    tmp_path: Path,
+    cli: Cli,
+    mocker: MockerFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a commit this train made is known to be in no branch yet: one it landed unchanged
+    may be, and the next branch's rebase must then be what git shows, crash or not."""
+    clean = _branch_holding_a_landing_unchanged(
+        tmp_path / "a", template_repo, cli, mocker, monkeypatch
+    )
+    crash_for(mocker, "step_rebase", 2, False)
+    crashed = _branch_holding_a_landing_unchanged(
+        tmp_path / "b", template_repo, cli, mocker, monkeypatch
+    )
+    assert crashed == clean
+
+
+def test_an_on_merge_hook_sees_each_landing_on_the_remote_already(
+    repo: Path, remote: Path, worktrees: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """With an ``on_merge`` hook the push is made at once: the hook runs after it."""
+    seen = tmp_path / "seen.txt"
+    configure(repo, remote="origin", push=True)
+    plan = (repo / "plan.toml").read_text()
+    hook = f'[hooks]\non_merge = "git --git-dir={remote} rev-parse main >> {seen}"\n\n[gate]'
+    (repo / "plan.toml").write_text(plan.replace("[gate]", hook, 1))
+    git(repo, "commit", "-qam", "chore: a hook")
+    git(repo, "push", "-q", "origin", "main")
+    assert cli("setup").code == 0
+    for agent in (1, 2, 3):
+        work(cli, worktrees, agent, {f"feature_{agent}.py": f"X = {agent}\n"})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    landed = [git(repo, "rev-parse", f"main~{n}") for n in (2, 1, 0)]
+    assert seen.read_text().split() == landed

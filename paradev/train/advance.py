@@ -11,6 +11,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from paradev import git as gitmod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.hosts import refuse_unshared_branch
 from paradev.prepare import as_agent, prepare_worktree
@@ -181,7 +182,8 @@ def step_advance(train: Train, agent: int) -> None:
         except GitError:  # git merge --ff-only refused: say why when base moved
             _stop_if_base_moved(train, agent, current, new)
             raise
-        train.landed_here.add(new)
+        if new != train.agent(agent).get("old_head"):  # made by this train: in no branch yet
+            train.landed_here.add(new)
     train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
 
@@ -328,14 +330,18 @@ def settle_push(train: Train, *, may_stop: bool = True) -> None:
     ``may_stop`` False (the train is stopping already, for its own reason) it
     is only said, and the resumed train pushes it again (``push_landed``).
     """
-    pending, train.push_in_flight = train.push_in_flight, None
+    pending = train.push_in_flight
     if pending is None:
         return
     try:
         pending.wait()
-    except GitError as err:
+    except Exception as err:  # it ended; an interrupt leaves it to ``wait_for_push``
+        train.push_in_flight = None
+        if not isinstance(err, GitError):
+            raise
         if not _pushed_after_all(train, pending.agent, pending.commit, err, may_stop):
             return
+    train.push_in_flight = None
     _base_pushed(train, pending.agent)
 
 
@@ -344,7 +350,7 @@ def wait_for_push(train: Train) -> None:
     resumed train pushes again, a no-op when it went through)."""
     pending, train.push_in_flight = train.push_in_flight, None
     if pending is not None:
-        with suppress(Exception):
+        with processes.shielded(), suppress(Exception):  # a second signal cannot cut it short
             pending.wait()
 
 

@@ -92,7 +92,7 @@ class Train:
         self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
         self._queue_read: tuple[set[int], State] | None = None  # one read, for these agents
         self.push_in_flight: PushInFlight | None = None  # at most one (advance.settle_push)
-        self.landed_here: set[str] = set()  # the commits this process moved base to
+        self.landed_here: set[str] = set()  # commits this process made and moved base to
 
     @property
     def id(self) -> str:
