@@ -2007,3 +2007,38 @@ def loose_refs(common_dir: Path, refs: Sequence[str]) -> dict[str, str] | None:
             return None
         found[ref] = sha
     return found
+
+
+def in_background(call: Callable[[], _R]) -> Callable[[], _R]:
+    """``call`` started now in a thread of its own (its git process runs meanwhile); the
+    function returned waits for it and gives its result, or raises what it raised.
+
+    Not a daemon: a process leaving early still waits for the git child it started.
+    The wait is on an event, not ``Thread.join``: a join cut short by a signal
+    (Python 3.11) marks the thread ended while it still runs, so a second wait,
+    after an interrupt, would not wait at all.
+    """
+    import threading
+
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the caller of the wait
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="paradev-background").start()
+
+    def wait() -> _R:
+        done.wait()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        result: _R = value
+        return result
+
+    return wait

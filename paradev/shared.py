@@ -301,6 +301,14 @@ class SharedStateStore(StateStore):
             state.train = journal
         return state
 
+    def begin_train(self, journal: dict[str, Any]) -> bool:
+        """A new train is a change of the shared state, decided on the remote's."""
+        with self.update() as state:
+            if state.train is not None:
+                return False
+            state.train = journal
+        return True
+
     def save_journal(self, journal: dict[str, Any]) -> None:
         """The merge journal is part of the shared state: a train step is a state change."""
         with self.locked():

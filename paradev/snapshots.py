@@ -130,15 +130,21 @@ def record_train(ws: Workspace, journal: dict[str, Any]) -> None:
     Best effort: a snapshot the report would show must never stop a train
     (say a backup ref was deleted by hand), so a git failure skips it.
     """
+    snapshot = train_snapshot(ws, journal)
+    if snapshot is not None:
+        with ws.store.update() as state:
+            remember(state, snapshot)
+
+
+def train_snapshot(ws: Workspace, journal: dict[str, Any]) -> dict[str, Any] | None:
+    """``record_train``'s snapshot, for a caller writing the state anyway (None: none)."""
     heads = _train_heads(ws, journal)
     if heads is None:
-        return
+        return None
     try:
-        snapshot = conflict_snapshot(analyze(ws, heads=heads), "train", str(journal["id"]))
+        return conflict_snapshot(analyze(ws, heads=heads), "train", str(journal["id"]))
     except ParadevError:
-        return
-    with ws.store.update() as state:
-        remember(state, snapshot)
+        return None
 
 
 def _train_heads(ws: Workspace, journal: dict[str, Any]) -> Heads | None:

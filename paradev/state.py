@@ -1067,6 +1067,15 @@ class StateStore:
             pass
         self._replace(self.journal_path, text)
 
+    def begin_train(self, journal: dict[str, Any]) -> bool:
+        """Write a new train's journal, unless a train began meanwhile (False): the journal
+        file alone, under the state lock, the state file untouched."""
+        with self.locked():
+            if self.read_journal() is not None:
+                return False
+            self.write_journal(journal)
+            return True
+
     def save_journal(self, journal: dict[str, Any]) -> None:
         """Write the journal under the state lock, the state file untouched."""
         with self.locked():

@@ -853,3 +853,19 @@ def test_writes_that_reuse_unchanged_record_lines_still_hold_every_change(tmp_pa
 
 def _line_of(text: str, start: str) -> int:
     return next(n for n, line in enumerate(text.splitlines()) if line.strip().startswith(start))
+
+
+def test_a_train_begins_by_its_journal_alone_and_only_once(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.task(7, 1).status = "completed"
+    before = store.path.read_bytes()
+    journal: dict[str, object] = {"id": "t1", "base": "main", "status": "running"}
+    journal.update(queue=[1], agents={}, landed=[], skipped=[], gate=True, push=False)
+
+    assert store.begin_train(journal) is True
+    assert store.begin_train({**journal, "id": "t2"}) is False  # one train at a time
+
+    assert store.path.read_bytes() == before  # the state file is not rewritten
+    train = store.read().train
+    assert train is not None and train["id"] == "t1"

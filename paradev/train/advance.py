@@ -7,9 +7,11 @@ what git already shows, so a resumed train never lands twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from paradev import git as gitmod
+from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.hosts import refuse_unshared_branch
 from paradev.prepare import as_agent, prepare_worktree
@@ -27,6 +29,7 @@ from paradev.train.journal import (
     HOOKS,
     MARK,
     PUSH,
+    PushInFlight,
     Train,
 )
 from paradev.train.rebase import (
@@ -159,6 +162,7 @@ def step_advance(train: Train, agent: int) -> None:
     """
     if train.is_done(agent, ADVANCE):
         return
+    settle_push(train)  # the last landing's push: on the remote before base moves again
     (current, new), status = _tips_and_base_tree(train, agent)
     if current != new:
         checked_out = gitmod.branch_holder(train.ws.repo, train.base) is not None
@@ -178,6 +182,8 @@ def step_advance(train: Train, agent: int) -> None:
         except GitError:  # git merge --ff-only refused: say why when base moved
             _stop_if_base_moved(train, agent, current, new)
             raise
+        if new != train.agent(agent).get("old_head"):  # made by this train: in no branch yet
+            train.landed_here.add(new)
     train.finish(agent, ADVANCE, landed=new)
     train.out(f"agent {agent}: {train.base} -> {new[:12]}")
 
@@ -274,10 +280,14 @@ def _stop_if_base_moved(train: Train, agent: int, base: str, head: str) -> None:
         )
 
 
-def step_push(train: Train, agent: int) -> None:
+def step_push(train: Train, agent: int, *, background: bool = False, may_stop: bool = True) -> None:
     """Push base (never forced) and the rewritten agent branch (with a lease).
 
     Journaled with the next step only: pushing the same commits again is a no-op.
+    ``background`` (the serial train): when nothing waits on the remote, the push
+    of base runs while the next landing rebases, checks and gates, and is
+    settled (``settle_push``) before base moves again, the train ends or stops.
+    ``may_stop`` False: a refused push is only said (the train ends or stops anyway).
     """
     if not train.journal["push"] or train.is_done(agent, PUSH):
         return
@@ -285,20 +295,107 @@ def step_push(train: Train, agent: int) -> None:
     git, remote = train.ws.git, train.ws.plan.remote
     landed = entry["landed"]
     train.begin(agent, PUSH)
+    if background and _may_push_in_background(train, agent):
+        settle_push(train)  # none as a rule: base moved once since the last one started
+        wait = gitmod.in_background(lambda: gitmod.push(git, remote, landed, train.base))
+        train.push_in_flight = PushInFlight(agent, landed, wait)
+        return
     try:
         gitmod.push(git, remote, landed, train.base)
     except GitError as err:
-        raise train.stop(
-            agent,
-            "push",
-            f"{remote} refused {train.base} at {landed[:12]} ({err}); it landed locally. "
-            f"Someone else pushed to {remote}/{train.base}: "
-            "reconcile, then paradev merge --continue",
-        ) from None
+        if not _pushed_after_all(train, agent, landed, err, may_stop):
+            return
+    _base_pushed(train, agent)
+
+
+def _may_push_in_background(train: Train, agent: int) -> bool:
+    """Whether nothing waits on the remote holding this landing before the next one starts.
+
+    With ``[agents] hosts`` the shared state marks it merged (other hosts read
+    the remote), an ``on_merge`` hook may read the remote, and an agent branch
+    on the remote is pushed with its lease, after base: those push at once.
+    """
+    plan = train.ws.plan
+    return (
+        not plan.hosts
+        and not plan.hook("on_merge").strip()
+        and train.agent(agent).get("remote_head") is None
+    )
+
+
+def settle_push(train: Train, *, may_stop: bool = True) -> None:
+    """Wait for the push running in the background, then journal it (in memory) as done.
+
+    Refused: the train stops with the message of a push made at once; with
+    ``may_stop`` False (the train is stopping already, for its own reason) it
+    is only said, and the resumed train pushes it again (``push_landed``).
+    """
+    pending = train.push_in_flight
+    if pending is None:
+        return
+    try:
+        pending.wait()
+    except Exception as err:  # it ended; an interrupt leaves it to ``wait_for_push``
+        train.push_in_flight = None
+        if not isinstance(err, GitError):
+            raise
+        if not _pushed_after_all(train, pending.agent, pending.commit, err, may_stop):
+            return
+    train.push_in_flight = None
+    _base_pushed(train, pending.agent)
+
+
+def wait_for_push(train: Train) -> None:
+    """Let the push running in the background end (interrupted: journal nothing of it; the
+    resumed train pushes again, a no-op when it went through)."""
+    pending, train.push_in_flight = train.push_in_flight, None
+    if pending is not None:
+        with processes.shielded(), suppress(Exception):  # a second signal cannot cut it short
+            pending.wait()
+
+
+def push_landed(train: Train, *, may_stop: bool = True) -> None:
+    """Push what landed but was not pushed: a push left in the background by a crash or a
+    stop, its agent gone from the queue (a landing still queued pushes in its own turn)."""
+    if not train.journal["push"]:
+        return
+    for landing in list(train.journal["landed"]):
+        agent = int(landing["agent"])
+        if agent in train.queue or train.is_done(agent, PUSH):
+            continue
+        if train.agent(agent).get("landed") == landing["commit"]:  # else landed again since
+            step_push(train, agent, may_stop=may_stop)
+
+
+def _pushed_after_all(train: Train, agent: int, landed: str, err: GitError, may_stop: bool) -> bool:
+    """A refused push of base counts as made when the remote holds ``landed`` already (a push
+    of it before a crash, and maybe the next landing's after it); else the train stops, or
+    (not ``may_stop``) it is only said and False returned."""
+    git, remote = train.ws.git, train.ws.plan.remote
+    try:
+        tip = gitmod.remote_branch(git, remote, train.base)
+    except GitError:  # the remote cannot be reached: it holds nothing we know of
+        tip = None
+    if tip is not None and gitmod.is_ancestor(git, landed, tip):
+        return True
+    message = (
+        f"{remote} refused {train.base} at {landed[:12]} ({err}); it landed locally. "
+        f"Someone else pushed to {remote}/{train.base}: "
+        "reconcile, then paradev merge --continue"
+    )
+    if may_stop:
+        raise train.stop(agent, "push", message) from None
+    train.out(f"paradev: warning: {message}")
+    return False
+
+
+def _base_pushed(train: Train, agent: int) -> None:
+    """Base is on the remote: push the agent branch (when it is there), journal, say it."""
+    entry = train.agent(agent)
     if entry.get("remote_head") is not None:
-        _push_agent_branch(train, agent, landed, entry["remote_head"])
+        _push_agent_branch(train, agent, entry["landed"], entry["remote_head"])
     train.finish(agent, PUSH)
-    train.out(f"agent {agent}: pushed {train.base} to {remote}")
+    train.out(f"agent {agent}: pushed {train.base} to {train.ws.plan.remote}")
 
 
 def _push_agent_branch(train: Train, agent: int, head: str, lease: str) -> None:

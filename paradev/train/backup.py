@@ -70,8 +70,18 @@ def back_up_queue(train: Train) -> None:
 
 def _fresh_tips(train: Train, agent: int) -> tuple[str, str] | None:
     """Base and branch now (base moved with each landing), and whether the branch holds
-    base, for the rebase step: one git process, as ``journal_backup`` reads them."""
+    base, for the rebase step: one git process, as ``journal_backup`` reads them.
+
+    No git process as a rule: the tips come from the ref files, and base at a
+    commit this process made and landed cannot be in a branch still at the head
+    it had when the train started, before that commit existed.
+    """
     base, ref, *_ = _tip_refs(train, agent)
+    found = gitmod.loose_refs(train.ws.repo.common_dir, [base, ref]) or {}
+    made_here, head = found.get(base) in train.landed_here, found.get(ref)
+    if made_here and head is not None and head == train.agent(agent).get("old_head"):
+        train.note_on_base(agent, found[base], head, False)
+        return found[base], head
     tips = gitmod.tips_and_ancestry(train.ws.git, base, ref)
     if tips is None:
         return None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
 from paradev.train import adopt, candidates, eject, join, steps
-from paradev.train.advance import _undo_killed_fast_forward, move_base
+from paradev.train.advance import _undo_killed_fast_forward, move_base, push_landed
 from paradev.train.backup import _restore_branch
 from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
 from paradev.train.journal import (
@@ -73,11 +73,9 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         journal = _new_journal(ws, chosen, checked.pushing, options.gate)
         join.prepare(ws, state, journal, agents, from_lanes)
         journal["left_out"] = notes  # the summary names them again
-        _say_skipped_last_time(ws, journal["order"], out)
-        with ws.store.update() as state:
-            if state.train is not None:
-                raise PreconditionError("another paradev merge started a train meanwhile")
-            state.train = journal
+        _say_skipped_last_time(ws, journal["order"], out, state)
+        if not ws.store.begin_train(journal):
+            raise PreconditionError("another paradev merge started a train meanwhile")
         train = Train(ws, journal, out, options.hand_back)
         order = " -> ".join(f"agent {a}" for a in journal["order"])
         out(f"merge train {train.id}: {order} onto {train.base}")
@@ -131,7 +129,10 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
                 "the train has no agent left to skip; run paradev merge --continue"
             )
         agent = train.queue[0]
-        if _has_landed(train, agent):
+        stop = train.journal.get("stop") or {}
+        if stop.get("reason") == "push" and stop.get("agent") not in train.queue:
+            agent = stop["agent"]  # its push was refused while the next landing was under way
+        if agent != train.queue[0] or _has_landed(train, agent):
             raise PreconditionError(
                 f"agent {agent} has already landed on {train.base}; run paradev merge --continue"
             )
@@ -140,7 +141,6 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
         if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
             _restore_branch(train, agent)
         train.queue.pop(0)
-        stop = train.journal.get("stop") or {}
         _note_skip(
             train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
         )
@@ -172,6 +172,8 @@ def abort(ws: Workspace, out: Output) -> None:
             else:
                 _abort_our_rebase(train, agent)
                 _restore_branch(train, agent)
+        if not queued:
+            push_landed(train, may_stop=False)  # what landed goes out, as a done train's did
         _end(train, "aborted")
         out(summary(train, "aborted"))
 

@@ -279,6 +279,8 @@ def prepare(
                 range_from=lane.start,
             )
             continue
+        if lane is None:
+            continue  # no lane landed under this branch: no range (``lanes.range_start``)
         tip = ws.git.rev(f"refs/heads/{ws.branch(agent)}")
         start = lanes.range_start(ws, state, agent, tip) if tip else None
         if start is not None:

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +59,16 @@ class HandBack(Protocol):
     ) -> bool: ...
 
 
+@dataclass(frozen=True)
+class PushInFlight:
+    """The push of one landing's base, running while the next landing rebases, checks and
+    gates (``advance.step_push``); settled before base moves again or the train stops."""
+
+    agent: int
+    commit: str
+    wait: Callable[[], None]
+
+
 class Train:
     """A train in progress: its journal (``state.train``) and the workspace it runs in."""
 
@@ -80,6 +91,8 @@ class Train:
         self._tracking_asked: set[str] = set()
         self._task_views: dict[int, State] = {}  # the state as one landing began, by agent
         self._queue_read: tuple[set[int], State] | None = None  # one read, for these agents
+        self.push_in_flight: PushInFlight | None = None  # at most one (advance.settle_push)
+        self.landed_here: set[str] = set()  # commits this process made and moved base to
 
     @property
     def id(self) -> str:

@@ -29,14 +29,17 @@ from typing import Any, Protocol
 from paradev import git as gitmod
 from paradev.errors import Stopped
 from paradev.order import drop_dependents
-from paradev.snapshots import record_train, train_facts
-from paradev.state import now
+from paradev.snapshots import remember, train_facts, train_snapshot
+from paradev.state import State, now
 from paradev.train.advance import (
+    push_landed,
+    settle_push,
     step_advance,
     step_gate,
     step_hooks,
     step_mark,
     step_push,
+    wait_for_push,
 )
 from paradev.train.backup import (
     back_up_queue,
@@ -120,9 +123,14 @@ def summary(train: Train, status: str) -> str:
     return "\n".join(lines)
 
 
-def _say_skipped_last_time(ws: Workspace, order: Sequence[int], out: Output) -> None:
-    """Name the agents the last train skipped that this one tries again (never silently)."""
-    history = ws.store.read().merge_history
+def _say_skipped_last_time(
+    ws: Workspace, order: Sequence[int], out: Output, state: State | None = None
+) -> None:
+    """Name the agents the last train skipped that this one tries again (never silently).
+
+    ``state``: the state, when the caller just read it.
+    """
+    history = (state or ws.store.read()).merge_history
     last = history[-1] if history else {}
     reasons = last.get("skip_reasons") or {}
     for agent in (a for a in last.get("skipped", []) if a in order):
@@ -139,12 +147,13 @@ def run(train: Train, follow: Follow | None = None) -> None:
     _say_gate(train)
     back_up_queue(train)
     try:
+        push_landed(train)  # a push a crash or a stop left unsettled
         while train.queue or (follow is not None and follow.join(train)):
             agent = train.queue[0]
             if _skip_for_skipped_dependency(train, agent):
                 continue
             try:
-                land(train, agent)
+                land(train, agent, push_behind=follow is None)
             except LaneHeld as held:
                 _note_skip(train, agent, str(held))
                 train.out(f"agent {agent}: {held}")
@@ -152,8 +161,13 @@ def run(train: Train, follow: Follow | None = None) -> None:
             if follow is not None:
                 train.save()  # the journal no longer names it before anyone else may take it
                 follow.landed(agent)
+        settle_push(train)
     except Exception:  # a refusal (exit 2): the landings marked so far are written first
+        settle_push(train, may_stop=False)
         train.save()
+        raise
+    except BaseException:  # interrupted: the push started finishes first, journaled or not
+        wait_for_push(train)
         raise
     train.save()  # the last landing's mark rides on it: the end reads the journal's file
     _end(train, "done")
@@ -199,8 +213,11 @@ def drop_skipped_dependents(
     return [skipped for skipped, _ in dropped]
 
 
-def land(train: Train, agent: int) -> None:
-    """Every step of landing one agent; each step skips what git shows is already done."""
+def land(train: Train, agent: int, *, push_behind: bool = False) -> None:
+    """Every step of landing one agent; each step skips what git shows is already done.
+
+    ``push_behind``: its push may run on while the next landing starts (``step_push``).
+    """
     step_backup(train, agent)
     step_rebase(train, agent)
     if train.journal.get("squash", train.ws.plan.squash):
@@ -210,19 +227,25 @@ def land(train: Train, agent: int) -> None:
     step_check(train, agent)
     step_gate(train, agent)
     step_advance(train, agent)
-    after_landing(train, agent, ride_along=True)
+    after_landing(train, agent, ride_along=True, push_behind=push_behind)
 
 
 def after_landing(
-    train: Train, agent: int, *, push_may_stop: bool = True, ride_along: bool = False
+    train: Train,
+    agent: int,
+    *,
+    push_may_stop: bool = True,
+    ride_along: bool = False,
+    push_behind: bool = False,
 ) -> None:
     """Work in progress back on the branch, push, mark merged, hooks: what follows base moving.
 
-    ``ride_along``: the mark is written with the next write (``step_mark``).
+    ``ride_along``: the mark is written with the next write (``step_mark``);
+    ``push_behind``: the push may be settled later (``step_push``).
     """
     step_wip(train, agent)
     try:
-        step_push(train, agent)
+        step_push(train, agent, background=push_behind)
     except Stopped as stop:
         if push_may_stop:
             raise
@@ -232,8 +255,11 @@ def after_landing(
 
 
 def _end(train: Train, status: str) -> None:
-    record_train(train.ws, train.journal)
+    """Keep the train's snapshot and history and remove its journal: one state write."""
+    snapshot = train_snapshot(train.ws, train.journal)
     with train.ws.store.update() as state:
+        if snapshot is not None:
+            remember(state, snapshot)
         state.train = None
         if any(h.get("id") == train.id for h in state.merge_history):
             return  # killed after the history was written, before the journal was removed
