@@ -380,7 +380,8 @@ class Plan(NamedTuple):
 
     @property
     def push(self) -> bool:
-        return bool(self.settings["merge"]["push"])
+        """Push after each landing; always with hosts, which see landed work only there."""
+        return bool(self.settings["merge"]["push"]) or bool(self.settings["agents"]["hosts"])
 
     @property
     def on_conflict(self) -> str:

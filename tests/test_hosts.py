@@ -257,8 +257,10 @@ def test_the_train_takes_the_lease_and_frees_it(
     planned: dict[str, Path], origin: Path, cli: CliFn
 ) -> None:
     laptop = completed_on_laptop(planned, cli)
+    git(origin, "config", "receive.denyNonFastForwards", "false")  # rewritten agent branches
     result = cli("merge")
     assert result.code == 0, result.err
+    assert git(origin, "rev-parse", "main") == git(laptop, "rev-parse", "main")  # pushed
     assert lease_on_server(origin) == {"holder": f"laptop (pid {os.getpid()})", "state": "free"}
     subjects = git(origin, "log", "--format=%s", "refs/paradev/lock/train").splitlines()
     assert [s.split(" by ")[0] for s in subjects] == [
@@ -267,6 +269,65 @@ def test_the_train_takes_the_lease_and_frees_it(
     ]
     assert remote_state(laptop)["tasks"]["11"]["status"] == "merged"
     assert (laptop / "feature.txt").read_text() == "one\n"
+
+
+def test_with_hosts_a_landing_is_on_the_remote_before_the_state_calls_it_merged(
+    planned: dict[str, Path], origin: Path, cli: CliFn, tmp_path: Path
+) -> None:
+    """Other hosts read the state from the remote: each write of it that calls a task merged
+    reaches a server whose base holds that landing (with hosts base is always pushed, and
+    never left behind the state)."""
+    laptop = planned["laptop"]
+    assert cli("setup", "--host", "laptop", cwd=laptop).code == 0
+    trees = laptop.parent / "project-worktrees"
+    work(cli, trees, 1, {"one.txt": "one\n"})
+    work(cli, trees, 2, {"two.txt": "two\n"})
+    git(origin, "config", "receive.denyNonFastForwards", "false")  # rewritten agent branches
+    seen = tmp_path / "state-writes.txt"
+    hook = origin / "hooks" / "pre-receive"  # notes base on the server at each state write
+    hook.write_text(
+        "#!/bin/sh\n"
+        "while read old new ref; do\n"
+        f'  [ "$ref" = {STATE_REF} ] && echo "$new $(git rev-parse main)" >> {seen}\n'
+        '  [ "$ref" = refs/heads/main ] && sleep 1  # a slow push of base: a write may overtake\n'
+        "done\nexit 0\n"
+    )
+    hook.chmod(0o755)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    merged_somewhere = set()
+    for line in seen.read_text().splitlines():
+        state_commit, base_then = line.split()
+        state = json.loads(git(origin, "cat-file", "blob", f"{state_commit}:state.json"))
+        landed = {t["merged_commit"] for t in state["tasks"].values() if t["status"] == "merged"}
+        landed |= {e["commit"] for e in (state.get("train") or {}).get("landed", [])}
+        for commit_id in landed:
+            on_base = subprocess.run(
+                ["git", "merge-base", "--is-ancestor", commit_id, base_then],
+                cwd=origin,
+                check=False,
+            )
+            assert on_base.returncode == 0, f"{commit_id} called merged before it was pushed"
+        merged_somewhere |= landed
+    assert git(origin, "rev-parse", "main") == git(laptop, "rev-parse", "main")
+    assert len(merged_somewhere) >= 2  # both landings were seen in some write
+
+
+def test_with_hosts_a_train_that_would_not_push_is_refused_and_changes_nothing(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    laptop = completed_on_laptop(planned, cli)
+    before = git(laptop, "rev-parse", "main")
+
+    result = cli("merge", "--no-push")
+
+    assert result.code == 2
+    assert "with [agents] hosts every landing is pushed" in result.err
+    assert result.err.count("\n") == 1
+    assert git(laptop, "rev-parse", "main") == before
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "completed"
 
 
 def test_a_train_held_by_another_host_refuses_and_changes_nothing(

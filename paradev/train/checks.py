@@ -169,6 +169,11 @@ def _remote_base(ws: Workspace, peek: bool = False) -> str | None:
 
 
 def _resolve_push(ws: Workspace, push: bool | None) -> bool:
+    if push is False and ws.plan.hosts:
+        raise PreconditionError(
+            "with [agents] hosts every landing is pushed (the other hosts see landed work "
+            "only on the remote): run paradev merge without --no-push"
+        )
     wanted = ws.plan.push if push is None else push
     if wanted and not ws.plan.remote:
         raise PreconditionError(
