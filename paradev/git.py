@@ -1012,8 +1012,30 @@ def tips_and_merge_base(git: Git, left: str, right: str) -> Tips | None:
     return Tips(found, head, only)
 
 
+# A fetch that moves a remote-tracking ref another git process (an agent's own
+# ``git fetch`` or ``git pull``, a push) is moving at the same moment fails with
+# "cannot lock ref ...: is at X but expected Y", which git does not retry.
+REF_RACE = "cannot lock ref"
+REF_RACE_PAUSES = (0.05, 0.2, 0.5, 1.0)
+
+
+def fetch_retrying(git: Git, *args: str) -> subprocess.CompletedProcess[str]:
+    """``git fetch args``, tried again when another process moved a ref it updates."""
+    import time
+
+    proc = git.run("fetch", *args, check=False)
+    for pause in REF_RACE_PAUSES:
+        if proc.returncode == 0 or REF_RACE not in proc.stderr:
+            break
+        time.sleep(pause)
+        proc = git.run("fetch", *args, check=False)
+    return proc
+
+
 def fetch(git: Git, remote: str) -> None:
-    git.run("fetch", "--quiet", "--", remote)
+    proc = fetch_retrying(git, "--quiet", "--", remote)
+    if proc.returncode != 0:
+        raise GitError(_failure_message(("fetch", "--quiet", "--", remote), proc))
 
 
 def remote_branch(git: Git, remote: str, branch: str) -> str | None:
@@ -1597,9 +1619,9 @@ def fetch_ref(git: Git, remote: str, ref: str, tracking: str) -> str | None:
 
     One round trip. A ref the remote lacks deletes ``tracking`` (nothing stale stays).
     """
-    proc = git.run(
-        "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
-        remote, f"+{ref}:{tracking}", check=False,
+    proc = fetch_retrying(
+        git, "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
+        remote, f"+{ref}:{tracking}",
     )  # fmt: skip
     if proc.returncode != 0:
         if "couldn't find remote ref" not in proc.stderr:
@@ -1611,9 +1633,9 @@ def fetch_ref(git: Git, remote: str, ref: str, tracking: str) -> str | None:
 
 def fetch_refspecs(git: Git, remote: str, refspecs: Sequence[str]) -> None:
     """One fetch of every refspec (one round trip however many refs it copies)."""
-    proc = git.run(
-        "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
-        remote, *refspecs, check=False,
+    proc = fetch_retrying(
+        git, "--quiet", "--no-tags", "--no-write-fetch-head", "--end-of-options",
+        remote, *refspecs,
     )  # fmt: skip
     if proc.returncode != 0:
         raise GitError(_failure_message(("fetch", remote), proc))

@@ -675,3 +675,44 @@ def test_a_removed_current_folder_is_one_line_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("paradev: the current folder no longer exists")
     assert proc.stderr.count("\n") == 1
+
+
+def _locked_tracking_ref(repo: Path, remote: Path) -> Path:
+    """origin/main held by another git process: its lock file exists, origin has moved on."""
+    git(repo, "fetch", "-q", "origin")
+    commit(repo, {"later.txt": rev(repo, "HEAD") + "\n"}, "later work")
+    git(repo, "push", "-q", "origin", "main")
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD~1")
+    lock = repo / ".git" / "refs" / "remotes" / "origin" / "main.lock"
+    lock.write_text("")
+    return lock
+
+
+def test_a_fetch_racing_another_process_for_a_tracking_ref_is_tried_again(
+    repo: Path, remote: Path, mocker: MockerFixture
+) -> None:
+    lock = _locked_tracking_ref(repo, remote)
+    # The other process (an agent's own `git fetch`) lets go while paradev waits.
+    pause = mocker.patch("time.sleep", side_effect=lambda _: lock.unlink(missing_ok=True))
+    found = git_mod.fetch_ref(
+        git_mod.Git(repo), "origin", "refs/heads/main", "refs/remotes/origin/main"
+    )
+    assert found == rev(repo, "HEAD") == rev(repo, "refs/remotes/origin/main")
+    assert pause.call_count == 1
+    lock = _locked_tracking_ref(repo, remote)
+    git_mod.fetch(git_mod.Git(repo), "origin")  # the plain fetch of every branch too
+    assert pause.call_count == 2
+    assert rev(repo, "refs/remotes/origin/main") == rev(repo, "HEAD")
+
+
+def test_a_fetch_whose_ref_stays_locked_fails_naming_the_lock(
+    repo: Path, remote: Path, mocker: MockerFixture
+) -> None:
+    _locked_tracking_ref(repo, remote)
+    pause = mocker.patch("time.sleep")
+    with pytest.raises(GitError, match=r"git fetch .*cannot lock ref 'refs/remotes/origin/main'"):
+        git_mod.fetch_refspecs(
+            git_mod.Git(repo), "origin", ["+refs/heads/main:refs/remotes/origin/main"]
+        )
+    assert pause.call_count == len(git_mod.REF_RACE_PAUSES)
+    assert rev(repo, "refs/remotes/origin/main") == rev(repo, "HEAD~1")  # nothing moved
