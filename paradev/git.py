@@ -2064,3 +2064,31 @@ def in_background(call: Callable[[], _R]) -> Callable[[], _R]:
         return result
 
     return wait
+
+
+def changes_held(git: Git, old: str, new: str, target: str, paths: Sequence[str]) -> list[str]:
+    """The ``paths`` whose change ``old`` -> ``new`` ``target`` still holds, whatever else it has.
+
+    A three-way merge calls a change lost when the target changed the same
+    lines further (an agent handed a conflict back adds more next to its own
+    work); the change reapplied in reverse to the target's version proves it
+    is there: every line it adds or removes, with two lines of context (``-C2``
+    also frees a hunk at a file's start or end to match further in). Checked
+    in a throwaway index, path by path (only paths already suspected come
+    here: a handful).
+    """
+    import tempfile
+
+    found: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="paradev-index-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git.run("read-tree", target, env=env)
+        for path in paths:
+            patch = git.run(
+                "diff", "--binary", "--full-index", "--no-renames", "--no-color", "--no-ext-diff",
+                "--src-prefix=a/", "--dst-prefix=b/", old, new, "--", f":(literal){path}",
+            ).stdout  # fmt: skip
+            check = ("apply", "--cached", "--check", "--reverse", "-C2", "--whitespace=nowarn", "-")
+            if patch and git.run(*check, input=patch, env=env, check=False).returncode == 0:
+                found.append(path)
+    return found

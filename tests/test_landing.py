@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from paradev import git as gitmod
 from paradev.git import Git
 from paradev.train import landing
 from tests.helpers import commit, git, rev
@@ -79,3 +80,25 @@ def test_issue_trailers_are_added_once_and_identically(repo: Path) -> None:
     assert rev(repo, f"{once}^{{tree}}") == rev(repo, f"{second}^{{tree}}")
     redone = landing.with_issue_trailers(g, base, [once + "~1", once], [[3], [7]])
     assert redone == once  # commits that already carry them are kept
+
+
+def test_work_the_landing_holds_with_more_around_it_is_not_missing(repo: Path) -> None:
+    """An agent handed a conflict back adds next to its own lines: nothing of its work is lost."""
+    write_base = commit(repo, {"CHANGES.md": "# History\n\n## 1.0\n", "a.py": "a = 1\n"}, "base")
+    git(repo, "checkout", "-q", "-b", "agent")
+    work = commit(repo, {"CHANGES.md": "## Unreleased\n\n* fix\n\n# History\n\n## 1.0\n"}, "log")
+    git(repo, "checkout", "-q", "main")
+    base = commit(repo, {"a.py": "a = 2\n"}, "base moves")
+    twice = "## Unreleased\n\n* fix\n\n## Unreleased\n\n* fix\n\n# History\n\n## 1.0\n"
+    held = commit(repo, {"CHANGES.md": twice}, "the work, then the same entry again")
+    rewritten = commit(
+        repo, {"CHANGES.md": "## Unreleased\n\n* a fix\n\n# History\n\n## 1.0\n"}, "x"
+    )
+    g = Git(repo)
+
+    assert landing.missing_work(g, base, held, work) is None
+    lost = landing.missing_work(g, base, rewritten, work)  # its line changed: still called lost
+    assert lost is not None and lost.paths == ["CHANGES.md"]
+    assert landing.missing_range_work(g, held, work, write_base) is None
+    assert landing.missing_range_work(g, rewritten, work, write_base) is not None
+    assert set(gitmod.changes_held(g, write_base, work, held, ["CHANGES.md"])) == {"CHANGES.md"}

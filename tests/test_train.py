@@ -2069,6 +2069,38 @@ def test_markers_an_agent_committed_then_removed_by_a_person_land_as_the_stop_sa
     assert state_of(repo)["tasks"]["11"]["status"] == "merged"
 
 
+ADDS_AGAIN = """#!/bin/sh
+# drops the markers it was told of, and writes its changelog entry a second time
+printf 'mine\\n' > src/marked.py
+{ printf '## Unreleased\\n\\n* util\\n\\n'; cat CHANGES.md; } > CHANGES.md.new
+mv CHANGES.md.new CHANGES.md
+git commit -qam 'fix: no markers; one more changelog entry'
+"""
+
+
+def test_an_agent_handed_markers_back_that_adds_next_to_its_own_work_lands_it_all(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    """Its completed entry is still there, with another above it: no work is lost."""
+    commit(repo, {"CHANGES.md": "# History\n\n## 1.0\n"}, "a changelog")
+    trees = setup_with(on_conflict="agent")
+    script = tmp_path / "adds-again"
+    script.write_text(ADDS_AGAIN)
+    script.chmod(0o755)
+    agent_command(repo, script)
+    entry = "## Unreleased\n\n* util\n\n"
+    block = "<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> other\n"
+    work(cli, trees, 1, {"CHANGES.md": entry + "# History\n\n## 1.0\n", "src/marked.py": block})
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "handing it back" in result.out
+    assert (repo / "CHANGES.md").read_text() == entry + entry + "# History\n\n## 1.0\n"
+    assert (repo / "src" / "marked.py").read_text() == "mine\n"
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+
+
 def test_escape_sequences_an_agent_put_in_commit_subjects_and_file_names_are_printed_escaped(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:

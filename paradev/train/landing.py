@@ -67,8 +67,9 @@ def missing_work(
     already has merge to nothing, squashing changes no tree, and ``resolved``
     paths (a recorded conflict resolution) are the resolver's call, as are
     files to which the work itself adds conflict markers (taking them out
-    loses nothing). One git process when nothing is lost: the landing merged
-    with itself gives its own tree to compare with.
+    loses nothing). A change the landing holds with more around it is not lost
+    either (``changes_held``). One git process when nothing is lost: the
+    landing merged with itself gives its own tree to compare with.
     """
     try:
         merge, own = gitmod.merge_trees(git, [(landing, work), (landing, landing)])
@@ -84,6 +85,7 @@ def missing_work(
     fork = gitmod.merge_base(git, base, work) if lost else None
     if fork is not None:
         lost -= set(files_with_markers(git, fork, work))
+        lost -= set(gitmod.changes_held(git, fork, work, landing, sorted(lost)) if lost else ())
     if not lost:
         return None
     paths = sorted(lost)
@@ -170,6 +172,7 @@ def missing_range_work(
         return None
     lost = set(merge.conflicted_paths) | set(gitmod.tree_diff_paths(git, own.tree, merge.tree))
     lost -= set(resolved) | set(files_with_markers(git, start, work))
+    lost -= set(gitmod.changes_held(git, start, work, landing, sorted(lost)) if lost else ())
     if not lost:
         return None
     paths = sorted(lost)
