@@ -636,6 +636,7 @@ class Run:
             return
         if code == BUSY and refused_while_locked(lines) and self.refusals < MERGE_ATTEMPTS:
             self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
+            self.say("merge", f"merge train: {_refusal(lines)}; trying again")
             return
         if code != 0:
             self._stop(f"'paradev merge' exited {code}", lines, refused=code == BUSY)
@@ -682,7 +683,8 @@ class Run:
     def _forward_merge_output(self, landing: Landing) -> None:
         lines, landing.offset = _lines(landing.log, landing.offset)
         for line in lines:
-            self.say("merge", f"merge: {line}")
+            if not line.startswith(REFUSAL):  # said once, by _stop, or not at all (a retry)
+                self.say("merge", f"merge: {line}")
         landing.tail = (landing.tail + lines)[-2:]
 
     # -- telling --
@@ -792,6 +794,15 @@ def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:
                 f"an earlier 'paradev run-batch'; wait for it to end or stop it "
                 f"(kill -TERM -- -{pid}), then run 'paradev run' again"
             )
+
+
+REFUSAL = "paradev: "  # how the child train's one error line begins
+
+
+def _refusal(lines: list[str]) -> str:
+    """What a refused train said, without its advice: "agent 1 is busy: paradev run holds it"."""
+    said = [line.removeprefix(REFUSAL) for line in lines if line.startswith(REFUSAL)]
+    return said[-1].split("; ", 1)[0] if said else "refused"
 
 
 def _lines(log: Path, offset: int) -> tuple[list[str], int]:

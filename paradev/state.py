@@ -940,7 +940,7 @@ class StateStore:
         try:
             lock.acquire()
         except Timeout:
-            raise StateError(f"{busy} ({path}{LOCKED})") from None
+            raise StateError(f"{busy} ({path}{LOCKED}") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
             raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
         if first and note_owner:  # reset names a running merge or run-batch by it

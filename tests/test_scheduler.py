@@ -529,8 +529,8 @@ def test_a_train_refused_for_a_reason_waiting_cannot_fix_is_not_tried_again_and_
     result = cli("run")
 
     assert result.code == 1
-    refusal = "merge: paradev: the gate cannot run in agent 3's worktree"
-    assert result.out.count(refusal) == 1, result.out
+    assert result.out.count("merge train: landing #4") == 1, result.out  # tried once
+    assert "merge: paradev: " not in result.out  # the refusal is said by the stop line
     stopped = next(line for line in result.out.splitlines() if "nothing more lands" in line)
     assert "'paradev merge' exited 2: " in stopped
     assert "Do what it says, then run 'paradev run' again" in stopped  # no train to resolve
@@ -707,3 +707,15 @@ def test_a_dependent_started_while_the_train_lands_joins_that_train(
     texts = [str(e.get("text", "")) for e in events]
     landed_1 = texts.index("#1 (agent 1): merged")
     assert any("started #2" in t for t in texts[landed_1:])  # after its dependency landed
+
+
+def test_a_refusal_is_told_without_its_advice_and_its_lock_file() -> None:
+    from paradev.runloop import _refusal
+
+    lines = [
+        "merge: something",
+        "paradev: agent 1 is busy: paradev run (pid 7) holds it; wait for it to finish "
+        "(/r/.git/paradev/agent-1.lock is locked)",
+    ]
+    assert _refusal(lines) == "agent 1 is busy: paradev run (pid 7) holds it"
+    assert _refusal(["no word from it"]) == "refused"
