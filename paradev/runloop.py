@@ -712,8 +712,8 @@ class Run:
         waits.update({t.issue: f"agent {t.agent} is held by the merge train" for t in held})
         ready = {t.issue for t in schedule.ready}
         waits.update({i: why for i, why in self.lane_refused.items() if i in ready})
-        if self.stopped is not None:
-            waits.update({i: self.stopped for i in schedule.landing})
+        if self.stopped is not None:  # why is said once, in the stop line
+            waits.update({i: TRAIN_STOPPED for i in schedule.landing})
         for issue, why in waits.items():
             if self.shown.get(issue) != why:
                 self.say("waiting", f"#{issue} waits: {why}", issue=issue, reason=why, quiet=True)
@@ -796,6 +796,7 @@ def _refuse_unsupervised(state: State, tasks: list[Task]) -> None:
             )
 
 
+TRAIN_STOPPED = "the merge train, which stopped: nothing more lands in this run"
 REFUSAL = "paradev: "  # how the child train's one error line begins
 
 

@@ -529,8 +529,9 @@ def test_a_train_refused_for_a_reason_waiting_cannot_fix_is_not_tried_again_and_
     result = cli("run")
 
     assert result.code == 1
-    assert result.out.count("merge train: landing #4") == 1, result.out  # tried once
-    assert "merge: paradev: " not in result.out  # the refusal is said by the stop line
+    refusal = "paradev: the gate cannot run in agent 3's worktree"
+    assert result.out.count(refusal) == 1, result.out  # tried once, said once: in the stop line
+    assert "#4: the merge train, which stopped: nothing more lands in this run" in result.out
     stopped = next(line for line in result.out.splitlines() if "nothing more lands" in line)
     assert "'paradev merge' exited 2: " in stopped
     assert "Do what it says, then run 'paradev run' again" in stopped  # no train to resolve
