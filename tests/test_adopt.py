@@ -210,6 +210,21 @@ def scripted_hosts(
     return hosts, gate, f"command = {json.dumps([sys.executable, str(script)])}\n"
 
 
+def calm_train(
+    template_repo: Path, tmp_path: Path, cli: CliFn, gate: Path, merge: str, expiry: float = EXPIRY
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The reference: the same plan and work, one train that nobody interrupts; its hosts
+    and the remote's refs after it."""
+    calm = world(template_repo, tmp_path / "calm")
+    laptop_completes_two_agents(calm, cli, gate, merge=merge, expiry=expiry)
+    (tmp_path / "calm-marks").mkdir()
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    result = run_process(calm["laptop"], "merge", env=env)
+    assert result.code == 0, result.err
+    assert ("merge queue:" in result.out) == bool(merge)
+    return calm, refs_of(calm["origin"])
+
+
 @pytest.fixture
 def dated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits made by the test itself are the same commits in both worlds."""
@@ -244,16 +259,7 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
 ) -> None:
     gate = tmp_path / "gate.py"
     gate.write_text(GATE, encoding="utf-8")
-
-    # The reference: the same plan and work, one train that nobody interrupts.
-    calm = world(template_repo, tmp_path / "calm")
-    laptop_completes_two_agents(calm, cli, gate, merge=merge)
-    (tmp_path / "calm-marks").mkdir()
-    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
-    result = run_process(calm["laptop"], "merge", env=env)
-    assert result.code == 0, result.err
-    assert ("merge queue:" in result.out) == bool(merge)
-    expected = refs_of(calm["origin"])
+    calm, expected = calm_train(template_repo, tmp_path, cli, gate, merge)
     assert len([r for r in expected if r.startswith("refs/paradev/backup/")]) == 2
 
     # The same setup; laptop's train is killed at ``moment``.
@@ -755,14 +761,7 @@ def test_the_host_whose_driver_was_killed_takes_its_train_back_at_once(
     once with the refs of a train never interrupted; box still waits out the expiry."""
     gate = tmp_path / "gate.py"
     gate.write_text(GATE, encoding="utf-8")
-    calm = world(template_repo, tmp_path / "calm")
-    laptop_completes_two_agents(calm, cli, gate, merge=merge, expiry=LONG)
-    (tmp_path / "calm-marks").mkdir()
-    result = run_process(
-        calm["laptop"], "merge", env={**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
-    )
-    assert result.code == 0, result.err
-    expected = refs_of(calm["origin"])
+    calm, expected = calm_train(template_repo, tmp_path, cli, gate, merge, LONG)
 
     marks = tmp_path / "marks"
     marks.mkdir()
