@@ -196,7 +196,8 @@ class Lease:
         return self.expired(view) or self.died_here(view)
 
     def expired_now(self) -> bool:
-        """Whether the lease is free or its holder let it expire, on this host's clock (one fetch).
+        """Whether the lease is free or its holder let it expire, on this host's clock (one fetch),
+        or died on this host.
 
         Every look counts: the first sight of a value starts this host's count.
         """
@@ -237,17 +238,17 @@ class Lease:
             )
 
     def _push(self, old: str | None, state: str, what: str) -> bool:
-        body = json.dumps(self._body(state), sort_keys=True) + "\n"
+        body = self._body(state)
         new = commit_files(
             self.git,
-            {LEASE_FILE: body},
+            {LEASE_FILE: json.dumps(body, sort_keys=True) + "\n"},
             f"paradev: lease {self.name} {what}",
             parent=old,
         )
         if push_swap(self.git, self.remote, self.ref, new, old) is not None:
             return False
         self.git.run("update-ref", self.tracking, new)
-        self._first_seen(_view_of(new, self._body(state)))
+        self._first_seen(_view_of(new, body))
         self.commit = new if state == "held" else None
         return True
 
