@@ -12,11 +12,20 @@ monotonic clock. Each clone notes when it first saw each value of the ref
 (``<common>/paradev/leases/<name>.json``); a renewal is a new value, so it
 restarts every observer's count. Commit dates are the writers' clocks and
 play no part.
+
+Two exceptions, both needing no clock. A lease held by a process (the
+merge train) names its host, pid, start time and kernel: on that same host
+and kernel, a holder whose process is gone (or whose pid is now another
+process) has certainly died, and this host takes the lease at once. A
+lease taken ``expires=False`` (a task started by hand: no process renews
+it) never expires; only a caller who asks for it (``paradev reopen``) takes
+it from its holder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +33,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from paradev import processes
 from paradev.atomic import write_json
 from paradev.errors import ParadevError, PreconditionError, StateError
 from paradev.git import Git, commit_files, fetch_ref, file_at, push_swap
@@ -55,11 +65,22 @@ class LeaseLost(StateError):  # noqa: N818 - reads as "the lease was lost"
     """Another host took the lease: it had expired, or was never ours."""
 
 
+class Owner(NamedTuple):
+    """The process holding a lease: only on its host and kernel can its pid be judged."""
+
+    host: str
+    pid: int
+    started: int | None  # its start time (clock ticks since boot): a reused pid differs
+    kernel: str | None  # ``processes.kernel_id`` where it ran
+
+
 class View(NamedTuple):
     """The lease ref as last fetched: its commit (None: never taken) and its holder."""
 
     commit: str | None
     holder: str | None  # None: free
+    expires: bool = True  # False: held until released, or taken by a caller who asks
+    owner: Owner | None = None  # the holding process, when the lease names it
 
 
 def monotonic() -> float:
@@ -79,8 +100,14 @@ class Lease:
         seen_dir: Path,
         expiry: float = DEFAULT_EXPIRY,
         clock: Clock | None = None,
+        host: str | None = None,
+        expires: bool = True,
     ) -> None:
+        """``host``: this process's host, named with its pid in the lease while held (a
+        holder that died on that host is then known dead there at once); ``expires``
+        False: the lease, once taken, never expires (nobody renews it)."""
         self.git, self.remote, self.name, self.holder = git, remote, name, holder
+        self.host, self.expires = host, expires
         self.ref, self.tracking = LOCK_PREFIX + name, TRACKING_PREFIX + name
         self.seen_path = seen_dir / f"{name}.json"
         self.expiry = expiry
@@ -94,34 +121,36 @@ class Lease:
 
     def noted(self, commit: str | None) -> View:
         """Note the lease as fetched (at ``commit``) by this host now: its view."""
-        view = View(commit, self._holder(commit))
+        view = self._view(commit)
         self._first_seen(view)
         return view
 
-    def _holder(self, commit: str | None) -> str | None:
+    def _view(self, commit: str | None) -> View:
+        """The lease at ``commit``, read from its ``lease.json``."""
         if commit is None:
-            return None
+            return View(None, None)
         text = file_at(self.git, commit, LEASE_FILE)
         with suppress(ValueError, TypeError):
             data = json.loads(text or "")
-            if isinstance(data, dict) and data.get("state") == "held":
-                return str(data.get("holder"))
-        return None
+            if isinstance(data, dict):
+                return _view_of(commit, data)
+        return View(commit, None)
 
-    def last_seen(self, commit: str | None) -> tuple[str | None, float]:
-        """(holder, seconds the lease was seen unchanged) by this host's last look: no network.
+    def last_seen(self, commit: str | None) -> tuple[View, float]:
+        """(the lease, seconds it was seen unchanged) by this host's last look: no network.
 
         ``commit``: this clone's copy of the ref (its tracking ref), read by the caller,
-        who reads many at once. The holder comes from the note of that look.
+        who reads many at once. Holder and expiry come from the note of that look.
         """
         noted = _read_json(self.seen_path)
         at, checked = noted.get("at"), noted.get("checked")
         if commit is None or noted.get("commit") != commit or "holder" not in noted:
-            return self._holder(commit), 0.0
+            return self._view(commit), 0.0
         holder = noted["holder"] if isinstance(noted["holder"], str) else None
+        view = View(commit, holder, noted.get("expires") is not False)
         if not isinstance(at, int | float) or not isinstance(checked, int | float):
-            return holder, 0.0
-        return holder, max(0.0, float(checked) - float(at))
+            return view, 0.0
+        return view, max(0.0, float(checked) - float(at))
 
     def expired(self, view: View) -> bool:
         """Whether ``view``'s value has stayed unchanged for ``expiry`` s on this host's clock."""
@@ -134,24 +163,53 @@ class Lease:
         seen = noted.get("at")
         # a clock that went back (a reboot) starts the count again
         if noted.get("commit") == view.commit and isinstance(seen, int | float) and seen <= at:
-            _write_json(self.seen_path, {**noted, "checked": at, "holder": view.holder})
+            _write_json(self.seen_path, {**noted, "checked": at, **_noted(view)})
             return float(seen)
-        note = {"commit": view.commit, "holder": view.holder, "at": at, "checked": at}
+        note = {"commit": view.commit, **_noted(view), "at": at, "checked": at}
         _write_json(self.seen_path, note)
         return at
 
+    def died_here(self, view: View) -> bool:
+        """Whether ``view``'s holder is a process of this host and kernel that is gone.
+
+        Certain, so no expiry to wait out: its pid is free, or is another process
+        (another start time). Never a live process's lease, nor another host's.
+        """
+        owner = view.owner
+        if owner is None or self.host is None or owner.host != self.host:
+            return False
+        if owner.kernel is None or owner.kernel != processes.kernel_id():
+            return False
+        return not processes.alive(owner.pid, owner.started)
+
+    def takeable(self, view: View, asked: bool = False) -> bool:
+        """Whether this holder may take the lease as ``view`` shows it.
+
+        Free, or ours; held by another: once expired on this host's clock, or at once
+        when its holder died on this host. A lease that never expires only when
+        ``asked`` (the user asked to take it over).
+        """
+        if view.holder in (None, self.holder):
+            return True
+        if not view.expires:
+            return asked
+        return self.expired(view) or self.died_here(view)
+
     def expired_now(self) -> bool:
-        """Whether the lease is free or its holder let it expire, on this host's clock (one fetch).
+        """Whether the lease is free or its holder let it expire, on this host's clock (one fetch),
+        or died on this host.
 
         Every look counts: the first sight of a value starts this host's count.
         """
-        view = self.observe()
-        return view.holder is None or self.expired(view)
+        return self.takeable(self.observe())
 
-    def acquire(self) -> bool:
-        """Take the lease if free or expired; False when someone holds it (or won the race)."""
+    def acquire(self, asked: bool = False) -> bool:
+        """Take the lease if free or expired; False when someone holds it (or won the race).
+
+        ``asked``: the user asked to take it, so a lease that never expires is taken too.
+        """
         view = self.last = self.observe()
-        if view.holder not in (None, self.holder) and not self.expired(view):
+        if not self.takeable(view, asked):
             return False
         return self._push(view.commit, "held", f"taken by {self.holder}")
 
@@ -180,19 +238,33 @@ class Lease:
             )
 
     def _push(self, old: str | None, state: str, what: str) -> bool:
-        body = json.dumps({"holder": self.holder, "state": state}, sort_keys=True) + "\n"
+        body = self._body(state)
         new = commit_files(
             self.git,
-            {LEASE_FILE: body},
+            {LEASE_FILE: json.dumps(body, sort_keys=True) + "\n"},
             f"paradev: lease {self.name} {what}",
             parent=old,
         )
         if push_swap(self.git, self.remote, self.ref, new, old) is not None:
             return False
         self.git.run("update-ref", self.tracking, new)
-        self._first_seen(View(new, self.holder if state == "held" else None))
+        self._first_seen(_view_of(new, body))
         self.commit = new if state == "held" else None
         return True
+
+    def _body(self, state: str) -> dict[str, Any]:
+        """``lease.json``: holder and state; a held lease also says if it never expires, and
+        names the holding process when this lease knows its host."""
+        body: dict[str, Any] = {"holder": self.holder, "state": state}
+        if state != "held":
+            return body
+        if not self.expires:
+            body["expires"] = False
+        if self.host is not None:
+            pid = os.getpid()
+            body.update(host=self.host, pid=pid, kernel=processes.kernel_id())
+            body["started"] = processes.start_time(pid)
+        return body
 
     @contextmanager
     def held(self, renew_every: float | None = None) -> Iterator[Lease]:
@@ -243,6 +315,31 @@ class Lease:
         """Raise LeaseLost if a renewal found the lease taken (long work calls it between steps)."""
         if self.commit is None:
             raise LeaseLost(f"the lease {self.ref} on {self.remote} was lost")
+
+
+def _view_of(commit: str, data: dict[str, Any]) -> View:
+    """The lease at ``commit`` whose ``lease.json`` holds ``data``."""
+    if data.get("state") != "held":
+        return View(commit, None)
+    return View(commit, str(data.get("holder")), data.get("expires") is not False, _owner(data))
+
+
+def _owner(data: dict[str, Any]) -> Owner | None:
+    """The holding process a held ``lease.json`` names, if it names one."""
+    host, pid, started, kernel = (data.get(k) for k in ("host", "pid", "started", "kernel"))
+    if not isinstance(host, str) or not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    return Owner(
+        host,
+        pid,
+        started if isinstance(started, int) else None,
+        kernel if isinstance(kernel, str) else None,
+    )
+
+
+def _noted(view: View) -> dict[str, Any]:
+    """What a look notes of the lease besides when: holder, and whether it ever expires."""
+    return {"holder": view.holder, "expires": view.expires}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

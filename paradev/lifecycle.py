@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from paradev.lanes import Lane
+    from paradev.tasklease import Sight
 
 
 def _same_task(task: Task, title: str, hours: float, batch: str | None) -> bool:
@@ -697,9 +698,9 @@ def _agent_json(
     tasks: list[Task],
     facts: dict[str, Any],
     label: AgentLabel,
-    gone: dict[int, float],
+    gone: dict[int, Sight],
 ) -> dict[str, Any]:
-    """One agent's entry of the status report (``gone``: tasks whose host vanished)."""
+    """One agent's entry of the status report (``gone``: task leases by hand or run out)."""
     current = next((t for t in tasks if state.status(t.issue) == IN_PROGRESS), None)
     done = [t for t in tasks if state.status(t.issue) in DONE_STATUSES]
     return {
@@ -761,11 +762,11 @@ def status(
     )
     # Nothing left to order, or a train following its own queue: no word of an old order.
     landing = bool(landing_candidates(state)) and state.train is None
-    gone: dict[int, float] = {}
+    gone: dict[int, Sight] = {}
     if ws.plan.hosts:  # other hosts' task leases: one ref read
-        from paradev.tasklease import vanished_tasks
+        from paradev.tasklease import lease_sights
 
-        gone = vanished_tasks(ws, state)
+        gone = lease_sights(ws, state)
     waiting = _waiting_lanes(ws, state)
     return {
         "base": ws.plan.base,
@@ -810,21 +811,24 @@ def _lane_json(ws: Workspace, lane: Lane | None) -> dict[str, Any] | None:
 
 
 def _hosted(
-    ws: Workspace, state: State, data: dict[str, Any], gone: dict[int, float]
+    ws: Workspace, state: State, data: dict[str, Any], gone: dict[int, Sight]
 ) -> dict[str, Any]:
-    """A task in progress names its host, and says when that host's lease went unrenewed.
+    """A task in progress names its host, and whether it was started by hand there (its lease
+    never expires) or that host's lease went unrenewed.
 
-    ``gone``: ``tasklease.vanished_tasks``, read once for every agent.
+    ``gone``: ``tasklease.lease_sights``, read once for every agent.
     """
     if not ws.plan.hosts:
         return data
     record = state.tasks.get(data["issue"])
     if record is not None and record.host:
         data["host"] = record.host
-        still = gone.get(record.issue)
-        if still is not None:
+        sight = gone.get(record.issue)
+        if sight is not None and sight.by_hand:
+            data["started_by_hand"] = True
+        elif sight is not None:
             data["host_vanished"] = True
-            data["lease_unchanged_seconds"] = round(still)
+            data["lease_unchanged_seconds"] = round(sight.still)
     return data
 
 
@@ -905,6 +909,12 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool, run_alive:
         )
         if current.get("agent_running"):
             lines.append(f"  running:  {_running_line(current)}")
+        if current.get("started_by_hand"):
+            lines.append(
+                f"  host {current['host']}: #{current['issue']} started by hand there, its "
+                "lease renewed by no agent and never expiring; "
+                f"'paradev reopen {current['issue']}' on another host takes the task over"
+            )
         if current.get("host_vanished"):
             lines.append(
                 f"  host {current['host']} vanished: its lease on #{current['issue']} went "

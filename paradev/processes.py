@@ -258,3 +258,16 @@ def module_argv(module: str, *args: str) -> list[str]:
     """
     package_root = str(Path(__file__).resolve().parent.parent)
     return [sys.executable, "-c", _BOOT, package_root, module, *args]
+
+
+def kernel_id() -> str | None:
+    """This kernel's boot and pid namespace: a pid means this process only under the same one.
+
+    None without /proc: then no pid of another process can be judged from here.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot} {space}" if boot else None

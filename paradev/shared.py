@@ -240,10 +240,16 @@ class SharedStateStore(StateStore):
                 self.lease = None
 
     def _lease(self, name: str) -> Lease:
-        """The lease ``name`` as this process (of this host) would hold it."""
-        holder = f"{self.shared.host} (pid {os.getpid()})"
+        """The lease ``name`` as this process (of this host) would hold it.
+
+        It names this process: once it dies (e.g. SIGKILL), this host takes the lease
+        back at once instead of waiting out its own expiry.
+        """
         shared = self.shared
-        return Lease(shared.git, shared.remote, name, holder, self.dir / "leases", shared.expiry)
+        host = shared.host
+        holder = f"{host} (pid {os.getpid()})"
+        seen = self.dir / "leases"
+        return Lease(shared.git, shared.remote, name, holder, seen, shared.expiry, host=host)
 
     def lease_expired(self, name: str = TRAIN) -> bool:
         """Whether lease ``name`` is free or expired on this host's clock: its holder died.

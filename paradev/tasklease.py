@@ -13,11 +13,20 @@ When a host vanishes its leases stop moving: ``status`` says so once this
 clone has seen a lease unchanged for ``expiry`` seconds (``paradev sync``
 looks), and ``paradev reopen ISSUE`` on another host takes the task, its
 agent's pushed commits kept.
+
+A task started by hand (``paradev start``, a person working in the work
+tree) has no process to renew its lease, and a person's silence proves
+nothing: its lease never expires (``expires=False``). ``status`` on every
+host says it was started by hand on its host, never that the host vanished;
+``paradev reopen ISSUE`` on another host is the user asking, and takes it at
+once. An agent launched for it (``run-batch``, ``run``) turns it into a
+renewed lease while the agent runs.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext, suppress
+from typing import NamedTuple
 
 from paradev.errors import ParadevError, PreconditionError
 from paradev.git import fetch, is_ancestor, merge_ff_only, resolve_refs
@@ -31,18 +40,27 @@ from paradev.worktrees import add_worktree
 PREFIX = "task-"
 
 
-def task_lease(ws: Workspace, issue: int, host: str | None = None) -> Lease:
-    """The lease of task ``issue`` as held (or looked at) by ``host`` (default: this clone's)."""
+def task_lease(ws: Workspace, issue: int, host: str | None = None, expires: bool = True) -> Lease:
+    """The lease of task ``issue`` as held (or looked at) by ``host`` (default: this clone's).
+
+    ``expires`` False: held by hand, never expiring (nobody renews it).
+    """
     holder = host or this_host(ws.git)
     seen = ws.store.dir / "leases"
     expiry = ws.plan.lease_expiry  # seconds its lease may stand still before its host is gone
-    return Lease(ws.git, ws.plan.remote, f"{PREFIX}{issue}", holder, seen, expiry)
+    name = f"{PREFIX}{issue}"
+    return Lease(ws.git, ws.plan.remote, name, holder, seen, expiry, expires=expires)
 
 
 def take(ws: Workspace, issue: int) -> str:
-    """Take task ``issue``'s lease for this host; the host. Refused while a live host holds it."""
-    lease = task_lease(ws, issue)
-    if not lease.acquire():
+    """Take task ``issue``'s lease for this host, by hand; the host.
+
+    Refused while another host's agent renews it; a task started by hand on
+    another host is taken (the user asked: ``paradev reopen``). An agent
+    launched for it renews it meanwhile (``keep_alive``).
+    """
+    lease = task_lease(ws, issue, expires=False)
+    if not lease.acquire(asked=True):
         raise PreconditionError(
             f"host {lease.last.holder} works on #{issue} (lease {lease.ref} on {lease.remote}); "
             f"once it goes {lease.expiry:g}s unrenewed, 'paradev reopen {issue}' takes it here"
@@ -64,8 +82,15 @@ def let_go(ws: Workspace, issue: int) -> None:
             task_lease(ws, issue).release_if_mine()
 
 
-def vanished_tasks(ws: Workspace, state: State) -> dict[int, float]:
-    """Issue -> seconds its host's lease was seen still, for each task in progress past expiry.
+class Sight(NamedTuple):
+    """What this clone last saw of a task's lease held by the task's host."""
+
+    by_hand: bool  # started by hand: never expires, so its host is never called vanished
+    still: float  # seconds seen unchanged; past the expiry (not by hand): the host vanished
+
+
+def lease_sights(ws: Workspace, state: State) -> dict[int, Sight]:
+    """Issue -> its lease as last seen, for each task in progress by hand or past its expiry.
 
     Read from this clone's last look (``paradev sync``, a write), never from
     the network: one ref read for every task's lease.
@@ -75,13 +100,13 @@ def vanished_tasks(ws: Workspace, state: State) -> dict[int, float]:
     records = [r for r in state.tasks.values() if r.status == IN_PROGRESS and r.host]
     leases = {r.issue: task_lease(ws, r.issue, r.host) for r in records}
     tips = resolve_refs(ws.git, [lease.tracking for lease in leases.values()])
-    gone: dict[int, float] = {}
+    sights: dict[int, Sight] = {}
     for record in records:
         lease = leases[record.issue]
-        holder, still = lease.last_seen(tips.get(lease.tracking))
-        if holder == record.host and still >= lease.expiry:
-            gone[record.issue] = still
-    return gone
+        view, still = lease.last_seen(tips.get(lease.tracking))
+        if view.holder == record.host and (not view.expires or still >= lease.expiry):
+            sights[record.issue] = Sight(not view.expires, still)
+    return sights
 
 
 def look(ws: Workspace, state: State) -> None:

@@ -106,16 +106,17 @@ def laptop_completes_two_agents(
     only_laptop: bool = False,
     first_batch: bool = False,
     box_needs: str = "",
+    expiry: float = EXPIRY,
 ) -> None:
     """The shared plan (gate, push, short leases); laptop's agents 1 and 2 complete a task each.
 
     ``agents``, ``merge``: more lines for those tables; ``first``: what agent 1 commits;
     ``only_laptop``: #11 and #12 alone (a run on laptop waits for no other host);
     ``first_batch``: #11, #12 and box's #13 (#21 would keep a run on box waiting for laptop);
-    ``box_needs``: #13's ``depends_on`` (e.g. "[11]").
+    ``box_needs``: #13's ``depends_on`` (e.g. "[11]"); ``expiry``: ``lease_expiry``.
     """
     laptop = clones["laptop"]
-    text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {EXPIRY}\n{agents}")
+    text = plan_text().replace("count = 3\n", f"count = 3\nlease_expiry = {expiry}\n{agents}")
     if only_laptop:
         start = text.index("  [[batches.tasks]]\n  agent = 3")
         text = text[:start] + text[text.index("[[batches]]", start) :]
@@ -209,6 +210,21 @@ def scripted_hosts(
     return hosts, gate, f"command = {json.dumps([sys.executable, str(script)])}\n"
 
 
+def calm_train(
+    template_repo: Path, tmp_path: Path, cli: CliFn, gate: Path, merge: str, expiry: float = EXPIRY
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The reference: the same plan and work, one train that nobody interrupts; its hosts
+    and the remote's refs after it."""
+    calm = world(template_repo, tmp_path / "calm")
+    laptop_completes_two_agents(calm, cli, gate, merge=merge, expiry=expiry)
+    (tmp_path / "calm-marks").mkdir()
+    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
+    result = run_process(calm["laptop"], "merge", env=env)
+    assert result.code == 0, result.err
+    assert ("merge queue:" in result.out) == bool(merge)
+    return calm, refs_of(calm["origin"])
+
+
 @pytest.fixture
 def dated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits made by the test itself are the same commits in both worlds."""
@@ -243,16 +259,7 @@ def test_another_host_finishes_a_killed_train_with_identical_refs(
 ) -> None:
     gate = tmp_path / "gate.py"
     gate.write_text(GATE, encoding="utf-8")
-
-    # The reference: the same plan and work, one train that nobody interrupts.
-    calm = world(template_repo, tmp_path / "calm")
-    laptop_completes_two_agents(calm, cli, gate, merge=merge)
-    (tmp_path / "calm-marks").mkdir()
-    env = {**LAPTOP_ENV, "MARKS": str(tmp_path / "calm-marks")}
-    result = run_process(calm["laptop"], "merge", env=env)
-    assert result.code == 0, result.err
-    assert ("merge queue:" in result.out) == bool(merge)
-    expected = refs_of(calm["origin"])
+    calm, expected = calm_train(template_repo, tmp_path, cli, gate, merge)
     assert len([r for r in expected if r.startswith("refs/paradev/backup/")]) == 2
 
     # The same setup; laptop's train is killed at ``moment``.
@@ -735,3 +742,81 @@ def test_a_gate_failure_of_another_hosts_agent_is_handed_back_to_that_host(
     assert refs_of(hosts["origin"]) == expected
     assert merged(box)["tasks"] == {"11": "merged", "12": "merged"}
     assert merged(box)["train"] is None
+
+
+# -- the host whose own driver was killed takes its train back at once ------------------------
+
+LONG = 3600.0  # a lease no test waits out: only certainty that its holder died lets one take it
+
+
+@pytest.mark.parametrize(("moment", "merge"), [("gate-1", ""), ("push-1", ""), ("push-2", QUEUE)])
+def test_the_host_whose_driver_was_killed_takes_its_train_back_at_once(
+    moment: str,
+    merge: str,
+    template_repo: Path,
+    tmp_path: Path,
+    cli: CliFn,
+    dated: None,
+) -> None:
+    """laptop's driver is SIGKILLed: its lease names a pid that is gone, so laptop goes on at
+    once with the refs of a train never interrupted; box still waits out the expiry."""
+    gate = tmp_path / "gate.py"
+    gate.write_text(GATE, encoding="utf-8")
+    calm, expected = calm_train(template_repo, tmp_path, cli, gate, merge, LONG)
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hosts = world(template_repo, tmp_path / "killed", marks)
+    laptop_completes_two_agents(hosts, cli, gate, merge=merge, expiry=LONG)
+    kill_at(hosts["laptop"], marks, moment, LAPTOP_ENV, "merge")
+    lease = json.loads(
+        git(hosts["origin"], "cat-file", "blob", "refs/paradev/lock/train:lease.json")
+    )
+    assert lease["state"] == "held"  # the dead driver's, unreleased
+    assert lease["holder"].startswith("laptop (pid ")
+
+    box_env = {**BOX_ENV, "MARKS": str(marks)}
+    for _ in range(2):  # another host: the dead pid proves nothing there
+        refused = run_process(hosts["box"], "merge", "--continue", env=box_env)
+        assert refused.code == 2, refused.out + refused.err
+        assert "holds the lease refs/paradev/lock/train on origin" in refused.err
+    done = run_process(
+        hosts["laptop"], "merge", "--continue", env={**LAPTOP_ENV, "MARKS": str(marks)}
+    )
+    assert done.code == 0, done.out + done.err
+    assert "was driven by host" not in done.out  # its own train, taken back
+
+    assert refs_of(hosts["origin"]) == expected
+    assert (
+        merged(hosts["box"])
+        == merged(calm["laptop"])
+        == {
+            "tasks": {"11": "merged", "12": "merged"},
+            "train": None,
+            "trains": ["done"],
+        }
+    )
+    subjects = git(hosts["origin"], "log", "--format=%s", "refs/paradev/lock/train").splitlines()
+    assert subjects[0].startswith("paradev: lease train released by laptop")
+    assert subjects[1].startswith("paradev: lease train taken by laptop")
+
+
+def test_a_run_on_the_host_whose_driver_was_killed_lands_at_once(
+    template_repo: Path, tmp_path: Path, cli: CliFn, dated: None
+) -> None:
+    """``paradev run`` on laptop, its own train's driver SIGKILLed: it goes on with the train
+    at once (the old code waited out the lease: here an hour, past the run's limit)."""
+    hosts, gate, command = scripted_hosts(template_repo, tmp_path, WORKER)
+    laptop_completes_two_agents(hosts, cli, gate, agents=command, only_laptop=True, expiry=LONG)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    kill_at(hosts["laptop"], marks, "gate-1", LAPTOP_ENV, "merge")
+
+    ran = run_to_the_end(hosts["laptop"], {**LAPTOP_ENV, "MARKS": str(marks)}, limit=150)
+    assert ran.code == 0, ran.out + ran.err
+    state = remote_state(hosts["box"])
+    assert {i: t["status"] for i, t in state["tasks"].items()} == dict.fromkeys(
+        ("11", "12"), "merged"
+    )
+    assert state["train"] is None
+    assert git(hosts["origin"], "show", "main:src/two.py") == "TWO = 2"

@@ -15,8 +15,9 @@ from unittest import mock
 
 import pytest
 
-from paradev.git import Git
+from paradev.git import Git, commit_files, push_swap
 from paradev.lease import LOCK_PREFIX, TRAIN, Lease, LeaseHeld, LeaseLost, refused_for_lease
+from paradev.processes import kernel_id, start_time
 from tests.conftest import HOSTS
 from tests.helpers import git
 
@@ -40,7 +41,7 @@ def lease(clone: Path, holder: str, clock: Clock | None = None) -> Lease:
     )
 
 
-def on_server(origin: Path) -> dict[str, str]:
+def on_server(origin: Path) -> dict[str, Any]:
     return dict(json.loads(git(origin, "cat-file", "blob", f"{REF}:lease.json")))
 
 
@@ -280,3 +281,109 @@ def test_expired_now_counts_from_this_hosts_first_look(hosts: dict[str, Path]) -
     assert not box.expired_now()
     laptop.release()
     assert box.expired_now()
+
+
+# -- a holder that died on this very host; a lease that never expires ----------------------
+
+# A process of ``host`` holding the train lease as ``paradev merge`` does: named with its pid.
+PROCESS_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from paradev.git import Git
+from paradev.lease import TRAIN, Lease
+host = sys.argv[1]
+lease = Lease(Git(Path(".")), "origin", TRAIN, f"{host} (pid {os.getpid()})",
+              Path(".git/paradev/leases"), 300.0, host=host)
+with lease.held(renew_every=3600):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def process_lease(clone: Path, host: str, clock: Clock) -> Lease:
+    """The train lease as this test process of ``host`` would take it (``paradev merge``)."""
+    holder = f"{host} (pid {os.getpid()})"
+    return Lease(
+        Git(clone), "origin", TRAIN, holder, clone / ".git/paradev/leases", EXPIRY, clock, host
+    )
+
+
+def test_a_holder_killed_on_this_host_is_taken_back_at_once_and_a_live_one_never(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    """No clock moves: laptop knows its own holder is dead; box (another host) must wait."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", PROCESS_HOLDER, "laptop"],
+        cwd=hosts["laptop"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        held = on_server(origin)
+        assert (held["host"], held["pid"]) == ("laptop", holder.pid)
+        laptop = process_lease(hosts["laptop"], "laptop", Clock(0.0))
+        box = process_lease(hosts["box"], "box", Clock(0.0))
+        assert not laptop.acquire()  # a live process of this host: never taken from it
+        assert not box.acquire()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.communicate()
+    assert not box.acquire()  # another host's lease: its expiry, on box's clock
+    assert not box.expired_now()
+    assert laptop.expired_now()
+    assert laptop.acquire()  # the same instant on laptop's clock: its holder is dead
+    assert on_server(origin)["holder"] == f"laptop (pid {os.getpid()})"
+    assert not box.acquire()
+
+
+def craft(clone: Path, body: dict[str, Any]) -> None:
+    """Push a lease naming a chosen process (as a holder on some host would have)."""
+    gitobj = Git(clone)
+    old = git(clone, "ls-remote", "origin", REF).split()[:1]
+    new = commit_files(
+        gitobj, {"lease.json": json.dumps(body)}, "a holder", old[0] if old else None
+    )
+    assert push_swap(gitobj, "origin", REF, new, old[0] if old else None) is None
+
+
+def test_only_a_gone_process_of_this_host_and_kernel_loses_its_lease_at_once(
+    hosts: dict[str, Path],
+) -> None:
+    """A live pid with its start time is alive; the same pid with another start time is
+    another process (the holder's pid reused); another kernel's pid proves nothing."""
+    parent = os.getppid()  # a live process that is not this one
+    started = start_time(parent)
+    assert started is not None
+    live = {"holder": "laptop (pid x)", "state": "held", "host": "laptop", "pid": parent}
+    live.update(started=started, kernel=kernel_id())
+    laptop = process_lease(hosts["laptop"], "laptop", Clock(0.0))
+    craft(hosts["laptop"], live)
+    assert not laptop.acquire()
+    craft(hosts["laptop"], {**live, "kernel": "another boot pid:[1]", "started": started + 7})
+    assert not laptop.acquire()
+    craft(hosts["laptop"], {**live, "host": "box", "started": started + 7})
+    assert not laptop.acquire()
+    craft(hosts["laptop"], {**live, "started": started + 7})  # the pid now names another process
+    assert laptop.acquire()
+
+
+def test_a_lease_that_never_expires_is_taken_only_when_asked(
+    hosts: dict[str, Path], origin: Path
+) -> None:
+    """A task started by hand: nobody renews its lease, and a silence proves nothing."""
+    by_hand = Lease(
+        Git(hosts["laptop"]), "origin", TRAIN, "laptop", hosts["laptop"] / ".git/paradev/leases",
+        EXPIRY, Clock(0.0), expires=False,
+    )  # fmt: skip
+    assert by_hand.acquire()
+    assert on_server(origin) == {"holder": "laptop", "state": "held", "expires": False}
+    clock = Clock(1_000.0)
+    box = lease(hosts["box"], "box", clock)
+    assert not box.expired_now()
+    clock.now += 10 * EXPIRY
+    assert not box.expired_now()
+    assert not box.acquire()
+    assert box.acquire(asked=True)
+    assert on_server(origin) == {"holder": "box", "state": "held"}

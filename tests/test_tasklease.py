@@ -17,6 +17,8 @@ import pytest
 
 from paradev import lease
 from paradev.state import StateStore
+from paradev.tasklease import task_lease
+from paradev.workspace import open_workspace
 from tests.helpers import Result, commit, git, start_paradev
 from tests.test_hosts import agents_run, planned, remote_state  # noqa: F401 - the fixture
 
@@ -66,10 +68,16 @@ def test_a_started_task_records_its_host_and_holds_its_lease(
 ) -> None:
     started_on_laptop(planned, cli)
     assert remote_state(planned["laptop"])["tasks"]["11"]["host"] == "laptop"
-    assert lease_data(origin) == {"holder": "laptop", "state": "held"}
+    assert lease_data(origin) == {"holder": "laptop", "state": "held", "expires": False}
     report = json.loads(cli("status", "--json", cwd=planned["box"]).out)
     assert report["agents"]["1"]["current_task"]["host"] == "laptop"
     assert "host_vanished" not in report["agents"]["1"]["current_task"]
+
+
+def agent_runs_on_laptop(laptop: Path) -> None:
+    """Laptop's agent takes #11's lease, renewed while it runs (``keep_alive``), as
+    ``run-batch`` does; then laptop vanishes: nobody renews it any more."""
+    assert task_lease(open_workspace(laptop), 11).acquire()
 
 
 def test_a_vanished_hosts_task_is_reported_and_taken_over_with_its_pushed_commits(
@@ -80,6 +88,7 @@ def test_a_vanished_hosts_task_is_reported_and_taken_over_with_its_pushed_commit
 ) -> None:
     box = planned["box"]
     pushed = started_on_laptop(planned, cli)
+    agent_runs_on_laptop(planned["laptop"])
     assert cli("sync", cwd=box).code == 0  # box sees laptop's lease for the first time
 
     early = cli("reopen", "11", cwd=box)  # laptop may still be alive: refused
@@ -105,7 +114,7 @@ def test_a_vanished_hosts_task_is_reported_and_taken_over_with_its_pushed_commit
     assert git(tree, "symbolic-ref", "--short", "HEAD") == "parallel-dev/agent-1"
     shared = remote_state(box)["tasks"]["11"]
     assert (shared["status"], shared["host"]) == ("in_progress", "box")
-    assert lease_data(origin) == {"holder": "box", "state": "held"}
+    assert lease_data(origin) == {"holder": "box", "state": "held", "expires": False}
     assert StateStore(box / ".git").read().tasks[11].host == "box"
 
     # box finishes the task: completing it pushes on top of laptop's pushed commit
@@ -113,6 +122,50 @@ def test_a_vanished_hosts_task_is_reported_and_taken_over_with_its_pushed_commit
     assert cli("complete", "1", cwd=box).code == 0
     assert git(origin, "rev-parse", "parallel-dev/agent-1^") == pushed
     assert lease_data(origin) == {"holder": "box", "state": "free"}
+
+
+def test_a_task_started_by_hand_is_never_called_vanished_and_reopen_takes_it(
+    planned: dict[str, Path],  # noqa: F811
+    origin: Path,
+    cli: CliFn,
+    clock: Clock,
+) -> None:
+    """A person works on #11 on laptop: no process renews its lease, however long it is;
+    every host's status says it was started by hand there; box's reopen takes it at once."""
+    laptop, box = planned["laptop"], planned["box"]
+    pushed = started_on_laptop(planned, cli)
+    for _ in range(2):  # each host's first sight, then ten expiries of silence later
+        for clone in (laptop, box):
+            assert cli("sync", cwd=clone).code == 0
+        clock.now += 10 * lease.DEFAULT_EXPIRY
+    line = (
+        "  host laptop: #11 started by hand there, its lease renewed by no agent and never "
+        "expiring; 'paradev reopen 11' on another host takes the task over"
+    )
+    for clone in (laptop, box):
+        current = json.loads(cli("status", "--json", cwd=clone).out)["agents"]["1"]
+        current = current["current_task"]
+        assert "host_vanished" not in current
+        assert (current["host"], current.get("started_by_hand")) == ("laptop", True)
+        text = cli("status", cwd=clone).out
+        assert line in text.splitlines()
+        assert "vanished" not in text
+
+    result = cli("reopen", "11", cwd=box)  # the user asks: no expiry to wait for
+    assert result.code == 0, result.err
+    tree = box.parent / "project-worktrees/agent-1"
+    assert git(tree, "rev-parse", "HEAD") == pushed  # the pushed commit kept, here
+    shared = remote_state(box)["tasks"]["11"]
+    assert (shared["status"], shared["host"]) == ("in_progress", "box")
+    assert lease_data(origin) == {"holder": "box", "state": "held", "expires": False}
+    laptop_tree = laptop.parent / "project-worktrees/agent-1"
+    assert git(laptop_tree, "log", "-1", "--format=%s") == "second half, never pushed"
+    assert cli("sync", cwd=laptop).code == 0
+    current = json.loads(cli("status", "--json", cwd=laptop).out)["agents"]["1"]
+    assert (current["current_task"]["host"], current["current_task"]["started_by_hand"]) == (
+        "box",
+        True,
+    )
 
 
 AGENT = """
