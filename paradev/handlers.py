@@ -54,7 +54,7 @@ def _workspace() -> Workspace:
     from paradev.workspace import open_workspace
 
     ws = open_workspace()
-    ws.store.read(recognise=False)
+    ws.store.view(recognise=False)
     return ws
 
 
@@ -484,7 +484,7 @@ def merge(
     if dry_run:
         _dry_run(ws, out, json, push=pushing, gate=not no_gate)
         return
-    history = len(ws.store.read().merge_history)
+    history = len(ws.store.view(recognise=False).merge_history)
     options = train.Options(
         push=pushing, gate=not no_gate, hand_back=hand_back_conflict, follow=follow
     )

@@ -338,6 +338,20 @@ class State(_Record):
             updated_at=self.updated_at,
         )
 
+    def shallow_copy(self) -> State:
+        """A copy of the tables and top-level lists only, sharing records and JSON values."""
+        return State(
+            version=self.version,
+            agents=dict(self.agents),
+            tasks=dict(self.tasks),
+            merge_order=list(self.merge_order),
+            merge_order_from=dict(self.merge_order_from),
+            train=self.train,
+            merge_history=list(self.merge_history),
+            conflict_snapshots=list(self.conflict_snapshots),
+            updated_at=self.updated_at,
+        )
+
     @classmethod
     def from_json(cls, data: Any) -> State:
         """Build the state from parsed JSON; ValueError names the first part of the wrong shape.
@@ -804,6 +818,7 @@ def _apply_landings(state: State, journal: dict[str, Any]) -> None:
         for issue in issues if type(issues) is list else []:
             record = state.tasks.get(issue) if type(issue) is int else None
             if record is not None and record.status == COMPLETED:
+                record = state.tasks[issue] = _copy_record(record)  # a view shares records
                 record.status, record.merged_commit = MERGED, landing["commit"]
                 record.merged_at = when if type(when) is str else now()
 
@@ -830,9 +845,23 @@ class StateStore:
             self.recognise(state)
         return state
 
-    def _read_file(self) -> State:
+    def view(self, recognise: bool = True) -> State:
+        """The current state, as ``read`` gives it, for reading only: its records are shared.
+
+        The file is read (and parsed when its bytes changed) as by ``read``, so a
+        view is never stale; only the copy of every record is saved (at 2,000
+        task records a copy cost as much as a train's git work at 10 branches).
+        The record tables and top-level lists are the caller's own (records may be
+        added); never change a record, or a list or dict inside one, in place.
+        """
+        state = self._read_file(shared=True)
+        if recognise and self.recognise is not None:
+            self.recognise(state)
+        return state
+
+    def _read_file(self, shared: bool = False) -> State:
         """state.json with the journal file's train (an old state.json may still hold one)."""
-        state = self._read_state_file()
+        state = self._read_state_file(shared)
         journal = self.read_journal()
         if journal is not None:
             state.train = journal
@@ -840,9 +869,10 @@ class StateStore:
             _apply_landings(state, state.train)
         return state
 
-    def _read_state_file(self) -> State:
+    def _read_state_file(self, shared: bool = False) -> State:
         """The state file, parsed and checked only when its bytes changed since this process
-        last read or wrote it (a train reads it at every step); always a fresh copy."""
+        last read or wrote it (a train reads it at every step); always a fresh copy, with
+        ``shared`` one whose records are those of the parse kept (``view``)."""
         try:
             raw = self._read_bytes(self.path)
         except FileNotFoundError:
@@ -857,7 +887,7 @@ class StateStore:
             except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 raise self._corrupt(exc) from None
             _PARSED[self.path] = (raw, parsed)
-        return parsed.copy()
+        return parsed.shallow_copy() if shared else parsed.copy()
 
     def read_journal(self) -> dict[str, Any] | None:
         """The merge journal file, None when no train is under way (the state file not read)."""

@@ -687,6 +687,42 @@ def test_a_changed_copy_never_reaches_the_next_read(tmp_path: Path) -> None:
     assert store.read().tasks[7].status == "completed"
 
 
+def test_a_view_shares_the_parsed_records_yet_reads_the_file_every_time(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    expected = store.read()
+    first, second = store.view(), store.view()
+    assert first == expected
+    assert first.tasks[1] is second.tasks[1]  # no copy of the history for a reader
+    first.tasks.pop(1)  # the tables and top-level lists are the view's own
+    first.task(9, 1).status = "completed"
+    first.merge_history.append({"agent": 2})
+    first.merge_order.append(4)
+    assert store.view() == store.read() == expected
+    script = (
+        "import sys; from pathlib import Path; from paradev.state import StateStore"
+        "\nwith StateStore(Path(sys.argv[1])).update() as s: s.tasks[2].status = 'merged'"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    assert store.view().tasks[2].status == "merged"  # another process's write: never stale
+    assert first.tasks[2].status == "failed"  # a view taken before keeps what it read
+
+
+def test_a_landing_the_journal_applies_to_a_view_never_reaches_the_records_kept(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.task(1, 1).status = "completed"
+    with store.locked():
+        store.write_journal(
+            {**journal(), "landed": [{"agent": 1, "commit": "c" * 40, "issues": [1]}]}
+        )
+    assert store.view().tasks[1].status == "merged"
+    store.remove_journal()  # e.g. an aborted train's journal gone without a state write
+    assert store.view().tasks[1].status == store.read().tasks[1].status == "completed"
+
+
 def test_a_read_after_a_write_in_this_process_gives_what_the_file_holds(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     with store.update() as state:

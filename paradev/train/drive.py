@@ -60,7 +60,7 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         checked = preflight(ws, locks, push=options.push, gate=options.gate)
         selection = checked.selection
         _bring_base_up(ws, out, checked)
-        state = ws.store.read()
+        state = ws.store.view()  # read only
         from_lanes = join.lanes_to_land(ws, state) if options.follow else []
         notes = join.lane_notes(ws, state, selection.notes, from_lanes)
         for note in notes:
