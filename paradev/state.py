@@ -832,7 +832,7 @@ class StateStore:
         self.path = self.dir / STATE_FILE
         self.journal_path = self.dir / JOURNAL_FILE
         self.lock_path = self.dir / "state.lock"
-        self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
+        self._locks: dict[str, Any] = {}  # LockFile per lock file, re-entrant within a thread
 
     def read(self, recognise: bool = True) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt.
@@ -959,17 +959,17 @@ class StateStore:
         The operating system releases it when the process ends, however it ends. With
         ``note_owner`` the holder's pid goes to ``<name>.pid``, for refusals to name it.
         """
-        from filelock import FileLock, Timeout
+        from paradev.lockfile import LockBusyError, LockFile
 
         self._make_dir()
         path = self.dir / name
         lock = self._locks.get(name)
         if lock is None:
-            lock = self._locks[name] = FileLock(str(path), timeout=wait)
+            lock = self._locks[name] = LockFile(str(path), timeout=wait)
         first = not lock.is_locked
         try:
             lock.acquire()
-        except Timeout:
+        except LockBusyError:
             raise StateError(f"{busy} ({path}{LOCKED})") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
             raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
