@@ -1051,8 +1051,9 @@ class StateStore:
         state.updated_at = now()
         data = state._json_besides_records()
         del data["train"]  # kept in its own file
-        agents = _record_lines("agents", state.agents)
-        tasks = _record_lines("tasks", state.tasks)
+        known = self._parsed()
+        agents = _record_lines("agents", state.agents, known.agents if known else None)
+        tasks = _record_lines("tasks", state.tasks, known.tasks if known else None)
         lines = {
             "agents": [a.text for a in agents.values()],
             "tasks": [t.text for t in tasks.values()],
@@ -1068,6 +1069,10 @@ class StateStore:
             self.remove_journal()
         else:
             self.write_journal(state.train)
+
+    def _parsed(self) -> State | None:
+        """The state this process last parsed from (or wrote to) the file: checked records."""
+        return _PARSED.get(self.path, (None, None))[1]
 
     def _replace_state(self, text: str, read_back: State | None) -> None:
         """Write state.json; its next read here copies ``read_back`` (what the file holds).
@@ -1219,9 +1224,17 @@ _RECORD_LINES: dict[tuple[str, int], _Line] = {}
 
 
 def _record_lines(
-    section: str, records: dict[int, AgentRecord] | dict[int, TaskRecord]
+    section: str,
+    records: dict[int, AgentRecord] | dict[int, TaskRecord],
+    checked: dict[int, AgentRecord] | dict[int, TaskRecord] | None = None,
 ) -> dict[int, _Line]:
-    """Each record's line of the state file, in the file's (string) key order."""
+    """Each record's line of the state file, in the file's (string) key order.
+
+    ``checked``: the records of the state as last parsed (never changed in place,
+    ``StateStore.view``); one equal to a record being written is what a read of its
+    line gives, so the line is not read back (a process's first write of 2,000
+    records spent more time reading them back than writing them).
+    """
     lines = {}
     for key in sorted(records, key=str):
         record = records[key]
@@ -1232,14 +1245,25 @@ def _record_lines(
         if known is None or known.kinds != kinds or known.values != values:
             text = _COMPACT.encode({str(key): dict(zip(_FIELD_NAMES[name], values, strict=True))})
             kept = tuple(v.copy() if type(v) in (list, dict) else v for v in values)
+            same = checked.get(key) if checked else None
             read: AgentRecord | TaskRecord | None = (
-                _read_record(AgentRecord, text, section)
+                same
+                if same is not None and _same_values(same, values, kinds)
+                else _read_record(AgentRecord, text, section)
                 if type(record) is AgentRecord
                 else _read_record(TaskRecord, text, section)
             )
             known = _RECORD_LINES[(section, key)] = _Line(kept, kinds, text[1:-1], read)
         lines[key] = known
     return lines
+
+
+def _same_values(
+    record: AgentRecord | TaskRecord, values: tuple[Any, ...], kinds: tuple[type, ...]
+) -> bool:
+    """Whether ``record`` holds exactly ``values`` of exactly ``kinds`` (1 == True == 1.0)."""
+    theirs = _FIELD_GETTERS[type(record).__name__](record)
+    return bool(theirs == values and tuple(map(type, theirs)) == kinds)
 
 
 def _read_record(cls: type[R], text: str, section: str) -> R | None:

@@ -723,6 +723,26 @@ def test_a_landing_the_journal_applies_to_a_view_never_reaches_the_records_kept(
     assert store.view().tasks[1].status == store.read().tasks[1].status == "completed"
 
 
+def test_a_first_write_after_a_parse_reads_back_only_the_records_it_changed(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 5)
+    with store.update() as state:
+        state.tasks[3].cost_usd = 2
+    state_mod._RECORD_LINES.clear()  # as a new process: the file parsed, no line written yet
+    state_mod._PARSED.clear()
+    store.read()
+    read_back = mocker.spy(state_mod, "_read_record")
+    with store.update() as state:
+        state.tasks[2].status = "merged"
+        state.tasks[3].cost_usd = 2.0  # equal, yet another type: the file says 2.0
+    assert read_back.call_count == 2
+    assert store.read() == State.from_json(json.loads(store.path.read_text()))
+    assert type(store.read().tasks[3].cost_usd) is float
+    assert store.read().tasks[2].status == "merged"
+
+
 def test_a_read_after_a_write_in_this_process_gives_what_the_file_holds(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     with store.update() as state:
