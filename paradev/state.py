@@ -1051,9 +1051,9 @@ class StateStore:
         state.updated_at = now()
         data = state._json_besides_records()
         del data["train"]  # kept in its own file
-        known = self._parsed()
-        agents = _record_lines("agents", state.agents, known.agents if known else None)
-        tasks = _record_lines("tasks", state.tasks, known.tasks if known else None)
+        known = _Parsed(*_PARSED.get(self.path, (None, None)))
+        agents = _record_lines("agents", state.agents, known)
+        tasks = _record_lines("tasks", state.tasks, known)
         lines = {
             "agents": [a.text for a in agents.values()],
             "tasks": [t.text for t in tasks.values()],
@@ -1069,10 +1069,6 @@ class StateStore:
             self.remove_journal()
         else:
             self.write_journal(state.train)
-
-    def _parsed(self) -> State | None:
-        """The state this process last parsed from (or wrote to) the file: checked records."""
-        return _PARSED.get(self.path, (None, None))[1]
 
     def _replace_state(self, text: str, read_back: State | None) -> None:
         """Write state.json; its next read here copies ``read_back`` (what the file holds).
@@ -1223,17 +1219,63 @@ class _Line:
 _RECORD_LINES: dict[tuple[str, int], _Line] = {}
 
 
+class _Parsed:
+    """The state file as this process last parsed (or wrote) it: its bytes and its state.
+
+    A process's first write of 2,000 records spent most of its time making
+    their lines and reading them back: a record equal to the one parsed is
+    written as the file's own line, and its parsed record is what a read of
+    that line gives (parsed records never change in place: ``StateStore.view``).
+    """
+
+    def __init__(self, raw: bytes | None, state: State | None) -> None:
+        self.raw, self.state = raw, state
+        self._lines: dict[str, dict[str, str]] | None = None
+
+    def record(self, section: str, key: int) -> AgentRecord | TaskRecord | None:
+        if self.state is None:
+            return None
+        return (self.state.agents if section == "agents" else self.state.tasks).get(key)
+
+    def line(self, section: str, key: int) -> str | None:
+        """The record's line in the file (``"<id>": {...}``); None unless the file is laid out
+        exactly as ``_state_text`` lays it out."""
+        if self._lines is None:
+            self._lines = self._file_lines()
+        return self._lines.get(section, {}).get(str(key))
+
+    def _file_lines(self) -> dict[str, dict[str, str]]:
+        if self.raw is None or self.state is None:
+            return {}
+        try:
+            text = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {}
+        found: dict[str, dict[str, str]] = {"agents": {}, "tasks": {}}
+        section = None
+        for line in text.split("\n"):
+            if section is not None and line.startswith('    "'):
+                member = line[4:].removesuffix(",")
+                found[section][member[1 : member.find('"', 1)]] = member
+            else:
+                name = line[3:-4] if line.startswith('  "') and line.endswith('": {') else None
+                section = name if name in found else None
+        data = self.state._json_besides_records()
+        if data["train"] is None:
+            del data["train"]  # written in its own file
+        lines = {name: list(members.values()) for name, members in found.items()}
+        return found if _state_text(data, lines) == text else {}
+
+
 def _record_lines(
     section: str,
     records: dict[int, AgentRecord] | dict[int, TaskRecord],
-    checked: dict[int, AgentRecord] | dict[int, TaskRecord] | None = None,
+    parsed: _Parsed | None = None,
 ) -> dict[int, _Line]:
     """Each record's line of the state file, in the file's (string) key order.
 
-    ``checked``: the records of the state as last parsed (never changed in place,
-    ``StateStore.view``); one equal to a record being written is what a read of its
-    line gives, so the line is not read back (a process's first write of 2,000
-    records spent more time reading them back than writing them).
+    ``parsed``: the file as last parsed; a record equal to its parsed one keeps the
+    file's line and is not read back (``_Parsed``).
     """
     lines = {}
     for key in sorted(records, key=str):
@@ -1243,17 +1285,22 @@ def _record_lines(
         kinds = tuple(map(type, values))
         known = _RECORD_LINES.get((section, key))
         if known is None or known.kinds != kinds or known.values != values:
-            text = _COMPACT.encode({str(key): dict(zip(_FIELD_NAMES[name], values, strict=True))})
+            same = parsed.record(section, key) if parsed else None
+            if same is not None and not _same_values(same, values, kinds):
+                same = None
+            line = parsed.line(section, key) if parsed and same is not None else None
+            if line is None:
+                fields = dict(zip(_FIELD_NAMES[name], values, strict=True))
+                line = _COMPACT.encode({str(key): fields})[1:-1]
             kept = tuple(v.copy() if type(v) in (list, dict) else v for v in values)
-            same = checked.get(key) if checked else None
             read: AgentRecord | TaskRecord | None = (
                 same
-                if same is not None and _same_values(same, values, kinds)
-                else _read_record(AgentRecord, text, section)
+                if same is not None
+                else _read_record(AgentRecord, "{" + line + "}", section)
                 if type(record) is AgentRecord
-                else _read_record(TaskRecord, text, section)
+                else _read_record(TaskRecord, "{" + line + "}", section)
             )
-            known = _RECORD_LINES[(section, key)] = _Line(kept, kinds, text[1:-1], read)
+            known = _RECORD_LINES[(section, key)] = _Line(kept, kinds, line, read)
         lines[key] = known
     return lines
 

@@ -730,8 +730,7 @@ def test_a_first_write_after_a_parse_reads_back_only_the_records_it_changed(
     _finished_tasks(store, 5)
     with store.update() as state:
         state.tasks[3].cost_usd = 2
-    state_mod._RECORD_LINES.clear()  # as a new process: the file parsed, no line written yet
-    state_mod._PARSED.clear()
+    _as_a_new_process()
     store.read()
     read_back = mocker.spy(state_mod, "_read_record")
     with store.update() as state:
@@ -741,6 +740,41 @@ def test_a_first_write_after_a_parse_reads_back_only_the_records_it_changed(
     assert store.read() == State.from_json(json.loads(store.path.read_text()))
     assert type(store.read().tasks[3].cost_usd) is float
     assert store.read().tasks[2].status == "merged"
+
+
+def _as_a_new_process() -> None:
+    """Forget what this process parsed and wrote (module caches), as a new process starts."""
+    state_mod._RECORD_LINES.clear()
+    state_mod._PARSED.clear()
+
+
+def test_a_first_write_keeps_the_file_lines_of_the_records_it_did_not_change(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    spaced = store.path.read_text().replace('"status": "failed"', '"status":  "failed"', 1)
+    store.path.write_text(spaced)  # task 1's line, spaced by hand: still one line per record
+    _as_a_new_process()
+    store.read()
+    read_back = mocker.spy(state_mod, "_read_record")
+    with store.update() as state:
+        state.tasks[2].status = "merged"
+    written = store.path.read_text()
+    assert '"status":  "failed"' in written  # task 1's own line, not made again
+    assert read_back.call_count == 1  # task 2's line alone
+    assert store.read() == State.from_json(json.loads(written))
+    assert [store.read().tasks[i].status for i in (1, 2, 3)] == ["failed", "merged", "failed"]
+    store.path.write_text(json.dumps(json.loads(written), indent=2))  # laid out otherwise
+    _as_a_new_process()
+    store.read()
+    with store.update() as state:
+        state.tasks[3].status = "merged"
+    rewritten = store.path.read_text()
+    assert store.read() == State.from_json(json.loads(rewritten))
+    assert [store.read().tasks[i].status for i in (1, 2, 3)] == ["failed", "merged", "merged"]
+    assert len(rewritten.splitlines()) < len(json.dumps(json.loads(rewritten), indent=2).split())
+    assert '"status":  "failed"' not in rewritten  # every line made anew: one per record
 
 
 def test_a_read_after_a_write_in_this_process_gives_what_the_file_holds(tmp_path: Path) -> None:
