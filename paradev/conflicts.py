@@ -508,7 +508,7 @@ def analyze(
         examined=examined,
         against_base=against,
         idle=[b.agent for b in loaded if not b.has_work],
-        labels=agent_labels(ws.plan, ws.store.read()),
+        labels=agent_labels(ws.plan, ws.store.view()),
         tips={agent: commit for agent, (_, commit, _) in heads.heads.items()},
     )
 

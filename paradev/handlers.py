@@ -54,7 +54,7 @@ def _workspace() -> Workspace:
     from paradev.workspace import open_workspace
 
     ws = open_workspace()
-    ws.store.read(recognise=False)
+    ws.store.view(recognise=False)
     return ws
 
 
@@ -467,7 +467,6 @@ def merge(
 ) -> None:
     from paradev import train
     from paradev.errors import ParadevError
-    from paradev.runner import hand_back_conflict
     from paradev.text import printable_lines
 
     if sum((dry_run, continue_, abort, skip)) > 1:
@@ -484,9 +483,9 @@ def merge(
     if dry_run:
         _dry_run(ws, out, json, push=pushing, gate=not no_gate)
         return
-    history = len(ws.store.read().merge_history)
+    history = len(ws.store.view(recognise=False).merge_history)
     options = train.Options(
-        push=pushing, gate=not no_gate, hand_back=hand_back_conflict, follow=follow
+        push=pushing, gate=not no_gate, hand_back=_hand_back_conflict, follow=follow
     )
     try:
         if abort:
@@ -506,6 +505,14 @@ def merge(
         raise
     if json:
         _emit_merge_json(ws, history)
+
+
+def _hand_back_conflict(ws: Workspace, agent: int, report: str, **options: Any) -> bool:
+    """The runner's hand-back, imported only when a train hands work back (~50 ms of imports
+    a train without a conflict would wait for)."""
+    from paradev.runner import hand_back_conflict
+
+    return hand_back_conflict(ws, agent, report, **options)
 
 
 def _say_how_to_resume(ws: Workspace) -> None:

@@ -117,7 +117,7 @@ def compute_merge_order(
         providers=agent_providers(ws, members),
         size={b.agent: len(b.files) for b in report.branches},
     )
-    state = ws.store.read()
+    state = ws.store.view()
     result = replace(solve(problem), details=_details(ws, state, problem))
     source = computed_from(report, state)
     if save and (state.merge_order, state.merge_order_from) != (result.order, source):
@@ -154,7 +154,7 @@ def _details(ws: Workspace, state: State, problem: Problem) -> dict[int, Detail]
 def agent_providers(ws: Workspace, members: set[int]) -> dict[int, frozenset[int]]:
     """agent -> agents owning an unmerged issue that one of its unmerged tasks depends on."""
 
-    state = ws.store.read()
+    state = ws.store.view()
     providers: dict[int, set[int]] = {a: set() for a in members}
     for task in ws.plan.tasks():
         if task.agent not in members or state.status(task.issue) == MERGED:
@@ -403,7 +403,7 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
     ``base``: the commit base will be at when the train starts (the remote's
     tip when it is ahead), by default the local base branch.
     """
-    state = ws.store.read()
+    state = ws.store.view()
     agents_all = range(1, ws.plan.agent_count + 1)
     branches = {agent: f"refs/heads/{ws.branch(agent)}" for agent in agents_all}
     existing = gitmod.resolve_refs(ws.git, list(branches.values()))

@@ -338,6 +338,20 @@ class State(_Record):
             updated_at=self.updated_at,
         )
 
+    def shallow_copy(self) -> State:
+        """A copy of the tables and top-level lists only, sharing records and JSON values."""
+        return State(
+            version=self.version,
+            agents=dict(self.agents),
+            tasks=dict(self.tasks),
+            merge_order=list(self.merge_order),
+            merge_order_from=dict(self.merge_order_from),
+            train=self.train,
+            merge_history=list(self.merge_history),
+            conflict_snapshots=list(self.conflict_snapshots),
+            updated_at=self.updated_at,
+        )
+
     @classmethod
     def from_json(cls, data: Any) -> State:
         """Build the state from parsed JSON; ValueError names the first part of the wrong shape.
@@ -804,6 +818,7 @@ def _apply_landings(state: State, journal: dict[str, Any]) -> None:
         for issue in issues if type(issues) is list else []:
             record = state.tasks.get(issue) if type(issue) is int else None
             if record is not None and record.status == COMPLETED:
+                record = state.tasks[issue] = _copy_record(record)  # a view shares records
                 record.status, record.merged_commit = MERGED, landing["commit"]
                 record.merged_at = when if type(when) is str else now()
 
@@ -817,7 +832,7 @@ class StateStore:
         self.path = self.dir / STATE_FILE
         self.journal_path = self.dir / JOURNAL_FILE
         self.lock_path = self.dir / "state.lock"
-        self._locks: dict[str, Any] = {}  # FileLock per lock file, re-entrant within a process
+        self._locks: dict[str, Any] = {}  # LockFile per lock file, re-entrant within a thread
 
     def read(self, recognise: bool = True) -> State:
         """The current state; empty when there is no file yet. Raises StateError if corrupt.
@@ -830,9 +845,23 @@ class StateStore:
             self.recognise(state)
         return state
 
-    def _read_file(self) -> State:
+    def view(self, recognise: bool = True) -> State:
+        """The current state, as ``read`` gives it, for reading only: its records are shared.
+
+        The file is read (and parsed when its bytes changed) as by ``read``, so a
+        view is never stale; only the copy of every record is saved (at 2,000
+        task records a copy cost as much as a train's git work at 10 branches).
+        The record tables and top-level lists are the caller's own (records may be
+        added); never change a record, or a list or dict inside one, in place.
+        """
+        state = self._read_file(shared=True)
+        if recognise and self.recognise is not None:
+            self.recognise(state)
+        return state
+
+    def _read_file(self, shared: bool = False) -> State:
         """state.json with the journal file's train (an old state.json may still hold one)."""
-        state = self._read_state_file()
+        state = self._read_state_file(shared)
         journal = self.read_journal()
         if journal is not None:
             state.train = journal
@@ -840,9 +869,10 @@ class StateStore:
             _apply_landings(state, state.train)
         return state
 
-    def _read_state_file(self) -> State:
+    def _read_state_file(self, shared: bool = False) -> State:
         """The state file, parsed and checked only when its bytes changed since this process
-        last read or wrote it (a train reads it at every step); always a fresh copy."""
+        last read or wrote it (a train reads it at every step); always a fresh copy, with
+        ``shared`` one whose records are those of the parse kept (``view``)."""
         try:
             raw = self._read_bytes(self.path)
         except FileNotFoundError:
@@ -857,7 +887,7 @@ class StateStore:
             except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 raise self._corrupt(exc) from None
             _PARSED[self.path] = (raw, parsed)
-        return parsed.copy()
+        return parsed.shallow_copy() if shared else parsed.copy()
 
     def read_journal(self) -> dict[str, Any] | None:
         """The merge journal file, None when no train is under way (the state file not read)."""
@@ -929,17 +959,17 @@ class StateStore:
         The operating system releases it when the process ends, however it ends. With
         ``note_owner`` the holder's pid goes to ``<name>.pid``, for refusals to name it.
         """
-        from filelock import FileLock, Timeout
+        from paradev.lockfile import LockBusyError, LockFile
 
         self._make_dir()
         path = self.dir / name
         lock = self._locks.get(name)
         if lock is None:
-            lock = self._locks[name] = FileLock(str(path), timeout=wait)
+            lock = self._locks[name] = LockFile(str(path), timeout=wait)
         first = not lock.is_locked
         try:
             lock.acquire()
-        except Timeout:
+        except LockBusyError:
             raise StateError(f"{busy} ({path}{LOCKED}") from None
         except OSError as exc:  # e.g. a folder where the lock file belongs
             raise StateError(f"cannot lock {path}: {exc.strerror or exc}; move it away") from None
@@ -1021,8 +1051,9 @@ class StateStore:
         state.updated_at = now()
         data = state._json_besides_records()
         del data["train"]  # kept in its own file
-        agents = _record_lines("agents", state.agents)
-        tasks = _record_lines("tasks", state.tasks)
+        known = _Parsed(*_PARSED.get(self.path, (None, None)))
+        agents = _record_lines("agents", state.agents, known)
+        tasks = _record_lines("tasks", state.tasks, known)
         lines = {
             "agents": [a.text for a in agents.values()],
             "tasks": [t.text for t in tasks.values()],
@@ -1188,10 +1219,64 @@ class _Line:
 _RECORD_LINES: dict[tuple[str, int], _Line] = {}
 
 
+class _Parsed:
+    """The state file as this process last parsed (or wrote) it: its bytes and its state.
+
+    A process's first write of 2,000 records spent most of its time making
+    their lines and reading them back: a record equal to the one parsed is
+    written as the file's own line, and its parsed record is what a read of
+    that line gives (parsed records never change in place: ``StateStore.view``).
+    """
+
+    def __init__(self, raw: bytes | None, state: State | None) -> None:
+        self.raw, self.state = raw, state
+        self._lines: dict[str, dict[str, str]] | None = None
+
+    def record(self, section: str, key: int) -> AgentRecord | TaskRecord | None:
+        if self.state is None:
+            return None
+        return (self.state.agents if section == "agents" else self.state.tasks).get(key)
+
+    def line(self, section: str, key: int) -> str | None:
+        """The record's line in the file (``"<id>": {...}``); None unless the file is laid out
+        exactly as ``_state_text`` lays it out."""
+        if self._lines is None:
+            self._lines = self._file_lines()
+        return self._lines.get(section, {}).get(str(key))
+
+    def _file_lines(self) -> dict[str, dict[str, str]]:
+        if self.raw is None or self.state is None:
+            return {}
+        try:
+            text = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {}
+        found: dict[str, dict[str, str]] = {"agents": {}, "tasks": {}}
+        section = None
+        for line in text.split("\n"):
+            if section is not None and line.startswith('    "'):
+                member = line[4:].removesuffix(",")
+                found[section][member[1 : member.find('"', 1)]] = member
+            else:
+                name = line[3:-4] if line.startswith('  "') and line.endswith('": {') else None
+                section = name if name in found else None
+        data = self.state._json_besides_records()
+        if data["train"] is None:
+            del data["train"]  # written in its own file
+        lines = {name: list(members.values()) for name, members in found.items()}
+        return found if _state_text(data, lines) == text else {}
+
+
 def _record_lines(
-    section: str, records: dict[int, AgentRecord] | dict[int, TaskRecord]
+    section: str,
+    records: dict[int, AgentRecord] | dict[int, TaskRecord],
+    parsed: _Parsed | None = None,
 ) -> dict[int, _Line]:
-    """Each record's line of the state file, in the file's (string) key order."""
+    """Each record's line of the state file, in the file's (string) key order.
+
+    ``parsed``: the file as last parsed; a record equal to its parsed one keeps the
+    file's line and is not read back (``_Parsed``).
+    """
     lines = {}
     for key in sorted(records, key=str):
         record = records[key]
@@ -1200,16 +1285,32 @@ def _record_lines(
         kinds = tuple(map(type, values))
         known = _RECORD_LINES.get((section, key))
         if known is None or known.kinds != kinds or known.values != values:
-            text = _COMPACT.encode({str(key): dict(zip(_FIELD_NAMES[name], values, strict=True))})
+            same = parsed.record(section, key) if parsed else None
+            if same is not None and not _same_values(same, values, kinds):
+                same = None
+            line = parsed.line(section, key) if parsed and same is not None else None
+            if line is None:
+                fields = dict(zip(_FIELD_NAMES[name], values, strict=True))
+                line = _COMPACT.encode({str(key): fields})[1:-1]
             kept = tuple(v.copy() if type(v) in (list, dict) else v for v in values)
             read: AgentRecord | TaskRecord | None = (
-                _read_record(AgentRecord, text, section)
+                same
+                if same is not None
+                else _read_record(AgentRecord, "{" + line + "}", section)
                 if type(record) is AgentRecord
-                else _read_record(TaskRecord, text, section)
+                else _read_record(TaskRecord, "{" + line + "}", section)
             )
-            known = _RECORD_LINES[(section, key)] = _Line(kept, kinds, text[1:-1], read)
+            known = _RECORD_LINES[(section, key)] = _Line(kept, kinds, line, read)
         lines[key] = known
     return lines
+
+
+def _same_values(
+    record: AgentRecord | TaskRecord, values: tuple[Any, ...], kinds: tuple[type, ...]
+) -> bool:
+    """Whether ``record`` holds exactly ``values`` of exactly ``kinds`` (1 == True == 1.0)."""
+    theirs = _FIELD_GETTERS[type(record).__name__](record)
+    return bool(theirs == values and tuple(map(type, theirs)) == kinds)
 
 
 def _read_record(cls: type[R], text: str, section: str) -> R | None:

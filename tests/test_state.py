@@ -687,6 +687,96 @@ def test_a_changed_copy_never_reaches_the_next_read(tmp_path: Path) -> None:
     assert store.read().tasks[7].status == "completed"
 
 
+def test_a_view_shares_the_parsed_records_yet_reads_the_file_every_time(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    expected = store.read()
+    first, second = store.view(), store.view()
+    assert first == expected
+    assert first.tasks[1] is second.tasks[1]  # no copy of the history for a reader
+    first.tasks.pop(1)  # the tables and top-level lists are the view's own
+    first.task(9, 1).status = "completed"
+    first.merge_history.append({"agent": 2})
+    first.merge_order.append(4)
+    assert store.view() == store.read() == expected
+    script = (
+        "import sys; from pathlib import Path; from paradev.state import StateStore"
+        "\nwith StateStore(Path(sys.argv[1])).update() as s: s.tasks[2].status = 'merged'"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    assert store.view().tasks[2].status == "merged"  # another process's write: never stale
+    assert first.tasks[2].status == "failed"  # a view taken before keeps what it read
+
+
+def test_a_landing_the_journal_applies_to_a_view_never_reaches_the_records_kept(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path)
+    with store.update() as state:
+        state.task(1, 1).status = "completed"
+    with store.locked():
+        store.write_journal(
+            {**journal(), "landed": [{"agent": 1, "commit": "c" * 40, "issues": [1]}]}
+        )
+    assert store.view().tasks[1].status == "merged"
+    store.remove_journal()  # e.g. an aborted train's journal gone without a state write
+    assert store.view().tasks[1].status == store.read().tasks[1].status == "completed"
+
+
+def test_a_first_write_after_a_parse_reads_back_only_the_records_it_changed(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 5)
+    with store.update() as state:
+        state.tasks[3].cost_usd = 2
+    _as_a_new_process()
+    store.read()
+    read_back = mocker.spy(state_mod, "_read_record")
+    with store.update() as state:
+        state.tasks[2].status = "merged"
+        state.tasks[3].cost_usd = 2.0  # equal, yet another type: the file says 2.0
+    assert read_back.call_count == 2
+    assert store.read() == State.from_json(json.loads(store.path.read_text()))
+    assert type(store.read().tasks[3].cost_usd) is float
+    assert store.read().tasks[2].status == "merged"
+
+
+def _as_a_new_process() -> None:
+    """Forget what this process parsed and wrote (module caches), as a new process starts."""
+    state_mod._RECORD_LINES.clear()
+    state_mod._PARSED.clear()
+
+
+def test_a_first_write_keeps_the_file_lines_of_the_records_it_did_not_change(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    store = StateStore(tmp_path)
+    _finished_tasks(store, 3)
+    spaced = store.path.read_text().replace('"status": "failed"', '"status":  "failed"', 1)
+    store.path.write_text(spaced)  # task 1's line, spaced by hand: still one line per record
+    _as_a_new_process()
+    store.read()
+    read_back = mocker.spy(state_mod, "_read_record")
+    with store.update() as state:
+        state.tasks[2].status = "merged"
+    written = store.path.read_text()
+    assert '"status":  "failed"' in written  # task 1's own line, not made again
+    assert read_back.call_count == 1  # task 2's line alone
+    assert store.read() == State.from_json(json.loads(written))
+    assert [store.read().tasks[i].status for i in (1, 2, 3)] == ["failed", "merged", "failed"]
+    store.path.write_text(json.dumps(json.loads(written), indent=2))  # laid out otherwise
+    _as_a_new_process()
+    store.read()
+    with store.update() as state:
+        state.tasks[3].status = "merged"
+    rewritten = store.path.read_text()
+    assert store.read() == State.from_json(json.loads(rewritten))
+    assert [store.read().tasks[i].status for i in (1, 2, 3)] == ["failed", "merged", "merged"]
+    assert len(rewritten.splitlines()) < len(json.dumps(json.loads(rewritten), indent=2).split())
+    assert '"status":  "failed"' not in rewritten  # every line made anew: one per record
+
+
 def test_a_read_after_a_write_in_this_process_gives_what_the_file_holds(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     with store.update() as state:

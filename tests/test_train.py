@@ -30,6 +30,7 @@ from tests.helpers import (
     commit,
     git,
     rev,
+    run_process,
     set_journal_field,
     state_files,
     write,
@@ -1867,6 +1868,37 @@ def test_every_landed_commit_names_its_own_task_issue(
     for sha, trailer in zip(commits, trailers, strict=True):
         files = git(repo, "show", "--format=", "--name-only", sha).split()
         assert {owner[f] for f in files} == {trailer}, (files, trailer)
+
+
+def test_a_task_completed_after_the_selection_before_the_lock_lands_named_and_marked(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The checks before a train read the state without copying its records, yet every
+    reader reads the file anew: what the agent completes after the train chose it, before
+    the train locks it, lands with its trailer and is marked merged (never a stale read)."""
+    trees = setup_with()
+    start = rev(repo, "main")
+    work(cli, trees, 1, {"one.py": "1\n"})  # task 11
+    from paradev.order import select_agents as choose
+
+    def the_agent_completes_its_next_task_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        selection = choose(*args, **kwargs)
+        assert run_process(repo, "start", "1").code == 0  # task 21, in another process
+        commit(agent_tree(trees, 1), {"config.py": "c\n"}, "config")
+        done = run_process(repo, "complete", "1")
+        assert done.code == 0, done.err
+        return selection
+
+    mocker.patch("paradev.train.checks.select_agents", the_agent_completes_its_next_task_meanwhile)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert (repo / "config.py").exists()
+    assert set(issue_trailers(repo, f"{start}..main")) == {"11", "21"}
+    tasks = state_of(repo)["tasks"]
+    assert (tasks["11"]["status"], tasks["21"]["status"]) == ("merged", "merged")
+    assert state_of(repo)["merge_history"][-1]["landed"][0]["issues"] == [11, 21]
 
 
 def test_a_rebase_stopped_without_conflicts_is_not_called_a_conflict(

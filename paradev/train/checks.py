@@ -200,7 +200,7 @@ def preflight(
     The dry run calls it too (``peek``: the remote asked without writing
     refs, no lock holder noted), so both refuse alike.
     """
-    if ws.store.read().train is not None:
+    if ws.store.view(recognise=False).train is not None:
         raise PreconditionError(
             "a merge train is already in progress; run paradev merge --continue, --skip or --abort"
         )

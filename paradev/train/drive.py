@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
-from paradev.train import adopt, candidates, eject, join, steps
+from paradev.train import join, steps
 from paradev.train.advance import _undo_killed_fast_forward, move_base, push_landed
 from paradev.train.backup import _restore_branch
 from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
@@ -60,7 +60,7 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         checked = preflight(ws, locks, push=options.push, gate=options.gate)
         selection = checked.selection
         _bring_base_up(ws, out, checked)
-        state = ws.store.read()
+        state = ws.store.view()  # read only
         from_lanes = join.lanes_to_land(ws, state) if options.follow else []
         notes = join.lane_notes(ws, state, selection.notes, from_lanes)
         for note in notes:
@@ -102,9 +102,17 @@ def _taken(ws: Workspace, out: Output, hand_back: HandBack | None) -> Iterator[T
     with driving(ws), ExitStack() as locks:
         train = load_train(ws, out, hand_back)
         _lock_agents(ws, join.lockable(train, train.queue), locks)
-        if adopt.needs_adoption(train):  # begun on another host: its refs are on the remote
-            adopt.adopt(train)
+        _adopt_if_begun_elsewhere(train)
         yield train
+
+
+def _adopt_if_begun_elsewhere(train: Train) -> None:
+    """A train begun on another host: its refs are on the remote (``paradev.train.adopt``,
+    imported only for a resumed train: a new one never needs it)."""
+    from paradev.train import adopt
+
+    if adopt.needs_adoption(train):
+        adopt.adopt(train)
 
 
 def _go_on(train: Train, options: Options) -> None:
@@ -160,8 +168,7 @@ def abort(ws: Workspace, out: Output) -> None:
         train = load_train(ws, out)
         queued = bool(train.journal.get("mq"))
         _lock_agents(ws, join.lockable(train, train.queue if queued else train.queue[:1]), locks)
-        if adopt.needs_adoption(train):
-            adopt.adopt(train)
+        _adopt_if_begun_elsewhere(train)
         take_over(train)
         if queued:
             _abort_queue(train)
@@ -188,6 +195,8 @@ def _abort_queue(train: Train) -> None:
     landing is restored with the rest. An agent going through the serial
     steps (its work did not replay) is aborted as the serial train aborts it.
     """
+    from paradev.train import candidates, eject
+
     mq = eject.settings(train)
     pending = mq.get("landing")
     if pending:
@@ -229,6 +238,8 @@ def _run(train: Train, follow: steps.Follow | None = None) -> None:
     with ``follow`` either one is joined by work completed meanwhile."""
     with journaled_committer(train):
         if train.journal.get("mq"):
+            from paradev.train import candidates  # the queue's modules: a serial train needs none
+
             candidates.run_queue(train, follow)
         else:
             steps.run(train, follow)

@@ -202,7 +202,7 @@ class Train:
         all their locks from then on): a state of thousands of records is read once a
         train, not once a landing. An agent that joined later, or lands again, reads anew."""
         if self._queue_read is None or agent not in self._queue_read[0]:
-            self._queue_read = (set(self.queue), self.ws.store.read())
+            self._queue_read = (set(self.queue), self.ws.store.view())
         return self._queue_read[1]
 
     def drop_task_view(self, agent: int) -> None:

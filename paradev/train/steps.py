@@ -201,7 +201,7 @@ def drop_skipped_dependents(
     landed = [e["agent"] for e in train.journal["landed"]]
     dropped = drop_dependents(
         train.ws,
-        train.ws.store.read(),
+        train.ws.store.view(),
         train.queue,
         landed,
         lambda m: f"#{m[0]} depends on #{m[1]}, {which}",
