@@ -70,8 +70,16 @@ def _write(ws: Workspace, lanes: dict[int, Lane]) -> None:
 
 
 def allowed(ws: Workspace) -> bool:
-    """Lanes are used only where they were built and tested: the serial train on one host."""
-    return ws.plan.merge_queue is None and not ws.plan.hosts
+    """Lanes are used only where they were built and tested: on one host, with a train that
+    sets no work aside (an ejected task's agent has built its next task on it).
+
+    The trains of ``paradev run`` all land through the merge queue's code, which
+    replays a lane's range as the serial rebase does; ``parallel`` and ``batch`` change
+    only how many candidates one gate run or round covers.
+    """
+    mq = ws.plan.queue_settings
+    ejects = "eject" in (mq["on_gate_failure"], mq["on_conflict"])
+    return not ejects and not ws.plan.hosts
 
 
 def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) -> Lane:
