@@ -37,7 +37,7 @@ from paradev.snapshots import precise_now, stamp_step
 from paradev.train import advance, backup, eject, join, landing, rewrite, steps
 from paradev.train import gate as gates
 from paradev.train.eject import settings
-from paradev.train.journal import ADVANCE, BACKUP, GATE, LaneHeld, Train, committer_of
+from paradev.train.journal import ADVANCE, BACKUP, GATE, LaneHeld, Train, _tip, committer_of
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 NEWS_SECONDS = 0.01  # how often, while gates run, the run's word is looked for
@@ -156,6 +156,11 @@ def _round(train: Train, ahead: _Ahead) -> None:
         ahead.record(train)
 
 
+def _base_tip(train: Train) -> str:
+    """Base's commit, from its ref file as a rule: read every round, a git process each time."""
+    return _tip(train.ws, f"refs/heads/{train.base}")
+
+
 def _outcome(train: Train, link: Link) -> bool | None:
     """Whether the candidate's gate passed, failed, or has not run (None)."""
     if not train.journal["gate"] or not gates._gate_command(train.ws):
@@ -240,7 +245,7 @@ def build_chain(train: Train, early: _EarlyGates | None = None) -> Chain:
     first candidates' gates start as soon as they are built and checked,
     and run while the rest of the chain is built.
     """
-    tip = train.base_tip()
+    tip = _base_tip(train)
     onto = [tip]
     links: list[Link] = []
     blocked: Blocked | None = None
@@ -640,7 +645,7 @@ def _land(train: Train, links: list[Link]) -> None:
     The landing is journaled before base moves: a resumed train sees in git
     whether the move happened and only finishes the bookkeeping.
     """
-    current = train.base_tip()
+    current = _base_tip(train)
     settings(train)["landing"] = {
         "from": current,
         "to": links[-1].commit,
@@ -654,7 +659,7 @@ def _finish_landing(train: Train) -> None:
     """Move base to the journaled landing unless it is there, then the agents' bookkeeping."""
     mq = settings(train)
     pending = mq["landing"]
-    current, target = train.base_tip(), str(pending["to"])
+    current, target = _base_tip(train), str(pending["to"])
     if current == pending["from"]:
         for agent, _ in pending["agents"]:
             stamp_step(train.agent(int(agent)), ADVANCE, "start")
@@ -708,7 +713,7 @@ def _point_branch(train: Train, agent: int) -> None:
     if train.is_done(agent, BRANCH) or entry.get("wip"):
         return
     landed, branch = str(entry["landed"]), train.branch(agent)
-    head = train.head(agent)
+    head = _tip(train.ws, f"refs/heads/{branch}")
     if head not in (landed, entry["old_head"], entry["candidate"]):
         train.out(f"agent {agent}: {branch} moved during the train; left at {head[:12]}")
     elif head != landed:
