@@ -106,6 +106,7 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
             queued = list(train.queue)
             _round(train, ahead)
             join.let_go(train, follow, queued)
+            ahead.retry_join(train, queued)
     except BaseException:  # a stop, a refusal, Ctrl-C: the gates started ahead stop too
         ahead.stop()
         raise
@@ -452,6 +453,7 @@ class _Ahead:
         self.links: list[Link] = []
         self.picks: list[int] = []
         self.run: _GateRun | None = None
+        self.missed = False  # the run's word came while the work it meant could not join
 
     def start(self, train: Train, links: list[Link], outcomes: Sequence[bool | None]) -> None:
         """Start the gates of the next of ``links`` (the chain behind what lands) to probe."""
@@ -470,10 +472,21 @@ class _Ahead:
         while run.running():
             if not join.listening():
                 run.thread_done()
-            elif join.news(NEWS_SECONDS) and join.take_now(train, self.follow, _back_up):
-                build_chain(train)  # memoized: the next round finds the new candidates built
+            elif join.news(NEWS_SECONDS):
+                self._take(train)
         _gate(train, self.links, self.picks, started=run)  # stopped on an interrupt until here
         self.run = None
+
+    def retry_join(self, train: Train, queued: Sequence[int]) -> None:
+        """Once agents are let go, the work the run's last word meant may join: an agent's
+        next task that completed while its previous one still landed (``paradev.lanes``)."""
+        if self.missed and train.queue and any(a not in train.queue for a in queued):
+            self._take(train)
+
+    def _take(self, train: Train) -> None:
+        self.missed = not join.take_now(train, self.follow, _back_up)
+        if not self.missed:
+            build_chain(train)  # memoized: the next round finds the new candidates built
 
     def stop(self) -> None:
         """Stop the gates under way, then wait for their thread."""
