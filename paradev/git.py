@@ -2042,3 +2042,28 @@ def in_background(call: Callable[[], _R]) -> Callable[[], _R]:
         return result
 
     return wait
+
+
+WORKTREE_LOCK_SECONDS = 120.0
+
+
+@contextmanager
+def adding_worktrees(common_dir: Path) -> Iterator[None]:
+    """Held by a paradev process while it prunes or adds worktree records.
+
+    ``paradev run`` opens lanes while its merge train adds gate slots: git reads
+    every record while it adds one (a record half written by the other fails it),
+    and a prune may remove a record the other is writing.
+    """
+    from filelock import FileLock, Timeout
+
+    path = common_dir / STORE_DIR / "worktree-add.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=WORKTREE_LOCK_SECONDS):
+            yield
+    except Timeout as exc:
+        raise PreconditionError(
+            f"another paradev process held {path} for {WORKTREE_LOCK_SECONDS:g}s; "
+            "if none runs, remove that file and try again"
+        ) from exc

@@ -93,8 +93,9 @@ def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) ->
         raise PreconditionError(f"the lane {path} has a rebase in progress; finish the train first")
     if not (path / ".git").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        gitmod.prune_worktrees(ws.git)
-        gitmod.add_detached_worktree(ws.git, path, head)
+        with gitmod.adding_worktrees(ws.repo.common_dir):  # the train may add a gate slot
+            gitmod.prune_worktrees(ws.git)
+            gitmod.add_detached_worktree(ws.git, path, head)
     gitmod.checkout_force(path, branch(agent), head)
     with ws.store.locked():  # the record's writers (cleanup too) take the state lock
         lanes = read(ws)

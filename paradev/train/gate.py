@@ -46,7 +46,9 @@ def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
     """Gate slot ``slot`` with ``commit`` checked out (created on first use), ready to gate."""
     path = slot_path(ws, slot)
     if not _checked_out(path, commit):
-        with _ADDING:  # git reads every worktree's record while adding one: not side by side
+        # git reads every worktree's record while adding one: not side by side, nor while
+        # another paradev process (a run opening a lane) adds or prunes one
+        with _ADDING, gitmod.adding_worktrees(ws.repo.common_dir):
             if path.exists():  # a slot of ours that git no longer knows: rebuilt
                 shutil.rmtree(path)
                 gitmod.prune_worktrees(ws.git)
@@ -91,7 +93,8 @@ def run_gates(
     overlap even on few cores.
     """
     if not all((slot_path(ws, slot) / ".git").exists() for slot in range(1, len(jobs) + 1)):
-        gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
+        with gitmod.adding_worktrees(ws.repo.common_dir):
+            gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
 
     def one(index: int) -> GateResult:
         job = jobs[index]
