@@ -2092,3 +2092,28 @@ def changes_held(git: Git, old: str, new: str, target: str, paths: Sequence[str]
             if patch and git.run(*check, input=patch, env=env, check=False).returncode == 0:
                 found.append(path)
     return found
+
+
+WORKTREE_LOCK_SECONDS = 120.0
+
+
+@contextmanager
+def adding_worktrees(common_dir: Path) -> Iterator[None]:
+    """Held by a paradev process while it prunes or adds worktree records.
+
+    ``paradev run`` opens lanes while its merge train adds gate slots: git reads
+    every record while it adds one (a record half written by the other fails it),
+    and a prune may remove a record the other is writing.
+    """
+    from filelock import FileLock, Timeout
+
+    path = common_dir / STORE_DIR / "worktree-add.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=WORKTREE_LOCK_SECONDS):
+            yield
+    except Timeout as exc:
+        raise PreconditionError(
+            f"another paradev process held {path} for {WORKTREE_LOCK_SECONDS:g}s; "
+            "if none runs, remove that file and try again"
+        ) from exc

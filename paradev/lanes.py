@@ -70,8 +70,16 @@ def _write(ws: Workspace, lanes: dict[int, Lane]) -> None:
 
 
 def allowed(ws: Workspace) -> bool:
-    """Lanes are used only where they were built and tested: the serial train on one host."""
-    return ws.plan.merge_queue is None and not ws.plan.hosts
+    """Lanes are used only where they were built and tested: on one host, with a train that
+    sets no work aside (an ejected task's agent has built its next task on it).
+
+    The trains of ``paradev run`` all land through the merge queue's code, which
+    replays a lane's range as the serial rebase does; ``parallel`` and ``batch`` change
+    only how many candidates one gate run or round covers.
+    """
+    mq = ws.plan.queue_settings
+    ejects = "eject" in (mq["on_gate_failure"], mq["on_conflict"])
+    return not ejects and not ws.plan.hosts
 
 
 def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) -> Lane:
@@ -85,8 +93,9 @@ def open_lane(ws: Workspace, state: State, agent: int, issue: int, head: str) ->
         raise PreconditionError(f"the lane {path} has a rebase in progress; finish the train first")
     if not (path / ".git").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        gitmod.prune_worktrees(ws.git)
-        gitmod.add_detached_worktree(ws.git, path, head)
+        with gitmod.adding_worktrees(ws.repo.common_dir):  # the train may add a gate slot
+            gitmod.prune_worktrees(ws.git)
+            gitmod.add_detached_worktree(ws.git, path, head)
     gitmod.checkout_force(path, branch(agent), head)
     with ws.store.locked():  # the record's writers (cleanup too) take the state lock
         lanes = read(ws)

@@ -388,14 +388,20 @@ class Plan(NamedTuple):
         return str(self.settings["merge"]["on_conflict"])
 
     @property
+    def queue_settings(self) -> dict[str, Any]:
+        """``[merge]``'s settings of the merge queue, even those the serial train does alike
+        (a train following ``paradev run`` always goes through the queue: it is pipelined)."""
+        merge = self.settings["merge"]
+        keys = ("parallel", "batch", "on_gate_failure", "retries", "on_conflict")
+        return {key: merge[key] for key in keys}
+
+    @property
     def merge_queue(self) -> dict[str, Any] | None:
         """The merge queue's settings, None when the serial train does the same job.
 
         Fixed in the train's journal when it starts (see paradev.train.candidates).
         """
-        merge = self.settings["merge"]
-        keys = ("parallel", "batch", "on_gate_failure", "retries", "on_conflict")
-        chosen = {key: merge[key] for key in keys}
+        chosen = self.queue_settings
         serial = {"parallel": 1, "batch": 1, "on_gate_failure": "stop", "retries": 0}
         if all(chosen[k] == v for k, v in serial.items()) and chosen["on_conflict"] != "eject":
             return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from paradev.errors import PreconditionError
 from paradev.git import (
     Worktree,
+    adding_worktrees,
     local_branches,
     rebase_in_progress,
     repair_worktree,
@@ -175,7 +176,9 @@ def _apply(ws: Workspace, step: Step, start: str) -> None:
 def add_worktree(ws: Workspace, path: Path, branch: str, start: str | None) -> None:
     """A new work tree at ``path`` on ``branch``: the existing branch, or created at ``start``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if start is None:
-        ws.git.run("worktree", "add", "--quiet", "--", str(path), branch)
-    else:
-        ws.git.run("worktree", "add", "--quiet", "--no-track", "-b", branch, "--", str(path), start)
+    with adding_worktrees(ws.repo.common_dir):  # a merge train may add a gate slot
+        if start is None:
+            ws.git.run("worktree", "add", "--quiet", "--", str(path), branch)
+        else:
+            argv = ["worktree", "add", "--quiet", "--no-track", "-b", branch, "--", str(path)]
+            ws.git.run(*argv, start)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -154,3 +156,42 @@ def test_each_slot_is_set_up_and_gets_the_port_after_every_agents(
     assert runs == [f"{gates.slot_path(ws, 1)} 8040", f"{gates.slot_path(ws, 2)} 8050"]
     gates.run_gates(ws, jobs[:1], "true", lambda j, p: dict(os.environ))
     assert len(record.read_text().splitlines()) == 2  # nothing changed: not run again
+
+
+# Another paradev process (a run opening a lane) adding a worktree: holds the lock meanwhile.
+HOLDER = r"""
+import sys, time
+from pathlib import Path
+from paradev.git import adding_worktrees
+
+with adding_worktrees(Path(sys.argv[1])):
+    Path(sys.argv[2]).write_text("held")
+    deadline = time.monotonic() + 60
+    while not Path(sys.argv[3]).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_a_slot_is_added_only_while_no_other_paradev_process_adds_a_worktree(
+    repo: Path, tmp_path: Path
+) -> None:
+    """git reads every worktree record while it adds one: a record another process is
+    writing (a lane) failed the slot's add, so the add waits for that process's lock."""
+    ws = workspace(repo)
+    held, release = tmp_path / "held", tmp_path / "release"
+    argv = [sys.executable, "-c", HOLDER, str(ws.repo.common_dir), str(held), str(release)]
+    holder = subprocess.Popen(argv)
+    added: list[Path] = []
+    try:
+        wait_for_file(held, holder)
+        thread = threading.Thread(target=lambda: added.append(gates.ready_slot(ws, 1, "HEAD")))
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive() and not added  # it waits for the other process
+        release.write_text("go")
+        thread.join(60)
+    finally:
+        release.write_text("go")
+        holder.wait(60)
+    assert added == [gates.slot_path(ws, 1)]
+    assert git(added[0], "rev-parse", "HEAD") == rev(repo, "HEAD")

@@ -8,19 +8,22 @@ agent 1, already landed, is free again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from pytest_mock import MockerFixture
 
 from paradev.state import MERGED
+from paradev.train import candidates as candidates_mod
+from paradev.train import join
 from paradev.workspace import open_workspace
 from tests.helpers import agent_tree, commit, git, rev
 from tests.test_train import (
@@ -204,6 +207,25 @@ def _until(done: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _followed_train(repo: Path) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
+    """``paradev merge --follow`` started as 'paradev run' starts its trains, with the pipe of
+    the run's word; at the end the pipe closes (no more comes) and the train must exit 0."""
+    argv = [sys.executable, "-m", "paradev.warm"]
+    proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b'["merge", "--follow"]\n')
+        proc.stdin.flush()
+        yield proc, proc.stdin
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_train_started_by_the_run_waits_for_its_word_and_ends_with_it(
     repo: Path, cli: Cli, worktrees: Path
 ) -> None:
@@ -212,48 +234,50 @@ def test_a_train_started_by_the_run_waits_for_its_word_and_ends_with_it(
     work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", "2").code == 0
     store = open_workspace(repo).store
-    argv = [sys.executable, "-m", "paradev.warm"]  # as 'paradev run' starts its trains
-    proc = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(b'["merge", "--follow"]\n')
-        proc.stdin.flush()
+    with _followed_train(repo) as (proc, stdin):
         _until(lambda: store.read().status(11) == MERGED, proc)
         commit(agent_tree(worktrees, 2), {"two.py": "TWO = 2\n"}, "work on #12")
         assert cli("complete", "2").code == 0  # after agent 1 landed: its queue was empty
-        proc.stdin.write(b"\n")  # the run's word: a task ended
-        proc.stdin.flush()
+        stdin.write(b"\n")  # the run's word: a task ended
+        stdin.flush()
         _until(lambda: store.read().status(12) == MERGED, proc)
         assert proc.poll() is None  # it waits for more until the run says no more comes
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     state = state_of(repo)
     assert state["train"] is None
     assert [[e["agent"] for e in h["landed"]] for h in state["merge_history"]] == [[1, 2]]
     assert git(repo, "show", "main:two.py") == "TWO = 2"
 
 
-# A crash in agent 1's second landing of one train (``rejoin``), then ``merge --continue``.
+# A crash in agent 1's second landing of one train (``rejoin``), then ``merge --continue``:
+# a train following the run goes through the merge queue's steps (``train/candidates.py``).
 AGAIN_CRASHES = [
-    ("before", "step_backup"),
-    ("after", "step_rebase"),
-    ("before", "step_gate"),
-    ("after", "step_advance"),
+    ("before", "_back_up"),
+    ("after", "_link"),
+    ("before", "_start_gates"),
+    ("before", "_after_advance"),  # base moved, nothing else yet
+    ("after", "_point_branch"),
     ("before", "step_mark"),
     ("after", "step_hooks"),
 ]
 _AGAIN_CLEAN: dict[Path, tuple[dict[str, str], dict[str, str]]] = {}
 
 
-def _crash_in_second_landing(mocker: MockerFixture, when: str, step: str) -> None:
-    real = getattr(owner(step), step)
+def _queue_owner(step: str) -> Any:
+    return candidates_mod if hasattr(candidates_mod, step) and step[0] == "_" else owner(step)
 
-    def maybe(train: Any, agent: int, *args: Any, **kwargs: Any) -> Any:
-        second = agent == 1 and bool(train.agent(1).get("again"))
+
+def _names_agent_1(value: Any) -> bool:
+    """Whether a step's argument is agent 1, or a list holding it (or a candidate of it)."""
+    if isinstance(value, list):
+        return any(_names_agent_1(item) for item in value)
+    return bool(value == 1 or getattr(value, "agent", None) == 1)
+
+
+def _crash_in_second_landing(mocker: MockerFixture, when: str, step: str) -> None:
+    real = getattr(_queue_owner(step), step)
+
+    def maybe(train: Any, agent: Any, *args: Any, **kwargs: Any) -> Any:
+        second = _names_agent_1(agent) and bool(train.agent(1).get("again"))
         if second and when == "before":
             raise Crash(step)
         result = real(train, agent, *args, **kwargs)
@@ -261,7 +285,7 @@ def _crash_in_second_landing(mocker: MockerFixture, when: str, step: str) -> Non
             raise Crash(step)
         return result
 
-    mocker.patch.object(owner(step), step, side_effect=maybe)
+    mocker.patch.object(_queue_owner(step), step, side_effect=maybe)
 
 
 def _again_outcome(
@@ -270,8 +294,9 @@ def _again_outcome(
     """Agent 1 lands #11, agent 2 joins, agent 1 joins again with #21: the refs at the end."""
     project = build_scenario(root, template, remote=False)
     os.chdir(project)
-    (root / "again_gate.py").write_text(AGAIN_GATE)  # paths relative to the gated tree
-    configure(project, gate=shlex.join([sys.executable, "../../again_gate.py", ".."]))
+    (root / "again_gate.py").write_text(AGAIN_GATE)  # the same command in both runs
+    here = "${PARADEV_GATE_LOG%/project/.git/*}"  # root, from where the gate logs go
+    configure(project, gate=f'{sys.executable} "{here}/again_gate.py" "{here}/project-worktrees"')
     assert cli("setup").code == 0
     work(cli, root / "project-worktrees", 1, {"feature_1.py": "X = 1\n"})
     assert cli("start", "2").code == 0
@@ -388,3 +413,53 @@ def test_a_train_following_the_run_starts_with_the_work_a_waiting_task_needs(
 
 def _has_file(repo: Path, commit_: str, name: str) -> bool:
     return name in git(repo, "ls-tree", "--name-only", commit_).split()
+
+
+WHILE_GATED = r"""
+import os, subprocess, sys, time
+from pathlib import Path
+from paradev.workspace import open_workspace
+
+trees, marks = Path(sys.argv[1]), Path(sys.argv[2])
+if os.environ["PARADEV_AGENT"] == "1":  # agent 2 completes while agent 1's candidate is gated
+    tree = trees / "agent-2"
+    (tree / "two.py").write_text("TWO = 2\n")
+    subprocess.run(["git", "add", "two.py"], cwd=tree, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "work on #12"], cwd=tree, check=True)
+    subprocess.run([sys.executable, "-m", "paradev", "complete", "2"], cwd=tree, check=True)
+    (marks / "completed").write_text("")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the train takes it in while this gate still runs
+        train = open_workspace().store.read().train or {}
+        if 2 in train.get("queue", []):
+            (marks / "join.txt").write_text("joined")
+            sys.exit(0)
+        time.sleep(0.05)
+    (marks / "join.txt").write_text("not joined")
+"""
+
+
+def test_work_completed_while_a_gate_runs_joins_before_that_gate_ends(
+    repo: Path, cli: Cli, worktrees: Path
+) -> None:
+    """The run's word that a task ended reaches a train waiting for a gate: the work joins
+    then (its candidate built meanwhile), not once the gate has ended."""
+    marks = repo.parent / "marks"
+    marks.mkdir()
+    script = repo.parent / "while_gated.py"
+    script.write_text(WHILE_GATED)
+    configure(repo, gate=shlex.join([sys.executable, str(script), str(worktrees), str(marks)]))
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    assert cli("start", "2").code == 0
+    store = open_workspace(repo).store
+    with _followed_train(repo) as (proc, stdin):
+        _until((marks / "completed").exists, proc)
+        stdin.write(join.word(None))  # the run's word: a task ended
+        stdin.flush()
+        _until(lambda: store.read().status(12) == MERGED, proc)
+    assert (marks / "join.txt").read_text() == "joined"
+    state = state_of(repo)
+    assert [[e["agent"] for e in h["landed"]] for h in state["merge_history"]] == [[1, 2]]
+    assert git(repo, "show", "main:two.py") == "TWO = 2"
+    assert rev(repo, "main") == rev(repo, "parallel-dev/agent-2")

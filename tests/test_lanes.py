@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from paradev import lanes
 from paradev.git import git_env
 from paradev.state import MERGED
@@ -106,6 +108,7 @@ command = {gate}
 
 [merge]
 on_conflict = "{on_conflict}"
+{merge}
 
 [[batches]]
 name = "one"
@@ -146,6 +149,7 @@ def lane_plan(
     owner: int = 2,
     on_conflict: str = "stop",
     deps3: str = "",
+    merge: str = "",
 ) -> Path:
     """Write the plan (agents, gate) and commit it; return the notes file."""
     agent, gate = tmp_path / "agent.py", tmp_path / "gate.py"
@@ -162,6 +166,7 @@ def lane_plan(
         gate=json.dumps(shlex.join(gate_argv)),
         on_conflict=on_conflict,
         deps3=deps3,
+        merge=merge,
     )
     commit(repo, {"plan.toml": text}, "chore: the lane plan")
     return notes
@@ -178,11 +183,13 @@ def _has(repo: Path, commit_: str, name: str) -> bool:
     return found.returncode == 0
 
 
+@pytest.mark.parametrize("merge", ["", "parallel = 2", "batch = 2"])
 def test_an_agent_starts_its_next_task_while_the_previous_one_lands_from_its_lane(
-    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn, merge: str
 ) -> None:
     marker = str(tmp_path / "marks" / "next-started")
-    notes = lane_plan(repo, tmp_path, {3: {"commits": 2}, 4: {"touch": marker, "commits": 2}})
+    spec: dict[int, dict[str, Any]] = {3: {"commits": 2}, 4: {"touch": marker, "commits": 2}}
+    notes = lane_plan(repo, tmp_path, spec, merge=merge)
 
     result = cli("run")
 
@@ -734,7 +741,7 @@ def test_a_next_task_whose_dependency_landed_after_the_branch_forked_waits_for_t
     spec_file.write_text(json.dumps({str(k): v for k, v in spec.items()}))
     command = json.dumps([sys.executable, str(agent), str(spec_file), str(notes)])
     gate_line = json.dumps(shlex.join([sys.executable, str(gate), str(marks)]))
-    text = DEPENDENCY_PLAN.format(command=command, gate=gate_line, on_conflict="stop")
+    text = DEPENDENCY_PLAN.format(command=command, gate=gate_line, on_conflict="stop", merge="")
     commit(repo, {"plan.toml": text}, "chore: the plan")
 
     result = cli("run", "--json")

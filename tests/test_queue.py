@@ -42,6 +42,8 @@ def plan_text(agents: int, gate: str, **merge: Any) -> str:
 
 RUNS = "runs.txt"  # each gate run appends a line here (outside the repository)
 MODES: dict[str, dict[str, Any]] = {"batch": {"batch": 4}, "parallel": {"parallel": 2}}
+# one gate at a time, the next candidate's gate running while the landing before it finishes
+PIPELINED: dict[str, dict[str, Any]] = {"pipelined": {"parallel": 1}}
 
 
 def counting(gate: str, repo: Path) -> str:
@@ -62,9 +64,15 @@ def queue_repo(repo: Path, cli: Cli, worktrees: Path) -> Callable[..., Path]:
     """
 
     def make(
-        agents: int, gate: str, files: dict[int, dict[str, str]] | None = None, **merge: Any
+        agents: int,
+        gate: str,
+        files: dict[int, dict[str, str]] | None = None,
+        *,
+        extra: str = "",
+        **merge: Any,
     ) -> Path:
-        commit(repo, {"plan.toml": plan_text(agents, counting(gate, repo), **merge)}, "plan")
+        plan = plan_text(agents, counting(gate, repo), **merge) + extra
+        commit(repo, {"plan.toml": plan}, "plan")
         assert cli("setup").code == 0
         for agent in range(1, agents + 1):
             assert cli("start", str(agent)).code == 0
@@ -209,6 +217,40 @@ def test_two_branches_that_pass_alone_but_fail_together_never_both_land(
     assert not ever_on_main(repo, "b.txt")
     assert (repo / "feature_3.py").exists()
     assert statuses(repo) == {"101": "merged", "102": "gate_failed", "103": "merged"}
+
+
+# -- the pipeline: the next gate runs while the landing before it finishes ---------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "merge"),
+    [(["merge"], {"on_gate_failure": "eject"}), (["merge", "--follow"], {})],
+    ids=["queue", "follow"],
+)
+def test_the_next_gate_runs_while_the_landing_before_it_finishes(
+    repo: Path, queue_repo: Any, cli: Cli, tmp_path: Path, args: list[str], merge: dict[str, Any]
+) -> None:
+    """Agent 1's on_merge hook waits for agent 2's gate to start: a gate that waited for
+    the landing ahead of it to finish (hooks included) would leave the hook waiting."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    gate = f'[ "$PARADEV_AGENT" != 2 ] || echo "$PARADEV_CANDIDATE" > {marks}/gate-2'
+    hook = (
+        f'[ "$PARADEV_AGENT" = 1 ] || exit 0; for i in $(seq 600); do '
+        f"[ -e {marks}/gate-2 ] && {{ echo saw > {marks}/hook-1; exit 0; }}; sleep 0.05; done; "
+        f"echo late > {marks}/hook-1"
+    )
+    queue_repo(2, gate, parallel=1, extra=f"\n[hooks]\non_merge = {json.dumps(hook)}\n", **merge)
+
+    result = cli(*args)
+
+    assert result.code == 0, result.err
+    assert (marks / "hook-1").read_text().strip() == "saw"
+    assert statuses(repo) == {"101": "merged", "102": "merged"}
+    gated = (marks / "gate-2").read_text().strip()
+    assert rev(repo, "main") == gated  # base moved to exactly the tree its gate passed on
+    assert landed_files(repo, range(1, 3)) == {1, 2}
+    assert gate_runs(repo) == 2
 
 
 # -- parallel ----------------------------------------------------------------------------------
@@ -368,6 +410,7 @@ CRASH_POINTS = [
     (gates_mod, "run_gates", "before"),
     (gates_mod, "run_gates", "after"),
     (queue_mod, "build_chain", "after"),
+    (queue_mod, "_start_gates", "after"),
     (advance_mod, "move_base", "before"),
     (advance_mod, "move_base", "after"),
     (queue_mod, "_point_branch", "after"),
@@ -411,7 +454,10 @@ def queue_outcome(
     project = root / "project"
     shutil.copytree(template, project, symlinks=True)
     os.chdir(project)
-    settings = {**MODES[mode], **({"on_conflict": "agent"} if agent_script else {})}
+    settings = {
+        **{**MODES, **PIPELINED}[mode],
+        **({"on_conflict": "agent"} if agent_script else {}),
+    }
     plan = plan_text(4, "! test -e bad.txt", on_gate_failure="eject", **settings)
     commit(project, {"plan.toml": plan}, "plan")
     if agent_script:
@@ -444,7 +490,7 @@ def queue_outcome(
 _CLEAN: dict[tuple[Path, str], tuple[dict[str, str], dict[str, str]]] = {}
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", [*MODES, *PIPELINED])
 @pytest.mark.parametrize(("module", "name", "when"), CRASH_POINTS)
 def test_crash_then_continue_reaches_the_same_refs(
     mode: str,

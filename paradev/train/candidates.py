@@ -33,12 +33,14 @@ from paradev import git as gitmod
 from paradev import processes
 from paradev.errors import GitError, PreconditionError
 from paradev.git import Git
+from paradev.snapshots import precise_now, stamp_step
 from paradev.train import advance, backup, eject, join, landing, rewrite, steps
 from paradev.train import gate as gates
 from paradev.train.eject import settings
-from paradev.train.journal import ADVANCE, BACKUP, Train, committer_of
+from paradev.train.journal import ADVANCE, BACKUP, GATE, LaneHeld, Train, _tip, committer_of
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
+NEWS_SECONDS = 0.01  # how often, while gates run, the run's word is looked for
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
 
 
@@ -98,10 +100,16 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
     )
     _back_up(train, train.queue)
     train.save()
-    while train.queue or join.refill(train, follow, _back_up):
-        queued = list(train.queue)
-        _round(train)
-        join.let_go(train, follow, queued)
+    ahead = _Ahead(follow)
+    try:
+        while train.queue or join.refill(train, follow, _back_up):
+            queued = list(train.queue)
+            _round(train, ahead)
+            join.let_go(train, follow, queued)
+            ahead.retry_join(train, queued)
+    except BaseException:  # a stop, a refusal, Ctrl-C: the gates started ahead stop too
+        ahead.stop()
+        raise
     eject.hand_to_hosts(train)
     steps._end(train, "done")
     runs = mq.get("gate_runs", 0)
@@ -110,8 +118,12 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
     )
 
 
-def _round(train: Train) -> None:
-    """One step forward: finish a landing, land a passing prefix, handle a failure, or gate."""
+def _round(train: Train, ahead: _Ahead) -> None:
+    """One step forward: finish a landing, land a passing prefix, handle a failure, or gate.
+
+    The gates ``ahead`` started (behind the last landing) are waited for first.
+    """
+    ahead.record(train)
     head = train.queue[0]
     if train.agent(head).get("serial"):
         _land_serially(train, head)
@@ -136,12 +148,18 @@ def _round(train: Train) -> None:
     outcomes = [_outcome(train, link) for link in chain.links]
     passed, failed = bounds(outcomes)
     if passed:
+        ahead.start(train, chain.links[passed:], outcomes[passed:])
         _land(train, chain.links[:passed])
     elif failed == 1:
         _gate_failed(train, chain.links[0])
     else:
-        picks = probes(outcomes, settings(train)["parallel"], settings(train)["batch"])
-        _gate(train, chain.links, picks)
+        ahead.start(train, chain.links, outcomes)
+        ahead.record(train)
+
+
+def _base_tip(train: Train) -> str:
+    """Base's commit, from its ref file as a rule: read every round, a git process each time."""
+    return _tip(train.ws, f"refs/heads/{train.base}")
 
 
 def _outcome(train: Train, link: Link) -> bool | None:
@@ -228,7 +246,7 @@ def build_chain(train: Train, early: _EarlyGates | None = None) -> Chain:
     first candidates' gates start as soon as they are built and checked,
     and run while the rest of the chain is built.
     """
-    tip = train.base_tip()
+    tip = _base_tip(train)
     onto = [tip]
     links: list[Link] = []
     blocked: Blocked | None = None
@@ -281,9 +299,13 @@ def _link(train: Train, agent: int, onto: str) -> str | Blocked:
 
 
 def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
-    """Replay with each commit's task trailer (or squashed afterwards); None on a conflict."""
+    """Replay with each commit's task trailer (or squashed afterwards); None on a conflict.
+
+    A range (``range_from``: a task landing from its lane, or the work after
+    it, ``paradev.lanes``) replays exactly that range, as the serial rebase does.
+    """
     git = train.ws.git
-    commits = gitmod.commits_between(git, onto, source)
+    commits = gitmod.commits_between(git, train.agent(agent).get("range_from") or onto, source)
     squash = train.journal.get("squash", train.ws.plan.squash)
     tasks = rewrite._landing_tasks(train, agent)
     issues = (
@@ -303,9 +325,15 @@ def _check(train: Train, link: Link, onto: str) -> Blocked | None:
     memo: dict[str, Any] = settings(train).setdefault("checked", {})
     if link.commit not in memo:
         git, agent = train.ws.git, link.agent
-        source = str(train.agent(agent)["candidate"])
+        source, start = str(train.agent(agent)["candidate"]), train.agent(agent).get("range_from")
         marked = landing.files_with_markers(git, onto, link.commit)
-        missing = None if marked else landing.missing_work(git, onto, link.commit, source)
+        missing = (
+            None
+            if marked
+            else landing.missing_range_work(git, link.commit, source, start)
+            if start  # only the range lands: only it is looked for
+            else landing.missing_work(git, onto, link.commit, source)
+        )
         if marked:
             memo[link.commit] = [
                 "markers",
@@ -406,6 +434,69 @@ class _EarlyGates:
             _gate(self.train, self.links, self.picks, started=self.run)
 
 
+class _Ahead:
+    """The gates of the next candidates, started before the landing ahead of them: the pipeline.
+
+    Once candidate k passed, candidate k+1 (built on k, in no work tree) is
+    gated at once, while base moves to k and k's bookkeeping runs (push, marks,
+    hooks, letting its agent go): the gates run back to back instead of
+    waiting for each landing. Sound because a candidate lands only as the
+    descendant of what landed before it, whose gate passed on its exact tree,
+    and a gate's result is journaled per candidate commit (a crash before it
+    is journaled runs it again). While gates run, the work that completed
+    meanwhile joins a following train (``paradev.train.join``) and its
+    candidates are built, so the next gate can start as soon as these end.
+    """
+
+    def __init__(self, follow: steps.Follow | None) -> None:
+        self.follow = follow
+        self.links: list[Link] = []
+        self.picks: list[int] = []
+        self.run: _GateRun | None = None
+        self.missed = False  # the run's word came while the work it meant could not join
+
+    def start(self, train: Train, links: list[Link], outcomes: Sequence[bool | None]) -> None:
+        """Start the gates of the next of ``links`` (the chain behind what lands) to probe."""
+        mq = settings(train)
+        picks = probes(outcomes, int(mq["parallel"]), int(mq["batch"])) if links else []
+        if not picks:
+            return
+        self.links, self.picks = list(links), picks
+        self.run = _start_gates(train, self.links, picks, 0, background=True)
+
+    def record(self, train: Train) -> None:
+        """Wait for the gates started (taking in completed work meanwhile), journal them."""
+        run = self.run
+        if run is None:
+            return
+        while run.running():
+            if not join.listening():
+                run.thread_done()
+            elif join.news(NEWS_SECONDS):
+                self._take(train)
+        _gate(train, self.links, self.picks, started=run)  # stopped on an interrupt until here
+        self.run = None
+
+    def retry_join(self, train: Train, queued: Sequence[int]) -> None:
+        """Once agents are let go, the work the run's last word meant may join: an agent's
+        next task that completed while its previous one still landed (``paradev.lanes``)."""
+        if self.missed and train.queue and any(a not in train.queue for a in queued):
+            self._take(train)
+
+    def _take(self, train: Train) -> None:
+        self.missed = not join.take_now(train, self.follow, _back_up)
+        if not self.missed:
+            build_chain(train)  # memoized: the next round finds the new candidates built
+
+    def stop(self) -> None:
+        """Stop the gates under way, then wait for their thread."""
+        run, self.run = self.run, None
+        if run is not None:
+            with processes.shielded():
+                processes.stop_all(gates.KILL_GRACE)
+            run.thread_done()
+
+
 class _GateRun:
     """One round of gate runs: ``jobs`` at once, in this thread or in one of its own."""
 
@@ -416,7 +507,8 @@ class _GateRun:
         background: bool,
     ) -> None:
         self.jobs = jobs
-        self.work = work
+        self.work = self._timed(work)
+        self.times: dict[str, str] = {}  # when the round's gates started and ended
         self.results: list[gates.GateResult] | None = None
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
@@ -424,15 +516,29 @@ class _GateRun:
             self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
 
+    def _timed(
+        self, work: Callable[[], list[gates.GateResult]]
+    ) -> Callable[[], list[gates.GateResult]]:
+        def timed() -> list[gates.GateResult]:
+            self.times = {"start": precise_now()}
+            results = work()
+            self.times["end"] = precise_now()
+            return results
+
+        return timed
+
     def _run(self) -> None:
         try:
             self.results = self.work()
         except BaseException as exc:  # raised again by the thread that waits
             self.error = exc
 
-    def thread_done(self) -> None:
+    def thread_done(self, timeout: float | None = None) -> None:
         if self.thread is not None:
-            self.thread.join()
+            self.thread.join(timeout)
+
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
     def wait(self) -> list[gates.GateResult]:
         if self.thread is None:
@@ -483,6 +589,7 @@ def _gate(
         jobs = run.jobs
         failed = []
         for link, job, result in zip(todo, jobs, outcomes, strict=True):
+            train.agent(link.agent).setdefault("times", {})[GATE] = dict(run.times)
             runs = int(results.get(link.commit, {}).get("runs", 0)) + 1
             results[link.commit] = {"ok": result.ok, "runs": runs, "log": str(job.log)}
             results[link.commit]["exit"] = result.returncode
@@ -551,7 +658,7 @@ def _land(train: Train, links: list[Link]) -> None:
     The landing is journaled before base moves: a resumed train sees in git
     whether the move happened and only finishes the bookkeeping.
     """
-    current = train.base_tip()
+    current = _base_tip(train)
     settings(train)["landing"] = {
         "from": current,
         "to": links[-1].commit,
@@ -565,8 +672,10 @@ def _finish_landing(train: Train) -> None:
     """Move base to the journaled landing unless it is there, then the agents' bookkeeping."""
     mq = settings(train)
     pending = mq["landing"]
-    current, target = train.base_tip(), str(pending["to"])
+    current, target = _base_tip(train), str(pending["to"])
     if current == pending["from"]:
+        for agent, _ in pending["agents"]:
+            stamp_step(train.agent(int(agent)), ADVANCE, "start")
         advance._undo_killed_fast_forward(train, current, target)
         try:
             advance.move_base(
@@ -617,7 +726,7 @@ def _point_branch(train: Train, agent: int) -> None:
     if train.is_done(agent, BRANCH) or entry.get("wip"):
         return
     landed, branch = str(entry["landed"]), train.branch(agent)
-    head = train.head(agent)
+    head = _tip(train.ws, f"refs/heads/{branch}")
     if head not in (landed, entry["old_head"], entry["candidate"]):
         train.out(f"agent {agent}: {branch} moved during the train; left at {head[:12]}")
     elif head != landed:
@@ -638,6 +747,10 @@ def _land_serially(train: Train, agent: int) -> None:
         if entry.get("wip") and train.head(agent) == entry["wip"]:
             backup._set_wip_aside(train, agent)
         train.save()
-    steps.land(train, agent)
+    try:
+        steps.land(train, agent)
+    except LaneHeld as held:  # its agent is busy: it lands with its next task (paradev.lanes)
+        steps._note_skip(train, agent, str(held))
+        train.out(f"agent {agent}: {held}")
     train.queue.remove(agent)
     train.save()

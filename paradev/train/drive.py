@@ -71,6 +71,8 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
             return
         chosen = join.order(ws, state, agents, True) if options.follow else merge_order(ws, agents)
         journal = _new_journal(ws, chosen, checked.pushing, options.gate)
+        if options.follow:  # paradev run: the queue's gates run back to back (candidates.py)
+            journal["mq"] = ws.plan.queue_settings
         join.prepare(ws, state, journal, agents, from_lanes)
         journal["left_out"] = notes  # the summary names them again
         _say_skipped_last_time(ws, journal["order"], out, state)

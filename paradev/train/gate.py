@@ -20,6 +20,7 @@ from pathlib import Path
 
 from paradev import git as gitmod
 from paradev import processes
+from paradev.errors import GitError
 from paradev.prepare import gate_number, prepare_worktree, with_port
 from paradev.train.journal import Train
 from paradev.workspace import Workspace
@@ -44,10 +45,10 @@ def slot_path(ws: Workspace, slot: int) -> Path:
 def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
     """Gate slot ``slot`` with ``commit`` checked out (created on first use), ready to gate."""
     path = slot_path(ws, slot)
-    if (path / ".git").exists() and gitmod.worktree_link_ok(path):
-        gitmod.checkout_detached(path, commit)
-    else:
-        with _ADDING:  # git reads every worktree's record while adding one: not side by side
+    if not _checked_out(path, commit):
+        # git reads every worktree's record while adding one: not side by side, nor while
+        # another paradev process (a run opening a lane) adds or prunes one
+        with _ADDING, gitmod.adding_worktrees(ws.repo.common_dir):
             if path.exists():  # a slot of ours that git no longer knows: rebuilt
                 shutil.rmtree(path)
                 gitmod.prune_worktrees(ws.git)
@@ -55,6 +56,20 @@ def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
             gitmod.add_detached_worktree(ws.git, path, commit)
     prepare_slot(ws, path, slot)
     return path
+
+
+def _checked_out(path: Path, commit: str) -> bool:
+    """``commit`` checked out in the slot at ``path``; False when git cannot open it there
+    (no slot yet, or one whose record git lost): it is made afresh."""
+    if not (path / ".git").exists():
+        return False
+    try:
+        gitmod.checkout_detached(path, commit)
+    except GitError:
+        if gitmod.worktree_link_ok(path):
+            raise  # the slot is fine: the checkout itself failed
+        return False
+    return True
 
 
 def prepare_slot(ws: Workspace, path: Path, slot: int) -> None:
@@ -77,7 +92,9 @@ def run_gates(
     killed on its timeout) run in a thread of their own: sleeping gates
     overlap even on few cores.
     """
-    gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
+    if not all((slot_path(ws, slot) / ".git").exists() for slot in range(1, len(jobs) + 1)):
+        with gitmod.adding_worktrees(ws.repo.common_dir):
+            gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
 
     def one(index: int) -> GateResult:
         job = jobs[index]

@@ -23,6 +23,7 @@ never stops the train.
 from __future__ import annotations
 
 import os
+import select
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -193,6 +194,31 @@ def _wait_for_news() -> None:
         _WORD[0] = lines[-1].strip() if lines else _WORD[0]
         return
     os.close(_NEWS.pop())
+
+
+def listening() -> bool:
+    """Whether ``paradev run``'s pipe is open: a word may still come."""
+    return bool(_NEWS)
+
+
+def news(timeout: float) -> bool:
+    """Whether the run said something within ``timeout`` seconds (its word is taken)."""
+    if not _NEWS or not select.select(_NEWS, [], [], timeout)[0]:
+        return False
+    _wait_for_news()  # ready: it does not block
+    return True
+
+
+def take_now(
+    train: Train, follow: Follow | None, back_up: Callable[[Train, Sequence[int]], None]
+) -> bool:
+    """The work completed meanwhile joins the queue now, while its gates run (the merge
+    queue's pipeline, ``paradev.train.candidates``); whether any came."""
+    if not isinstance(follow, Joiner) or not follow._join_now(train):
+        return False
+    back_up(train, train.queue)
+    train.save()
+    return True
 
 
 def landed_here(train: Train) -> list[int]:
