@@ -883,6 +883,7 @@ def test_a_candidate_that_lost_an_agents_work_never_lands(
         return real(git_, onto, [commits[n] for n in kept], wanted, committer)
 
     mocker.patch.object(queue_mod, "replay", side_effect=forgetting)
+    before = gate_runs(repo)
 
     result = cli("merge")
 
@@ -894,6 +895,7 @@ def test_a_candidate_that_lost_an_agents_work_never_lands(
         assert statuses(repo)["101"] == "completed"
     else:  # rebased in its own worktree by git, checked again, landed whole
         assert "agent 1: its work does not replay cleanly" in result.out
+        assert f"; {gate_runs(repo) - before} gate run(s)" in result.out  # its own run counted
         assert landed_files(repo, range(1, 4)) == {1, 2, 3}
         (entry,) = [e for e in state_of(repo)["merge_history"][-1]["landed"] if e["agent"] == 1]
         assert "feature_1.py" in git(repo, "ls-tree", "--name-only", entry["commit"]).split()

@@ -112,7 +112,8 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
         raise
     eject.hand_to_hosts(train)
     steps._end(train, "done")
-    runs = mq.get("gate_runs", 0)
+    serial = (int(e.get("gate_runs", 0)) for e in train.journal["agents"].values())
+    runs = int(mq.get("gate_runs", 0)) + sum(serial)  # and those rebased in their worktree
     train.out(
         f"merge train {train.id} done; landed: {steps._landed_text(train)}; {runs} gate run(s)"
     )
