@@ -195,3 +195,37 @@ def test_a_slot_is_added_only_while_no_other_paradev_process_adds_a_worktree(
         holder.wait(60)
     assert added == [gates.slot_path(ws, 1)]
     assert git(added[0], "rev-parse", "HEAD") == rev(repo, "HEAD")
+
+
+def test_a_cancelled_round_starts_no_gate_in_a_slot_still_checking_out(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The train stops (a refusal, Ctrl-C) while a slot is still being checked out: no gate
+    starts there after the stop, and the stop returns once the round's thread has ended."""
+    from paradev.train import candidates
+
+    ws = workspace(repo)
+    started, checking = tmp_path / "gate-started", threading.Event()
+    real = gates._checked_out
+
+    def slow_checkout(path: Path, commit: str) -> bool:  # a big tree, a [setup] copy
+        checking.set()
+        time.sleep(1.0)
+        return real(path, commit)
+
+    monkeypatch.setattr(gates, "_checked_out", slow_checkout)
+    job = gates.GateJob(rev(repo, "HEAD"), 1, tmp_path / "gate.log")
+    cancelled = threading.Event()
+    command = f"touch {started}; sleep 30"
+
+    def work() -> list[gates.GateResult]:
+        return gates.run_gates(ws, [job], command, lambda j, p: dict(os.environ), cancelled)
+
+    run = candidates._GateRun([job], work, background=True, cancelled=cancelled)
+    assert checking.wait(10)
+
+    run.cancel()
+
+    assert not run.running()
+    assert not started.exists()  # on the old code the gate started once the checkout ended
+    assert run.wait() == [gates.GateResult(None, job.log)]

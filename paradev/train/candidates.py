@@ -41,6 +41,7 @@ from paradev.train.journal import ADVANCE, BACKUP, GATE, LaneHeld, Train, _tip, 
 
 BRANCH = "branch"  # the agent's branch moved to its rebased commit (after base moved)
 NEWS_SECONDS = 0.01  # how often, while gates run, the run's word is looked for
+CANCEL_POLL = 0.5  # seconds between two kills of the gates of a cancelled round
 CONFLICT_REASONS = ("conflict", "markers", "patch-check")
 
 
@@ -425,9 +426,7 @@ class _EarlyGates:
     def stop(self) -> None:
         """Stop the gates under way (the round was interrupted), then wait for their thread."""
         if self.run is not None:
-            with processes.shielded():
-                processes.stop_all(gates.KILL_GRACE)
-            self.run.thread_done()
+            self.run.cancel()
 
     def record(self) -> None:
         """Wait for the gates started early and journal their results (retries included)."""
@@ -493,9 +492,7 @@ class _Ahead:
         """Stop the gates under way, then wait for their thread."""
         run, self.run = self.run, None
         if run is not None:
-            with processes.shielded():
-                processes.stop_all(gates.KILL_GRACE)
-            run.thread_done()
+            run.cancel()
 
 
 class _GateRun:
@@ -506,8 +503,10 @@ class _GateRun:
         jobs: list[gates.GateJob],
         work: Callable[[], list[gates.GateResult]],
         background: bool,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.jobs = jobs
+        self.cancelled = cancelled or threading.Event()
         self.work = self._timed(work)
         self.times: dict[str, str] = {}  # when the round's gates started and ended
         self.results: list[gates.GateResult] | None = None
@@ -533,6 +532,17 @@ class _GateRun:
             self.results = self.work()
         except BaseException as exc:  # raised again by the thread that waits
             self.error = exc
+
+    def cancel(self) -> None:
+        """Stop its gates and wait for its thread: a slot still checking out starts none, and
+        a gate started between a check and the kill is killed by the next round of it."""
+        self.cancelled.set()
+        while True:
+            with processes.shielded():
+                processes.stop_all(gates.KILL_GRACE)
+            self.thread_done(CANCEL_POLL)
+            if not self.running():
+                return
 
     def thread_done(self, timeout: float | None = None) -> None:
         if self.thread is not None:
@@ -568,10 +578,15 @@ def _start_gates(
     by_log = {job.log: env for job, env in zip(jobs, envs, strict=True)}
     command = gates._gate_command(train.ws)
 
-    def work() -> list[gates.GateResult]:
-        return gates.run_gates(train.ws, jobs, command, lambda job, _path: dict(by_log[job.log]))
+    cancelled = threading.Event()
 
-    return _GateRun(jobs, work, background)
+    def made_env(job: gates.GateJob, _path: Path) -> dict[str, str]:
+        return dict(by_log[job.log])
+
+    def work() -> list[gates.GateResult]:
+        return gates.run_gates(train.ws, jobs, command, made_env, cancelled)
+
+    return _GateRun(jobs, work, background, cancelled)
 
 
 def _gate(

@@ -85,12 +85,14 @@ def run_gates(
     jobs: Sequence[GateJob],
     command: str | list[str],
     env_for: Callable[[GateJob, Path], dict[str, str]],
+    cancelled: threading.Event | None = None,
 ) -> list[GateResult]:
     """Run the gate on every job at once, job i in slot i + 1; results in the order of ``jobs``.
 
     Each slot's checkout and gate (``train.run_gate``: its own process group,
     killed on its timeout) run in a thread of their own: sleeping gates
-    overlap even on few cores.
+    overlap even on few cores. Once ``cancelled`` is set, a slot still being
+    checked out starts no gate (its result: killed).
     """
     if not all((slot_path(ws, slot) / ".git").exists() for slot in range(1, len(jobs) + 1)):
         with gitmod.adding_worktrees(ws.repo.common_dir):
@@ -99,6 +101,8 @@ def run_gates(
     def one(index: int) -> GateResult:
         job = jobs[index]
         path = ready_slot(ws, index + 1, job.commit)  # slots check out side by side too
+        if cancelled is not None and cancelled.is_set():
+            return GateResult(None, job.log)
         env = with_port(env_for(job, path), ws.plan, gate_number(ws.plan, index + 1))
         return run_gate(command, path, ws.plan.gate_timeout, job.log, env)
 
