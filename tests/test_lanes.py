@@ -754,3 +754,28 @@ def test_a_next_task_whose_dependency_landed_after_the_branch_forked_waits_for_t
     assert _has(repo, four.start_commit, "work-1.txt")  # #4 began with the work it needs
     assert _has(repo, four.start_commit, "work-3.txt")
     assert "#4 waits: #3 to land: agent 2's branch does not hold its dependency #1" in result.out
+
+
+def test_a_lane_note_made_while_the_next_task_ran_is_kept_when_that_task_completed_since(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    """The train's selection saw #21 in progress; by the time it said so, #21 had completed."""
+    from paradev.order import busy_note
+    from paradev.train import join
+
+    configure(repo)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    assert cli("start", "1").code == 0
+    seen = busy_note(1, 21)  # what the selection said, #21 in progress
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0  # a quick task, done before the notes are said
+
+    said = join.lane_notes(ws, [seen, "agent 2: something else"], [1])
+
+    assert said == [
+        "agent 1: #11 lands from its lane while #21 is in progress",
+        "agent 2: something else",
+    ]

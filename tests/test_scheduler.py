@@ -342,7 +342,7 @@ def test_flow_starts_an_agents_next_task_while_others_work_and_one_train_lands_b
     history = open_workspace(repo).store.read().merge_history
     trains = {i: h["id"] for h in history for e in h["landed"] for i in e["issues"]}
     assert trains[1] == trains[5]  # the train that landed #1 waited for agent 1's next task
-    assert "not landed" not in result.out  # no note from the train's start, outdated by then
+    assert "not landed" not in result.out, result.out  # no outdated note from a train start
     assert [e["agent"] for h in history for e in h["landed"]].count(1) == 2
 
 

@@ -62,7 +62,7 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         _bring_base_up(ws, out, checked)
         state = ws.store.view()  # read only
         from_lanes = join.lanes_to_land(ws, state) if options.follow else []
-        notes = join.lane_notes(ws, state, selection.notes, from_lanes)
+        notes = join.lane_notes(ws, selection.notes, from_lanes)
         for note in notes:
             out(note)
         agents = [*selection.agents, *(a for a in from_lanes if a not in selection.agents)]

@@ -33,7 +33,7 @@ from paradev import lanes
 from paradev.errors import ParadevError
 from paradev.order import busy_note, compute_merge_order, select_agents
 from paradev.plan import Task
-from paradev.state import ASSIGNED, COMPLETED, IN_PROGRESS, PLANNED, State
+from paradev.state import ASSIGNED, COMPLETED, PLANNED, State
 from paradev.train.checks import _check_agent_branch, _check_agent_tree
 from paradev.train.gate import _gate_command
 from paradev.train.journal import AgentLocks, Train, _lock_agents
@@ -255,19 +255,18 @@ def lanes_to_land(ws: Workspace, state: State) -> list[int]:
     return [a for a in range(1, ws.plan.agent_count + 1) if lanes.landable(ws, state, a)]
 
 
-def lane_notes(
-    ws: Workspace, state: State, notes: Sequence[str], from_lanes: Sequence[int]
-) -> list[str]:
+def lane_notes(ws: Workspace, notes: Sequence[str], from_lanes: Sequence[int]) -> list[str]:
     """The train's start notes, where an agent's completed task lands from its lane while
     its next one is in progress said so (not "not landed")."""
     known = lanes.read(ws)
     said: dict[str, str] = {}
     for agent in from_lanes:
-        busy = [t.issue for t in ws.tasks_of(agent) if state.status(t.issue) == IN_PROGRESS]
-        if busy and agent in known:
-            said[busy_note(agent, busy[0])] = (
+        if agent not in known:
+            continue
+        for task in ws.tasks_of(agent):  # the note's task may have completed since it was made
+            said[busy_note(agent, task.issue)] = (
                 f"agent {agent}: #{known[agent].issue} lands from its lane while "
-                f"#{busy[0]} is in progress"
+                f"#{task.issue} is in progress"
             )
     return [said.get(note, note) for note in notes]
 
