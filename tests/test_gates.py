@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -229,3 +230,39 @@ def test_a_cancelled_round_starts_no_gate_in_a_slot_still_checking_out(
     assert not run.running()
     assert not started.exists()  # on the old code the gate started once the checkout ended
     assert run.wait() == [gates.GateResult(None, job.log)]
+
+
+SLOW_GATE_TRAIN = """
+import sys
+from pathlib import Path
+from paradev.train import gate
+from paradev.workspace import open_workspace
+job = gate.GateJob(sys.argv[1], 1, Path(sys.argv[2]))
+gate.run_gates(open_workspace(), [job], "sleep 60", lambda j, p: {})
+"""
+
+
+def test_a_gate_a_killed_train_left_running_in_a_slot_is_stopped_before_the_slot_is_reused(
+    repo: Path, tmp_path: Path
+) -> None:
+    """SIGKILL gave the train no chance to stop its gate: the next round stops it first."""
+    from paradev import processes
+
+    ws = workspace(repo)
+    job = gates.GateJob(rev(repo, "HEAD"), 1, tmp_path / "gate.log")
+    first = gates.GateJob(job.commit, 1, tmp_path / "first.log")
+    record = gates.gate_record(ws, 1)
+    killed_train = subprocess.Popen(  # a train that ran a slow gate in slot 1, then was killed
+        [sys.executable, "-c", SLOW_GATE_TRAIN, job.commit, str(first.log)], cwd=repo
+    )
+    wait_for_file(record, killed_train)
+    leftover = json.loads(record.read_text())["pid"]
+    killed_train.kill()
+    killed_train.wait()
+    assert processes.alive(leftover, processes.start_time(leftover))  # the gate outlived it
+
+    results = gates.run_gates(ws, [job], "true", lambda j, p: dict(os.environ))
+
+    assert results == [gates.GateResult(0, job.log)]
+    assert not processes.alive(leftover, None)  # stopped before slot 1 was checked out again
+    assert not record.exists()  # a gate that ended leaves no note

@@ -10,16 +10,19 @@ once, each in its own process group; Ctrl-C or a signal stops every group.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import git as gitmod
 from paradev import processes
+from paradev.atomic import write_json
 from paradev.errors import GitError
 from paradev.prepare import gate_number, prepare_worktree, with_port
 from paradev.train.journal import Train
@@ -99,12 +102,13 @@ def run_gates(
             gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first
 
     def one(index: int) -> GateResult:
-        job = jobs[index]
+        job, record = jobs[index], gate_record(ws, index + 1)
+        stop_leftover_gate(record)
         path = ready_slot(ws, index + 1, job.commit)  # slots check out side by side too
         if cancelled is not None and cancelled.is_set():
             return GateResult(None, job.log)
         env = with_port(env_for(job, path), ws.plan, gate_number(ws.plan, index + 1))
-        return run_gate(command, path, ws.plan.gate_timeout, job.log, env)
+        return run_gate(command, path, ws.plan.gate_timeout, job.log, env, record)
 
     try:
         return gitmod.side_by_side(one, range(len(jobs)), threads=len(jobs))
@@ -194,9 +198,17 @@ def failure_facts(
 
 
 def run_gate(
-    command: str | list[str], cwd: Path, timeout: float, log: Path, env: dict[str, str]
+    command: str | list[str],
+    cwd: Path,
+    timeout: float,
+    log: Path,
+    env: dict[str, str],
+    record: Path | None = None,
 ) -> GateResult:
-    """Run the user's gate command with output streamed to ``log``; kill its group on timeout."""
+    """Run the user's gate command with output streamed to ``log``; kill its group on timeout.
+
+    ``record``: where a slot's gate notes its process while it runs (``gate_record``).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
         try:
@@ -212,6 +224,8 @@ def run_gate(
         except OSError as exc:
             handle.write(f"paradev: cannot run the gate: {exc}\n".encode())
             return GateResult(127, log)
+        if record is not None:
+            write_json(record, {"pid": proc.pid, "start": processes.start_time(proc.pid)})
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -222,8 +236,48 @@ def run_gate(
             with processes.shielded():
                 processes.stop_all(KILL_GRACE)
             raise
+        finally:
+            if record is not None:
+                record.unlink(missing_ok=True)
         processes.release(proc)
         return GateResult(code, log)
+
+
+def gate_record(ws: Workspace, slot: int) -> Path:
+    """The note of the gate running in slot ``slot`` (beside the slot, outside its tree)."""
+    return slot_path(ws, slot).with_name(f"slot-{slot}.gate.json")
+
+
+class _Leftover:
+    """A gate a killed train left running in its slot, known by its pid and start time."""
+
+    def __init__(self, pid: int, started: int | None) -> None:
+        self.pid, self.started = pid, started
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while processes.alive(self.pid, self.started):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"gate {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        return 0
+
+
+def stop_leftover_gate(record: Path) -> None:
+    """Stop the gate a killed train left running in this slot, before the slot is reused.
+
+    SIGKILL gives a train no chance to stop the gates it started; one still
+    running would work in the tree the next candidate is checked out into.
+    Never another process: the pid must still have the start time noted.
+    """
+    try:
+        noted = json.loads(record.read_text(encoding="utf-8"))
+        pid, started = int(noted["pid"]), noted.get("start")
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    if started is not None and processes.alive(pid, int(started)):
+        processes.stop([_Leftover(pid, int(started))], KILL_GRACE)
+    record.unlink(missing_ok=True)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
