@@ -924,7 +924,9 @@ def _agent_lines(agent: str, info: dict[str, Any], base_exists: bool, run_alive:
     else:
         lines.append("  current:  none")
     if lane := info.get("lane"):
-        how = "held until the agent is idle" if lane["held"] else "waits to land"
+        how = "waits to land"
+        if lane["held"]:  # it lands with the agent's next work, from its branch
+            how = "held until the agent is idle" if current else f"lands from {info['branch']}"
         lines.append(
             f"  lane:     #{lane['issue']} on {lane['branch']} ({lane['head'][:12]}), {how}"
         )

@@ -779,3 +779,24 @@ def test_a_lane_note_made_while_the_next_task_ran_is_kept_when_that_task_complet
         "agent 1: #11 lands from its lane while #21 is in progress",
         "agent 2: something else",
     ]
+
+
+def test_status_says_a_held_lane_of_an_idle_agent_lands_from_its_branch(
+    repo: Path, cli: CliFn, worktrees: Path
+) -> None:
+    configure(repo)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    lanes.hold(ws, 1)  # e.g. its landing held conflict markers while #21 ran
+    assert cli("start", "1").code == 0
+    busy = cli("status")
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0
+
+    idle = cli("status")
+
+    assert "held until the agent is idle" in busy.out
+    assert "held until the agent is idle" not in idle.out
+    assert "lands from parallel-dev/agent-1" in idle.out
