@@ -756,6 +756,25 @@ def test_a_next_task_whose_dependency_landed_after_the_branch_forked_waits_for_t
     assert "#4 waits: #3 to land: agent 2's branch does not hold its dependency #1" in result.out
 
 
+def _lane_then_next_task(
+    repo: Path, cli: CliFn, worktrees: Path, hold: bool = False
+) -> tuple[Workspace, Result]:
+    """#11 completed and on its lane (held with ``hold``), #21 started on it, then completed:
+    the ws and ``status`` while #21 ran."""
+    configure(repo)
+    assert cli("setup").code == 0
+    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
+    ws = open_workspace(repo)
+    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
+    if hold:
+        lanes.hold(ws, 1)  # e.g. its landing held conflict markers while #21 ran
+    assert cli("start", "1").code == 0
+    busy = cli("status")
+    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
+    assert cli("complete", "1").code == 0  # a quick task
+    return ws, busy
+
+
 def test_a_lane_note_made_while_the_next_task_ran_is_kept_when_that_task_completed_since(
     repo: Path, cli: CliFn, worktrees: Path
 ) -> None:
@@ -763,17 +782,9 @@ def test_a_lane_note_made_while_the_next_task_ran_is_kept_when_that_task_complet
     from paradev.order import busy_note
     from paradev.train import join
 
-    configure(repo)
-    assert cli("setup").code == 0
-    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
-    ws = open_workspace(repo)
-    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
-    assert cli("start", "1").code == 0
-    seen = busy_note(1, 21)  # what the selection said, #21 in progress
-    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
-    assert cli("complete", "1").code == 0  # a quick task, done before the notes are said
+    ws, _ = _lane_then_next_task(repo, cli, worktrees)
 
-    said = join.lane_notes(ws, [seen, "agent 2: something else"], [1])
+    said = join.lane_notes(ws, [busy_note(1, 21), "agent 2: something else"], [1])
 
     assert said == [
         "agent 1: #11 lands from its lane while #21 is in progress",
@@ -784,16 +795,7 @@ def test_a_lane_note_made_while_the_next_task_ran_is_kept_when_that_task_complet
 def test_status_says_a_held_lane_of_an_idle_agent_lands_from_its_branch(
     repo: Path, cli: CliFn, worktrees: Path
 ) -> None:
-    configure(repo)
-    assert cli("setup").code == 0
-    first = work(cli, worktrees, 1, {"a.py": "A = 1\n"})
-    ws = open_workspace(repo)
-    lanes.open_lane(ws, ws.store.read(), 1, 11, first)
-    lanes.hold(ws, 1)  # e.g. its landing held conflict markers while #21 ran
-    assert cli("start", "1").code == 0
-    busy = cli("status")
-    commit(agent_tree(worktrees, 1), {"b.py": "B = 1\n"}, "feat: #21's work")
-    assert cli("complete", "1").code == 0
+    _, busy = _lane_then_next_task(repo, cli, worktrees, hold=True)
 
     idle = cli("status")
 
