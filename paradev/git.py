@@ -2105,15 +2105,19 @@ def adding_worktrees(common_dir: Path) -> Iterator[None]:
     every record while it adds one (a record half written by the other fails it),
     and a prune may remove a record the other is writing.
     """
-    from filelock import FileLock, Timeout
+    from paradev.lockfile import LockBusyError, LockFile
 
     path = common_dir / STORE_DIR / "worktree-add.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = LockFile(str(path), timeout=WORKTREE_LOCK_SECONDS)
     try:
-        with FileLock(str(path), timeout=WORKTREE_LOCK_SECONDS):
-            yield
-    except Timeout as exc:
+        lock.acquire()
+    except LockBusyError as exc:
         raise PreconditionError(
             f"another paradev process held {path} for {WORKTREE_LOCK_SECONDS:g}s; "
             "if none runs, remove that file and try again"
         ) from exc
+    try:
+        yield
+    finally:
+        lock.release()

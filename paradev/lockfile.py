@@ -1,6 +1,7 @@
-"""An exclusive lock on a file (``flock``), re-entrant within one thread.
+"""An exclusive lock on a file (``flock``), re-entrant within one thread: every lock paradev
+takes between its processes (state, train, agents, worktree records, setup runs).
 
-The state and train locks were ``filelock.FileLock``: importing that package
+They were ``filelock.FileLock``: importing that package
 (logging, secrets, typing) cost ~70 ms, a tenth of a ten-branch merge train.
 This is the part paradev uses, with the same lock on the same file: ``flock``
 of the whole file, which stays in place on release, so a ``filelock`` of

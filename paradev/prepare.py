@@ -306,12 +306,12 @@ def write_record(path: Path, data: dict[str, Any]) -> None:
 @contextmanager
 def _worktree_lock(record: Path, worktree: Path, timeout: float) -> Iterator[None]:
     """One setup run per worktree at a time (``paradev setup`` beside ``run-batch``)."""
-    from filelock import FileLock, Timeout
+    from paradev.lockfile import LockBusyError, LockFile
 
-    lock = FileLock(str(record.with_name(record.name + ".lock")), timeout=timeout)
+    lock = LockFile(str(record.with_name(record.name + ".lock")), timeout=timeout)
     try:
         lock.acquire()
-    except Timeout:
+    except LockBusyError:
         raise PreconditionError(
             f"another paradev has been running the setup command in {worktree} for over "
             f"{timeout:g}s; wait for it to finish"

@@ -14,8 +14,6 @@ import os
 import sys
 import tomllib
 
-import filelock
-
 import paradev.handlers
 import paradev.hooks
 import paradev.lifecycle
@@ -28,7 +26,6 @@ from paradev.cli import main as cli_main
 # Imported for their import time, not their names: a landing imported these
 # lazily, a quarter of a second per train on a loaded machine (cProfile).
 WARMED = (
-    filelock,
     tomllib,
     paradev.handlers,
     paradev.hooks,
