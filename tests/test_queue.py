@@ -989,6 +989,38 @@ def test_a_crash_during_a_gate_failure_hand_back_then_continue_takes_the_fix(
     assert crashed == clean
 
 
+def test_a_continue_leaves_the_next_task_of_an_agent_whose_ejection_was_fixed_completed(
+    repo: Path, queue_repo: Any, cli: Cli, worktrees: Path, mocker: MockerFixture
+) -> None:
+    """Agent 2 is ejected, fixes its gate failure and lands; the train is killed before it
+    ends. The next task agent 2 completes meanwhile is no gate failure: --continue leaves it
+    completed, and it lands."""
+    next_task = (
+        '[[batches]]\nname = "next"\n  [[batches.tasks]]\n  agent = 2\n  issue = 201\n'
+        '  title = "Next task of agent 2"\n  hours = 1.0\n'
+    )
+    settings = {"on_gate_failure": "eject", "on_conflict": "agent", "batch": 3}
+    queue_repo(3, "! test -e bad.txt", {2: {"bad.txt": "x\n"}}, extra=next_task, **settings)
+    with_agent_command(repo, "git rm -q bad.txt && git commit -q -m 'fix: drop bad.txt'")
+    _crash(mocker, train_mod, "_end", "before")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    assert landed_files(repo, range(1, 4)) == {1, 2, 3}
+    started = cli("start", "2")
+    assert started.code == 0, started.err
+    commit(agent_tree(worktrees, 2), {"next_2.py": "N = 2\n"}, "feat: next task of agent 2")
+    assert cli("complete", "2").code == 0
+
+    result = cli("merge", "--continue")
+
+    assert result.code == 0, result.err
+    assert statuses(repo)["201"] == "completed"
+    assert cli("merge").code == 0
+    assert statuses(repo)["201"] == "merged"
+    assert git(repo, "ls-tree", "--name-only", "main", "next_2.py") == "next_2.py"
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_abort_during_a_conflict_stop_in_the_queue_undoes_the_rebase_it_started(
     repo: Path, queue_repo: Any, cli: Cli, worktrees: Path, mode: str

@@ -493,6 +493,33 @@ def test_gate_failure_then_skip(repo: Path, setup_with: Any, cli: Cli) -> None:
     assert not ("feature_a.py" in files and "feature_b.py" in files)
 
 
+def test_an_agent_skipped_after_a_gate_failure_lands_on_the_next_merge(
+    repo: Path, setup_with: Any, cli: Cli, tmp_path: Path
+) -> None:
+    """The skip puts the rebased branch back at the completed commit the task recorded (the
+    rebase was paradev's), so the next train tries it again instead of calling it rewritten."""
+    flag = tmp_path / "agent-2-fails"
+    flag.write_text("")
+    trees = setup_with(gate=f"! {{ test -f feature_b.py && test -e {flag}; }}")
+    work(cli, trees, 1, {"feature_a.py": "a\n"})
+    completed = work(cli, trees, 2, {"feature_b.py": "b\n"})
+    work(cli, trees, 3, {"three.py": "3\n"})
+    assert cli("merge").code == 1
+    assert stopped_agent(repo) == 2
+
+    skipped = cli("merge", "--skip")
+
+    assert skipped.code == 0, skipped.err
+    assert rev(repo, "parallel-dev/agent-2") == completed
+    assert rev(agent_tree(trees, 2), "HEAD") == completed
+    assert git(agent_tree(trees, 2), "status", "--porcelain") == ""
+    flag.unlink()  # the cause fixed
+    again = cli("merge")
+    assert again.code == 0, again.out + again.err
+    assert state_of(repo)["tasks"]["12"]["status"] == "merged"
+    assert git(repo, "ls-tree", "--name-only", "main", "feature_b.py") == "feature_b.py"
+
+
 def test_a_gate_failure_stop_prints_the_log_tail_and_next_steps(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:

@@ -280,10 +280,13 @@ def _restore_branch(train: Train, agent: int) -> None:
     base, current = train.tips(agent)
     if current == old:
         return
+    kept = ""
     if not gitmod.is_ancestor(train.ws.git, current, base):
         _keep_ref(train.ws.git, f"{entry['backup']}-aborted", current)
+        kept = f"; the head it left, {current[:12]}, is kept at {entry['backup']}-aborted"
     move_branch(train, agent, old, current)
-    train.out(f"agent {agent}: {train.branch(agent)} restored to {old[:12]} from {entry['backup']}")
+    restored = f"{train.branch(agent)} restored to {old[:12]} from {entry['backup']}"
+    train.out(f"agent {agent}: {restored}{kept}")
 
 
 def move_branch(train: Train, agent: int, target: str, current: str) -> None:

@@ -90,7 +90,7 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
     if mq.get("started"):  # --continue: a failed gate runs again, a committed fix is taken
         _forget_failures(train)
         for ejected in mq.get("ejected", []):  # a crash may have come before the tasks' mark
-            if ejected["reason"] == "gate" and ejected["agent"] not in train.queue:
+            if ejected["reason"] == "gate" and eject.still_out(train, ejected):
                 eject.gate_failed_here(train, ejected)  # or during the hand-back
         eject.drop_dependents(train)
     mq["started"] = True

@@ -148,8 +148,9 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
             )
         take_over(train)
         _abort_our_rebase(train, agent)
-        if train.agent(agent).get("wip"):  # the commits set aside go back on the branch
-            _restore_branch(train, agent)
+        # what the train did to the branch is undone (its rebase, trailers, the commits set
+        # aside): it holds the completed commit again, which the next train lands
+        _restore_branch(train, agent)
         train.queue.pop(0)
         _note_skip(
             train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"

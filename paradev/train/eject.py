@@ -52,6 +52,13 @@ def gate_failed_here(train: Train, ejected: dict[str, Any]) -> None:
     _settle_hand_back(train, ejected)
 
 
+def still_out(train: Train, ejected: dict[str, Any]) -> bool:
+    """Whether the ejected agent is still set aside: not queued again, and not taken back
+    after a fix (which may have landed since; the agent's later tasks are no gate failure)."""
+    agent = int(ejected["agent"])
+    return agent not in train.queue and agent in train.journal["skipped"]
+
+
 def _settle_hand_back(train: Train, ejected: dict[str, Any]) -> None:
     """Hand a gate failure back to its agent (``on_conflict = "agent"``), take its fix; once.
 
