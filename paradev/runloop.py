@@ -215,6 +215,8 @@ class Run:
         self.landing: Landing | None = None
         self.standby: subprocess.Popen[bytes] | None = None  # the next landing's process
         self.stopped: str | None = None  # why nothing more lands in this run
+        self.leave_out: tuple[object, int] | None = None  # (train id, agent): its hand-back failed
+        self.left_out: set[tuple[object, int]] = set()  # each left out once: never a loop
         self.held: set[int] = set()  # agents whose lock another paradev holds
         self.shown: dict[int, str] = {}
         self.snapshot: dict[str, Any] = {}  # what run.json holds (written only when it changes)
@@ -317,6 +319,8 @@ class Run:
             return False
         if self.stopped is not None:
             return True
+        if self.leave_out is not None:
+            return False
         return not (schedule.ready or schedule.landing or schedule.elsewhere)
 
     # -- agents --
@@ -513,9 +517,11 @@ class Run:
         over the train of a host that died (even with nothing of this host's to land)."""
         train = state.train
         adoptable = train is not None and adopt.driven_elsewhere(self.ws, train)
+        if self.leave_out is not None and _stopped_at(train) != self.leave_out:
+            self.leave_out = None  # resolved meanwhile, by hand: nothing to leave out
         if self.landing is not None or self.stopped is not None:
             return
-        if not (schedule.landing or adoptable) or self.clock() < self.lease_wait:
+        if not (schedule.landing or adoptable or self.leave_out) or self.clock() < self.lease_wait:
             return
         args = ["merge", "--follow"]
         if train is not None:
@@ -526,9 +532,13 @@ class Run:
             if not handed and not elsewhere and not driver_gone(train.get("driver")):
                 return  # a train from a killed run is still landing: let it finish
             if train.get("status") == "stopped" and not handed:
-                self._stop(f"the merge train {train.get('id')} is stopped", [])
-                return
-            args.append("--continue")
+                if self.leave_out != _stopped_at(train):
+                    self._stop(f"the merge train {train.get('id')} is stopped", [])
+                    return
+                self.leave_out = None
+                args.append("--skip")  # its branch back at its completed commit; the rest goes on
+            else:
+                args.append("--continue")
         log = log_path(self.ws, "run-merge")
         offset = log_size(log)
         proc = self._warm()
@@ -638,6 +648,8 @@ class Run:
             self.refusals += 1  # e.g. an agent still held a moment: the next poll tries again
             self.say("merge", f"merge train: {_refusal(lines)}; trying again")
             return
+        if code == 1 and self._hand_back_failed(state):
+            return  # the next poll's landing leaves that agent out
         if code != 0:
             self._stop(f"'paradev merge' exited {code}", lines, refused=code == BUSY)
             return
@@ -651,6 +663,35 @@ class Run:
             self.attempts[issue] = self.attempts.get(issue, 0) + 1
             if self.attempts[issue] >= MERGE_ATTEMPTS:  # left out again and again: never loop
                 self._give_up(task, "the merge train did not land it: " + " / ".join(lines[-2:]))
+
+    def _hand_back_failed(self, state: State) -> bool:
+        """Whether the train stopped because an agent of this host, handed its conflict back
+        (``on_conflict = "agent"``), did not resolve it. Unattended, the run then leaves that
+        agent out (``merge --skip``: its branch back at its completed commit) and lands the
+        rest; its tasks are set aside for this run, as an ejected one's are."""
+        train = state.train or {}
+        stop = train.get("stop") or {}
+        agent = stop.get("agent")
+        if (
+            train.get("status") != "stopped"
+            or self.ws.plan.on_conflict != "agent"
+            or stop.get("reason") not in ("conflict", "markers")
+            or not isinstance(agent, int)
+            or (self.here is not None and agent not in self.here)
+            or (train.get("id"), agent) in self.left_out
+        ):
+            return False
+        self.leave_out = (train.get("id"), agent)
+        self.left_out.add(self.leave_out)
+        what = "conflict markers" if stop["reason"] == "markers" else "rebase conflict"
+        why = f"agent {agent} did not resolve the {what} handed back to it"
+        self.say("merge", f"merge train: {why}; leaving it out, the rest lands", agent=agent)
+        for task in self.ws.tasks_of(agent):
+            if state.status(task.issue) == COMPLETED:
+                self.given_up.setdefault(
+                    task.issue, f"set aside: {why} (resolve it, then 'paradev merge')"
+                )
+        return True
 
     def _set_aside_skipped(self, state: State) -> None:
         """Completed work the last train skipped or ejected is set aside for this run."""
@@ -768,6 +809,13 @@ def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _stopped_at(train: dict[str, Any] | None) -> tuple[object, object] | None:
+    """(train id, agent) of a stopped train: where it stopped."""
+    if train is None or train.get("status") != "stopped":
+        return None
+    return train.get("id"), (train.get("stop") or {}).get("agent")
 
 
 def _dependencies_missing(ws: Workspace, state: State, task: Task, head: str) -> list[int]:

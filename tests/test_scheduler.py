@@ -561,6 +561,46 @@ def test_a_conflicting_task_is_set_aside_and_the_rest_lands(
         assert done[4] == MERGED and 2 not in done and 5 not in done
 
 
+def test_a_conflict_its_agent_does_not_resolve_is_set_aside_and_the_rest_lands(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn
+) -> None:
+    """on_conflict = "agent": the scripted agent handed the conflict back commits the markers,
+    so the train stops; unattended, the run leaves that agent out and lands the rest."""
+    hand_back = '[merge]\non_conflict = "agent"\n'
+    run_plan(repo, tmp_path, {1: {"shared": True}, 3: {"shared": True}}, setup=hand_back)
+
+    result = cli("run")
+
+    assert result.code == 1, result.out + result.err
+    done = statuses(repo)
+    loser = 1 if done[1] == COMPLETED else 3
+    winner = 4 - loser
+    assert (done[winner], done[loser]) == (MERGED, COMPLETED)
+    assert git(repo, "show", "main:shared.txt") == f"written by {winner}"
+    assert f"agent {loser_agent(loser)} did not resolve the" in result.out
+    assert "nothing more lands" not in result.out
+    state = open_workspace(repo).store.read()
+    assert state.train is None, result.out  # no stopped train left for a person to find
+    agent = loser_agent(loser)
+    completed = [r.head_commit for r in state.tasks.values() if r.agent == agent]
+    assert done[loser] == COMPLETED and all(completed)
+    branch = f"parallel-dev/agent-{agent}"
+    assert git(repo, "rev-parse", branch) == completed[-1]  # back at its completed commit
+    tree = repo.parent / f"{repo.name}-worktrees" / f"agent-{agent}"
+    assert git(tree, "status", "--porcelain") == ""  # no rebase or markers left behind
+    # what follows the loser on its agent (it may have started: on_conflict = "agent" lets an
+    # agent go on while its task lands) is set aside with it; what depends on it never starts
+    if loser == 3:
+        assert (done[2], done[5]) == (MERGED, MERGED) and done.get(4) in (None, COMPLETED)
+    else:
+        assert done[4] == MERGED and 2 not in done and done.get(5) in (None, COMPLETED)
+    assert {f"work-{i}.txt" for i in done if done[i] != MERGED}.isdisjoint(on_main(repo))
+
+
+def loser_agent(issue: int) -> int:
+    return {1: 1, 3: 3}[issue]
+
+
 def test_run_without_an_agent_command_is_one_line_and_exit_2(
     set_up: Path, cli: CliFn, snapshot: Callable[[], object]
 ) -> None:

@@ -148,9 +148,10 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
             )
         take_over(train)
         _abort_our_rebase(train, agent)
-        # what the train did to the branch is undone (its rebase, trailers, the commits set
-        # aside): it holds the completed commit again, which the next train lands
-        _restore_branch(train, agent)
+        if train.agent(agent).get("wip") or _rewritten(train, agent):
+            # what the train did to the branch is undone (its rebase and trailers, the commits
+            # set aside): it holds the completed commit again, which the next train lands
+            _restore_branch(train, agent)
         train.queue.pop(0)
         _note_skip(
             train, agent, f"left out with --skip after its {stop.get('reason', 'stop')} stop"
@@ -158,6 +159,14 @@ def skip(ws: Workspace, out: Output, options: Options) -> None:
         backup = train.agent(agent).get("backup")
         out(f"agent {agent}: skipped (its branch keeps its commits; backup {backup})")
         _go_on(train, options)  # its write carries the skip
+
+
+def _rewritten(train: Train, agent: int) -> bool:
+    """Whether the train rewrote the agent's branch (a rebase done in its work tree): its head
+    no longer holds the one it had when the train began. Commits added on top are not that."""
+    old = str(train.agent(agent).get("old_head") or "")
+    current = train.head(agent)
+    return bool(old) and current != old and not gitmod.is_ancestor(train.ws.git, old, current)
 
 
 def abort(ws: Workspace, out: Output) -> None:
