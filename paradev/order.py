@@ -462,7 +462,8 @@ def _completed_head_lost(ws: Workspace, state: State, agent: int, tip: str) -> s
     issue, head = completed
     return (
         f"agent {agent}: {ws.branch(agent)} no longer holds #{issue}'s completed commit "
-        f"{head[:12]} (history rewritten?); not landed: run paradev complete {agent} again"
+        f"{head[:12]} (history rewritten?); not landed: 'paradev reopen {issue}', then "
+        f"'paradev complete {agent}' makes its branch the work to land"
     )
 
 

@@ -688,9 +688,7 @@ class Run:
         self.say("merge", f"merge train: {why}; leaving it out, the rest lands", agent=agent)
         for task in self.ws.tasks_of(agent):
             if state.status(task.issue) == COMPLETED:
-                self.given_up.setdefault(
-                    task.issue, f"set aside: {why} (resolve it, then 'paradev merge')"
-                )
+                self.given_up.setdefault(task.issue, f"set aside: {why}{_to_land(agent, task)}")
         return True
 
     def _set_aside_skipped(self, state: State) -> None:
@@ -809,6 +807,14 @@ def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _to_land(agent: int, task: Task) -> str:
+    """How a person lands a task the run set aside after its agent's failed hand-back."""
+    return (
+        f" (to land it: 'paradev reopen {task.issue}', resolve it on agent {agent}'s branch, "
+        f"'paradev complete {agent}', then 'paradev merge')"
+    )
 
 
 def _stopped_at(train: dict[str, Any] | None) -> tuple[object, object] | None:

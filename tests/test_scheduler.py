@@ -578,6 +578,7 @@ def test_a_conflict_its_agent_does_not_resolve_is_set_aside_and_the_rest_lands(
     assert (done[winner], done[loser]) == (MERGED, COMPLETED)
     assert git(repo, "show", "main:shared.txt") == f"written by {winner}"
     assert f"agent {loser_agent(loser)} did not resolve the" in result.out
+    assert f"to land it: 'paradev reopen {loser}'" in result.out
     assert "nothing more lands" not in result.out
     state = open_workspace(repo).store.read()
     assert state.train is None, result.out  # no stopped train left for a person to find

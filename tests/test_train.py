@@ -520,6 +520,25 @@ def test_an_agent_skipped_after_a_gate_failure_lands_on_the_next_merge(
     assert git(repo, "ls-tree", "--name-only", "main", "feature_b.py") == "feature_b.py"
 
 
+def test_a_completed_commit_rewritten_by_its_agent_lands_after_reopen_and_complete(
+    repo: Path, setup_with: Any, cli: Cli
+) -> None:
+    """The train names the way out of a rewritten completed commit, and that way works."""
+    trees = setup_with()
+    work(cli, trees, 1, {"feature_a.py": "a\n"})
+    git(agent_tree(trees, 1), "commit", "-q", "--amend", "-m", "feat: a, reworded")
+
+    refused = cli("merge")
+
+    assert "'paradev reopen 11', then 'paradev complete 1'" in refused.out, refused.out
+    assert cli("reopen", "11").code == 0
+    assert cli("complete", "1").code == 0
+    landed = cli("merge")
+    assert landed.code == 0, landed.out + landed.err
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+    assert git(repo, "log", "-1", "--format=%s", "main") == "feat: a, reworded"
+
+
 def test_a_gate_failure_stop_prints_the_log_tail_and_next_steps(
     repo: Path, setup_with: Any, cli: Cli
 ) -> None:
