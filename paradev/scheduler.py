@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from paradev.plan import Plan, Task
 from paradev.state import COMPLETED, DROPPED, FAILED, GATE_FAILED, IN_PROGRESS, MERGED, State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
 LANDED = (MERGED, DROPPED)  # nothing left to do for the task
 FLOW, BATCHES = "flow", "batches"
 
@@ -59,7 +63,7 @@ def decide(
     to land; ``held``: completed tasks that land only once their agent is idle.
     """
     schedule = plan.schedule
-    blocked = _blocked(plan, state, given_up, schedule)
+    blocked = _blocked(plan, state, given_up, schedule, _stuck_issues(plan, state, here))
     ready: list[Task] = []
     running: list[int] = []
     landing: list[int] = []
@@ -139,9 +143,55 @@ def _earlier_unlanded(plan: Plan, state: State, task: Task) -> list[Task]:
     return earlier
 
 
-def _blocked(plan: Plan, state: State, given_up: Collection[int], schedule: str) -> dict[int, str]:
-    """Tasks that cannot run in this run, each with why: their own failure, or one upstream."""
-    blocked: dict[int, str] = {}
+def _stuck_issues(plan: Plan, state: State, here: Collection[int] | None) -> dict[int, str]:
+    """Other hosts' completed tasks that no train lands until a person acts, each with why: a
+    train stopped for a person, or the last train with their agent set it aside. A run that
+    waited for them would wait for ever."""
+    if here is None:
+        return {}
+    stopped = _stopped_for_a_person(state.train)
+    found: dict[int, str] = {}
+    for task in plan.tasks():
+        record = state.tasks.get(task.issue)
+        if task.agent in here or record is None or record.status != COMPLETED:
+            continue
+        why = stopped or _set_aside(state.merge_history, task.agent, record.completed_at)
+        if why is not None:
+            found[task.issue] = why
+    return found
+
+
+def _stopped_for_a_person(train: dict[str, Any] | None) -> str | None:
+    """Why nothing lands until a person resolves the train; None while it goes on, or when
+    the stopped agent's own host takes it up (a conflict handed back to it)."""
+    if train is None or train.get("status") != "stopped":
+        return None
+    stop = train.get("stop") or {}
+    if ((train.get("agents") or {}).get(str(stop.get("agent"))) or {}).get("handed_to"):
+        return None
+    return f"the merge train {train.get('id')} is stopped until a person resolves it"
+
+
+def _set_aside(history: list[dict[str, Any]], agent: int, completed_at: str | None) -> str | None:
+    """Why the newest train with ``agent`` in it left it out, unless its work completed since."""
+    for train in reversed(history):
+        if agent not in (train.get("order") or []):
+            continue
+        if agent not in (train.get("skipped") or []):
+            return None
+        if str(completed_at or "") > str(train.get("finished_at") or ""):
+            return None  # completed again after that train: its next train tries it
+        why = (train.get("skip_reasons") or {}).get(str(agent), "skipped")
+        return f"the merge train {train.get('id')} set it aside: {why}"
+    return None
+
+
+def _blocked(
+    plan: Plan, state: State, given_up: Collection[int], schedule: str, stuck: dict[int, str]
+) -> dict[int, str]:
+    """Tasks that cannot run in this run, each with why: their own failure, or one upstream;
+    ``stuck``: another host's work that waits for a person, and why."""
+    blocked: dict[int, str] = dict(stuck)
     for task in plan.tasks():
         if state.status(task.issue) == GATE_FAILED:
             blocked[task.issue] = "its gate failed; it was set aside"

@@ -321,6 +321,41 @@ def test_a_dependent_starts_after_its_dependency_landed_and_a_failure_holds_up_n
     assert "task(s) did not land" in result.err
 
 
+def test_another_hosts_completed_work_no_train_lands_without_a_person_is_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    """Host "here" runs agent 1; agents 2 and 3 run elsewhere, #5 (agent 3) completed. A run
+    waiting for #5 while the train that would land it needs a person would never end."""
+    plan = chain(tmp_path)
+    state = state_with(t1=MERGED, t2=MERGED, t3=MERGED, t5=COMPLETED)
+    assert decide(plan, state, here={1}).elsewhere == (5, 4)  # its host's train lands it
+
+    state.tasks[5].completed_at = "2026-01-01T10:00:00+00:00"
+    left_out = {"order": [3], "skipped": [3], "skip_reasons": {"3": "left out with --skip"}}
+    later = {"id": "B", "order": [1], "skipped": [], "finished_at": "2026-01-01T10:09:00+00:00"}
+    state.merge_history = [{"id": "A", **left_out, "finished_at": "2026-01-01T10:05:00+00:00"}]
+    state.merge_history.append(later)  # a later train without agent 3 changes nothing
+    skipped = decide(plan, state, here={1})
+    assert skipped.elsewhere == ()  # nor #4, which agent 3 takes only after #5
+    assert skipped.blocked[5] == "the merge train A set it aside: left out with --skip"
+    assert skipped.blocked[4] == "agent 3's earlier task #5 cannot land in this run"
+    state.tasks[5].completed_at = "2026-01-01T10:06:00+00:00"  # completed again since
+    assert decide(plan, state, here={1}).elsewhere == (5, 4)
+    state.merge_history.append({"id": "C", "order": [3, 1], "skipped": [], "finished_at": "x"})
+    assert decide(plan, state, here={1}).elsewhere == (5, 4)  # a later train took agent 3
+
+    state.train = {"id": "T", "status": "stopped", "stop": {"agent": 3}, "agents": {"3": {}}}
+    stopped = decide(plan, state, here={1})
+    assert stopped.elsewhere == ()
+    assert stopped.blocked[5] == "the merge train T is stopped until a person resolves it"
+
+    state.train["agents"]["3"]["handed_to"] = "box"  # agent 3's host resolves it: wait for it
+    assert decide(plan, state, here={1}).elsewhere == (5, 4)
+    state.train = {"id": "T", "status": "running", "agents": {}}
+    assert decide(plan, state, here={1}).elsewhere == (5, 4)
+    assert decide(plan, state).blocked == {}  # one host: its own run resolves what it can
+
+
 def _landed_before_started(repo: Path, landed: int, started: int) -> bool:
     """Whether ``landed``'s work was on the branch when ``started`` began (from the refs)."""
     state = open_workspace(repo).store.read()
