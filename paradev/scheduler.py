@@ -74,7 +74,10 @@ def decide(
             for task in plan.tasks_for(agent):
                 status = state.status(task.issue)
                 if status in (FAILED, GATE_FAILED) and task.issue not in blocked:
-                    blocked[task.issue] = f"it failed on agent {agent}'s host; its run retries it"
+                    blocked[task.issue] = (
+                        f"it failed on agent {agent}'s host, whose next 'paradev run' starts it "
+                        "again once the cause is fixed"
+                    )
                 elif status not in LANDED and task.issue not in blocked:
                     waiting[task.issue] = f"agent {agent} runs it on another host"
                     elsewhere.append(task.issue)

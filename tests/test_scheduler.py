@@ -330,6 +330,11 @@ def test_another_hosts_completed_work_no_train_lands_without_a_person_is_not_wai
     state = state_with(t1=MERGED, t2=MERGED, t3=MERGED, t5=COMPLETED)
     assert decide(plan, state, here={1}).elsewhere == (5, 4)  # its host's train lands it
 
+    state.task(2, 2).status = FAILED  # agent 2's own host says why and what to do
+    assert decide(plan, state, here={1}).blocked[2] == (
+        "it failed on agent 2's host, whose next 'paradev run' starts it again once the cause "
+        "is fixed"
+    )
     state.tasks[5].completed_at = "2026-01-01T10:00:00+00:00"
     left_out = {"order": [3], "skipped": [3], "skip_reasons": {"3": "left out with --skip"}}
     later = {"id": "B", "order": [1], "skipped": [], "finished_at": "2026-01-01T10:09:00+00:00"}
