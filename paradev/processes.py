@@ -22,6 +22,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from paradev.procstat import start_time as start_time  # noqa: PLC0414 (re-exported)
+from paradev.procstat import stat
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     from typing import Any
@@ -199,22 +202,6 @@ def shielded() -> Iterator[None]:
 # -- recognising an agent across runs ---------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (state first), or None without /proc or that process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
-    return fields if len(fields) > 19 else None
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), if known."""
-    fields = _stat(pid)
-    return int(fields[19]) if fields and fields[19].isdigit() else None
-
-
 def alive(pid: int, started: int | None) -> bool:
     """Whether process ``pid``, started at ``started`` (ticks), still runs and is no zombie."""
     if pid < 1:
@@ -225,7 +212,7 @@ def alive(pid: int, started: int | None) -> bool:
         return False
     except PermissionError:
         pass  # it exists, owned by someone else
-    fields = _stat(pid)
+    fields = stat(pid)
     if fields is None:  # no /proc (or it just ended): the pid alone has to do
         return started is None
     return fields[0] not in ("Z", "X") and started in (None, start_time(pid))

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paradev import lanes, processes, runstatus, supervise
+from paradev import agentrecord, lanes, processes, runstatus
+from paradev.atomic import write_json
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env, is_ancestor
 from paradev.lease import refused_for_lease
@@ -87,12 +88,12 @@ def record_path(ws: Workspace, agent: int) -> Path:
 class Adopted:
     """An agent a killed run left under its supervisor: watched through the supervisor's record."""
 
-    def __init__(self, path: Path, record: supervise.Record) -> None:
+    def __init__(self, path: Path, record: agentrecord.Record) -> None:
         self.path = path
         self.pid = record.supervisor  # the supervisor leads the agent's process group
 
     def poll(self) -> int | None:
-        record = supervise.read(self.path)
+        record = agentrecord.read(self.path)
         if record is None:
             return LOST
         if record.supervisor_alive() or record.agent_alive():
@@ -328,7 +329,7 @@ class Run:
             if self.here is not None and task.agent not in self.here:
                 continue  # another host's agent: that host's run watches it
             if state.status(task.issue) == IN_PROGRESS:
-                record = supervise.read(record_path(self.ws, task.agent))
+                record = agentrecord.read(record_path(self.ws, task.agent))
                 found[task] = record if record and record.issue == task.issue else None
         _refuse_unsupervised(state, [t for t, r in found.items() if r is None])
         for task, record in found.items():
@@ -729,7 +730,7 @@ class Run:
             "stopped": self.stopped,
         }
         if data != self.snapshot:
-            supervise.write(runstatus.path(self.ws.store.dir), data)
+            write_json(runstatus.path(self.ws.store.dir), data)
             self.snapshot = data
 
     def _rows(self, schedule: Schedule) -> list[Row]:
