@@ -27,8 +27,8 @@ import os
 import select
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,7 +290,8 @@ class Run:
         if self.landing is not None:
             children.append(self.landing.proc)
         with ExitStack() as fds:
-            watched = [fds.enter_context(_pidfd(c)) for c in children if c.returncode is None]
+            alive = [c for c in children if c.returncode is None]
+            watched = [fds.enter_context(processes.exit_descriptor(c)) for c in alive]
             deadline = time.monotonic() + POLL_SECONDS
             size = self._merge_log_size()
             while (left := deadline - time.monotonic()) > 0:
@@ -755,20 +756,6 @@ class Run:
         notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in LANDED}
         notes.update(self.given_up)  # the failure itself says more than "it failed"
         return Summary(statuses, notes)
-
-
-@contextmanager
-def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
-    """A descriptor that reads ready when ``proc`` ends (-1 where the system has none)."""
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
-        yield -1
-        return
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _dependencies_missing(ws: Workspace, state: State, task: Task, head: str) -> list[int]:
