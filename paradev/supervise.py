@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     import signal
     from collections.abc import Callable, Sequence
 else:  # signal's own functions and numbers, without its enums (enum: half this start's CPU)
-    import _signal as signal
+    try:
+        import _signal as signal
+    except ImportError:  # a Python without CPython's _signal
+        import signal
 
 LAUNCH_FAILED = 127  # the exit code recorded when the agent's program cannot start
 # ``python -S -c BOOT PACKAGE_ROOT RECORD -- ARGV``: this very paradev, whatever the cwd
