@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -89,8 +90,17 @@ def build(root: Path, schedule: str, parallel: int, work: bool = True) -> Path:
 RUN_ENV = {k: v for k, v in ENV.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as installed
 
 
+CPU: dict[str, list[float]] = {}  # schedule -> per run: CPU seconds of paradev run and all it ran
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def paradev(cwd: Path, *args: str) -> float:
-    """Run ``paradev ARGS`` in a process of its own; its wall time."""
+    """Run ``paradev ARGS`` in a process of its own; its wall time (its CPU time, with every
+    process it waited for, is the last figure ``_children_cpu`` gained)."""
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "paradev", *args],
@@ -198,7 +208,9 @@ TRAINS: dict[str, list[int]] = {}  # schedule -> per run: merge trains that land
 def makespan(schedule: str, parallel: int, work: bool = True) -> float:
     with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
         repo = build(Path(tmp), schedule, parallel, work)
+        cpu = _children_cpu()
         elapsed = paradev(repo, "run")
+        CPU.setdefault(schedule if work else "instant", []).append(_children_cpu() - cpu)
         landed = git(repo, "ls-tree", "--name-only", "main").split()
         assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
         _check_dependencies_present(repo)
@@ -283,8 +295,15 @@ def main() -> None:
         print(f"  next tasks started while the previous one waited to land: {shown} (of 8)")
         trains = ", ".join(str(n) for n in TRAINS.get(schedule, []))
         print(f"  merge trains per run (each starts and ends at a cost): {trains}")
+        print(f"  CPU per run, every process (load-robust): {_seconds(CPU[schedule])}")
     idle = min(makespan("flow", options.parallel, work=False) for _ in range(options.repeat))
     print(f"flow, 0 s tasks and gates    {idle:6.2f}s  (paradev's own cost on this machine now)")
+    print(f"  CPU per run, every process: {_seconds(CPU['instant'])}")
+    print("load average after: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}s" for v in values)
 
 
 if __name__ == "__main__":

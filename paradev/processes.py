@@ -13,6 +13,7 @@ Agents are recognised across runs by pid *and* start time (pids are reused).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,6 +22,9 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from paradev.procstat import start_time as start_time  # noqa: PLC0414 (re-exported)
+from paradev.procstat import stat
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -97,6 +101,29 @@ def release(proc: Group) -> None:
     """Forget ``proc`` (it ended and was waited for)."""
     with _guard:
         _running.pop(proc.pid, None)
+
+
+def wait(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """``proc.wait(timeout)``, returning the moment it exits: Popen's own wait with a timeout
+    polls, up to 50 ms late (every gate of a merge train is on the run's critical path)."""
+    with exit_descriptor(proc) as fd:
+        if fd >= 0 and not select.select([fd], [], [], max(0.0, timeout))[0]:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait(timeout)
+
+
+@contextmanager
+def exit_descriptor(proc: subprocess.Popen[Any]) -> Iterator[int]:
+    """A descriptor that reads ready when ``proc`` ends (-1 where the system has none)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
+        yield -1
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def running() -> list[subprocess.Popen[Any]]:
@@ -199,22 +226,6 @@ def shielded() -> Iterator[None]:
 # -- recognising an agent across runs ---------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (state first), or None without /proc or that process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
-    return fields if len(fields) > 19 else None
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), if known."""
-    fields = _stat(pid)
-    return int(fields[19]) if fields and fields[19].isdigit() else None
-
-
 def alive(pid: int, started: int | None) -> bool:
     """Whether process ``pid``, started at ``started`` (ticks), still runs and is no zombie."""
     if pid < 1:
@@ -225,7 +236,7 @@ def alive(pid: int, started: int | None) -> bool:
         return False
     except PermissionError:
         pass  # it exists, owned by someone else
-    fields = _stat(pid)
+    fields = stat(pid)
     if fields is None:  # no /proc (or it just ended): the pid alone has to do
         return started is None
     return fields[0] not in ("Z", "X") and started in (None, start_time(pid))

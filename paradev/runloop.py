@@ -27,13 +27,14 @@ import os
 import select
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paradev import lanes, processes, runstatus, supervise
+from paradev import agentrecord, lanes, processes, runstatus
+from paradev.atomic import write_json
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env, is_ancestor
 from paradev.lease import refused_for_lease
@@ -87,12 +88,12 @@ def record_path(ws: Workspace, agent: int) -> Path:
 class Adopted:
     """An agent a killed run left under its supervisor: watched through the supervisor's record."""
 
-    def __init__(self, path: Path, record: supervise.Record) -> None:
+    def __init__(self, path: Path, record: agentrecord.Record) -> None:
         self.path = path
         self.pid = record.supervisor  # the supervisor leads the agent's process group
 
     def poll(self) -> int | None:
-        record = supervise.read(self.path)
+        record = agentrecord.read(self.path)
         if record is None:
             return LOST
         if record.supervisor_alive() or record.agent_alive():
@@ -252,7 +253,7 @@ class Run:
                 self._land(state, schedule)
                 self._tell_train(ended, state.train, starting=bool(claimed))
                 self._start(claimed)  # the train goes on meanwhile: it knows what it may take
-                self.standby = self._warm()  # after the launches: its imports would slow them
+                self._keep_standby()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
         except KeyboardInterrupt as interrupt:
@@ -291,7 +292,8 @@ class Run:
         if self.landing is not None:
             children.append(self.landing.proc)
         with ExitStack() as fds:
-            watched = [fds.enter_context(_pidfd(c)) for c in children if c.returncode is None]
+            alive = [c for c in children if c.returncode is None]
+            watched = [fds.enter_context(processes.exit_descriptor(c)) for c in alive]
             deadline = time.monotonic() + POLL_SECONDS
             size = self._merge_log_size()
             while (left := deadline - time.monotonic()) > 0:
@@ -332,7 +334,7 @@ class Run:
             if self.here is not None and task.agent not in self.here:
                 continue  # another host's agent: that host's run watches it
             if state.status(task.issue) == IN_PROGRESS:
-                record = supervise.read(record_path(self.ws, task.agent))
+                record = agentrecord.read(record_path(self.ws, task.agent))
                 found[task] = record if record and record.issue == task.issue else None
         _refuse_unsupervised(state, [t for t, r in found.items() if r is None])
         for task, record in found.items():
@@ -546,7 +548,6 @@ class Run:
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(args).encode() + b"\n")
         proc.stdin.flush()  # the pipe stays open: the run's word to the train (_tell_train)
-        self.standby = self._warm()  # the next landing's, importing while this one lands
         self.landing = Landing(proc, frozenset(schedule.landing), log, offset)
         shown = ", ".join(f"#{i}" for i in schedule.landing) or "the train another host began"
         self.say("landing", f"merge train: landing {shown}", issues=list(schedule.landing))
@@ -598,6 +599,16 @@ class Run:
             return store.lease_expired()
         except ParadevError:  # the remote unreachable: asked again after the next pull
             return False
+
+    def _keep_standby(self) -> None:
+        """A paradev process ready for the next train, while no train runs.
+
+        Not while one runs: it lands all that completes meanwhile (``paradev.train.join``),
+        so a standby started beside it mostly imported paradev and exited unused (a fifth
+        of a second of CPU per run, taken from the train and the agents).
+        """
+        if self.landing is None and self.stopped is None:
+            self.standby = self._warm()
 
     def _warm(self) -> subprocess.Popen[bytes]:
         """The paradev process waiting for its arguments (``paradev.warm``), started if need be."""
@@ -768,7 +779,7 @@ class Run:
             "stopped": self.stopped,
         }
         if data != self.snapshot:
-            supervise.write(runstatus.path(self.ws.store.dir), data)
+            write_json(runstatus.path(self.ws.store.dir), data)
             self.snapshot = data
 
     def _rows(self, schedule: Schedule) -> list[Row]:
@@ -793,20 +804,6 @@ class Run:
         notes = {i: w for i, w in self.shown.items() if statuses.get(i) not in LANDED}
         notes.update(self.given_up)  # the failure itself says more than "it failed"
         return Summary(statuses, notes)
-
-
-@contextmanager
-def _pidfd(proc: subprocess.Popen[bytes]) -> Iterator[int]:
-    """A descriptor that reads ready when ``proc`` ends (-1 where the system has none)."""
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
-        yield -1
-        return
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _to_land(agent: int, task: Task) -> str:

@@ -1271,7 +1271,7 @@ def hand_back_conflict(
 def wait_for(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     """The agent's exit code, or None after stopping it at the timeout; Ctrl-C stops it too."""
     try:
-        code = proc.wait(timeout=timeout)
+        code = processes.wait(proc, timeout)
     except subprocess.TimeoutExpired:
         processes.stop([proc])
         return None

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
 from paradev.train import gate as gates
 from paradev.workspace import Workspace, open_workspace
@@ -266,3 +267,17 @@ def test_a_gate_a_killed_train_left_running_in_a_slot_is_stopped_before_the_slot
     assert results == [gates.GateResult(0, job.log)]
     assert not processes.alive(leftover, None)  # stopped before slot 1 was checked out again
     assert not record.exists()  # a gate that ended leaves no note
+
+
+def test_a_gate_run_returns_the_moment_its_gate_exits_without_polling(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    """The merge train learns a gate's result when the gate exits, not up to 50 ms later
+    (Popen.wait with a timeout sleeps between looks): every gate is on the run's critical path."""
+    sleep = mocker.patch("subprocess.time.sleep", side_effect=AssertionError("polled"))
+    log = tmp_path / "gate.log"
+
+    result = gates.run_gate("sleep 0.3; echo gated; exit 3", tmp_path, 60, log, dict(os.environ))
+
+    assert (result.returncode, log.read_text()) == (3, "gated\n")
+    assert not sleep.called

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
-from paradev.lockfile import LockBusyError, LockFile
+from paradev.lockfile import FIRST_POLL, POLL_INTERVAL, LockBusyError, LockFile
 
 # Takes the lock at argv[1] with argv[2] ("paradev" or "filelock"), says so, holds it until
 # its stdin closes.
@@ -105,3 +106,24 @@ def test_a_folder_where_the_lock_file_belongs_is_an_os_error(tmp_path: Path) -> 
     (tmp_path / "state.lock").mkdir()
     with pytest.raises(OSError):
         LockFile(str(tmp_path / "state.lock"), timeout=0).acquire()
+
+
+def test_a_waiter_tries_again_soon_at_first_then_less_often(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    """A lock is held a few milliseconds per state write: a waiter must not sleep 50 ms at
+    once (the run and its train take turns with the state on the critical path)."""
+    path = tmp_path / "state.lock"
+    holder = hold_in_another_process(path, "paradev")
+    try:
+        sleep = mocker.patch("paradev.lockfile.time.sleep")
+        clock = iter(range(10_000))  # a second per look at the clock: the 20 s wait ends
+        mocker.patch("paradev.lockfile.time.monotonic", side_effect=lambda: float(next(clock)))
+        with pytest.raises(LockBusyError):
+            LockFile(str(path), timeout=20).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    waits = [call.args[0] for call in sleep.call_args_list]
+    assert waits[:3] == [FIRST_POLL, 2 * FIRST_POLL, 4 * FIRST_POLL]
+    assert max(waits) == POLL_INTERVAL and waits == sorted(waits)

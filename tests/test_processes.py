@@ -176,3 +176,26 @@ def test_status_after_a_killed_merge_says_the_train_is_interrupted_and_how_to_re
     assert json.loads(shown.out)["train"]["interrupted"] is True
     _set_gate(repo, [sys.executable, "-c", "pass"])
     assert cli("merge", "--continue").code == 0
+
+
+def test_wait_returns_the_moment_a_process_exits_without_polling(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    """Popen.wait with a timeout sleeps between looks, up to 50 ms late per gate."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 5"])
+    sleep = mocker.patch("subprocess.time.sleep", side_effect=AssertionError("polled"))
+
+    assert processes.wait(proc, timeout=60) == 5
+    assert proc.returncode == 5 and not sleep.called
+
+
+def test_wait_raises_timeout_expired_and_leaves_the_process_running(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            processes.wait(proc, timeout=0.2)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert processes.wait(proc, timeout=1) == -signal.SIGKILL  # reaped already: no descriptor

@@ -801,3 +801,36 @@ def test_a_refusal_is_told_without_its_advice_and_its_lock_file() -> None:
     ]
     assert _refusal(lines) == "agent 1 is busy: paradev run (pid 7) holds it"
     assert _refusal(["no word from it"]) == "refused"
+
+
+def _waiting_paradev_children(parent: int) -> int:
+    """How many children of ``parent`` run ``paradev.warm`` (a train, or one waiting to be)."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            count += ppid == parent and b"paradev.warm" in argv
+    return count
+
+
+def test_while_a_train_lands_no_second_paradev_waits_beside_it(
+    set_up: Path, repo: Path, tmp_path: Path
+) -> None:
+    """The train lands all that completes meanwhile: a standby process beside it would mostly
+    import paradev and exit unused, taking CPU from the train and the agents."""
+    gating, release = tmp_path / "gating", tmp_path / "release"
+    gate = f'"echo x > {gating}; while [ ! -e {release} ]; do sleep 0.05; done"'
+    run_plan(repo, tmp_path, {}, gate=gate)
+    paradev = start_paradev(repo, "run")
+    try:
+        wait_for_file(gating, paradev)  # the first train gates its first task
+        waiting = _waiting_paradev_children(paradev.pid)
+    finally:
+        release.write_text("go\n")
+        out, err = paradev.communicate(timeout=120)
+    assert waiting == 1  # the train alone
+    assert paradev.returncode == 0, out + err
+    assert set(statuses(repo).values()) == {MERGED}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paradev import supervise
+from paradev import agentrecord, supervise
 from tests.helpers import wait_for_file
 
 ROOT = Path(supervise.__file__).resolve().parent.parent  # paradev itself, not an agent's copy
@@ -78,15 +78,54 @@ def test_the_supervisor_records_a_launch_failure_and_imports_nothing_heavy(
     data = json.loads(record.read_text())
     assert data["exit_code"] == supervise.LAUNCH_FAILED and data["pid"] is None
     modules = subprocess.run(
-        [sys.executable, "-c", "import sys, paradev.supervise; print(' '.join(sys.modules))"],
+        [sys.executable, "-S", "-c", "import sys, paradev.supervise; print(' '.join(sys.modules))"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert "dataclasses" not in modules and "inspect" not in modules  # paid at every launch
+    heavy = {"dataclasses", "inspect", "json", "subprocess", "pathlib", "typing", "enum"}
+    assert not heavy & set(modules)  # paid at every launch
     assert {m for m in modules if m.startswith("paradev.")} == {
-        "paradev.atomic",
-        "paradev.processes",
+        "paradev.procstat",
         "paradev.supervise",
     }
+
+
+def test_the_supervisor_records_the_agents_pid_and_exit_code_for_a_later_run(
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "agents" / "agent-1.json"
+    record.parent.mkdir()
+    agent = tmp_path / "agent.py"
+    agent.write_text("import os, sys; print(os.getpid(), os.getppid()); sys.exit(3)\n")
+    argv = supervise.command(record, [sys.executable, str(agent)])
+    env = {**os.environ, "PARADEV_ISSUE": "12"}
+
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+
+    assert proc.returncode == 3
+    pid, parent = (int(n) for n in proc.stdout.split())
+    written = agentrecord.read(record)
+    assert written is not None
+    assert (written.supervisor, written.pid, written.issue, written.exit_code) == (
+        parent,
+        pid,
+        12,
+        3,
+    )
+    assert written.start is not None and written.supervisor_start is not None
+    assert not written.agent_alive() and not written.supervisor_alive()
+    assert [p.name for p in record.parent.iterdir()] == ["agent-1.json"]  # no temp file left
+
+
+def test_an_agent_under_the_supervisor_gets_the_signals_python_ignores_back(
+    tmp_path: Path,
+) -> None:
+    """Python ignores SIGPIPE for itself; an agent (a shell pipeline) must not inherit that."""
+    argv = supervise.command(tmp_path / "r.json", ["sh", "-c", "grep SigIgn /proc/self/status"])
+
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    ignored = int(out.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1))

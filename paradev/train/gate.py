@@ -227,7 +227,7 @@ def run_gate(
         if record is not None:
             write_json(record, {"pid": proc.pid, "start": processes.start_time(proc.pid)})
         try:
-            code = proc.wait(timeout=timeout)
+            code = processes.wait(proc, timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             handle.write(f"\nparadev: gate killed after {timeout:g}s\n".encode())
