@@ -53,6 +53,9 @@ class MergeOrder:
     reasons: dict[int, str]  # why each agent is where it is
     exact: bool  # exact search (True) or the stated heuristic (False)
     details: dict[int, Detail] = field(default_factory=dict)
+    # The conflict analysis the order came from (not shown): the train's closing snapshot
+    # reuses it (``paradev.snapshots.train_snapshot``).
+    analysis: Report | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -118,7 +121,7 @@ def compute_merge_order(
         size={b.agent: len(b.files) for b in report.branches},
     )
     state = ws.store.view()
-    result = replace(solve(problem), details=_details(ws, state, problem))
+    result = replace(solve(problem), details=_details(ws, state, problem), analysis=report)
     source = computed_from(report, state)
     if save and (state.merge_order, state.merge_order_from) != (result.order, source):
         with ws.store.update() as changed:  # unchanged: no write

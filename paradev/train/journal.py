@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError, Stopped
@@ -22,6 +22,9 @@ from paradev.git import Git
 from paradev.snapshots import note_stop, stamp_step
 from paradev.state import State, now
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from paradev.conflicts import Report
 
 Output = Callable[[str], None]
 
@@ -93,6 +96,7 @@ class Train:
         self._queue_read: tuple[set[int], State] | None = None  # one read, for these agents
         self.push_in_flight: PushInFlight | None = None  # at most one (advance.settle_push)
         self.landed_here: set[str] = set()  # commits this process made and moved base to
+        self.analysis: Report | None = None  # the merge order's, at this process's start
 
     @property
     def id(self) -> str:
@@ -147,7 +151,7 @@ class Train:
         """Journal the stop and return the error to raise (exit 1)."""
         self.journal["status"] = "stopped"
         self.journal["stop"] = {"agent": agent, "reason": reason, "at": now()}
-        note_stop(self.ws, self.journal)  # for the report: what stopped and what collided
+        note_stop(self.ws, self.journal, self.analysis)  # for the report: what collided
         self.save()
         return Stopped(message)
 
