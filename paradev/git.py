@@ -1748,18 +1748,20 @@ _RANGE_FORMAT = "%H%n%T%n%P%n%an%n%ae%n%ad%n%cn%n%ce%n%cd%n%B"
 def read_range(git: Git, base: str, head: str) -> list[tuple[str, RawCommit]]:
     """Each non-merge commit of ``base..head``, oldest first, with what a rewrite keeps of it.
 
-    One ``git log`` (``commits_between`` and ``read_commits`` together).
+    One ``git log`` (``commits_between`` and ``read_commits`` together), read as bytes:
+    text mode would turn a message's carriage returns into newlines.
     """
-    out = git.run(
-        "log",
-        "--reverse",
-        "--no-merges",
-        "-z",
-        "--date=raw",
-        f"--format={_RANGE_FORMAT}",
-        f"{base}..{head}",
-        "--",
-    ).stdout
+    argv = ["log", "--reverse", "--no-merges", "-z", "--date=raw", f"--format={_RANGE_FORMAT}"]
+    proc = subprocess.run(
+        ["git", *argv, f"{base}..{head}", "--"],
+        cwd=git.cwd,
+        capture_output=True,
+        env=git_env(),
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git log {base}..{head} failed: {proc.stderr.decode(errors='replace')}")
+    out = proc.stdout.decode("utf-8", GIT_TEXT_ERRORS)
     found: list[tuple[str, RawCommit]] = []
     for record in out.split("\0")[:-1]:  # each record ends with a NUL
         sha, tree, parents, *who, message = record.split("\n", 9)
@@ -2121,3 +2123,57 @@ def adding_worktrees(common_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+LOOSE_RANGE_LIMIT = 1000  # commits read from loose objects before git is asked instead
+_PLAIN_IDENT = re.compile(r"(\S(?:[^<>\n]*\S)?) <([^<>\n]*)> ((?:0|[1-9][0-9]*) [+-][0-9]{4})")
+
+
+def read_loose_range(objects: Path, base: str, head: str) -> list[tuple[str, RawCommit]] | None:
+    """``read_range(base..head)`` with no git process: the commits a rebase just wrote.
+
+    Read from their loose object files under ``objects`` (zlib, checked
+    against their ids), following the one parent of each from ``head`` back
+    to ``base``. None whenever only git can answer alike: an object packed,
+    missing or damaged, a merge or a root commit, a header beyond tree,
+    parent, author and committer (an ``encoding`` git would re-encode, a
+    signature), an identity or date git would print otherwise, or more than
+    ``LOOSE_RANGE_LIMIT`` commits.
+    """
+    import hashlib
+    import zlib
+
+    algorithm = hashlib.sha1 if len(head) == 40 else hashlib.sha256
+    found: list[tuple[str, RawCommit]] = []
+    commit = head
+    while commit != base:
+        if len(found) >= LOOSE_RANGE_LIMIT or not _HEX.issuperset(commit):
+            return None
+        try:
+            data = zlib.decompress((objects / commit[:2] / commit[2:]).read_bytes())
+        except (OSError, ValueError, zlib.error):
+            return None
+        header, _, body = data.partition(b"\0")
+        if header != b"commit %d" % len(body) or algorithm(data).hexdigest() != commit:
+            return None
+        raw = _plain_commit(body, commit)
+        if raw is None or len(raw.parents) != 1:
+            return None
+        found.append((commit, raw))
+        commit = raw.parents[0]
+    found.reverse()
+    return found
+
+
+def _plain_commit(body: bytes, name: str) -> RawCommit | None:
+    """The commit ``body`` as ``read_range`` gives it, or None when git would print it otherwise."""
+    headers = body.partition(b"\n\n")[0].decode("utf-8", GIT_TEXT_ERRORS).split("\n")
+    keys = [line.split(" ", 1)[0] for line in headers]
+    wanted = ["tree", *["parent"] * (len(keys) - 3), "author", "committer"]
+    if keys != wanted:
+        return None
+    for line in headers[-2:]:
+        ident = _PLAIN_IDENT.fullmatch(line.split(" ", 1)[1])
+        if ident is None or ident[3].endswith(" -0000"):
+            return None
+    return _raw_commit(body, name)

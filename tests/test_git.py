@@ -716,3 +716,85 @@ def test_a_fetch_whose_ref_stays_locked_fails_naming_the_lock(
         )
     assert pause.call_count == len(git_mod.REF_RACE_PAUSES)
     assert rev(repo, "refs/remotes/origin/main") == rev(repo, "HEAD~1")  # nothing moved
+
+
+def _commit_with(repo: Path, parent: str, message: str, **ident: str) -> str:
+    """A commit of ``parent``'s tree with this message and identity (commit-tree)."""
+    env = {
+        "GIT_AUTHOR_NAME": "A  Name",
+        "GIT_AUTHOR_EMAIL": "a@x.invalid",
+        "GIT_AUTHOR_DATE": "1700000000 +0130",
+        "GIT_COMMITTER_NAME": "Çommitter",
+        "GIT_COMMITTER_EMAIL": "c@x.invalid",
+        "GIT_COMMITTER_DATE": "1700000100 -0700",
+        **ident,
+    }
+    return git_mod.commit_tree(Git(repo), rev(repo, f"{parent}^{{tree}}"), [parent], message, env)
+
+
+def test_read_loose_range_reads_what_git_log_reads_with_no_process(repo: Path) -> None:
+    g = Git(repo)
+    base = rev(repo, "HEAD")
+    head = base
+    for message in [*_messages(40), "", "no newline", "ü ☃\n\n\n", "t\n\n\tx\n"]:
+        head = _commit_with(repo, head, message)
+    git(repo, "reset", "-q", "--hard", head)
+    head = _commit_with(repo, commit(repo, {"f.py": "1\n"}, "real"), "after a real one\n")
+    objects = repo / ".git" / "objects"
+
+    found = git_mod.read_loose_range(objects, base, head)
+
+    assert found == git_mod.read_range(g, base, head)
+    assert found is not None and len(found) == 49
+    commits = [sha for sha, _ in found]
+    assert [c for _, c in found] == git_mod.read_commits(g, commits)  # byte for byte: CRs kept
+    assert git_mod.read_loose_range(objects, head, head) == git_mod.read_range(g, head, head) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "author A <a@x.invalid> 1700000000 -0000",  # git prints "+0000"
+        "author A <a@x.invalid> 01700000000 +0000",  # git prints the number
+        "author x <y <a@x.invalid> 1700000000 +0000",  # git cuts the identity elsewhere
+        "author  A <a@x.invalid> 1700000000 +0000",
+        "author <a@x.invalid> 1700000000 +0000",
+        "author A <a@x.invalid> 1700000000 +0000\nmergetag x",  # a header git does not print
+    ],
+)
+def test_read_loose_range_leaves_what_git_prints_otherwise_to_git(repo: Path, odd: str) -> None:
+    """Commits git itself would not write (made by hand): git reads them, not paradev."""
+    base = rev(repo, "HEAD")
+    plain = _commit_with(repo, base, "plain\n")
+    body = f"tree {rev(repo, 'HEAD^{tree}')}\nparent {plain}\n{odd}\n"
+    body += "committer C <c@x.invalid> 1700000000 +0000\n\nodd\n"
+    head = Git(repo).out("hash-object", "-t", "commit", "-w", "--literally", "--stdin", input=body)
+    assert git_mod.read_loose_range(repo / ".git" / "objects", base, plain) is not None
+    assert git_mod.read_loose_range(repo / ".git" / "objects", base, head) is None
+    assert [sha for sha, _ in git_mod.read_range(Git(repo), base, head)] == [plain, head]
+
+
+def test_read_loose_range_gives_up_on_packed_merged_encoded_or_foreign_commits(
+    repo: Path,
+) -> None:
+    objects = repo / ".git" / "objects"
+    base = rev(repo, "HEAD")
+    root = git_mod.commit_tree(Git(repo), rev(repo, "HEAD^{tree}"), [], "root\n")
+    assert git_mod.read_loose_range(objects, base, root) is None  # never reaches base
+    git(repo, "config", "i18n.commitEncoding", "ISO-8859-1")
+    encoded = commit(repo, {"e.py": "e\n"}, "encoded")
+    git(repo, "config", "--unset", "i18n.commitEncoding")
+    assert git_mod.read_loose_range(objects, base, encoded) is None  # git would re-encode it
+    git(repo, "checkout", "-q", "-b", "side", base)
+    side = commit(repo, {"s.py": "s\n"}, "side")
+    git(repo, "checkout", "-q", "main")
+    merge = git_mod.commit_tree(Git(repo), rev(repo, "HEAD^{tree}"), [encoded, side], "m\n")
+    assert git_mod.read_loose_range(objects, base, merge) is None
+    plain = _commit_with(repo, base, "plain\n")
+    assert git_mod.read_loose_range(objects, base, plain) is not None
+    (objects / plain[:2] / plain[2:]).chmod(0o644)
+    (objects / plain[:2] / plain[2:]).write_bytes(b"damaged")
+    assert git_mod.read_loose_range(objects, base, plain) is None
+    git(repo, "gc", "-q", "--prune=now")  # every object packed: git must answer
+    assert git_mod.read_loose_range(objects, base, encoded) is None
+    assert git_mod.read_loose_range(objects, base, "refs/heads/main") is None

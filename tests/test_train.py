@@ -2216,3 +2216,30 @@ def test_a_refusal_after_a_landing_still_records_what_landed(
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert {e["agent"] for e in state_of(repo)["merge_history"][-1]["landed"]} == {1, 2}
+
+
+def test_the_rebased_commits_are_read_with_no_git_process(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The trailer rewrite reads what the rebase wrote from its loose objects (no ``git log``)
+    and keeps each commit's message, author and tree."""
+    trees = setup_with()
+    assert cli("start", "2").code == 0
+    tree = agent_tree(trees, 2)
+    for n in range(2):
+        commit(tree, {f"two_{n}.py": f"{n}\n"}, f"feat: two {n}\n\nwhy, in words {n}\n")
+    assert cli("complete", "2").code == 0
+    originals = git(tree, "rev-list", "--reverse", "HEAD~2..HEAD").split()
+    commit(repo, {"base.py": "moved\n"}, "base moves")  # a real rebase
+    log = mocker.spy(paradev_git, "read_range")
+
+    assert cli("merge").code == 0
+
+    assert log.call_count == 0
+    landed = git(repo, "rev-list", "--reverse", "main~2..main").split()
+    for n, (sha, old) in enumerate(zip(landed, originals, strict=True)):
+        message = git(repo, "cat-file", "commit", sha).split("\n\n", 1)[1]
+        assert message == f"feat: two {n}\n\nwhy, in words {n}\n\nParadev-Issue: 12"
+        who = "--format=%an <%ae> %ad"
+        assert git(repo, "log", "-1", who, sha) == git(repo, "log", "-1", who, old)
+    assert (repo / "two_1.py").read_text() == "1\n" and (repo / "base.py").exists()

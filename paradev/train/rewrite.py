@@ -78,7 +78,7 @@ Rebased = list[tuple[str, gitmod.RawCommit]]
 
 def _rebased_tips(train: Train, agent: int) -> tuple[str, str, Rebased | None, bool]:
     """(base, branch head, the rebased commits, whether this process's rebase just journaled
-    the branch's old head) after the rebase: one ``git log`` as a rule.
+    the branch's old head) after the rebase: no git process as a rule (``_read_rebased``).
 
     The base is the one the previous step handed on, or the commit the rebase
     went onto; the head is the newest rebased commit. When neither is known
@@ -88,13 +88,21 @@ def _rebased_tips(train: Train, agent: int) -> tuple[str, str, Rebased | None, b
     onto = handed[0] if handed else train.rebased_onto(agent)
     journaled = handed is None and onto is not None
     if onto is not None:
-        rebased = gitmod.read_range(
-            train.ws.git, onto, handed[1] if handed else f"refs/heads/{train.branch(agent)}"
-        )
+        rebased = _read_rebased(train, agent, onto, handed[1] if handed else None)
         if rebased:
             return onto, rebased[-1][0], rebased, journaled
     base, head = handed or train.tips(agent)
     return base, head, None, journaled
+
+
+def _read_rebased(train: Train, agent: int, onto: str, head: str | None) -> Rebased:
+    """The commits ``onto..head`` (None: the branch's head), oldest first: read from the
+    loose objects and ref file the rebase just wrote, else by one ``git log``."""
+    ref = f"refs/heads/{train.branch(agent)}"
+    common = train.ws.repo.common_dir
+    head = head or (gitmod.loose_refs(common, [ref]) or {}).get(ref)
+    found = gitmod.read_loose_range(common / "objects", onto, head) if head else None
+    return gitmod.read_range(train.ws.git, onto, head or ref) if found is None else found
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
