@@ -19,6 +19,7 @@ from paradev import git as paradev_git
 from paradev.state import StateStore
 from paradev.train import advance as advance_mod
 from paradev.train import gate as gate_mod
+from paradev.train import landing as landing_mod
 from paradev.train import messages
 from paradev.train import rebase as rebase_mod
 from paradev.train import steps as train_mod
@@ -666,7 +667,9 @@ def fixed_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def owner(name: str) -> Any:
     """The module the train looks ``name`` up in: patched there, the crash hits the train."""
-    return {"run_gate": gate_mod, "move_base": advance_mod}.get(name, train_mod)
+    return {"run_gate": gate_mod, "move_base": advance_mod, "files_with_markers": landing_mod}.get(
+        name, train_mod
+    )
 
 
 def crash_before(mocker: MockerFixture, name: str) -> None:
@@ -843,7 +846,9 @@ def test_crash_then_continue_reaches_the_same_refs(
 UNSQUASHED_CRASHES = [
     ("midway", "rebase"),
     ("before", "step_trailers"),
-    ("after", "step_trailers"),
+    ("after", "step_trailers"),  # the trailers journaled in memory, the branch not moved yet
+    ("before", "files_with_markers"),  # killed in the check, the branch moving beside it
+    ("after", "step_check"),
     ("before", "step_wip"),
     ("after", "step_wip"),
     ("before", "step_mark"),
@@ -2243,3 +2248,28 @@ def test_the_rebased_commits_are_read_with_no_git_process(
         who = "--format=%an <%ae> %ad"
         assert git(repo, "log", "-1", who, sha) == git(repo, "log", "-1", who, old)
     assert (repo / "two_1.py").read_text() == "1\n" and (repo / "base.py").exists()
+
+
+def test_the_trailers_move_the_branch_beside_the_check_processes(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The rewritten branch is moved while the check runs (same trees: nothing it reads
+    depends on the move), and has moved before the gate runs on it."""
+    import threading
+
+    trees = setup_with(gate="git log -1 --format=%B | grep -q '^Paradev-Issue: 11$'")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    real, movers = paradev_git.update_ref, []
+
+    def noting(git: Any, ref: str, *args: Any, **kwargs: Any) -> None:
+        movers.append((ref, threading.current_thread() is threading.main_thread()))
+        real(git, ref, *args, **kwargs)
+
+    mocker.patch.object(paradev_git, "update_ref", side_effect=noting)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert ("refs/heads/parallel-dev/agent-1", False) in movers  # in the check's threads
+    assert issue_trailers(repo, "main~1..main") == ["11"]

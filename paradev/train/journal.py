@@ -88,6 +88,7 @@ class Train:
         self.hand_back_to = hand_back  # the runner's launch of an agent (on_conflict = "agent")
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
         self._changes_handed_on: dict[int, list[str]] = {}  # the check's status, for the gate
+        self._moves_handed_on: dict[int, Callable[[], None]] = {}  # a rewrite's, for the check
         self._rebased_onto: dict[int, str] = {}  # the commit a rebase just went onto
         self._on_base: dict[int, tuple[str, str, bool]] = {}  # tips, base already in the branch
         self._tracking: dict[str, str] = {}  # remote-tracking refs, read once
@@ -264,6 +265,19 @@ class Train:
     def changes_handed_on(self, agent: int) -> list[str] | None:
         """The uncommitted paths the check step handed on (once), None when it handed none."""
         return self._changes_handed_on.pop(agent, None)
+
+    def hand_on_move(self, agent: int, move: Callable[[], None]) -> None:
+        """Pass the branch move of a rewrite to the check step, which makes it beside its own
+        git processes (``rewrite.step_trailers``)."""
+        self._moves_handed_on[agent] = move
+
+    def move_handed_on(self, agent: int) -> Callable[[], None]:
+        """The branch move a rewrite handed on (once); a no-op when it handed none."""
+        return self._moves_handed_on.pop(agent, _nothing)
+
+
+def _nothing() -> None:
+    """No move to make."""
 
 
 def _rev(git: Git, ref: str) -> str:
