@@ -2017,20 +2017,7 @@ def loose_refs(common_dir: Path, refs: Sequence[str]) -> dict[str, str] | None:
     of them is not a plain loose file (packed, symbolic, missing, a reftable
     store, a name outside ``refs/``): ask git then (``resolve_refs``).
     """
-    if (common_dir / "reftable").exists():
-        return None
-    found: dict[str, str] = {}
-    for ref in refs:
-        if not ref.startswith("refs/") or ".." in ref.split("/"):
-            return None
-        try:
-            sha = (common_dir / ref).read_bytes().decode("ascii").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        if len(sha) not in (40, 64) or not _HEX.issuperset(sha):
-            return None
-        found[ref] = sha
-    return found
+    return refs_from_files(common_dir, refs, packed=False)
 
 
 def in_background(call: Callable[[], _R]) -> Callable[[], _R]:
@@ -2177,3 +2164,62 @@ def _plain_commit(body: bytes, name: str) -> RawCommit | None:
         if ident is None or ident[3].endswith(" -0000"):
             return None
     return _raw_commit(body, name)
+
+
+def refs_from_files(
+    common_dir: Path, refs: Sequence[str], *, packed: bool = True
+) -> dict[str, str] | None:
+    """``resolve_refs`` with no git process: each ref's loose file, else its line in
+    ``packed-refs`` (a loose file wins, as in git); refs in neither do not exist.
+
+    None when git must answer: a reftable store, a name outside ``refs/``, a
+    symbolic or unreadable ref file, a ``packed-refs`` this does not read
+    (``packed`` False: any ref without a loose file, see ``loose_refs``).
+    """
+    if (common_dir / "reftable").exists():
+        return None
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for ref in refs:
+        if not ref.startswith("refs/") or ".." in ref.split("/"):
+            return None
+        try:
+            sha = (common_dir / ref).read_bytes().decode("ascii").strip()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            missing.append(ref)
+            continue
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(sha) not in (40, 64) or not _HEX.issuperset(sha):
+            return None
+        found[ref] = sha
+    if missing and not packed:
+        return None
+    in_pack = _packed_refs(common_dir, set(missing)) if missing else {}
+    return None if in_pack is None else found | in_pack
+
+
+def _packed_refs(common_dir: Path, wanted: set[str]) -> dict[str, str] | None:
+    """The ``wanted`` refs ``packed-refs`` holds (none: no such file); None if unreadable."""
+    try:
+        text = (common_dir / "packed-refs").read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError):
+        return None
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith(("#", "^")):  # the header, a tag's peeled commit
+            continue
+        sha, _, name = line.partition(" ")
+        if len(sha) not in (40, 64) or not _HEX.issuperset(sha) or not name:
+            return None
+        if name in wanted:
+            found[name] = sha
+    return found
+
+
+def resolve_refs_from_files(git: Git, common_dir: Path, refs: Sequence[str]) -> dict[str, str]:
+    """``resolve_refs``: from the ref files as a rule (``refs_from_files``), else git."""
+    found = refs_from_files(common_dir, refs)
+    return found if found is not None else resolve_refs(git, refs)

@@ -798,3 +798,37 @@ def test_read_loose_range_gives_up_on_packed_merged_encoded_or_foreign_commits(
     git(repo, "gc", "-q", "--prune=now")  # every object packed: git must answer
     assert git_mod.read_loose_range(objects, base, encoded) is None
     assert git_mod.read_loose_range(objects, base, "refs/heads/main") is None
+
+
+def test_refs_from_files_answers_as_for_each_ref_loose_packed_or_missing(repo: Path) -> None:
+    common, g = repo / ".git", Git(repo)
+    head = rev(repo, "HEAD")
+    git(repo, "tag", "-a", "-m", "annotated", "v1")  # packed with its peeled line
+    git(repo, "branch", "packed")
+    git(repo, "branch", "deep/down")
+    git(repo, "pack-refs", "--all")
+    moved = commit(repo, {"c.py": "c\n"}, "moves main")  # loose again, over its packed line
+    git(repo, "branch", "loose")
+    names = [
+        "refs/heads/main",
+        "refs/heads/packed",
+        "refs/heads/loose",
+        "refs/heads/deep",  # a folder of refs, no ref of its own
+        "refs/heads/deep/down",
+        "refs/heads/missing",
+        "refs/remotes/origin/main",
+        "refs/tags/v1",
+    ]
+
+    found = git_mod.refs_from_files(common, names)
+
+    assert found == git_mod.resolve_refs(g, names)
+    assert found is not None and found["refs/heads/main"] == moved != head
+    assert found["refs/heads/packed"] == head and "refs/heads/missing" not in found
+    assert git_mod.resolve_refs_from_files(g, common, names) == found
+    assert git_mod.refs_from_files(common, ["HEAD"]) is None  # outside refs/: git answers
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    assert git_mod.refs_from_files(common, ["refs/heads/alias"]) is None
+    (common / "packed-refs").write_text("not a packed ref\n")
+    assert git_mod.refs_from_files(common, ["refs/heads/missing"]) is None
+    assert git_mod.refs_from_files(common, ["refs/heads/loose"]) == {"refs/heads/loose": moved}

@@ -2273,3 +2273,27 @@ def test_the_trailers_move_the_branch_beside_the_check_processes(
     assert result.code == 0, result.err
     assert ("refs/heads/parallel-dev/agent-1", False) in movers  # in the check's threads
     assert issue_trailers(repo, "main~1..main") == ["11"]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_train_reads_branch_and_tracking_refs_from_their_files(
+    repo: Path, remote: Path, cli: Cli, worktrees: Path, mocker: MockerFixture, packed: bool
+) -> None:
+    """Selection and backups read the branches, base and the (absent) remote-tracking copies
+    from the ref files and ``packed-refs``: no ``for-each-ref`` for them."""
+    configure(repo, remote="origin", push=True)
+    assert cli("setup").code == 0
+    heads = {a: work(cli, worktrees, a, {f"f{a}.py": f"{a}\n"}) for a in (1, 2)}
+    if packed:
+        git(repo, "pack-refs", "--all")
+    for_each_ref = mocker.spy(paradev_git, "resolve_refs")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert for_each_ref.call_count == 0
+    assert git(remote, "rev-parse", "main") == rev(repo, "main")
+    for agent, head in heads.items():
+        backup = git(repo, "for-each-ref", "--format=%(objectname)", "refs/paradev/backup/")
+        assert head in backup.split()
+        assert (repo / f"f{agent}.py").exists()

@@ -290,8 +290,7 @@ def _rev(git: Git, ref: str) -> str:
 def ref_tips(ws: Workspace, refs: Sequence[str]) -> dict[str, str]:
     """The commit of each existing branch or remote-tracking ref of ``refs``: from the ref
     files as a rule (no git process), else one ``for-each-ref``."""
-    found = gitmod.loose_refs(ws.repo.common_dir, refs)
-    return found if found is not None else gitmod.resolve_refs(ws.git, refs)
+    return gitmod.resolve_refs_from_files(ws.git, ws.repo.common_dir, refs)
 
 
 def _tip(ws: Workspace, ref: str) -> str:
