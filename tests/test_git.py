@@ -832,3 +832,28 @@ def test_refs_from_files_answers_as_for_each_ref_loose_packed_or_missing(repo: P
     (common / "packed-refs").write_text("not a packed ref\n")
     assert git_mod.refs_from_files(common, ["refs/heads/missing"]) is None
     assert git_mod.refs_from_files(common, ["refs/heads/loose"]) == {"refs/heads/loose": moved}
+
+
+def test_at_once_runs_the_last_call_here_and_ends_every_call_before_raising() -> None:
+    import threading
+    import time
+
+    here = threading.get_ident()
+    ended: list[str] = []
+
+    def slow() -> str:
+        time.sleep(0.3)
+        ended.append("slow")
+        return "slow"
+
+    def fails() -> None:
+        raise GitError("no")
+
+    assert git_mod.at_once(threading.get_ident, slow, threading.get_ident)[1:] == ["slow", here]
+    ended.clear()
+    with pytest.raises(GitError, match="no"):
+        git_mod.at_once(slow, fails)  # the failure comes first, in the calling thread...
+    assert ended == ["slow"]  # ...yet the slow call had ended when it was raised
+    with pytest.raises(GitError, match="no"):
+        git_mod.at_once(fails, lambda: None)
+    assert git_mod.at_once(lambda: 1) == [1]

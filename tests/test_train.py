@@ -2297,3 +2297,19 @@ def test_the_train_reads_branch_and_tracking_refs_from_their_files(
         backup = git(repo, "for-each-ref", "--format=%(objectname)", "refs/paradev/backup/")
         assert head in backup.split()
         assert (repo / f"f{agent}.py").exists()
+
+
+def test_base_moves_with_the_tips_read_from_their_files_and_no_thread(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The advance reads base's and the branch's tips from their ref files, so its one git
+    process (base's work tree status) runs alone: only the check runs calls side by side."""
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    side_by_side = mocker.spy(paradev_git, "at_once")
+
+    assert cli("merge").code == 0
+
+    assert side_by_side.call_count == 2  # one check per landing
+    assert (repo / "one.py").exists() and (repo / "two.py").exists()

@@ -292,11 +292,11 @@ def _look_at_landing(
 
     Every one has ended when this returns: the branch is at ``head`` then.
     """
-    unmerged, markers, missing, _ = gitmod.at_once(
+    _, unmerged, markers, missing = gitmod.at_once(
+        move,
         lambda: _unmerged_paths(train, agent),
         lambda: landing.files_with_markers(train.ws.git, base, head),
         lambda: _missing_work(train, agent, base, head),
-        move,
     )
     return sorted(set(unmerged) | set(markers)), missing
 
