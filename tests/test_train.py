@@ -2313,3 +2313,20 @@ def test_base_moves_with_the_tips_read_from_their_files_and_no_thread(
 
     assert side_by_side.call_count == 2  # one check per landing
     assert (repo / "one.py").exists() and (repo / "two.py").exists()
+
+
+def test_without_a_gate_a_clean_rebase_needs_no_look_at_the_index(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """git leaves no unmerged entry when its rebase ends by itself: the check reads the agent's
+    index only when the branch was not rebased here (or a conflict was resolved)."""
+    trees = setup_with()  # no gate: no status of the tree is needed for it either
+    work(cli, trees, 1, {"one.py": "1\n"})  # already on base: not rebased
+    work(cli, trees, 2, {"two.py": "2\n"})  # rebased onto agent 1's landing
+    looked = mocker.spy(paradev_git, "unmerged_paths")
+
+    assert cli("merge").code == 0
+
+    assert looked.call_count == 1  # agent 1's tree alone
+    assert looked.call_args.args[0] == agent_tree(trees, 1)
+    assert (repo / "one.py").exists() and (repo / "two.py").exists()

@@ -89,6 +89,7 @@ class Train:
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
         self._changes_handed_on: dict[int, list[str]] = {}  # the check's status, for the gate
         self._moves_handed_on: dict[int, Callable[[], None]] = {}  # a rewrite's, for the check
+        self._clean_rebases: set[int] = set()  # agents whose rebase git just ended by itself
         self._rebased_onto: dict[int, str] = {}  # the commit a rebase just went onto
         self._on_base: dict[int, tuple[str, str, bool]] = {}  # tips, base already in the branch
         self._tracking: dict[str, str] = {}  # remote-tracking refs, read once
@@ -274,6 +275,17 @@ class Train:
     def move_handed_on(self, agent: int) -> Callable[[], None]:
         """The branch move a rewrite handed on (once); a no-op when it handed none."""
         return self._moves_handed_on.pop(agent, _nothing)
+
+    def note_clean_rebase(self, agent: int) -> None:
+        """This process's ``git rebase`` of ``agent`` ended by itself, never stopped: git
+        leaves no unmerged entry then (nothing was resolved, by an agent or a person)."""
+        self._clean_rebases.add(agent)
+
+    def rebased_cleanly(self, agent: int) -> bool:
+        """Whether ``note_clean_rebase`` was said of the agent's rebase (once)."""
+        clean = agent in self._clean_rebases
+        self._clean_rebases.discard(agent)
+        return clean
 
 
 def _nothing() -> None:

@@ -309,10 +309,12 @@ def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[st
 
 def _unmerged_paths(train: Train, agent: int) -> list[str]:
     """The agent's unmerged paths; when a gate will run in its tree, from the one ``git status``
-    the gate step's check of that tree then reuses (handed on)."""
+    the gate step's check of that tree then reuses (handed on). Without a gate, none and no
+    git process after a rebase git ended by itself (``Train.rebased_cleanly``)."""
     path = train.worktree(agent)
+    clean = train.rebased_cleanly(agent)
     if not (train.journal["gate"] and _gate_command(train.ws)):
-        return gitmod.unmerged_paths(path)
+        return [] if clean else gitmod.unmerged_paths(path)
     unmerged, changes = gitmod.unmerged_and_changes(path)
     train.hand_on_changes(agent, changes)
     return unmerged
