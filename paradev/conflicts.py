@@ -323,6 +323,28 @@ class Report:
         self.labels = labels or {}  # every agent's state word
         self.tips = tips or {}  # every agent's examined head
 
+    def for_heads(self, heads: Heads) -> Report | None:
+        """This report restricted to ``heads`` (what ``analyze(ws, heads=heads)`` would find),
+        or None when it examined another base or another head of any of them.
+
+        Each pair and each branch against base depends on those two commits
+        alone, so the merge train's closing snapshot reuses the analysis its
+        merge order made of the same heads instead of making it again.
+        """
+        wanted = {agent: commit for agent, (_, commit, _) in heads.heads.items()}
+        if heads.base_commit != self.base_commit or any(
+            self.tips.get(agent) != commit for agent, commit in wanted.items()
+        ):
+            return None
+        return Report(
+            heads.base,
+            self.base_commit,
+            [b for b in self.branches if b.agent in wanted],
+            [p for p in self.examined if p.agents[0] in wanted and p.agents[1] in wanted],
+            [b for b in self.against_base if b.agent in wanted],
+            tips=wanted,
+        )
+
     @cached_property
     def _by_agents(self) -> dict[tuple[int, int], PairReport]:
         return {p.agents: p for p in self.examined}

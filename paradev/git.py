@@ -1748,18 +1748,20 @@ _RANGE_FORMAT = "%H%n%T%n%P%n%an%n%ae%n%ad%n%cn%n%ce%n%cd%n%B"
 def read_range(git: Git, base: str, head: str) -> list[tuple[str, RawCommit]]:
     """Each non-merge commit of ``base..head``, oldest first, with what a rewrite keeps of it.
 
-    One ``git log`` (``commits_between`` and ``read_commits`` together).
+    One ``git log`` (``commits_between`` and ``read_commits`` together), read as bytes:
+    text mode would turn a message's carriage returns into newlines.
     """
-    out = git.run(
-        "log",
-        "--reverse",
-        "--no-merges",
-        "-z",
-        "--date=raw",
-        f"--format={_RANGE_FORMAT}",
-        f"{base}..{head}",
-        "--",
-    ).stdout
+    argv = ["log", "--reverse", "--no-merges", "-z", "--date=raw", f"--format={_RANGE_FORMAT}"]
+    proc = subprocess.run(
+        ["git", *argv, f"{base}..{head}", "--"],
+        cwd=git.cwd,
+        capture_output=True,
+        env=git_env(),
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git log {base}..{head} failed: {proc.stderr.decode(errors='replace')}")
+    out = proc.stdout.decode("utf-8", GIT_TEXT_ERRORS)
     found: list[tuple[str, RawCommit]] = []
     for record in out.split("\0")[:-1]:  # each record ends with a NUL
         sha, tree, parents, *who, message = record.split("\n", 9)
@@ -1820,8 +1822,21 @@ def at_once(*calls: Callable[[], Any]) -> list[Any]:
 
     The train's checks of one landing read different things (an index, a diff,
     a merge): on several cores their processes overlap instead of queueing.
+    The last call runs in the calling thread: one thread fewer to start (a
+    start waits until the new thread runs, about a millisecond on a busy
+    machine). Every call has ended when this returns or raises its first error.
     """
-    return side_by_side(lambda call: call(), calls, threads=len(calls))
+    waits = [in_background(call) for call in calls[:-1]]
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    for get in [*calls[-1:], *waits]:
+        try:
+            results.append(get())
+        except BaseException as exc:  # the others end first: none runs on behind the caller
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return [*results[1:], *results[:1]]
 
 
 def tips_and_ancestry(git: Git, base: str, branch: str) -> tuple[str, str, bool] | None:
@@ -2015,20 +2030,7 @@ def loose_refs(common_dir: Path, refs: Sequence[str]) -> dict[str, str] | None:
     of them is not a plain loose file (packed, symbolic, missing, a reftable
     store, a name outside ``refs/``): ask git then (``resolve_refs``).
     """
-    if (common_dir / "reftable").exists():
-        return None
-    found: dict[str, str] = {}
-    for ref in refs:
-        if not ref.startswith("refs/") or ".." in ref.split("/"):
-            return None
-        try:
-            sha = (common_dir / ref).read_bytes().decode("ascii").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        if len(sha) not in (40, 64) or not _HEX.issuperset(sha):
-            return None
-        found[ref] = sha
-    return found
+    return refs_from_files(common_dir, refs, packed=False)
 
 
 def in_background(call: Callable[[], _R]) -> Callable[[], _R]:
@@ -2121,3 +2123,116 @@ def adding_worktrees(common_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+LOOSE_RANGE_LIMIT = 1000  # commits read from loose objects before git is asked instead
+_PLAIN_IDENT = re.compile(r"(\S(?:[^<>\n]*\S)?) <([^<>\n]*)> ((?:0|[1-9][0-9]*) [+-][0-9]{4})")
+
+
+def read_loose_range(objects: Path, base: str, head: str) -> list[tuple[str, RawCommit]] | None:
+    """``read_range(base..head)`` with no git process: the commits a rebase just wrote.
+
+    Read from their loose object files under ``objects`` (zlib, checked
+    against their ids), following the one parent of each from ``head`` back
+    to ``base``. None whenever only git can answer alike: an object packed,
+    missing or damaged, a merge or a root commit, a header beyond tree,
+    parent, author and committer (an ``encoding`` git would re-encode, a
+    signature), an identity or date git would print otherwise, or more than
+    ``LOOSE_RANGE_LIMIT`` commits.
+    """
+    import hashlib
+    import zlib
+
+    algorithm = hashlib.sha1 if len(head) == 40 else hashlib.sha256
+    found: list[tuple[str, RawCommit]] = []
+    commit = head
+    while commit != base:
+        if len(found) >= LOOSE_RANGE_LIMIT or not _HEX.issuperset(commit):
+            return None
+        try:
+            data = zlib.decompress((objects / commit[:2] / commit[2:]).read_bytes())
+        except (OSError, ValueError, zlib.error):
+            return None
+        header, _, body = data.partition(b"\0")
+        if header != b"commit %d" % len(body) or algorithm(data).hexdigest() != commit:
+            return None
+        raw = _plain_commit(body, commit)
+        if raw is None or len(raw.parents) != 1:
+            return None
+        found.append((commit, raw))
+        commit = raw.parents[0]
+    found.reverse()
+    return found
+
+
+def _plain_commit(body: bytes, name: str) -> RawCommit | None:
+    """The commit ``body`` as ``read_range`` gives it, or None when git would print it otherwise."""
+    headers = body.partition(b"\n\n")[0].decode("utf-8", GIT_TEXT_ERRORS).split("\n")
+    keys = [line.split(" ", 1)[0] for line in headers]
+    wanted = ["tree", *["parent"] * (len(keys) - 3), "author", "committer"]
+    if keys != wanted:
+        return None
+    for line in headers[-2:]:
+        ident = _PLAIN_IDENT.fullmatch(line.split(" ", 1)[1])
+        if ident is None or ident[3].endswith(" -0000"):
+            return None
+    return _raw_commit(body, name)
+
+
+def refs_from_files(
+    common_dir: Path, refs: Sequence[str], *, packed: bool = True
+) -> dict[str, str] | None:
+    """``resolve_refs`` with no git process: each ref's loose file, else its line in
+    ``packed-refs`` (a loose file wins, as in git); refs in neither do not exist.
+
+    None when git must answer: a reftable store, a name outside ``refs/``, a
+    symbolic or unreadable ref file, a ``packed-refs`` this does not read
+    (``packed`` False: any ref without a loose file, see ``loose_refs``).
+    """
+    if (common_dir / "reftable").exists():
+        return None
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for ref in refs:
+        if not ref.startswith("refs/") or ".." in ref.split("/"):
+            return None
+        try:
+            sha = (common_dir / ref).read_bytes().decode("ascii").strip()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            missing.append(ref)
+            continue
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(sha) not in (40, 64) or not _HEX.issuperset(sha):
+            return None
+        found[ref] = sha
+    if missing and not packed:
+        return None
+    in_pack = _packed_refs(common_dir, set(missing)) if missing else {}
+    return None if in_pack is None else found | in_pack
+
+
+def _packed_refs(common_dir: Path, wanted: set[str]) -> dict[str, str] | None:
+    """The ``wanted`` refs ``packed-refs`` holds (none: no such file); None if unreadable."""
+    try:
+        text = (common_dir / "packed-refs").read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError):
+        return None
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith(("#", "^")):  # the header, a tag's peeled commit
+            continue
+        sha, _, name = line.partition(" ")
+        if len(sha) not in (40, 64) or not _HEX.issuperset(sha) or not name:
+            return None
+        if name in wanted:
+            found[name] = sha
+    return found
+
+
+def resolve_refs_from_files(git: Git, common_dir: Path, refs: Sequence[str]) -> dict[str, str]:
+    """``resolve_refs``: from the ref files as a rule (``refs_from_files``), else git."""
+    found = refs_from_files(common_dir, refs)
+    return found if found is not None else resolve_refs(git, refs)

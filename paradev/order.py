@@ -53,6 +53,9 @@ class MergeOrder:
     reasons: dict[int, str]  # why each agent is where it is
     exact: bool  # exact search (True) or the stated heuristic (False)
     details: dict[int, Detail] = field(default_factory=dict)
+    # The conflict analysis the order came from (not shown): the train's closing snapshot
+    # reuses it (``paradev.snapshots.train_snapshot``).
+    analysis: Report | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -118,7 +121,7 @@ def compute_merge_order(
         size={b.agent: len(b.files) for b in report.branches},
     )
     state = ws.store.view()
-    result = replace(solve(problem), details=_details(ws, state, problem))
+    result = replace(solve(problem), details=_details(ws, state, problem), analysis=report)
     source = computed_from(report, state)
     if save and (state.merge_order, state.merge_order_from) != (result.order, source):
         with ws.store.update() as changed:  # unchanged: no write
@@ -406,7 +409,7 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
     state = ws.store.view()
     agents_all = range(1, ws.plan.agent_count + 1)
     branches = {agent: f"refs/heads/{ws.branch(agent)}" for agent in agents_all}
-    existing = gitmod.resolve_refs(ws.git, list(branches.values()))
+    existing = gitmod.resolve_refs_from_files(ws.git, ws.repo.common_dir, list(branches.values()))
     ahead = gitmod.refs_not_merged(ws.git, list(existing), base or f"refs/heads/{ws.plan.base}")
     agents: list[int] = []
     notes: list[tuple[int, str]] = []

@@ -124,25 +124,34 @@ def _seconds_since(stamp: Any) -> float:
         return float("inf")
 
 
-def record_train(ws: Workspace, journal: dict[str, Any]) -> None:
+def record_train(ws: Workspace, journal: dict[str, Any], known: Report | None = None) -> None:
     """Keep what the train's branches did to each other before it rewrote them.
 
     Best effort: a snapshot the report would show must never stop a train
     (say a backup ref was deleted by hand), so a git failure skips it.
+    ``known``: the analysis the train's merge order made (see ``train_snapshot``).
     """
-    snapshot = train_snapshot(ws, journal)
+    snapshot = train_snapshot(ws, journal, known)
     if snapshot is not None:
         with ws.store.update() as state:
             remember(state, snapshot)
 
 
-def train_snapshot(ws: Workspace, journal: dict[str, Any]) -> dict[str, Any] | None:
-    """``record_train``'s snapshot, for a caller writing the state anyway (None: none)."""
+def train_snapshot(
+    ws: Workspace, journal: dict[str, Any], known: Report | None = None
+) -> dict[str, Any] | None:
+    """``record_train``'s snapshot, for a caller writing the state anyway (None: none).
+
+    ``known``: the analysis this process's merge order made at the train's
+    start; when it examined the very heads the snapshot is of, it is reused
+    (no second analysis: three git processes and their parsing per train).
+    """
     heads = _train_heads(ws, journal)
     if heads is None:
         return None
     try:
-        return conflict_snapshot(analyze(ws, heads=heads), "train", str(journal["id"]))
+        report = (known.for_heads(heads) if known else None) or analyze(ws, heads=heads)
+        return conflict_snapshot(report, "train", str(journal["id"]))
     except ParadevError:
         return None
 
@@ -162,11 +171,11 @@ def _train_heads(ws: Workspace, journal: dict[str, Any]) -> Heads | None:
     return Heads(base, f"refs/heads/{base}", base_start, heads)
 
 
-def note_stop(ws: Workspace, journal: dict[str, Any]) -> None:
+def note_stop(ws: Workspace, journal: dict[str, Any], known: Report | None = None) -> None:
     """At a train stop: keep the stop in the journal's list (a resume clears ``stop``)."""
     journal["stop"]["at"] = precise_now()  # step times are to the millisecond too
     journal.setdefault("stops", []).append(dict(journal["stop"]))
-    record_train(ws, journal)
+    record_train(ws, journal, known)
 
 
 def train_facts(journal: dict[str, Any]) -> dict[str, Any]:

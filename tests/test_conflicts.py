@@ -18,7 +18,7 @@ from pytest_mock import MockerFixture
 
 from paradev import conflicts as conf
 from paradev import git as gitmod
-from paradev.branches import Changes
+from paradev.branches import Changes, Heads, find_heads
 from paradev.conflicts import Report, analyze, may_conflict, parse_hunks
 from paradev.git import Git, git_env, merge_trees
 from paradev.workspace import Workspace, open_workspace
@@ -876,3 +876,33 @@ def test_summary_counts_clean_overlapping_and_conflicting_pairs(
         ([1, 3], False),
     ]
     assert all(p["issues"] == {str(a): [] for a in p["agents"]} for p in data["pairs"])
+
+
+def test_a_report_restricted_to_heads_is_what_analysing_only_them_finds(
+    set_up: Path, repo: Path
+) -> None:
+    changes: dict[int, Files] = {
+        1: {"src/util.py": "VALUE = 'one'\n"},
+        2: {"src/util.py": "VALUE = 'two'\n", "src/app.py": APP.replace("return 3\n", "3\n")},
+        3: {"src/app.py": APP.replace("return 3\n", "return 'three'\n")},
+    }
+    for agent, files in changes.items():
+        commit(agent_tree(set_up, agent), files)
+    ws = ws_of(repo)
+    full = analyze(ws)
+    heads = find_heads(ws)
+    two = heads.only({a: heads.heads[a] for a in (1, 2)})
+
+    mine = full.for_heads(two)
+
+    assert mine is not None
+    alone = analyze(ws, heads=two)
+    assert [b.agent for b in mine.branches] == [b.agent for b in alone.branches] == [1, 2]
+    assert [(p.agents, p.overlap, p.conflict, p.conflicts) for p in mine.examined] == [
+        (p.agents, p.overlap, p.conflict, p.conflicts) for p in alone.examined
+    ]
+    assert mine.examined and mine.examined[0].conflict  # 1 and 2 conflict; 2-3 left out
+    assert mine.against_base == alone.against_base
+    moved = commit(agent_tree(set_up, 2), {"more.txt": "1\n"})
+    assert full.for_heads(two.only({**two.heads, 2: ("b", moved, False)})) is None
+    assert full.for_heads(Heads("main", "refs/heads/main", moved, two.heads)) is None

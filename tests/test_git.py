@@ -716,3 +716,144 @@ def test_a_fetch_whose_ref_stays_locked_fails_naming_the_lock(
         )
     assert pause.call_count == len(git_mod.REF_RACE_PAUSES)
     assert rev(repo, "refs/remotes/origin/main") == rev(repo, "HEAD~1")  # nothing moved
+
+
+def _commit_with(repo: Path, parent: str, message: str, **ident: str) -> str:
+    """A commit of ``parent``'s tree with this message and identity (commit-tree)."""
+    env = {
+        "GIT_AUTHOR_NAME": "A  Name",
+        "GIT_AUTHOR_EMAIL": "a@x.invalid",
+        "GIT_AUTHOR_DATE": "1700000000 +0130",
+        "GIT_COMMITTER_NAME": "Çommitter",
+        "GIT_COMMITTER_EMAIL": "c@x.invalid",
+        "GIT_COMMITTER_DATE": "1700000100 -0700",
+        **ident,
+    }
+    return git_mod.commit_tree(Git(repo), rev(repo, f"{parent}^{{tree}}"), [parent], message, env)
+
+
+def test_read_loose_range_reads_what_git_log_reads_with_no_process(repo: Path) -> None:
+    g = Git(repo)
+    base = rev(repo, "HEAD")
+    head = base
+    for message in [*_messages(40), "", "no newline", "ü ☃\n\n\n", "t\n\n\tx\n"]:
+        head = _commit_with(repo, head, message)
+    git(repo, "reset", "-q", "--hard", head)
+    head = _commit_with(repo, commit(repo, {"f.py": "1\n"}, "real"), "after a real one\n")
+    objects = repo / ".git" / "objects"
+
+    found = git_mod.read_loose_range(objects, base, head)
+
+    assert found == git_mod.read_range(g, base, head)
+    assert found is not None and len(found) == 49
+    commits = [sha for sha, _ in found]
+    assert [c for _, c in found] == git_mod.read_commits(g, commits)  # byte for byte: CRs kept
+    assert git_mod.read_loose_range(objects, head, head) == git_mod.read_range(g, head, head) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "author A <a@x.invalid> 1700000000 -0000",  # git prints "+0000"
+        "author A <a@x.invalid> 01700000000 +0000",  # git prints the number
+        "author x <y <a@x.invalid> 1700000000 +0000",  # git cuts the identity elsewhere
+        "author  A <a@x.invalid> 1700000000 +0000",
+        "author <a@x.invalid> 1700000000 +0000",
+        "author A <a@x.invalid> 1700000000 +0000\nmergetag x",  # a header git does not print
+    ],
+)
+def test_read_loose_range_leaves_what_git_prints_otherwise_to_git(repo: Path, odd: str) -> None:
+    """Commits git itself would not write (made by hand): git reads them, not paradev."""
+    base = rev(repo, "HEAD")
+    plain = _commit_with(repo, base, "plain\n")
+    body = f"tree {rev(repo, 'HEAD^{tree}')}\nparent {plain}\n{odd}\n"
+    body += "committer C <c@x.invalid> 1700000000 +0000\n\nodd\n"
+    head = Git(repo).out("hash-object", "-t", "commit", "-w", "--literally", "--stdin", input=body)
+    assert git_mod.read_loose_range(repo / ".git" / "objects", base, plain) is not None
+    assert git_mod.read_loose_range(repo / ".git" / "objects", base, head) is None
+    assert [sha for sha, _ in git_mod.read_range(Git(repo), base, head)] == [plain, head]
+
+
+def test_read_loose_range_gives_up_on_packed_merged_encoded_or_foreign_commits(
+    repo: Path,
+) -> None:
+    objects = repo / ".git" / "objects"
+    base = rev(repo, "HEAD")
+    root = git_mod.commit_tree(Git(repo), rev(repo, "HEAD^{tree}"), [], "root\n")
+    assert git_mod.read_loose_range(objects, base, root) is None  # never reaches base
+    git(repo, "config", "i18n.commitEncoding", "ISO-8859-1")
+    encoded = commit(repo, {"e.py": "e\n"}, "encoded")
+    git(repo, "config", "--unset", "i18n.commitEncoding")
+    assert git_mod.read_loose_range(objects, base, encoded) is None  # git would re-encode it
+    git(repo, "checkout", "-q", "-b", "side", base)
+    side = commit(repo, {"s.py": "s\n"}, "side")
+    git(repo, "checkout", "-q", "main")
+    merge = git_mod.commit_tree(Git(repo), rev(repo, "HEAD^{tree}"), [encoded, side], "m\n")
+    assert git_mod.read_loose_range(objects, base, merge) is None
+    plain = _commit_with(repo, base, "plain\n")
+    assert git_mod.read_loose_range(objects, base, plain) is not None
+    (objects / plain[:2] / plain[2:]).chmod(0o644)
+    (objects / plain[:2] / plain[2:]).write_bytes(b"damaged")
+    assert git_mod.read_loose_range(objects, base, plain) is None
+    git(repo, "gc", "-q", "--prune=now")  # every object packed: git must answer
+    assert git_mod.read_loose_range(objects, base, encoded) is None
+    assert git_mod.read_loose_range(objects, base, "refs/heads/main") is None
+
+
+def test_refs_from_files_answers_as_for_each_ref_loose_packed_or_missing(repo: Path) -> None:
+    common, g = repo / ".git", Git(repo)
+    head = rev(repo, "HEAD")
+    git(repo, "tag", "-a", "-m", "annotated", "v1")  # packed with its peeled line
+    git(repo, "branch", "packed")
+    git(repo, "branch", "deep/down")
+    git(repo, "pack-refs", "--all")
+    moved = commit(repo, {"c.py": "c\n"}, "moves main")  # loose again, over its packed line
+    git(repo, "branch", "loose")
+    names = [
+        "refs/heads/main",
+        "refs/heads/packed",
+        "refs/heads/loose",
+        "refs/heads/deep",  # a folder of refs, no ref of its own
+        "refs/heads/deep/down",
+        "refs/heads/missing",
+        "refs/remotes/origin/main",
+        "refs/tags/v1",
+    ]
+
+    found = git_mod.refs_from_files(common, names)
+
+    assert found == git_mod.resolve_refs(g, names)
+    assert found is not None and found["refs/heads/main"] == moved != head
+    assert found["refs/heads/packed"] == head and "refs/heads/missing" not in found
+    assert git_mod.resolve_refs_from_files(g, common, names) == found
+    assert git_mod.refs_from_files(common, ["HEAD"]) is None  # outside refs/: git answers
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    assert git_mod.refs_from_files(common, ["refs/heads/alias"]) is None
+    (common / "packed-refs").write_text("not a packed ref\n")
+    assert git_mod.refs_from_files(common, ["refs/heads/missing"]) is None
+    assert git_mod.refs_from_files(common, ["refs/heads/loose"]) == {"refs/heads/loose": moved}
+
+
+def test_at_once_runs_the_last_call_here_and_ends_every_call_before_raising() -> None:
+    import threading
+    import time
+
+    here = threading.get_ident()
+    ended: list[str] = []
+
+    def slow() -> str:
+        time.sleep(0.3)
+        ended.append("slow")
+        return "slow"
+
+    def fails() -> None:
+        raise GitError("no")
+
+    assert git_mod.at_once(threading.get_ident, slow, threading.get_ident)[1:] == ["slow", here]
+    ended.clear()
+    with pytest.raises(GitError, match="no"):
+        git_mod.at_once(slow, fails)  # the failure comes first, in the calling thread...
+    assert ended == ["slow"]  # ...yet the slow call had ended when it was raised
+    with pytest.raises(GitError, match="no"):
+        git_mod.at_once(fails, lambda: None)
+    assert git_mod.at_once(lambda: 1) == [1]

@@ -19,6 +19,7 @@ from paradev import git as paradev_git
 from paradev.state import StateStore
 from paradev.train import advance as advance_mod
 from paradev.train import gate as gate_mod
+from paradev.train import landing as landing_mod
 from paradev.train import messages
 from paradev.train import rebase as rebase_mod
 from paradev.train import steps as train_mod
@@ -712,7 +713,9 @@ def fixed_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def owner(name: str) -> Any:
     """The module the train looks ``name`` up in: patched there, the crash hits the train."""
-    return {"run_gate": gate_mod, "move_base": advance_mod}.get(name, train_mod)
+    return {"run_gate": gate_mod, "move_base": advance_mod, "files_with_markers": landing_mod}.get(
+        name, train_mod
+    )
 
 
 def crash_before(mocker: MockerFixture, name: str) -> None:
@@ -889,7 +892,9 @@ def test_crash_then_continue_reaches_the_same_refs(
 UNSQUASHED_CRASHES = [
     ("midway", "rebase"),
     ("before", "step_trailers"),
-    ("after", "step_trailers"),
+    ("after", "step_trailers"),  # the trailers journaled in memory, the branch not moved yet
+    ("before", "files_with_markers"),  # killed in the check, the branch moving beside it
+    ("after", "step_check"),
     ("before", "step_wip"),
     ("after", "step_wip"),
     ("before", "step_mark"),
@@ -2262,3 +2267,112 @@ def test_a_refusal_after_a_landing_still_records_what_landed(
     result = cli("merge", "--continue")
     assert result.code == 0, result.err
     assert {e["agent"] for e in state_of(repo)["merge_history"][-1]["landed"]} == {1, 2}
+
+
+def test_the_rebased_commits_are_read_with_no_git_process(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The trailer rewrite reads what the rebase wrote from its loose objects (no ``git log``)
+    and keeps each commit's message, author and tree."""
+    trees = setup_with()
+    assert cli("start", "2").code == 0
+    tree = agent_tree(trees, 2)
+    for n in range(2):
+        commit(tree, {f"two_{n}.py": f"{n}\n"}, f"feat: two {n}\n\nwhy, in words {n}\n")
+    assert cli("complete", "2").code == 0
+    originals = git(tree, "rev-list", "--reverse", "HEAD~2..HEAD").split()
+    commit(repo, {"base.py": "moved\n"}, "base moves")  # a real rebase
+    log = mocker.spy(paradev_git, "read_range")
+
+    assert cli("merge").code == 0
+
+    assert log.call_count == 0
+    landed = git(repo, "rev-list", "--reverse", "main~2..main").split()
+    for n, (sha, old) in enumerate(zip(landed, originals, strict=True)):
+        message = git(repo, "cat-file", "commit", sha).split("\n\n", 1)[1]
+        assert message == f"feat: two {n}\n\nwhy, in words {n}\n\nParadev-Issue: 12"
+        who = "--format=%an <%ae> %ad"
+        assert git(repo, "log", "-1", who, sha) == git(repo, "log", "-1", who, old)
+    assert (repo / "two_1.py").read_text() == "1\n" and (repo / "base.py").exists()
+
+
+def test_the_trailers_move_the_branch_beside_the_check_processes(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The rewritten branch is moved while the check runs (same trees: nothing it reads
+    depends on the move), and has moved before the gate runs on it."""
+    import threading
+
+    trees = setup_with(gate="git log -1 --format=%B | grep -q '^Paradev-Issue: 11$'")
+    work(cli, trees, 1, {"one.py": "1\n"})
+    commit(repo, {"base.py": "moved\n"}, "base moves")
+    real, movers = paradev_git.update_ref, []
+
+    def noting(git: Any, ref: str, *args: Any, **kwargs: Any) -> None:
+        movers.append((ref, threading.current_thread() is threading.main_thread()))
+        real(git, ref, *args, **kwargs)
+
+    mocker.patch.object(paradev_git, "update_ref", side_effect=noting)
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert ("refs/heads/parallel-dev/agent-1", False) in movers  # in the check's threads
+    assert issue_trailers(repo, "main~1..main") == ["11"]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_train_reads_branch_and_tracking_refs_from_their_files(
+    repo: Path, remote: Path, cli: Cli, worktrees: Path, mocker: MockerFixture, packed: bool
+) -> None:
+    """Selection and backups read the branches, base and the (absent) remote-tracking copies
+    from the ref files and ``packed-refs``: no ``for-each-ref`` for them."""
+    configure(repo, remote="origin", push=True)
+    assert cli("setup").code == 0
+    heads = {a: work(cli, worktrees, a, {f"f{a}.py": f"{a}\n"}) for a in (1, 2)}
+    if packed:
+        git(repo, "pack-refs", "--all")
+    for_each_ref = mocker.spy(paradev_git, "resolve_refs")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert for_each_ref.call_count == 0
+    assert git(remote, "rev-parse", "main") == rev(repo, "main")
+    for agent, head in heads.items():
+        backup = git(repo, "for-each-ref", "--format=%(objectname)", "refs/paradev/backup/")
+        assert head in backup.split()
+        assert (repo / f"f{agent}.py").exists()
+
+
+def test_base_moves_with_the_tips_read_from_their_files_and_no_thread(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """The advance reads base's and the branch's tips from their ref files, so its one git
+    process (base's work tree status) runs alone: only the check runs calls side by side."""
+    trees = setup_with()
+    work(cli, trees, 1, {"one.py": "1\n"})
+    work(cli, trees, 2, {"two.py": "2\n"})
+    side_by_side = mocker.spy(paradev_git, "at_once")
+
+    assert cli("merge").code == 0
+
+    assert side_by_side.call_count == 2  # one check per landing
+    assert (repo / "one.py").exists() and (repo / "two.py").exists()
+
+
+def test_without_a_gate_a_clean_rebase_needs_no_look_at_the_index(
+    repo: Path, setup_with: Any, cli: Cli, mocker: MockerFixture
+) -> None:
+    """git leaves no unmerged entry when its rebase ends by itself: the check reads the agent's
+    index only when the branch was not rebased here (or a conflict was resolved)."""
+    trees = setup_with()  # no gate: no status of the tree is needed for it either
+    work(cli, trees, 1, {"one.py": "1\n"})  # already on base: not rebased
+    work(cli, trees, 2, {"two.py": "2\n"})  # rebased onto agent 1's landing
+    looked = mocker.spy(paradev_git, "unmerged_paths")
+
+    assert cli("merge").code == 0
+
+    assert looked.call_count == 1  # agent 1's tree alone
+    assert looked.call_args.args[0] == agent_tree(trees, 1)
+    assert (repo / "one.py").exists() and (repo / "two.py").exists()

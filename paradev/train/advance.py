@@ -192,10 +192,15 @@ def _tips_and_base_tree(
     train: Train, agent: int
 ) -> tuple[tuple[str, str], tuple[list[str], list[str]] | None]:
     """The tips, and the changes in base's work tree (None: not checked out, or an operation
-    under way there): two git processes side by side."""
+    under way there): the tips from their ref files as a rule, else two git processes side
+    by side."""
     holder = gitmod.branch_holder(train.ws.repo, train.base)
     if holder is None or gitmod.unfinished_operation(holder) is not None:
         return train.tips(agent), None
+    refs = [f"refs/heads/{train.base}", f"refs/heads/{train.branch(agent)}"]
+    found = gitmod.loose_refs(train.ws.repo.common_dir, refs)
+    if found is not None:
+        return (found[refs[0]], found[refs[1]]), gitmod.changes(holder)
     tips, status = gitmod.at_once(lambda: train.tips(agent), lambda: gitmod.changes(holder))
     return tips, status
 

@@ -21,6 +21,7 @@ from paradev.train.journal import (
     WIP,
     Train,
     backup_ref,
+    ref_tips,
 )
 from paradev.train.rebase import (
     _abort_or_quit,
@@ -158,9 +159,10 @@ def _tip_refs(train: Train, agent: int) -> list[str]:
 
 
 def read_tips(train: Train, agents: Sequence[int]) -> dict[str, str]:
-    """The refs ``journal_backup`` reads for every one of ``agents``: one git process."""
+    """The refs ``journal_backup`` reads for every one of ``agents``: from the ref files
+    as a rule, else one git process."""
     refs = sorted({ref for agent in agents for ref in _tip_refs(train, agent)})
-    return gitmod.resolve_refs(train.ws.git, refs)
+    return ref_tips(train.ws, refs)
 
 
 def _tips_and_tracking(

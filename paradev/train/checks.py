@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError
@@ -22,13 +23,26 @@ from paradev.train.journal import (
 )
 from paradev.workspace import Workspace
 
+if TYPE_CHECKING:
+    from paradev.conflicts import Report
+
 
 def merge_order(ws: Workspace, agents: Sequence[int], save: bool = True) -> list[int]:
     """The order of ``paradev merge-order`` restricted to ``agents`` (kept in state if ``save``)."""
+    return ordered(ws, agents, save)[0]
+
+
+def ordered(
+    ws: Workspace, agents: Sequence[int], save: bool = True
+) -> tuple[list[int], Report | None]:
+    """``merge_order``, and the conflict analysis it came from (for the train's snapshot)."""
     from paradev.order import compute_merge_order
 
-    chosen = list(compute_merge_order(ws, list(agents), save).order)
-    return [a for a in chosen if a in agents] + [a for a in agents if a not in chosen]
+    found = compute_merge_order(ws, list(agents), save)
+    chosen = list(found.order)
+    return [a for a in chosen if a in agents] + [a for a in agents if a not in chosen], (
+        found.analysis
+    )
 
 
 def _refuse_uncommitted(

@@ -11,7 +11,7 @@ from paradev.errors import PreconditionError
 from paradev.train import join, steps
 from paradev.train.advance import _undo_killed_fast_forward, move_base, push_landed
 from paradev.train.backup import _restore_branch
-from paradev.train.checks import Preflight, _resolve_push, merge_order, preflight
+from paradev.train.checks import Preflight, _resolve_push, ordered, preflight
 from paradev.train.journal import (
     AgentLocks,
     HandBack,
@@ -69,7 +69,9 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         if not agents:
             out("nothing to land")
             return
-        chosen = join.order(ws, state, agents, True) if options.follow else merge_order(ws, agents)
+        chosen, analysis = (
+            (join.order(ws, state, agents, True), None) if options.follow else ordered(ws, agents)
+        )
         journal = _new_journal(ws, chosen, checked.pushing, options.gate)
         if options.follow:  # paradev run: the queue's gates run back to back (candidates.py)
             journal["mq"] = ws.plan.queue_settings
@@ -79,6 +81,7 @@ def merge(ws: Workspace, out: Output, options: Options) -> None:
         if not ws.store.begin_train(journal):
             raise PreconditionError("another paradev merge started a train meanwhile")
         train = Train(ws, journal, out, options.hand_back)
+        train.analysis = analysis
         order = " -> ".join(f"agent {a}" for a in journal["order"])
         out(f"merge train {train.id}: {order} onto {train.base}")
         _run(train, join.Joiner(locks) if options.follow else None)

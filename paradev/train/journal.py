@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paradev import git as gitmod
 from paradev.errors import PreconditionError, Stopped
@@ -22,6 +22,9 @@ from paradev.git import Git
 from paradev.snapshots import note_stop, stamp_step
 from paradev.state import State, now
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from paradev.conflicts import Report
 
 Output = Callable[[str], None]
 
@@ -85,6 +88,8 @@ class Train:
         self.hand_back_to = hand_back  # the runner's launch of an agent (on_conflict = "agent")
         self._handed_on: dict[int, tuple[str, str]] = {}  # tips one step passes the next
         self._changes_handed_on: dict[int, list[str]] = {}  # the check's status, for the gate
+        self._moves_handed_on: dict[int, Callable[[], None]] = {}  # a rewrite's, for the check
+        self._clean_rebases: set[int] = set()  # agents whose rebase git just ended by itself
         self._rebased_onto: dict[int, str] = {}  # the commit a rebase just went onto
         self._on_base: dict[int, tuple[str, str, bool]] = {}  # tips, base already in the branch
         self._tracking: dict[str, str] = {}  # remote-tracking refs, read once
@@ -93,6 +98,7 @@ class Train:
         self._queue_read: tuple[set[int], State] | None = None  # one read, for these agents
         self.push_in_flight: PushInFlight | None = None  # at most one (advance.settle_push)
         self.landed_here: set[str] = set()  # commits this process made and moved base to
+        self.analysis: Report | None = None  # the merge order's, at this process's start
 
     @property
     def id(self) -> str:
@@ -147,7 +153,7 @@ class Train:
         """Journal the stop and return the error to raise (exit 1)."""
         self.journal["status"] = "stopped"
         self.journal["stop"] = {"agent": agent, "reason": reason, "at": now()}
-        note_stop(self.ws, self.journal)  # for the report: what stopped and what collided
+        note_stop(self.ws, self.journal, self.analysis)  # for the report: what collided
         self.save()
         return Stopped(message)
 
@@ -261,6 +267,30 @@ class Train:
         """The uncommitted paths the check step handed on (once), None when it handed none."""
         return self._changes_handed_on.pop(agent, None)
 
+    def hand_on_move(self, agent: int, move: Callable[[], None]) -> None:
+        """Pass the branch move of a rewrite to the check step, which makes it beside its own
+        git processes (``rewrite.step_trailers``)."""
+        self._moves_handed_on[agent] = move
+
+    def move_handed_on(self, agent: int) -> Callable[[], None]:
+        """The branch move a rewrite handed on (once); a no-op when it handed none."""
+        return self._moves_handed_on.pop(agent, _nothing)
+
+    def note_clean_rebase(self, agent: int) -> None:
+        """This process's ``git rebase`` of ``agent`` ended by itself, never stopped: git
+        leaves no unmerged entry then (nothing was resolved, by an agent or a person)."""
+        self._clean_rebases.add(agent)
+
+    def rebased_cleanly(self, agent: int) -> bool:
+        """Whether ``note_clean_rebase`` was said of the agent's rebase (once)."""
+        clean = agent in self._clean_rebases
+        self._clean_rebases.discard(agent)
+        return clean
+
+
+def _nothing() -> None:
+    """No move to make."""
+
 
 def _rev(git: Git, ref: str) -> str:
     sha = git.rev(ref)
@@ -272,8 +302,7 @@ def _rev(git: Git, ref: str) -> str:
 def ref_tips(ws: Workspace, refs: Sequence[str]) -> dict[str, str]:
     """The commit of each existing branch or remote-tracking ref of ``refs``: from the ref
     files as a rule (no git process), else one ``for-each-ref``."""
-    found = gitmod.loose_refs(ws.repo.common_dir, refs)
-    return found if found is not None else gitmod.resolve_refs(ws.git, refs)
+    return gitmod.resolve_refs_from_files(ws.git, ws.repo.common_dir, refs)
 
 
 def _tip(ws: Workspace, ref: str) -> str:

@@ -199,6 +199,8 @@ def _start_rebase(train: Train, agent: int, path: Path, onto: str) -> None:
         raise
     if stopped:
         _on_conflict(train, agent)
+    else:
+        train.note_clean_rebase(agent)
 
 
 def _on_conflict(train: Train, agent: int) -> None:

@@ -45,13 +45,16 @@ def _rewrite_branch(
     step: str,
     keys: tuple[str, str],
     build: Callable[[Train, int, str, str, Rebased | None], str],
+    *,
+    defer: bool = False,
 ) -> str | None:
     """Move the branch to ``build``'s rewrite of it; the new head, None when already done.
 
     The rewrite is journaled (under ``keys``: from, to) before the branch
     moves (in memory; written at once when the rewrite cannot be made again
     from the moved branch: a squash), so a resumed train recognises either
-    side of the move and never rewrites twice.
+    side of the move and never rewrites twice. ``defer``: the move is handed
+    on to the check step, which makes it beside its own git processes.
     """
     base, head, rebased, journaled = _rebased_tips(train, agent)
     entry = train.agent(agent)
@@ -65,12 +68,19 @@ def _rewrite_branch(
         # old head, a crash after the move only makes the same commits again.
         flush = rewritten != head and not (step == TRAILERS and journaled)
         train.begin(agent, step, flush=flush, **{source: head, target: rewritten})
-    rewritten = entry[target]
-    if rewritten != head:  # compare-and-swap: the branch is at ``rewritten`` now
-        gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
-    train.finish(agent, step)
-    train.hand_on(agent, base, str(rewritten))
-    return str(rewritten)
+    rewritten = str(entry[target])
+
+    def move() -> None:
+        if rewritten != head:  # compare-and-swap: the branch is at ``rewritten`` now
+            gitmod.update_ref(train.ws.git, f"refs/heads/{train.branch(agent)}", rewritten, head)
+        train.finish(agent, step)
+
+    train.hand_on(agent, base, rewritten)
+    if defer:
+        train.hand_on_move(agent, move)
+    else:
+        move()
+    return rewritten
 
 
 Rebased = list[tuple[str, gitmod.RawCommit]]
@@ -78,7 +88,7 @@ Rebased = list[tuple[str, gitmod.RawCommit]]
 
 def _rebased_tips(train: Train, agent: int) -> tuple[str, str, Rebased | None, bool]:
     """(base, branch head, the rebased commits, whether this process's rebase just journaled
-    the branch's old head) after the rebase: one ``git log`` as a rule.
+    the branch's old head) after the rebase: no git process as a rule (``_read_rebased``).
 
     The base is the one the previous step handed on, or the commit the rebase
     went onto; the head is the newest rebased commit. When neither is known
@@ -88,13 +98,21 @@ def _rebased_tips(train: Train, agent: int) -> tuple[str, str, Rebased | None, b
     onto = handed[0] if handed else train.rebased_onto(agent)
     journaled = handed is None and onto is not None
     if onto is not None:
-        rebased = gitmod.read_range(
-            train.ws.git, onto, handed[1] if handed else f"refs/heads/{train.branch(agent)}"
-        )
+        rebased = _read_rebased(train, agent, onto, handed[1] if handed else None)
         if rebased:
             return onto, rebased[-1][0], rebased, journaled
     base, head = handed or train.tips(agent)
     return base, head, None, journaled
+
+
+def _read_rebased(train: Train, agent: int, onto: str, head: str | None) -> Rebased:
+    """The commits ``onto..head`` (None: the branch's head), oldest first: read from the
+    loose objects and ref file the rebase just wrote, else by one ``git log``."""
+    ref = f"refs/heads/{train.branch(agent)}"
+    common = train.ws.repo.common_dir
+    head = head or (gitmod.loose_refs(common, [ref]) or {}).get(ref)
+    found = gitmod.read_loose_range(common / "objects", onto, head) if head else None
+    return gitmod.read_range(train.ws.git, onto, head or ref) if found is None else found
 
 
 def _landing_tasks(train: Train, agent: int) -> list[tuple[Any, TaskRecord | None]]:
@@ -166,8 +184,12 @@ def step_trailers(train: Train, agent: int) -> None:
 
     Rewritten with the same trees, authors, committers and dates, so a resumed
     train makes the same commits; journaled before the branch moves, like a squash.
+    The branch moves in the check step that must follow (``step_check``), beside
+    its processes: the trees are the same, so nothing it reads depends on the move,
+    and no journal write comes between.
     """
-    _rewrite_branch(train, agent, TRAILERS, ("trailers_from", "trailered"), build_trailers)
+    keys = ("trailers_from", "trailered")
+    _rewrite_branch(train, agent, TRAILERS, keys, build_trailers, defer=True)
 
 
 def build_trailers(
@@ -241,12 +263,14 @@ def step_check(train: Train, agent: int) -> None:
     Whatever resolved a conflict (the agent, a person, git), what lands is
     checked here, so nothing half-resolved or missing ever reaches base.
     """
+    move = train.move_handed_on(agent)  # the trailers' branch move, when one is due
     base, head = train.tips_handed_on(agent)
     entry = train.agent(agent)
     if entry.get("checked") == head:
+        move()
         train.hand_on(agent, base, head)
         return
-    marked, missing = _look_at_landing(train, agent, base, head)
+    marked, missing = _look_at_landing(train, agent, base, head, move)
     if marked and train.ws.plan.on_conflict == "agent":
         hold_busy_lane(train, agent, "holds conflict markers")
         marked = _hand_back_markers(train, agent, marked)
@@ -261,11 +285,15 @@ def step_check(train: Train, agent: int) -> None:
 
 
 def _look_at_landing(
-    train: Train, agent: int, base: str, head: str
+    train: Train, agent: int, base: str, head: str, move: Callable[[], None]
 ) -> tuple[list[str], str | None]:
     """(unresolved files, missing work): the agent's index, the markers the landing adds and
-    its patch check, three git processes side by side."""
-    unmerged, markers, missing = gitmod.at_once(
+    its patch check, three git processes side by side, and ``move`` (the branch's) beside them.
+
+    Every one has ended when this returns: the branch is at ``head`` then.
+    """
+    _, unmerged, markers, missing = gitmod.at_once(
+        move,
         lambda: _unmerged_paths(train, agent),
         lambda: landing.files_with_markers(train.ws.git, base, head),
         lambda: _missing_work(train, agent, base, head),
@@ -281,10 +309,12 @@ def _unresolved_files(train: Train, agent: int, base: str, head: str) -> list[st
 
 def _unmerged_paths(train: Train, agent: int) -> list[str]:
     """The agent's unmerged paths; when a gate will run in its tree, from the one ``git status``
-    the gate step's check of that tree then reuses (handed on)."""
+    the gate step's check of that tree then reuses (handed on). Without a gate, none and no
+    git process after a rebase git ended by itself (``Train.rebased_cleanly``)."""
     path = train.worktree(agent)
+    clean = train.rebased_cleanly(agent)
     if not (train.journal["gate"] and _gate_command(train.ws)):
-        return gitmod.unmerged_paths(path)
+        return [] if clean else gitmod.unmerged_paths(path)
     unmerged, changes = gitmod.unmerged_and_changes(path)
     train.hand_on_changes(agent, changes)
     return unmerged

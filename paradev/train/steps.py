@@ -256,7 +256,7 @@ def after_landing(
 
 def _end(train: Train, status: str) -> None:
     """Keep the train's snapshot and history and remove its journal: one state write."""
-    snapshot = train_snapshot(train.ws, train.journal)
+    snapshot = train_snapshot(train.ws, train.journal, train.analysis)
     with train.ws.store.update() as state:
         if snapshot is not None:
             remember(state, snapshot)
