@@ -899,13 +899,28 @@ def refuse_unrunnable(ws: Workspace) -> None:
     missing = programs_missing(ws, sorted(agents))
     if missing:
         raise PreconditionError(f"paradev run cannot launch the agents: {missing}")
-    journal = ws.store.read().train
+    state = ws.store.read()
+    _refuse_missing_worktrees(ws, state, agents)
+    journal = state.train
     stopped = journal is not None and journal.get("status") == "stopped"
     if journal is not None and stopped and not adopt.handed_here(ws, journal):
         raise PreconditionError(
             f"merge train {journal.get('id')} is stopped; resolve it first ('paradev merge "
             "--continue', '--skip' or '--abort'), then run 'paradev run' again"
         )
+
+
+def _refuse_missing_worktrees(ws: Workspace, state: State, agents: set[int]) -> None:
+    """Agents with work left but no work tree: every one of their tasks would fail at once."""
+    unset = [
+        agent
+        for agent in sorted(agents)
+        if any(state.status(t.issue) not in LANDED for t in ws.tasks_of(agent))
+        and not (ws.worktree(agent) / ".git").exists()
+    ]
+    if unset:
+        where = ", ".join(f"agent {a} at {ws.worktree(a)}" for a in unset)
+        raise PreconditionError(f"no worktree for {where}; run 'paradev setup' first")
 
 
 def raise_unless_landed(summary: Summary) -> None:

@@ -653,6 +653,23 @@ def test_run_without_an_agent_command_is_one_line_and_exit_2(
     assert snapshot() == before
 
 
+def test_run_before_setup_is_one_line_and_exit_2(
+    repo: Path, tmp_path: Path, cli: CliFn, worktrees: Path, snapshot: Callable[[], object]
+) -> None:
+    run_plan(repo, tmp_path, {})
+    before = snapshot()
+
+    for argv in (["run"], ["run", "--detach"]):
+        result = cli(*argv)
+
+        assert result.code == 2, result.out + result.err
+        assert result.err.count("\n") == 1, result.err
+        assert result.err.startswith(f"paradev: no worktree for agent 1 at {worktrees}/agent-1, ")
+        assert result.err.endswith("; run 'paradev setup' first\n")
+        assert snapshot() == before
+    assert not (repo / ".git" / "paradev" / "run.pid").exists()
+
+
 def test_sigterm_also_stops_the_agents_a_run_adopted(
     set_up: Path, repo: Path, tmp_path: Path
 ) -> None:
