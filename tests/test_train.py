@@ -515,10 +515,15 @@ def test_an_agent_skipped_after_a_gate_failure_lands_on_the_next_merge(
     assert rev(agent_tree(trees, 2), "HEAD") == completed
     assert git(agent_tree(trees, 2), "status", "--porcelain") == ""
     flag.unlink()  # the cause fixed
-    again = cli("merge")
-    assert again.code == 0, again.out + again.err
-    assert state_of(repo)["tasks"]["12"]["status"] == "merged"
+    merge_lands(repo, cli, 12)
     assert git(repo, "ls-tree", "--name-only", "main", "feature_b.py") == "feature_b.py"
+
+
+def merge_lands(repo: Path, cli: Cli, issue: int) -> None:
+    """``paradev merge`` exits 0 having landed ``issue``."""
+    landed = cli("merge")
+    assert landed.code == 0, landed.out + landed.err
+    assert state_of(repo)["tasks"][str(issue)]["status"] == "merged"
 
 
 def test_a_completed_commit_rewritten_by_its_agent_lands_after_reopen_and_complete(
@@ -534,9 +539,7 @@ def test_a_completed_commit_rewritten_by_its_agent_lands_after_reopen_and_comple
     assert "'paradev reopen 11', then 'paradev complete 1'" in refused.out, refused.out
     assert cli("reopen", "11").code == 0
     assert cli("complete", "1").code == 0
-    landed = cli("merge")
-    assert landed.code == 0, landed.out + landed.err
-    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+    merge_lands(repo, cli, 11)
     assert git(repo, "log", "-1", "--format=%s", "main") == "feat: a, reworded"
 
 
