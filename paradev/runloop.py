@@ -216,8 +216,8 @@ class Run:
         self.landing: Landing | None = None
         self.standby: subprocess.Popen[bytes] | None = None  # the next landing's process
         self.stopped: str | None = None  # why nothing more lands in this run
-        self.leave_out: tuple[object, int] | None = None  # (train id, agent): its hand-back failed
-        self.left_out: set[tuple[object, int]] = set()  # each left out once: never a loop
+        self.leave_out: Stop | None = None  # where the train stopped at a failed hand-back
+        self.left_out: set[Stop] = set()  # each left out once: never a loop
         self.held: set[int] = set()  # agents whose lock another paradev holds
         self.shown: dict[int, str] = {}
         self.snapshot: dict[str, Any] = {}  # what run.json holds (written only when it changes)
@@ -680,20 +680,20 @@ class Run:
         (``on_conflict = "agent"``), did not resolve it. Unattended, the run then leaves that
         agent out (``merge --skip``: its branch back at its completed commit) and lands the
         rest; its tasks are set aside for this run, as an ejected one's are."""
-        train = state.train or {}
-        stop = train.get("stop") or {}
+        where = _stopped_at(state.train)
+        stop = (state.train or {}).get("stop") or {}
         agent = stop.get("agent")
         if (
-            train.get("status") != "stopped"
+            where is None
+            or where in self.left_out
             or self.ws.plan.on_conflict != "agent"
             or stop.get("reason") not in ("conflict", "markers")
             or not isinstance(agent, int)
             or (self.here is not None and agent not in self.here)
-            or (train.get("id"), agent) in self.left_out
         ):
             return False
-        self.leave_out = (train.get("id"), agent)
-        self.left_out.add(self.leave_out)
+        self.leave_out = where
+        self.left_out.add(where)
         what = "conflict markers" if stop["reason"] == "markers" else "rebase conflict"
         why = f"agent {agent} did not resolve the {what} handed back to it"
         self.say("merge", f"merge train: {why}; leaving it out, the rest lands", agent=agent)
@@ -814,7 +814,10 @@ def _to_land(agent: int, task: Task) -> str:
     )
 
 
-def _stopped_at(train: dict[str, Any] | None) -> tuple[object, object] | None:
+Stop = tuple[object, object]  # (train id, agent): where a train stopped
+
+
+def _stopped_at(train: dict[str, Any] | None) -> Stop | None:
     """(train id, agent) of a stopped train: where it stopped."""
     if train is None or train.get("status") != "stopped":
         return None
