@@ -35,6 +35,8 @@ bench: $(STAMP) ## benchmarks: paradev next to raw git doing the same work
 	$(BIN)/python bench/conflicts.py
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/merge_queue.py
+	$(BIN)/python bench/run.py --parallel 4
+	$(BIN)/python bench/shared_state.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/soak.py

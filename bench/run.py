@@ -5,7 +5,9 @@ chains across agents; scripted agents sleep their task's hours (1 h = 0.2 s)
 and commit a real change to a file of their own; the gate sleeps 0.2 s. The
 lower bound is the largest of: the longest dependency chain including a gate
 per task on it, each agent's own total, and the total gate time divided by
-``merge.parallel``. Target: flow <= 1.2x the bound.
+``merge.parallel``. Target: flow <= 1.2x the bound. Beside it, the limit on this
+machine: ``bench/plain_run.py``, a plain script running the same plan with raw
+git (launch, rebase, gate, fast-forward, and nothing else).
 
 Run: ``.venv/bin/python bench/run.py [--repeat R] [--parallel P] [--timeline]``;
 ``--timeline`` prints one flow run's events with the second each came (where
@@ -71,8 +73,9 @@ def plan_text(agent: Path, schedule: str, parallel: int, gate: float) -> str:
     )
 
 
-def build(root: Path, schedule: str, parallel: int, work: bool = True) -> Path:
-    """The project; without ``work`` agents do not sleep and the gate is instant."""
+def build(root: Path, schedule: str, parallel: int, work: bool = True, plain: bool = False) -> Path:
+    """The project; without ``work`` agents do not sleep and the gate is instant. ``plain``:
+    set up for ``bench/plain_run.py`` (a worktree per agent, made by git) instead of paradev."""
     repo = root / "project"
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
@@ -83,7 +86,18 @@ def build(root: Path, schedule: str, parallel: int, work: bool = True) -> Path:
     (repo / "README.md").write_text("bench\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
-    paradev(repo, "setup")
+    if not plain:
+        paradev(repo, "setup")
+        return repo
+    for who in (1, 2, 3, 4):
+        git(repo, "worktree", "add", "-q", "-b", f"plain-{who}", f"../plain-agent-{who}", "main")
+    spec = {
+        "tasks": [(who, issue, list(deps)) for batch in TASKS for who, issue, _, deps in batch],
+        "agent": [sys.executable, str(agent)],
+        "gate": ["sh", "-c", f"sleep {GATE if work else 0.0}"],
+        "parallel": parallel,
+    }
+    (root / "spec.json").write_text(json.dumps(spec))
     return repo
 
 
@@ -213,7 +227,7 @@ def makespan(schedule: str, parallel: int, work: bool = True) -> float:
         CPU.setdefault(schedule if work else "instant", []).append(_children_cpu() - cpu)
         landed = git(repo, "ls-tree", "--name-only", "main").split()
         assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
-        _check_dependencies_present(repo)
+        _check_dependencies_present(repo, _paradev_starts(repo))
         if work:
             OVERLAPS.setdefault(schedule, []).append(_overlapped(repo))
             history = json.loads((repo / ".git" / "paradev" / "state.json").read_text())
@@ -221,13 +235,38 @@ def makespan(schedule: str, parallel: int, work: bool = True) -> float:
         return elapsed
 
 
-def _check_dependencies_present(repo: Path) -> None:
+def plain_makespan(parallel: int) -> float:
+    """The same plan run by ``bench/plain_run.py`` (raw git): its wall time, checked as
+    paradev's is (every task's work on main, each started after its dependencies)."""
+    with tempfile.TemporaryDirectory(prefix="paradev-bench-run-") as tmp:
+        repo = build(Path(tmp), "flow", parallel, plain=True)
+        argv = [sys.executable, str(Path(__file__).with_name("plain_run.py")), "../spec.json"]
+        cpu = _children_cpu()
+        start = time.perf_counter()
+        proc = subprocess.run(
+            argv, cwd=repo, env=RUN_ENV, capture_output=True, text=True, check=False
+        )
+        elapsed = time.perf_counter() - start
+        CPU.setdefault("plain", []).append(_children_cpu() - cpu)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench/plain_run.py failed ({proc.returncode}):\n{proc.stderr}")
+        landed = git(repo, "ls-tree", "--name-only", "main").split()
+        assert all(f"work-{i}.txt" in landed for i in range(1, 13)), landed
+        _check_dependencies_present(repo, json.loads(proc.stdout.splitlines()[-1]))
+        return elapsed
+
+
+def _paradev_starts(repo: Path) -> dict[str, str]:
+    tasks = json.loads((repo / ".git" / "paradev" / "state.json").read_text())["tasks"]
+    return {issue: task["start_commit"] for issue, task in tasks.items()}
+
+
+def _check_dependencies_present(repo: Path, starts: dict[str, str]) -> None:
     """Every task started on a tree holding the work of each task it depends on (a fast
     makespan that starts dependents without their dependencies would be no result)."""
-    tasks = json.loads((repo / ".git" / "paradev" / "state.json").read_text())["tasks"]
     for batch in TASKS:
         for _, issue, _, deps in batch:
-            start = tasks[str(issue)]["start_commit"]
+            start = starts[str(issue)]
             files = git(repo, "ls-tree", "--name-only", start).split()
             missing = [d for d in deps if f"work-{d}.txt" not in files]
             assert not missing, f"#{issue} started without the work of {missing}"
@@ -288,9 +327,17 @@ def main() -> None:
     for name, value in parts.items():
         print(f"  {name:26} {value:6.2f}s")
     print(f"lower bound                  {bound:6.2f}s (target: flow <= {TARGET}x)")
+    plain = min(plain_makespan(options.parallel) for _ in range(options.repeat))
+    print(
+        f"plain script (raw git)       {plain:6.2f}s  = {plain / bound:.2f}x the bound (the limit)"
+    )
+    print(f"  CPU per run, every process: {_seconds(CPU['plain'])}")
     for schedule in ("flow", "batches"):
         best = min(makespan(schedule, options.parallel) for _ in range(options.repeat))
-        print(f"{schedule:8} makespan           {best:6.2f}s  = {best / bound:.2f}x the bound")
+        print(
+            f"{schedule:8} makespan           {best:6.2f}s  = {best / bound:.2f}x the bound,"
+            f" {best / plain:.2f}x the plain script"
+        )
         shown = ", ".join(str(n) for n in OVERLAPS.get(schedule, []))
         print(f"  next tasks started while the previous one waited to land: {shown} (of 8)")
         trains = ", ".join(str(n) for n in TRAINS.get(schedule, []))
