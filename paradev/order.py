@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from paradev import coverage
 from paradev import git as gitmod
+from paradev.hosts import elsewhere
 from paradev.labels import landing_candidates, who
 from paradev.records import NamedTuple
 from paradev.state import COMPLETED, IN_PROGRESS, MERGED, State
@@ -432,7 +433,7 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
         elif busy:
             notes.append((agent, busy_note(agent, busy[0].issue)))
         elif ref not in existing:
-            notes.append((agent, f"agent {agent}: branch {branch} does not exist; not landed"))
+            notes.append((agent, _missing_branch_note(ws, agent, branch)))
         elif ref not in ahead:
             notes.append((agent, f"agent {agent}: {branch} has no commits beyond {ws.plan.base}"))
         elif (lost := _completed_head_lost(ws, state, agent, existing[ref])) is not None:
@@ -440,6 +441,15 @@ def select_agents(ws: Workspace, base: str | None = None) -> Selection:
         else:
             agents.append(agent)
     return _drop_unmet_dependencies(ws, state, Selection(agents, notes))
+
+
+def _missing_branch_note(ws: Workspace, agent: int, branch: str) -> str:
+    """Why an agent with completed work and no branch in this clone does not land: with hosts,
+    another host runs it (its branch lives there, and that host's train lands it)."""
+    host = elsewhere(ws.plan, ws.git).get(agent)
+    if host is not None:
+        return f"agent {agent}: runs on host {host}, whose train lands its work; not landed here"
+    return f"agent {agent}: branch {branch} does not exist; not landed"
 
 
 def busy_note(agent: int, issue: int) -> str:

@@ -597,3 +597,26 @@ def test_doctor_reads_the_shared_state_and_reset_clears_only_the_cache(
     assert StateStore(laptop / ".git").read().agents == {}
     assert cli("sync", cwd=laptop).code == 0
     assert sorted(StateStore(laptop / ".git").read().agents) == [1, 2, 3]
+
+
+def test_a_train_says_another_hosts_completed_agent_lands_on_its_own_host(
+    planned: dict[str, Path], origin: Path, cli: CliFn
+) -> None:
+    """Box's agent 3 completed (its branch pushed, not in laptop's clone): laptop's train
+    lands its own agent and names the host that lands agent 3, not a missing branch."""
+    laptop = completed_on_laptop(planned, cli)
+    box = planned["box"]
+    assert cli("setup", "--host", "box", cwd=box).code == 0
+    assert cli("start", "3", cwd=box).code == 0
+    commit(box.parent / "project-worktrees" / "agent-3", {"three.txt": "3\n"}, "work of 3")
+    assert cli("complete", "3", cwd=box).code == 0
+    git(origin, "config", "receive.denyNonFastForwards", "false")  # rewritten agent branches
+
+    result = cli("merge", cwd=laptop)
+
+    assert result.code == 0, result.err
+    said = result.out + result.err
+    assert "agent 3: runs on host box, whose train lands its work; not landed here" in said
+    assert "does not exist" not in said
+    assert remote_state(laptop)["tasks"]["11"]["status"] == "merged"
+    assert remote_state(laptop)["tasks"]["13"]["status"] == "completed"
