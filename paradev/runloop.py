@@ -41,6 +41,7 @@ from paradev.lease import refused_for_lease
 from paradev.plan import Task
 from paradev.runner import (
     POLL_SECONDS,
+    AgentProcess,
     Progress,
     Row,
     Running,
@@ -48,6 +49,7 @@ from paradev.runner import (
     apply_moves,
     check_launch,
     launch_preflight,
+    launch_supervised,
     log_path,
     log_size,
     mark_failed,
@@ -137,12 +139,10 @@ class RunSupervisor(Supervisor):
         record_path(self.ws, task.agent).unlink(missing_ok=True)  # before the task starts
         return super()._launch(task)
 
-    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
-        from paradev.runner import launch
-
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> AgentProcess:
         path = record_path(self.ws, task.agent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return launch(self.ws, task, prompt, log, mode="task", record=path)
+        return launch_supervised(self.ws, task, prompt, log, path)
 
     def _exited(self, running: Running, code: int) -> None:
         if code == LOST:
@@ -286,8 +286,10 @@ class Run:
         landed mid-train) wait up to a whole poll before the run acted on it:
         with a dozen tasks, a second of the makespan.
         """
-        children = [
-            r.proc for r in self.agents.running.values() if isinstance(r.proc, subprocess.Popen)
+        children: list[subprocess.Popen[bytes] | processes.Forked] = [
+            r.proc
+            for r in self.agents.running.values()
+            if isinstance(r.proc, subprocess.Popen | processes.Forked)
         ]
         if self.landing is not None:
             children.append(self.landing.proc)
