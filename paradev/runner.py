@@ -75,9 +75,7 @@ from paradev.state import (
     TaskRecord,
     now,
 )
-from paradev.tasklease import keep_alive
 from paradev.text import printable
-from paradev.train.messages import squash_message
 from paradev.workspace import Workspace
 
 PLACEHOLDER = re.compile(r"\{(" + "|".join(AGENT_PLACEHOLDERS) + r")\}")
@@ -807,6 +805,8 @@ def last_line(path: Path, limit: int = 4096) -> str:
 
 def commit_message(task: Task) -> str:
     """The merge train's conventional message for the task, saying who committed it."""
+    from paradev.train.messages import squash_message  # the train's package: loaded when needed
+
     note = f"Left uncommitted by agent {task.agent}; committed by paradev run-batch."
     return f"{squash_message(task.title, task.issue)}\n{note}\n"
 
@@ -1139,7 +1139,13 @@ class Supervisor:
         return self.outcomes
 
     def _keep_alive(self, task: Task) -> None:
-        """Renew the task's lease while its agent runs: other hosts see this host alive."""
+        """Renew the task's lease while its agent runs: other hosts see this host alive.
+
+        [agents] hosts only: without them the leases' modules are not even loaded."""
+        if not self.ws.plan.hosts:
+            return
+        from paradev.tasklease import keep_alive
+
         stack = self.leases[task.agent] = ExitStack()
         stack.enter_context(keep_alive(self.ws, task.issue))
 

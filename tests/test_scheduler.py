@@ -851,3 +851,17 @@ def test_while_a_train_lands_no_second_paradev_waits_beside_it(
     assert waiting == 1  # the train alone
     assert paradev.returncode == 0, out + err
     assert set(statuses(repo).values()) == {MERGED}
+
+
+def test_the_run_loads_no_merge_train_module_before_its_first_launches() -> None:
+    """The first agents wait for every module ``paradev run`` loads before it launches them:
+    the train's package (a fifth of those), the leases of [agents] hosts and OpenSSL's
+    hashes load later, when needed (``runloop._load_train``: after the first launches)."""
+    root = Path(__file__).resolve().parent.parent
+    code = "import sys, paradev.cli, paradev.handlers, paradev.runloop; print(*sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "paradev.runloop" in loaded and "paradev.runner" in loaded
+    late = {"hashlib", "paradev.tasklease", "paradev.lease"} & set(loaded)
+    assert not late and not [m for m in loaded if m.startswith("paradev.train")]
