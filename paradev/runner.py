@@ -891,16 +891,17 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
     if on != branch:
         raise PreconditionError(f"the agent left its worktree on {on or 'a detached HEAD'}")
     mode = ws.plan.commit_leftovers
+    clean = not dirty_paths(worktree)  # the usual case: one git status for all that follows
     try:
         leftover, committed = (
             commit_leftovers(worktree, commit_message(task), _new_files_to_commit(mode, task))
-            if mode != "none"
+            if mode != "none" and not clean
             else (None, [])
         )
     except GitError as err:
         raise PreconditionError(f"could not commit what the agent left: {err}") from None
     try:
-        done = complete(ws, task.agent)
+        done = complete(ws, task.agent, clean=clean)
     except EmptyWorkError:
         left = sorted(dirty_paths(worktree))
         kept = f" ({len(left)} path(s) left uncommitted: {', '.join(left)})" if left else ""
