@@ -28,6 +28,7 @@ from typing import BinaryIO, Protocol, TypeVar
 from paradev import coverage, processes, supervise
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
+    at_once,
     changed_paths,
     commit_leftovers,
     commit_subjects,
@@ -506,8 +507,9 @@ def _is_own(path: str, own: Sequence[str]) -> bool:
     )
 
 
-def task_prompt(ws: Workspace, task: Task) -> str:
-    """The prompt file of one task: what to do, and what the other agents are touching."""
+def task_prompt(ws: Workspace, task: Task, neighbours: list[str] | None = None) -> str:
+    """The prompt file of one task: what to do, and what the other agents are touching
+    (``neighbours``: ``_neighbours`` already read, None: read here)."""
     branch, worktree = ws.branch(task.agent), ws.worktree(task.agent)
     lines = [
         f"# Issue #{task.issue}: {task.title}",
@@ -528,7 +530,10 @@ def task_prompt(ws: Workspace, task: Task) -> str:
         "",
         "## Other agents in this batch: avoid touching their files",
         "",
-        *_bullets(_neighbours(ws, task), "none: you are alone in this batch"),
+        *_bullets(
+            _neighbours(ws, task) if neighbours is None else neighbours,
+            "none: you are alone in this batch",
+        ),
         *_instructions(ws),
         "",
         "## When you are done",
@@ -1181,10 +1186,10 @@ class Supervisor:
         self.launching = None
 
     def _launch(self, task: Task) -> Running:
-        _, hook = begin(self.ws, task)
-        _report_hook(self.progress, hook)
-        _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
-        prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
+        # what the other agents changed (git processes) is read while the task starts (a state
+        # write): the launch waits for the longer of the two, not for both one after the other
+        neighbours, _ = at_once(partial(_neighbours, self.ws, task), partial(self._begin, task))
+        prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task, neighbours))
         log = log_path(self.ws, f"issue-{task.issue}")
         log_start = log_size(log)
         proc = self._spawn(task, prompt, log)
@@ -1197,6 +1202,11 @@ class Supervisor:
         )
         deadline = started + self.ws.plan.agent_timeout
         return Running(task, proc, log, started, deadline, log_start)
+
+    def _begin(self, task: Task) -> None:
+        _, hook = begin(self.ws, task)
+        _report_hook(self.progress, hook)
+        _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
 
     def _spawn(self, task: Task, prompt: Path, log: Path) -> AgentProcess:
         return launch(self.ws, task, prompt, log, mode="task")

@@ -1065,3 +1065,22 @@ def test_a_task_left_clean_is_completed_with_one_git_status_of_its_tree(
     assert record.status == COMPLETED
     assert (record.files_modified, record.left_uncommitted) == (["done-11.txt"], [])
     assert _statuses_in(trace, agent_tree(worktrees, 1)) == 1
+
+
+def test_a_launched_agents_prompt_names_what_the_other_branches_already_changed(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    """A launch reads the other branches while its task starts (side by side): the prompt
+    still says what they changed, the agent's own branch left out."""
+    scripted()
+    commit(agent_tree(worktrees, 3), {"src/health.py": "x = 1\n"})
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    text = (repo / ".git" / "paradev" / "prompts" / "issue-11.md").read_text()
+    assert "agent 3: #13 Add the health command (declares: nothing declared; " in text
+    assert "already changed: src/health.py" in text
+    assert "agent 2: #12 Add the init command (declares: nothing declared)" in text
+    assert "agent 1:" not in text.split("## Other agents", 1)[1]
+    assert state_of(repo).status(11) == COMPLETED
