@@ -74,6 +74,7 @@ Say = Callable[..., None]  # say(kind, text, quiet=False, **fields): one event o
 MERGE_ATTEMPTS = 3  # trains that may end (or refuse) without landing a task before it counts
 BUSY = 2  # 'paradev merge' refused: a precondition, such as an agent still held
 PULL_EVERY = 2.0  # seconds between pulls of the shared state while a run waits ([agents] hosts)
+QUIET_SECONDS = 1.0  # the longest sleep of the loop while children and the train say nothing
 NEWS = 0.02  # how often, within a poll, the merge train's log is looked at for a landing
 
 
@@ -231,6 +232,7 @@ class Run:
         self.overlap = ws.plan.schedule == FLOW and lanes.allowed(ws)
         # tasks that wait for their previous task to land: a dependency not in the branch
         self.lane_refused: dict[int, str] = {}
+        self.train_seen = False  # the last state read had a train journal
 
     # -- the loop --
     def run(self) -> Summary:
@@ -280,7 +282,8 @@ class Run:
         )
 
     def _wait_for_news(self) -> None:
-        """Sleep until a child process ends or the merge train writes, at most a poll's time.
+        """Sleep until a child process ends or the merge train writes, at most a poll's time,
+        or ``_quiet_seconds`` when nothing else can bring news.
 
         A fixed sleep made every event (an agent done, a train done, a task
         landed mid-train) wait up to a whole poll before the run acted on it:
@@ -296,12 +299,36 @@ class Run:
         with ExitStack() as fds:
             alive = [c for c in children if c.returncode is None]
             watched = [fds.enter_context(processes.exit_descriptor(c)) for c in alive]
-            deadline = time.monotonic() + POLL_SECONDS
+            unwatched = -1 in watched  # no exit descriptor (Linux < 5.3): only a poll sees it end
+            deadline = time.monotonic() + (POLL_SECONDS if unwatched else self._quiet_seconds())
             size = self._merge_log_size()
             while (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([f for f in watched if f >= 0], [], [], min(left, NEWS))
+                step = left if self.landing is None else min(left, NEWS)  # NEWS: its log
+                ready, _, _ = select.select([f for f in watched if f >= 0], [], [], step)
                 if ready or self._merge_log_size() != size:
                     return
+
+    def _quiet_seconds(self) -> float:
+        """How long the loop may sleep when no child ends and the train writes nothing.
+
+        A poll's time while news may come unannounced: an adopted agent (no exit
+        descriptor), [agents] hosts (other hosts' state), a train this run did not start
+        (a killed run's) or that refused, an agent another paradev holds. Else until the
+        first agent's deadline, at most QUIET_SECONDS: each turn that finds nothing new
+        reads the state, ~2 ms of CPU, ten times a second.
+        """
+        running = self.agents.running.values()
+        unannounced = (
+            self.ws.plan.hosts
+            or self.refusals
+            or self.held
+            or (self.landing is None and self.train_seen)
+            or any(isinstance(r.proc, Adopted) for r in running)
+        )
+        if unannounced:
+            return POLL_SECONDS
+        deadlines = [r.deadline - self.clock() for r in running]
+        return max(POLL_SECONDS, min([QUIET_SECONDS, *deadlines]))
 
     def _state(self) -> State:
         """The state; with [agents] hosts pulled from the remote at most every PULL_EVERY s.
@@ -314,7 +341,9 @@ class Run:
             self.pulled = self.clock()
             with suppress(ParadevError):
                 shared.pull()
-        return store.read()
+        state = store.read()
+        self.train_seen = state.train is not None
+        return state
 
     def _shared(self) -> SharedStateStore | None:
         """The state store when it is shared ([agents] hosts): its module (and the leases')
