@@ -263,12 +263,14 @@ class EmptyWorkError(PreconditionError):
     """``complete`` on a branch with no commit since the task started."""
 
 
-def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
+def complete(ws: Workspace, agent: int, *, empty: bool = False, clean: bool = False) -> Completion:
     """Mark the task in progress completed, with files from the branch's real diff.
 
     A branch with no new commit is refused unless ``empty`` says the task
     needed no change: a task marked done with nothing to land would be skipped
-    by run-batch and merge alike, for ever.
+    by run-batch and merge alike, for ever. ``clean``: the caller has just seen
+    the agent's work tree clean (its agent ended): nothing is left uncommitted,
+    and no second ``git status`` looks again.
     """
 
     ws.check_agent(agent)
@@ -293,10 +295,13 @@ def complete(ws: Workspace, agent: int, *, empty: bool = False) -> Completion:
 
             publish_branch(ws.git, ws.plan.remote, branch, head)
         record.start_commit = start
-        files, left = at_once(
-            lambda: changed_paths(ws.git, ws.plan.base, branch),
-            lambda: dirty_paths(agent_git.cwd),
-        )
+        if clean:
+            files, left = changed_paths(ws.git, ws.plan.base, branch), []
+        else:
+            files, left = at_once(
+                lambda: changed_paths(ws.git, ws.plan.base, branch),
+                lambda: dirty_paths(agent_git.cwd),
+            )
         record.files_modified = files
         record.head_commit = head
         record.status, record.completed_at = COMPLETED, now()

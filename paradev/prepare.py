@@ -13,7 +13,6 @@ never committed and goes away with the worktree.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -241,6 +240,8 @@ def file_hash(path: Path) -> str | None:
     Only a regular file is read: a folder, or a FIFO or device a branch put
     there, is refused rather than read forever.
     """
+    import hashlib  # OpenSSL's load (~4 ms): only for a [setup] command's inputs
+
     digest = hashlib.sha256()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

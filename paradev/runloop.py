@@ -31,16 +31,16 @@ from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paradev import agentrecord, lanes, processes, runstatus
 from paradev.atomic import write_json
 from paradev.errors import ParadevError, PreconditionError, StateError, Stopped
 from paradev.git import git_env, is_ancestor
-from paradev.lease import refused_for_lease
 from paradev.plan import Task
 from paradev.runner import (
     POLL_SECONDS,
+    AgentProcess,
     Progress,
     Row,
     Running,
@@ -48,12 +48,12 @@ from paradev.runner import (
     apply_moves,
     check_launch,
     launch_preflight,
+    launch_supervised,
     log_path,
     log_size,
     mark_failed,
 )
 from paradev.scheduler import FLOW, LANDED, Schedule, decide
-from paradev.shared import SharedStateStore
 from paradev.state import (
     COMPLETED,
     FAILED,
@@ -64,15 +64,17 @@ from paradev.state import (
     refused_while_locked,
 )
 from paradev.text import printable
-from paradev.train import adopt, join
-from paradev.train.journal import driver_gone
 from paradev.workspace import Workspace
+
+if TYPE_CHECKING:
+    from paradev.shared import SharedStateStore
 
 LOST = -1  # an adopted agent that ended without a recorded exit code
 Say = Callable[..., None]  # say(kind, text, quiet=False, **fields): one event of the run
 MERGE_ATTEMPTS = 3  # trains that may end (or refuse) without landing a task before it counts
 BUSY = 2  # 'paradev merge' refused: a precondition, such as an agent still held
 PULL_EVERY = 2.0  # seconds between pulls of the shared state while a run waits ([agents] hosts)
+QUIET_SECONDS = 1.0  # the longest sleep of the loop while children and the train say nothing
 NEWS = 0.02  # how often, within a poll, the merge train's log is looked at for a landing
 
 
@@ -137,12 +139,10 @@ class RunSupervisor(Supervisor):
         record_path(self.ws, task.agent).unlink(missing_ok=True)  # before the task starts
         return super()._launch(task)
 
-    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
-        from paradev.runner import launch
-
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> AgentProcess:
         path = record_path(self.ws, task.agent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return launch(self.ws, task, prompt, log, mode="task", record=path)
+        return launch_supervised(self.ws, task, prompt, log, path)
 
     def _exited(self, running: Running, code: int) -> None:
         if code == LOST:
@@ -232,6 +232,7 @@ class Run:
         self.overlap = ws.plan.schedule == FLOW and lanes.allowed(ws)
         # tasks that wait for their previous task to land: a dependency not in the branch
         self.lane_refused: dict[int, str] = {}
+        self.train_seen = False  # the last state read had a train journal
 
     # -- the loop --
     def run(self) -> Summary:
@@ -253,6 +254,7 @@ class Run:
                 self._land(state, schedule)
                 self._tell_train(ended, state.train, starting=bool(claimed))
                 self._start(claimed)  # the train goes on meanwhile: it knows what it may take
+                _load_train()  # once, after the first launches (they do not wait for it)
                 self._keep_standby()  # after the launches: its imports would slow them
                 self.progress.show(self._rows(schedule))
                 self._wait_for_news()
@@ -280,26 +282,53 @@ class Run:
         )
 
     def _wait_for_news(self) -> None:
-        """Sleep until a child process ends or the merge train writes, at most a poll's time.
+        """Sleep until a child process ends or the merge train writes, at most a poll's time,
+        or ``_quiet_seconds`` when nothing else can bring news.
 
         A fixed sleep made every event (an agent done, a train done, a task
         landed mid-train) wait up to a whole poll before the run acted on it:
         with a dozen tasks, a second of the makespan.
         """
-        children = [
-            r.proc for r in self.agents.running.values() if isinstance(r.proc, subprocess.Popen)
+        children: list[subprocess.Popen[bytes] | processes.Forked] = [
+            r.proc
+            for r in self.agents.running.values()
+            if isinstance(r.proc, subprocess.Popen | processes.Forked)
         ]
         if self.landing is not None:
             children.append(self.landing.proc)
         with ExitStack() as fds:
             alive = [c for c in children if c.returncode is None]
             watched = [fds.enter_context(processes.exit_descriptor(c)) for c in alive]
-            deadline = time.monotonic() + POLL_SECONDS
+            unwatched = -1 in watched  # no exit descriptor (Linux < 5.3): only a poll sees it end
+            deadline = time.monotonic() + (POLL_SECONDS if unwatched else self._quiet_seconds())
             size = self._merge_log_size()
             while (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([f for f in watched if f >= 0], [], [], min(left, NEWS))
+                step = left if self.landing is None else min(left, NEWS)  # NEWS: its log
+                ready, _, _ = select.select([f for f in watched if f >= 0], [], [], step)
                 if ready or self._merge_log_size() != size:
                     return
+
+    def _quiet_seconds(self) -> float:
+        """How long the loop may sleep when no child ends and the train writes nothing.
+
+        A poll's time while news may come unannounced: an adopted agent (no exit
+        descriptor), [agents] hosts (other hosts' state), a train this run did not start
+        (a killed run's) or that refused, an agent another paradev holds. Else until the
+        first agent's deadline, at most QUIET_SECONDS: each turn that finds nothing new
+        reads the state, ~2 ms of CPU, ten times a second.
+        """
+        running = self.agents.running.values()
+        unannounced = (
+            self.ws.plan.hosts
+            or self.refusals
+            or self.held
+            or (self.landing is None and self.train_seen)
+            or any(isinstance(r.proc, Adopted) for r in running)
+        )
+        if unannounced:
+            return POLL_SECONDS
+        deadlines = [r.deadline - self.clock() for r in running]
+        return max(POLL_SECONDS, min([QUIET_SECONDS, *deadlines]))
 
     def _state(self) -> State:
         """The state; with [agents] hosts pulled from the remote at most every PULL_EVERY s.
@@ -307,11 +336,24 @@ class Run:
         Other hosts' tasks progress only there; an unreachable remote is asked again later.
         """
         store = self.ws.store
-        if isinstance(store, SharedStateStore) and self.clock() - self.pulled >= PULL_EVERY:
+        shared = self._shared()
+        if shared is not None and self.clock() - self.pulled >= PULL_EVERY:
             self.pulled = self.clock()
             with suppress(ParadevError):
-                store.pull()
-        return store.read()
+                shared.pull()
+        state = store.read()
+        self.train_seen = state.train is not None
+        return state
+
+    def _shared(self) -> SharedStateStore | None:
+        """The state store when it is shared ([agents] hosts): its module (and the leases')
+        is loaded only then, as the workspace loads it (``workspace._shared_store``)."""
+        if not self.ws.plan.hosts:
+            return None
+        from paradev.shared import SharedStateStore
+
+        store = self.ws.store
+        return store if isinstance(store, SharedStateStore) else None
 
     def _merge_log_size(self) -> int:
         return -1 if self.landing is None else log_size(self.landing.log)
@@ -518,7 +560,7 @@ class Run:
         """Start a ``paradev merge`` when work waits to land and no train runs, or to take
         over the train of a host that died (even with nothing of this host's to land)."""
         train = state.train
-        adoptable = train is not None and adopt.driven_elsewhere(self.ws, train)
+        adoptable = train is not None and _driven_elsewhere(self.ws, train)
         if self.leave_out is not None and _stopped_at(train) != self.leave_out:
             self.leave_out = None  # resolved meanwhile, by hand: nothing to leave out
         if self.landing is not None or self.stopped is not None:
@@ -527,8 +569,10 @@ class Run:
             return
         args = ["merge", "--follow"]
         if train is not None:
-            handed = adopt.handed_here(self.ws, train)  # a conflict another host's train handed
-            elsewhere = not handed and adopt.driven_elsewhere(self.ws, train)
+            from paradev.train.journal import driver_gone
+
+            handed = _handed_here(self.ws, train)  # a conflict another host's train handed
+            elsewhere = not handed and _driven_elsewhere(self.ws, train)
             if elsewhere and not self._driver_host_died(train):
                 return  # that host lands it
             if not handed and not elsewhere and not driver_gone(train.get("driver")):
@@ -576,7 +620,9 @@ class Run:
         idle = None
         if not self.agents.running and not starting and train is not None:
             idle = len(train.get("landed") or [])
-        line = join.word(idle)
+        from paradev.train.join import word
+
+        line = word(idle)
         with suppress(OSError):  # the train ended meanwhile: nothing to tell
             if done or self.stopped is not None:
                 pipe.close()
@@ -592,8 +638,8 @@ class Run:
         One look at the remote per pull; a stopped train waits for its own host.
         """
         self.lease_wait = self.clock() + PULL_EVERY
-        store = self.ws.store
-        if train.get("status") != "running" or not isinstance(store, SharedStateStore):
+        store = self._shared()
+        if train.get("status") != "running" or store is None:
             return False
         try:
             return store.lease_expired()
@@ -651,7 +697,7 @@ class Run:
                 landing.proc.stdin.close()
         state = self.ws.store.read()
         lines = landing.tail
-        if code == BUSY and refused_for_lease(lines):
+        if code == BUSY and _refused_for_lease(lines):
             self.pulled = self.clock()  # another host's train: tried again after the next pull
             self.lease_wait = self.pulled + PULL_EVERY
             return
@@ -806,6 +852,15 @@ class Run:
         return Summary(statuses, notes)
 
 
+def _load_train() -> None:
+    """The merge train's modules (the run tells the train, reads its journal): loaded once
+    the first agents are launched, not before (a fifth of the run's start-up) and not
+    when the first task completes (that is when the train is needed soonest)."""
+    import paradev.train.adopt
+    import paradev.train.join
+    import paradev.train.journal  # noqa: F401
+
+
 def _to_land(agent: int, task: Task) -> str:
     """How a person lands a task the run set aside after its agent's failed hand-back."""
     return (
@@ -906,11 +961,32 @@ def refuse_unrunnable(ws: Workspace) -> None:
     _refuse_missing_worktrees(ws, state, agents)
     journal = state.train
     stopped = journal is not None and journal.get("status") == "stopped"
-    if journal is not None and stopped and not adopt.handed_here(ws, journal):
+    if journal is not None and stopped and not _handed_here(ws, journal):
         raise PreconditionError(
             f"merge train {journal.get('id')} is stopped; resolve it first ('paradev merge "
             "--continue', '--skip' or '--abort'), then run 'paradev run' again"
         )
+
+
+def _refused_for_lease(lines: list[str]) -> bool:
+    """``lease.refused_for_lease``, its module loaded at first use ([agents] hosts)."""
+    from paradev.lease import refused_for_lease
+
+    return refused_for_lease(lines)
+
+
+def _handed_here(ws: Workspace, journal: dict[str, Any]) -> bool:
+    """``adopt.handed_here``, its module loaded at first use (the train's package)."""
+    from paradev.train import adopt
+
+    return adopt.handed_here(ws, journal)
+
+
+def _driven_elsewhere(ws: Workspace, journal: dict[str, Any]) -> bool:
+    """``adopt.driven_elsewhere``, its module loaded at first use (the train's package)."""
+    from paradev.train import adopt
+
+    return adopt.driven_elsewhere(ws, journal)
 
 
 def _refuse_missing_worktrees(ws: Workspace, state: State, agents: set[int]) -> None:

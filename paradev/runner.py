@@ -14,18 +14,21 @@ import fnmatch
 import os
 import re
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 from paradev import coverage, processes, supervise
 from paradev.errors import GitError, ParadevError, PreconditionError
 from paradev.git import (
+    at_once,
     changed_paths,
     commit_leftovers,
     commit_subjects,
@@ -73,13 +76,15 @@ from paradev.state import (
     TaskRecord,
     now,
 )
-from paradev.tasklease import keep_alive
 from paradev.text import printable
-from paradev.train.messages import squash_message
 from paradev.workspace import Workspace
 
 PLACEHOLDER = re.compile(r"\{(" + "|".join(AGENT_PLACEHOLDERS) + r")\}")
 POLL_SECONDS = 0.1
+# an agent's supervisor is forked from paradev run, not started as a new Python (Linux: other
+# systems' fork in a process with threads is not safe enough)
+CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
+Launched = TypeVar("Launched")
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -502,8 +507,9 @@ def _is_own(path: str, own: Sequence[str]) -> bool:
     )
 
 
-def task_prompt(ws: Workspace, task: Task) -> str:
-    """The prompt file of one task: what to do, and what the other agents are touching."""
+def task_prompt(ws: Workspace, task: Task, neighbours: list[str] | None = None) -> str:
+    """The prompt file of one task: what to do, and what the other agents are touching
+    (``neighbours``: ``_neighbours`` already read, None: read here)."""
     branch, worktree = ws.branch(task.agent), ws.worktree(task.agent)
     lines = [
         f"# Issue #{task.issue}: {task.title}",
@@ -524,7 +530,10 @@ def task_prompt(ws: Workspace, task: Task) -> str:
         "",
         "## Other agents in this batch: avoid touching their files",
         "",
-        *_bullets(_neighbours(ws, task), "none: you are alone in this batch"),
+        *_bullets(
+            _neighbours(ws, task) if neighbours is None else neighbours,
+            "none: you are alone in this batch",
+        ),
         *_instructions(ws),
         "",
         "## When you are done",
@@ -716,6 +725,59 @@ def launch(
     ``record``: run it under a supervisor writing its pid and exit code there
     (``paradev run``: a later run adopts an agent that outlived it).
     """
+
+    def spawn(
+        argv: list[str], cwd: Path, env: dict[str, str], source: BinaryIO | None, out: BinaryIO
+    ) -> subprocess.Popen[bytes]:
+        return processes.spawn(
+            supervise.command(record, argv) if record else argv,
+            cwd=cwd,
+            env=env,
+            stdin=source if source is not None else subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    return _launch_with(ws, task, prompt, log, mode, spawn)
+
+
+def launch_supervised(
+    ws: Workspace, task: Task, prompt: Path, log: Path, record: Path
+) -> subprocess.Popen[bytes] | processes.Forked:
+    """``launch`` under a supervisor (``paradev run``), forked from this process where it can
+    fork: no Python to start, no module to import again (a fifth of a launch's CPU)."""
+    if not CAN_FORK:
+        return launch(ws, task, prompt, log, "task", record)
+
+    def fork(
+        argv: list[str], cwd: Path, env: dict[str, str], source: BinaryIO | None, out: BinaryIO
+    ) -> processes.Forked:
+        with ExitStack() as stack:
+            source = source or stack.enter_context(open(os.devnull, "rb"))
+            start = partial(
+                supervise.fork,
+                record,
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=source.fileno(),
+                output=out.fileno(),
+            )
+            return processes.start_forked(start, argv)
+
+    return _launch_with(ws, task, prompt, log, "task", fork)
+
+
+def _launch_with(
+    ws: Workspace,
+    task: Task,
+    prompt: Path,
+    log: Path,
+    mode: str,
+    start: Callable[[list[str], Path, dict[str, str], BinaryIO | None, BinaryIO], Launched],
+) -> Launched:
+    """The agent's argv, environment, stdin and log, opened for ``start``; a start that
+    fails (its program missing, its worktree gone) raises LaunchError."""
     invocation = agent_invocation(ws, task, prompt)
     argv = invocation.argv
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -725,14 +787,8 @@ def launch(
         out.flush()
         try:
             source = stdin.enter_context(invocation.stdin.open("rb")) if invocation.stdin else None
-            return processes.spawn(
-                supervise.command(record, argv) if record else argv,
-                cwd=ws.worktree(task.agent),
-                env=agent_env(ws, task, prompt, log, mode),
-                stdin=source if source is not None else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+            env = agent_env(ws, task, prompt, log, mode)
+            return start(argv, ws.worktree(task.agent), env, source, out)
         except OSError as exc:
             raise LaunchError(f"cannot launch {argv[0]!r}: {exc.strerror or exc}") from None
 
@@ -754,6 +810,8 @@ def last_line(path: Path, limit: int = 4096) -> str:
 
 def commit_message(task: Task) -> str:
     """The merge train's conventional message for the task, saying who committed it."""
+    from paradev.train.messages import squash_message  # the train's package: loaded when needed
+
     note = f"Left uncommitted by agent {task.agent}; committed by paradev run-batch."
     return f"{squash_message(task.title, task.issue)}\n{note}\n"
 
@@ -838,16 +896,17 @@ def finish_task(ws: Workspace, task: Task) -> tuple[str, HookResult | None]:
     if on != branch:
         raise PreconditionError(f"the agent left its worktree on {on or 'a detached HEAD'}")
     mode = ws.plan.commit_leftovers
+    clean = not dirty_paths(worktree)  # the usual case: one git status for all that follows
     try:
         leftover, committed = (
             commit_leftovers(worktree, commit_message(task), _new_files_to_commit(mode, task))
-            if mode != "none"
+            if mode != "none" and not clean
             else (None, [])
         )
     except GitError as err:
         raise PreconditionError(f"could not commit what the agent left: {err}") from None
     try:
-        done = complete(ws, task.agent)
+        done = complete(ws, task.agent, clean=clean)
     except EmptyWorkError:
         left = sorted(dirty_paths(worktree))
         kept = f" ({len(left)} path(s) left uncommitted: {', '.join(left)})" if left else ""
@@ -1086,7 +1145,13 @@ class Supervisor:
         return self.outcomes
 
     def _keep_alive(self, task: Task) -> None:
-        """Renew the task's lease while its agent runs: other hosts see this host alive."""
+        """Renew the task's lease while its agent runs: other hosts see this host alive.
+
+        [agents] hosts only: without them the leases' modules are not even loaded."""
+        if not self.ws.plan.hosts:
+            return
+        from paradev.tasklease import keep_alive
+
         stack = self.leases[task.agent] = ExitStack()
         stack.enter_context(keep_alive(self.ws, task.issue))
 
@@ -1121,10 +1186,10 @@ class Supervisor:
         self.launching = None
 
     def _launch(self, task: Task) -> Running:
-        _, hook = begin(self.ws, task)
-        _report_hook(self.progress, hook)
-        _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
-        prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task))
+        # what the other agents changed (git processes) is read while the task starts (a state
+        # write): the launch waits for the longer of the two, not for both one after the other
+        neighbours, _ = at_once(partial(_neighbours, self.ws, task), partial(self._begin, task))
+        prompt = write_text(prompt_path(self.ws, task), task_prompt(self.ws, task, neighbours))
         log = log_path(self.ws, f"issue-{task.issue}")
         log_start = log_size(log)
         proc = self._spawn(task, prompt, log)
@@ -1138,7 +1203,12 @@ class Supervisor:
         deadline = started + self.ws.plan.agent_timeout
         return Running(task, proc, log, started, deadline, log_start)
 
-    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
+    def _begin(self, task: Task) -> None:
+        _, hook = begin(self.ws, task)
+        _report_hook(self.progress, hook)
+        _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
+
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> AgentProcess:
         return launch(self.ws, task, prompt, log, mode="task")
 
     def _poll(self) -> None:

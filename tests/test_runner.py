@@ -1025,3 +1025,62 @@ def test_dry_run_says_a_dropped_tasks_commits_come_off_first(
     assert run.code == 0, run.err
     assert rev(repo, "parallel-dev/agent-1") == rev(repo, "main")
     assert state_of(repo).status(21) == IN_PROGRESS
+
+
+def _statuses_in(trace: Path, tree: Path) -> int:
+    """How many ``git status`` processes looked at ``tree`` (from GIT_TRACE2_EVENT)."""
+    argv: dict[str, list[str]] = {}
+    where: dict[str, str] = {}
+    for line in trace.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "start":
+            argv[event["sid"]] = event["argv"]
+        elif event.get("event") == "def_repo":
+            where[event["sid"]] = event.get("worktree", "")
+    return sum(
+        "status" in args and Path(where.get(sid, "")) == tree.resolve()
+        for sid, args in argv.items()
+    )
+
+
+def test_a_task_left_clean_is_completed_with_one_git_status_of_its_tree(
+    scripted: Callable[..., Path],
+    repo: Path,
+    worktrees: Path,
+    cli: CliFn,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usual end of a task: the agent committed everything. One look at its tree says
+    so, for the leftovers commit and for the record alike (each look is on the way from
+    the agent's exit to the merge train)."""
+    scripted()
+    trace = tmp_path / "trace2.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    record = state_of(repo).tasks[11]
+    assert record.status == COMPLETED
+    assert (record.files_modified, record.left_uncommitted) == (["done-11.txt"], [])
+    assert _statuses_in(trace, agent_tree(worktrees, 1)) == 1
+
+
+def test_a_launched_agents_prompt_names_what_the_other_branches_already_changed(
+    scripted: Callable[..., Path], repo: Path, worktrees: Path, cli: CliFn
+) -> None:
+    """A launch reads the other branches while its task starts (side by side): the prompt
+    still says what they changed, the agent's own branch left out."""
+    scripted()
+    commit(agent_tree(worktrees, 3), {"src/health.py": "x = 1\n"})
+
+    result = cli("run-batch", "--agents", "1")
+
+    assert result.code == 0, result.err
+    text = (repo / ".git" / "paradev" / "prompts" / "issue-11.md").read_text()
+    assert "agent 3: #13 Add the health command (declares: nothing declared; " in text
+    assert "already changed: src/health.py" in text
+    assert "agent 2: #12 Add the init command (declares: nothing declared)" in text
+    assert "agent 1:" not in text.split("## Other agents", 1)[1]
+    assert state_of(repo).status(11) == COMPLETED

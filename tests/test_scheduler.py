@@ -8,13 +8,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
+from paradev import runloop
 from paradev.git import git_env
 from paradev.plan import Plan, parse
 from paradev.scheduler import Schedule, decide
@@ -851,3 +854,47 @@ def test_while_a_train_lands_no_second_paradev_waits_beside_it(
     assert waiting == 1  # the train alone
     assert paradev.returncode == 0, out + err
     assert set(statuses(repo).values()) == {MERGED}
+
+
+def test_the_run_loads_no_merge_train_module_before_its_first_launches() -> None:
+    """The first agents wait for every module ``paradev run`` loads before it launches them:
+    the train's package (a fifth of those), the leases of [agents] hosts and OpenSSL's
+    hashes load later, when needed (``runloop._load_train``: after the first launches)."""
+    root = Path(__file__).resolve().parent.parent
+    code = "import sys, paradev.cli, paradev.handlers, paradev.runloop; print(*sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "paradev.runloop" in loaded and "paradev.runner" in loaded
+    late = {"hashlib", "paradev.tasklease", "paradev.lease"} & set(loaded)
+    assert not late and not [m for m in loaded if m.startswith("paradev.train")]
+
+
+def test_a_run_whose_agents_all_work_quietly_does_not_look_at_the_state_ten_times_a_second(
+    set_up: Path, repo: Path, tmp_path: Path, cli: CliFn, mocker: MockerFixture
+) -> None:
+    """While no child ends and no train writes, only an agent's deadline or something
+    unannounced (hosts, an adopted agent) can bring news: the loop sleeps up to a second
+    instead of a poll's tenth. Each agent's end still wakes it at once, and the plan lands."""
+    release = tmp_path / "release"
+    spec = {i: {"touch": str(tmp_path / f"up-{i}"), "wait_for": str(release)} for i in (1, 3)}
+    run_plan(repo, tmp_path, spec)
+    looks = mocker.spy(runloop.Run, "_state")
+    window: list[int] = []
+
+    def measure_then_release() -> None:
+        for issue in (1, 3):  # the tasks that start first (agents 1 and 3)
+            wait_for_file(tmp_path / f"up-{issue}")
+        window.append(looks.call_count)
+        time.sleep(3)  # the window measured: every agent at work, nothing to do
+        window.append(looks.call_count)
+        release.write_text("go\n")
+
+    helper = threading.Thread(target=measure_then_release)
+    helper.start()
+    result = cli("run")
+    helper.join()
+
+    assert result.code == 0, result.out + result.err
+    assert set(statuses(repo).values()) == {MERGED}
+    assert window[1] - window[0] <= 8  # a poll every 0.1 s: about 30
