@@ -842,8 +842,12 @@ def restore_to_head(worktree: Path, paths: Sequence[str]) -> None:
 
 
 def merge_ff_only(worktree: Path, commit: str) -> None:
-    """Fast-forward the branch checked out in ``worktree`` (ref, index and files) to ``commit``."""
-    Git(worktree).run("merge", "--quiet", "--ff-only", "--no-edit", commit)
+    """Fast-forward the branch checked out in ``worktree`` (ref, index and files) to ``commit``.
+
+    Without git's automatic maintenance after it (``git maintenance run --auto``, a process
+    per landing while the landing waits): the user's own git commands still run it.
+    """
+    Git(worktree).run(*NO_AUTO_MAINTENANCE, "merge", "--quiet", "--ff-only", "--no-edit", commit)
 
 
 def commit_tree(
@@ -2236,3 +2240,8 @@ def resolve_refs_from_files(git: Git, common_dir: Path, refs: Sequence[str]) -> 
     """``resolve_refs``: from the ref files as a rule (``refs_from_files``), else git."""
     found = refs_from_files(common_dir, refs)
     return found if found is not None else resolve_refs(git, refs)
+
+
+# ``-c`` options for paradev's own git commands that would start git's automatic
+# maintenance (a ``git maintenance run --auto`` process) after they end.
+NO_AUTO_MAINTENANCE = ("-c", "maintenance.auto=false", "-c", "gc.auto=0")

@@ -857,3 +857,25 @@ def test_at_once_runs_the_last_call_here_and_ends_every_call_before_raising() ->
     with pytest.raises(GitError, match="no"):
         git_mod.at_once(fails, lambda: None)
     assert git_mod.at_once(lambda: 1) == [1]
+
+
+def test_a_fast_forward_of_base_starts_no_automatic_maintenance(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """paradev's own ``merge --ff-only`` leaves git's ``maintenance run --auto`` out (a process
+    per landing); the same fast-forward run by hand starts it."""
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, {"side.txt": "side\n"}, "side")
+    side = rev(repo, "side")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "copy", "main")
+    trace = tmp_path / "trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    git(repo, "checkout", "-q", "copy")
+    git(repo, "merge", "--quiet", "--ff-only", side)  # by hand: git's maintenance runs
+    assert '"maintenance","run","--auto"' in trace.read_text()
+    git(repo, "checkout", "-q", "main")
+    trace.unlink()
+    git_mod.merge_ff_only(repo, side)
+    assert rev(repo, "main") == side
+    assert '"maintenance","run"' not in trace.read_text()

@@ -692,10 +692,15 @@ def _finish_landing(train: Train) -> None:
     if current == pending["from"]:
         for agent, _ in pending["agents"]:
             stamp_step(train.agent(int(agent)), ADVANCE, "start")
-        advance._undo_killed_fast_forward(train, current, target)
+        changes = advance._undo_killed_fast_forward(train, current, target)
         try:
             advance.move_base(
-                train.ws, train.base, current, target, then="run paradev merge --continue"
+                train.ws,
+                train.base,
+                current,
+                target,
+                then="run paradev merge --continue",
+                changes=changes,
             )
         except GitError:  # say which files stand in the way, not git's first line
             _refuse_untracked_in_base(train, current, target)
@@ -726,9 +731,13 @@ def _refuse_untracked_in_base(train: Train, current: str, target: str) -> None:
 
 
 def _after_advance(train: Train, agent: int, commit: str, *, push_may_stop: bool = True) -> None:
+    """The landed agent's bookkeeping. Its tasks are marked merged before its branch moves:
+    ``paradev run`` starts the tasks waiting for them at once, while the agent itself stays
+    held (its lock) until the train lets it go, its branch at the landed commit."""
     train.finish(agent, ADVANCE, landed=commit)
-    _point_branch(train, agent)
-    steps.after_landing(train, agent, push_may_stop=push_may_stop)
+    steps.after_landing(
+        train, agent, push_may_stop=push_may_stop, before_hooks=lambda: _point_branch(train, agent)
+    )
     train.queue.remove(agent)
 
 
