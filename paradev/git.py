@@ -2245,3 +2245,20 @@ def resolve_refs_from_files(git: Git, common_dir: Path, refs: Sequence[str]) -> 
 # ``-c`` options for paradev's own git commands that would start git's automatic
 # maintenance (a ``git maintenance run --auto`` process) after they end.
 NO_AUTO_MAINTENANCE = ("-c", "maintenance.auto=false", "-c", "gc.auto=0")
+
+
+def write_probe(objects: Path, tree: str, parent: str) -> str:
+    """``probe_merge``'s synthetic commit (``tree`` on ``parent``), written under ``objects``
+    with no git process (``write_loose_objects``): only a merge base for ``merge-tree``, no ref
+    ever names it. Dated now, as ``commit-tree`` dates it: git's merge-base walk goes from the
+    newest commit down, and an older probe would send it through the whole history first."""
+    import hashlib
+    import time
+
+    algorithm = hashlib.sha1 if len(parent) == 40 else hashlib.sha256
+    ident = f"paradev <paradev@invalid> {int(time.time())} +0000"
+    body = f"tree {tree}\nparent {parent}\nauthor {ident}\ncommitter {ident}\n\n"
+    data = (body + "paradev: merge probe\n").encode()
+    oid = algorithm(b"commit %d\0" % len(data) + data).hexdigest()
+    write_loose_objects(objects, "commit", [data], [oid])
+    return oid
