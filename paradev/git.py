@@ -785,10 +785,13 @@ def log_touching(git: Git, base: str, head: str, paths: Sequence[str]) -> list[s
 def reset_keep(worktree: Path, commit: str) -> None:
     """Point the checked-out branch at ``commit``; git refuses if local changes would be lost.
 
-    The index is refreshed first: a file touched or copied back with the same
-    bytes is no local change, yet ``reset --keep`` trusts stale stat data.
+    A refusal changes nothing; the index is then refreshed and the reset tried once more:
+    a file touched or copied back with the same bytes is no local change, yet ``reset
+    --keep`` trusts stale stat data. A clean tree (the rule) costs one git process.
     """
     git = Git(worktree)
+    if git.run("reset", "--quiet", "--keep", commit, check=False).returncode == 0:
+        return
     git.run("update-index", "-q", "--refresh", check=False)  # exits 1 when files really differ
     git.run("reset", "--quiet", "--keep", commit)
 
