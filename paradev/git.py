@@ -2265,3 +2265,19 @@ def write_probe(objects: Path, tree: str, parent: str) -> str:
     oid = algorithm(b"commit %d\0" % len(data) + data).hexdigest()
     write_loose_objects(objects, "commit", [data], [oid])
     return oid
+
+
+def add_unchecked_worktree(git: Git, path: Path, commit: str) -> None:
+    """A work tree at ``path``, on ``commit`` detached, no file written yet (nor an index): its
+    first ``checkout_detached`` writes them. One git process less than a checked-out one."""
+    git.run(
+        "worktree",
+        "add",
+        "--quiet",
+        "--detach",
+        "--force",
+        "--no-checkout",
+        "--",
+        str(path),
+        commit,
+    )

@@ -102,6 +102,8 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
     )
     _back_up(train, train.queue)
     train.save()
+    if train.journal["gate"] and gates._gate_command(train.ws):
+        gates.add_slots_ahead(train.ws, int(mq["parallel"]), _base_tip(train))
     ahead = _Ahead(follow)
     try:
         while train.queue or join.refill(train, follow, _back_up):
