@@ -785,10 +785,13 @@ def log_touching(git: Git, base: str, head: str, paths: Sequence[str]) -> list[s
 def reset_keep(worktree: Path, commit: str) -> None:
     """Point the checked-out branch at ``commit``; git refuses if local changes would be lost.
 
-    The index is refreshed first: a file touched or copied back with the same
-    bytes is no local change, yet ``reset --keep`` trusts stale stat data.
+    A refusal changes nothing; the index is then refreshed and the reset tried once more:
+    a file touched or copied back with the same bytes is no local change, yet ``reset
+    --keep`` trusts stale stat data. A clean tree (the rule) costs one git process.
     """
     git = Git(worktree)
+    if git.run("reset", "--quiet", "--keep", commit, check=False).returncode == 0:
+        return
     git.run("update-index", "-q", "--refresh", check=False)  # exits 1 when files really differ
     git.run("reset", "--quiet", "--keep", commit)
 
@@ -842,8 +845,12 @@ def restore_to_head(worktree: Path, paths: Sequence[str]) -> None:
 
 
 def merge_ff_only(worktree: Path, commit: str) -> None:
-    """Fast-forward the branch checked out in ``worktree`` (ref, index and files) to ``commit``."""
-    Git(worktree).run("merge", "--quiet", "--ff-only", "--no-edit", commit)
+    """Fast-forward the branch checked out in ``worktree`` (ref, index and files) to ``commit``.
+
+    Without git's automatic maintenance after it (``git maintenance run --auto``, a process
+    per landing while the landing waits): the user's own git commands still run it.
+    """
+    Git(worktree).run(*NO_AUTO_MAINTENANCE, "merge", "--quiet", "--ff-only", "--no-edit", commit)
 
 
 def commit_tree(
@@ -2236,3 +2243,41 @@ def resolve_refs_from_files(git: Git, common_dir: Path, refs: Sequence[str]) -> 
     """``resolve_refs``: from the ref files as a rule (``refs_from_files``), else git."""
     found = refs_from_files(common_dir, refs)
     return found if found is not None else resolve_refs(git, refs)
+
+
+# ``-c`` options for paradev's own git commands that would start git's automatic
+# maintenance (a ``git maintenance run --auto`` process) after they end.
+NO_AUTO_MAINTENANCE = ("-c", "maintenance.auto=false", "-c", "gc.auto=0")
+
+
+def write_probe(objects: Path, tree: str, parent: str) -> str:
+    """``probe_merge``'s synthetic commit (``tree`` on ``parent``), written under ``objects``
+    with no git process (``write_loose_objects``): only a merge base for ``merge-tree``, no ref
+    ever names it. Dated now, as ``commit-tree`` dates it: git's merge-base walk goes from the
+    newest commit down, and an older probe would send it through the whole history first."""
+    import hashlib
+    import time
+
+    algorithm = hashlib.sha1 if len(parent) == 40 else hashlib.sha256
+    ident = f"paradev <paradev@invalid> {int(time.time())} +0000"
+    body = f"tree {tree}\nparent {parent}\nauthor {ident}\ncommitter {ident}\n\n"
+    data = (body + "paradev: merge probe\n").encode()
+    oid = algorithm(b"commit %d\0" % len(data) + data).hexdigest()
+    write_loose_objects(objects, "commit", [data], [oid])
+    return oid
+
+
+def add_unchecked_worktree(git: Git, path: Path, commit: str) -> None:
+    """A work tree at ``path``, on ``commit`` detached, no file written yet (nor an index): its
+    first ``checkout_detached`` writes them. One git process less than a checked-out one."""
+    git.run(
+        "worktree",
+        "add",
+        "--quiet",
+        "--detach",
+        "--force",
+        "--no-checkout",
+        "--",
+        str(path),
+        commit,
+    )

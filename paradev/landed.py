@@ -17,7 +17,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from paradev.atomic import write_atomic
-from paradev.git import Git, is_ancestor, landed_issues, ref_stamp
+from paradev.git import Git, is_ancestor, landed_issues, ref_stamp, refs_from_files
 from paradev.plan import Plan
 from paradev.state import MERGED, State, TaskRecord
 
@@ -68,13 +68,19 @@ class LandedTasks:
         stamp = None if tip else ref_stamp(self.cache.parent.parent, ref)
         if stamp is not None and self._memo is not None and self._stamp == stamp:
             return self._memo[1]
-        head = tip or self.git.rev(ref)
+        head = tip or self._tip_from_files(ref) or self.git.rev(ref)
         if head is None:
             return {}
         if self._memo is None or self._memo[0] != head:
             self._memo = (head, self._read_through(head))
         self._stamp = stamp
         return self._memo[1]
+
+    def _tip_from_files(self, ref: str) -> str | None:
+        """Base's commit from its ref file or ``packed-refs``, with no git process (None: ask
+        git): read at every landing, in the run and in its train alike."""
+        found = refs_from_files(self.cache.parent.parent, [ref])
+        return None if found is None else found.get(ref)
 
     def _read_through(self, head: str) -> Landed:
         cached_head, found = _load(self.cache)

@@ -22,8 +22,10 @@ import pytest
 from pytest_mock import MockerFixture
 
 from paradev import git as paradev_git
+from paradev.errors import PreconditionError
 from paradev.train import advance as advance_mod
 from paradev.train import steps as train_mod
+from paradev.workspace import open_workspace
 from tests.helpers import Result, agent_tree, commit, git, rev, start_paradev, wait_for_file
 from tests.test_train import (
     Cli,
@@ -434,3 +436,23 @@ def test_an_on_merge_hook_sees_each_landing_on_the_remote_already(
     assert result.code == 0, result.err
     landed = [git(repo, "rev-parse", f"main~{n}") for n in (2, 1, 0)]
     assert seen.read_text().split() == landed
+
+
+@pytest.mark.parametrize("checked_out", [True, False])
+def test_moving_base_to_a_commit_that_is_not_a_fast_forward_is_refused_clearly(
+    repo: Path, checked_out: bool
+) -> None:
+    """Checked out, ``git merge --ff-only`` itself proves the fast-forward (no ancestry check
+    of its own first); refused, the message says why either way, and base stays."""
+    old = rev(repo, "main")
+    git(repo, "checkout", "-q", "-b", "elsewhere", "main")
+    commit(repo, {"other.txt": "other\n"}, "other")
+    git(repo, "checkout", "-q", "main")
+    commit(repo, {"ahead.txt": "ahead\n"}, "ahead")
+    current, other = rev(repo, "main"), rev(repo, "elsewhere")
+    if not checked_out:
+        git(repo, "switch", "-q", "--detach")
+    with pytest.raises(PreconditionError, match="is not a fast-forward of main"):
+        advance_mod.move_base(open_workspace(repo), "main", current, other)
+    assert rev(repo, "main") == current != old
+    assert not (repo / "other.txt").exists()

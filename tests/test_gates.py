@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_mock import MockerFixture
@@ -17,7 +19,7 @@ from pytest_mock import MockerFixture
 from paradev.train import gate as gates
 from paradev.workspace import Workspace, open_workspace
 from tests.conftest import PLAN
-from tests.helpers import commit, git, gone, rev, wait_for_file
+from tests.helpers import agent_tree, commit, git, gone, rev, wait_for_file
 
 
 def workspace(repo: Path, timeout: float = 60) -> Workspace:
@@ -281,3 +283,51 @@ def test_a_gate_run_returns_the_moment_its_gate_exits_without_polling(
 
     assert (result.returncode, log.read_text()) == (3, "gated\n")
     assert not sleep.called
+
+
+def test_slots_added_ahead_are_ready_for_their_first_gate_on_the_exact_candidate(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The train adds its missing slots while it builds its first candidates (no files yet);
+    a gate then runs in each on exactly its candidate, and an existing slot is left alone."""
+    ws = workspace(repo)
+    base = rev(repo, "HEAD")
+    kept = gates.ready_slot(ws, 1, base)
+    (kept / "cache").mkdir()
+    (kept / "cache" / "built.bin").write_text("kept\n")
+    newer = commit(repo, {"second.txt": "2\n"}, "second")
+
+    gates.add_slots_ahead(ws, 3, base)
+    gates._slots_added_ahead(ws)
+
+    for slot in (2, 3):
+        path = gates.slot_path(ws, slot)
+        assert git(path, "rev-parse", "HEAD") == base
+        assert not (path / "README.md").exists()  # git's part alone: nothing checked out
+    assert (kept / "cache" / "built.bin").read_text() == "kept\n"
+    jobs = [gates.GateJob(newer, agent, tmp_path / f"gate-{agent}.log") for agent in (1, 2, 3)]
+    command = "test -f second.txt && git status --porcelain --untracked-files=all && pwd"
+    results = gates.run_gates(ws, jobs, command, lambda job, path: dict(os.environ))
+    assert [r.ok for r in results] == [True, True, True]
+    for slot, job in enumerate(jobs, start=1):
+        assert job.log.read_text().strip() == str(gates.slot_path(ws, slot))  # a clean tree
+
+
+def test_a_merge_queue_adds_every_slot_it_may_use_when_it_starts(
+    repo: Path, cli: Callable[..., Any], worktrees: Path
+) -> None:
+    """One candidate gated, yet the queue's ``parallel`` slots all exist after its train."""
+    plan = PLAN.replace(
+        '[gate]\ncommand = ""\n', '[gate]\ncommand = "true"\n\n[merge]\nparallel = 3\n'
+    )
+    commit(repo, {"plan.toml": plan}, "plan")
+    assert cli("setup").code == 0
+    assert cli("start", "1").code == 0
+    commit(agent_tree(worktrees, 1), {"one.py": "1\n"}, "work")
+    assert cli("complete", "1").code == 0
+
+    assert cli("merge").code == 0, "the merge failed"
+
+    ws = open_workspace(repo)
+    assert all((gates.slot_path(ws, slot) / ".git").exists() for slot in (1, 2, 3))
+    assert git(repo, "show", "main:one.py") == "1"

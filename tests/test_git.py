@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -857,3 +859,50 @@ def test_at_once_runs_the_last_call_here_and_ends_every_call_before_raising() ->
     with pytest.raises(GitError, match="no"):
         git_mod.at_once(fails, lambda: None)
     assert git_mod.at_once(lambda: 1) == [1]
+
+
+def test_a_fast_forward_of_base_starts_no_automatic_maintenance(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """paradev's own ``merge --ff-only`` leaves git's ``maintenance run --auto`` out (a process
+    per landing); the same fast-forward run by hand starts it."""
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, {"side.txt": "side\n"}, "side")
+    side = rev(repo, "side")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "copy", "main")
+    trace = tmp_path / "trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    git(repo, "checkout", "-q", "copy")
+    git(repo, "merge", "--quiet", "--ff-only", side)  # by hand: git's maintenance runs
+    assert '"maintenance","run","--auto"' in trace.read_text()
+    git(repo, "checkout", "-q", "main")
+    trace.unlink()
+    git_mod.merge_ff_only(repo, side)
+    assert rev(repo, "main") == side
+    assert '"maintenance","run"' not in trace.read_text()
+
+
+def test_reset_keep_costs_one_git_process_on_a_clean_tree_and_still_refuses_local_changes(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The index is refreshed only after a refusal: a clean tree moves with one ``reset``; a
+    file touched with the same bytes still moves; a real change in the way refuses, kept."""
+    first = rev(repo, "HEAD")
+    second = commit(repo, {"src/util.py": "VALUE = 2\n"}, "two")
+    trace = tmp_path / "trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    git_mod.reset_keep(repo, first)
+    ran = [line for line in trace.read_text().splitlines() if '"event":"start"' in line]
+    assert len(ran) == 1 and '"reset"' in ran[0]
+    assert rev(repo, "HEAD") == first
+    monkeypatch.delenv("GIT_TRACE2_EVENT")
+    util = repo / "src" / "util.py"
+    shutil.copy(util, tmp_path / "copy.py")
+    os.replace(tmp_path / "copy.py", util)  # a new inode and time, the same bytes
+    git_mod.reset_keep(repo, second)
+    assert rev(repo, "HEAD") == second and util.read_text() == "VALUE = 2\n"
+    util.write_text("VALUE = 9\n")  # a real local change to a file the reset would rewrite
+    with pytest.raises(GitError):
+        git_mod.reset_keep(repo, first)
+    assert rev(repo, "HEAD") == second and util.read_text() == "VALUE = 9\n"

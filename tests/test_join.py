@@ -9,6 +9,7 @@ agent 1, already landed, is free again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import subprocess
@@ -463,3 +464,35 @@ def test_work_completed_while_a_gate_runs_joins_before_that_gate_ends(
     assert [[e["agent"] for e in h["landed"]] for h in state["merge_history"]] == [[1, 2]]
     assert git(repo, "show", "main:two.py") == "TWO = 2"
     assert rev(repo, "main") == rev(repo, "parallel-dev/agent-2")
+
+
+@pytest.mark.parametrize("merge", QUEUES)
+def test_an_empty_queue_with_nothing_else_completed_looks_for_work_with_no_git_process(
+    repo: Path,
+    cli: Cli,
+    worktrees: Path,
+    merge: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Once its queue is empty, the train looks for completed work: with none outside what it
+    landed, from the state alone (no selection round of git processes). Work that completed
+    meanwhile still joins (``test_work_completed_during_the_train_joins_it``)."""
+    configure(repo, **merge)
+    assert cli("setup").code == 0
+    work(cli, worktrees, 1, {"feature_1.py": "X = 1\n"})
+    trace = tmp_path / "trace.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+
+    result = cli("merge", "--follow")
+
+    assert result.code == 0, result.err
+    assert state_of(repo)["tasks"]["11"]["status"] == "merged"
+    selections = [e for e in _started(trace) if "--no-merged=refs/heads/main" in e]
+    assert len(selections) == 1  # the train's start; none when its queue emptied
+
+
+def _started(trace: Path) -> list[list[str]]:
+    """The argv of every git process a GIT_TRACE2_EVENT trace saw start."""
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    return [e["argv"] for e in events if e.get("event") == "start"]

@@ -96,3 +96,23 @@ def test_a_ref_stamp_changes_with_the_ref_and_refuses_a_name_outside_refs(repo: 
     assert ref_stamp(common, "HEAD") is None
     assert ref_stamp(common, "refs/../../etc/passwd") is None
     assert ref_stamp(common, "refs/heads/none-such") is None  # no file holds it
+
+
+def test_base_moving_is_read_from_its_ref_files_with_no_rev_parse(
+    repo: Path, mocker: MockerFixture
+) -> None:
+    """Each landing moves base: its new commit comes from the loose ref file or packed-refs
+    (both read by paradev), git asked only for what those cannot say."""
+    (repo / ".git" / "paradev").mkdir()
+    landed = _landed(repo)
+    commit(repo, {"a.py": "1\n"}, "feat: a\n\nParadev-Issue: 11")
+    rev = mocker.spy(landed.git, "rev")
+    assert set(landed.landed()) == {11}
+    commit(repo, {"b.py": "1\n"}, "feat: b\n\nParadev-Issue: 12")
+    assert set(landed.landed()) == {11, 12}
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    git(repo, "pack-refs", "--all")  # moved, and now in packed-refs alone
+    assert set(landed.landed()) == {11}
+    assert rev.call_count == 0
+    git(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
+    assert landed._tip_from_files("refs/heads/alias") is None  # symbolic: git answers

@@ -413,6 +413,7 @@ CRASH_POINTS = [
     (queue_mod, "_start_gates", "after"),
     (advance_mod, "move_base", "before"),
     (advance_mod, "move_base", "after"),
+    (queue_mod, "_point_branch", "before"),  # marked merged, the branch not moved yet
     (queue_mod, "_point_branch", "after"),
     (train_mod, "step_mark", "before"),
     (train_mod, "step_mark", "after"),
@@ -876,11 +877,11 @@ def test_a_candidate_that_lost_an_agents_work_never_lands(
     real = queue_mod.replay
 
     def forgetting(
-        git_: Any, onto: str, commits: Any, issues: Any = None, committer: Any = None
+        git_: Any, onto: str, commits: Any, issues: Any = None, *rest: Any
     ) -> str | None:
         kept = [n for n, sha in enumerate(commits) if sha != forgotten]
         wanted = [issues[n] for n in kept] if issues is not None else None
-        return real(git_, onto, [commits[n] for n in kept], wanted, committer)
+        return real(git_, onto, [commits[n] for n in kept], wanted, *rest)
 
     mocker.patch.object(queue_mod, "replay", side_effect=forgetting)
     before = gate_runs(repo)
@@ -1144,3 +1145,109 @@ def test_a_queue_journal_field_of_the_wrong_type_is_one_clear_error(
     assert f"train.{key}" in result.err
     assert "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_landing_is_marked_merged_before_the_agents_branch_moves(
+    repo: Path, queue_repo: Any, cli: Cli, worktrees: Path, mocker: MockerFixture
+) -> None:
+    """What waits for a landing (``paradev run`` starts it when the task is marked merged)
+    does not wait for the landed agent's branch to move in its worktree; that agent stays
+    held meanwhile, and a crash in between ends, after --continue, with its branch moved."""
+    queue_repo(1, "true", parallel=2)
+    tree = agent_tree(worktrees, 1)
+    completed = rev(tree, "HEAD")
+    _crash(mocker, queue_mod, "_point_branch", "before")
+    with pytest.raises(Crash):
+        cli("merge")
+    mocker.stopall()
+    journal = state_of(repo)["train"]
+    landed = [(e["agent"], e["issues"], e["commit"]) for e in journal["landed"]]
+    assert landed == [(1, [101], rev(repo, "main"))]
+    assert rev(tree, "HEAD") == completed  # not moved yet
+    assert cli("merge", "--continue").code == 0
+    assert rev(tree, "HEAD") == rev(repo, "main") != completed
+    assert statuses(repo) == {"101": "merged"}
+
+
+def _traced(monkeypatch: pytest.MonkeyPatch, trace: Path, call: Callable[[], Any]) -> Any:
+    """``call``'s result, with the git commands it ran listed in ``trace`` (GIT_TRACE2_EVENT)."""
+    trace.unlink(missing_ok=True)
+    with monkeypatch.context() as patched:
+        patched.setenv("GIT_TRACE2_EVENT", str(trace))
+        return call()
+
+
+def _git_commands(trace: Path) -> list[str]:
+    """The git subcommands a trace holds, in order (``git -c ... merge-tree`` -> merge-tree)."""
+    found = []
+    for line in trace.read_text().splitlines() if trace.exists() else []:
+        event = json.loads(line)
+        if event.get("event") == "start":
+            argv = [a for a in event["argv"][1:] if "=" not in a and a != "-c"]
+            found.append(argv[0])
+    return found
+
+
+def test_a_replay_merges_only_what_is_not_on_its_tip_and_makes_the_same_commits(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A commit made on the candidate it is replayed onto needs no merge; another one is
+    merged with a probe written by paradev itself (no commit-tree for it). Either way the
+    replayed commits are those git's own probe gives, and a conflict is still one."""
+    from paradev.git import Git
+
+    base = rev(repo, "main")
+    commit(repo, {"ahead.txt": "ahead\n"}, "ahead")
+    tip = rev(repo, "main")
+    git(repo, "checkout", "-q", "-b", "on-tip")
+    commit(repo, {"mine.txt": "mine\n"}, "on the tip")
+    commit(repo, {"mine.txt": "mine, more\n"}, "more on the tip")
+    git(repo, "checkout", "-q", "-b", "older", base)
+    commit(repo, {"older.txt": "older\n"}, "on the old base")
+    git(repo, "checkout", "-q", "-b", "clash", base)
+    commit(repo, {"ahead.txt": "other\n"}, "clashes with ahead")
+    git(repo, "checkout", "-q", "main")
+    objects, trace, g = repo / ".git" / "objects", tmp_path / "trace.json", Git(repo)
+    committer = {
+        "GIT_COMMITTER_NAME": "Q",
+        "GIT_COMMITTER_EMAIL": "q@x",
+        "GIT_COMMITTER_DATE": "1700000000 +0000",
+    }
+
+    def both(branch: str) -> tuple[str | None, list[str]]:
+        commits = git(repo, "rev-list", "--reverse", f"{tip}..{branch}").split()
+        queue_mod._TREES.clear()
+        by_git = queue_mod.replay(g, tip, commits, None, committer)
+        queue_mod._TREES.clear()
+        mine = _traced(
+            monkeypatch, trace, lambda: queue_mod.replay(g, tip, commits, None, committer, objects)
+        )
+        assert mine == by_git
+        return mine, _git_commands(trace)
+
+    replayed, ran = both("on-tip")
+    assert replayed is not None and "merge-tree" not in ran
+    assert git(repo, "rev-list", "--count", f"{tip}..{replayed}") == "2"
+    assert git(repo, "diff", "on-tip", replayed) == ""
+    replayed, ran = both("older")
+    assert replayed is not None and ran.count("merge-tree") == 1
+    assert ran.count("commit-tree") == 1  # the replayed commit; the probe is paradev's
+    assert git(repo, "show", f"{replayed}:older.txt") == "older"
+    assert both("clash")[0] is None
+
+
+def test_work_that_adds_conflict_markers_is_set_aside_as_markers_while_the_rest_lands(
+    repo: Path, queue_repo: Any, cli: Cli
+) -> None:
+    """The marker and lost-work checks of a candidate run side by side: markers are the
+    reason given (not the lost-work look beside it), and only that agent is set aside."""
+    marked = "<<<<<<< ours\nA = 1\n=======\nA = 2\n>>>>>>> theirs\n"
+    queue_repo(2, "true", {1: {"marked.py": marked}}, parallel=2, on_conflict="eject")
+
+    result = cli("merge")
+
+    assert result.code == 0, result.err
+    assert "agent 1: ejected: agent 1's work adds conflict markers to ['marked.py']" in result.out
+    assert not ever_on_main(repo, "marked.py")
+    assert landed_files(repo, range(1, 3)) == {2}
+    assert statuses(repo) == {"101": "completed", "102": "merged"}

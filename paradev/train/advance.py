@@ -144,14 +144,22 @@ def move_base(
     what to run once the user committed or stashed their changes to base's tree;
     ``changes``: that tree's tracked changes, when the caller just read them.
     """
-    if not checked and not gitmod.is_ancestor(ws.git, old, new):
-        raise PreconditionError(f"{new[:12]} is not a fast-forward of {base} ({old[:12]})")
     holder = gitmod.branch_holder(ws.repo, base)
     if holder is None:
+        _require_fast_forward(ws, base, old, new, checked)
         gitmod.update_ref(ws.git, f"refs/heads/{base}", new, old, f"paradev merge: {base}")
         return
     _check_base_tree(ws, base, holder, then, changes)
-    gitmod.merge_ff_only(holder, new)
+    try:
+        gitmod.merge_ff_only(holder, new)  # refuses anything but a fast-forward: the proof
+    except GitError:
+        _require_fast_forward(ws, base, old, new, checked)  # say so when it is not one
+        raise
+
+
+def _require_fast_forward(ws: Workspace, base: str, old: str, new: str, checked: bool) -> None:
+    if not checked and not gitmod.is_ancestor(ws.git, old, new):
+        raise PreconditionError(f"{new[:12]} is not a fast-forward of {base} ({old[:12]})")
 
 
 def step_advance(train: Train, agent: int) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ def run_queue(train: Train, follow: steps.Follow | None = None) -> None:
     )
     _back_up(train, train.queue)
     train.save()
+    if train.journal["gate"] and gates._gate_command(train.ws):
+        gates.add_slots_ahead(train.ws, int(mq["parallel"]), _base_tip(train))
     ahead = _Ahead(follow)
     try:
         while train.queue or join.refill(train, follow, _back_up):
@@ -316,7 +319,8 @@ def _build(train: Train, agent: int, onto: str, source: str) -> str | None:
         else rewrite._issues_per_commit(train, agent, tasks, len(commits))
     )
     committer = committer_of(train)
-    replayed = replay(git, onto, commits, issues, committer)
+    objects = train.ws.repo.common_dir / "objects"
+    replayed = replay(git, onto, commits, issues, committer, objects)
     if replayed is None or not squash or replayed == onto:
         return replayed
     return rewrite.build_squash(train, agent, onto, replayed, committer=committer)
@@ -326,28 +330,46 @@ def _check(train: Train, link: Link, onto: str) -> Blocked | None:
     """What the landing of ``link`` onto ``onto`` must not do: add markers, lose work (memoized)."""
     memo: dict[str, Any] = settings(train).setdefault("checked", {})
     if link.commit not in memo:
-        git, agent = train.ws.git, link.agent
-        source, start = str(train.agent(agent)["candidate"]), train.agent(agent).get("range_from")
-        marked = landing.files_with_markers(git, onto, link.commit)
-        missing = (
-            None
-            if marked
-            else landing.missing_range_work(git, link.commit, source, start)
-            if start  # only the range lands: only it is looked for
-            else landing.missing_work(git, onto, link.commit, source)
-        )
-        if marked:
-            memo[link.commit] = [
-                "markers",
-                f"agent {agent}'s work adds conflict markers to {marked}",
-            ]
-        elif missing is not None:
-            paths = ", ".join(missing.paths)
-            memo[link.commit] = ["patch-check", f"agent {agent}'s rebased work lacks {paths}"]
-        else:
-            memo[link.commit] = None
+        memo[link.commit] = _problem(train, link, onto)
     found = memo[link.commit]
     return None if found is None else Blocked(link.agent, found[0], found[1])
+
+
+def _problem(train: Train, link: Link, onto: str) -> list[str] | None:
+    """[reason, message] when the landing of ``link`` adds markers or loses work, else None.
+
+    Both looks run side by side (a candidate's checks stand between its build and its
+    gate); what the work lacks counts only when it adds no markers.
+    """
+    git, agent = train.ws.git, link.agent
+    source, start = str(train.agent(agent)["candidate"]), train.agent(agent).get("range_from")
+
+    def missing() -> landing.Missing | None:
+        if start:  # only the range lands: only it is looked for
+            return landing.missing_range_work(git, link.commit, source, start)
+        return landing.missing_work(git, onto, link.commit, source)
+
+    lost = gitmod.in_background(missing)
+    try:
+        marked = landing.files_with_markers(git, onto, link.commit)
+    except BaseException:
+        with suppress(Exception):  # its git process ends before this one is said
+            lost()
+        raise
+    try:
+        found = lost()
+    except GitError:
+        if not marked:
+            raise
+        found = None
+    if marked:
+        return ["markers", f"agent {agent}'s work adds conflict markers to {marked}"]
+    if found is not None:
+        return ["patch-check", f"agent {agent}'s rebased work lacks {', '.join(found.paths)}"]
+    return None
+
+
+_TREES: dict[str, str] = {}  # commit -> its tree, for the commits replay() made or read
 
 
 def replay(
@@ -356,20 +378,28 @@ def replay(
     commits: Sequence[str],
     issues: Sequence[list[int]] | None = None,
     committer: dict[str, str] | None = None,
+    objects: Path | None = None,
 ) -> str | None:
     """``commits`` replayed onto ``onto`` as a rebase would (None: a conflict).
 
     Commits that change nothing once replayed are dropped, as a rebase drops
     them; with ``issues``, each commit's message gets its issue trailers.
     ``committer``: GIT_COMMITTER_* of every new commit (else git's own).
+    ``objects``: the repository's object folder, where the merge probes are
+    written with no git process (``gitmod.write_probe``).
     """
-    tip, tip_tree = onto, gitmod.tree_of(git, onto)
+    tip = onto
+    tip_tree = _TREES.get(onto) or gitmod.tree_of(git, onto)  # the candidate built last, as a rule
+    trees = {onto: tip_tree}  # what the commits' parents hold, where known
     for index, (commit, data) in enumerate(
         zip(commits, gitmod.read_commits(git, commits), strict=True)
     ):
         if len(data.parents) != 1:
             return None
-        merge = gitmod.probe_merge(git, tip, data.parents[0], commit, tree=tip_tree)
+        trees[commit] = data.tree
+        parent = data.parents[0]
+        on_tip = trees.get(parent, _TREES.get(parent)) == tip_tree
+        merge = _merged(git, tip, tip_tree, parent, commit, data.tree, objects, on_tip)
         if not merge.clean:
             return None
         if merge.tree == tip_tree:
@@ -381,8 +411,29 @@ def replay(
         tip = gitmod.commit_tree(
             git, merge.tree, [tip], message, env=data.author | (committer or {})
         )
-        tip_tree = merge.tree
+        tip_tree = _TREES[tip] = merge.tree
     return tip
+
+
+def _merged(
+    git: Git,
+    tip: str,
+    tip_tree: str,
+    parent: str,
+    commit: str,
+    tree: str,
+    objects: Path | None,
+    on_tip: bool,
+) -> gitmod.MergeTree:
+    """``commit`` (of ``tree``, on ``parent``) cherry-picked onto ``tip``. ``on_tip``: its
+    parent holds ``tip``'s tree (made on the tip, or on the commit just replayed there), so the
+    merge of its change is its own tree, clean, with no git process; else merge-tree's."""
+    if on_tip:
+        return gitmod.MergeTree(True, tree)
+    if objects is None:
+        return gitmod.probe_merge(git, tip, parent, commit, tree=tip_tree)
+    probe = gitmod.write_probe(objects, tip_tree, parent)
+    return gitmod.merge_trees(git, [(probe, commit)])[0]
 
 
 # -- gating ----------------------------------------------------------------------------------
@@ -692,10 +743,15 @@ def _finish_landing(train: Train) -> None:
     if current == pending["from"]:
         for agent, _ in pending["agents"]:
             stamp_step(train.agent(int(agent)), ADVANCE, "start")
-        advance._undo_killed_fast_forward(train, current, target)
+        changes = advance._undo_killed_fast_forward(train, current, target)
         try:
             advance.move_base(
-                train.ws, train.base, current, target, then="run paradev merge --continue"
+                train.ws,
+                train.base,
+                current,
+                target,
+                then="run paradev merge --continue",
+                changes=changes,
             )
         except GitError:  # say which files stand in the way, not git's first line
             _refuse_untracked_in_base(train, current, target)
@@ -726,9 +782,13 @@ def _refuse_untracked_in_base(train: Train, current: str, target: str) -> None:
 
 
 def _after_advance(train: Train, agent: int, commit: str, *, push_may_stop: bool = True) -> None:
+    """The landed agent's bookkeeping. Its tasks are marked merged before its branch moves:
+    ``paradev run`` starts the tasks waiting for them at once, while the agent itself stays
+    held (its lock) until the train lets it go, its branch at the landed commit."""
     train.finish(agent, ADVANCE, landed=commit)
-    _point_branch(train, agent)
-    steps.after_landing(train, agent, push_may_stop=push_may_stop)
+    steps.after_landing(
+        train, agent, push_may_stop=push_may_stop, before_hooks=lambda: _point_branch(train, agent)
+    )
     train.queue.remove(agent)
 
 

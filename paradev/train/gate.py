@@ -17,13 +17,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from paradev import git as gitmod
 from paradev import processes
 from paradev.atomic import write_json
-from paradev.errors import GitError
+from paradev.errors import GitError, ParadevError
 from paradev.prepare import gate_number, prepare_worktree, with_port
 from paradev.train.journal import Train
 from paradev.workspace import Workspace
@@ -49,16 +50,56 @@ def ready_slot(ws: Workspace, slot: int, commit: str) -> Path:
     """Gate slot ``slot`` with ``commit`` checked out (created on first use), ready to gate."""
     path = slot_path(ws, slot)
     if not _checked_out(path, commit):
-        # git reads every worktree's record while adding one: not side by side, nor while
-        # another paradev process (a run opening a lane) adds or prunes one
-        with _ADDING, gitmod.adding_worktrees(ws.repo.common_dir):
-            if path.exists():  # a slot of ours that git no longer knows: rebuilt
-                shutil.rmtree(path)
-                gitmod.prune_worktrees(ws.git)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            gitmod.add_detached_worktree(ws.git, path, commit)
+        _add_slot(ws, path, commit)
     prepare_slot(ws, path, slot)
     return path
+
+
+def _add_slot(ws: Workspace, path: Path, commit: str, *, checkout: bool = True) -> None:
+    # git reads every worktree's record while adding one: not side by side, nor while
+    # another paradev process (a run opening a lane) adds or prunes one
+    with _ADDING, gitmod.adding_worktrees(ws.repo.common_dir):
+        if path.exists():  # a slot of ours that git no longer knows: rebuilt
+            shutil.rmtree(path)
+            gitmod.prune_worktrees(ws.git)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if checkout:
+            gitmod.add_detached_worktree(ws.git, path, commit)
+        else:  # its first gate checks its candidate out
+            gitmod.add_unchecked_worktree(ws.git, path, commit)
+
+
+_AHEAD: dict[Path, Callable[[], None]] = {}  # common dir -> wait for the slots added ahead
+
+
+def add_slots_ahead(ws: Workspace, count: int, commit: str) -> None:
+    """Add the missing ones of gate slots 1..``count`` (at ``commit``) in a thread of their
+    own, while the train builds its first candidates: a slot's first use otherwise adds it
+    (three git processes, one slot at a time) between a candidate and its gate.
+
+    Only git's part, no file checked out yet: the first gate checks its candidate out, and
+    ``[setup]`` makes the slot ready then, as always. A slot left half made (the train
+    killed meanwhile) is made afresh at its first use.
+    """
+    missing = [s for s in range(1, count + 1) if not (slot_path(ws, s) / ".git").exists()]
+    if not missing or ws.repo.common_dir in _AHEAD:
+        return
+
+    def add() -> None:
+        with suppress(ParadevError, OSError):  # its first use makes it, or says why it cannot
+            with gitmod.adding_worktrees(ws.repo.common_dir):
+                gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record
+            for slot in missing:
+                _add_slot(ws, slot_path(ws, slot), commit, checkout=False)
+
+    _AHEAD[ws.repo.common_dir] = gitmod.in_background(add)
+
+
+def _slots_added_ahead(ws: Workspace) -> None:
+    """Wait for the slots being added ahead (``add_slots_ahead``), if any."""
+    wait = _AHEAD.pop(ws.repo.common_dir, None)
+    if wait is not None:
+        wait()
 
 
 def _checked_out(path: Path, commit: str) -> bool:
@@ -97,6 +138,7 @@ def run_gates(
     overlap even on few cores. Once ``cancelled`` is set, a slot still being
     checked out starts no gate (its result: killed).
     """
+    _slots_added_ahead(ws)
     if not all((slot_path(ws, slot) / ".git").exists() for slot in range(1, len(jobs) + 1)):
         with gitmod.adding_worktrees(ws.repo.common_dir):
             gitmod.prune_worktrees(ws.git)  # a slot folder deleted by hand: its record goes first

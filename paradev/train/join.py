@@ -71,8 +71,10 @@ class Joiner:
         if train.journal.get("stop") is not None:
             return False
         ws = train.ws
-        gating = bool(train.journal.get("gate")) and bool(_gate_command(ws))
         handled = set(train.journal["order"]) - set(landed_here(train))
+        if not _completed_beyond(ws, ws.store.view(), handled):
+            return False  # the word meant work that is here already: no selection round
+        gating = bool(train.journal.get("gate")) and bool(_gate_command(ws))
         ready = [a for a in select_agents(ws).agents if a not in handled]
         state = ws.store.read()
         from_lanes = [a for a in lanes_to_land(ws, state) if a not in handled]
@@ -100,6 +102,17 @@ class Joiner:
             self.locks.release(agent)
             return False
         return True
+
+
+def _completed_beyond(ws: Workspace, state: State, handled: set[int]) -> bool:
+    """Whether an agent the train does not hold yet has a completed task: only such work may
+    join (``select_agents`` and a lane's landing both start from one), read with no git."""
+    return any(
+        state.status(task.issue) == COMPLETED
+        for agent in range(1, ws.plan.agent_count + 1)
+        if agent not in handled
+        for task in ws.tasks_of(agent)
+    )
 
 
 def order(ws: Workspace, state: State, agents: Sequence[int], save: bool) -> list[int]:
