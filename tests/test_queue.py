@@ -413,7 +413,7 @@ CRASH_POINTS = [
     (queue_mod, "_start_gates", "after"),
     (advance_mod, "move_base", "before"),
     (advance_mod, "move_base", "after"),
-    (queue_mod, "_point_branch", "before"),  # marked merged, the branch not moved yet
+    (queue_mod, "_point_branch", "before"),
     (queue_mod, "_point_branch", "after"),
     (train_mod, "step_mark", "before"),
     (train_mod, "step_mark", "after"),
@@ -1145,28 +1145,6 @@ def test_a_queue_journal_field_of_the_wrong_type_is_one_clear_error(
     assert f"train.{key}" in result.err
     assert "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
-
-
-def test_a_landing_is_marked_merged_before_the_agents_branch_moves(
-    repo: Path, queue_repo: Any, cli: Cli, worktrees: Path, mocker: MockerFixture
-) -> None:
-    """What waits for a landing (``paradev run`` starts it when the task is marked merged)
-    does not wait for the landed agent's branch to move in its worktree; that agent stays
-    held meanwhile, and a crash in between ends, after --continue, with its branch moved."""
-    queue_repo(1, "true", parallel=2)
-    tree = agent_tree(worktrees, 1)
-    completed = rev(tree, "HEAD")
-    _crash(mocker, queue_mod, "_point_branch", "before")
-    with pytest.raises(Crash):
-        cli("merge")
-    mocker.stopall()
-    journal = state_of(repo)["train"]
-    landed = [(e["agent"], e["issues"], e["commit"]) for e in journal["landed"]]
-    assert landed == [(1, [101], rev(repo, "main"))]
-    assert rev(tree, "HEAD") == completed  # not moved yet
-    assert cli("merge", "--continue").code == 0
-    assert rev(tree, "HEAD") == rev(repo, "main") != completed
-    assert statuses(repo) == {"101": "merged"}
 
 
 def _traced(monkeypatch: pytest.MonkeyPatch, trace: Path, call: Callable[[], Any]) -> Any:

@@ -782,13 +782,11 @@ def _refuse_untracked_in_base(train: Train, current: str, target: str) -> None:
 
 
 def _after_advance(train: Train, agent: int, commit: str, *, push_may_stop: bool = True) -> None:
-    """The landed agent's bookkeeping. Its tasks are marked merged before its branch moves:
-    ``paradev run`` starts the tasks waiting for them at once, while the agent itself stays
-    held (its lock) until the train lets it go, its branch at the landed commit."""
+    """The landed agent's bookkeeping: its branch moves before its tasks are marked merged
+    (a merged task's agent is free to take its next task: its branch must be ready)."""
     train.finish(agent, ADVANCE, landed=commit)
-    steps.after_landing(
-        train, agent, push_may_stop=push_may_stop, before_hooks=lambda: _point_branch(train, agent)
-    )
+    _point_branch(train, agent)
+    steps.after_landing(train, agent, push_may_stop=push_may_stop)
     train.queue.remove(agent)
 
 

@@ -237,13 +237,11 @@ def after_landing(
     push_may_stop: bool = True,
     ride_along: bool = False,
     push_behind: bool = False,
-    before_hooks: Callable[[], None] | None = None,
 ) -> None:
     """Work in progress back on the branch, push, mark merged, hooks: what follows base moving.
 
     ``ride_along``: the mark is written with the next write (``step_mark``);
-    ``push_behind``: the push may be settled later (``step_push``);
-    ``before_hooks``: what runs once the tasks are marked merged, before the hooks.
+    ``push_behind``: the push may be settled later (``step_push``).
     """
     step_wip(train, agent)
     try:
@@ -253,8 +251,6 @@ def after_landing(
             raise
         train.out(f"paradev: warning: {stop}")
     step_mark(train, agent, ride_along=ride_along)
-    if before_hooks is not None:
-        before_hooks()
     step_hooks(train, agent)
 
 
