@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -45,7 +45,7 @@ else:
 GRACE_SECONDS = 3.0
 CAUGHT = (signal.SIGTERM, signal.SIGHUP)  # handled like Ctrl-C (SIGINT)
 
-_running: dict[int, subprocess.Popen[Any] | Forked] = {}
+_running: dict[int, subprocess.Popen[Any]] = {}
 _guard = threading.Lock()
 _deferring = 0  # > 0: the main thread is between starting a process and registering it
 _pending: int | None = None  # a signal that arrived meanwhile
@@ -75,54 +75,6 @@ def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
     """
     with _deferred():  # a signal now would leave a started process unregistered
         proc: subprocess.Popen[Any] = subprocess.Popen(*args, start_new_session=True, **kwargs)
-        with _guard:
-            _running[proc.pid] = proc
-    return proc
-
-
-class Forked:
-    """A child this process forked (no exec), such as an agent's supervisor: waited for as
-    ``subprocess.Popen`` waits for its own (``poll``, ``wait``, ``returncode``)."""
-
-    def __init__(self, pid: int, args: list[str]) -> None:
-        self.pid = pid
-        self.args = args
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            self._reap(os.WNOHANG)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if timeout is not None and self.poll() is None:
-            with exit_descriptor(self) as fd:
-                if fd >= 0:
-                    select.select([fd], [], [], max(0.0, timeout))
-                deadline = time.monotonic() + timeout
-                while fd < 0 and self.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.01)  # no pidfd (Linux < 5.3): Popen's own wait polls too
-            if self.poll() is None:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-        while self.returncode is None:
-            self._reap(0)
-        return self.returncode
-
-    def _reap(self, flags: int) -> None:
-        try:
-            pid, status = os.waitpid(self.pid, flags)
-        except ChildProcessError:  # reaped elsewhere: its exit status is lost (as Popen does)
-            self.returncode = 0
-            return
-        if pid == self.pid:
-            self.returncode = os.waitstatus_to_exitcode(status)
-
-
-def start_forked(fork: Callable[[], int], args: list[str]) -> Forked:
-    """``fork()`` (which forks and returns the child's pid), the child registered as ``spawn``
-    registers its processes (a signal meanwhile waits until it is)."""
-    with _deferred():
-        proc = Forked(fork(), args)
         with _guard:
             _running[proc.pid] = proc
     return proc
@@ -161,7 +113,7 @@ def wait(proc: subprocess.Popen[Any], timeout: float) -> int:
 
 
 @contextmanager
-def exit_descriptor(proc: Group) -> Iterator[int]:
+def exit_descriptor(proc: subprocess.Popen[Any]) -> Iterator[int]:
     """A descriptor that reads ready when ``proc`` ends (-1 where the system has none)."""
     try:
         fd = os.pidfd_open(proc.pid)
@@ -174,7 +126,7 @@ def exit_descriptor(proc: Group) -> Iterator[int]:
         os.close(fd)
 
 
-def running() -> list[subprocess.Popen[Any] | Forked]:
+def running() -> list[subprocess.Popen[Any]]:
     """The groups started and not released yet."""
     with _guard:
         return list(_running.values())

@@ -40,7 +40,6 @@ from paradev.git import git_env, is_ancestor
 from paradev.plan import Task
 from paradev.runner import (
     POLL_SECONDS,
-    AgentProcess,
     Progress,
     Row,
     Running,
@@ -48,7 +47,6 @@ from paradev.runner import (
     apply_moves,
     check_launch,
     launch_preflight,
-    launch_supervised,
     log_path,
     log_size,
     mark_failed,
@@ -139,10 +137,12 @@ class RunSupervisor(Supervisor):
         record_path(self.ws, task.agent).unlink(missing_ok=True)  # before the task starts
         return super()._launch(task)
 
-    def _spawn(self, task: Task, prompt: Path, log: Path) -> AgentProcess:
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
+        from paradev.runner import launch
+
         path = record_path(self.ws, task.agent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return launch_supervised(self.ws, task, prompt, log, path)
+        return launch(self.ws, task, prompt, log, mode="task", record=path)
 
     def _exited(self, running: Running, code: int) -> None:
         if code == LOST:
@@ -289,10 +289,8 @@ class Run:
         landed mid-train) wait up to a whole poll before the run acted on it:
         with a dozen tasks, a second of the makespan.
         """
-        children: list[subprocess.Popen[bytes] | processes.Forked] = [
-            r.proc
-            for r in self.agents.running.values()
-            if isinstance(r.proc, subprocess.Popen | processes.Forked)
+        children = [
+            r.proc for r in self.agents.running.values() if isinstance(r.proc, subprocess.Popen)
         ]
         if self.landing is not None:
             children.append(self.landing.proc)

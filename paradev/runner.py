@@ -14,7 +14,6 @@ import fnmatch
 import os
 import re
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Protocol
 
 from paradev import coverage, processes, supervise
 from paradev.errors import GitError, ParadevError, PreconditionError
@@ -81,10 +80,6 @@ from paradev.workspace import Workspace
 
 PLACEHOLDER = re.compile(r"\{(" + "|".join(AGENT_PLACEHOLDERS) + r")\}")
 POLL_SECONDS = 0.1
-# an agent's supervisor is forked from paradev run, not started as a new Python (Linux: other
-# systems' fork in a process with threads is not safe enough)
-CAN_FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
-Launched = TypeVar("Launched")
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -725,59 +720,6 @@ def launch(
     ``record``: run it under a supervisor writing its pid and exit code there
     (``paradev run``: a later run adopts an agent that outlived it).
     """
-
-    def spawn(
-        argv: list[str], cwd: Path, env: dict[str, str], source: BinaryIO | None, out: BinaryIO
-    ) -> subprocess.Popen[bytes]:
-        return processes.spawn(
-            supervise.command(record, argv) if record else argv,
-            cwd=cwd,
-            env=env,
-            stdin=source if source is not None else subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-    return _launch_with(ws, task, prompt, log, mode, spawn)
-
-
-def launch_supervised(
-    ws: Workspace, task: Task, prompt: Path, log: Path, record: Path
-) -> subprocess.Popen[bytes] | processes.Forked:
-    """``launch`` under a supervisor (``paradev run``), forked from this process where it can
-    fork: no Python to start, no module to import again (a fifth of a launch's CPU)."""
-    if not CAN_FORK:
-        return launch(ws, task, prompt, log, "task", record)
-
-    def fork(
-        argv: list[str], cwd: Path, env: dict[str, str], source: BinaryIO | None, out: BinaryIO
-    ) -> processes.Forked:
-        with ExitStack() as stack:
-            source = source or stack.enter_context(open(os.devnull, "rb"))
-            start = partial(
-                supervise.fork,
-                record,
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=source.fileno(),
-                output=out.fileno(),
-            )
-            return processes.start_forked(start, argv)
-
-    return _launch_with(ws, task, prompt, log, "task", fork)
-
-
-def _launch_with(
-    ws: Workspace,
-    task: Task,
-    prompt: Path,
-    log: Path,
-    mode: str,
-    start: Callable[[list[str], Path, dict[str, str], BinaryIO | None, BinaryIO], Launched],
-) -> Launched:
-    """The agent's argv, environment, stdin and log, opened for ``start``; a start that
-    fails (its program missing, its worktree gone) raises LaunchError."""
     invocation = agent_invocation(ws, task, prompt)
     argv = invocation.argv
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -787,8 +729,14 @@ def _launch_with(
         out.flush()
         try:
             source = stdin.enter_context(invocation.stdin.open("rb")) if invocation.stdin else None
-            env = agent_env(ws, task, prompt, log, mode)
-            return start(argv, ws.worktree(task.agent), env, source, out)
+            return processes.spawn(
+                supervise.command(record, argv) if record else argv,
+                cwd=ws.worktree(task.agent),
+                env=agent_env(ws, task, prompt, log, mode),
+                stdin=source if source is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         except OSError as exc:
             raise LaunchError(f"cannot launch {argv[0]!r}: {exc.strerror or exc}") from None
 
@@ -1208,7 +1156,7 @@ class Supervisor:
         _report_hook(self.progress, hook)
         _prepare(self.ws, task, self.progress)  # a failure fails the task (in progress by now)
 
-    def _spawn(self, task: Task, prompt: Path, log: Path) -> AgentProcess:
+    def _spawn(self, task: Task, prompt: Path, log: Path) -> subprocess.Popen[bytes]:
         return launch(self.ws, task, prompt, log, mode="task")
 
     def _poll(self) -> None:

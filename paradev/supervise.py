@@ -9,10 +9,7 @@ is recorded. When ``paradev run`` is killed outright (SIGKILL) the supervisor
 and the agent carry on; the next run reads RECORD (``paradev.agentrecord``)
 and adopts the agent instead of starting a second copy.
 
-On Linux ``paradev run`` forks the supervisor from itself (``fork``): no Python
-to start (~7 ms of CPU and of wall time instead of ~20). Elsewhere (tests, tools)
-``command`` starts it as a Python of its own; each such launch pays for this
-module's start, so it runs without ``site``
+Every agent launch pays for this module's start, so it runs without ``site``
 and imports ``os``, ``_signal``, ``sys``, ``time`` and ``paradev.procstat``
 alone: no ``subprocess`` (``os.posix_spawnp``), no ``json`` (a record is a
 flat object of numbers), no ``pathlib``. That is a python start of about
@@ -21,7 +18,6 @@ flat object of numbers), no ``pathlib``. That is a python start of about
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import time
@@ -71,55 +67,12 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         code = wait_for_child(command, started=started)
-    except OSError as exc:  # to the log: fd 1 (print would go through a forked run's sys.stdout)
-        os.write(1, f"paradev: cannot launch {command[0]!r}: {exc.strerror or exc}\n".encode())
+    except OSError as exc:
+        print(f"paradev: cannot launch {command[0]!r}: {exc.strerror or exc}", flush=True)
         write(record, {**facts, "pid": None, "exit_code": LAUNCH_FAILED, "ended": time.time()})
         return LAUNCH_FAILED
     write(record, {**facts, "exit_code": code, "ended": time.time()})
     return code
-
-
-def fork(
-    record: str | os.PathLike[str],
-    argv: Sequence[str],
-    *,
-    cwd: str | os.PathLike[str],
-    env: dict[str, str],
-    stdin: int,
-    output: int,
-) -> int:
-    """Start ``argv`` under a supervisor forked from this process (no new Python to start and
-    no import: a launch's tenth of a second of CPU); the supervisor's pid.
-
-    The child leads a session of its own, reads ``stdin`` and writes to ``output``, keeps
-    no other descriptor of the caller (a lock, the merge train's pipe) and never returns
-    into the caller's code: it ends with ``os._exit``. Raises OSError when ``cwd`` is not
-    a folder (as a launch with ``subprocess`` does), before anything starts.
-    """
-    os.stat(os.path.join(cwd, "."))  # a missing worktree: the caller's launch error
-    pid = os.fork()
-    if pid:
-        return pid
-    code = LAUNCH_FAILED
-    try:
-        gc.disable()  # no finalizer of the caller's objects may close a descriptor of ours
-        os.setsid()
-        for target, source in ((0, stdin), (1, output), (2, output)):
-            os.dup2(source, target)
-        os.closerange(3, _max_fd())
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
-        code = main([os.fspath(record), "--", *argv])
-    finally:
-        os._exit(code)
-
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 65536
 
 
 def wait_for_child(

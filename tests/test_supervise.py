@@ -7,12 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
-import pytest
-
-from paradev import agentrecord, processes, supervise
+from paradev import agentrecord, supervise
 from tests.helpers import wait_for_file
 
 ROOT = Path(supervise.__file__).resolve().parent.parent  # paradev itself, not an agent's copy
@@ -132,101 +129,3 @@ def test_an_agent_under_the_supervisor_gets_the_signals_python_ignores_back(
 
     ignored = int(out.split()[1], 16)
     assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1))
-
-
-FD_LISTER = r"""
-import os, sys
-supervisor = os.getppid()
-fds = sorted(int(f) for f in os.listdir(f"/proc/{supervisor}/fd"))
-print(os.getsid(supervisor) == supervisor, fds)
-sys.exit(5)
-"""
-
-
-def test_a_forked_supervisor_keeps_none_of_the_callers_descriptors_and_records_the_exit(
-    tmp_path: Path,
-) -> None:
-    """``paradev run`` forks its agents' supervisors: a descriptor of the run left open in
-    one (a lock, the merge train's pipe) would outlive the run for as long as the agent."""
-    record = tmp_path / "agent.json"
-    agent = tmp_path / "agent.py"
-    agent.write_text(FD_LISTER)
-    log = tmp_path / "agent.log"
-    held = os.pipe()  # what the caller holds: never the supervisor's
-    try:
-        with log.open("ab") as out, open(os.devnull, "rb") as stdin:
-            start = partial(
-                supervise.fork,
-                record,
-                [sys.executable, str(agent)],
-                cwd=tmp_path,
-                env={**os.environ, "PARADEV_ISSUE": "4"},
-                stdin=stdin.fileno(),
-                output=out.fileno(),
-            )
-            proc = processes.start_forked(start, ["agent"])
-        assert proc.wait(60) == 5
-    finally:
-        processes.release(proc)
-        for fd in held:
-            os.close(fd)
-
-    leader, fds = log.read_text().split(" ", 1)
-    assert leader == "True"  # a session of its own: the run's signals do not reach it
-    assert fds.strip() == "[0, 1, 2]"
-    written = agentrecord.read(record)
-    assert written is not None
-    assert (written.supervisor, written.issue, written.exit_code) == (proc.pid, 4, 5)
-
-
-def test_a_forked_supervisor_records_a_launch_failure_and_a_missing_folder_is_the_callers(
-    tmp_path: Path,
-) -> None:
-    record = tmp_path / "agent.json"
-    log = tmp_path / "agent.log"
-    with log.open("ab") as out:
-        start = partial(
-            supervise.fork,
-            record,
-            [str(tmp_path / "no-such-program")],
-            cwd=tmp_path,
-            env=dict(os.environ),
-            stdin=0,
-            output=out.fileno(),
-        )
-        proc = processes.start_forked(start, ["agent"])
-        with pytest.raises(FileNotFoundError):
-            supervise.fork(
-                record, ["true"], cwd=tmp_path / "gone", env={}, stdin=0, output=out.fileno()
-            )
-    assert proc.wait(60) == supervise.LAUNCH_FAILED
-    processes.release(proc)
-    assert "cannot launch" in log.read_text()
-    data = json.loads(record.read_text())
-    assert data["exit_code"] == supervise.LAUNCH_FAILED and data["pid"] is None
-
-
-def test_a_forked_child_is_waited_for_as_popen_waits(tmp_path: Path) -> None:
-    """``Forked.wait`` with a timeout raises TimeoutExpired while the child runs, then gives
-    its exit code; a signal's death is -N, as Popen says it."""
-    ready = tmp_path / "ready"
-    start = partial(
-        supervise.fork,
-        tmp_path / "r.json",
-        [sys.executable, "-c", SLEEPER, str(ready)],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        stdin=0,
-        output=2,
-    )
-    proc = processes.start_forked(start, ["sleeper"])
-    try:
-        wait_for_file(ready)
-        with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(0.2)
-        assert proc.poll() is None
-        assert proc in processes.running()
-    finally:
-        processes.stop([proc], grace=5)
-    assert proc.returncode == 128 + signal.SIGTERM  # the supervisor waited and said why
-    assert proc not in processes.running()
