@@ -1113,8 +1113,14 @@ def prune_worktrees(git: Git) -> None:
 
 
 def add_detached_worktree(git: Git, path: Path, commit: str) -> None:
-    """A work tree at ``path`` with ``commit`` checked out on a detached HEAD (no branch)."""
-    git.run("worktree", "add", "--quiet", "--detach", "--force", "--", str(path), commit)
+    """A work tree at ``path`` with ``commit`` checked out on a detached HEAD (no branch).
+
+    ``--force`` twice: a record git left locked ("initializing") by an add that was killed,
+    its folder gone, is replaced too (paradev's own trees only)."""
+    git.run("worktree", "add", "--quiet", "--detach", *_FORCE_TWICE, "--", str(path), commit)
+
+
+_FORCE_TWICE = ("--force", "--force")
 
 
 def checkout_detached(worktree: Path, commit: str) -> None:
@@ -2275,7 +2281,7 @@ def add_unchecked_worktree(git: Git, path: Path, commit: str) -> None:
         "add",
         "--quiet",
         "--detach",
-        "--force",
+        *_FORCE_TWICE,
         "--no-checkout",
         "--",
         str(path),

@@ -71,6 +71,26 @@ def test_a_slot_whose_folder_git_forgot_is_rebuilt(repo: Path) -> None:
     assert git(path, "rev-parse", "HEAD") == rev(repo, "HEAD")
 
 
+@pytest.mark.parametrize("ahead", [True, False])
+def test_a_slot_whose_add_was_killed_while_git_held_it_locked_is_made_again(
+    repo: Path, ahead: bool
+) -> None:
+    """git locks a worktree record ("initializing") while it adds it: an add killed then, its
+    folder gone, leaves a locked record that a plain ``--force`` add refuses."""
+    ws = workspace(repo)
+    path = repo / ".git" / "paradev" / "gates" / "slot-1"
+    git(repo, "worktree", "add", "-q", "--detach", "--lock", str(path), "HEAD")
+    subprocess.run(["rm", "-rf", str(path)], check=True)  # as the kill left it
+
+    if ahead:
+        gates.add_slots_ahead(ws, 1, rev(repo, "HEAD"))
+        gates._slots_added_ahead(ws)
+    assert gates.ready_slot(ws, 1, rev(repo, "HEAD")) == path
+
+    assert git(path, "rev-parse", "HEAD") == rev(repo, "HEAD")
+    assert (path / "README.md").read_text() == "# sample\n"
+
+
 def test_gates_run_at_once_and_report_in_order(repo: Path, tmp_path: Path) -> None:
     ws = workspace(repo)
     head = rev(repo, "HEAD")
